@@ -1,0 +1,42 @@
+"""Adapters and datasets: what users trained and what they uploaded."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.models import Adapter, Dataset, utcnow
+
+
+def list_adapters(session: Session, base_model: str | None = None) -> list[Adapter]:
+    query = select(Adapter).order_by(Adapter.id.desc())
+    if base_model is not None:
+        query = query.where(Adapter.base_model == base_model)
+    return list(session.scalars(query))
+
+
+def get_adapter_by_name(session: Session, name: str) -> Adapter | None:
+    return session.scalars(select(Adapter).where(Adapter.name == name)).first()
+
+
+def adapter_for_job(session: Session, job_id: int) -> Adapter | None:
+    return session.scalars(select(Adapter).where(Adapter.job_id == job_id)).first()
+
+
+def add_dataset(session: Session, name: str, path: str, format: str, rows: int, sha256: str) -> Dataset:
+    """Register a dataset; the same content uploaded twice is stored once."""
+    existing = session.scalars(select(Dataset).where(Dataset.sha256 == sha256)).first()
+    if existing is not None:
+        return existing
+    dataset = Dataset(name=name, path=path, format=format, rows=rows, sha256=sha256, created_at=utcnow())
+    session.add(dataset)
+    session.flush()
+    return dataset
+
+
+def list_datasets(session: Session) -> list[Dataset]:
+    return list(session.scalars(select(Dataset).order_by(Dataset.id.desc())))
+
+
+def get_dataset_by_name(session: Session, name: str) -> Dataset | None:
+    return session.scalars(select(Dataset).where(Dataset.name == name).order_by(Dataset.id.desc())).first()

@@ -1,0 +1,164 @@
+"""Ledger operations on jobs and metrics. Each takes the session first and never commits: the caller owns
+the transaction (one `with db.write() as s:` per action)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from storage.models import Adapter, Job, JobStatus, Metric, utcnow
+
+
+def create_job(session: Session, name: str, spec: dict, priority: int = 0) -> Job:
+    job = Job(name=name, spec=spec, priority=priority, status=JobStatus.QUEUED, attempt=0,
+              cancel_requested=False, step=0, created_at=utcnow())
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: int) -> Job | None:
+    return session.get(Job, job_id)
+
+
+def list_jobs(session: Session, limit: int = 200) -> list[Job]:
+    return list(session.scalars(select(Job).order_by(Job.id.desc()).limit(limit)))
+
+
+def queued_job_ids(session: Session) -> list[int]:
+    """Queued jobs in the order workers should take them: higher priority first, then oldest."""
+    query = select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.priority.desc(), Job.id)
+    return list(session.scalars(query))
+
+
+def claim_job(session: Session, job_id: int, worker: str) -> int | None:
+    """Take a queued job for `worker`. Returns the new attempt number, or None when someone else has it,
+    it was cancelled, or it is finished (a duplicate queue message is then a no-op)."""
+    now = utcnow()
+    claimed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))
+        .values(status=JobStatus.RUNNING, attempt=Job.attempt + 1, worker=worker, heartbeat_at=now,
+                started_at=func.coalesce(Job.started_at, now), error=None)
+        .returning(Job.attempt)
+    ).scalar_one_or_none()
+    return claimed
+
+
+def _owned(job_id: int, attempt: int):
+    # The attempt number fences off a stale worker: once the reaper requeues a job, the old attempt's
+    # writes match no row.
+    return and_(Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.RUNNING)
+
+
+@dataclass(frozen=True)
+class Beat:
+    still_owner: bool
+    cancel_requested: bool
+
+
+def heartbeat(session: Session, job_id: int, attempt: int, step: int | None = None,
+              total_steps: int | None = None) -> Beat:
+    """Stamp liveness (and progress when given). Tells the worker whether it still owns the job and
+    whether the user asked to cancel it."""
+    values: dict = {"heartbeat_at": utcnow()}
+    if step is not None:
+        values["step"] = step
+    if total_steps is not None:
+        values["total_steps"] = total_steps
+    row = session.execute(
+        update(Job).where(_owned(job_id, attempt)).values(**values).returning(Job.cancel_requested)
+    ).scalar_one_or_none()
+    return Beat(still_owner=row is not None, cancel_requested=bool(row))
+
+
+def record_metrics(session: Session, job_id: int, step: int, values: dict[str, float]) -> None:
+    """Insert metric rows; a row already written for (job, step, name) is kept (a resumed run repeats steps)."""
+    rows = [{"job_id": job_id, "step": step, "name": name, "value": float(value), "created_at": utcnow()}
+            for name, value in values.items()]
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(insert(Metric).values(rows).on_conflict_do_nothing(
+        index_elements=["job_id", "step", "name"]))
+
+
+def metrics_for(session: Session, job_id: int) -> list[Metric]:
+    return list(session.scalars(select(Metric).where(Metric.job_id == job_id).order_by(Metric.step, Metric.name)))
+
+
+def latest_metric(session: Session, job_id: int, name: str) -> float | None:
+    query = (select(Metric.value).where(Metric.job_id == job_id, Metric.name == name)
+             .order_by(Metric.step.desc()).limit(1))
+    return session.scalars(query).first()
+
+
+def succeed_job(session: Session, job_id: int, attempt: int, adapter: Adapter) -> bool:
+    """Mark success and register the adapter in the same transaction. False when the attempt is stale."""
+    done = session.execute(
+        update(Job).where(_owned(job_id, attempt))
+        .values(status=JobStatus.SUCCEEDED, finished_at=utcnow(), heartbeat_at=utcnow())
+        .returning(Job.id)
+    ).scalar_one_or_none()
+    if done is None:
+        return False
+    session.add(adapter)
+    session.flush()
+    return True
+
+
+def fail_job(session: Session, job_id: int, attempt: int, error: str) -> bool:
+    return _finish(session, job_id, attempt, JobStatus.FAILED, error)
+
+
+def cancel_running_job(session: Session, job_id: int, attempt: int) -> bool:
+    return _finish(session, job_id, attempt, JobStatus.CANCELLED, "Cancelled by the user.")
+
+
+def _finish(session: Session, job_id: int, attempt: int, status: str, error: str | None) -> bool:
+    done = session.execute(
+        update(Job).where(_owned(job_id, attempt))
+        .values(status=status, error=error, finished_at=utcnow()).returning(Job.id)
+    ).scalar_one_or_none()
+    return done is not None
+
+
+def request_cancel(session: Session, job_id: int) -> str | None:
+    """Cancel a queued job at once; flag a running one for its worker. Returns the resulting status, or
+    None when there is no such job."""
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None:
+        return None
+    if job.status == JobStatus.QUEUED:
+        job.status, job.finished_at, job.error = JobStatus.CANCELLED, utcnow(), "Cancelled before it started."
+    elif job.status == JobStatus.RUNNING:
+        job.cancel_requested = True
+    return job.status
+
+
+def requeue_lost_worker(session: Session, job_id: int, attempt: int, reason: str, max_attempts: int) -> str:
+    """Give a job whose worker vanished back to the queue, or fail it after too many attempts."""
+    if attempt >= max_attempts:
+        _finish(session, job_id, attempt, JobStatus.FAILED,
+                f"{reason} Gave up after {attempt} attempts.")
+        return JobStatus.FAILED
+    session.execute(update(Job).where(_owned(job_id, attempt))
+                    .values(status=JobStatus.QUEUED, worker=None, error=reason))
+    return JobStatus.QUEUED
+
+
+def stale_running_jobs(session: Session, lease_s: float) -> list[tuple[int, int]]:
+    """(job id, attempt) of running jobs whose heartbeat is older than the lease."""
+    cutoff = utcnow() - timedelta(seconds=lease_s)
+    query = select(Job.id, Job.attempt).where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff)
+    return [(row.id, row.attempt) for row in session.execute(query)]
+
+
+def running_jobs_of(session: Session, worker: str) -> list[tuple[int, int]]:
+    query = select(Job.id, Job.attempt).where(Job.status == JobStatus.RUNNING, Job.worker == worker)
+    return [(row.id, row.attempt) for row in session.execute(query)]
