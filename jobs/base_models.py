@@ -1,0 +1,66 @@
+"""Where a base model comes from: the offline demo, a local directory, or a hub id. No torch here."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+
+from jobs.spec import DEMO_BASE_MODEL
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def resolve_base_model(base_model: str, models_dir: Path) -> str:
+    """A path or hub id that `from_pretrained` accepts. Builds the demo model on first use."""
+    if base_model == DEMO_BASE_MODEL:
+        from jobs.demo_model import ensure_demo_model
+
+        return str(ensure_demo_model(models_dir))
+    return base_model
+
+
+def looks_local(base_model: str) -> bool:
+    return base_model.startswith(("/", ".", "~")) or Path(base_model).expanduser().exists()
+
+
+def base_model_problem(base_model: str) -> str | None:
+    """Why this base model cannot be used, or None. Hub ids are only checked for shape (offline here)."""
+    if base_model == DEMO_BASE_MODEL:
+        return None
+    if looks_local(base_model):
+        path = Path(base_model).expanduser()
+        if not path.is_dir():
+            return f"no such directory: {base_model}"
+        if not (path / "config.json").is_file():
+            return f"{base_model} has no config.json, so it is not a transformers model directory"
+        if not list(path.glob("*.safetensors")):
+            return f"{base_model} has no .safetensors weights (only safetensors are loaded, never pickles)"
+        return None
+    if not HUB_ID.match(base_model):
+        return (f"'{base_model}' is neither '{DEMO_BASE_MODEL}', an existing local directory, nor a hub id "
+                f"of the form owner/name")
+    return None
+
+
+def safetensors_tensor_names(path: Path) -> list[str]:
+    """Tensor names from a safetensors header (8-byte length + JSON), without loading any weights."""
+    with path.open("rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return [name for name in header if name != "__metadata__"]
+
+
+def linear_module_names(model_dir: Path) -> set[str] | None:
+    """Leaf names of the modules holding 2-D weights (Linear layers and embeddings), or None if unknown."""
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        return None
+    names = set()
+    for file in files:
+        for tensor in safetensors_tensor_names(file):
+            parts = tensor.split(".")
+            if len(parts) >= 2 and parts[-1] == "weight":
+                names.add(parts[-2])
+    return names

@@ -1,0 +1,129 @@
+"""The child process that trains one attempt of one job: `python -m jobs.run JOB_ID ATTEMPT`.
+
+It is the only place torch runs for a job. It streams metrics to the ledger, stops on SIGTERM (saving a
+checkpoint), and on success publishes the adapter and records it in one transaction."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from jobs.base_models import resolve_base_model
+from jobs.spec import TrainSpec
+from jobs.studio import Studio, open_studio
+from jobs.submit import dataset_path
+from jobs.supervisor import EXIT_INTERRUPTED, run_dir_for
+from storage import catalog, jobs_repo
+from storage.models import Adapter
+
+EXIT_CANCELLED = 3
+CANCEL_POLL_S = 2.0
+
+
+def _die_with_parent() -> None:
+    # If the worker dies, this process must not train on unsupervised (Linux: PR_SET_PDEATHSIG).
+    parent = os.getppid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except OSError:
+        pass
+    if os.getppid() != parent:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+class LedgerSink:
+    """Callbacks from `train` into the ledger: metrics, progress, and the stop signal."""
+
+    def __init__(self, studio: Studio, job_id: int, attempt: int) -> None:
+        self.studio, self.job_id, self.attempt = studio, job_id, attempt
+        self.signalled = threading.Event()
+        self.cancel_requested = False
+        self.lost_ownership = False
+        self._next_poll = 0.0
+
+    def on_metrics(self, step: int, values: dict[str, float], total_steps: int | None) -> None:
+        with self.studio.db.write() as session:
+            jobs_repo.record_metrics(session, self.job_id, step, values)
+            beat = jobs_repo.heartbeat(session, self.job_id, self.attempt, step=step, total_steps=total_steps)
+        self._note(beat)
+
+    def should_stop(self) -> bool:
+        if self.signalled.is_set() or self.cancel_requested or self.lost_ownership:
+            return True
+        if time.monotonic() >= self._next_poll:
+            self._next_poll = time.monotonic() + CANCEL_POLL_S
+            with self.studio.db.write() as session:
+                self._note(jobs_repo.heartbeat(session, self.job_id, self.attempt))
+        return self.cancel_requested or self.lost_ownership
+
+    def _note(self, beat: jobs_repo.Beat) -> None:
+        self.cancel_requested |= beat.cancel_requested
+        self.lost_ownership |= not beat.still_owner
+
+
+def _publish_adapter(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, name: str,
+                     adapter_dir: Path) -> bool:
+    target = studio.settings.adapters_dir / name
+    if target.exists():
+        shutil.rmtree(target)  # a previous attempt of this same job got this far, then died
+    os.replace(adapter_dir, target)
+    size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+    adapter = Adapter(name=name, base_model=spec.base_model, path=studio.relative(target), size_bytes=size,
+                      job_id=job_id)
+    with studio.db.write() as session:
+        recorded = jobs_repo.succeed_job(session, job_id, attempt, adapter)
+    if not recorded:
+        shutil.rmtree(target, ignore_errors=True)  # a newer attempt owns the job now
+    return recorded
+
+
+def _adapter_name(studio: Studio, job_name: str, job_id: int) -> str:
+    with studio.db.read() as session:
+        taken = catalog.get_adapter_by_name(session, job_name)
+    return job_name if taken is None or taken.job_id == job_id else f"{job_name}-job{job_id}"
+
+
+def main(argv: list[str]) -> int:
+    job_id, attempt = int(argv[0]), int(argv[1])
+    _die_with_parent()
+    studio = open_studio(migrate=False)
+    with studio.db.read() as session:
+        job = jobs_repo.get_job(session, job_id)
+        spec, job_name = TrainSpec.model_validate(job.spec), job.name
+    run_dir = run_dir_for(studio, job_id)
+    error_file = run_dir / "error.txt"
+    error_file.unlink(missing_ok=True)
+    sink = LedgerSink(studio, job_id, attempt)
+    signal.signal(signal.SIGTERM, lambda *_: sink.signalled.set())
+    try:
+        from jobs.train import train
+
+        result = train(spec, run_dir, resolve_base_model(spec.base_model, studio.settings.models_dir),
+                       dataset_path(studio, spec.dataset), sink.on_metrics, sink.should_stop)
+    except Exception as error:  # everything the user must read goes to error.txt
+        from jobs.train import explain_failure
+
+        error_file.write_text(explain_failure(error), encoding="utf-8")
+        traceback.print_exc()
+        return 1
+    if result.stopped:
+        with studio.db.write() as session:
+            sink._note(jobs_repo.heartbeat(session, job_id, attempt))
+            if sink.cancel_requested:
+                jobs_repo.cancel_running_job(session, job_id, attempt)
+        return EXIT_CANCELLED if sink.cancel_requested else EXIT_INTERRUPTED
+    name = _adapter_name(studio, job_name, job_id)
+    published = _publish_adapter(studio, job_id, attempt, spec, name, result.adapter_dir)
+    print(f"adapter {name!r} {'registered' if published else 'discarded (stale attempt)'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,127 @@
+"""Runs one claimed job in a child process and keeps the ledger honest about it.
+
+The worker (a Huey consumer thread) claims the job, starts `python -m jobs.run JOB ATTEMPT`, stamps the
+heartbeat while the child lives, relays a cancel request as SIGTERM, and records a failure the child could not
+record itself. Torch and CUDA live only in the child, so a crash or OOM there never takes the worker down."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from functools import cache
+from pathlib import Path
+
+from jobs.studio import REPO_ROOT, Studio, open_studio
+from storage import jobs_repo
+from storage.models import JobStatus
+
+log = logging.getLogger(__name__)
+EXIT_INTERRUPTED = 75  # the child stopped early without a cancel request: requeue and resume
+CANCEL_GRACE_S = 60.0
+LOG_TAIL_LINES = 30
+
+
+@cache
+def worker_studio() -> Studio:
+    return open_studio()
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_dir_for(studio: Studio, job_id: int) -> Path:
+    return studio.settings.runs_dir / f"job-{job_id}"
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    if not path.is_file():
+        return ""
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - 64 * 1024))
+        text = handle.read().decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def supervise_job(job_id: int) -> None:
+    studio = worker_studio()
+    with studio.db.write() as session:
+        attempt = jobs_repo.claim_job(session, job_id, worker_name())
+    if attempt is None:
+        log.info("job %s: not claimable (taken, cancelled or finished); message ignored", job_id)
+        return
+    run_dir = run_dir_for(studio, job_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log.info("job %s: attempt %s starting", job_id, attempt)
+    returncode = _run_child(studio, job_id, attempt, run_dir)
+    _record_outcome(studio, job_id, attempt, returncode, run_dir)
+
+
+def _run_child(studio: Studio, job_id: int, attempt: int, run_dir: Path) -> int | None:
+    log_path = run_dir / "train.log"
+    with log_path.open("ab") as log_file:
+        log_file.write(f"\n=== attempt {attempt} on {worker_name()} ===\n".encode())
+        log_file.flush()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "jobs.run", str(job_id), str(attempt)],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    return _watch(studio, job_id, attempt, child)
+
+
+def _watch(studio: Studio, job_id: int, attempt: int, child: subprocess.Popen) -> int | None:
+    heartbeat_s = studio.settings.heartbeat_s
+    kill_at = None
+    while True:
+        try:
+            return child.wait(timeout=heartbeat_s)
+        except subprocess.TimeoutExpired:
+            pass
+        with studio.db.write() as session:
+            beat = jobs_repo.heartbeat(session, job_id, attempt)
+        if not beat.still_owner:
+            log.warning("job %s: attempt %s no longer owns the job; stopping its process", job_id, attempt)
+            child.kill()
+            child.wait()
+            return None
+        if beat.cancel_requested and kill_at is None:
+            child.send_signal(signal.SIGTERM)  # the child stops at the next step and records "cancelled"
+            kill_at = time.monotonic() + CANCEL_GRACE_S
+        if kill_at is not None and time.monotonic() > kill_at:
+            child.kill()
+
+
+def _record_outcome(studio: Studio, job_id: int, attempt: int, returncode: int | None, run_dir: Path) -> None:
+    with studio.db.write() as session:
+        job = jobs_repo.get_job(session, job_id)
+        if job is None or job.status != JobStatus.RUNNING or job.attempt != attempt:
+            return  # the child recorded its own outcome, or the job has moved on
+        if job.cancel_requested:
+            jobs_repo.cancel_running_job(session, job_id, attempt)
+        elif returncode == EXIT_INTERRUPTED:
+            jobs_repo.requeue_lost_worker(session, job_id, attempt, "Interrupted; resuming from the last "
+                                          "checkpoint.", studio.settings.max_attempts)
+        else:
+            jobs_repo.fail_job(session, job_id, attempt, _failure_text(run_dir, returncode))
+        status, priority = job.status, job.priority
+    if status == JobStatus.QUEUED:
+        from jobs.queue import enqueue_job
+
+        enqueue_job(studio.settings, job_id, priority)
+
+
+def _failure_text(run_dir: Path, returncode: int | None) -> str:
+    error_file = run_dir / "error.txt"
+    if error_file.is_file():
+        return error_file.read_text(encoding="utf-8", errors="replace")
+    how = f"was killed by signal {-returncode}" if returncode and returncode < 0 else f"exited with {returncode}"
+    if returncode == -signal.SIGKILL:
+        how += " (often the kernel's out-of-memory killer: lower batch_size or max_length)"
+    return f"The training process {how}. Last log lines:\n{log_tail(run_dir / 'train.log')}"

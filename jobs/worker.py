@@ -1,0 +1,49 @@
+"""A worker: one Huey consumer thread, so one job at a time per device.
+
+    python -m jobs.worker                         # uses the default device
+    CUDA_VISIBLE_DEVICES=1 python -m jobs.worker  # one worker per GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+
+from jobs.queue import get_queue
+from jobs.reaper import reap_once
+from jobs.supervisor import worker_studio
+
+log = logging.getLogger("jobs.worker")
+
+
+def _reaper_loop(stop: threading.Event, interval_s: float) -> None:
+    while not stop.wait(interval_s):
+        try:
+            reap_once(worker_studio())
+        except Exception:  # a reaper hiccup (database busy, Redis blip) must not end the worker
+            log.exception("reaper pass failed; retrying next interval")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run a studio worker (one job at a time).")
+    parser.add_argument("--reap-interval", type=float, default=None,
+                        help="seconds between reaper passes (default: a third of the lease)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    studio = worker_studio()
+    reap_once(studio)
+    stop = threading.Event()
+    interval = args.reap_interval or max(1.0, studio.settings.lease_s / 3)
+    threading.Thread(target=_reaper_loop, args=(stop, interval), daemon=True, name="reaper").start()
+    consumer = get_queue(studio.settings).create_consumer(workers=1, worker_type="thread", periodic=False,
+                                                          initial_delay=0.2, max_delay=1.0)
+    log.info("worker ready: queue %s, database %s", studio.settings.queue_url, studio.db.engine.url)
+    try:
+        consumer.run()
+    finally:
+        stop.set()
+
+
+if __name__ == "__main__":
+    main()
