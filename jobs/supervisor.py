@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from functools import cache
 from pathlib import Path
@@ -23,6 +24,9 @@ from storage.models import JobStatus
 log = logging.getLogger(__name__)
 EXIT_INTERRUPTED = 75  # the child stopped early without a cancel request: requeue and resume
 CANCEL_GRACE_S = 60.0
+EXIT_GRACE_S = 30.0
+SHUTTING_DOWN = threading.Event()
+"""Set when the worker is asked to stop: running children checkpoint, and their jobs go back to the queue."""
 LOG_TAIL_LINES = 30
 
 
@@ -86,13 +90,17 @@ def _watch(studio: Studio, job_id: int, attempt: int, child: subprocess.Popen) -
             pass
         with studio.db.write() as session:
             beat = jobs_repo.heartbeat(session, job_id, attempt)
-        if not beat.still_owner:
+            job = jobs_repo.get_job(session, job_id)
+            finished_by_child = job.attempt == attempt and job.status in JobStatus.FINISHED
+        if finished_by_child:
+            kill_at = kill_at or time.monotonic() + EXIT_GRACE_S  # the child recorded its outcome; let it exit
+        elif not beat.still_owner:
             log.warning("job %s: attempt %s no longer owns the job; stopping its process", job_id, attempt)
             child.kill()
             child.wait()
             return None
-        if beat.cancel_requested and kill_at is None:
-            child.send_signal(signal.SIGTERM)  # the child stops at the next step and records "cancelled"
+        elif (beat.cancel_requested or SHUTTING_DOWN.is_set()) and kill_at is None:
+            child.send_signal(signal.SIGTERM)  # the child checkpoints at the next step, then exits
             kill_at = time.monotonic() + CANCEL_GRACE_S
         if kill_at is not None and time.monotonic() > kill_at:
             child.kill()
@@ -106,8 +114,9 @@ def _record_outcome(studio: Studio, job_id: int, attempt: int, returncode: int |
         if job.cancel_requested:
             jobs_repo.cancel_running_job(session, job_id, attempt)
         elif returncode == EXIT_INTERRUPTED:
-            jobs_repo.requeue_lost_worker(session, job_id, attempt, "Interrupted; resuming from the last "
-                                          "checkpoint.", studio.settings.max_attempts)
+            # A planned stop (worker shutdown) is not a failure: requeue without counting against the limit.
+            jobs_repo.requeue_lost_worker(session, job_id, attempt, "Interrupted by a worker shutdown; "
+                                          "resumes from its last checkpoint.", max_attempts=10**9)
         else:
             jobs_repo.fail_job(session, job_id, attempt, _failure_text(run_dir, returncode))
         status, priority = job.status, job.priority

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import threading
+
+from huey.consumer import Consumer
 
 from jobs.queue import get_queue
 from jobs.reaper import reap_once
-from jobs.supervisor import worker_studio
+from jobs.supervisor import SHUTTING_DOWN, worker_studio
 
 log = logging.getLogger("jobs.worker")
 
@@ -23,6 +26,22 @@ def _reaper_loop(stop: threading.Event, interval_s: float) -> None:
             reap_once(worker_studio())
         except Exception:  # a reaper hiccup (database busy, Redis blip) must not end the worker
             log.exception("reaper pass failed; retrying next interval")
+
+
+class StudioConsumer(Consumer):
+    """Huey's consumer, but SIGTERM and SIGINT both shut down gracefully: the running child checkpoints and
+    its job is requeued (Huey's default drops an in-flight task for good)."""
+
+    SHUTDOWN_TIMEOUT_S = 120
+
+    def __init__(self, huey, **options) -> None:
+        super().__init__(huey, workers=1, worker_type="thread", periodic=False, initial_delay=0.2,
+                         max_delay=1.0, shutdown_timeout=self.SHUTDOWN_TIMEOUT_S, **options)
+        self._signal_actions = {signal.SIGTERM: (False, True), signal.SIGINT: (False, True)}
+
+    def _handle_signal(self, signum, frame) -> None:
+        SHUTTING_DOWN.set()
+        super()._handle_signal(signum, frame)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,8 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     interval = args.reap_interval or max(1.0, studio.settings.lease_s / 3)
     threading.Thread(target=_reaper_loop, args=(stop, interval), daemon=True, name="reaper").start()
-    consumer = get_queue(studio.settings).create_consumer(workers=1, worker_type="thread", periodic=False,
-                                                          initial_delay=0.2, max_delay=1.0)
+    consumer = StudioConsumer(get_queue(studio.settings))
     log.info("worker ready: queue %s, database %s", studio.settings.queue_url, studio.db.engine.url)
     try:
         consumer.run()

@@ -65,9 +65,10 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
+        # Closing (not rolling back) ends the transaction without expiring loaded objects, so callers can
+        # read their attributes after the block.
         with self._reader() as session:
             yield session
-            session.rollback()
 
     def dispose(self) -> None:
         self.engine.dispose()
