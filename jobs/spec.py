@@ -32,6 +32,10 @@ class SpecError(ValueError):
         self.problems = problems
         super().__init__("; ".join(str(p) for p in problems))
 
+    @classmethod
+    def from_text(cls, field: str, message: str) -> SpecError:
+        return cls([Problem(field=field, message=message)])
+
     def as_text(self) -> str:
         lines = [f"The job was not queued: {len(self.problems)} problem(s) to fix."]
         lines += [f"- {p.field}: {p.message}" for p in self.problems]
@@ -158,6 +162,13 @@ def _pydantic_problems(error: ValidationError) -> list[Problem]:
     return problems
 
 
+def salvage_spec(raw: dict, problems: list[Problem]) -> TrainSpec:
+    """A spec from the fields that did validate (defaults elsewhere), to keep checking the rest."""
+    bad_fields = {p.field.split(".")[0] for p in problems}
+    salvage = {k: v for k, v in raw.items() if k in TrainSpec.model_fields and k not in bad_fields}
+    return TrainSpec.model_validate(salvage)
+
+
 def parse_spec(raw: dict) -> TrainSpec:
     """Validate the shape and ranges of a spec. Raises SpecError listing every problem."""
     if not isinstance(raw, dict):
@@ -167,12 +178,7 @@ def parse_spec(raw: dict) -> TrainSpec:
     except ValidationError as error:
         # Ranges are checked on a best-effort copy too, so one submit shows type and range errors together.
         problems = _pydantic_problems(error)
-        bad_fields = {p.field.split(".")[0] for p in problems}
-        salvage = {k: v for k, v in raw.items() if k in TrainSpec.model_fields and k not in bad_fields}
-        try:
-            problems += _range_problems(TrainSpec.model_validate(salvage))
-        except ValidationError:
-            pass
+        problems += _range_problems(salvage_spec(raw, problems))
         raise SpecError(problems) from None
     problems = _range_problems(spec)
     if problems:

@@ -13,7 +13,16 @@ from sqlalchemy import select
 from jobs.base_models import base_model_problem, linear_module_names, looks_local
 from jobs.datasets import DatasetError, parse_file, store_parsed
 from jobs.queue import enqueue_job
-from jobs.spec import DEMO_BASE_MODEL, EXAMPLE_DATASET, TARGET_PRESETS, Problem, SpecError, TrainSpec, parse_spec
+from jobs.spec import (
+    DEMO_BASE_MODEL,
+    EXAMPLE_DATASET,
+    TARGET_PRESETS,
+    Problem,
+    SpecError,
+    TrainSpec,
+    parse_spec,
+    salvage_spec,
+)
 from jobs.studio import EXAMPLE_DATASET_FILE, Studio
 from storage import catalog, jobs_repo
 from storage.models import Dataset, Job, JobStatus
@@ -139,12 +148,9 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
         spec = parse_spec(raw)
     except SpecError as error:
         problems += error.problems
-        try:  # still check the named resources, from whatever fields parsed
-            spec = TrainSpec.model_validate({k: v for k, v in raw.items() if k in
-                                             ("base_model", "dataset", "name", "assistant_only_loss")})
-        except Exception:
-            raise SpecError(problems) from None
-        spec = spec.model_copy(update={"target_modules": "all-linear"})
+        if not isinstance(raw, dict):
+            raise
+        spec = salvage_spec(raw, problems)  # still check the named resources, from whatever fields parsed
     else:
         problems += _name_problems(studio, spec)
     problems += _dataset_problems(studio, spec) + _base_model_problems(spec)

@@ -1,0 +1,94 @@
+"""Start the studio: `python -m app [--host 127.0.0.1] [--port 7860] [--no-worker]`."""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import ipaddress
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home; these machines may be offline
+
+from jobs.studio import REPO_ROOT, Studio, open_studio  # noqa: E402
+
+log = logging.getLogger("app")
+WORKER_STOP_TIMEOUT_S = 150
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_from_env() -> tuple[str, str] | None:
+    """STUDIO_AUTH=user:password turns on Gradio's login."""
+    value = os.environ.get("STUDIO_AUTH", "")
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise SystemExit("error: STUDIO_AUTH must be user:password")
+    return user, password
+
+
+def start_embedded_worker() -> subprocess.Popen:
+    """A worker in its own process: training never runs in the web process."""
+    worker = subprocess.Popen([sys.executable, "-m", "jobs.worker"], cwd=REPO_ROOT)
+
+    def stop() -> None:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)  # graceful: the running job checkpoints and is requeued
+            try:
+                worker.wait(WORKER_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+    atexit.register(stop)
+    return worker
+
+
+def prepare(studio: Studio) -> None:
+    """First-use setup for the offline default: the demo base model and the example dataset."""
+    from jobs.demo_model import ensure_demo_model
+    from jobs.submit import ensure_example_dataset
+
+    ensure_demo_model(studio.settings.models_dir)
+    ensure_example_dataset(studio)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m app", description="Start the QLoRA studio.")
+    parser.add_argument("--host", default=os.environ.get("STUDIO_HOST", "127.0.0.1"),
+                        help="address to listen on (default 127.0.0.1; others need STUDIO_AUTH)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("STUDIO_PORT", "7860")))
+    parser.add_argument("--no-worker", action="store_true", help="do not start the embedded worker")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    auth = auth_from_env()
+    if not is_loopback(args.host) and auth is None:
+        raise SystemExit(f"error: refusing to listen on {args.host} without a login. Set STUDIO_AUTH=user:password, "
+                         f"or keep the default 127.0.0.1.")
+    studio = open_studio()
+    prepare(studio)
+    if not args.no_worker:
+        start_embedded_worker()
+
+    from app.server import build_app
+
+    app = build_app(studio)
+    app.queue(default_concurrency_limit=1)
+    app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=True,
+               allowed_paths=[str(studio.settings.exports_dir)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Chat tab: one prompt to several adapters and the base, answered side by side by ONE batched generate."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from app.handlers import BASE_PANE, StudioHandlers
+from jobs.spec import DEMO_BASE_MODEL
+
+MAX_PANES = 6
+
+
+def pane_choices(handlers: StudioHandlers, base_model: str) -> list[str]:
+    return [BASE_PANE] + [a["name"] for a in handlers.adapters(base_model or DEMO_BASE_MODEL)]
+
+
+def build(handlers: StudioHandlers) -> None:
+    with gr.Row():
+        base_model = gr.Dropdown(choices=handlers.base_models(), value=DEMO_BASE_MODEL, label="base model",
+                                 allow_custom_value=True)
+        picked = gr.Dropdown(choices=pane_choices(handlers, DEMO_BASE_MODEL), value=[BASE_PANE], multiselect=True,
+                             label=f"compare (up to {MAX_PANES})", elem_id="compare-picker")
+        reload = gr.Button("Refresh adapters", scale=0)
+    with gr.Accordion("Generation settings (the same for every pane)", open=False), gr.Row():
+        max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="max_new_tokens")
+        temperature = gr.Slider(0, 2, value=0, step=0.05, label="temperature", info="0 = greedy")
+        top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="top_p")
+        seed = gr.Number(value=0, precision=0, label="seed")
+        system = gr.Textbox(label="system prompt", placeholder="optional")
+    with gr.Row():
+        panes = [gr.Chatbot(label=f"pane {i + 1}", visible=i == 0, height=360, elem_id=f"pane-{i}")
+                 for i in range(MAX_PANES)]
+    with gr.Row():
+        prompt = gr.Textbox(label="prompt", placeholder="Ask all of them at once", scale=4, elem_id="chat-prompt")
+        send = gr.Button("Send", variant="primary", scale=1)
+        clear = gr.Button("Clear", scale=0)
+
+    def layout(names):
+        names = list(names or [])[:MAX_PANES]
+        return [gr.update(visible=i < len(names), label=names[i] if i < len(names) else f"pane {i + 1}", value=[])
+                for i in range(MAX_PANES)]
+
+    def on_send(message, base, names, new_tokens, temp, nucleus, seed_value, system_prompt, *histories):
+        names = list(names or [])
+        if len(names) > MAX_PANES:
+            raise gr.Error(f"adapters: at most {MAX_PANES} panes at once")
+        turns = [list(histories[i] or []) for i in range(len(names))]
+        conversations = []
+        for history in turns:
+            prior = [{"role": m["role"], "content": _text(m["content"])} for m in history]
+            head = [{"role": "system", "content": system_prompt}] if system_prompt and system_prompt.strip() else []
+            conversations.append(head + prior + [{"role": "user", "content": message}])
+        shown = [h + [{"role": "user", "content": message}, {"role": "assistant", "content": ""}] for h in turns]
+        for replies in handlers.compare_stream(base, names, conversations, new_tokens, temp, nucleus, seed_value):
+            for history, reply in zip(shown, replies, strict=True):
+                history[-1]["content"] = reply
+            yield ["", *shown, *[gr.update() for _ in range(MAX_PANES - len(shown))]]
+
+    def on_base(base):
+        return gr.update(choices=pane_choices(handlers, base), value=[BASE_PANE])
+
+    settings = [max_new_tokens, temperature, top_p, seed, system]
+    picked.change(layout, picked, panes, api_visibility="private")
+    base_model.change(on_base, base_model, picked, api_visibility="private")
+    reload.click(lambda b: (gr.update(choices=handlers.base_models()), gr.update(choices=pane_choices(handlers, b))),
+                 base_model, [base_model, picked], api_visibility="private")
+    send_event = dict(fn=on_send, inputs=[prompt, base_model, picked, *settings, *panes], outputs=[prompt, *panes],
+                      api_visibility="private")
+    send.click(**send_event)
+    prompt.submit(**send_event)
+    clear.click(layout, picked, panes, api_visibility="private")
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # gradio may hand back [{"type": "text", "text": ...}]
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content)
