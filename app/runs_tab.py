@@ -12,7 +12,7 @@ REFRESH_S = 2.0
 
 
 def _details(handlers: StudioHandlers, job_id):
-    if job_id in (None, ""):
+    if not job_id:  # nothing picked (the number box shows 0): follow the newest job
         jobs = handlers.jobs()
         if not jobs:
             return "No jobs yet: submit one in the Train tab.", loss_curve([]), "", None
@@ -62,8 +62,8 @@ def build(handlers: StudioHandlers) -> None:
         return event.row_value[0]
 
     def on_cancel(job_id):
-        if job_id in (None, ""):
-            raise gr.Error("job_id: select a job first")
+        if not job_id:
+            raise gr.Error("job_id: select a job first (click its row)")
         status = handlers.cancel(int(job_id))
         gr.Info(f"Job {int(job_id)}: {'cancel requested' if status == 'running' else status}.")
 
