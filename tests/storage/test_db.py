@@ -1,0 +1,61 @@
+import sqlite3
+
+import pytest
+from sqlalchemy import text
+
+from storage.db import Database, check_sqlite_location, filesystem_type, sqlite_version_warning
+from storage.models import Job
+from storage.schema import current_revision, head_revision, upgrade_database
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'studio.db'}")
+    upgrade_database(database)
+    yield database
+    database.dispose()
+
+
+def test_sqlite_connection_settings(db):
+    with db.read() as session:
+        pragmas = {name: session.execute(text(f"PRAGMA {name}")).scalar() for name in
+                   ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")}
+    assert pragmas == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1, "busy_timeout": 30000}
+
+
+def test_writers_begin_immediate_readers_do_not(db, tmp_path):
+    other = sqlite3.connect(tmp_path / "studio.db", timeout=0, isolation_level=None)
+    with db.write() as session:
+        session.execute(text("SELECT 1"))  # an IMMEDIATE transaction holds the write lock even before writing
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("ROLLBACK")
+    with db.read() as session:
+        session.execute(text("SELECT 1"))
+        other.execute("BEGIN IMMEDIATE")  # a reader does not block writers
+        other.execute("ROLLBACK")
+
+
+def test_migrations_reach_head_and_are_idempotent(db):
+    assert current_revision(db) == head_revision()
+    with db.write() as session:
+        session.add(Job(name="kept", spec={}, status="queued", priority=0, attempt=0, cancel_requested=False, step=0))
+    upgrade_database(db)  # an upgrade over an existing database keeps its rows
+    with db.read() as session:
+        assert session.query(Job).one().name == "kept"
+
+
+def test_old_sqlite_gets_a_warning():
+    assert "3.51.3" in sqlite_version_warning((3, 40, 1))
+    assert sqlite_version_warning((3, 51, 3)) is None
+
+
+def test_network_filesystem_is_refused(tmp_path):
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"/dev/vda / ext4 rw 0 0\nserver:/export {tmp_path}/nfs nfs4 rw 0 0\n")
+    (tmp_path / "nfs" / "data").mkdir(parents=True)
+    assert filesystem_type(tmp_path / "nfs" / "data", mounts) == "nfs4"
+    with pytest.raises(RuntimeError, match="network filesystem"):
+        check_sqlite_location(tmp_path / "nfs" / "data", mounts)
+    check_sqlite_location(tmp_path, mounts)  # a local disk is fine

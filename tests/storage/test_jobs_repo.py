@@ -1,0 +1,128 @@
+import multiprocessing
+import time
+
+import pytest
+
+from storage import jobs_repo
+from storage.db import Database
+from storage.models import Adapter, JobStatus, Metric
+from storage.schema import upgrade_database
+
+
+@pytest.fixture
+def db_url(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studio.db'}"
+    database = Database(url)
+    upgrade_database(database)
+    database.dispose()
+    return url
+
+
+@pytest.fixture
+def db(db_url):
+    database = Database(db_url)
+    yield database
+    database.dispose()
+
+
+def _new_job(db, **kwargs) -> int:
+    with db.write() as s:
+        return jobs_repo.create_job(s, name="j", spec={"seed": 1}, **kwargs).id
+
+
+def test_claim_once_then_duplicates_are_noops(db):
+    job_id = _new_job(db)
+    with db.write() as s:
+        assert jobs_repo.claim_job(s, job_id, "w1") == 1
+    with db.write() as s:
+        assert jobs_repo.claim_job(s, job_id, "w2") is None
+    with db.read() as s:
+        job = jobs_repo.get_job(s, job_id)
+    assert (job.status, job.worker, job.attempt) == (JobStatus.RUNNING, "w1", 1)
+
+
+def _claim_all(url: str, worker: str, job_ids: list[int], results) -> None:
+    database = Database(url)  # engines are created after fork, never inherited
+    won = []
+    for job_id in job_ids:
+        with database.write() as s:
+            if jobs_repo.claim_job(s, job_id, worker):
+                won.append(job_id)
+    results.put(won)
+
+
+def test_concurrent_claims_across_processes_never_double_claim(db, db_url):
+    job_ids = [_new_job(db) for _ in range(60)]
+    results = multiprocessing.get_context("fork").Queue()
+    procs = [multiprocessing.get_context("fork").Process(target=_claim_all, args=(db_url, f"w{i}", job_ids, results))
+             for i in range(4)]
+    for p in procs:
+        p.start()
+    won = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    claimed = [job_id for part in won for job_id in part]
+    assert sorted(claimed) == job_ids  # every job claimed exactly once, no lock errors raised
+
+
+def test_metrics_are_unique_per_job_step_name(db):
+    job_id = _new_job(db)
+    with db.write() as s:
+        jobs_repo.record_metrics(s, job_id, 5, {"loss": 2.0, "learning_rate": 1e-3})
+    with db.write() as s:
+        jobs_repo.record_metrics(s, job_id, 5, {"loss": 9.0})  # a resumed run repeating step 5
+    with db.read() as s:
+        rows = s.query(Metric).filter_by(job_id=job_id, name="loss").all()
+    assert [(r.step, r.value) for r in rows] == [(5, 2.0)]
+
+
+def test_stale_attempt_cannot_write_results(db):
+    job_id = _new_job(db)
+    with db.write() as s:
+        first = jobs_repo.claim_job(s, job_id, "w1")
+    with db.write() as s:
+        assert jobs_repo.requeue_lost_worker(s, job_id, first, "lost", max_attempts=3) == JobStatus.QUEUED
+    with db.write() as s:
+        second = jobs_repo.claim_job(s, job_id, "w2")
+    assert second == first + 1
+    adapter = Adapter(name="a", base_model="b", path="adapters/a", size_bytes=1, job_id=job_id)
+    with db.write() as s:
+        assert not jobs_repo.succeed_job(s, job_id, first, adapter)
+        assert not jobs_repo.heartbeat(s, job_id, first).still_owner
+    with db.write() as s:
+        assert jobs_repo.succeed_job(s, job_id, second, adapter)
+    with db.read() as s:
+        assert jobs_repo.get_job(s, job_id).status == JobStatus.SUCCEEDED
+
+
+def test_cancel_queued_at_once_and_running_by_flag(db):
+    queued, running = _new_job(db), _new_job(db)
+    with db.write() as s:
+        attempt = jobs_repo.claim_job(s, running, "w1")
+    with db.write() as s:
+        assert jobs_repo.request_cancel(s, queued) == JobStatus.CANCELLED
+        assert jobs_repo.request_cancel(s, running) == JobStatus.RUNNING
+        assert jobs_repo.request_cancel(s, 999) is None
+    with db.write() as s:
+        assert jobs_repo.heartbeat(s, running, attempt).cancel_requested
+        assert jobs_repo.claim_job(s, queued, "w2") is None  # a cancelled job's message is a no-op
+
+
+def test_stale_heartbeats_are_found_and_attempts_are_limited(db):
+    job_id = _new_job(db)
+    with db.write() as s:
+        attempt = jobs_repo.claim_job(s, job_id, "w1")
+    time.sleep(0.05)
+    with db.read() as s:
+        assert jobs_repo.stale_running_jobs(s, lease_s=0.01) == [(job_id, attempt)]
+        assert jobs_repo.stale_running_jobs(s, lease_s=60) == []
+    with db.write() as s:
+        assert jobs_repo.requeue_lost_worker(s, job_id, attempt, "lost.", max_attempts=1) == JobStatus.FAILED
+    with db.read() as s:
+        assert "Gave up after 1 attempts" in jobs_repo.get_job(s, job_id).error
+
+
+def test_queue_order_is_priority_then_age(db):
+    low, high, low2 = _new_job(db, priority=0), _new_job(db, priority=5), _new_job(db, priority=0)
+    with db.read() as s:
+        assert jobs_repo.queued_job_ids(s) == [high, low, low2]
