@@ -1,0 +1,72 @@
+import json
+
+import pandas as pd
+import pytest
+
+from jobs.datasets import DatasetError, parse_file, store_parsed
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("filename", "make", "fmt"), [
+    ("d.jsonl", lambda p: _write(p, json.dumps(CHAT) + "\n\n" + json.dumps(CHAT)), "messages"),
+    ("d.json", lambda p: _write(p, json.dumps([CHAT, CHAT])), "messages"),
+    ("d.json", lambda p: _write(p, json.dumps({"data": [{"prompt": "a", "completion": "b"}]})), "prompt-completion"),
+    ("d.csv", lambda p: pd.DataFrame({"instruction": ["add", "sub"], "input": ["1 2", ""], "output": ["3", "x"]})
+     .to_csv(p, index=False), "instruction"),
+    ("d.csv", lambda p: pd.DataFrame({"messages": [json.dumps(CHAT["messages"])]}).to_csv(p, index=False), "messages"),
+    ("d.parquet", lambda p: pd.DataFrame({"prompt": ["q1", "q2"], "completion": ["a1", "a2"]}).to_parquet(p),
+     "prompt-completion"),
+    ("d.parquet", lambda p: pd.DataFrame({"messages": [CHAT["messages"]]}).to_parquet(p), "messages"),
+])
+def test_formats_normalize_to_messages(tmp_path, filename, make, fmt):
+    path = tmp_path / filename
+    make(path)
+    parsed = parse_file(path)
+    assert parsed.format == fmt
+    assert all(row["messages"][-1]["role"] == "assistant" for row in parsed.rows)
+
+
+def test_instruction_input_is_joined_into_the_prompt(tmp_path):
+    path = _write(tmp_path / "d.json", json.dumps([{"instruction": "add", "input": "1 2", "output": "3"}]))
+    assert parse_file(path).rows[0]["messages"][0]["content"] == "add\n\n1 2"
+
+
+@pytest.mark.parametrize(("filename", "content", "words"), [
+    ("d.jsonl", "", "empty"),
+    ("d.jsonl", "\n\n", "no rows"),
+    ("d.jsonl", '{"messages": []}\n{broken', "line 2: not valid JSON"),
+    ("d.jsonl", '[1, 2]\n', "line 1: expected a JSON object"),
+    ("d.json", '{"messages": [', "not valid JSON"),
+    ("d.jsonl", '{"question": "a", "answer": "b"}\n', "missing columns"),
+    ("d.jsonl", '{"messages": [{"role": "user", "content": "hi"}]}\n', "row 1: has no non-empty assistant message"),
+    ("d.jsonl", '{"messages": [{"role": "robot", "content": "hi"}]}\n', "role 'robot'"),
+    ("d.jsonl", '{"prompt": "", "completion": "b"}\n', "row 1: 'prompt' and 'completion'"),
+    ("d.txt", "hello", "not supported"),
+    ("d.parquet", "not parquet", "could not read the Parquet"),
+])
+def test_bad_files_are_explained(tmp_path, filename, content, words):
+    path = _write(tmp_path / filename, content)
+    with pytest.raises(DatasetError) as caught:
+        parse_file(path)
+    assert any(words in problem for problem in caught.value.problems), caught.value.problems
+
+
+def test_every_bad_row_is_listed(tmp_path):
+    rows = [CHAT, {"messages": [{"role": "user", "content": "q"}]}, CHAT, {"messages": "nope"}]
+    path = _write(tmp_path / "d.jsonl", "\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(DatasetError) as caught:
+        parse_file(path)
+    assert [p.split(":")[0] for p in caught.value.problems] == ["row 2", "row 4"]
+
+
+def test_stored_copy_is_content_addressed(tmp_path):
+    path = _write(tmp_path / "d.jsonl", json.dumps(CHAT))
+    first, digest = store_parsed(parse_file(path), tmp_path / "store")
+    second, again = store_parsed(parse_file(path), tmp_path / "store")
+    assert first == second and digest == again and first.name == f"{digest}.jsonl"

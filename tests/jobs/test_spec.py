@@ -1,0 +1,58 @@
+import pytest
+
+from jobs.spec import SpecError, TrainSpec, parse_spec
+
+
+def test_defaults_are_valid_and_stored_verbatim():
+    spec = parse_spec({})
+    assert spec.quantization == "nf4" and spec.double_quant and spec.target_modules == "all-linear"
+    assert TrainSpec.model_validate(spec.model_dump(mode="json")) == spec
+
+
+@pytest.mark.parametrize(("raw", "field", "words"), [
+    ({"lora_r": 0}, "lora_r", "from 1 to 1024"),
+    ({"lora_r": -4}, "lora_r", "from 1 to 1024"),
+    ({"lora_r": 2.5}, "lora_r", "integer"),
+    ({"lora_r": "eight"}, "lora_r", "integer"),
+    ({"lora_alpha": 0}, "lora_alpha", "greater than 0"),
+    ({"lora_dropout": 1.0}, "lora_dropout", "below 1"),
+    ({"target_modules": ""}, "target_modules", "at least one module"),
+    ({"target_modules": ["q_proj", "bad name!"]}, "target_modules", "not a module name"),
+    ({"quantization": "q3"}, "quantization", "'nf4'"),
+    ({"compute_dtype": "float8"}, "compute_dtype", "'float32'"),
+    ({"quantization": "int8", "double_quant": True}, "double_quant", "4-bit"),
+    ({"max_steps": 0}, "max_steps", "-1 or at least 1"),
+    ({"learning_rate": 0}, "learning_rate", "greater than 0"),
+    ({"batch_size": 0}, "batch_size", "from 1"),
+    ({"max_length": 4}, "max_length", "from 16"),
+    ({"eval_fraction": 0.5}, "eval_fraction", "below 0.5"),
+    ({"name": "bad/name"}, "name", "letters, digits"),
+    ({"lora_rank": 8}, "lora_rank", "not a spec field"),
+])
+def test_each_bad_field_is_named(raw, field, words):
+    with pytest.raises(SpecError) as caught:
+        parse_spec(raw)
+    assert [p.field for p in caught.value.problems] == [field]
+    assert words in caught.value.problems[0].message
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(SpecError) as caught:
+        parse_spec({"lora_r": 0, "quantization": "q3", "lora_dropout": 2, "typo": 1, "max_steps": "x"})
+    assert {p.field for p in caught.value.problems} == {"lora_r", "quantization", "lora_dropout", "typo", "max_steps"}
+    assert "5 problem(s)" in caught.value.as_text()
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("attention", ["q_proj", "k_proj", "v_proj", "o_proj"]),
+    ("all-linear", "all-linear"),
+    ("q_proj, v_proj", ["q_proj", "v_proj"]),
+    (["gate_proj", "up_proj"], ["gate_proj", "up_proj"]),
+])
+def test_target_module_presets_and_lists(given, expected):
+    assert parse_spec({"target_modules": given}).target_module_names() == expected
+
+
+def test_not_an_object():
+    with pytest.raises(SpecError, match="JSON object"):
+        parse_spec(["lora_r", 8])

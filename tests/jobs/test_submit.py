@@ -1,0 +1,92 @@
+import json
+
+import pytest
+
+from jobs.datasets import DatasetError
+from jobs.queue import pending_job_ids
+from jobs.spec import SpecError
+from jobs.submit import import_dataset, submit_job
+from storage import jobs_repo
+
+
+def _nothing_queued(studio):
+    with studio.db.read() as s:
+        assert jobs_repo.list_jobs(s) == []
+    assert pending_job_ids(studio.settings) == set()
+
+
+def _problems(studio, raw) -> dict[str, str]:
+    with pytest.raises(SpecError) as caught:
+        submit_job(studio, raw)
+    _nothing_queued(studio)
+    return {p.field: p.message for p in caught.value.problems}
+
+
+def test_valid_submit_writes_ledger_row_then_queue_message(studio):
+    job_id = submit_job(studio, {"max_steps": 3}, priority=2)
+    with studio.db.read() as s:
+        job = jobs_repo.get_job(s, job_id)
+    assert job.status == "queued" and job.priority == 2 and job.spec["max_steps"] == 3
+    assert job.name == f"demo-tiny-llama-job{job_id}"
+    assert pending_job_ids(studio.settings) == {job_id}
+
+
+@pytest.mark.parametrize(("raw", "field", "words"), [
+    ({"base_model": "/no/such/model"}, "base_model", "no such directory"),
+    ({"base_model": "not a hub id!"}, "base_model", "neither"),
+    ({"target_modules": ["q_proj", "wq"]}, "target_modules", "unknown module(s) wq"),
+    ({"lora_r": 0}, "lora_r", "from 1 to 1024"),
+    ({"lora_r": -1}, "lora_r", "from 1 to 1024"),
+    ({"dataset": "missing"}, "dataset", "no dataset named 'missing'"),
+])
+def test_bad_submissions_queue_nothing(studio, raw, field, words):
+    problems = _problems(studio, raw)
+    assert words in problems[field]
+
+
+def test_resource_and_field_problems_come_together(studio):
+    problems = _problems(studio, {"lora_r": 0, "target_modules": "wq", "dataset": "missing"})
+    assert set(problems) == {"lora_r", "target_modules", "dataset"}
+
+
+def test_local_model_dir_without_safetensors_is_refused(studio, tmp_path):
+    model_dir = tmp_path / "pickled"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    (model_dir / "pytorch_model.bin").write_bytes(b"pickle")
+    assert "safetensors" in _problems(studio, {"base_model": str(model_dir)})["base_model"]
+
+
+def test_local_model_modules_are_read_from_safetensors_header(studio, demo_model_dir):
+    problems = _problems(studio, {"base_model": str(demo_model_dir), "target_modules": "q_proj,w1"})
+    assert "unknown module(s) w1" in problems["target_modules"]
+    assert "q_proj" in problems["target_modules"]  # the message lists what the model has
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    ("", "empty"),
+    ("{not json", "not valid JSON"),
+    ('{"text": "no chat here"}', "missing columns"),
+])
+def test_bad_dataset_uploads_are_refused(studio, tmp_path, content, words):
+    path = tmp_path / "upload.jsonl"
+    path.write_text(content)
+    with pytest.raises(DatasetError) as caught:
+        import_dataset(studio, path, "mine")
+    assert any(words in p for p in caught.value.problems)
+    assert _problems(studio, {"dataset": "mine"})["dataset"].startswith("no dataset named")
+
+
+def test_upload_then_train_on_it(studio, tmp_path):
+    path = tmp_path / "upload.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) for i in range(5)))
+    dataset = import_dataset(studio, path, "mine")
+    assert (dataset.rows, dataset.format) == (5, "prompt-completion")
+    assert submit_job(studio, {"dataset": "mine"}) > 0
+
+
+def test_example_name_is_reserved(studio, tmp_path):
+    path = tmp_path / "upload.jsonl"
+    path.write_text(json.dumps({"prompt": "q", "completion": "a"}))
+    with pytest.raises(DatasetError, match="reserved"):
+        import_dataset(studio, path, "example")
