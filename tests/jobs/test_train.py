@@ -1,0 +1,69 @@
+"""Real 4-bit NF4 QLoRA training on CPU with the tiny demo model (bitsandbytes >= 0.50 runs it for real)."""
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from jobs.checkpoints import newest_complete_checkpoint
+from jobs.datasets import parse_file, store_parsed
+from jobs.spec import parse_spec
+from jobs.studio import EXAMPLE_DATASET_FILE
+from jobs.train import train
+
+pytestmark = pytest.mark.slow
+FAST = {"max_steps": 4, "batch_size": 2, "max_length": 256, "logging_steps": 1, "eval_steps": 2, "save_steps": 2,
+        "eval_fraction": 0.05}
+
+
+@pytest.fixture(scope="module")
+def example_data(tmp_path_factory):
+    path, _ = store_parsed(parse_file(EXAMPLE_DATASET_FILE), tmp_path_factory.mktemp("data"))
+    return path
+
+
+def test_train_writes_peft_adapter_and_streams_metrics(tmp_path, demo_model_dir, example_data):
+    seen = []
+    result = train(parse_spec(FAST), tmp_path, str(demo_model_dir), example_data,
+                   lambda step, values, total: seen.append((step, values, total)), lambda: False)
+    assert not result.stopped
+    names = {name for _, values, _ in seen for name in values}
+    assert {"loss", "learning_rate", "grad_norm", "eval_loss", "tokens_per_s"} <= names
+    assert all(total == 4 for _, _, total in seen)
+    files = {p.name for p in result.adapter_dir.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "training_spec.json",
+            "final_metrics.json", "tokenizer.json", "tokenizer_config.json"} <= files
+    config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
+    leaf_names = {name.rsplit(".", 1)[-1] for name in config["target_modules"]}
+    assert config["r"] == 8 and leaf_names >= {"q_proj", "down_proj"}
+    weights = load_file(result.adapter_dir / "adapter_model.safetensors")
+    assert any("lora_A" in key for key in weights) and all(w.dtype.is_floating_point for w in weights.values())
+    assert result.final_metrics["steps"] == 4 and "eval_loss" in result.final_metrics
+    assert not (tmp_path / "adapter.partial").exists()
+
+
+def test_stop_saves_a_checkpoint_and_the_next_attempt_resumes(tmp_path, demo_model_dir, example_data):
+    spec = parse_spec({**FAST, "max_steps": 6, "save_steps": 100, "eval_fraction": 0})
+    steps = []
+    stopped = train(spec, tmp_path, str(demo_model_dir), example_data,
+                    lambda step, values, total: steps.append(step), lambda: bool(steps) and steps[-1] >= 2)
+    assert stopped.stopped and stopped.adapter_dir is None
+    checkpoint = newest_complete_checkpoint(tmp_path / "checkpoints")
+    # step 2 is logged after that step's stop check, so the run stops (and checkpoints) after step 3
+    assert checkpoint is not None and checkpoint.name == "checkpoint-3"
+
+    resumed_steps = []
+    done = train(spec, tmp_path, str(demo_model_dir), example_data,
+                 lambda step, values, total: resumed_steps.append(step), lambda: False)
+    assert not done.stopped and done.final_metrics["steps"] == 6
+    assert min(resumed_steps) > 3  # it continued from the checkpoint instead of starting over
+
+
+def test_torn_checkpoint_is_never_resumed(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    (checkpoints / "checkpoint-4").mkdir(parents=True)
+    (checkpoints / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    (checkpoints / "checkpoint-4" / "studio-complete.json").write_text("{}")
+    (checkpoints / "checkpoint-8").mkdir()  # killed mid-save: no marker
+    (checkpoints / "checkpoint-8" / "trainer_state.json").write_text("{")
+    assert newest_complete_checkpoint(checkpoints).name == "checkpoint-4"
