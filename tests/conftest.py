@@ -45,3 +45,88 @@ def studio(tmp_path, monkeypatch, demo_model_dir):
     studio = open_studio(load_settings({"STUDIO_DATA_DIR": str(data_dir)}))
     yield studio
     studio.db.dispose()
+
+
+class LiveStudio:
+    """A data dir with a real worker process consuming its queue."""
+
+    def __init__(self, data_dir: Path, demo_model_dir: Path, log_path: Path) -> None:
+        from jobs.studio import open_studio
+        from storage.settings import load_settings
+
+        seed_demo_model(data_dir, demo_model_dir)
+        self.data_dir, self.log_path = data_dir, log_path
+        self.env = studio_environ(data_dir)
+        self.studio = open_studio(load_settings(self.env))
+        self.worker = None
+
+    def start_worker(self):
+        import subprocess
+        import sys
+
+        log = self.log_path.open("ab")
+        self.worker = subprocess.Popen([sys.executable, "-m", "jobs.worker", "--reap-interval", "1"], env=self.env,
+                                       cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        return self.worker
+
+    def stop_worker(self, kill: bool = False) -> None:
+        import subprocess
+
+        if self.worker is None or self.worker.poll() is not None:
+            return
+        if kill:
+            self.worker.kill()
+        else:
+            self.worker.terminate()
+        try:
+            self.worker.wait(120)
+        except subprocess.TimeoutExpired:
+            self.worker.kill()
+            self.worker.wait()
+
+    def wait_for(self, job_id: int, statuses=("succeeded", "failed", "cancelled"), timeout_s: float = 300,
+                 condition=None):
+        import time
+
+        from storage import jobs_repo
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.studio.db.read() as session:
+                job = jobs_repo.get_job(session, job_id)
+            if job.status in statuses and (condition is None or condition(job)):
+                return job
+            if self.worker is not None and self.worker.poll() is not None:
+                raise AssertionError(f"the worker exited ({self.worker.returncode}):\n{self.worker_log()}")
+            time.sleep(0.5)
+        raise AssertionError(f"job {job_id} is {job.status} after {timeout_s} s; worker log:\n{self.worker_log()}")
+
+    def worker_log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory, demo_model_dir):
+    """One shared studio + worker for the tests that run jobs through the queue (they run one at a time)."""
+    root = tmp_path_factory.mktemp("live")
+    studio = LiveStudio(root / "data", demo_model_dir, root / "worker.log")
+    studio.start_worker()
+    yield studio
+    studio.stop_worker()
+    studio.studio.db.dispose()
+
+
+FAST_JOB = {"max_steps": 4, "batch_size": 2, "max_length": 256, "logging_steps": 1, "eval_steps": 2, "save_steps": 2,
+            "eval_fraction": 0.05}
+
+
+def broken_model_dir(tmp_path: Path, demo_model_dir: Path) -> Path:
+    """A model dir that passes submit checks but cannot load: its config disagrees with its weights."""
+    import json
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(demo_model_dir, broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["hidden_size"] = config["hidden_size"] * 2
+    (broken / "config.json").write_text(json.dumps(config))
+    return broken
