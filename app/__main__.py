@@ -41,7 +41,7 @@ def auth_from_env() -> tuple[str, str] | None:
 
 def start_embedded_worker() -> subprocess.Popen:
     """A worker in its own process: training never runs in the web process."""
-    worker = subprocess.Popen([sys.executable, "-m", "jobs.worker"], cwd=REPO_ROOT)
+    worker = subprocess.Popen([sys.executable, "-m", "jobs.worker", "--exit-with-parent"], cwd=REPO_ROOT)
 
     def stop() -> None:
         if worker.poll() is None:
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     if not is_loopback(args.host) and auth is None:
         raise SystemExit(f"error: refusing to listen on {args.host} without a login. Set STUDIO_AUTH=user:password, "
                          f"or keep the default 127.0.0.1.")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM too runs atexit, which stops the worker
     studio = open_studio()
     prepare(studio)
     if not args.no_worker:

@@ -5,7 +5,6 @@ checkpoint), and on success publishes the adapter and records it in one transact
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -16,6 +15,7 @@ import traceback
 from pathlib import Path
 
 from jobs.base_models import resolve_base_model
+from jobs.lifecycle import signal_when_parent_dies
 from jobs.spec import TrainSpec
 from jobs.studio import Studio, open_studio
 from jobs.submit import dataset_path
@@ -25,17 +25,6 @@ from storage.models import Adapter
 
 EXIT_CANCELLED = 3
 CANCEL_POLL_S = 2.0
-
-
-def _die_with_parent() -> None:
-    # If the worker dies, this process must not train on unsupervised (Linux: PR_SET_PDEATHSIG).
-    parent = os.getppid()
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except OSError:
-        pass
-    if os.getppid() != parent:
-        sys.exit(EXIT_INTERRUPTED)
 
 
 class LedgerSink:
@@ -92,7 +81,8 @@ def _adapter_name(studio: Studio, job_name: str, job_id: int) -> str:
 
 def main(argv: list[str]) -> int:
     job_id, attempt = int(argv[0]), int(argv[1])
-    _die_with_parent()
+    if not signal_when_parent_dies():  # an unsupervised child would train on with nobody to record it
+        return EXIT_INTERRUPTED
     studio = open_studio(migrate=False)
     with studio.db.read() as session:
         job = jobs_repo.get_job(session, job_id)

@@ -13,6 +13,7 @@ import threading
 
 from huey.consumer import Consumer
 
+from jobs.lifecycle import signal_when_parent_dies
 from jobs.queue import get_queue
 from jobs.reaper import reap_once
 from jobs.supervisor import SHUTTING_DOWN, worker_studio
@@ -48,7 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run a studio worker (one job at a time).")
     parser.add_argument("--reap-interval", type=float, default=None,
                         help="seconds between reaper passes (default: a third of the lease)")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="shut down (gracefully) when the parent process dies; the app's embedded worker uses it")
     args = parser.parse_args(argv)
+    if args.exit_with_parent and not signal_when_parent_dies(signal.SIGTERM):
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     studio = worker_studio()
     reap_once(studio)
