@@ -66,8 +66,12 @@ def jobs_table(jobs: list[Job], latest_by_job: dict[int, dict[str, float]]) -> p
 
 def loss_curve(metrics: list[Metric]) -> pd.DataFrame:
     """Long format for gr.LinePlot: step, value, series."""
-    rows = [(m.step, m.value, PLOTTED[m.name]) for m in metrics if m.name in PLOTTED]
-    return pd.DataFrame(rows, columns=["step", "value", "series"])
+    # gr.LinePlot builds its chart once, from its first value: later values only swap the data. So every series
+    # is present from the start (a null row, not drawn; else a series that appears later gets no colour and stays
+    # invisible) and the columns are numeric even when empty (else the axes stay nominal).
+    rows = [(None, None, series) for series in PLOTTED.values()]
+    rows += [(m.step, m.value, PLOTTED[m.name]) for m in metrics if m.name in PLOTTED]
+    return pd.DataFrame(rows, columns=["step", "value", "series"]).astype({"step": "float64", "value": "float64"})
 
 
 def adapters_table(adapters: list[Adapter]) -> pd.DataFrame:

@@ -4,7 +4,7 @@
 
 Trains N small adapters on the demo model (a few steps each, different seeds), loads them onto one 4-bit base,
 then times greedy generation for the same prompt: the studio's batched path (`ChatEngine`, adapter_names=[...,
-"__base__"]) against the plain path (for each adapter: set_adapter + generate; the base under disable_adapter)."""
+"__base__"]) against one generate call per pane on the same loaded model (what a compare costs without batching)."""
 
 from __future__ import annotations
 
