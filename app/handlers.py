@@ -60,9 +60,8 @@ class StudioHandlers:
     def jobs_frame(self):
         with self.studio.db.read() as session:
             jobs = jobs_repo.list_jobs(session)
-            latest = {job.id: {name: jobs_repo.latest_metric(session, job.id, name) for name in ("loss", "eval_loss")}
-                      for job in jobs}
-        return views.jobs_table(jobs, {k: {n: v for n, v in d.items() if v is not None} for k, d in latest.items()})
+            latest = jobs_repo.latest_metrics(session, [job.id for job in jobs], ("loss", "eval_loss"))
+        return views.jobs_table(jobs, latest)
 
     def loss_curve(self, job_id: int):
         with self.studio.db.read() as session:

@@ -98,6 +98,21 @@ def latest_metric(session: Session, job_id: int, name: str) -> float | None:
     return session.scalars(query).first()
 
 
+def latest_metrics(session: Session, job_ids: list[int], names: tuple[str, ...]) -> dict[int, dict[str, float]]:
+    """The newest value of each named metric for many jobs, in one query (the Runs table refreshes often)."""
+    if not job_ids:
+        return {}
+    newest = (select(Metric.job_id, Metric.name, func.max(Metric.step).label("step"))
+              .where(Metric.job_id.in_(job_ids), Metric.name.in_(names))
+              .group_by(Metric.job_id, Metric.name).subquery())
+    query = select(Metric.job_id, Metric.name, Metric.value).join(
+        newest, and_(Metric.job_id == newest.c.job_id, Metric.name == newest.c.name, Metric.step == newest.c.step))
+    found: dict[int, dict[str, float]] = {}
+    for job_id, name, value in session.execute(query):
+        found.setdefault(job_id, {})[name] = value
+    return found
+
+
 def succeed_job(session: Session, job_id: int, attempt: int, adapter: Adapter) -> bool:
     """Mark success and register the adapter in the same transaction. False when the attempt is stale."""
     done = session.execute(

@@ -126,3 +126,14 @@ def test_queue_order_is_priority_then_age(db):
     low, high, low2 = _new_job(db, priority=0), _new_job(db, priority=5), _new_job(db, priority=0)
     with db.read() as s:
         assert jobs_repo.queued_job_ids(s) == [high, low, low2]
+
+
+def test_latest_metrics_for_many_jobs(db):
+    first, second = _new_job(db), _new_job(db)
+    with db.write() as s:
+        jobs_repo.record_metrics(s, first, 1, {"loss": 3.0, "eval_loss": 3.5})
+        jobs_repo.record_metrics(s, first, 2, {"loss": 2.0})
+        jobs_repo.record_metrics(s, second, 1, {"loss": 9.0, "grad_norm": 1.0})
+    with db.read() as s:
+        latest = jobs_repo.latest_metrics(s, [first, second], ("loss", "eval_loss"))
+    assert latest == {first: {"loss": 2.0, "eval_loss": 3.5}, second: {"loss": 9.0}}
