@@ -14,7 +14,7 @@ def pane_choices(handlers: StudioHandlers, base_model: str) -> list[str]:
     return [BASE_PANE] + [a["name"] for a in handlers.adapters(base_model or DEMO_BASE_MODEL)]
 
 
-def build(handlers: StudioHandlers) -> None:
+def build(handlers: StudioHandlers, tab: gr.Tab, app: gr.Blocks) -> None:
     with gr.Row():
         base_model = gr.Dropdown(choices=handlers.base_models(), value=DEMO_BASE_MODEL, label="base model",
                                  allow_custom_value=True)
@@ -28,7 +28,8 @@ def build(handlers: StudioHandlers) -> None:
         seed = gr.Number(value=0, precision=0, label="seed")
         system = gr.Textbox(label="system prompt", placeholder="optional")
     with gr.Row():
-        panes = [gr.Chatbot(label=f"pane {i + 1}", visible=i == 0, height=360, elem_id=f"pane-{i}")
+        panes = [gr.Chatbot(label=BASE_PANE if i == 0 else f"pane {i + 1}", visible=i == 0, height=360,
+                            elem_id=f"pane-{i}")
                  for i in range(MAX_PANES)]
     with gr.Row():
         prompt = gr.Textbox(label="prompt", placeholder="Ask all of them at once", scale=4, elem_id="chat-prompt")
@@ -59,11 +60,18 @@ def build(handlers: StudioHandlers) -> None:
     def on_base(base):
         return gr.update(choices=pane_choices(handlers, base), value=[BASE_PANE])
 
+    def fresh_choices(base, names):
+        # Adapters finish while the page is open: offer the current list whenever the tab is opened or loaded.
+        choices = pane_choices(handlers, base)
+        return (gr.update(choices=handlers.base_models()),
+                gr.update(choices=choices, value=[n for n in (names or []) if n in choices] or [BASE_PANE]))
+
     settings = [max_new_tokens, temperature, top_p, seed, system]
+    for trigger in (tab.select, app.load):
+        trigger(fresh_choices, [base_model, picked], [base_model, picked], api_visibility="private")
     picked.change(layout, picked, panes, api_visibility="private")
     base_model.change(on_base, base_model, picked, api_visibility="private")
-    reload.click(lambda b: (gr.update(choices=handlers.base_models()), gr.update(choices=pane_choices(handlers, b))),
-                 base_model, [base_model, picked], api_visibility="private")
+    reload.click(fresh_choices, [base_model, picked], [base_model, picked], api_visibility="private")
     send_event = dict(fn=on_send, inputs=[prompt, base_model, picked, *settings, *panes], outputs=[prompt, *panes],
                       api_visibility="private")
     send.click(**send_event)

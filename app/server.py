@@ -66,8 +66,8 @@ def build_app(studio: Studio) -> gr.Blocks:
             runs_tab.build(handlers)
         with gr.Tab("Adapters"):
             adapters_tab.build(handlers)
-        with gr.Tab("Chat"):
-            chat_tab.build(handlers)
+        with gr.Tab("Chat") as chat:
+            chat_tab.build(handlers, chat, app)
         _api(handlers)
         app.load(lambda b, d: train_tab.render_preview(handlers, b, d), train["preview_inputs"], train["preview"],
                  api_visibility="private")
