@@ -68,22 +68,25 @@ class TrainSpec(BaseModel):
         "Dtype for matmuls on the dequantized weights. 'auto': float32 on CPU (no native bf16; measured "
         "faster), bfloat16 on GPUs that support it."))
 
-    max_steps: int = Field(120, description="Optimizer steps to train. -1: use num_epochs instead.")
+    max_steps: int = Field(200, description="Optimizer steps to train. -1: use num_epochs instead.")
     num_epochs: float = Field(1.0, description="Passes over the training data; used when max_steps is -1.")
-    learning_rate: float = Field(2e-3, description="Peak learning rate (cosine decay after a short warmup).")
-    batch_size: int = Field(8, description="Sequences per device step (packed without padding when packing).")
+    learning_rate: float = Field(5e-3, description=(
+        "Peak learning rate (cosine decay after a short warmup). The default suits the tiny demo model; "
+        "billion-parameter models usually want 1e-4 to 3e-4."))
+    batch_size: int = Field(4, description=(
+        "Sequences per device step. With packing, each sequence is up to max_length tokens of whole rows."))
     grad_accum: int = Field(1, description="Steps to accumulate gradients over; effective batch = batch × this.")
     max_length: int = Field(512, description="Longest sequence in tokens; longer rows are truncated.")
     packing: bool = Field(True, description=(
-        "Padding-free batches: rows are concatenated with position ids instead of padded (padding was 62% "
-        "of a padded batch on the example data)."))
+        "Pack whole rows into sequences of up to max_length tokens, padding-free (position ids, no padding; "
+        "padding was 62% of a padded batch on the example data)."))
     gradient_checkpointing: Literal["auto", "on", "off"] = Field("auto", description=(
         "Recompute activations to save memory. 'auto': on for GPUs, off on CPU (measured 30% faster off)."))
     assistant_only_loss: bool = Field(True, description=(
         "Train only on assistant turns (needs a chat template with generation markers)."))
     seed: int = Field(42, description="Seed for LoRA init, data order and dropout; same seed, same run.")
     eval_fraction: float = Field(0.1, description="Share of rows held out for eval loss, in [0, 0.5).")
-    eval_steps: int = Field(20, description="Evaluate every this many steps (when eval_fraction > 0).")
+    eval_steps: int = Field(25, description="Evaluate every this many steps (when eval_fraction > 0).")
     logging_steps: int = Field(5, description="Log loss, learning rate and throughput every this many steps.")
     save_steps: int = Field(50, description="Save a resumable checkpoint every this many steps.")
     warmup_ratio: float = Field(0.05, description="Share of steps spent warming up the learning rate.")

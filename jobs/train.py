@@ -218,7 +218,9 @@ def _final_metrics(trainer: SFTTrainer, has_eval: bool) -> dict[str, float]:
     if train_losses:
         final["train_loss_first"], final["train_loss_last"] = train_losses[0], train_losses[-1]
     if has_eval:
-        final["eval_loss"] = float(trainer.evaluate()["eval_loss"])
+        evals = [entry for entry in history if "eval_loss" in entry]
+        at_end = evals and evals[-1].get("step") == trainer.state.global_step
+        final["eval_loss"] = float(evals[-1]["eval_loss"] if at_end else trainer.evaluate()["eval_loss"])
     return final
 
 
