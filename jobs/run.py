@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
     job_id, attempt = int(argv[0]), int(argv[1])
     if not signal_when_parent_dies():  # an unsupervised child would train on with nobody to record it
         return EXIT_INTERRUPTED
-    studio = open_studio(migrate=False)
+    studio = open_studio(migrate=False, warn=False)  # the worker already warned about SQLite
     with studio.db.read() as session:
         job = jobs_repo.get_job(session, job_id)
         spec, job_name = TrainSpec.model_validate(job.spec), job.name
@@ -93,7 +93,9 @@ def main(argv: list[str]) -> int:
     sink = LedgerSink(studio, job_id, attempt)
     signal.signal(signal.SIGTERM, lambda *_: sink.signalled.set())
     try:
-        from jobs.train import train
+        from jobs.train import quiet_libraries, train
+
+        quiet_libraries()
 
         result = train(spec, run_dir, resolve_base_model(spec.base_model, studio.settings.models_dir),
                        dataset_path(studio, spec.dataset), sink.on_metrics, sink.should_stop)

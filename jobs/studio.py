@@ -31,14 +31,14 @@ class Studio:
         return path
 
 
-def open_studio(settings: Settings | None = None, migrate: bool = True) -> Studio:
+def open_studio(settings: Settings | None = None, migrate: bool = True, warn: bool = True) -> Studio:
     """Open (and on first use create) the data dir and database. Call after fork: engines are per process."""
     settings = settings or load_settings()
     ensure_data_dirs(settings)
     if settings.database_url.startswith("sqlite") or settings.queue_url.startswith("sqlite"):
         check_sqlite_location(settings.data_dir)
         warning = sqlite_version_warning()
-        if warning:
+        if warning and warn:
             log.warning(warning)
     db = Database(settings.database_url)
     if migrate:

@@ -36,6 +36,19 @@ class TrainResult:
     final_metrics: dict[str, float]
 
 
+def quiet_libraries() -> None:
+    """Keep the run log readable: no progress bars, no deprecation chatter from the libraries."""
+    import warnings
+
+    import datasets
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*padding-free.*")
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+
 def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -191,6 +204,9 @@ def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, o
     model = load_base_model(spec, base_model, device, dtype)
     model = attach_lora(model, spec, checkpointing)
     train_rows, eval_rows = split_dataset(load_rows(dataset_path), spec.eval_fraction, spec.seed)
+    print(f"training on {device} ({dtype}, {spec.quantization}{' + double quant' if spec.double_quant else ''}, "
+          f"gradient checkpointing {'on' if checkpointing else 'off'}): {len(train_rows)} train rows, "
+          f"{len(eval_rows) if eval_rows is not None else 0} eval rows, {spec.max_steps} steps", flush=True)
 
     stop = StopCallback(should_stop)
     trainer = SFTTrainer(
