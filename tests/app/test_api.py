@@ -98,3 +98,14 @@ def _wait(client, job_id, timeout_s=300):
             return job
         time.sleep(1)
     raise AssertionError(f"job {job_id} still {job['status']}")
+
+
+def test_only_exports_are_served(client, live):
+    import urllib.error
+    import urllib.request
+
+    base = client.src.rstrip("/")
+    for path in (live.data_dir / "studio.db", live.data_dir / "queue.db", "/etc/passwd", "README.md"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/gradio_api/file={path}")
+        assert refused.value.code == 403, path
