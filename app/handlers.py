@@ -17,7 +17,6 @@ from jobs.studio import Studio
 from jobs.submit import cancel_job, import_dataset, submit_job
 from jobs.supervisor import log_tail, run_dir_for
 from storage import catalog, jobs_repo
-from storage.models import JobStatus
 
 BASE_PANE = "base"
 
@@ -156,7 +155,3 @@ class StudioHandlers:
             raise gr.Error("\n".join(problems))
         panes = self._panes(base_model or DEMO_BASE_MODEL, list(names))
         yield from self._chat_engine().stream(base_model or DEMO_BASE_MODEL, panes, conversations, settings)
-
-
-def is_finished(status: str) -> bool:
-    return status in JobStatus.FINISHED

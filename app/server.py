@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import gradio as gr
 
 from app import adapters_tab, chat_tab, runs_tab, train_tab
@@ -73,5 +71,3 @@ def build_app(studio: Studio) -> gr.Blocks:
                  api_visibility="private")
     return app
 
-
-__all__ = ["build_app", "json"]

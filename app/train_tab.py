@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import typing
 from pathlib import Path
 
@@ -131,4 +130,4 @@ def build(handlers: StudioHandlers) -> dict:
     for trigger in (dataset.change, base_model.change):
         trigger(lambda b, d: render_preview(handlers, b, d), [base_model, dataset], preview,
                 api_visibility="private")
-    return {"preview_inputs": [base_model, dataset], "preview": preview, "spec_json": json}
+    return {"preview_inputs": [base_model, dataset], "preview": preview}

@@ -16,7 +16,6 @@ from jobs.queue import enqueue_job
 from jobs.spec import (
     DEMO_BASE_MODEL,
     EXAMPLE_DATASET,
-    TARGET_PRESETS,
     Problem,
     SpecError,
     TrainSpec,
@@ -180,5 +179,3 @@ def cancel_job(studio: Studio, job_id: int) -> str:
         raise LookupError(f"no job with id {job_id}")
     return status
 
-
-TARGET_PRESET_NAMES = list(TARGET_PRESETS)
