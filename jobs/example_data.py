@@ -1,10 +1,13 @@
 """Seeded generator of the example chat dataset (static/examples/chat.jsonl).
 
-The tasks are templated and drawn from a small fixed vocabulary so that a tiny randomly initialised model
-(the offline demo base) makes visible progress with LoRA in a couple of hundred steps: the loss falls clearly
-and the tuned adapter answers in the right shape ("There are 18 words.") where the random base emits noise.
-Row lengths vary widely (long lists, two-exchange conversations) so that padding, packing and length-aware
-batching have something real to work on.
+The offline demo base is a tiny randomly initialised model, and a rank-8 LoRA on it cannot learn in a couple of
+hundred steps to copy arbitrary words from the prompt (reverse, sort, spell). So most rows are lookup tasks: a
+keyword from a small fixed table maps to a fixed answer ("What is the opposite of hot?" -> "cold.", "What sound
+does a cow make?" -> "A cow says moo."), asked in several phrasings. Keywords are unique across tables, so the
+keyword alone decides the answer and the tuned adapter answers these exactly (even in a phrasing it never saw)
+where the random base emits noise. The rest are the word and number games (reverse, sort, count, ...): their
+long lists and two-exchange conversations make row lengths vary widely, so that padding, packing and
+length-aware batching have something real to work on.
 
 Run `python -m jobs.example_data [--out PATH] [--n N] [--seed S]`; the same seed gives byte-identical output.
 """
@@ -38,6 +41,7 @@ SYSTEM_PROMPTS: tuple[str, ...] = (
 SYSTEM_SHARE = 0.3
 MULTI_TURN_SHARE = 0.25
 LONG_LIST_SHARE = 0.25
+LOOKUP_SHARE = 0.7  # share of exchanges drawn from the keyword tables; the rest are the word and number games
 
 Task = Callable[[random.Random], tuple[str, str]]
 
@@ -71,12 +75,6 @@ def _add(rng: random.Random) -> tuple[str, str]:
     return prompt.format(a, b), f"{a} plus {b} is {a + b}."
 
 
-def _repeat(rng: random.Random) -> tuple[str, str]:
-    word = rng.choice(WORDS)
-    times = _list_length(rng)
-    return f"Repeat the word {word} {times} times.", " ".join([word] * times)
-
-
 def _spell(rng: random.Random) -> tuple[str, str]:
     word = rng.choice(WORDS)
     prompt = rng.choice(("Please spell the word {}.", "Spell {} letter by letter."))
@@ -89,18 +87,81 @@ def _sort(rng: random.Random) -> tuple[str, str]:
     return prompt.format(" ".join(map(str, numbers))), " ".join(map(str, sorted(numbers)))
 
 
-def _commas(rng: random.Random) -> tuple[str, str]:
-    words = _words(rng, _list_length(rng))
-    return f"Join these words with commas: {' '.join(words)}", ", ".join(words)
-
-
 def _count(rng: random.Random) -> tuple[str, str]:
     words = _words(rng, _list_length(rng))
     plural = "word" if len(words) == 1 else "words"
     return f"How many words are here: {' '.join(words)}", f"There are {len(words)} {plural}."
 
 
-TASKS: tuple[Task, ...] = (_reverse, _uppercase, _add, _repeat, _spell, _sort, _commas, _count)
+# Keyword tables for the lookup tasks. A keyword appears in one table only, so it alone decides the answer.
+OPPOSITES: dict[str, str] = {
+    "hot": "cold", "big": "small", "up": "down", "fast": "slow", "day": "night", "wet": "dry",
+    "old": "new", "light": "dark", "happy": "sad", "full": "empty",
+}  # fmt: skip
+COLORS: dict[str, str] = {
+    "banana": "yellow", "grass": "green", "sky": "blue", "snow": "white", "coal": "black", "cherry": "red",
+    "carrot": "orange", "frog": "green", "tomato": "red", "violet": "purple",
+}  # fmt: skip
+SOUNDS: dict[str, str] = {
+    "cow": "moo", "dog": "woof", "cat": "meow", "duck": "quack", "sheep": "baa", "pig": "oink",
+    "owl": "hoot", "lion": "roar", "bee": "buzz", "snake": "hiss",
+}  # fmt: skip
+LEGS: dict[str, int] = {
+    "spider": 8, "wasp": 6, "crab": 10, "hen": 2, "beetle": 6, "goose": 2, "fish": 0, "goat": 4,
+    "zebra": 4,
+}  # fmt: skip
+CAPITALS: dict[str, str] = {  # fictional countries: the answer cannot be guessed, only learned
+    "Zorvia": "Kelmar", "Plandor": "Ostrik", "Merovia": "Tallis", "Quenland": "Brisco", "Valdura": "Senn",
+    "Karrak": "Dunmoor", "Elvania": "Miralo", "Tobrenia": "Vask",
+}  # fmt: skip
+DAYS: tuple[str, ...] = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def _lookup(phrasings: tuple[str, ...], table: dict, answer: str) -> Task:
+    def task(rng: random.Random) -> tuple[str, str]:
+        key = rng.choice(sorted(table))
+        return rng.choice(phrasings).format(key), answer.format(table[key])
+
+    return task
+
+
+# The keyword ends every phrasing, so it sits at the same distance from the answer whatever the wording; the
+# answers never repeat the keyword (copying from the prompt is what the tiny base cannot learn).
+_opposite = _lookup(
+    ("What is the opposite of {}?", "Give the opposite of {}.", "What is the opposite of the word {}?",
+     "Name the opposite of {}.", "Tell me the opposite of {}.", "Opposite of {}?"),
+    OPPOSITES, "{}.",
+)  # fmt: skip
+_color = _lookup(
+    ("What color is a {}?", "What colour is a {}?", "Which color is a {}?", "Name the color of a {}.",
+     "Tell me the color of a {}.", "Color of a {}?"),
+    COLORS, "It is {}.",
+)  # fmt: skip
+_sound = _lookup(
+    ("What sound comes from a {}?", "Which sound is made by a {}?", "What is the sound of a {}?",
+     "Name the sound of a {}.", "Tell me the sound of a {}.", "Sound of a {}?"),
+    SOUNDS, "It says {}.",
+)  # fmt: skip
+_legs = _lookup(
+    ("How many legs has a {}?", "Count the legs of a {}.", "What is the number of legs of a {}?",
+     "Name the number of legs of a {}.", "Tell me the legs of a {}.", "Legs on a {}?"),
+    LEGS, "It has {} legs.",
+)  # fmt: skip
+_capital = _lookup(
+    ("What is the capital of {}?", "Name the capital of {}.", "Which city is the capital of {}?",
+     "What city is the capital of {}?", "Tell me the capital of {}.", "Capital of {}?"),
+    CAPITALS, "{}.",
+)  # fmt: skip
+_next_day = _lookup(
+    ("What day comes after {}?", "Which day follows {}?", "What is the day after {}?",
+     "Name the day after {}.", "Tell me the day after {}.", "Day after {}?"),
+    {day: DAYS[(i + 1) % len(DAYS)] for i, day in enumerate(DAYS)}, "{}.",
+)  # fmt: skip
+
+LOOKUP_TASKS: tuple[Task, ...] = (_opposite, _color, _sound, _legs, _capital, _next_day)
+# No repeat or join-with-commas here: long copied answers would swamp the loss of the short lookup answers.
+GAME_TASKS: tuple[Task, ...] = (_reverse, _uppercase, _add, _spell, _sort, _count)
+TASKS: tuple[Task, ...] = LOOKUP_TASKS + GAME_TASKS
 
 
 def _example(rng: random.Random) -> dict:
@@ -109,7 +170,8 @@ def _example(rng: random.Random) -> dict:
         messages.append({"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
     exchanges = 2 if rng.random() < MULTI_TURN_SHARE else 1
     for _ in range(exchanges):
-        question, answer = rng.choice(TASKS)(rng)
+        tasks = LOOKUP_TASKS if rng.random() < LOOKUP_SHARE else GAME_TASKS
+        question, answer = rng.choice(tasks)(rng)
         messages.append({"role": "user", "content": question})
         messages.append({"role": "assistant", "content": answer})
     return {"messages": messages}
