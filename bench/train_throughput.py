@@ -4,7 +4,9 @@
 
 Both train the same NF4 + double-quant demo model on the same example data, LoRA r=8 on all linear layers, batch 8,
 max length 512, same seed. "plain" is what the TRL/PEFT docs lead a user to write: SFTTrainer with `peft_config`,
-its defaults (gradient checkpointing on, bf16 autocast, padded batches), bf16 compute dtype as in the QLoRA paper.
+its defaults (gradient checkpointing on, bf16 autocast, padded batches of 8 rows), bf16 compute dtype as in the QLoRA
+paper. "plain_packed" is the same with `packing=True` and batch 4, i.e. the same tokens per step as the studio, so
+its ratio isolates compute dtype, checkpointing and the LoRA dtype from packing.
 "studio" is `jobs.train.train` with the studio's device defaults. Throughput counts TRL's `num_tokens` (tokens
 that are not padding) over the steps after the warmup."""
 
@@ -64,7 +66,7 @@ def run_studio(base: Path, data: Path, steps: int, warmup: int, work: Path) -> f
     return statistics.median(rates)
 
 
-def run_plain(base: Path, data: Path, steps: int, warmup: int, work: Path) -> float:
+def run_plain(base: Path, data: Path, steps: int, warmup: int, work: Path, packed: bool = False) -> float:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -75,7 +77,8 @@ def run_plain(base: Path, data: Path, steps: int, warmup: int, work: Path) -> fl
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch.bfloat16))
     clock = TokenClock()
-    config = SFTConfig(output_dir=str(work / "plain"), max_steps=steps, per_device_train_batch_size=8,
+    config = SFTConfig(output_dir=str(work / "plain"), max_steps=steps, per_device_train_batch_size=4 if packed else 8,
+                       packing=packed,
                        learning_rate=2e-3, logging_steps=1, max_length=512, assistant_only_loss=True,
                        use_cpu=not torch.cuda.is_available(), report_to="none", save_strategy="no", seed=42,
                        disable_tqdm=True)
@@ -98,10 +101,13 @@ def main() -> None:
         base = ensure_demo_model(work / "models")
         data, _ = store_parsed(parse_file(EXAMPLE_DATASET_FILE), work / "data")
         plain = run_plain(base, data, args.steps, args.warmup, work)
+        plain_packed = run_plain(base, data, args.steps, args.warmup, work, packed=True)
         studio = run_studio(base, data, args.steps, args.warmup, work)
     result = {
         "benchmark": "train_throughput", "unit": "non-pad tokens/s", "steps": args.steps, "warmup": args.warmup,
-        "plain_trl": round(plain, 1), "studio": round(studio, 1), "ratio_studio_over_plain": round(studio / plain, 2),
+        "plain_trl": round(plain, 1), "plain_trl_packed": round(plain_packed, 1), "studio": round(studio, 1),
+        "ratio_studio_over_plain": round(studio / plain, 2),
+        "ratio_studio_over_plain_packed": round(studio / plain_packed, 2),
         "device": "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(),
                     "python": platform.python_version()},
