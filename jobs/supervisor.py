@@ -114,9 +114,8 @@ def _record_outcome(studio: Studio, job_id: int, attempt: int, returncode: int |
         if job.cancel_requested:
             jobs_repo.cancel_running_job(session, job_id, attempt)
         elif returncode == EXIT_INTERRUPTED:
-            # A planned stop (worker shutdown) is not a failure: requeue without counting against the limit.
-            jobs_repo.requeue_lost_worker(session, job_id, attempt, "Interrupted by a worker shutdown; "
-                                          "resumes from its last checkpoint.", max_attempts=10**9)
+            jobs_repo.requeue_planned(session, job_id, attempt, "Interrupted by a worker shutdown; resumes from "
+                                      "its last checkpoint.")
         else:
             jobs_repo.fail_job(session, job_id, attempt, _failure_text(run_dir, returncode))
         status, priority = job.status, job.priority

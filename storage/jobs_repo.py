@@ -14,7 +14,7 @@ from storage.models import Adapter, Job, JobStatus, Metric, utcnow
 
 
 def create_job(session: Session, name: str, spec: dict, priority: int = 0) -> Job:
-    job = Job(name=name, spec=spec, priority=priority, status=JobStatus.QUEUED, attempt=0,
+    job = Job(name=name, spec=spec, priority=priority, status=JobStatus.QUEUED, attempt=0, lost_count=0,
               cancel_requested=False, step=0, created_at=utcnow())
     session.add(job)
     session.flush()
@@ -157,14 +157,30 @@ def request_cancel(session: Session, job_id: int) -> str | None:
 
 
 def requeue_lost_worker(session: Session, job_id: int, attempt: int, reason: str, max_attempts: int) -> str:
-    """Give a job whose worker vanished back to the queue, or fail it after too many attempts."""
-    if attempt >= max_attempts:
-        _finish(session, job_id, attempt, JobStatus.FAILED,
-                f"{reason} Gave up after {attempt} attempts.")
+    """Give a job whose worker vanished back to the queue, or fail it once workers were lost `max_attempts`
+    times. Returns the new status (unchanged when the attempt is stale)."""
+    job = session.get(Job, job_id)
+    if job is None or job.attempt != attempt or job.status != JobStatus.RUNNING:
+        return job.status if job else JobStatus.FAILED
+    if job.lost_count + 1 >= max_attempts:
+        job.lost_count += 1
+        _finish(session, job_id, attempt, JobStatus.FAILED, f"{reason} Gave up after losing its worker "
+                f"{job.lost_count} times.")
         return JobStatus.FAILED
-    session.execute(update(Job).where(_owned(job_id, attempt))
-                    .values(status=JobStatus.QUEUED, worker=None, error=reason))
-    return JobStatus.QUEUED
+    return _requeue(session, job_id, attempt, reason, lost=True)
+
+
+def requeue_planned(session: Session, job_id: int, attempt: int, reason: str) -> str:
+    """Requeue after a planned stop (worker shutdown): not a failure, so the retry limit is untouched."""
+    return _requeue(session, job_id, attempt, reason, lost=False)
+
+
+def _requeue(session: Session, job_id: int, attempt: int, reason: str, lost: bool) -> str:
+    values: dict = {"status": JobStatus.QUEUED, "worker": None, "error": reason}
+    if lost:
+        values["lost_count"] = Job.lost_count + 1
+    done = session.execute(update(Job).where(_owned(job_id, attempt)).values(**values).returning(Job.id))
+    return JobStatus.QUEUED if done.scalar_one_or_none() is not None else JobStatus.RUNNING
 
 
 def stale_running_jobs(session: Session, lease_s: float) -> list[tuple[int, int]]:

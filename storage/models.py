@@ -47,6 +47,8 @@ class Job(Base):
     spec: Mapped[dict] = mapped_column(JSON)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    lost_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Times a worker vanished while running it; planned requeues (worker shutdown) do not count."""
     worker: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime())
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)

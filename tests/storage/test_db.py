@@ -46,6 +46,20 @@ def test_migrations_reach_head_and_are_idempotent(db):
         assert session.query(Job).one().name == "kept"
 
 
+def test_upgrade_from_the_first_schema_keeps_jobs(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade_database(database, "0001")
+    with database.write() as session:
+        session.execute(text("INSERT INTO jobs (name, status, spec, priority, attempt, cancel_requested, step, "
+                             "created_at) VALUES ('old', 'queued', '{}', 0, 2, 0, 0, '2026-01-01 00:00:00')"))
+    upgrade_database(database)
+    with database.read() as session:
+        job = session.query(Job).one()
+    assert (job.name, job.attempt, job.lost_count) == ("old", 2, 0)
+    assert current_revision(database) == head_revision() == "0002"
+    database.dispose()
+
+
 def test_old_sqlite_gets_a_warning():
     assert "3.51.3" in sqlite_version_warning((3, 40, 1))
     assert sqlite_version_warning((3, 51, 3)) is None

@@ -119,7 +119,24 @@ def test_stale_heartbeats_are_found_and_attempts_are_limited(db):
     with db.write() as s:
         assert jobs_repo.requeue_lost_worker(s, job_id, attempt, "lost.", max_attempts=1) == JobStatus.FAILED
     with db.read() as s:
-        assert "Gave up after 1 attempts" in jobs_repo.get_job(s, job_id).error
+        assert "Gave up after losing its worker 1 times" in jobs_repo.get_job(s, job_id).error
+
+
+def test_planned_requeues_do_not_use_up_the_retry_limit(db):
+    job_id = _new_job(db)
+    for _ in range(5):  # five worker restarts while it ran
+        with db.write() as s:
+            attempt = jobs_repo.claim_job(s, job_id, "w")
+            assert jobs_repo.requeue_planned(s, job_id, attempt, "shutdown") == JobStatus.QUEUED
+    with db.write() as s:
+        attempt = jobs_repo.claim_job(s, job_id, "w")
+        assert jobs_repo.requeue_lost_worker(s, job_id, attempt, "lost.", max_attempts=2) == JobStatus.QUEUED
+    with db.write() as s:
+        attempt = jobs_repo.claim_job(s, job_id, "w")
+        assert jobs_repo.requeue_lost_worker(s, job_id, attempt, "lost.", max_attempts=2) == JobStatus.FAILED
+    with db.read() as s:
+        job = jobs_repo.get_job(s, job_id)
+    assert (job.attempt, job.lost_count) == (7, 2)
 
 
 def test_queue_order_is_priority_then_age(db):
