@@ -264,6 +264,11 @@ def explain_failure(error: BaseException) -> str:
     if isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower():
         return ("Out of memory while training. Lower batch_size or max_length, use gradient_checkpointing "
                 f"'on', or a smaller base model.\n\n{text}")
-    if isinstance(error, OSError) and ("does not appear to have" in str(error) or "not found" in str(error)):
+    message = str(error)
+    if isinstance(error, OSError) and ("couldn't connect" in message or "offline mode" in message):
+        return ("Could not download the base model: the Hugging Face hub is unreachable from this machine and "
+                "the model is not in the local cache. Use a local directory with safetensors weights, or run on a "
+                f"machine with internet.\n\n{text}")
+    if isinstance(error, OSError) and ("does not appear to have" in message or "not found" in message):
         return f"Could not load the base model or its tokenizer.\n\n{text}"
     return f"Training failed.\n\n{text}"

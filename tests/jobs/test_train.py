@@ -67,3 +67,16 @@ def test_torn_checkpoint_is_never_resumed(tmp_path):
     (checkpoints / "checkpoint-8").mkdir()  # killed mid-save: no marker
     (checkpoints / "checkpoint-8" / "trainer_state.json").write_text("{")
     assert newest_complete_checkpoint(checkpoints).name == "checkpoint-4"
+
+
+@pytest.mark.parametrize(("error", "opening"), [
+    (OSError("We couldn't connect to 'https://huggingface.co' to load the files"), "Could not download the base model"),
+    (OSError("x does not appear to have a file named config.json"), "Could not load the base model"),
+    (RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"), "Out of memory"),
+    (ValueError("boom"), "Training failed"),
+])
+def test_failures_are_explained_in_words(error, opening):
+    from jobs.train import explain_failure
+
+    text = explain_failure(error)
+    assert text.startswith(opening) and str(error) in text  # the original error is kept for the curious
