@@ -48,7 +48,10 @@ class StudioHandlers:
             summary["metrics"] = {m: jobs_repo.latest_metric(session, job.id, m)
                                   for m in ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s")}
             adapter = catalog.adapter_for_job(session, job.id)
+            queue = jobs_repo.queued_job_ids(session)
         summary["adapter"] = adapter.name if adapter else None
+        summary["queue_position"] = queue.index(job.id) + 1 if job.id in queue else None
+        summary["queue_length"] = len(queue)
         summary["log_tail"] = log_tail(run_dir_for(self.studio, job.id) / "train.log", 40)
         return summary
 

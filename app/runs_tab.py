@@ -22,6 +22,9 @@ def _details(handlers: StudioHandlers, job_id):
     except gr.Error:
         return f"No job with id {job_id}.", loss_curve([]), "", None
     lines = [f"### Job {job['id']}: {job['name']}", f"**Status:** {job['status']}"]
+    if job["queue_position"]:
+        lines.append(f"**Queue:** {job['queue_position']} of {job['queue_length']} (higher priority first, then "
+                     f"oldest; one job per worker at a time)")
     if job["progress"]:
         lines.append(f"**Progress:** {job['progress']}")
     if job["eta_s"] is not None:

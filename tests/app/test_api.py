@@ -83,6 +83,8 @@ def test_bad_compare_and_download_and_cancel_are_explained(client):
 
 def test_cancel_job_endpoint(client):
     job_id = client.predict(json.dumps({**FAST_JOB, "max_steps": 300}), 5, api_name="/submit_job")
+    job = client.predict(job_id, api_name="/get_job")
+    assert job["queue_position"] in (None, 1)  # highest priority: first in line (or already running)
     status = client.predict(job_id, api_name="/cancel_job")
     assert status in ("cancelled", "running")
     assert _wait(client, job_id)["status"] == "cancelled"
