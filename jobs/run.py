@@ -48,9 +48,13 @@ class LedgerSink:
             return True
         if time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + CANCEL_POLL_S
-            with self.studio.db.write() as session:
-                self._note(jobs_repo.heartbeat(session, self.job_id, self.attempt))
+            self.refresh()
         return self.cancel_requested or self.lost_ownership
+
+    def refresh(self) -> None:
+        """Read the cancel flag and ownership from the ledger now."""
+        with self.studio.db.write() as session:
+            self._note(jobs_repo.heartbeat(session, self.job_id, self.attempt))
 
     def _note(self, beat: jobs_repo.Beat) -> None:
         self.cancel_requested |= beat.cancel_requested
@@ -96,7 +100,6 @@ def main(argv: list[str]) -> int:
         from jobs.train import quiet_libraries, train
 
         quiet_libraries()
-
         result = train(spec, run_dir, resolve_base_model(spec.base_model, studio.settings.models_dir),
                        dataset_path(studio, spec.dataset), sink.on_metrics, sink.should_stop)
     except Exception as error:  # everything the user must read goes to error.txt
@@ -106,11 +109,12 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
         return 1
     if result.stopped:
+        sink.refresh()
+        if not sink.cancel_requested:
+            return EXIT_INTERRUPTED  # the worker requeues it; the next attempt resumes from the checkpoint
         with studio.db.write() as session:
-            sink._note(jobs_repo.heartbeat(session, job_id, attempt))
-            if sink.cancel_requested:
-                jobs_repo.cancel_running_job(session, job_id, attempt)
-        return EXIT_CANCELLED if sink.cancel_requested else EXIT_INTERRUPTED
+            jobs_repo.cancel_running_job(session, job_id, attempt)
+        return EXIT_CANCELLED
     name = _adapter_name(studio, job_name, job_id)
     published = _publish_adapter(studio, job_id, attempt, spec, name, result.adapter_dir)
     print(f"adapter {name!r} {'registered' if published else 'discarded (stale attempt)'}", flush=True)
