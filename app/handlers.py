@@ -55,6 +55,11 @@ class StudioHandlers:
         summary["log_tail"] = log_tail(run_dir_for(self.studio, job.id) / "train.log", 40)
         return summary
 
+    def newest_job_id(self) -> int | None:
+        with self.studio.db.read() as session:
+            newest = jobs_repo.list_jobs(session, limit=1)
+        return newest[0].id if newest else None
+
     def jobs(self) -> list[dict]:
         with self.studio.db.read() as session:
             return [views.job_summary(job) for job in jobs_repo.list_jobs(session)]

@@ -13,10 +13,9 @@ REFRESH_S = 2.0
 
 def _details(handlers: StudioHandlers, job_id):
     if not job_id:  # nothing picked (the number box shows 0): follow the newest job
-        jobs = handlers.jobs()
-        if not jobs:
+        job_id = handlers.newest_job_id()
+        if job_id is None:
             return "No jobs yet: submit one in the Train tab.", loss_curve([]), "", None
-        job_id = jobs[0]["id"]
     try:
         job = handlers.job(int(job_id))
     except gr.Error:
