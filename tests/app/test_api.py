@@ -45,7 +45,7 @@ def test_bad_submit_names_every_problem(client):
         client.predict("{oops", 0, api_name="/submit_job")
 
 
-def test_train_list_download_and_compare(client, tmp_path):
+def test_train_list_download_and_compare(client, live, tmp_path):
     job_id = client.predict(json.dumps({**FAST_JOB, "name": "api-a"}), 0, api_name="/submit_job")
     second = client.predict(json.dumps({**FAST_JOB, "name": "api-b", "seed": 7}), 0, api_name="/submit_job")
     assert isinstance(job_id, int) and second == job_id + 1
@@ -63,6 +63,7 @@ def test_train_list_download_and_compare(client, tmp_path):
         names = set(zipped.namelist())
     assert {"api-a/adapter_config.json", "api-a/adapter_model.safetensors", "api-a/README.md",
             "api-a/training_spec.json", "api-a/final_metrics.json", "api-a/tokenizer.json"} <= names
+    _loads_with_plain_peft(archive, live.data_dir / "models" / "demo-tiny-llama", tmp_path)
 
     replies = client.predict("What is 2 plus 3?", ["api-a", "api-b", "base"], "demo-tiny-llama", 12, 0.0, 1.0, 0, "",
                              api_name="/compare")
@@ -111,3 +112,23 @@ def test_only_exports_are_served(client, live):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{base}/gradio_api/file={path}")
         assert refused.value.code == 403, path
+
+
+def _loads_with_plain_peft(archive: str, base_dir, tmp_path) -> None:
+    """What a user does elsewhere with the download: unzip, load on the 4-bit base, generate."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(tmp_path / "unzipped")
+    adapter_dir = tmp_path / "unzipped" / "api-a"
+    base = AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32))
+    model = PeftModel.from_pretrained(base, adapter_dir)
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    messages = [{"role": "user", "content": "Opposite of hot?"}]
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    assert model.generate(**inputs, max_new_tokens=4).shape[1] > inputs["input_ids"].shape[1]
+    assert list(model.peft_config) == ["default"]
