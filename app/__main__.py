@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home; these machines may be offline
 
@@ -55,6 +56,15 @@ def start_embedded_worker() -> subprocess.Popen:
     return worker
 
 
+def report_worker_exit(worker: subprocess.Popen, wait_s: float = 5.0) -> None:
+    """A worker that exits at once usually found its device taken by another worker on this host."""
+    try:
+        code = worker.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        return
+    log.warning("the embedded worker exited (%s): jobs run on the worker that already serves this device", code)
+
+
 def prepare(studio: Studio) -> None:
     """First-use setup for the offline default: the demo base model and the example dataset."""
     from jobs.demo_model import ensure_demo_model
@@ -80,12 +90,13 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM too runs atexit, which stops the worker
     studio = open_studio()
     prepare(studio)
-    if not args.no_worker:
-        start_embedded_worker()
+    worker = None if args.no_worker else start_embedded_worker()
 
     from app.server import build_app
 
     app = build_app(studio)
+    if worker is not None:
+        threading.Thread(target=report_worker_exit, args=(worker, 60.0), daemon=True).start()
     app.queue(default_concurrency_limit=1)
     app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=True,
                allowed_paths=[str(studio.settings.exports_dir)])

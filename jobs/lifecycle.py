@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import signal
+from pathlib import Path
+from typing import IO
 
 PR_SET_PDEATHSIG = 1
 
@@ -16,3 +19,30 @@ def signal_when_parent_dies(signum: int = signal.SIGTERM) -> bool:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
     return os.getppid() == parent
+
+
+def device_label() -> str:
+    """Which device a worker trains on: the GPUs it is given, or the CPU."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return f"cuda-{visible.replace(',', '_') or 'none'}"
+    return "default"
+
+
+def hold_device_lock(locks_dir: Path, device: str) -> IO | None:
+    """Take this host's lock for `device`, so two workers never train on one device at once.
+
+    Returns the open lock file (keep it open for the worker's life), or None when another worker holds it.
+    The kernel drops the lock when the process dies, however it dies."""
+    locks_dir.mkdir(parents=True, exist_ok=True)
+    handle = (locks_dir / f"worker-{device}.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle

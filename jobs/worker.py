@@ -13,12 +13,13 @@ import threading
 
 from huey.consumer import Consumer
 
-from jobs.lifecycle import signal_when_parent_dies
+from jobs.lifecycle import device_label, hold_device_lock, signal_when_parent_dies
 from jobs.queue import get_queue
 from jobs.reaper import reap_once
 from jobs.supervisor import SHUTTING_DOWN, worker_studio
 
 log = logging.getLogger("jobs.worker")
+EXIT_DEVICE_TAKEN = 3
 
 
 def _reaper_loop(stop: threading.Event, interval_s: float) -> None:
@@ -56,6 +57,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     studio = worker_studio()
+    device = device_label()
+    lock = hold_device_lock(studio.settings.data_dir / "locks", device)
+    if lock is None:
+        log.warning("another worker on this host already serves device '%s' for %s; one job per device, so this "
+                    "one exits", device, studio.settings.data_dir)
+        raise SystemExit(EXIT_DEVICE_TAKEN)
     reap_once(studio)
     stop = threading.Event()
     interval = args.reap_interval or max(1.0, studio.settings.lease_s / 3)

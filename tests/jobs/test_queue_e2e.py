@@ -99,3 +99,30 @@ def test_graceful_worker_stop_requeues_without_losing_the_job(tmp_path, demo_mod
     from jobs.queue import pending_job_ids
 
     assert job_id in pending_job_ids(live.studio.settings)
+
+
+def test_one_worker_per_device_on_a_host(tmp_path, demo_model_dir):
+    live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
+    first = live.start_worker()
+    try:
+        time.sleep(3)
+        second = live.start_worker()
+        assert second.wait(60) == 3  # EXIT_DEVICE_TAKEN
+        assert first.poll() is None
+        assert "already serves device" in live.worker_log()
+        live.worker = first
+    finally:
+        live.stop_worker()
+    other_gpu = {**live.env, "CUDA_VISIBLE_DEVICES": "1"}  # another device may have its own worker
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    third = subprocess.Popen([sys.executable, "-m", "jobs.worker"], env=other_gpu, cwd=REPO_ROOT)
+    try:
+        time.sleep(4)
+        assert third.poll() is None
+    finally:
+        third.terminate()
+        third.wait(60)
