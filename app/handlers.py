@@ -45,8 +45,9 @@ class StudioHandlers:
             if job is None:
                 raise gr.Error(f"job_id: no job with id {job_id}")
             summary = views.job_summary(job)
-            summary["metrics"] = {m: jobs_repo.latest_metric(session, job.id, m)
-                                  for m in ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s")}
+            names = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s")
+            latest = jobs_repo.latest_metrics(session, [job.id], names).get(job.id, {})
+            summary["metrics"] = {name: latest.get(name) for name in names}
             adapter = catalog.adapter_for_job(session, job.id)
             queue = jobs_repo.queued_job_ids(session)
         summary["adapter"] = adapter.name if adapter else None

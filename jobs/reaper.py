@@ -56,9 +56,8 @@ def reap_dead_local_workers(studio: Studio) -> None:
 
 def resync(studio: Studio) -> None:
     with studio.db.read() as session:
-        queued = jobs_repo.queued_job_ids(session)
-        priorities = {job_id: session.get(Job, job_id).priority for job_id in queued}
-    resync_queue(studio.settings, queued, priorities)
+        queued = jobs_repo.queued_jobs(session)
+    resync_queue(studio.settings, [job_id for job_id, _ in queued], dict(queued))
 
 
 def reap_once(studio: Studio) -> None:

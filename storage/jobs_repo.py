@@ -29,10 +29,14 @@ def list_jobs(session: Session, limit: int = 200) -> list[Job]:
     return list(session.scalars(select(Job).order_by(Job.id.desc()).limit(limit)))
 
 
+def queued_jobs(session: Session) -> list[tuple[int, int]]:
+    """(id, priority) of queued jobs in the order workers should take them: higher priority first, then oldest."""
+    query = select(Job.id, Job.priority).where(Job.status == JobStatus.QUEUED).order_by(Job.priority.desc(), Job.id)
+    return [(row.id, row.priority) for row in session.execute(query)]
+
+
 def queued_job_ids(session: Session) -> list[int]:
-    """Queued jobs in the order workers should take them: higher priority first, then oldest."""
-    query = select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.priority.desc(), Job.id)
-    return list(session.scalars(query))
+    return [job_id for job_id, _ in queued_jobs(session)]
 
 
 def claim_job(session: Session, job_id: int, worker: str) -> int | None:
@@ -189,7 +193,3 @@ def stale_running_jobs(session: Session, lease_s: float) -> list[tuple[int, int]
     query = select(Job.id, Job.attempt).where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff)
     return [(row.id, row.attempt) for row in session.execute(query)]
 
-
-def running_jobs_of(session: Session, worker: str) -> list[tuple[int, int]]:
-    query = select(Job.id, Job.attempt).where(Job.status == JobStatus.RUNNING, Job.worker == worker)
-    return [(row.id, row.attempt) for row in session.execute(query)]
