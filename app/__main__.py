@@ -42,7 +42,7 @@ def auth_from_env() -> tuple[str, str] | None:
 
 def start_embedded_worker() -> subprocess.Popen:
     """A worker in its own process: training never runs in the web process."""
-    worker = subprocess.Popen([sys.executable, "-m", "jobs.worker", "--exit-with-parent"], cwd=REPO_ROOT)
+    worker = subprocess.Popen([sys.executable, "-m", "jobs.queue.worker", "--exit-with-parent"], cwd=REPO_ROOT)
 
     def stop() -> None:
         if worker.poll() is None:
@@ -67,8 +67,8 @@ def report_worker_exit(worker: subprocess.Popen, wait_s: float = 5.0) -> None:
 
 def prepare(studio: Studio) -> None:
     """First-use setup for the offline default: the demo base model and the example dataset."""
-    from jobs.demo_model import ensure_demo_model
-    from jobs.submit import ensure_example_dataset
+    from jobs.data.store import ensure_example_dataset
+    from jobs.models.demo import ensure_demo_model
 
     ensure_demo_model(studio.settings.models_dir)
     ensure_example_dataset(studio)

@@ -2,23 +2,87 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+
 import gradio as gr
 
-from app.handlers import BASE_PANE, StudioHandlers
+from jobs.chat.request import (
+    BASE_PANE,
+    ChatRequestError,
+    GenerationSettings,
+    conversation,
+    request_problems,
+    resolve_panes,
+)
 from jobs.spec import DEMO_BASE_MODEL
+from jobs.studio import Studio
+from storage import catalog
 
 MAX_PANES = 6
 
 
-def pane_choices(handlers: StudioHandlers, base_model: str) -> list[str]:
-    return [BASE_PANE] + [a["name"] for a in handlers.adapters(base_model or DEMO_BASE_MODEL)]
+class ChatService:
+    """The web process's one chat engine (a cache of loaded bases, not job state), created on first use."""
+
+    def __init__(self, studio: Studio) -> None:
+        self.studio = studio
+        self._engine = None
+        self._lock = threading.Lock()
+
+    def _get_engine(self):
+        with self._lock:
+            if self._engine is None:
+                from jobs.chat.engine import ChatEngine  # torch loads here, not at app start
+
+                self._engine = ChatEngine(self.studio.settings.models_dir)
+            return self._engine
+
+    def compare_stream(self, base_model: str, names: list[str], conversations: list[list[dict]],
+                       settings: GenerationSettings) -> Iterator[list[str]]:
+        """Every pane's growing reply after each token. Raises gr.Error naming every problem first."""
+        base_model = base_model or DEMO_BASE_MODEL
+        try:
+            problems = request_problems(settings, conversations)
+            if problems:
+                raise ChatRequestError(problems)
+            panes = resolve_panes(self.studio, base_model, list(names))
+        except ChatRequestError as error:
+            raise gr.Error(str(error)) from None
+        yield from self._get_engine().stream(base_model, panes, conversations, settings)
 
 
-def build(handlers: StudioHandlers, tab: gr.Tab, app: gr.Blocks) -> None:
+def generation_settings(max_new_tokens, temperature, top_p, seed) -> GenerationSettings:
+    return GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature),
+                              top_p=float(top_p), seed=int(seed))
+
+
+def base_models(studio: Studio) -> list[str]:
+    with studio.db.read() as session:
+        bases = {a.base_model for a in catalog.list_adapters(session)}
+    return [DEMO_BASE_MODEL] + sorted(bases - {DEMO_BASE_MODEL})
+
+
+def pane_choices(studio: Studio, base_model: str) -> list[str]:
+    with studio.db.read() as session:
+        adapters = catalog.list_adapters(session, base_model or DEMO_BASE_MODEL)
+    return [BASE_PANE] + [a.name for a in adapters]
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # gradio may hand back [{"type": "text", "text": ...}]
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content)
+
+
+# --- layout -------------------------------------------------------------------------------------------------
+def build(studio: Studio, chat: ChatService, tab: gr.Tab, app: gr.Blocks) -> None:
     with gr.Row():
-        base_model = gr.Dropdown(choices=handlers.base_models(), value=DEMO_BASE_MODEL, label="base model",
+        base_model = gr.Dropdown(choices=base_models(studio), value=DEMO_BASE_MODEL, label="base model",
                                  allow_custom_value=True)
-        picked = gr.Dropdown(choices=pane_choices(handlers, DEMO_BASE_MODEL), value=[BASE_PANE], multiselect=True,
+        picked = gr.Dropdown(choices=pane_choices(studio, DEMO_BASE_MODEL), value=[BASE_PANE], multiselect=True,
                              label=f"compare (up to {MAX_PANES})", elem_id="compare-picker")
         reload = gr.Button("Refresh adapters", scale=0)
     with gr.Accordion("Generation settings (the same for every pane)", open=False), gr.Row():
@@ -46,24 +110,22 @@ def build(handlers: StudioHandlers, tab: gr.Tab, app: gr.Blocks) -> None:
         if len(names) > MAX_PANES:
             raise gr.Error(f"adapters: at most {MAX_PANES} panes at once")
         turns = [list(histories[i] or []) for i in range(len(names))]
-        conversations = []
-        for history in turns:
-            prior = [{"role": m["role"], "content": _text(m["content"])} for m in history]
-            head = [{"role": "system", "content": system_prompt}] if system_prompt and system_prompt.strip() else []
-            conversations.append(head + prior + [{"role": "user", "content": message}])
+        conversations = [conversation(message, [{"role": m["role"], "content": _text(m["content"])} for m in h],
+                                      system_prompt) for h in turns]
         shown = [h + [{"role": "user", "content": message}, {"role": "assistant", "content": ""}] for h in turns]
-        for replies in handlers.compare_stream(base, names, conversations, new_tokens, temp, nucleus, seed_value):
+        settings = generation_settings(new_tokens, temp, nucleus, seed_value)
+        for replies in chat.compare_stream(base, names, conversations, settings):
             for history, reply in zip(shown, replies, strict=True):
                 history[-1]["content"] = reply
             yield ["", *shown, *[gr.update() for _ in range(MAX_PANES - len(shown))]]
 
     def on_base(base):
-        return gr.update(choices=pane_choices(handlers, base), value=[BASE_PANE])
+        return gr.update(choices=pane_choices(studio, base), value=[BASE_PANE])
 
     def fresh_choices(base, names):
         # Adapters finish while the page is open: offer the current list whenever the tab is opened or loaded.
-        choices = pane_choices(handlers, base)
-        return (gr.update(choices=handlers.base_models()),
+        choices = pane_choices(studio, base)
+        return (gr.update(choices=base_models(studio)),
                 gr.update(choices=choices, value=[n for n in (names or []) if n in choices] or [BASE_PANE]))
 
     settings = [max_new_tokens, temperature, top_p, seed, system]
@@ -77,11 +139,3 @@ def build(handlers: StudioHandlers, tab: gr.Tab, app: gr.Blocks) -> None:
     send.click(**send_event)
     prompt.submit(**send_event)
     clear.click(layout, picked, panes, api_visibility="private")
-
-
-def _text(content) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # gradio may hand back [{"type": "text", "text": ...}]
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return str(content)

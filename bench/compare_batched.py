@@ -23,12 +23,14 @@ import peft  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from jobs.chat import ChatEngine, GenerationSettings  # noqa: E402
-from jobs.datasets import parse_file, store_parsed  # noqa: E402
-from jobs.demo_model import DEMO_MODEL_NAME, ensure_demo_model  # noqa: E402
+from jobs.chat.engine import ChatEngine  # noqa: E402
+from jobs.chat.request import GenerationSettings  # noqa: E402
+from jobs.data.formats import parse_file  # noqa: E402
+from jobs.data.store import store_parsed  # noqa: E402
+from jobs.models.demo import DEMO_MODEL_NAME, ensure_demo_model  # noqa: E402
 from jobs.spec import parse_spec  # noqa: E402
 from jobs.studio import EXAMPLE_DATASET_FILE  # noqa: E402
-from jobs.train import train  # noqa: E402
+from jobs.training.train import train  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Reverse the words: apple owl key cat"}]
 

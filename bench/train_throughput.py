@@ -7,7 +7,7 @@ max length 512, same seed. "plain" is what the TRL/PEFT docs lead a user to writ
 its defaults (gradient checkpointing on, bf16 autocast, padded batches of 8 rows), bf16 compute dtype as in the QLoRA
 paper. "plain_packed" is the same with `packing=True` and batch 4, i.e. the same tokens per step as the studio, so
 its ratio isolates compute dtype, checkpointing and the LoRA dtype from packing.
-"studio" is `jobs.train.train` with the studio's device defaults. Throughput counts TRL's `num_tokens` (tokens
+"studio" is `jobs.training.train.train` with the studio's device defaults. Throughput counts TRL's `num_tokens` (tokens
 that are not padding) over the steps after the warmup."""
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ import transformers  # noqa: E402
 import trl  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from jobs.datasets import load_rows, parse_file, store_parsed  # noqa: E402
-from jobs.demo_model import ensure_demo_model  # noqa: E402
+from jobs.data.formats import parse_file  # noqa: E402
+from jobs.data.store import load_rows, store_parsed  # noqa: E402
+from jobs.models.demo import ensure_demo_model  # noqa: E402
 from jobs.spec import parse_spec  # noqa: E402
 from jobs.studio import EXAMPLE_DATASET_FILE  # noqa: E402
-from jobs.train import train  # noqa: E402
+from jobs.training.train import train  # noqa: E402
 
 
 class TokenClock(TrainerCallback):

@@ -3,6 +3,7 @@
     python -m jobs submit SPEC.json [--priority N] [--wait]
     python -m jobs list
     python -m jobs cancel JOB_ID
+    python -m jobs worker [--reap-interval S]     # a standalone worker (one per GPU)
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.datasets import DatasetError
+from jobs.data.formats import DatasetError
+from jobs.data.store import import_dataset
 from jobs.spec import SpecError
 from jobs.studio import Studio, open_studio
-from jobs.submit import cancel_job, import_dataset, submit_job
+from jobs.submit import cancel_job, submit_job
 from storage import jobs_repo
 from storage.models import JobStatus
 
@@ -72,7 +74,7 @@ def _wait(studio: Studio, job_id: int) -> int:
                 print(job.error, file=sys.stderr)
             return 0 if job.status == JobStatus.SUCCEEDED else 1
         if job.status == JobStatus.QUEUED and not hinted and time.monotonic() - started > NO_WORKER_HINT_S:
-            print("still queued: is a worker running? (`python -m app` starts one; or `python -m jobs.worker`)",
+            print("still queued: is a worker running? (`python -m app` starts one; or `python -m jobs worker`)",
                   file=sys.stderr, flush=True)
             hinted = True
         time.sleep(WAIT_POLL_S)
@@ -115,6 +117,13 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from jobs.queue.worker import main as worker_main
+
+    worker_main(args.worker_args)  # its own options: `python -m jobs worker --help`
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs", description="Submit and manage training jobs.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -127,7 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     cancel = commands.add_parser("cancel", help="cancel a queued or running job")
     cancel.add_argument("job_id", type=int)
     cancel.set_defaults(func=cmd_cancel)
-    args = parser.parse_args(argv)
+    worker = commands.add_parser("worker", help="run a worker: one job at a time on this host's device",
+                                 add_help=False)
+    worker.set_defaults(func=cmd_worker)
+    args, extra = parser.parse_known_args(argv)
+    if args.func is cmd_worker:
+        args.worker_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.func(args)
 
 

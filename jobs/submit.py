@@ -1,82 +1,34 @@
-"""What the UI, the API and the CLI do to the ledger: import datasets, submit and cancel jobs.
+"""The front door for jobs: validate a submission, write its ledger row, enqueue it; cancel.
 
 A submission is checked in two passes that report together: the spec's own shape and ranges
 (`jobs.spec.parse_spec`), then the things it names (dataset, base model, target modules)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from sqlalchemy import select
 
-from jobs.base_models import base_model_problem, linear_module_names, looks_local
-from jobs.datasets import DatasetError, parse_file, store_parsed
-from jobs.queue import enqueue_job
+from jobs.data.store import find_dataset
+from jobs.models.contents import chat_template_text, linear_module_names
+from jobs.models.demo import DEMO_MODULES
+from jobs.models.resolve import base_model_problem, looks_local
+from jobs.queue.transport import enqueue_job
 from jobs.spec import (
     DEMO_BASE_MODEL,
-    EXAMPLE_DATASET,
     Problem,
     SpecError,
     TrainSpec,
     parse_spec,
     salvage_spec,
 )
-from jobs.studio import EXAMPLE_DATASET_FILE, Studio
+from jobs.studio import Studio
 from storage import catalog, jobs_repo
-from storage.models import Dataset, Job, JobStatus
-
-# Module names of the demo model, so a submit on the demo needs no torch in the web process.
-DEMO_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "embed_tokens",
-                "lm_head"}
-
-
-def import_dataset(studio: Studio, source: Path, name: str) -> Dataset:
-    """Validate an uploaded file and store its normalized copy. Raises DatasetError listing every problem."""
-    name = name.strip()
-    problems = []
-    if not name or not all(c.isalnum() or c in "-_." for c in name):
-        problems.append("name: use letters, digits, '-', '_' and '.' only (and not empty)")
-    if name == EXAMPLE_DATASET:
-        problems.append(f"name: '{EXAMPLE_DATASET}' is reserved for the bundled example dataset")
-    try:
-        parsed = parse_file(Path(source))
-    except DatasetError as error:
-        problems += error.problems
-        parsed = None
-    if problems:
-        raise DatasetError(problems)
-    path, digest = store_parsed(parsed, studio.settings.datasets_dir)
-    with studio.db.write() as session:
-        return catalog.add_dataset(session, name=name, path=studio.relative(path), format=parsed.format,
-                                   rows=len(parsed.rows), sha256=digest)
-
-
-def ensure_example_dataset(studio: Studio) -> Dataset:
-    with studio.db.read() as session:
-        existing = catalog.get_dataset_by_name(session, EXAMPLE_DATASET)
-    if existing is not None:
-        return existing
-    parsed = parse_file(EXAMPLE_DATASET_FILE)
-    path, digest = store_parsed(parsed, studio.settings.datasets_dir)
-    with studio.db.write() as session:
-        return catalog.add_dataset(session, name=EXAMPLE_DATASET, path=studio.relative(path),
-                                   format=parsed.format, rows=len(parsed.rows), sha256=digest)
-
-
-def dataset_path(studio: Studio, name: str) -> Path | None:
-    if name == EXAMPLE_DATASET:
-        ensure_example_dataset(studio)
-    with studio.db.read() as session:
-        dataset = catalog.get_dataset_by_name(session, name)
-    return None if dataset is None else studio.absolute(dataset.path)
+from storage.models import Job, JobStatus
 
 
 def _dataset_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
-    if spec.dataset == EXAMPLE_DATASET:
-        ensure_example_dataset(studio)
-    with studio.db.read() as session:
-        dataset = catalog.get_dataset_by_name(session, spec.dataset)
+    dataset = find_dataset(studio, spec.dataset)
     if dataset is None:
         return [Problem(field="dataset", message=f"no dataset named '{spec.dataset}'; upload it first")]
     if spec.eval_fraction > 0 and dataset.rows < 2:
@@ -99,14 +51,8 @@ def _module_problems(spec: TrainSpec, available: set[str] | None) -> list[Proble
 
 
 def _chat_template_problem(model_dir: Path) -> str | None:
-    config_file = model_dir / "tokenizer_config.json"
-    if not config_file.is_file():
-        return None
-    template = json.loads(config_file.read_text()).get("chat_template") or ""
-    jinja = model_dir / "chat_template.jinja"
-    if jinja.is_file():
-        template += jinja.read_text()
-    if "generation" not in template:
+    template = chat_template_text(model_dir)
+    if template is not None and "generation" not in template:
         return ("the base model's chat template has no {% generation %} markers, so assistant turns cannot "
                 "be told apart; turn assistant_only_loss off")
     return None

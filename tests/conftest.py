@@ -15,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def demo_model_dir(tmp_path_factory) -> Path:
     """The demo base model, built once per test session."""
-    from jobs.demo_model import ensure_demo_model
+    from jobs.models.demo import ensure_demo_model
 
     return ensure_demo_model(tmp_path_factory.mktemp("shared-models"))
 
@@ -65,8 +65,8 @@ class LiveStudio:
         import sys
 
         log = self.log_path.open("ab")
-        self.worker = subprocess.Popen([sys.executable, "-m", "jobs.worker", "--reap-interval", "1"], env=self.env,
-                                       cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        command = [sys.executable, "-m", "jobs.queue.worker", "--reap-interval", "1"]
+        self.worker = subprocess.Popen(command, env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
         return self.worker
 
     def stop_worker(self, kill: bool = False) -> None:

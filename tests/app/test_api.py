@@ -65,10 +65,13 @@ def test_train_list_download_and_compare(client, live, tmp_path):
             "api-a/training_spec.json", "api-a/final_metrics.json", "api-a/tokenizer.json"} <= names
     _loads_with_plain_peft(archive, live.data_dir / "models" / "demo-tiny-llama", tmp_path)
 
-    replies = client.predict("What is 2 plus 3?", ["api-a", "api-b", "base"], "demo-tiny-llama", 12, 0.0, 1.0, 0, "",
+    replies = client.predict("What is 2 plus 3?", ["api-a", "api-b", "base"], "demo-tiny-llama", 12, 1.0, 1.0, 0, "",
                              api_name="/compare")
     assert [r["adapter"] for r in replies] == ["api-a", "api-b", "base"]
-    assert all(isinstance(r["reply"], str) for r in replies)
+    texts = {r["adapter"]: r["reply"] for r in replies}
+    assert all(text.strip() for text in texts.values()), texts
+    # Same prompt, seed and sampling settings: only the adapter differs, so the trained ones must answer otherwise.
+    assert texts["api-a"] != texts["base"] and texts["api-b"] != texts["base"], texts
 
 
 def test_bad_compare_and_download_and_cancel_are_explained(client):
@@ -82,22 +85,29 @@ def test_bad_compare_and_download_and_cancel_are_explained(client):
         client.predict(424242, api_name="/cancel_job")
 
 
-def test_cancel_job_endpoint(client):
-    job_id = client.predict(json.dumps({**FAST_JOB, "max_steps": 300}), 5, api_name="/submit_job")
-    job = client.predict(job_id, api_name="/get_job")
-    assert job["queue_position"] in (None, 1)  # highest priority: first in line (or already running)
-    status = client.predict(job_id, api_name="/cancel_job")
-    assert status in ("cancelled", "running")
-    assert _wait(client, job_id)["status"] == "cancelled"
+def test_cancel_job_endpoint(client, live):
+    blocker = client.predict(json.dumps({**FAST_JOB, "max_steps": 400}), 0, api_name="/submit_job")
+    _wait(client, blocker, statuses=("running",))
+    low = client.predict(json.dumps(FAST_JOB), 0, api_name="/submit_job")
+    high = client.predict(json.dumps(FAST_JOB), 5, api_name="/submit_job")
+    # The worker is busy with the blocker, so the line is pinned: higher priority first, then oldest.
+    assert [client.predict(j, api_name="/get_job")["queue_position"] for j in (high, low)] == [1, 2]
+    assert client.predict(high, api_name="/get_job")["queue_length"] == 2
+    assert client.predict(high, api_name="/cancel_job") == "cancelled"
+    assert client.predict(low, api_name="/get_job")["queue_position"] == 1
+    assert client.predict(low, api_name="/cancel_job") == "cancelled"
+    assert client.predict(blocker, api_name="/cancel_job") == "running"  # asked to stop at its next step
+    assert _wait(client, blocker)["status"] == "cancelled"
+    assert [client.predict(j, api_name="/get_job")["attempt"] for j in (high, low)] == [0, 0]  # never started
 
 
-def _wait(client, job_id, timeout_s=300):
+def _wait(client, job_id, timeout_s=300, statuses=("succeeded", "failed", "cancelled")):
     import time
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         job = client.predict(job_id, api_name="/get_job")
-        if job["status"] in ("succeeded", "failed", "cancelled"):
+        if job["status"] in statuses:
             return job
         time.sleep(1)
     raise AssertionError(f"job {job_id} still {job['status']}")

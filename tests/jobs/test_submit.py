@@ -2,10 +2,11 @@ import json
 
 import pytest
 
-from jobs.datasets import DatasetError
-from jobs.queue import pending_job_ids
+from jobs.data.formats import DatasetError
+from jobs.data.store import import_dataset
+from jobs.queue.transport import pending_job_ids
 from jobs.spec import SpecError
-from jobs.submit import import_dataset, submit_job
+from jobs.submit import submit_job
 from storage import jobs_repo
 
 

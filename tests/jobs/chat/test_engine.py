@@ -3,11 +3,13 @@
 import pytest
 import torch
 
-from jobs.chat import ChatEngine, GenerationSettings
-from jobs.datasets import parse_file, store_parsed
+from jobs.chat.engine import ChatEngine
+from jobs.chat.request import GenerationSettings
+from jobs.data.formats import parse_file
+from jobs.data.store import store_parsed
 from jobs.spec import parse_spec
 from jobs.studio import EXAMPLE_DATASET_FILE
-from jobs.train import train
+from jobs.training.train import train
 
 pytestmark = pytest.mark.slow
 

@@ -1,11 +1,27 @@
-"""Which checkpoint to resume from: the newest one marked complete, chosen by explicit path (never
+"""Checkpoints a run can resume from. A checkpoint counts only once marked complete (after the Trainer's save
+returned and its files were fsynced), and resuming picks the newest complete one by explicit path (never
 `resume_from_checkpoint=True`, which would pick a checkpoint torn by a kill during its save)."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 COMPLETE_MARKER = "studio-complete.json"
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file under `root` to disk, so a rename that publishes it never exposes half-written data."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def mark_complete(checkpoint: Path, step: int) -> None:
+    fsync_tree(checkpoint)
+    (checkpoint / COMPLETE_MARKER).write_text(json.dumps({"step": step}))
 
 
 def checkpoint_step(path: Path) -> int:

@@ -9,7 +9,7 @@ where the random base emits noise. The rest are the word and number games (rever
 long lists and two-exchange conversations make row lengths vary widely, so that padding, packing and
 length-aware batching have something real to work on.
 
-Run `python -m jobs.example_data [--out PATH] [--n N] [--seed S]`; the same seed gives byte-identical output.
+Run `python -m jobs.data.example_data [--out PATH] [--n N] [--seed S]`; the same seed gives byte-identical output.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "static" / "examples" / "chat.jsonl"
+from jobs.studio import EXAMPLE_DATASET_FILE
 
 # Short lowercase words only: a small closed vocabulary keeps the trained tokenizer (and so the model) tiny.
 WORDS: tuple[str, ...] = (
@@ -202,7 +202,7 @@ def write_examples(out: Path, n: int = 600, seed: int = 0) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the example chat dataset as JSONL.")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=EXAMPLE_DATASET_FILE)
     parser.add_argument("--n", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -1,5 +1,7 @@
 """Whole jobs through the Huey queue and a real worker process: ledger rows, metrics, files, recovery."""
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -7,9 +9,10 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+from jobs.queue.worker import EXIT_DEVICE_TAKEN
 from jobs.submit import cancel_job, submit_job
 from storage import catalog, jobs_repo
-from tests.conftest import FAST_JOB, LiveStudio, broken_model_dir
+from tests.conftest import FAST_JOB, REPO_ROOT, LiveStudio, broken_model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +86,7 @@ def test_killed_worker_job_resumes_from_checkpoint_on_restart(tmp_path, demo_mod
     assert "=== attempt 2" in log
     with live.studio.db.read() as s:
         steps = [m.step for m in jobs_repo.metrics_for(s, job_id) if m.name == "loss"]
-    assert steps == sorted(set(steps)) and steps[-1] == 12  # no duplicated or lost steps
+    assert steps == list(range(1, 13))  # logged every step: none duplicated, none missing across the resume
 
 
 def test_graceful_worker_stop_requeues_without_losing_the_job(tmp_path, demo_model_dir):
@@ -96,33 +99,50 @@ def test_graceful_worker_stop_requeues_without_losing_the_job(tmp_path, demo_mod
         job = jobs_repo.get_job(s, job_id)
     assert job.status == "queued", live.worker_log()
     assert (tmp_path / "data" / "runs" / f"job-{job_id}" / "checkpoints").is_dir()
-    from jobs.queue import pending_job_ids
+    from jobs.queue.transport import pending_job_ids
 
     assert job_id in pending_job_ids(live.studio.settings)
 
 
+def _wait_for_line(path, text: str, process, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        assert process.poll() is None, f"exited with {process.returncode}:\n{path.read_text(errors='replace')}"
+        time.sleep(0.2)
+    raise AssertionError(f"no '{text}' within {timeout_s} s:\n{path.read_text(errors='replace')}")
+
+
+def _start_worker(env, log_path):
+    with log_path.open("wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "jobs.queue.worker"], env=env, cwd=REPO_ROOT, stdout=log,
+                                stderr=subprocess.STDOUT)
+
+
 def test_one_worker_per_device_on_a_host(tmp_path, demo_model_dir):
-    live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
-    first = live.start_worker()
+    live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "first.log")
+    locks = tmp_path / "data" / "locks"
+    first = _start_worker(live.env, tmp_path / "first.log")
+    others = []
     try:
-        time.sleep(3)
-        second = live.start_worker()
-        assert second.wait(60) == 3  # EXIT_DEVICE_TAKEN
+        _wait_for_line(tmp_path / "first.log", "worker ready", first)  # it holds the device lock from here on
+        assert (locks / "worker-default.lock").read_text().strip() == str(first.pid)
+        second = _start_worker(live.env, tmp_path / "second.log")
+        others.append(second)
+        assert second.wait(60) == EXIT_DEVICE_TAKEN
+        said = (tmp_path / "second.log").read_text()
+        assert "another worker on this host already serves device 'default'" in said and "worker ready" not in said
         assert first.poll() is None
-        assert "already serves device" in live.worker_log()
-        live.worker = first
-    finally:
-        live.stop_worker()
-    other_gpu = {**live.env, "CUDA_VISIBLE_DEVICES": "1"}  # another device may have its own worker
-    import subprocess
-    import sys
 
-    from tests.conftest import REPO_ROOT
-
-    third = subprocess.Popen([sys.executable, "-m", "jobs.worker"], env=other_gpu, cwd=REPO_ROOT)
-    try:
-        time.sleep(4)
-        assert third.poll() is None
+        # Another device may have its own worker beside the first.
+        third = _start_worker({**live.env, "CUDA_VISIBLE_DEVICES": "1"}, tmp_path / "third.log")
+        others.append(third)
+        _wait_for_line(tmp_path / "third.log", "worker ready", third)
+        assert (locks / "worker-cuda-1.lock").read_text().strip() == str(third.pid)
+        assert first.poll() is None and third.poll() is None
     finally:
-        third.terminate()
-        third.wait(60)
+        for process in (first, *others):
+            if process.poll() is None:
+                process.terminate()
+                process.wait(60)

@@ -18,11 +18,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jobs.spec import DEMO_BASE_MODEL
+from jobs.studio import EXAMPLE_DATASET_FILE
+
 if TYPE_CHECKING:  # torch and transformers load lazily: importing this module must stay cheap
     from transformers import LlamaConfig, PreTrainedTokenizerFast
 
-DEMO_MODEL_NAME = "demo-tiny-llama"
-DEFAULT_EXAMPLES = Path(__file__).resolve().parent.parent / "static" / "examples" / "chat.jsonl"
+DEMO_MODEL_NAME = DEMO_BASE_MODEL
+# Leaf names of its Linear layers and embeddings, so a submit on the demo is checked without building it.
+DEMO_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "embed_tokens",
+                "lm_head"}
 
 PAD_TOKEN = "<|pad|>"
 BOS_TOKEN = "<|bos|>"
@@ -162,7 +167,7 @@ def build_demo_model(out_dir: Path, seed: int = 0, examples_path: Path | None = 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        _write_model(tmp_dir, seed, Path(examples_path or DEFAULT_EXAMPLES))
+        _write_model(tmp_dir, seed, Path(examples_path or EXAMPLE_DATASET_FILE))
         try:
             # rename() refuses a non-empty target, so of several concurrent builders exactly one wins.
             os.rename(tmp_dir, out_dir)

@@ -4,13 +4,12 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from jobs.example_data import DEFAULT_OUT, generate_examples, main, to_jsonl
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from jobs.data.example_data import generate_examples, main, to_jsonl
+from jobs.studio import EXAMPLE_DATASET_FILE
+from tests.conftest import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,7 @@ def test_different_seed_gives_different_rows():
 
 def test_committed_file_is_the_default_output(rows):
     # The quickstart and the demo tokenizer read this file: it must not drift from its generator.
-    assert DEFAULT_OUT.read_text(encoding="utf-8") == to_jsonl(rows)
+    assert EXAMPLE_DATASET_FILE.read_text(encoding="utf-8") == to_jsonl(rows)
 
 
 def test_rows_are_chats_with_alternating_turns(rows):
@@ -82,6 +81,7 @@ def test_answers_are_right(rows):
 
 def test_cli_writes_jsonl(tmp_path):
     out = tmp_path / "nested" / "chat.jsonl"
-    command = [sys.executable, "-m", "jobs.example_data", "--out", str(out), "--n", "5"]
-    subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True)
+    command = [sys.executable, "-m", "jobs.data.example_data", "--out", str(out), "--n", "5"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
     assert [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()] == generate_examples(5)

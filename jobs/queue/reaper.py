@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 
-from jobs.queue import enqueue_job, resync_queue
+from jobs.queue.lifecycle import pid_alive
+from jobs.queue.transport import enqueue_job, resync_queue
 from jobs.studio import Studio
 from storage import jobs_repo
 from storage.models import Job, JobStatus
@@ -31,16 +31,6 @@ def reap_stale_jobs(studio: Studio) -> None:
     _requeue(studio, stale, f"Worker stopped sending heartbeats for {studio.settings.lease_s:.0f} s; requeued.")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reap_dead_local_workers(studio: Studio) -> None:
     """Jobs held by a worker process on this host that no longer exists: requeue now, not after the lease."""
     host = socket.gethostname()
@@ -49,7 +39,7 @@ def reap_dead_local_workers(studio: Studio) -> None:
     dead = []
     for job_id, attempt, worker in running:
         worker_host, _, pid = (worker or "").rpartition(":")
-        if worker_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+        if worker_host == host and pid.isdigit() and not pid_alive(int(pid)):
             dead.append((job_id, attempt))
     _requeue(studio, dead, "Its worker process on this host exited; requeued.")
 

@@ -5,11 +5,12 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from jobs.checkpoints import newest_complete_checkpoint
-from jobs.datasets import parse_file, store_parsed
+from jobs.data.formats import parse_file
+from jobs.data.store import store_parsed
 from jobs.spec import parse_spec
 from jobs.studio import EXAMPLE_DATASET_FILE
-from jobs.train import train
+from jobs.training.checkpoints import newest_complete_checkpoint
+from jobs.training.train import train
 
 pytestmark = pytest.mark.slow
 FAST = {"max_steps": 4, "batch_size": 2, "max_length": 256, "logging_steps": 1, "eval_steps": 2, "save_steps": 2,
@@ -76,7 +77,7 @@ def test_torn_checkpoint_is_never_resumed(tmp_path):
     (ValueError("boom"), "Training failed"),
 ])
 def test_failures_are_explained_in_words(error, opening):
-    from jobs.train import explain_failure
+    from jobs.failures import explain_failure
 
     text = explain_failure(error)
     assert text.startswith(opening) and str(error) in text  # the original error is kept for the curious

@@ -1,7 +1,7 @@
 """A worker: one Huey consumer thread, so one job at a time per device.
 
-    python -m jobs.worker                         # uses the default device
-    CUDA_VISIBLE_DEVICES=1 python -m jobs.worker  # one worker per GPU
+    python -m jobs worker                         # uses the default device
+    CUDA_VISIBLE_DEVICES=1 python -m jobs worker  # one worker per GPU
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import threading
 
 from huey.consumer import Consumer
 
-from jobs.lifecycle import device_label, hold_device_lock, signal_when_parent_dies
-from jobs.queue import get_queue
-from jobs.reaper import reap_once
-from jobs.supervisor import SHUTTING_DOWN, worker_studio
+from jobs.queue.lifecycle import device_label, hold_device_lock, signal_when_parent_dies
+from jobs.queue.reaper import reap_once
+from jobs.queue.supervisor import SHUTTING_DOWN, supervise_job, worker_studio
+from jobs.queue.transport import serve_jobs
 
 log = logging.getLogger("jobs.worker")
 EXIT_DEVICE_TAKEN = 3
@@ -47,7 +47,8 @@ class StudioConsumer(Consumer):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run a studio worker (one job at a time).")
+    parser = argparse.ArgumentParser(prog="python -m jobs worker", description="Run a studio worker (one job at a "
+                                     "time on this host's device).")
     parser.add_argument("--reap-interval", type=float, default=None,
                         help="seconds between reaper passes (default: a third of the lease)")
     parser.add_argument("--exit-with-parent", action="store_true",
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     interval = args.reap_interval or max(1.0, studio.settings.lease_s / 3)
     threading.Thread(target=_reaper_loop, args=(stop, interval), daemon=True, name="reaper").start()
-    consumer = StudioConsumer(get_queue(studio.settings))
+    consumer = StudioConsumer(serve_jobs(studio.settings, supervise_job))
     log.info("worker ready: queue %s, database %s", studio.settings.queue_url, studio.db.engine.url)
     try:
         consumer.run()

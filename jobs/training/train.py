@@ -5,9 +5,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,16 +14,14 @@ import torch
 import transformers
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from jobs.checkpoints import COMPLETE_MARKER, newest_complete_checkpoint
-from jobs.datasets import load_rows
-from jobs.model_card import write_model_card
+from jobs.data.store import load_rows
+from jobs.models.loading import compute_dtype, load_base_model, load_tokenizer, pick_device
 from jobs.spec import TrainSpec
-
-MetricsSink = Callable[[int, dict[str, float], int | None], None]
-LOGGED_METRICS = ("loss", "learning_rate", "grad_norm", "eval_loss", "mean_token_accuracy", "epoch")
+from jobs.training.adapter import save_adapter
+from jobs.training.callbacks import CompleteMarkerCallback, MetricsCallback, MetricsSink, StopCallback
+from jobs.training.checkpoints import newest_complete_checkpoint
 
 
 @dataclass(frozen=True)
@@ -47,41 +43,6 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
-
-
-def pick_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def compute_dtype(spec: TrainSpec, device: str) -> torch.dtype:
-    if spec.compute_dtype != "auto":
-        return getattr(torch, spec.compute_dtype)
-    if device == "cpu":
-        return torch.float32  # no native bf16 on these CPUs: autocast to bf16 measured a third slower
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def quantization_config(spec: TrainSpec, dtype: torch.dtype) -> BitsAndBytesConfig | None:
-    if spec.quantization == "none":
-        return None
-    if spec.quantization == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec.quantization,
-                              bnb_4bit_use_double_quant=spec.double_quant, bnb_4bit_compute_dtype=dtype)
-
-
-def load_tokenizer(base_model: str):
-    tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_base_model(spec: TrainSpec, base_model: str, device: str, dtype: torch.dtype):
-    """The frozen base, quantized as the spec says (real NF4 on CPU too, with bitsandbytes >= 0.50)."""
-    return AutoModelForCausalLM.from_pretrained(
-        base_model, quantization_config=quantization_config(spec, dtype), dtype=dtype,
-        device_map={"": device}, use_safetensors=True, trust_remote_code=False)
 
 
 def use_gradient_checkpointing(spec: TrainSpec, device: str) -> bool:
@@ -125,58 +86,6 @@ def sft_config(spec: TrainSpec, out_dir: Path, device: str, dtype: torch.dtype, 
         packing=spec.packing, padding_free=spec.packing, assistant_only_loss=spec.assistant_only_loss,
         use_cpu=device == "cpu", report_to="none", dataloader_num_workers=0, disable_tqdm=True,
     )
-
-
-class MetricsCallback(TrainerCallback):
-    """Forwards logged metrics, adding non-pad tokens per second from TRL's running token count."""
-
-    def __init__(self, sink: MetricsSink) -> None:
-        self.sink = sink
-        self._last: tuple[float, float] | None = None  # (time, num_tokens)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        values = {name: float(logs[name]) for name in LOGGED_METRICS if isinstance(logs.get(name), int | float)}
-        if "num_tokens" in logs:
-            now, tokens = time.monotonic(), float(logs["num_tokens"])
-            if self._last is not None and tokens > self._last[1] and now > self._last[0]:
-                values["tokens_per_s"] = (tokens - self._last[1]) / (now - self._last[0])
-            self._last = (now, tokens)
-        if values:
-            self.sink(state.global_step, values, state.max_steps)
-
-
-class StopCallback(TrainerCallback):
-    """Ends the run when asked, saving a checkpoint first so the next attempt resumes from here."""
-
-    def __init__(self, should_stop: Callable[[], bool]) -> None:
-        self.should_stop = should_stop
-        self.stopped = False
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.should_stop():
-            self.stopped = True
-            control.should_save = True
-            control.should_training_stop = True
-        return control
-
-
-class CompleteMarkerCallback(TrainerCallback):
-    """Marks a checkpoint complete once the Trainer has finished writing it; a kill mid-save leaves none."""
-
-    def on_save(self, args, state, control, **kwargs):
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if checkpoint.is_dir():
-            _fsync_tree(checkpoint)
-            (checkpoint / COMPLETE_MARKER).write_text(json.dumps({"step": state.global_step}))
-        return control
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
 
 
 def _keep_lora_in_fp32(model, dtype: torch.dtype) -> None:
@@ -238,37 +147,3 @@ def _final_metrics(trainer: SFTTrainer, has_eval: bool) -> dict[str, float]:
         at_end = evals and evals[-1].get("step") == trainer.state.global_step
         final["eval_loss"] = float(evals[-1]["eval_loss"] if at_end else trainer.evaluate()["eval_loss"])
     return final
-
-
-def save_adapter(model, tokenizer, spec: TrainSpec, final_metrics: dict[str, float], out_dir: Path) -> Path:
-    """Write the adapter next to its final place, fsync it, then rename: a crash leaves no half adapter."""
-    partial, final_dir = out_dir / "adapter.partial", out_dir / "adapter"
-    for stale in (partial, final_dir):
-        if stale.exists():
-            import shutil
-
-            shutil.rmtree(stale)
-    model.save_pretrained(partial, safe_serialization=True)
-    tokenizer.save_pretrained(partial)
-    (partial / "training_spec.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
-    (partial / "final_metrics.json").write_text(json.dumps(final_metrics, indent=2))
-    write_model_card(partial, spec, final_metrics)
-    _fsync_tree(partial)
-    os.replace(partial, final_dir)
-    return final_dir
-
-
-def explain_failure(error: BaseException) -> str:
-    """A message a user can act on, with the original error kept at the end."""
-    text = f"{type(error).__name__}: {error}"
-    if isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower():
-        return ("Out of memory while training. Lower batch_size or max_length, use gradient_checkpointing "
-                f"'on', or a smaller base model.\n\n{text}")
-    message = str(error)
-    if isinstance(error, OSError) and ("couldn't connect" in message or "offline mode" in message):
-        return ("Could not download the base model: the Hugging Face hub is unreachable from this machine and "
-                "the model is not in the local cache. Use a local directory with safetensors weights, or run on a "
-                f"machine with internet.\n\n{text}")
-    if isinstance(error, OSError) and ("does not appear to have" in message or "not found" in message):
-        return f"Could not load the base model or its tokenizer.\n\n{text}"
-    return f"Training failed.\n\n{text}"

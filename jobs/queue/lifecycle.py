@@ -1,4 +1,5 @@
-"""Process ties: a supervised process must not outlive its supervisor."""
+"""Process ties: a supervised process must not outlive its supervisor; one worker per device per host; is a
+worker process still alive."""
 
 from __future__ import annotations
 
@@ -7,10 +8,26 @@ import ctypes
 import fcntl
 import os
 import signal
+import socket
 from pathlib import Path
 from typing import IO
 
 PR_SET_PDEATHSIG = 1
+
+
+def worker_name() -> str:
+    """How the ledger names this worker process: host and PID, so a worker on the same host can tell if it died."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def signal_when_parent_dies(signum: int = signal.SIGTERM) -> bool:

@@ -1,9 +1,8 @@
-"""Dataset import: read an uploaded file, recognise its format, check every row, and store a normalized
-`messages` JSONL copy the studio owns (named by content hash). Nothing here imports torch."""
+"""Dataset formats: read an uploaded file, recognise its format, check every row, and normalize each to
+`{"messages": [...]}`. Every problem is reported, each naming its row or column. Nothing here imports torch."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -203,21 +202,3 @@ def parse_records(records: list[dict]) -> ParsedDataset:
 
 def parse_file(path: Path) -> ParsedDataset:
     return parse_records(read_records(path))
-
-
-def store_parsed(parsed: ParsedDataset, datasets_dir: Path) -> tuple[Path, str]:
-    """Write the normalized copy atomically, named by its sha256. Returns (path, sha256)."""
-    payload = parsed.to_jsonl()
-    digest = hashlib.sha256(payload).hexdigest()
-    target = datasets_dir / f"{digest}.jsonl"
-    if not target.exists():
-        datasets_dir.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".partial")
-        partial.write_bytes(payload)
-        partial.replace(target)
-    return target, digest
-
-
-def load_rows(path: Path) -> list[dict]:
-    """Rows of a stored (already validated) dataset."""
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

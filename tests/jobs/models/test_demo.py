@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import jobs.demo_model as demo_model
-from jobs.demo_model import DEMO_MODEL_NAME, EOS_TOKEN, build_demo_model, ensure_demo_model
+import jobs.models.demo as demo_model
+from jobs.models.demo import DEMO_MODEL_NAME, EOS_TOKEN, build_demo_model, ensure_demo_model
+from tests.conftest import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CHAT = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "What is 3 plus 4?"},
@@ -148,7 +148,7 @@ def test_tokenizer_round_trips_text(tokenizer):
 
 
 def test_example_rows_span_short_and_long_token_counts(tokenizer):
-    rows = [json.loads(line) for line in demo_model.DEFAULT_EXAMPLES.read_text(encoding="utf-8").splitlines()]
+    rows = [json.loads(line) for line in demo_model.EXAMPLE_DATASET_FILE.read_text(encoding="utf-8").splitlines()]
     # transformers 5: apply_chat_template returns a BatchEncoding (return_dict=True) by default
     lengths = sorted(len(tokenizer.apply_chat_template(row["messages"])["input_ids"]) for row in rows)
     assert lengths[0] <= 20 and lengths[-1] >= 200
@@ -189,7 +189,7 @@ def test_build_refuses_to_overwrite(tmp_path):
 
 
 def test_importing_the_modules_loads_neither_gradio_nor_torch():
-    imports = "import sys, jobs.demo_model, jobs.example_data"
+    imports = "import sys, jobs.models.demo, jobs.data.example_data"
     code = f"{imports}; print(sorted(sys.modules.keys() & {{'gradio', 'torch'}}))"
     command = [sys.executable, "-c", code]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=True)

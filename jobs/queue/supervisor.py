@@ -1,6 +1,6 @@
 """Runs one claimed job in a child process and keeps the ledger honest about it.
 
-The worker (a Huey consumer thread) claims the job, starts `python -m jobs.run JOB ATTEMPT`, stamps the
+The worker (a Huey consumer thread) claims the job, starts `python -m jobs.queue.child JOB ATTEMPT`, stamps the
 heartbeat while the child lives, relays a cancel request as SIGTERM, and records a failure the child could not
 record itself. Torch and CUDA live only in the child, so a crash or OOM there never takes the worker down."""
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,40 +16,25 @@ import time
 from functools import cache
 from pathlib import Path
 
+from jobs.failures import explain_exit
+from jobs.queue.child import EXIT_INTERRUPTED
+from jobs.queue.lifecycle import worker_name
+from jobs.queue.run_files import log_tail, run_dir_for
+from jobs.queue.transport import enqueue_job
 from jobs.studio import REPO_ROOT, Studio, open_studio
 from storage import jobs_repo
 from storage.models import JobStatus
 
 log = logging.getLogger(__name__)
-EXIT_INTERRUPTED = 75  # the child stopped early without a cancel request: requeue and resume
 CANCEL_GRACE_S = 60.0
 EXIT_GRACE_S = 30.0
 SHUTTING_DOWN = threading.Event()
 """Set when the worker is asked to stop: running children checkpoint, and their jobs go back to the queue."""
-LOG_TAIL_LINES = 30
 
 
 @cache
 def worker_studio() -> Studio:
     return open_studio()
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def run_dir_for(studio: Studio, job_id: int) -> Path:
-    return studio.settings.runs_dir / f"job-{job_id}"
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    if not path.is_file():
-        return ""
-    with path.open("rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        handle.seek(max(0, handle.tell() - 64 * 1024))
-        text = handle.read().decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def supervise_job(job_id: int) -> None:
@@ -73,7 +57,7 @@ def _run_child(studio: Studio, job_id: int, attempt: int, run_dir: Path) -> int 
         log_file.write(f"\n=== attempt {attempt} on {worker_name()} ===\n".encode())
         log_file.flush()
         child = subprocess.Popen(
-            [sys.executable, "-m", "jobs.run", str(job_id), str(attempt)],
+            [sys.executable, "-m", "jobs.queue.child", str(job_id), str(attempt)],
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -120,8 +104,6 @@ def _record_outcome(studio: Studio, job_id: int, attempt: int, returncode: int |
             jobs_repo.fail_job(session, job_id, attempt, _failure_text(run_dir, returncode))
         status, priority = job.status, job.priority
     if status == JobStatus.QUEUED:
-        from jobs.queue import enqueue_job
-
         enqueue_job(studio.settings, job_id, priority)
 
 
@@ -129,7 +111,4 @@ def _failure_text(run_dir: Path, returncode: int | None) -> str:
     error_file = run_dir / "error.txt"
     if error_file.is_file():
         return error_file.read_text(encoding="utf-8", errors="replace")
-    how = f"was killed by signal {-returncode}" if returncode and returncode < 0 else f"exited with {returncode}"
-    if returncode == -signal.SIGKILL:
-        how += " (often the kernel's out-of-memory killer: lower batch_size or max_length)"
-    return f"The training process {how}. Last log lines:\n{log_tail(run_dir / 'train.log')}"
+    return explain_exit(returncode, log_tail(run_dir / "train.log"))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import re
-import struct
 from pathlib import Path
 
 from jobs.spec import DEMO_BASE_MODEL
@@ -15,7 +13,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 def resolve_base_model(base_model: str, models_dir: Path) -> str:
     """A path or hub id that `from_pretrained` accepts. Builds the demo model on first use."""
     if base_model == DEMO_BASE_MODEL:
-        from jobs.demo_model import ensure_demo_model
+        from jobs.models.demo import ensure_demo_model
 
         return str(ensure_demo_model(models_dir))
     return base_model
@@ -42,25 +40,3 @@ def base_model_problem(base_model: str) -> str | None:
         return (f"'{base_model}' is neither '{DEMO_BASE_MODEL}', an existing local directory, nor a hub id "
                 f"of the form owner/name")
     return None
-
-
-def safetensors_tensor_names(path: Path) -> list[str]:
-    """Tensor names from a safetensors header (8-byte length + JSON), without loading any weights."""
-    with path.open("rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(length))
-    return [name for name in header if name != "__metadata__"]
-
-
-def linear_module_names(model_dir: Path) -> set[str] | None:
-    """Leaf names of the modules holding 2-D weights (Linear layers and embeddings), or None if unknown."""
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        return None
-    names = set()
-    for file in files:
-        for tensor in safetensors_tensor_names(file):
-            parts = tensor.split(".")
-            if len(parts) >= 2 and parts[-1] == "weight":
-                names.add(parts[-2])
-    return names

@@ -3,7 +3,8 @@ import json
 import pandas as pd
 import pytest
 
-from jobs.datasets import DatasetError, parse_file, store_parsed
+from jobs.data.formats import DatasetError, parse_file
+from jobs.data.store import store_parsed
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 

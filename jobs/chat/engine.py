@@ -15,31 +15,12 @@ import torch
 from peft import PeftModel
 from transformers.generation.streamers import BaseStreamer
 
-from jobs.base_models import resolve_base_model
+from jobs.chat.request import GenerationSettings
+from jobs.models.loading import compute_dtype, load_base_model, load_tokenizer, pick_device
+from jobs.models.resolve import resolve_base_model
 from jobs.spec import TrainSpec
-from jobs.train import compute_dtype, load_base_model, load_tokenizer, pick_device
 
-BASE = "base"  # what users call the plain base model in the compare list
-PEFT_BASE = "__base__"  # what peft calls it in adapter_names
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    max_new_tokens: int = 64
-    temperature: float = 0.0
-    """0 means greedy decoding."""
-    top_p: float = 1.0
-    seed: int = 0
-
-    def problems(self) -> list[str]:
-        found = []
-        if not 1 <= self.max_new_tokens <= 2048:
-            found.append(f"max_new_tokens: must be from 1 to 2048 (got {self.max_new_tokens})")
-        if not 0 <= self.temperature <= 5:
-            found.append(f"temperature: must be from 0 to 5 (got {self.temperature})")
-        if not 0 < self.top_p <= 1:
-            found.append(f"top_p: must be above 0 and at most 1 (got {self.top_p})")
-        return found
+PEFT_BASE = "__base__"  # what peft calls the plain base in adapter_names
 
 
 @dataclass

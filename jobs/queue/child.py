@@ -1,4 +1,4 @@
-"""The child process that trains one attempt of one job: `python -m jobs.run JOB_ID ATTEMPT`.
+"""The child process that trains one attempt of one job: `python -m jobs.queue.child JOB_ID ATTEMPT`.
 
 It is the only place torch runs for a job. It streams metrics to the ledger, stops on SIGTERM (saving a
 checkpoint), and on success publishes the adapter and records it in one transaction."""
@@ -14,16 +14,19 @@ import time
 import traceback
 from pathlib import Path
 
-from jobs.base_models import resolve_base_model
-from jobs.lifecycle import signal_when_parent_dies
+from jobs.data.store import dataset_path
+from jobs.failures import explain_failure
+from jobs.models.resolve import resolve_base_model
+from jobs.queue.lifecycle import signal_when_parent_dies
+from jobs.queue.run_files import run_dir_for
 from jobs.spec import TrainSpec
 from jobs.studio import Studio, open_studio
-from jobs.submit import dataset_path
-from jobs.supervisor import EXIT_INTERRUPTED, run_dir_for
 from storage import catalog, jobs_repo
 from storage.models import Adapter
 
-EXIT_CANCELLED = 3
+# The child's contract with its supervisor: besides 0 (adapter registered) and 1 (failed, error.txt written),
+EXIT_INTERRUPTED = 75  # stopped early without a cancel request: requeue and resume from the checkpoint
+EXIT_CANCELLED = 3  # stopped because the user cancelled; the child recorded it
 CANCEL_POLL_S = 2.0
 
 
@@ -97,14 +100,12 @@ def main(argv: list[str]) -> int:
     sink = LedgerSink(studio, job_id, attempt)
     signal.signal(signal.SIGTERM, lambda *_: sink.signalled.set())
     try:
-        from jobs.train import quiet_libraries, train
+        from jobs.training.train import quiet_libraries, train
 
         quiet_libraries()
         result = train(spec, run_dir, resolve_base_model(spec.base_model, studio.settings.models_dir),
                        dataset_path(studio, spec.dataset), sink.on_metrics, sink.should_stop)
     except Exception as error:  # everything the user must read goes to error.txt
-        from jobs.train import explain_failure
-
         error_file.write_text(explain_failure(error), encoding="utf-8")
         traceback.print_exc()
         return 1

@@ -1,0 +1,48 @@
+"""What the model will see: stored rows rendered through the base model's chat template.
+
+Only a tokenizer is loaded (never weights), cached per base model, and only when a preview is asked for."""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+
+from jobs.data.store import dataset_path, load_rows
+from jobs.models.resolve import base_model_problem, looks_local, resolve_base_model
+from jobs.spec import DEMO_BASE_MODEL
+from jobs.studio import Studio
+
+_TOKENIZER_LOAD = threading.Lock()
+
+
+@cache
+def _tokenizer(model_path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
+
+
+def preview_tokenizer(studio: Studio, base_model: str):
+    """The base model's tokenizer when it can be had offline, else None (the preview then shows plain turns)."""
+    if base_model != DEMO_BASE_MODEL and (base_model_problem(base_model) or not looks_local(base_model)):
+        return None  # a hub id cannot be fetched offline
+    try:
+        with _TOKENIZER_LOAD:
+            return _tokenizer(resolve_base_model(base_model, studio.settings.models_dir))
+    except (OSError, ValueError):
+        return None
+
+
+def render_row(tokenizer, messages: list[dict]) -> str:
+    if tokenizer is not None:
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+    return "\n".join(f"[{m['role']}] {m['content']}" for m in messages)
+
+
+def preview_rows(studio: Studio, base_model: str, dataset: str, count: int) -> list[str] | None:
+    """The first `count` rows as the model will see them, or None when there is no such dataset."""
+    path = dataset_path(studio, dataset) if dataset else None
+    if path is None:
+        return None
+    tokenizer = preview_tokenizer(studio, base_model)
+    return [render_row(tokenizer, row["messages"]) for row in load_rows(path)[:count]]

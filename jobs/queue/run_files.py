@@ -1,0 +1,30 @@
+"""Where a job's attempts leave their files: one run dir per job, holding checkpoints and `train.log`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jobs.studio import Studio
+
+LOG_TAIL_LINES = 30
+TAIL_WINDOW_BYTES = 64 * 1024
+
+
+def run_dir_for(studio: Studio, job_id: int) -> Path:
+    return studio.settings.runs_dir / f"job-{job_id}"
+
+
+def train_log_path(studio: Studio, job_id: int) -> Path:
+    return run_dir_for(studio, job_id) / "train.log"
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a log, reading only its end (logs of long runs grow large)."""
+    if not path.is_file():
+        return ""
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - TAIL_WINDOW_BYTES))
+        text = handle.read().decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])

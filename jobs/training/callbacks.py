@@ -1,0 +1,60 @@
+"""Observability and control live in Trainer callbacks, not in the loop: metrics out, a stop request in, and
+the completion marker that makes a checkpoint resumable."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from jobs.training.checkpoints import mark_complete
+
+MetricsSink = Callable[[int, dict[str, float], int | None], None]
+"""(step, {metric name: value}, total steps) -> None."""
+LOGGED_METRICS = ("loss", "learning_rate", "grad_norm", "eval_loss", "mean_token_accuracy", "epoch")
+
+
+class MetricsCallback(TrainerCallback):
+    """Forwards logged metrics, adding non-pad tokens per second from TRL's running token count."""
+
+    def __init__(self, sink: MetricsSink) -> None:
+        self.sink = sink
+        self._last: tuple[float, float] | None = None  # (time, num_tokens)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        values = {name: float(logs[name]) for name in LOGGED_METRICS if isinstance(logs.get(name), int | float)}
+        if "num_tokens" in logs:
+            now, tokens = time.monotonic(), float(logs["num_tokens"])
+            if self._last is not None and tokens > self._last[1] and now > self._last[0]:
+                values["tokens_per_s"] = (tokens - self._last[1]) / (now - self._last[0])
+            self._last = (now, tokens)
+        if values:
+            self.sink(state.global_step, values, state.max_steps)
+
+
+class StopCallback(TrainerCallback):
+    """Ends the run when asked, saving a checkpoint first so the next attempt resumes from here."""
+
+    def __init__(self, should_stop: Callable[[], bool]) -> None:
+        self.should_stop = should_stop
+        self.stopped = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.should_stop():
+            self.stopped = True
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+class CompleteMarkerCallback(TrainerCallback):
+    """Marks a checkpoint complete once the Trainer has finished writing it; a kill mid-save leaves none."""
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            mark_complete(checkpoint, state.global_step)
+        return control
