@@ -66,12 +66,16 @@ def report_worker_exit(worker: subprocess.Popen, wait_s: float = 5.0) -> None:
 
 
 def prepare(studio: Studio) -> None:
-    """First-use setup for the offline default: the demo base model and the example dataset."""
+    """First-use setup for the offline default (the demo base model and the example dataset), saying what it does."""
     from jobs.data.store import ensure_example_dataset
-    from jobs.models.demo import ensure_demo_model
+    from jobs.models.demo import demo_model_ready, ensure_demo_model
+    from jobs.training.registry import settle_interrupted_deletes
 
+    if not demo_model_ready(studio.settings.models_dir):
+        log.info("first start: building the offline demo model in %s (a few seconds)", studio.settings.models_dir)
     ensure_demo_model(studio.settings.models_dir)
     ensure_example_dataset(studio)
+    settle_interrupted_deletes(studio)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,18 +92,27 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: refusing to listen on {args.host} without a login. Set STUDIO_AUTH=user:password, "
                          f"or keep the default 127.0.0.1.")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM too runs atexit, which stops the worker
-    studio = open_studio()
+    for chatty in ("httpx", "alembic"):  # Gradio's own HTTP calls and "no migration to run" are not news
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    log.info("opening the studio in %s", os.environ.get("STUDIO_DATA_DIR", "./studio-data"))
+    studio = open_studio(warn=True)
     prepare(studio)
-    worker = None if args.no_worker else start_embedded_worker()
+    worker = None
+    if not args.no_worker:
+        log.info("starting the worker (one job at a time on this machine's device)")
+        worker = start_embedded_worker()
 
-    from app.server import build_app
+    from app.server import build_app, launch_options
 
+    log.info("building the web app")
     app = build_app(studio)
     if worker is not None:
         threading.Thread(target=report_worker_exit, args=(worker, 60.0), daemon=True).start()
     app.queue(default_concurrency_limit=1)
-    app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=True,
-               allowed_paths=[str(studio.settings.exports_dir)])
+    app.launch(server_name=args.host, server_port=args.port, auth=auth, prevent_thread_lock=True, quiet=True,
+               **launch_options(studio))
+    log.info("ready: open %s in a browser (Ctrl+C stops the studio)", app.local_url)
+    app.block_thread()
 
 
 if __name__ == "__main__":

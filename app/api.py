@@ -3,10 +3,14 @@ the API schema; each calls the handler its tab uses, so the browser and the API 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
+from gradio import FileData
 
 from app import adapters_tab, runs_tab, train_tab
 from app.chat_tab import ChatService, generation_settings
+from app.errors import user_error
 from jobs.chat.request import conversation
 from jobs.data.formats import DatasetError
 from jobs.spec import DEMO_BASE_MODEL, SpecError
@@ -21,7 +25,7 @@ def register(studio: Studio, chat: ChatService) -> None:
         try:
             return train_tab.submit_spec(studio, spec, priority)
         except (SpecError, DatasetError) as error:
-            raise gr.Error(error.as_text()) from None
+            raise user_error(error.as_text()) from None
 
     def get_job(job_id: int) -> dict:
         """One job: status, progress, ETA, latest metrics, error, adapter name, log tail."""
@@ -39,6 +43,42 @@ def register(studio: Studio, chat: ChatService) -> None:
         """Adapters, newest first, optionally only those of one base model."""
         return adapters_tab.adapter_list(studio, base_model)
 
+    def download_adapter(name: str) -> FileData:
+        """The adapter's zip: PEFT files, tokenizer, spec, final metrics and model card."""
+        path = Path(adapters_tab.adapter_zip(studio, name))
+        return FileData(path=str(path), orig_name=path.name)
+
+    def rename_adapter(name: str, new_name: str) -> str:
+        """Rename an adapter (names are display-only; its files stay where they are). Returns the new name."""
+        return adapters_tab.rename(studio, name, new_name)
+
+    def delete_adapter(name: str) -> str:
+        """Delete an adapter: its files and its entry, together."""
+        adapters_tab.delete(studio, name)
+        return f"deleted {name}"
+
+    def merge_adapter(name: str, dtype: str = "bfloat16") -> int:
+        """Queue a job that merges the adapter into a 16-bit copy of its base. Returns the job id."""
+        return adapters_tab.merge(studio, name, dtype)
+
+    def download_merged(name: str) -> FileData:
+        """The merged model's zip (safetensors, tokenizer, card), once a merge job built it."""
+        path = Path(adapters_tab.merged_zip(studio, name))
+        return FileData(path=str(path), orig_name=path.name)
+
+    def push_to_hub(name: str, repo_id: str, what: str = "adapter", private: bool = True) -> str:
+        """Push the adapter ('adapter') or its merged model ('merged') to a hub repo; needs STUDIO_HF_TOKEN."""
+        return adapters_tab.push(studio, name, repo_id, what, private)
+
+    def import_dataset(file: FileData, name: str = "") -> str:
+        """Import a dataset file (JSONL, JSON, CSV or Parquet) under `name` (default: the file's name). Returns the
+        name it is listed under; a refusal lists every problem, each naming its row or column."""
+        path = file.get("path") if isinstance(file, dict) else getattr(file, "path", None)
+        try:
+            return train_tab.import_upload(studio, path, name or Path(str(path or "")).stem)
+        except DatasetError as error:
+            raise user_error(error.as_text()) from None
+
     def compare(prompt: str, adapters: list[str], base_model: str = DEMO_BASE_MODEL, max_new_tokens: int = 64,
                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, system: str = "") -> list[dict]:
         """One prompt to several adapters (and "base") in one batched generate; one reply per adapter."""
@@ -49,5 +89,6 @@ def register(studio: Studio, chat: ChatService) -> None:
             pass
         return [{"adapter": name, "reply": reply} for name, reply in zip(adapters, replies, strict=True)]
 
-    for endpoint in (submit_job, get_job, list_jobs, cancel_job, list_adapters, compare):
+    for endpoint in (submit_job, get_job, list_jobs, cancel_job, list_adapters, download_adapter, rename_adapter,
+                     delete_adapter, merge_adapter, download_merged, push_to_hub, compare, import_dataset):
         gr.api(endpoint, api_name=endpoint.__name__)

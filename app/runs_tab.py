@@ -1,37 +1,50 @@
-"""Runs tab: the job table, the selected run's live curves and log, Cancel. Reads the database only, so a
-browser refresh or an app restart shows the same truth."""
+"""Runs tab: the job table, the selected run's summary (spec, timing, throughput), live curves and log, Cancel.
+Reads the database only, so a browser refresh or an app restart shows the same truth."""
 
 from __future__ import annotations
 
 import gradio as gr
 
 from app import views
-from jobs.queue.run_files import log_tail, train_log_path
+from app.errors import user_error
+from jobs.queue.run_files import export_log, log_tail, train_log_path
 from jobs.studio import Studio
 from jobs.submit import cancel_job
 from storage import catalog, jobs_repo
+from storage.models import JobKind, JobStatus
 
 REFRESH_S = 2.0
 SUMMARY_METRICS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s")
-API_LOG_LINES = 40
+LOG_LINES = 40
 
 
 # --- handlers (the API calls these too) ---------------------------------------------------------------------
 def job_details(studio: Studio, job_id: int) -> dict:
-    """One job: status, progress, ETA, latest metrics, error, adapter name, queue place, log tail."""
+    """One job: status, progress, ETA, timing, latest metrics, median throughput, error, adapter, queue place,
+    log tail, spec."""
+    details = _details_or_none(studio, job_id)
+    if details is None:
+        raise user_error(f"job_id: no job with id {job_id}")
+    return details
+
+
+def _details_or_none(studio: Studio, job_id: int) -> dict | None:
     with studio.db.read() as session:
         job = jobs_repo.get_job(session, int(job_id))
         if job is None:
-            raise gr.Error(f"job_id: no job with id {job_id}")
+            return None
         summary = views.job_summary(job)
         latest = jobs_repo.latest_metrics(session, [job.id], SUMMARY_METRICS).get(job.id, {})
+        speeds = jobs_repo.metric_values(session, job.id, "tokens_per_s")
         adapter = catalog.adapter_for_job(session, job.id)
         queue = jobs_repo.queued_job_ids(session)
     summary["metrics"] = {name: latest.get(name) for name in SUMMARY_METRICS}
+    summary["tokens_per_s_median"] = views.median_or_none(speeds)
+    summary["timing"] = views.timing_text(job)
     summary["adapter"] = adapter.name if adapter else None
     summary["queue_position"] = queue.index(job.id) + 1 if job.id in queue else None
     summary["queue_length"] = len(queue)
-    summary["log_tail"] = log_tail(train_log_path(studio, job.id), API_LOG_LINES)
+    summary["log_tail"] = log_tail(train_log_path(studio, job.id), LOG_LINES)
     return summary
 
 
@@ -44,7 +57,7 @@ def cancel(studio: Studio, job_id: int) -> str:
     try:
         return cancel_job(studio, int(job_id))
     except (LookupError, TypeError, ValueError):
-        raise gr.Error(f"job_id: no job with id {job_id}") from None
+        raise user_error(f"job_id: no job with id {job_id}") from None
 
 
 def jobs_frame(studio: Studio):
@@ -66,7 +79,8 @@ def _loss_curve(studio: Studio, job_id: int):
 
 
 def _summary_text(job: dict) -> str:
-    lines = [f"### Job {job['id']}: {job['name']}", f"**Status:** {job['status']}"]
+    lines = [f"### Job {job['id']}: {job['name']}", f"**Status:** {job['status']}"
+             + (f" · {job['timing']}" if job["timing"] else "")]
     if job["queue_position"]:
         lines.append(f"**Queue:** {job['queue_position']} of {job['queue_length']} (higher priority first, then "
                      f"oldest; one job per worker at a time)")
@@ -74,60 +88,81 @@ def _summary_text(job: dict) -> str:
         lines.append(f"**Progress:** {job['progress']}")
     if job["eta_s"] is not None:
         lines.append(f"**ETA:** {views.human_duration(job['eta_s'])}")
-    speed = job["metrics"].get("tokens_per_s")
-    if speed:
-        lines.append(f"**Throughput:** {speed:.0f} non-pad tokens/s")
+    if job["tokens_per_s_median"]:
+        lines.append(f"**Throughput:** {job['tokens_per_s_median']:.0f} non-pad tokens/s (median over the run's "
+                     f"log intervals; an interval with an eval or a checkpoint save reads lower)")
     if job["adapter"]:
         lines.append(f"**Adapter:** {job['adapter']}")
-    if job["cancel_requested"] and job["status"] == "running":
+    if job["cancel_requested"] and job["status"] == JobStatus.RUNNING:
         lines.append("**Cancelling…**")
     if job["error"]:
-        lines.append(f"**Error:**\n```text\n{job['error']}\n```")
+        # Only a failure is an error; a cancel or a requeue leaves a note.
+        heading = "Error" if job["status"] == JobStatus.FAILED else "Note"
+        lines.append(f"**{heading}:**\n```text\n{job['error']}\n```")
+    if job["kind"] == JobKind.MERGE:
+        lines.append(f"**Merges** adapter `{job['spec']['adapter']}` into a {job['spec']['dtype']} copy of its base.")
+        return "\n\n".join(lines)
+    changed, same = views.spec_changes(job["spec"])
+    lines.append("**Spec** (changed from the defaults):\n" + ("\n".join(f"- {line}" for line in changed)
+                                                             or "- nothing: all defaults"))
+    lines.append("<details><summary>Other spec fields (defaults)</summary>\n\n"
+                 + "\n".join(f"- {line}" for line in same) + "\n</details>")
     return "\n\n".join(lines)
 
 
-def _details(studio: Studio, job_id):
-    """Summary, loss curve and log tail of the picked job, or of the newest one when nothing is picked."""
-    if not job_id:
-        job_id = _newest_job_id(studio)
-        if job_id is None:
-            return "No jobs yet: submit one in the Train tab.", views.loss_curve([]), ""
+def _parse_job_id(text) -> int | None:
     try:
-        job = job_details(studio, int(job_id))
-    except gr.Error:
-        return f"No job with id {job_id}.", views.loss_curve([]), ""
-    return _summary_text(job), _loss_curve(studio, job["id"]), job["log_tail"]
+        return int(str(text).strip())
+    except ValueError:
+        return None
+
+
+def _details(studio: Studio, picked):
+    """Summary, loss curve, log tail and log download of the picked job, or of the newest one when none is."""
+    job_id = _parse_job_id(picked) if str(picked or "").strip() else _newest_job_id(studio)
+    if job_id is None and not str(picked or "").strip():
+        return "No jobs yet: submit one in the Train tab.", views.loss_curve([]), "", None
+    job = _details_or_none(studio, job_id) if job_id is not None else None
+    if job is None:
+        return f"No job with id {picked}.", views.loss_curve([]), "", None
+    log_file = export_log(studio, job["id"])
+    return _summary_text(job), _loss_curve(studio, job["id"]), job["log_tail"], str(log_file) if log_file else None
 
 
 # --- layout -------------------------------------------------------------------------------------------------
-def build(studio: Studio) -> None:
-    table = gr.Dataframe(value=lambda: jobs_frame(studio), interactive=False,
-                         label="Jobs (click a row to follow it)", elem_id="jobs-table")
+def build(studio: Studio, app: gr.Blocks) -> None:
+    table = gr.Dataframe(interactive=False, label="Jobs (click a row to follow it)", elem_id="jobs-table")
     with gr.Row():
-        selected = gr.Number(label="job id", precision=0, value=None, elem_id="selected-job")
-        cancel_button = gr.Button("Cancel job", variant="stop")
+        selected = gr.Textbox(label="Job id", placeholder="click a row; empty follows the newest job",
+                              elem_id="selected-job", scale=2)
+        cancel_button = gr.Button("Cancel job", variant="stop", scale=1)
     with gr.Row():
         with gr.Column(scale=2):
             summary = gr.Markdown(elem_id="job-summary")
         with gr.Column(scale=3):
             plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=300, elem_id="loss-plot")
-    log = gr.Textbox(label="Log tail", lines=12, max_lines=12, autoscroll=True, elem_id="log-tail")
+    log = gr.Textbox(label="Log (the end, followed while the job runs)", lines=12, max_lines=12,
+                     elem_id="log-tail")
+    log_download = gr.DownloadButton("Download the whole log", value=None, elem_id="log-download", size="sm")
     timer = gr.Timer(REFRESH_S)
 
-    def refresh(job_id):
-        return jobs_frame(studio), *_details(studio, job_id)
+    def refresh(picked):
+        return jobs_frame(studio), *_details(studio, picked)
 
     def on_select(event: gr.SelectData):
-        return event.row_value[0]
+        return str(event.row_value[0])
 
-    def on_cancel(job_id):
-        if not job_id:
-            raise gr.Error("job_id: select a job first (click its row)")
-        status = cancel(studio, int(job_id))
-        gr.Info(f"Job {int(job_id)}: {'cancel requested' if status == 'running' else status}.")
+    def on_cancel(picked):
+        job_id = _parse_job_id(picked)
+        if job_id is None:
+            raise user_error("job_id: select a job first (click its row)")
+        status = cancel(studio, job_id)
+        gr.Info(f"Job {job_id}: {'cancel requested' if status == 'running' else status}.")
 
-    outputs = [table, summary, plot, log]
-    timer.tick(refresh, selected, outputs, api_visibility="private")
-    table.select(on_select, None, selected, api_visibility="private")
-    selected.change(refresh, selected, outputs, api_visibility="private")
+    outputs = [table, summary, plot, log, log_download]
+    quiet = dict(api_visibility="private", show_progress="hidden")  # no "processing" flicker every refresh
+    timer.tick(refresh, selected, outputs, **quiet)
+    app.load(refresh, selected, outputs, **quiet)
+    table.select(on_select, None, selected, **quiet)
+    selected.change(refresh, selected, outputs, **quiet)
     cancel_button.click(on_cancel, selected, None, api_visibility="private")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import gradio as gr
 
 from app import adapters_tab, api, chat_tab, runs_tab, train_tab
-from jobs.studio import Studio
+from jobs.studio import REPO_ROOT, Studio
 
 TITLE = "QLoRA Studio"
+STATIC_DIR = REPO_ROOT / "static"
 
 
 def build_app(studio: Studio) -> gr.Blocks:
@@ -15,12 +16,19 @@ def build_app(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# {TITLE}\nFine-tune LoRA adapters on a 4-bit base, watch them train, compare them in chat.")
         with gr.Tab("Train"):
-            train_tab.build(studio)
+            train_tab.build(studio, app)
         with gr.Tab("Runs"):
-            runs_tab.build(studio)
-        with gr.Tab("Adapters"):
-            adapters_tab.build(studio)
+            runs_tab.build(studio, app)
+        with gr.Tab("Adapters") as adapters_panel:
+            adapters_tab.build(studio, adapters_panel, app)
         with gr.Tab("Chat") as chat_panel:
             chat_tab.build(studio, chat, chat_panel, app)
         api.register(studio, chat)
     return app
+
+
+def launch_options(studio: Studio) -> dict:
+    """What `launch()` needs besides the address: the studio's style and script, and the one folder it serves."""
+    script = (STATIC_DIR / "studio.js").read_text(encoding="utf-8")
+    return dict(css=(STATIC_DIR / "studio.css").read_text(encoding="utf-8"), head=f"<script>{script}</script>",
+                allowed_paths=[str(studio.settings.exports_dir)], show_error=True)

@@ -1,28 +1,36 @@
-"""Train tab: every spec field (help text from the spec), dataset upload, an on-request preview, Submit."""
+"""Train tab: the training form (app/spec_form.py), dataset upload, an on-request preview, presets and code,
+Submit.
+
+A refused submit outlines each wrong field with its message in place of the help, and lists every problem in a
+summary at the top of the form."""
 
 from __future__ import annotations
 
 import json
-import typing
 from pathlib import Path
 
 import gradio as gr
 
+from app import presets_panel
+from app.choices import base_models
+from app.spec_form import (
+    SpecForm,
+    build_groups,
+    component,
+    field_updates,
+    problems_summary,
+    spec_from_form,
+    target_choices,
+)
 from jobs.data.formats import SUFFIXES, DatasetError
 from jobs.data.store import dataset_names, import_dataset
-from jobs.spec import DEMO_BASE_MODEL, EXAMPLE_DATASET, TARGET_PRESETS, SpecError, TrainSpec, field_help
+from jobs.models.resolve import base_module_kinds
+from jobs.spec import DEMO_BASE_MODEL, EXAMPLE_DATASET, SMOLLM2_BASE_MODEL, SpecError
 from jobs.studio import Studio
 from jobs.submit import submit_job
 
-# Fields laid out in groups, in the order a person decides them.
-GROUPS = {
-    "LoRA": ["lora_r", "lora_alpha", "lora_dropout", "target_modules"],
-    "Quantization": ["quantization", "double_quant", "compute_dtype"],
-    "Training": ["max_steps", "num_epochs", "learning_rate", "batch_size", "grad_accum", "max_length", "seed"],
-    "More": ["eval_fraction", "eval_steps", "logging_steps", "save_steps", "warmup_ratio", "packing",
-             "gradient_checkpointing", "assistant_only_loss"],
-}
 PREVIEW_ROWS = 3
+STATUS_REFRESH_S = 3.0
 
 
 # --- handlers (the API calls these too) ---------------------------------------------------------------------
@@ -45,81 +53,70 @@ def import_upload(studio: Studio, upload_path: str | None, name: str) -> str:
     return import_dataset(studio, Path(upload_path), name or "").name
 
 
-def render_preview(studio: Studio, base_model: str, dataset: str) -> str:
-    """The first rows exactly as the model will see them: rendered through the base model's chat template."""
+def render_preview(studio: Studio, base_model: str, dataset: str, eval_fraction) -> str:
+    """How many rows, how they split, and the first rows exactly as the model will see them."""
     from jobs.data.preview import preview_rows
+    from jobs.data.store import find_dataset, split_sizes
 
-    texts = preview_rows(studio, base_model, dataset, PREVIEW_ROWS)
-    if texts is None:
+    found = find_dataset(studio, dataset) if dataset else None
+    if found is None:
         return f"No dataset named '{dataset}'."
-    return "\n\n".join(f"**Row {index}**\n```text\n{text}\n```" for index, text in enumerate(texts, start=1))
+    fraction = float(eval_fraction or 0)
+    train_rows, eval_rows = split_sizes(found.rows, fraction if 0 <= fraction < 0.5 else 0)
+    header = (f"**{found.rows} rows** ({found.format}): {train_rows} train, {eval_rows} eval "
+              f"(eval fraction {fraction:g}). The first {min(PREVIEW_ROWS, found.rows)}, as the model sees them:")
+    texts = preview_rows(studio, base_model, dataset, PREVIEW_ROWS) or []
+    rows = [f"**Row {index}**\n```text\n{text}\n```" for index, text in enumerate(texts, start=1)]
+    return "\n\n".join([header, *rows])
 
 
-def spec_from_form(names: list[str], values: list) -> dict:
-    """Form values to a raw spec dict; validation happens in one place (jobs.submit)."""
-    raw = {}
-    for name, value in zip(names, values, strict=True):
-        if isinstance(value, float) and value.is_integer() and TrainSpec.model_fields[name].annotation is int:
-            value = int(value)
-        raw[name] = value
-    return raw
+def base_status_text(studio: Studio, base_model: str) -> str:
+    """Whether a studio base is ready, being prepared (and how far), or will be prepared by its first job."""
+    if base_model == SMOLLM2_BASE_MODEL:
+        from jobs.models.smollm2 import describe_status
+
+        return describe_status(studio.settings.models_dir)
+    return ""
 
 
 # --- layout -------------------------------------------------------------------------------------------------
-def _component(name: str):
-    """A form control for a spec field, chosen from its type; the label is the field name."""
-    field = TrainSpec.model_fields[name]
-    default, info = field.default, field_help(name)
-    if name == "target_modules":
-        return gr.Dropdown(choices=list(TARGET_PRESETS), value=default, allow_custom_value=True, label=name,
-                           info=info + " Type a comma-separated list for your own.")
-    if typing.get_origin(field.annotation) is typing.Literal:
-        return gr.Dropdown(choices=list(typing.get_args(field.annotation)), value=default, label=name, info=info)
-    if field.annotation is bool:
-        return gr.Checkbox(value=default, label=name, info=info)
-    if field.annotation is int:
-        return gr.Number(value=default, precision=0, label=name, info=info)
-    if field.annotation is float:
-        return gr.Number(value=default, label=name, info=info)
-    return gr.Textbox(value=default, label=name, info=info)
-
-
-def build(studio: Studio) -> None:
-    names: list[str] = []
-    controls: list = []
+def build(studio: Studio, app: gr.Blocks) -> SpecForm:
     with gr.Row():
         with gr.Column(scale=3):
-            name = gr.Textbox(label="name", info=field_help("name"))
-            base_model = gr.Dropdown(choices=[DEMO_BASE_MODEL], value=DEMO_BASE_MODEL, allow_custom_value=True,
-                                     label="base_model", info=field_help("base_model"))
-            dataset = gr.Dropdown(choices=dataset_names(studio), value=EXAMPLE_DATASET, allow_custom_value=True,
-                                  label="dataset", info=field_help("dataset"))
-            names += ["name", "base_model", "dataset"]
-            controls += [name, base_model, dataset]
-            for title, fields in GROUPS.items():
-                with gr.Accordion(title, open=title != "More"), gr.Row():
-                    for field in fields:
-                        names.append(field)
-                        controls.append(_component(field))
-            priority = gr.Number(value=0, precision=0, label="priority", info="Higher runs first among queued jobs.")
+            summary = gr.Markdown(elem_id="submit-summary")
+            base_status = gr.Markdown(elem_id="base-status")
+            with gr.Row(equal_height=True):
+                first_row = [component("name"),
+                             component("base_model", choices=base_models(studio), value=DEMO_BASE_MODEL,
+                                       allow_custom_value=True),
+                             component("dataset", choices=dataset_names(studio), value=EXAMPLE_DATASET,
+                                       allow_custom_value=True)]
+            form = build_groups(first_row)
+            names, controls = form.names, form.controls
+            priority = gr.Number(value=0, precision=0, label="Priority", info="Higher runs first among queued jobs.")
             submit = gr.Button("Submit job", variant="primary")
             status = gr.Markdown(elem_id="submit-status")
         with gr.Column(scale=2):
             with gr.Accordion("Upload a dataset", open=False):
                 upload = gr.File(label="JSONL, JSON, CSV or Parquet", file_types=list(SUFFIXES))
-                upload_name = gr.Textbox(label="dataset name", info="How it is listed (letters, digits, - _ .)")
+                upload_name = gr.Textbox(label="Dataset name", info="How it is listed (letters, digits, - _ .)")
                 import_button = gr.Button("Import dataset")
                 import_status = gr.Markdown(elem_id="import-status")
             show_preview = gr.Button("Preview rows as the model sees them", elem_id="show-preview")
             preview_on = gr.State(False)
             preview = gr.Markdown(label="Preview", elem_id="dataset-preview")
+            presets_panel.build(studio, form)
+    base_model, dataset = form.control("base_model"), form.control("dataset")
+    eval_fraction = form.control("eval_fraction")
 
     def on_submit(priority_value, *values):
         try:
-            job_id = submit_spec(studio, spec_from_form(names, list(values)), int(priority_value or 0))
+            job_id = submit_spec(studio, spec_from_form(studio, names, list(values)), int(priority_value or 0))
         except SpecError as error:
-            return "**Not queued.**\n\n" + "\n".join(f"- **{p.field}**: {p.message}" for p in error.problems)
-        return f"Queued job **{job_id}**. Follow it in the Runs tab."
+            return (gr.update(value=problems_summary(error.problems, "Not queued"), elem_classes=["has-problems"]),
+                    "**Not queued** (see the problems above).", *field_updates(names, error.problems))
+        return (gr.update(value="", elem_classes=[]), f"Queued job **{job_id}**. Follow it in the Runs tab.",
+                *field_updates(names, []))
 
     def on_import(path, wanted_name):
         fallback = Path(path).stem if path else ""
@@ -127,17 +124,39 @@ def build(studio: Studio) -> None:
             imported = import_upload(studio, path, wanted_name or fallback)
         except DatasetError as error:
             return "**Not imported.**\n\n" + "\n".join(f"- {p}" for p in error.problems), gr.update()
-        return (f"Imported **{imported}**.", gr.update(choices=dataset_names(studio), value=imported))
+        return f"Imported **{imported}**.", gr.update(choices=dataset_names(studio), value=imported)
 
-    def on_show_preview(base, data):
-        return True, render_preview(studio, base, data)
+    def on_show_preview(base, data, fraction):
+        return True, render_preview(studio, base, data, fraction)
 
-    def on_preview_input(shown, base, data):
+    def on_preview_input(shown, base, data, fraction):
         # A tokenizer is loaded only once the person has asked for a preview; after that it follows the form.
-        return render_preview(studio, base, data) if shown else gr.update()
+        return render_preview(studio, base, data, fraction) if shown else gr.update()
 
-    submit.click(on_submit, [priority, *controls], status, api_visibility="private")
-    import_button.click(on_import, [upload, upload_name], [import_status, dataset], api_name="import_dataset")
-    show_preview.click(on_show_preview, [base_model, dataset], [preview_on, preview], api_visibility="private")
-    for trigger in (dataset.change, base_model.change):
-        trigger(on_preview_input, [preview_on, base_model, dataset], preview, api_visibility="private")
+    def fresh_choices(current_dataset):
+        # The choices come from the database on every page load, so an import survives a reload.
+        choices = dataset_names(studio)
+        value = current_dataset if current_dataset in choices else EXAMPLE_DATASET
+        return gr.update(choices=choices, value=value), gr.update(choices=base_models(studio))
+
+    def show_base_status(base):
+        return base_status_text(studio, base)
+
+    def on_base_change(base):
+        kinds = base_module_kinds(base or DEMO_BASE_MODEL, studio.settings.models_dir) or {}
+        return (base_status_text(studio, base), gr.update(choices=target_choices(studio, base)),
+                gr.update(choices=sorted(kinds)))
+
+    submit.click(on_submit, [priority, *controls], [summary, status, *controls], api_visibility="private")
+    import_button.click(on_import, [upload, upload_name], [import_status, dataset], api_visibility="private")
+    preview_inputs = [base_model, dataset, eval_fraction]
+    show_preview.click(on_show_preview, preview_inputs, [preview_on, preview], api_visibility="private")
+    for preview_input in preview_inputs:
+        preview_input.change(on_preview_input, [preview_on, *preview_inputs], preview, api_visibility="private")
+    app.load(fresh_choices, dataset, [dataset, base_model], api_visibility="private")
+    quiet = dict(api_visibility="private", show_progress="hidden")
+    module_controls = [form.control("target_modules"), form.control("modules_to_save")]
+    base_model.change(on_base_change, base_model, [base_status, *module_controls], **quiet)
+    app.load(on_base_change, base_model, [base_status, *module_controls], **quiet)
+    gr.Timer(STATUS_REFRESH_S).tick(show_base_status, base_model, base_status, **quiet)  # a preparation's progress
+    return form

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import statistics
 from datetime import datetime
 
 import pandas as pd
 
+from jobs.spec import TrainSpec, field_label
 from storage.models import Adapter, Job, JobStatus, Metric, utcnow
 
 JOB_COLUMNS = ["id", "name", "status", "progress", "ETA", "loss", "eval loss", "attempt", "created"]
-ADAPTER_COLUMNS = ["name", "base model", "size", "job", "created"]
+ADAPTER_COLUMNS = ["name", "base model", "rank", "targets", "dataset", "steps", "eval loss", "size", "merged", "job",
+                   "created"]
 PLOTTED = {"loss": "train loss", "eval_loss": "eval loss"}
 
 
@@ -74,16 +77,25 @@ def loss_curve(metrics: list[Metric]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "value", "series"]).astype({"step": "float64", "value": "float64"})
 
 
-def adapters_table(adapters: list[Adapter]) -> pd.DataFrame:
-    rows = [[a.name, a.base_model, human_size(a.size_bytes), a.job_id, a.created_at.strftime("%Y-%m-%d %H:%M")]
-            for a in adapters]
-    return pd.DataFrame(rows, columns=ADAPTER_COLUMNS)
+def adapters_table(rows: list[tuple[Adapter, Job | None]], eval_loss: dict[int, dict[str, float]]) -> pd.DataFrame:
+    """One line per adapter with what trained it: rank, targets, dataset, steps and final eval loss."""
+    table = []
+    for adapter, job in rows:
+        spec = job.spec if job is not None else {}
+        targets = spec.get("target_modules", "")
+        table.append([adapter.name, adapter.base_model, spec.get("lora_r", ""),
+                      ", ".join(targets) if isinstance(targets, list) else targets, spec.get("dataset", ""),
+                      job.step if job is not None else "", _fmt(eval_loss.get(adapter.job_id, {}).get("eval_loss")),
+                      human_size(adapter.size_bytes),
+                      human_size(adapter.merged_size_bytes) if adapter.merged_path else "",
+                      adapter.job_id, adapter.created_at.strftime("%Y-%m-%d %H:%M")])
+    return pd.DataFrame(table, columns=ADAPTER_COLUMNS)
 
 
 def job_summary(job: Job) -> dict:
     """The API's view of a job."""
     return {
-        "id": job.id, "name": job.name, "status": job.status, "priority": job.priority,
+        "id": job.id, "name": job.name, "kind": job.kind, "status": job.status, "priority": job.priority,
         "attempt": job.attempt, "step": job.step, "total_steps": job.total_steps,
         "progress": progress_text(job), "eta_s": eta_seconds(job), "error": job.error,
         "cancel_requested": job.cancel_requested, "worker": job.worker,
@@ -91,4 +103,46 @@ def job_summary(job: Job) -> dict:
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "spec": job.spec,
+        "provenance": job.provenance,
     }
+
+
+def spec_changes(spec: dict) -> tuple[list[str], list[str]]:
+    """The job's spec as lines "label: value", split into the fields that differ from the defaults and the rest."""
+    changed, same = [], []
+    for name, field in TrainSpec.model_fields.items():
+        if name not in spec:
+            continue
+        value, default = spec[name], field.default
+        line = f"{field_label(name)} (`{name}`): {_show(value)}"
+        if value == default:
+            same.append(line)
+        else:
+            changed.append(f"{line} (default {_show(default)})")
+    return changed, same
+
+
+def _show(value) -> str:
+    if value == "":
+        return "(empty)"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def timing_text(job: Job, now: datetime | None = None) -> str:
+    """How long the job has waited, run, or took."""
+    now = now or utcnow()
+    if job.status == JobStatus.QUEUED:
+        return f"waiting for {human_duration((now - job.created_at).total_seconds())}"
+    if job.started_at is None:
+        return ""
+    if job.status == JobStatus.RUNNING:
+        return f"running for {human_duration((now - job.started_at).total_seconds())}"
+    if job.finished_at is not None:
+        return f"took {human_duration((job.finished_at - job.started_at).total_seconds())}"
+    return ""
+
+
+def median_or_none(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None

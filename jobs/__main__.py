@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from jobs.data.formats import DatasetError
 from jobs.data.store import import_dataset
 from jobs.spec import SpecError
@@ -27,14 +29,17 @@ NO_WORKER_HINT_S = 20.0
 
 
 def _read_spec(path: Path) -> dict:
+    """A spec (or a preset) from a JSON or YAML file."""
+    yaml_file = path.suffix.lower() in (".yaml", ".yml")
     try:
-        raw = json.loads(path.read_text())
+        text = path.read_text()
+        raw = yaml.safe_load(text) if yaml_file else json.loads(text)
     except FileNotFoundError:
         raise SystemExit(f"error: no such spec file: {path}") from None
-    except json.JSONDecodeError as error:
-        raise SystemExit(f"error: {path} is not valid JSON: {error}") from None
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise SystemExit(f"error: {path} is not valid {'YAML' if yaml_file else 'JSON'}: {error}") from None
     if not isinstance(raw, dict):
-        raise SystemExit(f"error: {path} must hold a JSON object")
+        raise SystemExit(f"error: {path} must hold a mapping of spec fields")
     return raw
 
 
@@ -127,7 +132,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs", description="Submit and manage training jobs.")
     commands = parser.add_subparsers(dest="command", required=True)
-    submit = commands.add_parser("submit", help="queue a job from a spec JSON file (see docs/api.md)")
+    submit = commands.add_parser("submit", help="queue a job from a spec (or preset) JSON or YAML file (docs/api.md)")
     submit.add_argument("spec")
     submit.add_argument("--priority", type=int, default=0, help="higher runs first")
     submit.add_argument("--wait", action="store_true", help="follow the job; exit non-zero if it fails")

@@ -11,10 +11,33 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 TARGET_PRESETS: dict[str, list[str] | str] = {
     "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mlp": ["gate_proj", "up_proj", "down_proj"],
     "all-linear": "all-linear",
+    "embeddings+lm_head": ["embed_tokens", "lm_head"],
 }
+"""Named target sets (Llama-style module names; 'all-linear' is peft's: every Linear but the output head)."""
 DEMO_BASE_MODEL = "demo-tiny-llama"
+SMOLLM2_BASE_MODEL = "smollm2-135m-instruct"
+STUDIO_BASE_MODELS = (DEMO_BASE_MODEL, SMOLLM2_BASE_MODEL)
+"""Base models the studio provides offline, by name: the random demo, and a real instruct model."""
 EXAMPLE_DATASET = "example"
+
+
+MAX_NAME_LENGTH = 100
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name an adapter or dataset, or None. Names are shown and looked up, never used as paths,
+    but they also name downloads, so they stay short and plain."""
+    if not name:
+        return "must not be empty"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"must be at most {MAX_NAME_LENGTH} characters (got {len(name)})"
+    if not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name):
+        return "use only letters, digits, '-', '_' and '.'"
+    if name.startswith("."):
+        return "must not start with '.'"
+    return None
 
 
 class Problem(BaseModel):
@@ -45,60 +68,101 @@ class SpecError(ValueError):
 class TrainSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field("", max_length=100, description=(
+    name: str = Field("", title="Adapter name", max_length=100, description=(
         "Name of the adapter this job produces (letters, digits, - _ .). Empty: derived from the job id."))
-    base_model: str = Field(DEMO_BASE_MODEL, min_length=1, description=(
-        "Base model: a Hugging Face hub id (needs internet), a local directory with safetensors weights, or "
-        f"'{DEMO_BASE_MODEL}' (built offline on first use)."))
-    dataset: str = Field(EXAMPLE_DATASET, min_length=1, description=(
+    base_model: str = Field(DEMO_BASE_MODEL, title="Base model", min_length=1, description=(
+        f"Base model: '{SMOLLM2_BASE_MODEL}' (a real instruct model, prepared offline on first use), "
+        f"'{DEMO_BASE_MODEL}' (random weights, built instantly), a local directory with safetensors weights, or a "
+        "Hugging Face hub id (needs internet)."))
+    dataset: str = Field(EXAMPLE_DATASET, title="Dataset", min_length=1, description=(
         f"Name of an uploaded dataset, or '{EXAMPLE_DATASET}' for the bundled example chat data."))
 
-    lora_r: int = Field(8, description="LoRA rank: size of the low-rank update. 8-64 is typical.")
-    lora_alpha: float = Field(16, description="LoRA alpha: the update is scaled by alpha / rank.")
-    lora_dropout: float = Field(0.05, description="Dropout on the LoRA input during training, in [0, 1).")
-    target_modules: str | list[str] = Field("all-linear", description=(
-        "Which Linear layers get LoRA: 'attention' (q,k,v,o), 'all-linear', or a list of module names "
-        "such as ['q_proj', 'v_proj']."))
+    lora_r: int = Field(8, title="LoRA rank (r)",
+        description="LoRA rank: size of the low-rank update. 8-64 is typical.")
+    lora_alpha: float = Field(16, title="LoRA alpha", description="LoRA alpha: the update is scaled by alpha / rank.")
+    lora_dropout: float = Field(0.05, title="LoRA dropout",
+        description="Dropout on the LoRA input during training, in [0, 1).")
+    target_modules: str | list[str] = Field("all-linear", title="Target modules", description=(
+        "Which layers get LoRA: a preset ('attention': q,k,v,o; 'mlp': gate,up,down; 'all-linear': every Linear "
+        "but the output head; 'embeddings+lm_head': the token embeddings and the head, e.g. for new tokens) or a "
+        "list of the base's Linear or embedding module names such as ['q_proj', 'v_proj']."))
+    lora_bias: Literal["none", "all", "lora_only"] = Field("none", title="LoRA bias", description=(
+        "Which biases train too: none, all of the model's, or only those of the LoRA-adapted layers."))
+    use_rslora: bool = Field(False, title="rsLoRA", description=(
+        "Rank-stabilized LoRA: scale the update by alpha / sqrt(rank) instead of alpha / rank, so higher ranks "
+        "keep learning."))
+    use_dora: bool = Field(False, title="DoRA", description=(
+        "Weight-decomposed LoRA: learn a magnitude per output as well as the direction update. Often better at low "
+        "rank, about twice as slow on a 4-bit base (the weight is dequantized each step)."))
+    modules_to_save: list[str] = Field(default_factory=list, title="Modules to train fully", description=(
+        "Modules trained in full and saved with the adapter, e.g. ['lm_head'] (large: a full copy each)."))
 
-    quantization: Literal["nf4", "fp4", "int8", "none"] = Field("nf4", description=(
+    quantization: Literal["nf4", "fp4", "int8", "none"] = Field("nf4", title="Base quantization", description=(
         "How the frozen base is stored: 4-bit NormalFloat (QLoRA), 4-bit float, 8-bit, or unquantized."))
-    double_quant: bool = Field(True, description=(
+    double_quant: bool = Field(True, title="Double quantization", description=(
         "Quantize the 4-bit scales too (about 0.37 bits per parameter saved). 4-bit only."))
-    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", title="Compute dtype",
+                                                                             description=(
         "Dtype for matmuls on the dequantized weights. 'auto': float32 on CPU (no native bf16; measured "
         "faster), bfloat16 on GPUs that support it."))
 
-    max_steps: int = Field(200, description="Optimizer steps to train. -1: use num_epochs instead.")
-    num_epochs: float = Field(1.0, description="Passes over the training data; used when max_steps is -1.")
-    learning_rate: float = Field(5e-3, description=(
+    max_steps: int = Field(200, title="Max steps", description="Optimizer steps to train. -1: use num_epochs instead.")
+    num_epochs: float = Field(1.0, title="Epochs",
+        description="Passes over the training data; used when max_steps is -1.")
+    learning_rate: float = Field(5e-3, title="Learning rate", description=(
         "Peak learning rate (cosine decay after a short warmup). The default suits the tiny demo model; "
         "billion-parameter models usually want 1e-4 to 3e-4."))
-    batch_size: int = Field(4, description=(
+    optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"] = Field(
+        "adamw_torch", title="Optimizer", description=(
+            "AdamW in 32 bits (torch), or bitsandbytes' 8-bit AdamW (its two states in 8 bits: a quarter of the "
+            "memory), optionally paged to CPU memory under GPU memory pressure. Paging needs CUDA: on a CPU worker a "
+            "paged choice runs the same optimizer unpaged, and the run's log says so."))
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", title="LR schedule", description="How the learning rate moves after warmup.")
+    weight_decay: float = Field(0.0, title="Weight decay", description=(
+        "AdamW's decoupled weight decay on the trained weights, in [0, 1]."))
+    max_grad_norm: float = Field(1.0, title="Max grad norm", description=(
+        "Clip the gradient norm to this before each step; 0 turns clipping off."))
+    batch_size: int = Field(4, title="Batch size", description=(
         "Sequences per device step. With packing, each sequence is up to max_length tokens of whole rows."))
-    grad_accum: int = Field(1, description="Steps to accumulate gradients over; effective batch = batch × this.")
-    max_length: int = Field(512, description="Longest sequence in tokens; longer rows are truncated.")
-    packing: bool = Field(True, description=(
+    grad_accum: int = Field(1, title="Gradient accumulation",
+        description="Steps to accumulate gradients over; effective batch = batch × this.")
+    max_length: int = Field(512, title="Max length (tokens)",
+        description="Longest sequence in tokens; longer rows are truncated.")
+    packing: bool = Field(True, title="Packing", description=(
         "Pack whole rows into sequences of up to max_length tokens, padding-free (position ids, no padding; "
         "padding was 62% of a padded batch on the example data)."))
-    gradient_checkpointing: Literal["auto", "on", "off"] = Field("auto", description=(
+    gradient_checkpointing: Literal["auto", "on", "off"] = Field("auto", title="Gradient checkpointing", description=(
         "Recompute activations to save memory. 'auto': on for GPUs, off on CPU (measured 30% faster off)."))
-    assistant_only_loss: bool = Field(True, description=(
+    assistant_only_loss: bool = Field(True, title="Assistant-only loss", description=(
         "Train only on assistant turns (needs a chat template with generation markers)."))
-    seed: int = Field(42, description="Seed for LoRA init, data order and dropout; same seed, same run.")
-    eval_fraction: float = Field(0.1, description="Share of rows held out for eval loss, in [0, 0.5).")
-    eval_steps: int = Field(25, description="Evaluate every this many steps (when eval_fraction > 0).")
-    logging_steps: int = Field(5, description="Log loss, learning rate and throughput every this many steps.")
-    save_steps: int = Field(50, description="Save a resumable checkpoint every this many steps.")
-    warmup_ratio: float = Field(0.05, description="Share of steps spent warming up the learning rate.")
+    seed: int = Field(42, title="Seed", description="Seed for LoRA init, data order and dropout; same seed, same run.")
+    eval_fraction: float = Field(0.1, title="Eval fraction",
+        description="Share of rows held out for eval loss, in [0, 0.5).")
+    eval_steps: int = Field(25, title="Eval every (steps)",
+        description="Evaluate every this many steps (when eval_fraction > 0).")
+    logging_steps: int = Field(5, title="Log every (steps)",
+        description="Log loss, learning rate and throughput every this many steps.")
+    save_steps: int = Field(50, title="Checkpoint every (steps)",
+        description="Save a resumable checkpoint every this many steps.")
+    warmup_ratio: float = Field(0.05, title="Warmup ratio",
+        description="Share of steps spent warming up the learning rate.")
 
     @field_validator("name")
     @classmethod
     def _name_chars(cls, value: str) -> str:
-        if value and not all(c.isalnum() or c in "-_." for c in value):
-            raise ValueError("use only letters, digits, '-', '_' and '.'")
-        if value.startswith("."):
-            raise ValueError("must not start with '.'")
+        problem = value and name_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
+
+    @field_validator("modules_to_save")
+    @classmethod
+    def _saved_modules(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if not name.replace("_", "").replace(".", "").isalnum()]
+        if bad:
+            raise ValueError(f"not a module name: {', '.join(map(repr, bad))}")
+        return list(dict.fromkeys(value))
 
     @field_validator("target_modules")
     @classmethod
@@ -122,6 +186,18 @@ class TrainSpec(BaseModel):
         return list(self.target_modules)
 
 
+class MergeSpec(BaseModel):
+    """A merge job: the adapter folded into a 16-bit copy of its base (W' = W + (alpha/r)·BA), for serving
+    without peft. Built by a worker, like training."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    adapter: str = Field(description="Name of the adapter to merge (as it was when the merge was asked for).")
+    adapter_id: int = Field(description="The adapter's id: the merge follows the adapter through renames.")
+    dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16", description=(
+        "Dtype of the merged weights: bfloat16 (the usual), float16, or float32 (exact, twice the size)."))
+
+
 RANGES: dict[str, tuple[float, float, str]] = {
     # field: (low, high, how the bounds read) — inclusive unless the text says otherwise
     "lora_r": (1, 1024, "a whole number from 1 to 1024"),
@@ -137,6 +213,8 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "save_steps": (1, 10**7, "at least 1"),
     "warmup_ratio": (0, 0.5, "from 0 to 0.5"),
     "num_epochs": (0.01, 1000, "greater than 0 and at most 1000"),
+    "weight_decay": (0, 1, "from 0 to 1"),
+    "max_grad_norm": (0, 1e6, "at least 0 (0: no clipping)"),
 }
 
 
@@ -189,5 +267,11 @@ def parse_spec(raw: dict) -> TrainSpec:
     return spec
 
 
+def field_label(name: str) -> str:
+    """The human label the UI shows for a spec field."""
+    return TrainSpec.model_fields[name].title or name
+
+
 def field_help(name: str) -> str:
-    return TrainSpec.model_fields[name].description or ""
+    """The field's help text, ending with the spec field name (what the CLI, API and presets use)."""
+    return f"{TrainSpec.model_fields[name].description or ''} Spec field: {name}."

@@ -32,15 +32,26 @@ class Studio:
         return path
 
 
-def open_studio(settings: Settings | None = None, migrate: bool = True, warn: bool = True) -> Studio:
-    """Open (and on first use create) the data dir and database. Call after fork: engines are per process."""
+def uses_sqlite(settings: Settings) -> bool:
+    return settings.database_url.startswith("sqlite") or settings.queue_url.startswith("sqlite")
+
+
+def sqlite_warning(settings: Settings) -> str | None:
+    """The SQLite version warning, when this studio uses SQLite and the library predates the WAL fix."""
+    return sqlite_version_warning() if uses_sqlite(settings) else None
+
+
+def open_studio(settings: Settings | None = None, migrate: bool = True, warn: bool = False) -> Studio:
+    """Open (and on first use create) the data dir and database. Call after fork: engines are per process.
+
+    `warn`: log the SQLite version warning; the long-running processes that own a log (the app, a standalone
+    worker) ask for it, so it appears once there and never on a CLI call."""
     settings = settings or load_settings()
     ensure_data_dirs(settings)
-    if settings.database_url.startswith("sqlite") or settings.queue_url.startswith("sqlite"):
+    if uses_sqlite(settings):
         check_sqlite_location(settings.data_dir)
-        warning = sqlite_version_warning()
-        if warning and warn:
-            log.warning(warning)
+    if warn and (warning := sqlite_warning(settings)):
+        log.warning(warning)
     db = Database(settings.database_url)
     if migrate:
         upgrade_database(db)

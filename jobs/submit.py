@@ -7,15 +7,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from jobs.data.store import find_dataset
-from jobs.models.contents import chat_template_text, linear_module_names
-from jobs.models.demo import DEMO_MODULES
-from jobs.models.resolve import base_model_problem, looks_local
+from jobs.models.contents import OTHER, chat_template_text, lora_targets
+from jobs.models.resolve import base_model_problem, base_module_kinds, looks_local
+from jobs.models.templates import NO_TRAINING_TEMPLATE, training_template
 from jobs.queue.transport import enqueue_job
 from jobs.spec import (
-    DEMO_BASE_MODEL,
+    STUDIO_BASE_MODELS,
+    MergeSpec,
     Problem,
     SpecError,
     TrainSpec,
@@ -24,7 +26,7 @@ from jobs.spec import (
 )
 from jobs.studio import Studio
 from storage import catalog, jobs_repo
-from storage.models import Job, JobStatus
+from storage.models import Job, JobKind, JobStatus
 
 
 def _dataset_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
@@ -37,37 +39,58 @@ def _dataset_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
     return []
 
 
-def _module_problems(spec: TrainSpec, available: set[str] | None) -> list[Problem]:
-    if available is None or spec.target_modules == "all-linear":
+def _module_problems(spec: TrainSpec, kinds: dict[str, str] | None) -> list[Problem]:
+    if kinds is None or spec.target_modules == "all-linear":
         return []
     wanted = spec.target_module_names()
-    unknown = [name for name in wanted if name not in available]
-    if not unknown:
+    unknown = [name for name in wanted if name not in kinds]
+    not_lora = [name for name in wanted if kinds.get(name) == OTHER]
+    have = ", ".join(lora_targets(kinds))
+    problems = []
+    if unknown:
+        where = (f"the '{spec.target_modules}' preset needs" if isinstance(spec.target_modules, str)
+                 else "unknown module(s)")
+        problems.append(Problem(field="target_modules",
+                                message=f"{where} {', '.join(unknown)}; this base model has: {have}"))
+    if not_lora:
+        problems.append(Problem(field="target_modules", message=(
+            f"{', '.join(not_lora)}: {OTHER} (a 1-D weight, such as a norm), so LoRA cannot adapt it; "
+            f"LoRA-able modules of this base: {have}")))
+    return problems
+
+
+def _saved_module_problems(spec: TrainSpec, kinds: dict[str, str] | None) -> list[Problem]:
+    if not spec.modules_to_save:
         return []
-    have = ", ".join(sorted(available - {"embed_tokens", "lm_head"}))
-    where = "the 'attention' preset needs" if spec.target_modules == "attention" else "unknown module(s)"
-    return [Problem(field="target_modules",
-                    message=f"{where} {', '.join(unknown)}; this base model has: {have}")]
+    problems = []
+    unknown = [name for name in spec.modules_to_save if kinds is not None and name not in kinds]
+    if unknown:
+        problems.append(Problem(field="modules_to_save", message=(
+            f"unknown module(s) {', '.join(unknown)}; this base model has: {', '.join(sorted(kinds))}")))
+    targets = spec.target_module_names()
+    both = [name for name in spec.modules_to_save if isinstance(targets, list) and name in targets]
+    if both:
+        problems.append(Problem(field="modules_to_save", message=(
+            f"{', '.join(both)} is also a LoRA target; a module is either adapted by LoRA or trained in full")))
+    return problems
 
 
 def _chat_template_problem(model_dir: Path) -> str | None:
     template = chat_template_text(model_dir)
-    if template is not None and "generation" not in template:
-        return ("the base model's chat template has no {% generation %} markers, so assistant turns cannot "
-                "be told apart; turn assistant_only_loss off")
+    if template is not None and training_template(template) is None:
+        return NO_TRAINING_TEMPLATE
     return None
 
 
-def _base_model_problems(spec: TrainSpec) -> list[Problem]:
+def _base_model_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
     problem = base_model_problem(spec.base_model)
     if problem:
         return [Problem(field="base_model", message=problem)]
-    if spec.base_model == DEMO_BASE_MODEL:
-        return _module_problems(spec, DEMO_MODULES)
-    if not looks_local(spec.base_model):
-        return []  # a hub id: checked by the worker when it downloads the model
+    kinds = base_module_kinds(spec.base_model, studio.settings.models_dir)
+    problems = _module_problems(spec, kinds) + _saved_module_problems(spec, kinds)
+    if spec.base_model in STUDIO_BASE_MODELS or not looks_local(spec.base_model):
+        return problems  # studio bases have a known training template; a hub id's is checked by the worker
     model_dir = Path(spec.base_model).expanduser()
-    problems = _module_problems(spec, linear_module_names(model_dir))
     template_problem = spec.assistant_only_loss and _chat_template_problem(model_dir)
     if template_problem:
         problems.append(Problem(field="assistant_only_loss", message=template_problem))
@@ -98,7 +121,7 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
         spec = salvage_spec(raw, problems)  # still check the named resources, from whatever fields parsed
     else:
         problems += _name_problems(studio, spec)
-    problems += _dataset_problems(studio, spec) + _base_model_problems(spec)
+    problems += _dataset_problems(studio, spec) + _base_model_problems(studio, spec)
     if problems:
         raise SpecError(problems)
     return spec
@@ -114,6 +137,24 @@ def submit_job(studio: Studio, raw: dict, priority: int = 0) -> int:
             job.name = f"{Path(spec.base_model).name}-job{job.id}"
         job_id = job.id
     # After the commit, so the worker finds the row; a crash in between is repaired by the queue resync.
+    enqueue_job(studio.settings, job_id, priority)
+    return job_id
+
+
+def submit_merge(studio: Studio, adapter_name: str, dtype: str = "bfloat16", priority: int = 0) -> int:
+    """Queue a merge of the named adapter into a 16-bit copy of its base. Raises SpecError naming the problem."""
+    with studio.db.read() as session:
+        adapter = catalog.get_adapter_by_name(session, (adapter_name or "").strip())
+    if adapter is None:
+        raise SpecError.from_text("adapter", f"no adapter named '{adapter_name}'")
+    try:
+        spec = MergeSpec(adapter=adapter.name, adapter_id=adapter.id, dtype=dtype)
+    except ValidationError as error:
+        raise SpecError([Problem(field="dtype", message=e["msg"]) for e in error.errors()]) from None
+    with studio.db.write() as session:
+        job = jobs_repo.create_job(session, name=f"merge-{adapter.name}", spec=spec.model_dump(mode="json"),
+                                   priority=priority, kind=JobKind.MERGE)
+        job_id = job.id
     enqueue_job(studio.settings, job_id, priority)
     return job_id
 

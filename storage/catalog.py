@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from storage.models import Adapter, Dataset, utcnow
+from storage.models import Adapter, Dataset, Job, utcnow
 
 
 def list_adapters(session: Session, base_model: str | None = None) -> list[Adapter]:
@@ -17,6 +17,20 @@ def list_adapters(session: Session, base_model: str | None = None) -> list[Adapt
 
 def get_adapter_by_name(session: Session, name: str) -> Adapter | None:
     return session.scalars(select(Adapter).where(Adapter.name == name)).first()
+
+
+def get_adapter(session: Session, adapter_id: int) -> Adapter | None:
+    return session.get(Adapter, adapter_id)
+
+
+def delete_adapter(session: Session, adapter_id: int) -> None:
+    session.execute(delete(Adapter).where(Adapter.id == adapter_id))
+
+
+def adapters_with_jobs(session: Session) -> list[tuple[Adapter, Job | None]]:
+    """Every adapter, newest first, with the job that trained it (for its spec and steps)."""
+    query = select(Adapter, Job).outerjoin(Job, Adapter.job_id == Job.id).order_by(Adapter.id.desc())
+    return [(adapter, job) for adapter, job in session.execute(query)]
 
 
 def adapter_for_job(session: Session, job_id: int) -> Adapter | None:

@@ -10,11 +10,11 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from storage.models import Adapter, Job, JobStatus, Metric, utcnow
+from storage.models import Adapter, Job, JobKind, JobStatus, Metric, utcnow
 
 
-def create_job(session: Session, name: str, spec: dict, priority: int = 0) -> Job:
-    job = Job(name=name, spec=spec, priority=priority, status=JobStatus.QUEUED, attempt=0, lost_count=0,
+def create_job(session: Session, name: str, spec: dict, priority: int = 0, kind: str = JobKind.TRAIN) -> Job:
+    job = Job(name=name, kind=kind, spec=spec, priority=priority, status=JobStatus.QUEUED, attempt=0, lost_count=0,
               cancel_requested=False, step=0, created_at=utcnow())
     session.add(job)
     session.flush()
@@ -96,6 +96,12 @@ def metrics_for(session: Session, job_id: int) -> list[Metric]:
     return list(session.scalars(select(Metric).where(Metric.job_id == job_id).order_by(Metric.step, Metric.name)))
 
 
+def metric_values(session: Session, job_id: int, name: str) -> list[float]:
+    """Every value of one metric of a job, in step order."""
+    query = select(Metric.value).where(Metric.job_id == job_id, Metric.name == name).order_by(Metric.step)
+    return list(session.scalars(query))
+
+
 def latest_metric(session: Session, job_id: int, name: str) -> float | None:
     query = (select(Metric.value).where(Metric.job_id == job_id, Metric.name == name)
              .order_by(Metric.step.desc()).limit(1))
@@ -117,6 +123,12 @@ def latest_metrics(session: Session, job_ids: list[int], names: tuple[str, ...])
     return found
 
 
+def record_provenance(session: Session, job_id: int, attempt: int, provenance: dict) -> bool:
+    done = session.execute(update(Job).where(_owned(job_id, attempt)).values(provenance=provenance)
+                           .returning(Job.id)).scalar_one_or_none()
+    return done is not None
+
+
 def succeed_job(session: Session, job_id: int, attempt: int, adapter: Adapter) -> bool:
     """Mark success and register the adapter in the same transaction. False when the attempt is stale."""
     done = session.execute(
@@ -129,6 +141,11 @@ def succeed_job(session: Session, job_id: int, attempt: int, adapter: Adapter) -
     session.add(adapter)
     session.flush()
     return True
+
+
+def complete_job(session: Session, job_id: int, attempt: int) -> bool:
+    """Mark a job that registers no adapter (a merge) succeeded. False when the attempt is stale."""
+    return _finish(session, job_id, attempt, JobStatus.SUCCEEDED, None)
 
 
 def fail_job(session: Session, job_id: int, attempt: int, error: str) -> bool:

@@ -38,11 +38,19 @@ class JobStatus:
     ALL = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 
 
+class JobKind:
+    TRAIN = "train"
+    MERGE = "merge"
+    """Merge an adapter into a 16-bit copy of its base (the spec names the adapter)."""
+    ALL = (TRAIN, MERGE)
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16), default=JobKind.TRAIN, server_default=JobKind.TRAIN)
     status: Mapped[str] = mapped_column(String(16), index=True, default=JobStatus.QUEUED)
     spec: Mapped[dict] = mapped_column(JSON)
     priority: Mapped[int] = mapped_column(Integer, default=0)
@@ -58,6 +66,8 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime())
+    provenance: Mapped[dict | None] = mapped_column(JSON)
+    """What the job ran on: library versions, the base model's revision or content hash, the dataset's sha256."""
 
 
 class Metric(Base):
@@ -83,6 +93,9 @@ class Adapter(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    merged_path: Mapped[str | None] = mapped_column(String(500))
+    """The adapter merged into a 16-bit copy of its base (relative to the data dir), once a merge job built it."""
+    merged_size_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Dataset(Base):

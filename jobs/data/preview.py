@@ -8,8 +8,8 @@ import threading
 from functools import cache
 
 from jobs.data.store import dataset_path, load_rows
-from jobs.models.resolve import base_model_problem, looks_local, resolve_base_model
-from jobs.spec import DEMO_BASE_MODEL
+from jobs.models.resolve import base_model_problem, looks_local, prepared_path
+from jobs.spec import STUDIO_BASE_MODELS
 from jobs.studio import Studio
 
 _TOKENIZER_LOAD = threading.Lock()
@@ -23,12 +23,16 @@ def _tokenizer(model_path: str):
 
 
 def preview_tokenizer(studio: Studio, base_model: str):
-    """The base model's tokenizer when it can be had offline, else None (the preview then shows plain turns)."""
-    if base_model != DEMO_BASE_MODEL and (base_model_problem(base_model) or not looks_local(base_model)):
+    """The base model's tokenizer when it is on this machine, else None (the preview then shows plain turns): a
+    preview never downloads or prepares a model."""
+    if base_model not in STUDIO_BASE_MODELS and (base_model_problem(base_model) or not looks_local(base_model)):
         return None  # a hub id cannot be fetched offline
+    path = prepared_path(base_model, studio.settings.models_dir)
+    if path is None:
+        return None
     try:
         with _TOKENIZER_LOAD:
-            return _tokenizer(resolve_base_model(base_model, studio.settings.models_dir))
+            return _tokenizer(path)
     except (OSError, ValueError):
         return None
 

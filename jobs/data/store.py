@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from jobs.data.formats import DatasetError, ParsedDataset, parse_file
-from jobs.spec import EXAMPLE_DATASET
+from jobs.spec import EXAMPLE_DATASET, name_problem
 from jobs.studio import EXAMPLE_DATASET_FILE, Studio
 from storage import catalog
 from storage.models import Dataset
@@ -32,6 +32,14 @@ def load_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def split_sizes(rows: int, eval_fraction: float) -> tuple[int, int]:
+    """(train rows, eval rows) for a dataset of `rows`: at least one eval row whenever eval is on."""
+    if eval_fraction <= 0:
+        return rows, 0
+    eval_rows = max(1, round(rows * eval_fraction))
+    return rows - eval_rows, eval_rows
+
+
 def _register(studio: Studio, name: str, parsed: ParsedDataset) -> Dataset:
     path, digest = store_parsed(parsed, studio.settings.datasets_dir)
     with studio.db.write() as session:
@@ -43,8 +51,8 @@ def import_dataset(studio: Studio, source: Path, name: str) -> Dataset:
     """Validate an uploaded file and store its normalized copy. Raises DatasetError listing every problem."""
     name = name.strip()
     problems = []
-    if not name or not all(c.isalnum() or c in "-_." for c in name):
-        problems.append("name: use letters, digits, '-', '_' and '.' only (and not empty)")
+    if problem := name_problem(name):
+        problems.append(f"name: {problem}")
     if name == EXAMPLE_DATASET:
         problems.append(f"name: '{EXAMPLE_DATASET}' is reserved for the bundled example dataset")
     try:

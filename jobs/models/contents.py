@@ -8,6 +8,13 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+LINEAR, EMBEDDING, OTHER = "linear", "embedding", "not a Linear or embedding layer"
+LLAMA_TARGETS = {**dict.fromkeys(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+                                  "lm_head"), LINEAR), "embed_tokens": EMBEDDING}
+"""LoRA-able leaf modules of a Llama: both studio bases are Llamas, so a submit naming one is checked without
+building or downloading it."""
+EMBEDDING_NAMES = ("embed", "wte", "wpe")
+
 
 def tensor_names(path: Path) -> list[str]:
     """Tensor names in one safetensors file; reads only its header."""
@@ -15,18 +22,36 @@ def tensor_names(path: Path) -> list[str]:
         return list(handle.keys())
 
 
-def linear_module_names(model_dir: Path) -> set[str] | None:
-    """Leaf names of the modules holding 2-D weights (Linear layers and embeddings), or None if unknown."""
-    files = sorted(model_dir.glob("*.safetensors"))
+def module_kinds(model_dir: Path) -> dict[str, str] | None:
+    """Every leaf module with a weight, by kind: LoRA adapts Linear layers (2-D weights) and embeddings; a norm's
+    1-D weight is neither. Read from the safetensors headers only. None when the folder has no safetensors."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
     if not files:
         return None
-    names = set()
+    kinds: dict[str, str] = {}
     for file in files:
-        for tensor in tensor_names(file):
-            parts = tensor.split(".")
-            if len(parts) >= 2 and parts[-1] == "weight":
-                names.add(parts[-2])
-    return names
+        with safe_open(str(file), framework="numpy") as handle:
+            for tensor in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                parts = tensor.split(".")
+                if len(parts) < 2 or parts[-1] != "weight":
+                    continue
+                leaf, two_d = parts[-2], len(handle.get_slice(tensor).get_shape()) == 2
+                kind = (EMBEDDING if any(e in leaf for e in EMBEDDING_NAMES) else LINEAR) if two_d else OTHER
+                kinds.setdefault(leaf, kind)
+    if _ties_embeddings(model_dir):
+        kinds.setdefault("lm_head", LINEAR)  # tied: the head has no tensor of its own, but the module exists
+    return kinds
+
+
+def lora_targets(kinds: dict[str, str]) -> list[str]:
+    return sorted(name for name, kind in kinds.items() if kind != OTHER)
+
+
+def _ties_embeddings(model_dir: Path) -> bool:
+    try:
+        return bool(json.loads((Path(model_dir) / "config.json").read_text()).get("tie_word_embeddings"))
+    except (OSError, ValueError):
+        return False
 
 
 def chat_template_text(model_dir: Path) -> str | None:

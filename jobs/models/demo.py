@@ -25,9 +25,6 @@ if TYPE_CHECKING:  # torch and transformers load lazily: importing this module m
     from transformers import LlamaConfig, PreTrainedTokenizerFast
 
 DEMO_MODEL_NAME = DEMO_BASE_MODEL
-# Leaf names of its Linear layers and embeddings, so a submit on the demo is checked without building it.
-DEMO_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "embed_tokens",
-                "lm_head"}
 
 PAD_TOKEN = "<|pad|>"
 BOS_TOKEN = "<|bos|>"
@@ -192,6 +189,10 @@ def ensure_demo_model(models_dir: Path) -> Path:
         if not _is_complete(out_dir):
             raise
     return out_dir
+
+
+def demo_model_ready(models_dir: Path) -> bool:
+    return _is_complete(Path(models_dir) / DEMO_MODEL_NAME)
 
 
 def _is_complete(model_dir: Path) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+from jobs.models.templates import NO_TRAINING_TEMPLATE, training_template
 from jobs.spec import TrainSpec
 
 
@@ -31,10 +32,17 @@ def quantization_config(spec: TrainSpec, dtype: torch.dtype) -> BitsAndBytesConf
                               bnb_4bit_use_double_quant=spec.double_quant, bnb_4bit_compute_dtype=dtype)
 
 
-def load_tokenizer(base_model: str):
+def load_tokenizer(base_model: str, for_assistant_only_loss: bool = False):
+    """The base's tokenizer; for assistant-only loss, with a chat template that marks the assistant's turns (the
+    same text as the base's own template; the adapter's saved tokenizer records it)."""
     tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if for_assistant_only_loss:
+        template = training_template(tokenizer.chat_template)
+        if template is None:
+            raise ValueError(NO_TRAINING_TEMPLATE)
+        tokenizer.chat_template = template
     return tokenizer
 
 

@@ -1,21 +1,43 @@
-"""Where a base model comes from: the offline demo, a local directory, or a hub id. No torch here."""
+"""Where a base model comes from: a studio base (the demo, the offline SmolLM2), a local directory, or a hub id.
+No torch here: the bases are built or prepared lazily, by the process that needs their weights."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
-from jobs.spec import DEMO_BASE_MODEL
+from jobs.models.contents import LLAMA_TARGETS, module_kinds
+from jobs.spec import DEMO_BASE_MODEL, SMOLLM2_BASE_MODEL, STUDIO_BASE_MODELS
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def resolve_base_model(base_model: str, models_dir: Path) -> str:
-    """A path or hub id that `from_pretrained` accepts. Builds the demo model on first use."""
+def resolve_base_model(base_model: str, models_dir: Path,
+                       report: Callable[[str, float], None] | None = None) -> str:
+    """A path or hub id that `from_pretrained` accepts. Builds or prepares a studio base on first use, telling
+    `report` (phase, percent) what it does."""
     if base_model == DEMO_BASE_MODEL:
         from jobs.models.demo import ensure_demo_model
 
         return str(ensure_demo_model(models_dir))
+    if base_model == SMOLLM2_BASE_MODEL:
+        from jobs.models.smollm2 import ensure_smollm2
+
+        return str(ensure_smollm2(models_dir, report))
+    return base_model
+
+
+def prepared_path(base_model: str, models_dir: Path) -> str | None:
+    """Like `resolve_base_model`, but never builds or downloads: None when a studio base is not there yet."""
+    if base_model == DEMO_BASE_MODEL:
+        from jobs.models.demo import demo_model_ready
+
+        return str(Path(models_dir) / DEMO_BASE_MODEL) if demo_model_ready(models_dir) else None
+    if base_model == SMOLLM2_BASE_MODEL:
+        from jobs.models.smollm2 import is_prepared, model_dir
+
+        return str(model_dir(models_dir)) if is_prepared(models_dir) else None
     return base_model
 
 
@@ -25,7 +47,7 @@ def looks_local(base_model: str) -> bool:
 
 def base_model_problem(base_model: str) -> str | None:
     """Why this base model cannot be used, or None. Hub ids are only checked for shape (offline here)."""
-    if base_model == DEMO_BASE_MODEL:
+    if base_model in STUDIO_BASE_MODELS:
         return None
     if looks_local(base_model):
         path = Path(base_model).expanduser()
@@ -37,6 +59,55 @@ def base_model_problem(base_model: str) -> str | None:
             return f"{base_model} has no .safetensors weights (only safetensors are loaded, never pickles)"
         return None
     if not HUB_ID.match(base_model):
-        return (f"'{base_model}' is neither '{DEMO_BASE_MODEL}', an existing local directory, nor a hub id "
-                f"of the form owner/name")
+        return (f"'{base_model}' is neither a studio base ({', '.join(STUDIO_BASE_MODELS)}), an existing local "
+                f"directory, nor a hub id of the form owner/name")
     return None
+
+
+def portable_base_reference(base_model: str) -> str:
+    """What an adapter's config names as its base: never a server path. A hub id or a studio base name stays as
+    it is; a local folder is named by its last part (the model card says where it was)."""
+    if base_model in STUDIO_BASE_MODELS or not looks_local(base_model):
+        return base_model
+    return Path(base_model).expanduser().name
+
+
+def describe_base(base_model: str, base_path: str) -> str:
+    """One sentence for a model card: which base, and where to get it."""
+    if base_model == DEMO_BASE_MODEL:
+        return (f"`{DEMO_BASE_MODEL}`, the studio's offline demo model (random weights, built locally and "
+                f"deterministically; on the training machine at `{base_path}`). Anywhere else, a studio checkout "
+                f"builds the identical model: `python -c \"from jobs.models.demo import ensure_demo_model; "
+                f"print(ensure_demo_model('models'))\"`.")
+    if base_model == SMOLLM2_BASE_MODEL:
+        from jobs.models.smollm2 import HUB_ID, WHEEL_REQUIREMENT
+
+        return (f"`{SMOLLM2_BASE_MODEL}`: SmolLM2-135M-Instruct (Apache-2.0), dequantized to fp32 from the Q4_1 GGUF "
+                f"in the PyPI wheel `{WHEEL_REQUIREMENT}` (on the training machine at `{base_path}`). It corresponds "
+                f"to the hub model `{HUB_ID}` up to Q4_1 rounding; a studio checkout prepares the identical folder "
+                f"offline: `python -c \"from jobs.models.smollm2 import ensure_smollm2; "
+                f"print(ensure_smollm2('models'))\"`.")
+    if looks_local(base_model):
+        return f"the local model folder `{base_path}` on the training machine."
+    return f"`{base_model}` from the Hugging Face hub."
+
+
+def base_module_kinds(base_model: str, models_dir: Path) -> dict[str, str] | None:
+    """The base's leaf modules by kind (see `module_kinds`), without loading or downloading it: a studio base from
+    its folder once built (before: the Llama names), a local folder from its headers, a hub id from the local
+    hub cache once downloaded. None when unknown (a hub id not downloaded yet)."""
+    if base_model in STUDIO_BASE_MODELS:
+        path = prepared_path(base_model, models_dir)
+        return (module_kinds(Path(path)) if path else None) or dict(LLAMA_TARGETS)
+    if looks_local(base_model):
+        return module_kinds(Path(base_model).expanduser())
+    snapshot = _hub_cache_snapshot(base_model)
+    return module_kinds(snapshot) if snapshot else None
+
+
+def _hub_cache_snapshot(hub_id: str) -> Path | None:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    snapshots = Path(HF_HUB_CACHE) / f"models--{hub_id.replace('/', '--')}" / "snapshots"
+    found = sorted(snapshots.glob("*/"), key=lambda p: p.stat().st_mtime) if snapshots.is_dir() else []
+    return found[-1] if found else None

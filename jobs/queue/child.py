@@ -5,8 +5,7 @@ checkpoint), and on success publishes the adapter and records it in one transact
 
 from __future__ import annotations
 
-import os
-import shutil
+import json
 import signal
 import sys
 import threading
@@ -14,15 +13,16 @@ import time
 import traceback
 from pathlib import Path
 
-from jobs.data.store import dataset_path
+from jobs.data.store import dataset_path, find_dataset
 from jobs.failures import explain_failure
 from jobs.models.resolve import resolve_base_model
 from jobs.queue.lifecycle import signal_when_parent_dies
 from jobs.queue.run_files import run_dir_for
-from jobs.spec import TrainSpec
+from jobs.spec import MergeSpec, TrainSpec
 from jobs.studio import Studio, open_studio
+from jobs.training.registry import free_adapter_name, publish_adapter, publish_merged
 from storage import catalog, jobs_repo
-from storage.models import Adapter
+from storage.models import JobKind
 
 # The child's contract with its supervisor: besides 0 (adapter registered) and 1 (failed, error.txt written),
 EXIT_INTERRUPTED = 75  # stopped early without a cancel request: requeue and resume from the checkpoint
@@ -64,51 +64,21 @@ class LedgerSink:
         self.lost_ownership |= not beat.still_owner
 
 
-def _publish_adapter(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, name: str,
-                     adapter_dir: Path) -> bool:
-    target = studio.settings.adapters_dir / name
-    if target.exists():
-        shutil.rmtree(target)  # a previous attempt of this same job got this far, then died
-    os.replace(adapter_dir, target)
-    size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
-    adapter = Adapter(name=name, base_model=spec.base_model, path=studio.relative(target), size_bytes=size,
-                      job_id=job_id)
+def _print_preparation(phase: str, percent: float) -> None:
+    print(f"preparing the base model: {phase} ({percent:.0f}%)", flush=True)
+
+
+def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name: str, run_dir: Path,
+           sink: LedgerSink) -> int:
+    from jobs.models.loading import pick_device
+    from jobs.training.train import quiet_libraries, train
+
+    quiet_libraries()
+    base_path = resolve_base_model(spec.base_model, studio.settings.models_dir, report=_print_preparation)
+    record = _provenance(studio, spec, base_path, pick_device())
     with studio.db.write() as session:
-        recorded = jobs_repo.succeed_job(session, job_id, attempt, adapter)
-    if not recorded:
-        shutil.rmtree(target, ignore_errors=True)  # a newer attempt owns the job now
-    return recorded
-
-
-def _adapter_name(studio: Studio, job_name: str, job_id: int) -> str:
-    with studio.db.read() as session:
-        taken = catalog.get_adapter_by_name(session, job_name)
-    return job_name if taken is None or taken.job_id == job_id else f"{job_name}-job{job_id}"
-
-
-def main(argv: list[str]) -> int:
-    job_id, attempt = int(argv[0]), int(argv[1])
-    if not signal_when_parent_dies():  # an unsupervised child would train on with nobody to record it
-        return EXIT_INTERRUPTED
-    studio = open_studio(migrate=False, warn=False)  # the worker already warned about SQLite
-    with studio.db.read() as session:
-        job = jobs_repo.get_job(session, job_id)
-        spec, job_name = TrainSpec.model_validate(job.spec), job.name
-    run_dir = run_dir_for(studio, job_id)
-    error_file = run_dir / "error.txt"
-    error_file.unlink(missing_ok=True)
-    sink = LedgerSink(studio, job_id, attempt)
-    signal.signal(signal.SIGTERM, lambda *_: sink.signalled.set())
-    try:
-        from jobs.training.train import quiet_libraries, train
-
-        quiet_libraries()
-        result = train(spec, run_dir, resolve_base_model(spec.base_model, studio.settings.models_dir),
-                       dataset_path(studio, spec.dataset), sink.on_metrics, sink.should_stop)
-    except Exception as error:  # everything the user must read goes to error.txt
-        error_file.write_text(explain_failure(error), encoding="utf-8")
-        traceback.print_exc()
-        return 1
+        jobs_repo.record_provenance(session, job_id, attempt, record)
+    result = train(spec, run_dir, base_path, dataset_path(studio, spec.dataset), sink.on_metrics, sink.should_stop)
     if result.stopped:
         sink.refresh()
         if not sink.cancel_requested:
@@ -116,10 +86,57 @@ def main(argv: list[str]) -> int:
         with studio.db.write() as session:
             jobs_repo.cancel_running_job(session, job_id, attempt)
         return EXIT_CANCELLED
-    name = _adapter_name(studio, job_name, job_id)
-    published = _publish_adapter(studio, job_id, attempt, spec, name, result.adapter_dir)
+    (result.adapter_dir / "provenance.json").write_text(json.dumps(record, indent=2))
+    name = free_adapter_name(studio, job_name, job_id)
+    published = publish_adapter(studio, job_id, attempt, spec, name, result.adapter_dir)
     print(f"adapter {name!r} {'registered' if published else 'discarded (stale attempt)'}", flush=True)
     return 0
+
+
+def _provenance(studio: Studio, spec: TrainSpec, base_path: str, device: str) -> dict:
+    from jobs.training.provenance import base_model_record, provenance
+
+    dataset = find_dataset(studio, spec.dataset)
+    return provenance(base_model_record(spec.base_model, base_path, studio.settings.models_dir),
+                      {"name": dataset.name, "sha256": dataset.sha256, "rows": dataset.rows,
+                       "format": dataset.format}, device)
+
+
+def _merge(studio: Studio, job_id: int, attempt: int, spec: MergeSpec, run_dir: Path) -> int:
+    from jobs.training.merge import merge_adapter
+
+    with studio.db.read() as session:
+        adapter = catalog.get_adapter(session, spec.adapter_id)
+    if adapter is None:
+        raise LookupError(f"adapter {spec.adapter!r} was deleted before it could be merged")
+    base_path = resolve_base_model(adapter.base_model, studio.settings.models_dir, report=_print_preparation)
+    merged = merge_adapter(base_path, studio.absolute(adapter.path), run_dir / "merged", spec.dtype)
+    published = publish_merged(studio, job_id, attempt, adapter.id, merged)
+    print(f"merged model of {adapter.name!r} {'registered' if published else 'discarded (stale attempt)'}", flush=True)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    job_id, attempt = int(argv[0]), int(argv[1])
+    if not signal_when_parent_dies():  # an unsupervised child would train on with nobody to record it
+        return EXIT_INTERRUPTED
+    studio = open_studio(migrate=False)
+    with studio.db.read() as session:
+        job = jobs_repo.get_job(session, job_id)
+        kind, raw_spec, job_name = job.kind, job.spec, job.name
+    run_dir = run_dir_for(studio, job_id)
+    error_file = run_dir / "error.txt"
+    error_file.unlink(missing_ok=True)
+    sink = LedgerSink(studio, job_id, attempt)
+    signal.signal(signal.SIGTERM, lambda *_: sink.signalled.set())
+    try:
+        if kind == JobKind.MERGE:
+            return _merge(studio, job_id, attempt, MergeSpec.model_validate(raw_spec), run_dir)
+        return _train(studio, job_id, attempt, TrainSpec.model_validate(raw_spec), job_name, run_dir, sink)
+    except Exception as error:  # everything the user must read goes to error.txt
+        error_file.write_text(explain_failure(error), encoding="utf-8")
+        traceback.print_exc()
+        return 1
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from jobs.studio import Studio
@@ -28,3 +29,19 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         handle.seek(max(0, handle.tell() - TAIL_WINDOW_BYTES))
         text = handle.read().decode("utf-8", errors="replace")
     return "\n".join(text.splitlines()[-lines:])
+
+
+def export_log(studio: Studio, job_id: int) -> Path | None:
+    """A downloadable copy of the job's whole log in the exports folder (the only folder the app serves), refreshed
+    when the log has grown. None while the job has no log yet."""
+    source = train_log_path(studio, job_id)
+    if not source.is_file():
+        return None
+    target = studio.settings.exports_dir / "logs" / f"job-{job_id}-train.log"
+    stat = source.stat()
+    if not target.is_file() or target.stat().st_size != stat.st_size or target.stat().st_mtime < stat.st_mtime:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".partial")
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+    return target

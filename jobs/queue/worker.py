@@ -17,6 +17,7 @@ from jobs.queue.lifecycle import device_label, hold_device_lock, signal_when_par
 from jobs.queue.reaper import reap_once
 from jobs.queue.supervisor import SHUTTING_DOWN, supervise_job, worker_studio
 from jobs.queue.transport import serve_jobs
+from jobs.studio import sqlite_warning
 
 log = logging.getLogger("jobs.worker")
 EXIT_DEVICE_TAKEN = 3
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     studio = worker_studio()
+    if not args.exit_with_parent and (warning := sqlite_warning(studio.settings)):
+        log.warning(warning)  # a standalone worker owns its log; the app that embeds one warns in its own
     device = device_label()
     lock = hold_device_lock(studio.settings.data_dir / "locks", device)
     if lock is None:

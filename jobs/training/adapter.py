@@ -1,5 +1,6 @@
-"""The finished adapter's folder: PEFT files, tokenizer, spec, final metrics and model card, published
-atomically (written beside its place, fsynced, renamed), so a crash never leaves half an adapter."""
+"""The finished adapter's folder: PEFT files, tokenizer, spec and final metrics, written atomically (beside its
+place, fsynced, renamed), so a crash never leaves half an adapter. The model card is written when the adapter is
+published (jobs.training.registry), once its final folder is known."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import os
 import shutil
 from pathlib import Path
 
+from jobs.models.resolve import portable_base_reference
 from jobs.spec import TrainSpec
 from jobs.training.checkpoints import fsync_tree
-from jobs.training.model_card import write_model_card
 
 
 def save_adapter(model, tokenizer, spec: TrainSpec, final_metrics: dict[str, float], out_dir: Path) -> Path:
@@ -20,10 +21,17 @@ def save_adapter(model, tokenizer, spec: TrainSpec, final_metrics: dict[str, flo
         if stale.exists():
             shutil.rmtree(stale)
     model.save_pretrained(partial, safe_serialization=True)
+    _portable_config(partial / "adapter_config.json", portable_base_reference(spec.base_model))
     tokenizer.save_pretrained(partial)
     (partial / "training_spec.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
     (partial / "final_metrics.json").write_text(json.dumps(final_metrics, indent=2))
-    write_model_card(partial, spec, final_metrics)
     fsync_tree(partial)
     os.replace(partial, final_dir)
     return final_dir
+
+
+def _portable_config(config_file: Path, base_reference: str) -> None:
+    # peft records the path the base was loaded from: on the server that is an absolute path of ours.
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = base_reference
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))

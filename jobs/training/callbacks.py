@@ -3,6 +3,8 @@ the completion marker that makes a checkpoint resumable."""
 
 from __future__ import annotations
 
+import os
+import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +18,23 @@ MetricsSink = Callable[[int, dict[str, float], int | None], None]
 LOGGED_METRICS = ("loss", "learning_rate", "grad_norm", "eval_loss", "mean_token_accuracy", "epoch")
 
 
+def memory_in_use() -> dict[str, float]:
+    """Memory now and at peak, in bytes: the GPU's allocations under CUDA, else this process's resident set."""
+    import torch
+
+    if torch.cuda.is_available():
+        return {"memory_bytes": float(torch.cuda.memory_allocated()),
+                "memory_reserved_bytes": float(torch.cuda.memory_reserved()),
+                "peak_memory_bytes": float(torch.cuda.max_memory_allocated())}
+    with open("/proc/self/statm") as statm:
+        resident_pages = int(statm.read().split()[1])
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux reports KiB
+    return {"memory_bytes": float(resident_pages * os.sysconf("SC_PAGE_SIZE")), "peak_memory_bytes": peak_kib * 1024.0}
+
+
 class MetricsCallback(TrainerCallback):
-    """Forwards logged metrics, adding non-pad tokens per second from TRL's running token count."""
+    """Forwards logged metrics, adding non-pad tokens per second from TRL's running token count and the memory in
+    use (the measured peak is what the memory estimate is checked against)."""
 
     def __init__(self, sink: MetricsSink) -> None:
         self.sink = sink
@@ -32,7 +49,7 @@ class MetricsCallback(TrainerCallback):
                 values["tokens_per_s"] = (tokens - self._last[1]) / (now - self._last[0])
             self._last = (now, tokens)
         if values:
-            self.sink(state.global_step, values, state.max_steps)
+            self.sink(state.global_step, {**values, **memory_in_use()}, state.max_steps)
 
 
 class StopCallback(TrainerCallback):

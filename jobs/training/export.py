@@ -10,16 +10,28 @@ REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def build_adapter_zip(adapter_dir: Path, exports_dir: Path, name: str) -> Path:
-    """Zip the adapter folder (weights, config, tokenizer, spec, final metrics, model card) atomically."""
+    """Zip the adapter folder (weights, config, tokenizer, spec, final metrics, provenance, model card)."""
     missing = [f for f in REQUIRED_FILES if not (adapter_dir / f).is_file()]
     if missing:
         raise FileNotFoundError(f"adapter '{name}' is missing {', '.join(missing)} on disk")
-    exports_dir.mkdir(parents=True, exist_ok=True)
-    target = exports_dir / f"{name}.zip"
-    partial = exports_dir / f".{name}.zip.partial"
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(adapter_dir.rglob("*")):
+    return zip_folder(adapter_dir, exports_dir / f"{name}.zip", name, zipfile.ZIP_DEFLATED)
+
+
+def build_merged_zip(merged_dir: Path, exports_dir: Path, name: str) -> Path:
+    """Zip a merged model (stored, not deflated: safetensors barely compress and the files are large)."""
+    return zip_folder(merged_dir, exports_dir / f"{name}-merged.zip", f"{name}-merged", zipfile.ZIP_STORED)
+
+
+def zip_folder(folder: Path, target: Path, top: str, compression: int) -> Path:
+    """Write `folder` as `target` with every file under `top/`, atomically; reuse a zip newer than the folder."""
+    newest = max((p.stat().st_mtime for p in folder.rglob("*") if p.is_file()), default=0)
+    if target.is_file() and target.stat().st_mtime >= newest:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    with zipfile.ZipFile(partial, "w", compression=compression) as archive:
+        for path in sorted(folder.rglob("*")):
             if path.is_file() and not path.is_symlink():
-                archive.write(path, arcname=f"{name}/{path.relative_to(adapter_dir)}")
+                archive.write(path, arcname=f"{top}/{path.relative_to(folder)}")
     os.replace(partial, target)
     return target

@@ -1,13 +1,33 @@
-"""The README model card that travels with every adapter."""
+"""The README model card that travels with every adapter: what trained it, its final metrics, where its base model
+is, and a load snippet that runs as written on the machine that trained it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from jobs.models.resolve import describe_base
 from jobs.spec import TrainSpec
 
 
-def render_model_card(adapter_name: str, spec: TrainSpec, final_metrics: dict[str, float]) -> str:
+def _compute_dtype_code(spec: TrainSpec) -> str:
+    if spec.compute_dtype != "auto":
+        return f"torch.{spec.compute_dtype}"
+    return "torch.bfloat16 if torch.cuda.is_available() else torch.float32  # what 'auto' picked when training"
+
+
+def _quantization_code(spec: TrainSpec) -> str:
+    if spec.quantization == "none":
+        return "None"
+    if spec.quantization == "int8":
+        return "BitsAndBytesConfig(load_in_8bit=True)"
+    return (f'BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="{spec.quantization}",\n'
+            f"                                   bnb_4bit_use_double_quant={spec.double_quant},\n"
+            f"                                   bnb_4bit_compute_dtype=DTYPE)")
+
+
+def render_model_card(adapter_name: str, spec: TrainSpec, final_metrics: dict[str, float], base_path: str,
+                      adapter_dir: Path) -> str:
+    """`base_path`: the base as `from_pretrained` found it when training (a local folder or a hub id)."""
     metrics = "\n".join(f"| {name} | {value:.4g} |" for name, value in sorted(final_metrics.items()))
     quant = (f"{spec.quantization}, double quantization {'on' if spec.double_quant else 'off'}, "
              f"compute dtype {spec.compute_dtype}")
@@ -21,7 +41,7 @@ tags: [lora, qlora, peft]
 
 A LoRA adapter trained with QLoRA by the fine-tuning studio.
 
-- Base model: `{spec.base_model}`
+- Base model: {describe_base(spec.base_model, base_path)}
 - Dataset: `{spec.dataset}`
 - LoRA: rank {spec.lora_r}, alpha {spec.lora_alpha:g}, dropout {spec.lora_dropout:g}, targets {targets}
 - Base quantization during training: {quant}
@@ -36,29 +56,36 @@ A LoRA adapter trained with QLoRA by the fine-tuning studio.
 
 ## Load it
 
+The paths below are where the studio kept the base model and this adapter on the machine that trained it; on
+another machine, point `BASE` at your copy of the base (see above) and `ADAPTER` at this unzipped folder.
+
 ```python
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+BASE = "{base_path}"
+ADAPTER = "{adapter_dir}"
+DTYPE = {_compute_dtype_code(spec)}
+
 base = AutoModelForCausalLM.from_pretrained(
-    "{spec.base_model}",  # or the local path of the same base model
-    quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                           bnb_4bit_use_double_quant=True,
-                                           bnb_4bit_compute_dtype=torch.float32),
+    BASE, dtype=DTYPE, use_safetensors=True,
+    quantization_config={_quantization_code(spec)},
 )
-model = PeftModel.from_pretrained(base, "path/to/this/folder")
-tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")
+model = PeftModel.from_pretrained(base, ADAPTER)
+tokenizer = AutoTokenizer.from_pretrained(ADAPTER)
 messages = [{{"role": "user", "content": "Hello"}}]
 inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                       return_dict=True)
-print(tokenizer.decode(model.generate(**inputs, max_new_tokens=64)[0]))
+                                       return_dict=True).to(base.device)
+output = model.generate(**inputs, max_new_tokens=64)
+print(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```
 
 `training_spec.json` holds the full training spec; `final_metrics.json` the final metrics.
 """
 
 
-def write_model_card(adapter_dir: Path, spec: TrainSpec, final_metrics: dict[str, float]) -> None:
-    name = spec.name or adapter_dir.parent.name
-    (adapter_dir / "README.md").write_text(render_model_card(name, spec, final_metrics), encoding="utf-8")
+def write_model_card(adapter_dir: Path, adapter_name: str, spec: TrainSpec, final_metrics: dict[str, float],
+                     base_path: str) -> None:
+    card = render_model_card(adapter_name, spec, final_metrics, base_path, adapter_dir)
+    (adapter_dir / "README.md").write_text(card, encoding="utf-8")

@@ -16,7 +16,7 @@ from datasets import Dataset
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from trl import SFTConfig, SFTTrainer
 
-from jobs.data.store import load_rows
+from jobs.data.store import load_rows, split_sizes
 from jobs.models.loading import compute_dtype, load_base_model, load_tokenizer, pick_device
 from jobs.spec import TrainSpec
 from jobs.training.adapter import save_adapter
@@ -56,15 +56,31 @@ def attach_lora(model, spec: TrainSpec, checkpointing: bool):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     transformers.set_seed(spec.seed)  # LoRA init is random: same seed, same adapter start (and resume)
     config = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
-                        target_modules=spec.target_module_names(), bias="none", task_type="CAUSAL_LM")
+                        target_modules=spec.target_module_names(), bias=spec.lora_bias, use_rslora=spec.use_rslora,
+                        use_dora=spec.use_dora, modules_to_save=spec.modules_to_save or None, task_type="CAUSAL_LM")
     return get_peft_model(model, config)
+
+
+# What the Trainer calls each choice. Paging needs CUDA: on a CPU the same optimizer runs unpaged.
+OPTIMIZERS = {"adamw_torch": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
+              "paged_adamw_32bit": "paged_adamw_32bit"}
+UNPAGED = {"paged_adamw_8bit": "adamw_bnb_8bit", "paged_adamw_32bit": "adamw_torch"}
+
+
+def optimizer_for(spec: TrainSpec, device: str) -> tuple[str, str | None]:
+    """The Trainer's optimizer name for this device, and a note when it is not what the spec asked for."""
+    if device == "cpu" and spec.optimizer in UNPAGED:
+        ran = UNPAGED[spec.optimizer]
+        return ran, (f"note: {spec.optimizer} pages its states between GPU and CPU memory, which needs CUDA; on this "
+                     f"CPU the same optimizer runs unpaged ({ran})")
+    return OPTIMIZERS[spec.optimizer], None
 
 
 def split_dataset(rows: list[dict], eval_fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
     dataset = Dataset.from_list(rows)
-    if eval_fraction <= 0:
+    _, eval_rows = split_sizes(len(rows), eval_fraction)
+    if eval_rows == 0:
         return dataset, None
-    eval_rows = max(1, round(len(rows) * eval_fraction))
     parts = dataset.train_test_split(test_size=eval_rows, seed=seed, shuffle=True)
     return parts["train"], parts["test"]
 
@@ -72,11 +88,12 @@ def split_dataset(rows: list[dict], eval_fraction: float, seed: int) -> tuple[Da
 def sft_config(spec: TrainSpec, out_dir: Path, device: str, dtype: torch.dtype, checkpointing: bool,
                has_eval: bool) -> SFTConfig:
     return SFTConfig(
+        optim=optimizer_for(spec, device)[0], weight_decay=spec.weight_decay, max_grad_norm=spec.max_grad_norm,
         output_dir=str(out_dir / "checkpoints"),
         max_steps=spec.max_steps, num_train_epochs=spec.num_epochs,
         per_device_train_batch_size=spec.batch_size, per_device_eval_batch_size=spec.batch_size,
         gradient_accumulation_steps=spec.grad_accum, learning_rate=spec.learning_rate,
-        lr_scheduler_type="cosine", warmup_steps=spec.warmup_ratio,
+        lr_scheduler_type=spec.lr_scheduler, warmup_steps=spec.warmup_ratio,
         logging_steps=spec.logging_steps, logging_first_step=True,
         eval_strategy="steps" if has_eval else "no", eval_steps=spec.eval_steps,
         save_strategy="steps", save_steps=spec.save_steps, save_total_limit=2,
@@ -98,9 +115,19 @@ def _keep_lora_in_fp32(model, dtype: torch.dtype) -> None:
             param.data = param.data.float()
 
 
-def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
-          should_stop: Callable[[], bool]) -> TrainResult:
-    """Train one LoRA adapter as `spec` says. Resumes from the newest complete checkpoint in `out_dir`."""
+@dataclass
+class PreparedRun:
+    """Everything `train` builds before the first step: what tests inspect (the collator's labels, the model)."""
+
+    trainer: SFTTrainer
+    tokenizer: object
+    stop: StopCallback
+    has_eval: bool
+
+
+def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
+                should_stop: Callable[[], bool]) -> PreparedRun:
+    """Load → quantize → attach LoRA → data → trainer, as `spec` says."""
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device()
     if device == "cpu":
@@ -109,13 +136,15 @@ def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, o
     checkpointing = use_gradient_checkpointing(spec, device)
     transformers.set_seed(spec.seed)
 
-    tokenizer = load_tokenizer(base_model)
+    tokenizer = load_tokenizer(base_model, for_assistant_only_loss=spec.assistant_only_loss)
     model = load_base_model(spec, base_model, device, dtype)
     model = attach_lora(model, spec, checkpointing)
     train_rows, eval_rows = split_dataset(load_rows(dataset_path), spec.eval_fraction, spec.seed)
     print(f"training on {device} ({dtype}, {spec.quantization}{' + double quant' if spec.double_quant else ''}, "
           f"gradient checkpointing {'on' if checkpointing else 'off'}): {len(train_rows)} train rows, "
           f"{len(eval_rows) if eval_rows is not None else 0} eval rows, {spec.max_steps} steps", flush=True)
+    optimizer, note = optimizer_for(spec, device)
+    print(f"optimizer {optimizer}" + (f" ({note})" if note else ""), flush=True)
 
     stop = StopCallback(should_stop)
     trainer = SFTTrainer(
@@ -123,16 +152,23 @@ def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, o
         train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
         callbacks=[MetricsCallback(on_metrics), stop, CompleteMarkerCallback()])
     _keep_lora_in_fp32(trainer.model, dtype)
+    return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None)
 
+
+def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
+          should_stop: Callable[[], bool]) -> TrainResult:
+    """Train one LoRA adapter as `spec` says. Resumes from the newest complete checkpoint in `out_dir`."""
+    run = prepare_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop)
+    trainer = run.trainer
     resume_from = newest_complete_checkpoint(out_dir / "checkpoints")
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    if stop.stopped:
+    if run.stop.stopped:
         return TrainResult(stopped=True, adapter_dir=None, final_metrics={})
 
-    final = _final_metrics(trainer, eval_rows is not None)
+    final = _final_metrics(trainer, run.has_eval)
     on_metrics(trainer.state.global_step, {k: v for k, v in final.items() if k == "eval_loss"},
                trainer.state.max_steps)
-    adapter_dir = save_adapter(trainer.model, tokenizer, spec, final, out_dir)
+    adapter_dir = save_adapter(trainer.model, run.tokenizer, spec, final, out_dir)
     return TrainResult(stopped=False, adapter_dir=adapter_dir, final_metrics=final)
 
 

@@ -7,7 +7,7 @@ import zipfile
 import pytest
 from gradio_client import Client
 
-from app.server import build_app
+from app.server import build_app, launch_options
 from tests.conftest import FAST_JOB
 
 pytestmark = pytest.mark.slow
@@ -24,16 +24,28 @@ def client(live):
     app = build_app(live.studio)
     app.queue(default_concurrency_limit=1)
     app.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
-               allowed_paths=[str(live.studio.settings.exports_dir)])
+               **launch_options(live.studio))
     yield Client(app.local_url, verbose=False)
     app.close()
 
 
-def test_endpoint_names(client):
-    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-    assert {"/submit_job", "/get_job", "/list_jobs", "/cancel_job", "/list_adapters", "/download_adapter",
-            "/compare"} <= names
-    assert "/tick" not in names  # the Runs timer is not part of the API
+PUBLIC_ENDPOINTS = {"/submit_job", "/get_job", "/list_jobs", "/cancel_job", "/list_adapters", "/download_adapter",
+                    "/rename_adapter", "/delete_adapter", "/merge_adapter", "/download_merged", "/push_to_hub",
+                    "/compare", "/import_dataset"}
+
+
+def test_only_the_public_endpoints_are_listed(client):
+    api = client.view_api(return_format="dict", print_info=False)
+    assert set(api["named_endpoints"]) == PUBLIC_ENDPOINTS  # no form callbacks, timers or table loaders
+    assert api["unnamed_endpoints"] == {}
+
+
+def test_an_expected_error_logs_one_line_and_no_traceback(client, capfd, caplog):
+    with caplog.at_level("INFO", logger="app"), pytest.raises(Exception, match="no job with id 424242"):
+        client.predict(424242, api_name="/get_job")
+    refused = [r.getMessage() for r in caplog.records if r.name == "app" and "424242" in r.getMessage()]
+    assert refused == ["refused: job_id: no job with id 424242"]
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_bad_submit_names_every_problem(client):
@@ -45,7 +57,9 @@ def test_bad_submit_names_every_problem(client):
         client.predict("{oops", 0, api_name="/submit_job")
 
 
-def test_train_list_download_and_compare(client, live, tmp_path):
+def test_train_list_download_and_compare(client, live, tmp_path, monkeypatch):
+    for token in ("STUDIO_HF_TOKEN", "HF_TOKEN"):  # the push below must find none configured
+        monkeypatch.delenv(token, raising=False)
     job_id = client.predict(json.dumps({**FAST_JOB, "name": "api-a"}), 0, api_name="/submit_job")
     second = client.predict(json.dumps({**FAST_JOB, "name": "api-b", "seed": 7}), 0, api_name="/submit_job")
     assert isinstance(job_id, int) and second == job_id + 1
@@ -72,6 +86,57 @@ def test_train_list_download_and_compare(client, live, tmp_path):
     assert all(text.strip() for text in texts.values()), texts
     # Same prompt, seed and sampling settings: only the adapter differs, so the trained ones must answer otherwise.
     assert texts["api-a"] != texts["base"] and texts["api-b"] != texts["base"], texts
+    _merge_and_download(client, tmp_path)
+    _rename_download_and_delete(client, live)
+
+
+def _merge_and_download(client, tmp_path) -> None:
+    """A merge runs as a job on the worker; its zip holds a folder plain transformers loads."""
+    from transformers import AutoModelForCausalLM
+
+    with pytest.raises(Exception, match="no merged model yet"):
+        client.predict("api-a", api_name="/download_merged")
+    job = _wait(client, client.predict("api-a", "float32", api_name="/merge_adapter"))
+    assert job["status"] == "succeeded" and job["kind"] == "merge", job["error"]
+    with zipfile.ZipFile(client.predict("api-a", api_name="/download_merged")) as zipped:
+        zipped.extractall(tmp_path / "merged")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged" / "api-a-merged")
+    assert model.config.hidden_size == 128
+    with pytest.raises(Exception, match="No hub token is configured"):
+        client.predict("api-a", "me/api-a", "adapter", True, api_name="/push_to_hub")
+
+
+def _rename_download_and_delete(client, live) -> None:
+    """api-b is renamed (its files stay put), downloads under the new name, then goes: files and row together."""
+    from storage import catalog
+
+    with live.studio.db.read() as session:
+        folder = live.studio.absolute(catalog.get_adapter_by_name(session, "api-b").path)
+    assert client.predict("api-b", "api-b2", api_name="/rename_adapter") == "api-b2"
+    assert "api-b" not in {a["name"] for a in _adapters(client)} and folder.is_dir()
+    with zipfile.ZipFile(client.predict("api-b2", api_name="/download_adapter")) as zipped:
+        assert zipped.read("api-b2/README.md").decode().splitlines()[5] == "# api-b2"
+    with pytest.raises(Exception, match="already named 'api-a'"):
+        client.predict("api-b2", "api-a", api_name="/rename_adapter")
+    client.predict("api-b2", api_name="/delete_adapter")
+    assert "api-b2" not in {a["name"] for a in _adapters(client)}
+    assert not folder.exists() and not list(folder.parent.glob(".deleting-*"))
+
+
+def _adapters(client) -> list[dict]:
+    return client.predict("", api_name="/list_adapters")
+
+
+def test_import_dataset_through_the_api(client, tmp_path):
+    from gradio_client import handle_file
+
+    rows = tmp_path / "mine.jsonl"
+    rows.write_text('{"prompt": "Say hi.", "completion": "Hi."}\n{"prompt": "Say bye.", "completion": "Bye."}\n')
+    assert client.predict(handle_file(str(rows)), "api-data", api_name="/import_dataset") == "api-data"
+    picture = tmp_path / "picture.jsonl"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(Exception, match="not text: it looks like a PNG image"):
+        client.predict(handle_file(str(picture)), "pic", api_name="/import_dataset")
 
 
 def test_bad_compare_and_download_and_cancel_are_explained(client):

@@ -1,9 +1,13 @@
 """A newcomer's first session, in a real Chromium against a real `python -m app` (with its embedded worker).
 
-Train: an invalid form is refused naming every problem and queues nothing; two small jobs are queued. Runs: both
-succeed, the summary and the loss curves render, and a browser refresh shows the same (state lives in the
-database). Adapters: both are listed and one downloads as a zip that holds a loadable adapter. Chat: the two
-adapters and the base answer one prompt side by side. A screenshot of each step lands in the pytest tmp dir.
+Train: a CSV of their own is imported and still listed after a reload; an invalid form is refused, each wrong
+field outlined with its message and every problem summarised at the top, and nothing is queued; two small jobs
+are queued. Runs: both succeed; the summary shows the spec and how long the job took, the loss curves render, the
+log box shows its last line, and a browser refresh shows the same (state lives in the database). Adapters: both
+are listed with their rank; one downloads in one click as a zip that holds a loadable adapter. Chat: a
+two-line prompt (Shift+Enter) goes to the two adapters and the base, answered side by side. Then an adapter is
+deleted. A screenshot of each step lands in the pytest tmp dir, and in STUDIO_SCREENSHOTS_DIR when set (the
+README's pictures come from there).
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ STOP_TIMEOUT_S = 60
 TRAINING_TIMEOUT_S = 360  # both jobs, one after the other on the embedded worker (about 45 s each here)
 FAST = {"max_steps": 6, "logging_steps": 1, "eval_steps": 3, "save_steps": 3}
 PROMPT = "What is 2 plus 3?"
+PROMPT_LINE_2 = "Answer in one word."
 # Sampled, not greedy: greedy decoding from a 6-step adapter on the random demo base can repeat its likeliest token,
 # a space, 64 times, which renders as an empty bubble. Sampling from its near-flat distribution (seeded) cannot.
 TEMPERATURE = "1"
@@ -189,12 +194,26 @@ def _open_tab(page, name: str) -> None:
 
 def _shot(page, shots: Path, name: str) -> None:
     page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+    extra = os.environ.get("STUDIO_SCREENSHOTS_DIR")
+    if extra:
+        Path(extra).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(extra) / f"{name}.png"), full_page=False)
+
+
+def _field(page, name: str):
+    """A Train form control, found by the human label the spec gives the field."""
+    from jobs.spec import field_label
+
+    label = field_label(name)
+    if name == "name":  # a textbox's accessible name runs on into its help text
+        return page.get_by_role("textbox", name=re.compile(rf"^{re.escape(label)}\b"))
+    return page.get_by_label(label, exact=True)
 
 
 def _fill_job(page, name: str, **fields) -> None:
-    page.get_by_role("textbox", name=re.compile(r"^name\b")).fill(name)
+    _field(page, "name").fill(name)
     for field, value in fields.items():
-        page.get_by_label(field, exact=True).fill(str(value))
+        _field(page, field).fill(str(value))
 
 
 def _submit(page) -> str:
@@ -229,6 +248,9 @@ def _wait_until_succeeded(page, app: AppServer, names: list[str]) -> None:
             page.wait_for_timeout(2000)
 
 
+CSV_ROWS = "instruction,output\nSay hello.,Hello!\nSay goodbye.,Goodbye!\nCount to three.,\"1, 2, 3\"\n"
+
+
 def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_path):
     app = app_server
     shots = tmp_path / "screenshots"
@@ -239,21 +261,39 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
         page.goto(app.url)
         expect(page.get_by_role("button", name="Submit job")).to_be_visible(timeout=60_000)
 
-        # --- Train: an invalid form names both problems and queues nothing ---------------------------------
+        # --- Train: their own CSV is imported, and still listed after a reload ----------------------------------
+        own = tmp_path / "my-notes.csv"
+        own.write_text(CSV_ROWS)
+        page.get_by_role("button", name=re.compile(r"^Upload a dataset")).click()
+        page.locator("input[type=file]").set_input_files(str(own))
+        page.get_by_role("button", name="Import dataset").click()
+        expect(page.locator("#import-status")).to_contain_text("Imported my-notes", timeout=30_000)
+        page.reload()
+        dataset = _field(page, "dataset")
+        dataset.click()
+        expect(page.get_by_role("option", name="my-notes", exact=True)).to_be_visible(timeout=20_000)
+        page.keyboard.press("Escape")
+
+        # --- Train: an invalid form outlines each wrong field, sums up at the top, and queues nothing ----------
         _fill_job(page, "broken", lora_r=0)
-        targets = page.get_by_label("target_modules", exact=True)
+        targets = _field(page, "target_modules")
         targets.fill("nonexistent_proj")
-        targets.press("Enter")  # a custom value of an allow_custom_value dropdown is committed on Enter
+        targets.press("Enter")  # a typed name becomes a chip beside the preset 'all-linear'
+        page.keyboard.press("Escape")
         text = _submit(page)
         assert "Not queued" in text, text
-        assert re.search(r"lora_r: .*1 to 1024", text), text
-        assert re.search(r"target_modules: .*nonexistent_proj", text), text
+        summary = page.locator("#submit-summary")
+        expect(summary).to_contain_text(re.compile(r"LoRA rank \(r\).*lora_r.*1 to 1024"))
+        expect(summary).to_contain_text(re.compile(r"Target modules.*nonexistent_proj"))
+        flagged = page.locator(".spec-field.field-error")
+        expect(flagged).to_have_count(2)
+        expect(flagged.nth(0)).to_contain_text(re.compile(r"LoRA rank \(r\).*must be a whole number from 1 to 1024"))
+        expect(flagged.nth(1)).to_contain_text(re.compile(r"Target modules.*unknown module\(s\) nonexistent_proj"))
         _shot(page, shots, "1-train-invalid")
         assert _api(app).predict(api_name="/list_jobs") == []
 
-        # --- Train: two small jobs --------------------------------------------------------------------------
-        targets.fill("all-linear")
-        targets.press("Enter")
+        # --- Train: two small jobs; the outlines go once the form is right --------------------------------------
+        page.get_by_title("Remove nonexistent_proj").click()
         page.get_by_role("button", name=re.compile(r"^More")).click()  # eval/logging/save steps live there
         job_ids = {}
         for name in ("first", "second"):
@@ -262,8 +302,9 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
             match = re.search(r"Queued job (\d+)", text)
             assert match, text
             job_ids[name] = int(match.group(1))
+        expect(flagged).to_have_count(0)
         assert job_ids["first"] != job_ids["second"]
-        _shot(page, shots, "2-train-queued")
+        _shot(page, shots, "2-train")
         listed = {job["name"]: job for job in _api(app).predict(api_name="/list_jobs")}
         assert set(listed) == {"first", "second"}
         assert listed["first"]["spec"]["max_steps"] == 6 and listed["first"]["spec"]["lora_r"] == 8
@@ -273,25 +314,15 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
         expect(_job_row(page, "second")).to_be_visible(timeout=20_000)
         _wait_until_succeeded(page, app, ["first", "second"])
         page.locator("#jobs-table").get_by_role("gridcell", name="first", exact=True).click()
-        expect(page.locator("#selected-job input")).to_have_value(str(job_ids["first"]), timeout=20_000)
+        expect(page.locator("#selected-job textarea, #selected-job input").first).to_have_value(
+            str(job_ids["first"]), timeout=20_000)
         summary = page.locator("#job-summary")
         expect(summary).to_contain_text(f"Job {job_ids['first']}: first", timeout=20_000)
-        expect(summary).to_contain_text("Status: succeeded")
+        expect(summary).to_contain_text(re.compile(r"Status: succeeded · took \d+"))
         expect(summary).to_contain_text("Adapter: first")
-        # Both curves drawn in colour on numeric axes. The plot was first rendered empty (no jobs when the page
-        # loaded) and has followed the runs since: what it was built from must not hide what came later.
-        plot = page.locator("#loss-plot")
-        for series in ("train loss", "eval loss"):
-            line = plot.locator(f"[aria-roledescription='line mark'][aria-label*='series: {series}']")
-            expect(line).to_have_count(1, timeout=20_000)
-            expect(line).to_have_attribute("stroke", re.compile(r"^#[0-9a-f]{6}$", re.IGNORECASE))
-            expect(line).to_have_attribute("d", re.compile(r"^M[\d.]+,[\d.]+L"))
-        expect(plot.locator("[aria-roledescription='legend']")).to_have_attribute(
-            "aria-label", re.compile("2 values: train loss, eval loss"))
-        for axis in ("X", "Y"):
-            expect(plot.locator(f"[aria-roledescription='axis'][aria-label^='{axis}-axis']")).to_have_attribute(
-                "aria-label", re.compile("linear scale"))
-        expect(page.locator("#log-tail textarea")).not_to_have_value("", timeout=20_000)
+        expect(summary).to_contain_text("Max steps (max_steps): 6 (default 200)")
+        _expect_curves(page)
+        _expect_log_shows_its_end(page, "adapter 'first' registered")
         _shot(page, shots, "3-runs")
 
         # A browser refresh shows the same truth: it comes from the database, not from the page.
@@ -300,19 +331,19 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
         for name in ("first", "second"):
             expect(_job_row(page, name)).to_contain_text("succeeded", timeout=20_000)
         expect(summary).to_contain_text("Status: succeeded", timeout=20_000)  # the empty box follows the newest
-        _shot(page, shots, "4-runs-after-reload")
 
-        # --- Adapters: both listed; one downloads as a zip -----------------------------------------------------
+        # --- Adapters: both listed with their rank; one downloads in one click ---------------------------------
         _open_tab(page, "Adapters")
         adapters = page.locator("#adapters-table")
         for name in ("first", "second"):
-            expect(adapters.get_by_role("row", name=re.compile(rf"^{name}\b"))).to_contain_text("demo-tiny-llama")
-        page.get_by_label("adapter name", exact=True).fill("first")
-        page.get_by_role("button", name="Download zip").click()
-        link = page.locator("#adapter-zip").get_by_test_id("download-link")
-        expect(link).to_be_visible(timeout=30_000)
+            row = adapters.get_by_role("row", name=re.compile(rf"^{name}\b"))
+            expect(row).to_contain_text("demo-tiny-llama")
+            expect(row).to_contain_text("all-linear")
+        adapters.get_by_role("gridcell", name="first", exact=True).click()
+        download_button = page.locator("#adapter-download")
+        expect(download_button).to_contain_text("Download first.zip", timeout=30_000)
         with page.expect_download(timeout=30_000) as download_info:
-            link.click()
+            download_button.click()
         download = download_info.value
         assert download.suggested_filename == "first.zip"
         archive = tmp_path / "first.zip"
@@ -327,12 +358,14 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
         assert expected <= names, sorted(names)
         assert spec["name"] == "first" and spec["max_steps"] == 6
         assert config["r"] == 8 and config["peft_type"] == "LORA"
-        _shot(page, shots, "5-adapters")
+        assert config["base_model_name_or_path"] == "demo-tiny-llama"  # not a path on the server
+        _shot(page, shots, "4-adapters")
 
-        # --- Chat: the two adapters and the base answer one prompt side by side ---------------------------------
+        # --- Chat: a two-line prompt to the two adapters and the base, side by side ----------------------------
         _open_tab(page, "Chat")
+        expect(page.locator("#chat-demo-note")).to_contain_text("noise by design")
         # No "Refresh adapters" click: opening the tab must offer the adapters that finished since the page loaded.
-        picker = page.get_by_role("combobox", name=re.compile(r"^compare"))
+        picker = page.get_by_role("combobox", name=re.compile(r"^Compare"))
         for name in ("first", "second"):
             picker.click()
             page.get_by_role("option", name=name, exact=True).click()
@@ -345,19 +378,61 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
             panes[name] = pane
         expect(page.locator("#pane-3")).to_be_hidden()
         page.get_by_role("button", name=re.compile(r"^Generation settings")).click()
-        temperature = page.get_by_role("spinbutton", name="number input for temperature")
+        temperature = page.get_by_role("spinbutton", name="number input for Temperature")
         temperature.fill(TEMPERATURE)
         temperature.press("Tab")
-        expect(page.get_by_role("slider", name="range slider for temperature")).to_have_value(TEMPERATURE)
-        page.get_by_label("prompt", exact=True).fill(PROMPT)
-        page.get_by_role("button", name="Send", exact=True).click()
+        expect(page.get_by_role("slider", name="range slider for Temperature")).to_have_value(TEMPERATURE)
+        prompt = page.locator("#chat-prompt textarea")
+        prompt.click()
+        prompt.type(PROMPT)
+        page.keyboard.press("Shift+Enter")  # a new line, not a send
+        prompt.type(PROMPT_LINE_2)
+        expect(prompt).to_have_value(f"{PROMPT}\n{PROMPT_LINE_2}")
+        page.keyboard.press("Enter")  # sends
         for name, pane in panes.items():
-            expect(pane.get_by_test_id("user"), name).to_contain_text(PROMPT, timeout=30_000)
+            expect(pane.get_by_test_id("user"), name).to_contain_text(PROMPT_LINE_2, timeout=30_000)
             expect(pane.get_by_test_id("bot"), name).to_have_text(re.compile(r"\S"), timeout=180_000)
+        expect(prompt).to_have_value("")
         _wait_until_stable(page, panes)
-        _shot(page, shots, "6-chat")
+        _shot(page, shots, "5-chat")
         print(f"replies: { {n: p.get_by_test_id('bot').inner_text()[:60] for n, p in panes.items()} }")
+
+        # --- Adapters: one is deleted, files and entry together --------------------------------------------------
+        _open_tab(page, "Adapters")
+        adapters.get_by_role("gridcell", name="second", exact=True).click()
+        expect(page.locator("#adapter-name textarea, #adapter-name input").first).to_have_value("second")
+        page.get_by_role("button", name="Delete adapter").click()
+        expect(page.locator("#adapter-status")).to_contain_text("Deleted second", timeout=30_000)
+        expect(adapters.get_by_role("row", name=re.compile(r"^second\b"))).to_have_count(0)
+        assert {a["name"] for a in _api(app).predict("", api_name="/list_adapters")} == {"first"}
+        assert not (app.data_dir / "adapters" / f"job-{job_ids['second']}").exists()
         print(f"journey took {time.monotonic() - started:.0f} s")
+
+
+def _expect_curves(page) -> None:
+    """Both curves drawn in colour on numeric axes. The plot was first rendered empty (no jobs when the page loaded)
+    and has followed the runs since: what it was built from must not hide what came later."""
+    plot = page.locator("#loss-plot")
+    for series in ("train loss", "eval loss"):
+        line = plot.locator(f"[aria-roledescription='line mark'][aria-label*='series: {series}']")
+        expect(line).to_have_count(1, timeout=20_000)
+        expect(line).to_have_attribute("stroke", re.compile(r"^#[0-9a-f]{6}$", re.IGNORECASE))
+        expect(line).to_have_attribute("d", re.compile(r"^M[\d.]+,[\d.]+L"))
+    expect(plot.locator("[aria-roledescription='legend']")).to_have_attribute(
+        "aria-label", re.compile("2 values: train loss, eval loss"))
+    for axis in ("X", "Y"):
+        expect(plot.locator(f"[aria-roledescription='axis'][aria-label^='{axis}-axis']")).to_have_attribute(
+            "aria-label", re.compile("linear scale"))
+
+
+def _expect_log_shows_its_end(page, last_line: str) -> None:
+    box = page.locator("#log-tail textarea")
+    expect(box).to_have_value(re.compile(re.escape(last_line) + r"\s*$"), timeout=20_000)
+    deadline = time.monotonic() + 10
+    while box.evaluate("b => b.scrollHeight - b.scrollTop - b.clientHeight") > 4:  # scrolled to its last line
+        assert time.monotonic() < deadline, "the log box does not show its end"
+        page.wait_for_timeout(200)
+    assert box.evaluate("b => b.scrollHeight > b.clientHeight"), "the log should be longer than its box"
 
 
 def _wait_until_stable(page, panes: dict, timeout_s: float = 120) -> None:

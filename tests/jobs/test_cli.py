@@ -36,6 +36,17 @@ def test_submit_wait_succeeds_and_list_shows_it(live, tmp_path):
     assert "queued job" in done.stdout and "succeeded" in done.stdout
     listing = _cli(live, "list")
     assert "cli-job" in listing.stdout and "succeeded" in listing.stdout
+    assert "SQLite" not in done.stderr + listing.stderr  # the version warning belongs in the app's log only
+
+
+def test_the_readme_example_runs_twice(live):
+    """The README's CLI example names no adapter, so running it again does not collide with the first run."""
+    example = {**json.loads(DEMO_JOB.read_text()), **FAST_JOB}
+    path = live.data_dir / "example.json"
+    path.write_text(json.dumps(example))
+    for _ in range(2):
+        done = _cli(live, "submit", str(path), "--wait")
+        assert done.returncode == 0, done.stderr
 
 
 def test_submit_wait_exits_non_zero_when_the_job_fails(live, tmp_path, demo_model_dir):

@@ -64,14 +64,39 @@ def test_local_model_modules_are_read_from_safetensors_header(studio, demo_model
     assert "q_proj" in problems["target_modules"]  # the message lists what the model has
 
 
+def test_a_norm_is_not_a_lora_target(studio, demo_model_dir):
+    problems = _problems(studio, {"base_model": str(demo_model_dir), "target_modules": ["q_proj", "input_layernorm"]})
+    assert "input_layernorm: not a Linear or embedding layer" in problems["target_modules"]
+
+
+def test_presets_name_only_what_the_base_has(studio):
+    for preset in ("attention", "mlp", "embeddings+lm_head", "all-linear"):
+        assert submit_job(studio, {"target_modules": preset}) > 0
+
+
+def test_a_template_whose_only_generation_is_add_generation_prompt_is_refused(studio, demo_model_dir, tmp_path):
+    import shutil
+
+    model_dir = tmp_path / "no-markers"
+    shutil.copytree(demo_model_dir, model_dir)
+    plain = "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}>{% endif %}"
+    (model_dir / "chat_template.jinja").write_text(plain)
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    assert "no {% generation %} markers" in _problems(studio, {"base_model": str(model_dir)})["assistant_only_loss"]
+    assert submit_job(studio, {"base_model": str(model_dir), "assistant_only_loss": False}) > 0
+
+
 @pytest.mark.parametrize(("content", "words"), [
     ("", "empty"),
     ("{not json", "not valid JSON"),
     ('{"text": "no chat here"}', "missing columns"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(40), "not text: it looks like a PNG image"),
 ])
 def test_bad_dataset_uploads_are_refused(studio, tmp_path, content, words):
     path = tmp_path / "upload.jsonl"
-    path.write_text(content)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(DatasetError) as caught:
         import_dataset(studio, path, "mine")
     assert any(words in p for p in caught.value.problems)

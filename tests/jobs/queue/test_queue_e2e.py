@@ -1,5 +1,7 @@
 """Whole jobs through the Huey queue and a real worker process: ledger rows, metrics, files, recovery."""
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -28,9 +30,12 @@ def test_job_runs_through_queue_and_worker(live):
     losses = [m for m in metrics if m.name == "loss"]
     assert [m.step for m in losses] == [1, 2, 3, 4]
     assert {"eval_loss", "learning_rate", "grad_norm", "tokens_per_s"} <= {m.name for m in metrics}
-    assert adapter.name == "e2e" and adapter.path == "adapters/e2e" and adapter.size_bytes > 0
+    assert adapter.name == "e2e" and adapter.path == f"adapters/job-{job_id}" and adapter.size_bytes > 0
     adapter_dir = live.studio.absolute(adapter.path)
     assert (adapter_dir / "adapter_model.safetensors").is_file()
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "demo-tiny-llama"  # portable: no server path
+    _card_snippet_runs_as_written(adapter_dir)
     assert "=== attempt 1" in (live.data_dir / "runs" / f"job-{job_id}" / "train.log").read_text()
 
     base_dir = live.data_dir / "models" / "demo-tiny-llama"
@@ -42,6 +47,16 @@ def test_job_runs_through_queue_and_worker(live):
     inputs = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
                                            return_tensors="pt", return_dict=True)
     assert model.generate(**inputs, max_new_tokens=3).shape[1] > inputs["input_ids"].shape[1]
+
+
+def _card_snippet_runs_as_written(adapter_dir) -> None:
+    """The model card's load snippet, copied verbatim into a fresh interpreter on the machine that trained it."""
+    card = (adapter_dir / "README.md").read_text()
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
+    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "where the studio kept the base model" in card and "demo-tiny-llama" in card
 
 
 def test_failed_job_shows_its_error_and_the_worker_takes_the_next(live, tmp_path, demo_model_dir):

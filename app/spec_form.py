@@ -1,0 +1,148 @@
+"""The training form: one control per spec field (label and help from the spec), laid out in groups, and the
+conversions between the form's values and a spec. The Train tab, presets and clone-and-edit all go through here."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+
+import gradio as gr
+
+from jobs.models.contents import LINEAR, lora_targets
+from jobs.models.resolve import base_module_kinds
+from jobs.spec import DEMO_BASE_MODEL, TARGET_PRESETS, Problem, TrainSpec, field_help, field_label
+from jobs.studio import Studio
+
+# Fields laid out in groups of rows, in the order a person decides them (name, base and dataset come first).
+GROUPS = {
+    "LoRA": [["lora_r", "lora_alpha", "lora_dropout"], ["target_modules"],
+             ["lora_bias", "use_rslora", "use_dora", "modules_to_save"]],
+    "Quantization": [["quantization", "double_quant", "compute_dtype"]],
+    "Training": [["max_steps", "num_epochs", "learning_rate", "batch_size"], ["grad_accum", "max_length", "seed"]],
+    "Optimizer": [["optimizer", "lr_scheduler", "weight_decay", "max_grad_norm"]],
+    "More": [["eval_fraction", "eval_steps", "logging_steps", "save_steps"],
+             ["warmup_ratio", "packing", "gradient_checkpointing", "assistant_only_loss"]],
+}
+CLOSED_GROUPS = ("Optimizer", "More")
+FIELD_CLASS = "spec-field"
+ERROR_CLASS = "field-error"
+
+
+@dataclass
+class SpecForm:
+    """The form's controls, in the order of `names` (spec field names)."""
+
+    names: list[str]
+    controls: list
+
+    def control(self, name: str):
+        return self.controls[self.names.index(name)]
+
+
+def component(name: str, **overrides):
+    """A form control for a spec field, chosen from its type; label and help come from the spec."""
+    field = TrainSpec.model_fields[name]
+    common = dict(label=field_label(name), info=field_help(name), elem_classes=[FIELD_CLASS], **overrides)
+    if name == "target_modules":
+        return gr.Dropdown(choices=list(TARGET_PRESETS), value=[field.default], multiselect=True,
+                           allow_custom_value=True, **{**common, "info": common["info"] + " Pick presets and modules "
+                           "(a mix becomes the list of module names), or type a name and press Enter."})
+    if name == "modules_to_save":
+        return gr.Dropdown(choices=[], value=[], multiselect=True, allow_custom_value=True, **common)
+    if "choices" in overrides or typing.get_origin(field.annotation) is typing.Literal:
+        choices = common.pop("choices", None) or list(typing.get_args(field.annotation))
+        return gr.Dropdown(choices=choices, value=common.pop("value", field.default), **common)
+    if field.annotation is bool:
+        return gr.Checkbox(value=field.default, **common)
+    if field.annotation is int:
+        return gr.Number(value=field.default, precision=0, **common)
+    if field.annotation is float:
+        return gr.Number(value=field.default, **common)
+    return gr.Textbox(value=field.default, **common)
+
+
+def build_groups(first_row: list) -> SpecForm:
+    """Lay out the grouped fields after `first_row` (the name, base and dataset controls, already built)."""
+    form = SpecForm(names=["name", "base_model", "dataset"], controls=list(first_row))
+    for title, rows in GROUPS.items():
+        with gr.Accordion(title, open=title not in CLOSED_GROUPS):
+            for row in rows:
+                with gr.Row(equal_height=True):
+                    for field in row:
+                        form.names.append(field)
+                        form.controls.append(component(field))
+    return form
+
+
+def target_choices(studio: Studio, base_model: str) -> list[str]:
+    """The presets, then every module of the chosen base that LoRA can adapt (none listed when unknown yet)."""
+    return list(TARGET_PRESETS) + lora_targets(_kinds(studio, base_model))
+
+
+def _kinds(studio: Studio, base_model: str) -> dict[str, str]:
+    return base_module_kinds(base_model or DEMO_BASE_MODEL, studio.settings.models_dir) or {}
+
+
+def form_targets(picked: list[str] | str | None, studio: Studio, base_model: str) -> str | list[str]:
+    """The picked chips as a spec value: one preset stays a preset; a mix becomes the list of module names."""
+    picked = [picked] if isinstance(picked, str) else list(picked or [])
+    if len(picked) == 1 and picked[0] in TARGET_PRESETS:
+        return picked[0]
+    kinds = _kinds(studio, base_model)
+    names: list[str] = []
+    for chip in picked:
+        if chip == "all-linear":
+            names += [n for n in lora_targets(kinds) if kinds[n] == LINEAR and n != "lm_head"]
+        elif isinstance(TARGET_PRESETS.get(chip), list):
+            names += TARGET_PRESETS[chip]
+        else:
+            names += [part.strip() for part in chip.split(",")]  # a typed list stays what was typed
+    return list(dict.fromkeys(names))
+
+
+def spec_from_form(studio: Studio, names: list[str], values: list) -> dict:
+    """Form values to a raw spec dict; validation happens in one place (jobs.submit)."""
+    raw = {}
+    for name, value in zip(names, values, strict=True):
+        if isinstance(value, float) and value.is_integer() and TrainSpec.model_fields[name].annotation is int:
+            value = int(value)
+        raw[name] = value
+    if "target_modules" in raw:
+        raw["target_modules"] = form_targets(raw["target_modules"], studio, raw.get("base_model", ""))
+    return raw
+
+
+def form_values(spec: dict, names: list[str]) -> list:
+    """Control values showing `spec` (missing fields at their defaults): for presets and clone-and-edit."""
+    defaults = TrainSpec().model_dump(mode="json")
+    values = []
+    for name in names:
+        value = spec.get(name, defaults[name])
+        if name == "target_modules" and isinstance(value, str):
+            value = [value]
+        values.append(value)
+    return values
+
+
+def field_updates(names: list[str], problems: list[Problem]) -> list:
+    """Outline each refused field and show its message in place of the help; restore the others."""
+    messages: dict[str, list[str]] = {}
+    for problem in problems:
+        messages.setdefault(problem.field.split(".")[0], []).append(problem.message)
+    updates = []
+    for name in names:
+        if name in messages:
+            updates.append(gr.update(elem_classes=[FIELD_CLASS, ERROR_CLASS],
+                                     info="⚠ " + "; ".join(messages[name]) + f" — {field_help(name)}"))
+        else:
+            updates.append(gr.update(elem_classes=[FIELD_CLASS], info=field_help(name)))
+    return updates
+
+
+def problems_summary(problems: list[Problem], heading: str) -> str:
+    lines = [f"**{heading}: {len(problems)} problem(s) to fix.**"]
+    for problem in problems:
+        field = problem.field.split(".")[0]
+        label = field_label(field) if field in TrainSpec.model_fields else field
+        lines.append(f"- **{label}** (`{problem.field}`): {problem.message}")
+    return "\n".join(lines)

@@ -1,0 +1,43 @@
+"""The spec's reference table in docs/api.md, rendered from `TrainSpec` itself so the two cannot drift.
+
+    python -m jobs.spec_docs docs/api.md     # rewrite the table between its markers
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import typing
+from pathlib import Path
+
+from jobs.spec import TrainSpec, field_label
+
+BEGIN, END = "<!-- spec table: python -m jobs.spec_docs docs/api.md -->", "<!-- end of spec table -->"
+
+
+def _type_text(annotation) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return " \\| ".join(f"`{value}`" for value in typing.get_args(annotation))
+    if annotation == str | list[str]:
+        return "string or list"
+    return getattr(annotation, "__name__", str(annotation)).replace("list[str]", "list")
+
+
+def spec_table() -> str:
+    lines = ["| field | label in the UI | type | default | meaning |", "|---|---|---|---|---|"]
+    for name, field in TrainSpec.model_fields.items():
+        default = field.default if field.default_factory is None else field.default_factory()
+        lines.append(f"| `{name}` | {field_label(name)} | {_type_text(field.annotation)} | `{json.dumps(default)}` "
+                     f"| {field.description} |")
+    return "\n".join(lines)
+
+
+def rewrite(doc: Path) -> None:
+    text = doc.read_text()
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    doc.write_text(f"{head}{BEGIN}\n{spec_table()}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    rewrite(Path(sys.argv[1]))

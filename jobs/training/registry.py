@@ -1,0 +1,148 @@
+"""Registered adapters: publishing a finished one, renaming, deleting. Files and ledger rows change together.
+
+An adapter's folder is named by its job (`adapters/job-<id>`), never by its user-facing name: names are
+display-only, so a rename touches one row, and a new adapter can never land in a renamed one's folder. A delete
+first moves the folder aside (`.deleting-<adapter id>`), then drops the row, then removes the files; a crash in
+between is settled by `settle_interrupted_deletes` at the next start (row still there: the folder goes back)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from jobs.models.resolve import resolve_base_model
+from jobs.spec import TrainSpec, name_problem
+from jobs.studio import Studio
+from jobs.training.model_card import write_model_card
+from storage import catalog, jobs_repo
+from storage.models import Adapter
+
+DELETING_PREFIX = ".deleting-"
+
+
+class AdapterError(ValueError):
+    """A refused rename or delete, in words, naming the field."""
+
+
+def adapter_folder(studio: Studio, job_id: int) -> Path:
+    return studio.settings.adapters_dir / f"job-{job_id}"
+
+
+def free_adapter_name(studio: Studio, wanted: str, job_id: int) -> str:
+    """`wanted`, or `<wanted>-job<id>` when another adapter already has that name."""
+    with studio.db.read() as session:
+        taken = catalog.get_adapter_by_name(session, wanted)
+    return wanted if taken is None or taken.job_id == job_id else f"{wanted}-job{job_id}"
+
+
+def publish_adapter(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, name: str,
+                    adapter_dir: Path) -> bool:
+    """Move a finished adapter into place and, in one transaction, register it and mark the job succeeded.
+    False when a newer attempt owns the job (the files are then removed)."""
+    target = adapter_folder(studio, job_id)
+    if target.exists():
+        shutil.rmtree(target)  # a previous attempt of this same job got this far, then died
+    os.replace(adapter_dir, target)
+    _write_card(studio, target, name)
+    size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+    adapter = Adapter(name=name, base_model=spec.base_model, path=studio.relative(target), size_bytes=size,
+                      job_id=job_id)
+    with studio.db.write() as session:
+        recorded = jobs_repo.succeed_job(session, job_id, attempt, adapter)
+    if not recorded:
+        shutil.rmtree(target, ignore_errors=True)
+    return recorded
+
+
+def publish_merged(studio: Studio, job_id: int, attempt: int, adapter_id: int, merged_dir: Path) -> bool:
+    """Move a merged model into place and, in one transaction, record it on its adapter and finish the job."""
+    target = studio.settings.merged_dir / f"adapter-{adapter_id}"
+    aside = target.with_name(f"{target.name}.old-{job_id}")
+    if target.exists():
+        os.replace(target, aside)  # an earlier merge of the same adapter: kept until this one is recorded
+    os.replace(merged_dir, target)
+    size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+    with studio.db.write() as session:
+        adapter = catalog.get_adapter(session, adapter_id)
+        recorded = adapter is not None and jobs_repo.complete_job(session, job_id, attempt)
+        if recorded:
+            adapter.merged_path, adapter.merged_size_bytes = studio.relative(target), size
+    if recorded:
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        shutil.rmtree(target, ignore_errors=True)
+        if aside.exists():
+            os.replace(aside, target)
+    return recorded
+
+
+def _write_card(studio: Studio, folder: Path, name: str) -> None:
+    """(Re)write the model card from the spec and final metrics the folder holds."""
+    spec = TrainSpec.model_validate_json((folder / "training_spec.json").read_text())
+    final_metrics = json.loads((folder / "final_metrics.json").read_text())
+    base_path = resolve_base_model(spec.base_model, studio.settings.models_dir)
+    write_model_card(folder, name, spec, final_metrics, base_path)
+
+
+def _export_zip(studio: Studio, name: str) -> Path:
+    return studio.settings.exports_dir / f"{name}.zip"
+
+
+def merged_zip_path(studio: Studio, name: str) -> Path:
+    return studio.settings.exports_dir / f"{name}-merged.zip"
+
+
+def rename_adapter(studio: Studio, name: str, new_name: str) -> Adapter:
+    new_name = (new_name or "").strip()
+    if problem := name_problem(new_name):
+        raise AdapterError(f"new_name: {problem}")
+    with studio.db.write() as session:
+        adapter = catalog.get_adapter_by_name(session, name)
+        if adapter is None:
+            raise AdapterError(f"name: no adapter named '{name}'")
+        if new_name != name and catalog.get_adapter_by_name(session, new_name) is not None:
+            raise AdapterError(f"new_name: an adapter is already named '{new_name}'")
+        adapter.name = new_name
+    folder = studio.absolute(adapter.path)
+    if folder.is_dir():
+        _write_card(studio, folder, new_name)
+    for stale in (_export_zip(studio, name), merged_zip_path(studio, name)):
+        stale.unlink(missing_ok=True)  # downloads under the old name are stale
+    return adapter
+
+
+def delete_adapter(studio: Studio, name: str) -> None:
+    with studio.db.read() as session:
+        adapter = catalog.get_adapter_by_name(session, name)
+    if adapter is None:
+        raise AdapterError(f"name: no adapter named '{name}'")
+    folder = studio.absolute(adapter.path)
+    aside = folder.with_name(f"{DELETING_PREFIX}{adapter.id}")
+    if folder.exists():
+        os.replace(folder, aside)
+    try:
+        with studio.db.write() as session:
+            catalog.delete_adapter(session, adapter.id)
+    except Exception:
+        if aside.exists():
+            os.replace(aside, folder)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    if adapter.merged_path:
+        shutil.rmtree(studio.absolute(adapter.merged_path), ignore_errors=True)
+    for stale in (_export_zip(studio, adapter.name), merged_zip_path(studio, adapter.name)):
+        stale.unlink(missing_ok=True)
+
+
+def settle_interrupted_deletes(studio: Studio) -> None:
+    """Finish or undo deletes a crash interrupted: the row decides whether the files stay."""
+    for aside in studio.settings.adapters_dir.glob(f"{DELETING_PREFIX}*"):
+        adapter_id = aside.name.removeprefix(DELETING_PREFIX)
+        with studio.db.read() as session:
+            adapter = catalog.get_adapter(session, int(adapter_id)) if adapter_id.isdigit() else None
+        if adapter is not None and not studio.absolute(adapter.path).exists():
+            os.replace(aside, studio.absolute(adapter.path))
+        else:
+            shutil.rmtree(aside, ignore_errors=True)

@@ -1,0 +1,100 @@
+"""A job as code: the `python -m jobs submit` spec, and a plain TRL script that trains the same adapter without the
+studio (transformers + peft + bitsandbytes + TRL only). Both are text built from the spec; a test runs the script."""
+
+from __future__ import annotations
+
+import json
+
+from jobs.models.templates import training_template
+from jobs.spec import TrainSpec
+
+UNPAGED_ON_CPU = {"paged_adamw_8bit": "adamw_bnb_8bit", "paged_adamw_32bit": "adamw_torch"}
+TRAINER_OPTIMIZERS = {"adamw_torch": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit"}
+
+
+def cli_text(spec: TrainSpec) -> str:
+    """The spec file and the command that submits it."""
+    body = json.dumps(spec.model_dump(mode="json"), indent=2)
+    return f"cat > spec.json <<'EOF'\n{body}\nEOF\npython -m jobs submit spec.json --wait"
+
+
+def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str, chat_template: str | None = None,
+                     out_dir: str = "adapter") -> str:
+    """A standalone script training what `spec` trains. `chat_template`: the base's template, patched here with
+    generation markers when assistant-only loss needs them (the studio does the same)."""
+    template = training_template(chat_template) if spec.assistant_only_loss else None
+    template_line = (f"tokenizer.chat_template = {template!r}  # the base's template, with generation markers"
+                     if template and template != chat_template else "")
+    quant = ("None" if spec.quantization == "none" else "BitsAndBytesConfig(load_in_8bit=True)"
+             if spec.quantization == "int8" else
+             f'BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="{spec.quantization}", '
+             f"bnb_4bit_use_double_quant={spec.double_quant}, bnb_4bit_compute_dtype=DTYPE)")
+    optimizer = TRAINER_OPTIMIZERS.get(spec.optimizer)
+    optimizer_code = (repr(optimizer) if optimizer else
+                      f'"{spec.optimizer}" if torch.cuda.is_available() else "{UNPAGED_ON_CPU[spec.optimizer]}"')
+    dtype_code = (f"torch.{spec.compute_dtype}" if spec.compute_dtype != "auto" else
+                  "(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if CUDA else torch.float32")
+    checkpointing = {"on": "True", "off": "False", "auto": "CUDA"}[spec.gradient_checkpointing]
+    targets = spec.target_module_names()
+    return f'''"""Train the adapter the studio's spec describes, with plain transformers + peft + bitsandbytes + TRL."""
+import os
+
+import torch
+from datasets import load_dataset
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, set_seed
+from trl import SFTConfig, SFTTrainer
+
+BASE = {base_path!r}
+DATA = {dataset_file!r}  # JSONL rows of {{"messages": [{{"role", "content"}}, ...]}}
+CUDA = torch.cuda.is_available()
+DTYPE = {dtype_code}
+if not CUDA:
+    torch.set_num_threads(os.cpu_count() or 1)
+
+set_seed({spec.seed})
+tokenizer = AutoTokenizer.from_pretrained(BASE)
+if tokenizer.pad_token is None:
+    tokenizer.pad_token = tokenizer.eos_token
+{template_line}
+model = AutoModelForCausalLM.from_pretrained(BASE, dtype=DTYPE, use_safetensors=True,
+                                             device_map={{"": "cuda" if CUDA else "cpu"}},
+                                             quantization_config={quant})
+{"model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=" + checkpointing + ")"
+ if spec.quantization != "none" else ""}
+set_seed({spec.seed})  # LoRA init is random
+model = get_peft_model(model, LoraConfig(
+    r={spec.lora_r}, lora_alpha={spec.lora_alpha}, lora_dropout={spec.lora_dropout}, target_modules={targets!r},
+    bias={spec.lora_bias!r}, use_rslora={spec.use_rslora}, use_dora={spec.use_dora},
+    modules_to_save={spec.modules_to_save or None!r}, task_type="CAUSAL_LM"))
+
+rows = load_dataset("json", data_files=DATA, split="train")
+if {spec.eval_fraction} > 0:
+    parts = rows.train_test_split(test_size=max(1, round(len(rows) * {spec.eval_fraction})), seed={spec.seed})
+    train_rows, eval_rows = parts["train"], parts["test"]
+else:
+    train_rows, eval_rows = rows, None
+
+args = SFTConfig(
+    output_dir="checkpoints", max_steps={spec.max_steps}, num_train_epochs={spec.num_epochs},
+    per_device_train_batch_size={spec.batch_size}, per_device_eval_batch_size={spec.batch_size},
+    gradient_accumulation_steps={spec.grad_accum}, learning_rate={spec.learning_rate},
+    lr_scheduler_type={spec.lr_scheduler!r}, warmup_steps={spec.warmup_ratio}, weight_decay={spec.weight_decay},
+    max_grad_norm={spec.max_grad_norm}, optim={optimizer_code},
+    logging_steps={spec.logging_steps}, eval_strategy="steps" if eval_rows is not None else "no",
+    eval_steps={spec.eval_steps}, save_steps={spec.save_steps}, save_total_limit=2, seed={spec.seed},
+    data_seed={spec.seed}, bf16=CUDA and DTYPE == torch.bfloat16, fp16=CUDA and DTYPE == torch.float16,
+    gradient_checkpointing={checkpointing}, max_length={spec.max_length}, packing={spec.packing},
+    padding_free={spec.packing}, assistant_only_loss={spec.assistant_only_loss}, use_cpu=not CUDA,
+    report_to="none", dataloader_num_workers=0)
+trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
+                     processing_class=tokenizer)
+if DTYPE == torch.float32:  # SFTTrainer casts LoRA weights of quantized models to bf16; keep them in fp32
+    for param in trainer.model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+trainer.train()
+trainer.model.save_pretrained({out_dir!r})
+tokenizer.save_pretrained({out_dir!r})
+print("adapter saved to", {out_dir!r})
+'''

@@ -1,0 +1,30 @@
+// The chat prompt: Enter sends, Shift+Enter starts a new line (Gradio's multi-line box does the reverse, on
+// keypress). Both events are caught before Gradio sees them; a Shift+Enter keeps its default: a new line.
+for (const type of ["keydown", "keypress"]) {
+  document.addEventListener(type, (event) => {
+    const prompt = event.target.closest && event.target.closest("#chat-prompt");
+    if (!prompt || event.key !== "Enter" || event.isComposing) return;
+    event.stopPropagation();
+    if (!event.shiftKey) {
+      event.preventDefault();
+      if (type === "keydown") document.querySelector("#chat-send")?.click();
+    }
+  }, true);
+}
+
+// The log box follows its end while the reader is at the end; scrolling up to read stops following until they
+// scroll back down. (Gradio sets the textarea's value property, which no DOM observer sees, hence the poll.)
+setInterval(() => {
+  const box = document.querySelector("#log-tail textarea");
+  if (!box) return;
+  const length = String(box.value.length);
+  if (box.dataset.seen === length) return;
+  box.dataset.seen = length;
+  if (box.dataset.following !== "false") box.scrollTop = box.scrollHeight;
+}, 400);
+document.addEventListener("scroll", (event) => {
+  const box = event.target;
+  if (box.matches && box.matches("#log-tail textarea")) {
+    box.dataset.following = String(box.scrollTop + box.clientHeight >= box.scrollHeight - 24);
+  }
+}, true);

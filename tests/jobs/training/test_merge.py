@@ -1,0 +1,48 @@
+"""Merging folds the adapter into the base exactly: the merged folder loads with plain AutoModelForCausalLM and
+answers as the adapter on its (unquantized) base does."""
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from jobs.data.formats import parse_file
+from jobs.data.store import store_parsed
+from jobs.spec import parse_spec
+from jobs.studio import EXAMPLE_DATASET_FILE
+from jobs.training.merge import merge_adapter
+from jobs.training.train import train
+
+pytestmark = pytest.mark.slow
+LOGIT_TOLERANCE = 1e-4  # fp32: the merged W' = W + s·BA against W·x + s·B(A·x) differ only by float rounding
+
+
+@pytest.fixture(scope="module")
+def trained_adapter(tmp_path_factory, demo_model_dir):
+    data, _ = store_parsed(parse_file(EXAMPLE_DATASET_FILE), tmp_path_factory.mktemp("data"))
+    spec = parse_spec({"max_steps": 8, "batch_size": 2, "max_length": 256, "eval_fraction": 0, "save_steps": 100})
+    result = train(spec, tmp_path_factory.mktemp("run"), str(demo_model_dir), data, lambda *a: None, lambda: False)
+    return result.adapter_dir
+
+
+def _prompt(tokenizer):
+    return tokenizer.apply_chat_template([{"role": "user", "content": "What is the opposite of hot?"}],
+                                         add_generation_prompt=True, return_tensors="pt", return_dict=True)
+
+
+def test_merged_model_equals_adapter_on_base(trained_adapter, demo_model_dir, tmp_path):
+    merged_dir = merge_adapter(str(demo_model_dir), trained_adapter, tmp_path / "merged", "float32")
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)  # plain transformers, no peft
+    base = AutoModelForCausalLM.from_pretrained(demo_model_dir, dtype=torch.float32)
+    plain_logits = base(**_prompt(AutoTokenizer.from_pretrained(demo_model_dir))).logits
+    with_adapter = PeftModel.from_pretrained(base, trained_adapter).eval()
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+    inputs = _prompt(tokenizer)
+    with torch.no_grad():
+        expected, got = with_adapter(**inputs).logits, merged(**inputs).logits
+        greedy = [m.generate(**inputs, max_new_tokens=12, do_sample=False) for m in (with_adapter, merged)]
+    assert (expected - plain_logits).abs().max() > 1e-3  # the adapter changes the answers: the check can fail
+    assert (expected - got).abs().max() < LOGIT_TOLERANCE
+    assert torch.equal(greedy[0], greedy[1])
+    assert {"README.md", "training_spec.json", "model.safetensors", "tokenizer.json"} <= {
+        p.name for p in merged_dir.iterdir()}

@@ -1,0 +1,40 @@
+"""'Show as CLI / Python': the spec file submits as is, and the plain TRL script trains the same adapter alone."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from jobs.data.formats import parse_file
+from jobs.data.store import store_parsed
+from jobs.models.templates import SMOLLM2_TEMPLATE, SMOLLM2_TRAINING_TEMPLATE
+from jobs.spec import parse_spec
+from jobs.studio import EXAMPLE_DATASET_FILE
+from jobs.training.script import cli_text, plain_trl_script
+
+
+def test_the_cli_text_holds_the_whole_spec():
+    spec = parse_spec({"lora_r": 32, "target_modules": ["q_proj", "v_proj"]})
+    text = cli_text(spec)
+    body = text.split("<<'EOF'\n", 1)[1].split("\nEOF", 1)[0]
+    assert parse_spec(json.loads(body)) == spec and text.endswith("python -m jobs submit spec.json --wait")
+
+
+def test_a_template_without_markers_is_patched_in_the_script():
+    script = plain_trl_script(parse_spec({}), "base", "data.jsonl", chat_template=SMOLLM2_TEMPLATE)
+    assert f"tokenizer.chat_template = {SMOLLM2_TRAINING_TEMPLATE!r}" in script
+
+
+@pytest.mark.slow
+def test_the_plain_trl_script_trains_the_adapter(demo_model_dir, tmp_path):
+    data, _ = store_parsed(parse_file(EXAMPLE_DATASET_FILE), tmp_path / "data")
+    spec = parse_spec({"max_steps": 2, "batch_size": 2, "max_length": 128, "lora_r": 4, "target_modules": "attention",
+                       "eval_fraction": 0.05, "eval_steps": 2, "optimizer": "paged_adamw_8bit", "use_rslora": True})
+    script = tmp_path / "train.py"
+    script.write_text(plain_trl_script(spec, str(demo_model_dir), str(data)))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["r"] == 4 and config["use_rslora"] and set(config["target_modules"]) == {
+        "q_proj", "k_proj", "v_proj", "o_proj"}
