@@ -8,16 +8,15 @@ import ipaddress
 import logging
 import os
 import signal
-import subprocess
 import sys
-import threading
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home; these machines may be offline
 
+from jobs.queue.embedded import EmbeddedWorker  # noqa: E402
+from jobs.queue.reaper import reap_interval_s, start_reaper  # noqa: E402
 from jobs.studio import REPO_ROOT, Studio, open_studio  # noqa: E402
 
 log = logging.getLogger("app")
-WORKER_STOP_TIMEOUT_S = 150
 
 
 def is_loopback(host: str) -> bool:
@@ -40,29 +39,13 @@ def auth_from_env() -> tuple[str, str] | None:
     return user, password
 
 
-def start_embedded_worker() -> subprocess.Popen:
-    """A worker in its own process: training never runs in the web process."""
-    worker = subprocess.Popen([sys.executable, "-m", "jobs.queue.worker", "--exit-with-parent"], cwd=REPO_ROOT)
-
-    def stop() -> None:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)  # graceful: the running job checkpoints and is requeued
-            try:
-                worker.wait(WORKER_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-
-    atexit.register(stop)
+def start_embedded_worker() -> EmbeddedWorker:
+    """A worker in its own process (training never runs in the web process), kept alive by the app and stopped
+    gracefully with it."""
+    worker = EmbeddedWorker(REPO_ROOT)
+    worker.start()
+    atexit.register(worker.stop)
     return worker
-
-
-def report_worker_exit(worker: subprocess.Popen, wait_s: float = 5.0) -> None:
-    """A worker that exits at once usually found its device taken by another worker on this host."""
-    try:
-        code = worker.wait(wait_s)
-    except subprocess.TimeoutExpired:
-        return
-    log.warning("the embedded worker exited (%s): jobs run on the worker that already serves this device", code)
 
 
 def prepare(studio: Studio) -> None:
@@ -97,17 +80,16 @@ def main(argv: list[str] | None = None) -> None:
     log.info("opening the studio in %s", os.environ.get("STUDIO_DATA_DIR", "./studio-data"))
     studio = open_studio(warn=True)
     prepare(studio)
-    worker = None
     if not args.no_worker:
         log.info("starting the worker (one job at a time on this machine's device)")
-        worker = start_embedded_worker()
+        start_embedded_worker()
+
+    start_reaper(studio, reap_interval_s(studio.settings))  # stale jobs are requeued even with no worker alive
 
     from app.server import build_app, launch_options
 
     log.info("building the web app")
     app = build_app(studio)
-    if worker is not None:
-        threading.Thread(target=report_worker_exit, args=(worker, 60.0), daemon=True).start()
     app.queue(default_concurrency_limit=1)
     app.launch(server_name=args.host, server_port=args.port, auth=auth, prevent_thread_lock=True, quiet=True,
                **launch_options(studio))

@@ -75,7 +75,7 @@ def register(studio: Studio, chat: ChatService) -> None:
         name it is listed under; a refusal lists every problem, each naming its row or column."""
         path = file.get("path") if isinstance(file, dict) else getattr(file, "path", None)
         try:
-            return train_tab.import_upload(studio, path, name or Path(str(path or "")).stem)
+            return train_tab.import_upload(studio, path, name or Path(str(path or "")).stem).dataset.name
         except DatasetError as error:
             raise user_error(error.as_text()) from None
 

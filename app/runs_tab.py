@@ -16,16 +16,24 @@ from storage.models import JobKind, JobStatus
 REFRESH_S = 2.0
 SUMMARY_METRICS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s")
 LOG_LINES = 40
+MAX_ID = 2**63
 
 
 # --- handlers (the API calls these too) ---------------------------------------------------------------------
 def job_details(studio: Studio, job_id: int) -> dict:
     """One job: status, progress, ETA, timing, latest metrics, median throughput, error, adapter, queue place,
     log tail, spec."""
-    details = _details_or_none(studio, job_id)
+    details = _details_or_none(studio, _checked_id(job_id))
     if details is None:
         raise user_error(f"job_id: no job with id {job_id}")
     return details
+
+
+def _checked_id(job_id) -> int:
+    """A job id as the ledger can hold it (SQLite integers are 64-bit); anything else is 'no such job'."""
+    if isinstance(job_id, bool) or not isinstance(job_id, int) or not 0 < job_id < MAX_ID:
+        raise user_error(f"job_id: no job with id {job_id}")
+    return job_id
 
 
 def _details_or_none(studio: Studio, job_id: int) -> dict | None:
@@ -55,8 +63,8 @@ def job_list(studio: Studio) -> list[dict]:
 
 def cancel(studio: Studio, job_id: int) -> str:
     try:
-        return cancel_job(studio, int(job_id))
-    except (LookupError, TypeError, ValueError):
+        return cancel_job(studio, _checked_id(job_id))
+    except LookupError:
         raise user_error(f"job_id: no job with id {job_id}") from None
 
 
@@ -99,6 +107,8 @@ def _summary_text(job: dict) -> str:
         # Only a failure is an error; a cancel or a requeue leaves a note.
         heading = "Error" if job["status"] == JobStatus.FAILED else "Note"
         lines.append(f"**{heading}:**\n```text\n{job['error']}\n```")
+    if job["overrides"]:
+        lines.append("**Changed for a retry:**\n" + "\n".join(f"- {why}" for why in job["overrides"].get("why", [])))
     if job["kind"] == JobKind.MERGE:
         lines.append(f"**Merges** adapter `{job['spec']['adapter']}` into a {job['spec']['dtype']} copy of its base.")
         return "\n\n".join(lines)
@@ -112,9 +122,10 @@ def _summary_text(job: dict) -> str:
 
 def _parse_job_id(text) -> int | None:
     try:
-        return int(str(text).strip())
+        job_id = int(str(text).strip())
     except ValueError:
         return None
+    return job_id if 0 < job_id < MAX_ID else None
 
 
 def _details(studio: Studio, picked):

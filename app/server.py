@@ -31,4 +31,5 @@ def launch_options(studio: Studio) -> dict:
     """What `launch()` needs besides the address: the studio's style and script, and the one folder it serves."""
     script = (STATIC_DIR / "studio.js").read_text(encoding="utf-8")
     return dict(css=(STATIC_DIR / "studio.css").read_text(encoding="utf-8"), head=f"<script>{script}</script>",
-                allowed_paths=[str(studio.settings.exports_dir)], show_error=True)
+                allowed_paths=[str(studio.settings.exports_dir)], show_error=True,
+                max_file_size=studio.settings.max_upload_bytes)  # the browser refuses a larger upload up front

@@ -6,7 +6,6 @@ summary at the top of the form."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import gradio as gr
@@ -22,10 +21,11 @@ from app.spec_form import (
     spec_from_form,
     target_choices,
 )
-from jobs.data.formats import SUFFIXES, DatasetError
-from jobs.data.store import dataset_names, import_dataset
+from jobs.data.errors import DatasetError
+from jobs.data.readers import SUFFIXES, parse_json_text
+from jobs.data.store import Imported, dataset_names, import_dataset
 from jobs.models.resolve import base_module_kinds
-from jobs.spec import DEMO_BASE_MODEL, EXAMPLE_DATASET, SMOLLM2_BASE_MODEL, SpecError
+from jobs.spec import DEMO_BASE_MODEL, EMPTY_SPEC, EXAMPLE_DATASET, SMOLLM2_BASE_MODEL, SpecError
 from jobs.studio import Studio
 from jobs.submit import submit_job
 
@@ -38,19 +38,19 @@ def submit_spec(studio: Studio, spec: dict | str, priority: int = 0) -> int:
     """Queue a job from a spec dict or its JSON text. Raises SpecError (every problem, each naming its field)."""
     if isinstance(spec, str):
         try:
-            spec = json.loads(spec) if spec.strip() else {}
-        except json.JSONDecodeError as error:
+            spec = parse_json_text(spec) if spec.strip() else {}
+        except ValueError as error:
             raise SpecError.from_text("spec", f"not valid JSON: {error}") from None
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        raise SpecError.from_text("priority", "must be a whole number")
+    if spec == {}:
+        raise SpecError.from_text("spec", EMPTY_SPEC)
     return submit_job(studio, spec, priority=priority)
 
 
-def import_upload(studio: Studio, upload_path: str | None, name: str) -> str:
-    """Import an uploaded file as a dataset; returns its name. Raises DatasetError naming every problem."""
+def import_upload(studio: Studio, upload_path: str | None, name: str) -> Imported:
+    """Import an uploaded file as a dataset. Raises DatasetError naming every problem."""
     if not upload_path:
         raise DatasetError(["file: choose a JSONL, JSON, CSV or Parquet file to upload"])
-    return import_dataset(studio, Path(upload_path), name or "").name
+    return import_dataset(studio, Path(upload_path), name or "")
 
 
 def render_preview(studio: Studio, base_model: str, dataset: str, eval_fraction) -> str:
@@ -120,11 +120,14 @@ def build(studio: Studio, app: gr.Blocks) -> SpecForm:
 
     def on_import(path, wanted_name):
         fallback = Path(path).stem if path else ""
+        wanted = wanted_name or fallback
         try:
-            imported = import_upload(studio, path, wanted_name or fallback)
+            imported = import_upload(studio, path, wanted)
         except DatasetError as error:
             return "**Not imported.**\n\n" + "\n".join(f"- {p}" for p in error.problems), gr.update()
-        return f"Imported **{imported}**.", gr.update(choices=dataset_names(studio), value=imported)
+        message = imported.message(wanted)
+        return (f"{message[0].upper()}{message[1:]}.",
+                gr.update(choices=dataset_names(studio), value=imported.dataset.name))
 
     def on_show_preview(base, data, fraction):
         return True, render_preview(studio, base, data, fraction)

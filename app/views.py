@@ -104,6 +104,7 @@ def job_summary(job: Job) -> dict:
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "spec": job.spec,
         "provenance": job.provenance,
+        "overrides": job.overrides,
     }
 
 

@@ -9,16 +9,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from jobs.data.formats import DatasetError
+from jobs.data.errors import DatasetError
+from jobs.data.readers import parse_json_text
 from jobs.data.store import import_dataset
-from jobs.spec import SpecError
+from jobs.spec import EMPTY_SPEC, SpecError
 from jobs.studio import Studio, open_studio
 from jobs.submit import cancel_job, submit_job
 from storage import jobs_repo
@@ -28,18 +28,24 @@ WAIT_POLL_S = 2.0
 NO_WORKER_HINT_S = 20.0
 
 
+class SpecRefused(Exception):
+    """The spec file itself is unusable (missing, not JSON/YAML, not a mapping, empty): exit status 2."""
+
+
 def _read_spec(path: Path) -> dict:
     """A spec (or a preset) from a JSON or YAML file."""
     yaml_file = path.suffix.lower() in (".yaml", ".yml")
     try:
         text = path.read_text()
-        raw = yaml.safe_load(text) if yaml_file else json.loads(text)
-    except FileNotFoundError:
-        raise SystemExit(f"error: no such spec file: {path}") from None
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise SystemExit(f"error: {path} is not valid {'YAML' if yaml_file else 'JSON'}: {error}") from None
+        raw = yaml.safe_load(text) if yaml_file else parse_json_text(text)
+    except (FileNotFoundError, IsADirectoryError):
+        raise SpecRefused(f"error: no such spec file: {path}") from None
+    except (ValueError, RecursionError, yaml.YAMLError) as error:  # not JSON/YAML, absurd nesting, not UTF-8
+        raise SpecRefused(f"error: {path} is not valid {'YAML' if yaml_file else 'JSON'}: {error}") from None
     if not isinstance(raw, dict):
-        raise SystemExit(f"error: {path} must hold a mapping of spec fields")
+        raise SpecRefused(f"error: {path} must hold a mapping of spec fields")
+    if raw == {}:
+        raise SpecRefused(f"error: the spec in {path} {EMPTY_SPEC}")
     return raw
 
 
@@ -55,8 +61,8 @@ def _local_dataset(studio: Studio, raw: dict, spec_dir: Path) -> dict:
     if not candidate.is_file():
         return raw
     imported = import_dataset(studio, candidate, candidate.stem)
-    print(f"imported dataset '{imported.name}' ({imported.rows} rows, {imported.format})")
-    return {**raw, "dataset": imported.name}
+    print(f"dataset: {imported.message(candidate.stem)}")
+    return {**raw, "dataset": imported.dataset.name}
 
 
 def _wait(studio: Studio, job_id: int) -> int:
@@ -91,11 +97,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     try:
         raw = _local_dataset(studio, _read_spec(spec_path), spec_path.parent)
         job_id = submit_job(studio, raw, priority=args.priority)
-    except SpecError as error:
+    except (SpecError, DatasetError) as error:
         print(error.as_text(), file=sys.stderr)
         return 2
-    except DatasetError as error:
-        print(error.as_text(), file=sys.stderr)
+    except SpecRefused as error:
+        print(error, file=sys.stderr)
         return 2
     print(f"queued job {job_id}")
     return _wait(studio, job_id) if args.wait else 0

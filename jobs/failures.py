@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
+def is_out_of_memory(error: BaseException) -> bool:
     # torch.cuda.OutOfMemoryError by name: this module is imported where torch must not be.
     return type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower()
 
@@ -17,7 +17,7 @@ def explain_failure(error: BaseException) -> str:
     """A message a user can act on for an exception raised while training, with the error kept at the end."""
     text = f"{type(error).__name__}: {error}"
     message = str(error)
-    if _is_out_of_memory(error):
+    if is_out_of_memory(error):
         return ("Out of memory while training. Lower batch_size or max_length, use gradient_checkpointing "
                 f"'on', or a smaller base model.\n\n{text}")
     if isinstance(error, OSError) and ("couldn't connect" in message or "offline mode" in message):

@@ -32,6 +32,8 @@ def parse_preset(text: str, suffix: str) -> dict:
     """A preset's fields from JSON or YAML text. Raises PresetError listing every problem."""
     try:
         values = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
+    except RecursionError:
+        raise PresetError(["file: nested too deeply"]) from None
     except (ValueError, yaml.YAMLError) as error:
         raise PresetError([f"file: not valid {'JSON' if suffix == '.json' else 'YAML'} ({error})"]) from None
     if not isinstance(values, dict):

@@ -26,6 +26,14 @@ EXAMPLE_DATASET = "example"
 MAX_NAME_LENGTH = 100
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def name_problem(name: str) -> str | None:
     """Why `name` cannot name an adapter or dataset, or None. Names are shown and looked up, never used as paths,
     but they also name downloads, so they stay short and plain."""
@@ -148,6 +156,14 @@ class TrainSpec(BaseModel):
     warmup_ratio: float = Field(0.05, title="Warmup ratio",
         description="Share of steps spent warming up the learning rate.")
 
+    @field_validator("base_model", "dataset")
+    @classmethod
+    def _plain_text(cls, value: str) -> str:
+        # A NUL or an unpaired surrogate cannot be a file name, nor stored as UTF-8: refuse it here, in words.
+        if "\x00" in value or not value.isprintable() or not _encodable(value):
+            raise ValueError("holds a control character or an invalid (unpaired surrogate) character")
+        return value
+
     @field_validator("name")
     @classmethod
     def _name_chars(cls, value: str) -> str:
@@ -215,7 +231,12 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "num_epochs": (0.01, 1000, "greater than 0 and at most 1000"),
     "weight_decay": (0, 1, "from 0 to 1"),
     "max_grad_norm": (0, 1e6, "at least 0 (0: no clipping)"),
+    "seed": (0, 2**32 - 1, "a whole number from 0 to 4294967295"),
 }
+MAX_STEPS = 10_000_000
+EMPTY_SPEC = ("is empty: name at least one field (each has a default; static/examples/demo_job.json is a full "
+              "example)")
+MAX_PRIORITY = 1_000_000
 
 
 def _range_problems(spec: TrainSpec) -> list[Problem]:
@@ -224,8 +245,9 @@ def _range_problems(spec: TrainSpec) -> list[Problem]:
         value = getattr(spec, name)
         if not low <= value <= high:
             problems.append(Problem(field=name, message=f"must be {words} (got {value})"))
-    if spec.max_steps == 0 or spec.max_steps < -1:
-        problems.append(Problem(field="max_steps", message=f"must be -1 or at least 1 (got {spec.max_steps})"))
+    if spec.max_steps == 0 or spec.max_steps < -1 or spec.max_steps > MAX_STEPS:
+        problems.append(Problem(field="max_steps", message=(
+            f"must be -1 (use num_epochs) or from 1 to {MAX_STEPS:,} (got {spec.max_steps})")))
     if spec.quantization in ("int8", "none") and spec.double_quant:
         problems.append(Problem(field="double_quant",
                                 message="applies only to 4-bit quantization (nf4 or fp4); turn it off"))
@@ -233,14 +255,19 @@ def _range_problems(spec: TrainSpec) -> list[Problem]:
 
 
 def _pydantic_problems(error: ValidationError) -> list[Problem]:
-    problems = []
+    """One problem per field, named by the spec field (not pydantic's path through union members)."""
+    messages: dict[str, list[str]] = {}
     for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "spec"
+        field = (str(item["loc"][0]) or '""') if item["loc"] else "spec"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "is not a spec field (check the spelling; see docs/api.md)"
-        problems.append(Problem(field=field, message=message))
-    return problems
+        items = [str(part) for part in item["loc"][1:] if isinstance(part, int)]
+        if items:
+            message = f"item {items[0]}: {message}"
+        if message not in messages.setdefault(field, []):
+            messages[field].append(message)
+    return [Problem(field=field, message=" or ".join(found)) for field, found in messages.items()]
 
 
 def salvage_spec(raw: dict, problems: list[Problem]) -> TrainSpec:
@@ -248,6 +275,14 @@ def salvage_spec(raw: dict, problems: list[Problem]) -> TrainSpec:
     bad_fields = {p.field.split(".")[0] for p in problems}
     salvage = {k: v for k, v in raw.items() if k in TrainSpec.model_fields and k not in bad_fields}
     return TrainSpec.model_validate(salvage)
+
+
+def priority_problem(priority: object) -> str | None:
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        return "must be a whole number"
+    if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+        return f"must be from {-MAX_PRIORITY:,} to {MAX_PRIORITY:,} (got {priority})"
+    return None
 
 
 def parse_spec(raw: dict) -> TrainSpec:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from jobs.data.store import find_dataset
 from jobs.models.contents import OTHER, chat_template_text, lora_targets
-from jobs.models.resolve import base_model_problem, base_module_kinds, looks_local
+from jobs.models.resolve import allowed_model_roots, base_model_problem, base_module_kinds, looks_local
 from jobs.models.templates import NO_TRAINING_TEMPLATE, training_template
 from jobs.queue.transport import enqueue_job
 from jobs.spec import (
@@ -22,6 +22,7 @@ from jobs.spec import (
     SpecError,
     TrainSpec,
     parse_spec,
+    priority_problem,
     salvage_spec,
 )
 from jobs.studio import Studio
@@ -83,7 +84,8 @@ def _chat_template_problem(model_dir: Path) -> str | None:
 
 
 def _base_model_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
-    problem = base_model_problem(spec.base_model)
+    roots = allowed_model_roots(list(studio.settings.model_dirs), studio.settings.models_dir)
+    problem = base_model_problem(spec.base_model, roots)
     if problem:
         return [Problem(field="base_model", message=problem)]
     kinds = base_module_kinds(spec.base_model, studio.settings.models_dir)
@@ -129,16 +131,32 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
 
 def submit_job(studio: Studio, raw: dict, priority: int = 0) -> int:
     """Validate, write the ledger row, then enqueue its message. Returns the job id."""
+    if problem := priority_problem(priority):
+        raise SpecError.from_text("priority", problem)
     spec = validate_submission(studio, raw)
+    pinned = _pins(studio, spec)
     with studio.db.write() as session:
         job = jobs_repo.create_job(session, name=spec.name or "pending", spec=spec.model_dump(mode="json"),
                                    priority=priority)
+        job.provenance = {"pinned": pinned}
         if not spec.name:
             job.name = f"{Path(spec.base_model).name}-job{job.id}"
         job_id = job.id
     # After the commit, so the worker finds the row; a crash in between is repaired by the queue resync.
     enqueue_job(studio.settings, job_id, priority)
     return job_id
+
+
+def _pins(studio: Studio, spec: TrainSpec) -> dict:
+    """What the job trains on, fixed at submit: the dataset by id and sha256, the base by where it resolves now.
+    A later upload or a new hub revision never changes what a queued or resumed job reads."""
+    dataset = find_dataset(studio, spec.dataset)
+    base: dict = {"name": spec.base_model}
+    if looks_local(spec.base_model):
+        base["path"] = str(Path(spec.base_model).expanduser().resolve())
+    elif spec.base_model not in STUDIO_BASE_MODELS:
+        base["hub_id"] = spec.base_model
+    return {"dataset": {"id": dataset.id, "name": dataset.name, "sha256": dataset.sha256}, "base_model": base}
 
 
 def submit_merge(studio: Studio, adapter_name: str, dtype: str = "bfloat16", priority: int = 0) -> int:

@@ -37,15 +37,23 @@ def adapter_for_job(session: Session, job_id: int) -> Adapter | None:
     return session.scalars(select(Adapter).where(Adapter.job_id == job_id)).first()
 
 
+def get_dataset_by_sha256(session: Session, sha256: str) -> Dataset | None:
+    return session.scalars(select(Dataset).where(Dataset.sha256 == sha256)).first()
+
+
 def add_dataset(session: Session, name: str, path: str, format: str, rows: int, sha256: str) -> Dataset:
-    """Register a dataset; the same content uploaded twice is stored once."""
-    existing = session.scalars(select(Dataset).where(Dataset.sha256 == sha256)).first()
+    """Register a dataset; the same content uploaded twice is stored once (the first row is returned)."""
+    existing = get_dataset_by_sha256(session, sha256)
     if existing is not None:
         return existing
     dataset = Dataset(name=name, path=path, format=format, rows=rows, sha256=sha256, created_at=utcnow())
     session.add(dataset)
     session.flush()
     return dataset
+
+
+def get_dataset(session: Session, dataset_id: int) -> Dataset | None:
+    return session.get(Dataset, dataset_id)
 
 
 def list_datasets(session: Session) -> list[Dataset]:

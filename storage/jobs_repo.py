@@ -177,17 +177,21 @@ def request_cancel(session: Session, job_id: int) -> str | None:
     return job.status
 
 
-def requeue_lost_worker(session: Session, job_id: int, attempt: int, reason: str, max_attempts: int) -> str:
-    """Give a job whose worker vanished back to the queue, or fail it once workers were lost `max_attempts`
-    times. Returns the new status (unchanged when the attempt is stale)."""
+def requeue_lost_worker(session: Session, job_id: int, attempt: int, reason: str, max_attempts: int,
+                        overrides: dict | None = None) -> str | None:
+    """Give a job whose worker (or training process) was lost back to the queue, or fail it once that happened
+    `max_attempts` times. `overrides` replaces what the next attempt changes. Returns the new status, or None when
+    the attempt is stale (someone else already settled it: nothing changed, nothing to enqueue)."""
     job = session.get(Job, job_id)
     if job is None or job.attempt != attempt or job.status != JobStatus.RUNNING:
-        return job.status if job else JobStatus.FAILED
+        return None
     if job.lost_count + 1 >= max_attempts:
         job.lost_count += 1
-        _finish(session, job_id, attempt, JobStatus.FAILED, f"{reason} Gave up after losing its worker "
-                f"{job.lost_count} times.")
+        _finish(session, job_id, attempt, JobStatus.FAILED, f"{reason} Gave up after {job.lost_count} lost "
+                f"attempts (STUDIO_MAX_ATTEMPTS is {max_attempts}).")
         return JobStatus.FAILED
+    if overrides is not None:
+        job.overrides = overrides
     return _requeue(session, job_id, attempt, reason, lost=True)
 
 

@@ -68,6 +68,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime())
     provenance: Mapped[dict | None] = mapped_column(JSON)
     """What the job ran on: library versions, the base model's revision or content hash, the dataset's sha256."""
+    overrides: Mapped[dict | None] = mapped_column(JSON)
+    """Spec fields a retry changed, e.g. a halved micro-batch after running out of memory; the spec stays verbatim."""
 
 
 class Metric(Base):
@@ -109,3 +111,25 @@ class Dataset(Base):
     rows: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+
+
+class Worker(Base):
+    """A worker process, as it registered itself: a row is live while its heartbeat is fresh."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    """host:pid, as jobs.worker names it."""
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(100))
+    """The device label the worker locks (cuda-0, default)."""
+    device_name: Mapped[str] = mapped_column(String(200))
+    """What it is: a GPU model, or "CPU (N cores)"."""
+    memory_bytes: Mapped[int] = mapped_column(BigInteger)
+    """The memory a job may use there: the GPU's, or the host's RAM (its cgroup limit) on a CPU worker."""
+    pool: Mapped[str | None] = mapped_column(String(100))
+    current_job_id: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)

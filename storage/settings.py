@@ -21,6 +21,17 @@ class Settings:
     """A running job whose heartbeat is older than this is presumed dead and requeued by the reaper."""
     max_attempts: int = 3
     """A job that loses its worker this many times is marked failed instead of requeued."""
+    reap_interval_s: float | None = None
+    """Seconds between reaper passes (in the app and every worker); None: a third of the lease."""
+    max_upload_bytes: int = 1 << 30
+    """The largest dataset file accepted (far above any chat set; a bigger file is refused, not read)."""
+    max_line_bytes: int = 16 << 20
+    """The longest line (JSONL) or cell (CSV) accepted, checked while reading."""
+    max_rows: int = 2_000_000
+    """The most rows one dataset may hold, checked while reading."""
+    model_dirs: tuple[Path, ...] = ()
+    """Folders local base models may be loaded from (STUDIO_MODEL_DIRS, separated by ':'); empty: the models folder
+    and the Hugging Face cache."""
 
     @property
     def models_dir(self) -> Path:
@@ -60,6 +71,11 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         heartbeat_s=float(env.get("STUDIO_HEARTBEAT_S", "5")),
         lease_s=float(env.get("STUDIO_LEASE_S", "60")),
         max_attempts=int(env.get("STUDIO_MAX_ATTEMPTS", "3")),
+        reap_interval_s=float(env["STUDIO_REAP_S"]) if env.get("STUDIO_REAP_S") else None,
+        max_upload_bytes=int(env.get("STUDIO_MAX_UPLOAD_BYTES", 1 << 30)),
+        max_line_bytes=int(env.get("STUDIO_MAX_LINE_BYTES", 16 << 20)),
+        max_rows=int(env.get("STUDIO_MAX_ROWS", 2_000_000)),
+        model_dirs=tuple(Path(part) for part in env.get("STUDIO_MODEL_DIRS", "").split(os.pathsep) if part),
     )
 
 

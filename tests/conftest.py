@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -38,9 +39,13 @@ def seed_model(data_dir: Path, model_dir: Path) -> None:
         shutil.copytree(model_dir, target)
 
 
+# Tests build local base models (broken ones too) in pytest's temporary folders: let the studio load from there.
+TEST_MODEL_DIRS = tempfile.gettempdir()
+
+
 def studio_environ(data_dir: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "STUDIO_DATA_DIR": str(data_dir), "STUDIO_HEARTBEAT_S": "1", "PYTHONPATH": str(REPO_ROOT),
-            **extra}
+            "STUDIO_MODEL_DIRS": TEST_MODEL_DIRS, **extra}
 
 
 @pytest.fixture
@@ -52,7 +57,7 @@ def studio(tmp_path, monkeypatch, demo_model_dir):
     data_dir = tmp_path / "data"
     seed_model(data_dir, demo_model_dir)
     monkeypatch.setenv("STUDIO_DATA_DIR", str(data_dir))
-    studio = open_studio(load_settings({"STUDIO_DATA_DIR": str(data_dir)}))
+    studio = open_studio(load_settings({"STUDIO_DATA_DIR": str(data_dir), "STUDIO_MODEL_DIRS": TEST_MODEL_DIRS}))
     yield studio
     studio.db.dispose()
 

@@ -8,7 +8,7 @@ import threading
 from functools import cache
 
 from jobs.data.store import dataset_path, load_rows
-from jobs.models.resolve import base_model_problem, looks_local, prepared_path
+from jobs.models.resolve import allowed_model_roots, base_model_problem, looks_local, prepared_path
 from jobs.spec import STUDIO_BASE_MODELS
 from jobs.studio import Studio
 
@@ -25,8 +25,9 @@ def _tokenizer(model_path: str):
 def preview_tokenizer(studio: Studio, base_model: str):
     """The base model's tokenizer when it is on this machine, else None (the preview then shows plain turns): a
     preview never downloads or prepares a model."""
-    if base_model not in STUDIO_BASE_MODELS and (base_model_problem(base_model) or not looks_local(base_model)):
-        return None  # a hub id cannot be fetched offline
+    roots = allowed_model_roots(list(studio.settings.model_dirs), studio.settings.models_dir)
+    if base_model not in STUDIO_BASE_MODELS and (base_model_problem(base_model, roots) or not looks_local(base_model)):
+        return None  # a hub id cannot be fetched offline; a folder must be one the studio may read
     path = prepared_path(base_model, studio.settings.models_dir)
     if path is None:
         return None

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.data.formats import DatasetError, ParsedDataset, parse_file
+from jobs.data.errors import DatasetError
+from jobs.data.formats import ParsedDataset, parse_file
+from jobs.data.readers import ReadLimits
 from jobs.spec import EXAMPLE_DATASET, name_problem
 from jobs.studio import EXAMPLE_DATASET_FILE, Studio
 from storage import catalog
@@ -40,23 +43,52 @@ def split_sizes(rows: int, eval_fraction: float) -> tuple[int, int]:
     return rows - eval_rows, eval_rows
 
 
-def _register(studio: Studio, name: str, parsed: ParsedDataset) -> Dataset:
+@dataclass(frozen=True)
+class Imported:
+    dataset: Dataset
+    """The stored dataset: the new one, or the one that already held the same content (`reused`)."""
+    reused: bool
+
+    def message(self, wanted: str) -> str:
+        if self.reused:
+            return (f"the same content is already stored as '{self.dataset.name}' ({self.dataset.rows} rows); "
+                    f"nothing new was stored and '{wanted}' was not added: use '{self.dataset.name}'")
+        return f"imported '{self.dataset.name}' ({self.dataset.rows} rows, {self.dataset.format})"
+
+
+def _register(studio: Studio, name: str, parsed: ParsedDataset) -> Imported:
+    """Store and register `parsed` under `name`; the same content already stored is reused, whatever its name."""
     path, digest = store_parsed(parsed, studio.settings.datasets_dir)
     with studio.db.write() as session:
-        return catalog.add_dataset(session, name=name, path=studio.relative(path), format=parsed.format,
-                                   rows=len(parsed.rows), sha256=digest)
+        existing = catalog.get_dataset_by_sha256(session, digest)
+        if existing is not None:
+            return Imported(dataset=existing, reused=True)
+        if catalog.get_dataset_by_name(session, name) is not None:
+            # A name always means one content, so a re-upload can never change what a queued job reads.
+            raise DatasetError([f"name: a dataset named '{name}' already exists with other content; pick another "
+                                f"name"])
+        return Imported(reused=False, dataset=catalog.add_dataset(
+            session, name=name, path=studio.relative(path), format=parsed.format, rows=len(parsed.rows),
+            sha256=digest))
 
 
-def import_dataset(studio: Studio, source: Path, name: str) -> Dataset:
-    """Validate an uploaded file and store its normalized copy. Raises DatasetError listing every problem."""
+def read_limits(studio: Studio) -> ReadLimits:
+    settings = studio.settings
+    return ReadLimits(max_bytes=settings.max_upload_bytes, max_line_bytes=settings.max_line_bytes,
+                      max_rows=settings.max_rows)
+
+
+def import_dataset(studio: Studio, source: Path, name: str) -> Imported:
+    """Validate an uploaded file and store its normalized copy. Raises DatasetError listing every problem, a name
+    taken by other content among them."""
     name = name.strip()
     problems = []
     if problem := name_problem(name):
         problems.append(f"name: {problem}")
-    if name == EXAMPLE_DATASET:
+    elif name == EXAMPLE_DATASET:
         problems.append(f"name: '{EXAMPLE_DATASET}' is reserved for the bundled example dataset")
     try:
-        parsed = parse_file(Path(source))
+        parsed = parse_file(Path(source), read_limits(studio))
     except DatasetError as error:
         problems += error.problems
         parsed = None
@@ -70,7 +102,7 @@ def ensure_example_dataset(studio: Studio) -> Dataset:
         existing = catalog.get_dataset_by_name(session, EXAMPLE_DATASET)
     if existing is not None:
         return existing
-    return _register(studio, EXAMPLE_DATASET, parse_file(EXAMPLE_DATASET_FILE))
+    return _register(studio, EXAMPLE_DATASET, parse_file(EXAMPLE_DATASET_FILE)).dataset
 
 
 def find_dataset(studio: Studio, name: str) -> Dataset | None:

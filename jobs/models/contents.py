@@ -22,6 +22,16 @@ def tensor_names(path: Path) -> list[str]:
         return list(handle.keys())
 
 
+def readable_safetensors(path: Path) -> bool:
+    """Whether the file's safetensors header reads (a 0-byte or damaged file does not)."""
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            handle.keys()
+    except Exception:  # safetensors raises its own error types for a damaged header
+        return False
+    return True
+
+
 def module_kinds(model_dir: Path) -> dict[str, str] | None:
     """Every leaf module with a weight, by kind: LoRA adapts Linear layers (2-D weights) and embeddings; a norm's
     1-D weight is neither. Read from the safetensors headers only. None when the folder has no safetensors."""

@@ -3,11 +3,12 @@ No torch here: the bases are built or prepared lazily, by the process that needs
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
 
-from jobs.models.contents import LLAMA_TARGETS, module_kinds
+from jobs.models.contents import LLAMA_TARGETS, module_kinds, readable_safetensors
 from jobs.spec import DEMO_BASE_MODEL, SMOLLM2_BASE_MODEL, STUDIO_BASE_MODELS
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -42,28 +43,60 @@ def prepared_path(base_model: str, models_dir: Path) -> str | None:
 
 
 def looks_local(base_model: str) -> bool:
-    return base_model.startswith(("/", ".", "~")) or Path(base_model).expanduser().exists()
+    """A local folder is written as a path (/…, ./…, ~/…); anything else is a studio base or a hub id. Never probed
+    on disk, so the answer tells nothing about which server paths exist."""
+    return base_model.startswith(("/", ".", "~"))
 
 
-def base_model_problem(base_model: str) -> str | None:
+def allowed_model_roots(configured: list[Path] | None, models_dir: Path) -> list[Path]:
+    """The folders local base models may come from: STUDIO_MODEL_DIRS, else the studio's models folder and the
+    Hugging Face cache."""
+    if configured:
+        return [Path(root).expanduser().resolve() for root in configured]
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return [Path(models_dir).resolve(), Path(HF_HUB_CACHE).expanduser().resolve()]
+
+
+def base_model_problem(base_model: str, allowed_roots: list[Path]) -> str | None:
     """Why this base model cannot be used, or None. Hub ids are only checked for shape (offline here)."""
     if base_model in STUDIO_BASE_MODELS:
         return None
     if looks_local(base_model):
-        path = Path(base_model).expanduser()
-        if not path.is_dir():
-            return f"no such directory: {base_model}"
-        if not (path / "config.json").is_file():
-            return f"{base_model} has no config.json, so it is not a transformers model directory"
-        if not list(path.glob("*.safetensors")):
-            return f"{base_model} has no .safetensors weights (only safetensors are loaded, never pickles)"
-        return None
+        return local_model_problem(Path(base_model).expanduser(), allowed_roots)
     if not HUB_ID.match(base_model):
-        return (f"'{base_model}' is neither a studio base ({', '.join(STUDIO_BASE_MODELS)}), an existing local "
-                f"directory, nor a hub id of the form owner/name")
+        return (f"'{base_model}' is neither a studio base ({', '.join(STUDIO_BASE_MODELS)}), a local folder "
+                f"(/…, ./… or ~/…), nor a hub id of the form owner/name")
     return None
 
 
+def local_model_problem(path: Path, allowed_roots: list[Path]) -> str | None:
+    resolved = path.resolve()
+    allowed = any(resolved == root or root in resolved.parents for root in allowed_roots)
+    if not allowed or not resolved.is_dir():
+        # One message for "not there" and "not allowed": the API must not tell which server paths exist.
+        return (f"no model folder '{path}' among the folders this studio may load from (STUDIO_MODEL_DIRS: "
+                f"{', '.join(map(str, allowed_roots))})")
+    if not (resolved / "config.json").is_file():
+        return f"{path} has no config.json, so it is not a transformers model folder"
+    weights = sorted(resolved.glob("*.safetensors"))
+    if not weights:
+        return f"{path} has no .safetensors weights (only safetensors are loaded, never pickles)"
+    for file in weights:
+        if not readable_safetensors(file):
+            return f"{path}/{file.name} is not a readable safetensors file (empty or damaged)"
+    for name in ("config.json", "tokenizer_config.json"):
+        if (resolved / name).is_file() and not _valid_json(resolved / name):
+            return f"{path}/{name} is not valid JSON"
+    return None
+
+
+def _valid_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError):
+        return False
+    return True
 def portable_base_reference(base_model: str) -> str:
     """What an adapter's config names as its base: never a server path. A hub id or a studio base name stays as
     it is; a local folder is named by its last part (the model card says where it was)."""

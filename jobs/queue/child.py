@@ -13,20 +13,22 @@ import time
 import traceback
 from pathlib import Path
 
-from jobs.data.store import dataset_path, find_dataset
-from jobs.failures import explain_failure
+from jobs.data.store import find_dataset
+from jobs.failures import explain_failure, is_out_of_memory
 from jobs.models.resolve import resolve_base_model
 from jobs.queue.lifecycle import signal_when_parent_dies
+from jobs.queue.retries import override_fields
 from jobs.queue.run_files import run_dir_for
 from jobs.spec import MergeSpec, TrainSpec
 from jobs.studio import Studio, open_studio
 from jobs.training.registry import free_adapter_name, publish_adapter, publish_merged
 from storage import catalog, jobs_repo
-from storage.models import JobKind
+from storage.models import Dataset, JobKind
 
 # The child's contract with its supervisor: besides 0 (adapter registered) and 1 (failed, error.txt written),
 EXIT_INTERRUPTED = 75  # stopped early without a cancel request: requeue and resume from the checkpoint
 EXIT_CANCELLED = 3  # stopped because the user cancelled; the child recorded it
+EXIT_OUT_OF_MEMORY = 76  # the device ran out of memory: the worker retries with a smaller footprint
 CANCEL_POLL_S = 2.0
 
 
@@ -69,16 +71,18 @@ def _print_preparation(phase: str, percent: float) -> None:
 
 
 def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name: str, run_dir: Path,
-           sink: LedgerSink) -> int:
+           sink: LedgerSink, pinned: dict) -> int:
     from jobs.models.loading import pick_device
     from jobs.training.train import quiet_libraries, train
 
     quiet_libraries()
-    base_path = resolve_base_model(spec.base_model, studio.settings.models_dir, report=_print_preparation)
-    record = _provenance(studio, spec, base_path, pick_device())
+    base_path = pinned.get("base_model", {}).get("path") or resolve_base_model(
+        spec.base_model, studio.settings.models_dir, report=_print_preparation)
+    dataset = pinned_dataset(studio, spec, pinned)
+    record = {**_provenance(studio, dataset, spec, base_path, pick_device()), "pinned": pinned}
     with studio.db.write() as session:
         jobs_repo.record_provenance(session, job_id, attempt, record)
-    result = train(spec, run_dir, base_path, dataset_path(studio, spec.dataset), sink.on_metrics, sink.should_stop)
+    result = train(spec, run_dir, base_path, studio.absolute(dataset.path), sink.on_metrics, sink.should_stop)
     if result.stopped:
         sink.refresh()
         if not sink.cancel_requested:
@@ -93,10 +97,22 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
     return 0
 
 
-def _provenance(studio: Studio, spec: TrainSpec, base_path: str, device: str) -> dict:
+def pinned_dataset(studio: Studio, spec: TrainSpec, pinned: dict) -> Dataset:
+    """The dataset the job was submitted with (by id, its content checked), or by name for a job from before pins."""
+    pin = pinned.get("dataset")
+    if pin is None:
+        return find_dataset(studio, spec.dataset)
+    with studio.db.read() as session:
+        dataset = catalog.get_dataset(session, pin["id"])
+    if dataset is None or dataset.sha256 != pin["sha256"]:
+        raise LookupError(f"the dataset '{pin['name']}' this job was submitted with (sha256 {pin['sha256'][:12]}…) "
+                          f"is gone; it was deleted or replaced after the job was queued")
+    return dataset
+
+
+def _provenance(studio: Studio, dataset: Dataset, spec: TrainSpec, base_path: str, device: str) -> dict:
     from jobs.training.provenance import base_model_record, provenance
 
-    dataset = find_dataset(studio, spec.dataset)
     return provenance(base_model_record(spec.base_model, base_path, studio.settings.models_dir),
                       {"name": dataset.name, "sha256": dataset.sha256, "rows": dataset.rows,
                        "format": dataset.format}, device)
@@ -123,7 +139,7 @@ def main(argv: list[str]) -> int:
     studio = open_studio(migrate=False)
     with studio.db.read() as session:
         job = jobs_repo.get_job(session, job_id)
-        kind, raw_spec, job_name = job.kind, job.spec, job.name
+        kind, raw_spec, job_name, overrides, provenance = job.kind, job.spec, job.name, job.overrides, job.provenance
     run_dir = run_dir_for(studio, job_id)
     error_file = run_dir / "error.txt"
     error_file.unlink(missing_ok=True)
@@ -132,11 +148,15 @@ def main(argv: list[str]) -> int:
     try:
         if kind == JobKind.MERGE:
             return _merge(studio, job_id, attempt, MergeSpec.model_validate(raw_spec), run_dir)
-        return _train(studio, job_id, attempt, TrainSpec.model_validate(raw_spec), job_name, run_dir, sink)
+        changed = override_fields(overrides)
+        spec = TrainSpec.model_validate({**raw_spec, **changed})  # what a retry changed, on top of the spec
+        if changed:
+            print(f"this attempt changes the spec: {changed} ({'; '.join(overrides.get('why', []))})", flush=True)
+        return _train(studio, job_id, attempt, spec, job_name, run_dir, sink, (provenance or {}).get("pinned", {}))
     except Exception as error:  # everything the user must read goes to error.txt
         error_file.write_text(explain_failure(error), encoding="utf-8")
         traceback.print_exc()
-        return 1
+        return EXIT_OUT_OF_MEMORY if is_out_of_memory(error) else 1
 
 
 if __name__ == "__main__":

@@ -21,13 +21,22 @@ def worker_name() -> str:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether a process runs: a zombie (dead, not yet waited for by its parent) counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] == "Z"  # the state follows the command name in parentheses
 
 
 def signal_when_parent_dies(signum: int = signal.SIGTERM) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+from collections.abc import Callable
 
 from jobs.queue.lifecycle import pid_alive
 from jobs.queue.transport import enqueue_job, resync_queue
@@ -20,6 +22,8 @@ def _requeue(studio: Studio, lost: list[tuple[int, int]], reason: str) -> None:
             status = jobs_repo.requeue_lost_worker(session, job_id, attempt, reason,
                                                    studio.settings.max_attempts)
             priority = session.get(Job, job_id).priority
+        if status is None:
+            continue  # another reaper (the app's, a worker's) settled it first
         log.warning("job %s attempt %s: %s -> %s", job_id, attempt, reason, status)
         if status == JobStatus.QUEUED:
             enqueue_job(studio.settings, job_id, priority)
@@ -54,3 +58,28 @@ def reap_once(studio: Studio) -> None:
     reap_dead_local_workers(studio)
     reap_stale_jobs(studio)
     resync(studio)
+
+
+def reap_forever(studio: Studio, stop: threading.Event, interval_s: float,
+                 also: Callable[[], None] | None = None) -> None:
+    """Reaper passes until `stop` is set (and `also` each time: a worker stamps its own heartbeat). Runs in every
+    worker and in the app, so a stale job is requeued even when no worker is alive on its host."""
+    while not stop.wait(interval_s):
+        try:
+            reap_once(studio)
+            if also is not None:
+                also()
+        except Exception:  # a reaper hiccup (database busy, Redis blip) must not end its process
+            log.exception("reaper pass failed; retrying next interval")
+
+
+def reap_interval_s(settings) -> float:
+    """STUDIO_REAP_S, else a third of the lease: a stale job waits at most about a lease and a third."""
+    return settings.reap_interval_s or max(1.0, settings.lease_s / 3)
+
+
+def start_reaper(studio: Studio, interval_s: float, also: Callable[[], None] | None = None) -> threading.Event:
+    """A daemon reaper thread; set the returned event to stop it."""
+    stop = threading.Event()
+    threading.Thread(target=reap_forever, args=(studio, stop, interval_s, also), daemon=True, name="reaper").start()
+    return stop

@@ -17,13 +17,15 @@ from functools import cache
 from pathlib import Path
 
 from jobs.failures import explain_exit
-from jobs.queue.child import EXIT_INTERRUPTED
+from jobs.queue.child import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY
 from jobs.queue.lifecycle import worker_name
+from jobs.queue.retries import killed_for_memory, memory_limit_bytes, override_fields, smaller_footprint
 from jobs.queue.run_files import log_tail, run_dir_for
 from jobs.queue.transport import enqueue_job
+from jobs.spec import TrainSpec
 from jobs.studio import REPO_ROOT, Studio, open_studio
-from storage import jobs_repo
-from storage.models import JobStatus
+from storage import jobs_repo, workers_repo
+from storage.models import JobKind, JobStatus
 
 log = logging.getLogger(__name__)
 CANCEL_GRACE_S = 60.0
@@ -47,8 +49,17 @@ def supervise_job(job_id: int) -> None:
     run_dir = run_dir_for(studio, job_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("job %s: attempt %s starting", job_id, attempt)
-    returncode = _run_child(studio, job_id, attempt, run_dir)
-    _record_outcome(studio, job_id, attempt, returncode, run_dir)
+    _mark_busy(studio, job_id, True)
+    try:
+        returncode = _run_child(studio, job_id, attempt, run_dir)
+        _record_outcome(studio, job_id, attempt, returncode, run_dir)
+    finally:
+        _mark_busy(studio, job_id, False)
+
+
+def _mark_busy(studio: Studio, job_id: int, busy: bool) -> None:
+    with studio.db.write() as session:
+        workers_repo.worker_heartbeat(session, worker_name(), job_id, busy=busy)
 
 
 def _run_child(studio: Studio, job_id: int, attempt: int, run_dir: Path) -> int | None:
@@ -97,14 +108,47 @@ def _record_outcome(studio: Studio, job_id: int, attempt: int, returncode: int |
             return  # the child recorded its own outcome, or the job has moved on
         if job.cancel_requested:
             jobs_repo.cancel_running_job(session, job_id, attempt)
-        elif returncode == EXIT_INTERRUPTED:
+        elif returncode == EXIT_INTERRUPTED or SHUTTING_DOWN.is_set():
             jobs_repo.requeue_planned(session, job_id, attempt, "Interrupted by a worker shutdown; resumes from "
                                       "its last checkpoint.")
+        elif _lost(returncode):
+            _requeue_lost_attempt(session, studio, job, attempt, returncode, run_dir)
         else:
             jobs_repo.fail_job(session, job_id, attempt, _failure_text(run_dir, returncode))
         status, priority = job.status, job.priority
     if status == JobStatus.QUEUED:
         enqueue_job(studio.settings, job_id, priority)
+
+
+def _lost(returncode: int | None) -> bool:
+    """Killed by a signal (not ours: a planned stop exits with EXIT_INTERRUPTED), or out of memory."""
+    return returncode == EXIT_OUT_OF_MEMORY or (returncode is not None and returncode < 0)
+
+
+def _requeue_lost_attempt(session, studio: Studio, job, attempt: int, returncode: int, run_dir: Path) -> None:
+    """Requeue (counted against STUDIO_MAX_ATTEMPTS), resuming from the newest checkpoint; after running out of
+    memory, with a smaller footprint."""
+    how = "ran out of memory" if returncode == EXIT_OUT_OF_MEMORY else f"was killed by signal {-returncode}"
+    overrides = job.overrides
+    peak = jobs_repo.latest_metric(session, job.id, "peak_memory_bytes")
+    out_of_memory = returncode == EXIT_OUT_OF_MEMORY or (
+        returncode == -signal.SIGKILL and killed_for_memory(peak, memory_limit_bytes()))
+    change = ""
+    if out_of_memory and job.kind == JobKind.TRAIN:
+        if returncode != EXIT_OUT_OF_MEMORY:
+            how += f" with its memory near the limit (peak {peak / 2**30:.1f} GiB): the out-of-memory killer"
+        smaller = smaller_footprint(TrainSpec.model_validate(job.spec), override_fields(job.overrides))
+        if smaller is None:
+            jobs_repo.fail_job(session, job.id, attempt, f"The training process {how}, already at micro-batch 1 "
+                               f"with gradient checkpointing on: use a smaller max_length, rank or base model.\n\n"
+                               f"{_failure_text(run_dir, returncode)}")
+            return
+        change = f" The next attempt {smaller[1]}."
+        why = [*(job.overrides or {}).get("why", []), f"attempt {attempt} {how}: {smaller[1]}"]
+        overrides = {"fields": smaller[0], "why": why}
+    log.warning("job %s: attempt %s %s; requeued%s", job.id, attempt, how, change)
+    jobs_repo.requeue_lost_worker(session, job.id, attempt, f"The training process {how}; requeued to resume "
+                                  f"from its last checkpoint.{change}", studio.settings.max_attempts, overrides)
 
 
 def _failure_text(run_dir: Path, returncode: int | None) -> str:

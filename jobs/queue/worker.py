@@ -8,27 +8,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
-import threading
+import socket
 
 from huey.consumer import Consumer
 
-from jobs.queue.lifecycle import device_label, hold_device_lock, signal_when_parent_dies
-from jobs.queue.reaper import reap_once
+from jobs.queue.devices import describe_device
+from jobs.queue.lifecycle import device_label, hold_device_lock, signal_when_parent_dies, worker_name
+from jobs.queue.reaper import reap_interval_s, reap_once, start_reaper
 from jobs.queue.supervisor import SHUTTING_DOWN, supervise_job, worker_studio
 from jobs.queue.transport import serve_jobs
 from jobs.studio import sqlite_warning
+from storage import workers_repo
 
 log = logging.getLogger("jobs.worker")
 EXIT_DEVICE_TAKEN = 3
-
-
-def _reaper_loop(stop: threading.Event, interval_s: float) -> None:
-    while not stop.wait(interval_s):
-        try:
-            reap_once(worker_studio())
-        except Exception:  # a reaper hiccup (database busy, Redis blip) must not end the worker
-            log.exception("reaper pass failed; retrying next interval")
 
 
 class StudioConsumer(Consumer):
@@ -45,6 +40,20 @@ class StudioConsumer(Consumer):
     def _handle_signal(self, signum, frame) -> None:
         SHUTTING_DOWN.set()
         super()._handle_signal(signum, frame)
+
+
+def register(studio, device: str) -> None:
+    """This worker's row in the ledger: the workers panel and the memory verdict read it."""
+    device_name, memory_bytes = describe_device()
+    with studio.db.write() as session:
+        workers_repo.register_worker(session, worker_name(), socket.gethostname(), os.getpid(), device, device_name,
+                                     memory_bytes, pool=os.environ.get("STUDIO_POOL") or None)
+    log.info("worker %s: %s with %.1f GiB for a job", worker_name(), device_name, memory_bytes / 2**30)
+
+
+def beat(studio) -> None:
+    with studio.db.write() as session:
+        workers_repo.worker_heartbeat(session, worker_name())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,15 +77,16 @@ def main(argv: list[str] | None = None) -> None:
                     "one exits", device, studio.settings.data_dir)
         raise SystemExit(EXIT_DEVICE_TAKEN)
     reap_once(studio)
-    stop = threading.Event()
-    interval = args.reap_interval or max(1.0, studio.settings.lease_s / 3)
-    threading.Thread(target=_reaper_loop, args=(stop, interval), daemon=True, name="reaper").start()
+    register(studio, device)
+    stop = start_reaper(studio, args.reap_interval or reap_interval_s(studio.settings), also=lambda: beat(studio))
     consumer = StudioConsumer(serve_jobs(studio.settings, supervise_job))
     log.info("worker ready: queue %s, database %s", studio.settings.queue_url, studio.db.engine.url)
     try:
         consumer.run()
     finally:
         stop.set()
+        with studio.db.write() as session:
+            workers_repo.unregister_worker(session, worker_name())
 
 
 if __name__ == "__main__":

@@ -40,6 +40,11 @@ class MetricsCallback(TrainerCallback):
         self.sink = sink
         self._last: tuple[float, float] | None = None  # (time, num_tokens)
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        # TRL counts tokens from 0 in every trainer, a resumed one included: measuring from here gives the first
+        # interval (after a resume too) its throughput instead of dropping it.
+        self._last = (time.monotonic(), 0.0)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         values = {name: float(logs[name]) for name in LOGGED_METRICS if isinstance(logs.get(name), int | float)}

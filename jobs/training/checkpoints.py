@@ -1,12 +1,17 @@
 """Checkpoints a run can resume from. A checkpoint counts only once marked complete (after the Trainer's save
-returned and its files were fsynced), and resuming picks the newest complete one by explicit path (never
-`resume_from_checkpoint=True`, which would pick a checkpoint torn by a kill during its save)."""
+returned and its files were fsynced; the marker records every file's size), and resuming picks the newest one
+that still verifies (every recorded file there with its size, safetensors headers readable, the trainer state
+parseable), by explicit path: never `resume_from_checkpoint=True`, which would pick a checkpoint torn by a kill
+during its save, and never one damaged after it was written."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+
+from jobs.models.contents import readable_safetensors
 
 COMPLETE_MARKER = "studio-complete.json"
 
@@ -21,7 +26,8 @@ def fsync_tree(root: Path) -> None:
 
 def mark_complete(checkpoint: Path, step: int) -> None:
     fsync_tree(checkpoint)
-    (checkpoint / COMPLETE_MARKER).write_text(json.dumps({"step": step}))
+    files = {str(p.relative_to(checkpoint)): p.stat().st_size for p in sorted(checkpoint.rglob("*")) if p.is_file()}
+    (checkpoint / COMPLETE_MARKER).write_text(json.dumps({"step": step, "files": files}))
 
 
 def checkpoint_step(path: Path) -> int:
@@ -31,10 +37,37 @@ def checkpoint_step(path: Path) -> int:
         return -1
 
 
-def newest_complete_checkpoint(checkpoints_dir: Path) -> Path | None:
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from, or None when it verifies."""
+    try:
+        marker = json.loads((checkpoint / COMPLETE_MARKER).read_text())
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError) as error:
+        return f"no completion marker or trainer state ({type(error).__name__})"
+    for name, size in marker.get("files", {}).items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, not the {size} written"
+        if path.suffix == ".safetensors" and not readable_safetensors(path):
+            return f"{name} has an unreadable safetensors header"
+    return None
+
+
+def newest_complete_checkpoint(checkpoints_dir: Path, report: Callable[..., None] = print) -> Path | None:
+    """The newest checkpoint that verifies; each newer one that does not is reported (why) and skipped."""
     if not checkpoints_dir.is_dir():
         return None
-    complete = [p for p in checkpoints_dir.glob("checkpoint-*")
-                if p.is_dir() and checkpoint_step(p) >= 0 and (p / COMPLETE_MARKER).is_file()
-                and (p / "trainer_state.json").is_file()]
-    return max(complete, key=checkpoint_step, default=None)
+    candidates = sorted((p for p in checkpoints_dir.glob("checkpoint-*") if p.is_dir() and checkpoint_step(p) >= 0),
+                        key=checkpoint_step, reverse=True)
+    for checkpoint in candidates:
+        if not (checkpoint / COMPLETE_MARKER).is_file():
+            continue  # torn by a kill during its save: never finished, nothing to report
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return checkpoint
+        report(f"checkpoint {checkpoint.name} is damaged ({problem}); trying the one before it", flush=True)
+    if candidates:
+        report("no usable checkpoint is left: training starts over from step 0", flush=True)
+    return None

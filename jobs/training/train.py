@@ -55,10 +55,13 @@ def attach_lora(model, spec: TrainSpec, checkpointing: bool):
     if spec.quantization != "none":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     transformers.set_seed(spec.seed)  # LoRA init is random: same seed, same adapter start (and resume)
-    config = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
-                        target_modules=spec.target_module_names(), bias=spec.lora_bias, use_rslora=spec.use_rslora,
-                        use_dora=spec.use_dora, modules_to_save=spec.modules_to_save or None, task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    return get_peft_model(model, lora_config(spec))
+
+
+def lora_config(spec: TrainSpec) -> LoraConfig:
+    return LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+                      target_modules=spec.target_module_names(), bias=spec.lora_bias, use_rslora=spec.use_rslora,
+                      use_dora=spec.use_dora, modules_to_save=spec.modules_to_save or None, task_type="CAUSAL_LM")
 
 
 # What the Trainer calls each choice. Paging needs CUDA: on a CPU the same optimizer runs unpaged.

@@ -148,6 +148,13 @@ def test_bad_compare_and_download_and_cancel_are_explained(client):
         client.predict("../../etc/passwd", api_name="/download_adapter")
     with pytest.raises(Exception, match="no job with id 424242"):
         client.predict(424242, api_name="/cancel_job")
+    for beyond_64_bits in (2**70, -(2**70)):
+        with pytest.raises(Exception, match="no job with id"):
+            client.predict(beyond_64_bits, api_name="/get_job")
+    with pytest.raises(Exception, match="spec: is empty"):
+        client.predict("{}", 0, api_name="/submit_job")
+    with pytest.raises(Exception, match="priority: must be from"):
+        client.predict('{"max_steps": 2}', 2**70, api_name="/submit_job")
 
 
 def test_cancel_job_endpoint(client, live):

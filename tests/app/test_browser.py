@@ -267,7 +267,7 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
         page.get_by_role("button", name=re.compile(r"^Upload a dataset")).click()
         page.locator("input[type=file]").set_input_files(str(own))
         page.get_by_role("button", name="Import dataset").click()
-        expect(page.locator("#import-status")).to_contain_text("Imported my-notes", timeout=30_000)
+        expect(page.locator("#import-status")).to_contain_text("Imported 'my-notes' (3 rows", timeout=30_000)
         page.reload()
         dataset = _field(page, "dataset")
         dataset.click()
@@ -378,10 +378,7 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
             panes[name] = pane
         expect(page.locator("#pane-3")).to_be_hidden()
         page.get_by_role("button", name=re.compile(r"^Generation settings")).click()
-        temperature = page.get_by_role("spinbutton", name="number input for Temperature")
-        temperature.fill(TEMPERATURE)
-        temperature.press("Tab")
-        expect(page.get_by_role("slider", name="range slider for Temperature")).to_have_value(TEMPERATURE)
+        _set_number(page, "Temperature", TEMPERATURE)
         prompt = page.locator("#chat-prompt textarea")
         prompt.click()
         prompt.type(PROMPT)
@@ -407,6 +404,19 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
         assert {a["name"] for a in _api(app).predict("", api_name="/list_adapters")} == {"first"}
         assert not (app.data_dir / "adapters" / f"job-{job_ids['second']}").exists()
         print(f"journey took {time.monotonic() - started:.0f} s")
+
+
+def _set_number(page, label: str, value: str) -> None:
+    """Type into a slider's number box until the slider shows it (on a loaded machine the first keys can land
+    before the box listens)."""
+    box = page.get_by_role("spinbutton", name=f"number input for {label}")
+    slider = page.get_by_role("slider", name=f"range slider for {label}")
+    deadline = time.monotonic() + 30
+    while slider.input_value() != value:
+        assert time.monotonic() < deadline, f"the {label} slider does not take {value}"
+        box.fill(value)
+        box.press("Tab")
+        page.wait_for_timeout(500)
 
 
 def _expect_curves(page) -> None:

@@ -67,8 +67,20 @@ def test_dataset_file_in_spec_is_imported(live, tmp_path):
     data.write_text("\n".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) for i in range(6)))
     done = _cli(live, "submit", _spec_file(tmp_path, {**FAST_JOB, "dataset": "mine.jsonl", "max_steps": 1}))
     assert done.returncode == 0, done.stderr
-    assert "imported dataset 'mine'" in done.stdout
+    assert "dataset: imported 'mine' (6 rows, prompt-completion)" in done.stdout
     job_id = int(done.stdout.split("queued job")[1].split()[0])
     cancelled = _cli(live, "cancel", str(job_id))
     assert cancelled.returncode == 0 and f"job {job_id}" in cancelled.stdout
     assert _cli(live, "cancel", "99999").returncode == 1
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    ("", "is not valid JSON"), ("{oops", "is not valid JSON"), ("[1, 2]", "must hold a mapping"),
+    ("{}", "is empty: name at least one field"), ('{"lora_r": 0}', "lora_r"),
+])
+def test_every_refused_spec_file_exits_2(live, tmp_path, content, words):
+    path = tmp_path / "spec.json"
+    path.write_text(content)
+    done = _cli(live, "submit", str(path))
+    assert done.returncode == 2 and words in done.stderr and "queued job" not in done.stdout
+    assert _cli(live, "submit", str(tmp_path / "missing.json")).returncode == 2

@@ -21,7 +21,7 @@ def test_defaults_are_valid_and_stored_verbatim():
     ({"quantization": "q3"}, "quantization", "'nf4'"),
     ({"compute_dtype": "float8"}, "compute_dtype", "'float32'"),
     ({"quantization": "int8", "double_quant": True}, "double_quant", "4-bit"),
-    ({"max_steps": 0}, "max_steps", "-1 or at least 1"),
+    ({"max_steps": 0}, "max_steps", "-1 (use num_epochs) or from 1 to 10,000,000"),
     ({"learning_rate": 0}, "learning_rate", "greater than 0"),
     ({"batch_size": 0}, "batch_size", "from 1"),
     ({"max_length": 4}, "max_length", "from 16"),

@@ -33,7 +33,7 @@ def test_valid_submit_writes_ledger_row_then_queue_message(studio):
 
 
 @pytest.mark.parametrize(("raw", "field", "words"), [
-    ({"base_model": "/no/such/model"}, "base_model", "no such directory"),
+    ({"base_model": "/no/such/model"}, "base_model", "no model folder '/no/such/model' among the folders"),
     ({"base_model": "not a hub id!"}, "base_model", "neither"),
     ({"target_modules": ["q_proj", "wq"]}, "target_modules", "unknown module(s) wq"),
     ({"lora_r": 0}, "lora_r", "from 1 to 1024"),
@@ -106,7 +106,7 @@ def test_bad_dataset_uploads_are_refused(studio, tmp_path, content, words):
 def test_upload_then_train_on_it(studio, tmp_path):
     path = tmp_path / "upload.jsonl"
     path.write_text("\n".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) for i in range(5)))
-    dataset = import_dataset(studio, path, "mine")
+    dataset = import_dataset(studio, path, "mine").dataset
     assert (dataset.rows, dataset.format) == (5, "prompt-completion")
     assert submit_job(studio, {"dataset": "mine"}) > 0
 

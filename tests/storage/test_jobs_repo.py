@@ -119,7 +119,7 @@ def test_stale_heartbeats_are_found_and_attempts_are_limited(db):
     with db.write() as s:
         assert jobs_repo.requeue_lost_worker(s, job_id, attempt, "lost.", max_attempts=1) == JobStatus.FAILED
     with db.read() as s:
-        assert "Gave up after losing its worker 1 times" in jobs_repo.get_job(s, job_id).error
+        assert "Gave up after 1 lost attempts (STUDIO_MAX_ATTEMPTS is 1)" in jobs_repo.get_job(s, job_id).error
 
 
 def test_planned_requeues_do_not_use_up_the_retry_limit(db):

@@ -1,5 +1,6 @@
-"""Jobs of other kinds than training (merge an adapter into its base), what each job trained on (provenance), and
-where an adapter's merged model is.
+"""Jobs of other kinds than training (merge an adapter into its base), what each job trained on (provenance), what
+a retry changed (overrides, e.g. a smaller micro-batch after running out of memory), and where an adapter's merged
+model is.
 
 Revision ID: 0003
 Revises: 0002
@@ -19,6 +20,7 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("kind", sa.String(16), nullable=False, server_default="train"))
         batch.add_column(sa.Column("provenance", sa.JSON(), nullable=True))
+        batch.add_column(sa.Column("overrides", sa.JSON(), nullable=True))
     with op.batch_alter_table("adapters") as batch:
         batch.add_column(sa.Column("merged_path", sa.String(500), nullable=True))
         batch.add_column(sa.Column("merged_size_bytes", sa.BigInteger(), nullable=True))
@@ -29,5 +31,6 @@ def downgrade() -> None:
         batch.drop_column("merged_size_bytes")
         batch.drop_column("merged_path")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("overrides")
         batch.drop_column("provenance")
         batch.drop_column("kind")

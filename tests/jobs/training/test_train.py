@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from jobs.data.formats import parse_file
@@ -58,6 +59,44 @@ def test_stop_saves_a_checkpoint_and_the_next_attempt_resumes(tmp_path, demo_mod
                  lambda step, values, total: resumed_steps.append(step), lambda: False)
     assert not done.stopped and done.final_metrics["steps"] == 6
     assert min(resumed_steps) > 3  # it continued from the checkpoint instead of starting over
+
+
+def test_a_resumed_run_ends_with_the_adapter_an_uninterrupted_run_gives(tmp_path, demo_model_dir, example_data):
+    spec = parse_spec({**FAST, "max_steps": 6, "save_steps": 100, "eval_fraction": 0})
+    whole, resumed = [], []
+    straight = train(spec, tmp_path / "straight", str(demo_model_dir), example_data,
+                     lambda step, values, total: whole.append((step, values)), lambda: False)
+    train(spec, tmp_path / "resumed", str(demo_model_dir), example_data,
+          lambda step, values, total: resumed.append((step, values)), lambda: bool(resumed) and resumed[-1][0] >= 2)
+    again = train(spec, tmp_path / "resumed", str(demo_model_dir), example_data,
+                  lambda step, values, total: resumed.append((step, values)), lambda: False)
+    expected = load_file(straight.adapter_dir / "adapter_model.safetensors")
+    got = load_file(again.adapter_dir / "adapter_model.safetensors")
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)  # same seed
+    for run in (whole, resumed):  # throughput of every logged step, the first after the resume included
+        assert sorted({step for step, values in run if "tokens_per_s" in values}) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_one_before_then_to_the_start(tmp_path, demo_model_dir,
+                                                                             example_data, capsys):
+    spec = parse_spec({**FAST, "max_steps": 8, "save_steps": 2, "eval_fraction": 0})
+    steps = []
+    train(spec, tmp_path, str(demo_model_dir), example_data, lambda step, values, total: steps.append(step),
+          lambda: bool(steps) and steps[-1] >= 4)  # checkpoints 2 and 4 kept (save_total_limit 2), 5 saved on stop
+    checkpoints = tmp_path / "checkpoints"
+    kept = sorted(p.name for p in checkpoints.glob("checkpoint-*"))
+    newest, previous = checkpoints / kept[-1], checkpoints / kept[-2]
+    weights = newest / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated after it was written
+    assert newest_complete_checkpoint(checkpoints) == previous
+    assert "is damaged" in capsys.readouterr().out
+    (previous / "trainer_state.json").unlink()  # and the one before it lost a file
+    assert newest_complete_checkpoint(checkpoints) is None
+    assert "starts over from step 0" in capsys.readouterr().out
+    resumed = []
+    done = train(spec, tmp_path, str(demo_model_dir), example_data,
+                 lambda step, values, total: resumed.append(step), lambda: False)
+    assert not done.stopped and min(resumed) == 1 and done.final_metrics["steps"] == 8
 
 
 def test_torn_checkpoint_is_never_resumed(tmp_path):

@@ -1,0 +1,35 @@
+"""What device a worker trains on and how much memory a job may use there, found without torch (the worker
+process never imports it): `nvidia-smi` for a GPU, the memory limit for a CPU."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from jobs.queue.retries import memory_limit_bytes
+
+MIB = 1 << 20
+
+
+def _gpu(index: str) -> tuple[str, int] | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    command = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits", "-i", index]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    line = done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else ""
+    name, _, mib = line.rpartition(",")
+    return (name.strip(), int(mib.strip()) * MIB) if mib.strip().isdigit() else None
+
+
+def describe_device() -> tuple[str, int]:
+    """(device name, memory bytes) of what this worker trains on: its first visible GPU, else the CPU."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    first = (visible.split(",")[0].strip() if visible is not None else "0") or None
+    gpu = _gpu(first) if first is not None else None
+    if gpu is not None:
+        return gpu
+    return f"CPU ({os.cpu_count()} cores)", memory_limit_bytes()

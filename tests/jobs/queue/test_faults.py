@@ -1,0 +1,208 @@
+"""Every fault the docs say the studio survives, caused for real: processes killed by PID (kill -9), a checkpoint
+damaged on disk, memory running out. Each test checks the ledger and the files: the status, the attempt, no
+missing or duplicated metric step, one adapter registered."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs.submit import submit_job
+from storage import catalog, jobs_repo
+from tests.conftest import FAST_JOB, REPO_ROOT, LiveStudio, seed_model, studio_environ
+
+pytestmark = pytest.mark.slow
+LONG_JOB = {**FAST_JOB, "max_steps": 14, "save_steps": 3, "eval_fraction": 0}
+
+
+def _pids(*words: str) -> list[int]:
+    """Live processes whose command line holds all `words` (read from /proc, as `pgrep -f` would)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and all(word in command for word in words):
+            found.append(int(entry.name))
+    return found
+
+
+def _child_pid(job_id: int, timeout_s: float = 60) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pids = _pids("jobs.queue.child", f" {job_id} ")
+        if pids:
+            return pids[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no training process for job {job_id}")
+
+
+def _assert_recovered(live: LiveStudio, job_id: int, attempts: int, steps: int) -> None:
+    job = live.wait_for(job_id, timeout_s=400)
+    assert job.status == "succeeded", job.error
+    assert job.attempt == attempts
+    with live.studio.db.read() as s:
+        logged = [m.step for m in jobs_repo.metrics_for(s, job_id) if m.name == "loss"]
+        adapters = [a for a in catalog.list_adapters(s) if a.job_id == job_id]
+    assert logged == list(range(1, steps + 1))  # every step logged once across the attempts
+    assert len(adapters) == 1 and live.studio.absolute(adapters[0].path).is_dir()
+
+
+def _running_past(live: LiveStudio, job_id: int, step: int):
+    return live.wait_for(job_id, statuses=("running",), condition=lambda job: job.step >= step, timeout_s=300)
+
+
+def test_a_killed_training_process_is_a_lost_attempt_that_resumes(tmp_path, demo_model_dir):
+    live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
+    job_id = submit_job(live.studio, LONG_JOB)
+    live.start_worker()
+    try:
+        _running_past(live, job_id, 7)
+        os.kill(_child_pid(job_id), signal.SIGKILL)
+        _assert_recovered(live, job_id, attempts=2, steps=14)
+    finally:
+        live.stop_worker()
+    with live.studio.db.read() as s:
+        job = jobs_repo.get_job(s, job_id)
+    assert job.lost_count == 1 and not job.overrides  # far from the memory limit: not taken for an OOM kill
+    log = (live.data_dir / "runs" / f"job-{job_id}" / "train.log").read_text()
+    assert "=== attempt 2" in log and "killed by signal 9" in live.worker_log()
+
+
+def test_a_kill_near_the_memory_limit_retries_with_half_the_micro_batch(tmp_path, demo_model_dir):
+    live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
+    live.env["STUDIO_MEMORY_LIMIT_BYTES"] = str(1 << 20)  # every process is "near" 1 MiB: a -9 reads as the OOM killer
+    job_id = submit_job(live.studio, {**LONG_JOB, "batch_size": 2})
+    live.start_worker()
+    try:
+        _running_past(live, job_id, 4)
+        os.kill(_child_pid(job_id), signal.SIGKILL)
+        _assert_recovered(live, job_id, attempts=2, steps=14)
+    finally:
+        live.stop_worker()
+    with live.studio.db.read() as s:
+        job = jobs_repo.get_job(s, job_id)
+    assert job.overrides["fields"] == {"batch_size": 1, "grad_accum": 2}
+    why = job.overrides["why"][0]
+    assert "out-of-memory killer" in why and "halved the micro-batch to 1" in why
+    log = (live.data_dir / "runs" / f"job-{job_id}" / "train.log").read_text()
+    assert "this attempt changes the spec: {'batch_size': 1, 'grad_accum': 2}" in log
+
+
+def test_a_killed_worker_with_a_damaged_checkpoint_resumes_from_the_one_before(tmp_path, demo_model_dir):
+    live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
+    job_id = submit_job(live.studio, LONG_JOB)
+    live.start_worker()
+    _running_past(live, job_id, 7)  # checkpoints 3 and 6 are on disk
+    live.stop_worker(kill=True)  # kill -9: its training process is told (PDEATHSIG), checkpoints and exits
+    deadline = time.monotonic() + 120
+    while _pids("jobs.queue.child", f" {job_id} "):
+        assert time.monotonic() < deadline, "the training process outlived its worker"
+        time.sleep(0.2)
+    checkpoints = live.data_dir / "runs" / f"job-{job_id}" / "checkpoints"
+    newest = max(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    (newest / "adapter_model.safetensors").write_bytes(b"")  # damaged after its completion marker was written
+    live.start_worker()
+    try:
+        _assert_recovered(live, job_id, attempts=2, steps=14)
+    finally:
+        live.stop_worker()
+    log = (live.data_dir / "runs" / f"job-{job_id}" / "train.log").read_text()
+    assert f"checkpoint {newest.name} is damaged (adapter_model.safetensors has 0 bytes" in log
+
+
+def test_a_stale_job_is_requeued_by_the_app_when_no_worker_is_left(tmp_path, demo_model_dir):
+    """The worker is killed and left a zombie (nobody waits for it); the lease is long, so only the app's own reaper,
+    seeing the zombie as dead, can requeue the job."""
+    data_dir = tmp_path / "data"
+    seed_model(data_dir, demo_model_dir)
+    env = studio_environ(data_dir, STUDIO_LEASE_S="600", STUDIO_REAP_S="1")
+    app = _start_app(tmp_path, env, "--no-worker")
+    live = LiveStudio(data_dir, demo_model_dir, tmp_path / "worker.log")
+    live.env.update(STUDIO_LEASE_S="600")
+    try:
+        job_id = submit_job(live.studio, LONG_JOB)
+        worker = live.start_worker()
+        _running_past(live, job_id, 2)
+        os.kill(worker.pid, signal.SIGKILL)  # not waited for: a zombie until this test reaps it
+        deadline = time.monotonic() + 60
+        while (job := _job(live, job_id)).status == "running":
+            assert time.monotonic() < deadline, "the app's reaper did not requeue the job"
+            time.sleep(0.5)
+        assert job.status == "queued" and job.lost_count == 1 and "worker process on this host exited" in job.error
+        assert worker.poll() is not None  # now reaped
+    finally:
+        _stop(app)
+
+
+def test_the_apps_worker_is_restarted_after_a_kill_and_the_job_finishes(tmp_path, demo_model_dir):
+    data_dir = tmp_path / "data"
+    seed_model(data_dir, demo_model_dir)
+    app = _start_app(tmp_path, studio_environ(data_dir))
+    live = LiveStudio(data_dir, demo_model_dir, tmp_path / "unused.log")
+    try:
+        job_id = submit_job(live.studio, LONG_JOB)
+        _running_past(live, job_id, 4)
+        worker_pid = _worker_of(app.pid)
+        os.kill(worker_pid, signal.SIGKILL)
+        _assert_recovered(live, job_id, attempts=2, steps=14)
+        assert _worker_of(app.pid) != worker_pid
+        said = (tmp_path / "app.log").read_text()
+        assert f"the worker (pid {worker_pid}) killed by signal 9 (SIGKILL); starting a new one" in said
+    finally:
+        _stop(app)
+
+
+def _job(live: LiveStudio, job_id: int):
+    with live.studio.db.read() as s:
+        return jobs_repo.get_job(s, job_id)
+
+
+def _worker_of(app_pid: int) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        workers = [pid for pid in _pids("jobs.queue.worker") if _parent(pid) == app_pid]
+        if workers:
+            return workers[0]
+        time.sleep(0.2)
+    raise AssertionError("the app has no worker")
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except OSError:
+        return -1
+
+
+def _start_app(tmp_path: Path, env: dict, *args: str) -> subprocess.Popen:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (tmp_path / "app.log").open("wb")
+    app = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port), *args], cwd=REPO_ROOT, env=env,
+                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while b"ready: open" not in (tmp_path / "app.log").read_bytes():
+        assert app.poll() is None and time.monotonic() < deadline, (tmp_path / "app.log").read_text()
+        time.sleep(0.5)
+    return app
+
+
+def _stop(app: subprocess.Popen) -> None:
+    if app.poll() is None:
+        app.send_signal(signal.SIGTERM)
+        try:
+            app.wait(150)
+        except subprocess.TimeoutExpired:
+            os.killpg(app.pid, signal.SIGKILL)
+            app.wait()
