@@ -13,6 +13,7 @@ import sys
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home; these machines may be offline
 
 from jobs.queue.embedded import EmbeddedWorker  # noqa: E402
+from jobs.queue.notifier import start_notifier  # noqa: E402
 from jobs.queue.reaper import reap_interval_s, start_reaper  # noqa: E402
 from jobs.studio import REPO_ROOT, Studio, open_studio  # noqa: E402
 
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> None:
         start_embedded_worker()
 
     start_reaper(studio, reap_interval_s(studio.settings))  # stale jobs are requeued even with no worker alive
+    if studio.settings.webhook_url:
+        log.info("job events go to the webhook %s", studio.settings.webhook_url)
+        start_notifier(studio, studio.settings.webhook_url)
 
     from app.server import build_app, launch_options
 

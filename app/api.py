@@ -39,6 +39,19 @@ def register(studio: Studio, chat: ChatService) -> None:
         """Cancel a queued job at once, or ask a running one to stop. Returns the job's status."""
         return runs_tab.cancel(studio, job_id)
 
+    def move_job(job_id: int, where: str) -> list[int]:
+        """Move a queued job to the 'front', one place 'up' or 'down', or to the 'back'. Returns the queue's new
+        order (job ids; workers take the first)."""
+        return runs_tab.move(studio, job_id, where)
+
+    def set_priority(job_id: int, priority: int) -> list[int]:
+        """Change a queued job's priority (higher runs first). Returns the queue's new order."""
+        return runs_tab.reprioritize(studio, job_id, priority)
+
+    def list_workers() -> list[dict]:
+        """Live workers: host, device and its memory, pool, the job each runs, last heartbeat."""
+        return runs_tab.worker_list(studio)
+
     def list_adapters(base_model: str = "") -> list[dict]:
         """Adapters, newest first, optionally only those of one base model."""
         return adapters_tab.adapter_list(studio, base_model)
@@ -89,6 +102,7 @@ def register(studio: Studio, chat: ChatService) -> None:
             pass
         return [{"adapter": name, "reply": reply} for name, reply in zip(adapters, replies, strict=True)]
 
-    for endpoint in (submit_job, get_job, list_jobs, cancel_job, list_adapters, download_adapter, rename_adapter,
-                     delete_adapter, merge_adapter, download_merged, push_to_hub, compare, import_dataset):
+    for endpoint in (submit_job, get_job, list_jobs, cancel_job, move_job, set_priority, list_workers, list_adapters,
+                     download_adapter, rename_adapter, delete_adapter, merge_adapter, download_merged, push_to_hub,
+                     compare, import_dataset):
         gr.api(endpoint, api_name=endpoint.__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app import adapters_tab, api, chat_tab, runs_tab, train_tab
+from app import adapters_tab, api, chat_tab, notices, runs_tab, train_tab
 from jobs.studio import REPO_ROOT, Studio
 
 TITLE = "QLoRA Studio"
@@ -24,6 +24,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Tab("Chat") as chat_panel:
             chat_tab.build(studio, chat, chat_panel, app)
         api.register(studio, chat)
+        notices.build(studio, app)
     return app
 
 

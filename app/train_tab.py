@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import presets_panel
+from app import memory_panel, presets_panel
 from app.choices import base_models
 from app.spec_form import (
     SpecForm,
@@ -97,6 +97,7 @@ def build(studio: Studio, app: gr.Blocks) -> SpecForm:
             submit = gr.Button("Submit job", variant="primary")
             status = gr.Markdown(elem_id="submit-status")
         with gr.Column(scale=2):
+            memory_slot = gr.Column()
             with gr.Accordion("Upload a dataset", open=False):
                 upload = gr.File(label="JSONL, JSON, CSV or Parquet", file_types=list(SUFFIXES))
                 upload_name = gr.Textbox(label="Dataset name", info="How it is listed (letters, digits, - _ .)")
@@ -106,6 +107,8 @@ def build(studio: Studio, app: gr.Blocks) -> SpecForm:
             preview_on = gr.State(False)
             preview = gr.Markdown(label="Preview", elem_id="dataset-preview")
             presets_panel.build(studio, form)
+    with memory_slot:
+        memory_panel.build(studio, form, app)
     base_model, dataset = form.control("base_model"), form.control("dataset")
     eval_fraction = form.control("eval_fraction")
 

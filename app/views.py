@@ -8,7 +8,7 @@ from datetime import datetime
 import pandas as pd
 
 from jobs.spec import TrainSpec, field_label
-from storage.models import Adapter, Job, JobStatus, Metric, utcnow
+from storage.models import Adapter, Job, JobStatus, Metric, Worker, utcnow
 
 JOB_COLUMNS = ["id", "name", "status", "progress", "ETA", "loss", "eval loss", "attempt", "created"]
 ADAPTER_COLUMNS = ["name", "base model", "rank", "targets", "dataset", "steps", "eval loss", "size", "merged", "job",
@@ -147,3 +147,21 @@ def timing_text(job: Job, now: datetime | None = None) -> str:
 
 def median_or_none(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+WORKER_COLUMNS = ["worker", "device", "memory", "pool", "running job", "last heartbeat", "queued jobs"]
+
+
+def worker_summary(worker: Worker) -> dict:
+    return {"name": worker.name, "host": worker.host, "device": worker.device, "device_name": worker.device_name,
+            "memory_bytes": worker.memory_bytes, "pool": worker.pool, "current_job_id": worker.current_job_id,
+            "heartbeat_at": worker.heartbeat_at.isoformat(), "started_at": worker.started_at.isoformat()}
+
+
+def workers_table(workers: list[dict], queued: int) -> pd.DataFrame:
+    now = utcnow()
+    rows = [[w["name"], f"{w['device_name']} ({w['device']})", human_size(w["memory_bytes"]), w["pool"] or "",
+             w["current_job_id"] or "idle",
+             human_duration((now - datetime.fromisoformat(w["heartbeat_at"])).total_seconds()) + " ago", queued]
+            for w in workers]
+    return pd.DataFrame(rows or [["no live worker", "", "", "", "", "", queued]], columns=WORKER_COLUMNS)

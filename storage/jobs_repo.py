@@ -10,7 +10,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from storage.models import Adapter, Job, JobKind, JobStatus, Metric, utcnow
+from storage.models import Adapter, Event, Job, JobKind, JobStatus, Metric, utcnow
 
 
 def create_job(session: Session, name: str, spec: dict, priority: int = 0, kind: str = JobKind.TRAIN) -> Job:
@@ -18,6 +18,7 @@ def create_job(session: Session, name: str, spec: dict, priority: int = 0, kind:
               cancel_requested=False, step=0, created_at=utcnow())
     session.add(job)
     session.flush()
+    job.queue_rank = float(job.id)  # last in line among its priority
     return job
 
 
@@ -29,9 +30,13 @@ def list_jobs(session: Session, limit: int = 200) -> list[Job]:
     return list(session.scalars(select(Job).order_by(Job.id.desc()).limit(limit)))
 
 
+QUEUE_ORDER = (Job.priority.desc(), Job.queue_rank, Job.id)
+"""The one order of the queue: what the Runs tab shows and what workers take, highest priority first."""
+
+
 def queued_jobs(session: Session) -> list[tuple[int, int]]:
-    """(id, priority) of queued jobs in the order workers should take them: higher priority first, then oldest."""
-    query = select(Job.id, Job.priority).where(Job.status == JobStatus.QUEUED).order_by(Job.priority.desc(), Job.id)
+    """(id, priority) of queued jobs in the order workers take them."""
+    query = select(Job.id, Job.priority).where(Job.status == JobStatus.QUEUED).order_by(*QUEUE_ORDER)
     return [(row.id, row.priority) for row in session.execute(query)]
 
 
@@ -51,6 +56,63 @@ def claim_job(session: Session, job_id: int, worker: str) -> int | None:
         .returning(Job.attempt)
     ).scalar_one_or_none()
     return claimed
+
+
+def claim_next(session: Session, worker: str) -> tuple[int, int] | None:
+    """Take the first job in the queue's order for `worker`: (job id, attempt), or None when none is queued.
+    A queue message only wakes a worker up; the ledger decides which job runs, so reordering holds."""
+    dialect = session.get_bind().dialect.name
+    first = (select(Job.id).where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))
+             .order_by(*QUEUE_ORDER).limit(1))
+    if dialect == "postgresql":
+        first = first.with_for_update(skip_locked=True)  # concurrent workers never wait on, or take, the same row
+    job_id = session.execute(first).scalar_one_or_none()  # SQLite: BEGIN IMMEDIATE already serializes claimers
+    if job_id is None:
+        return None
+    attempt = claim_job(session, job_id, worker)
+    return None if attempt is None else (job_id, attempt)
+
+
+MOVES = ("front", "up", "down", "back")
+
+
+def move_job(session: Session, job_id: int, where: str) -> list[int]:
+    """Move a queued job to the front, one place up or down, or to the back of the queue, crossing priorities when
+    it must (it takes the priority of the job it passes). Returns the new order of queued ids."""
+    order = queued_jobs(session)
+    ids = [queued_id for queued_id, _ in order]
+    if job_id not in ids:
+        raise LookupError(f"job {job_id} is not queued")
+    index = ids.index(job_id)
+    target = {"front": 0, "up": max(0, index - 1), "down": min(len(ids) - 1, index + 1), "back": len(ids) - 1}[where]
+    if target != index:
+        ids.insert(target, ids.pop(index))
+        _renumber(session, ids, dict(order), moved=job_id, target=target)
+    return ids
+
+
+def _renumber(session: Session, ids: list[int], priorities: dict[int, int], moved: int, target: int) -> None:
+    """Write ranks (and, for the moved job, a priority between its neighbours') that give exactly `ids`."""
+    above = priorities[ids[target - 1]] if target > 0 else None
+    below = priorities[ids[target + 1]] if target + 1 < len(ids) else None
+    priority = priorities[moved]
+    if above is not None and priority > above:
+        priority = above
+    if below is not None and priority < below:
+        priority = below
+    priorities[moved] = priority
+    for rank, queued_id in enumerate(ids):
+        values = {"queue_rank": float(rank)}
+        if queued_id == moved:
+            values["priority"] = priority
+        session.execute(update(Job).where(Job.id == queued_id).values(**values))
+
+
+def set_priority(session: Session, job_id: int, priority: int) -> None:
+    job = session.get(Job, job_id)
+    if job is None or job.status != JobStatus.QUEUED:
+        raise LookupError(f"job {job_id} is not queued")
+    job.priority = priority
 
 
 def _owned(job_id: int, attempt: int):
@@ -140,7 +202,16 @@ def succeed_job(session: Session, job_id: int, attempt: int, adapter: Adapter) -
         return False
     session.add(adapter)
     session.flush()
+    _event(session, job_id, JobStatus.SUCCEEDED, f"adapter '{adapter.name}' registered")
     return True
+
+
+REQUEUED = "requeued"
+
+
+def _event(session: Session, job_id: int, kind: str, message: str | None) -> None:
+    """Record a state change in the outbox, in the transaction that makes it."""
+    session.add(Event(job_id=job_id, kind=kind, message=message, created_at=utcnow(), delivery_attempts=0))
 
 
 def complete_job(session: Session, job_id: int, attempt: int) -> bool:
@@ -161,6 +232,8 @@ def _finish(session: Session, job_id: int, attempt: int, status: str, error: str
         update(Job).where(_owned(job_id, attempt))
         .values(status=status, error=error, finished_at=utcnow()).returning(Job.id)
     ).scalar_one_or_none()
+    if done is not None:
+        _event(session, job_id, status, error)
     return done is not None
 
 
@@ -172,6 +245,7 @@ def request_cancel(session: Session, job_id: int) -> str | None:
         return None
     if job.status == JobStatus.QUEUED:
         job.status, job.finished_at, job.error = JobStatus.CANCELLED, utcnow(), "Cancelled before it started."
+        _event(session, job_id, JobStatus.CANCELLED, job.error)
     elif job.status == JobStatus.RUNNING:
         job.cancel_requested = True
     return job.status
@@ -205,7 +279,10 @@ def _requeue(session: Session, job_id: int, attempt: int, reason: str, lost: boo
     if lost:
         values["lost_count"] = Job.lost_count + 1
     done = session.execute(update(Job).where(_owned(job_id, attempt)).values(**values).returning(Job.id))
-    return JobStatus.QUEUED if done.scalar_one_or_none() is not None else JobStatus.RUNNING
+    if done.scalar_one_or_none() is None:
+        return JobStatus.RUNNING
+    _event(session, job_id, REQUEUED, reason)
+    return JobStatus.QUEUED
 
 
 def stale_running_jobs(session: Session, lease_s: float) -> list[tuple[int, int]]:

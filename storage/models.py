@@ -54,6 +54,8 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), index=True, default=JobStatus.QUEUED)
     spec: Mapped[dict] = mapped_column(JSON)
     priority: Mapped[int] = mapped_column(Integer, default=0)
+    queue_rank: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    """Place in line among queued jobs of the same priority (lower first); starts as the job's id."""
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     lost_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """Times a worker vanished while running it; planned requeues (worker shutdown) do not count."""
@@ -133,3 +135,20 @@ class Worker(Base):
     current_job_id: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+
+
+class Event(Base):
+    """A job's state change, written with it (an outbox): webhooks deliver it, the open page shows it."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """succeeded, failed, requeued or cancelled."""
+    message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime())
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_delivery_at: Mapped[datetime | None] = mapped_column(DateTime())
+    delivery_error: Mapped[str | None] = mapped_column(Text)

@@ -29,6 +29,8 @@ class Settings:
     """The longest line (JSONL) or cell (CSV) accepted, checked while reading."""
     max_rows: int = 2_000_000
     """The most rows one dataset may hold, checked while reading."""
+    webhook_url: str | None = None
+    """Where the app POSTs a JSON notice of each job event (succeeded, failed, requeued, cancelled)."""
     model_dirs: tuple[Path, ...] = ()
     """Folders local base models may be loaded from (STUDIO_MODEL_DIRS, separated by ':'); empty: the models folder
     and the Hugging Face cache."""
@@ -75,6 +77,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         max_upload_bytes=int(env.get("STUDIO_MAX_UPLOAD_BYTES", 1 << 30)),
         max_line_bytes=int(env.get("STUDIO_MAX_LINE_BYTES", 16 << 20)),
         max_rows=int(env.get("STUDIO_MAX_ROWS", 2_000_000)),
+        webhook_url=env.get("STUDIO_WEBHOOK_URL") or None,
         model_dirs=tuple(Path(part) for part in env.get("STUDIO_MODEL_DIRS", "").split(os.pathsep) if part),
     )
 

@@ -134,11 +134,11 @@ def base_module_kinds(base_model: str, models_dir: Path) -> dict[str, str] | Non
         return (module_kinds(Path(path)) if path else None) or dict(LLAMA_TARGETS)
     if looks_local(base_model):
         return module_kinds(Path(base_model).expanduser())
-    snapshot = _hub_cache_snapshot(base_model)
+    snapshot = hub_cache_snapshot(base_model)
     return module_kinds(snapshot) if snapshot else None
 
 
-def _hub_cache_snapshot(hub_id: str) -> Path | None:
+def hub_cache_snapshot(hub_id: str) -> Path | None:
     from huggingface_hub.constants import HF_HUB_CACHE
 
     snapshots = Path(HF_HUB_CACHE) / f"models--{hub_id.replace('/', '--')}" / "snapshots"

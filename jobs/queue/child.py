@@ -79,7 +79,9 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
     base_path = pinned.get("base_model", {}).get("path") or resolve_base_model(
         spec.base_model, studio.settings.models_dir, report=_print_preparation)
     dataset = pinned_dataset(studio, spec, pinned)
-    record = {**_provenance(studio, dataset, spec, base_path, pick_device()), "pinned": pinned}
+    device = pick_device()
+    record = {**_provenance(studio, dataset, spec, base_path, device), "pinned": pinned,
+              "memory_estimate_bytes": _memory_estimate(spec, base_path, device)}
     with studio.db.write() as session:
         jobs_repo.record_provenance(session, job_id, attempt, record)
     result = train(spec, run_dir, base_path, studio.absolute(dataset.path), sink.on_metrics, sink.should_stop)
@@ -95,6 +97,20 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
     published = publish_adapter(studio, job_id, attempt, spec, name, result.adapter_dir)
     print(f"adapter {name!r} {'registered' if published else 'discarded (stale attempt)'}", flush=True)
     return 0
+
+
+def _memory_estimate(spec: TrainSpec, base_path: str, device: str) -> int | None:
+    """The estimated peak for this run, recorded beside the measured one (None for a shape it cannot model)."""
+    from jobs.models.memory import estimate
+    from jobs.models.memory_inputs import CPU, CUDA_BF16, ModelShape, TrainShape
+
+    profile = CPU if device == "cpu" else CUDA_BF16
+    try:
+        peak = estimate(ModelShape.from_dir(base_path), TrainShape.from_spec(spec, profile), profile).peak
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    print(f"estimated peak memory {peak / 2**30:.2f} GiB ({profile.name} profile)", flush=True)
+    return peak
 
 
 def pinned_dataset(studio: Studio, spec: TrainSpec, pinned: dict) -> Dataset:

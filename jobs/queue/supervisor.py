@@ -19,6 +19,7 @@ from pathlib import Path
 from jobs.failures import explain_exit
 from jobs.queue.child import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY
 from jobs.queue.lifecycle import worker_name
+from jobs.queue.reaper import resync
 from jobs.queue.retries import killed_for_memory, memory_limit_bytes, override_fields, smaller_footprint
 from jobs.queue.run_files import log_tail, run_dir_for
 from jobs.queue.transport import enqueue_job
@@ -39,13 +40,23 @@ def worker_studio() -> Studio:
     return open_studio()
 
 
-def supervise_job(job_id: int) -> None:
+def supervise_job(woken_for: int) -> None:
+    """Run the first job in the queue's order. The message names the job it was sent for, but only wakes the
+    worker: reordering the queue in the ledger decides what runs next."""
     studio = worker_studio()
     with studio.db.write() as session:
-        attempt = jobs_repo.claim_job(session, job_id, worker_name())
-    if attempt is None:
-        log.info("job %s: not claimable (taken, cancelled or finished); message ignored", job_id)
+        claimed = jobs_repo.claim_next(session, worker_name())
+    if claimed is None:
+        log.info("woken for job %s, but no job is queued (taken, cancelled or finished)", woken_for)
         return
+    job_id, attempt = claimed
+    try:
+        _supervise(studio, job_id, attempt)
+    finally:
+        resync(studio)  # a message consumed for another job leaves that one without: re-send it now, not later
+
+
+def _supervise(studio: Studio, job_id: int, attempt: int) -> None:
     run_dir = run_dir_for(studio, job_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("job %s: attempt %s starting", job_id, attempt)

@@ -29,7 +29,8 @@ def client(live):
     app.close()
 
 
-PUBLIC_ENDPOINTS = {"/submit_job", "/get_job", "/list_jobs", "/cancel_job", "/list_adapters", "/download_adapter",
+PUBLIC_ENDPOINTS = {"/submit_job", "/get_job", "/list_jobs", "/cancel_job", "/move_job", "/set_priority",
+                    "/list_workers", "/list_adapters", "/download_adapter",
                     "/rename_adapter", "/delete_adapter", "/merge_adapter", "/download_merged", "/push_to_hub",
                     "/compare", "/import_dataset"}
 
@@ -171,6 +172,27 @@ def test_cancel_job_endpoint(client, live):
     assert client.predict(blocker, api_name="/cancel_job") == "running"  # asked to stop at its next step
     assert _wait(client, blocker)["status"] == "cancelled"
     assert [client.predict(j, api_name="/get_job")["attempt"] for j in (high, low)] == [0, 0]  # never started
+
+
+def test_jobs_run_in_the_order_the_queue_shows_after_a_move(client, live):
+    blocker = client.predict(json.dumps({**FAST_JOB, "max_steps": 400}), 0, api_name="/submit_job")
+    _wait(client, blocker, statuses=("running",))
+    low_1, low_2 = (client.predict(json.dumps(FAST_JOB), 0, api_name="/submit_job") for _ in range(2))
+    high = client.predict(json.dumps(FAST_JOB), 5, api_name="/submit_job")
+    assert client.predict(low_2, "front", api_name="/move_job") == [low_2, high, low_1]
+    shown = sorted((low_1, low_2, high), key=lambda j: client.predict(j, api_name="/get_job")["queue_position"])
+    assert shown == [low_2, high, low_1]  # what the Runs tab shows
+    assert client.predict(low_1, 9, api_name="/set_priority") == [low_1, low_2, high]
+    assert client.predict(low_1, "back", api_name="/move_job") == [low_2, high, low_1]
+    workers = client.predict(api_name="/list_workers")
+    assert len(workers) == 1 and workers[0]["current_job_id"] == blocker and "CPU" in workers[0]["device_name"]
+    client.predict(blocker, api_name="/cancel_job")
+    finished = [_wait(client, job_id) for job_id in (low_2, high, low_1)]
+    assert all(job["status"] == "succeeded" for job in finished), finished
+    started = [job["started_at"] for job in finished]
+    assert started == sorted(started)  # the worker took them in exactly the order shown
+    with pytest.raises(Exception, match="is not queued"):
+        client.predict(low_1, "front", api_name="/move_job")
 
 
 def _wait(client, job_id, timeout_s=300, statuses=("succeeded", "failed", "cancelled")):

@@ -51,6 +51,18 @@ def _claim_all(url: str, worker: str, job_ids: list[int], results) -> None:
     results.put(won)
 
 
+def _claim_next_until_empty(url: str, worker: str, results) -> None:
+    database = Database(url)
+    won = []
+    while True:
+        with database.write() as s:
+            claimed = jobs_repo.claim_next(s, worker)
+        if claimed is None:
+            break
+        won.append(claimed[0])
+    results.put(won)
+
+
 def test_concurrent_claims_across_processes_never_double_claim(db, db_url):
     job_ids = [_new_job(db) for _ in range(60)]
     results = multiprocessing.get_context("fork").Queue()
@@ -63,6 +75,19 @@ def test_concurrent_claims_across_processes_never_double_claim(db, db_url):
         p.join(timeout=60)
     claimed = [job_id for part in won for job_id in part]
     assert sorted(claimed) == job_ids  # every job claimed exactly once, no lock errors raised
+
+
+def test_concurrent_claim_next_takes_each_job_once(db, db_url):
+    job_ids = [_new_job(db) for _ in range(60)]
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    procs = [context.Process(target=_claim_next_until_empty, args=(db_url, f"w{i}", results)) for i in range(4)]
+    for p in procs:
+        p.start()
+    won = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert sorted(job_id for part in won for job_id in part) == job_ids
 
 
 def test_metrics_are_unique_per_job_step_name(db):
@@ -143,6 +168,35 @@ def test_queue_order_is_priority_then_age(db):
     low, high, low2 = _new_job(db, priority=0), _new_job(db, priority=5), _new_job(db, priority=0)
     with db.read() as s:
         assert jobs_repo.queued_job_ids(s) == [high, low, low2]
+
+
+def test_moves_reorder_the_queue_and_claims_follow_it(db):
+    a, b, c, d = (_new_job(db, priority=p) for p in (0, 0, 5, 0))
+    with db.write() as s:
+        assert jobs_repo.queued_job_ids(s) == [c, a, b, d]
+        assert jobs_repo.move_job(s, d, "front") == [d, c, a, b]
+        assert jobs_repo.get_job(s, d).priority == 5  # it passed a priority-5 job, so it took that priority
+        assert jobs_repo.move_job(s, a, "back") == [d, c, b, a]
+        assert jobs_repo.move_job(s, b, "up") == [d, b, c, a]
+        assert jobs_repo.move_job(s, d, "down") == [b, d, c, a]
+        assert jobs_repo.move_job(s, b, "up") == [b, d, c, a]  # already first: nothing moves
+    with db.read() as s:
+        assert jobs_repo.queued_job_ids(s) == [b, d, c, a]  # what was written is what is read back
+    claimed = []
+    for worker in ("w1", "w2", "w3", "w4", "w5"):
+        with db.write() as s:
+            claimed.append(jobs_repo.claim_next(s, worker))
+    assert [c[0] for c in claimed[:4]] == [b, d, c, a] and claimed[4] is None
+    with db.write() as s, pytest.raises(LookupError, match="not queued"):
+        jobs_repo.move_job(s, a, "front")
+
+
+def test_a_cancelled_job_is_never_claimed(db):
+    first, second = _new_job(db), _new_job(db)
+    with db.write() as s:
+        jobs_repo.request_cancel(s, first)
+    with db.write() as s:
+        assert jobs_repo.claim_next(s, "w")[0] == second
 
 
 def test_latest_metrics_for_many_jobs(db):

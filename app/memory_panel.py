@@ -1,0 +1,74 @@
+"""The memory verdict beside the training form: what the chosen job's peak memory is made of, and for each
+device a job may run on (each live worker's, or this machine's) whether it fits, is tight, or does not fit.
+Recomputed from the form on every change; pure arithmetic, no model is loaded."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from app.spec_form import SpecForm, spec_from_form
+from jobs.models.fits import Device, model_shape, verdicts
+from jobs.queue.devices import describe_device
+from jobs.spec import SpecError, parse_spec
+from jobs.studio import Studio
+from storage import workers_repo
+
+MEMORY_FIELDS = ("base_model", "lora_r", "lora_dropout", "target_modules", "quantization", "double_quant",
+                 "batch_size", "max_length", "packing", "gradient_checkpointing", "optimizer")
+PART_NAMES = {"framework": "runtime (Python, torch, libraries)", "training_runtime": "training runtime",
+              "load_retained": "left over from loading", "quantized_weights": "4-bit weights (with their scales)",
+              "unquantized_weights": "unquantized parts (embeddings, norms, head)",
+              "checkpoint_mmap": "checkpoint file (mapped; counts on CPU)", "lora_params": "LoRA weights",
+              "lora_grads": "LoRA gradients", "optimizer_states": "optimizer states",
+              "activations": "activations (batch × length)", "attention_masks": "attention masks (packed rows)",
+              "lm_head_tiles": "LM head and loss", "layer_backward": "a layer's backward",
+              "recomputed_layer": "a recomputed layer (checkpointing)"}
+
+
+def devices(studio: Studio) -> list[Device]:
+    with studio.db.read() as session:
+        workers = workers_repo.live_workers(session, studio.settings.lease_s)
+    if workers:
+        return [Device(f"{w.host} {w.device}", w.device_name, w.memory_bytes) for w in workers]
+    name, memory = describe_device()
+    return [Device("this machine (no worker has registered)", name, memory)]
+
+
+def gib(value: float) -> str:
+    return f"{value / 2**30:.2f} GiB"
+
+
+def verdict_text(studio: Studio, raw: dict) -> str:
+    try:
+        spec = parse_spec(raw)
+    except SpecError:
+        return "*Memory: fix the form's problems to see the estimate.*"
+    shape = model_shape(spec.base_model, studio.settings.models_dir)
+    if shape is None:
+        return (f"*Memory: no estimate for `{spec.base_model}` yet: its config is not on this machine (a hub model "
+                f"is estimated once downloaded), or it is not a Llama-style model.*")
+    found = verdicts(spec, shape, devices(studio))
+    lines = ["**Memory verdict** (estimated peak of the training process)", "",
+             "| device | memory | peak | share | verdict |", "|---|---|---|---|---|"]
+    for verdict in found:
+        lines.append(f"| {verdict.device.label}: {verdict.device.name} | {gib(verdict.device.memory_bytes)} | "
+                     f"{gib(verdict.estimate.peak)} | {verdict.share:.0%} | **{verdict.word}** |")
+    first = found[0].estimate
+    lines += ["", f"<details><summary>What the {gib(first.peak)} on {found[0].device.name} is made of</summary>", "",
+              "| part | size |", "|---|---|"]
+    lines += [f"| {PART_NAMES.get(name, name)} | {gib(size)} |" for name, size in first.breakdown().items() if size]
+    lines += ["", "Dynamic parts include the allocator's overhead; batch × length is the most packing can put in a "
+              "row. Measured against real peaks in docs/benchmarks.md.</details>"]
+    return "\n".join(lines)
+
+
+def build(studio: Studio, form: SpecForm, app: gr.Blocks) -> None:
+    panel = gr.Markdown(elem_id="memory-verdict")
+
+    def refresh(*values):
+        return verdict_text(studio, spec_from_form(studio, form.names, list(values)))
+
+    quiet = dict(api_visibility="private", show_progress="hidden")
+    for name in MEMORY_FIELDS:
+        form.control(name).change(refresh, form.controls, panel, **quiet)
+    app.load(refresh, form.controls, panel, **quiet)

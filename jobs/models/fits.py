@@ -1,0 +1,65 @@
+"""Will it fit? The memory estimate for a spec (jobs/models/memory.py), and a verdict for each device a job may
+run on: fits (under 80% of its memory), tight (80-100%), does not fit."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobs.models.memory import Estimate, estimate
+from jobs.models.memory_inputs import CPU, CUDA_BF16, DeviceProfile, ModelShape, TrainShape
+from jobs.models.resolve import hub_cache_snapshot, looks_local, prepared_path
+from jobs.spec import SMOLLM2_BASE_MODEL, STUDIO_BASE_MODELS, TrainSpec
+
+TIGHT_SHARE = 0.8
+# SmolLM2-135M-Instruct before it is prepared: its shape is fixed (fp32 checkpoint, tied embeddings).
+KNOWN_SHAPES = {SMOLLM2_BASE_MODEL: ModelShape(hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3,
+                                               vocab=49152, tied_embeddings=True, checkpoint_bytes=134_515_008 * 4)}
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where a job may run: a worker's device, or this machine when no worker has registered."""
+
+    label: str
+    name: str
+    memory_bytes: int
+
+    @property
+    def profile(self) -> DeviceProfile:
+        return CPU if self.name.startswith("CPU") else CUDA_BF16
+
+
+@dataclass(frozen=True)
+class Verdict:
+    device: Device
+    estimate: Estimate
+
+    @property
+    def share(self) -> float:
+        return self.estimate.peak / self.device.memory_bytes if self.device.memory_bytes else float("inf")
+
+    @property
+    def word(self) -> str:
+        return "fits" if self.share < TIGHT_SHARE else "tight" if self.share <= 1 else "does not fit"
+
+
+def model_shape(base_model: str, models_dir: Path) -> ModelShape | None:
+    """The base's shape from its folder's config and headers (a studio base before it exists: its known shape);
+    None when the folder is not here yet or its architecture is not a Llama-style decoder."""
+    path = prepared_path(base_model, models_dir)
+    if base_model not in STUDIO_BASE_MODELS and not looks_local(base_model):
+        path = hub_cache_snapshot(base_model)  # a hub id: its download, if there is one
+    folder = Path(path) if path and (Path(path) / "config.json").is_file() else None
+    if folder is None:
+        return KNOWN_SHAPES.get(base_model)
+    try:
+        return ModelShape.from_dir(folder)
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+        return None
+
+
+def verdicts(spec: TrainSpec, shape: ModelShape, devices: list[Device]) -> list[Verdict]:
+    return [Verdict(device, estimate(shape, TrainShape.from_spec(spec, device.profile), device.profile))
+            for device in devices]

@@ -1,0 +1,68 @@
+"""The memory estimate against the real peak of a real training process (fresh interpreter, real NF4 training on
+CPU), for three configurations: within 25% (docs/benchmarks.md records the full table)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from jobs.models.memory import estimate
+from jobs.models.memory_inputs import CPU, ModelShape, TrainShape
+from jobs.spec import parse_spec
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+TOLERANCE = 0.25
+RUN = """
+import json, resource, sys
+from pathlib import Path
+from jobs.spec import parse_spec
+from jobs.training.train import train
+spec = parse_spec(json.loads(sys.argv[1]))
+train(spec, Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]), lambda *a: None, lambda: False)
+print("PEAK", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+STEPS = {"max_steps": 3, "eval_fraction": 0, "save_steps": 100, "logging_steps": 1}
+
+
+def _rows(path, count: int = 60) -> None:
+    words = ("the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "rain", "runs", "to", "sea")
+    with path.open("w") as handle:
+        for i in range(count):
+            answer = " ".join(words[(i + j) % len(words)] for j in range(40 + 5 * (i % 40)))
+            handle.write(json.dumps({"messages": [{"role": "user", "content": f"Tell me story {i}."},
+                                                  {"role": "assistant", "content": answer}]}) + "\n")
+
+
+def _measured_peak(spec: dict, base_dir, tmp_path) -> int:
+    from jobs.data.formats import parse_file
+    from jobs.data.store import store_parsed
+
+    raw = tmp_path / "rows.jsonl"
+    _rows(raw)
+    data, _ = store_parsed(parse_file(raw), tmp_path / "data")
+    done = subprocess.run([sys.executable, "-c", RUN, json.dumps(spec), str(tmp_path / "run"), str(base_dir),
+                           str(data)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return int(done.stdout.split("PEAK")[-1])
+
+
+@pytest.mark.parametrize("spec", [
+    {"lora_r": 8, "batch_size": 4, "max_length": 512},
+    {"lora_r": 32, "batch_size": 8, "max_length": 256, "target_modules": "attention", "gradient_checkpointing": "on"},
+], ids=["demo-r8-b4-L512", "demo-r32-b8-L256-attention-checkpointing"])
+def test_estimate_within_a_quarter_of_the_demo_peak(spec, demo_model_dir, tmp_path):
+    _check(spec, demo_model_dir, tmp_path)
+
+
+def test_estimate_within_a_quarter_of_the_smollm2_peak(smollm2_dir, tmp_path):
+    _check({"base_model": "smollm2-135m-instruct", "lora_r": 8, "batch_size": 1, "max_length": 512}, smollm2_dir,
+           tmp_path)
+
+
+def _check(spec: dict, base_dir, tmp_path) -> None:
+    full = {**STEPS, **spec}
+    measured = _measured_peak(full, base_dir, tmp_path)
+    predicted = estimate(ModelShape.from_dir(base_dir), TrainShape.from_spec(parse_spec(full), CPU), CPU).peak
+    assert abs(predicted - measured) <= TOLERANCE * measured, (predicted / 2**20, measured / 2**20)
