@@ -13,6 +13,7 @@ from app.chat_tab import ChatService, generation_settings
 from app.errors import user_error
 from jobs.chat.request import conversation
 from jobs.data.formats import DatasetError
+from jobs.data.readers import parse_json_text
 from jobs.spec import DEMO_BASE_MODEL, SpecError
 from jobs.studio import Studio
 
@@ -26,6 +27,22 @@ def register(studio: Studio, chat: ChatService) -> None:
             return train_tab.submit_spec(studio, spec, priority)
         except (SpecError, DatasetError) as error:
             raise user_error(error.as_text()) from None
+
+    def submit_sweep(spec: str, sweep: str, mode: str = "grid", name: str = "", priority: int = 0) -> dict:
+        """Queue a sweep: `spec` (JSON) is the base, `sweep` (YAML or JSON) maps spec fields to lists of values;
+        mode 'grid' (every combination) or 'list' (zipped). All points are queued, or none. Returns the group's
+        name and its job ids."""
+        try:
+            base = parse_json_text(spec) if (spec or "").strip() else {}
+            group, ids = train_tab.sweep_from_form(studio, base, sweep, mode, name, priority)
+        except ValueError as error:
+            message = error.as_text() if isinstance(error, SpecError) else f"spec: not valid JSON: {error}"
+            raise user_error(message) from None
+        return {"group": group, "job_ids": ids}
+
+    def cancel_sweep(name: str) -> dict:
+        """Cancel every queued or running job of a sweep. Returns each job's status."""
+        return {str(job_id): status for job_id, status in runs_tab.cancel_group(studio, name).items()}
 
     def get_job(job_id: int) -> dict:
         """One job: status, progress, ETA, latest metrics, error, adapter name, log tail."""
@@ -102,7 +119,8 @@ def register(studio: Studio, chat: ChatService) -> None:
             pass
         return [{"adapter": name, "reply": reply} for name, reply in zip(adapters, replies, strict=True)]
 
-    for endpoint in (submit_job, get_job, list_jobs, cancel_job, move_job, set_priority, list_workers, list_adapters,
-                     download_adapter, rename_adapter, delete_adapter, merge_adapter, download_merged, push_to_hub,
-                     compare, import_dataset):
+    endpoints = (submit_job, submit_sweep, cancel_sweep, get_job, list_jobs, cancel_job, move_job, set_priority,
+                 list_workers, list_adapters, download_adapter, rename_adapter, delete_adapter, merge_adapter,
+                 download_merged, push_to_hub, compare, import_dataset)
+    for endpoint in endpoints:
         gr.api(endpoint, api_name=endpoint.__name__)

@@ -15,14 +15,15 @@ def build_app(studio: Studio) -> gr.Blocks:
     chat = chat_tab.ChatService(studio)
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# {TITLE}\nFine-tune LoRA adapters on a 4-bit base, watch them train, compare them in chat.")
-        with gr.Tab("Train"):
-            train_tab.build(studio, app)
-        with gr.Tab("Runs"):
-            runs_tab.build(studio, app)
-        with gr.Tab("Adapters") as adapters_panel:
-            adapters_tab.build(studio, adapters_panel, app)
-        with gr.Tab("Chat") as chat_panel:
-            chat_tab.build(studio, chat, chat_panel, app)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Train", id="train"):
+                form = train_tab.build(studio, app)
+            with gr.Tab("Runs", id="runs"):
+                runs_tab.build(studio, app, form, tabs)
+            with gr.Tab("Adapters", id="adapters") as adapters_panel:
+                adapters_tab.build(studio, adapters_panel, app)
+            with gr.Tab("Chat", id="chat") as chat_panel:
+                chat_tab.build(studio, chat, chat_panel, app)
         api.register(studio, chat)
         notices.build(studio, app)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import gradio as gr
+import yaml
 
 from app import memory_panel, presets_panel
 from app.choices import base_models
@@ -28,8 +29,10 @@ from jobs.models.resolve import base_module_kinds
 from jobs.spec import DEMO_BASE_MODEL, EMPTY_SPEC, EXAMPLE_DATASET, SMOLLM2_BASE_MODEL, SpecError
 from jobs.studio import Studio
 from jobs.submit import submit_job
+from jobs.sweeps import submit_sweep
 
 PREVIEW_ROWS = 3
+SWEEP_EXAMPLE = "lora_r: [8, 16]\nlearning_rate: [0.005, 0.002]\n"
 STATUS_REFRESH_S = 3.0
 
 
@@ -70,6 +73,16 @@ def render_preview(studio: Studio, base_model: str, dataset: str, eval_fraction)
     return "\n\n".join([header, *rows])
 
 
+def sweep_from_form(studio: Studio, base: dict, axes_text: str, mode: str, name: str,
+                    priority: int = 0) -> tuple[str, list[int]]:
+    """Queue a sweep over `base` (the form, or a spec): every point a job, one group. Raises SpecError."""
+    try:
+        axes = yaml.safe_load(axes_text or "")
+    except (yaml.YAMLError, RecursionError) as error:
+        raise SpecError.from_text("sweep", f"not valid YAML or JSON: {error}") from None
+    return submit_sweep(studio, base, axes, mode, name, priority)
+
+
 def base_status_text(studio: Studio, base_model: str) -> str:
     """Whether a studio base is ready, being prepared (and how far), or will be prepared by its first job."""
     if base_model == SMOLLM2_BASE_MODEL:
@@ -96,6 +109,14 @@ def build(studio: Studio, app: gr.Blocks) -> SpecForm:
             priority = gr.Number(value=0, precision=0, label="Priority", info="Higher runs first among queued jobs.")
             submit = gr.Button("Submit job", variant="primary")
             status = gr.Markdown(elem_id="submit-status")
+            with gr.Accordion("Sweep: one job per point of a grid over any fields", open=False):
+                axes = gr.Code(value=SWEEP_EXAMPLE, language="yaml", label="Values to sweep (YAML or JSON)",
+                               elem_id="sweep-axes")
+                with gr.Row():
+                    mode = gr.Radio(["grid", "list"], value="grid", label="Combine", info="grid: every combination; "
+                                    "list: the first values together, then the second…")
+                    sweep_name = gr.Textbox(label="Sweep name", placeholder="optional", elem_id="sweep-name")
+                submit_sweep_button = gr.Button("Submit sweep", elem_id="submit-sweep")
         with gr.Column(scale=2):
             memory_slot = gr.Column()
             with gr.Accordion("Upload a dataset", open=False):
@@ -119,6 +140,18 @@ def build(studio: Studio, app: gr.Blocks) -> SpecForm:
             return (gr.update(value=problems_summary(error.problems, "Not queued"), elem_classes=["has-problems"]),
                     "**Not queued** (see the problems above).", *field_updates(names, error.problems))
         return (gr.update(value="", elem_classes=[]), f"Queued job **{job_id}**. Follow it in the Runs tab.",
+                *field_updates(names, []))
+
+    def on_sweep(axes_text, how, group, priority_value, *values):
+        try:
+            group, ids = sweep_from_form(studio, spec_from_form(studio, names, list(values)), axes_text, how, group,
+                                         int(priority_value or 0))
+        except SpecError as error:
+            return (gr.update(value=problems_summary(error.problems, "Sweep not queued"),
+                              elem_classes=["has-problems"]), "**Sweep not queued** (see the problems above).",
+                    *field_updates(names, error.problems))
+        return (gr.update(value="", elem_classes=[]),
+                f"Queued sweep **{group}**: jobs {', '.join(map(str, ids))}. Compare them in the Runs tab.",
                 *field_updates(names, []))
 
     def on_import(path, wanted_name):
@@ -154,6 +187,8 @@ def build(studio: Studio, app: gr.Blocks) -> SpecForm:
                 gr.update(choices=sorted(kinds)))
 
     submit.click(on_submit, [priority, *controls], [summary, status, *controls], api_visibility="private")
+    submit_sweep_button.click(on_sweep, [axes, mode, sweep_name, priority, *controls], [summary, status, *controls],
+                              api_visibility="private")
     import_button.click(on_import, [upload, upload_name], [import_status, dataset], api_visibility="private")
     preview_inputs = [base_model, dataset, eval_fraction]
     show_preview.click(on_show_preview, preview_inputs, [preview_on, preview], api_visibility="private")

@@ -10,7 +10,7 @@ import pandas as pd
 from jobs.spec import TrainSpec, field_label
 from storage.models import Adapter, Job, JobStatus, Metric, Worker, utcnow
 
-JOB_COLUMNS = ["id", "name", "status", "progress", "ETA", "loss", "eval loss", "attempt", "created"]
+JOB_COLUMNS = ["id", "name", "status", "progress", "ETA", "loss", "eval loss", "attempt", "sweep", "created"]
 ADAPTER_COLUMNS = ["name", "base model", "rank", "targets", "dataset", "steps", "eval loss", "size", "merged", "job",
                    "created"]
 PLOTTED = {"loss": "train loss", "eval_loss": "eval loss"}
@@ -58,7 +58,7 @@ def _fmt(value: float | None) -> str:
 
 def job_row(job: Job, latest: dict[str, float]) -> list:
     return [job.id, job.name, job.status, progress_text(job), human_duration(eta_seconds(job)),
-            _fmt(latest.get("loss")), _fmt(latest.get("eval_loss")), job.attempt,
+            _fmt(latest.get("loss")), _fmt(latest.get("eval_loss")), job.attempt, job.group_name or "",
             job.created_at.strftime("%Y-%m-%d %H:%M:%S")]
 
 
@@ -95,7 +95,8 @@ def adapters_table(rows: list[tuple[Adapter, Job | None]], eval_loss: dict[int, 
 def job_summary(job: Job) -> dict:
     """The API's view of a job."""
     return {
-        "id": job.id, "name": job.name, "kind": job.kind, "status": job.status, "priority": job.priority,
+        "id": job.id, "name": job.name, "kind": job.kind, "group_name": job.group_name, "status": job.status,
+        "priority": job.priority,
         "attempt": job.attempt, "step": job.step, "total_steps": job.total_steps,
         "progress": progress_text(job), "eta_s": eta_seconds(job), "error": job.error,
         "cancel_requested": job.cancel_requested, "worker": job.worker,
@@ -165,3 +166,72 @@ def workers_table(workers: list[dict], queued: int) -> pd.DataFrame:
              human_duration((now - datetime.fromisoformat(w["heartbeat_at"])).total_seconds()) + " ago", queued]
             for w in workers]
     return pd.DataFrame(rows or [["no live worker", "", "", "", "", "", queued]], columns=WORKER_COLUMNS)
+
+
+TIMELINES = {"loss curves": ("loss", "eval_loss"), "tokens/s": ("tokens_per_s",), "memory (GiB)": ("memory_bytes",),
+             "learning rate": ("learning_rate",), "grad norm": ("grad_norm",)}
+SERIES = {"loss": "train loss", "eval_loss": "eval loss", "tokens_per_s": "tokens/s", "memory_bytes": "memory",
+          "learning_rate": "learning rate", "grad_norm": "grad norm"}
+SCALES = {"memory_bytes": 1 / 2**30}
+
+
+def run_curves(metrics: list[Metric], names: tuple[str, ...], x: str = "step") -> dict[str, list[tuple[float, float]]]:
+    """The run's series as (x, y) points; x is the step or the tokens seen by then (the last count at or before the
+    point's step, so eval points line up with the training tokens behind them)."""
+    seen = sorted((m.step, m.value) for m in metrics if m.name == "tokens_seen")
+    curves: dict[str, list[tuple[float, float]]] = {SERIES[name]: [] for name in names}
+    for metric in metrics:
+        if metric.name not in names:
+            continue
+        where = float(metric.step) if x == "step" else _tokens_at(seen, metric.step)
+        if where is not None:
+            curves[SERIES[metric.name]].append((where, metric.value * SCALES.get(metric.name, 1)))
+    return curves
+
+
+def _tokens_at(seen: list[tuple[int, float]], step: int) -> float | None:
+    before = [tokens for at, tokens in seen if at <= step]
+    return before[-1] if before else None
+
+
+def spec_diff(specs: dict[str, dict], differences_only: bool) -> pd.DataFrame:
+    """One row per spec field, one column per run; only the fields where the runs differ, when asked."""
+    rows = []
+    for name in TrainSpec.model_fields:
+        values = [_show(spec.get(name, "")) for spec in specs.values()]
+        if differences_only and len(set(values)) <= 1:
+            continue
+        rows.append([f"{field_label(name)} ({name})", *values])
+    return pd.DataFrame(rows or [["(no difference)", *["" for _ in specs]]], columns=["field", *specs])
+
+
+RANKING_COLUMNS = ["rank", "run", "sweep", "status", "eval loss", "train loss", "steps", "tokens/s (median)",
+                   "peak memory"]
+
+
+def ranking(jobs: list[Job], latest: dict[int, dict[str, float]], medians: dict[int, float | None]) -> pd.DataFrame:
+    """The runs ranked by final eval loss (best first; runs without one last)."""
+    def key(job):
+        loss = latest.get(job.id, {}).get("eval_loss")
+        return (loss is None, loss if loss is not None else 0.0, job.id)
+
+    rows = []
+    for rank, job in enumerate(sorted(jobs, key=key), start=1):
+        values = latest.get(job.id, {})
+        peak = values.get("peak_memory_bytes")
+        rows.append([rank, f"{job.id} · {job.name}", job.group_name or "", job.status, _fmt(values.get("eval_loss")),
+                     _fmt(values.get("loss")), job.step, f"{medians.get(job.id):.0f}" if medians.get(job.id) else "",
+                     human_size(int(peak)) if peak else ""])
+    return pd.DataFrame(rows, columns=RANKING_COLUMNS)
+
+
+def samples_table(samples: list) -> pd.DataFrame:
+    """One row per held-out prompt; one column per step (step 0: the base model before training)."""
+    steps = sorted({s.step for s in samples})
+    prompts: dict[int, dict] = {}
+    for sample in samples:
+        row = prompts.setdefault(sample.prompt_index, {"prompt": sample.prompt})
+        row[sample.step] = sample.answer
+    columns = ["prompt", *[("base (step 0)" if step == 0 else f"step {step}") for step in steps]]
+    rows = [[row["prompt"], *[row.get(step, "") for step in steps]] for _, row in sorted(prompts.items())]
+    return pd.DataFrame(rows, columns=columns)

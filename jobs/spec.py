@@ -21,6 +21,9 @@ SMOLLM2_BASE_MODEL = "smollm2-135m-instruct"
 STUDIO_BASE_MODELS = (DEMO_BASE_MODEL, SMOLLM2_BASE_MODEL)
 """Base models the studio provides offline, by name: the random demo, and a real instruct model."""
 EXAMPLE_DATASET = "example"
+PIRATE_DATASET = "pirate"
+BUNDLED_DATASETS = (EXAMPLE_DATASET, PIRATE_DATASET)
+"""Datasets that ship with the studio: keyword tasks for the demo base, a pirate voice for the real offline one."""
 
 
 MAX_NAME_LENGTH = 100
@@ -83,7 +86,8 @@ class TrainSpec(BaseModel):
         f"'{DEMO_BASE_MODEL}' (random weights, built instantly), a local directory with safetensors weights, or a "
         "Hugging Face hub id (needs internet)."))
     dataset: str = Field(EXAMPLE_DATASET, title="Dataset", min_length=1, description=(
-        f"Name of an uploaded dataset, or '{EXAMPLE_DATASET}' for the bundled example chat data."))
+        f"Name of an uploaded dataset, or a bundled one: '{EXAMPLE_DATASET}' (keyword tasks the demo base can "
+        f"learn) or '{PIRATE_DATASET}' (a pirate voice for {SMOLLM2_BASE_MODEL})."))
 
     lora_r: int = Field(8, title="LoRA rank (r)",
         description="LoRA rank: size of the low-rank update. 8-64 is typical.")
@@ -151,6 +155,9 @@ class TrainSpec(BaseModel):
         description="Evaluate every this many steps (when eval_fraction > 0).")
     logging_steps: int = Field(5, title="Log every (steps)",
         description="Log loss, learning rate and throughput every this many steps.")
+    sample_prompts: int = Field(3, title="Sample answers", description=(
+        "Held-out prompts the run answers (greedy) at each eval and at the end, and the base model before training, "
+        "shown side by side in the Runs tab so learning is visible; 0: none. Needs an eval split."))
     save_steps: int = Field(50, title="Checkpoint every (steps)",
         description="Save a resumable checkpoint every this many steps.")
     warmup_ratio: float = Field(0.05, title="Warmup ratio",
@@ -232,6 +239,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "weight_decay": (0, 1, "from 0 to 1"),
     "max_grad_norm": (0, 1e6, "at least 0 (0: no clipping)"),
     "seed": (0, 2**32 - 1, "a whole number from 0 to 4294967295"),
+    "sample_prompts": (0, 20, "a whole number from 0 to 20"),
 }
 MAX_STEPS = 10_000_000
 EMPTY_SPEC = ("is empty: name at least one field (each has a default; static/examples/demo_job.json is a full "

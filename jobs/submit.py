@@ -131,20 +131,42 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
 
 def submit_job(studio: Studio, raw: dict, priority: int = 0) -> int:
     """Validate, write the ledger row, then enqueue its message. Returns the job id."""
+    return submit_jobs(studio, [raw], priority)[0]
+
+
+def submit_jobs(studio: Studio, raws: list[dict], priority: int = 0, group_name: str | None = None) -> list[int]:
+    """Validate every spec (all problems at once, each naming its point when there are several), then write all the
+    ledger rows in one transaction and enqueue them: a group is queued whole or not at all."""
     if problem := priority_problem(priority):
         raise SpecError.from_text("priority", problem)
-    spec = validate_submission(studio, raw)
-    pinned = _pins(studio, spec)
+    specs, problems = [], []
+    for index, raw in enumerate(raws):
+        try:
+            specs.append(validate_submission(studio, raw))
+        except SpecError as error:
+            where = f"point {index + 1}: " if len(raws) > 1 else ""
+            problems += [Problem(field=p.field, message=where + p.message) for p in error.problems]
+    names = [spec.name for spec in specs if spec.name]
+    if len(names) != len(set(names)):
+        problems.append(Problem(field="name", message="each job of a group needs its own adapter name"))
+    if problems:
+        raise SpecError(problems)
     with studio.db.write() as session:
-        job = jobs_repo.create_job(session, name=spec.name or "pending", spec=spec.model_dump(mode="json"),
-                                   priority=priority)
-        job.provenance = {"pinned": pinned}
-        if not spec.name:
-            job.name = f"{Path(spec.base_model).name}-job{job.id}"
-        job_id = job.id
-    # After the commit, so the worker finds the row; a crash in between is repaired by the queue resync.
-    enqueue_job(studio.settings, job_id, priority)
-    return job_id
+        jobs = [_create(session, studio, spec, priority, group_name) for spec in specs]
+        ids = [job.id for job in jobs]
+    for job_id in ids:  # after the commit, so the worker finds the rows; a crash in between is repaired by resync
+        enqueue_job(studio.settings, job_id, priority)
+    return ids
+
+
+def _create(session, studio: Studio, spec: TrainSpec, priority: int, group_name: str | None) -> Job:
+    job = jobs_repo.create_job(session, name=spec.name or "pending", spec=spec.model_dump(mode="json"),
+                               priority=priority)
+    job.provenance = {"pinned": _pins(studio, spec)}
+    job.group_name = group_name
+    if not spec.name:
+        job.name = f"{Path(spec.base_model).name}-job{job.id}"
+    return job
 
 
 def _pins(studio: Studio, spec: TrainSpec) -> dict:

@@ -10,7 +10,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from storage.models import Adapter, Event, Job, JobKind, JobStatus, Metric, utcnow
+from storage.models import Adapter, Event, Job, JobKind, JobStatus, Metric, Sample, utcnow
 
 
 def create_job(session: Session, name: str, spec: dict, priority: int = 0, kind: str = JobKind.TRAIN) -> Job:
@@ -152,6 +152,23 @@ def record_metrics(session: Session, job_id: int, step: int, values: dict[str, f
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     session.execute(insert(Metric).values(rows).on_conflict_do_nothing(
         index_elements=["job_id", "step", "name"]))
+
+
+def record_samples(session: Session, job_id: int, step: int, answers: list[tuple[str, str]]) -> None:
+    """Store (prompt, answer) pairs of one step; pairs already stored for (job, step, prompt) are kept."""
+    rows = [{"job_id": job_id, "step": step, "prompt_index": index, "prompt": prompt, "answer": answer,
+             "created_at": utcnow()} for index, (prompt, answer) in enumerate(answers)]
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(insert(Sample).values(rows).on_conflict_do_nothing(
+        index_elements=["job_id", "step", "prompt_index"]))
+
+
+def samples_for(session: Session, job_id: int) -> list[Sample]:
+    query = select(Sample).where(Sample.job_id == job_id).order_by(Sample.prompt_index, Sample.step)
+    return list(session.scalars(query))
 
 
 def metrics_for(session: Session, job_id: int) -> list[Metric]:

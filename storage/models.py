@@ -55,6 +55,8 @@ class Job(Base):
     spec: Mapped[dict] = mapped_column(JSON)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     queue_rank: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    group_name: Mapped[str | None] = mapped_column(String(100), index=True)
+    """The sweep this job belongs to (jobs submitted together over a grid of spec values), if any."""
     """Place in line among queued jobs of the same priority (lower first); starts as the job's id."""
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     lost_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -152,3 +154,18 @@ class Event(Base):
     delivery_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_delivery_at: Mapped[datetime | None] = mapped_column(DateTime())
     delivery_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Sample(Base):
+    """A run's greedy answer to one held-out prompt at one step (step 0: the base model, before training)."""
+
+    __tablename__ = "samples"
+    __table_args__ = (UniqueConstraint("job_id", "step", "prompt_index", name="uq_samples_job_step_prompt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    prompt_index: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)

@@ -11,10 +11,12 @@ from pathlib import Path
 from jobs.data.errors import DatasetError
 from jobs.data.formats import ParsedDataset, parse_file
 from jobs.data.readers import ReadLimits
-from jobs.spec import EXAMPLE_DATASET, name_problem
-from jobs.studio import EXAMPLE_DATASET_FILE, Studio
+from jobs.spec import BUNDLED_DATASETS, EXAMPLE_DATASET, PIRATE_DATASET, name_problem
+from jobs.studio import EXAMPLE_DATASET_FILE, PIRATE_DATASET_FILE, Studio
 from storage import catalog
 from storage.models import Dataset
+
+BUNDLED_FILES = {EXAMPLE_DATASET: EXAMPLE_DATASET_FILE, PIRATE_DATASET: PIRATE_DATASET_FILE}
 
 
 def store_parsed(parsed: ParsedDataset, datasets_dir: Path) -> tuple[Path, str]:
@@ -85,8 +87,8 @@ def import_dataset(studio: Studio, source: Path, name: str) -> Imported:
     problems = []
     if problem := name_problem(name):
         problems.append(f"name: {problem}")
-    elif name == EXAMPLE_DATASET:
-        problems.append(f"name: '{EXAMPLE_DATASET}' is reserved for the bundled example dataset")
+    elif name in BUNDLED_DATASETS:
+        problems.append(f"name: '{name}' is reserved for a bundled dataset")
     try:
         parsed = parse_file(Path(source), read_limits(studio))
     except DatasetError as error:
@@ -97,18 +99,23 @@ def import_dataset(studio: Studio, source: Path, name: str) -> Imported:
     return _register(studio, name, parsed)
 
 
-def ensure_example_dataset(studio: Studio) -> Dataset:
+def ensure_bundled_dataset(studio: Studio, name: str = EXAMPLE_DATASET) -> Dataset:
+    """A bundled dataset, registered on first use."""
     with studio.db.read() as session:
-        existing = catalog.get_dataset_by_name(session, EXAMPLE_DATASET)
+        existing = catalog.get_dataset_by_name(session, name)
     if existing is not None:
         return existing
-    return _register(studio, EXAMPLE_DATASET, parse_file(EXAMPLE_DATASET_FILE)).dataset
+    return _register(studio, name, parse_file(BUNDLED_FILES[name])).dataset
+
+
+def ensure_example_dataset(studio: Studio) -> Dataset:
+    return ensure_bundled_dataset(studio, EXAMPLE_DATASET)
 
 
 def find_dataset(studio: Studio, name: str) -> Dataset | None:
-    """The dataset registered under `name` (the example is registered on first use)."""
-    if name == EXAMPLE_DATASET:
-        ensure_example_dataset(studio)
+    """The dataset registered under `name` (a bundled one is registered on first use)."""
+    if name in BUNDLED_DATASETS:
+        ensure_bundled_dataset(studio, name)
     with studio.db.read() as session:
         return catalog.get_dataset_by_name(session, name)
 
@@ -119,7 +126,7 @@ def dataset_path(studio: Studio, name: str) -> Path | None:
 
 
 def dataset_names(studio: Studio) -> list[str]:
-    """Every stored dataset's name, the example first."""
+    """Every stored dataset's name, the bundled ones first."""
     with studio.db.read() as session:
         names = [d.name for d in catalog.list_datasets(session)]
-    return [EXAMPLE_DATASET] + sorted({n for n in names if n != EXAMPLE_DATASET})
+    return list(BUNDLED_DATASETS) + sorted(set(names) - set(BUNDLED_DATASETS))

@@ -48,6 +48,11 @@ class LedgerSink:
             beat = jobs_repo.heartbeat(session, self.job_id, self.attempt, step=step, total_steps=total_steps)
         self._note(beat)
 
+    def on_samples(self, step: int, answers: list[tuple[str, str]]) -> None:
+        with self.studio.db.write() as session:
+            if jobs_repo.heartbeat(session, self.job_id, self.attempt).still_owner:
+                jobs_repo.record_samples(session, self.job_id, step, answers)
+
     def should_stop(self) -> bool:
         if self.signalled.is_set() or self.cancel_requested or self.lost_ownership:
             return True
@@ -84,7 +89,8 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
               "memory_estimate_bytes": _memory_estimate(spec, base_path, device)}
     with studio.db.write() as session:
         jobs_repo.record_provenance(session, job_id, attempt, record)
-    result = train(spec, run_dir, base_path, studio.absolute(dataset.path), sink.on_metrics, sink.should_stop)
+    result = train(spec, run_dir, base_path, studio.absolute(dataset.path), sink.on_metrics, sink.should_stop,
+                   sink.on_samples)
     if result.stopped:
         sink.refresh()
         if not sink.cancel_requested:

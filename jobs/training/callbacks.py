@@ -15,7 +15,11 @@ from jobs.training.checkpoints import mark_complete
 
 MetricsSink = Callable[[int, dict[str, float], int | None], None]
 """(step, {metric name: value}, total steps) -> None."""
+SampleSink = Callable[[int, list[tuple[str, str]]], None]
+"""(step, [(prompt, answer), ...]) -> None."""
 LOGGED_METRICS = ("loss", "learning_rate", "grad_norm", "eval_loss", "mean_token_accuracy", "epoch")
+RENAMED = {"num_input_tokens_seen": "tokens_seen"}  # the Trainer's count: kept in checkpoints, so a resume goes on
+SAMPLE_NEW_TOKENS = 48
 
 
 def memory_in_use() -> dict[str, float]:
@@ -48,6 +52,8 @@ class MetricsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         values = {name: float(logs[name]) for name in LOGGED_METRICS if isinstance(logs.get(name), int | float)}
+        values.update({ours: float(logs[theirs]) for theirs, ours in RENAMED.items()
+                       if isinstance(logs.get(theirs), int | float)})
         if "num_tokens" in logs:
             now, tokens = time.monotonic(), float(logs["num_tokens"])
             if self._last is not None and tokens > self._last[1] and now > self._last[0]:
@@ -80,3 +86,43 @@ class CompleteMarkerCallback(TrainerCallback):
         if checkpoint.is_dir():
             mark_complete(checkpoint, state.global_step)
         return control
+
+
+class SampleCallback(TrainerCallback):
+    """Greedy answers to a few held-out prompts: the base model's before training (step 0), then at every eval and
+    at the end, so a person sees learning happen. Prompts are conversations ending with the user's turn."""
+
+    def __init__(self, prompts: list[list[dict]], tokenizer, sink: SampleSink) -> None:
+        self.prompts, self.tokenizer, self.sink = prompts, tokenizer, sink
+        self._answered: set[int] = set()
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 0:
+            self._answer(model, 0)
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        self._answer(model, state.global_step)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self._answer(model, state.global_step)
+
+    def _answer(self, model, step: int) -> None:
+        import torch
+
+        if not self.prompts or model is None or step in self._answered:
+            return
+        self._answered.add(step)
+        was_training = model.training
+        model.eval()
+        answers = []
+        with torch.no_grad():
+            for messages in self.prompts:
+                inputs = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                            return_dict=True).to(model.device)
+                output = model.generate(**inputs, max_new_tokens=SAMPLE_NEW_TOKENS, do_sample=False,
+                                        pad_token_id=self.tokenizer.pad_token_id)
+                answer = self.tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+                answers.append((messages[-1]["content"], answer.strip()))
+        if was_training:
+            model.train()
+        self.sink(step, answers)

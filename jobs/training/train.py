@@ -20,7 +20,14 @@ from jobs.data.store import load_rows, split_sizes
 from jobs.models.loading import compute_dtype, load_base_model, load_tokenizer, pick_device
 from jobs.spec import TrainSpec
 from jobs.training.adapter import save_adapter
-from jobs.training.callbacks import CompleteMarkerCallback, MetricsCallback, MetricsSink, StopCallback
+from jobs.training.callbacks import (
+    CompleteMarkerCallback,
+    MetricsCallback,
+    MetricsSink,
+    SampleCallback,
+    SampleSink,
+    StopCallback,
+)
 from jobs.training.checkpoints import newest_complete_checkpoint
 
 
@@ -105,6 +112,8 @@ def sft_config(spec: TrainSpec, out_dir: Path, device: str, dtype: torch.dtype, 
         gradient_checkpointing=checkpointing, max_length=spec.max_length,
         packing=spec.packing, padding_free=spec.packing, assistant_only_loss=spec.assistant_only_loss,
         use_cpu=device == "cpu", report_to="none", dataloader_num_workers=0, disable_tqdm=True,
+        # A packed row has no padding (and its pad id may be a real token, such as SmolLM2's <|im_end|>): count all.
+        include_num_input_tokens_seen="all" if spec.packing else "non_padding",
     )
 
 
@@ -128,8 +137,21 @@ class PreparedRun:
     has_eval: bool
 
 
+def sample_prompts(eval_rows: Dataset | None, count: int) -> list[list[dict]]:
+    """The first held-out rows' conversations up to their last user turn: what the samples answer."""
+    if eval_rows is None or count <= 0:
+        return []
+    prompts = []
+    for row in eval_rows.select(range(min(count, len(eval_rows)))):
+        messages = row["messages"]
+        last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+        if last_user is not None:
+            prompts.append(messages[: last_user + 1])
+    return prompts
+
+
 def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
-                should_stop: Callable[[], bool]) -> PreparedRun:
+                should_stop: Callable[[], bool], on_samples: SampleSink | None = None) -> PreparedRun:
     """Load → quantize → attach LoRA → data → trainer, as `spec` says."""
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device()
@@ -150,18 +172,21 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
     print(f"optimizer {optimizer}" + (f" ({note})" if note else ""), flush=True)
 
     stop = StopCallback(should_stop)
+    callbacks = [MetricsCallback(on_metrics), stop, CompleteMarkerCallback()]
+    prompts = sample_prompts(eval_rows, spec.sample_prompts)
+    if on_samples is not None and prompts:
+        callbacks.append(SampleCallback(prompts, tokenizer, on_samples))
     trainer = SFTTrainer(
         model=model, args=sft_config(spec, out_dir, device, dtype, checkpointing, eval_rows is not None),
-        train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
-        callbacks=[MetricsCallback(on_metrics), stop, CompleteMarkerCallback()])
+        train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer, callbacks=callbacks)
     _keep_lora_in_fp32(trainer.model, dtype)
     return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None)
 
 
 def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
-          should_stop: Callable[[], bool]) -> TrainResult:
+          should_stop: Callable[[], bool], on_samples: SampleSink | None = None) -> TrainResult:
     """Train one LoRA adapter as `spec` says. Resumes from the newest complete checkpoint in `out_dir`."""
-    run = prepare_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop)
+    run = prepare_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, on_samples)
     trainer = run.trainer
     resume_from = newest_complete_checkpoint(out_dir / "checkpoints")
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

@@ -29,8 +29,8 @@ def client(live):
     app.close()
 
 
-PUBLIC_ENDPOINTS = {"/submit_job", "/get_job", "/list_jobs", "/cancel_job", "/move_job", "/set_priority",
-                    "/list_workers", "/list_adapters", "/download_adapter",
+PUBLIC_ENDPOINTS = {"/submit_job", "/submit_sweep", "/cancel_sweep", "/get_job", "/list_jobs", "/cancel_job",
+                    "/move_job", "/set_priority", "/list_workers", "/list_adapters", "/download_adapter",
                     "/rename_adapter", "/delete_adapter", "/merge_adapter", "/download_merged", "/push_to_hub",
                     "/compare", "/import_dataset"}
 
@@ -193,6 +193,18 @@ def test_jobs_run_in_the_order_the_queue_shows_after_a_move(client, live):
     assert started == sorted(started)  # the worker took them in exactly the order shown
     with pytest.raises(Exception, match="is not queued"):
         client.predict(low_1, "front", api_name="/move_job")
+
+
+def test_a_two_by_two_sweep_is_one_group_that_finishes(client):
+    done = client.predict(json.dumps({**FAST_JOB, "max_steps": 2, "name": "grid"}), "lora_r: [4, 8]\nseed: [1, 2]",
+                          "grid", "api-sweep", 0, api_name="/submit_sweep")
+    assert done["group"] == "api-sweep" and len(done["job_ids"]) == 4
+    finished = [_wait(client, job_id) for job_id in done["job_ids"]]
+    assert [job["status"] for job in finished] == ["succeeded"] * 4
+    assert {job["group_name"] for job in finished} == {"api-sweep"}
+    assert sorted((j["spec"]["lora_r"], j["spec"]["seed"]) for j in finished) == [(4, 1), (4, 2), (8, 1), (8, 2)]
+    with pytest.raises(Exception, match="point 2: must be a whole number from 1 to 1024"):
+        client.predict(json.dumps(FAST_JOB), "lora_r: [4, 0]", "grid", "bad-sweep", 0, api_name="/submit_sweep")
 
 
 def _wait(client, job_id, timeout_s=300, statuses=("succeeded", "failed", "cancelled")):

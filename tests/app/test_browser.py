@@ -332,6 +332,36 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
             expect(_job_row(page, name)).to_contain_text("succeeded", timeout=20_000)
         expect(summary).to_contain_text("Status: succeeded", timeout=20_000)  # the empty box follows the newest
 
+        # --- Clone a run into the form, sweep two ranks from it, compare the sweep --------------------------------
+        page.locator("#jobs-table").get_by_role("gridcell", name="first", exact=True).click()
+        page.get_by_role("button", name="Clone into the Train form").click()
+        expect(page.get_by_role("tab", name="Train", exact=True)).to_have_attribute("aria-selected", "true")
+        expect(_field(page, "max_steps")).to_have_value("6")
+        expect(_field(page, "name")).to_have_value("")
+        page.get_by_role("button", name=re.compile(r"^Sweep: one job per point")).click()
+        editor = page.locator("#sweep-axes .cm-content")
+        editor.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.insert_text("lora_r: [4, 8]")
+        page.get_by_label("Sweep name", exact=True).fill("ranks")
+        page.get_by_role("button", name="Submit sweep").click()
+        expect(page.locator("#submit-status")).to_contain_text("Queued sweep ranks: jobs", timeout=30_000)
+        sweep_jobs = [j for j in _api(app).predict(api_name="/list_jobs") if j["group_name"] == "ranks"]
+        assert sorted(j["spec"]["lora_r"] for j in sweep_jobs) == [4, 8]
+        _open_tab(page, "Runs")
+        _wait_until_succeeded(page, app, [j["name"] for j in sweep_jobs])
+        page.get_by_role("button", name="Compare runs").click()
+        page.wait_for_timeout(1500)  # opening the panel reloads its run and sweep choices
+        page.locator("#compare-sweep input").click()
+        page.get_by_role("option", name="ranks", exact=True).click()
+        page.get_by_role("button", name="Compare", exact=True).click()
+        expect(page.locator("#compare-plot img")).to_be_visible(timeout=30_000)
+        expect(page.locator("#compare-ranking").get_by_role("row")).to_have_count(3)  # header and the two runs
+        specs = page.locator("#compare-specs")
+        expect(specs).to_contain_text("LoRA rank (r) (lora_r)")
+        expect(specs).not_to_contain_text("Max steps")  # differences only
+        _shot(page, shots, "3b-compare")
+
         # --- Adapters: both listed with their rank; one downloads in one click ---------------------------------
         _open_tab(page, "Adapters")
         adapters = page.locator("#adapters-table")
@@ -401,7 +431,7 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
         page.get_by_role("button", name="Delete adapter").click()
         expect(page.locator("#adapter-status")).to_contain_text("Deleted second", timeout=30_000)
         expect(adapters.get_by_role("row", name=re.compile(r"^second\b"))).to_have_count(0)
-        assert {a["name"] for a in _api(app).predict("", api_name="/list_adapters")} == {"first"}
+        assert {a["name"] for a in _api(app).predict("", api_name="/list_adapters")} == {"first", "ranks-1", "ranks-2"}
         assert not (app.data_dir / "adapters" / f"job-{job_ids['second']}").exists()
         print(f"journey took {time.monotonic() - started:.0f} s")
 

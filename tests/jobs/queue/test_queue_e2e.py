@@ -29,7 +29,12 @@ def test_job_runs_through_queue_and_worker(live):
         adapter = catalog.adapter_for_job(s, job_id)
     losses = [m for m in metrics if m.name == "loss"]
     assert [m.step for m in losses] == [1, 2, 3, 4]
-    assert {"eval_loss", "learning_rate", "grad_norm", "tokens_per_s"} <= {m.name for m in metrics}
+    assert {"eval_loss", "learning_rate", "grad_norm", "tokens_per_s", "tokens_seen", "memory_bytes",
+            "peak_memory_bytes"} <= {m.name for m in metrics}
+    with live.studio.db.read() as s:
+        samples = jobs_repo.samples_for(s, job_id)
+    assert sorted({sample.step for sample in samples}) == [0, 2, 4]  # the base, each eval, the end
+    assert len({sample.prompt_index for sample in samples}) == 3
     assert adapter.name == "e2e" and adapter.path == f"adapters/job-{job_id}" and adapter.size_bytes > 0
     adapter_dir = live.studio.absolute(adapter.path)
     assert (adapter_dir / "adapter_model.safetensors").is_file()

@@ -120,3 +120,16 @@ def test_failures_are_explained_in_words(error, opening):
 
     text = explain_failure(error)
     assert text.startswith(opening) and str(error) in text  # the original error is kept for the curious
+
+
+def test_sample_answers_are_given_at_the_start_every_eval_and_the_end(tmp_path, demo_model_dir, example_data):
+    spec = parse_spec({**FAST, "max_steps": 4, "eval_steps": 2, "sample_prompts": 2})
+    samples, tokens = {}, []
+    train(spec, tmp_path, str(demo_model_dir), example_data,
+          lambda step, values, total: tokens.append(values.get("tokens_seen")),
+          lambda: False, lambda step, answers: samples.setdefault(step, answers))
+    assert sorted(samples) == [0, 2, 4]  # the base before training, each eval, the end (the last eval is it)
+    assert all(len(answers) == 2 and all(prompt for prompt, _ in answers) for answers in samples.values())
+    assert [prompt for prompt, _ in samples[0]] == [prompt for prompt, _ in samples[4]]  # the same held-out prompts
+    seen = [t for t in tokens if t is not None]
+    assert seen == sorted(seen) and seen[-1] > 0  # tokens seen only grow

@@ -1,0 +1,70 @@
+"""Sweeps: one job per point of a grid (or list) of values over any spec fields, submitted as one group that the
+Runs tab shows together, ranked by final eval loss.
+
+    {"lora_r": [8, 16], "learning_rate": [1e-3, 5e-4]}   grid: 4 jobs;  list: zipped, 2 jobs"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+from jobs.spec import Problem, SpecError, TrainSpec, name_problem
+from jobs.studio import Studio
+from jobs.submit import submit_jobs
+from storage import jobs_repo
+from storage.models import Job, JobStatus
+
+MAX_POINTS = 64
+MODES = ("grid", "list")
+
+
+def sweep_points(base: dict, axes: object, mode: str = "grid") -> list[dict]:
+    """The spec of every point: `base` with each combination of the axes' values. Raises SpecError naming each
+    problem with the axes themselves (a point's own problems are found when it is validated)."""
+    problems = _axes_problems(axes, mode)
+    if problems:
+        raise SpecError(problems)
+    names, values = list(axes), [axes[name] for name in axes]
+    combos = itertools.product(*values) if mode == "grid" else zip(*values, strict=True)
+    points = [{**base, **dict(zip(names, combo, strict=True))} for combo in combos]
+    if len(points) > MAX_POINTS:
+        raise SpecError.from_text("sweep", f"{len(points)} points; a sweep has at most {MAX_POINTS}")
+    return points
+
+
+def _axes_problems(axes: object, mode: str) -> list[Problem]:
+    if mode not in MODES:
+        return [Problem(field="mode", message=f"'grid' or 'list', not '{mode}'")]
+    if not isinstance(axes, dict) or not axes:
+        return [Problem(field="sweep", message="a mapping of spec fields to lists of values, e.g. "
+                                               '{"lora_r": [8, 16]}')]
+    problems = []
+    for name, values in axes.items():
+        if name not in TrainSpec.model_fields or name == "name":
+            problems.append(Problem(field="sweep", message=f"'{name}' is not a spec field a sweep can vary"))
+        elif not isinstance(values, list) or not values:
+            problems.append(Problem(field="sweep", message=f"'{name}' needs a non-empty list of values"))
+    lengths = {len(v) for v in axes.values() if isinstance(v, list)}
+    if mode == "list" and len(lengths) > 1:
+        problems.append(Problem(field="sweep", message="a list sweep zips its values: give every list the same length"))
+    return problems
+
+
+def submit_sweep(studio: Studio, base: dict, axes: object, mode: str = "grid", name: str = "",
+                 priority: int = 0) -> tuple[str, list[int]]:
+    """Queue every point as one group (all or none). Returns (group name, job ids)."""
+    group = (name or "").strip() or time.strftime("sweep-%Y%m%d-%H%M%S")
+    if problem := name_problem(group):
+        raise SpecError.from_text("sweep_name", problem)
+    points = sweep_points(base, axes, mode)
+    adapter = base.get("name") or group
+    named = [{**point, "name": f"{adapter}-{index + 1}"} for index, point in enumerate(points)]
+    return group, submit_jobs(studio, named, priority, group_name=group)
+
+
+def cancel_sweep(studio: Studio, group: str) -> dict[int, str]:
+    """Cancel every queued or running job of the group; returns each job's status afterwards."""
+    with studio.db.write() as session:
+        jobs = session.query(Job.id).filter(Job.group_name == group,
+                                            Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])).all()
+        return {job_id: jobs_repo.request_cancel(session, job_id) for (job_id,) in jobs}
