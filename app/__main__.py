@@ -51,7 +51,7 @@ def start_embedded_worker() -> EmbeddedWorker:
 
 def prepare(studio: Studio) -> None:
     """First-use setup for the offline default (the demo base model and the example dataset), saying what it does."""
-    from jobs.data.store import ensure_example_dataset
+    from jobs.data.store import ensure_example_dataset, remove_orphan_files
     from jobs.models.demo import demo_model_ready, ensure_demo_model
     from jobs.training.registry import settle_interrupted_deletes
 
@@ -60,6 +60,7 @@ def prepare(studio: Studio) -> None:
     ensure_demo_model(studio.settings.models_dir)
     ensure_example_dataset(studio)
     settle_interrupted_deletes(studio)
+    remove_orphan_files(studio)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,10 +91,13 @@ def main(argv: list[str] | None = None) -> None:
         log.info("job events go to the webhook %s", studio.settings.webhook_url)
         start_notifier(studio, studio.settings.webhook_url)
 
+    from app.chat_tab import ChatService, start_upkeep
     from app.server import build_app, launch_options
 
+    chat = ChatService(studio)
+    start_upkeep(studio, chat)  # chat makes way for training; prompt suites follow new adapters
     log.info("building the web app")
-    app = build_app(studio)
+    app = build_app(studio, chat)
     app.queue(default_concurrency_limit=1)
     app.launch(server_name=args.host, server_port=args.port, auth=auth, prevent_thread_lock=True, quiet=True,
                **launch_options(studio))

@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 from gradio import FileData
 
-from app import adapters_tab, runs_tab, train_tab
+from app import adapters_tab, blind_panel, datasets_tab, runs_tab, suites_panel, train_tab
 from app.chat_tab import ChatService, generation_settings
 from app.errors import user_error
 from jobs.chat.request import conversation
@@ -100,27 +100,96 @@ def register(studio: Studio, chat: ChatService) -> None:
         """Push the adapter ('adapter') or its merged model ('merged') to a hub repo; needs STUDIO_HF_TOKEN."""
         return adapters_tab.push(studio, name, repo_id, what, private)
 
-    def import_dataset(file: FileData, name: str = "") -> str:
-        """Import a dataset file (JSONL, JSON, CSV or Parquet) under `name` (default: the file's name). Returns the
-        name it is listed under; a refusal lists every problem, each naming its row or column."""
+    def import_dataset(file: FileData, name: str = "", format: str = "", columns: str = "") -> str:
+        """Import a dataset file (JSONL, JSON, CSV or Parquet) under `name` (default: the file's name). `format`
+        (messages, sharegpt, alpaca, completion, text, preference) and `columns` (JSON: role -> column) override
+        what the studio proposes from the file's columns. Returns what was imported; a refusal lists every
+        problem."""
         path = file.get("path") if isinstance(file, dict) else getattr(file, "path", None)
+        mapping = datasets_tab.parse_mapping(format, columns)
         try:
-            return train_tab.import_upload(studio, path, name or Path(str(path or "")).stem).dataset.name
+            return train_tab.import_upload(studio, path, name or Path(str(path or "")).stem, mapping).dataset.name
         except DatasetError as error:
             raise user_error(error.as_text()) from None
 
+    def import_hub_dataset(hub_id: str, name: str = "", config: str = "", split: str = "train",
+                           revision: str = "", format: str = "", columns: str = "") -> str:
+        """Import a Hugging Face hub dataset (needs internet; the resolved revision is recorded); `format` and
+        `columns` as for import_dataset. Returns a message."""
+        return datasets_tab.import_hub(studio, hub_id, name, config, split, revision,
+                                       datasets_tab.parse_mapping(format, columns))
+
+    def list_datasets() -> list[dict]:
+        """Every stored dataset: name, format, column mapping, rows, sha256, source, created."""
+        return datasets_tab.dataset_list(studio)
+
+    def dataset_stats(name: str, base_model: str = DEMO_BASE_MODEL, max_length: int = 512,
+                      assistant_only_loss: bool = True) -> dict:
+        """A dataset for a base model: rows, tokens, rows longer than max_length, share of tokens carrying loss,
+        turns per row, exact duplicates, rows per packed sequence."""
+        return datasets_tab.stats_summary(studio, name, base_model, max_length, assistant_only_loss)
+
+    def rename_dataset(name: str, new_name: str) -> str:
+        """Rename a dataset (not while a queued or running job uses it). Returns the new name."""
+        return datasets_tab.rename(studio, name, new_name)
+
+    def delete_dataset(name: str) -> str:
+        """Delete a dataset, its file and its entry together (never while a queued or running job uses it)."""
+        datasets_tab.delete(studio, name)
+        return f"deleted {name}"
+
     def compare(prompt: str, adapters: list[str], base_model: str = DEMO_BASE_MODEL, max_new_tokens: int = 64,
-                temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, system: str = "") -> list[dict]:
+                temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, system: str = "", top_k: int = 0,
+                repetition_penalty: float = 1.0) -> list[dict]:
         """One prompt to several adapters (and "base") in one batched generate; one reply per adapter."""
         conversations = [conversation(prompt, system=system) for _ in adapters]
-        settings = generation_settings(max_new_tokens, temperature, top_p, seed)
+        settings = generation_settings(max_new_tokens, temperature, top_p, seed, top_k, repetition_penalty)
         replies: list[str] = []
         for replies in chat.compare_stream(base_model, adapters, conversations, settings):  # noqa: B007
             pass
         return [{"adapter": name, "reply": reply} for name, reply in zip(adapters, replies, strict=True)]
 
+    def record_vote(base_model: str, prompt: str, answers: list[dict], outcome: str, best: int = -1) -> str:
+        """Store a vote judged elsewhere: `answers` [{"adapter", "reply"}] in the order they were shown, `outcome`
+        best, tie or all_bad, `best` the winner's index when outcome is best."""
+        round_ = {"base": base_model or DEMO_BASE_MODEL, "prompt": conversation(prompt), "settings": {},
+                  "order": [a.get("adapter", "") for a in answers], "replies": [a.get("reply", "") for a in answers]}
+        return blind_panel.vote(studio, round_, outcome, best if best >= 0 else None)
+
+    def leaderboard(base_model: str = DEMO_BASE_MODEL) -> list[dict]:
+        """Blind-vote standings of a base model's adapters: score (Bradley–Terry, Elo scale), win rate, rounds."""
+        frame, _ = blind_panel.leaderboard_frame(studio, base_model)
+        return frame.to_dict(orient="records")
+
+    def export_votes(base_model: str = DEMO_BASE_MODEL, name: str = "votes", train_dpo: bool = False,
+                     start_from: str = "", steps: int = blind_panel.DPO_STEPS) -> str:
+        """Store the base model's blind votes as a preference dataset (prompt, chosen, rejected); with `train_dpo`,
+        queue a DPO job on it starting from the adapter `start_from` (empty: a new adapter)."""
+        return blind_panel.export_and_train(studio, base_model, name, start_from, steps, train_dpo)
+
+    def save_suite(name: str, prompts: str) -> str:
+        """Create or replace a prompt suite: one prompt per line, 'prompt => reference answer' where there is one."""
+        return suites_panel.save(studio, name, prompts)
+
+    def run_suite(name: str, adapters: list[str], base_model: str = DEMO_BASE_MODEL, max_new_tokens: int = 64,
+                  temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> int:
+        """Answer every prompt of the suite with every pane (adapters, adapter@step-N checkpoints, "base"), one
+        batched generate per prompt, and score the reference answers. Returns the number of cells stored."""
+        settings = generation_settings(max_new_tokens, temperature, top_p, seed)
+        return suites_panel.run(studio, chat, name, base_model, adapters, settings)
+
+    def suite_results(name: str, base_model: str = DEMO_BASE_MODEL) -> dict:
+        """The suite's grid on a base: prompts, panes, each pane's answer per prompt, and each pane's mean
+        log-likelihood of the reference answers."""
+        grid = suites_panel.results(studio, name, base_model)
+        return {"prompts": grid.prompts, "panes": grid.panes,
+                "answers": [[grid.replies.get((i, pane)) for pane in grid.panes] for i in range(len(grid.prompts))],
+                "mean_loglik": {pane: grid.mean_loglik(pane) for pane in grid.panes}}
+
     endpoints = (submit_job, submit_sweep, cancel_sweep, get_job, list_jobs, cancel_job, move_job, set_priority,
                  list_workers, list_adapters, download_adapter, rename_adapter, delete_adapter, merge_adapter,
-                 download_merged, push_to_hub, compare, import_dataset)
+                 download_merged, push_to_hub, compare, import_dataset, import_hub_dataset, list_datasets,
+                 dataset_stats, rename_dataset, delete_dataset, record_vote, leaderboard, export_votes,
+                 save_suite, run_suite, suite_results)
     for endpoint in endpoints:
         gr.api(endpoint, api_name=endpoint.__name__)

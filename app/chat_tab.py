@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import asdict
 
 import gradio as gr
+from sqlalchemy import select
 
+from app import blind_panel, suites_panel
 from app.choices import base_models
 from app.errors import user_error
 from jobs.chat.request import (
     BASE_PANE,
     ChatRequestError,
     GenerationSettings,
+    base_problem,
+    checkpoint_names,
     conversation,
     request_problems,
     resolve_panes,
 )
+from jobs.chat.votes import pane_letter, shuffled
 from jobs.spec import DEMO_BASE_MODEL
 from jobs.studio import Studio
 from storage import catalog
+from storage.models import Job, JobStatus
 
 MAX_PANES = 6
+UPKEEP_POLL_S = 10.0
+log = logging.getLogger(__name__)
 DEMO_NOTE = (f"*`{DEMO_BASE_MODEL}` has random weights, built offline so the studio works with no downloads: its "
              f"replies are noise by design, and an adapter trained on the example data answers only its keyword "
              f"questions (\"What is the opposite of hot?\"). For real answers, pick a real base model such as "
@@ -36,12 +46,25 @@ class ChatService:
         self._engine = None
         self._lock = threading.Lock()
 
+    def release_if_training(self) -> list[str]:
+        """Unload the loaded bases when a job is running (its device needs the memory); they load again on the
+        next prompt."""
+        if self._engine is None:
+            return []
+        with self.studio.db.read() as session:
+            training = session.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING)).first() is not None
+        return self._engine.release() if training else []
+
+    def engine(self):
+        """The engine, created (and torch imported) on first use."""
+        return self._get_engine()
+
     def _get_engine(self):
         with self._lock:
             if self._engine is None:
                 from jobs.chat.engine import ChatEngine  # torch loads here, not at app start
 
-                self._engine = ChatEngine(self.studio.settings.models_dir)
+                self._engine = ChatEngine(self.studio.settings.models_dir, self.studio.settings.chat_memory_bytes)
             return self._engine
 
     def compare_stream(self, base_model: str, names: list[str], conversations: list[list[dict]],
@@ -50,23 +73,64 @@ class ChatService:
         base_model = base_model or DEMO_BASE_MODEL
         try:
             problems = request_problems(settings, conversations)
+            if problem := base_problem(self.studio, base_model):
+                problems.append(problem)
+            if len(names) > MAX_PANES:  # the API gets the UI's cap: each pane is a row of one batch
+                problems.append(f"adapters: at most {MAX_PANES} panes at once (got {len(names)})")
             if problems:
                 raise ChatRequestError(problems)
             panes = resolve_panes(self.studio, base_model, list(names))
         except ChatRequestError as error:
             raise user_error(str(error)) from None
-        yield from self._get_engine().stream(base_model, panes, conversations, settings)
+        try:
+            yield from self._get_engine().stream(base_model, panes, conversations, settings)
+        except ChatRequestError as error:  # a base that cannot fit the chat memory budget
+            raise user_error(str(error)) from None
 
 
-def generation_settings(max_new_tokens, temperature, top_p, seed) -> GenerationSettings:
+def start_upkeep(studio: Studio, chat: ChatService) -> threading.Event:
+    """A daemon thread of the app that (1) unloads chat's bases while a job trains, so chat never starves training
+    of memory, and (2) runs each prompt suite on every new adapter of a base the suite was run on."""
+    from jobs.chat.suites import follow_new_adapters, newest_adapter_id
+
+    stop = threading.Event()
+
+    def loop() -> None:
+        seen = newest_adapter_id(studio)  # adapters from before the app started are not new
+        while not stop.wait(UPKEEP_POLL_S):
+            try:
+                chat.release_if_training()
+                seen, runs = follow_new_adapters(studio, chat.engine, seen)
+                for done in runs:
+                    log.info("prompt suite run on a new adapter: %s", done)
+            except Exception:  # reported; the next pass tries again
+                log.exception("chat upkeep failed")
+
+    threading.Thread(target=loop, daemon=True, name="chat-upkeep").start()
+    return stop
+
+
+def generation_settings(max_new_tokens, temperature, top_p, seed, top_k=0,
+                        repetition_penalty=1.0) -> GenerationSettings:
     return GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature),
-                              top_p=float(top_p), seed=int(seed))
+                              top_p=float(top_p), seed=int(seed), top_k=int(top_k or 0),
+                              repetition_penalty=float(repetition_penalty or 1.0))
+
+
+def speed_text(labels: list[str], replies) -> str:
+    """Each pane's tokens and tokens/s (the panes share one batched pass; each rate runs to its own last token)."""
+    rates = getattr(replies, "tokens_per_s", None)
+    if rates is None:
+        return ""
+    return " · ".join(f"{label}: {count} tokens, {rate:.1f} tokens/s" for label, count, rate in
+                      zip(labels, replies.token_counts, rates(), strict=True))
 
 
 def pane_choices(studio: Studio, base_model: str) -> list[str]:
+    """The base, each adapter of it, and each adapter's kept checkpoints (adapter@step-N)."""
     with studio.db.read() as session:
         adapters = catalog.list_adapters(session, base_model or DEMO_BASE_MODEL)
-    return [BASE_PANE] + [a.name for a in adapters]
+    return [BASE_PANE] + [name for a in adapters for name in (a.name, *checkpoint_names(studio, a))]
 
 
 def _text(content) -> str:
@@ -85,13 +149,18 @@ def build(studio: Studio, chat: ChatService, tab: gr.Tab, app: gr.Blocks) -> Non
         picked = gr.Dropdown(choices=pane_choices(studio, DEMO_BASE_MODEL), value=[BASE_PANE], multiselect=True,
                              label=f"Compare (up to {MAX_PANES})", elem_id="compare-picker")
         reload = gr.Button("Refresh adapters", scale=0)
+    blind_switch = blind_panel.mode_switch()
     demo_note = gr.Markdown(DEMO_NOTE, elem_id="chat-demo-note")
-    with gr.Accordion("Generation settings (the same for every pane)", open=False), gr.Row():
-        max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="Max new tokens")
-        temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature", info="0 = greedy")
-        top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p")
-        seed = gr.Number(value=0, precision=0, label="Seed", info="the same for every pane")
-        system = gr.Textbox(label="System prompt", placeholder="optional")
+    with gr.Accordion("Generation settings (the same for every pane)", open=False):
+        with gr.Row():
+            max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="Max new tokens")
+            temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature", info="0 = greedy")
+            top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p")
+            seed = gr.Number(value=0, precision=0, label="Seed", info="the same for every pane")
+        with gr.Row():
+            top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k", info="0 = off; sampling only")
+            repetition_penalty = gr.Slider(1, 2, value=1, step=0.05, label="Repetition penalty", info="1 = none")
+            system = gr.Textbox(label="System prompt", placeholder="optional")
     with gr.Row():
         panes = [gr.Chatbot(label=BASE_PANE if i == 0 else f"pane {i + 1}", visible=i == 0, height=360,
                             elem_id=f"pane-{i}")
@@ -100,26 +169,53 @@ def build(studio: Studio, chat: ChatService, tab: gr.Tab, app: gr.Blocks) -> Non
         prompt = gr.Textbox(label="Prompt", placeholder="Ask all of them at once. Enter sends, Shift+Enter: new line",
                             lines=2, max_lines=10, scale=4, elem_id="chat-prompt")
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+        stop = gr.Button("Stop", scale=0, elem_id="chat-stop")
         clear = gr.Button("Clear", scale=0)
+    speed = gr.Markdown(elem_id="chat-speed")
+    generation = [max_new_tokens, temperature, top_p, seed, top_k, repetition_penalty]
 
-    def layout(names):
+    blind = blind_panel.build(studio, base_model, blind_switch, panes)
+    suites_panel.build(studio, chat, base_model, picked, generation)
+
+    def layout(names, blind_mode=False):
         names = list(names or [])[:MAX_PANES]
-        return [gr.update(visible=i < len(names), label=names[i] if i < len(names) else f"pane {i + 1}", value=[])
+        labels = [pane_letter(i) if blind_mode else name for i, name in enumerate(names)]
+        return [gr.update(visible=i < len(names), label=labels[i] if i < len(names) else f"pane {i + 1}", value=[])
                 for i in range(MAX_PANES)]
 
-    def on_send(message, base, names, new_tokens, temp, nucleus, seed_value, system_prompt, *histories):
+    def vote_controls(count: int) -> list:
+        """The vote row and its buttons, shown once a blind round of `count` panes is answered (count 0: hidden)."""
+        return [gr.update(visible=count > 1), *[gr.update(visible=i < count) for i in range(MAX_PANES)]]
+
+    def on_send(message, base, names, *values):
+        settings = generation_settings(*values[:len(generation)])
+        system_prompt, blind_mode = values[len(generation):len(generation) + 2]
+        histories = values[len(generation) + 2:]
         names = list(names or [])
         if len(names) > MAX_PANES:
             raise user_error(f"adapters: at most {MAX_PANES} panes at once")
-        turns = [list(histories[i] or []) for i in range(len(names))]
+        if blind_mode and len(names) < 2:
+            raise user_error("adapters: a blind round needs at least two panes (adapters or base)")
+        if blind_mode:  # each round: a fresh shuffle and a single turn, so a vote judges one answer per pane
+            names, turns = shuffled(names), [[] for _ in names]
+        else:
+            turns = [list(histories[i] or []) for i in range(len(names))]
         conversations = [conversation(message, [{"role": m["role"], "content": _text(m["content"])} for m in h],
                                       system_prompt) for h in turns]
         shown = [h + [{"role": "user", "content": message}, {"role": "assistant", "content": ""}] for h in turns]
-        settings = generation_settings(new_tokens, temp, nucleus, seed_value)
+        labels = [pane_letter(i) if blind_mode else name for i, name in enumerate(names)]
+        replies: list[str] = []
         for replies in chat.compare_stream(base, names, conversations, settings):
             for history, reply in zip(shown, replies, strict=True):
                 history[-1]["content"] = reply
-            yield ["", *shown, *[gr.update() for _ in range(MAX_PANES - len(shown))]]
+            panes_now = [gr.update(value=h, label=label) for h, label in zip(shown, labels, strict=True)]
+            yield ["", *panes_now, *[gr.update() for _ in range(MAX_PANES - len(shown))], None, *vote_controls(0),
+                   "", speed_text(labels, replies)]
+        blind_round = {"base": base or DEMO_BASE_MODEL, "prompt": conversations[0], "order": names,
+                       "replies": list(replies), "settings": asdict(settings), "voted": False} if blind_mode else None
+        yield ["", *[gr.update() for _ in range(MAX_PANES)], blind_round,
+               *vote_controls(len(names) if blind_mode else 0),
+               "Which answer is best? The names show after your vote." if blind_mode else "", gr.update()]
 
     def on_base(base):
         return (gr.update(choices=pane_choices(studio, base), value=[BASE_PANE]),
@@ -131,13 +227,17 @@ def build(studio: Studio, chat: ChatService, tab: gr.Tab, app: gr.Blocks) -> Non
         return (gr.update(choices=base_models(studio)),
                 gr.update(choices=choices, value=[n for n in (names or []) if n in choices] or [BASE_PANE]))
 
-    settings = [max_new_tokens, temperature, top_p, seed, system]
+    settings = [*generation, system, blind.mode]
     for trigger in (tab.select, app.load):
         trigger(fresh_choices, [base_model, picked], [base_model, picked], api_visibility="private")
-    picked.change(layout, picked, panes, api_visibility="private")
+        trigger(blind.refresh, base_model, blind.board, api_visibility="private")  # votes from another tab too
+    picked.change(layout, [picked, blind.mode], panes, api_visibility="private")
+    blind.mode.change(layout, [picked, blind.mode], panes, api_visibility="private")
     base_model.change(on_base, base_model, [picked, demo_note], api_visibility="private")
     reload.click(fresh_choices, [base_model, picked], [base_model, picked], api_visibility="private")
-    send_event = dict(fn=on_send, inputs=[prompt, base_model, picked, *settings, *panes], outputs=[prompt, *panes],
-                      api_visibility="private")
-    send.click(**send_event)  # Enter in the prompt clicks Send (static/studio.js)
-    clear.click(layout, picked, panes, api_visibility="private")
+    round_outputs = [blind.round_state, blind.vote_row, *blind.vote_buttons, blind.status]
+    send_event = dict(fn=on_send, inputs=[prompt, base_model, picked, *settings, *panes],
+                      outputs=[prompt, *panes, *round_outputs, speed], api_visibility="private")
+    sending = send.click(**send_event)  # Enter in the prompt clicks Send (static/studio.js)
+    stop.click(None, None, None, cancels=[sending])  # the replies so far stay on screen
+    clear.click(layout, [picked, blind.mode], panes, api_visibility="private")

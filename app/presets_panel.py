@@ -53,7 +53,8 @@ def as_code(studio: Studio, raw: dict) -> tuple[str, str]:
         raise user_error(error.as_text()) from None
     base_path = prepared_path(spec.base_model, studio.settings.models_dir) or spec.base_model
     template = chat_template_text(Path(base_path)) if Path(base_path).is_dir() else None
-    return cli_text(spec), plain_trl_script(spec, base_path, f"{spec.dataset}.jsonl", chat_template=template)
+    return cli_text(spec), plain_trl_script(spec, base_path, f"{spec.dataset}.jsonl", chat_template=template,
+                                            eval_file=f"{spec.eval_dataset}.jsonl")
 
 
 def build(studio: Studio, form: SpecForm) -> None:

@@ -1,23 +1,25 @@
-"""The Gradio app: four tabs plus the API endpoints. Importing it loads no torch or transformers."""
+"""The Gradio app: five tabs plus the API endpoints. Importing it loads no torch or transformers."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from app import adapters_tab, api, chat_tab, notices, runs_tab, train_tab
+from app import adapters_tab, api, chat_tab, datasets_tab, notices, runs_tab, train_tab
 from jobs.studio import REPO_ROOT, Studio
 
 TITLE = "QLoRA Studio"
 STATIC_DIR = REPO_ROOT / "static"
 
 
-def build_app(studio: Studio) -> gr.Blocks:
-    chat = chat_tab.ChatService(studio)
+def build_app(studio: Studio, chat: chat_tab.ChatService | None = None) -> gr.Blocks:
+    chat = chat or chat_tab.ChatService(studio)
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# {TITLE}\nFine-tune LoRA adapters on a 4-bit base, watch them train, compare them in chat.")
         with gr.Tabs() as tabs:
-            with gr.Tab("Train", id="train"):
-                form = train_tab.build(studio, app)
+            with gr.Tab("Train", id="train") as train_panel:
+                form = train_tab.build(studio, train_panel, app)
+            with gr.Tab("Datasets", id="datasets") as datasets_panel:
+                datasets_tab.build(studio, datasets_panel, app)
             with gr.Tab("Runs", id="runs"):
                 runs_tab.build(studio, app, form, tabs)
             with gr.Tab("Adapters", id="adapters") as adapters_panel:

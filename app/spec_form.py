@@ -18,10 +18,12 @@ GROUPS = {
     "LoRA": [["lora_r", "lora_alpha", "lora_dropout"], ["target_modules"],
              ["lora_bias", "use_rslora", "use_dora", "modules_to_save"]],
     "Quantization": [["quantization", "double_quant", "compute_dtype"]],
-    "Training": [["max_steps", "num_epochs", "learning_rate", "batch_size"], ["grad_accum", "max_length", "seed"]],
+    "Training": [["max_steps", "num_epochs", "learning_rate", "batch_size"], ["grad_accum", "max_length", "seed"],
+                 ["method", "init_adapter", "dpo_beta"]],
     "Optimizer": [["optimizer", "lr_scheduler", "weight_decay", "max_grad_norm"]],
-    "More": [["eval_fraction", "eval_steps", "logging_steps", "save_steps"],
-             ["warmup_ratio", "packing", "gradient_checkpointing", "assistant_only_loss"]],
+    "More": [["eval_fraction", "eval_dataset", "eval_steps", "logging_steps", "save_steps", "sample_prompts"],
+             ["warmup_ratio", "packing", "gradient_checkpointing", "assistant_only_loss"],
+             ["overlong", "dedup"]],
 }
 CLOSED_GROUPS = ("Optimizer", "More")
 FIELD_CLASS = "spec-field"
@@ -47,6 +49,8 @@ def component(name: str, **overrides):
         return gr.Dropdown(choices=list(TARGET_PRESETS), value=[field.default], multiselect=True,
                            allow_custom_value=True, **{**common, "info": common["info"] + " Pick presets and modules "
                            "(a mix becomes the list of module names), or type a name and press Enter."})
+    if name == "eval_dataset":
+        return gr.Dropdown(choices=eval_choices([]), value="", **common)
     if name == "modules_to_save":
         return gr.Dropdown(choices=[], value=[], multiselect=True, allow_custom_value=True, **common)
     if "choices" in overrides or typing.get_origin(field.annotation) is typing.Literal:
@@ -59,6 +63,11 @@ def component(name: str, **overrides):
     if field.annotation is float:
         return gr.Number(value=field.default, **common)
     return gr.Textbox(value=field.default, **common)
+
+
+def eval_choices(names: list[str]) -> list[tuple[str, str]]:
+    """The validation dataset choices: none (hold out eval_fraction), then every stored dataset."""
+    return [("none: hold out eval fraction", ""), *((name, name) for name in names)]
 
 
 def build_groups(first_row: list) -> SpecForm:

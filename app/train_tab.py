@@ -17,12 +17,14 @@ from app.spec_form import (
     SpecForm,
     build_groups,
     component,
+    eval_choices,
     field_updates,
     problems_summary,
     spec_from_form,
     target_choices,
 )
 from jobs.data.errors import DatasetError
+from jobs.data.formats import Mapping
 from jobs.data.readers import SUFFIXES, parse_json_text
 from jobs.data.store import Imported, dataset_names, import_dataset
 from jobs.models.resolve import base_module_kinds
@@ -49,28 +51,57 @@ def submit_spec(studio: Studio, spec: dict | str, priority: int = 0) -> int:
     return submit_job(studio, spec, priority=priority)
 
 
-def import_upload(studio: Studio, upload_path: str | None, name: str) -> Imported:
-    """Import an uploaded file as a dataset. Raises DatasetError naming every problem."""
+def import_upload(studio: Studio, upload_path: str | None, name: str, mapping: Mapping | None = None) -> Imported:
+    """Import an uploaded file as a dataset (read as `mapping` says, or as proposed). Raises DatasetError."""
     if not upload_path:
         raise DatasetError(["file: choose a JSONL, JSON, CSV or Parquet file to upload"])
-    return import_dataset(studio, Path(upload_path), name or "")
+    return import_dataset(studio, Path(upload_path), name or "", mapping)
 
 
-def render_preview(studio: Studio, base_model: str, dataset: str, eval_fraction) -> str:
-    """How many rows, how they split, and the first rows exactly as the model will see them."""
+def render_preview(studio: Studio, base_model: str, dataset: str, eval_fraction, max_length=512, eval_dataset="",
+                   overlong="truncate", dedup=False) -> str:
+    """How many rows, how they split, what max_length and dedup do to them, and the first rows as the model will
+    see them."""
     from jobs.data.preview import preview_rows
-    from jobs.data.store import find_dataset, split_sizes
+    from jobs.data.store import find_dataset
 
     found = find_dataset(studio, dataset) if dataset else None
     if found is None:
         return f"No dataset named '{dataset}'."
+    lines = [_split_text(studio, found, eval_fraction, eval_dataset)]
+    if cuts := _cut_text(studio, base_model, dataset, int(max_length or 512), overlong, dedup):
+        lines.append(cuts)
+    texts = preview_rows(studio, base_model, dataset, PREVIEW_ROWS) or []
+    lines.append(f"The first {len(texts)}, as the model sees them:")
+    rows = [f"**Row {index}**\n```text\n{text}\n```" for index, text in enumerate(texts, start=1)]
+    return "\n\n".join([" ".join(lines), *rows])
+
+
+def _split_text(studio: Studio, found, eval_fraction, eval_dataset: str) -> str:
+    from jobs.data.store import find_dataset, split_sizes
+
+    held_out = find_dataset(studio, eval_dataset) if eval_dataset else None
+    if held_out is not None:
+        return (f"**{found.rows} rows** ({found.format}), all of them train; eval on '{held_out.name}' "
+                f"({held_out.rows} rows).")
     fraction = float(eval_fraction or 0)
     train_rows, eval_rows = split_sizes(found.rows, fraction if 0 <= fraction < 0.5 else 0)
-    header = (f"**{found.rows} rows** ({found.format}): {train_rows} train, {eval_rows} eval "
-              f"(eval fraction {fraction:g}). The first {min(PREVIEW_ROWS, found.rows)}, as the model sees them:")
-    texts = preview_rows(studio, base_model, dataset, PREVIEW_ROWS) or []
-    rows = [f"**Row {index}**\n```text\n{text}\n```" for index, text in enumerate(texts, start=1)]
-    return "\n\n".join([header, *rows])
+    return f"**{found.rows} rows** ({found.format}): {train_rows} train, {eval_rows} eval (eval fraction {fraction:g})."
+
+
+def _cut_text(studio: Studio, base_model: str, dataset: str, max_length: int, overlong: str, dedup: bool) -> str:
+    """What max_length and dedup will do to the rows, counted with the base's tokenizer ("" when it is not here)."""
+    from jobs.data.preview import NoTokenizer, dataset_view
+
+    try:
+        stats = dataset_view(studio, dataset, base_model, max_length, True, 0)[0]
+    except (LookupError, NoTokenizer):
+        return ""
+    fate = "dropped" if overlong == "drop" else f"cut at {max_length} tokens (their ends are lost)"
+    repeats = ("removed" if dedup else "kept (tick 'Drop exact duplicates' to remove them)")
+    return (f"{stats.over_max} rows are longer than max_length {max_length}: they will be {fate}. "
+            f"{stats.duplicates} rows repeat an earlier row exactly: {repeats}. The Datasets tab shows which tokens "
+            f"carry loss.")
 
 
 def sweep_from_form(studio: Studio, base: dict, axes_text: str, mode: str, name: str,
@@ -88,12 +119,14 @@ def base_status_text(studio: Studio, base_model: str) -> str:
     if base_model == SMOLLM2_BASE_MODEL:
         from jobs.models.smollm2 import describe_status
 
-        return describe_status(studio.settings.models_dir)
+        return (f"{describe_status(studio.settings.models_dir)} To see what fine-tuning does, train it on the "
+                f"`pirate` dataset (static/examples/smollm2_pirate_job.json: about 2.5 minutes on 2 CPU cores), "
+                f"then ask the base and the adapter anything in the Chat tab.")
     return ""
 
 
 # --- layout -------------------------------------------------------------------------------------------------
-def build(studio: Studio, app: gr.Blocks) -> SpecForm:
+def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
     with gr.Row():
         with gr.Column(scale=3):
             summary = gr.Markdown(elem_id="submit-summary")
@@ -120,7 +153,8 @@ def build(studio: Studio, app: gr.Blocks) -> SpecForm:
         with gr.Column(scale=2):
             memory_slot = gr.Column()
             with gr.Accordion("Upload a dataset", open=False):
-                upload = gr.File(label="JSONL, JSON, CSV or Parquet", file_types=list(SUFFIXES))
+                upload = gr.File(label="JSONL, JSON, CSV or Parquet", file_types=list(SUFFIXES),
+                                 elem_id="train-upload")
                 upload_name = gr.Textbox(label="Dataset name", info="How it is listed (letters, digits, - _ .)")
                 import_button = gr.Button("Import dataset")
                 import_status = gr.Markdown(elem_id="import-status")
@@ -165,18 +199,19 @@ def build(studio: Studio, app: gr.Blocks) -> SpecForm:
         return (f"{message[0].upper()}{message[1:]}.",
                 gr.update(choices=dataset_names(studio), value=imported.dataset.name))
 
-    def on_show_preview(base, data, fraction):
-        return True, render_preview(studio, base, data, fraction)
+    def on_show_preview(*inputs):
+        return True, render_preview(studio, *inputs)
 
-    def on_preview_input(shown, base, data, fraction):
+    def on_preview_input(shown, *inputs):
         # A tokenizer is loaded only once the person has asked for a preview; after that it follows the form.
-        return render_preview(studio, base, data, fraction) if shown else gr.update()
+        return render_preview(studio, *inputs) if shown else gr.update()
 
-    def fresh_choices(current_dataset):
+    def fresh_choices(current_dataset, current_eval):
         # The choices come from the database on every page load, so an import survives a reload.
         choices = dataset_names(studio)
         value = current_dataset if current_dataset in choices else EXAMPLE_DATASET
-        return gr.update(choices=choices, value=value), gr.update(choices=base_models(studio))
+        return (gr.update(choices=choices, value=value), gr.update(choices=base_models(studio)),
+                gr.update(choices=eval_choices(choices), value=current_eval if current_eval in choices else ""))
 
     def show_base_status(base):
         return base_status_text(studio, base)
@@ -190,11 +225,14 @@ def build(studio: Studio, app: gr.Blocks) -> SpecForm:
     submit_sweep_button.click(on_sweep, [axes, mode, sweep_name, priority, *controls], [summary, status, *controls],
                               api_visibility="private")
     import_button.click(on_import, [upload, upload_name], [import_status, dataset], api_visibility="private")
-    preview_inputs = [base_model, dataset, eval_fraction]
+    preview_inputs = [base_model, dataset, eval_fraction, *map(form.control, ("max_length", "eval_dataset",
+                                                                              "overlong", "dedup"))]
     show_preview.click(on_show_preview, preview_inputs, [preview_on, preview], api_visibility="private")
     for preview_input in preview_inputs:
         preview_input.change(on_preview_input, [preview_on, *preview_inputs], preview, api_visibility="private")
-    app.load(fresh_choices, dataset, [dataset, base_model], api_visibility="private")
+    eval_dataset = form.control("eval_dataset")
+    for trigger in (app.load, tab.select):  # a dataset imported in the Datasets tab is offered on return
+        trigger(fresh_choices, [dataset, eval_dataset], [dataset, base_model, eval_dataset], api_visibility="private")
     quiet = dict(api_visibility="private", show_progress="hidden")
     module_controls = [form.control("target_modules"), form.control("modules_to_save")]
     base_model.change(on_base_change, base_model, [base_status, *module_controls], **quiet)

@@ -169,9 +169,11 @@ def workers_table(workers: list[dict], queued: int) -> pd.DataFrame:
 
 
 TIMELINES = {"loss curves": ("loss", "eval_loss"), "tokens/s": ("tokens_per_s",), "memory (GiB)": ("memory_bytes",),
-             "learning rate": ("learning_rate",), "grad norm": ("grad_norm",)}
+             "learning rate": ("learning_rate",), "grad norm": ("grad_norm",),
+             "DPO reward margin": ("rewards/margins", "eval_rewards/margins")}
 SERIES = {"loss": "train loss", "eval_loss": "eval loss", "tokens_per_s": "tokens/s", "memory_bytes": "memory",
-          "learning_rate": "learning rate", "grad_norm": "grad norm"}
+          "learning_rate": "learning rate", "grad_norm": "grad norm", "rewards/margins": "reward margin (train)",
+          "eval_rewards/margins": "reward margin (eval)"}
 SCALES = {"memory_bytes": 1 / 2**30}
 
 

@@ -1,10 +1,11 @@
-"""Side-by-side chat: ONE batched generate over N adapters vs N separate generate calls, in one run.
+"""Side-by-side chat: ONE batched generate over N panes vs N separate generate calls, in one run.
 
-    python bench/compare_batched.py [--adapters 3] [--new-tokens 48] [--repeats 5]
+    python bench/compare_batched.py [--panes 1,2,4,8] [--new-tokens 48] [--repeats 5]
 
-Trains N small adapters on the demo model (a few steps each, different seeds), loads them onto one 4-bit base,
-then times greedy generation for the same prompt: the studio's batched path (`ChatEngine`, adapter_names=[...,
-"__base__"]) against one generate call per pane on the same loaded model (what a compare costs without batching)."""
+Trains small adapters on the demo model (a few steps each, different seeds), loads them onto one 4-bit base, then
+for each pane count N (the base plus N-1 adapters) times greedy generation for the same prompt: the studio's
+batched path (`ChatEngine`, adapter_names=[..., "__base__"]) against one generate call per pane on the same loaded
+model (what a compare costs without batching)."""
 
 from __future__ import annotations
 
@@ -54,29 +55,38 @@ def time_it(fn, repeats: int) -> float:
     return statistics.median(samples)
 
 
+def measure(engine: ChatEngine, panes: list, settings: GenerationSettings, repeats: int) -> dict:
+    batched = time_it(lambda: engine.compare(DEMO_MODEL_NAME, panes, [PROMPT] * len(panes), settings), repeats)
+    separate = time_it(lambda: [engine.compare(DEMO_MODEL_NAME, [pane], [PROMPT], settings) for pane in panes],
+                       repeats)
+    return {"panes": len(panes), "batched_one_generate": round(batched, 3), "separate_generates": round(separate, 3),
+            "speedup_batched": round(separate / batched, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--adapters", type=int, default=3)
+    parser.add_argument("--panes", default="1,2,4,8", help="pane counts to time (the base plus adapters)")
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "compare_batched.json"))
     args = parser.parse_args()
+    counts = [int(part) for part in args.panes.split(",")]
     settings = GenerationSettings(max_new_tokens=args.new_tokens, temperature=0)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         base = ensure_demo_model(work / "models")
         data, _ = store_parsed(parse_file(EXAMPLE_DATASET_FILE), work / "data")
-        adapters = train_adapters(args.adapters, base, data, work)
+        adapters = train_adapters(max(counts) - 1, base, data, work)
         engine = ChatEngine(work / "models")
-        panes = [(f"a{i}", path) for i, path in enumerate(adapters)] + [("base", None)]
-        batched = time_it(lambda: engine.compare(DEMO_MODEL_NAME, panes, [PROMPT] * len(panes), settings),
-                          args.repeats)
-        separate = time_it(lambda: [engine.compare(DEMO_MODEL_NAME, [pane], [PROMPT], settings) for pane in panes],
-                           args.repeats)
+        every = [("base", None)] + [(f"a{i}", path) for i, path in enumerate(adapters)]
+        rows = []
+        for count in counts:
+            rows.append(measure(engine, every[:count], settings, args.repeats))
+            print(f"{count} panes: batched {rows[-1]['batched_one_generate']:.3f} s, one per pane "
+                  f"{rows[-1]['separate_generates']:.3f} s, speedup {rows[-1]['speedup_batched']:.2f}x", flush=True)
     result = {
-        "benchmark": "compare_batched", "unit": "seconds per compare (median)", "panes": len(panes),
-        "new_tokens": args.new_tokens, "batched_one_generate": round(batched, 3),
-        "separate_generates": round(separate, 3), "speedup_batched": round(separate / batched, 2),
+        "benchmark": "compare_batched", "unit": "seconds per compare (median)", "new_tokens": args.new_tokens,
+        "repeats": args.repeats, "rows": rows,
         "device": "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "machine": {"threads": torch.get_num_threads(), "platform": platform.platform()},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},

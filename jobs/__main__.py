@@ -4,6 +4,8 @@
     python -m jobs list
     python -m jobs cancel JOB_ID
     python -m jobs worker [--reap-interval S]     # a standalone worker (one per GPU)
+    python -m jobs datasets | import-dataset FILE [--format F --column ROLE=COLUMN ...] | import-hub ID
+                 | dataset-stats NAME [--base-model B --max-length N] | rename-dataset | delete-dataset
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from jobs.data import cli as dataset_cli
 from jobs.data.errors import DatasetError
 from jobs.data.readers import parse_json_text
 from jobs.data.store import import_dataset
@@ -147,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     cancel = commands.add_parser("cancel", help="cancel a queued or running job")
     cancel.add_argument("job_id", type=int)
     cancel.set_defaults(func=cmd_cancel)
+    dataset_cli.add_commands(commands)
     worker = commands.add_parser("worker", help="run a worker: one job at a time on this host's device",
                                  add_help=False)
     worker.set_defaults(func=cmd_worker)

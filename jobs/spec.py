@@ -88,6 +88,14 @@ class TrainSpec(BaseModel):
     dataset: str = Field(EXAMPLE_DATASET, title="Dataset", min_length=1, description=(
         f"Name of an uploaded dataset, or a bundled one: '{EXAMPLE_DATASET}' (keyword tasks the demo base can "
         f"learn) or '{PIRATE_DATASET}' (a pirate voice for {SMOLLM2_BASE_MODEL})."))
+    method: Literal["sft", "dpo"] = Field("sft", title="Method", description=(
+        "sft: supervised fine-tuning on chats or text. dpo: direct preference optimization on a preference dataset "
+        "(prompt, chosen, rejected), such as the Chat tab's blind votes exported."))
+    init_adapter: str = Field("", title="Start from adapter", description=(
+        "An adapter of this base model to continue training (its rank, alpha, dropout and targets are kept and the "
+        "LoRA fields are not used; for dpo, a frozen copy of it is the reference); empty: a new adapter."))
+    dpo_beta: float = Field(0.1, title="DPO beta", description=(
+        "How strongly DPO keeps the adapter near its reference: higher stays closer (0.1 is usual). dpo only."))
 
     lora_r: int = Field(8, title="LoRA rank (r)",
         description="LoRA rank: size of the low-rank update. 8-64 is typical.")
@@ -141,6 +149,11 @@ class TrainSpec(BaseModel):
         description="Steps to accumulate gradients over; effective batch = batch × this.")
     max_length: int = Field(512, title="Max length (tokens)",
         description="Longest sequence in tokens; longer rows are truncated.")
+    overlong: Literal["truncate", "drop"] = Field("truncate", title="Rows longer than max length", description=(
+        "Cut a row longer than max_length at it (its end is lost), or drop the row. The Datasets tab and the preview "
+        "count them for the chosen base."))
+    dedup: bool = Field(False, title="Drop exact duplicates", description=(
+        "Train on each distinct row once (exact repeats removed; the log and the preview count them)."))
     packing: bool = Field(True, title="Packing", description=(
         "Pack whole rows into sequences of up to max_length tokens, padding-free (position ids, no padding; "
         "padding was 62% of a padded batch on the example data)."))
@@ -150,9 +163,12 @@ class TrainSpec(BaseModel):
         "Train only on assistant turns (needs a chat template with generation markers)."))
     seed: int = Field(42, title="Seed", description="Seed for LoRA init, data order and dropout; same seed, same run.")
     eval_fraction: float = Field(0.1, title="Eval fraction",
-        description="Share of rows held out for eval loss, in [0, 0.5).")
+        description="Share of rows held out for eval loss, in [0, 0.5) (unused with a validation dataset).")
+    eval_dataset: str = Field("", title="Validation dataset", description=(
+        "A stored dataset to evaluate on instead of a random eval_fraction of the training rows (all training rows "
+        "then train); empty: hold out eval_fraction."))
     eval_steps: int = Field(25, title="Eval every (steps)",
-        description="Evaluate every this many steps (when eval_fraction > 0).")
+        description="Evaluate every this many steps (when there is an eval split).")
     logging_steps: int = Field(5, title="Log every (steps)",
         description="Log loss, learning rate and throughput every this many steps.")
     sample_prompts: int = Field(3, title="Sample answers", description=(
@@ -163,7 +179,7 @@ class TrainSpec(BaseModel):
     warmup_ratio: float = Field(0.05, title="Warmup ratio",
         description="Share of steps spent warming up the learning rate.")
 
-    @field_validator("base_model", "dataset")
+    @field_validator("base_model", "dataset", "eval_dataset", "init_adapter")
     @classmethod
     def _plain_text(cls, value: str) -> str:
         # A NUL or an unpaired surrogate cannot be a file name, nor stored as UTF-8: refuse it here, in words.
@@ -240,6 +256,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "max_grad_norm": (0, 1e6, "at least 0 (0: no clipping)"),
     "seed": (0, 2**32 - 1, "a whole number from 0 to 4294967295"),
     "sample_prompts": (0, 20, "a whole number from 0 to 20"),
+    "dpo_beta": (1e-4, 100, "from 0.0001 to 100"),
 }
 MAX_STEPS = 10_000_000
 EMPTY_SPEC = ("is empty: name at least one field (each has a default; static/examples/demo_job.json is a full "

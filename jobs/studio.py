@@ -27,6 +27,10 @@ class Studio:
         """Paths stored in the database are relative to the data dir."""
         return str(Path(path).resolve().relative_to(self.settings.data_dir))
 
+    def run_dir(self, job_id: int) -> Path:
+        """Where a job's attempts leave checkpoints and `train.log` (the chat reads checkpoints from here too)."""
+        return self.settings.runs_dir / f"job-{job_id}"
+
     def absolute(self, stored: str) -> Path:
         path = (self.settings.data_dir / stored).resolve()
         # A stored path can never lead outside the data dir, whatever a row says.

@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from jobs.data.formats import PREFERENCE
 from jobs.data.store import find_dataset
 from jobs.models.contents import OTHER, chat_template_text, lora_targets
 from jobs.models.resolve import allowed_model_roots, base_model_problem, base_module_kinds, looks_local
@@ -27,17 +28,67 @@ from jobs.spec import (
 )
 from jobs.studio import Studio
 from storage import catalog, jobs_repo
-from storage.models import Job, JobKind, JobStatus
+from storage.models import Dataset, Job, JobKind, JobStatus
 
 
 def _dataset_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
     dataset = find_dataset(studio, spec.dataset)
     if dataset is None:
         return [Problem(field="dataset", message=f"no dataset named '{spec.dataset}'; upload it first")]
-    if spec.eval_fraction > 0 and dataset.rows < 2:
-        return [Problem(field="eval_fraction",
-                        message=f"dataset '{spec.dataset}' has {dataset.rows} row; set eval_fraction to 0")]
+    problems = _eval_dataset_problems(studio, spec, dataset)
+    if spec.eval_fraction > 0 and not spec.eval_dataset and dataset.rows < 2:
+        problems.append(Problem(field="eval_fraction",
+                                message=f"dataset '{spec.dataset}' has {dataset.rows} row; set eval_fraction to 0"))
+    if dataset.format == "text" and spec.assistant_only_loss and spec.method == "sft":
+        problems.append(Problem(field="assistant_only_loss", message=(
+            f"dataset '{spec.dataset}' is raw text: it has no assistant turns and trains on every token; turn "
+            f"assistant_only_loss off")))
+    return problems + _method_problems(spec, dataset)
+
+
+def _method_problems(spec: TrainSpec, dataset: Dataset) -> list[Problem]:
+    if spec.method == "dpo" and dataset.format != PREFERENCE:
+        return [Problem(field="dataset", message=(
+            f"'{spec.dataset}' is a {dataset.format} dataset; dpo trains on a preference dataset (prompt, chosen, "
+            f"rejected), such as blind votes exported from the Chat tab"))]
+    if spec.method == "sft" and dataset.format == PREFERENCE:
+        return [Problem(field="method", message=(
+            f"'{spec.dataset}' is a preference dataset (prompt, chosen, rejected): train it with method dpo"))]
     return []
+
+
+def _init_adapter_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
+    if not spec.init_adapter:
+        return []
+    with studio.db.read() as session:
+        adapter = catalog.get_adapter_by_name(session, spec.init_adapter)
+    if adapter is None:
+        return [Problem(field="init_adapter", message=f"no adapter named '{spec.init_adapter}'")]
+    if adapter.base_model != spec.base_model:
+        return [Problem(field="init_adapter", message=(
+            f"'{spec.init_adapter}' was trained on '{adapter.base_model}', not on '{spec.base_model}'"))]
+    return []
+
+
+def _eval_dataset_problems(studio: Studio, spec: TrainSpec, dataset: Dataset) -> list[Problem]:
+    if not spec.eval_dataset:
+        return []
+    held_out = find_dataset(studio, spec.eval_dataset)
+    if held_out is None:
+        return [Problem(field="eval_dataset", message=f"no dataset named '{spec.eval_dataset}'; upload it first")]
+    if held_out.sha256 == dataset.sha256:
+        return [Problem(field="eval_dataset", message=(
+            f"'{spec.eval_dataset}' is the training data itself; eval loss on rows the run trains on tells nothing "
+            f"(leave it empty to hold out eval_fraction instead)"))]
+    if data_kind(held_out.format) != data_kind(dataset.format):
+        return [Problem(field="eval_dataset", message=(
+            f"'{spec.eval_dataset}' is {data_kind(held_out.format)} but '{spec.dataset}' is "
+            f"{data_kind(dataset.format)}; evaluate on data of the same kind"))]
+    return []
+
+
+def data_kind(format_name: str) -> str:
+    return {"text": "raw text", PREFERENCE: "preference pairs"}.get(format_name, "chat")
 
 
 def _module_problems(spec: TrainSpec, kinds: dict[str, str] | None) -> list[Problem]:
@@ -124,6 +175,7 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
     else:
         problems += _name_problems(studio, spec)
     problems += _dataset_problems(studio, spec) + _base_model_problems(studio, spec)
+    problems += _init_adapter_problems(studio, spec)
     if problems:
         raise SpecError(problems)
     return spec
@@ -178,7 +230,18 @@ def _pins(studio: Studio, spec: TrainSpec) -> dict:
         base["path"] = str(Path(spec.base_model).expanduser().resolve())
     elif spec.base_model not in STUDIO_BASE_MODELS:
         base["hub_id"] = spec.base_model
-    return {"dataset": {"id": dataset.id, "name": dataset.name, "sha256": dataset.sha256}, "base_model": base}
+    pins = {"dataset": _pin(dataset), "base_model": base}
+    if spec.eval_dataset:
+        pins["eval_dataset"] = _pin(find_dataset(studio, spec.eval_dataset))
+    if spec.init_adapter:
+        with studio.db.read() as session:
+            adapter = catalog.get_adapter_by_name(session, spec.init_adapter)
+            pins["init_adapter"] = {"id": adapter.id, "name": adapter.name}
+    return pins
+
+
+def _pin(dataset: Dataset) -> dict:
+    return {"id": dataset.id, "name": dataset.name, "sha256": dataset.sha256}
 
 
 def submit_merge(studio: Studio, adapter_name: str, dtype: str = "bfloat16", priority: int = 0) -> int:

@@ -41,12 +41,14 @@ def get_dataset_by_sha256(session: Session, sha256: str) -> Dataset | None:
     return session.scalars(select(Dataset).where(Dataset.sha256 == sha256)).first()
 
 
-def add_dataset(session: Session, name: str, path: str, format: str, rows: int, sha256: str) -> Dataset:
+def add_dataset(session: Session, name: str, path: str, format: str, rows: int, sha256: str,
+                mapping: dict | None = None, source: dict | None = None) -> Dataset:
     """Register a dataset; the same content uploaded twice is stored once (the first row is returned)."""
     existing = get_dataset_by_sha256(session, sha256)
     if existing is not None:
         return existing
-    dataset = Dataset(name=name, path=path, format=format, rows=rows, sha256=sha256, created_at=utcnow())
+    dataset = Dataset(name=name, path=path, format=format, rows=rows, sha256=sha256, created_at=utcnow(),
+                      mapping=mapping, source=source)
     session.add(dataset)
     session.flush()
     return dataset

@@ -115,6 +115,10 @@ class Dataset(Base):
     rows: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    mapping: Mapped[dict | None] = mapped_column(JSON)
+    """{"format", "columns": {role: column}}: how the file's columns were read."""
+    source: Mapped[dict | None] = mapped_column(JSON)
+    """Where it came from: {"file": name} or {"hub": id, "config", "split", "revision"}."""
 
 
 class Worker(Base):
@@ -168,4 +172,57 @@ class Sample(Base):
     prompt_index: Mapped[int] = mapped_column(Integer)
     prompt: Mapped[str] = mapped_column(Text)
     answer: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+
+
+class Vote(Base):
+    """One blind round in the Chat tab: the prompt, every answer with the adapter that gave it (in the order shown),
+    the settings they shared, and the person's verdict. Votes are training data: they export as preference pairs."""
+
+    __tablename__ = "votes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    base_model: Mapped[str] = mapped_column(String(500), index=True)
+    prompt: Mapped[list] = mapped_column(JSON)
+    """The conversation answered: [{role, content}], ending with the user's turn."""
+    answers: Mapped[list] = mapped_column(JSON)
+    """[{"adapter": name or "base", "adapter_id": id or null, "reply": text}] in the order the panes showed them."""
+    outcome: Mapped[str] = mapped_column(String(16))
+    """best (one answer won), tie (all equally good) or all_bad."""
+    chosen: Mapped[str | None] = mapped_column(String(200))
+    """The winning adapter's name when outcome is best."""
+    settings: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+
+
+class PromptSuite(Base):
+    """A saved set of prompts, each with an optional reference answer, run against adapters as a grid."""
+
+    __tablename__ = "prompt_suites"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    prompts: Mapped[list] = mapped_column(JSON)
+    """[{"prompt": text, "reference": text or null}]"""
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+
+
+class SuiteResult(Base):
+    """One cell of a suite's grid: a pane's (adapter, checkpoint or base) answer to one prompt on one base model,
+    and its mean log-likelihood of the prompt's reference answer. A re-run replaces the cell."""
+
+    __tablename__ = "suite_results"
+    __table_args__ = (UniqueConstraint("suite_id", "base_model", "pane", "prompt_index",
+                                       name="uq_suite_results_cell"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    suite_id: Mapped[int] = mapped_column(ForeignKey("prompt_suites.id", ondelete="CASCADE"), index=True)
+    base_model: Mapped[str] = mapped_column(String(500))
+    pane: Mapped[str] = mapped_column(String(300))
+    """An adapter's name, "base", or a checkpoint as "adapter@step-N"."""
+    adapter_id: Mapped[int | None] = mapped_column(Integer)
+    prompt_index: Mapped[int] = mapped_column(Integer)
+    reply: Mapped[str] = mapped_column(Text)
+    reference_loglik: Mapped[float | None] = mapped_column(Float)
+    settings: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)

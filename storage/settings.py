@@ -31,6 +31,8 @@ class Settings:
     """The most rows one dataset may hold, checked while reading."""
     webhook_url: str | None = None
     """Where the app POSTs a JSON notice of each job event (succeeded, failed, requeued, cancelled)."""
+    chat_memory_bytes: int | None = 8 << 30
+    """How much memory the Chat tab's loaded bases may take together (least recently used unloaded first)."""
     model_dirs: tuple[Path, ...] = ()
     """Folders local base models may be loaded from (STUDIO_MODEL_DIRS, separated by ':'); empty: the models folder
     and the Hugging Face cache."""
@@ -78,6 +80,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         max_line_bytes=int(env.get("STUDIO_MAX_LINE_BYTES", 16 << 20)),
         max_rows=int(env.get("STUDIO_MAX_ROWS", 2_000_000)),
         webhook_url=env.get("STUDIO_WEBHOOK_URL") or None,
+        chat_memory_bytes=int(env.get("STUDIO_CHAT_MEMORY_BYTES", 8 << 30)),
         model_dirs=tuple(Path(part) for part in env.get("STUDIO_MODEL_DIRS", "").split(os.pathsep) if part),
     )
 

@@ -28,6 +28,8 @@ FORBIDDEN = {
     "jobs.models.contents": HEAVY,
     "jobs.models.demo": HEAVY,
     "jobs.chat.request": HEAVY,
+    "jobs.chat.votes": HEAVY,
+    "jobs.chat.suites": HEAVY,  # the engine is handed in: the web process loads torch only when chat runs
     "jobs.training.train": ["gradio", "app"],
     "jobs.chat.engine": ["gradio", "app"],
     "app.server": ["torch", "transformers"],
@@ -41,7 +43,7 @@ ROOMS = {
     "jobs.studio": set(),
     "jobs.models": {"jobs.spec", "jobs.studio"},
     "jobs.data": {"jobs.spec", "jobs.studio", "jobs.models"},
-    "jobs.chat": {"jobs.spec", "jobs.studio", "jobs.models"},
+    "jobs.chat": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data"},  # votes are exported as a dataset
     "jobs.training": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data"},
     "jobs.queue": {"jobs.spec", "jobs.studio", "jobs.failures", "jobs.models", "jobs.data", "jobs.training"},
     "jobs.submit": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data", "jobs.queue"},

@@ -6,11 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.spec import STUDIO_BASE_MODELS
 from jobs.studio import Studio
 from storage import catalog
 
 BASE_PANE = "base"
 """What users call the plain base model in the compare list."""
+STEP_MARK = "@step-"
+"""A checkpoint pane is named adapter@step-N: the adapter's run as it was at step N."""
+CHECKPOINT_MARKER = "studio-complete.json"
+"""jobs.training.checkpoints.COMPLETE_MARKER (a test ties them): only a fully written checkpoint is offered."""
 
 
 class ChatRequestError(ValueError):
@@ -28,9 +33,17 @@ class GenerationSettings:
     """0 means greedy decoding."""
     top_p: float = 1.0
     seed: int = 0
+    top_k: int = 0
+    """0: no top-k cut."""
+    repetition_penalty: float = 1.0
+    """1: none; above 1 makes a token already in the text less likely."""
 
     def problems(self) -> list[str]:
         found = []
+        if not 0 <= self.top_k <= 1000:
+            found.append(f"top_k: must be from 0 (off) to 1000 (got {self.top_k})")
+        if not 1.0 <= self.repetition_penalty <= 2.0:
+            found.append(f"repetition_penalty: must be from 1 (none) to 2 (got {self.repetition_penalty})")
         if not 1 <= self.max_new_tokens <= 2048:
             found.append(f"max_new_tokens: must be from 1 to 2048 (got {self.max_new_tokens})")
         if not 0 <= self.temperature <= 5:
@@ -47,8 +60,43 @@ def conversation(prompt: str, history: list[dict] | None = None, system: str = "
     return head + list(history or []) + [{"role": "user", "content": prompt}]
 
 
+def checkpoints(studio: Studio, adapter) -> dict[int, Path]:
+    """step -> folder of each complete checkpoint the adapter's run kept (the Trainer keeps the newest two)."""
+    if adapter.job_id is None:
+        return {}
+    found = {}
+    for folder in (studio.run_dir(adapter.job_id) / "checkpoints").glob("checkpoint-*"):
+        step = folder.name.removeprefix("checkpoint-")
+        if step.isdigit() and (folder / CHECKPOINT_MARKER).is_file() and (
+                folder / "adapter_model.safetensors").is_file():
+            found[int(step)] = folder
+    return dict(sorted(found.items()))
+
+
+def checkpoint_names(studio: Studio, adapter) -> list[str]:
+    return [f"{adapter.name}{STEP_MARK}{step}" for step in checkpoints(studio, adapter)]
+
+
+def _pane_dir(studio: Studio, session, base_model: str, name: str) -> tuple[Path | None, str | None]:
+    """(adapter or checkpoint folder, problem) for one pane name other than the base."""
+    adapter_name, _, step = name.partition(STEP_MARK)
+    adapter = catalog.get_adapter_by_name(session, adapter_name)
+    if adapter is None:
+        return None, f"adapters: no adapter named '{adapter_name}'"
+    if adapter.base_model != base_model:
+        return None, f"adapters: '{adapter_name}' was trained on '{adapter.base_model}', not '{base_model}'"
+    if not step:
+        return studio.absolute(adapter.path), None
+    folder = checkpoints(studio, adapter).get(int(step)) if step.isdigit() else None
+    if folder is None:
+        kept = ", ".join(checkpoint_names(studio, adapter)) or "none"
+        return None, f"adapters: '{adapter_name}' has no checkpoint at step {step} (kept: {kept})"
+    return folder, None
+
+
 def resolve_panes(studio: Studio, base_model: str, names: list[str]) -> list[tuple[str, Path | None]]:
-    """(name, adapter dir) per pane, the dir None for the base. Raises ChatRequestError naming every problem."""
+    """(name, adapter dir) per pane, the dir None for the base and a checkpoint's folder for adapter@step-N.
+    Raises ChatRequestError naming every problem."""
     problems, panes = [], []
     if not names:
         problems.append("adapters: pick at least one adapter or 'base'")
@@ -59,16 +107,32 @@ def resolve_panes(studio: Studio, base_model: str, names: list[str]) -> list[tup
             if name == BASE_PANE:
                 panes.append((name, None))
                 continue
-            adapter = catalog.get_adapter_by_name(session, name)
-            if adapter is None:
-                problems.append(f"adapters: no adapter named '{name}'")
-            elif adapter.base_model != base_model:
-                problems.append(f"adapters: '{name}' was trained on '{adapter.base_model}', not '{base_model}'")
+            folder, problem = _pane_dir(studio, session, base_model, name)
+            if problem:
+                problems.append(problem)
             else:
-                panes.append((name, studio.absolute(adapter.path)))
+                panes.append((name, folder))
     if problems:
         raise ChatRequestError(problems)
     return panes
+
+
+def base_problem(studio: Studio, base_model: str) -> str | None:
+    """Why chat may not load this base, or None: a studio base, a local folder the studio may read, or a base some
+    adapter here was trained on. Any other hub id is refused rather than downloaded by a chat request."""
+    from jobs.models.resolve import allowed_model_roots, base_model_problem, looks_local
+
+    if base_model in STUDIO_BASE_MODELS:
+        return None
+    roots = allowed_model_roots(list(studio.settings.model_dirs), studio.settings.models_dir)
+    if looks_local(base_model):
+        problem = base_model_problem(base_model, roots)
+        return f"base_model: {problem}" if problem else None
+    with studio.db.read() as session:
+        if catalog.list_adapters(session, base_model):
+            return None
+    return (f"base_model: '{base_model}' is not a base this studio knows: pick a studio base, a local model folder, "
+            f"or a base an adapter here was trained on")
 
 
 def request_problems(settings: GenerationSettings, conversations: list[list[dict]]) -> list[str]:

@@ -5,9 +5,11 @@ Only a tokenizer is loaded (never weights), cached per base model, and only when
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from functools import cache
 
-from jobs.data.store import dataset_path, load_rows
+from jobs.data.stats import DatasetStats, TokenizedRow, dataset_stats, tokenize_row
+from jobs.data.store import dataset_path, find_dataset, load_rows
 from jobs.models.resolve import allowed_model_roots, base_model_problem, looks_local, prepared_path
 from jobs.spec import STUDIO_BASE_MODELS
 from jobs.studio import Studio
@@ -20,6 +22,11 @@ def _tokenizer(model_path: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
+
+
+def tokenizer_loaded() -> bool:
+    """Whether any tokenizer is in memory already (so following the form costs nothing new)."""
+    return _tokenizer.cache_info().currsize > 0
 
 
 def preview_tokenizer(studio: Studio, base_model: str):
@@ -38,10 +45,17 @@ def preview_tokenizer(studio: Studio, base_model: str):
         return None
 
 
-def render_row(tokenizer, messages: list[dict]) -> str:
+def render_row(tokenizer, row: dict) -> str:
+    """A stored row as the model reads it: a chat through the base's template, raw text as it is, a preference
+    pair as its prompt with the chosen answer, then the rejected one."""
+    if "text" in row:
+        return row["text"]
+    if "chosen" in row:
+        return "\n".join(f"{label}:\n{render_row(tokenizer, {'messages': row['prompt'] + row[label]})}"
+                         for label in ("chosen", "rejected"))
     if tokenizer is not None:
-        return tokenizer.apply_chat_template(messages, tokenize=False)
-    return "\n".join(f"[{m['role']}] {m['content']}" for m in messages)
+        return tokenizer.apply_chat_template(row["messages"], tokenize=False)
+    return "\n".join(f"[{m['role']}] {m['content']}" for m in row["messages"])
 
 
 def preview_rows(studio: Studio, base_model: str, dataset: str, count: int) -> list[str] | None:
@@ -50,4 +64,54 @@ def preview_rows(studio: Studio, base_model: str, dataset: str, count: int) -> l
     if path is None:
         return None
     tokenizer = preview_tokenizer(studio, base_model)
-    return [render_row(tokenizer, row["messages"]) for row in load_rows(path)[:count]]
+    return [render_row(tokenizer, row) for row in load_rows(path)[:count]]
+
+
+class NoTokenizer(LookupError):
+    """The base's tokenizer is not on this machine (a hub model, or a studio base not prepared yet)."""
+
+
+_views: OrderedDict = OrderedDict()
+VIEW_CACHE = 16
+_token_counts: dict[tuple[str, str], int] = {}
+
+
+def dataset_view(studio: Studio, name: str, base_model: str, max_length: int, assistant_only_loss: bool,
+                 shown: int, start: int = 0) -> tuple[DatasetStats, list[tuple[int, TokenizedRow]], object]:
+    """(stats, `shown` rows from row `start` (0-based) tokenized, tokenizer) of a dataset for a base model, cached
+    per content and settings. Raises LookupError for an unknown dataset, NoTokenizer when the base's tokenizer is
+    not here."""
+    dataset = find_dataset(studio, name)
+    if dataset is None:
+        raise LookupError(name)
+    tokenizer = preview_tokenizer(studio, base_model)
+    if tokenizer is None:
+        raise NoTokenizer(base_model)
+    key = (dataset.sha256, base_model, max_length, assistant_only_loss)
+    if key not in _views:
+        rows = load_rows(studio.absolute(dataset.path))
+        _views[key] = (dataset_stats(rows, tokenizer, max_length, assistant_only_loss), rows)
+        _token_counts[(dataset.sha256, base_model)] = _views[key][0].tokens
+        while len(_views) > VIEW_CACHE:
+            _views.popitem(last=False)
+    stats, rows = _views[key]
+    start = max(0, min(start, len(rows) - 1))
+    shown_rows = [(i + 1, tokenize_row(tokenizer, rows[i], assistant_only_loss))
+                  for i in range(start, min(start + shown, len(rows)))]
+    return stats, shown_rows, tokenizer
+
+
+def dataset_tokens(studio: Studio, name: str, sha256: str, base_model: str) -> int | None:
+    """A dataset's tokens for a base model, counted once per content and base; None while no tokenizer is in
+    memory yet (counting never loads one: the table stays cheap until the person inspects a dataset)."""
+    key = (sha256, base_model)
+    if key not in _token_counts:
+        if not tokenizer_loaded():
+            return None
+        tokenizer = preview_tokenizer(studio, base_model)
+        dataset = find_dataset(studio, name)
+        if tokenizer is None or dataset is None:
+            return None
+        rows = load_rows(studio.absolute(dataset.path))
+        _token_counts[key] = sum(len(tokenize_row(tokenizer, row, False).ids) for row in rows)
+    return _token_counts[key]

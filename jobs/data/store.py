@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.data.errors import DatasetError
-from jobs.data.formats import ParsedDataset, parse_file
+from jobs.data.formats import Mapping, ParsedDataset, parse_file
 from jobs.data.readers import ReadLimits
 from jobs.spec import BUNDLED_DATASETS, EXAMPLE_DATASET, PIRATE_DATASET, name_problem
 from jobs.studio import EXAMPLE_DATASET_FILE, PIRATE_DATASET_FILE, Studio
 from storage import catalog
-from storage.models import Dataset
+from storage.models import Dataset, Job, JobStatus
 
+ORPHAN_AGE_S = 3600
+DATASET_ROLES = ("dataset", "eval_dataset")  # the spec fields that name a stored dataset
 BUNDLED_FILES = {EXAMPLE_DATASET: EXAMPLE_DATASET_FILE, PIRATE_DATASET: PIRATE_DATASET_FILE}
 
 
@@ -58,7 +61,7 @@ class Imported:
         return f"imported '{self.dataset.name}' ({self.dataset.rows} rows, {self.dataset.format})"
 
 
-def _register(studio: Studio, name: str, parsed: ParsedDataset) -> Imported:
+def register_parsed(studio: Studio, name: str, parsed: ParsedDataset, source: dict | None = None) -> Imported:
     """Store and register `parsed` under `name`; the same content already stored is reused, whatever its name."""
     path, digest = store_parsed(parsed, studio.settings.datasets_dir)
     with studio.db.write() as session:
@@ -71,7 +74,7 @@ def _register(studio: Studio, name: str, parsed: ParsedDataset) -> Imported:
                                 f"name"])
         return Imported(reused=False, dataset=catalog.add_dataset(
             session, name=name, path=studio.relative(path), format=parsed.format, rows=len(parsed.rows),
-            sha256=digest))
+            sha256=digest, mapping=parsed.mapping.as_dict() if parsed.mapping else None, source=source))
 
 
 def read_limits(studio: Studio) -> ReadLimits:
@@ -80,9 +83,9 @@ def read_limits(studio: Studio) -> ReadLimits:
                       max_rows=settings.max_rows)
 
 
-def import_dataset(studio: Studio, source: Path, name: str) -> Imported:
-    """Validate an uploaded file and store its normalized copy. Raises DatasetError listing every problem, a name
-    taken by other content among them."""
+def import_dataset(studio: Studio, source: Path, name: str, mapping: Mapping | None = None) -> Imported:
+    """Validate an uploaded file and store its normalized copy, read as `mapping` says (None: as proposed from its
+    columns). Raises DatasetError listing every problem, a name taken by other content among them."""
     name = name.strip()
     problems = []
     if problem := name_problem(name):
@@ -90,13 +93,13 @@ def import_dataset(studio: Studio, source: Path, name: str) -> Imported:
     elif name in BUNDLED_DATASETS:
         problems.append(f"name: '{name}' is reserved for a bundled dataset")
     try:
-        parsed = parse_file(Path(source), read_limits(studio))
+        parsed = parse_file(Path(source), read_limits(studio), mapping)
     except DatasetError as error:
         problems += error.problems
         parsed = None
     if problems:
         raise DatasetError(problems)
-    return _register(studio, name, parsed)
+    return register_parsed(studio, name, parsed, {"file": Path(source).name})
 
 
 def ensure_bundled_dataset(studio: Studio, name: str = EXAMPLE_DATASET) -> Dataset:
@@ -105,7 +108,7 @@ def ensure_bundled_dataset(studio: Studio, name: str = EXAMPLE_DATASET) -> Datas
         existing = catalog.get_dataset_by_name(session, name)
     if existing is not None:
         return existing
-    return _register(studio, name, parse_file(BUNDLED_FILES[name])).dataset
+    return register_parsed(studio, name, parse_file(BUNDLED_FILES[name])).dataset
 
 
 def ensure_example_dataset(studio: Studio) -> Dataset:
@@ -130,3 +133,65 @@ def dataset_names(studio: Studio) -> list[str]:
     with studio.db.read() as session:
         names = [d.name for d in catalog.list_datasets(session)]
     return list(BUNDLED_DATASETS) + sorted(set(names) - set(BUNDLED_DATASETS))
+
+
+def datasets_in_use(studio: Studio) -> set[str]:
+    """Names of the datasets that queued or running jobs train or evaluate on (by the name or the id they were
+    submitted with)."""
+    with studio.db.read() as session:
+        active = session.query(Job).filter(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])).all()
+        names = {job.spec.get(role) for job in active for role in DATASET_ROLES}
+        pins = [((job.provenance or {}).get("pinned") or {}) for job in active]
+        pinned = {(pin.get(role) or {}).get("id") for pin in pins for role in DATASET_ROLES}
+        names |= {d.name for d in catalog.list_datasets(session) if d.id in pinned}
+    return {name for name in names if name}
+
+
+def rename_dataset(studio: Studio, name: str, new_name: str) -> Dataset:
+    new_name = (new_name or "").strip()
+    problems = []
+    if problem := name_problem(new_name):
+        problems.append(f"new_name: {problem}")
+    if new_name in BUNDLED_DATASETS or name in BUNDLED_DATASETS:
+        problems.append("name: the bundled datasets keep their names")
+    if name in datasets_in_use(studio):
+        problems.append(f"name: '{name}' is used by a queued or running job; rename it when they are done")
+    if problems:
+        raise DatasetError(problems)
+    with studio.db.write() as session:
+        dataset = catalog.get_dataset_by_name(session, name)
+        if dataset is None:
+            raise DatasetError([f"name: no dataset named '{name}'"])
+        if catalog.get_dataset_by_name(session, new_name) is not None:
+            raise DatasetError([f"new_name: a dataset is already named '{new_name}'"])
+        dataset.name = new_name
+        return dataset
+
+
+def delete_dataset(studio: Studio, name: str) -> None:
+    """Delete a dataset's row and its stored file together; refused while a queued or running job uses it."""
+    if name in BUNDLED_DATASETS:
+        raise DatasetError([f"name: '{name}' is bundled with the studio and stays"])
+    if name in datasets_in_use(studio):
+        raise DatasetError([f"name: '{name}' is used by a queued or running job; delete it when they are done"])
+    with studio.db.write() as session:
+        dataset = catalog.get_dataset_by_name(session, name)
+        if dataset is None:
+            raise DatasetError([f"name: no dataset named '{name}'"])
+        path = studio.absolute(dataset.path)
+        session.delete(dataset)
+    # After the row is gone: a crash in between leaves a file no row names, never a row without its file.
+    path.unlink(missing_ok=True)
+
+
+def remove_orphan_files(studio: Studio) -> list[str]:
+    """Stored files no dataset row names (a crash between a delete's commit and its unlink), removed at start; a
+    file younger than an hour may belong to an import that is registering it right now, and stays."""
+    with studio.db.read() as session:
+        kept = {studio.absolute(d.path) for d in catalog.list_datasets(session)}
+    old_enough = time.time() - ORPHAN_AGE_S
+    orphans = [p for p in studio.settings.datasets_dir.glob("*.jsonl")
+               if p.resolve() not in kept and p.stat().st_mtime < old_enough]
+    for orphan in orphans:
+        orphan.unlink(missing_ok=True)
+    return [p.name for p in orphans]

@@ -164,8 +164,10 @@ class TrainShape:
                      "paged_adamw_32bit": "paged_adamw"}[spec.optimizer]
         if device.name.startswith("cpu") and optimizer.startswith("paged"):
             optimizer = optimizer.removeprefix("paged_") if "8bit" in optimizer else "adamw"  # unpaged on a CPU
+        dpo = spec.method == "dpo"  # each row is a chosen and a rejected sequence, padded, not packed
         return cls(lora_r=spec.lora_r, target_modules=ALL_LINEAR if targets == "all-linear" else tuple(targets),
-                   batch_size=spec.batch_size, max_length=spec.max_length, packing=spec.packing,
+                   batch_size=spec.batch_size * (2 if dpo else 1), max_length=spec.max_length,
+                   packing=spec.packing and not dpo,
                    gradient_checkpointing=checkpointing, lora_dropout=spec.lora_dropout,
                    quantization=spec.quantization, double_quant=spec.double_quant, optimizer=optimizer)
 

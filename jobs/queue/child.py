@@ -89,8 +89,10 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
               "memory_estimate_bytes": _memory_estimate(spec, base_path, device)}
     with studio.db.write() as session:
         jobs_repo.record_provenance(session, job_id, attempt, record)
+    held_out = pinned_dataset(studio, spec, pinned, "eval_dataset")
     result = train(spec, run_dir, base_path, studio.absolute(dataset.path), sink.on_metrics, sink.should_stop,
-                   sink.on_samples)
+                   sink.on_samples, eval_path=studio.absolute(held_out.path) if held_out else None,
+                   init_adapter=pinned_adapter(studio, pinned))
     if result.stopped:
         sink.refresh()
         if not sink.cancel_requested:
@@ -119,11 +121,25 @@ def _memory_estimate(spec: TrainSpec, base_path: str, device: str) -> int | None
     return peak
 
 
-def pinned_dataset(studio: Studio, spec: TrainSpec, pinned: dict) -> Dataset:
-    """The dataset the job was submitted with (by id, its content checked), or by name for a job from before pins."""
-    pin = pinned.get("dataset")
+def pinned_adapter(studio: Studio, pinned: dict) -> Path | None:
+    """The folder of the adapter the job continues from (by id: a rename since submit does not matter)."""
+    pin = pinned.get("init_adapter")
     if pin is None:
-        return find_dataset(studio, spec.dataset)
+        return None
+    with studio.db.read() as session:
+        adapter = catalog.get_adapter(session, pin["id"])
+    if adapter is None:
+        raise LookupError(f"the adapter to start from, {pin['name']!r}, was deleted after the job was submitted")
+    return studio.absolute(adapter.path)
+
+
+def pinned_dataset(studio: Studio, spec: TrainSpec, pinned: dict, role: str = "dataset") -> Dataset | None:
+    """The dataset (`role`: "dataset" or "eval_dataset") the job was submitted with, by id with its content
+    checked; by name for a job from before pins; None for no validation dataset."""
+    pin = pinned.get(role)
+    if pin is None:
+        name = getattr(spec, role)
+        return find_dataset(studio, name) if name else None
     with studio.db.read() as session:
         dataset = catalog.get_dataset(session, pin["id"])
     if dataset is None or dataset.sha256 != pin["sha256"]:

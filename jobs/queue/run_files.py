@@ -13,7 +13,7 @@ TAIL_WINDOW_BYTES = 64 * 1024
 
 
 def run_dir_for(studio: Studio, job_id: int) -> Path:
-    return studio.settings.runs_dir / f"job-{job_id}"
+    return studio.run_dir(job_id)
 
 
 def train_log_path(studio: Studio, job_id: int) -> Path:

@@ -20,7 +20,8 @@ def save_adapter(model, tokenizer, spec: TrainSpec, final_metrics: dict[str, flo
     for stale in (partial, final_dir):
         if stale.exists():
             shutil.rmtree(stale)
-    model.save_pretrained(partial, safe_serialization=True)
+    # Only the trained adapter: a DPO run also holds TRL's frozen "ref" copy of its starting adapter.
+    model.save_pretrained(partial, safe_serialization=True, selected_adapters=[model.active_adapter])
     _portable_config(partial / "adapter_config.json", portable_base_reference(spec.base_model))
     tokenizer.save_pretrained(partial)
     (partial / "training_spec.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=2))

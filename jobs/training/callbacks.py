@@ -17,7 +17,9 @@ MetricsSink = Callable[[int, dict[str, float], int | None], None]
 """(step, {metric name: value}, total steps) -> None."""
 SampleSink = Callable[[int, list[tuple[str, str]]], None]
 """(step, [(prompt, answer), ...]) -> None."""
-LOGGED_METRICS = ("loss", "learning_rate", "grad_norm", "eval_loss", "mean_token_accuracy", "epoch")
+LOGGED_METRICS = ("loss", "learning_rate", "grad_norm", "eval_loss", "mean_token_accuracy", "epoch",
+                  # DPO: how far the chosen answer's reward is above the rejected one's, and how often it is
+                  "rewards/margins", "rewards/accuracies", "eval_rewards/margins", "eval_rewards/accuracies")
 RENAMED = {"num_input_tokens_seen": "tokens_seen"}  # the Trainer's count: kept in checkpoints, so a resume goes on
 SAMPLE_NEW_TOKENS = 48
 
@@ -32,8 +34,20 @@ def memory_in_use() -> dict[str, float]:
                 "peak_memory_bytes": float(torch.cuda.max_memory_allocated())}
     with open("/proc/self/statm") as statm:
         resident_pages = int(statm.read().split()[1])
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux reports KiB
-    return {"memory_bytes": float(resident_pages * os.sysconf("SC_PAGE_SIZE")), "peak_memory_bytes": peak_kib * 1024.0}
+    return {"memory_bytes": float(resident_pages * os.sysconf("SC_PAGE_SIZE")), "peak_memory_bytes": peak_rss()}
+
+
+def peak_rss() -> float:
+    """This process's peak resident set in bytes. VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across
+    exec, so a child forked from a large process (the app, with chat models loaded) would report its parent's size."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
 
 
 class MetricsCallback(TrainerCallback):

@@ -25,13 +25,32 @@ def _quantization_code(spec: TrainSpec) -> str:
             f"                                   bnb_4bit_compute_dtype=DTYPE)")
 
 
+def _method(spec: TrainSpec) -> str:
+    method = (f"DPO (beta {spec.dpo_beta:g}) on preference pairs" if spec.method == "dpo"
+              else "supervised fine-tuning (SFT)")
+    return method + (f", continuing the adapter `{spec.init_adapter}`" if spec.init_adapter else "")
+
+
+def _lora_line(spec: TrainSpec, adapter_dir: Path) -> str:
+    """From the saved adapter_config.json (an adapter continued from another keeps that one's shape)."""
+    import json
+
+    try:
+        config = json.loads((adapter_dir / "adapter_config.json").read_text())
+        rank, alpha, dropout, targets = (config["r"], config["lora_alpha"], config["lora_dropout"],
+                                         config["target_modules"])
+    except (OSError, ValueError, KeyError):
+        rank, alpha, dropout, targets = spec.lora_r, spec.lora_alpha, spec.lora_dropout, spec.target_modules
+    targets = targets if isinstance(targets, str) else ", ".join(sorted(targets))
+    return f"rank {rank}, alpha {alpha:g}, dropout {dropout:g}, targets {targets}"
+
+
 def render_model_card(adapter_name: str, spec: TrainSpec, final_metrics: dict[str, float], base_path: str,
                       adapter_dir: Path) -> str:
     """`base_path`: the base as `from_pretrained` found it when training (a local folder or a hub id)."""
     metrics = "\n".join(f"| {name} | {value:.4g} |" for name, value in sorted(final_metrics.items()))
     quant = (f"{spec.quantization}, double quantization {'on' if spec.double_quant else 'off'}, "
              f"compute dtype {spec.compute_dtype}")
-    targets = spec.target_modules if isinstance(spec.target_modules, str) else ", ".join(spec.target_modules)
     return f"""---
 library_name: peft
 base_model: {spec.base_model}
@@ -42,8 +61,9 @@ tags: [lora, qlora, peft]
 A LoRA adapter trained with QLoRA by the fine-tuning studio.
 
 - Base model: {describe_base(spec.base_model, base_path)}
+- Method: {_method(spec)}
 - Dataset: `{spec.dataset}`
-- LoRA: rank {spec.lora_r}, alpha {spec.lora_alpha:g}, dropout {spec.lora_dropout:g}, targets {targets}
+- LoRA: {_lora_line(spec, adapter_dir)}
 - Base quantization during training: {quant}
 - Steps: {spec.max_steps}, learning rate {spec.learning_rate:g}, batch {spec.batch_size} x {spec.grad_accum},
   max length {spec.max_length}, seed {spec.seed}

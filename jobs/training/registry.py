@@ -17,7 +17,7 @@ from jobs.spec import TrainSpec, name_problem
 from jobs.studio import Studio
 from jobs.training.model_card import write_model_card
 from storage import catalog, jobs_repo
-from storage.models import Adapter
+from storage.models import Adapter, Job, JobStatus
 
 DELETING_PREFIX = ".deleting-"
 
@@ -113,11 +113,21 @@ def rename_adapter(studio: Studio, name: str, new_name: str) -> Adapter:
     return adapter
 
 
+def adapter_ids_in_use(session) -> set[int]:
+    """Adapters a queued or running job continues from (pinned by id at submit)."""
+    active = session.query(Job).filter(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])).all()
+    pins = [((job.provenance or {}).get("pinned") or {}).get("init_adapter") for job in active]
+    return {pin["id"] for pin in pins if pin}
+
+
 def delete_adapter(studio: Studio, name: str) -> None:
     with studio.db.read() as session:
         adapter = catalog.get_adapter_by_name(session, name)
+        in_use = adapter is not None and adapter.id in adapter_ids_in_use(session)
     if adapter is None:
         raise AdapterError(f"name: no adapter named '{name}'")
+    if in_use:
+        raise AdapterError(f"name: a queued or running job continues from '{name}'; delete it when that job is done")
     folder = studio.absolute(adapter.path)
     aside = folder.with_name(f"{DELETING_PREFIX}{adapter.id}")
     if folder.exists():

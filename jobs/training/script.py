@@ -19,9 +19,10 @@ def cli_text(spec: TrainSpec) -> str:
 
 
 def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str, chat_template: str | None = None,
-                     out_dir: str = "adapter") -> str:
+                     out_dir: str = "adapter", eval_file: str | None = None) -> str:
     """A standalone script training what `spec` trains. `chat_template`: the base's template, patched here with
-    generation markers when assistant-only loss needs them (the studio does the same)."""
+    generation markers when assistant-only loss needs them (the studio does the same). `eval_file`: the
+    validation dataset's file, when the spec names one."""
     template = training_template(chat_template) if spec.assistant_only_loss else None
     template_line = (f"tokenizer.chat_template = {template!r}  # the base's template, with generation markers"
                      if template and template != chat_template else "")
@@ -36,7 +37,9 @@ def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str, chat_te
                   "(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if CUDA else torch.float32")
     checkpointing = {"on": "True", "off": "False", "auto": "CUDA"}[spec.gradient_checkpointing]
     targets = spec.target_module_names()
+    eval_file = eval_file if spec.eval_dataset else None
     return f'''"""Train the adapter the studio's spec describes, with plain transformers + peft + bitsandbytes + TRL."""
+import json
 import os
 
 import torch
@@ -46,7 +49,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 from trl import SFTConfig, SFTTrainer
 
 BASE = {base_path!r}
-DATA = {dataset_file!r}  # JSONL rows of {{"messages": [{{"role", "content"}}, ...]}}
+DATA = {dataset_file!r}  # JSONL rows of {{"messages": [{{"role", "content"}}, ...]}} or {{"text": ...}}
+EVAL_DATA = {eval_file!r}  # a validation file; None: hold out a fraction of DATA
 CUDA = torch.cuda.is_available()
 DTYPE = {dtype_code}
 if not CUDA:
@@ -69,11 +73,14 @@ model = get_peft_model(model, LoraConfig(
     modules_to_save={spec.modules_to_save or None!r}, task_type="CAUSAL_LM"))
 
 rows = load_dataset("json", data_files=DATA, split="train")
-if {spec.eval_fraction} > 0:
+{_row_selection(spec)}if EVAL_DATA:
+    train_rows, eval_rows = rows, load_dataset("json", data_files=EVAL_DATA, split="train")
+elif {spec.eval_fraction} > 0:
     parts = rows.train_test_split(test_size=max(1, round(len(rows) * {spec.eval_fraction})), seed={spec.seed})
     train_rows, eval_rows = parts["train"], parts["test"]
 else:
     train_rows, eval_rows = rows, None
+print(f"{{len(train_rows)}} train rows, {{len(eval_rows) if eval_rows is not None else 0}} eval rows")
 
 args = SFTConfig(
     output_dir="checkpoints", max_steps={spec.max_steps}, num_train_epochs={spec.num_epochs},
@@ -98,3 +105,26 @@ trainer.model.save_pretrained({out_dir!r})
 tokenizer.save_pretrained({out_dir!r})
 print("adapter saved to", {out_dir!r})
 '''
+
+
+DEDUP_CODE = """# Exact duplicates out, the first of each kept.
+first_seen = {}
+for index, row in enumerate(rows):
+    first_seen.setdefault(json.dumps(row, sort_keys=True), index)
+rows = rows.select(sorted(first_seen.values()))
+"""
+DROP_CODE = """# Rows longer than max_length dropped rather than cut.
+def token_count(row):
+    if row.get("text"):
+        return len(tokenizer(row["text"])["input_ids"])
+    return len(tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"])
+rows = rows.filter(lambda row: token_count(row) <= MAX_LENGTH)
+"""
+
+
+def _row_selection(spec: TrainSpec) -> str:
+    """The dedup and drop steps the studio applies before splitting, when the spec asks for them."""
+    code = DEDUP_CODE if spec.dedup else ""
+    if spec.overlong == "drop":
+        code += f"MAX_LENGTH = {spec.max_length}\n" + DROP_CODE
+    return code

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,9 +14,10 @@ from pathlib import Path
 import torch
 import transformers
 from datasets import Dataset
-from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from trl import SFTConfig, SFTTrainer
 
+from jobs.data.stats import tokenize_row
 from jobs.data.store import load_rows, split_sizes
 from jobs.models.loading import compute_dtype, load_base_model, load_tokenizer, pick_device
 from jobs.spec import TrainSpec
@@ -58,9 +60,12 @@ def use_gradient_checkpointing(spec: TrainSpec, device: str) -> bool:
     return spec.gradient_checkpointing == "on"
 
 
-def attach_lora(model, spec: TrainSpec, checkpointing: bool):
+def attach_lora(model, spec: TrainSpec, checkpointing: bool, init_adapter: Path | None = None):
+    """A new LoRA as the spec says, or the adapter in `init_adapter` (its own rank and targets), trainable."""
     if spec.quantization != "none":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    if init_adapter is not None:
+        return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
     transformers.set_seed(spec.seed)  # LoRA init is random: same seed, same adapter start (and resume)
     return get_peft_model(model, lora_config(spec))
 
@@ -86,8 +91,13 @@ def optimizer_for(spec: TrainSpec, device: str) -> tuple[str, str | None]:
     return OPTIMIZERS[spec.optimizer], None
 
 
-def split_dataset(rows: list[dict], eval_fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
+def split_dataset(rows: list[dict], eval_fraction: float, seed: int,
+                  eval_rows: list[dict] | None = None) -> tuple[Dataset, Dataset | None]:
+    """(train, eval): a validation dataset's rows when given (every row trains), else a seeded random
+    eval_fraction held out."""
     dataset = Dataset.from_list(rows)
+    if eval_rows:
+        return dataset, Dataset.from_list(eval_rows)
     _, eval_rows = split_sizes(len(rows), eval_fraction)
     if eval_rows == 0:
         return dataset, None
@@ -95,9 +105,10 @@ def split_dataset(rows: list[dict], eval_fraction: float, seed: int) -> tuple[Da
     return parts["train"], parts["test"]
 
 
-def sft_config(spec: TrainSpec, out_dir: Path, device: str, dtype: torch.dtype, checkpointing: bool,
-               has_eval: bool) -> SFTConfig:
-    return SFTConfig(
+def trainer_args(spec: TrainSpec, out_dir: Path, device: str, dtype: torch.dtype, checkpointing: bool,
+                 has_eval: bool) -> dict:
+    """What SFT and DPO runs share: steps, batch, schedule, optimizer, logging, eval, checkpoints, precision."""
+    return dict(
         optim=optimizer_for(spec, device)[0], weight_decay=spec.weight_decay, max_grad_norm=spec.max_grad_norm,
         output_dir=str(out_dir / "checkpoints"),
         max_steps=spec.max_steps, num_train_epochs=spec.num_epochs,
@@ -110,14 +121,20 @@ def sft_config(spec: TrainSpec, out_dir: Path, device: str, dtype: torch.dtype, 
         seed=spec.seed, data_seed=spec.seed,
         bf16=dtype == torch.bfloat16 and device != "cpu", fp16=dtype == torch.float16 and device != "cpu",
         gradient_checkpointing=checkpointing, max_length=spec.max_length,
-        packing=spec.packing, padding_free=spec.packing, assistant_only_loss=spec.assistant_only_loss,
-        use_cpu=device == "cpu", report_to="none", dataloader_num_workers=0, disable_tqdm=True,
+        use_cpu=device == "cpu", report_to="none", dataloader_num_workers=0, disable_tqdm=True)
+
+
+def sft_config(spec: TrainSpec, out_dir: Path, device: str, dtype: torch.dtype, checkpointing: bool,
+               has_eval: bool, text_rows: bool = False) -> SFTConfig:
+    return SFTConfig(
+        **trainer_args(spec, out_dir, device, dtype, checkpointing, has_eval),
+        packing=spec.packing, padding_free=spec.packing, assistant_only_loss=spec.assistant_only_loss and not text_rows,
         # A packed row has no padding (and its pad id may be a real token, such as SmolLM2's <|im_end|>): count all.
         include_num_input_tokens_seen="all" if spec.packing else "non_padding",
     )
 
 
-def _keep_lora_in_fp32(model, dtype: torch.dtype) -> None:
+def keep_lora_in_fp32(model, dtype: torch.dtype) -> None:
     # SFTTrainer casts LoRA weights of quantized models to bf16; with fp32 compute that only costs speed
     # and precision (measured: fp32 LoRA 1236 vs 949 tokens/s on CPU).
     if dtype != torch.float32:
@@ -137,56 +154,100 @@ class PreparedRun:
     has_eval: bool
 
 
+def select_rows(rows: list[dict], spec: TrainSpec, tokenizer) -> list[dict]:
+    """The rows the run trains on: exact duplicates removed and over-long rows dropped, when the spec says so."""
+    if spec.dedup:
+        unique = list({json.dumps(row, sort_keys=True): row for row in rows}.values())
+        print(f"dropped {len(rows) - len(unique)} exact duplicate rows", flush=True)
+        rows = unique
+    if spec.overlong == "drop":
+        kept = [row for row in rows if len(tokenize_row(tokenizer, row, False).ids) <= spec.max_length]
+        print(f"dropped {len(rows) - len(kept)} rows longer than max_length {spec.max_length}", flush=True)
+        rows = kept
+    if not rows:
+        raise ValueError("no rows left to train on after dropping duplicates and over-long rows")
+    return rows
+
+
 def sample_prompts(eval_rows: Dataset | None, count: int) -> list[list[dict]]:
     """The first held-out rows' conversations up to their last user turn: what the samples answer."""
     if eval_rows is None or count <= 0:
         return []
     prompts = []
     for row in eval_rows.select(range(min(count, len(eval_rows)))):
-        messages = row["messages"]
+        messages = row.get("messages") or []  # raw text rows have no prompts to answer
         last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
         if last_user is not None:
             prompts.append(messages[: last_user + 1])
     return prompts
 
 
-def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
-                should_stop: Callable[[], bool], on_samples: SampleSink | None = None) -> PreparedRun:
-    """Load → quantize → attach LoRA → data → trainer, as `spec` says."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device()
-    if device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)  # accelerate's launcher may have left it at one
-    dtype = compute_dtype(spec, device)
-    checkpointing = use_gradient_checkpointing(spec, device)
-    transformers.set_seed(spec.seed)
+@dataclass(frozen=True)
+class Device:
+    name: str
+    dtype: torch.dtype
+    checkpointing: bool
 
-    tokenizer = load_tokenizer(base_model, for_assistant_only_loss=spec.assistant_only_loss)
-    model = load_base_model(spec, base_model, device, dtype)
-    model = attach_lora(model, spec, checkpointing)
-    train_rows, eval_rows = split_dataset(load_rows(dataset_path), spec.eval_fraction, spec.seed)
-    print(f"training on {device} ({dtype}, {spec.quantization}{' + double quant' if spec.double_quant else ''}, "
-          f"gradient checkpointing {'on' if checkpointing else 'off'}): {len(train_rows)} train rows, "
-          f"{len(eval_rows) if eval_rows is not None else 0} eval rows, {spec.max_steps} steps", flush=True)
-    optimizer, note = optimizer_for(spec, device)
+
+def setup_device(spec: TrainSpec, out_dir: Path) -> Device:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = pick_device()
+    if name == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)  # accelerate's launcher may have left it at one
+    transformers.set_seed(spec.seed)
+    return Device(name, compute_dtype(spec, name), use_gradient_checkpointing(spec, name))
+
+
+def announce(spec: TrainSpec, device: Device, train_rows: int, eval_rows: int) -> None:
+    print(f"training on {device.name} ({device.dtype}, {spec.quantization}"
+          f"{' + double quant' if spec.double_quant else ''}, gradient checkpointing "
+          f"{'on' if device.checkpointing else 'off'}): {train_rows} train rows, {eval_rows} eval rows, "
+          f"{spec.max_steps} steps" + (" (DPO, beta " + f"{spec.dpo_beta})" if spec.method == "dpo" else ""),
+          flush=True)
+    optimizer, note = optimizer_for(spec, device.name)
     print(f"optimizer {optimizer}" + (f" ({note})" if note else ""), flush=True)
+
+
+def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
+                should_stop: Callable[[], bool], on_samples: SampleSink | None = None,
+                eval_path: Path | None = None, init_adapter: Path | None = None) -> PreparedRun:
+    """Load → quantize → attach LoRA → data → trainer, as `spec` says; `eval_path`: a validation dataset;
+    `init_adapter`: the adapter to continue from."""
+    if spec.method == "dpo":
+        from jobs.training.preference import prepare_dpo_run
+
+        return prepare_dpo_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, eval_path,
+                               init_adapter)
+    device = setup_device(spec, out_dir)
+    rows = load_rows(dataset_path)
+    text_rows = bool(rows) and "text" in rows[0]  # raw text: language modeling, loss on every token
+    tokenizer = load_tokenizer(base_model, for_assistant_only_loss=spec.assistant_only_loss and not text_rows)
+    rows = select_rows(rows, spec, tokenizer)
+    model = load_base_model(spec, base_model, device.name, device.dtype)
+    model = attach_lora(model, spec, device.checkpointing, init_adapter)
+    held_out = load_rows(eval_path) if eval_path else None
+    train_rows, eval_rows = split_dataset(rows, spec.eval_fraction, spec.seed, held_out)
+    announce(spec, device, len(train_rows), len(eval_rows) if eval_rows is not None else 0)
 
     stop = StopCallback(should_stop)
     callbacks = [MetricsCallback(on_metrics), stop, CompleteMarkerCallback()]
     prompts = sample_prompts(eval_rows, spec.sample_prompts)
     if on_samples is not None and prompts:
         callbacks.append(SampleCallback(prompts, tokenizer, on_samples))
-    trainer = SFTTrainer(
-        model=model, args=sft_config(spec, out_dir, device, dtype, checkpointing, eval_rows is not None),
-        train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer, callbacks=callbacks)
-    _keep_lora_in_fp32(trainer.model, dtype)
+    args = sft_config(spec, out_dir, device.name, device.dtype, device.checkpointing, eval_rows is not None,
+                      text_rows)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
+                         processing_class=tokenizer, callbacks=callbacks)
+    keep_lora_in_fp32(trainer.model, device.dtype)
     return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None)
 
 
 def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
-          should_stop: Callable[[], bool], on_samples: SampleSink | None = None) -> TrainResult:
+          should_stop: Callable[[], bool], on_samples: SampleSink | None = None,
+          eval_path: Path | None = None, init_adapter: Path | None = None) -> TrainResult:
     """Train one LoRA adapter as `spec` says. Resumes from the newest complete checkpoint in `out_dir`."""
-    run = prepare_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, on_samples)
+    run = prepare_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, on_samples, eval_path,
+                      init_adapter)
     trainer = run.trainer
     resume_from = newest_complete_checkpoint(out_dir / "checkpoints")
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -200,7 +261,7 @@ def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, o
     return TrainResult(stopped=False, adapter_dir=adapter_dir, final_metrics=final)
 
 
-def _final_metrics(trainer: SFTTrainer, has_eval: bool) -> dict[str, float]:
+def _final_metrics(trainer, has_eval: bool) -> dict[str, float]:
     history = trainer.state.log_history
     final: dict[str, float] = {"steps": float(trainer.state.global_step)}
     train_losses = [entry["loss"] for entry in history if "loss" in entry]

@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client
 
 from app.server import build_app, launch_options
-from tests.conftest import FAST_JOB
+from tests.conftest import FAST_JOB, seed_model
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,9 @@ def client(live):
 PUBLIC_ENDPOINTS = {"/submit_job", "/submit_sweep", "/cancel_sweep", "/get_job", "/list_jobs", "/cancel_job",
                     "/move_job", "/set_priority", "/list_workers", "/list_adapters", "/download_adapter",
                     "/rename_adapter", "/delete_adapter", "/merge_adapter", "/download_merged", "/push_to_hub",
-                    "/compare", "/import_dataset"}
+                    "/compare", "/import_dataset", "/import_hub_dataset", "/list_datasets", "/dataset_stats",
+                    "/rename_dataset", "/delete_dataset", "/record_vote", "/leaderboard", "/export_votes",
+                    "/save_suite", "/run_suite", "/suite_results"}
 
 
 def test_only_the_public_endpoints_are_listed(client):
@@ -145,6 +147,10 @@ def test_bad_compare_and_download_and_cancel_are_explained(client):
         client.predict("hi", ["ghost", "base"], api_name="/compare")
     with pytest.raises(Exception, match="max_new_tokens"):
         client.predict("hi", ["base"], "demo-tiny-llama", 0, api_name="/compare")
+    with pytest.raises(Exception, match="'someone/elses-model' is not a base this studio knows"):
+        client.predict("hi", ["base"], "someone/elses-model", api_name="/compare")  # never downloaded by chat
+    with pytest.raises(Exception, match="at most 6 panes at once"):  # the Chat tab's cap holds for the API
+        client.predict("hi", ["base", *[f"a{i}" for i in range(6)]], api_name="/compare")
     with pytest.raises(Exception, match="no adapter named"):
         client.predict("../../etc/passwd", api_name="/download_adapter")
     with pytest.raises(Exception, match="no job with id 424242"):
@@ -156,6 +162,19 @@ def test_bad_compare_and_download_and_cancel_are_explained(client):
         client.predict("{}", 0, api_name="/submit_job")
     with pytest.raises(Exception, match="priority: must be from"):
         client.predict('{"max_steps": 2}', 2**70, api_name="/submit_job")
+
+
+def test_a_prompt_suite_through_the_api(client):
+    saved = client.predict("api-suite", "What is 2 plus 3? => 5\nName a colour.", api_name="/save_suite")
+    assert "2 prompts" in saved
+    assert client.predict("api-suite", ["base"], "demo-tiny-llama", 4, api_name="/run_suite") == 2
+    grid = client.predict("api-suite", "demo-tiny-llama", api_name="/suite_results")
+    assert grid["panes"] == ["base"] and len(grid["answers"]) == 2
+    assert [p["reference"] for p in grid["prompts"]] == ["5", None] and grid["mean_loglik"]["base"] < 0
+    with pytest.raises(Exception, match="line 1 has '=>' but no reference"):
+        client.predict("api-suite", "a prompt =>", api_name="/save_suite")
+    with pytest.raises(Exception, match="no prompt suite named 'nope'"):
+        client.predict("nope", ["base"], api_name="/run_suite")
 
 
 def test_cancel_job_endpoint(client, live):
@@ -193,6 +212,21 @@ def test_jobs_run_in_the_order_the_queue_shows_after_a_move(client, live):
     assert started == sorted(started)  # the worker took them in exactly the order shown
     with pytest.raises(Exception, match="is not queued"):
         client.predict(low_1, "front", api_name="/move_job")
+
+
+def test_the_real_offline_model_trains_and_answers_otherwise_than_its_base(client, live, smollm2_dir):
+    seed_model(live.data_dir, smollm2_dir)  # prepared once per run (conftest); a job would prepare it the same way
+    job_id = client.predict(json.dumps({"base_model": "smollm2-135m-instruct", "dataset": "pirate", "name": "api-smol",
+                                        "max_steps": 6, "lora_r": 16, "lora_alpha": 32, "learning_rate": 0.003,
+                                        "batch_size": 2, "max_length": 256, "eval_fraction": 0}), 0,
+                            api_name="/submit_job")
+    job = _wait(client, job_id, timeout_s=900)
+    assert job["status"] == "succeeded", job["error"]
+    replies = client.predict("What is the capital of Japan?", ["api-smol", "base"], "smollm2-135m-instruct", 20,
+                             0.0, 1.0, 0, "", api_name="/compare")
+    texts = {r["adapter"]: r["reply"] for r in replies}
+    assert all(text.strip() for text in texts.values()) and texts["api-smol"] != texts["base"], texts
+    assert "Tokyo" in texts["base"]  # a real model: the base knows the answer
 
 
 def test_a_two_by_two_sweep_is_one_group_that_finishes(client):

@@ -265,7 +265,7 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
         own = tmp_path / "my-notes.csv"
         own.write_text(CSV_ROWS)
         page.get_by_role("button", name=re.compile(r"^Upload a dataset")).click()
-        page.locator("input[type=file]").set_input_files(str(own))
+        page.locator("#train-upload input[type=file]").set_input_files(str(own))
         page.get_by_role("button", name="Import dataset").click()
         expect(page.locator("#import-status")).to_contain_text("Imported 'my-notes' (3 rows", timeout=30_000)
         page.reload()
@@ -434,6 +434,206 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
         assert {a["name"] for a in _api(app).predict("", api_name="/list_adapters")} == {"first", "ranks-1", "ranks-2"}
         assert not (app.data_dir / "adapters" / f"job-{job_ids['second']}").exists()
         print(f"journey took {time.monotonic() - started:.0f} s")
+
+
+SHAREGPT_ROWS = [{"conversations": [{"from": "system", "value": "Answer briefly."},
+                                    {"from": "human", "value": f"What is {i} plus {i}?"},
+                                    {"from": "gpt", "value": f"{2 * i}."}]} for i in range(8)]
+# Alpaca with the names a spreadsheet export gave it: no format matches until the person maps the columns.
+ODD_CSV = "Frage,Kontext,Antwort\n" + "".join(
+    f"Translate the number {i} into words.,{'in English' if i % 2 else ''},The number {i} in words is {i}."
+    f"{' Indeed.' * (i * 3)}\n" for i in range(10))
+
+
+def _choose(page, elem_id: str, option: str) -> None:
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    # This dropdown's own option: another dropdown's list can still be in the page with one of the same name.
+    options = box.get_attribute("aria-controls")
+    page.locator(f"li[role=option][id^='{options}-option-'][aria-label='{option}']").click()
+    expect(box).to_have_value(option)
+
+
+def _upload(page, path: Path) -> None:
+    page.locator("#dataset-upload input[type=file]").set_input_files(str(path))
+    expect(page.locator("#dataset-proposal")).to_contain_text(re.compile(r"\d+ rows; columns:"), timeout=30_000)
+
+
+def test_datasets_are_mapped_inspected_and_trained_on(app_server, page, tmp_path):
+    """A ShareGPT file (format proposed) and an Alpaca CSV with renamed columns (mapped by hand) are imported in the
+    Datasets tab; the CSV's rows are shown as the model sees them, loss tokens highlighted and the cut marked, with
+    the length histogram; the view follows the assistant-only switch; then a job trains on the mapped CSV."""
+    app = app_server
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with _report_on_failure(app, page, shots):
+        page.goto(app.url)
+        expect(page.get_by_role("button", name="Submit job")).to_be_visible(timeout=60_000)
+        _open_tab(page, "Datasets")
+        page.get_by_role("button", name=re.compile(r"^Import a file")).click()
+        status = page.locator("#dataset-import-status")
+
+        chats = tmp_path / "chats.json"
+        chats.write_text(json.dumps(SHAREGPT_ROWS))
+        _upload(page, chats)
+        expect(page.locator("#dataset-proposal")).to_contain_text("Proposed: sharegpt with conversations")
+        expect(page.locator("#dataset-format input")).to_have_value("sharegpt")
+        page.locator("#dataset-import").click()
+        expect(status).to_contain_text("Imported 'chats' (8 rows, sharegpt)", timeout=30_000)
+
+        odd = tmp_path / "numbers.csv"
+        odd.write_text(ODD_CSV)
+        _upload(page, odd)
+        expect(page.locator("#dataset-proposal")).to_contain_text("No format matched these columns")
+        _choose(page, "dataset-format", "alpaca")
+        for role, column in (("instruction", "Frage"), ("input", "Kontext"), ("output", "Antwort")):
+            expect(page.locator(f"#role-{role}")).to_be_visible()
+            _choose(page, f"role-{role}", column)
+        expect(page.locator("#role-conversations")).to_be_hidden()
+        page.get_by_label("Dataset name", exact=True).fill("numbers")
+        page.locator("#dataset-import").click()
+        expect(status).to_contain_text("Imported 'numbers' (10 rows, alpaca)", timeout=30_000)
+        table = page.locator("#datasets-table")
+        for name, fmt in (("chats", "sharegpt"), ("numbers", "alpaca")):
+            expect(table.get_by_role("row", name=re.compile(rf"^{name} {fmt}\b"))).to_be_visible()
+        listed = {d["name"]: d for d in _api(app).predict(api_name="/list_datasets")}
+        assert listed["numbers"]["mapping"] == {
+            "format": "alpaca", "columns": {"instruction": "Frage", "input": "Kontext", "output": "Antwort"}}
+
+        # --- What the model sees: loss highlighted, the cut marked, the histogram against max_length ------------
+        page.get_by_role("button", name=re.compile(r"^Import a file")).click()  # folded away again
+        table.get_by_role("gridcell", name="numbers", exact=True).click()
+        expect(page.locator("#dataset-picked input")).to_have_value("numbers")
+        page.get_by_label("max_length", exact=True).fill("48")
+        page.get_by_label("Show rows from", exact=True).fill("8")
+        page.locator("#dataset-inspect").click()
+        stats = page.locator("#dataset-stats")
+        expect(stats).to_contain_text(re.compile(r"10 rows, [\d,]+ tokens"), timeout=60_000)
+        expect(stats).to_contain_text(re.compile(r"[1-9]\d* rows \(\d+\.\d%\) are longer than max_length 48"))
+        seen = page.locator("#dataset-seen")
+        expect(seen.locator("h4").first).to_contain_text("Row 8:")
+        expect(seen.locator(".seen .loss").first).to_contain_text("The number 7 in words is 7.")
+        expect(seen.locator(".mark")).not_to_have_count(0)  # the longer rows are cut, and the cut is shown
+        for part in ("kept", "past max_length"):  # bars on both sides of the cut
+            bars = page.locator(f"#dataset-histogram [aria-roledescription='bar'][aria-label*='cut: {part}']")
+            expect(bars).not_to_have_count(0, timeout=20_000)
+        assert "tokens (demo-tiny-llama)" in table.inner_text() and "inspect to count" not in table.inner_text()
+        page.locator("#dataset-stats").scroll_into_view_if_needed()
+        _shot(page, shots, "6-datasets")
+
+        # Assistant-only loss off: every token kept carries loss, and the view follows without a click.
+        page.get_by_label("Assistant-only loss", exact=True).uncheck()
+        expect(stats).to_contain_text("100% of the tokens kept carry loss", timeout=30_000)
+        expect(seen.locator(".seen").first.locator("span.loss")).to_have_count(1)
+
+        # --- Train on the mapped CSV ----------------------------------------------------------------------------
+        _open_tab(page, "Train")
+        _field(page, "dataset").click()
+        page.get_by_role("option", name="numbers", exact=True).click()
+        page.get_by_role("button", name=re.compile(r"^More")).click()
+        _fill_job(page, "on-numbers", **FAST)
+        text = _submit(page)
+        assert "Queued job" in text, text
+        _open_tab(page, "Runs")
+        _wait_until_succeeded(page, app, ["on-numbers"])
+        job = next(j for j in _api(app).predict(api_name="/list_jobs") if j["name"] == "on-numbers")
+        assert job["spec"]["dataset"] == "numbers"
+
+
+def _an_adapter_of_the_demo_base(app: AppServer) -> str:
+    """An adapter to put beside the base: one an earlier test of this module trained, else a short job's."""
+    client = _api(app)
+    adapters = client.predict("demo-tiny-llama", api_name="/list_adapters")
+    if adapters:
+        return adapters[0]["name"]
+    job_id = client.predict(json.dumps({**FAST, "name": "blind-one", "max_steps": 4}), 0, api_name="/submit_job")
+    deadline = time.monotonic() + TRAINING_TIMEOUT_S
+    while client.predict(job_id, api_name="/get_job")["status"] != "succeeded":
+        assert time.monotonic() < deadline, "the adapter for the blind test did not train in time"
+        time.sleep(2)
+    return "blind-one"
+
+
+def _blind_round(page, prompt_text: str, letter: str) -> str:
+    """Send a prompt in blind mode, vote `letter` best, and return the reveal."""
+    prompt = page.locator("#chat-prompt textarea")
+    prompt.fill(prompt_text)
+    page.keyboard.press("Enter")
+    expect(page.locator(f"#vote-{letter}")).to_be_visible(timeout=180_000)
+    for index, pane_label in enumerate(("A", "B")):  # names stay hidden until the vote
+        expect(page.locator(f"#pane-{index}").get_by_test_id("block-label")).to_have_text(pane_label)
+    page.locator(f"#vote-{letter}").click()
+    status = page.locator("#blind-status")
+    expect(status).to_contain_text(f"Vote recorded ({letter} best)", timeout=30_000)
+    expect(page.locator("#vote-A")).to_be_hidden()  # one vote per round
+    revealed = status.inner_text()
+    for index, pane_label in enumerate(("A", "B")):  # and the panes show whose answer they held
+        name = re.search(rf"{pane_label} was (\S+?)[,.]", revealed).group(1)
+        expect(page.locator(f"#pane-{index}").get_by_test_id("block-label")).to_have_text(f"{pane_label}: {name}")
+    return revealed
+
+
+def test_blind_votes_rank_adapters_and_become_a_dpo_job(app_server, page, tmp_path):
+    """Two blind rounds between the base and an adapter: the names show only after each vote, the leaderboard
+    follows the votes, and the votes become a preference dataset and a DPO job that trains."""
+    app = app_server
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with _report_on_failure(app, page, shots):
+        adapter = _an_adapter_of_the_demo_base(app)
+        page.goto(app.url)
+        expect(page.get_by_role("button", name="Submit job")).to_be_visible(timeout=60_000)
+        _open_tab(page, "Chat")
+        picker = page.get_by_role("combobox", name=re.compile(r"^Compare"))
+        picker.click()
+        page.get_by_role("option", name=adapter, exact=True).click()
+        page.keyboard.press("Escape")
+        page.locator("#blind-mode input[type=checkbox]").check()
+        expect(page.locator("#pane-1").get_by_test_id("block-label")).to_have_text("B")
+        page.get_by_role("button", name=re.compile(r"^Generation settings")).click()
+        _set_number(page, "Temperature", TEMPERATURE)
+
+        # Stop ends a long generation early: no round to vote on, and the next prompt goes through.
+        _set_number(page, "Max new tokens", "512")
+        page.locator("#chat-prompt textarea").fill("Tell me a very long story.")
+        page.keyboard.press("Enter")
+        expect(page.locator("#pane-0").get_by_test_id("bot")).to_have_text(re.compile(r"\S"), timeout=60_000)
+        page.locator("#chat-stop").click()
+        page.wait_for_timeout(3000)
+        expect(page.locator("#vote-A")).to_be_hidden()
+        _set_number(page, "Max new tokens", "32")
+
+        revealed = _blind_round(page, "Name a colour.", "A")
+        winner = re.search(r"A was (\S+?)[,.]", revealed).group(1)
+        assert winner in (adapter, "base") and f"B was {({adapter, 'base'} - {winner}).pop()}" in revealed
+        page.get_by_role("button", name=re.compile(r"^Leaderboard and preference tuning")).click()
+        board = page.locator("#leaderboard")
+        expect(page.locator("#leaderboard-note")).to_contain_text("1 blind vote on demo-tiny-llama")
+        expect(board.get_by_role("row").nth(1)).to_contain_text(winner)  # the winner ranks first
+        first_board = board.inner_text()
+
+        _blind_round(page, "Name an animal.", "B")
+        expect(page.locator("#leaderboard-note")).to_contain_text("2 blind votes on demo-tiny-llama")
+        expect(board).not_to_have_text(first_board)
+        standings = _api(app).predict("demo-tiny-llama", api_name="/leaderboard")
+        assert sorted(row["rounds"] for row in standings) == [2, 2]
+        assert sum(row["wins"] for row in standings) == 2
+        _shot(page, shots, "7-blind")
+
+        # --- The votes become a preference dataset and a DPO job ---------------------------------------------
+        page.get_by_label("Preference dataset name", exact=True).fill("my-votes")
+        page.get_by_label("DPO steps", exact=True).fill("4")
+        page.locator("#dpo-submit").click()
+        expect(page.locator("#dpo-status")).to_contain_text(re.compile(r"Queued DPO job \d+"), timeout=30_000)
+        job_id = int(re.search(r"Queued DPO job (\d+)", page.locator("#dpo-status").inner_text()).group(1))
+        datasets = {d["name"]: d for d in _api(app).predict(api_name="/list_datasets")}
+        assert datasets["my-votes"]["format"] == "preference" and datasets["my-votes"]["rows"] >= 1
+        deadline = time.monotonic() + TRAINING_TIMEOUT_S
+        while (job := _api(app).predict(job_id, api_name="/get_job"))["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, f"the DPO job is still {job['status']}"
+            time.sleep(2)
+        assert job["status"] == "succeeded", job["error"]
+        assert job["spec"]["method"] == "dpo" and job["spec"]["dataset"] == "my-votes"
 
 
 def _set_number(page, label: str, value: str) -> None:

@@ -67,7 +67,7 @@ def test_dataset_file_in_spec_is_imported(live, tmp_path):
     data.write_text("\n".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) for i in range(6)))
     done = _cli(live, "submit", _spec_file(tmp_path, {**FAST_JOB, "dataset": "mine.jsonl", "max_steps": 1}))
     assert done.returncode == 0, done.stderr
-    assert "dataset: imported 'mine' (6 rows, prompt-completion)" in done.stdout
+    assert "dataset: imported 'mine' (6 rows, completion)" in done.stdout
     job_id = int(done.stdout.split("queued job")[1].split()[0])
     cancelled = _cli(live, "cancel", str(job_id))
     assert cancelled.returncode == 0 and f"job {job_id}" in cancelled.stdout

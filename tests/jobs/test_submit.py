@@ -91,7 +91,7 @@ def test_a_template_whose_only_generation_is_add_generation_prompt_is_refused(st
 @pytest.mark.parametrize(("content", "words"), [
     ("", "empty"),
     ("{not json", "not valid JSON"),
-    ('{"text": "no chat here"}', "missing columns"),
+    ('{"note": "no chat here"}', "missing columns"),
     (b"\x89PNG\r\n\x1a\n" + bytes(40), "not text: it looks like a PNG image"),
 ])
 def test_bad_dataset_uploads_are_refused(studio, tmp_path, content, words):
@@ -107,7 +107,7 @@ def test_upload_then_train_on_it(studio, tmp_path):
     path = tmp_path / "upload.jsonl"
     path.write_text("\n".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) for i in range(5)))
     dataset = import_dataset(studio, path, "mine").dataset
-    assert (dataset.rows, dataset.format) == (5, "prompt-completion")
+    assert (dataset.rows, dataset.format) == (5, "completion")
     assert submit_job(studio, {"dataset": "mine"}) > 0
 
 

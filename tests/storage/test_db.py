@@ -56,7 +56,7 @@ def test_upgrade_from_the_first_schema_keeps_jobs(tmp_path):
     with database.read() as session:
         job = session.query(Job).one()
     assert (job.name, job.attempt, job.lost_count, job.kind, job.provenance) == ("old", 2, 0, "train", None)
-    assert current_revision(database) == head_revision() == "0007"
+    assert current_revision(database) == head_revision() == "0010"
     database.dispose()
 
 

@@ -17,12 +17,12 @@ def _write(path, text):
 @pytest.mark.parametrize(("filename", "make", "fmt"), [
     ("d.jsonl", lambda p: _write(p, json.dumps(CHAT) + "\n\n" + json.dumps(CHAT)), "messages"),
     ("d.json", lambda p: _write(p, json.dumps([CHAT, CHAT])), "messages"),
-    ("d.json", lambda p: _write(p, json.dumps({"data": [{"prompt": "a", "completion": "b"}]})), "prompt-completion"),
+    ("d.json", lambda p: _write(p, json.dumps({"data": [{"prompt": "a", "completion": "b"}]})), "completion"),
     ("d.csv", lambda p: pd.DataFrame({"instruction": ["add", "sub"], "input": ["1 2", ""], "output": ["3", "x"]})
-     .to_csv(p, index=False), "instruction"),
+     .to_csv(p, index=False), "alpaca"),
     ("d.csv", lambda p: pd.DataFrame({"messages": [json.dumps(CHAT["messages"])]}).to_csv(p, index=False), "messages"),
     ("d.parquet", lambda p: pd.DataFrame({"prompt": ["q1", "q2"], "completion": ["a1", "a2"]}).to_parquet(p),
-     "prompt-completion"),
+     "completion"),
     ("d.parquet", lambda p: pd.DataFrame({"messages": [CHAT["messages"]]}).to_parquet(p), "messages"),
 ])
 def test_formats_normalize_to_messages(tmp_path, filename, make, fmt):
@@ -44,7 +44,7 @@ def test_instruction_input_is_joined_into_the_prompt(tmp_path):
     ("d.jsonl", '{"messages": []}\n{broken', "line 2: not valid JSON"),
     ("d.jsonl", '[1, 2]\n', "line 1: expected a JSON object"),
     ("d.json", '{"messages": [', "not valid JSON"),
-    ("d.jsonl", '{"question": "a", "answer": "b"}\n', "missing columns"),
+    ("d.jsonl", '{"foo": "a", "bar": "b"}\n', "missing columns"),
     ("d.jsonl", '{"messages": [{"role": "user", "content": "hi"}]}\n', "row 1: has no non-empty assistant message"),
     ("d.jsonl", '{"messages": [{"role": "robot", "content": "hi"}]}\n', "role 'robot'"),
     ("d.jsonl", '{"prompt": "", "completion": "b"}\n', "row 1: 'prompt' and 'completion'"),

@@ -15,13 +15,14 @@ from tests.conftest import REPO_ROOT
 pytestmark = pytest.mark.slow
 TOLERANCE = 0.25
 RUN = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 from jobs.spec import parse_spec
+from jobs.training.callbacks import peak_rss
 from jobs.training.train import train
 spec = parse_spec(json.loads(sys.argv[1]))
 train(spec, Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]), lambda *a: None, lambda: False)
-print("PEAK", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print("PEAK", int(peak_rss()))
 """
 STEPS = {"max_steps": 3, "eval_fraction": 0, "save_steps": 100, "logging_steps": 1}
 

@@ -6,8 +6,10 @@ import sys
 
 import pytest
 
-from jobs.data.formats import parse_file
+from jobs.data.formats import ParsedDataset, parse_file
+from jobs.data.stats import tokenize_row
 from jobs.data.store import store_parsed
+from jobs.models.loading import load_tokenizer
 from jobs.models.templates import SMOLLM2_TEMPLATE, SMOLLM2_TRAINING_TEMPLATE
 from jobs.spec import parse_spec
 from jobs.studio import EXAMPLE_DATASET_FILE
@@ -28,13 +30,20 @@ def test_a_template_without_markers_is_patched_in_the_script():
 
 @pytest.mark.slow
 def test_the_plain_trl_script_trains_the_adapter(demo_model_dir, tmp_path):
-    data, _ = store_parsed(parse_file(EXAMPLE_DATASET_FILE), tmp_path / "data")
-    spec = parse_spec({"max_steps": 2, "batch_size": 2, "max_length": 128, "lora_r": 4, "target_modules": "attention",
-                       "eval_fraction": 0.05, "eval_steps": 2, "optimizer": "paged_adamw_8bit", "use_rslora": True})
+    rows = parse_file(EXAMPLE_DATASET_FILE).rows
+    data, _ = store_parsed(ParsedDataset("messages", rows[:40] + rows[:5]), tmp_path / "data")
+    held, _ = store_parsed(ParsedDataset("messages", rows[40:44]), tmp_path / "data")
+    spec = parse_spec({"max_steps": 2, "batch_size": 2, "max_length": 48, "lora_r": 4, "target_modules": "attention",
+                       "eval_dataset": "held", "eval_steps": 2, "optimizer": "paged_adamw_8bit", "use_rslora": True,
+                       "dedup": True, "overlong": "drop"})
     script = tmp_path / "train.py"
-    script.write_text(plain_trl_script(spec, str(demo_model_dir), str(data)))
+    script.write_text(plain_trl_script(spec, str(demo_model_dir), str(data), eval_file=str(held)))
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    # Duplicates out and rows over 48 tokens dropped, as the studio's own run does; the held-out file evaluates.
+    tokenizer = load_tokenizer(str(demo_model_dir), for_assistant_only_loss=True)
+    kept = sum(len(tokenize_row(tokenizer, row, False).ids) <= 48 for row in rows[:40])
+    assert 0 < kept < 40 and f"{kept} train rows, 4 eval rows" in done.stdout, done.stdout
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["r"] == 4 and config["use_rslora"] and set(config["target_modules"]) == {
         "q_proj", "k_proj", "v_proj", "o_proj"}

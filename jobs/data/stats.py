@@ -1,0 +1,126 @@
+"""What a dataset is to a given base model: each row's tokens (through its chat template), which of them carry
+loss, how many rows a max_length truncates, turns per row, exact duplicates, and how many rows a packed sequence
+holds. A tokenizer only (never weights), so the web process can show it.
+
+The loss mask is the one TRL trains with: for assistant-only loss, `apply_chat_template(...,
+return_assistant_tokens_mask=True)` over the template with generation markers (jobs.models.templates); for raw
+text, every token."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+
+from jobs.models.templates import training_template
+
+HISTOGRAM_BINS = 20
+
+
+@dataclass(frozen=True)
+class TokenizedRow:
+    ids: list[int]
+    loss: list[bool]
+    """Per token: whether it carries loss."""
+
+
+def tokenize_row(tokenizer, row: dict, assistant_only_loss: bool) -> TokenizedRow:
+    """A row's tokens and loss flags; a preference pair as its prompt with the chosen answer (what DPO raises)."""
+    if "chosen" in row:
+        row = {"messages": row["prompt"] + row["chosen"]}
+    if "text" in row:
+        ids = tokenizer(row["text"], add_special_tokens=True)["input_ids"]
+        return TokenizedRow(ids, [True] * len(ids))
+    if assistant_only_loss:
+        encoded = tokenizer.apply_chat_template(row["messages"], chat_template=training_template(
+            tokenizer.chat_template), return_assistant_tokens_mask=True, return_dict=True)
+        return TokenizedRow(list(encoded["input_ids"]), [bool(m) for m in encoded["assistant_masks"]])
+    ids = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
+    return TokenizedRow(list(ids), [True] * len(ids))
+
+
+@dataclass(frozen=True)
+class DatasetStats:
+    lengths: list[int]
+    max_length: int
+    loss_tokens: int
+    turns: list[int]
+    duplicates: int
+    rows_per_packed_sequence: float | None
+    no_loss_after_cut: int = 0
+    """Rows whose cut at max_length leaves no token with loss (a long prompt): TRL drops them before training."""
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.lengths)
+
+    @property
+    def over_max(self) -> int:
+        return sum(length > self.max_length for length in self.lengths)
+
+    @property
+    def trained_tokens(self) -> int:
+        """Tokens the trainer sees: each row cut at max_length."""
+        return sum(min(length, self.max_length) for length in self.lengths)
+
+    @property
+    def loss_share(self) -> float:
+        return self.loss_tokens / self.trained_tokens if self.trained_tokens else 0.0
+
+    def histogram(self, bins: int = HISTOGRAM_BINS) -> list[tuple[int, int, int]]:
+        """(from, to, rows) buckets of equal width over 0..max(longest row, max_length); the last bucket also
+        holds rows of exactly its `to` length."""
+        top = max([*self.lengths, self.max_length, 1])
+        width = max(1, -(-top // bins))
+        counts = [0] * bins
+        for length in self.lengths:
+            counts[min(length // width, bins - 1)] += 1
+        return [(i * width, (i + 1) * width, counts[i]) for i in range(bins)]
+
+    def summary(self) -> dict:
+        return {"rows": len(self.lengths), "tokens": self.tokens, "max_length": self.max_length,
+                "longer_than_max_length": self.over_max,
+                "share_longer": self.over_max / len(self.lengths) if self.lengths else 0.0,
+                "median_tokens": statistics.median(self.lengths) if self.lengths else 0,
+                "loss_token_share": self.loss_share, "mean_turns": statistics.mean(self.turns) if self.turns else 0,
+                "exact_duplicates": self.duplicates, "no_loss_after_cut": self.no_loss_after_cut,
+                "rows_per_packed_sequence": self.rows_per_packed_sequence}
+
+
+def duplicates(rows: list[dict]) -> int:
+    """Rows that repeat an earlier row exactly."""
+    seen, repeated = set(), 0
+    for row in rows:
+        key = json.dumps(row, sort_keys=True)
+        repeated += key in seen
+        seen.add(key)
+    return repeated
+
+
+def rows_per_packed_sequence(lengths: list[int], max_length: int) -> float | None:
+    """How many rows a packed sequence of max_length holds on average: best-fit decreasing (TRL's BFD packing),
+    over-long rows truncated to max_length first."""
+    if not lengths:
+        return None
+    free: list[int] = []
+    for length in sorted((min(length, max_length) for length in lengths), reverse=True):
+        fits = [i for i, room in enumerate(free) if room >= length]
+        if fits:
+            best = min(fits, key=lambda i: free[i])
+            free[best] -= length
+        else:
+            free.append(max_length - length)
+    return len(lengths) / len(free)
+
+
+def dataset_stats(rows: list[dict], tokenizer, max_length: int, assistant_only_loss: bool,
+                  packing: bool = True) -> DatasetStats:
+    tokenized = [tokenize_row(tokenizer, row, assistant_only_loss) for row in rows]
+    lengths = [len(t.ids) for t in tokenized]
+    return DatasetStats(
+        lengths=lengths, max_length=max_length,
+        loss_tokens=sum(sum(t.loss[:max_length]) for t in tokenized),
+        turns=[sum(m["role"] == "user" for m in row.get("messages", row.get("prompt", []))) for row in rows],
+        duplicates=duplicates(rows),
+        no_loss_after_cut=sum(not any(t.loss[:max_length]) for t in tokenized),
+        rows_per_packed_sequence=rows_per_packed_sequence(lengths, max_length) if packing else None)

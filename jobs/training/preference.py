@@ -1,0 +1,54 @@
+"""Preference tuning (DPO) on the same 4-bit base, through the same job, queue and Runs tab as SFT.
+
+Rows are `{prompt, chosen, rejected}` message lists (jobs.data.formats "preference"). Started from an adapter, TRL
+copies it as a frozen "ref" adapter and trains the other copy, so the reference is the adapter the person preferred
+to begin with; started fresh, the reference is the base (adapters disabled). Only the trained adapter is saved."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from trl import DPOConfig, DPOTrainer
+
+from jobs.data.store import load_rows
+from jobs.models.loading import load_base_model, load_tokenizer
+from jobs.spec import TrainSpec
+from jobs.training.callbacks import CompleteMarkerCallback, MetricsCallback, MetricsSink, StopCallback
+from jobs.training.train import (
+    Device,
+    PreparedRun,
+    announce,
+    attach_lora,
+    keep_lora_in_fp32,
+    select_rows,
+    setup_device,
+    split_dataset,
+    trainer_args,
+)
+
+
+def dpo_config(spec: TrainSpec, out_dir: Path, device: Device, has_eval: bool) -> DPOConfig:
+    return DPOConfig(**trainer_args(spec, out_dir, device.name, device.dtype, device.checkpointing, has_eval),
+                     beta=spec.dpo_beta, precompute_ref_log_probs=False)
+
+
+def prepare_dpo_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
+                    should_stop: Callable[[], bool], eval_path: Path | None = None,
+                    init_adapter: Path | None = None) -> PreparedRun:
+    device = setup_device(spec, out_dir)
+    tokenizer = load_tokenizer(base_model)
+    rows = select_rows(load_rows(dataset_path), spec, tokenizer)
+    model = load_base_model(spec, base_model, device.name, device.dtype)
+    model = attach_lora(model, spec, device.checkpointing, init_adapter)
+    held_out = load_rows(eval_path) if eval_path else None
+    train_rows, eval_rows = split_dataset(rows, spec.eval_fraction, spec.seed, held_out)
+    announce(spec, device, len(train_rows), len(eval_rows) if eval_rows is not None else 0)
+    if init_adapter is not None:
+        print(f"starting from the adapter in {init_adapter.name}; a frozen copy of it is the reference", flush=True)
+    stop = StopCallback(should_stop)
+    trainer = DPOTrainer(model=model, args=dpo_config(spec, out_dir, device, eval_rows is not None),
+                         train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
+                         callbacks=[MetricsCallback(on_metrics), stop, CompleteMarkerCallback()])
+    keep_lora_in_fp32(trainer.model, device.dtype)
+    return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None)

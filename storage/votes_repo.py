@@ -1,0 +1,19 @@
+"""Blind votes: record one, read a base model's. Session first, never commits."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.models import Vote
+
+
+def add_vote(session: Session, **fields) -> Vote:
+    vote = Vote(**fields)
+    session.add(vote)
+    session.flush()
+    return vote
+
+
+def votes_for(session: Session, base_model: str) -> list[Vote]:
+    return list(session.scalars(select(Vote).where(Vote.base_model == base_model).order_by(Vote.id)))
