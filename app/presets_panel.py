@@ -17,6 +17,7 @@ from jobs.presets import SUFFIXES, PresetError, load_preset, parse_preset, prese
 from jobs.spec import SpecError, parse_spec
 from jobs.studio import Studio
 from jobs.training.script import cli_text, plain_trl_script
+from storage import catalog
 
 
 def save(studio: Studio, name: str, raw: dict) -> str:
@@ -53,8 +54,11 @@ def as_code(studio: Studio, raw: dict) -> tuple[str, str]:
         raise user_error(error.as_text()) from None
     base_path = prepared_path(spec.base_model, studio.settings.models_dir) or spec.base_model
     template = chat_template_text(Path(base_path)) if Path(base_path).is_dir() else None
+    with studio.db.read() as session:
+        start = catalog.get_adapter_by_name(session, spec.init_adapter) if spec.init_adapter else None
     return cli_text(spec), plain_trl_script(spec, base_path, f"{spec.dataset}.jsonl", chat_template=template,
-                                            eval_file=f"{spec.eval_dataset}.jsonl")
+                                            eval_file=f"{spec.eval_dataset}.jsonl",
+                                            start_adapter=str(studio.absolute(start.path)) if start else None)
 
 
 def build(studio: Studio, form: SpecForm) -> None:

@@ -174,6 +174,12 @@ class TrainSpec(BaseModel):
     sample_prompts: int = Field(3, title="Sample answers", description=(
         "Held-out prompts the run answers (greedy) at each eval and at the end, and the base model before training, "
         "shown side by side in the Runs tab so learning is visible; 0: none. Needs an eval split."))
+    early_stopping_patience: int = Field(3, title="Early stopping patience", description=(
+        "Stop when eval loss has not improved for this many evals in a row; 0: never stop early. Needs an eval "
+        "split."))
+    keep_best: bool = Field(True, title="Keep the best adapter", description=(
+        "Register the adapter as it was at its lowest eval loss rather than at the last step (the run records "
+        "which step that was). Needs an eval split."))
     save_steps: int = Field(50, title="Checkpoint every (steps)",
         description="Save a resumable checkpoint every this many steps.")
     warmup_ratio: float = Field(0.05, title="Warmup ratio",
@@ -257,6 +263,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "seed": (0, 2**32 - 1, "a whole number from 0 to 4294967295"),
     "sample_prompts": (0, 20, "a whole number from 0 to 20"),
     "dpo_beta": (1e-4, 100, "from 0.0001 to 100"),
+    "early_stopping_patience": (0, 1000, "a whole number from 0 (never) to 1000"),
 }
 MAX_STEPS = 10_000_000
 EMPTY_SPEC = ("is empty: name at least one field (each has a default; static/examples/demo_job.json is a full "

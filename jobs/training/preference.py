@@ -14,13 +14,14 @@ from trl import DPOConfig, DPOTrainer
 from jobs.data.store import load_rows
 from jobs.models.loading import load_base_model, load_tokenizer
 from jobs.spec import TrainSpec
-from jobs.training.callbacks import CompleteMarkerCallback, MetricsCallback, MetricsSink, StopCallback
+from jobs.training.callbacks import MetricsSink, StopCallback
 from jobs.training.train import (
     Device,
     PreparedRun,
     announce,
     attach_lora,
     keep_lora_in_fp32,
+    run_callbacks,
     select_rows,
     setup_device,
     split_dataset,
@@ -49,6 +50,6 @@ def prepare_dpo_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_pat
     stop = StopCallback(should_stop)
     trainer = DPOTrainer(model=model, args=dpo_config(spec, out_dir, device, eval_rows is not None),
                          train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
-                         callbacks=[MetricsCallback(on_metrics), stop, CompleteMarkerCallback()])
+                         callbacks=run_callbacks(spec, out_dir, on_metrics, stop, eval_rows is not None))
     keep_lora_in_fp32(trainer.model, device.dtype)
     return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None)

@@ -19,10 +19,10 @@ def cli_text(spec: TrainSpec) -> str:
 
 
 def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str, chat_template: str | None = None,
-                     out_dir: str = "adapter", eval_file: str | None = None) -> str:
+                     out_dir: str = "adapter", eval_file: str | None = None, start_adapter: str | None = None) -> str:
     """A standalone script training what `spec` trains. `chat_template`: the base's template, patched here with
     generation markers when assistant-only loss needs them (the studio does the same). `eval_file`: the
-    validation dataset's file, when the spec names one."""
+    validation dataset's file, when the spec names one; `start_adapter`: the folder of its init_adapter."""
     template = training_template(chat_template) if spec.assistant_only_loss else None
     template_line = (f"tokenizer.chat_template = {template!r}  # the base's template, with generation markers"
                      if template and template != chat_template else "")
@@ -44,9 +44,9 @@ import os
 
 import torch
 from datasets import load_dataset
-from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, set_seed
-from trl import SFTConfig, SFTTrainer
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, EarlyStoppingCallback, set_seed
+from trl import {"DPOConfig, DPOTrainer" if spec.method == "dpo" else "SFTConfig, SFTTrainer"}
 
 BASE = {base_path!r}
 DATA = {dataset_file!r}  # JSONL rows of {{"messages": [{{"role", "content"}}, ...]}} or {{"text": ...}}
@@ -66,11 +66,7 @@ model = AutoModelForCausalLM.from_pretrained(BASE, dtype=DTYPE, use_safetensors=
                                              quantization_config={quant})
 {"model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=" + checkpointing + ")"
  if spec.quantization != "none" else ""}
-set_seed({spec.seed})  # LoRA init is random
-model = get_peft_model(model, LoraConfig(
-    r={spec.lora_r}, lora_alpha={spec.lora_alpha}, lora_dropout={spec.lora_dropout}, target_modules={targets!r},
-    bias={spec.lora_bias!r}, use_rslora={spec.use_rslora}, use_dora={spec.use_dora},
-    modules_to_save={spec.modules_to_save or None!r}, task_type="CAUSAL_LM"))
+{_adapter_code(spec, targets, start_adapter)}
 
 rows = load_dataset("json", data_files=DATA, split="train")
 {_row_selection(spec)}if EVAL_DATA:
@@ -82,26 +78,32 @@ else:
     train_rows, eval_rows = rows, None
 print(f"{{len(train_rows)}} train rows, {{len(eval_rows) if eval_rows is not None else 0}} eval rows")
 
-args = SFTConfig(
+args = {"DPOConfig" if spec.method == "dpo" else "SFTConfig"}(
     output_dir="checkpoints", max_steps={spec.max_steps}, num_train_epochs={spec.num_epochs},
     per_device_train_batch_size={spec.batch_size}, per_device_eval_batch_size={spec.batch_size},
     gradient_accumulation_steps={spec.grad_accum}, learning_rate={spec.learning_rate},
     lr_scheduler_type={spec.lr_scheduler!r}, warmup_steps={spec.warmup_ratio}, weight_decay={spec.weight_decay},
     max_grad_norm={spec.max_grad_norm}, optim={optimizer_code},
     logging_steps={spec.logging_steps}, eval_strategy="steps" if eval_rows is not None else "no",
-    eval_steps={spec.eval_steps}, save_steps={spec.save_steps}, save_total_limit=2, seed={spec.seed},
+    eval_steps={spec.eval_steps}, save_steps={_save_steps(spec)}, save_total_limit=2, seed={spec.seed},
     data_seed={spec.seed}, bf16=CUDA and DTYPE == torch.bfloat16, fp16=CUDA and DTYPE == torch.float16,
-    gradient_checkpointing={checkpointing}, max_length={spec.max_length}, packing={spec.packing},
-    padding_free={spec.packing}, assistant_only_loss={spec.assistant_only_loss}, use_cpu=not CUDA,
-    report_to="none", dataloader_num_workers=0)
-trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
-                     processing_class=tokenizer)
-if DTYPE == torch.float32:  # SFTTrainer casts LoRA weights of quantized models to bf16; keep them in fp32
+    gradient_checkpointing={checkpointing}, max_length={spec.max_length}, {_method_args(spec)}
+    use_cpu=not CUDA, report_to="none", dataloader_num_workers=0,
+    # Early stopping and the best adapter, the library's way (the studio keeps its own copy, so its save and eval
+    # steps need not line up; here save_steps follows eval_steps when there is an eval split).
+    load_best_model_at_end={spec.keep_best} and eval_rows is not None, metric_for_best_model="eval_loss",
+    greater_is_better=False)
+callbacks = ([EarlyStoppingCallback({spec.early_stopping_patience})]
+             if {spec.early_stopping_patience} and eval_rows is not None else [])
+trainer = {"DPOTrainer" if spec.method == "dpo" else "SFTTrainer"}(
+    model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
+    callbacks=callbacks)
+if DTYPE == torch.float32:  # TRL casts LoRA weights of quantized models to bf16; keep them in fp32
     for param in trainer.model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
 trainer.train()
-trainer.model.save_pretrained({out_dir!r})
+trainer.model.save_pretrained({out_dir!r}, selected_adapters=["default"])  # not DPO's frozen "ref" copy
 tokenizer.save_pretrained({out_dir!r})
 print("adapter saved to", {out_dir!r})
 '''
@@ -128,3 +130,28 @@ def _row_selection(spec: TrainSpec) -> str:
     if spec.overlong == "drop":
         code += f"MAX_LENGTH = {spec.max_length}\n" + DROP_CODE
     return code
+
+
+def _adapter_code(spec: TrainSpec, targets, start_adapter: str | None) -> str:
+    if spec.init_adapter:
+        return (f"START = {start_adapter or spec.init_adapter!r}  # the adapter '{spec.init_adapter}' continues\n"
+                "model = PeftModel.from_pretrained(model, START, is_trainable=True)")
+    return f"""set_seed({spec.seed})  # LoRA init is random
+model = get_peft_model(model, LoraConfig(
+    r={spec.lora_r}, lora_alpha={spec.lora_alpha}, lora_dropout={spec.lora_dropout}, target_modules={targets!r},
+    bias={spec.lora_bias!r}, use_rslora={spec.use_rslora}, use_dora={spec.use_dora},
+    modules_to_save={spec.modules_to_save or None!r}, task_type="CAUSAL_LM"))"""
+
+
+def _method_args(spec: TrainSpec) -> str:
+    if spec.method == "dpo":
+        return f"beta={spec.dpo_beta},"
+    return (f"packing={spec.packing},\n    padding_free={spec.packing}, "
+            f"assistant_only_loss={spec.assistant_only_loss},")
+
+
+def _save_steps(spec: TrainSpec) -> str:
+    """load_best_model_at_end needs checkpoints on eval steps."""
+    if spec.keep_best:
+        return f"{spec.eval_steps} if eval_rows is not None else {spec.save_steps}"
+    return str(spec.save_steps)

@@ -22,6 +22,7 @@ from jobs.data.store import load_rows, split_sizes
 from jobs.models.loading import compute_dtype, load_base_model, load_tokenizer, pick_device
 from jobs.spec import TrainSpec
 from jobs.training.adapter import save_adapter
+from jobs.training.best import BestAdapterCallback, BestRecord, restore_best
 from jobs.training.callbacks import (
     CompleteMarkerCallback,
     MetricsCallback,
@@ -182,6 +183,16 @@ def sample_prompts(eval_rows: Dataset | None, count: int) -> list[list[dict]]:
     return prompts
 
 
+def run_callbacks(spec: TrainSpec, out_dir: Path, on_metrics: MetricsSink, stop: StopCallback,
+                  has_eval: bool) -> list:
+    """What every run reports and obeys: metrics, stop requests, checkpoint markers; with an eval split, the best
+    adapter and early stopping."""
+    callbacks = [MetricsCallback(on_metrics), stop]
+    if has_eval and (spec.keep_best or spec.early_stopping_patience):
+        callbacks.append(BestAdapterCallback(out_dir, spec.early_stopping_patience, spec.keep_best))
+    return [*callbacks, CompleteMarkerCallback()]  # last: a checkpoint is complete once all wrote into it
+
+
 @dataclass(frozen=True)
 class Device:
     name: str
@@ -230,7 +241,7 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
     announce(spec, device, len(train_rows), len(eval_rows) if eval_rows is not None else 0)
 
     stop = StopCallback(should_stop)
-    callbacks = [MetricsCallback(on_metrics), stop, CompleteMarkerCallback()]
+    callbacks = run_callbacks(spec, out_dir, on_metrics, stop, eval_rows is not None)
     prompts = sample_prompts(eval_rows, spec.sample_prompts)
     if on_samples is not None and prompts:
         callbacks.append(SampleCallback(prompts, tokenizer, on_samples))
@@ -250,15 +261,40 @@ def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, o
                       init_adapter)
     trainer = run.trainer
     resume_from = newest_complete_checkpoint(out_dir / "checkpoints")
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, BestAdapterCallback):
+            if resume_from:
+                callback.resume(resume_from)
+            else:
+                callback.resume_fresh()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if run.stop.stopped:
         return TrainResult(stopped=True, adapter_dir=None, final_metrics={})
 
-    final = _final_metrics(trainer, run.has_eval)
+    final = _final_metrics(trainer, run.has_eval)  # the last step's, which the curve ends with
     on_metrics(trainer.state.global_step, {k: v for k, v in final.items() if k == "eval_loss"},
                trainer.state.max_steps)
+    final.update(_best_metrics(trainer, spec, out_dir, run.has_eval))
     adapter_dir = save_adapter(trainer.model, run.tokenizer, spec, final, out_dir)
     return TrainResult(stopped=False, adapter_dir=adapter_dir, final_metrics=final)
+
+
+def _best_metrics(trainer, spec: TrainSpec, out_dir: Path, has_eval: bool) -> dict[str, float]:
+    """With keep_best, the kept lowest-eval-loss weights go back into the model (the adapter saved next), and the
+    metrics say which step they are from; an early stop is recorded too."""
+    if not has_eval:
+        return {}
+    record, metrics = BestRecord.read(out_dir), {}
+    if record.stopped_early:
+        metrics["stopped_early_at_step"] = float(trainer.state.global_step)
+    if spec.keep_best and record.step != trainer.state.global_step and restore_best(trainer.model, out_dir):
+        print(f"the adapter is the one from step {record.step}, where eval loss was lowest "
+              f"({record.eval_loss:.4f})", flush=True)
+        last = [entry["eval_loss"] for entry in trainer.state.log_history if "eval_loss" in entry]
+        metrics.update(best_step=float(record.step), eval_loss=record.eval_loss)
+        if last:
+            metrics["last_eval_loss"] = float(last[-1])
+    return metrics
 
 
 def _final_metrics(trainer, has_eval: bool) -> dict[str, float]:

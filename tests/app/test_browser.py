@@ -634,6 +634,8 @@ def test_blind_votes_rank_adapters_and_become_a_dpo_job(app_server, page, tmp_pa
             time.sleep(2)
         assert job["status"] == "succeeded", job["error"]
         assert job["spec"]["method"] == "dpo" and job["spec"]["dataset"] == "my-votes"
+        leading = next(row["adapter"] for row in standings if row["adapter"] != "base")
+        assert job["spec"]["init_adapter"] == leading  # it starts from the adapter the votes put first
 
 
 def _set_number(page, label: str, value: str) -> None:

@@ -81,6 +81,11 @@ def test_votes_export_as_a_preference_dataset_that_datasets_loads(studio):
     _adapters(studio, "first", "second")
     _round(studio, ["first", "second", "base"], best="first")
     _round(studio, ["second", "base"], outcome="all_bad")
+    from jobs.data.errors import DatasetError
+
+    for bad in ("", "example", "a/b"):
+        with pytest.raises(DatasetError, match="name: "):
+            export_votes(studio, BASE, bad)
     dataset = export_votes(studio, BASE, "prefs").dataset
     assert dataset.format == "preference" and dataset.rows == 2
     loaded = load_dataset("json", data_files=str(studio.absolute(dataset.path)), split="train")

@@ -47,3 +47,24 @@ def test_the_plain_trl_script_trains_the_adapter(demo_model_dir, tmp_path):
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["r"] == 4 and config["use_rslora"] and set(config["target_modules"]) == {
         "q_proj", "k_proj", "v_proj", "o_proj"}
+
+
+@pytest.mark.slow
+def test_the_plain_script_of_a_dpo_job_continues_its_adapter(demo_model_dir, tmp_path):
+    from jobs.data.formats import PREFERENCE
+    from jobs.training.train import train
+    from tests.jobs.training.test_preference import preference_rows
+
+    example, _ = store_parsed(parse_file(EXAMPLE_DATASET_FILE), tmp_path / "data")
+    sft = parse_spec({"max_steps": 2, "batch_size": 2, "max_length": 96, "eval_fraction": 0, "lora_r": 8,
+                      "target_modules": "attention", "save_steps": 99, "sample_prompts": 0})
+    start = train(sft, tmp_path / "sft", str(demo_model_dir), example, lambda *a: None, lambda: False).adapter_dir
+    pairs, _ = store_parsed(ParsedDataset(PREFERENCE, preference_rows()), tmp_path / "data")
+    spec = parse_spec({"method": "dpo", "init_adapter": "start", "max_steps": 2, "batch_size": 2, "max_length": 96,
+                       "eval_fraction": 0.2, "eval_steps": 1, "lora_r": 4, "learning_rate": 1e-3})
+    script = tmp_path / "dpo.py"
+    script.write_text(plain_trl_script(spec, str(demo_model_dir), str(pairs), start_adapter=str(start)))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["r"] == 8 and not (tmp_path / "adapter" / "ref").exists()

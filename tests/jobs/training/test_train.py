@@ -133,3 +133,27 @@ def test_sample_answers_are_given_at_the_start_every_eval_and_the_end(tmp_path, 
     assert [prompt for prompt, _ in samples[0]] == [prompt for prompt, _ in samples[4]]  # the same held-out prompts
     seen = [t for t in tokens if t is not None]
     assert seen == sorted(seen) and seen[-1] > 0  # tokens seen only grow
+
+
+def test_early_stopping_registers_the_best_adapter(tmp_path, demo_model_dir, example_data):
+    """A learning rate far too high makes eval loss climb after its low point: the run stops after two evals
+    without improvement, and the adapter it registers is the one kept at the lowest eval loss."""
+    spec = parse_spec({"max_steps": 40, "batch_size": 2, "max_length": 128, "learning_rate": 0.3, "logging_steps": 1,
+                       "eval_fraction": 0.05, "eval_steps": 1, "save_steps": 100, "sample_prompts": 0,
+                       "early_stopping_patience": 2})
+    evals = {}
+
+    def sink(step, values, total):
+        if "eval_loss" in values:
+            evals.setdefault(step, values["eval_loss"])  # the first report of a step: its eval
+
+    result = train(spec, tmp_path / "run", str(demo_model_dir), example_data, sink, lambda: False)
+    final = result.final_metrics
+    assert final["steps"] < 40 and final["stopped_early_at_step"] == final["steps"]
+    best_step = min(evals, key=evals.get)
+    assert final["best_step"] == best_step < final["steps"]
+    assert final["eval_loss"] == pytest.approx(evals[best_step]) and final["last_eval_loss"] > final["eval_loss"]
+    saved = load_file(result.adapter_dir / "adapter_model.safetensors")
+    kept = load_file(tmp_path / "run" / "best" / "adapter" / "adapter_model.safetensors")
+    assert saved.keys() == kept.keys() and all(saved[key].equal(kept[key]) for key in kept)
+    assert json.loads((result.adapter_dir / "final_metrics.json").read_text())["best_step"] == best_step
