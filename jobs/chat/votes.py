@@ -15,8 +15,7 @@ from itertools import combinations
 from jobs.chat.request import BASE_PANE, STEP_MARK, ChatRequestError
 from jobs.data.errors import DatasetError
 from jobs.data.formats import PREFERENCE, ParsedDataset
-from jobs.data.store import Imported, register_parsed
-from jobs.spec import BUNDLED_DATASETS, name_problem
+from jobs.data.store import Imported, new_name_problems, register_parsed
 from jobs.studio import Studio
 from storage import catalog, votes_repo
 from storage.models import Vote
@@ -170,10 +169,8 @@ class NoPreferences(ValueError):
 
 def export_votes(studio: Studio, base_model: str, name: str) -> Imported:
     """Store the base model's votes as a preference dataset under `name` (the same content again is reused)."""
-    if problem := name_problem(name):
-        raise DatasetError([f"name: {problem}"])
-    if name in BUNDLED_DATASETS:
-        raise DatasetError([f"name: '{name}' is reserved for a bundled dataset"])
+    if problems := new_name_problems(name):
+        raise DatasetError(problems)
     with studio.db.read() as session:
         rows = preference_rows(votes_repo.votes_for(session, base_model))
     if not rows:

@@ -7,8 +7,7 @@ import re
 
 from jobs.data.errors import DatasetError
 from jobs.data.formats import Mapping, parse_records
-from jobs.data.store import Imported, read_limits, register_parsed
-from jobs.spec import BUNDLED_DATASETS, name_problem
+from jobs.data.store import Imported, new_name_problems, read_limits, register_parsed
 from jobs.studio import Studio
 
 HUB_DATASET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -20,10 +19,7 @@ def import_hub_dataset(studio: Studio, hub_id: str, name: str = "", config: str 
     problems = []
     if not HUB_DATASET_ID.match(hub_id):
         problems.append(f"hub_id: '{hub_id}' is not a hub dataset id (owner/name)")
-    if problem := name_problem(name):
-        problems.append(f"name: {problem}")
-    elif name in BUNDLED_DATASETS:
-        problems.append(f"name: '{name}' is reserved for a bundled dataset")
+    problems += new_name_problems(name)
     if problems:
         raise DatasetError(problems)
     records, resolved = _fetch(hub_id, config, split or "train", revision, read_limits(studio).max_rows)

@@ -83,15 +83,20 @@ def read_limits(studio: Studio) -> ReadLimits:
                       max_rows=settings.max_rows)
 
 
+def new_name_problems(name: str) -> list[str]:
+    """Why a new dataset may not take `name` (empty: it may, unless other content holds it)."""
+    if problem := name_problem(name):
+        return [f"name: {problem}"]
+    if name in BUNDLED_DATASETS:
+        return [f"name: '{name}' is reserved for a bundled dataset"]
+    return []
+
+
 def import_dataset(studio: Studio, source: Path, name: str, mapping: Mapping | None = None) -> Imported:
     """Validate an uploaded file and store its normalized copy, read as `mapping` says (None: as proposed from its
     columns). Raises DatasetError listing every problem, a name taken by other content among them."""
     name = name.strip()
-    problems = []
-    if problem := name_problem(name):
-        problems.append(f"name: {problem}")
-    elif name in BUNDLED_DATASETS:
-        problems.append(f"name: '{name}' is reserved for a bundled dataset")
+    problems = new_name_problems(name)
     try:
         parsed = parse_file(Path(source), read_limits(studio), mapping)
     except DatasetError as error:
