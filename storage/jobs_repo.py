@@ -34,6 +34,16 @@ QUEUE_ORDER = (Job.priority.desc(), Job.queue_rank, Job.id)
 """The one order of the queue: what the Runs tab shows and what workers take, highest priority first."""
 
 
+def active_jobs(session: Session) -> list[Job]:
+    """Jobs that are queued or running: what they name (datasets, adapters) must stay as it is."""
+    return list(session.scalars(select(Job).where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))))
+
+
+def pinned(job: Job) -> dict:
+    """What the job was pinned to at submit (dataset, eval_dataset, init_adapter, base_model), by id."""
+    return (job.provenance or {}).get("pinned") or {}
+
+
 def queued_jobs(session: Session) -> list[tuple[int, int]]:
     """(id, priority) of queued jobs in the order workers take them."""
     query = select(Job.id, Job.priority).where(Job.status == JobStatus.QUEUED).order_by(*QUEUE_ORDER)

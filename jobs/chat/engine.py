@@ -150,6 +150,12 @@ class ChatEngine:
         self._sizes[base_model] = need
         return self._bases[base_model]
 
+    def _loaded(self, base_model: str, panes: list[tuple[str, Path | None]]) -> tuple[LoadedBase, list[str]]:
+        """The base, with every pane's adapter on it, and peft's key for each pane (call holding the lock)."""
+        loaded = self._base(base_model)
+        return loaded, [PEFT_BASE if adapter_dir is None else self._ensure_adapter(loaded, adapter_dir)
+                        for _, adapter_dir in panes]
+
     def _ensure_adapter(self, loaded: LoadedBase, adapter_dir: Path) -> str:
         identity = (str(adapter_dir), (adapter_dir / "adapter_model.safetensors").stat().st_mtime_ns)
         if identity in loaded.adapters:
@@ -171,9 +177,7 @@ class ChatEngine:
         `panes` are (name, adapter dir) pairs, adapter dir None for the base; `conversations[i]` is pane i's
         messages ending with the new user turn."""
         with self._lock:
-            loaded = self._base(base_model)
-            keys = [PEFT_BASE if adapter_dir is None else self._ensure_adapter(loaded, adapter_dir)
-                    for name, adapter_dir in panes]
+            loaded, keys = self._loaded(base_model, panes)
             yield from self._generate(loaded, keys, conversations, settings)
 
     def _generate(self, loaded: LoadedBase, keys: list[str], conversations: list[list[dict]],
@@ -239,9 +243,7 @@ class ChatEngine:
         batched forward pass, a row per pane. Higher is better; it says how likely each adapter finds the answer
         a person wrote, whatever it would have sampled."""
         with self._lock:
-            loaded = self._base(base_model)
-            keys = [PEFT_BASE if adapter_dir is None else self._ensure_adapter(loaded, adapter_dir)
-                    for name, adapter_dir in panes]
+            loaded, keys = self._loaded(base_model, panes)
             return self._logliks(loaded, keys, prompt, reference)
 
     def _logliks(self, loaded: LoadedBase, keys: list[str], prompt: list[dict], reference: str) -> list[float]:

@@ -14,8 +14,8 @@ from jobs.data.formats import Mapping, ParsedDataset, parse_file
 from jobs.data.readers import ReadLimits
 from jobs.spec import BUNDLED_DATASETS, EXAMPLE_DATASET, PIRATE_DATASET, name_problem
 from jobs.studio import EXAMPLE_DATASET_FILE, PIRATE_DATASET_FILE, Studio
-from storage import catalog
-from storage.models import Dataset, Job, JobStatus
+from storage import catalog, jobs_repo
+from storage.models import Dataset
 
 ORPHAN_AGE_S = 3600
 DATASET_ROLES = ("dataset", "eval_dataset")  # the spec fields that name a stored dataset
@@ -144,10 +144,9 @@ def datasets_in_use(studio: Studio) -> set[str]:
     """Names of the datasets that queued or running jobs train or evaluate on (by the name or the id they were
     submitted with)."""
     with studio.db.read() as session:
-        active = session.query(Job).filter(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])).all()
+        active = jobs_repo.active_jobs(session)
         names = {job.spec.get(role) for job in active for role in DATASET_ROLES}
-        pins = [((job.provenance or {}).get("pinned") or {}) for job in active]
-        pinned = {(pin.get(role) or {}).get("id") for pin in pins for role in DATASET_ROLES}
+        pinned = {(jobs_repo.pinned(job).get(role) or {}).get("id") for job in active for role in DATASET_ROLES}
         names |= {d.name for d in catalog.list_datasets(session) if d.id in pinned}
     return {name for name in names if name}
 

@@ -101,15 +101,13 @@ class BestAdapterCallback(TrainerCallback):
         os.replace(partial, final)
 
 
-def restore_best(model, run_dir: Path) -> BestRecord | None:
-    """Load the kept best weights into `model` when they are not the last step's; the record, or None if there is
-    nothing to restore."""
+def restore_best(model, run_dir: Path, record: BestRecord) -> bool:
+    """Load the weights kept for `record` into `model`; False when there are none to load."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    record = BestRecord.read(run_dir)
     weights = run_dir / BEST_DIR / "adapter" / WEIGHTS
     if record.step < 0 or not weights.is_file():
-        return None
+        return False
     set_peft_model_state_dict(model, load_file(weights), adapter_name=model.active_adapter)
-    return record
+    return True

@@ -12,19 +12,15 @@ from pathlib import Path
 from trl import DPOConfig, DPOTrainer
 
 from jobs.data.store import load_rows
-from jobs.models.loading import load_base_model, load_tokenizer
+from jobs.models.loading import load_tokenizer
 from jobs.spec import TrainSpec
 from jobs.training.callbacks import MetricsSink, StopCallback
 from jobs.training.train import (
     Device,
     PreparedRun,
-    announce,
-    attach_lora,
     keep_lora_in_fp32,
+    model_and_rows,
     run_callbacks,
-    select_rows,
-    setup_device,
-    split_dataset,
     trainer_args,
 )
 
@@ -37,14 +33,9 @@ def dpo_config(spec: TrainSpec, out_dir: Path, device: Device, has_eval: bool) -
 def prepare_dpo_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
                     should_stop: Callable[[], bool], eval_path: Path | None = None,
                     init_adapter: Path | None = None) -> PreparedRun:
-    device = setup_device(spec, out_dir)
     tokenizer = load_tokenizer(base_model)
-    rows = select_rows(load_rows(dataset_path), spec, tokenizer)
-    model = load_base_model(spec, base_model, device.name, device.dtype)
-    model = attach_lora(model, spec, device.checkpointing, init_adapter)
-    held_out = load_rows(eval_path) if eval_path else None
-    train_rows, eval_rows = split_dataset(rows, spec.eval_fraction, spec.seed, held_out)
-    announce(spec, device, len(train_rows), len(eval_rows) if eval_rows is not None else 0)
+    device, model, train_rows, eval_rows = model_and_rows(spec, out_dir, base_model, load_rows(dataset_path),
+                                                          tokenizer, eval_path, init_adapter)
     if init_adapter is not None:
         print(f"starting from the adapter in {init_adapter.name}; a frozen copy of it is the reference", flush=True)
     stop = StopCallback(should_stop)

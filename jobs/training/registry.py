@@ -17,7 +17,7 @@ from jobs.spec import TrainSpec, name_problem
 from jobs.studio import Studio
 from jobs.training.model_card import write_model_card
 from storage import catalog, jobs_repo
-from storage.models import Adapter, Job, JobStatus
+from storage.models import Adapter
 
 DELETING_PREFIX = ".deleting-"
 
@@ -115,8 +115,7 @@ def rename_adapter(studio: Studio, name: str, new_name: str) -> Adapter:
 
 def adapter_ids_in_use(session) -> set[int]:
     """Adapters a queued or running job continues from (pinned by id at submit)."""
-    active = session.query(Job).filter(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])).all()
-    pins = [((job.provenance or {}).get("pinned") or {}).get("init_adapter") for job in active]
+    pins = [jobs_repo.pinned(job).get("init_adapter") for job in jobs_repo.active_jobs(session)]
     return {pin["id"] for pin in pins if pin}
 
 

@@ -213,10 +213,24 @@ def announce(spec: TrainSpec, device: Device, train_rows: int, eval_rows: int) -
     print(f"training on {device.name} ({device.dtype}, {spec.quantization}"
           f"{' + double quant' if spec.double_quant else ''}, gradient checkpointing "
           f"{'on' if device.checkpointing else 'off'}): {train_rows} train rows, {eval_rows} eval rows, "
-          f"{spec.max_steps} steps" + (" (DPO, beta " + f"{spec.dpo_beta})" if spec.method == "dpo" else ""),
+          f"{spec.max_steps} steps" + (f" (DPO, beta {spec.dpo_beta})" if spec.method == "dpo" else ""),
           flush=True)
     optimizer, note = optimizer_for(spec, device.name)
     print(f"optimizer {optimizer}" + (f" ({note})" if note else ""), flush=True)
+
+
+def model_and_rows(spec: TrainSpec, out_dir: Path, base_model: str, rows: list[dict], tokenizer,
+                   eval_path: Path | None, init_adapter: Path | None) -> tuple[Device, object, Dataset, Dataset | None]:
+    """What SFT and DPO runs both build: the device, the 4-bit base with its LoRA (new, or `init_adapter`), and the
+    train and eval rows (after dedup and drop); announced in the log."""
+    device = setup_device(spec, out_dir)
+    rows = select_rows(rows, spec, tokenizer)
+    model = attach_lora(load_base_model(spec, base_model, device.name, device.dtype), spec, device.checkpointing,
+                        init_adapter)
+    held_out = load_rows(eval_path) if eval_path else None
+    train_rows, eval_rows = split_dataset(rows, spec.eval_fraction, spec.seed, held_out)
+    announce(spec, device, len(train_rows), len(eval_rows) if eval_rows is not None else 0)
+    return device, model, train_rows, eval_rows
 
 
 def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
@@ -229,16 +243,11 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
 
         return prepare_dpo_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, eval_path,
                                init_adapter)
-    device = setup_device(spec, out_dir)
     rows = load_rows(dataset_path)
     text_rows = bool(rows) and "text" in rows[0]  # raw text: language modeling, loss on every token
     tokenizer = load_tokenizer(base_model, for_assistant_only_loss=spec.assistant_only_loss and not text_rows)
-    rows = select_rows(rows, spec, tokenizer)
-    model = load_base_model(spec, base_model, device.name, device.dtype)
-    model = attach_lora(model, spec, device.checkpointing, init_adapter)
-    held_out = load_rows(eval_path) if eval_path else None
-    train_rows, eval_rows = split_dataset(rows, spec.eval_fraction, spec.seed, held_out)
-    announce(spec, device, len(train_rows), len(eval_rows) if eval_rows is not None else 0)
+    device, model, train_rows, eval_rows = model_and_rows(spec, out_dir, base_model, rows, tokenizer, eval_path,
+                                                          init_adapter)
 
     stop = StopCallback(should_stop)
     callbacks = run_callbacks(spec, out_dir, on_metrics, stop, eval_rows is not None)
@@ -287,7 +296,7 @@ def _best_metrics(trainer, spec: TrainSpec, out_dir: Path, has_eval: bool) -> di
     record, metrics = BestRecord.read(out_dir), {}
     if record.stopped_early:
         metrics["stopped_early_at_step"] = float(trainer.state.global_step)
-    if spec.keep_best and record.step != trainer.state.global_step and restore_best(trainer.model, out_dir):
+    if spec.keep_best and record.step != trainer.state.global_step and restore_best(trainer.model, out_dir, record):
         print(f"the adapter is the one from step {record.step}, where eval loss was lowest "
               f"({record.eval_loss:.4f})", flush=True)
         last = [entry["eval_loss"] for entry in trainer.state.log_history if "eval_loss" in entry]
