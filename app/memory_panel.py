@@ -8,12 +8,13 @@ import gradio as gr
 
 from app.spec_form import SpecForm, spec_from_form
 from jobs.models.fits import Device, model_shape, verdicts
+from jobs.planning import job_plan
 from jobs.queue.devices import describe_device
 from jobs.spec import SpecError, parse_spec
 from jobs.studio import Studio
 from storage import workers_repo
 
-MEMORY_FIELDS = ("base_model", "lora_r", "lora_dropout", "target_modules", "quantization", "double_quant",
+MEMORY_FIELDS = ("base_model", "dataset", "lora_r", "lora_dropout", "target_modules", "quantization", "double_quant",
                  "batch_size", "max_length", "packing", "gradient_checkpointing", "optimizer")
 PART_NAMES = {"framework": "runtime (Python, torch, libraries)", "training_runtime": "training runtime",
               "load_retained": "left over from loading", "quantized_weights": "4-bit weights (with their scales)",
@@ -40,7 +41,7 @@ def gib(value: float) -> str:
 
 def verdict_text(studio: Studio, raw: dict) -> str:
     try:
-        spec = parse_spec(raw)
+        spec = job_plan(studio, parse_spec(raw)).spec  # an empty batch size is chosen for the data first
     except SpecError:
         return "*Memory: fix the form's problems to see the estimate.*"
     shape = model_shape(spec.base_model, studio.settings.models_dir)

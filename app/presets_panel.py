@@ -13,6 +13,7 @@ from app.errors import user_error
 from app.spec_form import SpecForm, form_values, spec_from_form
 from jobs.models.contents import chat_template_text
 from jobs.models.resolve import prepared_path
+from jobs.planning import job_plan
 from jobs.presets import SUFFIXES, PresetError, load_preset, parse_preset, preset_file, preset_names, save_preset
 from jobs.spec import SpecError, parse_spec
 from jobs.studio import Studio
@@ -56,7 +57,8 @@ def as_code(studio: Studio, raw: dict) -> tuple[str, str]:
     template = chat_template_text(Path(base_path)) if Path(base_path).is_dir() else None
     with studio.db.read() as session:
         start = catalog.get_adapter_by_name(session, spec.init_adapter) if spec.init_adapter else None
-    return cli_text(spec), plain_trl_script(spec, base_path, f"{spec.dataset}.jsonl", chat_template=template,
+    planned = job_plan(studio, spec).spec  # the script has no rule: it gets the values chosen for this data
+    return cli_text(spec), plain_trl_script(planned, base_path, f"{spec.dataset}.jsonl", chat_template=template,
                                             eval_file=f"{spec.eval_dataset}.jsonl",
                                             start_adapter=str(studio.absolute(start.path)) if start else None)
 

@@ -87,7 +87,11 @@ def _summary_text(job: dict) -> str:
     if job["kind"] == JobKind.MERGE:
         lines.append(f"**Merges** adapter `{job['spec']['adapter']}` into a {job['spec']['dtype']} copy of its base.")
         return "\n\n".join(lines)
-    changed, same = views.spec_changes(job["spec"])
+    step_plan = (job.get("provenance") or {}).get("plan") or {}
+    if step_plan:
+        lines.append(f"**Plan at submit:** {step_plan['steps']:,} optimizer steps over {step_plan['tokens']:,} "
+                     f"tokens{'' if step_plan.get('tokens_counted') else ' (estimated from characters)'}.")
+    changed, same = views.spec_changes(job["spec"], step_plan.get("chosen"))
     lines.append("**Spec** (changed from the defaults):\n" + ("\n".join(f"- {line}" for line in changed)
                                                              or "- nothing: all defaults"))
     lines.append("<details><summary>Other spec fields (defaults)</summary>\n\n"

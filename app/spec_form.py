@@ -25,6 +25,9 @@ GROUPS = {
              ["warmup_ratio", "packing", "gradient_checkpointing", "assistant_only_loss"],
              ["overlong", "dedup", "early_stopping_patience", "keep_best"]],
 }
+INTEGERS = (int, int | None)
+SWITCH = {"auto": None, "on": True, "off": False}
+"""A switch the default rule may choose (jobs.step_plan): auto leaves it to the rule."""
 CLOSED_GROUPS = ("Optimizer", "More")
 FIELD_CLASS = "spec-field"
 ERROR_CLASS = "field-error"
@@ -58,11 +61,22 @@ def component(name: str, **overrides):
         return gr.Dropdown(choices=choices, value=common.pop("value", field.default), **common)
     if field.annotation is bool:
         return gr.Checkbox(value=field.default, **common)
-    if field.annotation is int:
-        return gr.Number(value=field.default, precision=0, **common)
-    if field.annotation is float:
-        return gr.Number(value=field.default, **common)
+    if field.annotation == bool | None:
+        return gr.Dropdown(choices=list(SWITCH), value=switch_word(field.default), **common)
+    if field.annotation in (int, int | None):
+        return gr.Number(value=field.default, precision=0, **_auto(field), **common)
+    if field.annotation in (float, float | None):
+        return gr.Number(value=field.default, **_auto(field), **common)
     return gr.Textbox(value=field.default, **common)
+
+
+def switch_word(value: bool | None) -> str:
+    return next(word for word, meaning in SWITCH.items() if meaning is value)
+
+
+def _auto(field) -> dict:
+    """An empty number field is chosen per job (jobs.step_plan); its placeholder says so."""
+    return {"placeholder": "auto: see the plan"} if field.default is None else {}
 
 
 def eval_choices(names: list[str]) -> list[tuple[str, str]]:
@@ -113,8 +127,12 @@ def spec_from_form(studio: Studio, names: list[str], values: list) -> dict:
     """Form values to a raw spec dict; validation happens in one place (jobs.submit)."""
     raw = {}
     for name, value in zip(names, values, strict=True):
-        if isinstance(value, float) and value.is_integer() and TrainSpec.model_fields[name].annotation is int:
+        if isinstance(value, float) and value.is_integer() and TrainSpec.model_fields[name].annotation in INTEGERS:
             value = int(value)
+        if TrainSpec.model_fields[name].annotation == bool | None and value in SWITCH:
+            value = SWITCH[value]
+        if TrainSpec.model_fields[name].annotation in (int | None, float | None) and not value:
+            value = None  # the browser sends an empty number box as 0; empty means "chosen per job"
         raw[name] = value
     if "target_modules" in raw:
         raw["target_modules"] = form_targets(raw["target_modules"], studio, raw.get("base_model", ""))
@@ -129,6 +147,8 @@ def form_values(spec: dict, names: list[str]) -> list:
         value = spec.get(name, defaults[name])
         if name == "target_modules" and isinstance(value, str):
             value = [value]
+        elif TrainSpec.model_fields[name].annotation == bool | None and (value is None or isinstance(value, bool)):
+            value = switch_word(value)
         values.append(value)
     return values
 

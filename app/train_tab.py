@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 import yaml
 
-from app import memory_panel, presets_panel
+from app import memory_panel, plan_panel, presets_panel
 from app.choices import base_models
 from app.spec_form import (
     SpecForm,
@@ -163,6 +163,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
             preview = gr.Markdown(label="Preview", elem_id="dataset-preview")
             presets_panel.build(studio, form)
     with memory_slot:
+        plan_panel.build(studio, form, app)
         memory_panel.build(studio, form, app)
     base_model, dataset = form.control("base_model"), form.control("dataset")
     eval_fraction = form.control("eval_fraction")

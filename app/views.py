@@ -109,15 +109,18 @@ def job_summary(job: Job) -> dict:
     }
 
 
-def spec_changes(spec: dict) -> tuple[list[str], list[str]]:
-    """The job's spec as lines "label: value", split into the fields that differ from the defaults and the rest."""
+def spec_changes(spec: dict, chosen: dict | None = None) -> tuple[list[str], list[str]]:
+    """The job's spec as lines "label: value", split into the fields that differ from the defaults and the rest;
+    `chosen`: the fields the default rule filled in at submit (jobs.step_plan), said so."""
     changed, same = [], []
     for name, field in TrainSpec.model_fields.items():
         if name not in spec:
             continue
         value, default = spec[name], field.default
         line = f"{field_label(name)} (`{name}`): {_show(value)}"
-        if value == default:
+        if name in (chosen or {}):
+            changed.append(f"{line} (chosen for this job's data)")
+        elif value == default:
             same.append(line)
         else:
             changed.append(f"{line} (default {_show(default)})")

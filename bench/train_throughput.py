@@ -56,7 +56,8 @@ class TokenClock(TrainerCallback):
 
 
 def run_studio(base: Path, data: Path, steps: int, warmup: int, work: Path) -> float:
-    spec = parse_spec({"max_steps": steps, "logging_steps": 1, "eval_fraction": 0, "save_steps": 10**6})
+    spec = parse_spec({"max_steps": steps, "batch_size": 4, "packing": True, "learning_rate": 5e-3, "logging_steps": 1,
+                       "eval_fraction": 0, "save_steps": 10**6})  # the tokens per step the comparison is about
     rates: list[float] = []
 
     def sink(step: int, values: dict[str, float], total: int | None) -> None:

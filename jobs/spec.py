@@ -126,12 +126,15 @@ class TrainSpec(BaseModel):
         "Dtype for matmuls on the dequantized weights. 'auto': float32 on CPU (no native bf16; measured "
         "faster), bfloat16 on GPUs that support it."))
 
-    max_steps: int = Field(200, title="Max steps", description="Optimizer steps to train. -1: use num_epochs instead.")
-    num_epochs: float = Field(1.0, title="Epochs",
-        description="Passes over the training data; used when max_steps is -1.")
-    learning_rate: float = Field(5e-3, title="Learning rate", description=(
-        "Peak learning rate (cosine decay after a short warmup). The default suits the tiny demo model; "
-        "billion-parameter models usually want 1e-4 to 3e-4."))
+    max_steps: int = Field(-1, title="Max steps", description=(
+        "Optimizer steps to train; -1: train for num_epochs instead."))
+    num_epochs: float | None = Field(None, title="Epochs", description=(
+        "Passes over the training data, used when max_steps is -1. Empty (null; 0 in the form): enough for at "
+        "least 100 steps, from 1 to 10 epochs (the Train tab shows the plan)."))
+    learning_rate: float | None = Field(None, title="Learning rate", description=(
+        "Peak learning rate (cosine decay after a short warmup). Empty (null; 0 in the form): chosen from the "
+        "base's size, 2e-4 at 7B parameters scaled by sqrt(7B / size) within 1e-4 to 5e-3 (1.4e-3 for a 135M "
+        "model, 5e-3 for the demo)."))
     optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"] = Field(
         "adamw_torch", title="Optimizer", description=(
             "AdamW in 32 bits (torch), or bitsandbytes' 8-bit AdamW (its two states in 8 bits: a quarter of the "
@@ -143,8 +146,9 @@ class TrainSpec(BaseModel):
         "AdamW's decoupled weight decay on the trained weights, in [0, 1]."))
     max_grad_norm: float = Field(1.0, title="Max grad norm", description=(
         "Clip the gradient norm to this before each step; 0 turns clipping off."))
-    batch_size: int = Field(4, title="Batch size", description=(
-        "Sequences per device step. With packing, each sequence is up to max_length tokens of whole rows."))
+    batch_size: int | None = Field(None, title="Batch size", description=(
+        "Sequences per device step. With packing, each sequence is up to max_length tokens of whole rows. Empty "
+        "(null; 0 in the form): chosen so an epoch makes at least 32 steps (the data's sequences / 32, from 1 to 8)."))
     grad_accum: int = Field(1, title="Gradient accumulation",
         description="Steps to accumulate gradients over; effective batch = batch × this.")
     max_length: int = Field(512, title="Max length (tokens)",
@@ -154,9 +158,10 @@ class TrainSpec(BaseModel):
         "count them for the chosen base."))
     dedup: bool = Field(False, title="Drop exact duplicates", description=(
         "Train on each distinct row once (exact repeats removed; the log and the preview count them)."))
-    packing: bool = Field(True, title="Packing", description=(
+    packing: bool | None = Field(None, title="Packing", description=(
         "Pack whole rows into sequences of up to max_length tokens, padding-free (position ids, no padding; "
-        "padding was 62% of a padded batch on the example data)."))
+        "padding was 62% of a padded batch on the example data). Empty (auto): on, unless the data packs into "
+        "fewer than 10 sequences; then each row is its own sequence, so a small dataset still gets enough steps."))
     gradient_checkpointing: Literal["auto", "on", "off"] = Field("auto", title="Gradient checkpointing", description=(
         "Recompute activations to save memory. 'auto': on for GPUs, off on CPU (measured 30% faster off)."))
     assistant_only_loss: bool = Field(True, title="Assistant-only loss", description=(
@@ -275,7 +280,7 @@ def _range_problems(spec: TrainSpec) -> list[Problem]:
     problems = []
     for name, (low, high, words) in RANGES.items():
         value = getattr(spec, name)
-        if not low <= value <= high:
+        if value is not None and not low <= value <= high:
             problems.append(Problem(field=name, message=f"must be {words} (got {value})"))
     if spec.max_steps == 0 or spec.max_steps < -1 or spec.max_steps > MAX_STEPS:
         problems.append(Problem(field="max_steps", message=(

@@ -20,6 +20,8 @@ def _type_text(annotation) -> str:
         return " \\| ".join(f"`{value}`" for value in typing.get_args(annotation))
     if annotation == str | list[str]:
         return "string or list"
+    if type(None) in typing.get_args(annotation):  # an empty field the rule fills per job (jobs.step_plan)
+        return f"{_type_text(next(a for a in typing.get_args(annotation) if a is not type(None)))} or null"
     return getattr(annotation, "__name__", str(annotation)).replace("list[str]", "list")
 
 
@@ -27,7 +29,8 @@ def spec_table() -> str:
     lines = ["| field | label in the UI | type | default | meaning |", "|---|---|---|---|---|"]
     for name, field in TrainSpec.model_fields.items():
         default = field.default if field.default_factory is None else field.default_factory()
-        lines.append(f"| `{name}` | {field_label(name)} | {_type_text(field.annotation)} | `{json.dumps(default)}` "
+        shown = "null: chosen per job" if default is None else f"`{json.dumps(default)}`"
+        lines.append(f"| `{name}` | {field_label(name)} | {_type_text(field.annotation)} | {shown} "
                      f"| {field.description} |")
     return "\n".join(lines)
 

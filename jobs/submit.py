@@ -15,6 +15,7 @@ from jobs.data.store import find_dataset
 from jobs.models.contents import OTHER, chat_template_text, lora_targets
 from jobs.models.resolve import allowed_model_roots, base_model_problem, base_module_kinds, looks_local
 from jobs.models.templates import NO_TRAINING_TEMPLATE, training_template
+from jobs.planning import job_plan
 from jobs.queue.transport import enqueue_job
 from jobs.spec import (
     STUDIO_BASE_MODELS,
@@ -26,6 +27,7 @@ from jobs.spec import (
     priority_problem,
     salvage_spec,
 )
+from jobs.step_plan import StepPlan
 from jobs.studio import Studio
 from storage import catalog, jobs_repo
 from storage.models import Dataset, Job, JobKind, JobStatus
@@ -203,18 +205,22 @@ def submit_jobs(studio: Studio, raws: list[dict], priority: int = 0, group_name:
         problems.append(Problem(field="name", message="each job of a group needs its own adapter name"))
     if problems:
         raise SpecError(problems)
+    plans = [job_plan(studio, spec) for spec in specs]  # the defaults left empty, chosen for each job's data
     with studio.db.write() as session:
-        jobs = [_create(session, studio, spec, priority, group_name) for spec in specs]
+        jobs = [_create(session, studio, p, priority, group_name) for p in plans]
         ids = [job.id for job in jobs]
     for job_id in ids:  # after the commit, so the worker finds the rows; a crash in between is repaired by resync
         enqueue_job(studio.settings, job_id, priority)
     return ids
 
 
-def _create(session, studio: Studio, spec: TrainSpec, priority: int, group_name: str | None) -> Job:
+def _create(session, studio: Studio, step_plan: StepPlan, priority: int, group_name: str | None) -> Job:
+    spec = step_plan.spec
     job = jobs_repo.create_job(session, name=spec.name or "pending", spec=spec.model_dump(mode="json"),
                                priority=priority)
-    job.provenance = {"pinned": _pins(studio, spec)}
+    job.provenance = {"pinned": _pins(studio, spec), "plan": {
+        "chosen": {name: getattr(spec, name) for name in step_plan.chosen}, "steps": step_plan.steps,
+        "tokens": step_plan.tokens, "tokens_counted": step_plan.counted}}
     job.group_name = group_name
     if not spec.name:
         job.name = f"{Path(spec.base_model).name}-job{job.id}"

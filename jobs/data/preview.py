@@ -13,6 +13,7 @@ from jobs.data.store import dataset_path, find_dataset, load_rows
 from jobs.models.resolve import allowed_model_roots, base_model_problem, looks_local, prepared_path
 from jobs.spec import STUDIO_BASE_MODELS
 from jobs.studio import Studio
+from storage.models import Dataset
 
 _TOKENIZER_LOAD = threading.Lock()
 
@@ -73,7 +74,6 @@ class NoTokenizer(LookupError):
 
 _views: OrderedDict = OrderedDict()
 VIEW_CACHE = 16
-_token_counts: dict[tuple[str, str], int] = {}
 
 
 def dataset_view(studio: Studio, name: str, base_model: str, max_length: int, assistant_only_loss: bool,
@@ -91,7 +91,7 @@ def dataset_view(studio: Studio, name: str, base_model: str, max_length: int, as
     if key not in _views:
         rows = load_rows(studio.absolute(dataset.path))
         _views[key] = (dataset_stats(rows, tokenizer, max_length, assistant_only_loss), rows)
-        _token_counts[(dataset.sha256, base_model)] = _views[key][0].tokens
+        _lengths[(dataset.sha256, base_model)] = _views[key][0].lengths
         while len(_views) > VIEW_CACHE:
             _views.popitem(last=False)
     stats, rows = _views[key]
@@ -101,17 +101,30 @@ def dataset_view(studio: Studio, name: str, base_model: str, max_length: int, as
     return stats, shown_rows, tokenizer
 
 
+_lengths: OrderedDict = OrderedDict()
+LENGTH_CACHE = 32
+
+
+def row_lengths(studio: Studio, dataset: Dataset, base_model: str) -> list[int] | None:
+    """Each row's tokens through the base's chat template (loss mask aside), counted once per content and base;
+    None when the base's tokenizer is not on this machine."""
+    key = (dataset.sha256, base_model)
+    if key not in _lengths:
+        tokenizer = preview_tokenizer(studio, base_model)
+        if tokenizer is None:
+            return None
+        rows = load_rows(studio.absolute(dataset.path))
+        _lengths[key] = [len(tokenize_row(tokenizer, row, False).ids) for row in rows]
+        while len(_lengths) > LENGTH_CACHE:
+            _lengths.popitem(last=False)
+    return _lengths[key]
+
+
 def dataset_tokens(studio: Studio, name: str, sha256: str, base_model: str) -> int | None:
     """A dataset's tokens for a base model, counted once per content and base; None while no tokenizer is in
     memory yet (counting never loads one: the table stays cheap until the person inspects a dataset)."""
-    key = (sha256, base_model)
-    if key not in _token_counts:
-        if not tokenizer_loaded():
-            return None
-        tokenizer = preview_tokenizer(studio, base_model)
-        dataset = find_dataset(studio, name)
-        if tokenizer is None or dataset is None:
-            return None
-        rows = load_rows(studio.absolute(dataset.path))
-        _token_counts[key] = sum(len(tokenize_row(tokenizer, row, False).ids) for row in rows)
-    return _token_counts[key]
+    if (sha256, base_model) not in _lengths and not tokenizer_loaded():
+        return None
+    dataset = find_dataset(studio, name)
+    lengths = row_lengths(studio, dataset, base_model) if dataset is not None else None
+    return sum(lengths) if lengths is not None else None

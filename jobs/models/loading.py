@@ -51,3 +51,20 @@ def load_base_model(spec: TrainSpec, base_model: str, device: str, dtype: torch.
     return AutoModelForCausalLM.from_pretrained(
         base_model, quantization_config=quantization_config(spec, dtype), dtype=dtype,
         device_map={"": device}, use_safetensors=True, trust_remote_code=False)
+
+
+def keep_4bit_layout_trainable(model) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference in a model that trains; returns how many
+    layers it concerned.
+
+    bitsandbytes 0.50 repacks a Linear4bit's weight into a CPU-only layout the first time the layer runs in eval mode
+    without grad on a CPU with AVX512-BF16 (an eval, or a sample answer, during training) and never packs it back:
+    every later training step then goes through a kernel with no autograd, and the gradient through the frozen base
+    to earlier layers is silently dropped (tests/jobs/training/test_train.py measures it). Chat keeps the fast
+    layout: it never trains."""
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)

@@ -12,6 +12,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from jobs.spec import TrainSpec
+from jobs.step_plan import MAX_AUTO_BATCH
 
 MiB = 2**20
 GiB = 2**30
@@ -165,8 +166,11 @@ class TrainShape:
         if device.name.startswith("cpu") and optimizer.startswith("paged"):
             optimizer = optimizer.removeprefix("paged_") if "8bit" in optimizer else "adamw"  # unpaged on a CPU
         dpo = spec.method == "dpo"  # each row is a chosen and a rejected sequence, padded, not packed
+        # An empty batch size is chosen per job (jobs.step_plan) before any verdict; callers that size only the
+        # weights may leave it empty, and then the largest batch the rule picks is assumed.
+        batch = spec.batch_size or MAX_AUTO_BATCH
         return cls(lora_r=spec.lora_r, target_modules=ALL_LINEAR if targets == "all-linear" else tuple(targets),
-                   batch_size=spec.batch_size * (2 if dpo else 1), max_length=spec.max_length,
+                   batch_size=batch * (2 if dpo else 1), max_length=spec.max_length,
                    packing=spec.packing and not dpo,
                    gradient_checkpointing=checkpointing, lora_dropout=spec.lora_dropout,
                    quantization=spec.quantization, double_quant=spec.double_quant, optimizer=optimizer)

@@ -75,17 +75,23 @@ def _print_preparation(phase: str, percent: float) -> None:
     print(f"preparing the base model: {phase} ({percent:.0f}%)", flush=True)
 
 
+SUBMITTED_KEYS = ("pinned", "plan")
+
+
 def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name: str, run_dir: Path,
-           sink: LedgerSink, pinned: dict) -> int:
+           sink: LedgerSink, submitted: dict) -> int:
+    """`submitted`: what submit recorded (the pins, the step plan), kept in the run's provenance."""
     from jobs.models.loading import pick_device
     from jobs.training.train import quiet_libraries, train
 
     quiet_libraries()
+    pinned = submitted.get("pinned", {})
     base_path = pinned.get("base_model", {}).get("path") or resolve_base_model(
         spec.base_model, studio.settings.models_dir, report=_print_preparation)
     dataset = pinned_dataset(studio, spec, pinned)
     device = pick_device()
-    record = {**_provenance(studio, dataset, spec, base_path, device), "pinned": pinned,
+    kept = {key: submitted[key] for key in SUBMITTED_KEYS if key in submitted}  # a retry re-records the rest
+    record = {**_provenance(studio, dataset, spec, base_path, device), **kept,
               "memory_estimate_bytes": _memory_estimate(spec, base_path, device)}
     with studio.db.write() as session:
         jobs_repo.record_provenance(session, job_id, attempt, record)
@@ -190,7 +196,7 @@ def main(argv: list[str]) -> int:
         spec = TrainSpec.model_validate({**raw_spec, **changed})  # what a retry changed, on top of the spec
         if changed:
             print(f"this attempt changes the spec: {changed} ({'; '.join(overrides.get('why', []))})", flush=True)
-        return _train(studio, job_id, attempt, spec, job_name, run_dir, sink, (provenance or {}).get("pinned", {}))
+        return _train(studio, job_id, attempt, spec, job_name, run_dir, sink, provenance or {})
     except Exception as error:  # everything the user must read goes to error.txt
         error_file.write_text(explain_failure(error), encoding="utf-8")
         traceback.print_exc()

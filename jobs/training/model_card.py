@@ -25,6 +25,10 @@ def _quantization_code(spec: TrainSpec) -> str:
             f"                                   bnb_4bit_compute_dtype=DTYPE)")
 
 
+def _length(spec: TrainSpec) -> str:
+    return f"{spec.max_steps} steps" if spec.max_steps > 0 else f"{spec.num_epochs:g} epochs"
+
+
 def _method(spec: TrainSpec) -> str:
     method = (f"DPO (beta {spec.dpo_beta:g}) on preference pairs" if spec.method == "dpo"
               else "supervised fine-tuning (SFT)")
@@ -65,7 +69,7 @@ A LoRA adapter trained with QLoRA by the fine-tuning studio.
 - Dataset: `{spec.dataset}`
 - LoRA: {_lora_line(spec, adapter_dir)}
 - Base quantization during training: {quant}
-- Steps: {spec.max_steps}, learning rate {spec.learning_rate:g}, batch {spec.batch_size} x {spec.grad_accum},
+- Length: {_length(spec)}, learning rate {spec.learning_rate:g}, batch {spec.batch_size} x {spec.grad_accum},
   max length {spec.max_length}, seed {spec.seed}
 
 ## Final metrics

@@ -20,6 +20,7 @@ from jobs.training.train import (
     PreparedRun,
     keep_lora_in_fp32,
     model_and_rows,
+    planned,
     run_callbacks,
     trainer_args,
 )
@@ -33,9 +34,10 @@ def dpo_config(spec: TrainSpec, out_dir: Path, device: Device, has_eval: bool) -
 def prepare_dpo_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
                     should_stop: Callable[[], bool], eval_path: Path | None = None,
                     init_adapter: Path | None = None) -> PreparedRun:
-    tokenizer = load_tokenizer(base_model)
-    device, model, train_rows, eval_rows = model_and_rows(spec, out_dir, base_model, load_rows(dataset_path),
-                                                          tokenizer, eval_path, init_adapter)
+    tokenizer, rows = load_tokenizer(base_model), load_rows(dataset_path)
+    spec = planned(spec, base_model, rows, tokenizer)
+    device, model, train_rows, eval_rows = model_and_rows(spec, out_dir, base_model, rows, tokenizer, eval_path,
+                                                          init_adapter)
     if init_adapter is not None:
         print(f"starting from the adapter in {init_adapter.name}; a frozen copy of it is the reference", flush=True)
     stop = StopCallback(should_stop)
@@ -43,4 +45,4 @@ def prepare_dpo_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_pat
                          train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
                          callbacks=run_callbacks(spec, out_dir, on_metrics, stop, eval_rows is not None))
     keep_lora_in_fp32(trainer.model, device.dtype)
-    return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None)
+    return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None, spec=spec)

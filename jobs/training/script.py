@@ -7,6 +7,7 @@ import json
 
 from jobs.models.templates import training_template
 from jobs.spec import TrainSpec
+from jobs.step_plan import AUTO_FIELDS
 
 UNPAGED_ON_CPU = {"paged_adamw_8bit": "adamw_bnb_8bit", "paged_adamw_32bit": "adamw_torch"}
 TRAINER_OPTIMIZERS = {"adamw_torch": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit"}
@@ -22,7 +23,10 @@ def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str, chat_te
                      out_dir: str = "adapter", eval_file: str | None = None, start_adapter: str | None = None) -> str:
     """A standalone script training what `spec` trains. `chat_template`: the base's template, patched here with
     generation markers when assistant-only loss needs them (the studio does the same). `eval_file`: the
-    validation dataset's file, when the spec names one; `start_adapter`: the folder of its init_adapter."""
+    validation dataset's file, when the spec names one; `start_adapter`: the folder of its init_adapter. The spec's
+    defaults must be chosen already (jobs.step_plan): the script trains fixed values."""
+    if unplanned := [name for name in AUTO_FIELDS if getattr(spec, name) is None]:
+        raise ValueError(f"choose {', '.join(unplanned)} first (jobs.planning.job_plan)")
     template = training_template(chat_template) if spec.assistant_only_loss else None
     template_line = (f"tokenizer.chat_template = {template!r}  # the base's template, with generation markers"
                      if template and template != chat_template else "")
@@ -64,6 +68,11 @@ if tokenizer.pad_token is None:
 model = AutoModelForCausalLM.from_pretrained(BASE, dtype=DTYPE, use_safetensors=True,
                                              device_map={{"": "cuda" if CUDA else "cpu"}},
                                              quantization_config={quant})
+# bitsandbytes 0.50 repacks 4-bit weights for CPU inference at the first eval on an AVX512-BF16 CPU and never packs
+# them back, and later training steps lose the gradient through the frozen base: keep the trainable layout.
+for module in model.modules():
+    if hasattr(module, "support_avx512bf16_for_cpu"):
+        module.support_avx512bf16_for_cpu = False
 {"model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=" + checkpointing + ")"
  if spec.quantization != "none" else ""}
 {_adapter_code(spec, targets, start_adapter)}

@@ -19,8 +19,16 @@ from trl import SFTConfig, SFTTrainer
 
 from jobs.data.stats import tokenize_row
 from jobs.data.store import load_rows, split_sizes
-from jobs.models.loading import compute_dtype, load_base_model, load_tokenizer, pick_device
+from jobs.models.loading import (
+    compute_dtype,
+    keep_4bit_layout_trainable,
+    load_base_model,
+    load_tokenizer,
+    pick_device,
+)
+from jobs.models.memory_inputs import ModelShape
 from jobs.spec import TrainSpec
+from jobs.step_plan import AUTO_FIELDS, DataSize, plan
 from jobs.training.adapter import save_adapter
 from jobs.training.best import BestAdapterCallback, BestRecord, restore_best
 from jobs.training.callbacks import (
@@ -153,6 +161,19 @@ class PreparedRun:
     tokenizer: object
     stop: StopCallback
     has_eval: bool
+    spec: TrainSpec
+    """The spec as run: with the rule's choices where a direct caller left fields empty."""
+
+
+def planned(spec: TrainSpec, base_model: str, rows: list[dict], tokenizer) -> TrainSpec:
+    """A spec through `jobs.submit` arrives with its defaults chosen at submit; a direct caller's (tests, bench)
+    empty fields are chosen here by the same rule, from the rows it trains on."""
+    if all(getattr(spec, name) is not None for name in AUTO_FIELDS):
+        return spec
+    lengths = [len(tokenize_row(tokenizer, row, False).ids) for row in rows]
+    config = Path(base_model) / "config.json"
+    params = ModelShape.from_dir(base_model).total_params if config.is_file() else None
+    return plan(spec, DataSize(lengths=lengths, counted=True), params).spec
 
 
 def select_rows(rows: list[dict], spec: TrainSpec, tokenizer) -> list[dict]:
@@ -225,8 +246,9 @@ def model_and_rows(spec: TrainSpec, out_dir: Path, base_model: str, rows: list[d
     train and eval rows (after dedup and drop); announced in the log."""
     device = setup_device(spec, out_dir)
     rows = select_rows(rows, spec, tokenizer)
-    model = attach_lora(load_base_model(spec, base_model, device.name, device.dtype), spec, device.checkpointing,
-                        init_adapter)
+    base = load_base_model(spec, base_model, device.name, device.dtype)
+    keep_4bit_layout_trainable(base)  # evals and samples during training must not cut the gradient's path
+    model = attach_lora(base, spec, device.checkpointing, init_adapter)
     held_out = load_rows(eval_path) if eval_path else None
     train_rows, eval_rows = split_dataset(rows, spec.eval_fraction, spec.seed, held_out)
     announce(spec, device, len(train_rows), len(eval_rows) if eval_rows is not None else 0)
@@ -246,6 +268,7 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
     rows = load_rows(dataset_path)
     text_rows = bool(rows) and "text" in rows[0]  # raw text: language modeling, loss on every token
     tokenizer = load_tokenizer(base_model, for_assistant_only_loss=spec.assistant_only_loss and not text_rows)
+    spec = planned(spec, base_model, rows, tokenizer)
     device, model, train_rows, eval_rows = model_and_rows(spec, out_dir, base_model, rows, tokenizer, eval_path,
                                                           init_adapter)
 
@@ -259,7 +282,7 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
                          processing_class=tokenizer, callbacks=callbacks)
     keep_lora_in_fp32(trainer.model, device.dtype)
-    return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None)
+    return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None, spec=spec)
 
 
 def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
@@ -268,7 +291,7 @@ def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, o
     """Train one LoRA adapter as `spec` says. Resumes from the newest complete checkpoint in `out_dir`."""
     run = prepare_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, on_samples, eval_path,
                       init_adapter)
-    trainer = run.trainer
+    trainer, spec = run.trainer, run.spec
     resume_from = newest_complete_checkpoint(out_dir / "checkpoints")
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, BestAdapterCallback):

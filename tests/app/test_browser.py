@@ -260,6 +260,10 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
         started = time.monotonic()
         page.goto(app.url)
         expect(page.get_by_role("button", name="Submit job")).to_be_visible(timeout=60_000)
+        # The plan beside the form: the defaults are chosen for the example data, and said so.
+        expect(page.locator("#step-plan")).to_contain_text(re.compile(
+            r"This job will make \d+ optimizer steps over [\d,]+ tokens.*Chosen for this job: packing on, "
+            r"batch_size \d+, num_epochs \d+, learning_rate 0.005"), timeout=30_000)
 
         # --- Train: their own CSV is imported, and still listed after a reload ----------------------------------
         own = tmp_path / "my-notes.csv"
@@ -298,6 +302,7 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
         job_ids = {}
         for name in ("first", "second"):
             _fill_job(page, name, lora_r=8, **FAST)
+            expect(page.locator("#step-plan")).to_contain_text("This job will make 6 optimizer steps")
             text = _submit(page)
             match = re.search(r"Queued job (\d+)", text)
             assert match, text
@@ -320,7 +325,9 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
         expect(summary).to_contain_text(f"Job {job_ids['first']}: first", timeout=20_000)
         expect(summary).to_contain_text(re.compile(r"Status: succeeded · took \d+"))
         expect(summary).to_contain_text("Adapter: first")
-        expect(summary).to_contain_text("Max steps (max_steps): 6 (default 200)")
+        expect(summary).to_contain_text("Max steps (max_steps): 6 (default -1)")
+        expect(summary).to_contain_text(re.compile(r"Plan at submit: 6 optimizer steps over [\d,]+ tokens"))
+        expect(summary).to_contain_text(re.compile(r"Learning rate \(learning_rate\): 0.005 \(chosen for this job"))
         _expect_curves(page)
         _expect_log_shows_its_end(page, "adapter 'first' registered")
         _shot(page, shots, "3-runs")

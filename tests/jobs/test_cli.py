@@ -26,7 +26,7 @@ def _spec_file(tmp_path, spec) -> str:
 
 def test_demo_job_example_is_a_valid_spec():
     raw = json.loads(DEMO_JOB.read_text())
-    assert {"base_model", "dataset", "seed", "max_steps", "save_steps", "lora_r", "quantization"} <= set(raw)
+    assert {"base_model", "dataset", "seed", "save_steps", "lora_r", "quantization"} <= set(raw)
     assert parse_spec(raw).base_model == "demo-tiny-llama"
 
 

@@ -23,8 +23,13 @@ def test_the_cli_text_holds_the_whole_spec():
     assert parse_spec(json.loads(body)) == spec and text.endswith("python -m jobs submit spec.json --wait")
 
 
+# The script trains fixed values: the fields the rule would choose per job (jobs.step_plan) are set here.
+CHOSEN = {"packing": True, "num_epochs": 1, "learning_rate": 5e-3}
+
+
 def test_a_template_without_markers_is_patched_in_the_script():
-    script = plain_trl_script(parse_spec({}), "base", "data.jsonl", chat_template=SMOLLM2_TEMPLATE)
+    script = plain_trl_script(parse_spec({**CHOSEN, "batch_size": 4}), "base", "data.jsonl",
+                              chat_template=SMOLLM2_TEMPLATE)
     assert f"tokenizer.chat_template = {SMOLLM2_TRAINING_TEMPLATE!r}" in script
 
 
@@ -33,9 +38,9 @@ def test_the_plain_trl_script_trains_the_adapter(demo_model_dir, tmp_path):
     rows = parse_file(EXAMPLE_DATASET_FILE).rows
     data, _ = store_parsed(ParsedDataset("messages", rows[:40] + rows[:5]), tmp_path / "data")
     held, _ = store_parsed(ParsedDataset("messages", rows[40:44]), tmp_path / "data")
-    spec = parse_spec({"max_steps": 2, "batch_size": 2, "max_length": 48, "lora_r": 4, "target_modules": "attention",
-                       "eval_dataset": "held", "eval_steps": 2, "optimizer": "paged_adamw_8bit", "use_rslora": True,
-                       "dedup": True, "overlong": "drop"})
+    spec = parse_spec({**CHOSEN, "max_steps": 2, "batch_size": 2, "max_length": 48, "lora_r": 4,
+                       "target_modules": "attention", "eval_dataset": "held", "eval_steps": 2,
+                       "optimizer": "paged_adamw_8bit", "use_rslora": True, "dedup": True, "overlong": "drop"})
     script = tmp_path / "train.py"
     script.write_text(plain_trl_script(spec, str(demo_model_dir), str(data), eval_file=str(held)))
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -60,8 +65,8 @@ def test_the_plain_script_of_a_dpo_job_continues_its_adapter(demo_model_dir, tmp
                       "target_modules": "attention", "save_steps": 99, "sample_prompts": 0})
     start = train(sft, tmp_path / "sft", str(demo_model_dir), example, lambda *a: None, lambda: False).adapter_dir
     pairs, _ = store_parsed(ParsedDataset(PREFERENCE, preference_rows()), tmp_path / "data")
-    spec = parse_spec({"method": "dpo", "init_adapter": "start", "max_steps": 2, "batch_size": 2, "max_length": 96,
-                       "eval_fraction": 0.2, "eval_steps": 1, "lora_r": 4, "learning_rate": 1e-3})
+    spec = parse_spec({**CHOSEN, "method": "dpo", "init_adapter": "start", "max_steps": 2, "batch_size": 2,
+                       "max_length": 96, "eval_fraction": 0.2, "eval_steps": 1, "lora_r": 4, "learning_rate": 1e-3})
     script = tmp_path / "dpo.py"
     script.write_text(plain_trl_script(spec, str(demo_model_dir), str(pairs), start_adapter=str(start)))
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)

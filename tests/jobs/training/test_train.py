@@ -157,3 +157,32 @@ def test_early_stopping_registers_the_best_adapter(tmp_path, demo_model_dir, exa
     kept = load_file(tmp_path / "run" / "best" / "adapter" / "adapter_model.safetensors")
     assert saved.keys() == kept.keys() and all(saved[key].equal(kept[key]) for key in kept)
     assert json.loads((result.adapter_dir / "final_metrics.json").read_text())["best_step"] == best_step
+
+
+def _first_layer_grads(model, batch) -> dict[str, torch.Tensor]:
+    model.train()
+    model.zero_grad()
+    model(**batch).loss.backward()
+    return {name: param.grad.clone() for name, param in model.named_parameters()
+            if param.requires_grad and "layers.0." in name}
+
+
+def test_an_eval_during_training_keeps_the_gradient_path_through_the_4bit_base(tmp_path, demo_model_dir,
+                                                                                example_data):
+    """bitsandbytes 0.50 repacks 4-bit weights for CPU inference at the first no-grad eval on an AVX512-BF16 CPU (as
+    this machine and CI have) and never packs them back; training then drops the gradient through the frozen base.
+    Same batch, same weights: the first layer's LoRA gradients after the trainer's eval are those before it."""
+    from jobs.training.train import prepare_run
+
+    spec = parse_spec({**FAST, "lora_dropout": 0, "sample_prompts": 0, "packing": True, "learning_rate": 1e-3})
+    run = prepare_run(spec, tmp_path, str(demo_model_dir), example_data, lambda *a: None, lambda: False)
+    model = run.trainer.model
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # a fresh LoRA's B is zero, which would hide the path through A
+            torch.nn.init.normal_(param, std=0.02)
+    batch = next(iter(run.trainer.get_train_dataloader()))
+    before = _first_layer_grads(model, batch)
+    run.trainer.evaluate()
+    after = _first_layer_grads(model, batch)
+    assert before and all(torch.allclose(before[name], after[name], atol=1e-6) for name in before), max(
+        float((before[name] - after[name]).abs().max()) for name in before)

@@ -1,0 +1,144 @@
+"""How much a job trains: the optimizer steps it makes over how many tokens, and the defaults chosen per job.
+
+A fixed batch of packed sequences hurts a small dataset: 4 × 512 tokens per step left a 320-row dataset 12 steps
+an epoch, and a worse adapter than a peer's 45 smaller steps (issue 15). So the batch, the length of the run and
+the learning rate are chosen per job unless the person set them (an empty field, None, means "choose"):
+
+- packing: on, unless the data packs into fewer than MIN_PACKED_SEQUENCES sequences of max_length (then even
+  MAX_AUTO_EPOCHS could not make MIN_TOTAL_STEPS): then each row is its own sequence, so 50 short rows make 45
+  steps an epoch, not 9.
+- batch_size: sequences per step (packed sequences with packing, else rows) so an epoch has at least
+  MIN_STEPS_PER_EPOCH steps: the data's sequences ÷ MIN_STEPS_PER_EPOCH, from 1 to MAX_AUTO_BATCH.
+- num_epochs (when max_steps is -1 too): enough epochs for MIN_TOTAL_STEPS steps, from 1 to MAX_AUTO_EPOCHS.
+- learning_rate: from the base's size, 2e-4 at 7B scaled by sqrt(7B / parameters), within [1e-4, 5e-3]: the usual
+  QLoRA rate for 7B models, higher for small ones (a 135M model gets 1.4e-3; the 4M demo 5e-3).
+
+Counts come from each row's tokens through the base's tokenizer when it is on this machine, else from its
+characters ÷ CHARS_PER_TOKEN. Pure arithmetic: the Train tab shows the plan, submit stores the chosen values."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from jobs.data.stats import rows_per_packed_sequence
+from jobs.data.store import split_sizes
+from jobs.spec import TrainSpec
+
+MIN_STEPS_PER_EPOCH = 32
+MIN_TOTAL_STEPS = 100
+MIN_PACKED_SEQUENCES = 10
+MAX_AUTO_EPOCHS = 10
+MAX_AUTO_BATCH = 8
+CHARS_PER_TOKEN = 4
+REFERENCE_PARAMS = 7e9
+REFERENCE_LEARNING_RATE = 2e-4
+LEARNING_RATE_RANGE = (1e-4, 5e-3)
+UNKNOWN_BASE_LEARNING_RATE = 2e-4
+AUTO_FIELDS = ("packing", "batch_size", "num_epochs", "learning_rate")
+
+
+@dataclass(frozen=True)
+class DataSize:
+    """A dataset's rows in tokens for one base: counted by its tokenizer, or estimated from characters."""
+
+    lengths: list[int]
+    counted: bool
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What a job will do, with the chosen values filled in."""
+
+    spec: TrainSpec
+    steps: int
+    tokens: int
+    """Tokens trained on over the whole run (rows cut at max_length)."""
+    sequences_per_epoch: int
+    chosen: tuple[str, ...]
+    """The fields the rule chose (the others were the person's)."""
+    counted: bool
+
+    def sentence(self) -> str:
+        spec = self.spec
+        unit = "packed sequences" if spec.packing and spec.method == "sft" else "rows"
+        run = (f"{spec.max_steps} steps" if spec.max_steps > 0 else
+               f"{spec.num_epochs:g} epoch{'s' if spec.num_epochs != 1 else ''}")
+        counted = "" if self.counted else " (estimated from characters: the base's tokenizer is not here yet)"
+        chosen = (f" Chosen for this job: {', '.join(_shown(name, getattr(spec, name)) for name in self.chosen)}; "
+                  "set a field to override." if self.chosen else "")
+        return (f"This job will make {self.steps:,} optimizer steps over {self.tokens:,} tokens{counted}: {run} of "
+                f"{self.sequences_per_epoch:,} {unit}, {spec.batch_size} × {spec.grad_accum} per step, learning "
+                f"rate {spec.learning_rate:g}.{chosen}")
+
+
+def _shown(name: str, value: object) -> str:
+    return f"{name} {'on' if value else 'off'}" if isinstance(value, bool) else f"{name} {value:g}"
+
+
+def estimated_lengths(rows: list[dict]) -> list[int]:
+    """Tokens per row guessed from its characters, for a base whose tokenizer is not on this machine."""
+    return [max(1, math.ceil(len(_text(row)) / CHARS_PER_TOKEN)) for row in rows]
+
+
+def _text(row: dict) -> str:
+    if "text" in row:
+        return row["text"]
+    messages = row.get("messages") or [*row.get("prompt", []), *row.get("chosen", [])]
+    return "".join(f"{m.get('role', '')}: {m.get('content', '')}\n" for m in messages)
+
+
+def learning_rate_for(params: int | None) -> float:
+    """The rule's learning rate for a base of `params` parameters (None: unknown, the usual 7B rate)."""
+    if not params:
+        return UNKNOWN_BASE_LEARNING_RATE
+    rate = REFERENCE_LEARNING_RATE * math.sqrt(REFERENCE_PARAMS / params)
+    low, high = LEARNING_RATE_RANGE
+    return float(f"{min(high, max(low, rate)):.2g}")
+
+
+def packed_sequences(train_lengths: list[int], max_length: int) -> int:
+    """Sequences of up to max_length that TRL's best-fit packing makes of these rows."""
+    if not train_lengths:
+        return 0
+    return math.ceil(len(train_lengths) / rows_per_packed_sequence(train_lengths, max_length))
+
+
+def sequences_per_epoch(spec: TrainSpec, train_lengths: list[int]) -> int:
+    """Sequences an epoch feeds the trainer: packed sequences, or rows (DPO never packs)."""
+    if spec.packing and spec.method == "sft":
+        return packed_sequences(train_lengths, spec.max_length)
+    return len(train_lengths)
+
+
+def _train_lengths(spec: TrainSpec, data: DataSize) -> list[int]:
+    lengths = [n for n in data.lengths if spec.overlong == "truncate" or n <= spec.max_length]
+    if spec.eval_dataset:
+        return lengths
+    train_rows, _ = split_sizes(len(lengths), spec.eval_fraction)
+    return lengths[:train_rows]
+
+
+def plan(spec: TrainSpec, data: DataSize, base_params: int | None) -> StepPlan:
+    """The job's plan: the fields left empty chosen by the rule above, the person's values kept."""
+    lengths = _train_lengths(spec, data)
+    chosen: dict = {}
+    if spec.packing is None:
+        chosen["packing"] = packed_sequences(lengths, spec.max_length) >= MIN_PACKED_SEQUENCES
+    sequences = sequences_per_epoch(spec.model_copy(update=chosen), lengths)
+    if spec.batch_size is None:
+        chosen["batch_size"] = min(MAX_AUTO_BATCH, max(1, sequences // MIN_STEPS_PER_EPOCH))
+    batch = (chosen.get("batch_size") or spec.batch_size) * spec.grad_accum
+    steps_per_epoch = max(1, math.ceil(sequences / batch))
+    if spec.num_epochs is None:
+        chosen["num_epochs"] = 1.0 if spec.max_steps > 0 else float(
+            min(MAX_AUTO_EPOCHS, max(1, math.ceil(MIN_TOTAL_STEPS / steps_per_epoch))))
+    if spec.learning_rate is None:
+        chosen["learning_rate"] = learning_rate_for(base_params)
+    resolved = TrainSpec.model_validate({**spec.model_dump(), **chosen})
+    steps = spec.max_steps if spec.max_steps > 0 else math.ceil(steps_per_epoch * resolved.num_epochs)
+    epoch_tokens = sum(min(n, spec.max_length) for n in lengths)
+    tokens = round(epoch_tokens * steps / steps_per_epoch)
+    shown = tuple(name for name in chosen if name != "num_epochs" or spec.max_steps <= 0)
+    return StepPlan(spec=resolved, steps=steps, tokens=tokens, sequences_per_epoch=sequences, chosen=shown,
+                    counted=data.counted)

@@ -1,0 +1,92 @@
+"""The defaults chosen per job: enough optimizer steps for a small dataset and a large one, counted with the base's
+real tokenizer; the person's values always win; the plan's step count is the one the trainer makes."""
+
+import pytest
+
+from jobs.data.example_data import generate_examples, to_jsonl
+from jobs.data.store import find_dataset, import_dataset
+from jobs.planning import job_plan
+from jobs.spec import parse_spec
+from jobs.step_plan import (
+    MAX_AUTO_BATCH,
+    MIN_STEPS_PER_EPOCH,
+    MIN_TOTAL_STEPS,
+    DataSize,
+    estimated_lengths,
+    learning_rate_for,
+    plan,
+)
+from jobs.submit import submit_job
+from storage import jobs_repo
+
+
+def _stored(studio, name: str, rows: int) -> str:
+    source = studio.settings.data_dir / f"{name}.jsonl"
+    source.write_text(to_jsonl(generate_examples(rows, seed=7)))
+    import_dataset(studio, source, name)
+    return name
+
+
+@pytest.mark.parametrize("rows", [50, 5000])
+def test_the_rule_gives_at_least_the_minimum_of_steps(studio, rows):
+    step_plan = job_plan(studio, parse_spec({"dataset": _stored(studio, f"rows{rows}", rows)}))
+    spec = step_plan.spec
+    assert step_plan.counted  # the demo tokenizer counted the rows, no estimate
+    assert step_plan.steps >= MIN_TOTAL_STEPS, step_plan.sentence()
+    steps_per_epoch = step_plan.steps / spec.num_epochs
+    assert steps_per_epoch >= min(MIN_STEPS_PER_EPOCH, step_plan.sequences_per_epoch)
+    assert set(step_plan.chosen) == {"packing", "batch_size", "num_epochs", "learning_rate"}
+    assert spec.learning_rate == 5e-3  # the 4M-parameter demo gets the top of the range
+    if rows == 50:  # 45 short rows pack into a handful of sequences: each row is a step instead
+        assert not spec.packing and spec.batch_size == 1 and step_plan.sequences_per_epoch == 45
+        assert spec.num_epochs == 3 and step_plan.steps == 135
+    else:  # plenty of data: packed, several sequences a step (the example rows are short: 4,500 pack into ~240)
+        assert spec.packing and 1 < spec.batch_size <= MAX_AUTO_BATCH, step_plan.sentence()
+
+
+def test_explicit_values_override_the_rule(studio):
+    dataset = _stored(studio, "rows50", 50)
+    mine = {"dataset": dataset, "batch_size": 4, "num_epochs": 2, "learning_rate": 2e-3, "packing": True}
+    step_plan = job_plan(studio, parse_spec(mine))
+    assert step_plan.chosen == ()
+    assert {name: getattr(step_plan.spec, name) for name in mine} == mine
+    assert "Chosen for this job" not in step_plan.sentence()
+    fixed = job_plan(studio, parse_spec({"dataset": dataset, "max_steps": 7}))
+    assert fixed.steps == 7 and "num_epochs" not in fixed.chosen and "7 steps of" in fixed.sentence()
+
+
+def test_submit_stores_the_chosen_values_and_says_which(studio):
+    job_id = submit_job(studio, {"dataset": _stored(studio, "rows50", 50), "batch_size": 2})
+    with studio.db.read() as session:
+        job = jobs_repo.get_job(session, job_id)
+    assert job.spec["batch_size"] == 2 and job.spec["packing"] is False and job.spec["num_epochs"] == 5
+    assert job.provenance["plan"] == {"chosen": {"packing": False, "num_epochs": 5.0, "learning_rate": 5e-3},
+                                      "steps": 115, "tokens": job.provenance["plan"]["tokens"],
+                                      "tokens_counted": True}
+
+
+def test_the_learning_rate_follows_the_base_size():
+    assert learning_rate_for(134_515_008) == 1.4e-3  # SmolLM2-135M
+    assert learning_rate_for(7_000_000_000) == 2e-4
+    assert learning_rate_for(70_000_000_000) == 1e-4  # the floor
+    assert learning_rate_for(3_900_000) == 5e-3  # the ceiling
+    assert learning_rate_for(None) == 2e-4  # a hub model not downloaded yet: the usual 7B rate
+
+
+def test_without_a_tokenizer_tokens_are_estimated_from_characters():
+    rows = [{"messages": [{"role": "user", "content": "x" * 396}]}]
+    assert estimated_lengths(rows) == [101]  # "user: " + 396 + newline: 403 characters / 4, rounded up
+    step_plan = plan(parse_spec({"eval_fraction": 0}), DataSize(lengths=[100] * 20, counted=False), None)
+    assert "estimated from characters" in step_plan.sentence() and step_plan.spec.learning_rate == 2e-4
+
+
+@pytest.mark.slow
+def test_the_trainer_makes_the_planned_steps(studio, demo_model_dir, tmp_path):
+    from jobs.training.train import train
+
+    spec = parse_spec({"dataset": _stored(studio, "rows50", 50), "early_stopping_patience": 0, "sample_prompts": 0,
+                       "save_steps": 1000, "eval_steps": 1000})
+    step_plan = job_plan(studio, spec)
+    path = studio.absolute(find_dataset(studio, spec.dataset).path)
+    result = train(step_plan.spec, tmp_path / "run", str(demo_model_dir), path, lambda *a: None, lambda: False)
+    assert result.final_metrics["steps"] == step_plan.steps == 135
