@@ -128,9 +128,7 @@ def launch(arm: str, base: Path, train_file: Path, eval_file: Path, out: Path, s
            lf_script: str | None) -> subprocess.Popen:
     out.mkdir(parents=True)
     if arm == "llamafactory":
-        # Its own defaults otherwise; no eval split or in-loop eval: the one evaluator here measures every arm.
-        command = ["bash", lf_script, str(base), str(train_file), str(out / "checkpoints"), "val_size=0",
-                   "eval_strategy=no", "save_strategy=steps", f"save_steps={save_every}"]
+        command = ["bash", lf_script, str(base), str(train_file), str(out / "checkpoints"), str(save_every)]
     else:
         command = [sys.executable, __file__, "--arm", arm, "--base", str(base), "--train", str(train_file),
                    "--eval", str(eval_file), "--out", str(out), "--save-every", str(save_every)]
@@ -165,7 +163,8 @@ def watch(process: subprocess.Popen, checkpoints: Path, snapshots: Path, started
     wall = time.time() - started
     sweep()
     if process.returncode:
-        raise RuntimeError(f"arm failed (exit {process.returncode}); see {snapshots.parent / 'arm.log'}")
+        log = (snapshots.parent / "arm.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"arm failed (exit {process.returncode}); the end of its log:\n{log}")
     return wall
 
 
@@ -302,7 +301,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=320)
     parser.add_argument("--held-out", type=int, default=40)
     parser.add_argument("--arms", default="studio,studio-fixed,trl,llamafactory")
-    parser.add_argument("--lf", help="script that runs llamafactory-cli: BASE TRAIN_JSONL OUT_DIR [key=value ...]")
+    parser.add_argument("--lf", help="bench/peers/llamafactory/run.sh (after its setup.sh): adds the LLaMA-Factory arm")
     parser.add_argument("--smoke", action="store_true", help="a few rows, one repeat, studio and trl: CI's check")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--arm", help=argparse.SUPPRESS)
