@@ -7,9 +7,11 @@ from app import charts, views
 from app.errors import user_error
 from jobs.queue.run_files import export_log, log_tail, train_log_path
 from jobs.studio import Studio
+from jobs.training.phases import METRIC_PREFIX, PHASES
 from storage import catalog, jobs_repo
 from storage.models import JobKind, JobStatus
 
+PHASE_METRICS = tuple(f"{METRIC_PREFIX}{name}" for name in PHASES)
 SUMMARY_METRICS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s")
 LOG_LINES = 40
 MAX_ID = 2**63
@@ -28,12 +30,13 @@ def details_or_none(studio: Studio, job_id: int) -> dict | None:
         if job is None:
             return None
         summary = views.job_summary(job)
-        latest = jobs_repo.latest_metrics(session, [job.id], SUMMARY_METRICS).get(job.id, {})
+        latest = jobs_repo.latest_metrics(session, [job.id], SUMMARY_METRICS + PHASE_METRICS).get(job.id, {})
         speeds = jobs_repo.metric_values(session, job.id, "tokens_per_s")
         peaks = jobs_repo.metric_values(session, job.id, "peak_memory_bytes")
         adapter = catalog.adapter_for_job(session, job.id)
         queue = jobs_repo.queued_job_ids(session)
     summary["metrics"] = {name: latest.get(name) for name in SUMMARY_METRICS}
+    summary["phases_s"] = {name.removeprefix(METRIC_PREFIX): latest[name] for name in PHASE_METRICS if name in latest}
     summary["tokens_per_s_median"] = views.median_or_none(speeds)
     summary["peak_memory_bytes"] = max(peaks) if peaks else None
     summary["memory_estimate_bytes"] = (job.provenance or {}).get("memory_estimate_bytes")
@@ -69,6 +72,8 @@ def _summary_text(job: dict) -> str:
     if job["tokens_per_s_median"]:
         lines.append(f"**Throughput:** {job['tokens_per_s_median']:.0f} non-pad tokens/s (median over the run's "
                      f"log intervals; an interval with an eval or a checkpoint save reads lower)")
+    if breakdown := views.time_breakdown(job):
+        lines.append(f"**Where the time went:** {breakdown}")
     if job["peak_memory_bytes"] or job["memory_estimate_bytes"]:
         measured = f"{job['peak_memory_bytes'] / 2**30:.2f} GiB measured" if job["peak_memory_bytes"] else "not yet"
         estimated = (f", {job['memory_estimate_bytes'] / 2**30:.2f} GiB estimated before it ran"

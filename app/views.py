@@ -8,6 +8,7 @@ from datetime import datetime
 import pandas as pd
 
 from jobs.spec import TrainSpec, field_label
+from jobs.training.phases import PHASES
 from storage.models import Adapter, Job, JobStatus, Metric, Worker, utcnow
 
 JOB_COLUMNS = ["id", "name", "status", "progress", "ETA", "loss", "eval loss", "attempt", "sweep", "created"]
@@ -130,9 +131,27 @@ def spec_changes(spec: dict, chosen: dict | None = None) -> tuple[list[str], lis
 def _show(value) -> str:
     if value == "":
         return "(empty)"
+    if value is None:
+        return "empty: chosen per job"
     if isinstance(value, list):
         return ", ".join(map(str, value))
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def time_breakdown(job: dict) -> str | None:
+    """A finished job's wall time by phase (jobs.training.phases), the queue wait first, and the share that was not
+    training: what the studio costs around the training loop."""
+    phases = job.get("phases_s") or {}
+    if "training" not in phases or not job.get("started_at") or not job.get("finished_at"):
+        return None
+    created, started, finished = (datetime.fromisoformat(job[key]) for key in ("created_at", "started_at",
+                                                                                "finished_at"))
+    parts = [("queue", (started - created).total_seconds())]
+    parts += [(words, phases[name]) for name, words in PHASES.items() if name in phases]
+    total = (finished - created).total_seconds()
+    others = max(0.0, total - phases["training"])
+    shown = " · ".join(f"{words} {seconds:.1f} s" for words, seconds in parts)
+    return f"{shown} — all but training: {others:.1f} s of {total:.1f} s ({others / total:.0%})" if total else shown
 
 
 def timing_text(job: Job, now: datetime | None = None) -> str:

@@ -1,6 +1,6 @@
 """Side-by-side chat: ONE batched generate over N panes vs N separate generate calls, in one run.
 
-    python bench/compare_batched.py [--panes 1,2,4,8] [--new-tokens 48] [--repeats 5]
+    python bench/compare_batched.py [--panes 1,2,4,8] [--new-tokens 48] [--repeats 5] [--smoke]
 
 Trains small adapters on the demo model (a few steps each, different seeds), loads them onto one 4-bit base, then
 for each pane count N (the base plus N-1 adapters) times greedy generation for the same prompt: the studio's
@@ -69,7 +69,10 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "compare_batched.json"))
+    parser.add_argument("--smoke", action="store_true", help="1 and 2 panes, 8 tokens, once: CI's check that it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.panes, args.new_tokens, args.repeats = "1,2", 8, 1
     counts = [int(part) for part in args.panes.split(",")]
     settings = GenerationSettings(max_new_tokens=args.new_tokens, temperature=0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -304,6 +304,8 @@ def main() -> None:
     parser.add_argument("--lf", help="bench/peers/llamafactory/run.sh (after its setup.sh): adds the LLaMA-Factory arm")
     parser.add_argument("--smoke", action="store_true", help="a few rows, one repeat, studio and trl: CI's check")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--reuse", type=Path, help="an earlier report (same machine, model and rows) whose runs of "
+                        "arms not run now join this report, each marked with where it came from")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     for hidden in ("--base", "--train", "--eval", "--save-every"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
@@ -327,6 +329,12 @@ def main() -> None:
         evaluator = Evaluator(base, eval_file)
         for run in runs:
             run["curve"] = curve(evaluator, Path(run.pop("snapshots")))
+    if args.reuse:
+        earlier = json.loads(args.reuse.read_text())
+        kept = [{**run, "reused_from": f"{args.reuse.name} ({earlier['date']})"} for run in earlier["runs"]
+                if run["arm"] not in arms]
+        runs += kept
+        arms += list(dict.fromkeys(run["arm"] for run in kept))
     summary = summarize(runs, arms)
     report = {"date": time.strftime("%Y-%m-%d"), "model": args.model, "rows": args.rows, "held_out": args.held_out,
               "repeats": args.repeats, "versions": versions(), "summary": summary, "runs": runs,

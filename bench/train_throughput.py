@@ -1,6 +1,6 @@
 """Non-pad tokens per second: the studio's training path vs the plain library path, in one run.
 
-    python bench/train_throughput.py [--steps 20] [--warmup 3] [--out bench/results/train_throughput.json]
+    python bench/train_throughput.py [--steps 20] [--warmup 3] [--out bench/results/train_throughput.json] [--smoke]
 
 Both train the same NF4 + double-quant demo model on the same example data, LoRA r=8 on all linear layers, batch 8,
 max length 512, same seed. "plain" is what the TRL/PEFT docs lead a user to write: SFTTrainer with `peft_config`,
@@ -97,7 +97,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_throughput.json"))
+    parser.add_argument("--smoke", action="store_true", help="4 steps after 1 of warmup: CI's check that it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.warmup = 4, 1
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         base = ensure_demo_model(work / "models")

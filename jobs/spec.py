@@ -133,7 +133,7 @@ class TrainSpec(BaseModel):
         "least 100 steps, from 1 to 10 epochs (the Train tab shows the plan)."))
     learning_rate: float | None = Field(None, title="Learning rate", description=(
         "Peak learning rate (cosine decay after a short warmup). Empty (null; 0 in the form): chosen from the "
-        "base's size, 2e-4 at 7B parameters scaled by sqrt(7B / size) within 1e-4 to 5e-3 (1.4e-3 for a 135M "
+        "base's size, 2e-4 at 7B parameters scaled by (7B / size)^0.6 within 1e-4 to 5e-3 (2.1e-3 for a 135M "
         "model, 5e-3 for the demo)."))
     optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"] = Field(
         "adamw_torch", title="Optimizer", description=(

@@ -109,15 +109,16 @@ def row_lengths(studio: Studio, dataset: Dataset, base_model: str) -> list[int] 
     """Each row's tokens through the base's chat template (loss mask aside), counted once per content and base;
     None when the base's tokenizer is not on this machine."""
     key = (dataset.sha256, base_model)
-    if key not in _lengths:
+    lengths = _lengths.get(key)
+    if lengths is None:
         tokenizer = preview_tokenizer(studio, base_model)
         if tokenizer is None:
             return None
-        rows = load_rows(studio.absolute(dataset.path))
-        _lengths[key] = [len(tokenize_row(tokenizer, row, False).ids) for row in rows]
+        lengths = [len(tokenize_row(tokenizer, row, False).ids) for row in load_rows(studio.absolute(dataset.path))]
+        _lengths[key] = lengths
         while len(_lengths) > LENGTH_CACHE:
             _lengths.popitem(last=False)
-    return _lengths[key]
+    return lengths
 
 
 def dataset_tokens(studio: Studio, name: str, sha256: str, base_model: str) -> int | None:

@@ -6,6 +6,7 @@ checkpoint), and on success publishes the adapter and records it in one transact
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -21,6 +22,8 @@ from jobs.queue.retries import override_fields
 from jobs.queue.run_files import run_dir_for
 from jobs.spec import MergeSpec, TrainSpec
 from jobs.studio import Studio, open_studio
+from jobs.training import phases
+from jobs.training.phases import phase
 from jobs.training.registry import free_adapter_name, publish_adapter, publish_merged
 from storage import catalog, jobs_repo
 from storage.models import Dataset, JobKind
@@ -30,6 +33,8 @@ EXIT_INTERRUPTED = 75  # stopped early without a cancel request: requeue and res
 EXIT_CANCELLED = 3  # stopped because the user cancelled; the child recorded it
 EXIT_OUT_OF_MEMORY = 76  # the device ran out of memory: the worker retries with a smaller footprint
 CANCEL_POLL_S = 2.0
+SPAWNED_AT_ENV = "STUDIO_CHILD_SPAWNED_AT"
+"""The supervisor's clock when it started this child (seconds since the epoch), so the child's start is timed."""
 
 
 class LedgerSink:
@@ -81,13 +86,15 @@ SUBMITTED_KEYS = ("pinned", "plan")
 def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name: str, run_dir: Path,
            sink: LedgerSink, submitted: dict) -> int:
     """`submitted`: what submit recorded (the pins, the step plan), kept in the run's provenance."""
-    from jobs.models.loading import pick_device
-    from jobs.training.train import quiet_libraries, train
+    with phase("imports"):  # torch, transformers, peft, trl, bitsandbytes
+        from jobs.models.loading import pick_device
+        from jobs.training.train import quiet_libraries, train
 
     quiet_libraries()
     pinned = submitted.get("pinned", {})
-    base_path = pinned.get("base_model", {}).get("path") or resolve_base_model(
-        spec.base_model, studio.settings.models_dir, report=_print_preparation)
+    with phase("base_prepare"):
+        base_path = pinned.get("base_model", {}).get("path") or resolve_base_model(
+            spec.base_model, studio.settings.models_dir, report=_print_preparation)
     dataset = pinned_dataset(studio, spec, pinned)
     device = pick_device()
     kept = {key: submitted[key] for key in SUBMITTED_KEYS if key in submitted}  # a retry re-records the rest
@@ -107,9 +114,13 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
             jobs_repo.cancel_running_job(session, job_id, attempt)
         return EXIT_CANCELLED
     (result.adapter_dir / "provenance.json").write_text(json.dumps(record, indent=2))
-    name = free_adapter_name(studio, job_name, job_id)
-    published = publish_adapter(studio, job_id, attempt, spec, name, result.adapter_dir)
+    with phase("registration"):
+        name = free_adapter_name(studio, job_name, job_id)
+        published = publish_adapter(studio, job_id, attempt, spec, name, result.adapter_dir)
     print(f"adapter {name!r} {'registered' if published else 'discarded (stale attempt)'}", flush=True)
+    if published:
+        with studio.db.write() as session:  # after the fact, so registration is timed too
+            jobs_repo.record_metrics(session, job_id, int(result.final_metrics.get("steps", 0)), phases.take())
     return 0
 
 
@@ -178,6 +189,8 @@ def _merge(studio: Studio, job_id: int, attempt: int, spec: MergeSpec, run_dir: 
 
 def main(argv: list[str]) -> int:
     job_id, attempt = int(argv[0]), int(argv[1])
+    if spawned := os.environ.get(SPAWNED_AT_ENV):
+        phases.add("child_start", max(0.0, time.time() - float(spawned)))  # interpreter and this module's imports
     if not signal_when_parent_dies():  # an unsupervised child would train on with nobody to record it
         return EXIT_INTERRUPTED
     studio = open_studio(migrate=False)

@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 
 from jobs.failures import explain_exit
-from jobs.queue.child import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY
+from jobs.queue.child import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, SPAWNED_AT_ENV
 from jobs.queue.lifecycle import worker_name
 from jobs.queue.reaper import resync
 from jobs.queue.retries import killed_for_memory, memory_limit_bytes, override_fields, smaller_footprint
@@ -81,7 +81,7 @@ def _run_child(studio: Studio, job_id: int, attempt: int, run_dir: Path) -> int 
         child = subprocess.Popen(
             [sys.executable, "-m", "jobs.queue.child", str(job_id), str(attempt)],
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", SPAWNED_AT_ENV: repr(time.time())},  # the child times its start
         )
     return _watch(studio, job_id, attempt, child)
 

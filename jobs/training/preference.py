@@ -15,6 +15,7 @@ from jobs.data.store import load_rows
 from jobs.models.loading import load_tokenizer
 from jobs.spec import TrainSpec
 from jobs.training.callbacks import MetricsSink, StopCallback
+from jobs.training.phases import phase
 from jobs.training.train import (
     Device,
     PreparedRun,
@@ -34,15 +35,17 @@ def dpo_config(spec: TrainSpec, out_dir: Path, device: Device, has_eval: bool) -
 def prepare_dpo_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
                     should_stop: Callable[[], bool], eval_path: Path | None = None,
                     init_adapter: Path | None = None) -> PreparedRun:
-    tokenizer, rows = load_tokenizer(base_model), load_rows(dataset_path)
-    spec = planned(spec, base_model, rows, tokenizer)
+    with phase("data"):
+        tokenizer, rows = load_tokenizer(base_model), load_rows(dataset_path)
+        spec = planned(spec, base_model, rows, tokenizer)
     device, model, train_rows, eval_rows = model_and_rows(spec, out_dir, base_model, rows, tokenizer, eval_path,
                                                           init_adapter)
     if init_adapter is not None:
         print(f"starting from the adapter in {init_adapter.name}; a frozen copy of it is the reference", flush=True)
     stop = StopCallback(should_stop)
-    trainer = DPOTrainer(model=model, args=dpo_config(spec, out_dir, device, eval_rows is not None),
-                         train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
-                         callbacks=run_callbacks(spec, out_dir, on_metrics, stop, eval_rows is not None))
+    with phase("trainer_build"):  # TRL tokenizes the pairs here
+        trainer = DPOTrainer(model=model, args=dpo_config(spec, out_dir, device, eval_rows is not None),
+                             train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
+                             callbacks=run_callbacks(spec, out_dir, on_metrics, stop, eval_rows is not None))
     keep_lora_in_fp32(trainer.model, device.dtype)
     return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None, spec=spec)

@@ -40,6 +40,7 @@ from jobs.training.callbacks import (
     StopCallback,
 )
 from jobs.training.checkpoints import newest_complete_checkpoint
+from jobs.training.phases import phase
 
 
 @dataclass(frozen=True)
@@ -245,12 +246,15 @@ def model_and_rows(spec: TrainSpec, out_dir: Path, base_model: str, rows: list[d
     """What SFT and DPO runs both build: the device, the 4-bit base with its LoRA (new, or `init_adapter`), and the
     train and eval rows (after dedup and drop); announced in the log."""
     device = setup_device(spec, out_dir)
-    rows = select_rows(rows, spec, tokenizer)
-    base = load_base_model(spec, base_model, device.name, device.dtype)
-    keep_4bit_layout_trainable(base)  # evals and samples during training must not cut the gradient's path
-    model = attach_lora(base, spec, device.checkpointing, init_adapter)
-    held_out = load_rows(eval_path) if eval_path else None
-    train_rows, eval_rows = split_dataset(rows, spec.eval_fraction, spec.seed, held_out)
+    with phase("data"):
+        rows = select_rows(rows, spec, tokenizer)
+    with phase("base_load"):
+        base = load_base_model(spec, base_model, device.name, device.dtype)
+        keep_4bit_layout_trainable(base)  # evals and samples during training must not cut the gradient's path
+        model = attach_lora(base, spec, device.checkpointing, init_adapter)
+    with phase("data"):
+        held_out = load_rows(eval_path) if eval_path else None
+        train_rows, eval_rows = split_dataset(rows, spec.eval_fraction, spec.seed, held_out)
     announce(spec, device, len(train_rows), len(eval_rows) if eval_rows is not None else 0)
     return device, model, train_rows, eval_rows
 
@@ -265,10 +269,11 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
 
         return prepare_dpo_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, eval_path,
                                init_adapter)
-    rows = load_rows(dataset_path)
-    text_rows = bool(rows) and "text" in rows[0]  # raw text: language modeling, loss on every token
-    tokenizer = load_tokenizer(base_model, for_assistant_only_loss=spec.assistant_only_loss and not text_rows)
-    spec = planned(spec, base_model, rows, tokenizer)
+    with phase("data"):
+        rows = load_rows(dataset_path)
+        text_rows = bool(rows) and "text" in rows[0]  # raw text: language modeling, loss on every token
+        tokenizer = load_tokenizer(base_model, for_assistant_only_loss=spec.assistant_only_loss and not text_rows)
+        spec = planned(spec, base_model, rows, tokenizer)
     device, model, train_rows, eval_rows = model_and_rows(spec, out_dir, base_model, rows, tokenizer, eval_path,
                                                           init_adapter)
 
@@ -279,8 +284,9 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
         callbacks.append(SampleCallback(prompts, tokenizer, on_samples))
     args = sft_config(spec, out_dir, device.name, device.dtype, device.checkpointing, eval_rows is not None,
                       text_rows)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
-                         processing_class=tokenizer, callbacks=callbacks)
+    with phase("trainer_build"):  # TRL tokenizes and packs the rows here
+        trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
+                             processing_class=tokenizer, callbacks=callbacks)
     keep_lora_in_fp32(trainer.model, device.dtype)
     return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None, spec=spec)
 
@@ -299,15 +305,17 @@ def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, o
                 callback.resume(resume_from)
             else:
                 callback.resume_fresh()
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with phase("training"):
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if run.stop.stopped:
         return TrainResult(stopped=True, adapter_dir=None, final_metrics={})
 
     final = _final_metrics(trainer, run.has_eval)  # the last step's, which the curve ends with
     on_metrics(trainer.state.global_step, {k: v for k, v in final.items() if k == "eval_loss"},
                trainer.state.max_steps)
-    final.update(_best_metrics(trainer, spec, out_dir, run.has_eval))
-    adapter_dir = save_adapter(trainer.model, run.tokenizer, spec, final, out_dir)
+    with phase("adapter_save"):
+        final.update(_best_metrics(trainer, spec, out_dir, run.has_eval))
+        adapter_dir = save_adapter(trainer.model, run.tokenizer, spec, final, out_dir)
     return TrainResult(stopped=False, adapter_dir=adapter_dir, final_metrics=final)
 
 

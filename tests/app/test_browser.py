@@ -328,6 +328,8 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
         expect(summary).to_contain_text("Max steps (max_steps): 6 (default -1)")
         expect(summary).to_contain_text(re.compile(r"Plan at submit: 6 optimizer steps over [\d,]+ tokens"))
         expect(summary).to_contain_text(re.compile(r"Learning rate \(learning_rate\): 0.005 \(chosen for this job"))
+        expect(summary).to_contain_text(re.compile(
+            r"Where the time went: queue [\d.]+ s · child start [\d.]+ s .*training [\d.]+ s .*all but training"))
         _expect_curves(page)
         _expect_log_shows_its_end(page, "adapter 'first' registered")
         _shot(page, shots, "3-runs")

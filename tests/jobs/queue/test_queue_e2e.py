@@ -11,8 +11,10 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+from app import views
 from jobs.queue.worker import EXIT_DEVICE_TAKEN
 from jobs.submit import cancel_job, submit_job
+from jobs.training.phases import PHASES
 from storage import catalog, jobs_repo
 from tests.conftest import FAST_JOB, REPO_ROOT, LiveStudio, broken_model_dir
 
@@ -31,6 +33,14 @@ def test_job_runs_through_queue_and_worker(live):
     assert [m.step for m in losses] == [1, 2, 3, 4]
     assert {"eval_loss", "learning_rate", "grad_norm", "tokens_per_s", "tokens_seen", "memory_bytes",
             "peak_memory_bytes"} <= {m.name for m in metrics}
+    # Where the time went: every phase of the child timed once, at the last step, and the Runs tab's line adds up.
+    phases = {m.name.removeprefix("phase_s/"): m.value for m in metrics if m.name.startswith("phase_s/")}
+    assert set(phases) == set(PHASES) and all(value >= 0 for value in phases.values())
+    assert {m.step for m in metrics if m.name.startswith("phase_s/")} == {4}
+    wall = (job.finished_at - job.created_at).total_seconds()
+    assert 0 < phases["training"] < sum(phases.values()) <= wall
+    line = views.time_breakdown({**views.job_summary(job), "phases_s": phases})
+    assert line.startswith("queue ") and " · training " in line and f"of {wall:.1f} s" in line, line
     with live.studio.db.read() as s:
         samples = jobs_repo.samples_for(s, job_id)
     assert sorted({sample.step for sample in samples}) == [0, 2, 4]  # the base, each eval, the end

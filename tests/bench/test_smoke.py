@@ -1,0 +1,24 @@
+"""Every other bench script's --smoke mode runs and writes its report (CI runs them, so no benchmark rots)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("script", "holds"), [
+    ("train_throughput.py", ("plain_trl", "plain_trl_packed", "studio", "ratio_studio_over_plain")),
+    ("compare_batched.py", ("rows",)),
+])
+def test_the_smoke_run_writes_its_report(tmp_path, script, holds):
+    out = tmp_path / "report.json"
+    done = subprocess.run([sys.executable, f"bench/{script}", "--smoke", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(holds) <= set(report) and report["versions"], report
