@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.spec_form import SpecForm, spec_from_form
+from app.spec_form import SpecForm, live_panel
 from jobs.models.fits import Device, model_shape, verdicts
 from jobs.planning import job_plan
 from jobs.queue.devices import describe_device
@@ -64,12 +64,4 @@ def verdict_text(studio: Studio, raw: dict) -> str:
 
 
 def build(studio: Studio, form: SpecForm, app: gr.Blocks) -> None:
-    panel = gr.Markdown(elem_id="memory-verdict")
-
-    def refresh(*values):
-        return verdict_text(studio, spec_from_form(studio, form.names, list(values)))
-
-    quiet = dict(api_visibility="private", show_progress="hidden")
-    for name in MEMORY_FIELDS:
-        form.control(name).change(refresh, form.controls, panel, **quiet)
-    app.load(refresh, form.controls, panel, **quiet)
+    live_panel(studio, form, app, MEMORY_FIELDS, verdict_text, "memory-verdict")

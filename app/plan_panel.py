@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.spec_form import SpecForm, spec_from_form
+from app.spec_form import SpecForm, live_panel
 from jobs.planning import job_plan
 from jobs.spec import SpecError, parse_spec
 from jobs.studio import Studio
@@ -26,12 +26,4 @@ def plan_text(studio: Studio, raw: dict) -> str:
 
 
 def build(studio: Studio, form: SpecForm, app: gr.Blocks) -> None:
-    panel = gr.Markdown(elem_id="step-plan")
-
-    def refresh(*values):
-        return plan_text(studio, spec_from_form(studio, form.names, list(values)))
-
-    quiet = dict(api_visibility="private", show_progress="hidden")
-    for name in PLAN_FIELDS:
-        form.control(name).change(refresh, form.controls, panel, **quiet)
-    app.load(refresh, form.controls, panel, **quiet)
+    live_panel(studio, form, app, PLAN_FIELDS, plan_text, "step-plan")

@@ -64,19 +64,14 @@ def component(name: str, **overrides):
     if field.annotation == bool | None:
         return gr.Dropdown(choices=list(SWITCH), value=switch_word(field.default), **common)
     if field.annotation in (int, int | None):
-        return gr.Number(value=field.default, precision=0, **_auto(field), **common)
+        return gr.Number(value=field.default, precision=0, **common)
     if field.annotation in (float, float | None):
-        return gr.Number(value=field.default, **_auto(field), **common)
+        return gr.Number(value=field.default, **common)
     return gr.Textbox(value=field.default, **common)
 
 
 def switch_word(value: bool | None) -> str:
     return next(word for word, meaning in SWITCH.items() if meaning is value)
-
-
-def _auto(field) -> dict:
-    """An empty number field is chosen per job (jobs.step_plan); its placeholder says so."""
-    return {"placeholder": "auto: see the plan"} if field.default is None else {}
 
 
 def eval_choices(names: list[str]) -> list[tuple[str, str]]:
@@ -127,11 +122,12 @@ def spec_from_form(studio: Studio, names: list[str], values: list) -> dict:
     """Form values to a raw spec dict; validation happens in one place (jobs.submit)."""
     raw = {}
     for name, value in zip(names, values, strict=True):
-        if isinstance(value, float) and value.is_integer() and TrainSpec.model_fields[name].annotation in INTEGERS:
+        annotation = TrainSpec.model_fields[name].annotation
+        if isinstance(value, float) and value.is_integer() and annotation in INTEGERS:
             value = int(value)
-        if TrainSpec.model_fields[name].annotation == bool | None and value in SWITCH:
+        if annotation == bool | None and value in SWITCH:
             value = SWITCH[value]
-        if TrainSpec.model_fields[name].annotation in (int | None, float | None) and not value:
+        if annotation in (int | None, float | None) and not value:
             value = None  # the browser sends an empty number box as 0; empty means "chosen per job"
         raw[name] = value
     if "target_modules" in raw:
@@ -175,3 +171,18 @@ def problems_summary(problems: list[Problem], heading: str) -> str:
         label = field_label(field) if field in TrainSpec.model_fields else field
         lines.append(f"- **{label}** (`{problem.field}`): {problem.message}")
     return "\n".join(lines)
+
+
+def live_panel(studio: Studio, form: SpecForm, app: gr.Blocks, fields: tuple[str, ...], render, elem_id: str):
+    """A Markdown beside the form, rendered by `render(studio, raw spec)` from the form's values on page load and
+    whenever one of `fields` changes."""
+    panel = gr.Markdown(elem_id=elem_id)
+
+    def refresh(*values):
+        return render(studio, spec_from_form(studio, form.names, list(values)))
+
+    quiet = dict(api_visibility="private", show_progress="hidden")
+    for name in fields:
+        form.control(name).change(refresh, form.controls, panel, **quiet)
+    app.load(refresh, form.controls, panel, **quiet)
+    return panel
