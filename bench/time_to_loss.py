@@ -82,19 +82,15 @@ def studio_spec(fixed: bool, save_every: int = 50):
 def expected_steps(arm: str, base: Path, train_file: Path) -> int:
     """Optimizer steps the arm will make (to space its ~SNAPSHOTS checkpoints): the studio's plan, or 3 epochs of
     8 rows a step (TRL's default batch; LLaMA-Factory's 1 row × 8 accumulated)."""
-    from jobs.data.stats import tokenize_row
     from jobs.data.store import load_rows
     from jobs.models.loading import load_tokenizer
-    from jobs.models.memory_inputs import ModelShape
-    from jobs.step_plan import DataSize, plan
+    from jobs.training.train import rows_plan
 
     rows = load_rows(train_file)
     if not arm.startswith("studio"):
         return EPOCHS * -(-len(rows) // 8)
-    tokenizer = load_tokenizer(str(base))
-    lengths = [len(tokenize_row(tokenizer, row, False).ids) for row in rows]
     spec = studio_spec(arm == "studio-fixed")
-    return plan(spec, DataSize(lengths, counted=True), ModelShape.from_dir(base).total_params).steps
+    return rows_plan(spec, str(base), rows, load_tokenizer(str(base))).steps
 
 
 def studio_arm(base: str, train_file: str, eval_file: str, out: str, fixed: bool, save_every: int) -> None:

@@ -28,7 +28,7 @@ from jobs.models.loading import (
 )
 from jobs.models.memory_inputs import ModelShape
 from jobs.spec import TrainSpec
-from jobs.step_plan import AUTO_FIELDS, DataSize, plan
+from jobs.step_plan import AUTO_FIELDS, DataSize, StepPlan, plan
 from jobs.training.adapter import save_adapter
 from jobs.training.best import BestAdapterCallback, BestRecord, restore_best
 from jobs.training.callbacks import (
@@ -166,15 +166,20 @@ class PreparedRun:
     """The spec as run: with the rule's choices where a direct caller left fields empty."""
 
 
+def rows_plan(spec: TrainSpec, base_model: str, rows: list[dict], tokenizer) -> StepPlan:
+    """The step plan (jobs.step_plan) of `spec` over these rows, counted with the base's tokenizer."""
+    lengths = [len(tokenize_row(tokenizer, row, False).ids) for row in rows]
+    config = Path(base_model) / "config.json"
+    params = ModelShape.from_dir(base_model).total_params if config.is_file() else None
+    return plan(spec, DataSize(lengths=lengths, counted=True), params)
+
+
 def planned(spec: TrainSpec, base_model: str, rows: list[dict], tokenizer) -> TrainSpec:
     """A spec through `jobs.submit` arrives with its defaults chosen at submit; a direct caller's (tests, bench)
     empty fields are chosen here by the same rule, from the rows it trains on."""
     if all(getattr(spec, name) is not None for name in AUTO_FIELDS):
         return spec
-    lengths = [len(tokenize_row(tokenizer, row, False).ids) for row in rows]
-    config = Path(base_model) / "config.json"
-    params = ModelShape.from_dir(base_model).total_params if config.is_file() else None
-    return plan(spec, DataSize(lengths=lengths, counted=True), params).spec
+    return rows_plan(spec, base_model, rows, tokenizer).spec
 
 
 def select_rows(rows: list[dict], spec: TrainSpec, tokenizer) -> list[dict]:
