@@ -15,7 +15,7 @@ from jobs.studio import Studio
 from storage import workers_repo
 
 MEMORY_FIELDS = ("base_model", "dataset", "lora_r", "lora_dropout", "target_modules", "quantization", "double_quant",
-                 "batch_size", "max_length", "packing", "gradient_checkpointing", "optimizer")
+                 "batch_size", "max_length", "packing", "gradient_checkpointing", "optimizer", "pool")
 PART_NAMES = {"framework": "runtime (Python, torch, libraries)", "training_runtime": "training runtime",
               "load_retained": "left over from loading", "quantized_weights": "4-bit weights (with their scales)",
               "unquantized_weights": "unquantized parts (embeddings, norms, head)",
@@ -26,10 +26,14 @@ PART_NAMES = {"framework": "runtime (Python, torch, libraries)", "training_runti
               "recomputed_layer": "a recomputed layer (checkpointing)"}
 
 
-def devices(studio: Studio) -> list[Device]:
+def devices(studio: Studio, pool: str = "") -> list[Device]:
+    """The devices a job may run on: live workers of its pool (any worker when it names none). Empty when it names a
+    pool no live worker serves; with no worker at all (the app before its worker registers), this machine."""
     with studio.db.read() as session:
         workers = workers_repo.live_workers(session, studio.settings.lease_s)
-    if workers:
+    if pool:
+        workers = [w for w in workers if w.pool == pool]
+    if workers or pool:
         return [Device(f"{w.host} {w.device}", w.device_name, w.memory_bytes) for w in workers]
     name, memory = describe_device()
     return [Device("this machine (no worker has registered)", name, memory)]
@@ -48,7 +52,11 @@ def verdict_text(studio: Studio, raw: dict) -> str:
     if shape is None:
         return (f"*Memory: no estimate for `{spec.base_model}` yet: its config is not on this machine (a hub model "
                 f"is estimated once downloaded), or it is not a Llama-style model.*")
-    found = verdicts(spec, shape, devices(studio))
+    candidates = devices(studio, spec.pool)
+    if not candidates:
+        return (f"*Memory: no live worker serves pool `{spec.pool}`, so there is no device to check. The job waits in "
+                f"the queue until one starts (`STUDIO_POOL={spec.pool} python -m jobs worker` on a GPU host).*")
+    found = verdicts(spec, shape, candidates)
     lines = ["**Memory verdict** (estimated peak of the training process)", "",
              "| device | memory | peak | share | verdict |", "|---|---|---|---|---|"]
     for verdict in found:

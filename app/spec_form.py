@@ -23,7 +23,7 @@ GROUPS = {
     "Optimizer": [["optimizer", "lr_scheduler", "weight_decay", "max_grad_norm"]],
     "More": [["eval_fraction", "eval_dataset", "eval_steps", "logging_steps", "save_steps", "sample_prompts"],
              ["warmup_ratio", "packing", "gradient_checkpointing", "assistant_only_loss"],
-             ["overlong", "dedup", "early_stopping_patience", "keep_best"]],
+             ["overlong", "dedup", "early_stopping_patience", "keep_best"], ["pool"]],
 }
 INTEGERS = (int, int | None)
 SWITCH = {"auto": None, "on": True, "off": False}

@@ -40,6 +40,8 @@ def human_size(size_bytes: int) -> str:
 def progress_text(job: Job) -> str:
     if job.status == JobStatus.SUCCEEDED:
         return "100%"
+    if job.status == JobStatus.QUEUED and job.pool:
+        return f"waits for pool {job.pool}"
     if not job.total_steps:
         return ""
     return f"{job.step}/{job.total_steps} ({100 * job.step / job.total_steps:.0f}%)"

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from jobs.spec import SpecError, TrainSpec, name_problem, parse_spec
+from storage.files import write_atomically
 
 SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -52,9 +53,7 @@ def save_preset(data_dir: Path, name: str, values: dict) -> Path:
     fields = parse_preset(json.dumps(values), ".json")
     target = presets_dir(data_dir) / f"{name}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    partial.write_text(json.dumps(fields, indent=2))
-    partial.replace(target)
+    write_atomically(target, json.dumps(fields, indent=2))
     return target
 
 

@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from storage.settings import check_pool_name
+
 TARGET_PRESETS: dict[str, list[str] | str] = {
     "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "mlp": ["gate_proj", "up_proj", "down_proj"],
@@ -189,6 +191,16 @@ class TrainSpec(BaseModel):
         description="Save a resumable checkpoint every this many steps.")
     warmup_ratio: float = Field(0.05, title="Warmup ratio",
         description="Share of steps spent warming up the learning rate.")
+    pool: str = Field("", title="Worker pool", max_length=63, description=(
+        "Run only on workers of this pool (a worker's STUDIO_POOL, e.g. a100-80g); the memory verdict then checks "
+        "that pool's devices. Empty: any worker."))
+
+    @field_validator("pool")
+    @classmethod
+    def _pool_name(cls, value: str) -> str:
+        if value and (problem := check_pool_name(value)):
+            raise ValueError(problem)
+        return value
 
     @field_validator("base_model", "dataset", "eval_dataset", "init_adapter")
     @classmethod

@@ -16,7 +16,7 @@ from jobs.models.contents import OTHER, chat_template_text, lora_targets
 from jobs.models.resolve import allowed_model_roots, base_model_problem, base_module_kinds, looks_local
 from jobs.models.templates import NO_TRAINING_TEMPLATE, training_template
 from jobs.planning import job_plan
-from jobs.queue.transport import enqueue_job
+from jobs.queue import routing
 from jobs.spec import (
     STUDIO_BASE_MODELS,
     MergeSpec,
@@ -208,16 +208,16 @@ def submit_jobs(studio: Studio, raws: list[dict], priority: int = 0, group_name:
     plans = [job_plan(studio, spec) for spec in specs]  # the defaults left empty, chosen for each job's data
     with studio.db.write() as session:
         jobs = [_create(session, studio, p, priority, group_name) for p in plans]
-        ids = [job.id for job in jobs]
-    for job_id in ids:  # after the commit, so the worker finds the rows; a crash in between is repaired by resync
-        enqueue_job(studio.settings, job_id, priority)
-    return ids
+        routes = [(job.id, job.pool) for job in jobs]
+    for job_id, pool in routes:  # after the commit, so the worker finds the rows; a crash in between: resync
+        routing.send(studio, job_id, priority, pool)
+    return [job_id for job_id, _ in routes]
 
 
 def _create(session, studio: Studio, step_plan: StepPlan, priority: int, group_name: str | None) -> Job:
     spec = step_plan.spec
     job = jobs_repo.create_job(session, name=spec.name or "pending", spec=spec.model_dump(mode="json"),
-                               priority=priority)
+                               priority=priority, pool=spec.pool or None)
     job.provenance = {"pinned": _pins(studio, spec), "plan": {
         "chosen": {name: getattr(spec, name) for name in step_plan.chosen}, "steps": step_plan.steps,
         "tokens": step_plan.tokens, "tokens_counted": step_plan.counted}}
@@ -264,7 +264,7 @@ def submit_merge(studio: Studio, adapter_name: str, dtype: str = "bfloat16", pri
         job = jobs_repo.create_job(session, name=f"merge-{adapter.name}", spec=spec.model_dump(mode="json"),
                                    priority=priority, kind=JobKind.MERGE)
         job_id = job.id
-    enqueue_job(studio.settings, job_id, priority)
+    routing.send(studio, job_id, priority, None)
     return job_id
 
 

@@ -6,16 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from storage.models import Adapter, Event, Job, JobKind, JobStatus, Metric, Sample, utcnow
 
 
-def create_job(session: Session, name: str, spec: dict, priority: int = 0, kind: str = JobKind.TRAIN) -> Job:
+def create_job(session: Session, name: str, spec: dict, priority: int = 0, kind: str = JobKind.TRAIN,
+               pool: str | None = None) -> Job:
     job = Job(name=name, kind=kind, spec=spec, priority=priority, status=JobStatus.QUEUED, attempt=0, lost_count=0,
-              cancel_requested=False, step=0, created_at=utcnow())
+              cancel_requested=False, step=0, created_at=utcnow(), pool=pool or None)
     session.add(job)
     session.flush()
     job.queue_rank = float(job.id)  # last in line among its priority
@@ -50,6 +51,12 @@ def queued_jobs(session: Session) -> list[tuple[int, int]]:
     return [(row.id, row.priority) for row in session.execute(query)]
 
 
+def queued_routes(session: Session) -> list[tuple[int, int, str | None]]:
+    """(id, priority, pool) of queued jobs in the order workers take them: what the queue messages must cover."""
+    query = select(Job.id, Job.priority, Job.pool).where(Job.status == JobStatus.QUEUED).order_by(*QUEUE_ORDER)
+    return [(row.id, row.priority, row.pool) for row in session.execute(query)]
+
+
 def queued_job_ids(session: Session) -> list[int]:
     return [job_id for job_id, _ in queued_jobs(session)]
 
@@ -68,11 +75,13 @@ def claim_job(session: Session, job_id: int, worker: str) -> int | None:
     return claimed
 
 
-def claim_next(session: Session, worker: str) -> tuple[int, int] | None:
-    """Take the first job in the queue's order for `worker`: (job id, attempt), or None when none is queued.
-    A queue message only wakes a worker up; the ledger decides which job runs, so reordering holds."""
+def claim_next(session: Session, worker: str, pool: str | None = None) -> tuple[int, int] | None:
+    """Take the first job in the queue's order that `worker` (serving `pool`) may run: (job id, attempt), or None
+    when none is queued. A queue message only wakes a worker up; the ledger decides which job runs, so reordering
+    holds. A worker runs jobs that ask for no pool, and, if it serves one, jobs that ask for its pool."""
     dialect = session.get_bind().dialect.name
-    first = (select(Job.id).where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))
+    allowed = Job.pool.is_(None) if pool is None else or_(Job.pool.is_(None), Job.pool == pool)
+    first = (select(Job.id).where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False), allowed)
              .order_by(*QUEUE_ORDER).limit(1))
     if dialect == "postgresql":
         first = first.with_for_update(skip_locked=True)  # concurrent workers never wait on, or take, the same row

@@ -56,6 +56,8 @@ class Job(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     queue_rank: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     group_name: Mapped[str | None] = mapped_column(String(100), index=True)
+    pool: Mapped[str | None] = mapped_column(String(63), index=True)
+    """The worker pool the job asked for; None: any worker."""
     """The sweep this job belongs to (jobs submitted together over a grid of spec values), if any."""
     """Place in line among queued jobs of the same priority (lower first); starts as the job's id."""
     attempt: Mapped[int] = mapped_column(Integer, default=0)

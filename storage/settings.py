@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,18 @@ class Settings:
     model_dirs: tuple[Path, ...] = ()
     """Folders local base models may be loaded from (STUDIO_MODEL_DIRS, separated by ':'); empty: the models folder
     and the Hugging Face cache."""
+    host_name: str = ""
+    """This host's name in worker identities and locks (STUDIO_HOST_NAME, else the system's host name)."""
+    scratch_dir: Path | None = None
+    """This host's own folder (STUDIO_SCRATCH_DIR): device locks, which must never be shared between hosts. Default:
+    `<data dir>/hosts/<host name>`, so hosts that share a data dir never share a lock file either."""
+    pool: str | None = None
+    """The pool this host's workers serve (STUDIO_POOL, e.g. `a100-80g`): they run only jobs that ask for it. A worker
+    without a pool runs only jobs that ask for none."""
+
+    @property
+    def locks_dir(self) -> Path:
+        return (self.scratch_dir or self.data_dir / "hosts" / (self.host_name or "localhost")) / "locks"
 
     @property
     def models_dir(self) -> Path:
@@ -62,12 +76,38 @@ class Settings:
         return self.data_dir / "merged"
 
 
+POOL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+"""A pool name: lowercase letters, digits, '.', '_' and '-' (it also names the pool's queue)."""
+
+
+def check_pool_name(pool: str) -> str | None:
+    """Why `pool` cannot name a pool, or None when it can."""
+    if POOL_NAME.fullmatch(pool):
+        return None
+    return (f"'{pool}' is not a pool name: use 1 to 63 lowercase letters, digits, '.', '_' or '-', starting with a "
+            f"letter or digit (e.g. a100-80g)")
+
+
+def current_host(environ: dict[str, str] | None = None) -> str:
+    """STUDIO_HOST_NAME, else the system's host name: how this host names itself in the ledger and its locks."""
+    env = os.environ if environ is None else environ
+    return env.get("STUDIO_HOST_NAME") or socket.gethostname()
+
+
+def _pool(env) -> str | None:
+    pool = env.get("STUDIO_POOL") or None
+    if pool is not None and (problem := check_pool_name(pool)):
+        raise ValueError(f"STUDIO_POOL: {problem}")
+    return pool
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read settings from the environment (or the given mapping)."""
     env = os.environ if environ is None else environ
     data_dir = Path(env.get("STUDIO_DATA_DIR", "./studio-data")).expanduser().resolve()
     database_url = env.get("STUDIO_DATABASE_URL") or f"sqlite:///{data_dir / 'studio.db'}"
     queue_url = env.get("STUDIO_QUEUE_URL") or f"sqlite:///{data_dir / 'queue.db'}"
+    host = current_host(env)
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -82,6 +122,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         webhook_url=env.get("STUDIO_WEBHOOK_URL") or None,
         chat_memory_bytes=int(env.get("STUDIO_CHAT_MEMORY_BYTES", 8 << 30)),
         model_dirs=tuple(Path(part) for part in env.get("STUDIO_MODEL_DIRS", "").split(os.pathsep) if part),
+        host_name=host,
+        scratch_dir=Path(env.get("STUDIO_SCRATCH_DIR") or data_dir / "hosts" / host).expanduser().resolve(),
+        pool=_pool(env),
     )
 
 

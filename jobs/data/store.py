@@ -15,6 +15,7 @@ from jobs.data.readers import ReadLimits
 from jobs.spec import BUNDLED_DATASETS, EXAMPLE_DATASET, PIRATE_DATASET, name_problem
 from jobs.studio import EXAMPLE_DATASET_FILE, PIRATE_DATASET_FILE, Studio
 from storage import catalog, jobs_repo
+from storage.files import write_atomically
 from storage.models import Dataset
 
 ORPHAN_AGE_S = 3600
@@ -29,9 +30,7 @@ def store_parsed(parsed: ParsedDataset, datasets_dir: Path) -> tuple[Path, str]:
     target = datasets_dir / f"{digest}.jsonl"
     if not target.exists():
         datasets_dir.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".partial")
-        partial.write_bytes(payload)
-        partial.replace(target)
+        write_atomically(target, payload)
     return target, digest
 
 
@@ -194,8 +193,8 @@ def remove_orphan_files(studio: Studio) -> list[str]:
     with studio.db.read() as session:
         kept = {studio.absolute(d.path) for d in catalog.list_datasets(session)}
     old_enough = time.time() - ORPHAN_AGE_S
-    orphans = [p for p in studio.settings.datasets_dir.glob("*.jsonl")
-               if p.resolve() not in kept and p.stat().st_mtime < old_enough]
+    stored = [*studio.settings.datasets_dir.glob("*.jsonl"), *studio.settings.datasets_dir.glob(".*.partial")]
+    orphans = [p for p in stored if p.resolve() not in kept and p.stat().st_mtime < old_enough]  # partial: torn
     for orphan in orphans:
         orphan.unlink(missing_ok=True)
     return [p.name for p in orphans]

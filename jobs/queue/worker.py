@@ -10,7 +10,6 @@ import argparse
 import logging
 import os
 import signal
-import socket
 
 from huey.consumer import Consumer
 
@@ -46,9 +45,11 @@ def register(studio, device: str) -> None:
     """This worker's row in the ledger: the workers panel and the memory verdict read it."""
     device_name, memory_bytes = describe_device()
     with studio.db.write() as session:
-        workers_repo.register_worker(session, worker_name(), socket.gethostname(), os.getpid(), device, device_name,
-                                     memory_bytes, pool=os.environ.get("STUDIO_POOL") or None)
-    log.info("worker %s: %s with %.1f GiB for a job", worker_name(), device_name, memory_bytes / 2**30)
+        workers_repo.register_worker(session, worker_name(), studio.settings.host_name, os.getpid(), device,
+                                     device_name, memory_bytes, pool=studio.settings.pool)
+    serves = f"pool '{studio.settings.pool}'" if studio.settings.pool else "no pool"
+    log.info("worker %s: %s with %.1f GiB for a job; serves %s", worker_name(), device_name, memory_bytes / 2**30,
+             serves)
 
 
 def beat(studio) -> None:
@@ -71,10 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args.exit_with_parent and (warning := sqlite_warning(studio.settings)):
         log.warning(warning)  # a standalone worker owns its log; the app that embeds one warns in its own
     device = device_label()
-    lock = hold_device_lock(studio.settings.data_dir / "locks", device)
+    lock = hold_device_lock(studio.settings.locks_dir, device)
     if lock is None:
-        log.warning("another worker on this host already serves device '%s' for %s; one job per device, so this "
-                    "one exits", device, studio.settings.data_dir)
+        log.warning("another worker on this host already serves device '%s' (its lock is in %s); one job per device, "
+                    "so this one exits", device, studio.settings.locks_dir)
         raise SystemExit(EXIT_DEVICE_TAKEN)
     reap_once(studio)
     register(studio, device)

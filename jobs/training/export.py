@@ -6,6 +6,8 @@ import os
 import zipfile
 from pathlib import Path
 
+from storage.files import private_partial
+
 REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -28,10 +30,13 @@ def zip_folder(folder: Path, target: Path, top: str, compression: int) -> Path:
     if target.is_file() and target.stat().st_mtime >= newest:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    with zipfile.ZipFile(partial, "w", compression=compression) as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and not path.is_symlink():
-                archive.write(path, arcname=f"{top}/{path.relative_to(folder)}")
-    os.replace(partial, target)
+    partial = private_partial(target)  # two people (or two app hosts) may build the same zip at once
+    try:
+        with zipfile.ZipFile(partial, "w", compression=compression) as archive:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file() and not path.is_symlink():
+                    archive.write(path, arcname=f"{top}/{path.relative_to(folder)}")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
     return target

@@ -10,6 +10,8 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from storage.files import write_atomically
+
 LIBRARIES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets", "safetensors")
 HASHES_FILE = ".content-hashes.json"
 """Kept in the models folder: hashing a large base once per (path, size, mtime) is enough."""
@@ -54,9 +56,7 @@ def content_hash(model_dir: Path, models_dir: Path) -> str:
                         digest.update(block)
         cache[key] = digest.hexdigest()
         Path(models_dir).mkdir(parents=True, exist_ok=True)
-        partial = cache_file.with_suffix(".partial")
-        partial.write_text(json.dumps(cache))
-        partial.replace(cache_file)
+        write_atomically(cache_file, json.dumps(cache))
     return cache[key]
 
 

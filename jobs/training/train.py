@@ -304,6 +304,8 @@ def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, o
                       init_adapter)
     trainer, spec = run.trainer, run.spec
     resume_from = newest_complete_checkpoint(out_dir / "checkpoints")
+    if resume_from:
+        print(f"resuming from {resume_from.name} (step {resume_from.name.rpartition('-')[2]})", flush=True)
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, BestAdapterCallback):
             if resume_from:

@@ -5,13 +5,17 @@ import pytest
 
 from storage import jobs_repo
 from storage.db import Database
-from storage.models import Adapter, JobStatus, Metric
+from storage.models import Adapter, Job, JobStatus, Metric
 from storage.schema import upgrade_database
 
 
-@pytest.fixture
-def db_url(tmp_path):
-    url = f"sqlite:///{tmp_path / 'studio.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """Every ledger test runs on SQLite (one host) and on a real PostgreSQL server (many hosts)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'studio.db'}"
+    else:
+        url = request.getfixturevalue("postgres_server").new_database()
     database = Database(url)
     upgrade_database(database)
     database.dispose()
@@ -88,6 +92,44 @@ def test_concurrent_claim_next_takes_each_job_once(db, db_url):
     for p in procs:
         p.join(timeout=60)
     assert sorted(job_id for part in won for job_id in part) == job_ids
+
+
+def _claim_and_write(url: str, worker: str, transactions: int, results) -> None:
+    """Each transaction claims the next job and writes a metric for it in the same transaction."""
+    database = Database(url)
+    won = []
+    for _ in range(transactions):
+        with database.write() as s:
+            claimed = jobs_repo.claim_next(s, worker)
+            if claimed is not None:
+                jobs_repo.record_metrics(s, claimed[0], 1, {"claimed_by": float(worker.removeprefix("w"))})
+        if claimed is not None:
+            won.append(claimed[0])
+    results.put((worker, won))
+
+
+def test_six_writers_times_two_hundred_transactions_lose_and_duplicate_no_claim(db, db_url):
+    writers, transactions = 6, 200
+    with db.write() as s:
+        job_ids = [jobs_repo.create_job(s, name="j", spec={}).id for _ in range(writers * transactions)]
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    procs = [context.Process(target=_claim_and_write, args=(db_url, f"w{i}", transactions, results))
+             for i in range(writers)]
+    for p in procs:
+        p.start()
+    won = dict(results.get(timeout=300) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    claimed = [job_id for part in won.values() for job_id in part]
+    assert sorted(claimed) == job_ids  # 1,200 transactions, 1,200 jobs: none lost, none claimed twice
+    with db.read() as s:
+        jobs = {job.id: job for job in s.query(Job)}
+        marks = {m.job_id: m.value for m in s.query(Metric).filter_by(name="claimed_by")}
+    for worker, ids in won.items():
+        for job_id in ids:  # the ledger agrees with what each writer saw it win
+            assert (jobs[job_id].status, jobs[job_id].worker, jobs[job_id].attempt) == (JobStatus.RUNNING, worker, 1)
+            assert marks[job_id] == float(worker.removeprefix("w"))
 
 
 def test_metrics_are_unique_per_job_step_name(db):

@@ -141,13 +141,14 @@ def test_rename_keeps_the_content_and_refuses_taken_names(studio, tmp_path):
 def test_an_old_file_no_row_names_is_swept_and_a_young_one_stays(studio, tmp_path):
     kept = studio.absolute(import_dataset(studio, _jsonl(tmp_path / "k.jsonl", [{"text": "kept"}]), "k").dataset.path)
     old, young = studio.settings.datasets_dir / "old.jsonl", studio.settings.datasets_dir / "young.jsonl"
-    old.write_text("{}\n")
-    young.write_text("{}\n")
+    torn = studio.settings.datasets_dir / ".abc.jsonl.123-beef.partial"  # a writer killed mid-write
+    for path in (old, young, torn):
+        path.write_text("{}\n")
     two_hours_ago = time.time() - 7200
-    os.utime(old, (two_hours_ago, two_hours_ago))
-    os.utime(kept, (two_hours_ago, two_hours_ago))
-    assert remove_orphan_files(studio) == ["old.jsonl"]
-    assert kept.exists() and young.exists() and not old.exists()
+    for path in (old, torn, kept):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    assert sorted(remove_orphan_files(studio)) == sorted(["old.jsonl", torn.name])
+    assert kept.exists() and young.exists() and not old.exists() and not torn.exists()
 
 
 def test_the_same_content_under_a_new_name_reuses_the_stored_one(studio, tmp_path):

@@ -152,7 +152,8 @@ def _start_worker(env, log_path):
 
 def test_one_worker_per_device_on_a_host(tmp_path, demo_model_dir):
     live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "first.log")
-    locks = tmp_path / "data" / "locks"
+    locks = live.studio.settings.locks_dir
+    assert locks == tmp_path / "data" / "hosts" / live.studio.settings.host_name / "locks"  # per host, never shared
     first = _start_worker(live.env, tmp_path / "first.log")
     others = []
     try:

@@ -1,0 +1,165 @@
+"""Many hosts on real servers: the ledger on PostgreSQL, the queue on Redis or on PostgreSQL, both started by the
+tests on free loopback ports (tests/servers.py). Two worker processes pose as two hosts: each has its own host name
+and scratch dir (device locks), and they share the data dir (datasets, runs with their checkpoints, adapters), as
+hosts sharing an NFS mount would. Nothing is mocked: real Huey, real Redis, real PostgreSQL, real 4-bit training."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from app.adapters_tab import adapter_zip
+from jobs.queue.routing import live_pools
+from jobs.studio import open_studio
+from jobs.submit import submit_job
+from storage import catalog, jobs_repo, workers_repo
+from storage.settings import load_settings
+from tests.conftest import FAST_JOB, REPO_ROOT, seed_model, studio_environ
+
+pytestmark = pytest.mark.slow
+TRANSPORTS = ("redis", "postgresql")
+
+
+class Team:
+    """A shared data dir, a PostgreSQL ledger, a queue server, and worker processes posing as hosts."""
+
+    def __init__(self, tmp_path: Path, demo_model_dir: Path, database_url: str, queue_url: str) -> None:
+        self.tmp_path, self.data_dir = tmp_path, tmp_path / "shared"
+        seed_model(self.data_dir, demo_model_dir)
+        self.env = studio_environ(self.data_dir, STUDIO_DATABASE_URL=database_url, STUDIO_QUEUE_URL=queue_url,
+                                  STUDIO_LEASE_S="8", STUDIO_HOST_NAME="web-host")
+        self.studio = open_studio(load_settings(self.env))
+        self.workers: dict[str, subprocess.Popen] = {}
+
+    def start_worker(self, host: str, pool: str = "") -> subprocess.Popen:
+        env = {**self.env, "STUDIO_HOST_NAME": host, "STUDIO_SCRATCH_DIR": str(self.tmp_path / f"scratch-{host}"),
+               "STUDIO_POOL": pool}
+        log = (self.tmp_path / f"{host}.log").open("ab")
+        worker = subprocess.Popen([sys.executable, "-m", "jobs.queue.worker", "--reap-interval", "1"], env=env,
+                                  cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        self.workers[host] = worker
+        self._wait(lambda: "worker ready" in self.log(host), f"{host} ready", 120)
+        return worker
+
+    def log(self, host: str) -> str:
+        path = self.tmp_path / f"{host}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _wait(self, done, what: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if done():
+                return
+            time.sleep(0.5)
+        logs = "\n".join(f"--- {host}\n{self.log(host)[-4000:]}" for host in self.workers)
+        raise AssertionError(f"no {what} within {timeout_s} s\n{logs}")
+
+    def jobs(self, ids: list[int]):
+        with self.studio.db.read() as session:
+            return [jobs_repo.get_job(session, job_id) for job_id in ids]
+
+    def wait_finished(self, ids: list[int], timeout_s: float = 600) -> list:
+        self._wait(lambda: all(job.status in ("succeeded", "failed", "cancelled") for job in self.jobs(ids)),
+                   f"end of jobs {ids}", timeout_s)
+        return self.jobs(ids)
+
+    def stop(self) -> None:
+        for worker in self.workers.values():
+            if worker.poll() is None:
+                worker.terminate()
+        for worker in self.workers.values():
+            try:
+                worker.wait(120)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        self.studio.db.dispose()
+
+
+@pytest.fixture(params=TRANSPORTS)
+def team(request, tmp_path, demo_model_dir, postgres_server):
+    database_url = postgres_server.new_database()
+    if request.param == "redis":
+        queue_url = request.getfixturevalue("redis_server").url(db=postgres_server.databases % 64)
+    else:  # Huey's PostgreSQL storage, in the ledger's database (its tables are named huey_*)
+        queue_url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    team = Team(tmp_path, demo_model_dir, database_url, queue_url)
+    yield team
+    team.stop()
+
+
+def _attempt_lines(team: Team, job_id: int) -> list[str]:
+    log = (team.data_dir / "runs" / f"job-{job_id}" / "train.log").read_text(errors="replace")
+    return re.findall(r"=== attempt (\d+) on (\S+) ===", log)
+
+
+def test_six_jobs_on_two_hosts_each_run_once_and_land_downloadable(team):
+    team.start_worker("host-a")
+    team.start_worker("host-b", pool="big")
+    with team.studio.db.read() as session:
+        hosts = {(w.host, w.pool) for w in workers_repo.live_workers(session, team.studio.settings.lease_s)}
+    assert hosts == {("host-a", None), ("host-b", "big")}
+    assert live_pools(team.studio) == {"big"}
+
+    specs = [{**FAST_JOB, "name": f"team-{i}", "eval_fraction": 0} for i in range(5)]
+    specs.append({**FAST_JOB, "name": "team-big", "eval_fraction": 0, "pool": "big"})
+    ids = [submit_job(team.studio, spec) for spec in specs]
+    jobs = team.wait_finished(ids)
+
+    assert [job.status for job in jobs] == ["succeeded"] * 6, [job.error for job in jobs]
+    assert [job.attempt for job in jobs] == [1] * 6  # claimed once each: no job ran twice, none was lost
+    ran_on = {}
+    for job in jobs:
+        attempts = _attempt_lines(team, job.id)
+        assert len(attempts) == 1, attempts  # one process trained it, once
+        ran_on[job.name] = attempts[0][1].rpartition(":")[0]
+    assert ran_on["team-big"] == "host-b"  # only host-b serves pool "big"
+    assert set(ran_on.values()) == {"host-a", "host-b"}, ran_on  # both hosts took unpooled jobs
+
+    with team.studio.db.read() as session:
+        adapters = {job.id: catalog.adapter_for_job(session, job.id) for job in jobs}
+    assert all(adapters.values())
+    for job in jobs:  # the download the Adapters tab serves, built from the shared dir by any host
+        with zipfile.ZipFile(adapter_zip(team.studio, adapters[job.id].name)) as archive:
+            names = archive.namelist()
+            assert any(name.endswith("adapter_model.safetensors") for name in names), names
+            weights = next(name for name in names if name.endswith("adapter_model.safetensors"))
+            extracted = archive.extract(weights, team.tmp_path / f"unzipped-{job.id}")
+        with safe_open(extracted, "pt") as tensors:
+            assert any("lora_A" in key for key in tensors.keys())  # noqa: SIM118 (safe_open is no dict)
+
+    # Each host locked its device in its own scratch dir; nothing was locked in the shared dir.
+    for host in ("host-a", "host-b"):
+        assert (team.tmp_path / f"scratch-{host}" / "locks" / "worker-default.lock").is_file()
+    assert not (team.data_dir / "locks").exists()
+
+
+def test_a_host_killed_mid_job_and_the_other_host_finishes_it(team):
+    team.start_worker("host-a")
+    team.start_worker("host-b")
+    job_id = submit_job(team.studio, {**FAST_JOB, "name": "survivor", "max_steps": 24, "save_steps": 2,
+                                      "eval_fraction": 0})
+    team._wait(lambda: team.jobs([job_id])[0].status == "running" and team.jobs([job_id])[0].step >= 5,
+               "the job past step 5", 300)
+    first = team.jobs([job_id])[0].worker.rpartition(":")[0]
+    other = "host-b" if first == "host-a" else "host-a"
+    team.workers[first].kill()  # kill -9 of the whole host's worker: no goodbye, its queue message is gone
+    team.workers[first].wait()
+
+    job = team.wait_finished([job_id])[0]
+    assert job.status == "succeeded", job.error
+    attempts = _attempt_lines(team, job_id)
+    assert [(number, host.rpartition(":")[0]) for number, host in attempts] == [("1", first), ("2", other)]
+    assert "Worker stopped sending heartbeats" in team.log(other)  # found by the other host's reaper, via the lease
+    log = (team.data_dir / "runs" / f"job-{job_id}" / "train.log").read_text()
+    assert "resuming from checkpoint-" in log  # the second host found the first host's checkpoint in the shared dir
+    with team.studio.db.read() as session:
+        steps = [m.step for m in jobs_repo.metrics_for(session, job_id) if m.name == "loss"]
+        assert catalog.adapter_for_job(session, job_id) is not None
+    assert steps == list(range(1, 25))  # every step logged once across the two hosts
