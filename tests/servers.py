@@ -84,6 +84,12 @@ def _as_postgres(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
+def require_servers() -> None:
+    """Skip (fail in CI) unless both redis-server and PostgreSQL are installed."""
+    require(shutil.which("redis-server"), "redis-server")
+    require(_postgres_bin("initdb"), "PostgreSQL (initdb)")
+
+
 @dataclass
 class PostgresServer:
     folder: Path

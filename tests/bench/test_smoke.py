@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import require_servers
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -14,8 +16,11 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(("script", "holds"), [
     ("train_throughput.py", ("plain_trl", "plain_trl_packed", "studio", "ratio_studio_over_plain")),
     ("compare_batched.py", ("rows",)),
+    ("scale_out.py", ("claims", "wake_up_s", "connections_per_worker")),  # needs redis-server and PostgreSQL
 ])
 def test_the_smoke_run_writes_its_report(tmp_path, script, holds):
+    if script == "scale_out.py":
+        require_servers()
     out = tmp_path / "report.json"
     done = subprocess.run([sys.executable, f"bench/{script}", "--smoke", "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
