@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import ipaddress
 import logging
 import os
@@ -29,15 +30,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def auth_from_env() -> tuple[str, str] | None:
-    """STUDIO_AUTH=user:password turns on Gradio's login."""
-    value = os.environ.get("STUDIO_AUTH", "")
-    if not value:
-        return None
-    user, sep, password = value.partition(":")
-    if not sep or not user or not password:
-        raise SystemExit("error: STUDIO_AUTH must be user:password")
-    return user, password
+def login_refusal(host: str, accounts: bool) -> str | None:
+    """Why the studio must not start as asked, or None."""
+    if os.environ.get("STUDIO_AUTH"):
+        return ("error: STUDIO_AUTH (one shared login) is gone: each person gets an account instead. Unset it and "
+                "run `python -m app users add NAME --admin` (then `users add` for everyone else).")
+    if not is_loopback(host) and not accounts:
+        return (f"error: refusing to listen on {host} without accounts: anyone who can reach it could use the "
+                f"studio. Add one with `python -m app users add NAME --admin` (every person then signs in), or "
+                f"keep the default 127.0.0.1.")
+    return None
 
 
 def start_embedded_worker() -> EmbeddedWorker:
@@ -64,23 +66,30 @@ def prepare(studio: Studio) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m app", description="Start the QLoRA studio.")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["users"]:
+        from app.accounts import users_command
+
+        raise SystemExit(users_command(open_studio(), argv[1:]))
+    parser = argparse.ArgumentParser(prog="python -m app", description="Start the QLoRA studio. Accounts: "
+                                     "python -m app users add|remove|list.")
     parser.add_argument("--host", default=os.environ.get("STUDIO_HOST", "127.0.0.1"),
-                        help="address to listen on (default 127.0.0.1; others need STUDIO_AUTH)")
+                        help="address to listen on (default 127.0.0.1; any other needs accounts)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("STUDIO_PORT", "7860")))
     parser.add_argument("--no-worker", action="store_true", help="do not start the embedded worker")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-    auth = auth_from_env()
-    if not is_loopback(args.host) and auth is None:
-        raise SystemExit(f"error: refusing to listen on {args.host} without a login. Set STUDIO_AUTH=user:password, "
-                         f"or keep the default 127.0.0.1.")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM too runs atexit, which stops the worker
     for chatty in ("httpx", "alembic"):  # Gradio's own HTTP calls and "no migration to run" are not news
         logging.getLogger(chatty).setLevel(logging.WARNING)
     log.info("opening the studio in %s", os.environ.get("STUDIO_DATA_DIR", "./studio-data"))
     studio = open_studio(warn=True)
+    from app.accounts import accounts_exist, check_login
+
+    accounts = accounts_exist(studio)
+    if refusal := login_refusal(args.host, accounts):
+        raise SystemExit(refusal)
     prepare(studio)
     if not args.no_worker:
         log.info("starting the worker (one job at a time on this machine's device)")
@@ -99,8 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     log.info("building the web app")
     app = build_app(studio, chat)
     app.queue(default_concurrency_limit=1)
+    auth = functools.partial(check_login, studio) if accounts else None  # every page and API call signs in
     app.launch(server_name=args.host, server_port=args.port, auth=auth, prevent_thread_lock=True, quiet=True,
-               **launch_options(studio))
+               auth_message="Sign in with your studio account." if accounts else None, **launch_options(studio))
     log.info("ready: open %s in a browser (Ctrl+C stops the studio)", app.local_url)
     app.block_thread()
 

@@ -14,10 +14,11 @@ from jobs.spec import priority_problem
 from jobs.studio import Studio
 from jobs.submit import cancel_job
 from jobs.sweeps import cancel_sweep
-from storage import jobs_repo, workers_repo
+from storage import jobs_repo, users_repo, workers_repo
 from storage.models import JobStatus
 
 REFRESH_S = 2.0
+ORDER_LOCKED = "where: only an admin reorders the shared queue; your jobs run in the order you submitted them"
 ALL = "all"
 # Keeps the address bar in step with the selected run, so a refresh or a shared link opens it again.
 URL_JS = """(picked) => { const url = new URL(window.location); if (picked) url.searchParams.set('job', picked);
@@ -50,13 +51,18 @@ def cancel_group(studio: Studio, group: str) -> dict[int, str]:
     """Cancel every queued or running job of a sweep; returns each one's status."""
     if not group:
         raise user_error("sweep: name the sweep to cancel")
-    return cancel_sweep(studio, group)
+    try:
+        return cancel_sweep(studio, group)
+    except LookupError as error:
+        raise user_error(f"sweep: {error}") from None
 
 
 def move(studio: Studio, job_id: int, where: str) -> list[int]:
     """Move a queued job (front, up, down, back); returns the queue's new order (job ids, first runs first)."""
     if where not in jobs_repo.MOVES:
         raise user_error(f"where: one of {', '.join(jobs_repo.MOVES)}, not '{where}'")
+    if users_repo.queue_order_locked():
+        raise user_error(ORDER_LOCKED)
     try:
         with studio.db.write() as session:
             return jobs_repo.move_job(session, run_view.checked_id(job_id), where)
@@ -68,6 +74,8 @@ def reprioritize(studio: Studio, job_id: int, priority: int) -> list[int]:
     """Change a queued job's priority; returns the queue's new order."""
     if problem := priority_problem(priority):
         raise user_error(f"priority: {problem}")
+    if users_repo.queue_order_locked():
+        raise user_error(ORDER_LOCKED)
     try:
         with studio.db.write() as session:
             jobs_repo.set_priority(session, run_view.checked_id(job_id), priority)
@@ -80,7 +88,13 @@ def worker_list(studio: Studio) -> list[dict]:
     """Live workers: host, device, memory, what each runs, last heartbeat."""
     with studio.db.read() as session:
         workers = workers_repo.live_workers(session, studio.settings.lease_s)
-    return [views.worker_summary(worker) for worker in workers]
+        running = [w.current_job_id for w in workers if w.current_job_id is not None]
+        mine = {job_id for job_id in running if jobs_repo.get_job(session, job_id) is not None}
+    summaries = [views.worker_summary(worker) for worker in workers]
+    for summary in summaries:  # a worker busy with someone else's job says so, without naming it
+        if summary["current_job_id"] is not None and summary["current_job_id"] not in mine:
+            summary["current_job_id"], summary["busy"] = None, True
+    return summaries
 
 
 def jobs_frame(studio: Studio, statuses=None, name: str = "", base: str = ALL, group: str = ALL):

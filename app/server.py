@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app import adapters_tab, api, chat_tab, datasets_tab, notices, runs_tab, train_tab
+from app import accounts, adapters_tab, api, chat_tab, datasets_tab, notices, runs_tab, train_tab
 from jobs.studio import REPO_ROOT, Studio
 
 TITLE = "QLoRA Studio"
@@ -28,6 +28,7 @@ def build_app(studio: Studio, chat: chat_tab.ChatService | None = None) -> gr.Bl
                 chat_tab.build(studio, chat, chat_panel, app)
         api.register(studio, chat)
         notices.build(studio, app)
+    accounts.guard_events(app, studio)  # every handler, UI and API alike, runs as the signed-in person
     return app
 
 

@@ -186,7 +186,7 @@ def worker_summary(worker: Worker) -> dict:
 def workers_table(workers: list[dict], queued: int) -> pd.DataFrame:
     now = utcnow()
     rows = [[w["name"], f"{w['device_name']} ({w['device']})", human_size(w["memory_bytes"]), w["pool"] or "",
-             w["current_job_id"] or "idle",
+             w["current_job_id"] or ("another person's job" if w.get("busy") else "idle"),
              human_duration((now - datetime.fromisoformat(w["heartbeat_at"])).total_seconds()) + " ago", queued]
             for w in workers]
     return pd.DataFrame(rows or [["no live worker", "", "", "", "", "", queued]], columns=WORKER_COLUMNS)

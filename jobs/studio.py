@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import os
+import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +28,12 @@ class Studio:
     settings: Settings
     db: Database
 
+    def export_dir(self, key: str) -> Path:
+        """A folder of the served exports folder named by a keyed hash of `key` (e.g. `adapter-7`): a download is
+        handed to its owner by path, and no one can guess another's."""
+        digest = hmac.new(_export_key(self.settings.data_dir), key.encode(), hashlib.sha256).hexdigest()[:32]
+        return self.settings.exports_dir / digest
+
     def relative(self, path: Path) -> str:
         """Paths stored in the database are relative to the data dir."""
         return str(Path(path).resolve().relative_to(self.settings.data_dir))
@@ -36,6 +47,23 @@ class Studio:
         # A stored path can never lead outside the data dir, whatever a row says.
         path.relative_to(self.settings.data_dir)
         return path
+
+
+def _export_key(data_dir: Path) -> bytes:
+    """The data dir's secret for naming export folders, made once (hosts sharing the dir share it)."""
+    path = data_dir / ".export-key"
+    try:
+        with path.open("xb") as handle:  # only one creator wins, on this host or another
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(secrets.token_bytes(32))
+    except FileExistsError:
+        pass
+    for _ in range(50):  # a creator elsewhere may not have written its 32 bytes yet
+        key = path.read_bytes()
+        if len(key) == 32:
+            return key
+        time.sleep(0.1)
+    raise RuntimeError(f"{path} is damaged: delete it (download links change) and start again")
 
 
 def uses_sqlite(settings: Settings) -> bool:

@@ -29,7 +29,8 @@ from jobs.spec import (
 )
 from jobs.step_plan import StepPlan
 from jobs.studio import Studio
-from storage import catalog, jobs_repo
+from storage import catalog, jobs_repo, users_repo
+from storage.access import everyone
 from storage.models import Dataset, Job, JobKind, JobStatus
 
 
@@ -155,7 +156,7 @@ def _base_model_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
 def _name_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
     if not spec.name:
         return []
-    with studio.db.read() as session:
+    with studio.db.read() as session, everyone():  # names are unique across everyone's adapters
         taken = catalog.get_adapter_by_name(session, spec.name) is not None or session.scalars(
             select(Job.id).where(Job.name == spec.name, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
         ).first() is not None
@@ -183,6 +184,26 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
     return spec
 
 
+def _order_problem(priority: int) -> str | None:
+    if priority != 0 and users_repo.queue_order_locked():
+        return "only an admin sets priorities (the queue is shared); your jobs run in the order you submit them"
+    return None
+
+
+def quota_problem(studio: Studio, adding: int) -> Problem | None:
+    """A person's limit on jobs queued or running at once, when accounts exist (admins have none)."""
+    with studio.db.read() as session:
+        user = users_repo.limited_user(session)
+        if user is None:
+            return None
+        active = len(jobs_repo.active_jobs(session, mine=True))
+    limit = user.max_queued_jobs or studio.settings.max_queued_jobs
+    if active + adding <= limit:
+        return None
+    return Problem(field="spec", message=f"you have {active} jobs queued or running and may have {limit} at once; "
+                   f"this adds {adding}: wait for some to finish or cancel some")
+
+
 def submit_job(studio: Studio, raw: dict, priority: int = 0) -> int:
     """Validate, write the ledger row, then enqueue its message. Returns the job id."""
     return submit_jobs(studio, [raw], priority)[0]
@@ -191,7 +212,7 @@ def submit_job(studio: Studio, raw: dict, priority: int = 0) -> int:
 def submit_jobs(studio: Studio, raws: list[dict], priority: int = 0, group_name: str | None = None) -> list[int]:
     """Validate every spec (all problems at once, each naming its point when there are several), then write all the
     ledger rows in one transaction and enqueue them: a group is queued whole or not at all."""
-    if problem := priority_problem(priority):
+    if problem := priority_problem(priority) or _order_problem(priority):
         raise SpecError.from_text("priority", problem)
     specs, problems = [], []
     for index, raw in enumerate(raws):
@@ -203,6 +224,8 @@ def submit_jobs(studio: Studio, raws: list[dict], priority: int = 0, group_name:
     names = [spec.name for spec in specs if spec.name]
     if len(names) != len(set(names)):
         problems.append(Problem(field="name", message="each job of a group needs its own adapter name"))
+    if quota := quota_problem(studio, len(raws)):
+        problems.append(quota)
     if problems:
         raise SpecError(problems)
     plans = [job_plan(studio, spec) for spec in specs]  # the defaults left empty, chosen for each job's data
@@ -260,6 +283,8 @@ def submit_merge(studio: Studio, adapter_name: str, dtype: str = "bfloat16", pri
         spec = MergeSpec(adapter=adapter.name, adapter_id=adapter.id, dtype=dtype)
     except ValidationError as error:
         raise SpecError([Problem(field="dtype", message=e["msg"]) for e in error.errors()]) from None
+    if quota := quota_problem(studio, 1):
+        raise SpecError([quota])
     with studio.db.write() as session:
         job = jobs_repo.create_job(session, name=f"merge-{adapter.name}", spec=spec.model_dump(mode="json"),
                                    priority=priority, kind=JobKind.MERGE)

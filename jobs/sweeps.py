@@ -12,6 +12,7 @@ from jobs.spec import Problem, SpecError, TrainSpec, name_problem
 from jobs.studio import Studio
 from jobs.submit import submit_jobs
 from storage import jobs_repo
+from storage.access import visible
 from storage.models import Job, JobStatus
 
 MAX_POINTS = 64
@@ -65,6 +66,8 @@ def submit_sweep(studio: Studio, base: dict, axes: object, mode: str = "grid", n
 def cancel_sweep(studio: Studio, group: str) -> dict[int, str]:
     """Cancel every queued or running job of the group; returns each job's status afterwards."""
     with studio.db.write() as session:
-        jobs = session.query(Job.id).filter(Job.group_name == group,
-                                            Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])).all()
-        return {job_id: jobs_repo.request_cancel(session, job_id) for (job_id,) in jobs}
+        mine = session.query(Job.id, Job.status).filter(Job.group_name == group, visible(Job.owner)).all()
+        if not mine:
+            raise LookupError(f"no sweep named '{group}'")
+        active = [job_id for job_id, status in mine if status in (JobStatus.QUEUED, JobStatus.RUNNING)]
+        return {job_id: jobs_repo.request_cancel(session, job_id) for job_id in active}

@@ -7,12 +7,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from storage.access import visible
 from storage.models import Event, Job, utcnow
 
 
 def events_after(session: Session, last_id: int, limit: int = 20) -> list[tuple[Event, str]]:
     """(event, job name) newer than `last_id`, oldest first."""
-    query = (select(Event, Job.name).join(Job, Event.job_id == Job.id).where(Event.id > last_id)
+    query = (select(Event, Job.name).join(Job, Event.job_id == Job.id).where(Event.id > last_id, visible(Job.owner))
              .order_by(Event.id).limit(limit))
     return [(event, name) for event, name in session.execute(query)]
 

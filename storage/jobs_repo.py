@@ -10,13 +10,14 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from storage.access import new_owner, visible
 from storage.models import Adapter, Event, Job, JobKind, JobStatus, Metric, Sample, utcnow
 
 
 def create_job(session: Session, name: str, spec: dict, priority: int = 0, kind: str = JobKind.TRAIN,
                pool: str | None = None) -> Job:
     job = Job(name=name, kind=kind, spec=spec, priority=priority, status=JobStatus.QUEUED, attempt=0, lost_count=0,
-              cancel_requested=False, step=0, created_at=utcnow(), pool=pool or None)
+              cancel_requested=False, step=0, created_at=utcnow(), pool=pool or None, owner=new_owner())
     session.add(job)
     session.flush()
     job.queue_rank = float(job.id)  # last in line among its priority
@@ -24,20 +25,31 @@ def create_job(session: Session, name: str, spec: dict, priority: int = 0, kind:
 
 
 def get_job(session: Session, job_id: int) -> Job | None:
-    return session.get(Job, job_id)
+    """The job, if it exists and whoever asks may see it (storage/access.py)."""
+    return session.scalars(select(Job).where(Job.id == job_id, visible(Job.owner))).first()
 
 
 def list_jobs(session: Session, limit: int = 200) -> list[Job]:
-    return list(session.scalars(select(Job).order_by(Job.id.desc()).limit(limit)))
+    return list(session.scalars(select(Job).where(visible(Job.owner)).order_by(Job.id.desc()).limit(limit)))
+
+
+def _seen(job_ids):
+    """Only ids of jobs the asker may see: metrics, samples and events are theirs through their job."""
+    return Job.id.in_(job_ids) if isinstance(job_ids, list) else Job.id == job_ids
+
+
+def _visible_ids(session: Session, job_ids) -> list[int]:
+    return list(session.scalars(select(Job.id).where(_seen(job_ids), visible(Job.owner))))
 
 
 QUEUE_ORDER = (Job.priority.desc(), Job.queue_rank, Job.id)
 """The one order of the queue: what the Runs tab shows and what workers take, highest priority first."""
 
 
-def active_jobs(session: Session) -> list[Job]:
-    """Jobs that are queued or running: what they name (datasets, adapters) must stay as it is."""
-    return list(session.scalars(select(Job).where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))))
+def active_jobs(session: Session, mine: bool = False) -> list[Job]:
+    """Jobs that are queued or running, anyone's (what they name must stay as it is); `mine`: the asker's only."""
+    query = select(Job).where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+    return list(session.scalars(query.where(visible(Job.owner)) if mine else query))
 
 
 def pinned(job: Job) -> dict:
@@ -58,7 +70,14 @@ def queued_routes(session: Session) -> list[tuple[int, int, str | None]]:
 
 
 def queued_job_ids(session: Session) -> list[int]:
+    """Queued jobs in the order workers take them (all of them: a queue place counts everyone's jobs ahead)."""
     return [job_id for job_id, _ in queued_jobs(session)]
+
+
+def visible_queued_ids(session: Session) -> list[int]:
+    """The asker's own queued jobs, in the queue's order."""
+    query = select(Job.id).where(Job.status == JobStatus.QUEUED, visible(Job.owner)).order_by(*QUEUE_ORDER)
+    return list(session.scalars(query))
 
 
 def claim_job(session: Session, job_id: int, worker: str) -> int | None:
@@ -100,7 +119,7 @@ def move_job(session: Session, job_id: int, where: str) -> list[int]:
     it must (it takes the priority of the job it passes). Returns the new order of queued ids."""
     order = queued_jobs(session)
     ids = [queued_id for queued_id, _ in order]
-    if job_id not in ids:
+    if job_id not in ids or not _visible_ids(session, job_id):
         raise LookupError(f"job {job_id} is not queued")
     index = ids.index(job_id)
     target = {"front": 0, "up": max(0, index - 1), "down": min(len(ids) - 1, index + 1), "back": len(ids) - 1}[where]
@@ -128,7 +147,7 @@ def _renumber(session: Session, ids: list[int], priorities: dict[int, int], move
 
 
 def set_priority(session: Session, job_id: int, priority: int) -> None:
-    job = session.get(Job, job_id)
+    job = get_job(session, job_id)
     if job is None or job.status != JobStatus.QUEUED:
         raise LookupError(f"job {job_id} is not queued")
     job.priority = priority
@@ -186,28 +205,32 @@ def record_samples(session: Session, job_id: int, step: int, answers: list[tuple
 
 
 def samples_for(session: Session, job_id: int) -> list[Sample]:
-    query = select(Sample).where(Sample.job_id == job_id).order_by(Sample.prompt_index, Sample.step)
+    query = (select(Sample).where(Sample.job_id.in_(_visible_ids(session, job_id)))
+             .order_by(Sample.prompt_index, Sample.step))
     return list(session.scalars(query))
 
 
 def metrics_for(session: Session, job_id: int) -> list[Metric]:
-    return list(session.scalars(select(Metric).where(Metric.job_id == job_id).order_by(Metric.step, Metric.name)))
+    query = select(Metric).where(Metric.job_id.in_(_visible_ids(session, job_id))).order_by(Metric.step, Metric.name)
+    return list(session.scalars(query))
 
 
 def metric_values(session: Session, job_id: int, name: str) -> list[float]:
     """Every value of one metric of a job, in step order."""
-    query = select(Metric.value).where(Metric.job_id == job_id, Metric.name == name).order_by(Metric.step)
+    query = (select(Metric.value).where(Metric.job_id.in_(_visible_ids(session, job_id)), Metric.name == name)
+             .order_by(Metric.step))
     return list(session.scalars(query))
 
 
 def latest_metric(session: Session, job_id: int, name: str) -> float | None:
-    query = (select(Metric.value).where(Metric.job_id == job_id, Metric.name == name)
+    query = (select(Metric.value).where(Metric.job_id.in_(_visible_ids(session, job_id)), Metric.name == name)
              .order_by(Metric.step.desc()).limit(1))
     return session.scalars(query).first()
 
 
 def latest_metrics(session: Session, job_ids: list[int], names: tuple[str, ...]) -> dict[int, dict[str, float]]:
     """The newest value of each named metric for many jobs, in one query (the Runs table refreshes often)."""
+    job_ids = _visible_ids(session, list(job_ids))
     if not job_ids:
         return {}
     newest = (select(Metric.job_id, Metric.name, func.max(Metric.step).label("step"))
@@ -277,7 +300,7 @@ def request_cancel(session: Session, job_id: int) -> str | None:
     """Cancel a queued job at once; flag a running one for its worker. Returns the resulting status, or
     None when there is no such job."""
     job = session.get(Job, job_id, with_for_update=True)
-    if job is None:
+    if job is None or job.id not in _visible_ids(session, job_id):
         return None
     if job.status == JobStatus.QUEUED:
         job.status, job.finished_at, job.error = JobStatus.CANCELLED, utcnow(), "Cancelled before it started."

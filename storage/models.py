@@ -58,6 +58,7 @@ class Job(Base):
     group_name: Mapped[str | None] = mapped_column(String(100), index=True)
     pool: Mapped[str | None] = mapped_column(String(63), index=True)
     """The worker pool the job asked for; None: any worker."""
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
     """The sweep this job belongs to (jobs submitted together over a grid of spec values), if any."""
     """Place in line among queued jobs of the same priority (lower first); starts as the job's id."""
     attempt: Mapped[int] = mapped_column(Integer, default=0)
@@ -104,10 +105,12 @@ class Adapter(Base):
     merged_path: Mapped[str | None] = mapped_column(String(500))
     """The adapter merged into a 16-bit copy of its base (relative to the data dir), once a merge job built it."""
     merged_size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class Dataset(Base):
     __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("owner", "sha256", name="uq_datasets_owner_sha256"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -115,12 +118,14 @@ class Dataset(Base):
     """Relative to the data dir: a normalized JSONL copy the studio owns."""
     format: Mapped[str] = mapped_column(String(32))
     rows: Mapped[int] = mapped_column(Integer)
-    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
     mapping: Mapped[dict | None] = mapped_column(JSON)
     """{"format", "columns": {role: column}}: how the file's columns were read."""
     source: Mapped[dict | None] = mapped_column(JSON)
     """Where it came from: {"file": name} or {"hub": id, "config", "split", "revision"}."""
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    """Who imported it; None: bundled with the studio, everyone's."""
 
 
 class Worker(Base):
@@ -195,6 +200,7 @@ class Vote(Base):
     """The winning adapter's name when outcome is best."""
     settings: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class PromptSuite(Base):
@@ -207,6 +213,7 @@ class PromptSuite(Base):
     prompts: Mapped[list] = mapped_column(JSON)
     """[{"prompt": text, "reference": text or null}]"""
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class SuiteResult(Base):
@@ -228,3 +235,22 @@ class SuiteResult(Base):
     reference_loglik: Mapped[float | None] = mapped_column(Float)
     settings: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+
+
+class User(Base):
+    """A person who signs in (only when accounts exist). A removed user keeps the row, with no password, so the
+    name is never given to someone else along with the removed person's jobs and adapters."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    """argon2id, salted (argon2-cffi's PasswordHasher); None once removed."""
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_queued_jobs: Mapped[int | None] = mapped_column(Integer)
+    """Jobs this person may have queued or running at once; None: the studio's default."""
+    max_upload_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    """The largest dataset file this person may upload; None: the studio's limit."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime())

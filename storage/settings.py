@@ -31,6 +31,9 @@ class Settings:
     """The longest line (JSONL) or cell (CSV) accepted, checked while reading."""
     max_rows: int = 2_000_000
     """The most rows one dataset may hold, checked while reading."""
+    max_queued_jobs: int = 20
+    """With accounts: how many jobs a person (not an admin) may have queued or running at once, unless their account
+    says otherwise."""
     webhook_url: str | None = None
     """Where the app POSTs a JSON notice of each job event (succeeded, failed, requeued, cancelled)."""
     chat_memory_bytes: int | None = 8 << 30
@@ -119,6 +122,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         max_upload_bytes=int(env.get("STUDIO_MAX_UPLOAD_BYTES", 1 << 30)),
         max_line_bytes=int(env.get("STUDIO_MAX_LINE_BYTES", 16 << 20)),
         max_rows=int(env.get("STUDIO_MAX_ROWS", 2_000_000)),
+        max_queued_jobs=int(env.get("STUDIO_MAX_QUEUED_JOBS", 20)),
         webhook_url=env.get("STUDIO_WEBHOOK_URL") or None,
         chat_memory_bytes=int(env.get("STUDIO_CHAT_MEMORY_BYTES", 8 << 30)),
         model_dirs=tuple(Path(part) for part in env.get("STUDIO_MODEL_DIRS", "").split(os.pathsep) if part),

@@ -5,15 +5,16 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from storage.access import visible
 from storage.models import PromptSuite, SuiteResult
 
 
 def get_suite(session: Session, name: str) -> PromptSuite | None:
-    return session.scalars(select(PromptSuite).where(PromptSuite.name == name)).first()
+    return session.scalars(select(PromptSuite).where(PromptSuite.name == name, visible(PromptSuite.owner))).first()
 
 
 def list_suites(session: Session) -> list[PromptSuite]:
-    return list(session.scalars(select(PromptSuite).order_by(PromptSuite.name)))
+    return list(session.scalars(select(PromptSuite).where(visible(PromptSuite.owner)).order_by(PromptSuite.name)))
 
 
 def put_result(session: Session, suite_id: int, base_model: str, pane: str, prompt_index: int, **fields) -> None:

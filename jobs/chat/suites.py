@@ -16,6 +16,7 @@ from jobs.chat.request import BASE_PANE, STEP_MARK, ChatRequestError, Generation
 from jobs.spec import name_problem
 from jobs.studio import Studio
 from storage import catalog, suites_repo
+from storage.access import LOCAL_OWNER, Person, acting_as, everyone, new_owner
 from storage.models import PromptSuite
 
 REFERENCE_MARK = "=>"
@@ -56,7 +57,10 @@ def save_suite(studio: Studio, name: str, prompts: list[dict]) -> PromptSuite:
     with studio.db.write() as session:
         suite = suites_repo.get_suite(session, name)
         if suite is None:
-            suite = PromptSuite(name=name, prompts=prompts)
+            with everyone():  # suite names are unique across everyone's
+                if suites_repo.get_suite(session, name) is not None:
+                    raise ChatRequestError([f"name: a prompt suite is already named '{name}'"])
+            suite = PromptSuite(name=name, prompts=prompts, owner=new_owner())
             session.add(suite)
         elif suite.prompts != prompts:
             suite.prompts = prompts
@@ -177,9 +181,10 @@ def follow_new_adapters(studio: Studio, engine_of, after_id: int) -> tuple[int, 
         fresh = sorted((a for a in catalog.list_adapters(session) if a.id > after_id), key=lambda a: a.id)
     done = []
     for adapter in fresh:
-        for name in suites_to_follow(studio, adapter.base_model):
-            pane = [(adapter.name, studio.absolute(adapter.path))]
-            run_suite(studio, engine_of(), name, adapter.base_model, pane,
-                      last_settings(studio, name, adapter.base_model))
-            done.append(f"{name}: {adapter.name}")
+        with acting_as(Person(adapter.owner or LOCAL_OWNER)):  # a suite follows only its owner's adapters
+            for name in suites_to_follow(studio, adapter.base_model):
+                pane = [(adapter.name, studio.absolute(adapter.path))]
+                run_suite(studio, engine_of(), name, adapter.base_model, pane,
+                          last_settings(studio, name, adapter.base_model))
+                done.append(f"{name}: {adapter.name}")
     return max([after_id, *(a.id for a in fresh)]), done

@@ -35,6 +35,8 @@ class ReadLimits:
     max_bytes: int = 1 << 30
     max_line_bytes: int = 16 << 20
     max_rows: int = 2_000_000
+    max_bytes_set_by: str = "STUDIO_MAX_UPLOAD_BYTES"
+    """Where the upload cap comes from, for the refusal: the setting, or the person's account."""
 
 
 def read_records(path: Path, limits: ReadLimits = ReadLimits()) -> list[dict]:
@@ -47,7 +49,7 @@ def read_records(path: Path, limits: ReadLimits = ReadLimits()) -> list[dict]:
         raise DatasetError(["the file is empty"])
     if size > limits.max_bytes:
         raise DatasetError([f"the file has {size:,} bytes; uploads are capped at {limits.max_bytes:,} "
-                            f"(STUDIO_MAX_UPLOAD_BYTES)"])
+                            f"({limits.max_bytes_set_by})"])
     if suffix in TEXT_SUFFIXES and (what := _binary_kind(path)):
         raise DatasetError([f"the file is not text: it looks like {what}, not {suffix[1:].upper()}. Upload JSONL, "
                             f"JSON, CSV or Parquet"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from jobs.data.errors import DatasetError
@@ -14,7 +14,8 @@ from jobs.data.formats import Mapping, ParsedDataset, parse_file
 from jobs.data.readers import ReadLimits
 from jobs.spec import BUNDLED_DATASETS, EXAMPLE_DATASET, PIRATE_DATASET, name_problem
 from jobs.studio import EXAMPLE_DATASET_FILE, PIRATE_DATASET_FILE, Studio
-from storage import catalog, jobs_repo
+from storage import catalog, jobs_repo, users_repo
+from storage.access import everyone, new_owner
 from storage.files import write_atomically
 from storage.models import Dataset
 
@@ -60,26 +61,37 @@ class Imported:
         return f"imported '{self.dataset.name}' ({self.dataset.rows} rows, {self.dataset.format})"
 
 
-def register_parsed(studio: Studio, name: str, parsed: ParsedDataset, source: dict | None = None) -> Imported:
-    """Store and register `parsed` under `name`; the same content already stored is reused, whatever its name."""
+def register_parsed(studio: Studio, name: str, parsed: ParsedDataset, source: dict | None = None,
+                    bundled: bool = False) -> Imported:
+    """Store and register `parsed` under `name` for the person acting (`bundled`: for everyone); the same content
+    they already stored is reused, whatever its name."""
     path, digest = store_parsed(parsed, studio.settings.datasets_dir)
     with studio.db.write() as session:
-        existing = catalog.get_dataset_by_sha256(session, digest)
+        existing = catalog.get_dataset_by_sha256(session, digest, None if bundled else new_owner())
         if existing is not None:
             return Imported(dataset=existing, reused=True)
-        if catalog.get_dataset_by_name(session, name) is not None:
+        with everyone():  # names are unique across everyone's datasets
+            taken = catalog.get_dataset_by_name(session, name) is not None
+        if taken:
             # A name always means one content, so a re-upload can never change what a queued job reads.
             raise DatasetError([f"name: a dataset named '{name}' already exists with other content; pick another "
                                 f"name"])
         return Imported(reused=False, dataset=catalog.add_dataset(
             session, name=name, path=studio.relative(path), format=parsed.format, rows=len(parsed.rows),
-            sha256=digest, mapping=parsed.mapping.as_dict() if parsed.mapping else None, source=source))
+            sha256=digest, mapping=parsed.mapping.as_dict() if parsed.mapping else None, source=source,
+            bundled=bundled))
 
 
 def read_limits(studio: Studio) -> ReadLimits:
+    """The studio's limits on a dataset file; a person's account may set a smaller (or larger) upload size."""
     settings = studio.settings
-    return ReadLimits(max_bytes=settings.max_upload_bytes, max_line_bytes=settings.max_line_bytes,
-                      max_rows=settings.max_rows)
+    with studio.db.read() as session:
+        user = users_repo.limited_user(session)
+    limits = ReadLimits(max_bytes=settings.max_upload_bytes, max_line_bytes=settings.max_line_bytes,
+                        max_rows=settings.max_rows)
+    if user is not None and user.max_upload_bytes:
+        return replace(limits, max_bytes=user.max_upload_bytes, max_bytes_set_by=f"the limit of {user.name}'s account")
+    return limits
 
 
 def new_name_problems(name: str) -> list[str]:
@@ -112,7 +124,7 @@ def ensure_bundled_dataset(studio: Studio, name: str = EXAMPLE_DATASET) -> Datas
         existing = catalog.get_dataset_by_name(session, name)
     if existing is not None:
         return existing
-    return register_parsed(studio, name, parse_file(BUNDLED_FILES[name])).dataset
+    return register_parsed(studio, name, parse_file(BUNDLED_FILES[name]), bundled=True).dataset
 
 
 def ensure_example_dataset(studio: Studio) -> Dataset:
@@ -142,7 +154,7 @@ def dataset_names(studio: Studio) -> list[str]:
 def datasets_in_use(studio: Studio) -> set[str]:
     """Names of the datasets that queued or running jobs train or evaluate on (by the name or the id they were
     submitted with)."""
-    with studio.db.read() as session:
+    with studio.db.read() as session, everyone():  # anyone's job keeps what it uses
         active = jobs_repo.active_jobs(session)
         names = {job.spec.get(role) for job in active for role in DATASET_ROLES}
         pinned = {(jobs_repo.pinned(job).get(role) or {}).get("id") for job in active for role in DATASET_ROLES}
@@ -165,7 +177,9 @@ def rename_dataset(studio: Studio, name: str, new_name: str) -> Dataset:
         dataset = catalog.get_dataset_by_name(session, name)
         if dataset is None:
             raise DatasetError([f"name: no dataset named '{name}'"])
-        if catalog.get_dataset_by_name(session, new_name) is not None:
+        with everyone():
+            taken = catalog.get_dataset_by_name(session, new_name) is not None
+        if taken:
             raise DatasetError([f"new_name: a dataset is already named '{new_name}'"])
         dataset.name = new_name
         return dataset
@@ -181,10 +195,13 @@ def delete_dataset(studio: Studio, name: str) -> None:
         dataset = catalog.get_dataset_by_name(session, name)
         if dataset is None:
             raise DatasetError([f"name: no dataset named '{name}'"])
-        path = studio.absolute(dataset.path)
+        path, stored = studio.absolute(dataset.path), dataset.path
         session.delete(dataset)
+        session.flush()
+        shared = catalog.datasets_at(session, stored) > 0  # another owner uploaded the same content
     # After the row is gone: a crash in between leaves a file no row names, never a row without its file.
-    path.unlink(missing_ok=True)
+    if not shared:
+        path.unlink(missing_ok=True)
 
 
 def remove_orphan_files(studio: Studio) -> list[str]:

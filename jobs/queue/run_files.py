@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from jobs.studio import Studio
+from storage.files import private_partial
 
 LOG_TAIL_LINES = 30
 TAIL_WINDOW_BYTES = 64 * 1024
@@ -37,11 +38,11 @@ def export_log(studio: Studio, job_id: int) -> Path | None:
     source = train_log_path(studio, job_id)
     if not source.is_file():
         return None
-    target = studio.settings.exports_dir / "logs" / f"job-{job_id}-train.log"
+    target = studio.export_dir(f"job-{job_id}") / f"job-{job_id}-train.log"
     stat = source.stat()
     if not target.is_file() or target.stat().st_size != stat.st_size or target.stat().st_mtime < stat.st_mtime:
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".partial")
+        partial = private_partial(target)
         shutil.copyfile(source, partial)
         os.replace(partial, target)
     return target

@@ -17,7 +17,8 @@ from jobs.spec import TrainSpec, name_problem
 from jobs.studio import Studio
 from jobs.training.model_card import write_model_card
 from storage import catalog, jobs_repo
-from storage.models import Adapter
+from storage.access import everyone
+from storage.models import Adapter, Job
 
 DELETING_PREFIX = ".deleting-"
 
@@ -32,7 +33,7 @@ def adapter_folder(studio: Studio, job_id: int) -> Path:
 
 def free_adapter_name(studio: Studio, wanted: str, job_id: int) -> str:
     """`wanted`, or `<wanted>-job<id>` when another adapter already has that name."""
-    with studio.db.read() as session:
+    with studio.db.read() as session, everyone():
         taken = catalog.get_adapter_by_name(session, wanted)
     return wanted if taken is None or taken.job_id == job_id else f"{wanted}-job{job_id}"
 
@@ -47,8 +48,10 @@ def publish_adapter(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, 
     os.replace(adapter_dir, target)
     _write_card(studio, target, name)
     size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+    with studio.db.read() as session:
+        owner = session.get(Job, job_id).owner  # the adapter is whoever submitted the job's
     adapter = Adapter(name=name, base_model=spec.base_model, path=studio.relative(target), size_bytes=size,
-                      job_id=job_id)
+                      job_id=job_id, owner=owner)
     with studio.db.write() as session:
         recorded = jobs_repo.succeed_job(session, job_id, attempt, adapter)
     if not recorded:
@@ -86,12 +89,12 @@ def _write_card(studio: Studio, folder: Path, name: str) -> None:
     write_model_card(folder, name, spec, final_metrics, base_path)
 
 
-def _export_zip(studio: Studio, name: str) -> Path:
-    return studio.settings.exports_dir / f"{name}.zip"
+def _export_zip(studio: Studio, adapter: Adapter, name: str) -> Path:
+    return studio.export_dir(f"adapter-{adapter.id}") / f"{name}.zip"
 
 
-def merged_zip_path(studio: Studio, name: str) -> Path:
-    return studio.settings.exports_dir / f"{name}-merged.zip"
+def merged_zip_path(studio: Studio, adapter: Adapter, name: str) -> Path:
+    return studio.export_dir(f"adapter-{adapter.id}") / f"{name}-merged.zip"
 
 
 def rename_adapter(studio: Studio, name: str, new_name: str) -> Adapter:
@@ -102,20 +105,22 @@ def rename_adapter(studio: Studio, name: str, new_name: str) -> Adapter:
         adapter = catalog.get_adapter_by_name(session, name)
         if adapter is None:
             raise AdapterError(f"name: no adapter named '{name}'")
-        if new_name != name and catalog.get_adapter_by_name(session, new_name) is not None:
+        with everyone():  # names are unique across everyone's adapters
+            taken = new_name != name and catalog.get_adapter_by_name(session, new_name) is not None
+        if taken:
             raise AdapterError(f"new_name: an adapter is already named '{new_name}'")
         adapter.name = new_name
     folder = studio.absolute(adapter.path)
     if folder.is_dir():
         _write_card(studio, folder, new_name)
-    for stale in (_export_zip(studio, name), merged_zip_path(studio, name)):
+    for stale in (_export_zip(studio, adapter, name), merged_zip_path(studio, adapter, name)):
         stale.unlink(missing_ok=True)  # downloads under the old name are stale
     return adapter
 
 
 def adapter_ids_in_use(session) -> set[int]:
     """Adapters a queued or running job continues from (pinned by id at submit)."""
-    pins = [jobs_repo.pinned(job).get("init_adapter") for job in jobs_repo.active_jobs(session)]
+    pins = [jobs_repo.pinned(job).get("init_adapter") for job in jobs_repo.active_jobs(session)]  # anyone's
     return {pin["id"] for pin in pins if pin}
 
 
@@ -141,7 +146,7 @@ def delete_adapter(studio: Studio, name: str) -> None:
     shutil.rmtree(aside, ignore_errors=True)
     if adapter.merged_path:
         shutil.rmtree(studio.absolute(adapter.merged_path), ignore_errors=True)
-    for stale in (_export_zip(studio, adapter.name), merged_zip_path(studio, adapter.name)):
+    for stale in (_export_zip(studio, adapter, adapter.name), merged_zip_path(studio, adapter, adapter.name)):
         stale.unlink(missing_ok=True)
 
 

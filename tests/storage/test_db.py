@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import text
 
 from storage.db import Database, check_sqlite_location, filesystem_type, sqlite_version_warning
-from storage.models import Job
+from storage.models import Dataset, Job
 from storage.schema import current_revision, head_revision, upgrade_database
 
 
@@ -52,11 +52,17 @@ def test_upgrade_from_the_first_schema_keeps_jobs(tmp_path):
     with database.write() as session:
         session.execute(text("INSERT INTO jobs (name, status, spec, priority, attempt, cancel_requested, step, "
                              "created_at) VALUES ('old', 'queued', '{}', 0, 2, 0, 0, '2026-01-01 00:00:00')"))
+        for name in ("example", "mine"):
+            session.execute(text("INSERT INTO datasets (name, path, format, rows, sha256, created_at) VALUES "
+                                 f"('{name}', 'datasets/x.jsonl', 'messages', 1, '{name}', '2026-01-01 00:00:00')"))
     upgrade_database(database)
     with database.read() as session:
         job = session.query(Job).one()
+        owners = {d.name: d.owner for d in session.query(Dataset)}
     assert (job.name, job.attempt, job.lost_count, job.kind, job.provenance) == ("old", 2, 0, "train", None)
-    assert current_revision(database) == head_revision() == "0010"
+    assert job.owner == "local" and job.pool is None  # what predates accounts is the local user's
+    assert owners == {"example": None, "mine": "local"}  # a bundled dataset is everyone's
+    assert current_revision(database) == head_revision() == "0012"
     database.dispose()
 
 
