@@ -9,7 +9,6 @@ from app import charts, views
 from app.errors import user_error
 from jobs.studio import Studio
 from storage import jobs_repo
-from storage.models import Job
 
 RANKED_METRICS = ("loss", "eval_loss", "peak_memory_bytes")
 MAX_RUNS = 12
@@ -47,7 +46,7 @@ def compare(studio: Studio, job_ids: list[int], timeline: str, x_axis: str, diff
     if len(job_ids) > MAX_RUNS:
         raise user_error(f"runs: at most {MAX_RUNS} at once")
     with studio.db.read() as session:
-        jobs = [job for job in (session.get(Job, job_id) for job_id in job_ids) if job is not None]
+        jobs = [job for job in (jobs_repo.get_job(session, job_id) for job_id in job_ids) if job is not None]
         metrics = {job.id: jobs_repo.metrics_for(session, job.id) for job in jobs}
         latest = jobs_repo.latest_metrics(session, [job.id for job in jobs], RANKED_METRICS)
         medians = {job.id: views.median_or_none(jobs_repo.metric_values(session, job.id, "tokens_per_s"))

@@ -103,7 +103,7 @@ def wake_up_s(settings_env: dict[str, str], rounds: int) -> float:
     return round(statistics.median(samples), 3)
 
 
-def worker_connections(env: dict[str, str], database_name: str, port: int, max_steps: int) -> dict:
+def worker_connections(env: dict[str, str], database_name: str, port: int, max_steps: int, settle_s: float) -> dict:
     from jobs.models.demo import ensure_demo_model
     from jobs.studio import open_studio
     from jobs.submit import submit_job
@@ -122,7 +122,7 @@ def worker_connections(env: dict[str, str], database_name: str, port: int, max_s
             return connection.execute(query, (database_name,)).fetchone()[0]
 
     try:
-        time.sleep(12)
+        time.sleep(settle_s)  # the worker starts, registers and goes idle
         idle = count()
         studio = open_studio(load_settings(env))
         job_id = submit_job(studio, {"max_steps": max_steps, "batch_size": 2, "max_length": 256, "eval_fraction": 0})
@@ -175,7 +175,8 @@ def main() -> None:
             queue_url = redis.url(2) if name == "redis" else database_url.replace("+psycopg", "")
             env = {**os.environ, "STUDIO_DATA_DIR": str(work / f"conn-{name}" / "data"), "PYTHONPATH": str(ROOT),
                    "STUDIO_DATABASE_URL": database_url, "STUDIO_QUEUE_URL": queue_url, "STUDIO_HEARTBEAT_S": "1"}
-            found = worker_connections(env, database_url.rsplit("/", 1)[1], postgres.port, 8 if args.smoke else 40)
+            found = worker_connections(env, database_url.rsplit("/", 1)[1], postgres.port, 2 if args.smoke else 40,
+                                       6 if args.smoke else 12)
             report["connections_per_worker"][f"{name}_queue"] = found
             print(f"PostgreSQL connections of one worker ({name} queue):", found, flush=True)
     finally:

@@ -94,3 +94,29 @@ def test_a_person_s_limits_hold_at_submit_and_upload(studio, tmp_path):
     with acting_as(Person("root", admin=True)):  # an admin has no queue limit and may set priorities
         submit_job(studio, {**FAST_JOB, "name": "admin-1"}, priority=5)
         submit_job(studio, {**FAST_JOB, "name": "admin-2"})
+
+
+def test_a_bug_shows_a_non_admin_an_incident_number_and_an_admin_the_error(studio, caplog):
+    import gradio as gr
+
+    from app.accounts import _as_person
+
+    with studio.db.write() as session:
+        users_repo.add_user(session, "dana", "not-used")
+        users_repo.add_user(session, "root", "not-used", admin=True)
+
+    def broken(name: str) -> str:
+        raise RuntimeError(f"cannot open /srv/secret/{name}")
+
+    guarded = _as_person(broken, studio)
+    with pytest.raises(gr.Error) as caught:
+        guarded(gr.Request(username="dana"), "x")
+    assert "incident" in caught.value.message and "/srv/secret" not in caught.value.message
+    incident = caught.value.message.split("incident ")[1].split(")")[0]
+    assert any(incident in r.getMessage() and r.exc_info for r in caught_records(caplog))  # the log keeps the trace
+    with pytest.raises(RuntimeError, match="/srv/secret/x"):
+        guarded(gr.Request(username="root"), "x")
+
+
+def caught_records(caplog):
+    return [r for r in caplog.records if r.name == "app"]

@@ -100,7 +100,8 @@ def test_cancel_a_queued_and_a_running_job(live):
 
 def test_killed_worker_job_resumes_from_checkpoint_on_restart(tmp_path, demo_model_dir):
     live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
-    job_id = submit_job(live.studio, {**FAST_JOB, "max_steps": 12, "save_steps": 2, "eval_fraction": 0})
+    # 30 steps: enough left after step 5 that the training process cannot finish before it hears its worker died
+    job_id = submit_job(live.studio, {**FAST_JOB, "max_steps": 30, "save_steps": 2, "eval_fraction": 0})
     live.start_worker()
     live.wait_for(job_id, statuses=("running",), condition=lambda job: job.step >= 5, timeout_s=240)
     live.stop_worker(kill=True)  # kill -9: Huey's message is gone; only the ledger knows
@@ -116,7 +117,7 @@ def test_killed_worker_job_resumes_from_checkpoint_on_restart(tmp_path, demo_mod
     assert "=== attempt 2" in log
     with live.studio.db.read() as s:
         steps = [m.step for m in jobs_repo.metrics_for(s, job_id) if m.name == "loss"]
-    assert steps == list(range(1, 13))  # logged every step: none duplicated, none missing across the resume
+    assert steps == list(range(1, 31))  # logged every step: none duplicated, none missing across the resume
 
 
 def test_graceful_worker_stop_requeues_without_losing_the_job(tmp_path, demo_model_dir):
