@@ -204,7 +204,8 @@ def _add(studio: Studio, args) -> int:
     upload = args.max_upload_mb << 20 if args.max_upload_mb is not None else None
     with studio.db.write() as session:
         users_repo.add_user(session, args.name, PASSWORDS.hash(password), args.admin, args.max_queued_jobs, upload)
-    print(f"added {args.name}{' (admin)' if args.admin else ''}: the studio now asks everyone to sign in")
+    print(f"added {args.name}{' (admin)' if args.admin else ''}. A running studio asks everyone to sign in once "
+          f"restarted")
     return 0
 
 

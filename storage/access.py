@@ -79,8 +79,3 @@ def visible(owner_column, public_when_null: bool = False) -> ColumnElement[bool]
         return or_(owner_column == owner, owner_column.is_(None))
     return owner_column == owner
 
-
-def may_see(owner: str | None, public_when_null: bool = False) -> bool:
-    """The same test as `visible`, for a row already loaded."""
-    scoped = scope_owner()
-    return scoped is None or owner == scoped or (public_when_null and owner is None)

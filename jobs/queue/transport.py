@@ -7,7 +7,6 @@ the supervisor can import the transport (to re-send requeued jobs) without an im
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -16,13 +15,9 @@ from huey import Huey, PostgresHuey, PriorityRedisHuey, SqliteHuey
 
 from storage.settings import Settings
 
-log = logging.getLogger(__name__)
 RUN_JOB = "run_job"
 JobRunner = Callable[[int], None]
 _runner: list[JobRunner] = []  # set once, by the worker process that consumes the queue
-
-
-QUEUE_SCHEMES = ("sqlite:///", "redis://", "rediss://", "unix://", "postgresql://", "postgres://")
 
 
 def queue_name(pool: str | None) -> str:
