@@ -47,12 +47,14 @@ class ChatService:
         self._lock = threading.Lock()
 
     def release_if_training(self) -> list[str]:
-        """Unload the loaded bases when a job is running (its device needs the memory); they load again on the
-        next prompt."""
+        """Unload the loaded bases when a job runs on this host (its device needs the memory); they load again on
+        the next prompt. A job on another GPU host (docs/scale-out.md) leaves chat's bases where they are."""
         if self._engine is None:
             return []
-        with self.studio.db.read() as session:
-            training = session.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING)).first() is not None
+        here = f"{self.studio.settings.host_name}:%"  # workers name themselves host:pid
+        with self.studio.db.read() as session:  # a plain query, not scoped to a person: anyone's job counts
+            training = session.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING,
+                                                            Job.worker.like(here))).first() is not None
         return self._engine.release() if training else []
 
     def engine(self):

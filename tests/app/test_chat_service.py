@@ -1,4 +1,5 @@
-"""The web process's chat service makes way for training: while a job runs, its loaded bases are unloaded."""
+"""The web process's chat service makes way for training: while a job runs on its host, its loaded bases are
+unloaded."""
 
 from app.chat_tab import ChatService, speed_text
 from jobs.chat.request import GenerationSettings
@@ -15,7 +16,12 @@ def test_loaded_bases_are_released_while_a_job_runs(studio):
     assert chat.release_if_training() == []  # nothing is training: the base stays
     assert "base: " in speed_text(["base"], replies) and "tokens/s" in speed_text(["base"], replies)
     with studio.db.write() as session:
-        jobs_repo.create_job(session, name="busy", spec={}).status = JobStatus.RUNNING
+        elsewhere = jobs_repo.create_job(session, name="elsewhere", spec={})
+        elsewhere.status, elsewhere.worker = JobStatus.RUNNING, "gpu-host-7:4242"
+    assert chat.release_if_training() == []  # a job on another host needs another host's device
+    with studio.db.write() as session:
+        here = jobs_repo.create_job(session, name="busy", spec={})
+        here.status, here.worker = JobStatus.RUNNING, f"{studio.settings.host_name}:4242"
     assert chat.release_if_training() == ["demo-tiny-llama"]
     assert chat.engine().resident_bytes() == 0
 
