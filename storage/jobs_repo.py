@@ -33,13 +33,10 @@ def list_jobs(session: Session, limit: int = 200) -> list[Job]:
     return list(session.scalars(select(Job).where(visible(Job.owner)).order_by(Job.id.desc()).limit(limit)))
 
 
-def _seen(job_ids):
-    """Only ids of jobs the asker may see: metrics, samples and events are theirs through their job."""
-    return Job.id.in_(job_ids) if isinstance(job_ids, list) else Job.id == job_ids
-
-
-def _visible_ids(session: Session, job_ids) -> list[int]:
-    return list(session.scalars(select(Job.id).where(_seen(job_ids), visible(Job.owner))))
+def _visible_ids(session: Session, job_ids: int | list[int]) -> list[int]:
+    """Of these jobs, the ones the asker may see: metrics, samples and events are theirs through their job."""
+    wanted = Job.id.in_(job_ids) if isinstance(job_ids, list) else Job.id == job_ids
+    return list(session.scalars(select(Job.id).where(wanted, visible(Job.owner))))
 
 
 QUEUE_ORDER = (Job.priority.desc(), Job.queue_rank, Job.id)
@@ -72,12 +69,6 @@ def queued_routes(session: Session) -> list[tuple[int, int, str | None]]:
 def queued_job_ids(session: Session) -> list[int]:
     """Queued jobs in the order workers take them (all of them: a queue place counts everyone's jobs ahead)."""
     return [job_id for job_id, _ in queued_jobs(session)]
-
-
-def visible_queued_ids(session: Session) -> list[int]:
-    """The asker's own queued jobs, in the queue's order."""
-    query = select(Job.id).where(Job.status == JobStatus.QUEUED, visible(Job.owner)).order_by(*QUEUE_ORDER)
-    return list(session.scalars(query))
 
 
 def claim_job(session: Session, job_id: int, worker: str) -> int | None:

@@ -1,7 +1,6 @@
 """Every API endpoint through gradio_client against a launched app, with a real worker behind it."""
 
 import json
-import socket
 import zipfile
 
 import pytest
@@ -9,21 +8,16 @@ from gradio_client import Client
 
 from app.server import build_app, launch_options
 from tests.conftest import FAST_JOB, seed_model
+from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def client(live):
     app = build_app(live.studio)
     app.queue(default_concurrency_limit=1)
-    app.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
+    app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                **launch_options(live.studio))
     yield Client(app.local_url, verbose=False)
     app.close()

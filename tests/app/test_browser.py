@@ -16,7 +16,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.servers import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -77,12 +78,6 @@ class AppServer:
         return text[-chars:]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -105,7 +100,7 @@ def _group_alive(pgid: int) -> bool:
 def app_server(tmp_path_factory) -> Iterator[AppServer]:
     root = tmp_path_factory.mktemp("studio")
     data_dir, log_path = root / "data", root / "app.log"
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in ("STUDIO_DATABASE_URL", "STUDIO_QUEUE_URL", "STUDIO_AUTH", "STUDIO_HOST", "STUDIO_PORT")}
     env.update(STUDIO_DATA_DIR=str(data_dir), STUDIO_HEARTBEAT_S="1", GRADIO_ANALYTICS_ENABLED="False",
