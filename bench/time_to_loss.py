@@ -302,6 +302,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--reuse", type=Path, help="an earlier report (same machine, model and rows) whose runs of "
                         "arms not run now join this report, each marked with where it came from")
+    parser.add_argument("--reuse-arms", help="with --reuse: the arms whose earlier runs join, run now or not (default: "
+                        "those not run now); for a peer whose setup did not change, to add repeats to it")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     for hidden in ("--base", "--train", "--eval", "--save-every"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
@@ -327,10 +329,12 @@ def main() -> None:
             run["curve"] = curve(evaluator, Path(run.pop("snapshots")))
     if args.reuse:
         earlier = json.loads(args.reuse.read_text())
-        kept = [{**run, "reused_from": f"{args.reuse.name} ({earlier['date']})"} for run in earlier["runs"]
-                if run["arm"] not in arms]
+        joining = args.reuse_arms.split(",") if args.reuse_arms else [a for a in earlier["summary"]["arms"]
+                                                                       if a not in arms]
+        kept = [{**run, "reused_from": run.get("reused_from") or f"{args.reuse.name} ({earlier['date']})"}
+                for run in earlier["runs"] if run["arm"] in joining]
         runs += kept
-        arms += list(dict.fromkeys(run["arm"] for run in kept))
+        arms += [arm for arm in dict.fromkeys(run["arm"] for run in kept) if arm not in arms]
     summary = summarize(runs, arms)
     report = {"date": time.strftime("%Y-%m-%d"), "model": args.model, "rows": args.rows, "held_out": args.held_out,
               "repeats": args.repeats, "versions": versions(), "summary": summary, "runs": runs,

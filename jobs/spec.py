@@ -102,8 +102,9 @@ class TrainSpec(BaseModel):
     lora_r: int = Field(8, title="LoRA rank (r)",
         description="LoRA rank: size of the low-rank update. 8-64 is typical.")
     lora_alpha: float = Field(16, title="LoRA alpha", description="LoRA alpha: the update is scaled by alpha / rank.")
-    lora_dropout: float = Field(0.05, title="LoRA dropout",
-        description="Dropout on the LoRA input during training, in [0, 1).")
+    lora_dropout: float = Field(0.0, title="LoRA dropout", description=(
+        "Dropout on the LoRA input during training, in [0, 1). 0 by default: a mask per adapted layer cost a fifth "
+        "of a CPU training step (docs/benchmarks.md); 0.05-0.1 may help a small dataset over many epochs."))
     target_modules: str | list[str] = Field("all-linear", title="Target modules", description=(
         "Which layers get LoRA: a preset ('attention': q,k,v,o; 'mlp': gate,up,down; 'all-linear': every Linear "
         "but the output head; 'embeddings+lm_head': the token embeddings and the head, e.g. for new tokens) or a "
@@ -135,7 +136,7 @@ class TrainSpec(BaseModel):
         "least 100 steps, from 1 to 10 epochs (the Train tab shows the plan)."))
     learning_rate: float | None = Field(None, title="Learning rate", description=(
         "Peak learning rate (cosine decay after a short warmup). Empty (null; 0 in the form): chosen from the "
-        "base's size, 2e-4 at 7B parameters scaled by (7B / size)^0.6 within 1e-4 to 5e-3 (2.1e-3 for a 135M "
+        "base's size, 2e-4 at 7B parameters scaled by (7B / size)^0.7 within 1e-4 to 5e-3 (3.2e-3 for a 135M "
         "model, 5e-3 for the demo)."))
     optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"] = Field(
         "adamw_torch", title="Optimizer", description=(

@@ -132,7 +132,7 @@ class TrainShape:
     packing: bool = True
     """Padding-free packing: the batch is one row with a block-diagonal attention mask of T x T."""
     gradient_checkpointing: bool = False
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.0
     quantization: str = "nf4"
     """'nf4' | 'fp4' | 'int8' | 'none'."""
     double_quant: bool = True

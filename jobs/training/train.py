@@ -40,6 +40,7 @@ from jobs.training.callbacks import (
     StopCallback,
 )
 from jobs.training.checkpoints import newest_complete_checkpoint
+from jobs.training.lm_head import score_only_labelled_positions
 from jobs.training.phases import phase
 
 
@@ -232,6 +233,7 @@ def setup_device(spec: TrainSpec, out_dir: Path) -> Device:
     name = pick_device()
     if name == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)  # accelerate's launcher may have left it at one
+        score_only_labelled_positions()
     transformers.set_seed(spec.seed)
     return Device(name, compute_dtype(spec, name), use_gradient_checkpointing(spec, name))
 

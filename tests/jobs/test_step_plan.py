@@ -66,9 +66,9 @@ def test_submit_stores_the_chosen_values_and_says_which(studio):
 
 
 def test_the_learning_rate_follows_the_base_size():
-    assert learning_rate_for(134_515_008) == 2.1e-3  # SmolLM2-135M
+    assert learning_rate_for(134_515_008) == 3.2e-3  # SmolLM2-135M
     assert learning_rate_for(7_000_000_000) == 2e-4
-    assert learning_rate_for(13_000_000_000) == 1.4e-4
+    assert learning_rate_for(13_000_000_000) == 1.3e-4
     assert learning_rate_for(70_000_000_000) == 1e-4  # the floor (QLoRA's rate for 33B and 65B)
     assert learning_rate_for(3_900_000) == 5e-3  # the ceiling
     assert learning_rate_for(None) == 2e-4  # a hub model not downloaded yet: the usual 7B rate

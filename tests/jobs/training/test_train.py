@@ -11,6 +11,7 @@ from jobs.data.store import store_parsed
 from jobs.spec import parse_spec
 from jobs.studio import EXAMPLE_DATASET_FILE
 from jobs.training.checkpoints import newest_complete_checkpoint
+from jobs.training.lm_head import scores_only_labelled_positions
 from jobs.training.train import train
 
 pytestmark = pytest.mark.slow
@@ -42,6 +43,7 @@ def test_train_writes_peft_adapter_and_streams_metrics(tmp_path, demo_model_dir,
     assert any("lora_A" in key for key in weights) and all(w.dtype.is_floating_point for w in weights.values())
     assert result.final_metrics["steps"] == 4 and "eval_loss" in result.final_metrics
     assert not (tmp_path / "adapter.partial").exists()
+    assert scores_only_labelled_positions(torch.device("cpu"))  # the CPU run projected only labelled positions
 
 
 def test_stop_saves_a_checkpoint_and_the_next_attempt_resumes(tmp_path, demo_model_dir, example_data):
