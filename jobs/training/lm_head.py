@@ -5,8 +5,9 @@ TRL's SFTTrainer trains through its fused LM head (`trl.trainer.utils.add_fused_
 everywhere else it scores every position, because on XLA devices (Neuron) a changing number of positions would
 recompile the graph. A CPU runs eagerly and recompiles nothing, so there the compact path is pure gain: with the loss
 on assistant tokens, the prompts' positions cost a 49,152-wide projection and softmax each on SmolLM2 for nothing.
-Measured on this 2-core CPU (docs/benchmarks.md): a SmolLM2-135M step of one 512-token packed sequence took 3.10 s
-scoring every position and 2.71 s scoring the labelled ones, with the same loss to the last digit.
+Measured on the 2-core CPU machine (bench/lm_head.py, docs/benchmarks.md): a SmolLM2-135M forward + backward of one
+504-token packed row, 205 positions labelled, took 3.03 s scoring every position and 2.39 s scoring the labelled
+ones, with the same loss.
 
 The switch is TRL's own decision function, swapped in its module for one that also answers yes for a CPU. Its
 kernels keep their own (unchanged) choice of Triton or torch tiles. tests/jobs/training/test_lm_head.py checks the

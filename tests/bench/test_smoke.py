@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
     ("train_throughput.py", ("plain_trl", "plain_trl_packed", "studio", "ratio_studio_over_plain")),
     ("compare_batched.py", ("rows",)),
     ("lm_head.py", ("results",)),
+    ("job_overhead.py", ("result",)),  # a real worker and the jobs CLI
     ("scale_out.py", ("claims", "wake_up_s", "connections_per_worker")),  # needs redis-server and PostgreSQL
 ])
 def test_the_smoke_run_writes_its_report(tmp_path, script, holds):
