@@ -66,3 +66,12 @@ def test_labelled_positions_only_same_loss_and_gradients(monkeypatch, restore_tr
     assert len(grads_all) == len(grads_compact) > 0
     for a, b in zip(grads_all, grads_compact, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_batch_without_labels_gives_a_zero_loss_that_backpropagates(restore_trl_decision):
+    model = tiny_model()
+    lm_head.score_only_labelled_positions()
+    ids = torch.randint(0, 512, (1, 12))
+    out = model(input_ids=ids, labels=torch.full_like(ids, -100), fused_lm_head=True)
+    out.loss.backward()  # a packed eval batch of prompts only must not crash the run
+    assert float(out.loss) == 0.0
