@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import versions  # noqa: E402
 
 EXAMPLES = ROOT / "static" / "examples"
 
@@ -89,17 +90,6 @@ def breakdown(data_dir: Path) -> dict:
     return {"job": job["id"], "phases_s": phases, "total_s": total,
             "not_training_s": total - phases["training"], "not_training_share": 1 - phases["training"] / total}
 
-
-def versions() -> dict:
-    import bitsandbytes
-    import peft
-    import torch
-    import transformers
-    import trl
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__, "trl": trl.__version__, "bitsandbytes": bitsandbytes.__version__,
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"}
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -32,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import versions  # noqa: E402
 
 ARMS = ("backbone", "full_logits", "labelled_logits", "trl_fused", "studio_before", "studio")
 MAX_LENGTH = 512
@@ -138,17 +139,6 @@ def in_subprocess(arm: str, model: str, base: str, steps: int) -> dict:
         raise RuntimeError(f"arm {arm} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
-
-def versions() -> dict:
-    import bitsandbytes
-    import peft
-    import torch
-    import transformers
-    import trl
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__, "trl": trl.__version__, "bitsandbytes": bitsandbytes.__version__,
-            "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, {platform.platform()}"}
 
 
 def report(results: list[dict]) -> None:

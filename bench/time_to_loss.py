@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -36,6 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import versions  # noqa: E402
 
 LEARNING_RATE = 2e-3
 EPOCHS = 3
@@ -278,17 +278,6 @@ def plot(runs: list[dict], summary: dict, path: Path, title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
-
-def versions() -> dict:
-    import bitsandbytes
-    import peft
-    import torch
-    import transformers
-    import trl
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__, "trl": trl.__version__, "bitsandbytes": bitsandbytes.__version__,
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"}
 
 
 def main() -> None:
