@@ -17,7 +17,10 @@ from storage import catalog, jobs_repo
 from tests.conftest import FAST_JOB, REPO_ROOT, LiveStudio, seed_model, studio_environ
 
 pytestmark = pytest.mark.slow
-LONG_JOB = {**FAST_JOB, "max_steps": 14, "save_steps": 3, "eval_fraction": 0}
+# Long enough that a job killed at step 4-7 cannot finish before the kill reaches it (14 steps did, once steps got
+# faster: the training process finished the run while its killed worker's PDEATHSIG was on its way).
+LONG_STEPS = 30
+LONG_JOB = {**FAST_JOB, "max_steps": LONG_STEPS, "save_steps": 3, "eval_fraction": 0}
 
 
 def _pids(*words: str) -> list[int]:
@@ -68,7 +71,7 @@ def test_a_killed_training_process_is_a_lost_attempt_that_resumes(tmp_path, demo
     try:
         _running_past(live, job_id, 7)
         os.kill(_child_pid(job_id), signal.SIGKILL)
-        _assert_recovered(live, job_id, attempts=2, steps=14)
+        _assert_recovered(live, job_id, attempts=2, steps=LONG_STEPS)
     finally:
         live.stop_worker()
     with live.studio.db.read() as s:
@@ -86,7 +89,7 @@ def test_a_kill_near_the_memory_limit_retries_with_half_the_micro_batch(tmp_path
     try:
         _running_past(live, job_id, 4)
         os.kill(_child_pid(job_id), signal.SIGKILL)
-        _assert_recovered(live, job_id, attempts=2, steps=14)
+        _assert_recovered(live, job_id, attempts=2, steps=LONG_STEPS)
     finally:
         live.stop_worker()
     with live.studio.db.read() as s:
@@ -113,7 +116,7 @@ def test_a_killed_worker_with_a_damaged_checkpoint_resumes_from_the_one_before(t
     (newest / "adapter_model.safetensors").write_bytes(b"")  # damaged after its completion marker was written
     live.start_worker()
     try:
-        _assert_recovered(live, job_id, attempts=2, steps=14)
+        _assert_recovered(live, job_id, attempts=2, steps=LONG_STEPS)
     finally:
         live.stop_worker()
     log = (live.data_dir / "runs" / f"job-{job_id}" / "train.log").read_text()
@@ -154,7 +157,7 @@ def test_the_apps_worker_is_restarted_after_a_kill_and_the_job_finishes(tmp_path
         _running_past(live, job_id, 4)
         worker_pid = _worker_of(app.pid)
         os.kill(worker_pid, signal.SIGKILL)
-        _assert_recovered(live, job_id, attempts=2, steps=14)
+        _assert_recovered(live, job_id, attempts=2, steps=LONG_STEPS)
         assert _worker_of(app.pid) != worker_pid
         said = (tmp_path / "app.log").read_text()
         assert f"the worker (pid {worker_pid}) killed by signal 9 (SIGKILL); starting a new one" in said
