@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import versions  # noqa: E402
+from bench.machine import write_report  # noqa: E402
 
 EXAMPLES = ROOT / "static" / "examples"
 
@@ -112,9 +112,7 @@ def main() -> None:
     print(f"total {result['total_s']:.1f} s (CLI {cli_wall:.1f} s); all but training {result['not_training_s']:.1f} s "
           f"({result['not_training_share']:.0%})")
     out = args.out or ROOT / "bench" / "results" / f"job_overhead_{args.model}{'_smoke' if args.smoke else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "model": args.model, "rows": args.rows,
-                               "versions": versions(), "result": result, "command": " ".join(sys.argv)}, indent=2))
+    write_report(out, {"model": args.model, "rows": args.rows, "result": result})
     print(f"saved {out}")
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import versions  # noqa: E402
+from bench.machine import write_report  # noqa: E402
 
 ARMS = ("backbone", "full_logits", "labelled_logits", "trl_fused", "studio_before", "studio")
 MAX_LENGTH = 512
@@ -171,9 +171,7 @@ def main() -> None:
         results = [in_subprocess(arm, args.model, base, args.steps) for arm in ARMS]
     report(results)
     out = args.out or ROOT / "bench" / "results" / f"lm_head_{args.model}{'_smoke' if args.smoke else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "model": args.model, "steps": args.steps,
-                               "versions": versions(), "results": results, "command": " ".join(sys.argv)}, indent=2))
+    write_report(out, {"model": args.model, "steps": args.steps, "results": results})
     print(f"saved {out}")
 
 

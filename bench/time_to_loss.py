@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import versions  # noqa: E402
+from bench.machine import write_report  # noqa: E402
 
 LEARNING_RATE = 2e-3
 EPOCHS = 3
@@ -330,11 +330,8 @@ def main() -> None:
         runs += kept
         arms += [arm for arm in dict.fromkeys(run["arm"] for run in kept) if arm not in arms]
     summary = summarize(runs, arms)
-    report = {"date": time.strftime("%Y-%m-%d"), "model": args.model, "rows": args.rows, "held_out": args.held_out,
-              "repeats": args.repeats, "versions": versions(), "summary": summary, "runs": runs,
-              "command": " ".join(sys.argv)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    write_report(out, {"model": args.model, "rows": args.rows, "held_out": args.held_out, "repeats": args.repeats,
+                       "summary": summary, "runs": runs})
     plot(runs, summary, out.with_suffix(".png"), f"{args.model}: held-out loss against wall time")
     print_table(summary)
     print(f"saved {out} and {out.with_suffix('.png')}")
