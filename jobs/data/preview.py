@@ -11,6 +11,7 @@ from functools import cache
 from jobs.data.stats import DatasetStats, TokenizedRow, dataset_stats, tokenize_row
 from jobs.data.store import dataset_path, find_dataset, load_rows
 from jobs.models.resolve import allowed_model_roots, base_model_problem, looks_local, prepared_path
+from jobs.models.tokenizer_only import load_tokenizer_only
 from jobs.spec import STUDIO_BASE_MODELS
 from jobs.studio import Studio
 from storage.models import Dataset
@@ -20,9 +21,7 @@ _TOKENIZER_LOAD = threading.Lock()
 
 @cache
 def _tokenizer(model_path: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
+    return load_tokenizer_only(model_path)
 
 
 def tokenizer_loaded() -> bool:
