@@ -46,6 +46,9 @@ class Settings:
     scratch_dir: Path | None = None
     """This host's own folder (STUDIO_SCRATCH_DIR): device locks, which must never be shared between hosts. Default:
     `<data dir>/hosts/<host name>`, so hosts that share a data dir never share a lock file either."""
+    spare_child: bool = True
+    """Whether a worker keeps the next job's process started, its training libraries imported (STUDIO_SPARE_CHILD=0:
+    each job starts its own interpreter when it begins)."""
     pool: str | None = None
     """The pool this host's workers serve (STUDIO_POOL, e.g. `a100-80g`): they run only jobs that ask for it. A worker
     without a pool runs only jobs that ask for none."""
@@ -104,6 +107,17 @@ def _pool(env) -> str | None:
     return pool
 
 
+def _switch(env, name: str, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}: '{value}' is neither on (1, true, yes, on) nor off (0, false, no, off)")
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read settings from the environment (or the given mapping)."""
     env = os.environ if environ is None else environ
@@ -129,6 +143,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         host_name=host,
         scratch_dir=Path(env.get("STUDIO_SCRATCH_DIR") or data_dir / "hosts" / host).expanduser().resolve(),
         pool=_pool(env),
+        spare_child=_switch(env, "STUDIO_SPARE_CHILD", True),
     )
 
 

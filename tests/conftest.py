@@ -61,6 +61,30 @@ def seed_model(data_dir: Path, model_dir: Path) -> None:
         shutil.copytree(model_dir, target)
 
 
+def process_ids(*words: str) -> list[int]:
+    """Live processes whose command line holds all `words` (read from /proc, as `pgrep -f` would)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and all(word in command for word in words):
+            found.append(int(entry.name))
+    return found
+
+
+def parent_of(pid: int) -> int:
+    """A process's parent PID, or -1 once it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except OSError:
+        return -1
+
+
 # Tests build local base models (broken ones too) in pytest's temporary folders: let the studio load from there.
 TEST_MODEL_DIRS = tempfile.gettempdir()
 

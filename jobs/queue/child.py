@@ -14,12 +14,15 @@ import time
 import traceback
 from pathlib import Path
 
+from setproctitle import setproctitle
+
 from jobs.data.store import find_dataset
 from jobs.failures import explain_failure, is_out_of_memory
 from jobs.models.resolve import resolve_base_model
 from jobs.queue.lifecycle import signal_when_parent_dies
 from jobs.queue.retries import override_fields
-from jobs.queue.run_files import run_dir_for
+from jobs.queue.run_files import run_dir_for, train_log_path
+from jobs.queue.spare import SPARE_FLAG, parse_handoff
 from jobs.spec import MergeSpec, TrainSpec
 from jobs.studio import Studio, open_studio
 from jobs.training import phases
@@ -188,12 +191,51 @@ def _merge(studio: Studio, job_id: int, attempt: int, spec: MergeSpec, run_dir: 
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == [SPARE_FLAG]:
+        return spare_main()
     job_id, attempt = int(argv[0]), int(argv[1])
     if spawned := os.environ.get(SPAWNED_AT_ENV):
         phases.add("child_start", max(0.0, time.time() - float(spawned)))  # interpreter and this module's imports
     if not signal_when_parent_dies():  # an unsupervised child would train on with nobody to record it
         return EXIT_INTERRUPTED
+    return run_attempt(open_studio(migrate=False), job_id, attempt)
+
+
+def spare_main() -> int:
+    """A spare (jobs.queue.spare): import what training needs, wait for one job on stdin, then be its child."""
+    if not signal_when_parent_dies():
+        return EXIT_INTERRUPTED
+    started = time.perf_counter()
+    import jobs.training.train  # noqa: F401  (torch, transformers, peft, TRL, bitsandbytes: the slow part)
+
+    imported_s = time.perf_counter() - started
+    print(f"spare training process {os.getpid()} ready for the next job (imports took {imported_s:.1f} s)", flush=True)
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0  # the worker stopped (or gave no job): nothing to do
+    job_id, attempt, handed_at = parse_handoff(line)
+    phases.add("child_start", max(0.0, time.time() - handed_at))  # the imports still running when it came, if any
+    # Named like a child started for this attempt, so `ps`, `pgrep -f` and an operator find the job's process.
+    setproctitle(f"{sys.executable} -m jobs.queue.child {job_id} {attempt} (spare)")
     studio = open_studio(migrate=False)
+    write_output_to(train_log_path(studio, job_id))
+    print(f"started before the job: its libraries were imported in {imported_s:.1f} s while the worker waited",
+          flush=True)
+    return run_attempt(studio, job_id, attempt)
+
+
+def write_output_to(log_path: Path) -> None:
+    """Send this process's stdout and stderr (and its children's) to the end of `log_path` from now on."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    descriptor = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(descriptor, 1)
+    os.dup2(descriptor, 2)
+    os.close(descriptor)
+
+
+def run_attempt(studio: Studio, job_id: int, attempt: int) -> int:
+    """Train (or merge) one attempt of one job; the exit code is the contract with the supervisor."""
     with studio.db.read() as session:
         job = jobs_repo.get_job(session, job_id)
         kind, raw_spec, job_name, overrides, provenance = job.kind, job.spec, job.name, job.overrides, job.provenance

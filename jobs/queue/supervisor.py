@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from functools import cache
@@ -23,6 +22,7 @@ from jobs.queue.lifecycle import worker_name
 from jobs.queue.reaper import resync
 from jobs.queue.retries import killed_for_memory, memory_limit_bytes, override_fields, smaller_footprint
 from jobs.queue.run_files import log_tail, run_dir_for
+from jobs.queue.spare import CHILD_ENV, SpareChild, child_command
 from jobs.spec import TrainSpec
 from jobs.studio import REPO_ROOT, Studio, open_studio
 from storage import jobs_repo, workers_repo
@@ -33,6 +33,8 @@ CANCEL_GRACE_S = 60.0
 EXIT_GRACE_S = 30.0
 SHUTTING_DOWN = threading.Event()
 """Set when the worker is asked to stop: running children checkpoint, and their jobs go back to the queue."""
+SPARE = SpareChild(enabled=False)
+"""The worker's spare child (jobs.queue.spare); a worker process enables it, nothing else does."""
 
 
 @cache
@@ -53,6 +55,8 @@ def supervise_job(woken_for: int) -> None:
     try:
         _supervise(studio, job_id, attempt)
     finally:
+        if not SHUTTING_DOWN.is_set():
+            SPARE.start()  # the next job's process, now that this one's has ended
         resync(studio)  # a message consumed for another job leaves that one without: re-send it now, not later
 
 
@@ -78,11 +82,13 @@ def _run_child(studio: Studio, job_id: int, attempt: int, run_dir: Path) -> int 
     with log_path.open("ab") as log_file:
         log_file.write(f"\n=== attempt {attempt} on {worker_name()} ===\n".encode())
         log_file.flush()
-        child = subprocess.Popen(
-            [sys.executable, "-m", "jobs.queue.child", str(job_id), str(attempt)],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", SPAWNED_AT_ENV: repr(time.time())},  # the child times its start
-        )
+        child = SPARE.take(job_id, attempt)  # the spare appends to this log itself once it has the job
+        if child is None:
+            child = subprocess.Popen(
+                child_command(str(job_id), str(attempt)),
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
+                env={**os.environ, **CHILD_ENV, SPAWNED_AT_ENV: repr(time.time())},  # the child times its start
+            )
     return _watch(studio, job_id, attempt, child)
 
 

@@ -16,7 +16,7 @@ from huey.consumer import Consumer
 from jobs.queue.devices import describe_device
 from jobs.queue.lifecycle import device_label, hold_device_lock, signal_when_parent_dies, worker_name
 from jobs.queue.reaper import reap_interval_s, reap_once, start_reaper
-from jobs.queue.supervisor import SHUTTING_DOWN, supervise_job, worker_studio
+from jobs.queue.supervisor import SHUTTING_DOWN, SPARE, supervise_job, worker_studio
 from jobs.queue.transport import serve_jobs
 from jobs.studio import sqlite_warning
 from storage import workers_repo
@@ -81,10 +81,14 @@ def main(argv: list[str] | None = None) -> None:
     register(studio, device)
     stop = start_reaper(studio, args.reap_interval or reap_interval_s(studio.settings), also=lambda: beat(studio))
     consumer = StudioConsumer(serve_jobs(studio.settings, supervise_job))
-    log.info("worker ready: queue %s, database %s", studio.settings.queue_url, studio.db.engine.url)
+    SPARE.enabled = studio.settings.spare_child
+    SPARE.start()  # from the main thread, which lives as long as the worker (the spare's parent-death signal)
+    log.info("worker ready: queue %s, database %s%s", studio.settings.queue_url, studio.db.engine.url,
+             "; a spare training process waits for the next job" if SPARE.enabled else "")
     try:
         consumer.run()
     finally:
+        SPARE.stop()
         stop.set()
         with studio.db.write() as session:
             workers_repo.unregister_worker(session, worker_name())

@@ -14,7 +14,7 @@ import pytest
 
 from jobs.submit import submit_job
 from storage import catalog, jobs_repo
-from tests.conftest import FAST_JOB, REPO_ROOT, LiveStudio, seed_model, studio_environ
+from tests.conftest import FAST_JOB, REPO_ROOT, LiveStudio, parent_of, process_ids, seed_model, studio_environ
 
 pytestmark = pytest.mark.slow
 # Long enough that a job killed at step 4-7 cannot finish before the kill reaches it (14 steps did, once steps got
@@ -23,26 +23,10 @@ LONG_STEPS = 30
 LONG_JOB = {**FAST_JOB, "max_steps": LONG_STEPS, "save_steps": 3, "eval_fraction": 0}
 
 
-def _pids(*words: str) -> list[int]:
-    """Live processes whose command line holds all `words` (read from /proc, as `pgrep -f` would)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and all(word in command for word in words):
-            found.append(int(entry.name))
-    return found
-
-
 def _child_pid(job_id: int, timeout_s: float = 60) -> int:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        pids = _pids("jobs.queue.child", f" {job_id} ")
+        pids = process_ids("jobs.queue.child", f" {job_id} ")
         if pids:
             return pids[0]
         time.sleep(0.2)
@@ -108,7 +92,7 @@ def test_a_killed_worker_with_a_damaged_checkpoint_resumes_from_the_one_before(t
     _running_past(live, job_id, 7)  # checkpoints 3 and 6 are on disk
     live.stop_worker(kill=True)  # kill -9: its training process is told (PDEATHSIG), checkpoints and exits
     deadline = time.monotonic() + 120
-    while _pids("jobs.queue.child", f" {job_id} "):
+    while process_ids("jobs.queue.child", f" {job_id} "):
         assert time.monotonic() < deadline, "the training process outlived its worker"
         time.sleep(0.2)
     checkpoints = live.data_dir / "runs" / f"job-{job_id}" / "checkpoints"
@@ -173,18 +157,11 @@ def _job(live: LiveStudio, job_id: int):
 def _worker_of(app_pid: int) -> int:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        workers = [pid for pid in _pids("jobs.queue.worker") if _parent(pid) == app_pid]
+        workers = [pid for pid in process_ids("jobs.queue.worker") if parent_of(pid) == app_pid]
         if workers:
             return workers[0]
         time.sleep(0.2)
     raise AssertionError("the app has no worker")
-
-
-def _parent(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
-    except OSError:
-        return -1
 
 
 def _start_app(tmp_path: Path, env: dict, *args: str) -> subprocess.Popen:
