@@ -128,15 +128,25 @@ class SampleCallback(TrainerCallback):
         self._answered.add(step)
         was_training = model.training
         model.eval()
-        answers = []
         with torch.no_grad():
-            for messages in self.prompts:
-                inputs = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                            return_dict=True).to(model.device)
-                output = model.generate(**inputs, max_new_tokens=SAMPLE_NEW_TOKENS, do_sample=False,
-                                        pad_token_id=self.tokenizer.pad_token_id)
-                answer = self.tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-                answers.append((messages[-1]["content"], answer.strip()))
+            answers = [(messages[-1]["content"], answer)
+                       for messages, answer in zip(self.prompts, self._generate(model), strict=True)]
         if was_training:
             model.train()
         self.sink(step, answers)
+
+    def _generate(self, model) -> list[str]:
+        """Every prompt's greedy answer from ONE left-padded generate: a third of the time of one call each (the
+        samples were a quarter of a default demo job's training loop). With fp32 compute each row equals its
+        unbatched answer (tested); the tokenizer is the trainer's, so its padding side is put back."""
+        tokenizer, side = self.tokenizer, self.tokenizer.padding_side
+        tokenizer.padding_side = "left"
+        try:
+            inputs = tokenizer.apply_chat_template(self.prompts, add_generation_prompt=True, padding=True,
+                                                   return_tensors="pt", return_dict=True).to(model.device)
+        finally:
+            tokenizer.padding_side = side
+        output = model.generate(**inputs, max_new_tokens=SAMPLE_NEW_TOKENS, do_sample=False,
+                                pad_token_id=tokenizer.pad_token_id)
+        start = inputs["input_ids"].shape[1]
+        return [tokenizer.decode(row[start:], skip_special_tokens=True).strip() for row in output]
