@@ -53,20 +53,42 @@ def prepare(data_dir: Path, model: str, rows: int) -> tuple[Path, dict[str, str]
     return spec_file, env
 
 
-def run_job(spec_file: Path, env: dict[str, str], log: Path) -> float:
-    """The CLI's wall seconds from submit to its exit, with a worker already waiting."""
+def start_waiting_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A worker (`python -m jobs.queue.worker`, output in `log`) that is up and idle, its spare training process
+    ready unless STUDIO_SPARE_CHILD is off in `env`: a studio that has been running before the job comes."""
     with log.open("ab") as output:
         worker = subprocess.Popen([sys.executable, "-m", "jobs.queue.worker"], env=env, cwd=ROOT, stdout=output,
                                   stderr=subprocess.STDOUT)
-        try:
-            time.sleep(5)  # the worker is up and idle before the job is submitted, as on a running studio
+    spare = load_settings_from(env).spare_child
+    ready = "ready for the next job" if spare else "worker ready"
+    deadline = time.monotonic() + 180
+    while ready not in log.read_text(errors="replace"):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            worker.kill()
+            raise RuntimeError(f"the worker did not get ready; its log:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.2)
+    time.sleep(1)  # idle, past its first reaper pass
+    return worker
+
+
+def load_settings_from(env: dict[str, str]):
+    from storage.settings import load_settings
+
+    return load_settings(env)
+
+
+def run_job(spec_file: Path, env: dict[str, str], log: Path) -> float:
+    """The CLI's wall seconds from submit to its exit, with a worker already waiting."""
+    worker = start_waiting_worker(env, log)
+    try:
+        with log.open("ab") as output:
             started = time.perf_counter()
             done = subprocess.run([sys.executable, "-m", "jobs", "submit", str(spec_file), "--wait"], env=env,
                                   cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
             wall = time.perf_counter() - started
-        finally:
-            worker.terminate()
-            worker.wait(60)
+    finally:
+        worker.terminate()
+        worker.wait(60)
     if done.returncode:
         raise RuntimeError(f"the job failed; the log:\n{log.read_text(errors='replace')[-4000:]}")
     return wall

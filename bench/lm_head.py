@@ -1,6 +1,7 @@
 """The LM head and cross-entropy of a big vocabulary: their share of a training step, and what each head costs.
 
-    python bench/lm_head.py [--model smollm2|demo] [--steps 8] [--out bench/results/lm_head_smollm2.json] [--smoke]
+    python bench/lm_head.py [--model smollm2|demo] [--steps 8] [--arms backbone,studio,...] [--smoke]
+                            [--out bench/results/lm_head_smollm2.json]
 
 One 4-bit base (NF4 + double quant, fp32 compute, LoRA r=8 on all linear layers, the studio's loaders), one packed
 row of chat rows (`max_length` 512, loss on the assistant tokens, the studio's packing: position ids restart per row).
@@ -12,6 +13,8 @@ Each arm runs forward + backward (no optimizer step) in its own process, so its 
 - trl_fused: TRL's fused, chunked LM head as SFTTrainer calls it on this device (on a CPU: every position).
 - studio: the same head scoring only labelled positions (`jobs.training.lm_head`), what the studio trains with.
 - studio_before: the studio's step before that and before LoRA dropout defaulted to 0: trl_fused with dropout 0.05.
+- studio_compiled: the studio's step through `torch.compile` (inductor, the default backend) of the whole PEFT model;
+  its first step (the compile) is reported apart.
 
 Printed and saved: median seconds per step over the steps after the first, peak RSS, the loss (the heads must agree),
 and the share of each arm's step over the backbone's ((arm - backbone) / arm: the head's share, and for studio_before
@@ -34,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import write_report  # noqa: E402
 
-ARMS = ("backbone", "full_logits", "labelled_logits", "trl_fused", "studio_before", "studio")
+ARMS = ("backbone", "full_logits", "labelled_logits", "trl_fused", "studio_before", "studio", "studio_compiled")
 MAX_LENGTH = 512
 
 
@@ -115,8 +118,12 @@ def run_arm(arm: str, model_name: str, base: str, steps: int) -> dict:
     batch = packed_batch(base, model_name)
     model = trainable_model(base, 0.05 if arm == "studio_before" else 0.0)
     add_fused_lm_head(model.get_base_model(), outputs=("log_probs", "entropy", "is_top1"))  # as SFTTrainer adds it
-    if arm == "studio":
+    if arm.startswith("studio") and arm != "studio_before":
         score_only_labelled_positions()
+    if arm == "studio_compiled":
+        import torch
+
+        model = torch.compile(model)
     seconds, loss = [], None
     for _ in range(steps):
         started = time.perf_counter()
@@ -127,7 +134,8 @@ def run_arm(arm: str, model_name: str, base: str, steps: int) -> dict:
         loss = float(value)
     tokens = batch["input_ids"].shape[1]
     labelled = int((batch["labels"][0, 1:] != -100).sum())
-    return {"arm": arm, "step_s": statistics.median(seconds[1:] or seconds), "loss": loss, "tokens": tokens,
+    return {"arm": arm, "step_s": statistics.median(seconds[1:] or seconds), "first_step_s": seconds[0],
+            "loss": loss, "tokens": tokens,
             "labelled_positions": labelled, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -145,10 +153,11 @@ def report(results: list[dict]) -> None:
     backbone = next(r["step_s"] for r in results if r["arm"] == "backbone")
     first = results[0]
     print(f"one packed row of {first['tokens']} tokens, {first['labelled_positions']} with a label")
-    print(f"{'arm':<16}{'step s':>8}{'over backbone':>15}{'peak RSS MB':>13}{'loss':>9}")
+    print(f"{'arm':<16}{'step s':>8}{'first s':>9}{'over backbone':>15}{'peak RSS MB':>13}{'loss':>9}")
     for r in results:
         r["head_share"] = 0.0 if r["arm"] == "backbone" else (r["step_s"] - backbone) / r["step_s"]
-        print(f"{r['arm']:<16}{r['step_s']:>8.3f}{r['head_share']:>15.0%}{r['peak_rss_mb']:>13.0f}"
+        print(f"{r['arm']:<16}{r['step_s']:>8.3f}{r['first_step_s']:>9.2f}{r['head_share']:>15.0%}"
+              f"{r['peak_rss_mb']:>13.0f}"
               f"{'' if r['arm'] == 'backbone' else format(r['loss'], '.4f'):>9}")
 
 
@@ -157,18 +166,26 @@ def main() -> None:
     parser.add_argument("--model", choices=["smollm2", "demo"], default="smollm2")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--smoke", action="store_true", help="the demo model, 2 steps: CI's check")
+    parser.add_argument("--arms", default=",".join(ARMS), help="which arms, in this order (backbone first: the "
+                        "shares are over it)")
+    parser.add_argument("--smoke", action="store_true", help="the demo model, 2 steps, every arm but the compiled "
+                        "one (its compile alone takes over a minute): CI's check")
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    arms = args.arms.split(",")
+    if unknown := set(arms) - set(ARMS):
+        parser.error(f"--arms: unknown {', '.join(sorted(unknown))} (known: {', '.join(ARMS)})")
+    if "backbone" not in arms:
+        parser.error("--arms: backbone is needed (every share is over it)")
     if args.smoke:
-        args.model, args.steps = "demo", 2
+        args.model, args.steps, arms = "demo", 2, [arm for arm in ARMS if arm != "studio_compiled"]
     if args.arm:
         print(json.dumps(run_arm(args.arm, args.model, args.base, args.steps)))
         return
     with tempfile.TemporaryDirectory() as work:
         base = base_dir(args.model, Path(work))
-        results = [in_subprocess(arm, args.model, base, args.steps) for arm in ARMS]
+        results = [in_subprocess(arm, args.model, base, args.steps) for arm in arms]
     report(results)
     out = args.out or ROOT / "bench" / "results" / f"lm_head_{args.model}{'_smoke' if args.smoke else ''}.json"
     write_report(out, {"model": args.model, "steps": args.steps, "results": results})

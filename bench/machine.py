@@ -20,7 +20,23 @@ def versions() -> dict:
 
     return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__, "trl": trl.__version__, "bitsandbytes": bitsandbytes.__version__,
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"}
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}", "cpu": cpu_model()}
+
+
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+"""What decides these kernels' speed on a CPU: the same 2-core kind has been an AVX-512 + AMX Xeon and an AVX2-only
+EPYC, 2.5× apart on the same job."""
+
+
+def cpu_model() -> str:
+    """The CPU's model name and which of SIMD_FLAGS it has, from /proc/cpuinfo ('unknown' elsewhere)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in info.splitlines())}
+    name, flags = fields.get("model name", "unknown"), set(fields.get("flags", "").split())
+    return f"{name} ({', '.join(flag for flag in SIMD_FLAGS if flag in flags) or 'none of ' + '/'.join(SIMD_FLAGS)})"
 
 
 def write_report(out: Path, fields: dict) -> None:

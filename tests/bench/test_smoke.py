@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
     ("compare_batched.py", ("rows",)),
     ("lm_head.py", ("results",)),
     ("job_overhead.py", ("result",)),  # a real worker and the jobs CLI
+    ("gpu_qlora.py", ("rows", "matmul_params")),  # on a CPU: a tiny Llama, plain TRL and a studio job
     ("scale_out.py", ("claims", "wake_up_s", "connections_per_worker")),  # needs redis-server and PostgreSQL
 ])
 def test_the_smoke_run_writes_its_report(tmp_path, script, holds):

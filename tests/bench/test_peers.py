@@ -1,0 +1,50 @@
+"""The peer bench (bench/peers.py): its --smoke run takes every arm installed here end to end (a studio job through
+the CLI and a worker, the plain TRL script, `trl sft`; LLaMA-Factory only where its venv was set up) and one
+evaluator scores each adapter; and a capped `trl sft` run is projected, never passed off as a whole one."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.peers import Outcome, record, summarize
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_the_smoke_run_measures_every_arm_on_one_evaluator(tmp_path):
+    out = tmp_path / "peers.json"
+    done = subprocess.run([sys.executable, "bench/peers.py", "--smoke", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["summary"]) == {"studio", "script", "trl-cli"}
+    for run in report["runs"]:
+        assert run["wall_s"] > run["train_s"] > 0 and run["tokens_trained"] > 0, run
+        assert run["peak_rss_mb"] > 100 and math.isfinite(run["held_out_loss"]), run
+    studio = next(run for run in report["runs"] if run["arm"] == "studio")
+    assert set(studio["phases_s"]) >= {"imports", "base_load", "training", "registration"}
+    assert studio["registered_s"] < studio["wall_s"]  # the CLI sees the adapter registered, then exits
+    assert report["summary"]["studio"]["studio_speedup"] == 1.0
+    assert "studio faster" in done.stdout
+
+
+def test_a_capped_run_is_projected_and_reports_no_loss():
+    outcome = Outcome(wall_s=100.0, train_s=60.0, epochs=0.3, adapter_dir=Path("x"), train_rows=[{"messages": []}] * 10,
+                      max_length=1024, peak_rss_bytes=2**30,
+                      extra={"capped_at_steps": 12, "whole_run_steps": 120, "projected_wall_s": 100 + 60 * 9})
+
+    class Tokens:
+        def apply_chat_template(self, messages, **kwargs):
+            return {"input_ids": [0] * 50}
+
+    run = record("trl-cli", outcome, Tokens(), loss=1.23)
+    assert run["wall_s"] == 640 and run["measured_wall_s"] == 100 and run["held_out_loss"] is None
+    assert run["tokens_trained"] == 10 * 50 * 0.3 and run["tokens_per_s"] == 150 / 60  # tokens × epochs it ran
+    table = summarize([run, {**run, "arm": "studio", "wall_s": 64.0, "held_out_loss": 0.5}], ["studio", "trl-cli"])
+    assert table["trl-cli"]["projected"] and table["trl-cli"]["studio_speedup"] == 10
+    assert "loss_minus_studio" not in table["trl-cli"]
