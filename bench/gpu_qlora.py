@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.job_overhead import start_waiting_worker  # noqa: E402
+from bench.job_overhead import run_job  # noqa: E402
 from bench.machine import write_report  # noqa: E402
 
 SHAPES = {
@@ -170,17 +170,7 @@ def run_studio(base: Path, rows: Path, work: Path, optimizer: str, args) -> dict
             **({"compute_dtype": "bfloat16", "gradient_checkpointing": "on"} if not args.smoke else {})}
     spec_file = work / f"studio-{optimizer}.json"
     spec_file.write_text(json.dumps(spec))
-    log = work / f"studio-{optimizer}.log"
-    worker = start_waiting_worker(env, log)
-    try:
-        with log.open("ab") as output:
-            done = subprocess.run([sys.executable, "-m", "jobs", "submit", str(spec_file), "--wait"], env=env,
-                                  cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
-    finally:
-        worker.terminate()
-        worker.wait(120)
-    if done.returncode:
-        raise RuntimeError(f"the studio job failed:\n{log.read_text(errors='replace')[-4000:]}")
+    run_job(spec_file, env, work / f"studio-{optimizer}.log", worker_exit_s=120)
     return job_figures(data_dir)
 
 

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -59,8 +60,9 @@ def start_waiting_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("ab") as output:
         worker = subprocess.Popen([sys.executable, "-m", "jobs.queue.worker"], env=env, cwd=ROOT, stdout=output,
                                   stderr=subprocess.STDOUT)
-    spare = load_settings_from(env).spare_child
-    ready = "ready for the next job" if spare else "worker ready"
+    from storage.settings import load_settings
+
+    ready = "ready for the next job" if load_settings(env).spare_child else "worker ready"
     deadline = time.monotonic() + 180
     while ready not in log.read_text(errors="replace"):
         if worker.poll() is not None or time.monotonic() > deadline:
@@ -71,25 +73,24 @@ def start_waiting_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
     return worker
 
 
-def load_settings_from(env: dict[str, str]):
-    from storage.settings import load_settings
-
-    return load_settings(env)
-
-
-def run_job(spec_file: Path, env: dict[str, str], log: Path) -> float:
-    """The CLI's wall seconds from submit to its exit, with a worker already waiting."""
+def run_job(spec_file: Path, env: dict[str, str], log: Path, watch: Callable[[int], None] = lambda pid: None,
+            worker_exit_s: float = 60) -> float:
+    """The CLI's wall seconds from submit to its exit, with a worker already waiting. `watch` is told the worker's
+    and the CLI's PIDs as they start (a memory sampler follows their process trees)."""
     worker = start_waiting_worker(env, log)
+    watch(worker.pid)
     try:
         with log.open("ab") as output:
             started = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "jobs", "submit", str(spec_file), "--wait"], env=env,
-                                  cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+            cli = subprocess.Popen([sys.executable, "-m", "jobs", "submit", str(spec_file), "--wait"], env=env,
+                                   cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+            watch(cli.pid)
+            cli.wait()
             wall = time.perf_counter() - started
     finally:
         worker.terminate()
-        worker.wait(60)
-    if done.returncode:
+        worker.wait(worker_exit_s)
+    if cli.returncode:
         raise RuntimeError(f"the job failed; the log:\n{log.read_text(errors='replace')[-4000:]}")
     return wall
 

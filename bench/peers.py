@@ -50,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.job_overhead import start_waiting_worker  # noqa: E402
+from bench.job_overhead import breakdown, run_job  # noqa: E402
 from bench.machine import write_report  # noqa: E402
 from bench.time_to_loss import Evaluator  # noqa: E402
 
@@ -228,15 +228,8 @@ def run_studio(work: Work, folder: Path) -> Outcome:
     base_field = {} if work.base.name == "demo" else {"base_model": work.base.name}
     spec_file.write_text(json.dumps({"dataset": str(work.train_file), **base_field, **studio_fields(work.smoke)}))
     env = {**os.environ, **OFFLINE, "STUDIO_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
-    log = folder / "arm.log"
-    worker = start_waiting_worker(env, log)  # as on a running studio: up, idle, its spare process ready
-    try:
-        with PeakSampler([worker.pid]) as sampler:
-            wall = run_command([sys.executable, "-m", "jobs", "submit", str(spec_file), "--wait"], log, env, ROOT,
-                               sampler)
-    finally:
-        worker.terminate()
-        worker.wait(60)
+    with PeakSampler([]) as sampler:  # the worker waits (its spare process ready), as on a running studio
+        wall = run_job(spec_file, env, folder / "arm.log", watch=sampler.add_root)
     job = studio_job(data_dir)
     from jobs.spec import parse_spec
 
@@ -247,29 +240,26 @@ def run_studio(work: Work, folder: Path) -> Outcome:
 
 
 def studio_job(data_dir: Path) -> dict:
-    """The finished job as the ledger holds it: its planned spec, phases, last epoch, adapter folder, and the seconds
-    from its submit to its adapter's registration."""
-    from app.run_view import details_or_none, newest_job_id
+    """The finished job as the ledger holds it: its phases and the seconds from its submit to its adapter's
+    registration (job_overhead's breakdown), its planned spec, last epoch and adapter folder."""
     from jobs.studio import open_studio
     from storage import catalog, jobs_repo
+    from storage.models import JobStatus
     from storage.settings import load_settings
 
+    timing = breakdown(data_dir)
     studio = open_studio(load_settings({"STUDIO_DATA_DIR": str(data_dir)}))
     try:
-        job_id = newest_job_id(studio)
-        details = details_or_none(studio, job_id)
         with studio.db.read() as session:
-            job = jobs_repo.get_job(session, job_id)
-            epoch = jobs_repo.latest_metric(session, job_id, "epoch")
-            adapter = catalog.adapter_for_job(session, job_id)
-            registered_s = (job.finished_at - job.created_at).total_seconds()
-            spec, path = dict(job.spec), adapter.path
+            job = jobs_repo.get_job(session, timing["job"])
+            if job.status != JobStatus.SUCCEEDED:
+                raise RuntimeError(f"the studio job ended {job.status}")
+            epoch = jobs_repo.latest_metric(session, job.id, "epoch")
+            spec, path = dict(job.spec), catalog.adapter_for_job(session, job.id).path
     finally:
         studio.db.dispose()
-    if details["status"] != "succeeded":
-        raise RuntimeError(f"the studio job ended {details['status']}")
-    return {"spec": spec, "phases_s": details["phases_s"], "epoch": epoch, "adapter_path": path,
-            "registered_s": registered_s}
+    return {"spec": spec, "phases_s": timing["phases_s"], "epoch": epoch, "adapter_path": path,
+            "registered_s": timing["total_s"]}
 
 
 def split_train_rows(train_file: Path, spec) -> list[dict]:

@@ -1,7 +1,7 @@
 """The next job's process, started before the job: a spare child that has imported the training libraries already.
 
-Importing torch, transformers, peft, TRL and bitsandbytes is the largest cost of a job outside training: 6.5 s of
-a default SmolLM2 job and 13 s of a demo job on a 2-core CPU (bench/job_overhead.py). A worker keeps one spare
+Importing torch, transformers, peft, TRL and bitsandbytes is the largest cost of a job outside training: 6.5 s on
+the 2-core Xeon measured first, 12-13 s on the 2-core EPYC after it (bench/job_overhead.py). A worker keeps one spare
 `python -m jobs.queue.child --spare` that has done it and waits on its stdin for a job. It trains exactly one job,
 as a freshly started child would (its own process, its own engines, the same exit codes), and the worker starts
 the next spare only once that job has ended: never during one, where it would take CPU and memory from training.

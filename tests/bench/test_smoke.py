@@ -1,15 +1,9 @@
 """Every other bench script's --smoke mode runs and writes its report (CI runs them, so no benchmark rots)."""
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
+from tests.bench.smoke import run_smoke
 from tests.servers import require_servers
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
@@ -24,9 +18,5 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_smoke_run_writes_its_report(tmp_path, script, holds):
     if script == "scale_out.py":
         require_servers()
-    out = tmp_path / "report.json"
-    done = subprocess.run([sys.executable, f"bench/{script}", "--smoke", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(out.read_text())
+    _, report = run_smoke(script, tmp_path / "report.json")
     assert set(holds) <= set(report) and report["versions"], report
