@@ -124,7 +124,9 @@ def timeline(studio: Studio, job_id: int | None, show: str):
 def samples(studio: Studio, job_id: int | None):
     with studio.db.read() as session:
         found = jobs_repo.samples_for(session, job_id) if job_id is not None else []
-    return views.samples_table(found)
+        job = jobs_repo.get_job(session, job_id) if found else None
+        spec = job.spec if job is not None else {}
+    return views.samples_table(found, held_out=bool(spec.get("eval_dataset") or spec.get("eval_fraction")))
 
 
 def details(studio: Studio, picked):

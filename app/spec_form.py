@@ -28,6 +28,10 @@ GROUPS = {
 INTEGERS = (int, int | None)
 SWITCH = {"auto": None, "on": True, "off": False}
 """A switch the default rule may choose (jobs.step_plan): auto leaves it to the rule."""
+AUTO = "auto"
+EVAL_FRACTIONS = [AUTO, "0", "0.05", "0.1", "0.2"]
+"""eval_fraction's choices (any other number may be typed): a number box cannot tell 'auto' (empty) from 0 (no
+eval split), because the browser sends an empty box as 0."""
 CLOSED_GROUPS = ("Optimizer", "More")
 FIELD_CLASS = "spec-field"
 ERROR_CLASS = "field-error"
@@ -52,6 +56,8 @@ def component(name: str, **overrides):
         return gr.Dropdown(choices=list(TARGET_PRESETS), value=[field.default], multiselect=True,
                            allow_custom_value=True, **{**common, "info": common["info"] + " Pick presets and modules "
                            "(a mix becomes the list of module names), or type a name and press Enter."})
+    if name == "eval_fraction":
+        return gr.Dropdown(choices=EVAL_FRACTIONS, value=AUTO, allow_custom_value=True, **common)
     if name == "eval_dataset":
         return gr.Dropdown(choices=eval_choices([]), value="", **common)
     if name == "modules_to_save":
@@ -127,12 +133,25 @@ def spec_from_form(studio: Studio, names: list[str], values: list) -> dict:
             value = int(value)
         if annotation == bool | None and value in SWITCH:
             value = SWITCH[value]
-        if annotation in (int | None, float | None) and not value:
+        if name == "eval_fraction":
+            value = eval_fraction_value(value)
+        elif annotation in (int | None, float | None) and not value:
             value = None  # the browser sends an empty number box as 0; empty means "chosen per job"
         raw[name] = value
     if "target_modules" in raw:
         raw["target_modules"] = form_targets(raw["target_modules"], studio, raw.get("base_model", ""))
     return raw
+
+
+def eval_fraction_value(value: object) -> object:
+    """The eval fraction control's value as a spec value: 'auto' or empty is None (chosen per job), a number
+    typed as text is that number; anything else stays as it is, for validation to name."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", AUTO)):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
 
 
 def form_values(spec: dict, names: list[str]) -> list:
@@ -145,6 +164,8 @@ def form_values(spec: dict, names: list[str]) -> list:
             value = [value]
         elif TrainSpec.model_fields[name].annotation == bool | None and (value is None or isinstance(value, bool)):
             value = switch_word(value)
+        elif name == "eval_fraction":
+            value = AUTO if value is None else f"{value:g}" if isinstance(value, int | float) else value
         values.append(value)
     return values
 

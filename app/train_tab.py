@@ -18,6 +18,7 @@ from app.spec_form import (
     build_groups,
     component,
     eval_choices,
+    eval_fraction_value,
     field_updates,
     problems_summary,
     spec_from_form,
@@ -79,14 +80,20 @@ def render_preview(studio: Studio, base_model: str, dataset: str, eval_fraction,
 
 def _split_text(studio: Studio, found, eval_fraction, eval_dataset: str) -> str:
     from jobs.data.store import find_dataset, split_sizes
+    from jobs.step_plan import eval_fraction_for
 
     held_out = find_dataset(studio, eval_dataset) if eval_dataset else None
     if held_out is not None:
         return (f"**{found.rows} rows** ({found.format}), all of them train; eval on '{held_out.name}' "
                 f"({held_out.rows} rows).")
-    fraction = float(eval_fraction or 0)
-    train_rows, eval_rows = split_sizes(found.rows, fraction if 0 <= fraction < 0.5 else 0)
-    return f"**{found.rows} rows** ({found.format}): {train_rows} train, {eval_rows} eval (eval fraction {fraction:g})."
+    fraction, how = eval_fraction_value(eval_fraction), ""
+    if fraction is None:
+        fraction, how = eval_fraction_for(found.rows), ", chosen for the dataset's size"
+    if not isinstance(fraction, float) or not 0 <= fraction < 0.5:
+        return f"**{found.rows} rows** ({found.format}); the eval fraction must be a number in [0, 0.5)."
+    train_rows, eval_rows = split_sizes(found.rows, fraction)
+    return (f"**{found.rows} rows** ({found.format}): {train_rows} train, {eval_rows} eval (eval fraction "
+            f"{fraction:g}{how}).")
 
 
 def _cut_text(studio: Studio, base_model: str, dataset: str, max_length: int, overlong: str, dedup: bool) -> str:

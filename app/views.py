@@ -251,13 +251,15 @@ def ranking(jobs: list[Job], latest: dict[int, dict[str, float]], medians: dict[
     return pd.DataFrame(rows, columns=RANKING_COLUMNS)
 
 
-def samples_table(samples: list) -> pd.DataFrame:
-    """One row per held-out prompt; one column per step (step 0: the base model before training)."""
+def samples_table(samples: list, held_out: bool = True) -> pd.DataFrame:
+    """One row per prompt (held out, or a training row's in a run without an eval split); one column per step
+    (step 0: the base model before training)."""
     steps = sorted({s.step for s in samples})
     prompts: dict[int, dict] = {}
     for sample in samples:
         row = prompts.setdefault(sample.prompt_index, {"prompt": sample.prompt})
         row[sample.step] = sample.answer
-    columns = ["prompt", *[("base (step 0)" if step == 0 else f"step {step}") for step in steps]]
+    first = "held-out prompt" if held_out else "training prompt (no eval split)"
+    columns = [first, *[("base (step 0)" if step == 0 else f"step {step}") for step in steps]]
     rows = [[row["prompt"], *[row.get(step, "") for step in steps]] for _, row in sorted(prompts.items())]
     return pd.DataFrame(rows, columns=columns)

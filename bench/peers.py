@@ -2,8 +2,8 @@
 LLaMA-Factory's CLI, each run in fresh processes, interleaved, and one evaluator for every arm's adapter.
 
     python bench/peers.py [--model demo|smollm2] [--repeats 3] [--arms studio,script,trl-cli,llamafactory]
-                          [--lf bench/peers/llamafactory/run.sh] [--trl-cli-steps N] [--reuse REPORT] [--smoke]
-                          [--out PATH]
+                          [--lf bench/peers/llamafactory/run.sh] [--trl-cli-steps N]
+                          [--reuse REPORT [--reuse-arms A,B]] [--smoke] [--out PATH]
 
 The work: the same base (NF4 + double quant, LoRA r=8 on every linear layer), the same train rows (the first --rows
 of the example file the studio ships for the base, the next --held-out rows held out), the same learning
@@ -29,7 +29,9 @@ length, times the epochs it ran) per training second; the peak resident set of t
 process's VmHWM, sampled every 0.2 s over the arm's process tree; for the studio the tree under the worker, which is
 where the job trains); the held-out loss of the adapter the arm ends with, computed by ONE evaluator on the same rows
 (assistant tokens only). Medians over interleaved repeats, and the studio's speedup over each peer (peer's wall ÷
-studio's wall). Printed and saved as JSON to bench/results/."""
+studio's wall). Repeat r runs every arm with seed 42 + r (LoRA init, data order): each arm is deterministic for a
+seed, so repeats with one seed would only measure timing noise, never how far an arm's loss moves with its
+start. Printed and saved as JSON to bench/results/."""
 
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ LORA_RANK, LORA_ALPHA = 8, 16  # alpha 2 × rank: TRL's and LLaMA-Factory's own 
 TRL_MAX_LENGTH, LF_CUTOFF = 1024, 512  # `trl sft`'s default max_length; run.sh's cutoff_len
 TRL_EPOCHS, TRL_BATCH = 3, 8  # `trl sft`'s default epochs and per-device batch
 SMOKE_STEPS = 8
+FIRST_SEED = 42  # the studio's default seed: repeat 0 is the default job
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
 RESULTS = ROOT / "bench" / "results"
@@ -216,9 +219,10 @@ class Outcome:
     max_length: int
     peak_rss_bytes: int = 0
     extra: dict | None = None
+    seed: int | None = None
 
 
-def run_studio(work: Work, folder: Path) -> Outcome:
+def run_studio(work: Work, folder: Path, seed: int) -> Outcome:
     """A job through the CLI and a waiting worker, in a fresh data dir (nothing cached from an earlier run)."""
     data_dir = folder / "data"
     models = data_dir / "models"
@@ -226,7 +230,8 @@ def run_studio(work: Work, folder: Path) -> Outcome:
     shutil.copytree(work.base, models / work.base.name)
     spec_file = folder / "job.json"
     base_field = {} if work.base.name == "demo" else {"base_model": work.base.name}
-    spec_file.write_text(json.dumps({"dataset": str(work.train_file), **base_field, **studio_fields(work.smoke)}))
+    spec_file.write_text(json.dumps({"dataset": str(work.train_file), **base_field, **studio_fields(work.smoke),
+                                     "seed": seed}))
     env = {**os.environ, **OFFLINE, "STUDIO_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
     with PeakSampler([]) as sampler:  # the worker waits (its spare process ready), as on a running studio
         wall = run_job(spec_file, env, folder / "arm.log", watch=sampler.add_root)
@@ -271,7 +276,7 @@ def split_train_rows(train_file: Path, spec) -> list[dict]:
     return list(train)
 
 
-def run_script(work: Work, folder: Path) -> Outcome:
+def run_script(work: Work, folder: Path, seed: int) -> Outcome:
     from jobs.data.store import load_rows
     from jobs.models.loading import load_tokenizer
     from jobs.training.script import plain_trl_script
@@ -279,17 +284,18 @@ def run_script(work: Work, folder: Path) -> Outcome:
     folder.mkdir(parents=True)
     chat_template = load_tokenizer(str(work.base)).chat_template
     script = folder / "train_adapter.py"
-    script.write_text(plain_trl_script(work.spec, str(work.base), str(work.train_file), chat_template,
+    spec = work.spec.model_copy(update={"seed": seed})
+    script.write_text(plain_trl_script(spec, str(work.base), str(work.train_file), chat_template,
                                        out_dir=str(folder / "adapter")))
     log = folder / "arm.log"
     with PeakSampler([]) as sampler:
         wall = run_command([sys.executable, str(script)], log, {**os.environ, **OFFLINE}, folder, sampler)
     runtime, epochs = trainer_summary(log.read_text(errors="replace"))
-    rows = split_train_rows(work.train_file, work.spec) if work.spec.eval_fraction else load_rows(work.train_file)
-    return Outcome(wall, runtime, epochs, folder / "adapter", rows, work.spec.max_length, sampler.peak_bytes)
+    rows = split_train_rows(work.train_file, spec) if spec.eval_fraction else load_rows(work.train_file)
+    return Outcome(wall, runtime, epochs, folder / "adapter", rows, spec.max_length, sampler.peak_bytes)
 
 
-def run_trl_cli(work: Work, folder: Path) -> Outcome:
+def run_trl_cli(work: Work, folder: Path, seed: int) -> Outcome:
     from jobs.data.store import load_rows
 
     data = folder / "data"
@@ -302,7 +308,7 @@ def run_trl_cli(work: Work, folder: Path) -> Outcome:
                "--lora_target_modules", "all-linear", "--learning_rate", str(work.learning_rate),
                # Without --use_cpu it refuses to start on a machine without a GPU: "Your setup doesn't support
                # bf16/gpu" (its default bf16=True); with it, its bf16 autocast runs on the CPU.
-               "--use_cpu", "--report_to", "none"]
+               "--use_cpu", "--report_to", "none", "--seed", str(seed)]
     cap = SMOKE_STEPS if work.smoke else work.trl_cli_steps
     log = folder / "arm.log"
     with PeakSampler([]) as sampler:
@@ -316,13 +322,14 @@ def run_trl_cli(work: Work, folder: Path) -> Outcome:
     return Outcome(wall, runtime, epochs, out, rows, TRL_MAX_LENGTH, sampler.peak_bytes, extra)
 
 
-def run_llamafactory(work: Work, folder: Path, lf_script: str) -> Outcome:
+def run_llamafactory(work: Work, folder: Path, lf_script: str, seed: int) -> Outcome:
     from jobs.data.store import load_rows
 
     folder.mkdir(parents=True)
     out = folder / "output"
     command = ["bash", str(Path(lf_script).resolve()), str(work.base), str(work.train_file), str(out),
-               "100000", str(work.learning_rate), str(SMOKE_STEPS if work.smoke else -1)]  # no checkpoints between
+               "100000", str(work.learning_rate), str(SMOKE_STEPS if work.smoke else -1),  # no checkpoints between
+               str(seed)]
     log = folder / "arm.log"
     with PeakSampler([]) as sampler:
         wall = run_command(command, log, dict(os.environ), folder, sampler)
@@ -343,14 +350,14 @@ def trainer_summary(log: str) -> tuple[float, float]:
     return float(TRAIN_RUNTIME.search(line).group(1)), float(EPOCH.search(line).group(1))
 
 
-def run_arm(arm: str, work: Work, folder: Path, lf_script: str | None) -> Outcome:
+def run_arm(arm: str, work: Work, folder: Path, lf_script: str | None, seed: int) -> Outcome:
     if arm == "studio":
-        return run_studio(work, folder)
+        return run_studio(work, folder, seed)
     if arm == "script":
-        return run_script(work, folder)
+        return run_script(work, folder, seed)
     if arm == "trl-cli":
-        return run_trl_cli(work, folder)
-    return run_llamafactory(work, folder, lf_script)
+        return run_trl_cli(work, folder, seed)
+    return run_llamafactory(work, folder, lf_script, seed)
 
 
 # ----------------------------------------------------------------------------------------------------- the report
@@ -374,7 +381,7 @@ def record(arm: str, outcome: Outcome, tokenizer, loss: float) -> dict:
             "train_s": outcome.train_s, "epochs": outcome.epochs, "train_rows": len(outcome.train_rows),
             "tokens_trained": tokens, "tokens_per_s": tokens / outcome.train_s if outcome.train_s else None,
             "peak_rss_mb": outcome.peak_rss_bytes / 2**20,
-            "held_out_loss": None if "capped_at_steps" in extra else loss, **extra}
+            "held_out_loss": None if "capped_at_steps" in extra else loss, "seed": outcome.seed, **extra}
 
 
 def summarize(runs: list[dict], arms: list[str]) -> dict:
@@ -397,8 +404,9 @@ def with_earlier_runs(runs: list[dict], arms: list[str], report: Path, args) -> 
     earlier = json.loads(report.read_text())
     if (earlier["model"], earlier["rows"], earlier["held_out"]) != (args.model, args.rows, args.held_out):
         raise SystemExit(f"--reuse: {report} measured other work ({earlier['model']}, {earlier['rows']} rows)")
+    wanted = set(args.reuse_arms.split(",")) if args.reuse_arms else None
     kept = [{**run, "reused_from": run.get("reused_from") or f"{report.name} ({earlier['date']})"}
-            for run in earlier["runs"]]
+            for run in earlier["runs"] if wanted is None or run["arm"] in wanted]
     return runs + kept, arms + [arm for arm in dict.fromkeys(run["arm"] for run in kept) if arm not in arms]
 
 
@@ -433,6 +441,7 @@ def main() -> None:
                         "whole run's wall time from them (its held-out loss is then not reported)")
     parser.add_argument("--reuse", type=Path, help="an earlier report of this script (same machine, model and rows): "
                         "its runs join this one's, each marked with where it came from (repeats added later)")
+    parser.add_argument("--reuse-arms", help="only these arms' runs from --reuse (the others' setup changed since)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.smoke:
@@ -447,7 +456,8 @@ def main() -> None:
         outcomes = []
         for repeat in range(args.repeats):
             for arm in arms:  # interleaved, so drifts of the machine fall on every arm alike
-                outcome = run_arm(arm, work, work_dir / f"{arm}-{repeat}", args.lf)
+                outcome = run_arm(arm, work, work_dir / f"{arm}-{repeat}", args.lf, FIRST_SEED + repeat)
+                outcome.seed = FIRST_SEED + repeat
                 print(f"repeat {repeat + 1}: {arm} {outcome.wall_s:.1f} s", flush=True)
                 outcomes.append((arm, outcome))
         from jobs.models.loading import load_tokenizer

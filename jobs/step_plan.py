@@ -10,6 +10,10 @@ the learning rate are chosen per job unless the person set them (an empty field,
 - batch_size: sequences per step (packed sequences with packing, else rows) so an epoch has at least
   MIN_STEPS_PER_EPOCH steps: the data's sequences ÷ MIN_STEPS_PER_EPOCH, from 1 to MAX_AUTO_BATCH.
 - num_epochs (when max_steps is -1 too): enough epochs for MIN_TOTAL_STEPS steps, from 1 to MAX_AUTO_EPOCHS.
+- eval_fraction: no eval split below MIN_ROWS_FOR_EVAL_SPLIT rows, where a tenth would be fewer than 50 rows: every
+  row trains (on SmolLM2-135M a tenth of 320 rows held out cost 12% in held-out loss, while a tenth of 900 cost
+  nothing, one run each: docs/benchmarks.md); from there a tenth, at most MAX_AUTO_EVAL_ROWS rows (enough for a
+  steady eval loss; more only makes every eval slower).
 - learning_rate: from the base's size, 2e-4 at 7B scaled by (7B / parameters)^0.7, within [1e-4, 5e-3]: about
   QLoRA's 2e-4 for 7B-13B models and 1e-4 from 33B up, higher for small ones (a 1B model gets 7.8e-4, a 135M one
   3.2e-3; the 4M demo 5e-3). The exponent was 0.5 first, then 0.6: on SmolLM2-135M their 1.4e-3 and 2.1e-3
@@ -23,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from jobs.data.stats import rows_per_packed_sequence
+from jobs.data.stats import packed_sequence_count
 from jobs.data.store import split_sizes
 from jobs.spec import TrainSpec
 
@@ -38,7 +42,10 @@ REFERENCE_LEARNING_RATE = 2e-4
 LEARNING_RATE_EXPONENT = 0.7
 LEARNING_RATE_RANGE = (1e-4, 5e-3)
 UNKNOWN_BASE_LEARNING_RATE = 2e-4
-AUTO_FIELDS = ("packing", "batch_size", "num_epochs", "learning_rate")
+MIN_ROWS_FOR_EVAL_SPLIT = 500
+AUTO_EVAL_FRACTION = 0.1
+MAX_AUTO_EVAL_ROWS = 200
+AUTO_FIELDS = ("eval_fraction", "packing", "batch_size", "num_epochs", "learning_rate")
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,9 @@ class StepPlan:
     chosen: tuple[str, ...]
     """The fields the rule chose (the others were the person's)."""
     counted: bool
+    train_rows: int = 0
+    eval_rows: int = 0
+    """Rows held out of the dataset for eval (0 with a validation dataset, or with no eval split)."""
 
     def sentence(self) -> str:
         spec = self.spec
@@ -72,7 +82,19 @@ class StepPlan:
                   "set a field to override." if self.chosen else "")
         return (f"This job will make {self.steps:,} optimizer steps over {self.tokens:,} tokens{counted}: {run} of "
                 f"{self.sequences_per_epoch:,} {unit}, {spec.batch_size} × {spec.grad_accum} per step, learning "
-                f"rate {spec.learning_rate:g}.{chosen}")
+                f"rate {spec.learning_rate:g}. {self.eval_sentence()}{chosen}")
+
+    def eval_sentence(self) -> str:
+        spec = self.spec
+        if spec.eval_dataset:
+            return f"Eval on the validation dataset '{spec.eval_dataset}' every {spec.eval_steps} steps."
+        if self.eval_rows:
+            return (f"{self.eval_rows:,} rows held out for eval every {spec.eval_steps} steps, "
+                    f"{self.train_rows:,} train.")
+        why = (f" (fewer than {MIN_ROWS_FOR_EVAL_SPLIT:,} rows: each is worth more in training)"
+               if "eval_fraction" in self.chosen else "")
+        return (f"No eval split{why}: all {self.train_rows:,} rows train, and there is no eval loss, early stopping "
+                "or sample answers; set an eval fraction or a validation dataset for them.")
 
 
 def _shown(name: str, value: object) -> str:
@@ -100,11 +122,18 @@ def learning_rate_for(params: int | None) -> float:
     return float(f"{min(high, max(low, rate)):.2g}")
 
 
+def eval_fraction_for(rows: int) -> float:
+    """The rule's eval split for a dataset of `rows` (no validation dataset given)."""
+    if rows < MIN_ROWS_FOR_EVAL_SPLIT:
+        return 0.0
+    return float(f"{min(AUTO_EVAL_FRACTION, MAX_AUTO_EVAL_ROWS / rows):.4g}")
+
+
 def packed_sequences(train_lengths: list[int], max_length: int) -> int:
     """Sequences of up to max_length that TRL's best-fit packing makes of these rows."""
     if not train_lengths:
         return 0
-    return math.ceil(len(train_lengths) / rows_per_packed_sequence(train_lengths, max_length))
+    return packed_sequence_count(train_lengths, max_length)
 
 
 def sequences_per_epoch(spec: TrainSpec, train_lengths: list[int]) -> int:
@@ -114,18 +143,25 @@ def sequences_per_epoch(spec: TrainSpec, train_lengths: list[int]) -> int:
     return len(train_lengths)
 
 
-def _train_lengths(spec: TrainSpec, data: DataSize) -> list[int]:
-    lengths = [n for n in data.lengths if spec.overlong == "truncate" or n <= spec.max_length]
-    if spec.eval_dataset:
+def _kept_lengths(spec: TrainSpec, data: DataSize) -> list[int]:
+    return [n for n in data.lengths if spec.overlong == "truncate" or n <= spec.max_length]
+
+
+def _train_lengths(lengths: list[int], eval_dataset: str, eval_fraction: float) -> list[int]:
+    if eval_dataset:
         return lengths
-    train_rows, _ = split_sizes(len(lengths), spec.eval_fraction)
+    train_rows, _ = split_sizes(len(lengths), eval_fraction)
     return lengths[:train_rows]
 
 
 def plan(spec: TrainSpec, data: DataSize, base_params: int | None) -> StepPlan:
     """The job's plan: the fields left empty chosen by the rule above, the person's values kept."""
-    lengths = _train_lengths(spec, data)
+    kept = _kept_lengths(spec, data)
     chosen: dict = {}
+    if spec.eval_fraction is None:
+        chosen["eval_fraction"] = 0.0 if spec.eval_dataset else eval_fraction_for(len(kept))
+    eval_fraction = chosen.get("eval_fraction", spec.eval_fraction)
+    lengths = _train_lengths(kept, spec.eval_dataset, eval_fraction)
     if spec.packing is None:
         chosen["packing"] = packed_sequences(lengths, spec.max_length) >= MIN_PACKED_SEQUENCES
     sequences = sequences_per_epoch(spec.model_copy(update=chosen), lengths)
@@ -144,4 +180,4 @@ def plan(spec: TrainSpec, data: DataSize, base_params: int | None) -> StepPlan:
     tokens = round(epoch_tokens * steps / steps_per_epoch)
     shown = tuple(name for name in chosen if name != "num_epochs" or spec.max_steps <= 0)
     return StepPlan(spec=resolved, steps=steps, tokens=tokens, sequences_per_epoch=sequences, chosen=shown,
-                    counted=data.counted)
+                    counted=data.counted, train_rows=len(lengths), eval_rows=len(kept) - len(lengths))

@@ -39,7 +39,7 @@ def _dataset_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
     if dataset is None:
         return [Problem(field="dataset", message=f"no dataset named '{spec.dataset}'; upload it first")]
     problems = _eval_dataset_problems(studio, spec, dataset)
-    if spec.eval_fraction > 0 and not spec.eval_dataset and dataset.rows < 2:
+    if (spec.eval_fraction or 0) > 0 and not spec.eval_dataset and dataset.rows < 2:
         problems.append(Problem(field="eval_fraction",
                                 message=f"dataset '{spec.dataset}' has {dataset.rows} row; set eval_fraction to 0"))
     if dataset.format == "text" and spec.assistant_only_loss and spec.method == "sft":

@@ -102,15 +102,55 @@ def rows_per_packed_sequence(lengths: list[int], max_length: int) -> float | Non
     over-long rows truncated to max_length first."""
     if not lengths:
         return None
-    free: list[int] = []
+    return len(lengths) / packed_sequence_count(lengths, max_length)
+
+
+def packed_sequence_count(lengths: list[int], max_length: int) -> int:
+    """Sequences best-fit decreasing packing makes: each row, longest first, goes into the open sequence with the
+    least room that still fits it, else opens one. The open sequences are counted by room left, so each row costs
+    O(log max_length) (a list of open sequences scanned per row took minutes for 40,000 rows)."""
+    rooms = _RoomCounts(max_length)
+    count = 0
     for length in sorted((min(length, max_length) for length in lengths), reverse=True):
-        fits = [i for i, room in enumerate(free) if room >= length]
-        if fits:
-            best = min(fits, key=lambda i: free[i])
-            free[best] -= length
+        room = rooms.smallest_at_least(length)
+        if room is None:
+            count += 1
+            rooms.add(max_length - length, 1)
         else:
-            free.append(max_length - length)
-    return len(lengths) / len(free)
+            rooms.add(room, -1)
+            rooms.add(room - length, 1)
+    return count
+
+
+class _RoomCounts:
+    """How many open sequences have each room 0..max_length left: a Fenwick tree over room values."""
+
+    def __init__(self, max_length: int) -> None:
+        self.size = max_length + 1
+        self.tree = [0] * (self.size + 1)
+        self.total = 0
+
+    def add(self, room: int, delta: int) -> None:
+        self.total += delta
+        index = room + 1
+        while index <= self.size:
+            self.tree[index] += delta
+            index += index & -index
+
+    def smallest_at_least(self, room: int) -> int | None:
+        below, index = 0, room  # open sequences with less room than asked (rooms 0..room-1)
+        while index > 0:
+            below += self.tree[index]
+            index -= index & -index
+        if below == self.total:
+            return None
+        wanted, position, step = below + 1, 0, 1 << self.size.bit_length()
+        while step:  # the position of the `wanted`-th open sequence in room order
+            if position + step <= self.size and self.tree[position + step] < wanted:
+                position += step
+                wanted -= self.tree[position]
+            step >>= 1
+        return position  # tree index position + 1 holds room `position`
 
 
 def dataset_stats(rows: list[dict], tokenizer, max_length: int, assistant_only_loss: bool,

@@ -103,11 +103,12 @@ class CompleteMarkerCallback(TrainerCallback):
 
 
 class SampleCallback(TrainerCallback):
-    """Greedy answers to a few held-out prompts: the base model's before training (step 0), then at every eval and
-    at the end, so a person sees learning happen. Prompts are conversations ending with the user's turn."""
+    """Greedy answers to a few prompts: the base model's before training (step 0), then at every eval (or every
+    `every_steps` in a run without evals) and at the end, so a person sees learning happen. Prompts are
+    conversations ending with the user's turn."""
 
-    def __init__(self, prompts: list[list[dict]], tokenizer, sink: SampleSink) -> None:
-        self.prompts, self.tokenizer, self.sink = prompts, tokenizer, sink
+    def __init__(self, prompts: list[list[dict]], tokenizer, sink: SampleSink, every_steps: int | None = None) -> None:
+        self.prompts, self.tokenizer, self.sink, self.every_steps = prompts, tokenizer, sink, every_steps
         self._answered: set[int] = set()
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -116,6 +117,10 @@ class SampleCallback(TrainerCallback):
 
     def on_evaluate(self, args, state, control, model=None, **kwargs):
         self._answer(model, state.global_step)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.every_steps and state.global_step % self.every_steps == 0:
+            self._answer(model, state.global_step)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self._answer(model, state.global_step)

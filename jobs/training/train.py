@@ -198,12 +198,13 @@ def select_rows(rows: list[dict], spec: TrainSpec, tokenizer) -> list[dict]:
     return rows
 
 
-def sample_prompts(eval_rows: Dataset | None, count: int) -> list[list[dict]]:
-    """The first held-out rows' conversations up to their last user turn: what the samples answer."""
-    if eval_rows is None or count <= 0:
+def sample_prompts(rows: Dataset | None, count: int) -> list[list[dict]]:
+    """The first rows' conversations up to their last user turn: what the samples answer (held-out rows, or the
+    training rows of a run without an eval split)."""
+    if rows is None or count <= 0:
         return []
     prompts = []
-    for row in eval_rows.select(range(min(count, len(eval_rows)))):
+    for row in rows.select(range(min(count, len(rows)))):
         messages = row.get("messages") or []  # raw text rows have no prompts to answer
         last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
         if last_user is not None:
@@ -286,9 +287,11 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
 
     stop = StopCallback(should_stop)
     callbacks = run_callbacks(spec, out_dir, on_metrics, stop, eval_rows is not None)
-    prompts = sample_prompts(eval_rows, spec.sample_prompts)
+    # Without an eval split the samples answer training prompts, every eval_steps: learning stays visible.
+    prompts = sample_prompts(train_rows if eval_rows is None else eval_rows, spec.sample_prompts)
     if on_samples is not None and prompts:
-        callbacks.append(SampleCallback(prompts, tokenizer, on_samples))
+        callbacks.append(SampleCallback(prompts, tokenizer, on_samples,
+                                        every_steps=spec.eval_steps if eval_rows is None else None))
     args = sft_config(spec, out_dir, device.name, device.dtype, device.checkpointing, eval_rows is not None,
                       text_rows)
     with phase("trainer_build"):  # TRL tokenizes and packs the rows here

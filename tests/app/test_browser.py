@@ -211,6 +211,14 @@ def _fill_job(page, name: str, **fields) -> None:
         _field(page, field).fill(str(value))
 
 
+def _choose_field(page, field: str, option: str) -> None:
+    """Pick `option` in the Train form's dropdown for `field` (its own list, as `_choose` below does)."""
+    box = _field(page, field)
+    box.click()
+    page.locator(f"li[role=option][id^='{box.get_attribute('aria-controls')}-option-'][aria-label='{option}']").click()
+    expect(box).to_have_value(option)
+
+
 def _submit(page) -> str:
     """Click Submit and return the status once it has changed (each submit in this journey changes it)."""
     status = page.locator("#submit-status").get_by_test_id("markdown-wrapper")  # not the progress timer
@@ -255,10 +263,12 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
         started = time.monotonic()
         page.goto(app.url)
         expect(page.get_by_role("button", name="Submit job")).to_be_visible(timeout=60_000)
-        # The plan beside the form: the defaults are chosen for the example data, and said so.
+        # The plan beside the form: the defaults are chosen for the example data (600 rows: a tenth held out), and
+        # said so.
         expect(page.locator("#step-plan")).to_contain_text(re.compile(
-            r"This job will make \d+ optimizer steps over [\d,]+ tokens.*Chosen for this job: packing on, "
-            r"batch_size \d+, num_epochs \d+, learning_rate 0.005"), timeout=30_000)
+            r"This job will make \d+ optimizer steps over [\d,]+ tokens.*60 rows held out for eval every 25 steps.*"
+            r"Chosen for this job: eval_fraction 0.1, packing on, batch_size \d+, num_epochs \d+, "
+            r"learning_rate 0.005"), timeout=30_000)
 
         # --- Train: their own CSV is imported, and still listed after a reload ----------------------------------
         own = tmp_path / "my-notes.csv"
@@ -297,7 +307,9 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
         job_ids = {}
         for name in ("first", "second"):
             _fill_job(page, name, lora_r=8, **FAST)
-            expect(page.locator("#step-plan")).to_contain_text("This job will make 6 optimizer steps")
+            _choose_field(page, "eval_fraction", "0.1")  # a held-out tenth: the eval curve below
+            expect(page.locator("#step-plan")).to_contain_text(re.compile(
+                r"This job will make 6 optimizer steps.*60 rows held out for eval every 3 steps, 540 train"))
             text = _submit(page)
             match = re.search(r"Queued job (\d+)", text)
             assert match, text
@@ -308,6 +320,7 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
         listed = {job["name"]: job for job in _api(app).predict(api_name="/list_jobs")}
         assert set(listed) == {"first", "second"}
         assert listed["first"]["spec"]["max_steps"] == 6 and listed["first"]["spec"]["lora_r"] == 8
+        assert listed["first"]["spec"]["eval_fraction"] == 0.1
 
         # --- Runs: opened while the jobs are queued, followed live until both succeed ------------------------
         _open_tab(page, "Runs")

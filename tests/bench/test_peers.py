@@ -18,6 +18,7 @@ def test_the_smoke_run_measures_every_arm_on_one_evaluator(tmp_path):
     for run in report["runs"]:
         assert run["wall_s"] > run["train_s"] > 0 and run["tokens_trained"] > 0, run
         assert run["peak_rss_mb"] > 100 and math.isfinite(run["held_out_loss"]), run
+        assert run["seed"] == 42, run  # the first repeat: every arm with the studio's default seed
     studio = next(run for run in report["runs"] if run["arm"] == "studio")
     assert set(studio["phases_s"]) >= {"imports", "base_load", "training", "registration"}
     assert studio["registered_s"] < studio["wall_s"]  # the CLI sees the adapter registered, then exits

@@ -9,10 +9,13 @@ from jobs.planning import job_plan
 from jobs.spec import parse_spec
 from jobs.step_plan import (
     MAX_AUTO_BATCH,
+    MAX_AUTO_EVAL_ROWS,
+    MIN_ROWS_FOR_EVAL_SPLIT,
     MIN_STEPS_PER_EPOCH,
     MIN_TOTAL_STEPS,
     DataSize,
     estimated_lengths,
+    eval_fraction_for,
     learning_rate_for,
     plan,
 )
@@ -35,18 +38,46 @@ def test_the_rule_gives_at_least_the_minimum_of_steps(studio, rows):
     assert step_plan.steps >= MIN_TOTAL_STEPS, step_plan.sentence()
     steps_per_epoch = step_plan.steps / spec.num_epochs
     assert steps_per_epoch >= min(MIN_STEPS_PER_EPOCH, step_plan.sequences_per_epoch)
-    assert set(step_plan.chosen) == {"packing", "batch_size", "num_epochs", "learning_rate"}
+    assert set(step_plan.chosen) == {"eval_fraction", "packing", "batch_size", "num_epochs", "learning_rate"}
     assert spec.learning_rate == 5e-3  # the 4M-parameter demo gets the top of the range
-    if rows == 50:  # 45 short rows pack into a handful of sequences: each row is a step instead
-        assert not spec.packing and spec.batch_size == 1 and step_plan.sequences_per_epoch == 45
-        assert spec.num_epochs == 3 and step_plan.steps == 135
-    else:  # plenty of data: packed, several sequences a step (the example rows are short: 4,500 pack into ~240)
+    if rows == 50:  # no eval split; 50 short rows pack into a handful of sequences: each row is a step instead
+        assert spec.eval_fraction == 0 and (step_plan.train_rows, step_plan.eval_rows) == (50, 0)
+        assert not spec.packing and spec.batch_size == 1 and step_plan.sequences_per_epoch == 50
+        assert spec.num_epochs == 2 and step_plan.steps == 100
+        assert "No eval split (fewer than 500 rows" in step_plan.sentence()
+    else:  # plenty of data: 200 rows held out; packed, several sequences a step (4,800 short rows pack into ~250)
+        assert spec.eval_fraction == 0.04 and (step_plan.train_rows, step_plan.eval_rows) == (4800, 200)
+        assert "200 rows held out for eval every 25 steps, 4,800 train." in step_plan.sentence()
         assert spec.packing and 1 < spec.batch_size <= MAX_AUTO_BATCH, step_plan.sentence()
+
+
+@pytest.mark.parametrize(("rows", "fraction", "eval_rows"), [
+    (1, 0, 0), (320, 0, 0), (MIN_ROWS_FOR_EVAL_SPLIT - 1, 0, 0), (MIN_ROWS_FOR_EVAL_SPLIT, 0.1, 50), (900, 0.1, 90),
+    (2000, 0.1, 200), (2001, 0.09995, 200), (3000, 0.06667, 200), (40_000, 0.005, 200)])
+def test_the_eval_split_is_none_for_a_small_dataset_and_at_most_200_rows(rows, fraction, eval_rows):
+    assert eval_fraction_for(rows) == fraction
+    step_plan = plan(parse_spec({}), DataSize(lengths=[100] * rows, counted=True), None)
+    assert step_plan.spec.eval_fraction == fraction and "eval_fraction" in step_plan.chosen
+    assert step_plan.eval_rows == eval_rows <= MAX_AUTO_EVAL_ROWS and step_plan.train_rows == rows - eval_rows
+
+
+def test_a_validation_dataset_or_a_given_fraction_decides_the_eval_split():
+    data = DataSize(lengths=[100] * 5000, counted=True)
+    with_dataset = plan(parse_spec({"eval_dataset": "held-out"}), data, None)
+    assert with_dataset.spec.eval_fraction == 0 and with_dataset.train_rows == 5000
+    assert "Eval on the validation dataset 'held-out' every 25 steps." in with_dataset.sentence()
+    for given in (0, 0.2):
+        mine = plan(parse_spec({"eval_fraction": given}), DataSize(lengths=[100] * 320, counted=True), None)
+        assert mine.spec.eval_fraction == given and "eval_fraction" not in mine.chosen
+        assert mine.eval_rows == round(320 * given)
+    assert "No eval split: all 320 rows train" in plan(parse_spec({"eval_fraction": 0}),
+                                                        DataSize(lengths=[100] * 320, counted=True), None).sentence()
 
 
 def test_explicit_values_override_the_rule(studio):
     dataset = _stored(studio, "rows50", 50)
-    mine = {"dataset": dataset, "batch_size": 4, "num_epochs": 2, "learning_rate": 2e-3, "packing": True}
+    mine = {"dataset": dataset, "batch_size": 4, "num_epochs": 2, "learning_rate": 2e-3, "packing": True,
+            "eval_fraction": 0.1}
     step_plan = job_plan(studio, parse_spec(mine))
     assert step_plan.chosen == ()
     assert {name: getattr(step_plan.spec, name) for name in mine} == mine
@@ -59,9 +90,11 @@ def test_submit_stores_the_chosen_values_and_says_which(studio):
     job_id = submit_job(studio, {"dataset": _stored(studio, "rows50", 50), "batch_size": 2})
     with studio.db.read() as session:
         job = jobs_repo.get_job(session, job_id)
-    assert job.spec["batch_size"] == 2 and job.spec["packing"] is False and job.spec["num_epochs"] == 5
-    assert job.provenance["plan"] == {"chosen": {"packing": False, "num_epochs": 5.0, "learning_rate": 5e-3},
-                                      "steps": 115, "tokens": job.provenance["plan"]["tokens"],
+    assert job.spec["batch_size"] == 2 and job.spec["packing"] is False and job.spec["num_epochs"] == 4
+    assert job.spec["eval_fraction"] == 0
+    assert job.provenance["plan"] == {"chosen": {"eval_fraction": 0.0, "packing": False, "num_epochs": 4.0,
+                                                 "learning_rate": 5e-3},
+                                      "steps": 100, "tokens": job.provenance["plan"]["tokens"],
                                       "tokens_counted": True}
 
 
@@ -90,4 +123,4 @@ def test_the_trainer_makes_the_planned_steps(studio, demo_model_dir, tmp_path):
     step_plan = job_plan(studio, spec)
     path = studio.absolute(find_dataset(studio, spec.dataset).path)
     result = train(step_plan.spec, tmp_path / "run", str(demo_model_dir), path, lambda *a: None, lambda: False)
-    assert result.final_metrics["steps"] == step_plan.steps == 135
+    assert result.final_metrics["steps"] == step_plan.steps == 100

@@ -2,8 +2,8 @@
 # One LLaMA-Factory QLoRA SFT run on the CPU, with its own defaults (batch 1 x 8 accumulated, warmup 0.1, LoRA on
 # all linear layers, alpha 16, dropout 0), NF4 + double quant, 3 epochs at lr 2e-3 cosine, cutoff 512, a checkpoint
 # every SAVE_STEPS optimizer steps; no eval split (bench/time_to_loss.py evaluates every arm on the same rows).
-#   usage: run.sh MODEL_DIR TRAIN_JSONL OUTPUT_DIR SAVE_STEPS [LEARNING_RATE] [MAX_STEPS]
-# (LEARNING_RATE default 2e-3; MAX_STEPS default -1: the 3 epochs decide.)
+#   usage: run.sh MODEL_DIR TRAIN_JSONL OUTPUT_DIR SAVE_STEPS [LEARNING_RATE] [MAX_STEPS] [SEED]
+# (LEARNING_RATE default 2e-3; MAX_STEPS default -1: the 3 epochs decide; SEED default 0.)
 # TRAIN_JSONL: chat rows {"messages": [{"role", "content"}, ...]}. No `template:` key: LLaMA-Factory parses the
 # tokenizer's own chat template (its token ids match apply_chat_template on the demo data; loss on the assistant
 # turns only). Env LF_VENV: the venv setup.sh made (default: beside this script).
@@ -16,6 +16,7 @@ OUT="$(realpath -m "$3")"
 SAVE_STEPS="$4"
 LEARNING_RATE="${5:-2.0e-3}"
 MAX_STEPS="${6:--1}"
+SEED="${7:-0}"
 mkdir -p "$OUT"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
@@ -59,7 +60,7 @@ warmup_ratio: 0.1
 bf16: false
 fp16: false
 use_cpu: true
-seed: 0
+seed: $SEED
 eval_strategy: "no"
 YAML
 export CUDA_VISIBLE_DEVICES="" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1

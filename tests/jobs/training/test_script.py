@@ -24,7 +24,7 @@ def test_the_cli_text_holds_the_whole_spec():
 
 
 # The script trains fixed values: the fields the rule would choose per job (jobs.step_plan) are set here.
-CHOSEN = {"packing": True, "num_epochs": 1, "learning_rate": 5e-3}
+CHOSEN = {"packing": True, "num_epochs": 1, "learning_rate": 5e-3, "eval_fraction": 0.1}
 
 
 def test_a_template_without_markers_is_patched_in_the_script():

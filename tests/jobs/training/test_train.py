@@ -137,6 +137,21 @@ def test_sample_answers_are_given_at_the_start_every_eval_and_the_end(tmp_path, 
     assert seen == sorted(seen) and seen[-1] > 0  # tokens seen only grow
 
 
+def test_without_an_eval_split_the_samples_answer_training_prompts_every_eval_steps(tmp_path, demo_model_dir,
+                                                                                     example_data):
+    from jobs.data.store import load_rows
+
+    spec = parse_spec({**FAST, "max_steps": 5, "eval_steps": 2, "sample_prompts": 2, "eval_fraction": 0})
+    samples, metrics = {}, set()
+    train(spec, tmp_path, str(demo_model_dir), example_data, lambda step, values, total: metrics.update(values),
+          lambda: False, lambda step, answers: samples.setdefault(step, answers))
+    assert "eval_loss" not in metrics
+    assert sorted(samples) == [0, 2, 4, 5]  # the base, every 2 steps, the end
+    first_rows = load_rows(example_data)  # no split: the training rows in their stored order
+    training_prompts = {row["messages"][-2]["content"] for row in first_rows}
+    assert all(prompt in training_prompts for answers in samples.values() for prompt, _ in answers)
+
+
 def test_early_stopping_registers_the_best_adapter(tmp_path, demo_model_dir, example_data):
     """A learning rate far too high makes eval loss climb after its low point: the run stops after two evals
     without improvement, and the adapter it registers is the one kept at the lowest eval loss."""
