@@ -93,8 +93,8 @@ class StepPlan:
                     f"{self.train_rows:,} train.")
         why = (f" (fewer than {MIN_ROWS_FOR_EVAL_SPLIT:,} rows: each is worth more in training)"
                if "eval_fraction" in self.chosen else "")
-        return (f"No eval split{why}: all {self.train_rows:,} rows train, and there is no eval loss, early stopping "
-                "or sample answers; set an eval fraction or a validation dataset for them.")
+        return (f"No eval split{why}: all {self.train_rows:,} rows train, with no eval loss or early stopping (the "
+                "sample answers answer training prompts); set an eval fraction or a validation dataset for them.")
 
 
 def _shown(name: str, value: object) -> str:

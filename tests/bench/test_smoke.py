@@ -11,6 +11,7 @@ from tests.servers import require_servers
     ("train_throughput.py", ("plain_trl", "plain_trl_packed", "studio", "ratio_studio_over_plain")),
     ("compare_batched.py", ("rows",)),
     ("lm_head.py", ("results",)),
+    ("eval_split.py", ("summary", "runs")),  # every size trained with and without the split, one evaluator
     ("job_overhead.py", ("result",)),  # a real worker and the jobs CLI
     ("gpu_qlora.py", ("rows", "matmul_params")),  # on a CPU: a tiny Llama, plain TRL and a studio job
     ("scale_out.py", ("claims", "wake_up_s", "connections_per_worker")),  # needs redis-server and PostgreSQL

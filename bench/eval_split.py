@@ -1,0 +1,125 @@
+"""What holding rows out for eval costs the adapter: the studio's default job trained on all of a dataset's rows and
+on nine tenths of them (a tenth held out for its eval loss, early stopping and the best adapter), at several
+dataset sizes, every adapter scored by ONE evaluator on the same separate rows.
+
+    python bench/eval_split.py [--model smollm2|demo] [--rows 320,900] [--held-out 100] [--fraction 0.1]
+                               [--seeds 42] [--smoke] [--out PATH]
+
+Rows: the first N of the example file the studio ships for the base (N from --rows); the file's last --held-out
+rows are the measuring rows, never trained on at any N. Each run is `jobs.training.train.train` with the studio's
+defaults (the per-job rule chooses packing, batch, epochs and learning rate for the rows it trains on) and
+eval_fraction 0 or --fraction, each with every seed of --seeds. Reported per run: the held-out loss of the adapter it
+registers (assistant tokens only), its optimizer steps, train and eval rows, the step its adapter is from; per size:
+the median loss with and without the split, and their ratio (> 1: the split cost that much). The studio's rule for
+the eval split (jobs/step_plan.py) is read off this. Printed and saved as JSON to bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import write_report  # noqa: E402
+from bench.peers import EXAMPLES  # noqa: E402
+from bench.time_to_loss import Evaluator  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+SMOKE = {"rows": "16,24", "held_out": 8, "steps": 4}
+
+
+def prepare(work: Path, model: str, sizes: list[int], held_out: int) -> tuple[Path, dict[int, Path], Path]:
+    """(base dir, {size: train.jsonl}, eval.jsonl) under `work`."""
+    from jobs.models.demo import ensure_demo_model
+
+    if model == "demo":
+        base = ensure_demo_model(work / "models")
+    else:
+        from jobs.models.resolve import resolve_base_model
+        from storage.settings import load_settings
+
+        base = resolve_base_model("smollm2-135m-instruct", load_settings({}).models_dir)
+    lines = (ROOT / "static" / "examples" / EXAMPLES[model]).read_text().splitlines(keepends=True)
+    if max(sizes) + held_out > len(lines):
+        raise SystemExit(f"{EXAMPLES[model]} has {len(lines)} rows: fewer than the largest --rows + --held-out")
+    eval_file = work / "eval.jsonl"
+    eval_file.write_text("".join(lines[-held_out:]))
+    trains = {}
+    for size in sizes:
+        trains[size] = work / f"train-{size}.jsonl"
+        trains[size].write_text("".join(lines[:size]))
+    return Path(base), trains, eval_file
+
+
+def run_once(base: Path, train_file: Path, out: Path, fraction: float, seed: int, max_steps: int) -> dict:
+    from jobs.spec import parse_spec
+    from jobs.training.train import train
+
+    spec = parse_spec({"eval_fraction": fraction, "seed": seed, "sample_prompts": 0, "max_steps": max_steps})
+    started = time.perf_counter()
+    result = train(spec, out, str(base), train_file, lambda *a: None, lambda: False)
+    final = result.final_metrics
+    return {"wall_s": time.perf_counter() - started, "steps": final["steps"], "adapter_dir": str(result.adapter_dir),
+            "adapter_step": final.get("best_step", final["steps"]), "eval_loss": final.get("eval_loss")}
+
+
+def summarize(runs: list[dict], sizes: list[int], fraction: float) -> dict:
+    table = {}
+    for size in sizes:
+        losses = {split: statistics.median(run["held_out_loss"] for run in runs
+                                           if run["rows"] == size and run["eval_fraction"] == split)
+                  for split in (0.0, fraction)}
+        table[str(size)] = {"all_rows_train": losses[0.0], "split": losses[fraction],
+                            "split_over_all_rows": losses[fraction] / losses[0.0]}
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=["demo", "smollm2"], default="smollm2")
+    parser.add_argument("--rows", default="320,900")
+    parser.add_argument("--held-out", type=int, default=100)
+    parser.add_argument("--fraction", type=float, default=0.1)
+    parser.add_argument("--seeds", default="42")
+    parser.add_argument("--smoke", action="store_true", help="the demo model, 16 and 24 rows, 4 steps: CI's check")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.smoke:
+        args.model, args.rows, args.held_out = "demo", SMOKE["rows"], SMOKE["held_out"]
+    sizes, seeds = [int(n) for n in args.rows.split(",")], [int(s) for s in args.seeds.split(",")]
+    max_steps = SMOKE["steps"] if args.smoke else -1
+    out = args.out or RESULTS / f"eval_split_{args.model}{'_smoke' if args.smoke else ''}.json"
+    from jobs.training.train import quiet_libraries
+
+    quiet_libraries()
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        base, trains, eval_file = prepare(work, args.model, sizes, args.held_out)
+        for size in sizes:
+            for seed in seeds:
+                for fraction in (0.0, args.fraction):
+                    run = run_once(base, trains[size], work / f"run-{size}-{fraction}-{seed}", fraction, seed,
+                                   max_steps)
+                    runs.append({"rows": size, "eval_fraction": fraction, "seed": seed, **run})
+                    print(f"{size} rows, eval fraction {fraction:g}, seed {seed}: {run['steps']:.0f} steps, "
+                          f"{run['wall_s']:.0f} s", flush=True)
+        evaluator = Evaluator(base, eval_file)
+        for run in runs:
+            run["held_out_loss"] = evaluator.loss(Path(run.pop("adapter_dir")))
+    table = summarize(runs, sizes, args.fraction)
+    write_report(out, {"model": args.model, "held_out": args.held_out, "fraction": args.fraction, "seeds": seeds,
+                       "summary": table, "runs": runs})
+    print(f"{'rows':>6}{'all rows train':>16}{f'a {args.fraction:g} split':>14}{'split ÷ all':>13}")
+    for size, row in table.items():
+        print(f"{size:>6}{row['all_rows_train']:>16.4f}{row['split']:>14.4f}{row['split_over_all_rows']:>13.3f}")
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()
