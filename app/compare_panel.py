@@ -77,18 +77,25 @@ def build(studio: Studio, app: gr.Blocks) -> None:
         return (gr.update(choices=choices, value=[c for c in current or [] if c in choices]),
                 gr.update(choices=group_choices(studio)))
 
+    def fresh_sweeps():
+        # Only the sweep list: rewriting the picked runs here could land after on_sweep and empty them again.
+        return gr.update(choices=group_choices(studio))
+
     def on_sweep(group):
         return gr.update(value=group_runs(studio, group)) if group else gr.update()
 
-    def on_compare(runs, show, x, only_differences):
-        return compare(studio, _ids(runs), show, x, only_differences)
+    def on_compare(runs, group, show, x, only_differences):
+        # A sweep picked a moment before the click may not have filled the runs box yet: its runs stand in.
+        chosen = runs or (group_runs(studio, group) if group else [])
+        return compare(studio, _ids(chosen), show, x, only_differences)
 
     private = dict(api_visibility="private")
-    for trigger in (panel.expand, picked.focus, sweep.focus, app.load):  # runs and sweeps come while the page is open
+    for trigger in (panel.expand, picked.focus, app.load):  # runs and sweeps come while the page is open
         trigger(fresh_choices, picked, [picked, sweep], **private)
+    sweep.focus(fresh_sweeps, None, sweep, **private)
     sweep.change(on_sweep, sweep, picked, **private)
-    inputs, outputs = [picked, timeline, x_axis, differences_only], [plot, specs, ranking]
+    inputs, outputs = [picked, sweep, timeline, x_axis, differences_only], [plot, specs, ranking]
     go.click(on_compare, inputs, outputs, **private)
     for control in (timeline, x_axis, differences_only):
-        control.change(lambda *values: on_compare(*values) if values[0] else (gr.update(),) * 3, inputs, outputs,
-                       **private)
+        control.change(lambda *values: on_compare(*values) if values[0] or values[1] else (gr.update(),) * 3,
+                       inputs, outputs, **private)
