@@ -3,7 +3,8 @@ LLaMA-Factory's CLI, each run in fresh processes, interleaved, and one evaluator
 
     python bench/peers.py [--model demo|smollm2] [--repeats 3] [--arms studio,script,trl-cli,llamafactory]
                           [--lf bench/peers/llamafactory/run.sh] [--trl-cli-steps N]
-                          [--reuse REPORT [--reuse-arms A,B]] [--smoke] [--out PATH]
+                          [--reuse REPORT [--reuse-arms A,B]] [--studio-field NAME=VALUE ...] [--smoke]
+                          [--out PATH]
 
 The work: the same base (NF4 + double quant, LoRA r=8 on every linear layer), the same train rows (the first --rows
 of the example file the studio ships for the base, the next --held-out rows held out), the same learning
@@ -46,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,6 +106,8 @@ class Work:
     spec: object  # jobs.spec.TrainSpec, planned
     smoke: bool
     trl_cli_steps: int | None = None
+    fields: dict = field(default_factory=dict)
+    """The spec's fields the studio's job sets besides base, data and seed (the script is given the same spec)."""
     """Stop `trl sft` after this many optimizer steps and project its whole run (it would take hours on SmolLM2)."""
 
     @property
@@ -112,21 +115,38 @@ class Work:
         return self.spec.learning_rate
 
 
-def plan_work(base: Path, train_file: Path, eval_file: Path, smoke: bool, trl_cli_steps: int | None = None) -> Work:
+def plan_work(base: Path, train_file: Path, eval_file: Path, smoke: bool, trl_cli_steps: int | None = None,
+              extra_fields: dict | None = None) -> Work:
     from jobs.data.store import load_rows
     from jobs.models.loading import load_tokenizer
     from jobs.spec import parse_spec
     from jobs.training.train import rows_plan
 
-    spec = parse_spec(studio_fields(smoke))
+    fields = {**studio_fields(smoke), **(extra_fields or {})}
+    spec = parse_spec(fields)
     planned = rows_plan(spec, str(base), load_rows(train_file), load_tokenizer(str(base))).spec
-    return Work(base, train_file, eval_file, planned, smoke, trl_cli_steps)
+    return Work(base, train_file, eval_file, planned, smoke, trl_cli_steps, fields)
 
 
 def studio_fields(smoke: bool) -> dict:
     """The spec's fields the bench sets besides base and data: none (the studio's defaults are r=8, alpha 16, all
     linear layers), but a few steps for CI's smoke run."""
     return {"max_steps": SMOKE_STEPS} if smoke else {}
+
+
+def parse_field_settings(settings: list[str]) -> dict:
+    """`--studio-field NAME=VALUE` pairs as spec fields (VALUE read as JSON where it parses, else as text); the
+    spec's own validation judges them when the work is planned."""
+    fields = {}
+    for setting in settings:
+        name, sep, value = setting.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--studio-field: {setting!r} is not NAME=VALUE")
+        try:
+            fields[name] = json.loads(value)
+        except json.JSONDecodeError:
+            fields[name] = value
+    return fields
 
 
 # --------------------------------------------------------------------------------------------- watching processes
@@ -230,7 +250,7 @@ def run_studio(work: Work, folder: Path, seed: int) -> Outcome:
     shutil.copytree(work.base, models / work.base.name)
     spec_file = folder / "job.json"
     base_field = {} if work.base.name == "demo" else {"base_model": work.base.name}
-    spec_file.write_text(json.dumps({"dataset": str(work.train_file), **base_field, **studio_fields(work.smoke),
+    spec_file.write_text(json.dumps({"dataset": str(work.train_file), **base_field, **work.fields,
                                      "seed": seed}))
     env = {**os.environ, **OFFLINE, "STUDIO_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
     with PeakSampler([]) as sampler:  # the worker waits (its spare process ready), as on a running studio
@@ -442,8 +462,12 @@ def main() -> None:
     parser.add_argument("--reuse", type=Path, help="an earlier report of this script (same machine, model and rows): "
                         "its runs join this one's, each marked with where it came from (repeats added later)")
     parser.add_argument("--reuse-arms", help="only these arms' runs from --reuse (the others' setup changed since)")
+    parser.add_argument("--studio-field", action="append", default=[], metavar="NAME=VALUE",
+                        help="a spec field the studio's job (and the script, given the same spec) sets, e.g. "
+                        "compute_dtype=bfloat16; repeatable")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    extra_fields = parse_field_settings(args.studio_field)
     if args.smoke:
         args.rows, args.held_out, args.repeats = 16, 4, 1
     arms = [arm for arm in args.arms.split(",") if arm != "llamafactory" or args.lf]
@@ -452,7 +476,8 @@ def main() -> None:
     out = args.out or RESULTS / f"peers_{args.model}{'_smoke' if args.smoke else ''}.json"
     with tempfile.TemporaryDirectory() as tmp:
         work_dir = Path(tmp)
-        work = plan_work(*prepare(work_dir, args.model, args.rows, args.held_out), args.smoke, args.trl_cli_steps)
+        work = plan_work(*prepare(work_dir, args.model, args.rows, args.held_out), args.smoke, args.trl_cli_steps,
+                         extra_fields)
         outcomes = []
         for repeat in range(args.repeats):
             for arm in arms:  # interleaved, so drifts of the machine fall on every arm alike
@@ -468,7 +493,8 @@ def main() -> None:
         runs, arms = with_earlier_runs(runs, arms, args.reuse, args)
     table = summarize(runs, arms)
     write_report(out, {"model": args.model, "rows": args.rows, "held_out": args.held_out, "repeats": args.repeats,
-                       "learning_rate": work.learning_rate, "trl_cli_steps": args.trl_cli_steps, "summary": table,
+                       "learning_rate": work.learning_rate, "trl_cli_steps": args.trl_cli_steps,
+                       "studio_fields": extra_fields, "summary": table,
                        "runs": runs})
     print_table(table)
     print(f"saved {out}")

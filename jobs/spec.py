@@ -126,8 +126,10 @@ class TrainSpec(BaseModel):
         "Quantize the 4-bit scales too (about 0.37 bits per parameter saved). 4-bit only."))
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", title="Compute dtype",
                                                                              description=(
-        "Dtype for matmuls on the dequantized weights. 'auto': float32 on CPU (no native bf16; measured "
-        "faster), bfloat16 on GPUs that support it."))
+        "Dtype for matmuls on the dequantized weights. 'auto': float32 on CPU, bfloat16 on GPUs that support "
+        "it. On a CPU with native bf16 (AVX512-BF16 or AMX) bfloat16 trained SmolLM2 1.5x faster at the same "
+        "loss, but the tiny demo model 5% slower (docs/benchmarks.md); without native bf16 it is emulated and "
+        "slow."))
 
     max_steps: int = Field(-1, title="Max steps", description=(
         "Optimizer steps to train; -1: train for num_epochs instead."))
@@ -173,8 +175,8 @@ class TrainSpec(BaseModel):
     eval_fraction: float | None = Field(None, title="Eval fraction", description=(
         "Share of rows held out for eval loss, early stopping, the best adapter and sample answers, in [0, 0.5); 0: "
         "none (unused with a validation dataset). Empty (null; 'auto' in the form): none below 500 rows, where "
-        "every row is worth more in training (holding out a tenth of 320 rows cost 12% in held-out loss); from "
-        "500 rows a tenth, at most 200 rows."))
+        "every row is worth more in training (holding out a tenth of 320 rows cost 2-4% in held-out loss, "
+        "bench/eval_split.py); from 500 rows a tenth, at most 200 rows."))
     eval_dataset: str = Field("", title="Validation dataset", description=(
         "A stored dataset to evaluate on instead of a random eval_fraction of the training rows (all training rows "
         "then train); empty: hold out eval_fraction."))

@@ -19,7 +19,9 @@ def compute_dtype(spec: TrainSpec, device: str) -> torch.dtype:
     if spec.compute_dtype != "auto":
         return getattr(torch, spec.compute_dtype)
     if device == "cpu":
-        return torch.float32  # no native bf16 on these CPUs: autocast to bf16 measured a third slower
+        # Measured faster without native bf16 and on small models; with AVX512-BF16 bf16 won 1.5x on SmolLM2, not
+        # yet a rule (bench/compute_dtype.py, docs/benchmarks.md).
+        return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.peers import Outcome, record, summarize
+from bench.peers import Outcome, parse_field_settings, record, summarize
 from tests.bench.smoke import run_smoke
 
 
@@ -41,3 +41,11 @@ def test_a_capped_run_is_projected_and_reports_no_loss():
     table = summarize([run, {**run, "arm": "studio", "wall_s": 64.0, "held_out_loss": 0.5}], ["studio", "trl-cli"])
     assert table["trl-cli"]["projected"] and table["trl-cli"]["studio_speedup"] == 10
     assert "loss_minus_studio" not in table["trl-cli"]
+
+
+def test_studio_fields_from_the_command_line_are_json_or_text_and_malformed_ones_are_refused():
+    assert parse_field_settings(["compute_dtype=bfloat16", "lora_r=16", "packing=false"]) == {
+        "compute_dtype": "bfloat16", "lora_r": 16, "packing": False}
+    for malformed in ("compute_dtype", "=bfloat16"):
+        with pytest.raises(SystemExit, match="NAME=VALUE"):
+            parse_field_settings([malformed])

@@ -12,6 +12,7 @@ from tests.servers import require_servers
     ("compare_batched.py", ("rows",)),
     ("lm_head.py", ("results",)),
     ("eval_split.py", ("summary", "runs")),  # every size trained with and without the split, one evaluator
+    ("compute_dtype.py", ("summary", "runs", "cpu_bf16")),  # float32 and bfloat16 compute, one evaluator
     ("job_overhead.py", ("result",)),  # a real worker and the jobs CLI
     ("gpu_qlora.py", ("rows", "matmul_params")),  # on a CPU: a tiny Llama, plain TRL and a studio job
     ("scale_out.py", ("claims", "wake_up_s", "connections_per_worker")),  # needs redis-server and PostgreSQL
