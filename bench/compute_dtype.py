@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import write_report  # noqa: E402
 from bench.peers import prepare  # noqa: E402
-from bench.time_to_loss import Evaluator  # noqa: E402
+from bench.time_to_loss import score_adapters  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SMOKE = {"rows": 16, "held_out": 4, "steps": 4}
@@ -111,9 +111,7 @@ def main() -> None:
                 run.update(dtype=dtype, seed=seed, tokens_per_s=tokens / run["wall_s"] if tokens else None)
                 runs.append(run)
                 print(f"{dtype}, seed {seed}: {run['steps']:.0f} steps, {run['wall_s']:.1f} s", flush=True)
-        evaluator = Evaluator(base, eval_file)
-        for run in runs:
-            run["held_out_loss"] = evaluator.loss(Path(run.pop("adapter_dir")))
+        score_adapters(runs, base, eval_file)
     table = summarize(runs, dtypes)
     write_report(out, {"model": args.model, "rows": args.rows, "held_out": args.held_out, "seeds": seeds,
                        "cpu_bf16": cpu_bf16(), "summary": table, "runs": runs})

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import write_report  # noqa: E402
 from bench.peers import EXAMPLES  # noqa: E402
-from bench.time_to_loss import Evaluator  # noqa: E402
+from bench.time_to_loss import score_adapters  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SMOKE = {"rows": "16,24", "held_out": 8, "steps": 4}
@@ -109,9 +109,7 @@ def main() -> None:
                     runs.append({"rows": size, "eval_fraction": fraction, "seed": seed, **run})
                     print(f"{size} rows, eval fraction {fraction:g}, seed {seed}: {run['steps']:.0f} steps, "
                           f"{run['wall_s']:.0f} s", flush=True)
-        evaluator = Evaluator(base, eval_file)
-        for run in runs:
-            run["held_out_loss"] = evaluator.loss(Path(run.pop("adapter_dir")))
+        score_adapters(runs, base, eval_file)
     table = summarize(runs, sizes, args.fraction)
     write_report(out, {"model": args.model, "held_out": args.held_out, "fraction": args.fraction, "seeds": seeds,
                        "summary": table, "runs": runs})

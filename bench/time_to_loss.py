@@ -178,6 +178,13 @@ def run_arm(arm: str, base: Path, train_file: Path, eval_file: Path, work: Path,
 # ----------------------------------------------------------------------------------------------------- evaluator
 
 
+def score_adapters(runs: list[dict], base: Path, eval_file: Path) -> None:
+    """Every run's held-out loss, by ONE evaluator on the same rows (its `adapter_dir` replaced by the loss)."""
+    evaluator = Evaluator(base, eval_file)
+    for run in runs:
+        run["held_out_loss"] = evaluator.loss(Path(run.pop("adapter_dir")))
+
+
 class Evaluator:
     """Held-out loss of any adapter of one base: the mean cross-entropy of the assistant tokens of the eval rows."""
 
