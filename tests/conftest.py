@@ -162,6 +162,22 @@ class LiveStudio:
             time.sleep(0.5)
         raise AssertionError(f"job {job_id} is {job.status} after {timeout_s} s; worker log:\n{self.worker_log()}")
 
+    def phases_of(self, job_id: int, timeout_s: float = 30) -> dict[str, float]:
+        """A succeeded job's phase timings (`phase_s/…`, without the prefix). The child writes them just after
+        it registers the adapter, so a moment after the status turns succeeded: wait for the last phase."""
+        import time
+
+        from storage import jobs_repo
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self.studio.db.read() as session:
+                phases = {m.name.removeprefix("phase_s/"): m.value for m in jobs_repo.metrics_for(session, job_id)
+                          if m.name.startswith("phase_s/")}
+            if "registration" in phases or time.monotonic() > deadline:
+                return phases
+            time.sleep(0.2)
+
     def worker_log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
 

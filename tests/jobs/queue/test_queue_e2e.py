@@ -34,9 +34,10 @@ def test_job_runs_through_queue_and_worker(live):
     assert {"eval_loss", "learning_rate", "grad_norm", "tokens_per_s", "tokens_seen", "memory_bytes",
             "peak_memory_bytes"} <= {m.name for m in metrics}
     # Where the time went: every phase of the child timed once, at the last step, and the Runs tab's line adds up.
-    phases = {m.name.removeprefix("phase_s/"): m.value for m in metrics if m.name.startswith("phase_s/")}
+    phases = live.phases_of(job_id)  # written a moment after the status turns succeeded
     assert set(phases) == set(PHASES) and all(value >= 0 for value in phases.values())
-    assert {m.step for m in metrics if m.name.startswith("phase_s/")} == {4}
+    with live.studio.db.read() as s:
+        assert {m.step for m in jobs_repo.metrics_for(s, job_id) if m.name.startswith("phase_s/")} == {4}
     wall = (job.finished_at - job.created_at).total_seconds()
     assert 0 < phases["training"] < sum(phases.values()) <= wall
     line = views.time_breakdown({**views.job_summary(job), "phases_s": phases})

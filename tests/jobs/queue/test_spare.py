@@ -9,7 +9,6 @@ import time
 import pytest
 
 from jobs.submit import submit_job
-from storage import jobs_repo
 from storage.settings import load_settings
 from tests.conftest import FAST_JOB, LiveStudio, parent_of, process_ids
 
@@ -32,12 +31,6 @@ def _log(live: LiveStudio, job_id: int) -> str:
     return (live.data_dir / "runs" / f"job-{job_id}" / "train.log").read_text()
 
 
-def _phases(live: LiveStudio, job_id: int) -> dict[str, float]:
-    with live.studio.db.read() as session:
-        return {m.name.removeprefix("phase_s/"): m.value for m in jobs_repo.metrics_for(session, job_id)
-                if m.name.startswith("phase_s/")}
-
-
 def test_a_job_runs_in_the_spare_and_the_next_spare_waits_after_it(tmp_path, demo_model_dir):
     live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
     worker = live.start_worker()
@@ -50,7 +43,7 @@ def test_a_job_runs_in_the_spare_and_the_next_spare_waits_after_it(tmp_path, dem
         job = live.wait_for(job_id)
         assert job.status == "succeeded", job.error
         assert SPARE_LINE in _log(live, job_id)
-        phases = _phases(live, job_id)
+        phases = live.phases_of(job_id)
         assert phases["imports"] < 1.0 and phases["child_start"] < 2.0, phases  # a fresh child: several seconds
         _wait_until(lambda: _spares_of(worker.pid) and _spares_of(worker.pid)[0] != first_spare,
                     what="the next spare")
@@ -102,7 +95,7 @@ def test_without_a_spare_each_job_starts_its_own_process(tmp_path, demo_model_di
         live.stop_worker()
     assert job.status == "succeeded", job.error
     assert SPARE_LINE not in _log(live, job_id)
-    assert _phases(live, job_id)["imports"] > 1.0  # the job paid for its own imports
+    assert live.phases_of(job_id)["imports"] > 1.0  # the job paid for its own imports
 
 
 def test_the_switch_takes_on_and_off_words_and_names_itself_when_wrong():
