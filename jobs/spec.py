@@ -126,10 +126,10 @@ class TrainSpec(BaseModel):
         "Quantize the 4-bit scales too (about 0.37 bits per parameter saved). 4-bit only."))
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", title="Compute dtype",
                                                                              description=(
-        "Dtype for matmuls on the dequantized weights. 'auto': float32 on CPU, bfloat16 on GPUs that support "
-        "it. On a CPU with native bf16 (AVX512-BF16 or AMX) bfloat16 trained SmolLM2 1.5x faster at the same "
-        "loss, but the tiny demo model 5% slower (docs/benchmarks.md); without native bf16 it is emulated and "
-        "slow."))
+        "Dtype for matmuls on the dequantized weights. 'auto': bfloat16 on GPUs that support it (else float16); "
+        "on a CPU, bfloat16 where it multiplies bf16 natively (AVX512-BF16 or AMX) and the model is at least 512 "
+        "wide (SmolLM2 trained 1.5x faster at the same loss; the tiny demo 5% slower), else float32 (without "
+        "native bf16 it is emulated and slow). docs/benchmarks.md."))
 
     max_steps: int = Field(-1, title="Max steps", description=(
         "Optimizer steps to train; -1: train for num_epochs instead."))

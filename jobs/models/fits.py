@@ -7,8 +7,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.models.cpu_dtype import NATIVE_BF16_LABEL, cpu_compute_dtype
 from jobs.models.memory import Estimate, estimate
-from jobs.models.memory_inputs import CPU, CUDA_BF16, DeviceProfile, ModelShape, TrainShape
+from jobs.models.memory_inputs import CUDA_BF16, DeviceProfile, ModelShape, TrainShape, cpu_profile
 from jobs.models.resolve import hub_cache_snapshot, looks_local, prepared_path
 from jobs.spec import SMOLLM2_BASE_MODEL, STUDIO_BASE_MODELS, TrainSpec
 
@@ -26,9 +27,12 @@ class Device:
     name: str
     memory_bytes: int
 
-    @property
-    def profile(self) -> DeviceProfile:
-        return CPU if self.name.startswith("CPU") else CUDA_BF16
+    def profile_for(self, spec: TrainSpec, shape: ModelShape) -> DeviceProfile:
+        """The profile a job of `spec` on `shape` runs under here: a CPU's depends on the dtype 'auto' picks on
+        it (its name says whether it multiplies bf16 natively: jobs.queue.devices)."""
+        if not self.name.startswith("CPU"):
+            return CUDA_BF16
+        return cpu_profile(cpu_compute_dtype(spec.compute_dtype, shape.hidden, NATIVE_BF16_LABEL in self.name))
 
 
 @dataclass(frozen=True)
@@ -61,5 +65,8 @@ def model_shape(base_model: str, models_dir: Path) -> ModelShape | None:
 
 
 def verdicts(spec: TrainSpec, shape: ModelShape, devices: list[Device]) -> list[Verdict]:
-    return [Verdict(device, estimate(shape, TrainShape.from_spec(spec, device.profile), device.profile))
-            for device in devices]
+    verdicts = []
+    for device in devices:
+        profile = device.profile_for(spec, shape)
+        verdicts.append(Verdict(device, estimate(shape, TrainShape.from_spec(spec, profile), profile)))
+    return verdicts

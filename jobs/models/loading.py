@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+from jobs.models.cpu_dtype import cpu_compute_dtype, native_bf16
 from jobs.models.templates import NO_TRAINING_TEMPLATE, training_template
 from jobs.spec import TrainSpec
 
@@ -15,13 +16,13 @@ def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def compute_dtype(spec: TrainSpec, device: str) -> torch.dtype:
+def compute_dtype(spec: TrainSpec, device: str, hidden: int | None = None) -> torch.dtype:
+    """The dtype the base computes in. `hidden`: the base's hidden size, which 'auto' weighs on a CPU
+    (jobs.models.cpu_dtype: bf16 on a native-bf16 CPU for a wide enough model)."""
     if spec.compute_dtype != "auto":
         return getattr(torch, spec.compute_dtype)
     if device == "cpu":
-        # Measured faster without native bf16 and on small models; with AVX512-BF16 bf16 won 1.5x on SmolLM2, not
-        # yet a rule (bench/compute_dtype.py, docs/benchmarks.md).
-        return torch.float32
+        return getattr(torch, cpu_compute_dtype(spec.compute_dtype, hidden, native_bf16()))
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 

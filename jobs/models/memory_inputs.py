@@ -234,12 +234,25 @@ CPU = DeviceProfile(name="cpu", framework_bytes=565 * MiB, training_runtime_byte
 # mapping, returned to the kernel when freed, so RSS follows the live tensors (steps ~30% slower here).
 CPU_MMAP = replace(CPU, name="cpu-mmap", allocator_factor=1.02, allocator_factor_checkpointing=1.02)
 
+# The same CPU computing in bf16 ('auto' on a native-bf16 CPU for a wide model, jobs/models/cpu_dtype.py, or set in
+# the spec): activations, dropout and attention masks take 2 bytes, LoRA weights and AdamW states too (TRL casts LoRA
+# to bf16; the studio keeps fp32 only for fp32 compute), and an fp32 checkpoint is copied into bf16 instead of mapped
+# (weight_bytes sees the dtypes differ). No constant refitted: SmolLM2 batch 1 x 512, 2,235 MiB estimated against
+# 2,296 MiB measured on the EPYC-512 (tests/jobs/models/test_memory.py checks it on a native-bf16 CPU). float16 takes
+# the same bytes; it was not measured on a CPU.
+CPU_BF16 = replace(CPU, name="cpu-bf16", compute_bytes=2, lora_bytes=2, dropout_mask_bytes=2, attention_mask_bytes=2)
+
 # Not measured (no GPU here): same structure, constants from the kernels' known behaviour. Calibrate framework and
 # runtime with one run per GPU type; compare with torch.cuda.max_memory_reserved() + the context.
 CUDA_BF16 = DeviceProfile(name="cuda", framework_bytes=512 * MiB, training_runtime_bytes=256 * MiB, compute_bytes=2,
                           lora_bytes=2, dropout_mask_bytes=1, attention_mask_bytes=2, lm_head_tile_copies=2.0,
                           allocator_factor=1.1, allocator_factor_checkpointing=1.1, load_retained_fraction=0.0,
                           maps_checkpoint=False, auto_checkpointing=True)
+
+
+def cpu_profile(dtype: str) -> DeviceProfile:
+    """The CPU profile for a job computing in `dtype` ('float32', 'bfloat16' or 'float16')."""
+    return CPU if dtype == "float32" else CPU_BF16
 
 
 def checkpoint_dtypes(model_dir: Path) -> dict[str, int]:

@@ -129,12 +129,15 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
 
 def _memory_estimate(spec: TrainSpec, base_path: str, device: str) -> int | None:
     """The estimated peak for this run, recorded beside the measured one (None for a shape it cannot model)."""
+    from jobs.models.cpu_dtype import cpu_compute_dtype, native_bf16
     from jobs.models.memory import estimate
-    from jobs.models.memory_inputs import CPU, CUDA_BF16, ModelShape, TrainShape
+    from jobs.models.memory_inputs import CUDA_BF16, ModelShape, TrainShape, cpu_profile
 
-    profile = CPU if device == "cpu" else CUDA_BF16
     try:
-        peak = estimate(ModelShape.from_dir(base_path), TrainShape.from_spec(spec, profile), profile).peak
+        shape = ModelShape.from_dir(base_path)
+        profile = (cpu_profile(cpu_compute_dtype(spec.compute_dtype, shape.hidden, native_bf16()))
+                   if device == "cpu" else CUDA_BF16)
+        peak = estimate(shape, TrainShape.from_spec(spec, profile), profile).peak
     except (OSError, KeyError, TypeError, ValueError):
         return None
     print(f"estimated peak memory {peak / 2**30:.2f} GiB ({profile.name} profile)", flush=True)

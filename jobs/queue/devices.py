@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 
+from jobs.models.cpu_dtype import NATIVE_BF16_LABEL, native_bf16
 from jobs.queue.retries import memory_limit_bytes
 
 MIB = 1 << 20
@@ -32,4 +33,5 @@ def describe_device() -> tuple[str, int]:
     gpu = _gpu(first) if first is not None else None
     if gpu is not None:
         return gpu
-    return f"CPU ({os.cpu_count()} cores)", memory_limit_bytes()
+    native = f", {NATIVE_BF16_LABEL}" if native_bf16() else ""  # the verdict's dtype for 'auto' depends on it
+    return f"CPU ({os.cpu_count()} cores{native})", memory_limit_bytes()

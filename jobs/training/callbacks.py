@@ -143,7 +143,8 @@ class SampleCallback(TrainerCallback):
     def _generate(self, model) -> list[str]:
         """Every prompt's greedy answer from ONE left-padded generate instead of one per prompt (a default SmolLM2
         job's training loop went 868 s -> 479 s on a 2-core CPU). With fp32 compute each row equals its unbatched
-        answer (tested); the tokenizer is the trainer's, so its padding side is put back."""
+        answer (tested); in bf16 (GPUs; 'auto' on a native-bf16 CPU for a wide model) a padded row may round
+        differently. The tokenizer is the trainer's, so its padding side is put back."""
         tokenizer, side = self.tokenizer, self.tokenizer.padding_side
         tokenizer.padding_side = "left"
         try:

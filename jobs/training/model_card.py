@@ -12,7 +12,7 @@ from jobs.spec import TrainSpec
 def _compute_dtype_code(spec: TrainSpec) -> str:
     if spec.compute_dtype != "auto":
         return f"torch.{spec.compute_dtype}"
-    return "torch.bfloat16 if torch.cuda.is_available() else torch.float32  # what 'auto' picked when training"
+    return "torch.bfloat16 if torch.cuda.is_available() else torch.float32  # as the studio's chat loads it"
 
 
 def _quantization_code(spec: TrainSpec) -> str:

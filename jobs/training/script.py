@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from jobs.models.cpu_dtype import NATIVE_BF16_FLAGS, cpu_compute_dtype, hidden_size
 from jobs.models.templates import training_template
 from jobs.spec import TrainSpec
 from jobs.step_plan import AUTO_FIELDS
@@ -17,6 +18,19 @@ def cli_text(spec: TrainSpec) -> str:
     """The spec file and the command that submits it."""
     body = json.dumps(spec.model_dump(mode="json"), indent=2)
     return f"cat > spec.json <<'EOF'\n{body}\nEOF\npython -m jobs submit spec.json --wait"
+
+
+def _auto_cpu_dtype_code(base_path: str) -> tuple[str, str]:
+    """What 'auto' picks on a CPU (jobs.models.cpu_dtype), evaluated where the script runs: (a line that finds out
+    whether the CPU multiplies bf16 natively, or "" for a model too narrow to gain; the dtype expression)."""
+    hidden = hidden_size(base_path)
+    if cpu_compute_dtype("auto", hidden, native=True) == "float32":
+        return "", "torch.float32"
+    flags = "{" + ", ".join(map(repr, sorted(NATIVE_BF16_FLAGS))) + "}"
+    native = (f"# bf16 compute pays on a CPU that multiplies it natively, for a model this wide (hidden {hidden})\n"
+              f"NATIVE_BF16 = os.path.exists('/proc/cpuinfo') and any(\n"
+              f"    line.startswith('flags') and {flags} & set(line.split()) for line in open('/proc/cpuinfo'))\n")
+    return native, "(torch.bfloat16 if NATIVE_BF16 else torch.float32)"
 
 
 def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str, chat_template: str | None = None,
@@ -37,8 +51,9 @@ def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str, chat_te
     optimizer = TRAINER_OPTIMIZERS.get(spec.optimizer)
     optimizer_code = (repr(optimizer) if optimizer else
                       f'"{spec.optimizer}" if torch.cuda.is_available() else "{UNPAGED_ON_CPU[spec.optimizer]}"')
+    native_line, cpu_dtype = _auto_cpu_dtype_code(base_path) if spec.compute_dtype == "auto" else ("", "")
     dtype_code = (f"torch.{spec.compute_dtype}" if spec.compute_dtype != "auto" else
-                  "(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if CUDA else torch.float32")
+                  f"(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if CUDA else {cpu_dtype}")
     checkpointing = {"on": "True", "off": "False", "auto": "CUDA"}[spec.gradient_checkpointing]
     targets = spec.target_module_names()
     eval_file = eval_file if spec.eval_dataset else None
@@ -56,7 +71,7 @@ BASE = {base_path!r}
 DATA = {dataset_file!r}  # JSONL rows of {{"messages": [{{"role", "content"}}, ...]}} or {{"text": ...}}
 EVAL_DATA = {eval_file!r}  # a validation file; None: hold out a fraction of DATA
 CUDA = torch.cuda.is_available()
-DTYPE = {dtype_code}
+{native_line}DTYPE = {dtype_code}
 if not CUDA:
     torch.set_num_threads(os.cpu_count() or 1)
 

@@ -19,6 +19,7 @@ from trl import SFTConfig, SFTTrainer
 
 from jobs.data.stats import tokenize_row
 from jobs.data.store import load_rows, split_sizes
+from jobs.models.cpu_dtype import hidden_size
 from jobs.models.loading import (
     compute_dtype,
     keep_4bit_layout_trainable,
@@ -229,14 +230,14 @@ class Device:
     checkpointing: bool
 
 
-def setup_device(spec: TrainSpec, out_dir: Path) -> Device:
+def setup_device(spec: TrainSpec, out_dir: Path, base_model: str) -> Device:
     out_dir.mkdir(parents=True, exist_ok=True)
     name = pick_device()
     if name == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)  # accelerate's launcher may have left it at one
         score_only_labelled_positions()
     transformers.set_seed(spec.seed)
-    return Device(name, compute_dtype(spec, name), use_gradient_checkpointing(spec, name))
+    return Device(name, compute_dtype(spec, name, hidden_size(base_model)), use_gradient_checkpointing(spec, name))
 
 
 def announce(spec: TrainSpec, device: Device, train_rows: int, eval_rows: int) -> None:
@@ -253,7 +254,7 @@ def model_and_rows(spec: TrainSpec, out_dir: Path, base_model: str, rows: list[d
                    eval_path: Path | None, init_adapter: Path | None) -> tuple[Device, object, Dataset, Dataset | None]:
     """What SFT and DPO runs both build: the device, the 4-bit base with its LoRA (new, or `init_adapter`), and the
     train and eval rows (after dedup and drop); announced in the log."""
-    device = setup_device(spec, out_dir)
+    device = setup_device(spec, out_dir, base_model)
     with phase("data"):
         rows = select_rows(rows, spec, tokenizer)
     with phase("base_load"):
