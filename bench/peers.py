@@ -259,9 +259,17 @@ def run_studio(work: Work, folder: Path, seed: int) -> Outcome:
     from jobs.spec import parse_spec
 
     spec = parse_spec(job["spec"])
+    train_log = (data_dir / "runs" / f"job-{job['id']}" / "train.log").read_text(errors="replace")
     return Outcome(wall, job["phases_s"]["training"], job["epoch"], data_dir / job["adapter_path"],
                    split_train_rows(work.train_file, spec), spec.max_length, sampler.peak_bytes,
-                   {"phases_s": job["phases_s"], "registered_s": job["registered_s"], "job_spec": job["spec"]})
+                   {"phases_s": job["phases_s"], "registered_s": job["registered_s"], "job_spec": job["spec"],
+                    "compute_dtype": trained_dtype(train_log)})
+
+
+def trained_dtype(train_log: str) -> str | None:
+    """The dtype the job computed in, as its log announced it ('auto' resolved on this machine)."""
+    found = re.search(r"^training on \w+ \(torch\.(\w+),", train_log, re.MULTILINE)
+    return found.group(1) if found else None
 
 
 def studio_job(data_dir: Path) -> dict:
@@ -283,7 +291,7 @@ def studio_job(data_dir: Path) -> dict:
             spec, path = dict(job.spec), catalog.adapter_for_job(session, job.id).path
     finally:
         studio.db.dispose()
-    return {"spec": spec, "phases_s": timing["phases_s"], "epoch": epoch, "adapter_path": path,
+    return {"id": timing["job"], "spec": spec, "phases_s": timing["phases_s"], "epoch": epoch, "adapter_path": path,
             "registered_s": timing["total_s"]}
 
 

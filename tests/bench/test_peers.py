@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.peers import Outcome, parse_field_settings, record, summarize
+from bench.peers import Outcome, parse_field_settings, record, summarize, trained_dtype
 from tests.bench.smoke import run_smoke
 
 
@@ -22,6 +22,7 @@ def test_the_smoke_run_measures_every_arm_on_one_evaluator(tmp_path):
     studio = next(run for run in report["runs"] if run["arm"] == "studio")
     assert set(studio["phases_s"]) >= {"imports", "base_load", "training", "registration"}
     assert studio["registered_s"] < studio["wall_s"]  # the CLI sees the adapter registered, then exits
+    assert studio["compute_dtype"] == "float32"  # the demo is too narrow for 'auto' to pick bf16 on any CPU
     assert report["summary"]["studio"]["studio_speedup"] == 1.0
     assert "studio faster" in done.stdout
 
@@ -49,3 +50,8 @@ def test_studio_fields_from_the_command_line_are_json_or_text_and_malformed_ones
     for malformed in ("compute_dtype", "=bfloat16"):
         with pytest.raises(SystemExit, match="NAME=VALUE"):
             parse_field_settings([malformed])
+
+
+def test_the_studio_arm_reads_its_dtype_from_the_job_log():
+    log = "preparing\ntraining on cpu (torch.bfloat16, nf4 + double quant, gradient checkpointing off): 320 rows\n"
+    assert trained_dtype(log) == "bfloat16" and trained_dtype("no such line\n") is None
