@@ -473,8 +473,12 @@ def main() -> None:
     parser.add_argument("--studio-field", action="append", default=[], metavar="NAME=VALUE",
                         help="a spec field the studio's job (and the script, given the same spec) sets, e.g. "
                         "compute_dtype=bfloat16; repeatable")
+    parser.add_argument("--lf-bf16", action="store_true", help="LLaMA-Factory with bf16: true (its bf16 autocast) "
+                        "instead of its default float32 on a CPU")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.lf_bf16:
+        os.environ["LF_BF16"] = "true"  # run.sh writes it into LLaMA-Factory's config
     extra_fields = parse_field_settings(args.studio_field)
     if args.smoke:
         args.rows, args.held_out, args.repeats = 16, 4, 1
@@ -502,7 +506,7 @@ def main() -> None:
     table = summarize(runs, arms)
     write_report(out, {"model": args.model, "rows": args.rows, "held_out": args.held_out, "repeats": args.repeats,
                        "learning_rate": work.learning_rate, "trl_cli_steps": args.trl_cli_steps,
-                       "studio_fields": extra_fields, "summary": table,
+                       "studio_fields": extra_fields, "lf_bf16": args.lf_bf16, "summary": table,
                        "runs": runs})
     print_table(table)
     print(f"saved {out}")

@@ -6,7 +6,8 @@
 # (LEARNING_RATE default 2e-3; MAX_STEPS default -1: the 3 epochs decide; SEED default 0.)
 # TRAIN_JSONL: chat rows {"messages": [{"role", "content"}, ...]}. No `template:` key: LLaMA-Factory parses the
 # tokenizer's own chat template (its token ids match apply_chat_template on the demo data; loss on the assistant
-# turns only). Env LF_VENV: the venv setup.sh made (default: beside this script).
+# turns only). Env LF_VENV: the venv setup.sh made (default: beside this script). Env LF_BF16=true: its bf16
+# (autocast) instead of its default float32 on a CPU.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${LF_VENV:-$HERE/venv}"
@@ -57,7 +58,7 @@ max_steps: $MAX_STEPS
 num_train_epochs: 3.0
 lr_scheduler_type: cosine
 warmup_ratio: 0.1
-bf16: false
+bf16: ${LF_BF16:-false}
 fp16: false
 use_cpu: true
 seed: $SEED
