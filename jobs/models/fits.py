@@ -7,9 +7,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.models.cpu_dtype import NATIVE_BF16_LABEL, cpu_compute_dtype
+from jobs.models.cpu_dtype import NATIVE_BF16_LABEL
 from jobs.models.memory import Estimate, estimate
-from jobs.models.memory_inputs import CUDA_BF16, DeviceProfile, ModelShape, TrainShape, cpu_profile
+from jobs.models.memory_inputs import DeviceProfile, ModelShape, TrainShape, training_profile
 from jobs.models.resolve import hub_cache_snapshot, looks_local, prepared_path
 from jobs.spec import SMOLLM2_BASE_MODEL, STUDIO_BASE_MODELS, TrainSpec
 
@@ -30,9 +30,7 @@ class Device:
     def profile_for(self, spec: TrainSpec, shape: ModelShape) -> DeviceProfile:
         """The profile a job of `spec` on `shape` runs under here: a CPU's depends on the dtype 'auto' picks on
         it (its name says whether it multiplies bf16 natively: jobs.queue.devices)."""
-        if not self.name.startswith("CPU"):
-            return CUDA_BF16
-        return cpu_profile(cpu_compute_dtype(spec.compute_dtype, shape.hidden, NATIVE_BF16_LABEL in self.name))
+        return training_profile(spec, shape, self.name.startswith("CPU"), NATIVE_BF16_LABEL in self.name)
 
 
 @dataclass(frozen=True)

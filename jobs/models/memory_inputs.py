@@ -11,6 +11,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from jobs.models.cpu_dtype import cpu_compute_dtype
 from jobs.spec import TrainSpec
 from jobs.step_plan import MAX_AUTO_BATCH
 
@@ -253,6 +254,14 @@ CUDA_BF16 = DeviceProfile(name="cuda", framework_bytes=512 * MiB, training_runti
 def cpu_profile(dtype: str) -> DeviceProfile:
     """The CPU profile for a job computing in `dtype` ('float32', 'bfloat16' or 'float16')."""
     return CPU if dtype == "float32" else CPU_BF16
+
+
+def training_profile(spec: TrainSpec, model: ModelShape, on_cpu: bool, native_bf16: bool) -> DeviceProfile:
+    """The profile a job of `spec` on `model` trains under: a GPU's, or a CPU's for the dtype it computes in there
+    ('auto' weighs whether that CPU multiplies bf16 natively: jobs.models.cpu_dtype)."""
+    if not on_cpu:
+        return CUDA_BF16
+    return cpu_profile(cpu_compute_dtype(spec.compute_dtype, model.hidden, native_bf16))
 
 
 def checkpoint_dtypes(model_dir: Path) -> dict[str, int]:

@@ -129,14 +129,13 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
 
 def _memory_estimate(spec: TrainSpec, base_path: str, device: str) -> int | None:
     """The estimated peak for this run, recorded beside the measured one (None for a shape it cannot model)."""
-    from jobs.models.cpu_dtype import cpu_compute_dtype, native_bf16
+    from jobs.models.cpu_dtype import native_bf16
     from jobs.models.memory import estimate
-    from jobs.models.memory_inputs import CUDA_BF16, ModelShape, TrainShape, cpu_profile
+    from jobs.models.memory_inputs import ModelShape, TrainShape, training_profile
 
     try:
         shape = ModelShape.from_dir(base_path)
-        profile = (cpu_profile(cpu_compute_dtype(spec.compute_dtype, shape.hidden, native_bf16()))
-                   if device == "cpu" else CUDA_BF16)
+        profile = training_profile(spec, shape, device == "cpu", native_bf16())
         peak = estimate(shape, TrainShape.from_spec(spec, profile), profile).peak
     except (OSError, KeyError, TypeError, ValueError):
         return None
