@@ -99,10 +99,16 @@ def _as_person(fn, studio: Studio):
 
     functools.update_wrapper(wrapper, fn)
     del wrapper.__wrapped__  # Gradio must see the signature below, not the handler's
-    if not wants_request:  # first: Gradio injects a request only into a positional parameter, before any *args
+    # Gradio injects the request by the hint of a positional parameter; the wrapper itself takes only *args, so it
+    # always states one, and its hints as objects (a handler's string hint would be evaluated in this module).
+    hints = _resolved_hints(fn)
+    if wants_request:
+        wrapper.__signature__ = signature
+        wrapper.__annotations__ = hints
+    else:  # first: Gradio injects a request only into a positional parameter, before any *args
         extra = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)
         wrapper.__signature__ = signature.replace(parameters=[extra, *signature.parameters.values()])
-        wrapper.__annotations__ = {**_resolved_hints(fn), "request": gr.Request}
+        wrapper.__annotations__ = {**hints, "request": gr.Request}
     wrapper.runs_as_person = True
     return wrapper
 

@@ -215,8 +215,11 @@ def build(studio: Studio, app: gr.Blocks, form: SpecForm, tabs: gr.Tabs) -> None
 
     def from_address(request: gr.Request):
         wanted = (request.query_params.get("job") or "") if request else ""
+        job_id = run_view.parse_job_id(wanted)
         bases, groups = filter_choices(studio)
-        return wanted if run_view.parse_job_id(wanted) else "", gr.update(choices=bases), gr.update(choices=groups)
+        # A shared link to a run opens on that run; a plain visit stays on the first tab.
+        opened = gr.Tabs(selected="runs") if job_id else gr.update()
+        return opened, str(job_id or ""), gr.update(choices=bases), gr.update(choices=groups)
 
     def extras(picked, what):
         job_id = run_view.parse_job_id(picked) if str(picked or "").strip() else run_view.newest_job_id(studio)
@@ -230,7 +233,7 @@ def build(studio: Studio, app: gr.Blocks, form: SpecForm, tabs: gr.Tabs) -> None
     priority_button.click(on_priority, [selected, new_priority, *filters], table, **private)
     timer.tick(refresh, [selected, *filters], outputs, **quiet)
     timer.tick(lambda: views.workers_table(worker_list(studio), queued_count(studio)), None, workers, **quiet)
-    app.load(from_address, None, [selected, base_filter, group_filter], **quiet)
+    app.load(from_address, None, [tabs, selected, base_filter, group_filter], **quiet)
     table.select(on_select, None, selected, **quiet)
     selected.change(refresh, [selected, *filters], outputs, **quiet)
     selected.change(None, selected, None, js=URL_JS, **private)

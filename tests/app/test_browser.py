@@ -453,6 +453,35 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
         print(f"journey took {time.monotonic() - started:.0f} s")
 
 
+ERROR_TOAST = "[data-testid=toast-body].error"
+
+
+def test_a_link_to_a_run_opens_it_and_no_visit_starts_with_an_error(app_server, page, tmp_path):
+    """The address keeps the selected run (?job=N): opening such a link lands on the Runs tab with that run picked.
+    Every page load runs the Runs tab's address handler under the accounts guard; it once lost its request there,
+    and every visitor met an error toast."""
+    app = app_server
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with _report_on_failure(app, page, shots):
+        page.goto(app.url)
+        expect(page.get_by_role("button", name="Submit job")).to_be_visible(timeout=60_000)
+        expect(page.get_by_role("tab", name="Train", exact=True)).to_have_attribute("aria-selected", "true")
+        unknown = 987654
+        page.goto(f"{app.url}?job={unknown}")
+        expect(page.get_by_role("tab", name="Runs", exact=True)).to_have_attribute("aria-selected", "true",
+                                                                                  timeout=30_000)
+        expect(page.locator("#selected-job textarea, #selected-job input").first).to_have_value(str(unknown))
+        expect(page.locator("#job-summary")).to_contain_text(f"No job with id {unknown}.", timeout=20_000)
+        assert "?job=" in page.url
+        page.goto(f"{app.url}?job=not-a-number")  # a mangled link opens the studio as a plain visit would
+        expect(page.get_by_role("button", name="Submit job")).to_be_visible(timeout=60_000)
+        page.wait_for_timeout(3000)  # the load handlers have run: an error would have shown by now
+        expect(page.get_by_role("tab", name="Train", exact=True)).to_have_attribute("aria-selected", "true")
+        expect(page.locator(ERROR_TOAST)).to_have_count(0)
+        _shot(page, shots, "deep-link")
+
+
 SHAREGPT_ROWS = [{"conversations": [{"from": "system", "value": "Answer briefly."},
                                     {"from": "human", "value": f"What is {i} plus {i}?"},
                                     {"from": "gpt", "value": f"{2 * i}."}]} for i in range(8)]
