@@ -418,14 +418,30 @@ def summarize(runs: list[dict], arms: list[str]) -> dict:
         mine = [run for run in runs if run["arm"] == arm]
         table[arm] = {key: median_or_none([run[key] for run in mine])
                       for key in ("wall_s", "train_s", "tokens_per_s", "peak_rss_mb", "held_out_loss", "epochs")}
-        table[arm].update(runs=len(mine), projected=any("capped_at_steps" in run for run in mine))
+        table[arm].update(runs=len(mine), projected=any("capped_at_steps" in run for run in mine),
+                          **loss_spread([run["held_out_loss"] for run in mine]))
     if "studio" in table:
         studio = table["studio"]
         for row in table.values():
             row["studio_speedup"] = row["wall_s"] / studio["wall_s"]  # > 1: the studio finished sooner
             if row["held_out_loss"] is not None:  # > 0: the studio's is lower
                 row["loss_minus_studio"] = row["held_out_loss"] - studio["held_out_loss"]
+            if row.get("held_out_sd") is not None and studio.get("held_out_sd") is not None:
+                # Seeds move a loss more than arms may differ: the mean difference with its standard error
+                # (Welch) says whether the arms differ beyond that, where medians of three cannot.
+                row["loss_mean_minus_studio"] = row["held_out_mean"] - studio["held_out_mean"]
+                row["loss_difference_se"] = (row["held_out_sd"] ** 2 / row["held_out_runs"]
+                                             + studio["held_out_sd"] ** 2 / studio["held_out_runs"]) ** 0.5
     return table
+
+
+def loss_spread(losses: list) -> dict:
+    """The held-out losses' mean and sample standard deviation over seeds (None below two known values)."""
+    known = [loss for loss in losses if loss is not None]
+    if len(known) < 2:
+        return {"held_out_mean": known[0] if known else None, "held_out_sd": None, "held_out_runs": len(known)}
+    return {"held_out_mean": statistics.fmean(known), "held_out_sd": statistics.stdev(known),
+            "held_out_runs": len(known)}
 
 
 def with_earlier_runs(runs: list[dict], arms: list[str], report: Path, args) -> tuple[list[dict], list[str]]:
@@ -454,6 +470,13 @@ def print_table(table: dict) -> None:
               f"{row['peak_rss_mb']:>13.0f}{loss:>10}{speedup:>15}")
     if any(row["projected"] for row in table.values()):
         print("* projected from its first steps (start-up, then every step at the pace measured)")
+    for arm, row in table.items():
+        if row.get("held_out_sd") is not None:
+            difference = (f"; mean minus the studio's {row['loss_mean_minus_studio']:+.4f} "
+                          f"± {row['loss_difference_se']:.4f} (standard error)" if "loss_difference_se" in row
+                          and arm != "studio" else "")
+            print(f"held-out {arm}: mean {row['held_out_mean']:.4f}, sd {row['held_out_sd']:.4f} over "
+                  f"{row['held_out_runs']} seeds{difference}")
 
 
 def main() -> None:
@@ -475,6 +498,8 @@ def main() -> None:
                         "compute_dtype=bfloat16; repeatable")
     parser.add_argument("--lf-bf16", action="store_true", help="LLaMA-Factory with bf16: true (its bf16 autocast) "
                         "instead of its default float32 on a CPU")
+    parser.add_argument("--first-seed", type=int, default=FIRST_SEED, help="repeat r runs with this seed + r: "
+                        "more seeds beside an earlier report's (with --reuse)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.lf_bf16:
@@ -493,8 +518,9 @@ def main() -> None:
         outcomes = []
         for repeat in range(args.repeats):
             for arm in arms:  # interleaved, so drifts of the machine fall on every arm alike
-                outcome = run_arm(arm, work, work_dir / f"{arm}-{repeat}", args.lf, FIRST_SEED + repeat)
-                outcome.seed = FIRST_SEED + repeat
+                seed = args.first_seed + repeat
+                outcome = run_arm(arm, work, work_dir / f"{arm}-{repeat}", args.lf, seed)
+                outcome.seed = seed
                 print(f"repeat {repeat + 1}: {arm} {outcome.wall_s:.1f} s", flush=True)
                 outcomes.append((arm, outcome))
         from jobs.models.loading import load_tokenizer
@@ -505,9 +531,9 @@ def main() -> None:
         runs, arms = with_earlier_runs(runs, arms, args.reuse, args)
     table = summarize(runs, arms)
     write_report(out, {"model": args.model, "rows": args.rows, "held_out": args.held_out, "repeats": args.repeats,
-                       "learning_rate": work.learning_rate, "trl_cli_steps": args.trl_cli_steps,
-                       "studio_fields": extra_fields, "lf_bf16": args.lf_bf16, "summary": table,
-                       "runs": runs})
+                       "first_seed": args.first_seed, "learning_rate": work.learning_rate,
+                       "trl_cli_steps": args.trl_cli_steps, "studio_fields": extra_fields,
+                       "lf_bf16": args.lf_bf16, "summary": table, "runs": runs})
     print_table(table)
     print(f"saved {out}")
 
