@@ -43,6 +43,7 @@ from jobs.training.callbacks import (
 from jobs.training.checkpoints import newest_complete_checkpoint
 from jobs.training.lm_head import score_only_labelled_positions
 from jobs.training.phases import phase
+from jobs.training.run_dtype import dtype_for_run
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,8 @@ def setup_device(spec: TrainSpec, out_dir: Path, base_model: str) -> Device:
         torch.set_num_threads(os.cpu_count() or 1)  # accelerate's launcher may have left it at one
         score_only_labelled_positions()
     transformers.set_seed(spec.seed)
-    return Device(name, compute_dtype(spec, name, hidden_size(base_model)), use_gradient_checkpointing(spec, name))
+    dtype = dtype_for_run(out_dir, name, compute_dtype(spec, name, hidden_size(base_model)), spec.compute_dtype)
+    return Device(name, dtype, use_gradient_checkpointing(spec, name))
 
 
 def announce(spec: TrainSpec, device: Device, train_rows: int, eval_rows: int) -> None:
