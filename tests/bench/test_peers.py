@@ -55,3 +55,19 @@ def test_studio_fields_from_the_command_line_are_json_or_text_and_malformed_ones
 def test_the_studio_arm_reads_its_dtype_from_the_job_log():
     log = "preparing\ntraining on cpu (torch.bfloat16, nf4 + double quant, gradient checkpointing off): 320 rows\n"
     assert trained_dtype(log) == "bfloat16" and trained_dtype("no such line\n") is None
+
+
+def test_held_out_losses_over_seeds_give_a_mean_difference_with_its_standard_error():
+    def run(arm, loss):
+        return {"arm": arm, "wall_s": 1.0, "train_s": 1.0, "tokens_per_s": 1.0, "peak_rss_mb": 1.0, "epochs": 1.0,
+                "held_out_loss": loss}
+
+    runs = [run("studio", loss) for loss in (0.25, 0.26, 0.27)] + [run("llamafactory", loss) for loss in (0.20, 0.30)]
+    runs.append(run("trl-cli", None))
+    table = summarize(runs, ["studio", "llamafactory", "trl-cli"])
+    studio, peer = table["studio"], table["llamafactory"]
+    assert studio["held_out_mean"] == pytest.approx(0.26) and studio["held_out_sd"] == pytest.approx(0.01)
+    assert peer["held_out_runs"] == 2 and peer["held_out_sd"] == pytest.approx(0.1 / 2**0.5)
+    assert peer["loss_mean_minus_studio"] == pytest.approx(-0.01)
+    assert peer["loss_difference_se"] == pytest.approx((0.005 / 2 + 0.0001 / 3) ** 0.5)
+    assert table["trl-cli"]["held_out_mean"] is None and "loss_difference_se" not in table["trl-cli"]
