@@ -256,11 +256,15 @@ def cpu_profile(dtype: str) -> DeviceProfile:
     return CPU if dtype == "float32" else CPU_BF16
 
 
-def training_profile(spec: TrainSpec, model: ModelShape, on_cpu: bool, native_bf16: bool) -> DeviceProfile:
+def training_profile(spec: TrainSpec, model: ModelShape, on_cpu: bool, native_bf16: bool,
+                     began_in: str | None = None) -> DeviceProfile:
     """The profile a job of `spec` on `model` trains under: a GPU's, or a CPU's for the dtype it computes in there
-    ('auto' weighs whether that CPU multiplies bf16 natively: jobs.models.cpu_dtype)."""
+    ('auto' weighs whether that CPU multiplies bf16 natively: jobs.models.cpu_dtype). `began_in`: the dtype a resumed
+    run began in on a CPU, which 'auto' keeps (jobs.training.run_dtype)."""
     if not on_cpu:
         return CUDA_BF16
+    if began_in is not None and spec.compute_dtype == "auto":
+        return cpu_profile(began_in)
     return cpu_profile(cpu_compute_dtype(spec.compute_dtype, model.hidden, native_bf16))
 
 

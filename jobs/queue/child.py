@@ -102,7 +102,7 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
     device = pick_device()
     kept = {key: submitted[key] for key in SUBMITTED_KEYS if key in submitted}  # a retry re-records the rest
     record = {**_provenance(studio, dataset, spec, base_path, device), **kept,
-              "memory_estimate_bytes": _memory_estimate(spec, base_path, device)}
+              "memory_estimate_bytes": _memory_estimate(spec, base_path, device, run_dir)}
     with studio.db.write() as session:
         jobs_repo.record_provenance(session, job_id, attempt, record)
     held_out = pinned_dataset(studio, spec, pinned, "eval_dataset")
@@ -127,15 +127,17 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
     return 0
 
 
-def _memory_estimate(spec: TrainSpec, base_path: str, device: str) -> int | None:
-    """The estimated peak for this run, recorded beside the measured one (None for a shape it cannot model)."""
+def _memory_estimate(spec: TrainSpec, base_path: str, device: str, run_dir: Path) -> int | None:
+    """The estimated peak for this run, recorded beside the measured one (None for a shape it cannot model); a
+    resumed run is estimated in the dtype it keeps."""
     from jobs.models.cpu_dtype import native_bf16
     from jobs.models.memory import estimate
     from jobs.models.memory_inputs import ModelShape, TrainShape, training_profile
+    from jobs.training.run_dtype import began_in
 
     try:
         shape = ModelShape.from_dir(base_path)
-        profile = training_profile(spec, shape, device == "cpu", native_bf16())
+        profile = training_profile(spec, shape, device == "cpu", native_bf16(), began_in(run_dir, device))
         peak = estimate(shape, TrainShape.from_spec(spec, profile), profile).peak
     except (OSError, KeyError, TypeError, ValueError):
         return None

@@ -30,6 +30,12 @@ def dtype_for_run(out_dir: Path, device: str, picked: torch.dtype, spec_dtype: s
     return picked
 
 
+def began_in(out_dir: Path, device: str) -> str | None:
+    """The dtype an earlier attempt of this run computed in on this kind of device; None for a new run."""
+    began = _read(Path(out_dir) / RECORD_NAME)
+    return began["dtype"] if began is not None and began["device"] == device else None
+
+
 def _read(record: Path) -> dict | None:
     try:
         began = json.loads(record.read_text())
