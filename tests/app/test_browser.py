@@ -155,6 +155,14 @@ def browser():
 
 
 @pytest.fixture
+def shots(tmp_path) -> Path:
+    """Where a test's screenshots go (and the failure's)."""
+    folder = tmp_path / "screenshots"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page = context.new_page()
@@ -180,6 +188,12 @@ def _api(app: AppServer):
     from gradio_client import Client
 
     return Client(app.url, verbose=False)
+
+
+def _open_studio(page, address: str) -> None:
+    """Load the studio at `address` and wait until it is built (its Submit button shows)."""
+    page.goto(address)
+    expect(page.get_by_role("button", name="Submit job")).to_be_visible(timeout=60_000)
 
 
 def _open_tab(page, name: str) -> None:
@@ -254,15 +268,12 @@ def _wait_until_succeeded(page, app: AppServer, names: list[str]) -> None:
 CSV_ROWS = "instruction,output\nSay hello.,Hello!\nSay goodbye.,Goodbye!\nCount to three.,\"1, 2, 3\"\n"
 
 
-def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_path):
+def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, shots, tmp_path):
     app = app_server
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
     print(f"\nscreenshots: {shots}")
     with _report_on_failure(app, page, shots):
         started = time.monotonic()
-        page.goto(app.url)
-        expect(page.get_by_role("button", name="Submit job")).to_be_visible(timeout=60_000)
+        _open_studio(page, app.url)
         # The plan beside the form: the defaults are chosen for the example data (600 rows: a tenth held out), and
         # said so.
         expect(page.locator("#step-plan")).to_contain_text(re.compile(
@@ -456,16 +467,13 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, tmp_p
 ERROR_TOAST = "[data-testid=toast-body].error"
 
 
-def test_a_link_to_a_run_opens_it_and_no_visit_starts_with_an_error(app_server, page, tmp_path):
+def test_a_link_to_a_run_opens_it_and_no_visit_starts_with_an_error(app_server, page, shots):
     """The address keeps the selected run (?job=N): opening such a link lands on the Runs tab with that run picked.
     Every page load runs the Runs tab's address handler under the accounts guard; it once lost its request there,
     and every visitor met an error toast."""
     app = app_server
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
     with _report_on_failure(app, page, shots):
-        page.goto(app.url)
-        expect(page.get_by_role("button", name="Submit job")).to_be_visible(timeout=60_000)
+        _open_studio(page, app.url)
         expect(page.get_by_role("tab", name="Train", exact=True)).to_have_attribute("aria-selected", "true")
         unknown = 987654
         page.goto(f"{app.url}?job={unknown}")
@@ -474,8 +482,7 @@ def test_a_link_to_a_run_opens_it_and_no_visit_starts_with_an_error(app_server, 
         expect(page.locator("#selected-job textarea, #selected-job input").first).to_have_value(str(unknown))
         expect(page.locator("#job-summary")).to_contain_text(f"No job with id {unknown}.", timeout=20_000)
         assert "?job=" in page.url
-        page.goto(f"{app.url}?job=not-a-number")  # a mangled link opens the studio as a plain visit would
-        expect(page.get_by_role("button", name="Submit job")).to_be_visible(timeout=60_000)
+        _open_studio(page, f"{app.url}?job=not-a-number")  # a mangled link opens the studio as a plain visit would
         page.wait_for_timeout(3000)  # the load handlers have run: an error would have shown by now
         expect(page.get_by_role("tab", name="Train", exact=True)).to_have_attribute("aria-selected", "true")
         expect(page.locator(ERROR_TOAST)).to_have_count(0)
@@ -505,16 +512,13 @@ def _upload(page, path: Path) -> None:
     expect(page.locator("#dataset-proposal")).to_contain_text(re.compile(r"\d+ rows; columns:"), timeout=30_000)
 
 
-def test_datasets_are_mapped_inspected_and_trained_on(app_server, page, tmp_path):
+def test_datasets_are_mapped_inspected_and_trained_on(app_server, page, shots, tmp_path):
     """A ShareGPT file (format proposed) and an Alpaca CSV with renamed columns (mapped by hand) are imported in the
     Datasets tab; the CSV's rows are shown as the model sees them, loss tokens highlighted and the cut marked, with
     the length histogram; the view follows the assistant-only switch; then a job trains on the mapped CSV."""
     app = app_server
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
     with _report_on_failure(app, page, shots):
-        page.goto(app.url)
-        expect(page.get_by_role("button", name="Submit job")).to_be_visible(timeout=60_000)
+        _open_studio(page, app.url)
         _open_tab(page, "Datasets")
         page.get_by_role("button", name=re.compile(r"^Import a file")).click()
         status = page.locator("#dataset-import-status")
@@ -619,16 +623,13 @@ def _blind_round(page, prompt_text: str, letter: str) -> str:
     return revealed
 
 
-def test_blind_votes_rank_adapters_and_become_a_dpo_job(app_server, page, tmp_path):
+def test_blind_votes_rank_adapters_and_become_a_dpo_job(app_server, page, shots):
     """Two blind rounds between the base and an adapter: the names show only after each vote, the leaderboard
     follows the votes, and the votes become a preference dataset and a DPO job that trains."""
     app = app_server
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
     with _report_on_failure(app, page, shots):
         adapter = _an_adapter_of_the_demo_base(app)
-        page.goto(app.url)
-        expect(page.get_by_role("button", name="Submit job")).to_be_visible(timeout=60_000)
+        _open_studio(page, app.url)
         _open_tab(page, "Chat")
         picker = page.get_by_role("combobox", name=re.compile(r"^Compare"))
         picker.click()
