@@ -20,13 +20,12 @@ KEPT_DTYPES = ("float32", "bfloat16", "float16")
 def dtype_for_run(out_dir: Path, device: str, picked: torch.dtype, spec_dtype: str) -> torch.dtype:
     """`picked` (what this machine resolves the spec's dtype to), unless the spec says 'auto' and an earlier attempt
     of this run on the same kind of device computed in another dtype: then that one, said in the log."""
-    record = Path(out_dir) / RECORD_NAME
-    began = _read(record)
-    if spec_dtype == "auto" and began is not None and began["device"] == device and began["dtype"] != _name(picked):
-        print(f"compute dtype {began['dtype']}, as this run began (this machine would pick {_name(picked)} for "
-              "'auto')", flush=True)
-        return getattr(torch, began["dtype"])
-    record.write_text(json.dumps({"device": device, "dtype": _name(picked)}))
+    kept = began_in(out_dir, device) if spec_dtype == "auto" else None
+    if kept is not None and kept != _name(picked):
+        print(f"compute dtype {kept}, as this run began (this machine would pick {_name(picked)} for 'auto')",
+              flush=True)
+        return getattr(torch, kept)
+    (Path(out_dir) / RECORD_NAME).write_text(json.dumps({"device": device, "dtype": _name(picked)}))
     return picked
 
 
