@@ -252,5 +252,74 @@ class User(Base):
     """Jobs this person may have queued or running at once; None: the studio's default."""
     max_upload_bytes: Mapped[int | None] = mapped_column(BigInteger)
     """The largest dataset file this person may upload; None: the studio's limit."""
+    max_storage_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    """The disk this person's datasets may take together; None: the studio's limit."""
+    max_datasets: Mapped[int | None] = mapped_column(Integer)
+    """How many datasets this person may keep; None: the studio's limit."""
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
     removed_at: Mapped[datetime | None] = mapped_column(DateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime())
+    """Set while an admin has stopped this person signing in (their sessions end at once); None: enabled."""
+
+
+class SignInSession(Base):
+    """A signed-in browser or API client. Only the token's sha256 is stored; the cookie holds the token. A session
+    ends when its person signs out, changes their password, is removed or disabled, or it expires (idle or
+    absolute limit, storage/settings.py)."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_name: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    client: Mapped[str | None] = mapped_column(String(100))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+
+
+class AuditEvent(Base):
+    """Who did what, for admins: sign-ins (and failed ones: the login limit counts them), account changes, hub
+    pushes, deletions."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow, index=True)
+    actor: Mapped[str | None] = mapped_column(String(64), index=True)
+    """The person acting (for a failed sign-in: the name tried); None: the operator's CLI."""
+    action: Mapped[str] = mapped_column(String(40), index=True)
+    target: Mapped[str | None] = mapped_column(String(300))
+    client: Mapped[str | None] = mapped_column(String(100), index=True)
+    detail: Mapped[dict | None] = mapped_column(JSON)
+
+
+class Preset(Base):
+    """A named partial spec, private to its owner unless an admin shares it with everyone."""
+
+    __tablename__ = "presets"
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_presets_owner_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    fields: Mapped[dict] = mapped_column(JSON)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+
+
+class Secret(Base):
+    """A person's secret (a hub token), encrypted at rest with the data dir's key; never shown back (`hint`: its
+    last characters, so a person can tell which one is stored)."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("owner", "kind", name="uq_secrets_owner_kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    ciphertext: Mapped[str] = mapped_column(Text)
+    hint: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
