@@ -49,6 +49,29 @@ class Settings:
     spare_child: bool = True
     """Whether a worker keeps the next job's process started, its training libraries imported (STUDIO_SPARE_CHILD=0:
     each job starts its own interpreter when it begins)."""
+    session_idle_s: float = 8 * 3600.0
+    """With accounts: a sign-in unused this long has ended (STUDIO_SESSION_IDLE_S)."""
+    session_max_s: float = 7 * 86400.0
+    """With accounts: a sign-in this old has ended, however busy (STUDIO_SESSION_MAX_S)."""
+    login_window_s: float = 300.0
+    """Failed sign-ins count against the limits below for this long (STUDIO_LOGIN_WINDOW_S)."""
+    login_failures_per_pair: int = 5
+    """Failed sign-ins one client address may make for one account within the window before it must wait
+    (STUDIO_LOGIN_FAILURES)."""
+    login_failures_per_client: int = 20
+    """Failed sign-ins one client address may make for any accounts within the window (STUDIO_LOGIN_CLIENT_FAILURES)."""
+    login_failures_per_account: int = 50
+    """Failed sign-ins for one account from all addresses within the window (STUDIO_LOGIN_ACCOUNT_FAILURES): a
+    spread-out guess at one password also waits, while one attacker alone cannot lock the person out."""
+    login_threads: int = 1
+    """Threads that check passwords (argon2 takes ~64 MiB and tens of ms each), off the web server's event loop
+    (STUDIO_LOGIN_THREADS)."""
+    login_backlog: int = 32
+    """Sign-ins that may wait for a password check at once; more are refused with "busy, try again"
+    (STUDIO_LOGIN_BACKLOG)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto the studio believes
+    (STUDIO_TRUSTED_PROXIES, comma-separated). Empty: the connecting address is the client."""
     pool: str | None = None
     """The pool this host's workers serve (STUDIO_POOL, e.g. `a100-80g`): they run only jobs that ask for it. A worker
     without a pool runs only jobs that ask for none."""
@@ -144,6 +167,16 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         scratch_dir=Path(env.get("STUDIO_SCRATCH_DIR") or data_dir / "hosts" / host).expanduser().resolve(),
         pool=_pool(env),
         spare_child=_switch(env, "STUDIO_SPARE_CHILD", True),
+        session_idle_s=float(env.get("STUDIO_SESSION_IDLE_S", 8 * 3600)),
+        session_max_s=float(env.get("STUDIO_SESSION_MAX_S", 7 * 86400)),
+        login_window_s=float(env.get("STUDIO_LOGIN_WINDOW_S", 300)),
+        login_failures_per_pair=int(env.get("STUDIO_LOGIN_FAILURES", 5)),
+        login_failures_per_client=int(env.get("STUDIO_LOGIN_CLIENT_FAILURES", 20)),
+        login_failures_per_account=int(env.get("STUDIO_LOGIN_ACCOUNT_FAILURES", 50)),
+        login_threads=max(1, int(env.get("STUDIO_LOGIN_THREADS", 1))),
+        login_backlog=max(1, int(env.get("STUDIO_LOGIN_BACKLOG", 32))),
+        trusted_proxies=tuple(part.strip() for part in env.get("STUDIO_TRUSTED_PROXIES", "").split(",")
+                              if part.strip()),
     )
 
 
