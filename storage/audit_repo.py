@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.models import AuditEvent, utcnow
@@ -35,21 +35,22 @@ def recent(session: Session, limit: int = 200, actor: str | None = None,
     return list(session.scalars(query))
 
 
+def _matching(action: str, since: datetime, actor: str | None, client: str | None) -> list:
+    where = [AuditEvent.action == action, AuditEvent.created_at >= since]
+    if actor is not None:
+        where.append(AuditEvent.actor == actor[:64])
+    if client is not None:
+        where.append(AuditEvent.client == client[:100])
+    return where
+
+
 def count_since(session: Session, action: str, since: datetime, actor: str | None = None,
                 client: str | None = None) -> int:
-    """How many `action` events since `since` by `actor` or from `client` (either matches)."""
-    who = [column == value for column, value in ((AuditEvent.actor, actor), (AuditEvent.client, client)) if value]
-    if not who:
-        return 0
-    return session.scalar(select(func.count(AuditEvent.id)).where(
-        AuditEvent.action == action, AuditEvent.created_at >= since, or_(*who))) or 0
+    """How many `action` events since `since`, by `actor` and from `client` where given (both must match)."""
+    return session.scalar(select(func.count(AuditEvent.id)).where(*_matching(action, since, actor, client))) or 0
 
 
 def oldest_since(session: Session, action: str, since: datetime, actor: str | None = None,
                  client: str | None = None) -> datetime | None:
-    """When the oldest `action` event since `since` by `actor` or from `client` happened (for "try again in N s")."""
-    who = [column == value for column, value in ((AuditEvent.actor, actor), (AuditEvent.client, client)) if value]
-    if not who:
-        return None
-    return session.scalar(select(func.min(AuditEvent.created_at)).where(
-        AuditEvent.action == action, AuditEvent.created_at >= since, or_(*who)))
+    """When the oldest of those events happened (for "try again in N s")."""
+    return session.scalar(select(func.min(AuditEvent.created_at)).where(*_matching(action, since, actor, client)))
