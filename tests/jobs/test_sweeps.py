@@ -42,3 +42,35 @@ def test_a_sweep_is_queued_whole_or_not_at_all(studio):
     assert [j.name for j in jobs] == ["rank-1", "rank-2", "rank-3", "rank-4"]
     assert [(j.spec["lora_r"], j.spec["seed"]) for j in jobs] == [(4, 1), (4, 2), (8, 1), (8, 2)]
     assert set(cancel_sweep(studio, "ranks").values()) == {"cancelled"}
+
+
+def test_a_huge_grid_is_refused_before_any_point_is_built():
+    """Security: 10^7 grid points once took 17 s and 2.4 GB before the cap refused them."""
+    import time
+    import tracemalloc
+
+    axes = {name: list(range(1, 11)) for name in ("lora_r", "lora_alpha", "seed", "max_steps", "batch_size",
+                                                  "grad_accum", "logging_steps")}
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(SpecError) as caught:
+        sweep_points({}, axes, "grid")
+    elapsed = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert any("10000000 points" in p.message and "at most 64" in p.message for p in caught.value.problems)
+    assert elapsed < 0.5 and peak < 1_000_000
+
+
+def test_a_long_axis_and_long_axes_text_are_refused():
+    from jobs.sweeps import MAX_AXES_TEXT_BYTES, MAX_AXIS_VALUES, axes_from_text
+
+    with pytest.raises(SpecError) as caught:
+        sweep_points({}, {"seed": list(range(MAX_AXIS_VALUES + 1))}, "list")
+    assert any(f"at most {MAX_AXIS_VALUES} values" in p.message for p in caught.value.problems)
+    with pytest.raises(SpecError) as caught:
+        axes_from_text("seed: [" + "1, " * MAX_AXES_TEXT_BYTES + "1]")
+    assert any(f"at most {MAX_AXES_TEXT_BYTES} bytes" in p.message for p in caught.value.problems)
+    assert axes_from_text("lora_r: [8, 16]") == {"lora_r": [8, 16]}
+    with pytest.raises(SpecError, match="not valid YAML"):
+        axes_from_text("lora_r: [8")
