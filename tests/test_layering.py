@@ -23,6 +23,11 @@ FORBIDDEN = {
     "jobs.queue.worker": [*HEAVY, "app"],
     "jobs.queue.child": [*HEAVY, "app"],  # torch arrives only once it starts training
     "jobs.data.store": HEAVY,
+    "jobs.data.hub": HEAVY,  # huggingface_hub loads only when an import asks the hub
+    "jobs.secrets": [*HEAVY, "app"],
+    "jobs.hub_access": [*HEAVY, "app"],
+    "jobs.training.hub": [*HEAVY, "app"],
+    "storage.secrets_repo": ["torch", "gradio", "jobs", "app"],
     "jobs.data.preview": HEAVY,  # the tokenizer loads only when a preview is asked for
     "jobs.models.resolve": HEAVY,
     "jobs.models.contents": HEAVY,
@@ -41,10 +46,12 @@ ROOMS = {
     "jobs.spec": set(),
     "jobs.failures": set(),
     "jobs.studio": set(),
+    "jobs.secrets": {"jobs.studio"},
+    "jobs.hub_access": {"jobs.studio", "jobs.secrets"},  # whose hub token a request uses
     "jobs.models": {"jobs.spec", "jobs.studio"},
-    "jobs.data": {"jobs.spec", "jobs.studio", "jobs.models"},
+    "jobs.data": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.secrets", "jobs.hub_access"},
     "jobs.chat": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data"},  # votes are exported as a dataset
-    "jobs.training": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data"},
+    "jobs.training": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data", "jobs.secrets", "jobs.hub_access"},
     "jobs.queue": {"jobs.spec", "jobs.studio", "jobs.failures", "jobs.models", "jobs.data", "jobs.training"},
     "jobs.submit": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data", "jobs.queue"},
 }
