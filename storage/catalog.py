@@ -79,3 +79,8 @@ def get_dataset_by_name(session: Session, name: str) -> Dataset | None:
 def datasets_at(session: Session, path: str) -> int:
     """How many datasets (anyone's) name the stored file `path`: two owners may share one content."""
     return len(list(session.scalars(select(Dataset.id).where(Dataset.path == path))))
+
+
+def dataset_paths_of(session: Session, owner: str) -> list[str]:
+    """The stored files of every dataset `owner` keeps, whoever asks: what their disk allowance counts."""
+    return list(session.scalars(select(Dataset.path).where(Dataset.owner == owner)))

@@ -27,6 +27,11 @@ class Settings:
     """Seconds between reaper passes (in the app and every worker); None: a third of the lease."""
     max_upload_bytes: int = 1 << 30
     """The largest dataset file accepted (far above any chat set; a bigger file is refused, not read)."""
+    max_storage_bytes: int = 20 << 30
+    """How much disk one person's stored datasets may take together (STUDIO_MAX_STORAGE_BYTES), unless their account
+    says otherwise."""
+    max_datasets: int = 200
+    """How many datasets one person may keep (STUDIO_MAX_DATASETS), unless their account says otherwise."""
     max_line_bytes: int = 16 << 20
     """The longest line (JSONL) or cell (CSV) accepted, checked while reading."""
     max_rows: int = 2_000_000
@@ -157,6 +162,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         max_attempts=int(env.get("STUDIO_MAX_ATTEMPTS", "3")),
         reap_interval_s=float(env["STUDIO_REAP_S"]) if env.get("STUDIO_REAP_S") else None,
         max_upload_bytes=int(env.get("STUDIO_MAX_UPLOAD_BYTES", 1 << 30)),
+        max_storage_bytes=int(env.get("STUDIO_MAX_STORAGE_BYTES", 20 << 30)),
+        max_datasets=int(env.get("STUDIO_MAX_DATASETS", 200)),
         max_line_bytes=int(env.get("STUDIO_MAX_LINE_BYTES", 16 << 20)),
         max_rows=int(env.get("STUDIO_MAX_ROWS", 2_000_000)),
         max_queued_jobs=int(env.get("STUDIO_MAX_QUEUED_JOBS", 20)),

@@ -29,6 +29,8 @@ FORBIDDEN = {
     "jobs.training.hub": [*HEAVY, "app"],
     "storage.secrets_repo": ["torch", "gradio", "jobs", "app"],
     "jobs.data.preview": HEAVY,  # the tokenizer loads only when a preview is asked for
+    "jobs.data.quota": HEAVY,  # the web server asks it while an upload streams in
+    "jobs.data.uploads": HEAVY,  # it finds Gradio's cache without importing gradio
     "jobs.models.resolve": HEAVY,
     "jobs.models.contents": HEAVY,
     "jobs.models.demo": HEAVY,

@@ -6,16 +6,20 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
+from jobs.data import quota
 from jobs.data.errors import DatasetError
 from jobs.data.formats import Mapping, ParsedDataset, parse_file
 from jobs.data.readers import ReadLimits
+from jobs.data.uploads import remove_upload, upload_cache_dir
 from jobs.spec import BUNDLED_DATASETS, EXAMPLE_DATASET, PIRATE_DATASET, name_problem
 from jobs.studio import EXAMPLE_DATASET_FILE, PIRATE_DATASET_FILE, Studio
-from storage import catalog, jobs_repo, users_repo
-from storage.access import everyone, new_owner
+from storage import catalog, jobs_repo
+from storage.access import current_person, everyone, new_owner
 from storage.files import write_atomically
 from storage.models import Dataset
 
@@ -29,10 +33,17 @@ def store_parsed(parsed: ParsedDataset, datasets_dir: Path) -> tuple[Path, str]:
     payload = parsed.to_jsonl()
     digest = hashlib.sha256(payload).hexdigest()
     target = datasets_dir / f"{digest}.jsonl"
-    if not target.exists():
-        datasets_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(target, payload)
+    _write_once(target, payload)
     return target, digest
+
+
+def _write_once(target: Path, payload: bytes) -> bool:
+    """Write `target` unless it exists (content-named: the same name is the same bytes). True: written now."""
+    if target.exists():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(target, payload)
+    return True
 
 
 def load_rows(path: Path) -> list[dict]:
@@ -64,34 +75,53 @@ class Imported:
 def register_parsed(studio: Studio, name: str, parsed: ParsedDataset, source: dict | None = None,
                     bundled: bool = False) -> Imported:
     """Store and register `parsed` under `name` for the person acting (`bundled`: for everyone); the same content
-    they already stored is reused, whatever its name."""
-    path, digest = store_parsed(parsed, studio.settings.datasets_dir)
+    they already stored is reused, whatever its name. Refused when the name is taken by other content or the person
+    has no room left (jobs/data/quota.py)."""
+    payload = parsed.to_jsonl()
+    digest = hashlib.sha256(payload).hexdigest()
+    path = studio.settings.datasets_dir / f"{digest}.jsonl"
+    # Checked before the file is written, so a refused import never leaves a file behind...
+    with studio.db.read() as session:
+        existing = catalog.get_dataset_by_sha256(session, digest, None if bundled else new_owner())
+        if existing is not None:
+            return Imported(dataset=existing, reused=True)
+        _refuse_unless_room(session, studio, name, len(payload), bundled)
+    written = _write_once(path, payload)
     with studio.db.write() as session:
         existing = catalog.get_dataset_by_sha256(session, digest, None if bundled else new_owner())
         if existing is not None:
             return Imported(dataset=existing, reused=True)
-        with everyone():  # names are unique across everyone's datasets
-            taken = catalog.get_dataset_by_name(session, name) is not None
-        if taken:
-            # A name always means one content, so a re-upload can never change what a queued job reads.
-            raise DatasetError([f"name: a dataset named '{name}' already exists with other content; pick another "
-                                f"name"])
+        try:
+            # ...and again under the writer's lock, so two imports at once cannot both take the last room.
+            _refuse_unless_room(session, studio, name, len(payload), bundled)
+        except DatasetError:
+            if written and catalog.datasets_at(session, studio.relative(path)) == 0:
+                path.unlink(missing_ok=True)
+            raise
+        _write_once(path, payload)  # a refused import of the same content may have just removed it
         return Imported(reused=False, dataset=catalog.add_dataset(
             session, name=name, path=studio.relative(path), format=parsed.format, rows=len(parsed.rows),
             sha256=digest, mapping=parsed.mapping.as_dict() if parsed.mapping else None, source=source,
             bundled=bundled))
 
 
-def read_limits(studio: Studio) -> ReadLimits:
+def _refuse_unless_room(session: Session, studio: Studio, name: str, stored_bytes: int, bundled: bool) -> None:
+    with everyone():  # names are unique across everyone's datasets
+        taken = catalog.get_dataset_by_name(session, name) is not None
+    if taken:
+        # A name always means one content, so a re-upload can never change what a queued job reads.
+        raise DatasetError([f"name: a dataset named '{name}' already exists with other content; pick another name"])
+    if not bundled and (problem := quota.allowance_in(session, studio, current_person()).storing_problem(
+            stored_bytes)):
+        raise DatasetError([problem])
+
+
+def read_limits(studio: Studio, allowed: quota.Allowance | None = None) -> ReadLimits:
     """The studio's limits on a dataset file; a person's account may set a smaller (or larger) upload size."""
     settings = studio.settings
-    with studio.db.read() as session:
-        user = users_repo.limited_user(session)
-    limits = ReadLimits(max_bytes=settings.max_upload_bytes, max_line_bytes=settings.max_line_bytes,
-                        max_rows=settings.max_rows)
-    if user is not None and user.max_upload_bytes:
-        return replace(limits, max_bytes=user.max_upload_bytes, max_bytes_set_by=f"the limit of {user.name}'s account")
-    return limits
+    allowed = allowed or quota.allowance(studio, current_person())
+    return ReadLimits(max_bytes=allowed.max_file_bytes, max_bytes_set_by=allowed.max_file_set_by,
+                      max_line_bytes=settings.max_line_bytes, max_rows=settings.max_rows)
 
 
 def new_name_problems(name: str) -> list[str]:
@@ -108,14 +138,20 @@ def import_dataset(studio: Studio, source: Path, name: str, mapping: Mapping | N
     columns). Raises DatasetError listing every problem, a name taken by other content among them."""
     name = name.strip()
     problems = new_name_problems(name)
+    allowed = quota.allowance(studio, current_person())
+    if problem := allowed.storing_problem(0):  # no dataset left to keep: not worth reading the file
+        raise DatasetError([*problems, problem])
     try:
-        parsed = parse_file(Path(source), read_limits(studio), mapping)
+        parsed = parse_file(Path(source), read_limits(studio, allowed), mapping)
     except DatasetError as error:
         problems += error.problems
         parsed = None
     if problems:
         raise DatasetError(problems)
-    return register_parsed(studio, name, parsed, {"file": Path(source).name})
+    imported = register_parsed(studio, name, parsed, {"file": Path(source).name})
+    # The store holds its own copy now; Gradio's copy of an upload would otherwise stay in its cache for good.
+    remove_upload(Path(source), upload_cache_dir())
+    return imported
 
 
 def ensure_bundled_dataset(studio: Studio, name: str = EXAMPLE_DATASET) -> Dataset:
