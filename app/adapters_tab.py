@@ -7,6 +7,7 @@ import gradio as gr
 
 from app import views
 from app.errors import user_error
+from jobs import hub_access
 from jobs.spec import SpecError
 from jobs.studio import Studio
 from jobs.submit import submit_merge
@@ -69,8 +70,28 @@ def push(studio: Studio, name: str, repo_id: str, what: str = "adapter", private
         raise user_error(f"what: '{name}' has no merged model yet; merge it first")
     folder = studio.absolute(adapter.merged_path if what == "merged" else adapter.path)
     try:
-        return push_folder(folder, (repo_id or "").strip(), private=bool(private))
+        return push_folder(studio, folder, (repo_id or "").strip(), private=bool(private))
     except HubError as error:
+        raise user_error(str(error)) from None
+
+
+def hub_token_status(studio: Studio) -> dict:
+    """Whether I keep a hub token (`hint`: at most its last 4 characters) and whose token my pushes would use."""
+    return hub_access.hub_token_status(studio)
+
+
+def set_hub_token(studio: Studio, token: str) -> dict:
+    """Keep my own hub token (encrypted; never shown back) for pushes and hub imports."""
+    try:
+        return hub_access.set_hub_token(studio, token)
+    except hub_access.HubTokenError as error:
+        raise user_error(str(error)) from None
+
+
+def clear_hub_token(studio: Studio) -> dict:
+    try:
+        return hub_access.clear_hub_token(studio)
+    except hub_access.HubTokenError as error:
         raise user_error(str(error)) from None
 
 

@@ -97,8 +97,22 @@ def register(studio: Studio, chat: ChatService) -> None:
         return FileData(path=str(path), orig_name=path.name)
 
     def push_to_hub(name: str, repo_id: str, what: str = "adapter", private: bool = True) -> str:
-        """Push the adapter ('adapter') or its merged model ('merged') to a hub repo; needs STUDIO_HF_TOKEN."""
+        """Push the adapter ('adapter') or its merged model ('merged') to a hub repo in your own namespace or one of
+        your organisations'; needs your hub token (set_hub_token; admins may use STUDIO_HF_TOKEN)."""
         return adapters_tab.push(studio, name, repo_id, what, private)
+
+    def set_hub_token(token: str) -> dict:
+        """Keep your own hub token (encrypted, never shown back) for pushes and hub imports. Returns its status."""
+        return adapters_tab.set_hub_token(studio, token)
+
+    def clear_hub_token() -> dict:
+        """Forget your hub token. Returns its status."""
+        return adapters_tab.clear_hub_token(studio)
+
+    def hub_token_status() -> dict:
+        """Whether you keep a hub token (`stored`, `hint`: at most its last 4 characters) and whose token your hub
+        calls use (`uses`: yours, the operator's, none)."""
+        return adapters_tab.hub_token_status(studio)
 
     def import_dataset(file: FileData, name: str = "", format: str = "", columns: str = "") -> str:
         """Import a dataset file (JSONL, JSON, CSV or Parquet) under `name` (default: the file's name). `format`
@@ -188,8 +202,8 @@ def register(studio: Studio, chat: ChatService) -> None:
 
     endpoints = (submit_job, submit_sweep, cancel_sweep, get_job, list_jobs, cancel_job, move_job, set_priority,
                  list_workers, list_adapters, download_adapter, rename_adapter, delete_adapter, merge_adapter,
-                 download_merged, push_to_hub, compare, import_dataset, import_hub_dataset, list_datasets,
-                 dataset_stats, rename_dataset, delete_dataset, record_vote, leaderboard, export_votes,
-                 save_suite, run_suite, suite_results)
+                 download_merged, push_to_hub, set_hub_token, clear_hub_token, hub_token_status, compare,
+                 import_dataset, import_hub_dataset, list_datasets, dataset_stats, rename_dataset, delete_dataset,
+                 record_vote, leaderboard, export_votes, save_suite, run_suite, suite_results)
     for endpoint in endpoints:
         gr.api(endpoint, api_name=endpoint.__name__)

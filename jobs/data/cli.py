@@ -120,8 +120,9 @@ def add_commands(commands) -> None:
     upload.add_argument("file")
     _mapping_arguments(upload)
     upload.set_defaults(func=cmd_import)
-    hub = commands.add_parser("import-hub", help="import a Hugging Face hub dataset (needs internet)")
-    hub.add_argument("hub_id")
+    hub = commands.add_parser("import-hub", help="import a Hugging Face hub dataset's data files (needs internet; "
+                                                 "never runs a dataset script; uses STUDIO_HF_TOKEN when set)")
+    hub.add_argument("hub_id", help="owner/name or owner/name@revision: a dataset on the hub, never a folder here")
     hub.add_argument("--config", default="")
     hub.add_argument("--split", default="train")
     hub.add_argument("--revision", default="")

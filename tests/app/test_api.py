@@ -26,7 +26,8 @@ def client(live):
 PUBLIC_ENDPOINTS = {"/submit_job", "/submit_sweep", "/cancel_sweep", "/get_job", "/list_jobs", "/cancel_job",
                     "/move_job", "/set_priority", "/list_workers", "/list_adapters", "/download_adapter",
                     "/rename_adapter", "/delete_adapter", "/merge_adapter", "/download_merged", "/push_to_hub",
-                    "/compare", "/import_dataset", "/import_hub_dataset", "/list_datasets", "/dataset_stats",
+                    "/set_hub_token", "/clear_hub_token", "/hub_token_status", "/compare", "/import_dataset",
+                    "/import_hub_dataset", "/list_datasets", "/dataset_stats",
                     "/rename_dataset", "/delete_dataset", "/record_vote", "/leaderboard", "/export_votes",
                     "/save_suite", "/run_suite", "/suite_results"}
 

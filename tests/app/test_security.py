@@ -18,6 +18,7 @@ from tests.servers import free_port
 pytestmark = pytest.mark.slow
 PASSWORD = "correct horse battery"
 BASE = "demo-tiny-llama"
+NO_TOKEN = {"stored": False, "hint": None, "uses": "none"}
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +65,7 @@ def _alice_makes_things(alice: Client, root) -> dict:
     alice.predict(BASE, "hello", [{"adapter": adapter, "reply": "hi"}, {"adapter": "base", "reply": "yo"}],
                   "best", 0, api_name="/record_vote")
     alice.predict("alice-suite", "say hi => hi", api_name="/save_suite")
+    assert alice.predict("hf_alice_secret_7f3e9d", api_name="/set_hub_token")["hint"] == "…3e9d"
     return {"job": job_id, "data": data, "adapter": adapter}
 
 
@@ -103,6 +105,9 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
         "/merge_adapter": lambda: _refused(lambda: p(adapter, api_name="/merge_adapter"), "no adapter"),
         "/download_merged": lambda: _refused(lambda: p(adapter, api_name="/download_merged"), "no adapter"),
         "/push_to_hub": lambda: _refused(lambda: p(adapter, "bob/x", api_name="/push_to_hub"), "no adapter"),
+        "/hub_token_status": lambda: _assert(p(api_name="/hub_token_status") == NO_TOKEN),  # hers is not his
+        "/set_hub_token": lambda: _assert(p("hf_bob_own_4c21", api_name="/set_hub_token")["hint"] == "…c21"),
+        "/clear_hub_token": lambda: _assert(p(api_name="/clear_hub_token") == NO_TOKEN),
         "/compare": lambda: _refused(lambda: p("hi", [adapter, "base"], BASE, 4, api_name="/compare"),
                                      adapter),
         "/import_dataset": lambda: _bob_imports(p, made["data"], root),
@@ -138,6 +143,7 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
     assert [a["name"] for a in alice.predict("", api_name="/list_adapters")] == [adapter]
     assert [row["adapter"] for row in alice.predict(BASE, api_name="/leaderboard")] != []
     assert alice.predict("alice-suite", BASE, api_name="/suite_results")["prompts"][0]["prompt"] == "say hi"
+    assert alice.predict(api_name="/hub_token_status") == {"stored": True, "hint": "…3e9d", "uses": "yours"}
     # An admin sees everyone's work.
     assert admin.predict(job, api_name="/get_job")["adapter"] == adapter
     assert {adapter} <= {a["name"] for a in admin.predict("", api_name="/list_adapters")}

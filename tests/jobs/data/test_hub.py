@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
@@ -19,9 +22,12 @@ import pytest
 from jobs.data.errors import DatasetError
 from jobs.data.hub import choose_files, import_hub_dataset, parse_hub_id
 from jobs.data.store import load_rows
+from jobs.hub_access import set_hub_token
 from jobs.studio import open_studio
 from storage import catalog
+from storage.access import Person, acting_as
 from storage.settings import load_settings
+from tests.conftest import REPO_ROOT
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 HUB_ROWS = [{"instruction": f"hub question {i}", "output": f"hub answer {i}"} for i in range(3)]
@@ -36,7 +42,7 @@ class FakeHub:
     """One dataset repo at one commit, served as the hub's API serves it: repo info, tree listing, file resolve."""
 
     def __init__(self, repo_id: str, files: dict[str, bytes]) -> None:
-        self.repo_id, self.files, self.served = repo_id, files, []
+        self.repo_id, self.files, self.served, self.tokens = repo_id, files, [], set()
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,7 +53,10 @@ class FakeHub:
                 self._answer(body=True)
 
             def _answer(self, body: bool) -> None:
-                status, headers, payload = hub.route(unquote(urlsplit(self.path).path), body)
+                path = unquote(urlsplit(self.path).path)
+                if f"/{hub.repo_id}" in path:  # the client also asks the endpoint for its own registries
+                    hub.tokens.add(self.headers.get("Authorization"))
+                status, headers, payload = hub.route(path, body)
                 self.send_response(status)
                 for name, value in {**headers, "Content-Length": str(len(payload))}.items():
                     self.send_header(name, value)
@@ -129,6 +138,32 @@ def test_a_server_folder_named_like_the_id_is_never_read_the_hub_is(studio, serv
                                        "files": ["data/train-00000-of-00001.jsonl"]}
     assert hub.served == ["data/train-00000-of-00001.jsonl"], "only the split's data files are fetched, no script"
     assert not list(studio.settings.data_dir.glob(".hub-import-*")), "the download folder is removed"
+
+
+@pytest.mark.parametrize(("person", "own_token", "sent"), [
+    (Person("bob"), None, {None}), (Person("bob"), "hf_bobs_own", {"Bearer hf_bobs_own"}),
+    (Person("root", admin=True), None, {"Bearer hf_operator"}),
+], ids=["person", "own-token", "admin"])
+def test_a_person_reads_the_hub_with_their_own_token_or_none_never_the_operators(studio, hub, monkeypatch, person,
+                                                                                 own_token, sent):
+    monkeypatch.setenv("STUDIO_HF_TOKEN", "hf_operator")
+    with acting_as(person):
+        if own_token:
+            set_hub_token(studio, own_token)
+        import_hub_dataset(studio, "owner/name", "from-hub")
+    assert hub.tokens == sent
+
+
+def test_the_command_line_imports_from_the_hub_only_with_the_operators_token(studio, server_folders, hub):
+    env = {**os.environ, "STUDIO_DATA_DIR": str(studio.settings.data_dir), "HF_ENDPOINT": hub.url,
+           "HF_HUB_OFFLINE": "0", "STUDIO_HF_TOKEN": "hf_operator", "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-m", "jobs", "import-hub", "owner/name", "--name", "from-cli"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "imported 'from-cli' (3 rows" in done.stdout, done.stderr[-2000:]
+    assert hub.tokens == {"Bearer hf_operator"}
+    refused = subprocess.run([sys.executable, "-m", "jobs", "import-hub", "../owner/name"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "hub_id: '../owner/name' is not a hub dataset id" in refused.stderr
 
 
 def test_with_the_hub_unreachable_the_import_is_refused_and_no_folder_is_read(studio, server_folders, monkeypatch):
