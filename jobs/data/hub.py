@@ -48,7 +48,7 @@ def parse_hub_id(text: str, revision: str = "") -> tuple[str, str | None]:
 
 def choose_files(paths: list[str], config: str, split: str) -> list[str]:
     """The repo's data files of `config` (a folder; empty: any) and `split`, as the hub names them."""
-    data = sorted(path for path in paths if PurePosixPath(path).suffix.lower() in SUFFIXES)
+    data = sorted(path for path in paths if PurePosixPath(path).suffix.lower() in SUFFIXES and _plain(path))
     if not data:
         raise DatasetError([f"hub: the repo has no data files ({', '.join(SUFFIXES)}); the studio never runs "
                             f"dataset scripts (the hub's converted copy may have them: revision refs/convert/parquet)"])
@@ -64,6 +64,11 @@ def choose_files(paths: list[str], config: str, split: str) -> list[str]:
         raise DatasetError([f"split: no files for split '{split}' in the repo (it has: "
                             f"{', '.join(found) or 'train'})"])
     return chosen
+
+
+def _plain(path: str) -> bool:
+    """A repo file name that stays inside the folder it is downloaded to (the client checks too)."""
+    return not path.startswith("/") and "\\" not in path and ".." not in path.split("/")
 
 
 def _names_split(path: str, split: str) -> bool:

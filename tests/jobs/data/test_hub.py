@@ -213,6 +213,7 @@ def test_two_different_revisions_are_refused():
     (["en/train.jsonl", "fr/train.jsonl"], "fr", "train", ["fr/train.jsonl"]),
     (["default/train/0000.parquet", "default/test/0000.parquet"], "default", "test", ["default/test/0000.parquet"]),
     (["contest.jsonl", "train.jsonl"], "", "train", ["train.jsonl"]),
+    (["../train.jsonl", "/etc/train.jsonl", "a\\..\\train.jsonl", "ok/train.jsonl"], "", "train", ["ok/train.jsonl"]),
 ])
 def test_the_files_of_a_config_and_split_are_chosen_like_the_hub_names_them(paths, config, split, chosen):
     assert choose_files(paths, config, split) == chosen
