@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.db import Database, check_sqlite_location, sqlite_version_warning
+from storage.file_modes import restrict_new_files, tighten_data_dir
 from storage.schema import upgrade_database
 from storage.settings import Settings, ensure_data_dirs, load_settings
 
@@ -81,7 +82,11 @@ def open_studio(settings: Settings | None = None, migrate: bool = True, warn: bo
     `warn`: log the SQLite version warning; the long-running processes that own a log (the app, a standalone
     worker) ask for it, so it appears once there and never on a CLI call."""
     settings = settings or load_settings()
+    # Before anything is made: every file and folder this process (or a child it starts) makes from now on is
+    # private to the studio's user (storage/file_modes.py); a data dir made before that is closed at its top.
+    restrict_new_files(settings)
     ensure_data_dirs(settings)
+    tighten_data_dir(settings)
     if uses_sqlite(settings):
         check_sqlite_location(settings.data_dir)
     if warn and (warning := sqlite_warning(settings)):

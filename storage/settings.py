@@ -51,6 +51,9 @@ class Settings:
     scratch_dir: Path | None = None
     """This host's own folder (STUDIO_SCRATCH_DIR): device locks, which must never be shared between hosts. Default:
     `<data dir>/hosts/<host name>`, so hosts that share a data dir never share a lock file either."""
+    shared_group: bool = False
+    """Whether the data dir's group may read it too (STUDIO_SHARED_GROUP=1: folders 0750, files 0640), for workers on
+    several hosts that share it under one group; off: only the studio's user (0700, 0600). Never anyone else."""
     spare_child: bool = True
     """Whether a worker keeps the next job's process started, its training libraries imported (STUDIO_SPARE_CHILD=0:
     each job starts its own interpreter when it begins)."""
@@ -174,6 +177,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         scratch_dir=Path(env.get("STUDIO_SCRATCH_DIR") or data_dir / "hosts" / host).expanduser().resolve(),
         pool=_pool(env),
         spare_child=_switch(env, "STUDIO_SPARE_CHILD", True),
+        shared_group=_switch(env, "STUDIO_SHARED_GROUP", False),
         session_idle_s=float(env.get("STUDIO_SESSION_IDLE_S", 8 * 3600)),
         session_max_s=float(env.get("STUDIO_SESSION_MAX_S", 7 * 86400)),
         login_window_s=float(env.get("STUDIO_LOGIN_WINDOW_S", 300)),

@@ -17,6 +17,7 @@ FORBIDDEN = {
     "storage.db": ["torch", "gradio"],
     "storage.jobs_repo": ["torch", "gradio"],
     "storage.catalog": ["torch", "gradio"],
+    "storage.file_modes": ["torch", "gradio"],  # every process sets its umask through it first
     "jobs": ["gradio", "app"],
     "jobs.submit": [*HEAVY, "app"],
     "jobs.__main__": [*HEAVY, "app"],

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from jobs.spec import DEMO_BASE_MODEL
 from jobs.studio import EXAMPLE_DATASET_FILE
+from storage.file_modes import open_to_allowed_readers
 
 if TYPE_CHECKING:  # torch and transformers load lazily: importing this module must stay cheap
     from transformers import LlamaConfig, PreTrainedTokenizerFast
@@ -165,6 +166,7 @@ def build_demo_model(out_dir: Path, seed: int = 0, examples_path: Path | None = 
     tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         _write_model(tmp_dir, seed, Path(examples_path or EXAMPLE_DATASET_FILE))
+        open_to_allowed_readers(tmp_dir)  # safetensors writes 0600; a shared data dir's group reads bases too
         try:
             # rename() refuses a non-empty target, so of several concurrent builders exactly one wins.
             os.rename(tmp_dir, out_dir)

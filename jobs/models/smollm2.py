@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jobs.spec import SMOLLM2_BASE_MODEL
+from storage.file_modes import open_to_allowed_readers
 from storage.files import write_atomically
 
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -112,6 +113,7 @@ def _prepare(target: Path, say: Report) -> None:
         say("converting the GGUF to safetensors (dequantizing to fp32)", 60)
         folder = convert_gguf(gguf, work / "model")
         (folder / SOURCE_FILE).write_text(json.dumps(source_record(), indent=2))
+        open_to_allowed_readers(folder)  # safetensors writes 0600; a shared data dir's group reads bases too
         shutil.rmtree(target, ignore_errors=True)  # a copy without the source record is incomplete
         os.replace(folder, target)
     finally:

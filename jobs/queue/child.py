@@ -232,7 +232,8 @@ def write_output_to(log_path: Path) -> None:
     """Send this process's stdout and stderr (and its children's) to the end of `log_path` from now on."""
     sys.stdout.flush()
     sys.stderr.flush()
-    descriptor = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    # The umask open_studio set decides who else may read it: no one, or the shared group (never everyone).
+    descriptor = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     os.dup2(descriptor, 1)
     os.dup2(descriptor, 2)
     os.close(descriptor)

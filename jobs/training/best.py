@@ -15,6 +15,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from storage.file_modes import open_to_allowed_readers
+
 BEST_DIR = "best"
 RECORD = "record.json"
 CHECKPOINT_RECORD = "best-record.json"
@@ -97,6 +99,7 @@ class BestAdapterCallback(TrainerCallback):
         partial, final = self.run_dir / BEST_DIR / "adapter.partial", self.run_dir / BEST_DIR / "adapter"
         shutil.rmtree(partial, ignore_errors=True)
         model.save_pretrained(partial, safe_serialization=True, selected_adapters=[model.active_adapter])
+        open_to_allowed_readers(partial)  # safetensors writes 0600 whatever the data dir's modes allow
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
 

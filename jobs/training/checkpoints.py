@@ -12,12 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jobs.models.contents import readable_safetensors
+from storage.file_modes import open_to_allowed_readers
 
 COMPLETE_MARKER = "studio-complete.json"
 
 
 def fsync_tree(root: Path) -> None:
-    """Flush every file under `root` to disk, so a rename that publishes it never exposes half-written data."""
+    """Flush every file under `root` to disk, so a rename that publishes it never exposes half-written data; and
+    let whom the data dir's modes allow read it (storage/file_modes.py)."""
+    open_to_allowed_readers(root)
     for path in root.rglob("*"):
         if path.is_file():
             with path.open("rb") as handle:
