@@ -256,7 +256,9 @@ def _pins(studio: Studio, spec: TrainSpec) -> dict:
     dataset = find_dataset(studio, spec.dataset)
     base: dict = {"name": spec.base_model}
     if looks_local(spec.base_model):
-        base["path"] = str(Path(spec.base_model).expanduser().resolve())
+        # Not "path": the API returns the pins, and Gradio's client takes any dict with a string "path" for a file
+        # to download (a 403 that broke the job list for everyone; migration 0014).
+        base["local_path"] = str(Path(spec.base_model).expanduser().resolve())
     elif spec.base_model not in STUDIO_BASE_MODELS:
         base["hub_id"] = spec.base_model
     pins = {"dataset": _pin(dataset), "base_model": base}

@@ -96,7 +96,7 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
     quiet_libraries()
     pinned = submitted.get("pinned", {})
     with phase("base_prepare"):
-        base_path = pinned.get("base_model", {}).get("path") or resolve_base_model(
+        base_path = pinned.get("base_model", {}).get("local_path") or resolve_base_model(
             spec.base_model, studio.settings.models_dir, report=_print_preparation)
     dataset = pinned_dataset(studio, spec, pinned)
     device = pick_device()

@@ -62,7 +62,7 @@ def test_upgrade_from_the_first_schema_keeps_jobs(tmp_path):
     assert (job.name, job.attempt, job.lost_count, job.kind, job.provenance) == ("old", 2, 0, "train", None)
     assert job.owner == "local" and job.pool is None  # what predates accounts is the local user's
     assert owners == {"example": None, "mine": "local"}  # a bundled dataset is everyone's
-    assert current_revision(database) == head_revision() == "0013"
+    assert current_revision(database) == head_revision() == "0014"
     database.dispose()
 
 
@@ -79,3 +79,30 @@ def test_network_filesystem_is_refused(tmp_path):
     with pytest.raises(RuntimeError, match="network filesystem"):
         check_sqlite_location(tmp_path / "nfs" / "data", mounts)
     check_sqlite_location(tmp_path, mounts)  # a local disk is fine
+
+
+def test_a_pinned_local_base_is_renamed_local_path_both_ways(tmp_path):
+    """Gradio's client takes a dict with a string "path" in an API answer for a file (a 403 for every job list)."""
+    database = Database(f"sqlite:///{tmp_path / 'pins.db'}")
+    upgrade_database(database, "0013")
+    pins = {"pinned": {"base_model": {"name": "/m/base", "path": "/m/base"}, "dataset": {"id": 1}}, "seed": 1}
+    with database.write() as session:
+        session.add(Job(name="local", spec={}, status="succeeded", priority=0, attempt=1, cancel_requested=False,
+                        step=0, provenance=pins))
+        session.add(Job(name="none", spec={}, status="queued", priority=0, attempt=0, cancel_requested=False, step=0))
+    upgrade_database(database)
+    with database.read() as session:
+        rows = {job.name: job.provenance for job in session.query(Job)}
+    assert rows["local"]["pinned"] == {"base_model": {"name": "/m/base", "local_path": "/m/base"}, "dataset": {"id": 1}}
+    assert rows["local"]["seed"] == 1 and rows["none"] is None
+    from alembic import command
+
+    from storage.schema import _alembic_config
+
+    config = _alembic_config()
+    with database.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0013")
+    with database.read() as session:
+        assert session.query(Job).filter_by(name="local").one().provenance["pinned"]["base_model"]["path"] == "/m/base"
+    database.dispose()
