@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import functools
 import ipaddress
 import logging
 import os
@@ -68,7 +67,7 @@ def prepare(studio: Studio) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["users"]:
-        from app.accounts import users_command
+        from app.users_cli import users_command
 
         raise SystemExit(users_command(open_studio(), argv[1:]))
     parser = argparse.ArgumentParser(prog="python -m app", description="Start the QLoRA studio. Accounts: "
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     log.info("opening the studio in %s", os.environ.get("STUDIO_DATA_DIR", "./studio-data"))
     studio = open_studio(warn=True)
-    from app.accounts import accounts_exist, check_login
+    from app.accounts import accounts_exist
 
     accounts = accounts_exist(studio)
     if refusal := login_refusal(args.host, accounts):
@@ -108,9 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     log.info("building the web app")
     app = build_app(studio, chat)
     app.queue(default_concurrency_limit=1)
-    auth = functools.partial(check_login, studio) if accounts else None  # every page and API call signs in
-    app.launch(server_name=args.host, server_port=args.port, auth=auth, prevent_thread_lock=True, quiet=True,
-               auth_message="Sign in with your studio account." if accounts else None, **launch_options(studio))
+    # Once an account exists every page and API call signs in (app/guard.py), also accounts added while it runs.
+    app.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, quiet=True,
+               **launch_options(studio))
     log.info("ready: open %s in a browser (Ctrl+C stops the studio)", app.local_url)
     app.block_thread()
 

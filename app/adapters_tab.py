@@ -7,6 +7,7 @@ import gradio as gr
 
 from app import views
 from app.errors import user_error
+from app.safe_text import SafeMarkdown
 from jobs import hub_access
 from jobs.spec import SpecError
 from jobs.studio import Studio
@@ -138,7 +139,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
         repo_id = gr.Textbox(label="Hub repo (owner/name)", scale=2)
         what = gr.Radio(["adapter", "merged"], value="adapter", label="Push", scale=1)
         push_button = gr.Button("Push to the hub", scale=1)
-    status = gr.Markdown(elem_id="adapter-status")
+    status = SafeMarkdown(elem_id="adapter-status")
 
     def show_table():
         return adapters_frame(studio)

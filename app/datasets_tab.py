@@ -15,6 +15,7 @@ import pandas as pd
 from app import loss_view
 from app.choices import base_models
 from app.errors import user_error
+from app.safe_text import SafeMarkdown, clean_html
 from jobs.data.errors import DatasetError
 from jobs.data.formats import FORMAT_ROLES, FORMATS, Mapping, propose_mapping
 from jobs.data.readers import SUFFIXES, read_records
@@ -171,7 +172,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
         with gr.Row():
             upload = gr.File(label="JSONL, JSON, CSV or Parquet", file_types=list(SUFFIXES), scale=2,
                              elem_id="dataset-upload")
-            found = gr.Markdown(elem_id="dataset-proposal")
+            found = SafeMarkdown(elem_id="dataset-proposal")
         with gr.Row():
             format_choice = gr.Dropdown(list(FORMATS), label="Format", scale=1, elem_id="dataset-format")
             role_columns = {role: gr.Dropdown([NO_COLUMN], value=NO_COLUMN, label=f"column for '{role}'", scale=1,
@@ -186,7 +187,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
             hub_split = gr.Textbox(label="Split", value="train", scale=1)
             hub_revision = gr.Textbox(label="Revision", placeholder="main", scale=1)
             hub_button = gr.Button("Import from the hub", scale=1)
-        import_status = gr.Markdown(elem_id="dataset-import-status")
+        import_status = SafeMarkdown(elem_id="dataset-import-status")
     with gr.Row():
         picked = gr.Dropdown(dataset_names(studio), value=EXAMPLE_DATASET, label="Dataset to inspect", scale=2,
                              elem_id="dataset-picked")
@@ -198,7 +199,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
         show = gr.Button("Inspect", variant="primary", scale=1, elem_id="dataset-inspect")
     with gr.Row():
         with gr.Column(scale=2):
-            summary = gr.Markdown(elem_id="dataset-stats")
+            summary = SafeMarkdown(elem_id="dataset-stats")
         with gr.Column(scale=3):
             histogram = gr.BarPlot(x="start", y="rows", color="cut", title="Rows by token length",
                                    x_title="tokens per row (bucket start)", height=260, elem_id="dataset-histogram")
@@ -207,7 +208,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
         new_name = gr.Textbox(label="Rename to", scale=2)
         rename_button = gr.Button("Rename", scale=1)
         delete_button = gr.Button("Delete dataset", variant="stop", scale=1, elem_id="dataset-delete")
-    status = gr.Markdown(elem_id="dataset-status")
+    status = SafeMarkdown(elem_id="dataset-status")
 
     def fresh(base_model):
         return (datasets_frame(studio, base_model), gr.update(choices=dataset_names(studio)),
@@ -247,7 +248,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
     def on_inspect(name, base_model, length, only_assistant, first):
         stats, shown, tokenizer = inspect(studio, name, base_model, int(length or 0), only_assistant, first)
         return (_stats_text(stats.summary()), _histogram(stats),
-                loss_view.rows_html(tokenizer, shown, int(length or 0)), datasets_frame(studio, base_model))
+                clean_html(loss_view.rows_html(tokenizer, shown, int(length or 0))), datasets_frame(studio, base_model))
 
     def on_select(event: gr.SelectData):
         return event.row_value[0]

@@ -7,10 +7,6 @@ import html
 
 from jobs.data.stats import TokenizedRow
 
-STYLE = ("<style>.seen{white-space:pre-wrap;font-family:var(--font-mono,monospace);font-size:13px;line-height:1.5}"
-         ".seen-view .loss{background:#bbf7d0;color:#14532d}"
-         ".seen-view .cut{color:#9ca3af;text-decoration:line-through}"
-         ".seen-view .mark{background:#fecaca;color:#7f1d1d;font-weight:700;padding:0 4px}</style>")
 LEGEND = ('<p><span class="loss">green</span>: tokens that carry loss; <span class="cut">struck</span>: '
           'beyond max_length, cut off; <span class="mark">✂</span>: where the cut falls.</p>')
 
@@ -39,7 +35,7 @@ def row_html(tokenizer, row: TokenizedRow, max_length: int) -> str:
 def rows_html(tokenizer, rows: list[tuple[int, TokenizedRow]], max_length: int) -> str:
     blocks = [f"<h4>Row {number}: {len(row.ids)} tokens, {_loss_words(row, max_length)}</h4>"
               f"{row_html(tokenizer, row, max_length)}" for number, row in rows]
-    return f'{STYLE}<div class="seen-view">{LEGEND}{"".join(blocks)}</div>'
+    return f'<div class="seen-view">{LEGEND}{"".join(blocks)}</div>'
 
 
 def _loss_words(row: TokenizedRow, max_length: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from app.safe_text import notify
 from jobs.studio import Studio
 from storage import events_repo
 from storage.models import JobStatus
@@ -23,8 +24,7 @@ def show_new(studio: Studio, last_id: int) -> int:
         events = events_repo.events_after(session, last_id or 0)
     for event, job_name in events:
         text = f"Job {event.job_id} ({job_name}) {event.kind}" + (f": {event.message}" if event.message else "")
-        notice = gr.Warning if event.kind == JobStatus.FAILED else gr.Info
-        notice(text[:300])
+        notify(text[:300], warning=event.kind == JobStatus.FAILED)
     return events[-1][0].id if events else last_id
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from app.errors import user_error
+from app.safe_text import SafeMarkdown
 from app.spec_form import SpecForm, form_values, spec_from_form
 from jobs.models.contents import chat_template_text
 from jobs.models.resolve import prepared_path
@@ -74,7 +75,7 @@ def build(studio: Studio, form: SpecForm) -> None:
             new_name = gr.Textbox(label="Save the form as", placeholder="preset name", scale=2)
             save_button = gr.Button("Save preset", scale=1)
             upload = gr.UploadButton("Load a JSON/YAML file", file_types=list(SUFFIXES), scale=1)
-        status = gr.Markdown(elem_id="preset-status")
+        status = SafeMarkdown(elem_id="preset-status")
         show = gr.Button("Show as CLI / Python")
         cli = gr.Code(label="python -m jobs submit", language="shell", visible=False, elem_id="spec-as-cli")
         script = gr.Code(label="The same job as a plain TRL script", language="python", visible=False,

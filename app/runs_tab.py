@@ -9,6 +9,7 @@ import gradio as gr
 
 from app import compare_panel, run_view, views
 from app.errors import user_error
+from app.safe_text import SafeMarkdown, notify
 from app.spec_form import SpecForm, form_values
 from jobs.spec import priority_problem
 from jobs.studio import Studio
@@ -20,10 +21,6 @@ from storage.models import JobStatus
 REFRESH_S = 2.0
 ORDER_LOCKED = "where: only an admin reorders the shared queue; your jobs run in the order you submitted them"
 ALL = "all"
-# Keeps the address bar in step with the selected run, so a refresh or a shared link opens it again.
-URL_JS = """(picked) => { const url = new URL(window.location); if (picked) url.searchParams.set('job', picked);
-else url.searchParams.delete('job'); history.replaceState(null, '', url); }"""
-
 
 # --- handlers (the API calls these too) ---------------------------------------------------------------------
 def job_details(studio: Studio, job_id: int) -> dict:
@@ -159,7 +156,7 @@ def build(studio: Studio, app: gr.Blocks, form: SpecForm, tabs: gr.Tabs) -> None
         workers = gr.Dataframe(interactive=False, elem_id="workers-table")
     with gr.Row():
         with gr.Column(scale=2):
-            summary = gr.Markdown(elem_id="job-summary")
+            summary = SafeMarkdown(elem_id="job-summary")
         with gr.Column(scale=3):
             plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=300, elem_id="loss-plot")
     with gr.Accordion("Timeline and sample answers", open=False):
@@ -191,23 +188,23 @@ def build(studio: Studio, app: gr.Blocks, form: SpecForm, tabs: gr.Tabs) -> None
     def on_cancel(picked):
         job_id = picked_id(picked, "a job")
         status = cancel(studio, job_id)
-        gr.Info(f"Job {job_id}: {'cancel requested' if status == 'running' else status}.")
+        notify(f"Job {job_id}: {'cancel requested' if status == 'running' else status}.")
 
     def on_cancel_sweep(picked):
         job = job_details(studio, picked_id(picked, "a job of the sweep"))
         done = cancel_group(studio, job.get("group_name") or "")
-        gr.Info(f"Sweep {job.get('group_name')}: {len(done)} job(s) cancelled or asked to stop.")
+        notify(f"Sweep {job.get('group_name')}: {len(done)} job(s) cancelled or asked to stop.")
 
     def on_move(picked, where, *filter_values):
         job_id = picked_id(picked, "a queued job")
         order = move(studio, job_id, where)
-        gr.Info(f"Job {job_id} is now {order.index(job_id) + 1} of {len(order)} in the queue.")
+        notify(f"Job {job_id} is now {order.index(job_id) + 1} of {len(order)} in the queue.")
         return table_now(*filter_values)
 
     def on_priority(picked, priority, *filter_values):
         job_id = picked_id(picked, "a queued job")
         order = reprioritize(studio, job_id, int(priority or 0))
-        gr.Info(f"Job {job_id}: priority {int(priority or 0)}, now {order.index(job_id) + 1} of {len(order)}.")
+        notify(f"Job {job_id}: priority {int(priority or 0)}, now {order.index(job_id) + 1} of {len(order)}.")
         return table_now(*filter_values)
 
     def on_clone(picked):
@@ -236,7 +233,6 @@ def build(studio: Studio, app: gr.Blocks, form: SpecForm, tabs: gr.Tabs) -> None
     app.load(from_address, None, [tabs, selected, base_filter, group_filter], **quiet)
     table.select(on_select, None, selected, **quiet)
     selected.change(refresh, [selected, *filters], outputs, **quiet)
-    selected.change(None, selected, None, js=URL_JS, **private)
     for control in filters:
         control.change(table_now, filters, table, **quiet)
     for trigger in (selected.change, show.change):

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import gradio as gr
+import gradio.routes
+from starlette.middleware import Middleware
 
 from app import accounts, adapters_tab, api, chat_tab, datasets_tab, notices, runs_tab, train_tab
+from app.gate import Gate, Identity
+from app.guard import Guard
 from jobs.studio import REPO_ROOT, Studio
+from storage import users_repo
 
 TITLE = "QLoRA Studio"
 STATIC_DIR = REPO_ROOT / "static"
@@ -32,9 +37,40 @@ def build_app(studio: Studio, chat: chat_tab.ChatService | None = None) -> gr.Bl
     return app
 
 
-def launch_options(studio: Studio) -> dict:
-    """What `launch()` needs besides the address: the studio's style and script, and the one folder it serves."""
-    script = (STATIC_DIR / "studio.js").read_text(encoding="utf-8")
-    return dict(css=(STATIC_DIR / "studio.css").read_text(encoding="utf-8"), head=f"<script>{script}</script>",
+STUDIO_SCRIPT = "studio.js"
+"""Served by app/guard.py from static/, as a file: the page's policy allows no inline script but Gradio's own."""
+UPLOAD_FRAMING_BYTES = 64 << 10
+"""An upload's multipart framing on top of the file itself; the import checks the file's exact size."""
+
+
+def launch_options(studio: Studio, gate: Gate | None = None) -> dict:
+    """What `launch()` needs besides the address: the studio's front door (sign-in, sessions, file ownership,
+    upload limits, security headers: app/guard.py), its style and script, and the one folder it serves."""
+    gate = gate or Gate(studio)
+    guard = Middleware(Guard, gate=gate, upload_limit=upload_limit(studio),
+                       exports_dir=studio.settings.exports_dir)
+    return dict(css=(STATIC_DIR / "studio.css").read_text(encoding="utf-8"),
+                head=f'<script src="{STUDIO_SCRIPT}"></script>',
                 allowed_paths=[str(studio.settings.exports_dir)], show_error=True,
-                max_file_size=studio.settings.max_upload_bytes)  # the browser refuses a larger upload up front
+                max_file_size=studio.settings.max_upload_bytes,  # the browser refuses a larger upload up front
+                auth_dependency=signed_in_name, app_kwargs={"middleware": [guard]})
+
+
+def signed_in_name(request: gradio.routes.fastapi.Request) -> str | None:
+    """Gradio's `auth_dependency`: the person app/guard.py identified for this request (None: nobody)."""
+    identity = request.scope.get("state", {}).get("studio_identity")
+    return identity.name if isinstance(identity, Identity) else None
+
+
+def upload_limit(studio: Studio):
+    """The most bytes one upload request may carry for a person: their account's limit, else the studio's."""
+    def limit(identity: Identity) -> int:
+        allowed = studio.settings.max_upload_bytes
+        if identity.accounts and not identity.admin and identity.name:
+            with studio.db.read() as session:
+                user = users_repo.get_user(session, identity.name)
+            if user is not None and user.max_upload_bytes is not None:
+                allowed = user.max_upload_bytes
+        return allowed + UPLOAD_FRAMING_BYTES
+
+    return limit

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from app.safe_text import SafeMarkdown
 from jobs.models.contents import LINEAR, lora_targets
 from jobs.models.resolve import base_module_kinds
 from jobs.spec import DEMO_BASE_MODEL, TARGET_PRESETS, Problem, TrainSpec, field_help, field_label
@@ -197,7 +198,7 @@ def problems_summary(problems: list[Problem], heading: str) -> str:
 def live_panel(studio: Studio, form: SpecForm, app: gr.Blocks, fields: tuple[str, ...], render, elem_id: str):
     """A Markdown beside the form, rendered by `render(studio, raw spec)` from the form's values on page load and
     whenever one of `fields` changes."""
-    panel = gr.Markdown(elem_id=elem_id)
+    panel = SafeMarkdown(elem_id=elem_id)
 
     def refresh(*values):
         return render(studio, spec_from_form(studio, form.names, list(values)))

@@ -13,6 +13,7 @@ import yaml
 
 from app import memory_panel, plan_panel, presets_panel
 from app.choices import base_models
+from app.safe_text import SafeMarkdown
 from app.spec_form import (
     SpecForm,
     build_groups,
@@ -136,8 +137,8 @@ def base_status_text(studio: Studio, base_model: str) -> str:
 def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
     with gr.Row():
         with gr.Column(scale=3):
-            summary = gr.Markdown(elem_id="submit-summary")
-            base_status = gr.Markdown(elem_id="base-status")
+            summary = SafeMarkdown(elem_id="submit-summary")
+            base_status = SafeMarkdown(elem_id="base-status")
             with gr.Row(equal_height=True):
                 first_row = [component("name"),
                              component("base_model", choices=base_models(studio), value=DEMO_BASE_MODEL,
@@ -148,7 +149,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
             names, controls = form.names, form.controls
             priority = gr.Number(value=0, precision=0, label="Priority", info="Higher runs first among queued jobs.")
             submit = gr.Button("Submit job", variant="primary")
-            status = gr.Markdown(elem_id="submit-status")
+            status = SafeMarkdown(elem_id="submit-status")
             with gr.Accordion("Sweep: one job per point of a grid over any fields", open=False):
                 axes = gr.Code(value=SWEEP_EXAMPLE, language="yaml", label="Values to sweep (YAML or JSON)",
                                elem_id="sweep-axes")
@@ -164,10 +165,10 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
                                  elem_id="train-upload")
                 upload_name = gr.Textbox(label="Dataset name", info="How it is listed (letters, digits, - _ .)")
                 import_button = gr.Button("Import dataset")
-                import_status = gr.Markdown(elem_id="import-status")
+                import_status = SafeMarkdown(elem_id="import-status")
             show_preview = gr.Button("Preview rows as the model sees them", elem_id="show-preview")
             preview_on = gr.State(False)
-            preview = gr.Markdown(label="Preview", elem_id="dataset-preview")
+            preview = SafeMarkdown(label="Preview", elem_id="dataset-preview")
             presets_panel.build(studio, form)
     with memory_slot:
         plan_panel.build(studio, form, app)

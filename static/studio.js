@@ -28,3 +28,15 @@ document.addEventListener("scroll", (event) => {
     box.dataset.following = String(box.scrollTop + box.clientHeight >= box.scrollHeight - 24);
   }
 }, true);
+
+// The address keeps the run being followed (?job=N), so a copied link opens that run again. (Here rather than in an
+// event's `js=`: Gradio runs those through eval, which the studio's Content-Security-Policy forbids.)
+setInterval(() => {
+  const box = document.querySelector("#selected-job textarea, #selected-job input");
+  if (!box) return;
+  const picked = box.value.trim();
+  const url = new URL(window.location);
+  if ((url.searchParams.get("job") || "") === picked) return;
+  if (picked) url.searchParams.set("job", picked); else url.searchParams.delete("job");
+  history.replaceState(null, "", url);
+}, 400);

@@ -63,10 +63,18 @@ def scope_owner() -> str | None:
     return person.name
 
 
+class NobodySignedIn(PermissionError):
+    """A row would be made on behalf of no one: never let it get an empty owner."""
+
+
 def new_owner() -> str:
-    """Who owns a row made now: the person acting, else the local owner."""
+    """Who owns a row made now: the person acting, else (workers, the CLI) the local owner."""
     person = _ACTING.get()
-    return person.name if person is not None else LOCAL_OWNER
+    if person is None:
+        return LOCAL_OWNER
+    if not person.name:
+        raise NobodySignedIn("nobody is signed in: sign in first")
+    return person.name
 
 
 def visible(owner_column, public_when_null: bool = False) -> ColumnElement[bool]:

@@ -49,6 +49,12 @@ def active_jobs(session: Session, mine: bool = False) -> list[Job]:
     return list(session.scalars(query.where(visible(Job.owner)) if mine else query))
 
 
+def active_job_ids_of(session: Session, owner: str) -> list[int]:
+    """The queued and running jobs of one person, whoever asks (an account being removed)."""
+    return list(session.scalars(select(Job.id).where(Job.owner == owner,
+                                                     Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))))
+
+
 def pinned(job: Job) -> dict:
     """What the job was pinned to at submit (dataset, eval_dataset, init_adapter, base_model), by id."""
     return (job.provenance or {}).get("pinned") or {}

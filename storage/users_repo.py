@@ -36,6 +36,23 @@ def remove_user(session: Session, name: str) -> bool:
     return True
 
 
+def set_disabled(session: Session, name: str, disabled: bool) -> bool:
+    """Stop (or let again) `name` signing in, keeping everything else. False: no such user."""
+    user = get_user(session, name)
+    if user is None:
+        return False
+    user.disabled_at = utcnow() if disabled else None
+    return True
+
+
+def set_password_hash(session: Session, name: str, password_hash: str) -> bool:
+    user = get_user(session, name)
+    if user is None:
+        return False
+    user.password_hash = password_hash
+    return True
+
+
 def active_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).where(User.removed_at.is_(None)).order_by(User.name)))
 

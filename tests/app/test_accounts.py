@@ -1,12 +1,14 @@
 """Accounts: the `python -m app users` commands, the hashes they store, sign-in, and the refusals at start-up. Each
 command runs as a real process against a real data dir."""
 
+import asyncio
 import subprocess
 import sys
 
 import pytest
 
-from app.accounts import check_login, person_for
+from app.accounts import SignInFirst, person_for
+from app.gate import Gate
 from jobs.data.errors import DatasetError
 from jobs.data.store import import_dataset
 from jobs.spec import SpecError
@@ -19,6 +21,10 @@ from tests.conftest import FAST_JOB, REPO_ROOT, studio_environ
 def _users(data_dir, *args: str, password: str = "a long enough password") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "app", "users", *args], cwd=REPO_ROOT, input=password + "\n",
                           env=studio_environ(data_dir), capture_output=True, text=True, timeout=120)
+
+
+def check_login(studio, name: str, password: str) -> bool:
+    return asyncio.run(Gate(studio).sign_in(name, password, "127.0.0.1", "test")).token is not None
 
 
 def test_users_are_added_listed_and_removed_with_salted_argon2_hashes(studio):
@@ -39,10 +45,11 @@ def test_users_are_added_listed_and_removed_with_salted_argon2_hashes(studio):
     assert not check_login(studio, "nobody", "a long enough password")
     assert person_for(studio, "alice") == Person("alice", admin=True)
     assert person_for(studio, "bob") == Person("bob", admin=False)
-    assert person_for(studio, None) == Person("", admin=False)  # accounts exist: no name sees nothing
+    with pytest.raises(SignInFirst):  # accounts exist: a request naming nobody never runs (as nobody or anyone)
+        person_for(studio, None)
 
     removed = _users(data_dir, "remove", "bob")
-    assert removed.returncode == 0 and "their jobs, datasets and adapters stay" in removed.stdout
+    assert removed.returncode == 0 and "their datasets and adapters stay" in removed.stdout
     assert not check_login(studio, "bob", "a long enough password")
     again = _users(data_dir, "add", "bob")
     assert again.returncode == 2 and "names are never reused" in again.stderr
