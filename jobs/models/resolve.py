@@ -10,6 +10,7 @@ from pathlib import Path
 
 from jobs.models.contents import LLAMA_TARGETS, module_kinds, readable_safetensors
 from jobs.spec import DEMO_BASE_MODEL, SMOLLM2_BASE_MODEL, STUDIO_BASE_MODELS
+from storage.access import current_person
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -49,10 +50,15 @@ def looks_local(base_model: str) -> bool:
 
 
 def allowed_model_roots(configured: list[Path] | None, models_dir: Path) -> list[Path]:
-    """The folders local base models may come from: STUDIO_MODEL_DIRS, else the studio's models folder and the
-    Hugging Face cache."""
-    if configured:
-        return [Path(root).expanduser().resolve() for root in configured]
+    """The folders local base models may come from for the person acting: STUDIO_MODEL_DIRS, else the studio's
+    models folder and the Hugging Face cache. With accounts, a person who is not an admin gets the listed folders
+    only (none when none are listed): the models folder holds whatever an admin put there and the cache every
+    download, and neither was offered to them. Admins, the single local person (no accounts), the CLI and workers
+    keep the default."""
+    listed = [Path(root).expanduser().resolve() for root in configured or []]
+    person = current_person()
+    if listed or (person is not None and not person.admin):
+        return listed
     from huggingface_hub.constants import HF_HUB_CACHE
 
     return [Path(models_dir).resolve(), Path(HF_HUB_CACHE).expanduser().resolve()]
@@ -76,7 +82,7 @@ def local_model_problem(path: Path, allowed_roots: list[Path]) -> str | None:
     if not allowed or not resolved.is_dir():
         # One message for "not there" and "not allowed": the API must not tell which server paths exist.
         return (f"no model folder '{path}' among the folders this studio may load from (STUDIO_MODEL_DIRS: "
-                f"{', '.join(map(str, allowed_roots))})")
+                f"{', '.join(map(str, allowed_roots)) or 'none listed'})")
     if not (resolved / "config.json").is_file():
         return f"{path} has no config.json, so it is not a transformers model folder"
     weights = sorted(resolved.glob("*.safetensors"))
