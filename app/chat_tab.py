@@ -39,35 +39,37 @@ DEMO_NOTE = (f"*`{DEMO_BASE_MODEL}` has random weights, built offline so the stu
 
 
 class ChatService:
-    """The web process's one chat engine (a cache of loaded bases, not job state), created on first use."""
+    """The web process's one generation scheduler and the engine behind it (a cache of loaded bases, not job
+    state), created on first use. Every generation of the web process goes through `scheduler()`."""
 
     def __init__(self, studio: Studio) -> None:
         self.studio = studio
-        self._engine = None
+        self._scheduler = None
         self._lock = threading.Lock()
 
     def release_if_training(self) -> list[str]:
         """Unload the loaded bases when a job runs on this host (its device needs the memory); they load again on
         the next prompt. A job on another GPU host (docs/scale-out.md) leaves chat's bases where they are."""
-        if self._engine is None:
+        if self._scheduler is None:
             return []
         here = f"{self.studio.settings.host_name}:%"  # workers name themselves host:pid
         with self.studio.db.read() as session:  # a plain query, not scoped to a person: anyone's job counts
             training = session.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING,
                                                             Job.worker.like(here))).first() is not None
-        return self._engine.release() if training else []
+        return self._scheduler.release() if training else []
 
-    def engine(self):
-        """The engine, created (and torch imported) on first use."""
-        return self._get_engine()
-
-    def _get_engine(self):
+    def scheduler(self):
+        """The generation scheduler (jobs.chat.scheduler), created with its engine (and torch imported) on first
+        use."""
         with self._lock:
-            if self._engine is None:
+            if self._scheduler is None:
                 from jobs.chat.engine import ChatEngine  # torch loads here, not at app start
+                from jobs.chat.scheduler import GenerationLimits, GenerationScheduler
 
-                self._engine = ChatEngine(self.studio.settings.models_dir, self.studio.settings.chat_memory_bytes)
-            return self._engine
+                settings = self.studio.settings
+                self._scheduler = GenerationScheduler(ChatEngine(settings.models_dir, settings.chat_memory_bytes),
+                                                      GenerationLimits.from_settings(settings))
+            return self._scheduler
 
     def compare_stream(self, base_model: str, names: list[str], conversations: list[list[dict]],
                        settings: GenerationSettings) -> Iterator[list[str]]:
@@ -85,8 +87,8 @@ class ChatService:
         except ChatRequestError as error:
             raise user_error(str(error)) from None
         try:
-            yield from self._get_engine().stream(base_model, panes, conversations, settings)
-        except ChatRequestError as error:  # a base that cannot fit the chat memory budget
+            yield from self.scheduler().stream(base_model, panes, conversations, settings)
+        except ChatRequestError as error:  # a prompt over its limit, too many generations, a base that cannot fit
             raise user_error(str(error)) from None
 
 
@@ -102,7 +104,7 @@ def start_upkeep(studio: Studio, chat: ChatService) -> threading.Event:
         while not stop.wait(UPKEEP_POLL_S):
             try:
                 chat.release_if_training()
-                seen, runs = follow_new_adapters(studio, chat.engine, seen)
+                seen, runs = follow_new_adapters(studio, chat.scheduler, seen)
                 for done in runs:
                     log.info("prompt suite run on a new adapter: %s", done)
             except Exception:  # reported; the next pass tries again
@@ -120,10 +122,13 @@ def generation_settings(max_new_tokens, temperature, top_p, seed, top_k=0,
 
 
 def speed_text(labels: list[str], replies) -> str:
-    """Each pane's tokens and tokens/s (the panes share one batched pass; each rate runs to its own last token)."""
+    """Each pane's tokens and tokens/s (the panes share one batched pass; each rate runs to its own last token), or
+    that the compare waits for its turn."""
     rates = getattr(replies, "tokens_per_s", None)
     if rates is None:
         return ""
+    if getattr(replies, "waiting_for", 0):
+        return f"waiting for a turn: {replies.waiting_for} other generation(s) running or waiting"
     return " · ".join(f"{label}: {count} tokens, {rate:.1f} tokens/s" for label, count, rate in
                       zip(labels, replies.token_counts, rates(), strict=True))
 

@@ -55,7 +55,7 @@ def run(studio: Studio, chat, name: str, base_model: str, names: list[str], sett
         problems = settings.problems() + [p for p in [base_problem(studio, base_model)] if p]
         if problems:
             raise ChatRequestError(problems)
-        return run_suite(studio, chat.engine(), name, base_model, panes, settings)
+        return run_suite(studio, chat.scheduler(), name, base_model, panes, settings)
     except ChatRequestError as error:
         raise user_error(str(error)) from None
 

@@ -4,8 +4,8 @@
 
 Trains small adapters on the demo model (a few steps each, different seeds), loads them onto one 4-bit base, then
 for each pane count N (the base plus N-1 adapters) times greedy generation for the same prompt: the studio's
-batched path (`ChatEngine`, adapter_names=[..., "__base__"]) against one generate call per pane on the same loaded
-model (what a compare costs without batching)."""
+batched path (`ChatEngine` through the generation scheduler, adapter_names=[..., "__base__"]) against one generate
+call per pane on the same loaded model (what a compare costs without batching)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import transformers  # noqa: E402
 
 from jobs.chat.engine import ChatEngine  # noqa: E402
 from jobs.chat.request import GenerationSettings  # noqa: E402
+from jobs.chat.scheduler import GenerationScheduler  # noqa: E402
 from jobs.data.formats import parse_file  # noqa: E402
 from jobs.data.store import store_parsed  # noqa: E402
 from jobs.models.demo import DEMO_MODEL_NAME, ensure_demo_model  # noqa: E402
@@ -55,7 +56,7 @@ def time_it(fn, repeats: int) -> float:
     return statistics.median(samples)
 
 
-def measure(engine: ChatEngine, panes: list, settings: GenerationSettings, repeats: int) -> dict:
+def measure(engine: GenerationScheduler, panes: list, settings: GenerationSettings, repeats: int) -> dict:
     batched = time_it(lambda: engine.compare(DEMO_MODEL_NAME, panes, [PROMPT] * len(panes), settings), repeats)
     separate = time_it(lambda: [engine.compare(DEMO_MODEL_NAME, [pane], [PROMPT], settings) for pane in panes],
                        repeats)
@@ -80,7 +81,7 @@ def main() -> None:
         base = ensure_demo_model(work / "models")
         data, _ = store_parsed(parse_file(EXAMPLE_DATASET_FILE), work / "data")
         adapters = train_adapters(max(counts) - 1, base, data, work)
-        engine = ChatEngine(work / "models")
+        engine = GenerationScheduler(ChatEngine(work / "models"))  # every generation goes through one
         every = [("base", None)] + [(f"a{i}", path) for i, path in enumerate(adapters)]
         rows = []
         for count in counts:

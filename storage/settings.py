@@ -43,6 +43,19 @@ class Settings:
     """Where the app POSTs a JSON notice of each job event (succeeded, failed, requeued, cancelled)."""
     chat_memory_bytes: int | None = 8 << 30
     """How much memory the Chat tab's loaded bases may take together (least recently used unloaded first)."""
+    max_prompt_tokens: int = 4096
+    """The most tokens a generation's prompt may have (STUDIO_MAX_PROMPT_TOKENS): chat, suites and every other
+    generation path. A base with a shorter context allows its context less max_new_tokens; a prompt of more than 8
+    characters per token of this limit is refused before it is tokenized."""
+    max_generations_per_person: int = 2
+    """How many generations one person may have running or waiting at once (STUDIO_MAX_GENERATIONS_PER_PERSON); one
+    more is refused in words."""
+    max_waiting_generations: int = 32
+    """How many generations everyone together may have running or waiting at once (STUDIO_MAX_WAITING_GENERATIONS);
+    one more is refused until some end."""
+    generation_slice_s: float = 0.25
+    """How long one generation runs before the next person's gets a turn (STUDIO_GENERATION_SLICE_S); it goes on from
+    its KV cache at its next turn."""
     model_dirs: tuple[Path, ...] = ()
     """Folders local base models may be loaded from (STUDIO_MODEL_DIRS, separated by ':'); empty: the models folder
     and the Hugging Face cache."""
@@ -172,6 +185,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         max_queued_jobs=int(env.get("STUDIO_MAX_QUEUED_JOBS", 20)),
         webhook_url=env.get("STUDIO_WEBHOOK_URL") or None,
         chat_memory_bytes=int(env.get("STUDIO_CHAT_MEMORY_BYTES", 8 << 30)),
+        max_prompt_tokens=int(env.get("STUDIO_MAX_PROMPT_TOKENS", 4096)),
+        max_generations_per_person=int(env.get("STUDIO_MAX_GENERATIONS_PER_PERSON", 2)),
+        max_waiting_generations=int(env.get("STUDIO_MAX_WAITING_GENERATIONS", 32)),
+        generation_slice_s=float(env.get("STUDIO_GENERATION_SLICE_S", 0.25)),
         model_dirs=tuple(Path(part) for part in env.get("STUDIO_MODEL_DIRS", "").split(os.pathsep) if part),
         host_name=host,
         scratch_dir=Path(env.get("STUDIO_SCRATCH_DIR") or data_dir / "hosts" / host).expanduser().resolve(),

@@ -37,7 +37,8 @@ FORBIDDEN = {
     "jobs.models.demo": HEAVY,
     "jobs.chat.request": HEAVY,
     "jobs.chat.votes": HEAVY,
-    "jobs.chat.suites": HEAVY,  # the engine is handed in: the web process loads torch only when chat runs
+    "jobs.chat.suites": HEAVY,  # the scheduler is handed in: the web process loads torch only when chat runs
+    "jobs.chat.scheduler": HEAVY,  # the engine is handed in
     "jobs.training.train": ["gradio", "app"],
     "jobs.chat.engine": ["gradio", "app"],
     "app.server": ["torch", "transformers"],

@@ -1,17 +1,23 @@
 """Side-by-side chat: one 4-bit base per base model, every adapter loaded onto it by name, and ONE batched
 `generate` with peft's `adapter_names` so N panes cost one pass (measured 1.8x faster than N calls).
 
-Rows are left-padded; with fp32 compute each row equals that adapter's output alone (tested)."""
+Rows are left-padded; with fp32 compute each row equals that adapter's output alone (tested).
+
+The engine has no lock and is not thread-safe: only the generation scheduler (jobs.chat.scheduler) calls it, one
+call at a time. A compare is a `Generation` advanced in slices: each `advance` is one `generate` call that goes on
+from the KV cache of the last (the full ids and the extended mask, as transformers expects), so the scheduler can
+give other people turns in between. Greedy output equals one unsliced generate token for token, and seeded sampling
+is the same however it is sliced: each generation keeps its own RNG state, and the batch keeps its shape (a row that
+reached its end is carried on and its further tokens ignored), so every step draws the same random numbers."""
 
 from __future__ import annotations
 
 import gc
 import logging
-import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +26,13 @@ from peft import PeftModel
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from jobs.chat.request import ChatRequestError, GenerationSettings
+from jobs.chat.request import (
+    ChatRequestError,
+    GenerationSettings,
+    Replies,
+    prompt_token_limit,
+    prompt_tokens_problem,
+)
 from jobs.models.loading import compute_dtype, load_base_model, load_tokenizer, pick_device
 from jobs.models.resolve import resolve_base_model
 from jobs.spec import TrainSpec
@@ -38,32 +50,24 @@ class LoadedBase:
     tokenizer: object
     model: object
     """The quantized base, wrapped as a PeftModel once the first adapter is loaded."""
+    context_tokens: int | None = None
+    """The base's context (max_position_embeddings): a prompt and its new tokens must fit in it."""
     adapters: dict[tuple[str, int], str] = field(default_factory=dict)
     """(adapter folder, weights mtime) -> peft adapter key (peft keys cannot hold '.'). Not the user-facing name:
     names can be renamed or reused by a new adapter, and must never bring back another adapter's weights."""
 
 
-class Replies(list):
-    """Every pane's reply so far (a list of strings), with each pane's token count and the seconds to its last
-    token: all panes share one batched pass, and each pane's rate runs until its own reply ended."""
+class SliceEnds(StoppingCriteria):
+    """Ends the `generate` call for every row at the slice's deadline, or at once when `stopped` is set (the reader
+    went away). A generation that is not done goes on from its KV cache at its next turn."""
 
-    def __init__(self, tokenizer, tokens: list[list[int]], seconds: list[float]) -> None:
-        super().__init__(tokenizer.decode(t, skip_special_tokens=True) for t in tokens)
-        self.token_counts = [len(t) for t in tokens]
-        self.seconds = seconds
-
-    def tokens_per_s(self) -> list[float]:
-        return [count / s if s > 0 else 0.0 for count, s in zip(self.token_counts, self.seconds, strict=True)]
-
-
-class WhenSet(StoppingCriteria):
-    """Ends generation for every row once the event is set."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
+    def __init__(self, deadline: float, stopped: threading.Event) -> None:
+        self.deadline = deadline
+        self.stopped = stopped
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        end = self.stopped.is_set() or time.monotonic() >= self.deadline
+        return torch.full((input_ids.shape[0],), end, dtype=torch.bool, device=input_ids.device)
 
 
 class RowStreamer(BaseStreamer):
@@ -74,13 +78,97 @@ class RowStreamer(BaseStreamer):
         self._prompt_seen = False
 
     def put(self, value: torch.Tensor) -> None:
-        if not self._prompt_seen:  # the first call carries the prompt ids
+        if not self._prompt_seen:  # the first call carries the ids so far (the prompt, then the slices before)
             self._prompt_seen = True
             return
         self.on_step(value.reshape(-1))
 
     def end(self) -> None:
-        self.on_step(None)
+        pass
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    return [device.index or 0] if device.type == "cuda" else []
+
+
+def _rng_state(device: torch.device) -> tuple:
+    return torch.get_rng_state(), *(torch.cuda.get_rng_state(i) for i in _rng_devices(device))
+
+
+def _set_rng_state(state: tuple, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    for index, cuda_state in zip(_rng_devices(device), state[1:], strict=True):
+        torch.cuda.set_rng_state(cuda_state, index)
+
+
+class Generation:
+    """One compare in flight: the ids so far (prompt and generated), the mask, the KV cache, its own RNG state, and
+    each pane's reply tokens. Made by `ChatEngine.begin`, advanced by the scheduler one slice at a time."""
+
+    def __init__(self, loaded: LoadedBase, keys: list[str], batch, settings: GenerationSettings) -> None:
+        self.loaded, self.keys, self.settings = loaded, keys, settings
+        self.ids, self.mask = batch["input_ids"], batch["attention_mask"]
+        self.cache = None
+        self.steps = 0
+        self.tokens: list[list[int]] = [[] for _ in keys]
+        self.finished = [False] * len(keys)
+        self.started = time.monotonic()
+        self.last_token_at = [self.started] * len(keys)
+        with torch.random.fork_rng(devices=_rng_devices(self.ids.device)):
+            torch.manual_seed(settings.seed)  # every pane samples under the same seed and settings
+            self._rng = _rng_state(self.ids.device)
+        tokenizer = loaded.tokenizer
+        self._kwargs = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                            repetition_penalty=settings.repetition_penalty, return_dict_in_generate=True)
+        if settings.temperature > 0:
+            self._kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
+                                top_k=settings.top_k or None)
+        else:
+            self._kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+
+    @property
+    def done(self) -> bool:
+        return all(self.finished) or self.steps >= self.settings.max_new_tokens
+
+    def replies(self) -> Replies:
+        decode = self.loaded.tokenizer.decode
+        return Replies([decode(t, skip_special_tokens=True) for t in self.tokens], [len(t) for t in self.tokens],
+                       [t - self.started for t in self.last_token_at])
+
+    def advance(self, deadline: float, stopped: threading.Event, on_step: Callable[[Replies], None],
+                max_tokens: int | None = None) -> bool:
+        """Generate until `deadline` (at least one token), `max_tokens` more, the end, or `stopped`; call `on_step`
+        with the replies after each token. Returns whether the generation is over."""
+        model = self.loaded.model
+        count = self.settings.max_new_tokens - self.steps
+        kwargs = dict(self._kwargs, input_ids=self.ids, attention_mask=self.mask, past_key_values=self.cache,
+                      max_new_tokens=count if max_tokens is None else min(count, max_tokens),
+                      streamer=RowStreamer(lambda step: on_step(self._take(step))),
+                      stopping_criteria=StoppingCriteriaList([SliceEnds(deadline, stopped)]))
+        if isinstance(model, PeftModel):  # read each slice: the first adapter loaded wraps the base in place
+            kwargs["adapter_names"] = self.keys
+        with torch.random.fork_rng(devices=_rng_devices(self.ids.device)), torch.inference_mode():
+            _set_rng_state(self._rng, self.ids.device)
+            out = model.generate(**kwargs)
+            self._rng = _rng_state(self.ids.device)
+        new = out.sequences.shape[1] - self.ids.shape[1]
+        self.ids, self.cache = out.sequences, out.past_key_values
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], new))], dim=1)
+        self.steps += new
+        return self.done or stopped.is_set()
+
+    def _take(self, step: torch.Tensor) -> Replies:
+        now = time.monotonic()
+        eos = self.loaded.tokenizer.eos_token_id
+        for row, token in enumerate(step.tolist()):
+            if self.finished[row]:
+                continue  # a row that ended is carried in the batch; what it makes after is ignored
+            if token == eos:
+                self.finished[row] = True
+            else:
+                self.tokens[row].append(token)
+                self.last_token_at[row] = now
+        return self.replies()
 
 
 def resident_estimate(path: str, base_model: str, device: str) -> int:
@@ -96,14 +184,13 @@ def resident_estimate(path: str, base_model: str, device: str) -> int:
 
 class ChatEngine:
     """Loads bases lazily and keeps the most recently used within `budget_bytes` (None: no limit), evicting the
-    least recently used; one generation at a time per engine."""
+    least recently used. Called only by the generation scheduler, one call at a time (it has no lock)."""
 
     def __init__(self, models_dir: Path, budget_bytes: int | None = None) -> None:
         self.models_dir = models_dir
         self.budget_bytes = budget_bytes
         self._bases: OrderedDict[str, LoadedBase] = OrderedDict()
         self._sizes: dict[str, int] = {}
-        self._lock = threading.Lock()
 
     def resident_bytes(self) -> int:
         """What the loaded bases take, by their estimates."""
@@ -111,8 +198,7 @@ class ChatEngine:
 
     def release(self) -> list[str]:
         """Unload every base (a training job needs the device); returns their names."""
-        with self._lock:
-            return self._evict(len(self._bases))
+        return self._evict(len(self._bases))
 
     def _evict(self, count: int) -> list[str]:
         evicted = []
@@ -146,12 +232,13 @@ class ChatEngine:
         model = load_base_model(TrainSpec(base_model=base_model), path, device, dtype)
         tokenizer = load_tokenizer(path)
         tokenizer.padding_side = "left"
-        self._bases[base_model] = LoadedBase(tokenizer=tokenizer, model=model.eval())
+        context = getattr(model.config, "max_position_embeddings", None)
+        self._bases[base_model] = LoadedBase(tokenizer=tokenizer, model=model.eval(), context_tokens=context)
         self._sizes[base_model] = need
         return self._bases[base_model]
 
     def _loaded(self, base_model: str, panes: list[tuple[str, Path | None]]) -> tuple[LoadedBase, list[str]]:
-        """The base, with every pane's adapter on it, and peft's key for each pane (call holding the lock)."""
+        """The base, with every pane's adapter on it, and peft's key for each pane."""
         loaded = self._base(base_model)
         return loaded, [PEFT_BASE if adapter_dir is None else self._ensure_adapter(loaded, adapter_dir)
                         for _, adapter_dir in panes]
@@ -170,88 +257,45 @@ class ChatEngine:
         loaded.adapters[identity] = key
         return key
 
-    def stream(self, base_model: str, panes: list[tuple[str, Path | None]], conversations: list[list[dict]],
-               settings: GenerationSettings) -> Iterator[list[str]]:
-        """Yield the growing reply of every pane after each generated token; the last yield is final.
-
-        `panes` are (name, adapter dir) pairs, adapter dir None for the base; `conversations[i]` is pane i's
-        messages ending with the new user turn."""
-        with self._lock:
-            loaded, keys = self._loaded(base_model, panes)
-            yield from self._generate(loaded, keys, conversations, settings)
+    def begin(self, base_model: str, panes: list[tuple[str, Path | None]], conversations: list[list[dict]],
+              settings: GenerationSettings, max_prompt_tokens: int) -> Generation:
+        """A compare ready to advance: `panes` are (name, adapter dir) pairs, adapter dir None for the base;
+        `conversations[i]` is pane i's messages ending with the new user turn. Raises ChatRequestError when a prompt
+        is over its limit in tokens (the base's context less max_new_tokens, and at most `max_prompt_tokens`)."""
+        loaded, keys = self._loaded(base_model, panes)
+        return self._generate(loaded, keys, conversations, settings, max_prompt_tokens)
 
     def _generate(self, loaded: LoadedBase, keys: list[str], conversations: list[list[dict]],
-                  settings: GenerationSettings) -> Iterator[list[str]]:
+                  settings: GenerationSettings, max_prompt_tokens: int) -> Generation:
+        """The one place a compare's panes become one batch (a row per pane, left-padded)."""
         tokenizer = loaded.tokenizer
         prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
                    for c in conversations]
         batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        batch = batch.to(loaded.model.device)
-        steps: queue.Queue = queue.Queue()
-        kwargs = dict(**batch, max_new_tokens=settings.max_new_tokens, streamer=RowStreamer(steps.put),
-                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                      repetition_penalty=settings.repetition_penalty)
-        if settings.temperature > 0:
-            kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
-                          top_k=settings.top_k or None)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if isinstance(loaded.model, PeftModel):
-            kwargs["adapter_names"] = keys
-        stopped = threading.Event()  # set when the reader goes away (Stop, a closed page): generate ends next step
-        kwargs["stopping_criteria"] = StoppingCriteriaList([WhenSet(stopped)])
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            torch.manual_seed(settings.seed)  # every pane samples under the same seed and settings
-            try:
-                with torch.inference_mode():
-                    loaded.model.generate(**kwargs)
-            except BaseException as error:  # re-raised in the caller's thread
-                errors.append(error)
-                steps.put(None)
-
-        worker = threading.Thread(target=run, daemon=True)
-        started = time.monotonic()
-        worker.start()
-        tokens: list[list[int]] = [[] for _ in keys]
-        finished = [False] * len(keys)
-        last_token_at = [started] * len(keys)
-        try:
-            while (step := steps.get()) is not None:
-                now = time.monotonic()
-                for row, token in enumerate(step.tolist()):
-                    if finished[row]:
-                        continue
-                    if token == tokenizer.eos_token_id:
-                        finished[row] = True
-                    else:
-                        tokens[row].append(token)
-                        last_token_at[row] = now
-                yield Replies(tokenizer, tokens, [t - started for t in last_token_at])
-        finally:
-            # Also when the reader stops early: the model must be free before the lock lets the next request in.
-            stopped.set()
-            worker.join()
-        if errors:
-            raise errors[0]
-        yield Replies(tokenizer, tokens, [t - started for t in last_token_at])
+        limit, why = prompt_token_limit(loaded.context_tokens, settings.max_new_tokens, max_prompt_tokens)
+        if problem := prompt_tokens_problem(int(batch["attention_mask"].sum(dim=1).max()), limit, why):
+            raise ChatRequestError([problem])
+        return Generation(loaded, keys, batch.to(loaded.model.device), settings)
 
     def reference_logliks(self, base_model: str, panes: list[tuple[str, Path | None]], prompt: list[dict],
-                          reference: str) -> list[float]:
+                          reference: str, max_prompt_tokens: int) -> list[float]:
         """Each pane's mean log-likelihood per token of `reference` as the answer to `prompt`, teacher-forced: ONE
         batched forward pass, a row per pane. Higher is better; it says how likely each adapter finds the answer
         a person wrote, whatever it would have sampled."""
-        with self._lock:
-            loaded, keys = self._loaded(base_model, panes)
-            return self._logliks(loaded, keys, prompt, reference)
+        loaded, keys = self._loaded(base_model, panes)
+        return self._logliks(loaded, keys, prompt, reference, max_prompt_tokens)
 
-    def _logliks(self, loaded: LoadedBase, keys: list[str], prompt: list[dict], reference: str) -> list[float]:
+    def _logliks(self, loaded: LoadedBase, keys: list[str], prompt: list[dict], reference: str,
+                 max_prompt_tokens: int) -> list[float]:
         tokenizer = loaded.tokenizer
         context = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
         context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
         # Tokenized apart, so the answer's tokens never merge with the context's across the boundary.
         answer_ids = tokenizer(reference + (tokenizer.eos_token or ""), add_special_tokens=False)["input_ids"]
+        limit, why = prompt_token_limit(loaded.context_tokens, len(answer_ids), max_prompt_tokens,
+                                        "the reference answer's")
+        if problem := prompt_tokens_problem(len(context_ids), limit, why):
+            raise ChatRequestError([problem])
         answer_start = len(context_ids)
         ids = torch.tensor([context_ids + answer_ids] * len(keys), device=loaded.model.device)
         kwargs = {"adapter_names": keys} if isinstance(loaded.model, PeftModel) else {}
@@ -260,10 +304,3 @@ class ChatEngine:
         logprobs = torch.log_softmax(logits[:, answer_start - 1:-1], dim=-1)
         targets = ids[:, answer_start:].unsqueeze(-1)
         return logprobs.gather(-1, targets).squeeze(-1).mean(dim=-1).tolist()
-
-    def compare(self, base_model: str, panes: list[tuple[str, Path | None]], conversations: list[list[dict]],
-                settings: GenerationSettings) -> list[str]:
-        final: list[str] = []
-        for final in self.stream(base_model, panes, conversations, settings):  # noqa: B007 (keep the last)
-            pass
-        return final

@@ -1,5 +1,6 @@
 """What a compare request is, checked before any model loads: the panes (adapters and "base"), each pane's
-conversation, and the generation settings every pane shares. No torch here: the web process imports it."""
+conversation, the generation settings every pane shares, how long its prompt may be, and what it answers while it
+streams (`Replies`). No torch here: the web process imports it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ STEP_MARK = "@step-"
 """A checkpoint pane is named adapter@step-N: the adapter's run as it was at step N."""
 CHECKPOINT_MARKER = "studio-complete.json"
 """jobs.training.checkpoints.COMPLETE_MARKER (a test ties them): only a fully written checkpoint is offered."""
+CHARS_PER_TOKEN_BOUND = 8
+"""A prompt of more than this many characters per token of its limit is refused before it is tokenized: ordinary
+text runs 3-5 characters a token, and tokenizing a hostile 1 MB prompt pinned the CPU for minutes. A prompt of long
+runs of one character could fit its token limit and still be refused here; it is told why."""
 
 
 class ChatRequestError(ValueError):
@@ -51,6 +56,58 @@ class GenerationSettings:
         if not 0 < self.top_p <= 1:
             found.append(f"top_p: must be above 0 and at most 1 (got {self.top_p})")
         return found
+
+
+class Replies(list):
+    """Every pane's reply so far (a list of strings), with each pane's token count and the seconds from the start of
+    its generation to its last token: all panes share one batched pass, and each pane's rate runs until its own reply
+    ended. `waiting_for`: while the generation has not had its first turn, how many others are running or waiting
+    (0 once it runs)."""
+
+    def __init__(self, texts: list[str], token_counts: list[int], seconds: list[float], waiting_for: int = 0) -> None:
+        super().__init__(texts)
+        self.token_counts = token_counts
+        self.seconds = seconds
+        self.waiting_for = waiting_for
+
+    @classmethod
+    def waiting(cls, panes: int, others: int) -> Replies:
+        return cls([""] * panes, [0] * panes, [0.0] * panes, waiting_for=others)
+
+    def tokens_per_s(self) -> list[float]:
+        return [count / s if s > 0 else 0.0 for count, s in zip(self.token_counts, self.seconds, strict=True)]
+
+
+def prompt_chars_problem(texts: list[str], max_prompt_tokens: int) -> str | None:
+    """Why the longest of `texts` (each everything one pane sends) is refused unread, or None: more characters than
+    any tokenizer makes into `max_prompt_tokens` tokens of ordinary text."""
+    longest = max((len(text) for text in texts), default=0)
+    if longest <= max_prompt_tokens * CHARS_PER_TOKEN_BOUND:
+        return None
+    return (f"prompt: {longest:,} characters, far over the limit of {max_prompt_tokens:,} tokens "
+            f"(STUDIO_MAX_PROMPT_TOKENS); refused without reading it: shorten it or clear the conversation")
+
+
+def conversation_text(messages: list[dict]) -> str:
+    """Everything a conversation sends, for the character pre-check (the chat template adds a few tokens more)."""
+    return "".join(str(m.get("content", "")) for m in messages)
+
+
+def prompt_token_limit(context_tokens: int | None, new_tokens: int, max_prompt_tokens: int,
+                       new_label: str = "max_new_tokens") -> tuple[int, str]:
+    """(the most tokens a prompt may have, why in words): the base's context less the tokens to come after it
+    (`new_label` names them), and at most STUDIO_MAX_PROMPT_TOKENS. `context_tokens` None: the config does not say."""
+    if context_tokens is not None and context_tokens - new_tokens < max_prompt_tokens:
+        return max(context_tokens - new_tokens, 0), (f"the base's context of {context_tokens:,} tokens minus "
+                                                     f"{new_label} {new_tokens:,}")
+    return max_prompt_tokens, "STUDIO_MAX_PROMPT_TOKENS"
+
+
+def prompt_tokens_problem(tokens: int, limit: int, why: str) -> str | None:
+    if tokens <= limit:
+        return None
+    return (f"prompt: {tokens:,} tokens with the conversation so far, the limit is {limit:,} ({why}); shorten it, "
+            f"clear the conversation or lower max_new_tokens")
 
 
 def conversation(prompt: str, history: list[dict] | None = None, system: str = "") -> list[dict]:

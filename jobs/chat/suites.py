@@ -3,7 +3,8 @@ panes (adapters, checkpoints, the base). Each prompt is one batched generate ove
 reference, one batched forward pass for each pane's mean log-likelihood of it. Results are a grid of (prompt,
 pane) cells in the ledger; a re-run replaces its cells, so a suite can follow a new adapter of the same base.
 
-The engine is handed in (jobs.chat.engine): this module itself imports no torch."""
+The generation scheduler is handed in (jobs.chat.scheduler: every generation goes through it, a suite's prompts
+one at a time, so a long suite takes turns with everyone's chats): this module itself imports no torch."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def _suite(studio: Studio, name: str) -> PromptSuite:
     return suite
 
 
-def run_suite(studio: Studio, engine, name: str, base_model: str, panes: list[tuple[str, Path | None]],
+def run_suite(studio: Studio, scheduler, name: str, base_model: str, panes: list[tuple[str, Path | None]],
               settings: GenerationSettings) -> int:
     """Answer every prompt with every pane (one batched generate per prompt) and score each reference; store
     one cell per (prompt, pane). Returns the number of cells written."""
@@ -87,8 +88,8 @@ def run_suite(studio: Studio, engine, name: str, base_model: str, panes: list[tu
     cells = 0
     for index, item in enumerate(suite.prompts):
         prompt = conversation(item["prompt"])
-        replies = engine.compare(base_model, panes, [prompt] * len(panes), settings)
-        logliks = (engine.reference_logliks(base_model, panes, prompt, item["reference"]) if item["reference"]
+        replies = scheduler.compare(base_model, panes, [prompt] * len(panes), settings)
+        logliks = (scheduler.reference_logliks(base_model, panes, prompt, item["reference"]) if item["reference"]
                    else [None] * len(panes))
         with studio.db.write() as session:
             for pane, reply, loglik in zip(names, replies, logliks, strict=True):
@@ -173,9 +174,9 @@ def newest_adapter_id(studio: Studio) -> int:
         return max((a.id for a in catalog.list_adapters(session)), default=0)
 
 
-def follow_new_adapters(studio: Studio, engine_of, after_id: int) -> tuple[int, list[str]]:
+def follow_new_adapters(studio: Studio, scheduler_of, after_id: int) -> tuple[int, list[str]]:
     """Run every suite already run on a base on each adapter of that base registered after `after_id`;
-    `engine_of()` gives the engine, asked for only when there is a suite to run (it loads torch).
+    `scheduler_of()` gives the generation scheduler, asked for only when there is a suite to run (it loads torch).
     Returns (the newest adapter id seen, "suite: adapter" for each run)."""
     with studio.db.read() as session:
         fresh = sorted((a for a in catalog.list_adapters(session) if a.id > after_id), key=lambda a: a.id)
@@ -184,7 +185,7 @@ def follow_new_adapters(studio: Studio, engine_of, after_id: int) -> tuple[int, 
         with acting_as(Person(adapter.owner or LOCAL_OWNER)):  # a suite follows only its owner's adapters
             for name in suites_to_follow(studio, adapter.base_model):
                 pane = [(adapter.name, studio.absolute(adapter.path))]
-                run_suite(studio, engine_of(), name, adapter.base_model, pane,
+                run_suite(studio, scheduler_of(), name, adapter.base_model, pane,
                           last_settings(studio, name, adapter.base_model))
                 done.append(f"{name}: {adapter.name}")
     return max([after_id, *(a.id for a in fresh)]), done

@@ -1,6 +1,8 @@
 """The web process's chat service makes way for training: while a job runs on its host, its loaded bases are
 unloaded."""
 
+import pytest
+
 from app.chat_tab import ChatService, speed_text
 from jobs.chat.request import GenerationSettings
 from storage import jobs_repo
@@ -12,7 +14,7 @@ def test_loaded_bases_are_released_while_a_job_runs(studio):
     assert chat.release_if_training() == []  # no engine yet: nothing loaded, nothing to do
     replies = list(chat.compare_stream("demo-tiny-llama", ["base"], [[{"role": "user", "content": "hi"}]],
                                        GenerationSettings(max_new_tokens=3)))[-1]
-    assert chat.engine().resident_bytes() > 0
+    assert chat.scheduler().resident_bytes() > 0
     assert chat.release_if_training() == []  # nothing is training: the base stays
     assert "base: " in speed_text(["base"], replies) and "tokens/s" in speed_text(["base"], replies)
     with studio.db.write() as session:
@@ -23,7 +25,7 @@ def test_loaded_bases_are_released_while_a_job_runs(studio):
         here = jobs_repo.create_job(session, name="busy", spec={})
         here.status, here.worker = JobStatus.RUNNING, f"{studio.settings.host_name}:4242"
     assert chat.release_if_training() == ["demo-tiny-llama"]
-    assert chat.engine().resident_bytes() == 0
+    assert chat.scheduler().resident_bytes() == 0
 
 
 def test_generation_settings_are_checked():
@@ -34,20 +36,53 @@ def test_generation_settings_are_checked():
 
 def test_a_reader_that_stops_early_ends_the_generation(studio):
     """Stop (or a closed page) closes the stream: the generate behind it ends at its next step, so the shared model
-    is free for the next request at once."""
+    is free for the next request at once (tests/jobs/chat/test_scheduler.py times it)."""
     import time
 
     chat = ChatService(studio)
-    settings = GenerationSettings(max_new_tokens=2048, temperature=1.0, top_p=1.0)
+    settings = GenerationSettings(max_new_tokens=900, temperature=1.0, top_p=1.0)
     hello = [[{"role": "user", "content": "hi"}]]
     stream = chat.compare_stream("demo-tiny-llama", ["base"], hello, settings)
-    replies = [next(stream) for _ in range(3)][-1]
+    while (replies := next(stream)).token_counts[0] < 3:
+        pass
     started = time.monotonic()
     stream.close()
-    assert time.monotonic() - started < 5  # not the ~2,000 tokens still to go
-    assert replies.token_counts[0] == 3
+    assert time.monotonic() - started < 5  # not the ~900 tokens still to go
+    assert 3 <= replies.token_counts[0] < 900
     done = list(chat.compare_stream("demo-tiny-llama", ["base"], hello, GenerationSettings(max_new_tokens=2)))
     assert done[-1].token_counts[0] <= 2
+
+
+def test_every_refusal_reaches_the_page_in_words(studio):
+    """A prompt over the base's context and too many generations of one person are refused as messages, through the
+    same service the page and the API call."""
+    import gradio as gr
+
+    from storage.access import Person, acting_as
+
+    chat = ChatService(studio)
+    hello = [[{"role": "user", "content": "hi"}]]
+    too_long = chat.compare_stream("demo-tiny-llama", ["base"], hello, GenerationSettings(max_new_tokens=2048))
+    with pytest.raises(gr.Error, match=r"prompt: \d+ tokens .* the limit is 0 \(the base's context of 1,024 tokens "
+                                       r"minus max_new_tokens 2,048\)"):
+        next(too_long)
+    huge = [[{"role": "user", "content": "x" * (1 << 20)}]]
+    with pytest.raises(gr.Error, match="prompt: 1,048,576 characters"):
+        next(chat.compare_stream("demo-tiny-llama", ["base"], huge, GenerationSettings()))
+    long = GenerationSettings(max_new_tokens=900, temperature=1.0)
+    with acting_as(Person("ann")):
+        running = [chat.compare_stream("demo-tiny-llama", ["base"], hello, long) for _ in range(3)]
+        next(running[0]), next(running[1])
+        with pytest.raises(gr.Error, match="generations: you already have 2 running or waiting"):
+            next(running[2])
+    for stream in running:
+        stream.close()
+
+
+def test_a_compare_waiting_for_its_turn_says_so():
+    from jobs.chat.request import Replies
+
+    assert speed_text(["base"], Replies.waiting(1, 3)) == "waiting for a turn: 3 other generation(s) running or waiting"
 
 
 def test_the_upkeep_thread_runs_suites_on_a_new_adapter(studio, demo_model_dir, tmp_path, monkeypatch):

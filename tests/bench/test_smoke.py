@@ -10,6 +10,7 @@ from tests.servers import require_servers
 @pytest.mark.parametrize(("script", "holds"), [
     ("train_throughput.py", ("plain_trl", "plain_trl_packed", "studio", "ratio_studio_over_plain")),
     ("compare_batched.py", ("rows",)),
+    ("chat_fairness.py", ("b_first_token_s", "a_alone_s", "a_with_b_s", "runs")),  # two people, one scheduler
     ("lm_head.py", ("results",)),
     ("eval_split.py", ("summary", "runs")),  # every size trained with and without the split, one evaluator
     ("compute_dtype.py", ("summary", "runs", "cpu_bf16")),  # float32 and bfloat16 compute, one evaluator

@@ -1,36 +1,22 @@
-"""Batched compare: one generate with adapter_names gives each row what that adapter gives alone."""
+"""Batched compare: one generate with adapter_names gives each row what that adapter gives alone (through the
+generation scheduler, as every caller does)."""
 
 import pytest
 import torch
 
 from jobs.chat.engine import ChatEngine
 from jobs.chat.request import GenerationSettings
-from jobs.data.formats import parse_file
-from jobs.data.store import store_parsed
-from jobs.spec import parse_spec
-from jobs.studio import EXAMPLE_DATASET_FILE
-from jobs.training.train import train
+from jobs.chat.scheduler import GenerationScheduler
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def two_adapters(tmp_path_factory, demo_model_dir):
-    data, _ = store_parsed(parse_file(EXAMPLE_DATASET_FILE), tmp_path_factory.mktemp("data"))
-    adapters = []
-    for seed, targets in ((1, "all-linear"), (2, "attention")):
-        spec = parse_spec({"max_steps": 6, "batch_size": 2, "max_length": 256, "learning_rate": 1e-2,
-                           "eval_fraction": 0, "seed": seed, "target_modules": targets, "save_steps": 100})
-        out = tmp_path_factory.mktemp(f"run{seed}")
-        adapters.append(train(spec, out, str(demo_model_dir), data, lambda *a: None, lambda: False).adapter_dir)
-    return adapters
-
-
 def _engine(tmp_path, demo_model_dir):
+    """A scheduler (every generation goes through one) on a fresh engine over a models folder with the demo base."""
     models = tmp_path / "models"
     models.mkdir()
     (models / demo_model_dir.name).symlink_to(demo_model_dir)
-    return ChatEngine(models)
+    return GenerationScheduler(ChatEngine(models))
 
 
 PROMPTS = ["What is 2 plus 3?", "Reverse the words: apple owl key", "Uppercase the word: lime"]
@@ -56,8 +42,8 @@ def test_adapters_share_one_base(tmp_path, demo_model_dir, two_adapters):
     engine = _engine(tmp_path, demo_model_dir)
     engine.compare("demo-tiny-llama", [("a1", two_adapters[0]), ("a2", two_adapters[1])],
                    [[{"role": "user", "content": "hi"}]] * 2, GenerationSettings(max_new_tokens=2))
-    assert len(engine._bases) == 1
-    model = engine._bases["demo-tiny-llama"].model
+    assert len(engine.engine._bases) == 1
+    model = engine.engine._bases["demo-tiny-llama"].model
     assert set(model.peft_config) == {"adapter_0", "adapter_1"}
     assert any("Linear4bit" in type(m).__name__ for m in model.modules())
 
@@ -134,7 +120,7 @@ def test_a_prompt_suite_stores_one_result_per_prompt_and_pane(studio, demo_model
     assert CHECKPOINT_MARKER == COMPLETE_MARKER
     _register(studio, "a1", two_adapters[0])
     _register(studio, "a2", two_adapters[1])
-    engine = ChatEngine(studio.settings.models_dir)
+    engine = GenerationScheduler(ChatEngine(studio.settings.models_dir))
     save_suite(studio, "smoke", parse_suite_text("What is 2 plus 3? => 5\n\nUppercase the word: lime\n"))
     greedy = GenerationSettings(max_new_tokens=8, temperature=0)
     names = ["base", "a1", "a2@step-6"]  # a checkpoint of a1's run is a pane like any adapter
@@ -173,15 +159,15 @@ def test_the_lru_never_holds_more_than_its_budget(tmp_path, demo_model_dir):
         shutil.copytree(demo_model_dir, tmp_path / name)
         bases.append(str(tmp_path / name))
     one = resident_estimate(bases[0], bases[0], "cpu")
-    engine = ChatEngine(tmp_path / "models", budget_bytes=int(2.5 * one))  # room for two
+    engine = GenerationScheduler(ChatEngine(tmp_path / "models", budget_bytes=int(2.5 * one)))  # room for two
     hello = [[{"role": "user", "content": "hi"}]]
     for base in (bases[0], bases[1], bases[2], bases[0], bases[1]):
         engine.compare(base, [("base", None)], hello, GenerationSettings(max_new_tokens=1))
-        assert engine.resident_bytes() <= engine.budget_bytes and len(engine._bases) <= 2
-    assert list(engine._bases) == [bases[0], bases[1]]  # the two used last; m3 went first
+        assert engine.resident_bytes() <= engine.engine.budget_bytes and len(engine.engine._bases) <= 2
+    assert list(engine.engine._bases) == [bases[0], bases[1]]  # the two used last; m3 went first
     assert engine.release() == [bases[0], bases[1]] and engine.resident_bytes() == 0
 
-    small = ChatEngine(tmp_path / "models", budget_bytes=one // 2)
+    small = GenerationScheduler(ChatEngine(tmp_path / "models", budget_bytes=one // 2))
     with pytest.raises(ChatRequestError, match="more than the chat memory budget"):
         small.compare(bases[0], [("base", None)], hello, GenerationSettings(max_new_tokens=1))
-    assert not small._bases
+    assert not small.engine._bases

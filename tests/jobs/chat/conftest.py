@@ -1,0 +1,32 @@
+"""Fixtures the chat tests share: two small adapters of the demo base, trained once per session, and a models folder
+that holds the demo base."""
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def two_adapters(tmp_path_factory, demo_model_dir) -> list[Path]:
+    from jobs.data.formats import parse_file
+    from jobs.data.store import store_parsed
+    from jobs.spec import parse_spec
+    from jobs.studio import EXAMPLE_DATASET_FILE
+    from jobs.training.train import train
+
+    data, _ = store_parsed(parse_file(EXAMPLE_DATASET_FILE), tmp_path_factory.mktemp("data"))
+    adapters = []
+    for seed, targets in ((1, "all-linear"), (2, "attention")):
+        spec = parse_spec({"max_steps": 6, "batch_size": 2, "max_length": 256, "learning_rate": 1e-2,
+                           "eval_fraction": 0, "seed": seed, "target_modules": targets, "save_steps": 100})
+        out = tmp_path_factory.mktemp(f"run{seed}")
+        adapters.append(train(spec, out, str(demo_model_dir), data, lambda *a: None, lambda: False).adapter_dir)
+    return adapters
+
+
+@pytest.fixture(scope="session")
+def demo_models(tmp_path_factory, demo_model_dir) -> Path:
+    """A models folder holding the demo base (a link to the session's one)."""
+    models = tmp_path_factory.mktemp("chat-models")
+    (models / demo_model_dir.name).symlink_to(demo_model_dir)
+    return models
