@@ -46,13 +46,23 @@ def remove_upload(path: Path, cache_dir: Path) -> bool:
 def clean_upload_cache(cache_dir: Path, max_age_s: float) -> list[Path]:
     """Remove uploads older than `max_age_s` from Gradio's cache (imported ones are already gone: these were
     previewed, refused or abandoned). Call it before the app builds its pages: Gradio also reuses cached copies of
-    the pages' own files. Returns what was removed."""
+    the pages' own files. The folder itself is made this user's alone: uploads are people's data, and only the web
+    process reads them. Returns what was removed."""
     try:
         cache = Path(cache_dir).resolve(strict=True)
+        info = cache.stat()
     except OSError:
         return []
-    # Pointed at the system temp folder itself, a `tmpXXXXXXXX` there may be any program's: keep those.
-    take_unfinished = cache != Path(tempfile.gettempdir()).resolve()
+    # Pointed at the system temp folder itself (or another shared one, sticky like /tmp), the folder is not
+    # Gradio's alone: neither its mode nor a `tmpXXXXXXXX` in it (any program's) is the studio's to change.
+    own_folder = (cache != Path(tempfile.gettempdir()).resolve() and cache.parent != cache
+                  and not info.st_mode & stat.S_ISVTX)
+    if own_folder and info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & 0o077:
+        try:
+            os.chmod(cache, stat.S_IMODE(info.st_mode) & 0o700)
+        except OSError:
+            pass
+    take_unfinished = own_folder
     cutoff = time.time() - max_age_s
     removed = []
     with os.scandir(cache) as entries:

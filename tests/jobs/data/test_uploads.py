@@ -84,8 +84,25 @@ def test_stale_uploads_are_cleaned_and_nothing_else(tmp_path):
     link.symlink_to(outside)
     os.utime(link, (time.time() - 7200,) * 2, follow_symlinks=False)
 
+    os.chmod(cache, 0o755)
     removed = clean_upload_cache(cache, max_age_s=3600)
+    assert cache.stat().st_mode & 0o777 == 0o700  # uploads are people's data: the folder is this user's alone
     assert set(removed) == {old, unfinished, link}
     assert not old.parent.exists() and fresh.exists() and all(p.exists() for p in others)
     assert outside.read_text() == "keep"
     assert clean_upload_cache(tmp_path / "missing", 3600) == []
+
+
+def test_the_system_temp_folder_is_never_changed(tmp_path, monkeypatch):
+    """GRADIO_TEMP_DIR=/tmp puts uploads straight in the temp folder: its mode and other programs' files stay."""
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    monkeypatch.setattr("tempfile.tempdir", str(shared))
+    theirs = shared / "tmpab12cd_3"
+    theirs.write_text("another program's")
+    os.utime(theirs, (time.time() - 7200,) * 2)
+    old = _upload(shared, "old.jsonl", b"old", age_s=7200)
+    assert clean_upload_cache(shared, max_age_s=3600) == [old]
+    assert shared.stat().st_mode & 0o7777 == 0o1777 and theirs.exists()
+
