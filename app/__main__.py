@@ -18,6 +18,7 @@ from jobs.queue.reaper import reap_interval_s, start_reaper  # noqa: E402
 from jobs.studio import REPO_ROOT, Studio, open_studio  # noqa: E402
 
 log = logging.getLogger("app")
+UPLOAD_CACHE_MAX_AGE_S = 86400.0
 
 
 def is_loopback(host: str) -> bool:
@@ -53,7 +54,9 @@ def start_embedded_worker() -> EmbeddedWorker:
 def prepare(studio: Studio) -> None:
     """First-use setup for the offline default (the demo base model and the example dataset), saying what it does."""
     from jobs.data.store import ensure_example_dataset, remove_orphan_files
+    from jobs.data.uploads import clean_upload_cache, upload_cache_dir
     from jobs.models.demo import demo_model_ready, ensure_demo_model
+    from jobs.presets import adopt_preset_files
     from jobs.training.registry import settle_interrupted_deletes
 
     if not demo_model_ready(studio.settings.models_dir):
@@ -62,6 +65,10 @@ def prepare(studio: Studio) -> None:
     ensure_example_dataset(studio)
     settle_interrupted_deletes(studio)
     remove_orphan_files(studio)
+    if adopted := adopt_preset_files(studio):
+        log.info("%d preset file(s) of an earlier version are now the local person's presets", adopted)
+    # Uploads that never became datasets (refused, abandoned) leave Gradio's cache at each start.
+    clean_upload_cache(upload_cache_dir(), max_age_s=UPLOAD_CACHE_MAX_AGE_S)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,8 +38,8 @@ def adapter_zip(studio: Studio, name: str) -> str:
 
     adapter = _adapter(studio, name)
     # The path comes from our own row, never from the request.
-    return str(build_adapter_zip(studio.absolute(adapter.path), studio.export_dir(f"adapter-{adapter.id}"),
-                                 adapter.name))
+    folder = studio.export_dir(f"adapter-{adapter.id}", adapter.owner)
+    return str(build_adapter_zip(studio.absolute(adapter.path), folder, adapter.name))
 
 
 def merge(studio: Studio, name: str, dtype: str = "bfloat16") -> int:
@@ -56,8 +56,8 @@ def merged_zip(studio: Studio, name: str) -> str:
     adapter = _adapter(studio, name)
     if not adapter.merged_path:
         raise user_error(f"name: '{name}' has no merged model yet; ask for one with Merge (it runs as a job)")
-    return str(build_merged_zip(studio.absolute(adapter.merged_path), studio.export_dir(f"adapter-{adapter.id}"),
-                                adapter.name))
+    folder = studio.export_dir(f"adapter-{adapter.id}", adapter.owner)
+    return str(build_merged_zip(studio.absolute(adapter.merged_path), folder, adapter.name))
 
 
 def push(studio: Studio, name: str, repo_id: str, what: str = "adapter", private: bool = True) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 from gradio import FileData
 
-from app import adapters_tab, blind_panel, datasets_tab, runs_tab, suites_panel, train_tab
+from app import adapters_tab, blind_panel, datasets_tab, presets_panel, runs_tab, suites_panel, train_tab
 from app.chat_tab import ChatService, generation_settings
 from app.errors import user_error
 from jobs.chat.request import conversation
@@ -200,10 +200,39 @@ def register(studio: Studio, chat: ChatService) -> None:
                 "answers": [[grid.replies.get((i, pane)) for pane in grid.panes] for i in range(len(grid.prompts))],
                 "mean_loglik": {pane: grid.mean_loglik(pane) for pane in grid.panes}}
 
+    def list_presets() -> list[str]:
+        """Your presets by name, and those an admin shared as owner/name."""
+        return presets_panel.preset_names(studio)
+
+    def save_preset(name: str, spec: str) -> str:
+        """Save (or replace) your preset `name` from spec fields (JSON), validated like a submission."""
+        try:
+            values = parse_json_text(spec) if (spec or "").strip() else {}
+        except ValueError as error:
+            raise user_error(f"spec: not valid JSON: {error}") from None
+        if not isinstance(values, dict):
+            raise user_error("spec: a JSON object of spec fields")
+        return presets_panel.save(studio, name, values)
+
+    def load_preset(name: str) -> dict:
+        """A preset's spec fields (yours by name, a shared one as owner/name)."""
+        return presets_panel.load(studio, name)
+
+    def delete_preset(name: str) -> str:
+        """Delete your preset (an admin: anyone's)."""
+        presets_panel.delete(studio, name)
+        return f"deleted {name}"
+
+    def share_preset(name: str, shared: bool = True) -> str:
+        """Share a preset with everyone, or make it private again (admins only)."""
+        presets_panel.share(studio, name, shared)
+        return f"{name}: {'shared' if shared else 'private'}"
+
     endpoints = (submit_job, submit_sweep, cancel_sweep, get_job, list_jobs, cancel_job, move_job, set_priority,
                  list_workers, list_adapters, download_adapter, rename_adapter, delete_adapter, merge_adapter,
                  download_merged, push_to_hub, set_hub_token, clear_hub_token, hub_token_status, compare,
                  import_dataset, import_hub_dataset, list_datasets, dataset_stats, rename_dataset, delete_dataset,
-                 record_vote, leaderboard, export_votes, save_suite, run_suite, suite_results)
+                 record_vote, leaderboard, export_votes, save_suite, run_suite, suite_results, list_presets,
+                 save_preset, load_preset, delete_preset, share_preset)
     for endpoint in endpoints:
         gr.api(endpoint, api_name=endpoint.__name__)

@@ -4,7 +4,6 @@ script that trains the same adapter without the studio."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import gradio as gr
@@ -15,26 +14,48 @@ from app.spec_form import SpecForm, form_values, spec_from_form
 from jobs.models.contents import chat_template_text
 from jobs.models.resolve import prepared_path
 from jobs.planning import job_plan
-from jobs.presets import SUFFIXES, PresetError, load_preset, parse_preset, preset_file, preset_names, save_preset
+from jobs.presets import (
+    SUFFIXES,
+    PresetError,
+    delete_preset,
+    export_preset,
+    load_preset,
+    parse_preset,
+    preset_names,
+    save_preset,
+    share_preset,
+)
 from jobs.spec import SpecError, parse_spec
 from jobs.studio import Studio
 from jobs.training.script import cli_text, plain_trl_script
 from storage import catalog
 
 
-def save(studio: Studio, name: str, raw: dict) -> str:
+def _refused(call, *args):
     try:
-        save_preset(studio.settings.data_dir, name, raw)
+        return call(*args)
     except PresetError as error:
         raise user_error("\n".join(error.problems)) from None
-    return name.strip()
+
+
+def save(studio: Studio, name: str, raw: dict) -> str:
+    return _refused(save_preset, studio, name, raw)
 
 
 def load(studio: Studio, name: str) -> dict:
-    try:
-        return load_preset(studio.settings.data_dir, name)
-    except PresetError as error:
-        raise user_error("\n".join(error.problems)) from None
+    return _refused(load_preset, studio, name)
+
+
+def delete(studio: Studio, name: str) -> None:
+    _refused(delete_preset, studio, name)
+
+
+def share(studio: Studio, name: str, shared: bool) -> None:
+    _refused(share_preset, studio, name, shared)
+
+
+def download(studio: Studio, name: str) -> str:
+    return str(_refused(export_preset, studio, name))
 
 
 def load_file(path: str) -> dict:
@@ -64,17 +85,19 @@ def as_code(studio: Studio, raw: dict) -> tuple[str, str]:
                                             start_adapter=str(studio.absolute(start.path)) if start else None)
 
 
-def build(studio: Studio, form: SpecForm) -> None:
+def build(studio: Studio, form: SpecForm, app: gr.Blocks) -> None:
     with gr.Accordion("Presets and code", open=False):
         with gr.Row():
-            picked = gr.Dropdown(choices=preset_names(studio.settings.data_dir), label="Saved presets", scale=2,
-                                 elem_id="preset-picked")
+            picked = gr.Dropdown(choices=[], label="Saved presets", scale=2, elem_id="preset-picked",
+                                 info="yours, and others' an admin shared (owner/name)")
             load_button = gr.Button("Load into the form", scale=1)
             download = gr.DownloadButton("Download preset", value=None, interactive=False, scale=1)
+            delete_button = gr.Button("Delete preset", scale=1, elem_id="preset-delete")
         with gr.Row():
             new_name = gr.Textbox(label="Save the form as", placeholder="preset name", scale=2)
             save_button = gr.Button("Save preset", scale=1)
             upload = gr.UploadButton("Load a JSON/YAML file", file_types=list(SUFFIXES), scale=1)
+        shared = gr.Checkbox(label="Shared with everyone (admins decide)", value=False, elem_id="preset-shared")
         status = SafeMarkdown(elem_id="preset-status")
         show = gr.Button("Show as CLI / Python")
         cli = gr.Code(label="python -m jobs submit", language="shell", visible=False, elem_id="spec-as-cli")
@@ -83,16 +106,25 @@ def build(studio: Studio, form: SpecForm) -> None:
 
     def on_save(name, *values):
         saved = save(studio, name, spec_from_form(studio, form.names, list(values)))
-        return (f"Saved preset **{saved}**.",
-                gr.update(choices=preset_names(studio.settings.data_dir), value=saved))
+        return f"Saved preset **{saved}**.", gr.update(choices=preset_names(studio), value=saved)
 
     def on_pick(name):
         if not name:
             return gr.update(value=None, interactive=False)
-        shared = studio.settings.exports_dir / "presets" / f"{name}.json"  # only the exports folder is served
-        shared.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(preset_file(studio.settings.data_dir, name), shared)
-        return gr.update(value=str(shared), interactive=True)
+        return gr.update(value=download(studio, name), interactive=True)
+
+    def on_delete(name):
+        delete(studio, name)
+        return f"Deleted preset **{name}**.", gr.update(choices=preset_names(studio), value=None)
+
+    def on_share(name, value):
+        if not name:
+            return gr.update()
+        share(studio, name, value)
+        return f"Preset **{name}** is {'shared with everyone' if value else 'private again'}."
+
+    def fresh_choices():  # each person's own list, from the database on every page load
+        return gr.update(choices=preset_names(studio))
 
     def filled(preset: dict, source: str):
         return [f"Loaded {source} ({len(preset)} field(s) set; the rest at their defaults).",
@@ -103,7 +135,10 @@ def build(studio: Studio, form: SpecForm) -> None:
         return gr.update(value=command, visible=True), gr.update(value=code, visible=True)
 
     private = dict(api_visibility="private")
+    app.load(fresh_choices, None, picked, **private)
     save_button.click(on_save, [new_name, *form.controls], [status, picked], **private)
+    delete_button.click(on_delete, picked, [status, picked], **private)
+    shared.input(on_share, [picked, shared], status, **private)
     picked.change(on_pick, picked, download, **private)
     load_button.click(lambda name: filled(load(studio, name), f"preset **{name}**"), picked,
                       [status, *form.controls], **private)

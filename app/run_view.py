@@ -137,7 +137,7 @@ def details(studio: Studio, picked):
     job = details_or_none(studio, job_id) if job_id is not None else None
     if job is None:
         return f"No job with id {picked}.", views.loss_curve([]), "", None
-    log_file = export_log(studio, job["id"])
+    log_file = export_log(studio, job["id"], job.get("owner"))
     return _summary_text(job), _loss_curve(studio, job["id"]), job["log_tail"], str(log_file) if log_file else None
 
 

@@ -10,15 +10,20 @@ from app import accounts, adapters_tab, api, chat_tab, datasets_tab, notices, ru
 from app.gate import Gate, Identity
 from app.guard import Guard
 from jobs.studio import REPO_ROOT, Studio
-from storage import users_repo
+from storage.access import Person, acting_as
 
 TITLE = "QLoRA Studio"
 STATIC_DIR = REPO_ROOT / "static"
 
 
+BUILD_VIEWER = Person("")
+"""Whom the page is built as: no one. What the page holds before it loads is everyone's (bundled datasets, studio
+bases); each person's own lists arrive with their page's load events."""
+
+
 def build_app(studio: Studio, chat: chat_tab.ChatService | None = None) -> gr.Blocks:
     chat = chat or chat_tab.ChatService(studio)
-    with gr.Blocks(title=TITLE) as app:
+    with acting_as(BUILD_VIEWER), gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# {TITLE}\nFine-tune LoRA adapters on a 4-bit base, watch them train, compare them in chat.")
         with gr.Tabs() as tabs:
             with gr.Tab("Train", id="train") as train_panel:
@@ -63,14 +68,13 @@ def signed_in_name(request: gradio.routes.fastapi.Request) -> str | None:
 
 
 def upload_limit(studio: Studio):
-    """The most bytes one upload request may carry for a person: their account's limit, else the studio's."""
+    """The most bytes one upload request may carry for a person: the largest file they may upload, and no more than
+    their datasets may still take (jobs/data/quota.py), plus the form's framing."""
+    from jobs.data.quota import allowance
+
     def limit(identity: Identity) -> int:
-        allowed = studio.settings.max_upload_bytes
-        if identity.accounts and not identity.admin and identity.name:
-            with studio.db.read() as session:
-                user = users_repo.get_user(session, identity.name)
-            if user is not None and user.max_upload_bytes is not None:
-                allowed = user.max_upload_bytes
-        return allowed + UPLOAD_FRAMING_BYTES
+        person = Person(identity.name or "", admin=identity.admin or not identity.accounts)
+        allowed = allowance(studio, person)
+        return min(allowed.max_file_bytes, allowed.storage_left_bytes) + UPLOAD_FRAMING_BYTES
 
     return limit

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import gradio as gr
-import yaml
 
 from app import memory_panel, plan_panel, presets_panel
 from app.choices import base_models
@@ -33,7 +32,7 @@ from jobs.models.resolve import base_module_kinds
 from jobs.spec import DEMO_BASE_MODEL, EMPTY_SPEC, EXAMPLE_DATASET, SMOLLM2_BASE_MODEL, SpecError
 from jobs.studio import Studio
 from jobs.submit import submit_job
-from jobs.sweeps import submit_sweep
+from jobs.sweeps import axes_from_text, submit_sweep
 
 PREVIEW_ROWS = 3
 SWEEP_EXAMPLE = "lora_r: [8, 16]\nlearning_rate: [0.005, 0.002]\n"
@@ -115,11 +114,7 @@ def _cut_text(studio: Studio, base_model: str, dataset: str, max_length: int, ov
 def sweep_from_form(studio: Studio, base: dict, axes_text: str, mode: str, name: str,
                     priority: int = 0) -> tuple[str, list[int]]:
     """Queue a sweep over `base` (the form, or a spec): every point a job, one group. Raises SpecError."""
-    try:
-        axes = yaml.safe_load(axes_text or "")
-    except (yaml.YAMLError, RecursionError) as error:
-        raise SpecError.from_text("sweep", f"not valid YAML or JSON: {error}") from None
-    return submit_sweep(studio, base, axes, mode, name, priority)
+    return submit_sweep(studio, base, axes_from_text(axes_text), mode, name, priority)
 
 
 def base_status_text(studio: Studio, base_model: str) -> str:
@@ -169,7 +164,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
             show_preview = gr.Button("Preview rows as the model sees them", elem_id="show-preview")
             preview_on = gr.State(False)
             preview = SafeMarkdown(label="Preview", elem_id="dataset-preview")
-            presets_panel.build(studio, form)
+            presets_panel.build(studio, form, app)
     with memory_slot:
         plan_panel.build(studio, form, app)
         memory_panel.build(studio, form, app)

@@ -99,6 +99,7 @@ def job_summary(job: Job) -> dict:
     """The API's view of a job."""
     return {
         "id": job.id, "name": job.name, "kind": job.kind, "group_name": job.group_name, "status": job.status,
+        "owner": job.owner,
         "priority": job.priority,
         "attempt": job.attempt, "step": job.step, "total_steps": job.total_steps,
         "progress": progress_text(job), "eta_s": eta_seconds(job), "error": job.error,

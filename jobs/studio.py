@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.access import LOCAL_OWNER
 from storage.db import Database, check_sqlite_location, sqlite_version_warning
 from storage.file_modes import restrict_new_files, tighten_data_dir
 from storage.schema import upgrade_database
@@ -29,11 +30,12 @@ class Studio:
     settings: Settings
     db: Database
 
-    def export_dir(self, key: str) -> Path:
-        """A folder of the served exports folder named by a keyed hash of `key` (e.g. `adapter-7`): a download is
-        handed to its owner by path, and no one can guess another's."""
+    def export_dir(self, key: str, owner: str | None) -> Path:
+        """A folder of the served exports folder, `exports/<owner>/<keyed hash of key>` (key e.g. `adapter-7`): the
+        file route serves what lies under `exports/<owner>/` only to that person or an admin (app/guard.py), and the
+        hash keeps one export's name from telling another's."""
         digest = hmac.new(_export_key(self.settings.data_dir), key.encode(), hashlib.sha256).hexdigest()[:32]
-        return self.settings.exports_dir / digest
+        return self.settings.exports_dir / (owner or LOCAL_OWNER) / digest
 
     def relative(self, path: Path) -> str:
         """Paths stored in the database are relative to the data dir."""

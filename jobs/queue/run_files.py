@@ -32,13 +32,13 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def export_log(studio: Studio, job_id: int) -> Path | None:
+def export_log(studio: Studio, job_id: int, owner: str | None) -> Path | None:
     """A downloadable copy of the job's whole log in the exports folder (the only folder the app serves), refreshed
     when the log has grown. None while the job has no log yet."""
     source = train_log_path(studio, job_id)
     if not source.is_file():
         return None
-    target = studio.export_dir(f"job-{job_id}") / f"job-{job_id}-train.log"
+    target = studio.export_dir(f"job-{job_id}", owner) / f"job-{job_id}-train.log"
     stat = source.stat()
     if not target.is_file() or target.stat().st_size != stat.st_size or target.stat().st_mtime < stat.st_mtime:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -90,11 +90,11 @@ def _write_card(studio: Studio, folder: Path, name: str) -> None:
 
 
 def _export_zip(studio: Studio, adapter: Adapter, name: str) -> Path:
-    return studio.export_dir(f"adapter-{adapter.id}") / f"{name}.zip"
+    return studio.export_dir(f"adapter-{adapter.id}", adapter.owner) / f"{name}.zip"
 
 
 def merged_zip_path(studio: Studio, adapter: Adapter, name: str) -> Path:
-    return studio.export_dir(f"adapter-{adapter.id}") / f"{name}-merged.zip"
+    return studio.export_dir(f"adapter-{adapter.id}", adapter.owner) / f"{name}-merged.zip"
 
 
 def rename_adapter(studio: Studio, name: str, new_name: str) -> Adapter:
