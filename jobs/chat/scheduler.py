@@ -297,7 +297,10 @@ class GenerationScheduler:
                     return
             deadline = time.monotonic() + self.limits.slice_s
             try:
-                done, result, error = *ticket.work.step(deadline, ticket), None
+                if ticket.stopped.is_set():  # its reader left as its turn came
+                    done, result, error = True, None, None
+                else:
+                    done, result, error = *ticket.work.step(deadline, ticket), None
             except BaseException as raised:  # the request's reader raises it; the others go on
                 done, result, error = True, None, raised
             if chore:
