@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app import views
-from app.errors import user_error
+from app.errors import audit, user_error
 from app.safe_text import SafeMarkdown
 from jobs import hub_access
 from jobs.spec import SpecError
@@ -116,6 +116,7 @@ def delete(studio: Studio, name: str) -> None:
         delete_adapter(studio, (name or "").strip())
     except AdapterError as error:
         raise user_error(str(error)) from None
+    audit(studio, "adapter_delete", name)
 
 
 # --- layout -------------------------------------------------------------------------------------------------

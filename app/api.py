@@ -8,9 +8,10 @@ from pathlib import Path
 import gradio as gr
 from gradio import FileData
 
-from app import adapters_tab, blind_panel, datasets_tab, presets_panel, runs_tab, suites_panel, train_tab
+from app import account_tab, adapters_tab, blind_panel, datasets_tab, presets_panel, runs_tab, suites_panel, train_tab
 from app.chat_tab import ChatService, generation_settings
 from app.errors import user_error
+from app.gate import Gate
 from jobs.chat.request import conversation
 from jobs.data.formats import DatasetError
 from jobs.data.readers import parse_json_text
@@ -20,6 +21,7 @@ from jobs.studio import Studio
 
 def register(studio: Studio, chat: ChatService) -> None:
     """Declare the endpoints; call inside the app's `gr.Blocks`."""
+    gate = Gate(studio)  # password checks through a bounded pool, as at sign-in
 
     def submit_job(spec: str, priority: int = 0) -> int:
         """Queue a training job from a spec (JSON text, see docs/api.md). Returns the job id."""
@@ -228,11 +230,23 @@ def register(studio: Studio, chat: ChatService) -> None:
         presets_panel.share(studio, name, shared)
         return f"{name}: {'shared' if shared else 'private'}"
 
+    def my_account() -> dict:
+        """Who you are, the disk your datasets take against your limits, your sessions, your hub token's hint."""
+        return account_tab.my_account(studio)
+
+    def change_password(current: str, new: str, request: gr.Request) -> str:
+        """Set a new password (the current one must match); your other sessions end, this one stays."""
+        return account_tab.change_password(studio, gate, current, new, new, request)
+
+    def audit_log(limit: int = account_tab.AUDIT_ROWS) -> list[dict]:
+        """The newest audit events: sign-ins, failed sign-ins, account changes, pushes, deletions (admins only)."""
+        return account_tab.audit_log(studio, limit)
+
     endpoints = (submit_job, submit_sweep, cancel_sweep, get_job, list_jobs, cancel_job, move_job, set_priority,
                  list_workers, list_adapters, download_adapter, rename_adapter, delete_adapter, merge_adapter,
                  download_merged, push_to_hub, set_hub_token, clear_hub_token, hub_token_status, compare,
                  import_dataset, import_hub_dataset, list_datasets, dataset_stats, rename_dataset, delete_dataset,
                  record_vote, leaderboard, export_votes, save_suite, run_suite, suite_results, list_presets,
-                 save_preset, load_preset, delete_preset, share_preset)
+                 save_preset, load_preset, delete_preset, share_preset, my_account, change_password, audit_log)
     for endpoint in endpoints:
         gr.api(endpoint, api_name=endpoint.__name__)

@@ -9,6 +9,7 @@ import gradio as gr
 import pandas as pd
 
 from app.errors import user_error
+from app.safe_text import SafeMarkdown
 from jobs.chat.request import BASE_PANE, ChatRequestError
 from jobs.chat.votes import NoPreferences, Verdict, base_leaderboard, export_votes, pane_letter, record_vote
 from jobs.data.errors import DatasetError
@@ -92,7 +93,7 @@ class BlindPanel:
     round_state: gr.State
     vote_row: gr.Row
     vote_buttons: list[gr.Button]
-    status: gr.Markdown
+    status: SafeMarkdown
     refresh: object
     """base model -> the leaderboard's outputs (`board`)."""
     board: list
@@ -112,9 +113,9 @@ def build(studio: Studio, base_model: gr.Dropdown, mode: gr.Checkbox, panes: lis
                    for i in range(max_panes)]
         tie = gr.Button("Tie", elem_id="vote-tie")
         all_bad = gr.Button("All bad", elem_id="vote-all-bad")
-    status = gr.Markdown(elem_id="blind-status")
+    status = SafeMarkdown(elem_id="blind-status")
     with gr.Accordion("Leaderboard and preference tuning from the votes", open=False):
-        note = gr.Markdown(elem_id="leaderboard-note")
+        note = SafeMarkdown(elem_id="leaderboard-note")
         table = gr.Dataframe(pd.DataFrame(columns=LEADERBOARD_COLUMNS), interactive=False, elem_id="leaderboard")
         with gr.Row():
             dataset_name = gr.Textbox("votes", label="Preference dataset name", scale=2, elem_id="votes-name")
@@ -124,7 +125,7 @@ def build(studio: Studio, base_model: gr.Dropdown, mode: gr.Checkbox, panes: lis
         with gr.Row():
             export_button = gr.Button("Export votes as a dataset", scale=1)
             train_button = gr.Button("Export votes and train DPO", variant="primary", scale=1, elem_id="dpo-submit")
-        dpo_status = gr.Markdown(elem_id="dpo-status")
+        dpo_status = SafeMarkdown(elem_id="dpo-status")
 
     def refresh(base):
         frame, text = leaderboard_frame(studio, base)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from app import blind_panel, suites_panel
 from app.choices import base_models
 from app.errors import user_error
+from app.safe_text import SafeMarkdown, markdown_html
 from jobs.chat.request import (
     BASE_PANE,
     ChatRequestError,
@@ -140,6 +141,11 @@ def pane_choices(studio: Studio, base_model: str) -> list[str]:
     return [BASE_PANE] + [name for a in adapters for name in (a.name, *checkpoint_names(studio, a))]
 
 
+def rendered(history: list[dict]) -> list[dict]:
+    """A conversation as a pane shows it: each turn's Markdown rendered and sanitized on the server."""
+    return [{"role": m["role"], "content": markdown_html(_text(m["content"]))} for m in history]
+
+
 def _text(content) -> str:
     if isinstance(content, str):
         return content
@@ -157,7 +163,7 @@ def build(studio: Studio, chat: ChatService, tab: gr.Tab, app: gr.Blocks) -> Non
                              label=f"Compare (up to {MAX_PANES})", elem_id="compare-picker")
         reload = gr.Button("Refresh adapters", scale=0)
     blind_switch = blind_panel.mode_switch()
-    demo_note = gr.Markdown(DEMO_NOTE, elem_id="chat-demo-note")
+    demo_note = SafeMarkdown(DEMO_NOTE, elem_id="chat-demo-note")
     with gr.Accordion("Generation settings (the same for every pane)", open=False):
         with gr.Row():
             max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="Max new tokens")
@@ -177,27 +183,29 @@ def build(studio: Studio, chat: ChatService, tab: gr.Tab, app: gr.Blocks) -> Non
                             lines=2, max_lines=10, scale=4, elem_id="chat-prompt")
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
         stop = gr.Button("Stop", scale=0, elem_id="chat-stop")
-        clear = gr.Button("Clear", scale=0)
-    speed = gr.Markdown(elem_id="chat-speed")
+        clear = gr.Button("Clear", scale=0, elem_id="chat-clear")
+    speed = SafeMarkdown(elem_id="chat-speed")
+    # What each pane's conversation really is: the panes show it rendered (app/safe_text.py), never as it was typed
+    # or generated, so the next turn is built from here.
+    said = gr.State([[] for _ in range(MAX_PANES)])
     generation = [max_new_tokens, temperature, top_p, seed, top_k, repetition_penalty]
 
     blind = blind_panel.build(studio, base_model, blind_switch, panes)
-    suites_panel.build(studio, chat, base_model, picked, generation)
+    suite = suites_panel.build(studio, chat, base_model, picked, generation)
 
     def layout(names, blind_mode=False):
         names = list(names or [])[:MAX_PANES]
         labels = [pane_letter(i) if blind_mode else name for i, name in enumerate(names)]
-        return [gr.update(visible=i < len(names), label=labels[i] if i < len(names) else f"pane {i + 1}", value=[])
-                for i in range(MAX_PANES)]
+        return [*[gr.update(visible=i < len(names), label=labels[i] if i < len(names) else f"pane {i + 1}", value=[])
+                  for i in range(MAX_PANES)], [[] for _ in range(MAX_PANES)]]
 
     def vote_controls(count: int) -> list:
         """The vote row and its buttons, shown once a blind round of `count` panes is answered (count 0: hidden)."""
         return [gr.update(visible=count > 1), *[gr.update(visible=i < count) for i in range(MAX_PANES)]]
 
-    def on_send(message, base, names, *values):
+    def on_send(message, base, names, histories, *values):
         settings = generation_settings(*values[:len(generation)])
         system_prompt, blind_mode = values[len(generation):len(generation) + 2]
-        histories = values[len(generation) + 2:]
         names = list(names or [])
         if len(names) > MAX_PANES:
             raise user_error(f"adapters: at most {MAX_PANES} panes at once")
@@ -209,20 +217,23 @@ def build(studio: Studio, chat: ChatService, tab: gr.Tab, app: gr.Blocks) -> Non
             turns = [list(histories[i] or []) for i in range(len(names))]
         conversations = [conversation(message, [{"role": m["role"], "content": _text(m["content"])} for m in h],
                                       system_prompt) for h in turns]
-        shown = [h + [{"role": "user", "content": message}, {"role": "assistant", "content": ""}] for h in turns]
+        kept = [h + [{"role": "user", "content": message}, {"role": "assistant", "content": ""}] for h in turns]
+        earlier = [rendered(h[:-1]) for h in kept]  # rendered once; only the growing reply is rendered per token
         labels = [pane_letter(i) if blind_mode else name for i, name in enumerate(names)]
         replies: list[str] = []
+        said_now = [*kept, *[[] for _ in range(MAX_PANES - len(kept))]]
         for replies in chat.compare_stream(base, names, conversations, settings):
-            for history, reply in zip(shown, replies, strict=True):
+            for history, reply in zip(kept, replies, strict=True):
                 history[-1]["content"] = reply
-            panes_now = [gr.update(value=h, label=label) for h, label in zip(shown, labels, strict=True)]
-            yield ["", *panes_now, *[gr.update() for _ in range(MAX_PANES - len(shown))], None, *vote_controls(0),
-                   "", speed_text(labels, replies)]
+            panes_now = [gr.update(value=[*shown, {"role": "assistant", "content": markdown_html(reply)}], label=label)
+                         for shown, reply, label in zip(earlier, replies, labels, strict=True)]
+            yield ["", *panes_now, *[gr.update() for _ in range(MAX_PANES - len(kept))], None, *vote_controls(0),
+                   "", speed_text(labels, replies), said_now]
         blind_round = {"base": base or DEMO_BASE_MODEL, "prompt": conversations[0], "order": names,
                        "replies": list(replies), "settings": asdict(settings), "voted": False} if blind_mode else None
         yield ["", *[gr.update() for _ in range(MAX_PANES)], blind_round,
                *vote_controls(len(names) if blind_mode else 0),
-               "Which answer is best? The names show after your vote." if blind_mode else "", gr.update()]
+               "Which answer is best? The names show after your vote." if blind_mode else "", gr.update(), said_now]
 
     def on_base(base):
         return (gr.update(choices=pane_choices(studio, base), value=[BASE_PANE]),
@@ -238,13 +249,15 @@ def build(studio: Studio, chat: ChatService, tab: gr.Tab, app: gr.Blocks) -> Non
     for trigger in (tab.select, app.load):
         trigger(fresh_choices, [base_model, picked], [base_model, picked], api_visibility="private")
         trigger(blind.refresh, base_model, blind.board, api_visibility="private")  # votes from another tab too
-    picked.change(layout, [picked, blind.mode], panes, api_visibility="private")
-    blind.mode.change(layout, [picked, blind.mode], panes, api_visibility="private")
+        trigger(lambda current: suites_panel.fresh_suite_choices(studio, current), suite, suite,
+                api_visibility="private")
+    picked.change(layout, [picked, blind.mode], [*panes, said], api_visibility="private")
+    blind.mode.change(layout, [picked, blind.mode], [*panes, said], api_visibility="private")
     base_model.change(on_base, base_model, [picked, demo_note], api_visibility="private")
     reload.click(fresh_choices, [base_model, picked], [base_model, picked], api_visibility="private")
     round_outputs = [blind.round_state, blind.vote_row, *blind.vote_buttons, blind.status]
-    send_event = dict(fn=on_send, inputs=[prompt, base_model, picked, *settings, *panes],
-                      outputs=[prompt, *panes, *round_outputs, speed], api_visibility="private")
+    send_event = dict(fn=on_send, inputs=[prompt, base_model, picked, said, *settings],
+                      outputs=[prompt, *panes, *round_outputs, speed, said], api_visibility="private")
     sending = send.click(**send_event)  # Enter in the prompt clicks Send (static/studio.js)
     stop.click(None, None, None, cancels=[sending])  # the replies so far stay on screen
-    clear.click(layout, [picked, blind.mode], panes, api_visibility="private")
+    clear.click(layout, [picked, blind.mode], [*panes, said], api_visibility="private")

@@ -14,7 +14,7 @@ import pandas as pd
 
 from app import loss_view
 from app.choices import base_models
-from app.errors import user_error
+from app.errors import audit, user_error
 from app.safe_text import SafeMarkdown, clean_html
 from jobs.data.errors import DatasetError
 from jobs.data.formats import FORMAT_ROLES, FORMATS, Mapping, propose_mapping
@@ -84,6 +84,7 @@ def delete(studio: Studio, name: str) -> None:
         delete_dataset(studio, name)
     except DatasetError as error:
         raise user_error(error.as_text()) from None
+    audit(studio, "dataset_delete", name)
 
 
 def inspect(studio: Studio, name: str, base_model: str, max_length: int, assistant_only_loss: bool,

@@ -6,6 +6,10 @@ import logging
 
 import gradio as gr
 
+from jobs.studio import Studio
+from storage import audit_repo
+from storage.access import current_person
+
 log = logging.getLogger("app")
 
 
@@ -13,3 +17,10 @@ def user_error(message: str) -> gr.Error:
     """An error to raise from a handler for a request that is wrong, not for a bug."""
     log.info("refused: %s", message.replace("\n", " | "))
     return gr.Error(message, print_exception=False)
+
+
+def audit(studio: Studio, action: str, target: str | None = None, **detail) -> None:
+    """Record what the person asking did (deletions and the like) in the audit log admins read."""
+    person = current_person()
+    with studio.db.write() as session:
+        audit_repo.record(session, action, person.name if person else None, target, detail=detail or None)

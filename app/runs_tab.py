@@ -156,7 +156,7 @@ def build(studio: Studio, app: gr.Blocks, form: SpecForm, tabs: gr.Tabs) -> None
         workers = gr.Dataframe(interactive=False, elem_id="workers-table")
     with gr.Row():
         with gr.Column(scale=2):
-            summary = SafeMarkdown(elem_id="job-summary")
+            summary = SafeMarkdown(elem_id="job-summary", folds=True)  # default fields fold away
         with gr.Column(scale=3):
             plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=300, elem_id="loss-plot")
     with gr.Accordion("Timeline and sample answers", open=False):

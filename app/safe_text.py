@@ -15,9 +15,10 @@ from markdown_it import MarkdownIt
 from markupsafe import escape
 
 _MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])
+_MARKDOWN_WITH_HTML = MarkdownIt("commonmark", {"html": True, "linkify": False}).enable(["table", "strikethrough"])
 TAGS = {"p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "b", "i", "u", "s", "del", "code",
         "pre", "blockquote", "ul", "ol", "li", "a", "table", "thead", "tbody", "tr", "th", "td", "span", "div",
-        "mark", "details", "summary", "sup", "sub", "kbd"}
+        "mark", "details", "summary", "sup", "sub", "kbd", "ins"}
 ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "*": {"class", "title"}}
 URL_SCHEMES = {"http", "https", "mailto"}
 
@@ -28,9 +29,11 @@ def clean_html(markup: str) -> str:
                      link_rel="noopener noreferrer nofollow", strip_comments=True)
 
 
-def markdown_html(text: str | None) -> str:
-    """Markdown (which may quote anything a person or a model wrote) as safe HTML."""
-    return clean_html(_MARKDOWN.render(text or ""))
+def markdown_html(text: str | None, folds: bool = False) -> str:
+    """Markdown (which may quote anything a person or a model wrote) as safe HTML: raw HTML in it is text. `folds`: a
+    panel of the studio's own that folds details away with <details>; raw HTML then passes, through the allow-list
+    like everything else (what it quotes can lose markup, never run it)."""
+    return clean_html((_MARKDOWN_WITH_HTML if folds else _MARKDOWN).render(text or ""))
 
 
 def text_html(text: str | None) -> str:
@@ -55,10 +58,12 @@ class SafeMarkdown(gr.HTML):
     """A Markdown panel rendered on the server and sanitized (app/safe_text.py), in place of gr.Markdown wherever
     what it shows can quote a person's or a model's words."""
 
-    def __init__(self, value: str | None = None, **kwargs) -> None:
+    def __init__(self, value: str | None = None, folds: bool = False, **kwargs) -> None:
+        self.folds = folds
         classes = kwargs.pop("elem_classes", None) or []
-        super().__init__(value, elem_classes=["studio-markdown", *([classes] if isinstance(classes, str) else
-                                                                 classes)], **kwargs)
+        super().__init__(value, html_template='<div class="safe-markdown">${value}</div>',
+                         elem_classes=["studio-markdown", *([classes] if isinstance(classes, str) else classes)],
+                         **kwargs)
 
     def postprocess(self, value: str | None) -> str | None:
-        return None if value is None else markdown_html(value)
+        return None if value is None else markdown_html(value, self.folds)

@@ -6,7 +6,7 @@ import gradio as gr
 import gradio.routes
 from starlette.middleware import Middleware
 
-from app import accounts, adapters_tab, api, chat_tab, datasets_tab, notices, runs_tab, train_tab
+from app import account_tab, accounts, adapters_tab, api, chat_tab, datasets_tab, notices, runs_tab, train_tab
 from app.gate import Gate, Identity
 from app.guard import Guard
 from jobs.studio import REPO_ROOT, Studio
@@ -36,6 +36,8 @@ def build_app(studio: Studio, chat: chat_tab.ChatService | None = None) -> gr.Bl
                 adapters_tab.build(studio, adapters_panel, app)
             with gr.Tab("Chat", id="chat") as chat_panel:
                 chat_tab.build(studio, chat, chat_panel, app)
+            with gr.Tab("Account", id="account") as account_panel:
+                account_tab.build(studio, account_panel, app)
         api.register(studio, chat)
         notices.build(studio, app)
     accounts.guard_events(app, studio)  # every handler, UI and API alike, runs as the signed-in person

@@ -198,7 +198,7 @@ def problems_summary(problems: list[Problem], heading: str) -> str:
 def live_panel(studio: Studio, form: SpecForm, app: gr.Blocks, fields: tuple[str, ...], render, elem_id: str):
     """A Markdown beside the form, rendered by `render(studio, raw spec)` from the form's values on page load and
     whenever one of `fields` changes."""
-    panel = SafeMarkdown(elem_id=elem_id)
+    panel = SafeMarkdown(elem_id=elem_id, folds=True)  # the memory verdict folds its breakdown away
 
     def refresh(*values):
         return render(studio, spec_from_form(studio, form.names, list(values)))

@@ -9,6 +9,7 @@ import gradio as gr
 import pandas as pd
 
 from app.errors import user_error
+from app.safe_text import SafeMarkdown, clean_html
 from jobs.chat.request import ChatRequestError, GenerationSettings, base_problem, resolve_panes
 from jobs.chat.suites import (
     Grid,
@@ -83,8 +84,9 @@ def _cut(text: str) -> str:
 
 
 # --- layout -------------------------------------------------------------------------------------------------
-def build(studio: Studio, chat, base_model: gr.Dropdown, picked: gr.Dropdown, settings: list) -> None:
-    """`settings`: the chat tab's generation controls (max new tokens, temperature, top-p, seed)."""
+def build(studio: Studio, chat, base_model: gr.Dropdown, picked: gr.Dropdown, settings: list) -> gr.Dropdown:
+    """`settings`: the chat tab's generation controls (max new tokens, temperature, top-p, seed). Returns the suite
+    picker, whose choices (the person's own suites) the chat tab refreshes when the page loads."""
     from app.chat_tab import generation_settings
 
     with gr.Accordion("Prompt suites: the same prompts for every adapter, kept as a grid", open=False):
@@ -95,7 +97,7 @@ def build(studio: Studio, chat, base_model: gr.Dropdown, picked: gr.Dropdown, se
             run_button = gr.Button("Run on the panes picked above", variant="primary", scale=1, elem_id="suite-run")
         prompts = gr.Textbox(label="Prompts: one per line, 'prompt => reference answer' where there is one",
                              lines=5, elem_id="suite-prompts")
-        status = gr.Markdown(elem_id="suite-status")
+        status = SafeMarkdown(elem_id="suite-status")
         grid = gr.Dataframe(interactive=False, wrap=True, elem_id="suite-grid")
         with gr.Row():
             before = gr.Dropdown([], label="Diff: before", scale=1)
@@ -123,5 +125,10 @@ def build(studio: Studio, chat, base_model: gr.Dropdown, picked: gr.Dropdown, se
     suite.change(show, [suite, base_model], [prompts, *shown_outputs], **private)
     save_button.click(on_save, [suite, prompts, base_model], [status, suite, *shown_outputs], **private)
     run_button.click(on_run, [suite, base_model, picked, *settings], [status, *shown_outputs], **private)
-    diff_button.click(lambda name, base, a, b: diff_html(results(studio, name, base), a, b),
+    diff_button.click(lambda name, base, a, b: clean_html(diff_html(results(studio, name, base), a, b)),
                       [suite, base_model, before, after], diff, **private)
+    return suite
+
+
+def fresh_suite_choices(studio: Studio, current: str | None):
+    return gr.update(choices=suite_names(studio), value=current)

@@ -6,6 +6,7 @@ summary at the top of the form."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -74,8 +75,16 @@ def render_preview(studio: Studio, base_model: str, dataset: str, eval_fraction,
         lines.append(cuts)
     texts = preview_rows(studio, base_model, dataset, PREVIEW_ROWS) or []
     lines.append(f"The first {len(texts)}, as the model sees them:")
-    rows = [f"**Row {index}**\n```text\n{text}\n```" for index, text in enumerate(texts, start=1)]
+    rows = [f"**Row {index}**\n{fenced(text)}" for index, text in enumerate(texts, start=1)]
     return "\n\n".join([" ".join(lines), *rows])
+
+
+def fenced(text: str) -> str:
+    """A Markdown code block holding `text` exactly: its fence is longer than any run of backticks inside, so a row
+    cannot close it early."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
 
 
 def _split_text(studio: Studio, found, eval_fraction, eval_dataset: str) -> str:

@@ -235,7 +235,7 @@ def _choose_field(page, field: str, option: str) -> None:
 
 def _submit(page) -> str:
     """Click Submit and return the status once it has changed (each submit in this journey changes it)."""
-    status = page.locator("#submit-status").get_by_test_id("markdown-wrapper")  # not the progress timer
+    status = page.locator("#submit-status .safe-markdown")  # not the progress timer
     before = status.inner_text()
     page.get_by_role("button", name="Submit job").click()
     expect(status).not_to_have_text(before, timeout=30_000)

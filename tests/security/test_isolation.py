@@ -1,55 +1,23 @@
 """Two people on one studio, through every API endpoint gradio_client lists: Bob cannot list, read, cancel,
-download, chat with or vote on Alice's jobs, datasets or adapters; an admin sees them. A real app with Gradio's
-login against the accounts in the ledger, and a real worker that trains Alice's adapter."""
+download, chat with or vote on Alice's jobs, datasets, adapters, presets, suites or hub token; an admin sees them.
+A real app with the studio's sign-in against the accounts in the ledger, and a real worker that trains Alice's
+adapter (tests/security/conftest.py)."""
 
-import functools
 import json
 import time
 
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 
-from app.accounts import PASSWORDS, check_login
-from app.server import build_app, launch_options
-from storage import users_repo
-from tests.conftest import FAST_JOB, LiveStudio
-from tests.servers import free_port
+from tests.conftest import FAST_JOB
+from tests.security.conftest import BASE
 
 pytestmark = pytest.mark.slow
-PASSWORD = "correct horse battery"
-BASE = "demo-tiny-llama"
 NO_TOKEN = {"stored": False, "hint": None, "uses": "none"}
 
 
-@pytest.fixture(scope="module")
-def team(tmp_path_factory, demo_model_dir):
-    root = tmp_path_factory.mktemp("security")
-    live = LiveStudio(root / "data", demo_model_dir, root / "worker.log")
-    with live.studio.db.write() as session:
-        for name, admin, upload in (("alice", False, None), ("bob", False, 4096), ("root", True, None)):
-            users_repo.add_user(session, name, PASSWORDS.hash(PASSWORD), admin=admin, max_upload_bytes=upload)
-    live.start_worker()
-    app = build_app(live.studio)
-    app.queue(default_concurrency_limit=1)
-    app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-               auth=functools.partial(check_login, live.studio), **launch_options(live.studio))
-    clients = {name: Client(app.local_url, auth=(name, PASSWORD), verbose=False) for name in ("alice", "bob", "root")}
-    yield live, clients, root
-    app.close()
-    live.stop_worker()
-
-
-def _wait(client: Client, job_id: int) -> dict:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        job = client.predict(job_id, api_name="/get_job")
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(1)
-    raise AssertionError(f"job {job_id} did not finish")
-
-
-def _alice_makes_things(alice: Client, root) -> dict:
+def _alice_makes_things(team, bob) -> dict:
+    alice, root = team.client("alice"), team.root
     data = root / "alice.jsonl"
     data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
                                                       {"role": "assistant", "content": f"a{i}"}]}) + "\n"
@@ -59,14 +27,31 @@ def _alice_makes_things(alice: Client, root) -> dict:
     spec = {**FAST_JOB, "name": "alice-adapter", "dataset": "alice-data", "eval_fraction": 0}
     sweep = alice.predict(json.dumps(spec), "lora_r: [8]", "grid", "alice-sweep", api_name="/submit_sweep")
     job_id = sweep["job_ids"][0]
-    finished = _wait(alice, job_id)
+    busy = _while_running(team, job_id, lambda: bob.predict(api_name="/list_workers"))
+    assert busy and all(w["current_job_id"] is None and w.get("busy") for w in busy if w.get("busy")), busy
+    assert any(w.get("busy") for w in busy), busy  # he sees the worker is taken, never by which job
+    finished = team.wait("alice", job_id)
     assert finished["status"] == "succeeded", finished["error"]
     adapter = finished["adapter"]
     alice.predict(BASE, "hello", [{"adapter": adapter, "reply": "hi"}, {"adapter": "base", "reply": "yo"}],
                   "best", 0, api_name="/record_vote")
     alice.predict("alice-suite", "say hi => hi", api_name="/save_suite")
+    alice.predict("alice-preset", json.dumps({"lora_r": 4}), api_name="/save_preset")
     assert alice.predict("hf_alice_secret_7f3e9d", api_name="/set_hub_token")["hint"] == "…3e9d"
     return {"job": job_id, "data": data, "adapter": adapter}
+
+
+def _while_running(team, job_id: int, look):
+    """What `look()` returns while the job runs (Alice's worker holds it)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = team.client("alice").predict(job_id, api_name="/get_job")["status"]
+        if status == "running":
+            return look()
+        if status in ("succeeded", "failed", "cancelled"):
+            raise AssertionError(f"job {job_id} ended ({status}) before it was seen running")
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never ran:\n{team.live.worker_log()}")
 
 
 def _refused(call, *words: str) -> None:
@@ -77,9 +62,9 @@ def _refused(call, *words: str) -> None:
 
 
 def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
-    live, clients, root = team
-    alice, bob, admin = clients["alice"], clients["bob"], clients["root"]
-    made = _alice_makes_things(alice, root)
+    alice, bob, admin = team.client("alice"), team.client("bob"), team.client("root")
+    root = team.root
+    made = _alice_makes_things(team, bob)
     job, adapter = made["job"], made["adapter"]
     p = bob.predict
     not_found = ("no job with id", "is not queued", "only an admin")
@@ -97,6 +82,7 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
         "/move_job": lambda: _refused(lambda: p(job, "front", api_name="/move_job"), *not_found),
         "/set_priority": lambda: _refused(lambda: p(job, 5, api_name="/set_priority"), *not_found),
         "/list_workers": lambda: _assert(all(w["current_job_id"] != job for w in p(api_name="/list_workers"))),
+        # (and while her job ran, above: busy, without its id)
         "/list_adapters": lambda: _assert(p("", api_name="/list_adapters") == []),
         "/download_adapter": lambda: _refused(lambda: p(adapter, api_name="/download_adapter"), "no adapter"),
         "/rename_adapter": lambda: _refused(lambda: p(adapter, "mine", api_name="/rename_adapter"),
@@ -111,8 +97,7 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
         "/compare": lambda: _refused(lambda: p("hi", [adapter, "base"], BASE, 4, api_name="/compare"),
                                      adapter),
         "/import_dataset": lambda: _bob_imports(p, made["data"], root),
-        "/import_hub_dataset": lambda: _refused(lambda: p("someone/data", "alice-data",
-                                                          api_name="/import_hub_dataset"), "alice-data", "hub"),
+        "/import_hub_dataset": lambda: _hub_ids_name_no_server_folder(p),
         "/list_datasets": lambda: _assert("alice-data" not in {d["name"] for d in p(api_name="/list_datasets")}),
         "/dataset_stats": lambda: _refused(lambda: p("alice-data", BASE, api_name="/dataset_stats"),
                                            "no dataset named"),
@@ -129,6 +114,19 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
         "/run_suite": lambda: _refused(lambda: p("alice-suite", ["base"], BASE, api_name="/run_suite"), "no prompt"),
         "/suite_results": lambda: _refused(lambda: p("alice-suite", BASE, api_name="/suite_results"), "no prompt"),
     }
+    cases.update({
+        "/list_presets": lambda: _assert(p(api_name="/list_presets") == []),
+        "/load_preset": lambda: _refused(lambda: p("alice/alice-preset", api_name="/load_preset"), "no preset named"),
+        "/save_preset": lambda: _assert(p("alice-preset", '{"lora_r": 64}', api_name="/save_preset") == "alice-preset"),
+        "/delete_preset": lambda: _refused(lambda: p("alice/alice-preset", api_name="/delete_preset"),
+                                           "no preset named"),
+        "/share_preset": lambda: _refused(lambda: p("alice/alice-preset", True, api_name="/share_preset"),
+                                          "only an admin shares"),
+        "/my_account": lambda: _assert(p(api_name="/my_account")["name"] == "bob"),
+        "/change_password": lambda: _refused(lambda: p("not his password", "a new password!",
+                                                       api_name="/change_password"), "current password: does not"),
+        "/audit_log": lambda: _refused(lambda: p(api_name="/audit_log"), "only an admin"),
+    })
     listed = set(bob.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert set(cases) == listed, set(cases) ^ listed
     for name, case in cases.items():
@@ -138,15 +136,24 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
             raise AssertionError(f"{name}: {error}") from None
 
     # Nothing Bob tried changed Alice's work, and Alice still sees all of it.
-    assert _wait(alice, job)["adapter"] == adapter
+    assert team.wait("alice", job)["adapter"] == adapter
     assert "alice-data" in {d["name"] for d in alice.predict(api_name="/list_datasets")}
     assert [a["name"] for a in alice.predict("", api_name="/list_adapters")] == [adapter]
     assert [row["adapter"] for row in alice.predict(BASE, api_name="/leaderboard")] != []
     assert alice.predict("alice-suite", BASE, api_name="/suite_results")["prompts"][0]["prompt"] == "say hi"
     assert alice.predict(api_name="/hub_token_status") == {"stored": True, "hint": "…3e9d", "uses": "yours"}
+    assert alice.predict(api_name="/list_presets") == ["alice-preset"]
+    assert alice.predict("alice-preset", api_name="/load_preset") == {"lora_r": 4}  # Bob's same name is his own
     # An admin sees everyone's work.
     assert admin.predict(job, api_name="/get_job")["adapter"] == adapter
     assert {adapter} <= {a["name"] for a in admin.predict("", api_name="/list_adapters")}
+
+
+def _hub_ids_name_no_server_folder(predict) -> None:
+    """A hub id is owner/name and nothing else: ids that name the server's folders are refused before any lookup."""
+    for hub_id in ("../data/datasets", "/etc", "./alice", "https://evil.example/x", "a/b/c", "~alice/x"):
+        _refused(lambda h=hub_id: predict(h, "stolen", api_name="/import_hub_dataset"), "hub_id")
+    assert "stolen" not in {d["name"] for d in predict(api_name="/list_datasets")}
 
 
 def _assert(condition: bool) -> None:
