@@ -144,9 +144,9 @@ def diff_html(grid: Grid, before: str, after: str) -> str:
         matcher = difflib.SequenceMatcher(a=old.split(), b=new.split())
         for op, a0, a1, b0, b1 in matcher.get_opcodes():
             if op in ("delete", "replace"):
-                words.append(f'<del style="color:#b91c1c">{html.escape(" ".join(old.split()[a0:a1]))}</del>')
+                words.append(f'<del class="removed">{html.escape(" ".join(old.split()[a0:a1]))}</del>')
             if op in ("insert", "replace"):
-                words.append(f'<ins style="background:#bbf7d0">{html.escape(" ".join(new.split()[b0:b1]))}</ins>')
+                words.append(f'<ins class="added">{html.escape(" ".join(new.split()[b0:b1]))}</ins>')
             if op == "equal":
                 words.append(html.escape(" ".join(old.split()[a0:a1])))
         blocks.append(f"{head}<p>{' '.join(words)}</p>")
