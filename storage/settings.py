@@ -19,6 +19,11 @@ class Settings:
     """Where Huey keeps its messages: `sqlite:///path` (default, in the data dir) or `redis://host:port/db`."""
     heartbeat_s: float = 5.0
     """How often a worker stamps the heartbeat of the job it runs."""
+    cancel_grace_s: float = 6.0
+    """How long a training process asked to cancel may take to stop by itself before its worker kills it
+    (STUDIO_CANCEL_GRACE_S). With the worker's half-second look at the cancel flag and the kill's bookkeeping, a
+    cancel ends within this plus about a second: 6 s keeps it under 10 s, and leaves time for a checkpoint save
+    already under way on a small base (a cancelled run saves none of its own)."""
     lease_s: float = 60.0
     """A running job whose heartbeat is older than this is presumed dead and requeued by the reaper."""
     max_attempts: int = 3
@@ -174,6 +179,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         database_url=database_url,
         queue_url=queue_url,
         heartbeat_s=float(env.get("STUDIO_HEARTBEAT_S", "5")),
+        cancel_grace_s=float(env.get("STUDIO_CANCEL_GRACE_S", "6")),
         lease_s=float(env.get("STUDIO_LEASE_S", "60")),
         max_attempts=int(env.get("STUDIO_MAX_ATTEMPTS", "3")),
         reap_interval_s=float(env["STUDIO_REAP_S"]) if env.get("STUDIO_REAP_S") else None,

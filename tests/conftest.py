@@ -146,7 +146,7 @@ class LiveStudio:
             self.worker.wait()
 
     def wait_for(self, job_id: int, statuses=("succeeded", "failed", "cancelled"), timeout_s: float = 300,
-                 condition=None):
+                 condition=None, poll_s: float = 0.5):
         import time
 
         from storage import jobs_repo
@@ -159,7 +159,7 @@ class LiveStudio:
                 return job
             if self.worker is not None and self.worker.poll() is not None:
                 raise AssertionError(f"the worker exited ({self.worker.returncode}):\n{self.worker_log()}")
-            time.sleep(0.5)
+            time.sleep(poll_s)
         raise AssertionError(f"job {job_id} is {job.status} after {timeout_s} s; worker log:\n{self.worker_log()}")
 
     def phases_of(self, job_id: int, timeout_s: float = 30) -> dict[str, float]:

@@ -1,10 +1,13 @@
 """The child process that trains one attempt of one job: `python -m jobs.queue.child JOB_ID ATTEMPT`.
 
-It is the only place torch runs for a job. It streams metrics to the ledger, stops on SIGTERM (saving a
-checkpoint), and on success publishes the adapter and records it in one transaction."""
+It is the only place torch runs for a job. It streams metrics to the ledger, stops on SIGTERM (its worker stops: it
+saves a checkpoint to resume from) or SIGUSR1 (the job was cancelled: it stops at once and keeps nothing), and on
+success publishes the adapter and records it in one transaction. It leads its own process group, so a kill reaches
+whatever it started too."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -61,13 +64,21 @@ class LedgerSink:
             if jobs_repo.heartbeat(session, self.job_id, self.attempt).still_owner:
                 jobs_repo.record_samples(session, self.job_id, step, answers)
 
-    def should_stop(self) -> bool:
-        if self.signalled.is_set() or self.cancel_requested or self.lost_ownership:
-            return True
-        if time.monotonic() >= self._next_poll:
+    def should_stop(self) -> bool | str:
+        """CANCEL when nothing of the run is wanted any more (cancelled, or another attempt owns the job); True when
+        it stops to resume later (the worker stops). Called often (between eval batches and generated tokens too),
+        so the ledger is read at most every CANCEL_POLL_S; the worker's signals come in between."""
+        from jobs.training.callbacks import CANCEL  # imported with training, the only caller
+
+        if not (self.cancel_requested or self.lost_ownership) and time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + CANCEL_POLL_S
             self.refresh()
-        return self.cancel_requested or self.lost_ownership
+        if self.cancel_requested or self.lost_ownership:
+            return CANCEL
+        return self.signalled.is_set()
+
+    def on_cancel_signal(self, *_) -> None:
+        self.cancel_requested = True
 
     def refresh(self) -> None:
         """Read the cancel flag and ownership from the ledger now."""
@@ -110,7 +121,8 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
                    sink.on_samples, eval_path=studio.absolute(held_out.path) if held_out else None,
                    init_adapter=pinned_adapter(studio, pinned))
     if result.stopped:
-        sink.refresh()
+        if not sink.cancel_requested:
+            sink.refresh()
         if not sink.cancel_requested:
             return EXIT_INTERRUPTED  # the worker requeues it; the next attempt resumes from the checkpoint
         with studio.db.write() as session:
@@ -200,6 +212,7 @@ def main(argv: list[str]) -> int:
     job_id, attempt = int(argv[0]), int(argv[1])
     if spawned := os.environ.get(SPAWNED_AT_ENV):
         phases.add("child_start", max(0.0, time.time() - float(spawned)))  # interpreter and this module's imports
+    lead_own_process_group()
     if not signal_when_parent_dies():  # an unsupervised child would train on with nobody to record it
         return EXIT_INTERRUPTED
     return run_attempt(open_studio(migrate=False), job_id, attempt)
@@ -207,6 +220,7 @@ def main(argv: list[str]) -> int:
 
 def spare_main() -> int:
     """A spare (jobs.queue.spare): import what training needs, wait for one job on stdin, then be its child."""
+    lead_own_process_group()
     if not signal_when_parent_dies():
         return EXIT_INTERRUPTED
     started = time.perf_counter()
@@ -226,6 +240,13 @@ def spare_main() -> int:
     print(f"started before the job: its libraries were imported in {imported_s:.1f} s while the worker waited",
           flush=True)
     return run_attempt(studio, job_id, attempt)
+
+
+def lead_own_process_group() -> None:
+    """One process group per job: the worker's kill after a cancel's grace reaches anything this process started, and
+    a terminal's Ctrl-C reaches only the worker, which stops the job in order."""
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
 
 
 def write_output_to(log_path: Path) -> None:
@@ -249,6 +270,7 @@ def run_attempt(studio: Studio, job_id: int, attempt: int) -> int:
     error_file.unlink(missing_ok=True)
     sink = LedgerSink(studio, job_id, attempt)
     signal.signal(signal.SIGTERM, lambda *_: sink.signalled.set())
+    signal.signal(signal.SIGUSR1, sink.on_cancel_signal)
     try:
         if kind == JobKind.MERGE:
             return _merge(studio, job_id, attempt, MergeSpec.model_validate(raw_spec), run_dir)

@@ -1,11 +1,13 @@
 """Runs one claimed job in a child process and keeps the ledger honest about it.
 
 The worker (a Huey consumer thread) claims the job, starts `python -m jobs.queue.child JOB ATTEMPT`, stamps the
-heartbeat while the child lives, relays a cancel request as SIGTERM, and records a failure the child could not
-record itself. Torch and CUDA live only in the child, so a crash or OOM there never takes the worker down."""
+heartbeat while the child lives, relays a cancel request (SIGUSR1) or its own shutdown (SIGTERM), kills a child that
+has not stopped within the grace, and records a failure the child could not record itself. Torch and CUDA live only
+in the child, so a crash or OOM there never takes the worker down."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -29,7 +31,10 @@ from storage import jobs_repo, workers_repo
 from storage.models import JobKind, JobStatus
 
 log = logging.getLogger(__name__)
-CANCEL_GRACE_S = 60.0
+RELAY_POLL_S = 0.5
+"""How often a supervisor looks for a cancel request between heartbeats (a read)."""
+SHUTDOWN_GRACE_S = 60.0
+"""A worker stopping gives its child this long to checkpoint; a cancel's grace is STUDIO_CANCEL_GRACE_S."""
 EXIT_GRACE_S = 30.0
 SHUTTING_DOWN = threading.Event()
 """Set when the worker is asked to stop: running children checkpoint, and their jobs go back to the queue."""
@@ -93,29 +98,102 @@ def _run_child(studio: Studio, job_id: int, attempt: int, run_dir: Path) -> int 
 
 
 def _watch(studio: Studio, job_id: int, attempt: int, child: subprocess.Popen) -> int | None:
-    heartbeat_s = studio.settings.heartbeat_s
-    kill_at = None
-    while True:
-        try:
-            return child.wait(timeout=heartbeat_s)
-        except subprocess.TimeoutExpired:
-            pass
-        with studio.db.write() as session:
-            beat = jobs_repo.heartbeat(session, job_id, attempt)
-            job = jobs_repo.get_job(session, job_id)
-            finished_by_child = job.attempt == attempt and job.status in JobStatus.FINISHED
-        if finished_by_child:
-            kill_at = kill_at or time.monotonic() + EXIT_GRACE_S  # the child recorded its outcome; let it exit
-        elif not beat.still_owner:
-            log.warning("job %s: attempt %s no longer owns the job; stopping its process", job_id, attempt)
-            child.kill()
-            child.wait()
-            return None
-        elif (beat.cancel_requested or SHUTTING_DOWN.is_set()) and kill_at is None:
-            child.send_signal(signal.SIGTERM)  # the child checkpoints at the next step, then exits
-            kill_at = time.monotonic() + CANCEL_GRACE_S
-        if kill_at is not None and time.monotonic() > kill_at:
-            child.kill()
+    """Wait for the child, stamping the heartbeat every `heartbeat_s` and looking at the cancel flag every
+    RELAY_POLL_S: a cancel seen only at the heartbeat waited up to 5 s before the child heard of it."""
+    heartbeat_s, next_beat = studio.settings.heartbeat_s, 0.0
+    stop = _Stop(child, studio.settings.cancel_grace_s, f"job {job_id}: attempt {attempt}")
+    try:
+        while True:
+            try:
+                return child.wait(timeout=RELAY_POLL_S)
+            except subprocess.TimeoutExpired:
+                pass
+            if SHUTTING_DOWN.is_set():
+                stop.interrupt()
+            if time.monotonic() < next_beat:
+                with studio.db.read() as session:  # a read: never waits behind the child's writes
+                    if jobs_repo.get_job(session, job_id).cancel_requested:
+                        stop.cancel()
+                continue
+            next_beat = time.monotonic() + heartbeat_s
+            with studio.db.write() as session:
+                beat = jobs_repo.heartbeat(session, job_id, attempt)
+                job = jobs_repo.get_job(session, job_id)
+                finished_by_child = job.attempt == attempt and job.status in JobStatus.FINISHED
+            if finished_by_child:
+                stop.kill_after(EXIT_GRACE_S)  # the child recorded its outcome; let it exit
+            elif not beat.still_owner:
+                log.warning("job %s: attempt %s no longer owns the job; stopping its process", job_id, attempt)
+                _kill(child)
+                child.wait()
+                return None
+            elif beat.cancel_requested:
+                stop.cancel()
+    finally:
+        stop.disarm()
+
+
+class _Stop:
+    """Asks a child to stop and kills it when it has not within the grace. The kill runs on a timer, so a
+    supervisor held up in the database (a frozen child holding its write lock) still kills on time."""
+
+    def __init__(self, child: subprocess.Popen, cancel_grace_s: float, label: str) -> None:
+        self.child, self.cancel_grace_s, self.label = child, cancel_grace_s, label
+        self.cancelled = self.interrupted = False
+        self.kill_at: float | None = None
+        self._timer: threading.Timer | None = None
+
+    def cancel(self) -> None:
+        """Nothing of a cancelled run is kept, so SIGUSR1 tells the child to drop the step's eval, samples and
+        checkpoint and stop at once; the grace then bounds it whatever it is doing."""
+        if not self.cancelled:
+            self.cancelled = True
+            _signal(self.child, signal.SIGUSR1)
+            self.kill_after(self.cancel_grace_s)
+
+    def interrupt(self) -> None:
+        """The worker stops: the child finishes its step and saves a checkpoint, which the next attempt resumes."""
+        if not self.interrupted:
+            self.interrupted = True
+            _signal(self.child, signal.SIGTERM)
+            self.kill_after(SHUTDOWN_GRACE_S)
+
+    def kill_after(self, seconds: float) -> None:
+        at = time.monotonic() + seconds
+        if self.kill_at is not None and self.kill_at <= at:
+            return
+        self.disarm()
+        self.kill_at = at
+        self._timer = threading.Timer(seconds, self._overdue, args=(seconds,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _overdue(self, seconds: float) -> None:
+        if self.child.poll() is None:
+            log.warning("%s: its process did not stop within %.0f s; killing it", self.label, seconds)
+            _kill(self.child)
+
+
+def _signal(child: subprocess.Popen, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        child.send_signal(signum)
+
+
+def _kill(child: subprocess.Popen) -> None:
+    """SIGKILL the child and whatever it started: it leads its own process group (jobs.queue.child)."""
+    if child.poll() is not None:
+        return
+    try:
+        if os.getpgid(child.pid) == child.pid:
+            os.killpg(child.pid, signal.SIGKILL)
+            return
+    except ProcessLookupError:
+        return
+    child.kill()
 
 
 def _record_outcome(studio: Studio, job_id: int, attempt: int, returncode: int | None, run_dir: Path) -> None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from transformers import TrainerCallback
+from transformers import StoppingCriteria, TrainerCallback
 
 from jobs.training.checkpoints import mark_complete
 
@@ -77,18 +77,45 @@ class MetricsCallback(TrainerCallback):
             self.sink(state.global_step, {**values, **memory_in_use()}, state.max_steps)
 
 
-class StopCallback(TrainerCallback):
-    """Ends the run when asked, saving a checkpoint first so the next attempt resumes from here."""
+CANCEL = "cancel"
+"""What a `should_stop` returns for a stop that keeps nothing (a cancelled job, an attempt that lost its job): the run
+ends without the step's eval or a checkpoint, and is obeyed inside an eval and a sample answer too. Any other true
+value stops at the end of the step, after its eval, with a checkpoint the next attempt resumes from."""
 
-    def __init__(self, should_stop: Callable[[], bool]) -> None:
+
+class StopRequested(Exception):
+    """Raised out of an eval that a CANCEL interrupted between two batches; `train` ends the run there."""
+
+
+class StopCallback(TrainerCallback):
+    """Ends the run when `should_stop` asks (see CANCEL). A step can take seconds and an eval or the sample answers
+    longer (25 s from a cancel to its end was measured on a loaded CPU), so a cancel is also looked for between eval
+    batches and between the tokens of a sample answer."""
+
+    def __init__(self, should_stop: Callable[[], bool | str]) -> None:
         self.should_stop = should_stop
         self.stopped = False
+        self.discarded = False
+        """A CANCEL: nothing of the run is kept."""
+
+    def poll(self) -> bool:
+        """Whether the run keeps nothing; a plain stop asked earlier may still turn into a cancel."""
+        if not self.discarded and (request := self.should_stop()):
+            self.stopped, self.discarded = True, request == CANCEL
+        return self.discarded
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.should_stop():
-            self.stopped = True
-            control.should_save = True
+        self.poll()
+        if self.stopped:
             control.should_training_stop = True
+            control.should_save = not self.discarded
+            if self.discarded:
+                control.should_evaluate = False
+        return control
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        if self.poll():
+            raise StopRequested
         return control
 
 
@@ -107,8 +134,11 @@ class SampleCallback(TrainerCallback):
     `every_steps` in a run without evals) and at the end, so a person sees learning happen. Prompts are
     conversations ending with the user's turn."""
 
-    def __init__(self, prompts: list[list[dict]], tokenizer, sink: SampleSink, every_steps: int | None = None) -> None:
+    def __init__(self, prompts: list[list[dict]], tokenizer, sink: SampleSink, every_steps: int | None = None,
+                 stop: StopCallback | None = None) -> None:
         self.prompts, self.tokenizer, self.sink, self.every_steps = prompts, tokenizer, sink, every_steps
+        self.stop = stop
+        """The run's stop: no answers once it is stopping, and a cancel ends one midway (and it is dropped)."""
         self._answered: set[int] = set()
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -123,12 +153,13 @@ class SampleCallback(TrainerCallback):
             self._answer(model, state.global_step)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        self._answer(model, state.global_step)
+        if self.stop is None or not self.stop.stopped:  # a stopped run's next attempt, if any, answers at its end
+            self._answer(model, state.global_step)
 
     def _answer(self, model, step: int) -> None:
         import torch
 
-        if not self.prompts or model is None or step in self._answered:
+        if not self.prompts or model is None or step in self._answered or (self.stop and self.stop.poll()):
             return
         self._answered.add(step)
         was_training = model.training
@@ -138,7 +169,8 @@ class SampleCallback(TrainerCallback):
                        for messages, answer in zip(self.prompts, self._generate(model), strict=True)]
         if was_training:
             model.train()
-        self.sink(step, answers)
+        if self.stop is None or not self.stop.discarded:  # answers cut short by a cancel are not the model's
+            self.sink(step, answers)
 
     def _generate(self, model) -> list[str]:
         """Every prompt's greedy answer from ONE left-padded generate instead of one per prompt (a default SmolLM2
@@ -152,7 +184,20 @@ class SampleCallback(TrainerCallback):
                                                    return_tensors="pt", return_dict=True).to(model.device)
         finally:
             tokenizer.padding_side = side
+        until_cancelled = [_UntilCancelled(self.stop)] if self.stop else None
         output = model.generate(**inputs, max_new_tokens=SAMPLE_NEW_TOKENS, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id)
+                                pad_token_id=tokenizer.pad_token_id, stopping_criteria=until_cancelled)
         start = inputs["input_ids"].shape[1]
         return [tokenizer.decode(row[start:], skip_special_tokens=True).strip() for row in output]
+
+
+class _UntilCancelled(StoppingCriteria):
+    """A generation stopping criterion: every row ends at the next token once the run is cancelled."""
+
+    def __init__(self, stop: StopCallback) -> None:
+        self.stop = stop
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.stop.poll(), dtype=torch.bool, device=input_ids.device)

@@ -39,6 +39,7 @@ from jobs.training.callbacks import (
     SampleCallback,
     SampleSink,
     StopCallback,
+    StopRequested,
 )
 from jobs.training.checkpoints import newest_complete_checkpoint
 from jobs.training.lm_head import score_only_labelled_positions
@@ -294,7 +295,7 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
     prompts = sample_prompts(train_rows if eval_rows is None else eval_rows, spec.sample_prompts)
     if on_samples is not None and prompts:
         callbacks.append(SampleCallback(prompts, tokenizer, on_samples,
-                                        every_steps=spec.eval_steps if eval_rows is None else None))
+                                        every_steps=spec.eval_steps if eval_rows is None else None, stop=stop))
     args = sft_config(spec, out_dir, device.name, device.dtype, device.checkpointing, eval_rows is not None,
                       text_rows)
     with phase("trainer_build"):  # TRL tokenizes and packs the rows here
@@ -305,9 +306,11 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
 
 
 def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
-          should_stop: Callable[[], bool], on_samples: SampleSink | None = None,
+          should_stop: Callable[[], bool | str], on_samples: SampleSink | None = None,
           eval_path: Path | None = None, init_adapter: Path | None = None) -> TrainResult:
-    """Train one LoRA adapter as `spec` says. Resumes from the newest complete checkpoint in `out_dir`."""
+    """Train one LoRA adapter as `spec` says. Resumes from the newest complete checkpoint in `out_dir`.
+    `should_stop` ends the run early: true at a step's end with a checkpoint, CANCEL (jobs.training.callbacks) at once
+    with nothing kept."""
     run = prepare_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, on_samples, eval_path,
                       init_adapter)
     trainer, spec = run.trainer, run.spec
@@ -321,7 +324,10 @@ def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, o
             else:
                 callback.resume_fresh()
     with phase("training"):
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        try:
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        except StopRequested:
+            pass  # a cancel ended an eval midway: nothing of the run is kept
     if run.stop.stopped:
         return TrainResult(stopped=True, adapter_dir=None, final_metrics={})
 

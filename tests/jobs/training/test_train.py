@@ -10,6 +10,7 @@ from jobs.data.formats import parse_file
 from jobs.data.store import store_parsed
 from jobs.spec import parse_spec
 from jobs.studio import EXAMPLE_DATASET_FILE
+from jobs.training.callbacks import CANCEL
 from jobs.training.checkpoints import newest_complete_checkpoint
 from jobs.training.lm_head import scores_only_labelled_positions
 from jobs.training.train import train
@@ -61,6 +62,24 @@ def test_stop_saves_a_checkpoint_and_the_next_attempt_resumes(tmp_path, demo_mod
                  lambda step, values, total: resumed_steps.append(step), lambda: False)
     assert not done.stopped and done.final_metrics["steps"] == 6
     assert min(resumed_steps) > 3  # it continued from the checkpoint instead of starting over
+
+
+def test_a_cancel_stops_inside_an_eval_and_keeps_nothing(tmp_path, demo_model_dir, example_data):
+    spec = parse_spec({**FAST, "max_steps": 6, "sample_prompts": 2})
+    steps, evals, samples = [], [], {}
+
+    def sink(step, values, total):
+        steps.append(step)
+        evals.extend(step for name in values if name == "eval_loss")
+
+    # Step 2 is logged after its stop check and before its eval and checkpoint: the cancel comes between them.
+    result = train(spec, tmp_path, str(demo_model_dir), example_data, sink,
+                   lambda: CANCEL if steps and steps[-1] >= 2 else False,
+                   lambda step, answers: samples.setdefault(step, answers))
+    assert result.stopped and result.adapter_dir is None
+    assert max(steps) == 2 and not evals  # the eval was cut between batches
+    assert sorted(samples) == [0]  # no answers at the cancelled eval, none at the end
+    assert newest_complete_checkpoint(tmp_path / "checkpoints") is None  # no save for a run nobody resumes
 
 
 def test_a_resumed_run_ends_with_the_adapter_an_uninterrupted_run_gives(tmp_path, demo_model_dir, example_data):
