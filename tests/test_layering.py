@@ -35,6 +35,8 @@ FORBIDDEN = {
     "jobs.models.resolve": HEAVY,
     "jobs.models.contents": HEAVY,
     "jobs.models.demo": HEAVY,
+    "jobs.models.shape": HEAVY,  # the memory verdict is arithmetic on config and headers: the web process asks it
+    "jobs.models.memory": HEAVY,
     "jobs.chat.request": HEAVY,
     "jobs.chat.votes": HEAVY,
     "jobs.chat.suites": HEAVY,  # the scheduler is handed in: the web process loads torch only when chat runs

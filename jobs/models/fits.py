@@ -48,8 +48,8 @@ class Verdict:
 
 
 def model_shape(base_model: str, models_dir: Path) -> ModelShape | None:
-    """The base's shape from its folder's config and headers (a studio base before it exists: its known shape);
-    None when the folder is not here yet or its architecture is not a Llama-style decoder."""
+    """The base's shape from its folder's config and headers, whatever its family (a studio base before it exists:
+    its known shape); None when the folder is not here yet or its config is not a decoder's."""
     path = prepared_path(base_model, models_dir)
     if base_model not in STUDIO_BASE_MODELS and not looks_local(base_model):
         path = hub_cache_snapshot(base_model)  # a hub id: its download, if there is one
@@ -62,9 +62,12 @@ def model_shape(base_model: str, models_dir: Path) -> ModelShape | None:
         return None
 
 
-def verdicts(spec: TrainSpec, shape: ModelShape, devices: list[Device]) -> list[Verdict]:
-    verdicts = []
-    for device in devices:
-        profile = device.profile_for(spec, shape)
-        verdicts.append(Verdict(device, estimate(shape, TrainShape.from_spec(spec, profile), profile)))
-    return verdicts
+def job_estimate(spec: TrainSpec, shape: ModelShape, profile: DeviceProfile, longest_sequence: int = 0) -> Estimate:
+    """The estimated peak of a job of `spec` on `shape` under `profile`. `longest_sequence`: the data's longest
+    sequence in tokens when known (a padded batch, such as DPO's, is as long as its longest row); else max_length."""
+    return estimate(shape, TrainShape.from_spec(spec, profile, longest_sequence), profile)
+
+
+def verdicts(spec: TrainSpec, shape: ModelShape, devices: list[Device], longest_sequence: int = 0) -> list[Verdict]:
+    return [Verdict(device, job_estimate(spec, shape, device.profile_for(spec, shape), longest_sequence))
+            for device in devices]

@@ -36,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from jobs.models.memory_inputs import (
+    ALL_LINEAR,
     BNB_BLOCKSIZE,
     BNB_NESTED_BLOCKSIZE,
     CPU,
@@ -43,16 +44,54 @@ from jobs.models.memory_inputs import (
     LM_HEAD_TOKEN_TILE,
     LM_HEAD_VOCAB_TILE,
     DeviceProfile,
+    Linear,
     MiB,
     ModelShape,
     TrainShape,
 )
+from jobs.models.shape import EMBEDDINGS, OUTPUT
+
+
+def adapted(model: ModelShape, train: TrainShape) -> tuple[list[Linear], list[str]]:
+    """(the decoder Linears LoRA adapts, the other modules it adapts: embed_tokens and/or lm_head). Names are
+    matched as peft matches them, by their last part, against the model's own modules (Phi-3's qkv_proj, not q_proj)."""
+    if train.target_modules == ALL_LINEAR:
+        return list(model.decoder_linears), []
+    linears: dict[str, Linear] = {}
+    others: list[str] = []
+    for name in train.target_modules:
+        leaf = name.rsplit(".", 1)[-1]
+        linear = model.linear(leaf)
+        if linear is not None:
+            linears[leaf] = linear
+        elif (leaf in EMBEDDINGS or leaf in OUTPUT) and leaf not in others:
+            others.append(leaf)
+    return list(linears.values()), others
 
 
 def lora_params(model: ModelShape, train: TrainShape) -> int:
-    """r * (in + out) per adapted Linear: A is r x in, B is out x r."""
-    shapes = model.linear_shapes()
-    return model.layers * sum(train.lora_r * (shapes[m][0] + shapes[m][1]) for m in train.target_modules if m in shapes)
+    """r * (in + out) per adapted Linear (A is r x in, B is out x r); an adapted embedding is r x vocab and
+    hidden x r. DoRA adds a magnitude per output of each."""
+    linears, others = adapted(model, train)
+    count = sum(linear.layers * train.lora_r * (linear.d_in + linear.d_out) for linear in linears)
+    count += len(others) * train.lora_r * (model.vocab + model.hidden)
+    if train.use_dora:
+        count += sum(linear.layers * linear.d_out for linear in linears)
+        count += sum(model.hidden if name in EMBEDDINGS else model.vocab for name in others)
+    return count
+
+
+def saved_module_params(model: ModelShape, train: TrainShape) -> int:
+    """modules_to_save: peft trains a full copy of each (the frozen original stays)."""
+    return sum(model.module_params(name) for name in train.modules_to_save)
+
+
+def trained_bias_params(model: ModelShape, train: TrainShape) -> int:
+    """lora_bias: the model's own biases made trainable (no copy: a gradient and optimizer states each)."""
+    if train.trainable_biases == "none":
+        return 0
+    linears = model.decoder_linears if train.trainable_biases == "all" else adapted(model, train)[0]
+    return sum(linear.layers * linear.d_out for linear in linears if linear.bias)
 
 
 def quantized_bits_per_param(train: TrainShape) -> float:
@@ -94,28 +133,39 @@ def optimizer_bytes(n_params: int, train: TrainShape, device: DeviceProfile) -> 
 
 
 def layer_activation_bytes_per_token(model: ModelShape, train: TrainShape, device: DeviceProfile) -> float:
-    """Bytes saved for backward per token in one decoder layer (without the T x T mask), as autograd keeps them.
+    """Bytes saved for backward per token in one decoder layer (without the T x T terms), as autograd keeps them.
 
     Counted from what each op saves (verified with a saved-tensor hook on SmolLM2 and the demo model):
-      - each RMSNorm: its fp32 input and the per-token rsqrt (the weight is frozen, so the output is not saved);
+      - each norm: its fp32 input and the per-token rsqrt (the weight is frozen, so the output is not saved);
       - each LoRA'd Linear with dropout: the dropout mask and the dropped input (each module has its own, even where
         q/k/v share an input), and lora_A's output (r) for lora_B. Without dropout, modules sharing an input share it;
+      - DoRA: its magnitude multiplies the base output and the LoRA output, and keeps both (2 x out);
       - the 4-bit base Linear saves nothing but its packed weight (frozen), so inputs of non-LoRA Linears are free;
       - attention (SDPA): q, k, v (k/v repeated to all heads when a mask is given, since GQA then falls back to
-        repeat_kv), the output and a per-head logsumexp; RoPE saves only the shared cos/sin;
-      - MLP: gate output (for SiLU), SiLU output and up output (for the product): 3 x intermediate.
+        repeat_kv), the output and a per-head logsumexp; RoPE saves only the shared cos/sin. Eager attention keeps
+        q and k, v repeated to all heads (its T x T probabilities are counted apart);
+      - MLP: gate output (for the activation), the activation's output and up output (for the product): 3 x
+        intermediate, whether gate and up are two Linears or one fused gate_up_proj.
     """
     act, h, i = device.compute_bytes, model.hidden, model.intermediate
-    norms = 2 * (h * device.norm_bytes + 4)
-    shapes = model.linear_shapes()
-    targets = [m for m in train.target_modules if m in shapes]
+    norms = model.layer_norms * (h * device.norm_bytes + 4)
+    linears, _ = adapted(model, train)
+
+    def share(linear: Linear) -> float:  # a Linear some layers lack counts for its share of them
+        return linear.layers / model.layers
+
     if train.lora_dropout > 0:
-        lora = sum((device.dropout_mask_bytes + act) * shapes[m][0] + act * train.lora_r for m in targets)
+        lora = sum(share(m) * ((device.dropout_mask_bytes + act) * m.d_in + act * train.lora_r) for m in linears)
     else:  # nn.Identity: lora_A saves the input itself, shared by the modules that read the same tensor
-        inputs = {INPUT_OF[m]: shapes[m][0] for m in targets}
-        lora = act * (sum(inputs.values()) + train.lora_r * len(targets))
-    kv_saved = model.q_dim if _gqa_repeats(model, train) else model.kv_dim
-    attention = act * (2 * model.q_dim + 2 * kv_saved) + device.lse_bytes * model.heads
+        inputs = {INPUT_OF.get(m.name, m.name): share(m) * m.d_in for m in linears}
+        lora = act * (sum(inputs.values()) + train.lora_r * sum(share(m) for m in linears))
+    if train.use_dora:
+        lora += sum(share(m) * 2 * act * m.d_out for m in linears)
+    if model.eager_attention:
+        attention = act * (model.q_dim + 2 * model.q_dim)
+    else:
+        kv_saved = model.q_dim if _gqa_repeats(model, train) else model.kv_dim
+        attention = act * (2 * model.q_dim + 2 * kv_saved) + device.lse_bytes * model.heads
     mlp = act * 3 * i
     return norms + lora + attention + mlp
 
@@ -131,27 +181,54 @@ def _gqa_repeats(model: ModelShape, train: TrainShape) -> bool:
     return model.kv_heads != model.heads and uses_mask(train)
 
 
+def attention_score_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile) -> int:
+    """Eager attention's T x T tensors per layer, per head: the softmax's fp32 probabilities (and their cast to the
+    compute dtype, when that is not fp32), and with soft-capping the tanh's output. SDPA keeps none."""
+    if not model.eager_attention:
+        return 0
+    per_element = 4 + (device.compute_bytes if device.compute_bytes != 4 else 0)
+    per_element += device.compute_bytes if model.attention_softcap else 0
+    return model.heads * train.mask_elements * per_element
+
+
 def activation_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile) -> dict[str, int]:
     """Saved-for-backward memory when backward starts, plus the shared inputs (cos/sin, the boolean mask, the
     embedding output, final norm and the LM head's input).
 
-    Without checkpointing every layer keeps its activations and its own float copy of the T x T mask. With
-    checkpointing (transformers 5: non-reentrant) each layer keeps only its input (T x hidden); the layer
-    recomputed during backward is counted in `transient_peak`."""
+    Without checkpointing every layer keeps its activations and its own float copy of the T x T mask (SDPA), or its
+    attention probabilities (eager, which shares one additive mask per kind across layers). With checkpointing
+    (transformers 5: non-reentrant) each layer keeps only its input (T x hidden); the layer recomputed during
+    backward is counted in `transient_peak`."""
     t, act = train.tokens, device.compute_bytes
-    shared = (train.mask_elements if uses_mask(train) else 0) + 2 * t * model.dim_per_head * act \
-        + 3 * t * model.hidden * act
+    masks = train.mask_elements * (model.mask_kinds * act if model.eager_attention else 1) if uses_mask(train) else 0
+    shared = masks + 2 * t * model.dim_per_head * act + 3 * t * model.hidden * act
     if train.gradient_checkpointing:
-        return {"activations": int(model.layers * t * model.hidden * device.residual_bytes + shared),
-                "attention_masks": 0}
-    per_layer = layer_activation_bytes_per_token(model, train, device) * t
-    return {"activations": int(model.layers * per_layer + shared),
-            "attention_masks": model.layers * float_mask_bytes(train, device)}
+        parts = {"activations": int(model.layers * t * model.hidden * device.residual_bytes + shared),
+                 "attention_masks": 0}
+    else:
+        per_layer = layer_activation_bytes_per_token(model, train, device) * t
+        parts = {"activations": int(model.layers * per_layer + shared),
+                 "attention_masks": model.layers * float_mask_bytes(model, train, device)}
+        if model.eager_attention:
+            parts["attention_scores"] = model.layers * attention_score_bytes(model, train, device)
+    if train.use_dora and train.lora_dropout > 0:
+        parts["dora_weights"] = dora_saved_weight_bytes(model, train, device)
+    return parts
 
 
-def float_mask_bytes(train: TrainShape, device: DeviceProfile) -> int:
-    """One layer's additive T x T mask (SDPA converts the boolean one and saves the result for backward)."""
-    return train.mask_elements * device.attention_mask_bytes if uses_mask(train) else 0
+def dora_saved_weight_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile) -> int:
+    """DoRA with dropout recomputes the base output from the dropped input through the dequantized weight, and
+    autograd keeps that weight (in the compute dtype) for backward: a full copy of every adapted Linear, alive until
+    its layer's backward."""
+    return sum(linear.params for linear in adapted(model, train)[0]) * device.compute_bytes
+
+
+def float_mask_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile) -> int:
+    """One layer's additive T x T mask: SDPA converts the boolean one and saves the result for backward (eager
+    attention adds one shared mask instead)."""
+    if model.eager_attention or not uses_mask(train):
+        return 0
+    return train.mask_elements * device.attention_mask_bytes
 
 
 def transient_peak_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile) -> tuple[str, int]:
@@ -159,21 +236,34 @@ def transient_peak_bytes(model: ModelShape, train: TrainShape, device: DevicePro
 
     Backward starts with the LM head (its tiles, while every activation is alive); then layer by layer, each
     needing its weight dequantized and its activation gradients, and, with checkpointing, its recomputed
-    activations and float mask. These happen one after the other, so the peak takes the largest, not the sum."""
+    activations and float mask. DPO's reference pass (no grad) runs one layer at a time while the policy's
+    activations are alive. These happen one after the other, so the peak takes the largest, not the sum."""
     candidates = {"lm_head_tiles": lm_head_bytes(model, train, device)}
+    one_layer = int(layer_activation_bytes_per_token(model, train, device) * train.tokens
+                    + float_mask_bytes(model, train, device) + attention_score_bytes(model, train, device))
     layer = backward_transient_bytes(model, train, device)
     if train.gradient_checkpointing:
-        layer += int(layer_activation_bytes_per_token(model, train, device) * train.tokens
-                     + float_mask_bytes(train, device))
-        candidates["recomputed_layer"] = layer
+        candidates["recomputed_layer"] = layer + one_layer
     else:
         candidates["layer_backward"] = layer
+    if train.preference:
+        candidates["reference_pass"] = one_layer
+    if train.use_dora:
+        candidates["dora_weight_norm"] = dora_norm_bytes(model, train, device)
     name = max(candidates, key=candidates.get)
     return name, candidates[name]
 
 
+def dora_norm_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile) -> int:
+    """Each DoRA forward rebuilds its weight's column norms: the LoRA product through an in x in identity, the
+    dequantized weight, their sum; one Linear at a time."""
+    linears = adapted(model, train)[0]
+    return max((m.d_in * m.d_in * device.lora_bytes + m.d_in * m.d_out * (device.lora_bytes + 2 * device.compute_bytes)
+                for m in linears), default=0)
+
+
 def lm_head_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile) -> int:
-    """The loss. TRL >= 1.x SFTTrainer uses a fused, chunked LM head: logits are never [T, V]; tiles of
+    """The loss. TRL >= 1.x uses a fused, chunked LM head: logits are never [T, V]; tiles of
     [min(T, 4096), min(V, 32768)] are projected, folded into log-softmax statistics and dropped, in forward and
     again in backward. The torch fallback (CPU) keeps ~8 tile-sized fp32 temporaries alive at once.
 
@@ -189,7 +279,7 @@ def backward_transient_bytes(model: ModelShape, train: TrainShape, device: Devic
     """While a layer runs backward: bitsandbytes dequantizes one weight to the compute dtype for grad_input, and the
     activation gradients of the MLP (a few T x intermediate) are alive. Small next to the LM-head tiles, but it is
     what remains of the peak when checkpointing recomputes a layer."""
-    largest_linear = max(a * b for a, b in model.linear_shapes().values())
+    largest_linear = max(m.d_in * m.d_out for m in model.decoder_linears)
     return int(largest_linear * device.compute_bytes + 3 * train.tokens * model.intermediate * device.compute_bytes)
 
 
@@ -233,8 +323,10 @@ class Estimate:
 def estimate(model: ModelShape, train: TrainShape, device: DeviceProfile = CPU) -> Estimate:
     """Peak memory of one training process for `train` on `model` on `device`."""
     n_lora = lora_params(model, train)
+    n_saved = saved_module_params(model, train)
+    n_trained = n_lora + n_saved + trained_bias_params(model, train)
     weights = weight_bytes(model, train, device)
-    opt_device, opt_host = optimizer_bytes(n_lora, train, device)
+    opt_device, opt_host = optimizer_bytes(n_trained, train, device)
     quantized_source = model.quantized_params * model.checkpoint_dtype_bytes
     static = {
         "framework": device.framework_bytes,
@@ -242,7 +334,9 @@ def estimate(model: ModelShape, train: TrainShape, device: DeviceProfile = CPU) 
         "load_retained": int(device.load_retained_fraction * quantized_source),
         **weights,
         "lora_params": n_lora * device.lora_bytes,
-        "lora_grads": n_lora * device.lora_bytes,
+        "lora_grads": (n_trained - n_saved) * device.lora_bytes,
+        "saved_modules": 2 * n_saved * device.lora_bytes,  # the trainable copy and its gradient
+        "reference_adapter": n_lora * device.lora_bytes if train.reference_adapter else 0,
         "optimizer_states": opt_device,
     }
     transient_name, transient = transient_peak_bytes(model, train, device)

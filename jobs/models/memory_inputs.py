@@ -4,26 +4,26 @@ constants measured once per device type). The formula is in jobs/models/memory.p
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
-from math import prod
-from pathlib import Path
-
-from safetensors import safe_open
 
 from jobs.models.cpu_dtype import cpu_compute_dtype
+from jobs.models.shape import (  # noqa: F401 (re-exported: the estimate's inputs live here)
+    DTYPE_BYTES,
+    INPUT_OF,
+    Linear,
+    ModelShape,
+    checkpoint_dtypes,
+    checkpoint_size,
+)
 from jobs.spec import TrainSpec
 from jobs.step_plan import MAX_AUTO_BATCH
 
 MiB = 2**20
 GiB = 2**30
 
-INPUT_OF = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "o_proj": "attn_out",
-            "gate_proj": "mlp_in", "up_proj": "mlp_in", "down_proj": "mlp_mid"}
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+ALL_LINEAR = "all-linear"
+"""peft's 'all-linear': every decoder Linear, whatever the family names them (never the LM head)."""
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
-DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4, "I16": 2,
-               "I8": 1, "U8": 1, "BOOL": 1}
 
 # TRL's fused LM head (trl/kernels/chunked_logprob.py) projects [tokens, vocab] in tiles of this size.
 LM_HEAD_TOKEN_TILE = 4096
@@ -36,104 +36,35 @@ BNB_NESTED_BLOCKSIZE = 256  # double quant: the absmaxes are 8-bit, with one fp3
 
 
 @dataclass(frozen=True)
-class ModelShape:
-    """A Llama-style decoder (q/k/v/o attention, gated SiLU MLP, RMSNorm), as far as memory is concerned."""
-
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    vocab: int
-    tied_embeddings: bool
-    head_dim: int = 0
-    """0: hidden // heads."""
-    checkpoint_bytes: int = 0
-    """Tensor bytes in the safetensors file(s); 0 when unknown."""
-    checkpoint_dtype_bytes: int = 4
-    """Bytes per weight as stored (4 for F32, 2 for BF16/F16)."""
-
-    @property
-    def dim_per_head(self) -> int:
-        return self.head_dim or self.hidden // self.heads
-
-    @property
-    def q_dim(self) -> int:
-        return self.heads * self.dim_per_head
-
-    @property
-    def kv_dim(self) -> int:
-        return self.kv_heads * self.dim_per_head
-
-    def linear_shapes(self) -> dict[str, tuple[int, int]]:
-        """(in_features, out_features) of each Linear in one decoder layer."""
-        h, i = self.hidden, self.intermediate
-        return {"q_proj": (h, self.q_dim), "k_proj": (h, self.kv_dim), "v_proj": (h, self.kv_dim),
-                "o_proj": (self.q_dim, h), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
-
-    @property
-    def linear_params_per_layer(self) -> int:
-        return sum(a * b for a, b in self.linear_shapes().values())
-
-    @property
-    def quantized_params(self) -> int:
-        """Weights bitsandbytes quantizes: every decoder Linear (never the embeddings or the LM head)."""
-        return self.layers * self.linear_params_per_layer
-
-    @property
-    def embedding_params(self) -> int:
-        return self.vocab * self.hidden
-
-    @property
-    def lm_head_params(self) -> int:
-        return 0 if self.tied_embeddings else self.vocab * self.hidden
-
-    @property
-    def norm_params(self) -> int:
-        return (2 * self.layers + 1) * self.hidden
-
-    @property
-    def unquantized_params(self) -> int:
-        return self.embedding_params + self.lm_head_params + self.norm_params
-
-    @property
-    def total_params(self) -> int:
-        return self.quantized_params + self.unquantized_params
-
-    @classmethod
-    def from_config(cls, config: dict, sizes: dict[str, int] | None = None) -> ModelShape:
-        """From a config.json dict and, optionally, the checkpoint's bytes per dtype (`checkpoint_dtypes`)."""
-        heads = config["num_attention_heads"]
-        checkpoint_bytes, dtype_bytes = (0, 4) if not sizes else checkpoint_size(sizes)
-        return cls(hidden=config["hidden_size"], intermediate=config["intermediate_size"],
-                   layers=config["num_hidden_layers"], heads=heads,
-                   kv_heads=config.get("num_key_value_heads") or heads, vocab=config["vocab_size"],
-                   tied_embeddings=bool(config.get("tie_word_embeddings", False)),
-                   head_dim=config.get("head_dim") or 0, checkpoint_bytes=checkpoint_bytes,
-                   checkpoint_dtype_bytes=dtype_bytes)
-
-    @classmethod
-    def from_dir(cls, model_dir: str | Path) -> ModelShape:
-        """From a local model directory: config.json plus the headers of its *.safetensors files."""
-        model_dir = Path(model_dir)
-        config = json.loads((model_dir / "config.json").read_text())
-        return cls.from_config(config, checkpoint_dtypes(model_dir))
-
-
-@dataclass(frozen=True)
 class TrainShape:
     """The parts of a training spec that move memory."""
 
     lora_r: int = 8
-    target_modules: tuple[str, ...] = ALL_LINEAR
+    target_modules: tuple[str, ...] | str = ALL_LINEAR
+    """Module names LoRA adapts (decoder Linears, and embed_tokens or lm_head), or 'all-linear'."""
     batch_size: int = 4
+    """Sequences per step: with DPO, each preference pair is two (chosen and rejected)."""
     max_length: int = 512
     tokens_per_step: int = 0
-    """Tokens in one micro-batch; 0: batch_size * max_length (the most padding-free packing can put in a row)."""
+    """Tokens in one micro-batch; 0: from the batch and the sequence length."""
+    longest_sequence: int = 0
+    """The data's longest sequence in tokens (for DPO, a prompt with its longer answer); 0: unknown, max_length. A
+    padded batch is as long as its longest row, so the step holding it peaks at batch x min(this, max_length)."""
     packing: bool = True
     """Padding-free packing: the batch is one row with a block-diagonal attention mask of T x T."""
     gradient_checkpointing: bool = False
     lora_dropout: float = 0.0
+    use_dora: bool = False
+    """DoRA: a magnitude vector per adapted output, and two more saved outputs per adapted Linear."""
+    modules_to_save: tuple[str, ...] = ()
+    """Modules trained in full: a trainable copy each, with its gradient and optimizer states."""
+    trainable_biases: str = "none"
+    """lora_bias: 'none', 'all' (every bias of the model) or 'lora_only' (those of the adapted Linears)."""
+    preference: bool = False
+    """DPO: the reference is the same base with the adapter disabled (no second base), computed each step under
+    no_grad on the same padded batch."""
+    reference_adapter: bool = False
+    """DPO started from an adapter: TRL keeps a frozen copy of it as the reference ('ref')."""
     quantization: str = "nf4"
     """'nf4' | 'fp4' | 'int8' | 'none'."""
     double_quant: bool = True
@@ -145,8 +76,16 @@ class TrainShape:
     """TRL >= 1.x SFTTrainer's chunked LM head; False for trainers that build the full [T, V] logits."""
 
     @property
+    def sequence_length(self) -> int:
+        """One sequence's tokens: max_length, or the data's longest sequence when that is shorter (padded batches;
+        packing fills each sequence to max_length)."""
+        if self.packing or not self.longest_sequence:
+            return self.max_length
+        return min(self.max_length, self.longest_sequence)
+
+    @property
     def tokens(self) -> int:
-        return self.tokens_per_step or self.batch_size * self.max_length
+        return self.tokens_per_step or self.batch_size * self.sequence_length
 
     @property
     def mask_elements(self) -> int:
@@ -154,11 +93,12 @@ class TrainShape:
         L x L per sequence for padded batches (a padded batch without padding may skip the mask; this is the bound)."""
         if self.packing:
             return self.tokens**2
-        return self.batch_size * self.max_length**2
+        return self.batch_size * self.sequence_length**2
 
     @classmethod
-    def from_spec(cls, spec: TrainSpec, device: DeviceProfile) -> TrainShape:
-        """From a studio spec, resolving 'auto' and the optimizer as train() does on `device`."""
+    def from_spec(cls, spec: TrainSpec, device: DeviceProfile, longest_sequence: int = 0) -> TrainShape:
+        """From a studio spec, resolving 'auto' and the optimizer as train() does on `device`. `longest_sequence`:
+        the data's longest sequence in tokens, when known (it bounds a padded batch's length)."""
         targets = spec.target_module_names()
         checkpointing = (device.auto_checkpointing if spec.gradient_checkpointing == "auto"
                          else spec.gradient_checkpointing == "on")
@@ -168,13 +108,17 @@ class TrainShape:
             optimizer = optimizer.removeprefix("paged_") if "8bit" in optimizer else "adamw"  # unpaged on a CPU
         dpo = spec.method == "dpo"  # each row is a chosen and a rejected sequence, padded, not packed
         # An empty batch size is chosen per job (jobs.step_plan) before any verdict; callers that size only the
-        # weights may leave it empty, and then the largest batch the rule picks is assumed.
+        # weights may leave it empty, and then the largest batch the rule picks is assumed. An empty packing is
+        # on unless the data is tiny (the rule's choice): packing's full rows are the larger bound.
         batch = spec.batch_size or MAX_AUTO_BATCH
+        packing = spec.packing is not False and not dpo
         return cls(lora_r=spec.lora_r, target_modules=ALL_LINEAR if targets == "all-linear" else tuple(targets),
                    batch_size=batch * (2 if dpo else 1), max_length=spec.max_length,
-                   packing=spec.packing and not dpo,
-                   gradient_checkpointing=checkpointing, lora_dropout=spec.lora_dropout,
-                   quantization=spec.quantization, double_quant=spec.double_quant, optimizer=optimizer)
+                   longest_sequence=longest_sequence, packing=packing, gradient_checkpointing=checkpointing,
+                   lora_dropout=spec.lora_dropout, use_dora=spec.use_dora,
+                   modules_to_save=tuple(spec.modules_to_save), trainable_biases=spec.lora_bias, preference=dpo,
+                   reference_adapter=dpo and bool(spec.init_adapter), quantization=spec.quantization,
+                   double_quant=spec.double_quant, optimizer=optimizer)
 
 
 @dataclass(frozen=True)
@@ -266,24 +210,6 @@ def training_profile(spec: TrainSpec, model: ModelShape, on_cpu: bool, native_bf
     if began_in is not None and spec.compute_dtype == "auto":
         return cpu_profile(began_in)
     return cpu_profile(cpu_compute_dtype(spec.compute_dtype, model.hidden, native_bf16))
-
-
-def checkpoint_dtypes(model_dir: Path) -> dict[str, int]:
-    """Tensor bytes per stored dtype over the folder's safetensors files, from their headers (no weights read)."""
-    sizes: dict[str, int] = {}
-    for path in sorted(Path(model_dir).glob("*.safetensors")):
-        with safe_open(str(path), framework="numpy") as handle:
-            for name in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                tensor = handle.get_slice(name)
-                dtype = tensor.get_dtype()
-                sizes[dtype] = sizes.get(dtype, 0) + prod(tensor.get_shape()) * DTYPE_BYTES.get(dtype, 4)
-    return sizes
-
-
-def checkpoint_size(sizes: dict[str, int]) -> tuple[int, int]:
-    """(tensor bytes, bytes per element of the dtype holding most of them)."""
-    main = max(sizes, key=sizes.get)
-    return sum(sizes.values()), DTYPE_BYTES.get(main, 4)
 
 
 def with_tokens(train: TrainShape, tokens: int) -> TrainShape:
