@@ -1,4 +1,4 @@
-"""Chat tab: one prompt to several adapters and the base, answered side by side by ONE batched generate."""
+"""Chat tab: one prompt to several adapters and the base, answered side by side, batched as far as peft allows."""
 
 from __future__ import annotations
 
@@ -48,16 +48,26 @@ class ChatService:
         self._scheduler = None
         self._lock = threading.Lock()
 
+    def _running_here(self) -> list[dict | None]:
+        """The provenance of each job running on this host (None before its child records it)."""
+        here = f"{self.studio.settings.host_name}:%"  # workers name themselves host:pid
+        with self.studio.db.read() as session:  # a plain query, not scoped to a person: anyone's job counts
+            return list(session.scalars(select(Job.provenance).where(Job.status == JobStatus.RUNNING,
+                                                                     Job.worker.like(here))))
+
+    def training_bytes(self) -> int | None:
+        """What the jobs running on this host hold, by the peak their child estimated when it started (0: none runs
+        here; None: one runs whose estimate is not recorded yet). Chat waits for this memory rather than loading a
+        base the device cannot hold beside them."""
+        sizes = [(provenance or {}).get("memory_estimate_bytes") for provenance in self._running_here()]
+        return None if any(size is None for size in sizes) else sum(sizes)
+
     def release_if_training(self) -> list[str]:
         """Unload the loaded bases when a job runs on this host (its device needs the memory); they load again on
         the next prompt. A job on another GPU host (docs/scale-out.md) leaves chat's bases where they are."""
         if self._scheduler is None:
             return []
-        here = f"{self.studio.settings.host_name}:%"  # workers name themselves host:pid
-        with self.studio.db.read() as session:  # a plain query, not scoped to a person: anyone's job counts
-            training = session.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING,
-                                                            Job.worker.like(here))).first() is not None
-        return self._scheduler.release() if training else []
+        return self._scheduler.release() if self._running_here() else []
 
     def scheduler(self):
         """The generation scheduler (jobs.chat.scheduler), created with its engine (and torch imported) on first
@@ -68,8 +78,9 @@ class ChatService:
                 from jobs.chat.scheduler import GenerationLimits, GenerationScheduler
 
                 settings = self.studio.settings
-                self._scheduler = GenerationScheduler(ChatEngine(settings.models_dir, settings.chat_memory_bytes),
-                                                      GenerationLimits.from_settings(settings))
+                engine = ChatEngine(settings.models_dir, settings.chat_memory_bytes,
+                                    training_bytes=self.training_bytes)
+                self._scheduler = GenerationScheduler(engine, GenerationLimits.from_settings(settings))
             return self._scheduler
 
     def compare_stream(self, base_model: str, names: list[str], conversations: list[list[dict]],
@@ -123,11 +134,13 @@ def generation_settings(max_new_tokens, temperature, top_p, seed, top_k=0,
 
 
 def speed_text(labels: list[str], replies) -> str:
-    """Each pane's tokens and tokens/s (the panes share one batched pass; each rate runs to its own last token), or
-    that the compare waits for its turn."""
+    """Each pane's tokens and tokens/s (each rate runs to its own last token), or why the compare waits: its turn,
+    or device memory."""
     rates = getattr(replies, "tokens_per_s", None)
     if rates is None:
         return ""
+    if getattr(replies, "note", ""):  # waiting for device memory: the numbers say why
+        return replies.note
     if getattr(replies, "waiting_for", 0):
         return f"waiting for a turn: {replies.waiting_for} other generation(s) running or waiting"
     return " · ".join(f"{label}: {count} tokens, {rate:.1f} tokens/s" for label, count, rate in

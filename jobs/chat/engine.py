@@ -1,249 +1,250 @@
-"""Side-by-side chat: one 4-bit base per base model, every adapter loaded onto it by name, and ONE batched
-`generate` with peft's `adapter_names` so N panes cost one pass (measured 1.8x faster than N calls).
+"""Side-by-side chat: each pane's base loaded the way its adapter trained, every adapter loaded onto it by name, and
+as few `generate` calls as peft allows, so N panes cost about one pass (measured 1.8x faster than N calls).
 
-Rows are left-padded; with fp32 compute each row equals that adapter's output alone (tested).
+Panes are grouped (`ChatEngine._groups`):
+- **by base variant.** An adapter learned against its base as its training loaded it (`quantization`,
+  `double_quant`, `compute_dtype`: its training_spec.json, jobs.chat.request.BaseVariant). Each distinct (base,
+  variant) is loaded once and kept while the chat memory budget allows; panes on different variants are
+  different batches.
+- **by what peft can mix.** On one variant the base and every LoRA / rsLoRA adapter share ONE batch through peft's
+  `adapter_names` (rows left-padded; with fp32 compute each row equals that adapter's output alone, tested). peft
+  refuses DoRA there ("Cannot pass `adapter_names` when DoRA is enabled"; it checks only the adapters named, so a
+  DoRA adapter may stay loaded beside the batch): each DoRA pane is a batch of its own, run with its adapter set
+  active.
+Every batch advances each turn (jobs.chat.generation), so every pane streams.
+
+Before a base loads, its estimated size is checked against the budget (a cap) and against the device's free memory
+now: when a training job on this host holds what is missing, the request waits (MemoryWait; the scheduler tells the
+reader and retries, bounded); when it could never fit, it is refused in words.
 
 The engine has no lock and is not thread-safe: only the generation scheduler (jobs.chat.scheduler) calls it, one
-call at a time. A compare is a `Generation` advanced in slices: each `advance` is one `generate` call that goes on
-from the KV cache of the last (the full ids and the extended mask, as transformers expects), so the scheduler can
-give other people turns in between. Greedy output equals one unsliced generate token for token, and seeded sampling
-is the same however it is sliced: each generation keeps its own RNG state, and the batch keeps its shape (a row that
-reached its end is carried on and its further tokens ignored), so every step draws the same random numbers."""
+call at a time."""
 
 from __future__ import annotations
 
 import gc
 import logging
-import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from peft import PeftModel
-from transformers import StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
 
+from jobs.chat.generation import Batch, Generation, Group, LoadedBase, encode
 from jobs.chat.request import (
+    BaseVariant,
     ChatRequestError,
     GenerationSettings,
-    Replies,
+    MemoryWait,
+    Pane,
+    as_pane,
     prompt_token_limit,
     prompt_tokens_problem,
 )
 from jobs.models.loading import compute_dtype, load_base_model, load_tokenizer, pick_device
 from jobs.models.resolve import resolve_base_model
-from jobs.spec import TrainSpec
 
 PEFT_BASE = "__base__"  # what peft calls the plain base in adapter_names
+GiB = 2**30
 log = logging.getLogger(__name__)
+# bitsandbytes' int8 matmul logs this at every layer of every step on a CPU (measured: it runs, casting to fp16 inside).
+logging.getLogger("bitsandbytes.autograd._functions").addFilter(
+    lambda record: not record.getMessage().startswith("MatMul8bitLt: inputs will be cast"))
 
 
 def _log_preparation(phase: str, percent: float) -> None:
     log.info("preparing a base model for chat: %s (%.0f%%)", phase, percent)
 
 
-@dataclass
-class LoadedBase:
-    tokenizer: object
-    model: object
-    """The quantized base, wrapped as a PeftModel once the first adapter is loaded."""
-    context_tokens: int | None = None
-    """The base's context (max_position_embeddings): a prompt and its new tokens must fit in it."""
-    adapters: dict[tuple[str, int], str] = field(default_factory=dict)
-    """(adapter folder, weights mtime) -> peft adapter key (peft keys cannot hold '.'). Not the user-facing name:
-    names can be renamed or reused by a new adapter, and must never bring back another adapter's weights."""
-
-
-class SliceEnds(StoppingCriteria):
-    """Ends the `generate` call for every row at the slice's deadline, or at once when `stopped` is set (the reader
-    went away). A generation that is not done goes on from its KV cache at its next turn."""
-
-    def __init__(self, deadline: float, stopped: threading.Event) -> None:
-        self.deadline = deadline
-        self.stopped = stopped
-
-    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        end = self.stopped.is_set() or time.monotonic() >= self.deadline
-        return torch.full((input_ids.shape[0],), end, dtype=torch.bool, device=input_ids.device)
-
-
-class RowStreamer(BaseStreamer):
-    """Receives one token per row per step (TextIteratorStreamer refuses batches)."""
-
-    def __init__(self, on_step: Callable[[torch.Tensor], None]) -> None:
-        self.on_step = on_step
-        self._prompt_seen = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self._prompt_seen:  # the first call carries the ids so far (the prompt, then the slices before)
-            self._prompt_seen = True
-            return
-        self.on_step(value.reshape(-1))
-
-    def end(self) -> None:
+def device_memory(device: str) -> tuple[int, int] | None:
+    """(free, total) bytes of the device chat loads onto, now: CUDA's own count; on a CPU the kernel's MemAvailable
+    and MemTotal (psutil where there is no /proc/meminfo); None where neither can be read."""
+    if device == "cuda":
+        return torch.cuda.mem_get_info()
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        return int(fields["MemAvailable"].split()[0]) * 1024, int(fields["MemTotal"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError, IndexError):
         pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    memory = psutil.virtual_memory()
+    return memory.available, memory.total
 
 
-def _rng_devices(device: torch.device) -> list[int]:
-    return [device.index or 0] if device.type == "cuda" else []
-
-
-def _rng_state(device: torch.device) -> tuple:
-    return torch.get_rng_state(), *(torch.cuda.get_rng_state(i) for i in _rng_devices(device))
-
-
-def _set_rng_state(state: tuple, device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    for index, cuda_state in zip(_rng_devices(device), state[1:], strict=True):
-        torch.cuda.set_rng_state(cuda_state, index)
-
-
-class Generation:
-    """One compare in flight: the ids so far (prompt and generated), the mask, the KV cache, its own RNG state, and
-    each pane's reply tokens. Made by `ChatEngine.begin`, advanced by the scheduler one slice at a time."""
-
-    def __init__(self, loaded: LoadedBase, keys: list[str], batch, settings: GenerationSettings) -> None:
-        self.loaded, self.keys, self.settings = loaded, keys, settings
-        self.ids, self.mask = batch["input_ids"], batch["attention_mask"]
-        self.cache = None
-        self.steps = 0
-        self.tokens: list[list[int]] = [[] for _ in keys]
-        self.finished = [False] * len(keys)
-        self.started = time.monotonic()
-        self.last_token_at = [self.started] * len(keys)
-        with torch.random.fork_rng(devices=_rng_devices(self.ids.device)):
-            torch.manual_seed(settings.seed)  # every pane samples under the same seed and settings
-            self._rng = _rng_state(self.ids.device)
-        tokenizer = loaded.tokenizer
-        self._kwargs = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                            repetition_penalty=settings.repetition_penalty, return_dict_in_generate=True)
-        if settings.temperature > 0:
-            self._kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
-                                top_k=settings.top_k or None)
-        else:
-            self._kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-
-    @property
-    def done(self) -> bool:
-        return all(self.finished) or self.steps >= self.settings.max_new_tokens
-
-    def replies(self) -> Replies:
-        decode = self.loaded.tokenizer.decode
-        return Replies([decode(t, skip_special_tokens=True) for t in self.tokens], [len(t) for t in self.tokens],
-                       [t - self.started for t in self.last_token_at])
-
-    def advance(self, deadline: float, stopped: threading.Event, on_step: Callable[[Replies], None],
-                max_tokens: int | None = None) -> bool:
-        """Generate until `deadline` (at least one token), `max_tokens` more, the end, or `stopped`; call `on_step`
-        with the replies after each token. Returns whether the generation is over."""
-        model = self.loaded.model
-        count = self.settings.max_new_tokens - self.steps
-        kwargs = dict(self._kwargs, input_ids=self.ids, attention_mask=self.mask, past_key_values=self.cache,
-                      max_new_tokens=count if max_tokens is None else min(count, max_tokens),
-                      streamer=RowStreamer(lambda step: on_step(self._take(step))),
-                      stopping_criteria=StoppingCriteriaList([SliceEnds(deadline, stopped)]))
-        if isinstance(model, PeftModel):  # read each slice: the first adapter loaded wraps the base in place
-            kwargs["adapter_names"] = self.keys
-        with torch.random.fork_rng(devices=_rng_devices(self.ids.device)), torch.inference_mode():
-            _set_rng_state(self._rng, self.ids.device)
-            out = model.generate(**kwargs)
-            self._rng = _rng_state(self.ids.device)
-        new = out.sequences.shape[1] - self.ids.shape[1]
-        self.ids, self.cache = out.sequences, out.past_key_values
-        self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], new))], dim=1)
-        self.steps += new
-        return self.done or stopped.is_set()
-
-    def _take(self, step: torch.Tensor) -> Replies:
-        now = time.monotonic()
-        eos = self.loaded.tokenizer.eos_token_id
-        for row, token in enumerate(step.tolist()):
-            if self.finished[row]:
-                continue  # a row that ended is carried in the batch; what it makes after is ignored
-            if token == eos:
-                self.finished[row] = True
-            else:
-                self.tokens[row].append(token)
-                self.last_token_at[row] = now
-        return self.replies()
-
-
-def resident_estimate(path: str, base_model: str, device: str) -> int:
-    """Bytes a base takes loaded for chat (4-bit weights with their scales and the unquantized parts), from its
-    config and safetensors headers: known before loading, so a base that cannot fit is refused, not loaded."""
+def resident_estimate(path: str, base_model: str, device: str, variant: BaseVariant | None = None) -> int:
+    """Bytes a base takes loaded for chat in `variant` (quantized weights with their scales and the unquantized
+    parts), from its config and safetensors headers: known before loading, so a base that cannot fit is refused, not
+    loaded."""
     from jobs.models.memory import weight_bytes
     from jobs.models.memory_inputs import CPU, CUDA_BF16, ModelShape, TrainShape
 
     profile = CPU if device == "cpu" else CUDA_BF16
-    return sum(weight_bytes(ModelShape.from_dir(path), TrainShape.from_spec(TrainSpec(base_model=base_model),
-                                                                            profile), profile).values())
+    spec = (variant or BaseVariant()).spec(base_model)
+    return sum(weight_bytes(ModelShape.from_dir(path), TrainShape.from_spec(spec, profile), profile).values())
+
+
+def load_dtype(variant: BaseVariant, base_model: str, device: str) -> torch.dtype:
+    """What the base computes in for chat: the variant's own dtype on a GPU; fp32 on a CPU, whatever it trained in,
+    because bf16 rounding makes heavily left-padded rows drift from their unbatched output."""
+    if device == "cpu":
+        return torch.float32
+    return compute_dtype(variant.spec(base_model), device)
+
+
+def variant_problem(variant: BaseVariant, device: str) -> str | None:
+    """Why this machine cannot load a base as `variant`, or None. Measured on this project's CPUs with
+    bitsandbytes 0.50: nf4, fp4 (with or without double quant), int8 and unquantized all load and generate."""
+    if variant.quantization != "none":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            return "bitsandbytes, which quantizes it, is not installed here"
+    if device == "cuda" and variant.compute_dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        return "it computes in bfloat16, which this GPU lacks"
+    return None
+
+
+def _names(panes: list[Pane]) -> str:
+    return ", ".join(f"'{pane.name}'" for pane in panes)
 
 
 class ChatEngine:
-    """Loads bases lazily and keeps the most recently used within `budget_bytes` (None: no limit), evicting the
-    least recently used. Called only by the generation scheduler, one call at a time (it has no lock)."""
+    """Loads (base, variant) pairs lazily and keeps the most recently used within `budget_bytes` (None: no limit),
+    unloading the least recently used. `device_memory` reads (free, total) bytes of a device and `training_bytes`
+    what training jobs on this host hold (0: none runs; None: one runs whose size is not known yet): seams, so tests
+    inject readings. Called only by the generation scheduler, one call at a time (it has no lock)."""
 
-    def __init__(self, models_dir: Path, budget_bytes: int | None = None) -> None:
+    def __init__(self, models_dir: Path, budget_bytes: int | None = None,
+                 device_memory: Callable[[str], tuple[int, int] | None] = device_memory,
+                 training_bytes: Callable[[], int | None] = lambda: 0) -> None:
         self.models_dir = models_dir
         self.budget_bytes = budget_bytes
-        self._bases: OrderedDict[str, LoadedBase] = OrderedDict()
-        self._sizes: dict[str, int] = {}
+        self.device_memory = device_memory
+        self.training_bytes = training_bytes
+        self._bases: OrderedDict[tuple, LoadedBase] = OrderedDict()
+        self._sizes: dict[tuple, int] = {}
 
     def resident_bytes(self) -> int:
         """What the loaded bases take, by their estimates."""
         return sum(self._sizes.values())
 
-    def release(self) -> list[str]:
-        """Unload every base (a training job needs the device); returns their names."""
-        return self._evict(len(self._bases))
+    def loaded(self) -> list[str]:
+        """The loaded bases in words, least recently used first."""
+        return [loaded.label for loaded in self._bases.values()]
 
-    def _evict(self, count: int) -> list[str]:
-        evicted = []
-        for _ in range(min(count, len(self._bases))):
-            name, _ = self._bases.popitem(last=False)
-            self._sizes.pop(name, None)
-            evicted.append(name)
-        if evicted:
+    def release(self) -> list[str]:
+        """Unload every base (a training job needs the device); returns them in words."""
+        evicted = [self._evict_one(keep=set()) for _ in range(len(self._bases))]
+        self._collect(evicted)
+        return evicted
+
+    def _evict_one(self, keep: set[tuple]) -> str | None:
+        """Unload the least recently used base not in `keep`; returns it in words, None when there is none."""
+        key = next((key for key in self._bases if key not in keep), None)
+        if key is None:
+            return None
+        self._sizes.pop(key, None)
+        return self._bases.pop(key).label
+
+    @staticmethod
+    def _collect(evicted: list[str | None]) -> None:
+        if any(evicted):
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            log.info("chat: unloaded %s", ", ".join(evicted))
-        return evicted
+            log.info("chat: unloaded %s", ", ".join(e for e in evicted if e))
 
-    def _base(self, base_model: str) -> LoadedBase:
-        if base_model in self._bases:
-            self._bases.move_to_end(base_model)
-            return self._bases[base_model]
-        path = resolve_base_model(base_model, self.models_dir, report=_log_preparation)
+    # --- bases -------------------------------------------------------------------------------------------------
+    def _bases_for(self, base_model: str, panes: list[Pane]) -> dict[BaseVariant, LoadedBase]:
+        """Each variant the panes need, loaded (within the budget and the device's free memory) and marked used."""
         device = pick_device()
-        need = resident_estimate(path, base_model, device)
-        if self.budget_bytes is not None and need > self.budget_bytes:
+        by_variant: dict[BaseVariant, list[Pane]] = {}
+        for pane in panes:
+            by_variant.setdefault(pane.variant, []).append(pane)
+        problems = [f"adapters: {_names(some)} trained on a base loaded as {variant.label}, which cannot load on "
+                    f"this machine ({why}): leave {'it' if len(some) == 1 else 'them'} out of the compare"
+                    for variant, some in by_variant.items()
+                    if any(p.adapter_dir is not None for p in some) and (why := variant_problem(variant, device))]
+        if problems:
+            raise ChatRequestError(problems)
+        keys = {variant: (base_model, variant.quantization, variant.spec(base_model).double_quant,
+                          str(load_dtype(variant, base_model, device))) for variant in by_variant}
+        for key in keys.values():
+            if key in self._bases:
+                self._bases.move_to_end(key)
+        missing = {variant: key for variant, key in keys.items() if key not in self._bases}
+        if missing:
+            self._load_missing(base_model, device, missing, set(keys.values()), by_variant)
+        return {variant: self._bases[key] for variant, key in keys.items()}
+
+    def _load_missing(self, base_model: str, device: str, missing: dict[BaseVariant, tuple], needed: set[tuple],
+                      by_variant: dict[BaseVariant, list[Pane]]) -> None:
+        path = resolve_base_model(base_model, self.models_dir, report=_log_preparation)
+        needs = {variant: resident_estimate(path, base_model, device, variant) for variant in missing}
+        kept = sum(self._sizes[key] for key in needed if key in self._sizes)
+        if self.budget_bytes is not None and kept + sum(needs.values()) > self.budget_bytes:
+            parts = " and ".join(f"about {need / GiB:.2f} GiB as {variant.label}" for variant, need in needs.items())
             raise ChatRequestError([
-                f"base_model: '{base_model}' needs about {need / 2**30:.2f} GiB loaded for chat, more than the chat "
-                f"memory budget of {self.budget_bytes / 2**30:.2f} GiB (STUDIO_CHAT_MEMORY_BYTES)"])
-        while self.budget_bytes is not None and self._bases and self.resident_bytes() + need > self.budget_bytes:
-            self._evict(1)  # least recently used first
-        dtype = compute_dtype(TrainSpec(base_model=base_model), device)
-        if device == "cpu":
-            dtype = torch.float32  # bf16 rounding makes padded rows drift from their unbatched output
-        model = load_base_model(TrainSpec(base_model=base_model), path, device, dtype)
-        tokenizer = load_tokenizer(path)
-        tokenizer.padding_side = "left"
-        context = getattr(model.config, "max_position_embeddings", None)
-        self._bases[base_model] = LoadedBase(tokenizer=tokenizer, model=model.eval(), context_tokens=context)
-        self._sizes[base_model] = need
-        return self._bases[base_model]
+                f"base_model: '{base_model}' needs {parts} loaded for chat"
+                + (f" beside {kept / GiB:.2f} GiB already loaded for this compare" if kept else "")
+                + f", more than the chat memory budget of {self.budget_bytes / GiB:.2f} GiB "
+                  f"(STUDIO_CHAT_MEMORY_BYTES)" + ("; compare fewer base variants at once" if len(needed) > 1 else "")])
+        evicted = []
+        while self.budget_bytes is not None and self.resident_bytes() + sum(needs.values()) > self.budget_bytes:
+            evicted.append(self._evict_one(keep=needed))  # least recently used first
+            if evicted[-1] is None:
+                break  # cannot happen: what this compare keeps fits, checked above
+        self._collect(evicted)
+        for variant, key in missing.items():
+            label = base_model if variant == BaseVariant() else f"{base_model} ({variant.label})"
+            self._make_room(needs[variant], device, needed, label)
+            try:
+                model = load_base_model(variant.spec(base_model), path, device,
+                                        load_dtype(variant, base_model, device))
+            except (ImportError, RuntimeError, ValueError, NotImplementedError) as error:
+                raise ChatRequestError([
+                    f"adapters: {_names(by_variant[variant])} need{'s' if len(by_variant[variant]) == 1 else ''} "
+                    f"the base loaded as {variant.label}, which cannot load on this machine ({error})"]) from None
+            tokenizer = load_tokenizer(path)
+            tokenizer.padding_side = "left"
+            context = getattr(model.config, "max_position_embeddings", None)
+            self._bases[key] = LoadedBase(tokenizer=tokenizer, model=model.eval(), label=label,
+                                          context_tokens=context)
+            self._sizes[key] = needs[variant]
 
-    def _loaded(self, base_model: str, panes: list[tuple[str, Path | None]]) -> tuple[LoadedBase, list[str]]:
-        """The base, with every pane's adapter on it, and peft's key for each pane."""
-        loaded = self._base(base_model)
-        return loaded, [PEFT_BASE if adapter_dir is None else self._ensure_adapter(loaded, adapter_dir)
-                        for _, adapter_dir in panes]
+    def _make_room(self, need: int, device: str, needed: set[tuple], label: str) -> None:
+        """Check the device's free memory for `need` bytes more: unload chat's other bases if that helps; wait
+        (MemoryWait) when a training job on this host holds the rest; refuse when it could never fit."""
+        reading = self.device_memory(device)
+        if reading is None:
+            return  # nothing to read on this platform: the budget alone decides
+        free, total = reading
+        if need > total:
+            raise ChatRequestError([f"base_model: {label} needs about {need / GiB:.2f} GiB loaded for chat, more "
+                                    f"than this {device}'s {total / GiB:.2f} GiB in all"])
+        if need > free and self._bases.keys() - needed:
+            self._collect([self._evict_one(keep=needed) for _ in range(len(self._bases))])
+            free, total = self.device_memory(device) or (free, total)
+        if need <= free:
+            return
+        held = self.training_bytes()
+        if held is None or (held > 0 and need <= free + held):
+            holds = "memory (its estimate is not recorded yet)" if held is None else f"{held / GiB:.2f} GiB"
+            raise MemoryWait(f"waiting for {need / GiB:.2f} GiB free to load {label} ({free / GiB:.2f} GiB free "
+                             f"now); a training job on this host holds {holds}")
+        raise ChatRequestError([
+            f"base_model: {label} needs about {need / GiB:.2f} GiB loaded for chat and only {free / GiB:.2f} GiB of "
+            f"this {device}'s {total / GiB:.2f} GiB are free" + (f", even once the training job here ends (it holds "
+                                                                 f"{held / GiB:.2f} GiB)" if held else "")
+            + ": close what else holds it, or try again later"])
 
-    def _ensure_adapter(self, loaded: LoadedBase, adapter_dir: Path) -> str:
+    # --- adapters and groups -----------------------------------------------------------------------------------
+    def _ensure_adapter(self, loaded: LoadedBase, pane: Pane) -> str:
+        adapter_dir = pane.adapter_dir
         identity = (str(adapter_dir), (adapter_dir / "adapter_model.safetensors").stat().st_mtime_ns)
         if identity in loaded.adapters:
             return loaded.adapters[identity]
@@ -255,38 +256,60 @@ class ChatEngine:
                                                      is_trainable=False)
         loaded.model.eval()  # peft refuses adapter_names outside eval mode
         loaded.adapters[identity] = key
+        if getattr(loaded.model.peft_config[key], "use_dora", False):
+            loaded.solo.add(key)
         return key
 
+    def _groups(self, base_model: str, panes: list[tuple[str, Path | None]]) -> list[Group]:
+        """The panes as groups one forward pass each can serve: per variant, one group of the base and the adapters
+        peft can mix, and a group per DoRA adapter."""
+        panes = [as_pane(pane) for pane in panes]
+        bases = self._bases_for(base_model, panes)
+        groups: list[Group] = []
+        mixed: dict[BaseVariant, Group] = {}
+        for index, pane in enumerate(panes):
+            loaded = bases[pane.variant]
+            key = PEFT_BASE if pane.adapter_dir is None else self._ensure_adapter(loaded, pane)
+            if key in loaded.solo:
+                groups.append(Group(loaded, [index], [key], solo=key))
+                continue
+            if pane.variant not in mixed:
+                mixed[pane.variant] = Group(loaded)
+                groups.append(mixed[pane.variant])
+            mixed[pane.variant].rows.append(index)
+            mixed[pane.variant].keys.append(key)
+        return groups
+
+    # --- what the scheduler calls ------------------------------------------------------------------------------
     def begin(self, base_model: str, panes: list[tuple[str, Path | None]], conversations: list[list[dict]],
               settings: GenerationSettings, max_prompt_tokens: int) -> Generation:
-        """A compare ready to advance: `panes` are (name, adapter dir) pairs, adapter dir None for the base;
-        `conversations[i]` is pane i's messages ending with the new user turn. Raises ChatRequestError when a prompt
-        is over its limit in tokens (the base's context less max_new_tokens, and at most `max_prompt_tokens`)."""
-        loaded, keys = self._loaded(base_model, panes)
-        return self._generate(loaded, keys, conversations, settings, max_prompt_tokens)
-
-    def _generate(self, loaded: LoadedBase, keys: list[str], conversations: list[list[dict]],
-                  settings: GenerationSettings, max_prompt_tokens: int) -> Generation:
-        """The one place a compare's panes become one batch (a row per pane, left-padded)."""
-        tokenizer = loaded.tokenizer
-        prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-                   for c in conversations]
-        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        limit, why = prompt_token_limit(loaded.context_tokens, settings.max_new_tokens, max_prompt_tokens)
-        if problem := prompt_tokens_problem(int(batch["attention_mask"].sum(dim=1).max()), limit, why):
-            raise ChatRequestError([problem])
-        return Generation(loaded, keys, batch.to(loaded.model.device), settings)
+        """A compare ready to advance: `panes` are Panes or (name, adapter dir) pairs, adapter dir None for the
+        base; `conversations[i]` is pane i's messages ending with the new user turn. Raises ChatRequestError when a
+        prompt is over its limit in tokens (the base's context less max_new_tokens, and at most
+        `max_prompt_tokens`), MemoryWait when a base must wait for device memory."""
+        batches = []
+        for group in self._groups(base_model, panes):
+            batch, problem = encode(group, conversations, settings, max_prompt_tokens)
+            if problem:
+                raise ChatRequestError([problem])
+            batches.append(Batch(group, batch.to(group.loaded.model.device), settings))
+        return Generation(batches, len(panes))
 
     def reference_logliks(self, base_model: str, panes: list[tuple[str, Path | None]], prompt: list[dict],
                           reference: str, max_prompt_tokens: int) -> list[float]:
-        """Each pane's mean log-likelihood per token of `reference` as the answer to `prompt`, teacher-forced: ONE
-        batched forward pass, a row per pane. Higher is better; it says how likely each adapter finds the answer
-        a person wrote, whatever it would have sampled."""
-        loaded, keys = self._loaded(base_model, panes)
-        return self._logliks(loaded, keys, prompt, reference, max_prompt_tokens)
+        """Each pane's mean log-likelihood per token of `reference` as the answer to `prompt`, teacher-forced: one
+        forward pass per group (see the module docstring), a row per pane. Higher is better; it says how likely
+        each adapter finds the answer a person wrote, whatever it would have sampled."""
+        scores = [0.0] * len(panes)
+        for group in self._groups(base_model, panes):
+            for row, score in zip(group.rows, self._logliks(group, prompt, reference, max_prompt_tokens),
+                                  strict=True):
+                scores[row] = score
+        return scores
 
-    def _logliks(self, loaded: LoadedBase, keys: list[str], prompt: list[dict], reference: str,
-                 max_prompt_tokens: int) -> list[float]:
+    @staticmethod
+    def _logliks(group: Group, prompt: list[dict], reference: str, max_prompt_tokens: int) -> list[float]:
+        loaded = group.loaded
         tokenizer = loaded.tokenizer
         context = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
         context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
@@ -297,8 +320,8 @@ class ChatEngine:
         if problem := prompt_tokens_problem(len(context_ids), limit, why):
             raise ChatRequestError([problem])
         answer_start = len(context_ids)
-        ids = torch.tensor([context_ids + answer_ids] * len(keys), device=loaded.model.device)
-        kwargs = {"adapter_names": keys} if isinstance(loaded.model, PeftModel) else {}
+        ids = torch.tensor([context_ids + answer_ids] * len(group.rows), device=loaded.model.device)
+        kwargs = group.select_adapters()
         with torch.inference_mode():
             logits = loaded.model(input_ids=ids, **kwargs).logits.float()
         logprobs = torch.log_softmax(logits[:, answer_start - 1:-1], dim=-1)

@@ -1,13 +1,15 @@
-"""What a compare request is, checked before any model loads: the panes (adapters and "base"), each pane's
-conversation, the generation settings every pane shares, how long its prompt may be, and what it answers while it
-streams (`Replies`). No torch here: the web process imports it."""
+"""What a compare request is, checked before any model loads: the panes (adapters and "base") with the base variant
+each one loads on, each pane's conversation, the generation settings every pane shares, how long its prompt may be,
+and what it answers while it streams (`Replies`). No torch here: the web process imports it."""
 
 from __future__ import annotations
 
+import json
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.spec import STUDIO_BASE_MODELS
+from jobs.spec import STUDIO_BASE_MODELS, TrainSpec
 from jobs.studio import Studio
 from storage import catalog
 
@@ -29,6 +31,90 @@ class ChatRequestError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+class MemoryWait(Exception):  # noqa: N818 (not an error: the request waits, and its reader is told why)
+    """A base does not fit in the device's free memory now, but would once the training job beside it ends: the
+    scheduler tells the reader (the message has the numbers) and tries again later, for a bounded time."""
+
+
+QUANTIZATIONS = typing.get_args(TrainSpec.model_fields["quantization"].annotation)
+COMPUTE_DTYPES = typing.get_args(TrainSpec.model_fields["compute_dtype"].annotation)
+
+
+@dataclass(frozen=True)
+class BaseVariant:
+    """How a pane's base is loaded: the way its adapter's training loaded it (the spec's `quantization`,
+    `double_quant` and `compute_dtype`), since an adapter learned against those weights. The base pane, and an
+    adapter folder without a training_spec.json, use the spec's defaults (NF4 + double quantization), what chat
+    loaded before variants existed."""
+
+    quantization: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: str = "auto"
+
+    def spec(self, base_model: str) -> TrainSpec:
+        """The spec fields that load the base this way (the loaders take a spec)."""
+        four_bit = self.quantization in ("nf4", "fp4")
+        return TrainSpec(base_model=base_model, quantization=self.quantization,
+                         double_quant=self.double_quant and four_bit, compute_dtype=self.compute_dtype)
+
+    @property
+    def label(self) -> str:
+        if self.quantization == "none":
+            label = "unquantized"
+        elif self.quantization == "int8":
+            label = "int8"
+        else:
+            label = self.quantization + (" + double quant" if self.double_quant else "")
+        return label if self.compute_dtype == "auto" else f"{label}, {self.compute_dtype} compute"
+
+
+def variant_of(adapter_dir: Path, name: str) -> BaseVariant:
+    """The base variant an adapter trained on, from its folder's training_spec.json (the defaults without one).
+    Raises ChatRequestError naming the pane when the file says something chat cannot load."""
+    path = adapter_dir / "training_spec.json"
+    if not path.is_file():
+        return BaseVariant()
+    try:
+        spec = json.loads(path.read_text())
+        variant = BaseVariant(quantization=spec.get("quantization", "nf4"),
+                              double_quant=bool(spec.get("double_quant", True)),
+                              compute_dtype=spec.get("compute_dtype", "auto"))
+    except (OSError, ValueError, AttributeError) as error:
+        raise ChatRequestError([f"adapters: '{name}' has an unreadable training_spec.json ({error})"]) from None
+    if variant.quantization not in QUANTIZATIONS or variant.compute_dtype not in COMPUTE_DTYPES:
+        raise ChatRequestError([
+            f"adapters: '{name}' was trained on a base loaded as {variant.quantization!r} with "
+            f"{variant.compute_dtype!r} compute, which chat cannot load (quantization: {', '.join(QUANTIZATIONS)})"])
+    return variant
+
+
+class Pane(tuple):
+    """One compare pane. It unpacks as the (name, adapter folder) pair every caller reads (the folder None for the
+    base; a checkpoint's for adapter@step-N) and carries `variant`, how its base loads: a checkpoint follows its
+    adapter's. A plain pair becomes a Pane through `as_pane`, which reads the folder's own training_spec.json."""
+
+    variant: BaseVariant
+
+    def __new__(cls, name: str, adapter_dir: Path | None, variant: BaseVariant | None = None) -> Pane:
+        pane = super().__new__(cls, (name, adapter_dir))
+        if variant is None:
+            variant = BaseVariant() if adapter_dir is None else variant_of(adapter_dir, name)
+        pane.variant = variant
+        return pane
+
+    @property
+    def name(self) -> str:
+        return self[0]
+
+    @property
+    def adapter_dir(self) -> Path | None:
+        return self[1]
+
+
+def as_pane(pane: tuple[str, Path | None]) -> Pane:
+    return pane if isinstance(pane, Pane) else Pane(*pane)
 
 
 @dataclass(frozen=True)
@@ -62,17 +148,19 @@ class Replies(list):
     """Every pane's reply so far (a list of strings), with each pane's token count and the seconds from the start of
     its generation to its last token: all panes share one batched pass, and each pane's rate runs until its own reply
     ended. `waiting_for`: while the generation has not had its first turn, how many others are running or waiting
-    (0 once it runs)."""
+    (0 once it runs). `note`: why it waits, when that is not a turn (device memory a training job holds)."""
 
-    def __init__(self, texts: list[str], token_counts: list[int], seconds: list[float], waiting_for: int = 0) -> None:
+    def __init__(self, texts: list[str], token_counts: list[int], seconds: list[float], waiting_for: int = 0,
+                 note: str = "") -> None:
         super().__init__(texts)
         self.token_counts = token_counts
         self.seconds = seconds
         self.waiting_for = waiting_for
+        self.note = note
 
     @classmethod
-    def waiting(cls, panes: int, others: int) -> Replies:
-        return cls([""] * panes, [0] * panes, [0.0] * panes, waiting_for=others)
+    def waiting(cls, panes: int, others: int, note: str = "") -> Replies:
+        return cls([""] * panes, [0] * panes, [0.0] * panes, waiting_for=others, note=note)
 
     def tokens_per_s(self) -> list[float]:
         return [count / s if s > 0 else 0.0 for count, s in zip(self.token_counts, self.seconds, strict=True)]
@@ -134,26 +222,30 @@ def checkpoint_names(studio: Studio, adapter) -> list[str]:
     return [f"{adapter.name}{STEP_MARK}{step}" for step in checkpoints(studio, adapter)]
 
 
-def _pane_dir(studio: Studio, session, base_model: str, name: str) -> tuple[Path | None, str | None]:
-    """(adapter or checkpoint folder, problem) for one pane name other than the base."""
+def _pane(studio: Studio, session, base_model: str, name: str) -> tuple[Pane | None, str | None]:
+    """(the pane, problem) for one pane name other than the base."""
     adapter_name, _, step = name.partition(STEP_MARK)
     adapter = catalog.get_adapter_by_name(session, adapter_name)
     if adapter is None:
         return None, f"adapters: no adapter named '{adapter_name}'"
     if adapter.base_model != base_model:
         return None, f"adapters: '{adapter_name}' was trained on '{adapter.base_model}', not '{base_model}'"
+    try:  # a checkpoint holds no spec: it trained on the base its adapter did
+        variant = variant_of(studio.absolute(adapter.path), name)
+    except ChatRequestError as error:
+        return None, str(error)
     if not step:
-        return studio.absolute(adapter.path), None
+        return Pane(name, studio.absolute(adapter.path), variant), None
     folder = checkpoints(studio, adapter).get(int(step)) if step.isdigit() else None
     if folder is None:
         kept = ", ".join(checkpoint_names(studio, adapter)) or "none"
         return None, f"adapters: '{adapter_name}' has no checkpoint at step {step} (kept: {kept})"
-    return folder, None
+    return Pane(name, folder, variant), None
 
 
-def resolve_panes(studio: Studio, base_model: str, names: list[str]) -> list[tuple[str, Path | None]]:
-    """(name, adapter dir) per pane, the dir None for the base and a checkpoint's folder for adapter@step-N.
-    Raises ChatRequestError naming every problem."""
+def resolve_panes(studio: Studio, base_model: str, names: list[str]) -> list[Pane]:
+    """A Pane per name: the adapter's folder (None for the base, a checkpoint's folder for adapter@step-N) and the
+    base variant it loads on. Raises ChatRequestError naming every problem."""
     problems, panes = [], []
     if not names:
         problems.append("adapters: pick at least one adapter or 'base'")
@@ -162,13 +254,13 @@ def resolve_panes(studio: Studio, base_model: str, names: list[str]) -> list[tup
     with studio.db.read() as session:
         for name in names:
             if name == BASE_PANE:
-                panes.append((name, None))
+                panes.append(Pane(name, None))
                 continue
-            folder, problem = _pane_dir(studio, session, base_model, name)
+            pane, problem = _pane(studio, session, base_model, name)
             if problem:
                 problems.append(problem)
             else:
-                panes.append((name, folder))
+                panes.append(pane)
     if problems:
         raise ChatRequestError(problems)
     return panes

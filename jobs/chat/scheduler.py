@@ -26,6 +26,10 @@ engine's one lock; these are the rules that replaced it.
   token (tested: the next person's generation starts well within a second). While a request waits for a turn its
   reader still gets an update every `WAIT_UPDATE_S` (the replies so far, and how many others are in line), so a
   Stop can close it instead of waiting for its next token.
+- **Device memory.** A base that does not fit in the device's free memory while a training job on this host holds
+  the rest makes its request wait (jobs.chat.request.MemoryWait, raised by the engine in the request's turn): its
+  reader is told why with the numbers, the request steps aside for `MEMORY_RETRY_S` while everyone else keeps their
+  turns, and it tries again, for at most `memory_wait_s`, then is refused in words.
 - Unloading bases (a training job needs the memory) is a chore the thread runs between slices.
 
 No torch here (the engine, handed in, brings it)."""
@@ -44,6 +48,7 @@ from typing import TYPE_CHECKING
 from jobs.chat.request import (
     ChatRequestError,
     GenerationSettings,
+    MemoryWait,
     Replies,
     conversation_text,
     prompt_chars_problem,
@@ -57,6 +62,8 @@ WAIT_UPDATE_S = 0.5
 """A waiting reader gets an update at least this often: Gradio can close a generator only between its yields."""
 IDLE_S = 30.0
 """The serving thread ends after this long without work (the next request starts another)."""
+MEMORY_RETRY_S = 2.0
+"""A request waiting for device memory tries again this often."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,8 @@ class GenerationLimits:
     """How long a generation runs before the next in line gets its turn."""
     slice_tokens: int | None = None
     """At most this many new tokens a slice (None: as many as fit in slice_s); tests and benches pin slices."""
+    memory_wait_s: float = 300.0
+    """How long a request may wait for device memory a training job on this host holds before it is refused."""
 
     @classmethod
     def from_settings(cls, settings) -> GenerationLimits:
@@ -92,6 +101,9 @@ class _Ticket:
         self.retired = False
         self.result = None
         self.error: BaseException | None = None
+        self.not_before = 0.0
+        """(monotonic) Not served before then: it waits for device memory."""
+        self.memory_wait_since: float | None = None
 
     def publish(self, update: Replies) -> None:
         with self.changed:
@@ -270,37 +282,52 @@ class GenerationScheduler:
             self._server.start()
         self._lock.notify()
 
-    def _next(self) -> tuple[_Ticket | None, bool]:
-        """(Holding the lock.) The next chore, else the first person's oldest request, that person moved to the
-        back; (None, _) when there is nothing to do."""
+    def _next(self) -> tuple[_Ticket | None, bool, float | None]:
+        """(Holding the lock.) The next chore, else the oldest ready request of the first person who has one, that
+        person moved to the back; (None, _, seconds until a waiting request is ready, or None when nothing waits)."""
         if self._chores:
-            return self._chores.popleft(), True
-        if not self._lines:
-            return None, False
-        person, line = next(iter(self._lines.items()))
-        ticket = line.popleft()
-        if line:
-            self._lines.move_to_end(person)
-        else:
-            del self._lines[person]
-        return ticket, False
+            return self._chores.popleft(), True, None
+        now = time.monotonic()
+        for person, line in self._lines.items():
+            ticket = next((t for t in line if t.not_before <= now), None)
+            if ticket is not None:
+                line.remove(ticket)
+                if line:
+                    self._lines.move_to_end(person)
+                else:
+                    del self._lines[person]
+                return ticket, False, None
+        soonest = min((t.not_before for line in self._lines.values() for t in line), default=None)
+        return None, False, None if soonest is None else max(soonest - now, 0.0)
 
     def _serve(self) -> None:
         while True:
             with self._lock:
-                ticket, chore = self._next()
-                if ticket is None:
-                    self._lock.wait(IDLE_S)
-                    ticket, chore = self._next()
-                if ticket is None:
-                    self._server = None
-                    return
+                idle = False
+                while True:
+                    ticket, chore, pause = self._next()
+                    if ticket is not None:
+                        break
+                    if pause is not None:  # only requests waiting for memory: wake when the first may go on
+                        idle = False
+                        self._lock.wait(pause)
+                    elif idle:
+                        self._server = None
+                        return
+                    else:
+                        idle = True
+                        self._lock.wait(IDLE_S)
             deadline = time.monotonic() + self.limits.slice_s
             try:
                 if ticket.stopped.is_set():  # its reader left as its turn came
                     done, result, error = True, None, None
                 else:
                     done, result, error = *ticket.work.step(deadline, ticket), None
+            except MemoryWait as wait:
+                done, result, error = self._memory_wait(ticket, wait), None, None
+                if done:
+                    error = ChatRequestError([f"base_model: gave up after {self.limits.memory_wait_s:g} s {wait}: "
+                                              f"try again when the training job ends"])
             except BaseException as raised:  # the request's reader raises it; the others go on
                 done, result, error = True, None, raised
             if chore:
@@ -311,6 +338,17 @@ class GenerationScheduler:
                     self._retire(ticket, result, error)
                 else:  # the back of its person's line (the person is already behind the others)
                     self._lines.setdefault(ticket.person, deque()).append(ticket)
+
+    def _memory_wait(self, ticket: _Ticket, wait: MemoryWait) -> bool:
+        """Tell the reader why its request waits and set it aside for a while; returns whether it waited too long."""
+        now = time.monotonic()
+        if ticket.memory_wait_since is None:
+            ticket.memory_wait_since = now
+        if now - ticket.memory_wait_since >= self.limits.memory_wait_s:
+            return True
+        ticket.not_before = now + MEMORY_RETRY_S
+        ticket.publish(Replies.waiting(ticket.panes, self._others(ticket), note=str(wait)))
+        return False
 
 
 def refuse_long(texts: list[str], max_prompt_tokens: int) -> None:

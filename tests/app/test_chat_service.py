@@ -1,5 +1,5 @@
 """The web process's chat service makes way for training: while a job runs on its host, its loaded bases are
-unloaded."""
+unloaded, and what the job holds is known, so a base that would not fit beside it waits."""
 
 import pytest
 
@@ -21,11 +21,17 @@ def test_loaded_bases_are_released_while_a_job_runs(studio):
         elsewhere = jobs_repo.create_job(session, name="elsewhere", spec={})
         elsewhere.status, elsewhere.worker = JobStatus.RUNNING, "gpu-host-7:4242"
     assert chat.release_if_training() == []  # a job on another host needs another host's device
+    assert chat.training_bytes() == 0
     with studio.db.write() as session:
         here = jobs_repo.create_job(session, name="busy", spec={})
         here.status, here.worker = JobStatus.RUNNING, f"{studio.settings.host_name}:4242"
+        here_id = here.id
+    assert chat.training_bytes() is None  # its child has not recorded its estimate yet: it may hold anything
     assert chat.release_if_training() == ["demo-tiny-llama"]
     assert chat.scheduler().resident_bytes() == 0
+    with studio.db.write() as session:
+        jobs_repo.get_job(session, here_id).provenance = {"memory_estimate_bytes": 3 << 30}
+    assert chat.training_bytes() == 3 << 30
 
 
 def test_generation_settings_are_checked():
@@ -83,6 +89,8 @@ def test_a_compare_waiting_for_its_turn_says_so():
     from jobs.chat.request import Replies
 
     assert speed_text(["base"], Replies.waiting(1, 3)) == "waiting for a turn: 3 other generation(s) running or waiting"
+    memory = "waiting for 1.20 GiB free to load demo-tiny-llama (0.50 GiB free now); a training job here holds 3 GiB"
+    assert speed_text(["base"], Replies.waiting(1, 3, note=memory)) == memory
 
 
 def test_the_upkeep_thread_runs_suites_on_a_new_adapter(studio, demo_model_dir, tmp_path, monkeypatch):

@@ -42,8 +42,8 @@ def test_adapters_share_one_base(tmp_path, demo_model_dir, two_adapters):
     engine = _engine(tmp_path, demo_model_dir)
     engine.compare("demo-tiny-llama", [("a1", two_adapters[0]), ("a2", two_adapters[1])],
                    [[{"role": "user", "content": "hi"}]] * 2, GenerationSettings(max_new_tokens=2))
-    assert len(engine.engine._bases) == 1
-    model = engine.engine._bases["demo-tiny-llama"].model
+    assert engine.engine.loaded() == ["demo-tiny-llama"]
+    model = next(iter(engine.engine._bases.values())).model
     assert set(model.peft_config) == {"adapter_0", "adapter_1"}
     assert any("Linear4bit" in type(m).__name__ for m in model.modules())
 
@@ -164,7 +164,7 @@ def test_the_lru_never_holds_more_than_its_budget(tmp_path, demo_model_dir):
     for base in (bases[0], bases[1], bases[2], bases[0], bases[1]):
         engine.compare(base, [("base", None)], hello, GenerationSettings(max_new_tokens=1))
         assert engine.resident_bytes() <= engine.engine.budget_bytes and len(engine.engine._bases) <= 2
-    assert list(engine.engine._bases) == [bases[0], bases[1]]  # the two used last; m3 went first
+    assert engine.engine.loaded() == [bases[0], bases[1]]  # the two used last; m3 went first
     assert engine.release() == [bases[0], bases[1]] and engine.resident_bytes() == 0
 
     small = GenerationScheduler(ChatEngine(tmp_path / "models", budget_bytes=one // 2))

@@ -18,7 +18,7 @@ HELLO = [{"role": "user", "content": "hi"}]
 
 # --- the rules of turns, on a stand-in engine -----------------------------------------------------------------
 class _Tokens:
-    """Stands in for jobs.chat.engine.Generation: one token a call of `advance` (slices of one token), each turn
+    """Stands in for jobs.chat.generation.Generation: one token a call of `advance` (slices of one token), each turn
     written down in `turns`."""
 
     def __init__(self, name: str, count: int, turns: list[str]) -> None:
