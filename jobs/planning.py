@@ -1,28 +1,100 @@
-"""A submitted job's step plan (jobs.step_plan) from what the studio holds: the dataset's rows counted with the
-base's tokenizer when it is on this machine, else estimated from characters, and the base's size from its config."""
+"""A submitted job's step plan (jobs.step_plan) from the spec, the base and the data only, never from what happens to
+be on disk: the base's size comes from its config, and the rows are counted with its tokenizer, both known before its
+weights are there (a studio base: jobs.models.known_bases; a hub base: its config and tokenizer at the commit submit
+pinned, fetched then; a local folder: its own). Rows are estimated from characters only when the base's tokenizer
+cannot be had at all (a hub base not pinned yet, such as the Train tab's plan before submit)."""
 
 from __future__ import annotations
 
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
 from jobs.data.preview import row_lengths
+from jobs.data.stats import tokenize_row
 from jobs.data.store import find_dataset, load_rows
-from jobs.models.fits import model_shape
+from jobs.models.known_bases import known_config, known_tokenizer
+from jobs.models.memory_inputs import ModelShape
+from jobs.models.resolve import hub_cache_snapshot, is_hub_id, looks_local
 from jobs.spec import TrainSpec
 from jobs.step_plan import DataSize, StepPlan, estimated_lengths, plan
 from jobs.studio import Studio
+from storage.models import Dataset
+
+LENGTH_CACHE = 32
+_lengths: OrderedDict[tuple, list[int]] = OrderedDict()
+_hub_tokenizers: dict[Path, object] = {}
+_LOCK = threading.Lock()
 
 
-def data_size(studio: Studio, spec: TrainSpec) -> DataSize:
+def base_params(studio: Studio, base_model: str, revision: str | None = None) -> int | None:
+    """The base's parameter count from its config alone (None when no config is known, or it is no Llama-style
+    decoder); `revision`: a hub base's pinned commit."""
+    config = known_config(base_model)
+    if config is None:
+        folder = _base_folder(base_model, revision)
+        try:
+            config = json.loads((folder / "config.json").read_text()) if folder else None
+        except (OSError, ValueError):
+            config = None
+    try:
+        return ModelShape.from_config(config).total_params if config else None
+    except (KeyError, TypeError):
+        return None
+
+
+def _base_folder(base_model: str, revision: str | None) -> Path | None:
+    if looks_local(base_model):
+        return Path(base_model).expanduser()
+    return hub_cache_snapshot(base_model, revision) if is_hub_id(base_model) else None
+
+
+def data_size(studio: Studio, spec: TrainSpec, revision: str | None = None) -> DataSize:
     """The spec's dataset in tokens of its base (empty when there is no such dataset)."""
     dataset = find_dataset(studio, spec.dataset)
     if dataset is None:
         return DataSize(lengths=[], counted=False)
-    counted = row_lengths(studio, dataset, spec.base_model)
+    counted = _counted(studio, dataset, spec.base_model, revision)
     if counted is not None:
         return DataSize(lengths=counted, counted=True)
     return DataSize(lengths=estimated_lengths(load_rows(studio.absolute(dataset.path))), counted=False)
 
 
-def job_plan(studio: Studio, spec: TrainSpec) -> StepPlan:
-    """The steps, tokens and chosen defaults of `spec` on this studio's data."""
-    shape = model_shape(spec.base_model, studio.settings.models_dir)
-    return plan(spec, data_size(studio, spec), shape.total_params if shape else None)
+def _counted(studio: Studio, dataset: Dataset, base_model: str, revision: str | None) -> list[int] | None:
+    if looks_local(base_model):
+        return row_lengths(studio, dataset, base_model)  # the folder's own tokenizer, where the studio may read it
+    key = (dataset.sha256, base_model, revision)
+    with _LOCK:
+        if key in _lengths:
+            return _lengths[key]
+    tokenizer = known_tokenizer(base_model) or _hub_tokenizer(base_model, revision)
+    if tokenizer is None:
+        return None
+    lengths = [len(tokenize_row(tokenizer, row, False).ids) for row in load_rows(studio.absolute(dataset.path))]
+    with _LOCK:
+        _lengths[key] = lengths
+        while len(_lengths) > LENGTH_CACHE:
+            _lengths.popitem(last=False)
+    return lengths
+
+
+def _hub_tokenizer(base_model: str, revision: str | None):
+    folder = hub_cache_snapshot(base_model, revision) if is_hub_id(base_model) else None
+    if folder is None or not (folder / "tokenizer_config.json").is_file():
+        return None
+    with _LOCK:
+        if folder not in _hub_tokenizers:
+            from jobs.models.tokenizer_only import load_tokenizer_only
+
+            try:
+                _hub_tokenizers[folder] = load_tokenizer_only(str(folder))
+            except (OSError, ValueError):
+                return None
+        return _hub_tokenizers[folder]
+
+
+def job_plan(studio: Studio, spec: TrainSpec, revision: str | None = None) -> StepPlan:
+    """The steps, tokens and chosen defaults of `spec` on this studio's data; `revision`: the commit submit pinned a
+    hub base to (None: the one the local cache's main ref names)."""
+    return plan(spec, data_size(studio, spec, revision), base_params(studio, spec.base_model, revision))

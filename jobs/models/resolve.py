@@ -13,6 +13,11 @@ from jobs.spec import DEMO_BASE_MODEL, SMOLLM2_BASE_MODEL, STUDIO_BASE_MODELS
 from storage.access import current_person
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+HEX_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+HUB_METADATA = ["*.json", "*.jinja", "tokenizer.model", "*.txt"]
+"""What submit fetches of a hub base at its pinned commit: config and tokenizer, for the plan and the checks."""
+HUB_FILES = [*HUB_METADATA, "*.safetensors"]
+"""What training fetches: the same, and the weights as safetensors (never pickles, never code)."""
 
 
 def resolve_base_model(base_model: str, models_dir: Path,
@@ -41,6 +46,10 @@ def prepared_path(base_model: str, models_dir: Path) -> str | None:
 
         return str(model_dir(models_dir)) if is_prepared(models_dir) else None
     return base_model
+
+
+def is_hub_id(base_model: str) -> bool:
+    return base_model not in STUDIO_BASE_MODELS and not looks_local(base_model)
 
 
 def looks_local(base_model: str) -> bool:
@@ -144,9 +153,50 @@ def base_module_kinds(base_model: str, models_dir: Path) -> dict[str, str] | Non
     return module_kinds(snapshot) if snapshot else None
 
 
-def hub_cache_snapshot(hub_id: str) -> Path | None:
+def hub_cache_snapshot(hub_id: str, revision: str | None = None) -> Path | None:
+    """The local Hugging Face cache's folder of `hub_id`: at `revision` (a commit) when given, else the commit its
+    `main` ref names, else the newest download. None when the cache holds none of it. Never asks the hub."""
     from huggingface_hub.constants import HF_HUB_CACHE
 
     snapshots = Path(HF_HUB_CACHE) / f"models--{hub_id.replace('/', '--')}" / "snapshots"
+    if revision is not None:
+        return snapshots / revision if HEX_COMMIT.match(revision) and (snapshots / revision).is_dir() else None
+    main = snapshots.parent / "refs" / "main"
+    commit = main.read_text().strip() if main.is_file() else ""
+    if HEX_COMMIT.match(commit) and (snapshots / commit).is_dir():
+        return snapshots / commit
     found = sorted(snapshots.glob("*/"), key=lambda p: p.stat().st_mtime) if snapshots.is_dir() else []
     return found[-1] if found else None
+
+
+def pin_hub_base(hub_id: str) -> dict:
+    """The commit a hub base trains at, fixed when its job is submitted: the hub's answer for its main branch now,
+    with the config and tokenizer fetched at that commit (the step plan reads them); with the hub unreachable
+    (HF_HUB_OFFLINE, no network, a refusal), the commit the local Hugging Face cache holds for it. Raises
+    LookupError saying why when neither knows it. The hub is asked anonymously: submit runs as the person, and the
+    operator's token is not theirs (a gated base an admin downloaded is pinned from the cache)."""
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.constants import HF_HUB_CACHE, HF_HUB_OFFLINE
+
+    why = "HF_HUB_OFFLINE is set"
+    if not HF_HUB_OFFLINE:
+        try:
+            commit = HfApi(token=False).model_info(hub_id).sha
+            snapshot_download(hub_id, revision=commit, allow_patterns=HUB_METADATA, token=False)
+            return {"revision": commit, "revision_from": "hub"}
+        except Exception as error:  # the client's error types vary by version; the cache may still know it
+            why = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
+    snapshot = hub_cache_snapshot(hub_id)
+    if snapshot is None or not (snapshot / "config.json").is_file():
+        raise LookupError(f"'{hub_id}' cannot be pinned to a revision: the hub did not answer ({why}) and the local "
+                          f"Hugging Face cache ({HF_HUB_CACHE}) holds no download of it; download it once with hub "
+                          f"access, or train on a local folder")
+    return {"revision": snapshot.name, "revision_from": "cache"}
+
+
+def fetch_hub_base(hub_id: str, revision: str) -> Path:
+    """The local folder of `hub_id` at the commit its job pinned, downloaded first when the cache lacks it: its config,
+    tokenizer and safetensors weights, never pickles or code."""
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(hub_id, revision=revision, allow_patterns=HUB_FILES))

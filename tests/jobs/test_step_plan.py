@@ -5,9 +5,12 @@ import pytest
 
 from jobs.data.example_data import generate_examples, to_jsonl
 from jobs.data.store import find_dataset, import_dataset
+from jobs.models.memory_inputs import ModelShape
+from jobs.models.resolve import prepared_path
 from jobs.planning import job_plan
-from jobs.spec import parse_spec
+from jobs.spec import DEMO_BASE_MODEL, SMOLLM2_BASE_MODEL, parse_spec
 from jobs.step_plan import (
+    AUTO_FIELDS,
     MAX_AUTO_BATCH,
     MAX_AUTO_EVAL_ROWS,
     MIN_ROWS_FOR_EVAL_SPLIT,
@@ -19,8 +22,10 @@ from jobs.step_plan import (
     learning_rate_for,
     plan,
 )
+from jobs.studio import open_studio
 from jobs.submit import submit_job
 from storage import jobs_repo
+from storage.settings import load_settings
 
 
 def _stored(studio, name: str, rows: int) -> str:
@@ -124,3 +129,26 @@ def test_the_trainer_makes_the_planned_steps(studio, demo_model_dir, tmp_path):
     path = studio.absolute(find_dataset(studio, spec.dataset).path)
     result = train(step_plan.spec, tmp_path / "run", str(demo_model_dir), path, lambda *a: None, lambda: False)
     assert result.final_metrics["steps"] == step_plan.steps == 100
+
+
+@pytest.mark.parametrize("base", [DEMO_BASE_MODEL, SMOLLM2_BASE_MODEL])
+def test_one_spec_gets_one_plan_before_and_after_its_base_is_prepared(tmp_path, demo_model_dir, request, base):
+    fresh = open_studio(load_settings({"STUDIO_DATA_DIR": str(tmp_path / "data")}))  # no base built or prepared
+    try:
+        raw = {"base_model": base, "dataset": "example" if base == DEMO_BASE_MODEL else "pirate"}
+        assert prepared_path(base, fresh.settings.models_dir) is None
+        before = submit_job(fresh, raw)
+        prepared = demo_model_dir if base == DEMO_BASE_MODEL else request.getfixturevalue("smollm2_dir")
+        (fresh.settings.models_dir / base).symlink_to(prepared, target_is_directory=True)
+        assert prepared_path(base, fresh.settings.models_dir) is not None
+        after = submit_job(fresh, raw)
+        with fresh.db.read() as session:
+            jobs = [jobs_repo.get_job(session, job_id) for job_id in (before, after)]
+    finally:
+        fresh.db.dispose()
+    plans = [job.provenance["plan"] for job in jobs]
+    assert plans[0] == plans[1] and plans[0]["tokens_counted"]  # counted with the base's tokenizer both times
+    assert [{name: job.spec[name] for name in AUTO_FIELDS} for job in jobs] == [
+        {name: jobs[0].spec[name] for name in AUTO_FIELDS}] * 2
+    params = ModelShape.from_dir(prepared).total_params  # the size the prepared weights have
+    assert plans[0]["chosen"]["learning_rate"] == learning_rate_for(params) != learning_rate_for(None)
