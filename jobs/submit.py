@@ -13,7 +13,14 @@ from sqlalchemy import select
 from jobs.data.formats import PREFERENCE
 from jobs.data.store import find_dataset
 from jobs.models.contents import OTHER, chat_template_text, lora_targets
-from jobs.models.resolve import allowed_model_roots, base_model_problem, base_module_kinds, looks_local
+from jobs.models.resolve import (
+    allowed_model_roots,
+    base_model_problem,
+    base_module_kinds,
+    is_hub_id,
+    looks_local,
+    pin_hub_base,
+)
 from jobs.models.templates import NO_TRAINING_TEMPLATE, training_template
 from jobs.planning import job_plan
 from jobs.queue import routing
@@ -226,22 +233,37 @@ def submit_jobs(studio: Studio, raws: list[dict], priority: int = 0, group_name:
         problems.append(Problem(field="name", message="each job of a group needs its own adapter name"))
     if quota := quota_problem(studio, len(raws)):
         problems.append(quota)
+    hub_pins = _hub_pins(specs, problems)
     if problems:
         raise SpecError(problems)
-    plans = [job_plan(studio, spec) for spec in specs]  # the defaults left empty, chosen for each job's data
+    # The defaults left empty, chosen for each job's data and its base at the pinned revision.
+    plans = [job_plan(studio, spec, hub_pins.get(spec.base_model, {}).get("revision")) for spec in specs]
     with studio.db.write() as session:
-        jobs = [_create(session, studio, p, priority, group_name) for p in plans]
+        jobs = [_create(session, studio, p, priority, group_name, hub_pins) for p in plans]
         routes = [(job.id, job.pool) for job in jobs]
     for job_id, pool in routes:  # after the commit, so the worker finds the rows; a crash in between: resync
         routing.send(studio, job_id, priority, pool)
     return [job_id for job_id, _ in routes]
 
 
-def _create(session, studio: Studio, step_plan: StepPlan, priority: int, group_name: str | None) -> Job:
+def _hub_pins(specs: list[TrainSpec], problems: list[Problem]) -> dict[str, dict]:
+    """Each hub base's commit, asked once per base (jobs.models.resolve.pin_hub_base); a base that cannot be pinned
+    is a problem of the submission, not a surprise at training time."""
+    pins: dict[str, dict] = {}
+    for hub_id in dict.fromkeys(spec.base_model for spec in specs if is_hub_id(spec.base_model)):
+        try:
+            pins[hub_id] = pin_hub_base(hub_id)
+        except LookupError as error:
+            problems.append(Problem(field="base_model", message=str(error)))
+    return pins
+
+
+def _create(session, studio: Studio, step_plan: StepPlan, priority: int, group_name: str | None,
+            hub_pins: dict[str, dict]) -> Job:
     spec = step_plan.spec
     job = jobs_repo.create_job(session, name=spec.name or "pending", spec=spec.model_dump(mode="json"),
                                priority=priority, pool=spec.pool or None)
-    job.provenance = {"pinned": _pins(studio, spec), "plan": {
+    job.provenance = {"pinned": _pins(studio, spec, hub_pins), "plan": {
         "chosen": {name: getattr(spec, name) for name in step_plan.chosen}, "steps": step_plan.steps,
         "tokens": step_plan.tokens, "tokens_counted": step_plan.counted}}
     job.group_name = group_name
@@ -250,9 +272,9 @@ def _create(session, studio: Studio, step_plan: StepPlan, priority: int, group_n
     return job
 
 
-def _pins(studio: Studio, spec: TrainSpec) -> dict:
-    """What the job trains on, fixed at submit: the dataset by id and sha256, the base by where it resolves now.
-    A later upload or a new hub revision never changes what a queued or resumed job reads."""
+def _pins(studio: Studio, spec: TrainSpec, hub_pins: dict[str, dict]) -> dict:
+    """What the job trains on, fixed at submit: the dataset by id and sha256, the base by where it resolves now (a hub
+    base by its commit). A later upload or a new hub revision never changes what a queued or resumed job reads."""
     dataset = find_dataset(studio, spec.dataset)
     base: dict = {"name": spec.base_model}
     if looks_local(spec.base_model):
@@ -260,7 +282,7 @@ def _pins(studio: Studio, spec: TrainSpec) -> dict:
         # to download (a 403 that broke the job list for everyone; migration 0014).
         base["local_path"] = str(Path(spec.base_model).expanduser().resolve())
     elif spec.base_model not in STUDIO_BASE_MODELS:
-        base["hub_id"] = spec.base_model
+        base.update(hub_id=spec.base_model, **hub_pins[spec.base_model])
     pins = {"dataset": _pin(dataset), "base_model": base}
     if spec.eval_dataset:
         pins["eval_dataset"] = _pin(find_dataset(studio, spec.eval_dataset))

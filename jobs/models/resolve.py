@@ -113,8 +113,14 @@ def _valid_json(path: Path) -> bool:
         return False
     return True
 def portable_base_reference(base_model: str) -> str:
-    """What an adapter's config names as its base: never a server path. A hub id or a studio base name stays as
-    it is; a local folder is named by its last part (the model card says where it was)."""
+    """What an adapter's config names as its base, so that `AutoPeftModelForCausalLM` finds it elsewhere: never a
+    server path. A hub id stays as it is and the bundled SmolLM2 is named by its hub id (its weights are the hub
+    model's, up to Q4_1 rounding); the demo model is on no hub and keeps its studio name; a local folder is named by
+    its last part (the model card says where it was)."""
+    if base_model == SMOLLM2_BASE_MODEL:
+        from jobs.models.smollm2 import HUB_ID
+
+        return HUB_ID
     if base_model in STUDIO_BASE_MODELS or not looks_local(base_model):
         return base_model
     return Path(base_model).expanduser().name
@@ -137,7 +143,7 @@ def describe_base(base_model: str, base_path: str) -> str:
                 f"print(ensure_smollm2('models'))\"`.")
     if looks_local(base_model):
         return f"the local model folder `{base_path}` on the training machine."
-    return f"`{base_model}` from the Hugging Face hub."
+    return f"`{base_model}` from the Hugging Face hub, at the commit pinned when the job was submitted."
 
 
 def base_module_kinds(base_model: str, models_dir: Path) -> dict[str, str] | None:

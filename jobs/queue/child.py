@@ -21,7 +21,7 @@ from setproctitle import setproctitle
 
 from jobs.data.store import find_dataset
 from jobs.failures import explain_failure, is_out_of_memory
-from jobs.models.resolve import resolve_base_model
+from jobs.models.resolve import fetch_hub_base, resolve_base_model
 from jobs.queue.lifecycle import signal_when_parent_dies
 from jobs.queue.retries import override_fields
 from jobs.queue.run_files import run_dir_for, train_log_path
@@ -107,8 +107,7 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
     quiet_libraries()
     pinned = submitted.get("pinned", {})
     with phase("base_prepare"):
-        base_path = pinned.get("base_model", {}).get("local_path") or resolve_base_model(
-            spec.base_model, studio.settings.models_dir, report=_print_preparation)
+        base_path = pinned_base(studio, spec.base_model, pinned.get("base_model", {}))
     dataset = pinned_dataset(studio, spec, pinned)
     device = pick_device()
     kept = {key: submitted[key] for key in SUBMITTED_KEYS if key in submitted}  # a retry re-records the rest
@@ -157,6 +156,18 @@ def _memory_estimate(spec: TrainSpec, base_path: str, device: str, run_dir: Path
     return peak
 
 
+def pinned_base(studio: Studio, base_model: str, pin: dict) -> str:
+    """Where the base is, as submit pinned it: a local folder as it resolved then, a hub base at its pinned commit
+    (downloaded once, safetensors only), a studio base built or prepared on first use."""
+    if pin.get("local_path"):
+        return pin["local_path"]
+    if pin.get("hub_id") and pin.get("revision"):
+        print(f"base {pin['hub_id']} at commit {pin['revision']} (pinned at submit from the {pin['revision_from']})",
+              flush=True)
+        return str(fetch_hub_base(pin["hub_id"], pin["revision"]))
+    return resolve_base_model(base_model, studio.settings.models_dir, report=_print_preparation)
+
+
 def pinned_adapter(studio: Studio, pinned: dict) -> Path | None:
     """The folder of the adapter the job continues from (by id: a rename since submit does not matter)."""
     pin = pinned.get("init_adapter")
@@ -197,9 +208,11 @@ def _merge(studio: Studio, job_id: int, attempt: int, spec: MergeSpec, run_dir: 
 
     with studio.db.read() as session:
         adapter = catalog.get_adapter(session, spec.adapter_id)
+        trained_by = jobs_repo.get_job(session, adapter.job_id) if adapter and adapter.job_id else None
+        pin = jobs_repo.pinned(trained_by).get("base_model", {}) if trained_by else {}  # at the revision it trained on
     if adapter is None:
         raise LookupError(f"adapter {spec.adapter!r} was deleted before it could be merged")
-    base_path = resolve_base_model(adapter.base_model, studio.settings.models_dir, report=_print_preparation)
+    base_path = pinned_base(studio, adapter.base_model, pin)
     merged = merge_adapter(base_path, studio.absolute(adapter.path), run_dir / "merged", spec.dtype)
     published = publish_merged(studio, job_id, attempt, adapter.id, merged)
     print(f"merged model of {adapter.name!r} {'registered' if published else 'discarded (stale attempt)'}", flush=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs.models.resolve import describe_base
-from jobs.spec import TrainSpec
+from jobs.models.resolve import describe_base, is_hub_id, looks_local
+from jobs.spec import DEMO_BASE_MODEL, SMOLLM2_BASE_MODEL, TrainSpec
 
 
 def _compute_dtype_code(spec: TrainSpec) -> str:
@@ -49,15 +49,45 @@ def _lora_line(spec: TrainSpec, adapter_dir: Path) -> str:
     return f"rank {rank}, alpha {alpha:g}, dropout {dropout:g}, targets {targets}"
 
 
+def _named_base(adapter_dir: Path) -> tuple[str | None, str | None]:
+    """The base and revision the adapter's config names (jobs.training.registry.name_base)."""
+    import json
+
+    try:
+        config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        return None, None
+    return config.get("base_model_name_or_path"), config.get("revision")
+
+
+def _elsewhere(spec: TrainSpec, named: str | None, revision: str | None) -> str:
+    """How the adapter loads away from the studio, from the base its config names."""
+    auto = "`AutoPeftModelForCausalLM.from_pretrained(ADAPTER)` (from `peft`)"
+    if spec.base_model == DEMO_BASE_MODEL:
+        return (f"`adapter_config.json` names the base `{named}`: the demo model is on no hub, so {auto} finds it only "
+                f"as a folder of that name in the directory you run it from (build it there as said above).")
+    if looks_local(spec.base_model):
+        return (f"`adapter_config.json` names the base by its folder's name, `{named}`: {auto} finds it as a folder "
+                f"of that name in the directory you run it from, or pass your copy's path as `BASE` above.")
+    at = f" at revision `{revision}`" if revision else ""
+    return f"{auto} downloads the base `adapter_config.json` names, `{named}`{at}, and loads this adapter on it."
+
+
 def render_model_card(adapter_name: str, spec: TrainSpec, final_metrics: dict[str, float], base_path: str,
                       adapter_dir: Path) -> str:
     """`base_path`: the base as `from_pretrained` found it when training (a local folder or a hub id)."""
+    named, revision = _named_base(adapter_dir)
+    on_a_hub = spec.base_model == SMOLLM2_BASE_MODEL or is_hub_id(spec.base_model)  # named by its hub id
+    if revision:
+        base_path = named  # a hub base: by its id, at the pinned commit (the cache serves it on this machine)
+    revision_line = f'REVISION = "{revision}"\n' if revision else ""
+    revision_arg = "revision=REVISION, " if revision else ""
     metrics = "\n".join(f"| {name} | {value:.4g} |" for name, value in sorted(final_metrics.items()))
     quant = (f"{spec.quantization}, double quantization {'on' if spec.double_quant else 'off'}, "
              f"compute dtype {spec.compute_dtype}")
     return f"""---
 library_name: peft
-base_model: {spec.base_model}
+base_model: {named if on_a_hub and named else spec.base_model}
 tags: [lora, qlora, peft]
 ---
 # {adapter_name}
@@ -89,11 +119,11 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 BASE = "{base_path}"
-ADAPTER = "{adapter_dir}"
+{revision_line}ADAPTER = "{adapter_dir}"
 DTYPE = {_compute_dtype_code(spec)}
 
 base = AutoModelForCausalLM.from_pretrained(
-    BASE, dtype=DTYPE, use_safetensors=True,
+    BASE, {revision_arg}dtype=DTYPE, use_safetensors=True,
     quantization_config={_quantization_code(spec)},
 )
 model = PeftModel.from_pretrained(base, ADAPTER)
@@ -104,6 +134,8 @@ inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, ret
 output = model.generate(**inputs, max_new_tokens=64)
 print(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```
+
+{_elsewhere(spec, named, revision)}
 
 `training_spec.json` holds the full training spec; `final_metrics.json` the final metrics.
 """

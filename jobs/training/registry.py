@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from jobs.models.resolve import resolve_base_model
+from jobs.models.resolve import portable_base_reference, resolve_base_model
 from jobs.spec import TrainSpec, name_problem
 from jobs.studio import Studio
 from jobs.training.model_card import write_model_card
@@ -46,10 +46,12 @@ def publish_adapter(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, 
     if target.exists():
         shutil.rmtree(target)  # a previous attempt of this same job got this far, then died
     os.replace(adapter_dir, target)
+    with studio.db.read() as session:
+        job = session.get(Job, job_id)
+        owner, base_pin = job.owner, jobs_repo.pinned(job).get("base_model", {})  # the adapter is the submitter's
+    name_base(target / "adapter_config.json", spec.base_model, base_pin)
     _write_card(studio, target, name)
     size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
-    with studio.db.read() as session:
-        owner = session.get(Job, job_id).owner  # the adapter is whoever submitted the job's
     adapter = Adapter(name=name, base_model=spec.base_model, path=studio.relative(target), size_bytes=size,
                       job_id=job_id, owner=owner)
     with studio.db.write() as session:
@@ -57,6 +59,16 @@ def publish_adapter(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, 
     if not recorded:
         shutil.rmtree(target, ignore_errors=True)
     return recorded
+
+
+def name_base(config_file: Path, base_model: str, base_pin: dict) -> None:
+    """Name the real base in the adapter's config, so that `AutoPeftModelForCausalLM.from_pretrained(folder)` loads
+    it anywhere: its hub id (jobs.models.resolve.portable_base_reference) and, for a hub base, the commit it trained
+    at as `revision`, which PEFT passes on when it loads the base."""
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = portable_base_reference(base_model)
+    config["revision"] = base_pin.get("revision") if base_pin.get("hub_id") else None
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 def publish_merged(studio: Studio, job_id: int, attempt: int, adapter_id: int, merged_dir: Path) -> bool:

@@ -1,4 +1,5 @@
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -8,6 +9,7 @@ from jobs.queue.transport import pending_job_ids
 from jobs.spec import SpecError
 from jobs.submit import submit_job
 from storage import jobs_repo
+from tests.hub_cache import cache_model
 
 
 def _nothing_queued(studio):
@@ -116,3 +118,57 @@ def test_example_name_is_reserved(studio, tmp_path):
     path.write_text(json.dumps({"prompt": "q", "completion": "a"}))
     with pytest.raises(DatasetError, match="reserved"):
         import_dataset(studio, path, "example")
+
+
+HUB_BASE = "studio-test/tiny-llama"
+
+
+@pytest.fixture
+def hub_cache(tmp_path, demo_model_dir, monkeypatch):
+    """The demo model in a fake hub cache as HUB_BASE, with the hub unreachable (offline mode)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    commit = cache_model(cache, HUB_BASE, demo_model_dir)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return commit
+
+
+def _refusal(studio, raw) -> str:
+    with pytest.raises(SpecError) as caught:
+        submit_job(studio, raw)
+    return {p.field: p.message for p in caught.value.problems}["base_model"]
+
+
+def _base_pin(studio, job_id) -> dict:
+    with studio.db.read() as s:
+        return jobs_repo.get_job(s, job_id).provenance["pinned"]["base_model"]
+
+
+def test_a_hub_base_is_pinned_at_submit_to_the_hubs_commit_or_else_the_cached_one(studio, hub_cache, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    offline = submit_job(studio, {"base_model": HUB_BASE})
+    assert _base_pin(studio, offline) == {"name": HUB_BASE, "hub_id": HUB_BASE, "revision": hub_cache,
+                                          "revision_from": "cache"}
+    with studio.db.read() as s:
+        plan = jobs_repo.get_job(s, offline).provenance["plan"]
+    assert plan["tokens_counted"] and plan["chosen"]["learning_rate"] == 5e-3  # its cached config and tokenizer
+    refusal = _refusal(studio, {"base_model": "studio-test/not-downloaded"})
+    assert "cannot be pinned" in refusal and "HF_HUB_OFFLINE" in refusal
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens: the hub is unreachable
+    unreachable = submit_job(studio, {"base_model": HUB_BASE})
+    assert _base_pin(studio, unreachable)["revision"] == hub_cache
+    assert "ConnectError" in _refusal(studio, {"base_model": "studio-test/not-downloaded"})
+
+    newer, fetched = "f" * 40, []
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda api, repo_id, **_: SimpleNamespace(sha=newer))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: fetched.append((repo_id, kw)))
+    answered = submit_job(studio, {"base_model": HUB_BASE})
+    assert _base_pin(studio, answered)["revision"] == newer and _base_pin(studio, answered)["revision_from"] == "hub"
+    assert fetched[0][0] == HUB_BASE and fetched[0][1]["revision"] == newer  # its config and tokenizer at that commit
+    assert not any("safetensors" in pattern for pattern in fetched[0][1]["allow_patterns"])  # not the weights yet
