@@ -108,6 +108,21 @@ def variant_problem(variant: BaseVariant, device: str) -> str | None:
     return None
 
 
+def _share_saved_modules(model, keys: list[str]) -> None:
+    """Let every adapter pass through the modules another adapter trained in full (`modules_to_save`, e.g. lm_head).
+    peft wraps such a module for all adapters, and in a mixed batch (adapter_names) looks up each row's adapter in
+    the wrapper: a row of an adapter that did not save it raised KeyError (peft 0.21), and not only in the batch that
+    holds the saving adapter. Each other adapter gets the original module under its key, shared, not copied: what its
+    rows compute without the wrapper."""
+    from peft.utils.other import ModulesToSaveWrapper
+
+    for wrapper in [m for m in model.modules() if isinstance(m, ModulesToSaveWrapper)]:
+        for key in keys:
+            if key not in wrapper.modules_to_save:
+                wrapper.modules_to_save[key] = wrapper.original_module
+                wrapper.update(key)  # known to the wrapper now; update() copies nothing for a key it already holds
+
+
 def _names(panes: list[Pane]) -> str:
     return ", ".join(f"'{pane.name}'" for pane in panes)
 
@@ -258,6 +273,7 @@ class ChatEngine:
         loaded.adapters[identity] = key
         if getattr(loaded.model.peft_config[key], "use_dora", False):
             loaded.solo.add(key)
+        _share_saved_modules(loaded.model, list(loaded.adapters.values()))
         return key
 
     def _groups(self, base_model: str, panes: list[tuple[str, Path | None]]) -> list[Group]:

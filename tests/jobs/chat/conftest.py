@@ -26,8 +26,8 @@ def two_adapters(tmp_path_factory, demo_model_dir) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def variant_adapters(tmp_path_factory, demo_model_dir) -> dict[str, Path]:
-    """A DoRA, an rsLoRA (another rank and target set) and an fp4 adapter (no double quant, with a kept checkpoint
-    at step 2), a few steps each: name -> the run folder (its adapter/ and checkpoints/)."""
+    """A DoRA, an rsLoRA (another rank and target set, and lm_head trained in full) and an fp4 adapter (no double
+    quant, with a kept checkpoint at step 2), a few steps each: name -> the run folder (adapter/ and checkpoints/)."""
     from jobs.data.formats import parse_file
     from jobs.data.store import store_parsed
     from jobs.spec import parse_spec
@@ -36,7 +36,8 @@ def variant_adapters(tmp_path_factory, demo_model_dir) -> dict[str, Path]:
 
     data, _ = store_parsed(parse_file(EXAMPLE_DATASET_FILE), tmp_path_factory.mktemp("variant-data"))
     variants = {"dora": {"use_dora": True, "seed": 4},
-                "rslora": {"use_rslora": True, "lora_r": 4, "target_modules": "mlp", "seed": 5},
+                "rslora": {"use_rslora": True, "lora_r": 4, "target_modules": "mlp", "modules_to_save": ["lm_head"],
+                           "seed": 5},
                 "fp4": {"quantization": "fp4", "double_quant": False, "seed": 6, "save_steps": 2}}
     runs = {}
     for name, extra in variants.items():

@@ -1,7 +1,8 @@
 """Every adapter variant in one compare: LoRA, DoRA (which peft cannot mix into an adapter_names batch), rsLoRA with
-another rank and target set, and an adapter trained on an fp4 base (its checkpoint too) beside the base: every pane
-streams and equals that adapter alone, and blind votes and prompt suites run over the same panes. Then device memory:
-a base waits for what a training job holds, and what could never fit is refused in words."""
+another rank and target set and lm_head trained in full (which broke peft's mixed batches for the other adapters),
+and an adapter trained on an fp4 base (its checkpoint too) beside the base: every pane streams and equals that
+adapter alone, and blind votes and prompt suites run over the same panes. Then device memory: a base waits for what a
+training job holds, and what could never fit is refused in words."""
 
 import shutil
 from dataclasses import asdict
@@ -85,7 +86,7 @@ def test_every_variant_streams_in_one_compare_a_blind_round_and_a_suite(studio, 
     assert {getattr(m.weight, "quant_type", None) for m in fp4_model.modules() if hasattr(m, "weight")} >= {"fp4"}
     for pane, reply in zip(panes, final, strict=True):  # each pane equals that adapter (or the base) alone
         assert scheduler.compare(DEMO, [pane], [conversation(PROMPT)], GREEDY)[0] == reply, pane.name
-    for name in ("dora", "fp4"):  # and alone without the engine, on a base loaded as it trained
+    for name in ("lora", "dora", "rslora", "fp4"):  # and alone without the engine, on a base loaded as it trained
         pane = panes[names.index(name)]
         assert _alone(demo_model_dir, pane.variant, pane.adapter_dir, PROMPT) == final[names.index(name)], name
 
