@@ -2,7 +2,8 @@
 trains, the estimate (jobs/models/memory.py, from the base's config and headers and the spec) beside the peak RSS of
 a real training run.
 
-    python bench/memory_estimate.py [--rows NAME,...|all] [--steps 3] [--smoke] [--out PATH]
+    python bench/memory_estimate.py [--rows NAME,...|all] [--steps 3] [--cuda] [--smoke] [--out PATH]
+    python bench/memory_estimate.py --markdown bench/results/memory_estimate.json   (the tables for the docs)
 
 Each row trains `--steps` optimizer steps with the studio's `train()` in a fresh process and reads its peak resident
 set as the worker's child does (`jobs.training.callbacks.peak_rss`, VmHWM over the whole process, loading included).
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +98,45 @@ def rows() -> list[Row]:
     return found
 
 
+# Published configs of real models of each family (config.json values that move memory; bf16 checkpoints): the
+# verdict on a GPU at real sizes, estimated from the config alone, as before a download.
+REAL_CONFIGS = {
+    "Llama-3.1-8B": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                     "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256},
+    "Qwen2-7B": {"model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                 "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064},
+    "Mistral-7B-v0.3": {"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336,
+                        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+                        "head_dim": 128, "vocab_size": 32768},
+    "Phi-3-mini-4k": {"model_type": "phi3", "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32,
+                      "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32064},
+    "Gemma-2-9B": {"model_type": "gemma2", "hidden_size": 3584, "intermediate_size": 14336, "num_hidden_layers": 42,
+                   "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 256, "vocab_size": 256000,
+                   "tie_word_embeddings": True, "attn_logit_softcapping": 50.0,
+                   "layer_types": ["sliding_attention", "full_attention"] * 21},
+}
+GPU_JOBS = {"sft r16 b1 L2048": {"lora_r": 16, "batch_size": 1, "max_length": 2048},
+            "sft r16 b4 L2048, DoRA": {"lora_r": 16, "batch_size": 4, "max_length": 2048, "use_dora": True},
+            "dpo r16 b2, pairs of 512": {"lora_r": 16, "batch_size": 2, "max_length": 2048, "method": "dpo"}}
+
+
+def gpu_estimates() -> list[dict]:
+    """Each real config's estimated peak on a GPU (bf16 compute, checkpointing on: 'auto' there), not measured."""
+    from jobs.models.fits import job_estimate
+    from jobs.models.memory_inputs import CUDA_BF16, ModelShape
+    from jobs.spec import parse_spec
+
+    found = []
+    for model, config in REAL_CONFIGS.items():
+        shape = replace(ModelShape.from_config(config), checkpoint_dtype_bytes=2)  # published in bf16
+        for job, fields in GPU_JOBS.items():
+            longest = 512 if fields.get("method") == "dpo" else 0
+            estimate = job_estimate(parse_spec(fields), shape, CUDA_BF16, longest)
+            found.append({"model": model, "job": job, "params": shape.total_params,
+                          "estimated_bytes": estimate.peak, "measured": "not measured (no GPU here)"})
+    return found
+
+
 SMOKE_ROW = Row("demo smoke", "demo", {"batch_size": 1, "max_length": 128})
 
 
@@ -130,6 +170,7 @@ def dataset(kind: str, work: Path) -> Path:
     if kind == "pairs":
         path, _ = store_parsed(ParsedDataset(PREFERENCE, preference_rows()), work / f"data-{kind}")
         return path
+    work.mkdir(parents=True, exist_ok=True)
     raw = work / "chat.jsonl"
     raw.write_text("".join(json.dumps(row) + "\n" for row in chat_rows()))
     path, _ = store_parsed(parse_file(raw), work / f"data-{kind}")
@@ -214,7 +255,11 @@ def main() -> None:
     parser.add_argument("--cuda", action="store_true", help="add each row's estimate for a GPU (not measured)")
     parser.add_argument("--smoke", action="store_true", help="one small row, one step: CI's check")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--markdown", type=Path, help="print this report's tables for docs/benchmarks.md and stop")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     chosen = [row for row in rows() if args.rows == "all" or row.name in args.rows.split(",")]
     if args.smoke:
         chosen, args.steps = [SMOKE_ROW], 1
@@ -238,10 +283,34 @@ def main() -> None:
                         "estimated_bytes"]
             results.append(result)
             _print(result)
+            write_report(out, {"steps": args.steps, "rows": results, "partial": True})  # a long run keeps its rows
     worst = max((abs(r["ratio"] - 1) for r in results if "ratio" in r), default=None)
-    write_report(out, {"steps": args.steps, "worst_ratio_error": worst, "rows": results})
+    gpu = gpu_estimates()
+    for row in gpu:
+        print(f"GPU {row['model']:<16} {row['job']:<26} estimated {row['estimated_bytes'] / 2**30:6.1f} GiB "
+              f"(not measured: no GPU here)")
+    write_report(out, {"steps": args.steps, "worst_ratio_error": worst, "rows": results, "gpu_estimates": gpu})
     print(f"worst |estimate / measured - 1|: {worst:.3f}" if worst is not None else "no row measured")
     print(f"saved {out}")
+
+
+def markdown(report: dict) -> str:
+    """The report as docs/benchmarks.md's tables: measured rows, then the GPU's estimates."""
+    lines = ["| row | estimated MiB | measured MiB | estimated ÷ measured | above the framework | CUDA estimate MiB |",
+             "|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        if row["returncode"]:
+            lines.append(f"| {row['row']} | | failed | | | |")
+            continue
+        cuda = f"{row['cuda_estimated_bytes'] / 2**20:,.0f} (not measured)" if "cuda_estimated_bytes" in row else ""
+        lines.append(f"| {row['row']} | {row['estimated_bytes'] / 2**20:,.0f} | {row['measured_bytes'] / 2**20:,.0f} | "
+                     f"{row['ratio']:.2f} | {row['ratio_above_framework']:.2f} | {cuda} |")
+    lines += ["", "| model (config only) | job | parameters | estimated peak on a GPU | measured |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {row['model']} | {row['job']} | {row['params'] / 1e9:.2f} B | "
+              f"{row['estimated_bytes'] / 2**30:.1f} GiB | {row['measured']} |"
+              for row in report.get("gpu_estimates", [])]
+    return "\n".join(lines)
 
 
 def _ratios(result: dict) -> dict:
