@@ -21,7 +21,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, quote
 
 from starlette.concurrency import run_in_threadpool
 
@@ -36,6 +36,7 @@ MAX_LOGIN_BODY = 8192
 PAGES = ("/", "")
 FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")
 UPLOAD_ROUTE = "/gradio_api/upload"
+PUBLIC_ASSETS = ("/assets/", "/static/", "/svelte/", "/favicon.ico", "/manifest.json")
 INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.S | re.I)
 BASE_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
                 (b"referrer-policy", b"same-origin"), (b"cross-origin-opener-policy", b"same-origin"),
@@ -69,8 +70,8 @@ class Guard:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         secure = self.gate.is_secure(scope)
-        send = _with_headers(send, secure)
         path, method = scope.get("path", ""), scope.get("method", "GET")
+        send = _with_headers(send, secure, page=path in PAGES or path == "/login")
         client = self.gate.client_address(scope)
         if path == "/login":
             return await self._login(scope, receive, send, client, secure)
@@ -78,6 +79,8 @@ class Guard:
             return await self._logout(scope, send, client, secure)
         if path == "/studio.js":
             return await _respond(send, 200, SCRIPT, b"text/javascript; charset=utf-8")
+        if path.startswith(PUBLIC_ASSETS):  # Gradio's own bundle, served to anyone: no database read for each file
+            return await self.app(scope, receive, send)
         identity = await run_in_threadpool(self.gate.identify, _cookie(scope, COOKIE))
         scope.setdefault("state", {})["studio_identity"] = identity
         if identity.name is None and method in ("GET", "HEAD") and path in PAGES:
@@ -125,7 +128,9 @@ class Guard:
     # --- files and uploads ------------------------------------------------------------------------------------
     def _may_read(self, path: str, identity: Identity) -> bool:
         """A file under exports/<owner>/ is its owner's (and an admin's); Gradio's own checks decide the rest."""
-        wanted = unquote(path.split("file=", 1)[1] if "file=" in path else path.split("/file/", 1)[1])
+        # The ASGI path is decoded once already, as the route Gradio serves it sees it: decoding it again would judge
+        # another path than the one served.
+        wanted = path.split("file=", 1)[1] if "file=" in path else path.split("/file/", 1)[1]
         try:
             inside = Path(wanted).resolve().relative_to(self.exports_dir)
         except (ValueError, OSError, RuntimeError):
@@ -195,8 +200,9 @@ def _session_cookie(token: str, max_age_s: int, secure: bool) -> bytes:
     return "; ".join(parts).encode()
 
 
-def _with_headers(send: Send, secure: bool) -> Send:
-    """Add the security headers to every response; buffer an HTML page to allow exactly its inline scripts."""
+def _with_headers(send: Send, secure: bool, page: bool) -> Send:
+    """Add the security headers to every response; buffer a page of the studio's (`page`) to allow exactly its
+    inline scripts. Any other response, HTML or not, may run no script at all."""
     held: dict = {}
     chunks: list[bytes] = []
 
@@ -207,7 +213,7 @@ def _with_headers(send: Send, secure: bool) -> Send:
             if secure:
                 headers.append((b"strict-transport-security", b"max-age=31536000"))
             kind = dict((k.lower(), v) for k, v in headers).get(b"content-type", b"")
-            if kind.startswith(b"text/html"):
+            if page and kind.startswith(b"text/html"):
                 held["start"] = {**message, "headers": headers}
                 return
             if not any(k.lower() == b"content-security-policy" for k, _ in headers):
@@ -220,12 +226,12 @@ def _with_headers(send: Send, secure: bool) -> Send:
             chunks.append(message.get("body", b""))
             if message.get("more_body"):
                 return
-            page = b"".join(chunks)
+            body = b"".join(chunks)
             start = held.pop("start")
-            policy = page_policy(inline_script_hashes(page)).encode()
+            policy = page_policy(inline_script_hashes(body)).encode()
             headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-security-policy"]
             await send({**start, "headers": [*headers, (b"content-security-policy", policy)]})
-            await send({"type": "http.response.body", "body": page})
+            await send({"type": "http.response.body", "body": body})
             return
         await send(message)
 

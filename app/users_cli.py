@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
                      "STUDIO_MAX_QUEUED_JOBS)")
     add.add_argument("--max-upload-mb", type=int, default=None, help="largest dataset upload (default: "
                      "STUDIO_MAX_UPLOAD_BYTES)")
+    add.add_argument("--max-storage-mb", type=int, default=None, help="disk their datasets may take together "
+                     "(default: STUDIO_MAX_STORAGE_BYTES)")
+    add.add_argument("--max-datasets", type=int, default=None, help="datasets they may keep (default: "
+                     "STUDIO_MAX_DATASETS)")
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     remove = commands.add_parser("remove", help="stop a person signing in for good: their sessions end and their "
                                  "queued and running jobs are cancelled; their datasets and adapters stay (admins "
@@ -81,6 +85,8 @@ def _list(studio: Studio) -> int:
     for user in users:
         limits = [f"max {user.max_queued_jobs} queued jobs" if user.max_queued_jobs is not None else "",
                   f"uploads up to {user.max_upload_bytes >> 20} MB" if user.max_upload_bytes is not None else "",
+                  f"datasets up to {user.max_storage_bytes >> 20} MB" if user.max_storage_bytes is not None else "",
+                  f"at most {user.max_datasets} datasets" if user.max_datasets is not None else "",
                   "disabled" if user.disabled_at is not None else ""]
         extras = ", ".join(part for part in ["admin" if user.is_admin else "", *limits] if part)
         print(f"{user.name}{f' ({extras})' if extras else ''}, since {user.created_at:%Y-%m-%d}")
@@ -125,7 +131,8 @@ def _change_access(studio: Studio, command: str, name: str) -> int:
 
 def _add(studio: Studio, args) -> int:
     problems = [f"name: {problem}"] if (problem := name_problem(args.name)) else []
-    for flag, value in (("--max-queued-jobs", args.max_queued_jobs), ("--max-upload-mb", args.max_upload_mb)):
+    for flag, value in (("--max-queued-jobs", args.max_queued_jobs), ("--max-upload-mb", args.max_upload_mb),
+                        ("--max-storage-mb", args.max_storage_mb), ("--max-datasets", args.max_datasets)):
         if value is not None and value < 1:
             problems.append(f"{flag}: at least 1")
     with studio.db.read() as session:
@@ -138,8 +145,10 @@ def _add(studio: Studio, args) -> int:
         print("error: " + "\n       ".join(problems), file=sys.stderr)
         return 2
     upload = args.max_upload_mb << 20 if args.max_upload_mb is not None else None
+    storage = args.max_storage_mb << 20 if args.max_storage_mb is not None else None
     with studio.db.write() as session:
-        users_repo.add_user(session, args.name, PASSWORDS.hash(password), args.admin, args.max_queued_jobs, upload)
+        users_repo.add_user(session, args.name, PASSWORDS.hash(password), args.admin, args.max_queued_jobs, upload,
+                            storage, args.max_datasets)
         audit_repo.record(session, "user_add", None, args.name, detail={"admin": args.admin})
     print(f"added {args.name}{' (admin)' if args.admin else ''}. From now on everyone signs in, also in a studio "
           f"already running")

@@ -19,9 +19,11 @@ def name_ever_used(session: Session, name: str) -> bool:
 
 
 def add_user(session: Session, name: str, password_hash: str, admin: bool = False, max_queued_jobs: int | None = None,
-             max_upload_bytes: int | None = None) -> User:
+             max_upload_bytes: int | None = None, max_storage_bytes: int | None = None,
+             max_datasets: int | None = None) -> User:
     user = User(name=name, password_hash=password_hash, is_admin=admin, max_queued_jobs=max_queued_jobs,
-                max_upload_bytes=max_upload_bytes, created_at=utcnow())
+                max_upload_bytes=max_upload_bytes, max_storage_bytes=max_storage_bytes, max_datasets=max_datasets,
+                created_at=utcnow())
     session.add(user)
     session.flush()
     return user

@@ -53,6 +53,7 @@ ROOMS = {
     "jobs.failures": set(),
     "jobs.studio": set(),
     "jobs.secrets": {"jobs.studio"},
+    "jobs.presets": {"jobs.spec", "jobs.studio"},
     "jobs.hub_access": {"jobs.studio", "jobs.secrets"},  # whose hub token a request uses
     "jobs.models": {"jobs.spec", "jobs.studio"},
     "jobs.data": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.secrets", "jobs.hub_access"},

@@ -32,9 +32,11 @@ def test_users_are_added_listed_and_removed_with_salted_argon2_hashes(studio):
     assert _users(data_dir, "list").stdout.startswith("no accounts")
     added = _users(data_dir, "add", "alice", "--admin", "--password-stdin")
     assert added.returncode == 0 and "added alice (admin)" in added.stdout, added.stderr
-    assert _users(data_dir, "add", "bob", "--max-queued-jobs", "2", "--max-upload-mb", "1").returncode == 0
+    assert _users(data_dir, "add", "bob", "--max-queued-jobs", "2", "--max-upload-mb", "1", "--max-storage-mb", "10",
+                  "--max-datasets", "3").returncode == 0
     listed = _users(data_dir, "list").stdout
-    assert "alice (admin)" in listed and "bob (max 2 queued jobs, uploads up to 1 MB)" in listed
+    assert "alice (admin)" in listed
+    assert "bob (max 2 queued jobs, uploads up to 1 MB, datasets up to 10 MB, at most 3 datasets)" in listed
     with studio.db.read() as session:
         hashes = [u.password_hash for u in users_repo.active_users(session)]
     assert all(h.startswith("$argon2id$") for h in hashes) and hashes[0] != hashes[1]  # same password, own salt

@@ -29,7 +29,8 @@ PUBLIC_ENDPOINTS = {"/submit_job", "/submit_sweep", "/cancel_sweep", "/get_job",
                     "/set_hub_token", "/clear_hub_token", "/hub_token_status", "/compare", "/import_dataset",
                     "/import_hub_dataset", "/list_datasets", "/dataset_stats",
                     "/rename_dataset", "/delete_dataset", "/record_vote", "/leaderboard", "/export_votes",
-                    "/save_suite", "/run_suite", "/suite_results"}
+                    "/save_suite", "/run_suite", "/suite_results", "/list_presets", "/save_preset", "/load_preset",
+                    "/delete_preset", "/share_preset", "/my_account", "/change_password", "/audit_log"}
 
 
 def test_only_the_public_endpoints_are_listed(client):

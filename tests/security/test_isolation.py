@@ -142,7 +142,7 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
     assert [row["adapter"] for row in alice.predict(BASE, api_name="/leaderboard")] != []
     assert alice.predict("alice-suite", BASE, api_name="/suite_results")["prompts"][0]["prompt"] == "say hi"
     assert alice.predict(api_name="/hub_token_status") == {"stored": True, "hint": "…3e9d", "uses": "yours"}
-    assert alice.predict(api_name="/list_presets") == ["alice-preset"]
+    assert "alice-preset" in alice.predict(api_name="/list_presets")
     assert alice.predict("alice-preset", api_name="/load_preset") == {"lora_r": 4}  # Bob's same name is his own
     # An admin sees everyone's work.
     assert admin.predict(job, api_name="/get_job")["adapter"] == adapter
