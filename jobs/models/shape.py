@@ -42,7 +42,7 @@ class Linear:
     d_in: int
     d_out: int
     layers: int
-    """How many decoder layers have it."""
+    """How many the decoder has: one per layer (more in a mixture of experts, one per expert)."""
     bias: bool = False
 
     @property
@@ -192,7 +192,7 @@ class ModelShape:
                 continue
             if match and kind == "weight" and len(shape) == 2:
                 entry = found.setdefault(leaf, {"d_in": shape[1], "d_out": shape[0], "layers": set(), "bias": False})
-                entry["layers"].add(match.group(1))
+                entry["layers"].add(name)  # every instance: experts of one layer are several
                 entry["bias"] |= name[: -len(".weight")] in biased
             elif not (kind == "bias" and len(tensors.get(f"{name[: -len('.bias')]}.weight", ())) == 2):
                 other += prod(shape)
