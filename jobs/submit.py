@@ -200,10 +200,16 @@ def _order_problem(priority: int) -> str | None:
 def quota_problem(studio: Studio, adding: int) -> Problem | None:
     """A person's limit on jobs queued or running at once, when accounts exist (admins have none)."""
     with studio.db.read() as session:
-        user = users_repo.limited_user(session)
-        if user is None:
-            return None
-        active = len(jobs_repo.active_jobs(session, mine=True))
+        return quota_problem_in(session, studio, adding)
+
+
+def quota_problem_in(session, studio: Studio, adding: int, lock: bool = False) -> Problem | None:
+    """`quota_problem` inside the caller's transaction; `lock`: hold the person's row until it ends, so concurrent
+    submits of one person count each other's jobs (SQLite's writers are serialized already)."""
+    user = users_repo.limited_user(session, lock=lock)
+    if user is None:
+        return None
+    active = len(jobs_repo.active_jobs(session, mine=True))
     limit = user.max_queued_jobs or studio.settings.max_queued_jobs
     if active + adding <= limit:
         return None
@@ -239,6 +245,9 @@ def submit_jobs(studio: Studio, raws: list[dict], priority: int = 0, group_name:
     # The defaults left empty, chosen for each job's data and its base at the pinned revision.
     plans = [job_plan(studio, spec, hub_pins.get(spec.base_model, {}).get("revision")) for spec in specs]
     with studio.db.write() as session:
+        # Again where the rows are written: submits racing past the check above must not all get in.
+        if quota := quota_problem_in(session, studio, len(plans), lock=True):
+            raise SpecError([quota])
         jobs = [_create(session, studio, p, priority, group_name, hub_pins) for p in plans]
         routes = [(job.id, job.pool) for job in jobs]
     for job_id, pool in routes:  # after the commit, so the worker finds the rows; a crash in between: resync

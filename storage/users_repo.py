@@ -63,12 +63,14 @@ def accounts_exist(session: Session) -> bool:
     return session.scalars(select(User.id).where(User.removed_at.is_(None)).limit(1)).first() is not None
 
 
-def limited_user(session: Session) -> User | None:
-    """The signed-in person's row when limits apply to them (a non-admin with an account), else None."""
+def limited_user(session: Session, lock: bool = False) -> User | None:
+    """The signed-in person's row when limits apply to them (a non-admin with an account), else None. `lock`: held
+    until the transaction ends (PostgreSQL; SQLite's writing transactions are serialized whole)."""
     person = current_person()
     if person is None or person.admin:
         return None
-    return get_user(session, person.name)
+    query = select(User).where(User.name == person.name, User.removed_at.is_(None))
+    return session.scalars(query.with_for_update() if lock else query).first()
 
 
 def queue_order_locked() -> bool:

@@ -172,3 +172,31 @@ def test_a_hub_base_is_pinned_at_submit_to_the_hubs_commit_or_else_the_cached_on
     assert _base_pin(studio, answered)["revision"] == newer and _base_pin(studio, answered)["revision_from"] == "hub"
     assert fetched[0][0] == HUB_BASE and fetched[0][1]["revision"] == newer  # its config and tokenizer at that commit
     assert not any("safetensors" in pattern for pattern in fetched[0][1]["allow_patterns"])  # not the weights yet
+
+
+def test_a_persons_job_limit_holds_under_many_concurrent_submits(studio):
+    """An attack that held, kept as a regression test: many submits at once from one person (each thread its own
+    request) never queue more than their account allows, whoever wins the race."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from storage import users_repo
+    from storage.access import Person, acting_as
+    from tests.conftest import FAST_JOB
+
+    with studio.db.write() as session:
+        users_repo.add_user(session, "eve", "unused-hash", max_queued_jobs=3)
+
+    def submit(index: int) -> bool:
+        with acting_as(Person("eve")):
+            try:
+                submit_job(studio, {**FAST_JOB, "name": f"race-{index}"})
+                return True
+            except SpecError as error:
+                assert "may have 3 at once" in error.as_text(), error.as_text()
+                return False
+
+    with ThreadPoolExecutor(8) as pool:
+        accepted = sum(pool.map(submit, range(40)))
+    with studio.db.read() as session:
+        queued = [job for job in jobs_repo.list_jobs(session) if job.owner == "eve"]
+    assert accepted == len(queued) == 3
