@@ -59,7 +59,7 @@ def inline_script_hashes(page: bytes) -> list[str]:
 
 
 class Guard:
-    def __init__(self, app, gate: Gate, upload_limit: Callable[[Identity], int],
+    def __init__(self, app, gate: Gate, upload_limit: Callable[[Identity], tuple[int, str]],
                  exports_dir: Path) -> None:
         self.app = app
         self.gate = gate
@@ -140,10 +140,8 @@ class Guard:
         return identity.admin or (bool(inside.parts) and inside.parts[0] == identity.name)
 
     async def _upload(self, scope: dict, receive: Receive, send: Send, identity: Identity) -> None:
-        limit = await run_in_threadpool(self.upload_limit, identity)
+        limit, refusal = await run_in_threadpool(self.upload_limit, identity)
         declared = _header(scope, b"content-length")
-        refusal = (f"upload: larger than the {limit:,} bytes this account may upload (the files' size with "
-                   f"their form framing)")
         if declared.isdigit() and int(declared) > limit:
             return await _plain(send, 413, refusal)
         seen, stopped, started = 0, False, False

@@ -15,6 +15,7 @@ from jobs.models.contents import chat_template_text
 from jobs.models.resolve import prepared_path
 from jobs.planning import job_plan
 from jobs.presets import (
+    MAX_PRESET_FILE_BYTES,
     SUFFIXES,
     PresetError,
     delete_preset,
@@ -62,6 +63,8 @@ def load_file(path: str) -> dict:
     suffix = Path(path).suffix.lower()
     if suffix not in SUFFIXES:
         raise user_error(f"file: a preset is a {', '.join(SUFFIXES)} file, not '{suffix or Path(path).name}'")
+    if (size := Path(path).stat().st_size) > MAX_PRESET_FILE_BYTES:
+        raise user_error(f"file: a preset file is at most {MAX_PRESET_FILE_BYTES:,} bytes (this one has {size:,})")
     try:
         return parse_preset(Path(path).read_text(encoding="utf-8"), suffix)
     except (PresetError, UnicodeDecodeError) as error:

@@ -9,6 +9,7 @@ from starlette.middleware import Middleware
 from app import account_tab, accounts, adapters_tab, api, chat_tab, datasets_tab, notices, runs_tab, train_tab
 from app.gate import Gate, Identity
 from app.guard import Guard
+from jobs.presets import MAX_PRESET_FILE_BYTES
 from jobs.studio import REPO_ROOT, Studio
 from storage.access import Person, acting_as
 
@@ -70,13 +71,21 @@ def signed_in_name(request: gradio.routes.fastapi.Request) -> str | None:
 
 
 def upload_limit(studio: Studio):
-    """The most bytes one upload request may carry for a person: the largest file they may upload, and no more than
-    their datasets may still take (jobs/data/quota.py), plus the form's framing."""
+    """What one upload request may carry for a person, and the refusal past it (app/guard.py): the largest file they
+    may upload, no more than their datasets may still take (jobs/data/quota.py), plus the form's framing. A person
+    who keeps as many datasets as allowed may still upload a preset-sized
+    file (`MAX_PRESET_FILE_BYTES`), nothing more."""
     from jobs.data.quota import allowance
 
-    def limit(identity: Identity) -> int:
+    def limit(identity: Identity) -> tuple[int, str]:
         person = Person(identity.name or "", admin=identity.admin or not identity.accounts)
         allowed = allowance(studio, person)
-        return min(allowed.max_file_bytes, allowed.storage_left_bytes) + UPLOAD_FRAMING_BYTES
+        if allowed.datasets_left <= 0:
+            return MAX_PRESET_FILE_BYTES + UPLOAD_FRAMING_BYTES, (
+                f"upload: {allowed.storing_problem(0)} (files up to {MAX_PRESET_FILE_BYTES >> 10} KiB, such as "
+                f"presets, still upload)")
+        allowed_bytes = min(allowed.max_file_bytes, allowed.storage_left_bytes) + UPLOAD_FRAMING_BYTES
+        return allowed_bytes, (f"upload: larger than the {allowed_bytes:,} bytes this account may upload (the "
+                               f"files' size with their form framing)")
 
     return limit

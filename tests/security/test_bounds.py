@@ -43,6 +43,15 @@ def test_an_upload_past_the_persons_limit_is_cut_off_while_it_streams(team):
     assert small.status_code == 200, small.text  # within his limit, an upload goes through
 
 
+def test_a_person_at_their_dataset_count_uploads_no_more_than_a_preset(team):
+    team.add_person("dora", max_datasets=0)  # she may keep no dataset: the count binds before any import
+    dora = team.http("dora")
+    big = dora.post("/gradio_api/upload", files={"files": ("rows.jsonl", b'{"text": "x"}\n' * 20_000)})
+    assert big.status_code == 413 and "datasets, as many as allowed" in big.text and "delete one first" in big.text
+    preset = dora.post("/gradio_api/upload", files={"files": ("mine.json", b'{"lora_r": 16}')})
+    assert preset.status_code == 200, preset.text  # a preset still loads
+
+
 def test_a_megabyte_prompt_and_a_ten_million_point_sweep_are_refused_at_once(team):
     alice = team.client("alice")
     started = time.monotonic()
