@@ -7,14 +7,13 @@ from __future__ import annotations
 import gradio as gr
 
 from app.spec_form import SpecForm, live_panel
-from jobs.data.store import find_dataset, load_rows
 from jobs.models.fits import Device, model_shape, verdicts
-from jobs.planning import data_size, job_plan
+from jobs.planning import job_plan, longest_sequence
 from jobs.queue.devices import describe_device
+from jobs.run_settings.lora import LoraSettings, read_adapter_lora
 from jobs.spec import SpecError, TrainSpec, parse_spec
-from jobs.step_plan import estimated_lengths
 from jobs.studio import Studio
-from storage import workers_repo
+from storage import catalog, workers_repo
 
 MEMORY_FIELDS = ("base_model", "dataset", "method", "init_adapter", "lora_r", "lora_dropout", "target_modules",
                  "lora_bias", "use_dora", "modules_to_save", "quantization", "double_quant", "compute_dtype",
@@ -35,8 +34,6 @@ PART_NAMES = {"framework": "runtime (Python, torch, libraries)", "training_runti
               "dora_weight_norm": "DoRA's weight norm (one layer)"}
 GPU_NOT_MEASURED = ("The GPU figures are estimated, not measured: the GPU profile's constants come from the kernels' "
                     "known behaviour and have not been checked against a GPU run yet (docs/benchmarks.md).")
-_longest: dict[tuple[str, str, str], int] = {}
-"""The longest sequence per (dataset content, base, method): counted once, not on every change of the form."""
 
 
 def devices(studio: Studio, pool: str = "") -> list[Device]:
@@ -69,7 +66,7 @@ def verdict_text(studio: Studio, raw: dict) -> str:
     if not candidates:
         return (f"*Memory: no live worker serves pool `{spec.pool}`, so there is no device to check. The job waits in "
                 f"the queue until one starts (`STUDIO_POOL={spec.pool} python -m jobs worker` on a GPU host).*")
-    found = verdicts(spec, shape, candidates, longest_sequence(studio, spec))
+    found = verdicts(spec, shape, candidates, longest_sequence(studio, spec), start_adapter(studio, spec))
     lines = ["**Memory verdict** (estimated peak of the training process)", "",
              "| device | memory | peak | share | verdict |", "|---|---|---|---|---|"]
     for verdict in found:
@@ -87,27 +84,17 @@ def verdict_text(studio: Studio, raw: dict) -> str:
     return "\n".join(lines)
 
 
-def longest_sequence(studio: Studio, spec: TrainSpec) -> int:
-    """The data's longest sequence in the base's tokens, which bounds a padded batch (DPO's pairs, or rows without
-    packing); 0 with packing (every sequence is filled to max_length) or without the dataset. A pair counts its
-    prompt with the longer answer: the chosen side is counted (jobs.planning), the rejected one scaled from it by
-    characters."""
-    if spec.method == "sft" and spec.packing:
-        return 0
-    dataset = find_dataset(studio, spec.dataset)
-    if dataset is None:
-        return 0
-    key = (dataset.sha256, spec.base_model, spec.method)
-    if key not in _longest:
-        lengths = data_size(studio, spec).lengths
-        if spec.method == "dpo" and lengths:
-            rows = load_rows(studio.absolute(dataset.path))
-            chosen = estimated_lengths(rows)
-            rejected = estimated_lengths([{"prompt": row.get("prompt", []), "chosen": row.get("rejected", [])}
-                                          for row in rows])
-            lengths = [round(n * max(1.0, r / c)) for n, c, r in zip(lengths, chosen, rejected, strict=False)]
-        _longest[key] = max(lengths, default=0)
-    return _longest[key]
+def start_adapter(studio: Studio, spec: TrainSpec) -> LoraSettings | None:
+    """The LoRA of the adapter the job continues, which trains instead of the form's LoRA fields (None: a new one,
+    or an adapter this person cannot see, which submit refuses)."""
+    if not spec.init_adapter:
+        return None
+    with studio.db.read() as session:
+        adapter = catalog.get_adapter_by_name(session, spec.init_adapter)
+    try:
+        return read_adapter_lora(studio.absolute(adapter.path)) if adapter else None
+    except (OSError, ValueError):
+        return None
 
 
 def build(studio: Studio, form: SpecForm, app: gr.Blocks) -> None:

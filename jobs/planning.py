@@ -24,6 +24,9 @@ from storage.models import Dataset
 
 LENGTH_CACHE = 32
 _lengths: OrderedDict[tuple, list[int]] = OrderedDict()
+_longest: OrderedDict[tuple, int] = OrderedDict()
+"""The longest sequence per (dataset content, base, revision, method): counted once, not on every change of the
+form."""
 _hub_tokenizers: dict[Path, object] = {}
 _LOCK = threading.Lock()
 
@@ -55,10 +58,44 @@ def data_size(studio: Studio, spec: TrainSpec, revision: str | None = None) -> D
     dataset = find_dataset(studio, spec.dataset)
     if dataset is None:
         return DataSize(lengths=[], counted=False)
-    counted = _counted(studio, dataset, spec.base_model, revision)
+    return dataset_size(studio, dataset, spec.base_model, revision)
+
+
+def dataset_size(studio: Studio, dataset: Dataset, base_model: str, revision: str | None = None) -> DataSize:
+    """A stored dataset's rows in tokens of `base_model` (estimated from characters without its tokenizer)."""
+    counted = _counted(studio, dataset, base_model, revision)
     if counted is not None:
         return DataSize(lengths=counted, counted=True)
     return DataSize(lengths=estimated_lengths(load_rows(studio.absolute(dataset.path))), counted=False)
+
+
+def longest_sequence(studio: Studio, spec: TrainSpec, dataset: Dataset | None = None,
+                     revision: str | None = None) -> int:
+    """The data's longest sequence in the base's tokens, which bounds a padded batch (DPO's pairs, or rows without
+    packing) in the memory estimate; 0 with packing (every sequence is filled to max_length) or without the dataset.
+    `dataset`: the row the job pinned (default: the spec's dataset by name). A pair counts its prompt with the longer
+    answer: the chosen side is counted, the rejected one scaled from it by characters."""
+    if spec.method == "sft" and spec.packing:
+        return 0
+    dataset = dataset or find_dataset(studio, spec.dataset)
+    if dataset is None:
+        return 0
+    key = (dataset.sha256, spec.base_model, revision, spec.method)
+    with _LOCK:
+        if key in _longest:
+            return _longest[key]
+    lengths = dataset_size(studio, dataset, spec.base_model, revision).lengths
+    if spec.method == "dpo" and lengths:
+        rows = load_rows(studio.absolute(dataset.path))
+        chosen = estimated_lengths(rows)
+        rejected = estimated_lengths([{"prompt": row.get("prompt", []), "chosen": row.get("rejected", [])}
+                                      for row in rows])
+        lengths = [round(n * max(1.0, r / c)) for n, c, r in zip(lengths, chosen, rejected, strict=False)]
+    with _LOCK:
+        _longest[key] = max(lengths, default=0)
+        while len(_longest) > LENGTH_CACHE:
+            _longest.popitem(last=False)
+        return _longest[key]
 
 
 def _counted(studio: Studio, dataset: Dataset, base_model: str, revision: str | None) -> list[int] | None:

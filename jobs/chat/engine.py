@@ -84,7 +84,8 @@ def resident_estimate(path: str, base_model: str, device: str, variant: BaseVari
 
     profile = CPU if device == "cpu" else CUDA_BF16
     spec = (variant or BaseVariant()).spec(base_model)
-    return sum(weight_bytes(ModelShape.from_dir(path), TrainShape.from_spec(spec, profile), profile).values())
+    stored = TrainShape(quantization=spec.quantization, double_quant=spec.double_quant)  # only the weights count
+    return sum(weight_bytes(ModelShape.from_dir(path), stored, profile).values())
 
 
 def load_dtype(variant: BaseVariant, base_model: str, device: str) -> torch.dtype:

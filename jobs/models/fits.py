@@ -7,10 +7,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.models.cpu_dtype import NATIVE_BF16_LABEL
 from jobs.models.memory import Estimate, estimate
-from jobs.models.memory_inputs import DeviceProfile, ModelShape, TrainShape, training_profile
+from jobs.models.memory_inputs import DeviceProfile, ModelShape, TrainShape, profile_for
 from jobs.models.resolve import hub_cache_snapshot, looks_local, prepared_path
+from jobs.run_settings.cpu_dtype import NATIVE_BF16_LABEL
+from jobs.run_settings.lora import LoraSettings
+from jobs.run_settings.settings import Base, Machine, RunSettings, resolve
 from jobs.spec import SMOLLM2_BASE_MODEL, STUDIO_BASE_MODELS, TrainSpec
 
 TIGHT_SHARE = 0.8
@@ -27,10 +29,18 @@ class Device:
     name: str
     memory_bytes: int
 
+    @property
+    def machine(self) -> Machine:
+        """The machine a run resolves its settings for here. A CPU worker's name says whether it multiplies bf16
+        natively (jobs.queue.devices); a GPU's does not say whether it supports bf16, and the GPU profile counts
+        bf16 and fp16 alike."""
+        if self.name.startswith("CPU"):
+            return Machine(device="cpu", bf16=NATIVE_BF16_LABEL in self.name)
+        return Machine(device="cuda", bf16=True)
+
     def profile_for(self, spec: TrainSpec, shape: ModelShape) -> DeviceProfile:
-        """The profile a job of `spec` on `shape` runs under here: a CPU's depends on the dtype 'auto' picks on
-        it (its name says whether it multiplies bf16 natively: jobs.queue.devices)."""
-        return training_profile(spec, shape, self.name.startswith("CPU"), NATIVE_BF16_LABEL in self.name)
+        """The profile a job of `spec` on `shape` runs under here (a CPU's depends on the dtype it computes in)."""
+        return profile_for(resolve(spec, Base(hidden=shape.hidden), self.machine))
 
 
 @dataclass(frozen=True)
@@ -62,12 +72,22 @@ def model_shape(base_model: str, models_dir: Path) -> ModelShape | None:
         return None
 
 
-def job_estimate(spec: TrainSpec, shape: ModelShape, profile: DeviceProfile, longest_sequence: int = 0) -> Estimate:
-    """The estimated peak of a job of `spec` on `shape` under `profile`. `longest_sequence`: the data's longest
-    sequence in tokens when known (a padded batch, such as DPO's, is as long as its longest row); else max_length."""
-    return estimate(shape, TrainShape.from_spec(spec, profile, longest_sequence), profile)
+def job_estimate(spec: TrainSpec, shape: ModelShape, machine: Machine, longest_sequence: int = 0,
+                 adapter: LoraSettings | None = None) -> Estimate:
+    """The estimated peak of a job of `spec` (planned) on `shape` on `machine`, with the settings its training
+    resolves (jobs.run_settings). `longest_sequence`: the data's longest sequence in tokens when known (a padded
+    batch, such as DPO's, is as long as its longest row); else max_length. `adapter`: the LoRA of the adapter the job
+    continues (init_adapter), which trains instead of the spec's LoRA fields."""
+    return settings_estimate(resolve(spec, Base(hidden=shape.hidden), machine, adapter), shape, longest_sequence)
 
 
-def verdicts(spec: TrainSpec, shape: ModelShape, devices: list[Device], longest_sequence: int = 0) -> list[Verdict]:
-    return [Verdict(device, job_estimate(spec, shape, device.profile_for(spec, shape), longest_sequence))
+def settings_estimate(settings: RunSettings, shape: ModelShape, longest_sequence: int = 0) -> Estimate:
+    """The estimated peak of a run with these settings on `shape`."""
+    profile = profile_for(settings)
+    return estimate(shape, TrainShape.from_settings(settings, longest_sequence), profile)
+
+
+def verdicts(spec: TrainSpec, shape: ModelShape, devices: list[Device], longest_sequence: int = 0,
+             adapter: LoraSettings | None = None) -> list[Verdict]:
+    return [Verdict(device, job_estimate(spec, shape, device.machine, longest_sequence, adapter))
             for device in devices]

@@ -7,8 +7,10 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-from jobs.models.cpu_dtype import cpu_compute_dtype, native_bf16
 from jobs.models.templates import NO_TRAINING_TEMPLATE, training_template
+from jobs.run_settings.cpu_dtype import native_bf16
+from jobs.run_settings.settings import Base, DeviceKind, Machine, quantization_kwargs
+from jobs.run_settings.settings import compute_dtype as resolved_dtype
 from jobs.spec import TrainSpec
 
 
@@ -16,23 +18,23 @@ def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def compute_dtype(spec: TrainSpec, device: str, hidden: int | None = None) -> torch.dtype:
-    """The dtype the base computes in. `hidden`: the base's hidden size, which 'auto' weighs on a CPU
-    (jobs.models.cpu_dtype: bf16 on a native-bf16 CPU for a wide enough model)."""
-    if spec.compute_dtype != "auto":
-        return getattr(torch, spec.compute_dtype)
-    if device == "cpu":
-        return getattr(torch, cpu_compute_dtype(spec.compute_dtype, hidden, native_bf16()))
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+def machine(device: DeviceKind | None = None, began_in: str | None = None) -> Machine:
+    """This machine as the run settings see it (jobs.run_settings): its device, whether it computes bf16 natively,
+    and the dtype a resumed run began in here."""
+    device = device or pick_device()
+    bf16 = native_bf16() if device == "cpu" else torch.cuda.is_bf16_supported()
+    return Machine(device=device, bf16=bf16, began_in=began_in)
+
+
+def compute_dtype(spec: TrainSpec, device: DeviceKind, hidden: int | None = None) -> torch.dtype:
+    """The dtype the base computes in on `device` (jobs.run_settings.settings.compute_dtype). `hidden`: the base's
+    hidden size, which 'auto' weighs on a CPU."""
+    return getattr(torch, resolved_dtype(spec, Base(hidden=hidden), machine(device))[0])
 
 
 def quantization_config(spec: TrainSpec, dtype: torch.dtype) -> BitsAndBytesConfig | None:
-    if spec.quantization == "none":
-        return None
-    if spec.quantization == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec.quantization,
-                              bnb_4bit_use_double_quant=spec.double_quant, bnb_4bit_compute_dtype=dtype)
+    kwargs = quantization_kwargs(spec.quantization, spec.double_quant, str(dtype).removeprefix("torch."))
+    return BitsAndBytesConfig(**kwargs) if kwargs is not None else None
 
 
 def load_tokenizer(base_model: str, for_assistant_only_loss: bool = False):

@@ -1,12 +1,12 @@
 """What a memory estimate is computed from, read without torch: the model's shape (config.json and the sizes in
-its safetensors headers), the training shape (the spec's fields that move memory), and a device profile (the
-constants measured once per device type). The formula is in jobs/models/memory.py."""
+its safetensors headers), the training shape (what the run settings hold in memory: jobs.run_settings resolves the
+spec once, for training and the estimate alike), and a device profile (the constants measured once per device
+type). The formula is in jobs/models/memory.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from jobs.models.cpu_dtype import cpu_compute_dtype
 from jobs.models.shape import (  # noqa: F401 (re-exported: the estimate's inputs live here)
     DTYPE_BYTES,
     INPUT_OF,
@@ -15,14 +15,12 @@ from jobs.models.shape import (  # noqa: F401 (re-exported: the estimate's input
     checkpoint_dtypes,
     checkpoint_size,
 )
-from jobs.spec import TrainSpec
-from jobs.step_plan import MAX_AUTO_BATCH
+from jobs.run_settings.lora import ALL_LINEAR
+from jobs.run_settings.settings import RunSettings
 
 MiB = 2**20
 GiB = 2**30
 
-ALL_LINEAR = "all-linear"
-"""peft's 'all-linear': every decoder Linear, whatever the family names them (never the LM head)."""
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 # TRL's fused LM head (trl/kernels/chunked_logprob.py) projects [tokens, vocab] in tiles of this size.
@@ -68,8 +66,9 @@ class TrainShape:
     quantization: str = "nf4"
     """'nf4' | 'fp4' | 'int8' | 'none'."""
     double_quant: bool = True
-    optimizer: str = "adamw"
-    """'adamw' (torch, states in the LoRA dtype) | 'adamw_8bit' | 'paged_adamw' | 'paged_adamw_8bit'."""
+    optimizer: str = "adamw_torch"
+    """The Trainer's optim: 'adamw_torch' (states in the LoRA dtype), 'adamw_bnb_8bit', or a paged one
+    ('paged_adamw_32bit', 'paged_adamw_8bit', only on CUDA)."""
     attention: str = "sdpa"
     """'sdpa' (the default; a packed row needs a T x T mask) | 'flash_attention_2' (varlen: no mask, native GQA)."""
     fused_lm_head: bool = True
@@ -96,29 +95,21 @@ class TrainShape:
         return self.batch_size * self.sequence_length**2
 
     @classmethod
-    def from_spec(cls, spec: TrainSpec, device: DeviceProfile, longest_sequence: int = 0) -> TrainShape:
-        """From a studio spec, resolving 'auto' and the optimizer as train() does on `device`. `longest_sequence`:
-        the data's longest sequence in tokens, when known (it bounds a padded batch's length)."""
-        targets = spec.target_module_names()
-        checkpointing = (device.auto_checkpointing if spec.gradient_checkpointing == "auto"
-                         else spec.gradient_checkpointing == "on")
-        optimizer = {"adamw_torch": "adamw", "adamw_8bit": "adamw_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
-                     "paged_adamw_32bit": "paged_adamw"}[spec.optimizer]
-        if device.name.startswith("cpu") and optimizer.startswith("paged"):
-            optimizer = optimizer.removeprefix("paged_") if "8bit" in optimizer else "adamw"  # unpaged on a CPU
-        dpo = spec.method == "dpo"  # each row is a chosen and a rejected sequence, padded, not packed
-        # An empty batch size is chosen per job (jobs.step_plan) before any verdict; callers that size only the
-        # weights may leave it empty, and then the largest batch the rule picks is assumed. An empty packing is
-        # on unless the data is tiny (the rule's choice): packing's full rows are the larger bound.
-        batch = spec.batch_size or MAX_AUTO_BATCH
-        packing = spec.packing is not False and not dpo
-        return cls(lora_r=spec.lora_r, target_modules=ALL_LINEAR if targets == "all-linear" else tuple(targets),
-                   batch_size=batch * (2 if dpo else 1), max_length=spec.max_length,
-                   longest_sequence=longest_sequence, packing=packing, gradient_checkpointing=checkpointing,
-                   lora_dropout=spec.lora_dropout, use_dora=spec.use_dora,
-                   modules_to_save=tuple(spec.modules_to_save), trainable_biases=spec.lora_bias, preference=dpo,
-                   reference_adapter=dpo and bool(spec.init_adapter), quantization=spec.quantization,
-                   double_quant=spec.double_quant, optimizer=optimizer)
+    def from_settings(cls, settings: RunSettings, longest_sequence: int = 0) -> TrainShape:
+        """What a run with these settings (jobs.run_settings) holds in memory. `longest_sequence`: the data's longest
+        sequence in tokens, when known (it bounds a padded batch's length)."""
+        if settings.batch_size is None:
+            raise ValueError("choose batch_size first (jobs.planning.job_plan): the estimate sizes the job's batch")
+        lora, dpo = settings.lora, settings.method == "dpo"  # each DPO row is a chosen and a rejected sequence
+        # An empty packing is on unless the data is tiny (the plan's choice): packing's full rows are the larger bound.
+        return cls(lora_r=lora.r, target_modules=lora.target_modules,
+                   batch_size=settings.batch_size * (2 if dpo else 1), max_length=settings.max_length,
+                   longest_sequence=longest_sequence, packing=settings.packing is not False,
+                   gradient_checkpointing=settings.gradient_checkpointing, lora_dropout=lora.dropout,
+                   use_dora=lora.use_dora, modules_to_save=lora.modules_to_save, trainable_biases=lora.bias,
+                   preference=dpo, reference_adapter=dpo and settings.continues_adapter,
+                   quantization=settings.quantization, double_quant=settings.double_quant,
+                   optimizer=settings.optimizer)
 
 
 @dataclass(frozen=True)
@@ -157,8 +148,6 @@ class DeviceProfile:
     """CPU: unquantized weights in the checkpoint's own dtype are zero-copy views into the mmapped safetensors, so
     the whole file stays mapped and every page touched (all of them) counts in RSS, as clean, reclaimable,
     file-backed memory."""
-    auto_checkpointing: bool = False
-    """What gradient_checkpointing 'auto' means here (train.py: on for GPUs, off on CPU)."""
     norm_bytes: int = 4
     """Llama's RMSNorm computes in fp32 and saves its fp32 input."""
     residual_bytes: int = 4
@@ -200,16 +189,9 @@ def cpu_profile(dtype: str) -> DeviceProfile:
     return CPU if dtype == "float32" else CPU_BF16
 
 
-def training_profile(spec: TrainSpec, model: ModelShape, on_cpu: bool, native_bf16: bool,
-                     began_in: str | None = None) -> DeviceProfile:
-    """The profile a job of `spec` on `model` trains under: a GPU's, or a CPU's for the dtype it computes in there
-    ('auto' weighs whether that CPU multiplies bf16 natively: jobs.models.cpu_dtype). `began_in`: the dtype a resumed
-    run began in on a CPU, which 'auto' keeps (jobs.training.run_dtype)."""
-    if not on_cpu:
-        return CUDA_BF16
-    if began_in is not None and spec.compute_dtype == "auto":
-        return cpu_profile(began_in)
-    return cpu_profile(cpu_compute_dtype(spec.compute_dtype, model.hidden, native_bf16))
+def profile_for(settings: RunSettings) -> DeviceProfile:
+    """The profile a run with these settings trains under: a GPU's, or a CPU's for the dtype it computes in."""
+    return CUDA_BF16 if settings.device == "cuda" else cpu_profile(settings.compute_dtype)
 
 
 def with_tokens(train: TrainShape, tokens: int) -> TrainShape:

@@ -111,14 +111,16 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
     dataset = pinned_dataset(studio, spec, pinned)
     device = pick_device()
     kept = {key: submitted[key] for key in SUBMITTED_KEYS if key in submitted}  # a retry re-records the rest
-    record = {**_provenance(studio, dataset, spec, base_path, device), **kept,
-              "memory_estimate_bytes": _memory_estimate(spec, base_path, device, run_dir)}
+    start = pinned_adapter(studio, pinned)
+    estimate = _memory_estimate(studio, spec, base_path, run_dir, dataset, start,
+                                pinned.get("base_model", {}).get("revision"))
+    record = {**_provenance(studio, dataset, spec, base_path, device), **kept, "memory_estimate_bytes": estimate}
     with studio.db.write() as session:
         jobs_repo.record_provenance(session, job_id, attempt, record)
     held_out = pinned_dataset(studio, spec, pinned, "eval_dataset")
     result = train(spec, run_dir, base_path, studio.absolute(dataset.path), sink.on_metrics, sink.should_stop,
                    sink.on_samples, eval_path=studio.absolute(held_out.path) if held_out else None,
-                   init_adapter=pinned_adapter(studio, pinned))
+                   init_adapter=start)
     if result.stopped:
         if not sink.cancel_requested:
             sink.refresh()
@@ -138,22 +140,26 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
     return 0
 
 
-def _memory_estimate(spec: TrainSpec, base_path: str, device: str, run_dir: Path) -> int | None:
-    """The estimated peak for this run, recorded beside the measured one (None for a shape it cannot model); a
-    resumed run is estimated in the dtype it keeps."""
-    from jobs.models.cpu_dtype import native_bf16
-    from jobs.models.memory import estimate
-    from jobs.models.memory_inputs import ModelShape, TrainShape, training_profile
-    from jobs.training.run_dtype import began_in
+def _memory_estimate(studio: Studio, spec: TrainSpec, base_path: str, run_dir: Path, dataset: Dataset,
+                     init_adapter: Path | None, revision: str | None) -> int | None:
+    """The estimated peak for this run, recorded beside the measured one (None for a shape it cannot model): from
+    the settings training resolves here (a resumed run keeps its dtype; a continued adapter trains with its own
+    LoRA), and a padded batch as long as the data's longest sequence, as the Train tab's verdict sizes it."""
+    from jobs.models.fits import settings_estimate
+    from jobs.models.memory_inputs import ModelShape
+    from jobs.planning import longest_sequence
+    from jobs.training.train import settings_here
 
     try:
         shape = ModelShape.from_dir(base_path)
-        profile = training_profile(spec, shape, device == "cpu", native_bf16(), began_in(run_dir, device))
-        peak = estimate(shape, TrainShape.from_spec(spec, profile), profile).peak
+        settings = settings_here(spec, run_dir, base_path, init_adapter)
+        longest = longest_sequence(studio, spec, dataset, revision)
+        found = settings_estimate(settings, shape, longest)
     except (OSError, KeyError, TypeError, ValueError):
         return None
-    print(f"estimated peak memory {peak / 2**30:.2f} GiB ({profile.name} profile)", flush=True)
-    return peak
+    print(f"estimated peak memory {found.peak / 2**30:.2f} GiB (on {settings.device} in {settings.compute_dtype}"
+          + (f", pairs up to {longest} tokens" if longest else "") + ")", flush=True)
+    return found.peak
 
 
 def pinned_base(studio: Studio, base_model: str, pin: dict) -> str:

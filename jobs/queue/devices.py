@@ -7,8 +7,8 @@ import os
 import shutil
 import subprocess
 
-from jobs.models.cpu_dtype import NATIVE_BF16_LABEL, native_bf16
 from jobs.queue.retries import memory_limit_bytes
+from jobs.run_settings.cpu_dtype import NATIVE_BF16_LABEL, native_bf16
 
 MIB = 1 << 20
 

@@ -13,11 +13,11 @@ from trl import DPOConfig, DPOTrainer
 
 from jobs.data.store import load_rows
 from jobs.models.loading import load_tokenizer
+from jobs.run_settings.settings import RunSettings
 from jobs.spec import TrainSpec
 from jobs.training.callbacks import MetricsSink, StopCallback
 from jobs.training.phases import phase
 from jobs.training.train import (
-    Device,
     PreparedRun,
     keep_lora_in_fp32,
     model_and_rows,
@@ -27,9 +27,8 @@ from jobs.training.train import (
 )
 
 
-def dpo_config(spec: TrainSpec, out_dir: Path, device: Device, has_eval: bool) -> DPOConfig:
-    return DPOConfig(**trainer_args(spec, out_dir, device.name, device.dtype, device.checkpointing, has_eval),
-                     beta=spec.dpo_beta, precompute_ref_log_probs=False)
+def dpo_config(settings: RunSettings, spec: TrainSpec, out_dir: Path, has_eval: bool) -> DPOConfig:
+    return DPOConfig(**trainer_args(settings, spec, out_dir, has_eval))
 
 
 def prepare_dpo_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
@@ -38,14 +37,15 @@ def prepare_dpo_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_pat
     with phase("data"):
         tokenizer, rows = load_tokenizer(base_model), load_rows(dataset_path)
         spec = planned(spec, base_model, rows, tokenizer)
-    device, model, train_rows, eval_rows = model_and_rows(spec, out_dir, base_model, rows, tokenizer, eval_path,
-                                                          init_adapter)
+    settings, model, train_rows, eval_rows = model_and_rows(spec, out_dir, base_model, rows, tokenizer, eval_path,
+                                                            init_adapter)
     if init_adapter is not None:
         print(f"starting from the adapter in {init_adapter.name}; a frozen copy of it is the reference", flush=True)
     stop = StopCallback(should_stop)
     with phase("trainer_build"):  # TRL tokenizes the pairs here
-        trainer = DPOTrainer(model=model, args=dpo_config(spec, out_dir, device, eval_rows is not None),
+        trainer = DPOTrainer(model=model, args=dpo_config(settings, spec, out_dir, eval_rows is not None),
                              train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
                              callbacks=run_callbacks(spec, out_dir, on_metrics, stop, eval_rows is not None))
-    keep_lora_in_fp32(trainer.model, device.dtype)
-    return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None, spec=spec)
+    keep_lora_in_fp32(trainer.model, settings)
+    return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None, spec=spec,
+                       settings=settings)

@@ -1,17 +1,22 @@
 """A job as code: the `python -m jobs submit` spec, and a plain TRL script that trains the same adapter without the
-studio (transformers + peft + bitsandbytes + TRL only). Both are text built from the spec; a test runs the script."""
+studio (transformers + peft + bitsandbytes + TRL only). The script states the run settings the studio resolves
+(jobs.run_settings) for each kind of machine it may run on, and picks the row of the machine it runs on: its values
+are the ones training uses, never a second copy of the rules. A test runs the script."""
 
 from __future__ import annotations
 
 import json
 
-from jobs.models.cpu_dtype import NATIVE_BF16_FLAGS, cpu_compute_dtype, hidden_size
 from jobs.models.templates import training_template
+from jobs.run_settings.cpu_dtype import NATIVE_BF16_FLAGS
+from jobs.run_settings.lora import read_adapter_lora
+from jobs.run_settings.settings import Base, Machine, RunSettings, resolve
 from jobs.spec import TrainSpec
 from jobs.step_plan import AUTO_FIELDS
 
-UNPAGED_ON_CPU = {"paged_adamw_8bit": "adamw_bnb_8bit", "paged_adamw_32bit": "adamw_torch"}
-TRAINER_OPTIMIZERS = {"adamw_torch": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit"}
+MACHINES = (Machine("cpu", bf16=False), Machine("cpu", bf16=True), Machine("cuda", bf16=True),
+            Machine("cuda", bf16=False))
+"""The kinds of machine a script may run on, as the settings tell them apart."""
 
 
 def cli_text(spec: TrainSpec) -> str:
@@ -20,17 +25,55 @@ def cli_text(spec: TrainSpec) -> str:
     return f"cat > spec.json <<'EOF'\n{body}\nEOF\npython -m jobs submit spec.json --wait"
 
 
-def _auto_cpu_dtype_code(base_path: str) -> tuple[str, str]:
-    """What 'auto' picks on a CPU (jobs.models.cpu_dtype), evaluated where the script runs: (a line that finds out
-    whether the CPU multiplies bf16 natively, or "" for a model too narrow to gain; the dtype expression)."""
-    hidden = hidden_size(base_path)
-    if cpu_compute_dtype("auto", hidden, native=True) == "float32":
-        return "", "torch.float32"
-    flags = "{" + ", ".join(map(repr, sorted(NATIVE_BF16_FLAGS))) + "}"
-    native = (f"# bf16 compute pays on a CPU that multiplies it natively, for a model this wide (hidden {hidden})\n"
-              f"NATIVE_BF16 = os.path.exists('/proc/cpuinfo') and any(\n"
-              f"    line.startswith('flags') and {flags} & set(line.split()) for line in open('/proc/cpuinfo'))\n")
-    return native, "(torch.bfloat16 if NATIVE_BF16 else torch.float32)"
+def script_values(settings: RunSettings) -> dict:
+    """The settings as the script states them: one flat dict of plain values, each library's arguments under its
+    prefix ('quantization.', 'lora.', 'trainer.'). A continued adapter brings its own LoRA config."""
+    values: dict = {"compute_dtype": settings.compute_dtype, "keep_lora_fp32": settings.keep_lora_fp32}
+    values.update({f"quantization.{k}": v for k, v in (settings.quantization_kwargs() or {}).items()})
+    if not settings.continues_adapter:
+        values.update({f"lora.{k}": v for k, v in settings.lora.peft_kwargs().items()})
+    values.update({f"trainer.{k}": v for k, v in settings.trainer_kwargs().items()})
+    return values
+
+
+def machine_settings(spec: TrainSpec, base_path: str, start_adapter: str | None = None) -> dict[Machine, RunSettings]:
+    """The settings the studio resolves for `spec` on this base, for each kind of machine."""
+    adapter = _start_lora(start_adapter) if spec.init_adapter else None
+    base = Base.from_dir(base_path)
+    return {machine: resolve(spec, base, machine, adapter) for machine in MACHINES}
+
+
+def _start_lora(start_adapter: str | None):
+    try:
+        return read_adapter_lora(start_adapter) if start_adapter else None
+    except (OSError, ValueError):
+        return None  # the script loads it anyway; the settings then state the spec's (unused) LoRA fields
+
+
+def _settings_code(by_machine: dict[Machine, dict]) -> str:
+    """COMMON (what every machine runs with) and BY_MACHINE (what differs), keyed as finely as the values differ:
+    not at all, by device, or by device and bf16 support."""
+    rows = list(by_machine.values())
+    common = {key: value for key, value in rows[0].items() if all(row.get(key) == value for row in rows)}
+    differing = {machine: {k: v for k, v in row.items() if k not in common} for machine, row in by_machine.items()}
+    by_device = {machine.device: row for machine, row in differing.items()}
+    if not any(differing.values()):
+        table, key = {}, "None"
+    elif all(differing[m] == by_device[m.device] for m in differing):
+        table, key = by_device, "DEVICE"
+    else:
+        table, key = {(m.device, m.bf16): row for m, row in differing.items()}, "(DEVICE, BF16)"
+    lines = ["COMMON = {", *(f"    {k!r}: {v!r}," for k, v in common.items()), "}", "BY_MACHINE = {"]
+    for machine, row in table.items():
+        lines += [f"    {machine!r}: {{", *(f"        {k!r}: {v!r}," for k, v in row.items()), "    },"]
+    lines += ["}", f"RUN = {{**COMMON, **BY_MACHINE.get({key}, {{}})}}"]
+    return "\n".join(lines)
+
+
+BF16_PROBE = """# bf16 support: the GPU says; a CPU computes it natively with these flags (else it is emulated and slow)
+BF16 = torch.cuda.is_bf16_supported() if CUDA else os.path.exists("/proc/cpuinfo") and any(
+    line.startswith("flags") and {flags} & set(line.split()) for line in open("/proc/cpuinfo"))
+"""
 
 
 def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str, chat_template: str | None = None,
@@ -44,19 +87,13 @@ def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str, chat_te
     template = training_template(chat_template) if spec.assistant_only_loss else None
     template_line = (f"tokenizer.chat_template = {template!r}  # the base's template, with generation markers"
                      if template and template != chat_template else "")
-    quant = ("None" if spec.quantization == "none" else "BitsAndBytesConfig(load_in_8bit=True)"
-             if spec.quantization == "int8" else
-             f'BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="{spec.quantization}", '
-             f"bnb_4bit_use_double_quant={spec.double_quant}, bnb_4bit_compute_dtype=DTYPE)")
-    optimizer = TRAINER_OPTIMIZERS.get(spec.optimizer)
-    optimizer_code = (repr(optimizer) if optimizer else
-                      f'"{spec.optimizer}" if torch.cuda.is_available() else "{UNPAGED_ON_CPU[spec.optimizer]}"')
-    native_line, cpu_dtype = _auto_cpu_dtype_code(base_path) if spec.compute_dtype == "auto" else ("", "")
-    dtype_code = (f"torch.{spec.compute_dtype}" if spec.compute_dtype != "auto" else
-                  f"(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if CUDA else {cpu_dtype}")
-    checkpointing = {"on": "True", "off": "False", "auto": "CUDA"}[spec.gradient_checkpointing]
-    targets = spec.target_module_names()
+    settings = {m: script_values(s) for m, s in machine_settings(spec, base_path, start_adapter).items()}
+    settings_code = _settings_code(settings)
+    flags = "{" + ", ".join(map(repr, sorted(NATIVE_BF16_FLAGS))) + "}"
+    probe = BF16_PROBE.replace("{flags}", flags) if "BF16" in settings_code.rsplit("\n", 1)[-1] else ""
     eval_file = eval_file if spec.eval_dataset else None
+    trainer = "DPOTrainer" if spec.method == "dpo" else "SFTTrainer"
+    config = "DPOConfig" if spec.method == "dpo" else "SFTConfig"
     return f'''"""Train the adapter the studio's spec describes, with plain transformers + peft + bitsandbytes + TRL."""
 import json
 import os
@@ -65,13 +102,24 @@ import torch
 from datasets import load_dataset
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, EarlyStoppingCallback, set_seed
-from trl import {"DPOConfig, DPOTrainer" if spec.method == "dpo" else "SFTConfig, SFTTrainer"}
+from trl import {config}, {trainer}
 
 BASE = {base_path!r}
 DATA = {dataset_file!r}  # JSONL rows of {{"messages": [{{"role", "content"}}, ...]}} or {{"text": ...}}
 EVAL_DATA = {eval_file!r}  # a validation file; None: hold out a fraction of DATA
 CUDA = torch.cuda.is_available()
-{native_line}DTYPE = {dtype_code}
+DEVICE = "cuda" if CUDA else "cpu"
+{probe}
+# The run settings the studio resolves for this spec and base (jobs.run_settings), for each kind of machine.
+{settings_code}
+
+
+def part(prefix):
+    """One library's arguments out of RUN."""
+    return {{key.split(".", 1)[1]: value for key, value in RUN.items() if key.startswith(prefix + ".")}}
+
+
+DTYPE = getattr(torch, RUN["compute_dtype"])
 if not CUDA:
     torch.set_num_threads(os.cpu_count() or 1)
 
@@ -80,17 +128,18 @@ tokenizer = AutoTokenizer.from_pretrained(BASE)
 if tokenizer.pad_token is None:
     tokenizer.pad_token = tokenizer.eos_token
 {template_line}
-model = AutoModelForCausalLM.from_pretrained(BASE, dtype=DTYPE, use_safetensors=True,
-                                             device_map={{"": "cuda" if CUDA else "cpu"}},
-                                             quantization_config={quant})
+model = AutoModelForCausalLM.from_pretrained(BASE, dtype=DTYPE, use_safetensors=True, device_map={{"": DEVICE}},
+                                             quantization_config=BitsAndBytesConfig(**part("quantization"))
+                                             if part("quantization") else None)
 # bitsandbytes 0.50 repacks 4-bit weights for CPU inference at the first eval on an AVX512-BF16 CPU and never packs
 # them back, and later training steps lose the gradient through the frozen base: keep the trainable layout.
 for module in model.modules():
     if hasattr(module, "support_avx512bf16_for_cpu"):
         module.support_avx512bf16_for_cpu = False
-{"model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=" + checkpointing + ")"
- if spec.quantization != "none" else ""}
-{_adapter_code(spec, targets, start_adapter)}
+if part("quantization"):
+    model = prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=RUN["trainer.gradient_checkpointing"])
+{_adapter_code(spec, start_adapter)}
 
 rows = load_dataset("json", data_files=DATA, split="train")
 {_row_selection(spec)}if EVAL_DATA:
@@ -102,27 +151,19 @@ else:
     train_rows, eval_rows = rows, None
 print(f"{{len(train_rows)}} train rows, {{len(eval_rows) if eval_rows is not None else 0}} eval rows")
 
-args = {"DPOConfig" if spec.method == "dpo" else "SFTConfig"}(
-    output_dir="checkpoints", max_steps={spec.max_steps}, num_train_epochs={spec.num_epochs},
-    per_device_train_batch_size={spec.batch_size}, per_device_eval_batch_size={spec.batch_size},
-    gradient_accumulation_steps={spec.grad_accum}, learning_rate={spec.learning_rate},
-    lr_scheduler_type={spec.lr_scheduler!r}, warmup_steps={spec.warmup_ratio}, weight_decay={spec.weight_decay},
-    max_grad_norm={spec.max_grad_norm}, optim={optimizer_code},
-    logging_steps={spec.logging_steps}, eval_strategy="steps" if eval_rows is not None else "no",
-    eval_steps={spec.eval_steps}, save_steps={_save_steps(spec)}, save_total_limit=2, seed={spec.seed},
-    data_seed={spec.seed}, bf16=CUDA and DTYPE == torch.bfloat16, fp16=CUDA and DTYPE == torch.float16,
-    gradient_checkpointing={checkpointing}, max_length={spec.max_length}, {_method_args(spec)}
-    use_cpu=not CUDA, report_to="none", dataloader_num_workers=0,
+args = {config}(
+    **part("trainer"), output_dir="checkpoints", eval_strategy="steps" if eval_rows is not None else "no",
+    save_steps={_save_steps(spec)},
     # Early stopping and the best adapter, the library's way (the studio keeps its own copy, so its save and eval
     # steps need not line up; here save_steps follows eval_steps when there is an eval split).
     load_best_model_at_end={spec.keep_best} and eval_rows is not None, metric_for_best_model="eval_loss",
     greater_is_better=False)
 callbacks = ([EarlyStoppingCallback({spec.early_stopping_patience})]
              if {spec.early_stopping_patience} and eval_rows is not None else [])
-trainer = {"DPOTrainer" if spec.method == "dpo" else "SFTTrainer"}(
+trainer = {trainer}(
     model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
     callbacks=callbacks)
-if DTYPE == torch.float32:  # TRL casts LoRA weights of quantized models to bf16; keep them in fp32
+if RUN["keep_lora_fp32"]:  # TRL casts LoRA weights of quantized models to bf16; keep them in fp32
     for param in trainer.model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
@@ -156,22 +197,12 @@ def _row_selection(spec: TrainSpec) -> str:
     return code
 
 
-def _adapter_code(spec: TrainSpec, targets, start_adapter: str | None) -> str:
+def _adapter_code(spec: TrainSpec, start_adapter: str | None) -> str:
     if spec.init_adapter:
         return (f"START = {start_adapter or spec.init_adapter!r}  # the adapter '{spec.init_adapter}' continues\n"
                 "model = PeftModel.from_pretrained(model, START, is_trainable=True)")
     return f"""set_seed({spec.seed})  # LoRA init is random
-model = get_peft_model(model, LoraConfig(
-    r={spec.lora_r}, lora_alpha={spec.lora_alpha}, lora_dropout={spec.lora_dropout}, target_modules={targets!r},
-    bias={spec.lora_bias!r}, use_rslora={spec.use_rslora}, use_dora={spec.use_dora},
-    modules_to_save={spec.modules_to_save or None!r}, task_type="CAUSAL_LM"))"""
-
-
-def _method_args(spec: TrainSpec) -> str:
-    if spec.method == "dpo":
-        return f"beta={spec.dpo_beta},"
-    return (f"packing={spec.packing},\n    padding_free={spec.packing}, "
-            f"assistant_only_loss={spec.assistant_only_loss},")
+model = get_peft_model(model, LoraConfig(**part("lora")))"""
 
 
 def _save_steps(spec: TrainSpec) -> str:

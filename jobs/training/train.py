@@ -8,26 +8,22 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import transformers
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 from trl import SFTConfig, SFTTrainer
 
 from jobs.data.stats import tokenize_row
 from jobs.data.store import load_rows, split_sizes
-from jobs.models.cpu_dtype import hidden_size
-from jobs.models.loading import (
-    compute_dtype,
-    keep_4bit_layout_trainable,
-    load_base_model,
-    load_tokenizer,
-    pick_device,
-)
+from jobs.models.loading import keep_4bit_layout_trainable, load_tokenizer, machine
 from jobs.models.memory_inputs import ModelShape
+from jobs.run_settings.lora import read_adapter_lora
+from jobs.run_settings.settings import Base, RunSettings, resolve
 from jobs.spec import TrainSpec
 from jobs.step_plan import AUTO_FIELDS, DataSize, StepPlan, plan
 from jobs.training.adapter import save_adapter
@@ -44,7 +40,7 @@ from jobs.training.callbacks import (
 from jobs.training.checkpoints import newest_complete_checkpoint
 from jobs.training.lm_head import score_only_labelled_positions
 from jobs.training.phases import phase
-from jobs.training.run_dtype import dtype_for_run
+from jobs.training.run_dtype import began_in, record
 
 
 @dataclass(frozen=True)
@@ -68,41 +64,28 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
 
 
-def use_gradient_checkpointing(spec: TrainSpec, device: str) -> bool:
-    if spec.gradient_checkpointing == "auto":
-        return device != "cpu"  # CPU runs are small; checkpointing measured ~30% slower there
-    return spec.gradient_checkpointing == "on"
-
-
-def attach_lora(model, spec: TrainSpec, checkpointing: bool, init_adapter: Path | None = None):
-    """A new LoRA as the spec says, or the adapter in `init_adapter` (its own rank and targets), trainable."""
-    if spec.quantization != "none":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+def attach_lora(model, settings: RunSettings, init_adapter: Path | None = None):
+    """The LoRA the settings say, trainable: a new one, or the adapter in `init_adapter` (its own rank and
+    targets, which the settings read from it)."""
+    if settings.quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
     if init_adapter is not None:
         return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
-    transformers.set_seed(spec.seed)  # LoRA init is random: same seed, same adapter start (and resume)
-    return get_peft_model(model, lora_config(spec))
+    transformers.set_seed(settings.seed)  # LoRA init is random: same seed, same adapter start (and resume)
+    return get_peft_model(model, lora_config(settings))
 
 
-def lora_config(spec: TrainSpec) -> LoraConfig:
-    return LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
-                      target_modules=spec.target_module_names(), bias=spec.lora_bias, use_rslora=spec.use_rslora,
-                      use_dora=spec.use_dora, modules_to_save=spec.modules_to_save or None, task_type="CAUSAL_LM")
+def lora_config(settings: RunSettings) -> LoraConfig:
+    return LoraConfig(**settings.lora.peft_kwargs())
 
 
-# What the Trainer calls each choice. Paging needs CUDA: on a CPU the same optimizer runs unpaged.
-OPTIMIZERS = {"adamw_torch": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
-              "paged_adamw_32bit": "paged_adamw_32bit"}
-UNPAGED = {"paged_adamw_8bit": "adamw_bnb_8bit", "paged_adamw_32bit": "adamw_torch"}
-
-
-def optimizer_for(spec: TrainSpec, device: str) -> tuple[str, str | None]:
-    """The Trainer's optimizer name for this device, and a note when it is not what the spec asked for."""
-    if device == "cpu" and spec.optimizer in UNPAGED:
-        ran = UNPAGED[spec.optimizer]
-        return ran, (f"note: {spec.optimizer} pages its states between GPU and CPU memory, which needs CUDA; on this "
-                     f"CPU the same optimizer runs unpaged ({ran})")
-    return OPTIMIZERS[spec.optimizer], None
+def load_base(settings: RunSettings, base_model: str):
+    """The frozen base, loaded and quantized as the settings say."""
+    quantization = settings.quantization_kwargs()
+    return AutoModelForCausalLM.from_pretrained(
+        base_model, quantization_config=BitsAndBytesConfig(**quantization) if quantization else None,
+        dtype=getattr(torch, settings.compute_dtype), device_map={"": settings.device}, use_safetensors=True,
+        trust_remote_code=False)
 
 
 def split_dataset(rows: list[dict], eval_fraction: float, seed: int,
@@ -119,39 +102,27 @@ def split_dataset(rows: list[dict], eval_fraction: float, seed: int,
     return parts["train"], parts["test"]
 
 
-def trainer_args(spec: TrainSpec, out_dir: Path, device: str, dtype: torch.dtype, checkpointing: bool,
-                 has_eval: bool) -> dict:
-    """What SFT and DPO runs share: steps, batch, schedule, optimizer, logging, eval, checkpoints, precision."""
+def trainer_args(settings: RunSettings, spec: TrainSpec, out_dir: Path, has_eval: bool) -> dict:
+    """What SFT and DPO runs share: the settings' Trainer arguments, and where the studio writes, evaluates and
+    saves."""
     return dict(
-        optim=optimizer_for(spec, device)[0], weight_decay=spec.weight_decay, max_grad_norm=spec.max_grad_norm,
-        output_dir=str(out_dir / "checkpoints"),
-        max_steps=spec.max_steps, num_train_epochs=spec.num_epochs,
-        per_device_train_batch_size=spec.batch_size, per_device_eval_batch_size=spec.batch_size,
-        gradient_accumulation_steps=spec.grad_accum, learning_rate=spec.learning_rate,
-        lr_scheduler_type=spec.lr_scheduler, warmup_steps=spec.warmup_ratio,
-        logging_steps=spec.logging_steps, logging_first_step=True,
-        eval_strategy="steps" if has_eval else "no", eval_steps=spec.eval_steps,
-        save_strategy="steps", save_steps=spec.save_steps, save_total_limit=2,
-        seed=spec.seed, data_seed=spec.seed,
-        bf16=dtype == torch.bfloat16 and device != "cpu", fp16=dtype == torch.float16 and device != "cpu",
-        gradient_checkpointing=checkpointing, max_length=spec.max_length,
-        use_cpu=device == "cpu", report_to="none", dataloader_num_workers=0, disable_tqdm=True)
+        **settings.trainer_kwargs(), output_dir=str(out_dir / "checkpoints"), logging_first_step=True,
+        eval_strategy="steps" if has_eval else "no", save_strategy="steps", save_steps=spec.save_steps,
+        disable_tqdm=True)
 
 
-def sft_config(spec: TrainSpec, out_dir: Path, device: str, dtype: torch.dtype, checkpointing: bool,
-               has_eval: bool, text_rows: bool = False) -> SFTConfig:
-    return SFTConfig(
-        **trainer_args(spec, out_dir, device, dtype, checkpointing, has_eval),
-        packing=spec.packing, padding_free=spec.packing, assistant_only_loss=spec.assistant_only_loss and not text_rows,
+def sft_config(settings: RunSettings, spec: TrainSpec, out_dir: Path, has_eval: bool,
+               text_rows: bool = False) -> SFTConfig:
+    args = trainer_args(settings, spec, out_dir, has_eval)
+    return SFTConfig(**{
+        **args, "assistant_only_loss": settings.assistant_only_loss and not text_rows,  # raw text: every token
         # A packed row has no padding (and its pad id may be a real token, such as SmolLM2's <|im_end|>): count all.
-        include_num_input_tokens_seen="all" if spec.packing else "non_padding",
-    )
+        "include_num_input_tokens_seen": "all" if settings.packing else "non_padding"})
 
 
-def keep_lora_in_fp32(model, dtype: torch.dtype) -> None:
-    # SFTTrainer casts LoRA weights of quantized models to bf16; with fp32 compute that only costs speed
-    # and precision (measured: fp32 LoRA 1236 vs 949 tokens/s on CPU).
-    if dtype != torch.float32:
+def keep_lora_in_fp32(model, settings: RunSettings) -> None:
+    """SFTTrainer casts LoRA weights of quantized models to bf16: back to fp32 where the run computes in fp32."""
+    if not settings.keep_lora_fp32:
         return
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
@@ -168,6 +139,8 @@ class PreparedRun:
     has_eval: bool
     spec: TrainSpec
     """The spec as run: with the rule's choices where a direct caller left fields empty."""
+    settings: RunSettings
+    """What the run trains with on this machine (jobs.run_settings)."""
 
 
 def rows_plan(spec: TrainSpec, base_model: str, rows: list[dict], tokenizer) -> StepPlan:
@@ -225,50 +198,56 @@ def run_callbacks(spec: TrainSpec, out_dir: Path, on_metrics: MetricsSink, stop:
     return [*callbacks, CompleteMarkerCallback()]  # last: a checkpoint is complete once all wrote into it
 
 
-@dataclass(frozen=True)
-class Device:
-    name: str
-    dtype: torch.dtype
-    checkpointing: bool
+def settings_here(spec: TrainSpec, out_dir: Path, base_model: str, init_adapter: Path | None = None) -> RunSettings:
+    """What a run of `spec` in `out_dir` trains with on this machine (jobs.run_settings): a resumed run keeps the
+    dtype it began in; a continued adapter trains with its own LoRA. The child's memory estimate reads the same."""
+    here = machine()
+    here = replace(here, began_in=began_in(out_dir, here.device))
+    adapter = read_adapter_lora(init_adapter) if init_adapter is not None else None
+    return resolve(spec, Base.from_dir(base_model), here, adapter)
 
 
-def setup_device(spec: TrainSpec, out_dir: Path, base_model: str) -> Device:
+def setup_device(spec: TrainSpec, out_dir: Path, base_model: str, init_adapter: Path | None = None) -> RunSettings:
+    """The settings this attempt trains with here (a resumed run keeps the dtype it began in), recorded in the run
+    folder; the process set up for them."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = pick_device()
-    if name == "cpu":
+    settings = settings_here(spec, out_dir, base_model, init_adapter)
+    record(out_dir, settings.device, settings.compute_dtype)
+    if settings.device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)  # accelerate's launcher may have left it at one
         score_only_labelled_positions()
     transformers.set_seed(spec.seed)
-    dtype = dtype_for_run(out_dir, name, compute_dtype(spec, name, hidden_size(base_model)), spec.compute_dtype)
-    return Device(name, dtype, use_gradient_checkpointing(spec, name))
+    return settings
 
 
-def announce(spec: TrainSpec, device: Device, train_rows: int, eval_rows: int) -> None:
-    print(f"training on {device.name} ({device.dtype}, {spec.quantization}"
-          f"{' + double quant' if spec.double_quant else ''}, gradient checkpointing "
-          f"{'on' if device.checkpointing else 'off'}): {train_rows} train rows, {eval_rows} eval rows, "
-          f"{spec.max_steps} steps" + (f" (DPO, beta {spec.dpo_beta})" if spec.method == "dpo" else ""),
+def announce(settings: RunSettings, spec: TrainSpec, train_rows: int, eval_rows: int) -> None:
+    for note in settings.notes:
+        print(note, flush=True)
+    quantization = settings.quantization + (" + double quant" if settings.double_quant else "")
+    print(f"training on {settings.device} (torch.{settings.compute_dtype}, {quantization}, gradient checkpointing "
+          f"{'on' if settings.gradient_checkpointing else 'off'}): {train_rows} train rows, {eval_rows} eval rows, "
+          f"{spec.max_steps} steps" + (f" (DPO, beta {settings.dpo_beta})" if settings.method == "dpo" else ""),
           flush=True)
-    optimizer, note = optimizer_for(spec, device.name)
-    print(f"optimizer {optimizer}" + (f" ({note})" if note else ""), flush=True)
+    print(f"optimizer {settings.optimizer}", flush=True)
 
 
 def model_and_rows(spec: TrainSpec, out_dir: Path, base_model: str, rows: list[dict], tokenizer,
-                   eval_path: Path | None, init_adapter: Path | None) -> tuple[Device, object, Dataset, Dataset | None]:
-    """What SFT and DPO runs both build: the device, the 4-bit base with its LoRA (new, or `init_adapter`), and the
-    train and eval rows (after dedup and drop); announced in the log."""
-    device = setup_device(spec, out_dir, base_model)
+                   eval_path: Path | None, init_adapter: Path | None
+                   ) -> tuple[RunSettings, object, Dataset, Dataset | None]:
+    """What SFT and DPO runs both build: the run settings, the 4-bit base with its LoRA (new, or `init_adapter`), and
+    the train and eval rows (after dedup and drop); announced in the log."""
+    settings = setup_device(spec, out_dir, base_model, init_adapter)
     with phase("data"):
         rows = select_rows(rows, spec, tokenizer)
     with phase("base_load"):
-        base = load_base_model(spec, base_model, device.name, device.dtype)
+        base = load_base(settings, base_model)
         keep_4bit_layout_trainable(base)  # evals and samples during training must not cut the gradient's path
-        model = attach_lora(base, spec, device.checkpointing, init_adapter)
+        model = attach_lora(base, settings, init_adapter)
     with phase("data"):
         held_out = load_rows(eval_path) if eval_path else None
         train_rows, eval_rows = split_dataset(rows, spec.eval_fraction, spec.seed, held_out)
-    announce(spec, device, len(train_rows), len(eval_rows) if eval_rows is not None else 0)
-    return device, model, train_rows, eval_rows
+    announce(settings, spec, len(train_rows), len(eval_rows) if eval_rows is not None else 0)
+    return settings, model, train_rows, eval_rows
 
 
 def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
@@ -286,8 +265,8 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
         text_rows = bool(rows) and "text" in rows[0]  # raw text: language modeling, loss on every token
         tokenizer = load_tokenizer(base_model, for_assistant_only_loss=spec.assistant_only_loss and not text_rows)
         spec = planned(spec, base_model, rows, tokenizer)
-    device, model, train_rows, eval_rows = model_and_rows(spec, out_dir, base_model, rows, tokenizer, eval_path,
-                                                          init_adapter)
+    settings, model, train_rows, eval_rows = model_and_rows(spec, out_dir, base_model, rows, tokenizer, eval_path,
+                                                            init_adapter)
 
     stop = StopCallback(should_stop)
     callbacks = run_callbacks(spec, out_dir, on_metrics, stop, eval_rows is not None)
@@ -296,13 +275,13 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
     if on_samples is not None and prompts:
         callbacks.append(SampleCallback(prompts, tokenizer, on_samples,
                                         every_steps=spec.eval_steps if eval_rows is None else None, stop=stop))
-    args = sft_config(spec, out_dir, device.name, device.dtype, device.checkpointing, eval_rows is not None,
-                      text_rows)
+    args = sft_config(settings, spec, out_dir, eval_rows is not None, text_rows)
     with phase("trainer_build"):  # TRL tokenizes and packs the rows here
         trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
                              processing_class=tokenizer, callbacks=callbacks)
-    keep_lora_in_fp32(trainer.model, device.dtype)
-    return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None, spec=spec)
+    keep_lora_in_fp32(trainer.model, settings)
+    return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None, spec=spec,
+                       settings=settings)
 
 
 def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from jobs.models.cpu_dtype import cpu_compute_dtype, native_bf16
+from jobs.run_settings.cpu_dtype import cpu_compute_dtype, native_bf16
 from jobs.models.memory import estimate
 from jobs.models.memory_inputs import ModelShape, TrainShape, cpu_profile
 from jobs.spec import parse_spec

@@ -1,9 +1,9 @@
-"""What 'auto' computes in on a CPU (jobs.models.cpu_dtype), and where the choice shows: the memory verdict's
+"""What 'auto' computes in on a CPU (jobs.run_settings.cpu_dtype), and where the choice shows: the memory verdict's
 profile, the worker's device name, the plain TRL script."""
 
 import pytest
 
-from jobs.models.cpu_dtype import (
+from jobs.run_settings.cpu_dtype import (
     BF16_MIN_HIDDEN,
     NATIVE_BF16_LABEL,
     cpu_compute_dtype,

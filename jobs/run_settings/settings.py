@@ -1,0 +1,192 @@
+"""One resolution: a spec, its base and a machine in; the settings a run trains with out.
+
+Every rule that turns the spec into what the libraries are given lives here once: the compute dtype ('auto' per
+device and width, kept by a resumed run), the optimizer (paging falls back on a CPU), gradient checkpointing ('auto'
+per device), packing (never for DPO), mixed precision, the quantization config and the LoRA that trains (the spec's,
+or the adapter a job continues). Training builds its Trainer from `RunSettings`, the plain TRL script prints the same
+values, and the memory estimate sizes them: none of them restates a rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from jobs.run_settings.cpu_dtype import cpu_compute_dtype, hidden_size
+from jobs.run_settings.lora import LoraSettings
+from jobs.spec import TrainSpec
+
+DeviceKind = Literal["cpu", "cuda"]
+
+TRAINER_OPTIMIZERS = {"adamw_torch": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit",
+                      "paged_adamw_8bit": "paged_adamw_8bit", "paged_adamw_32bit": "paged_adamw_32bit"}
+"""What the Trainer calls each spec choice."""
+UNPAGED = {"paged_adamw_8bit": "adamw_bnb_8bit", "paged_adamw_32bit": "adamw_torch"}
+"""Paging needs CUDA: on a CPU the same optimizer runs unpaged."""
+PLANNED_FIELDS = ("batch_size", "packing", "learning_rate", "num_epochs")
+"""Fields the job's plan (jobs.step_plan) chooses when the person left them empty; the Trainer needs all four."""
+SAVE_TOTAL_LIMIT = 2  # design: never fewer than two, so a torn newest checkpoint leaves one to resume from
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a run's settings depend on in the machine it runs on."""
+
+    device: DeviceKind
+    bf16: bool
+    """CUDA: the GPU supports bf16; CPU: it multiplies bf16 natively (jobs.run_settings.cpu_dtype.native_bf16)."""
+    began_in: str | None = None
+    """The dtype an earlier attempt of this run computed in on this kind of device (jobs.training.run_dtype)."""
+
+
+@dataclass(frozen=True)
+class Base:
+    """What the settings need of the base model: its width, which 'auto' weighs on a CPU (None: unknown)."""
+
+    hidden: int | None = None
+
+    @classmethod
+    def from_dir(cls, folder: str | Path) -> Base:
+        return cls(hidden=hidden_size(folder))
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What one run trains with. Plan-chosen fields are None only for a spec that was not planned yet."""
+
+    method: Literal["sft", "dpo"]
+    device: DeviceKind
+    compute_dtype: Literal["float32", "bfloat16", "float16"]
+    quantization: Literal["nf4", "fp4", "int8", "none"]
+    double_quant: bool
+    gradient_checkpointing: bool
+    optimizer: str
+    """The Trainer's `optim` name, as it runs on this device."""
+    lora: LoraSettings
+    continues_adapter: bool
+    """The run trains an existing adapter (init_adapter) rather than a new one; DPO keeps a frozen copy of it."""
+    batch_size: int | None
+    grad_accum: int
+    max_length: int
+    packing: bool | None
+    """Padding-free packing; False for DPO, which pads its pairs."""
+    assistant_only_loss: bool
+    dpo_beta: float
+    learning_rate: float | None
+    num_epochs: float | None
+    max_steps: int
+    lr_scheduler: str
+    warmup: float
+    weight_decay: float
+    max_grad_norm: float
+    seed: int
+    logging_steps: int
+    eval_steps: int
+    notes: tuple[str, ...] = field(default=(), compare=False)
+    """Where the run differs from what the spec asked, in words for the run's log."""
+
+    @property
+    def quantized(self) -> bool:
+        return self.quantization != "none"
+
+    @property
+    def bf16(self) -> bool:
+        """Trainer's bf16 autocast: on a GPU computing in bf16 (a CPU computes in the loaded dtype, no autocast)."""
+        return self.compute_dtype == "bfloat16" and self.device != "cpu"
+
+    @property
+    def fp16(self) -> bool:
+        return self.compute_dtype == "float16" and self.device != "cpu"
+
+    @property
+    def keep_lora_fp32(self) -> bool:
+        """TRL casts the LoRA weights of a quantized model to bf16; with fp32 compute that only costs speed and
+        precision (measured: fp32 LoRA 1236 vs 949 tokens/s on CPU), so they go back to fp32."""
+        return self.compute_dtype == "float32"
+
+    def quantization_kwargs(self) -> dict | None:
+        """transformers' BitsAndBytesConfig keyword arguments (None: the base is not quantized)."""
+        return quantization_kwargs(self.quantization, self.double_quant, self.compute_dtype)
+
+    def trainer_kwargs(self) -> dict:
+        """The SFTConfig / DPOConfig keyword arguments every run shares (where it writes, when it evaluates and saves
+        are the caller's). Raises ValueError for a spec whose plan has not chosen its empty fields."""
+        if unchosen := [name for name in PLANNED_FIELDS if getattr(self, name) is None]:
+            raise ValueError(f"choose {', '.join(unchosen)} first (jobs.planning.job_plan)")
+        shared = dict(
+            optim=self.optimizer, weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm,
+            max_steps=self.max_steps, num_train_epochs=self.num_epochs,
+            per_device_train_batch_size=self.batch_size, per_device_eval_batch_size=self.batch_size,
+            gradient_accumulation_steps=self.grad_accum, learning_rate=self.learning_rate,
+            lr_scheduler_type=self.lr_scheduler, warmup_steps=self.warmup, logging_steps=self.logging_steps,
+            eval_steps=self.eval_steps, save_total_limit=SAVE_TOTAL_LIMIT, seed=self.seed, data_seed=self.seed,
+            bf16=self.bf16, fp16=self.fp16, gradient_checkpointing=self.gradient_checkpointing,
+            max_length=self.max_length, use_cpu=self.device == "cpu", report_to="none", dataloader_num_workers=0)
+        if self.method == "dpo":
+            return {**shared, "beta": self.dpo_beta, "precompute_ref_log_probs": False}
+        return {**shared, "packing": self.packing, "padding_free": self.packing,
+                "assistant_only_loss": self.assistant_only_loss}
+
+
+def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings | None = None) -> RunSettings:
+    """The settings a run of `spec` (planned: jobs.step_plan) on `base` trains with on `machine`. `adapter`: the
+    LoRA of the adapter the job continues (init_adapter), which trains instead of the spec's LoRA fields."""
+    dtype, dtype_note = compute_dtype(spec, base, machine)
+    optimizer, optimizer_note = optimizer_for(spec, machine.device)
+    dpo = spec.method == "dpo"
+    return RunSettings(
+        method=spec.method, device=machine.device, compute_dtype=dtype, quantization=spec.quantization,
+        double_quant=spec.double_quant and spec.quantization in ("nf4", "fp4"),
+        gradient_checkpointing=gradient_checkpointing(spec, machine.device), optimizer=optimizer,
+        lora=adapter if adapter is not None else LoraSettings.from_spec(spec),
+        continues_adapter=bool(spec.init_adapter), batch_size=spec.batch_size, grad_accum=spec.grad_accum,
+        max_length=spec.max_length, packing=False if dpo else spec.packing,
+        assistant_only_loss=spec.assistant_only_loss, dpo_beta=spec.dpo_beta, learning_rate=spec.learning_rate,
+        num_epochs=spec.num_epochs, max_steps=spec.max_steps, lr_scheduler=spec.lr_scheduler,
+        warmup=spec.warmup_ratio, weight_decay=spec.weight_decay, max_grad_norm=spec.max_grad_norm, seed=spec.seed,
+        logging_steps=spec.logging_steps, eval_steps=spec.eval_steps,
+        notes=tuple(note for note in (dtype_note, optimizer_note) if note))
+
+
+def quantization_kwargs(quantization: str, double_quant: bool, compute_dtype: str) -> dict | None:
+    """transformers' BitsAndBytesConfig keyword arguments for a base stored as `quantization` (None: unquantized);
+    plain values, which the generated script prints and BitsAndBytesConfig reads (a dtype by its name)."""
+    if quantization == "none":
+        return None
+    if quantization == "int8":
+        return {"load_in_8bit": True}
+    return {"load_in_4bit": True, "bnb_4bit_quant_type": quantization, "bnb_4bit_use_double_quant": double_quant,
+            "bnb_4bit_compute_dtype": compute_dtype}
+
+
+def compute_dtype(spec: TrainSpec, base: Base, machine: Machine) -> tuple[str, str | None]:
+    """(the dtype the run computes in, a note when a resumed run keeps another than this machine would pick).
+
+    'auto': on a CPU, bf16 where it multiplies bf16 natively and the base is wide enough (jobs.run_settings.cpu_dtype);
+    on a GPU, bf16 where it supports it, else fp16. A resumed run keeps the dtype it began in on this kind of device,
+    so its adapter is not trained partly in one dtype and partly in another."""
+    if spec.compute_dtype != "auto":
+        return spec.compute_dtype, None
+    if machine.device == "cpu":
+        picked = cpu_compute_dtype("auto", base.hidden, machine.bf16)
+    else:
+        picked = "bfloat16" if machine.bf16 else "float16"
+    if machine.began_in is not None and machine.began_in != picked:
+        return machine.began_in, (f"compute dtype {machine.began_in}, as this run began (this machine would pick "
+                                  f"{picked} for 'auto')")
+    return picked, None
+
+
+def optimizer_for(spec: TrainSpec, device: DeviceKind) -> tuple[str, str | None]:
+    """The Trainer's optimizer name on `device`, and a note when it is not what the spec asked for."""
+    if device == "cpu" and spec.optimizer in UNPAGED:
+        ran = UNPAGED[spec.optimizer]
+        return ran, (f"note: {spec.optimizer} pages its states between GPU and CPU memory, which needs CUDA; on this "
+                     f"CPU the same optimizer runs unpaged ({ran})")
+    return TRAINER_OPTIMIZERS[spec.optimizer], None
+
+
+def gradient_checkpointing(spec: TrainSpec, device: DeviceKind) -> bool:
+    if spec.gradient_checkpointing == "auto":
+        return device != "cpu"  # CPU runs are small; checkpointing measured ~30% slower there
+    return spec.gradient_checkpointing == "on"
