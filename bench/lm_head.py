@@ -79,6 +79,7 @@ def trainable_model(base: str, lora_dropout: float):
     import torch
 
     from jobs.models.loading import keep_4bit_layout_trainable, load_base_model
+    from jobs.run_settings.settings import Base, Machine, resolve
     from jobs.spec import parse_spec
     from jobs.training.train import attach_lora, keep_lora_in_fp32
 
@@ -86,8 +87,9 @@ def trainable_model(base: str, lora_dropout: float):
                        "lora_dropout": lora_dropout})
     model = load_base_model(spec, base, "cpu", torch.float32)
     keep_4bit_layout_trainable(model)
-    model = attach_lora(model, spec, checkpointing=False)
-    keep_lora_in_fp32(model, torch.float32)
+    settings = resolve(spec, Base(), Machine("cpu", bf16=False))  # fp32 compute, no checkpointing
+    model = attach_lora(model, settings)
+    keep_lora_in_fp32(model, settings)
     model.train()
     return model
 

@@ -123,7 +123,8 @@ GPU_JOBS = {"sft r16 b1 L2048": {"lora_r": 16, "batch_size": 1, "max_length": 20
 def gpu_estimates() -> list[dict]:
     """Each real config's estimated peak on a GPU (bf16 compute, checkpointing on: 'auto' there), not measured."""
     from jobs.models.fits import job_estimate
-    from jobs.models.memory_inputs import CUDA_BF16, ModelShape
+    from jobs.models.memory_inputs import ModelShape
+    from jobs.run_settings.settings import Machine
     from jobs.spec import parse_spec
 
     found = []
@@ -131,7 +132,7 @@ def gpu_estimates() -> list[dict]:
         shape = replace(ModelShape.from_config(config), checkpoint_dtype_bytes=2)  # published in bf16
         for job, fields in GPU_JOBS.items():
             longest = 512 if fields.get("method") == "dpo" else 0
-            estimate = job_estimate(parse_spec(fields), shape, CUDA_BF16, longest)
+            estimate = job_estimate(parse_spec(fields), shape, Machine("cuda", bf16=True), longest)
             found.append({"model": model, "job": job, "params": shape.total_params,
                           "estimated_bytes": estimate.peak, "measured": "not measured (no GPU here)"})
     return found
@@ -238,11 +239,15 @@ def estimated(row: Row, base: str, dtype: str, longest: int, device: str = "cpu"
     """The verdict's estimate for the row, as the Train tab makes it, and its parts."""
     from jobs.models.fits import job_estimate
     from jobs.models.memory_inputs import CUDA_BF16, ModelShape, cpu_profile
+    from jobs.run_settings.cpu_dtype import native_bf16
+    from jobs.run_settings.settings import Machine
     from jobs.spec import parse_spec
 
     spec = parse_spec({**STEPS, **row.spec, "init_adapter": "start" if row.start_adapter else ""})
     profile = CUDA_BF16 if device == "cuda" else cpu_profile(dtype)
-    found = job_estimate(spec, ModelShape.from_dir(base), profile, longest)
+    # The run measured computed in `dtype`: the estimate resolves the settings of that run (began in it).
+    machine = Machine("cuda", bf16=True) if device == "cuda" else Machine("cpu", native_bf16(), began_in=dtype)
+    found = job_estimate(spec, ModelShape.from_dir(base), machine, longest)
     return {"estimated_bytes": found.peak, "profile": profile.name, "framework_bytes": profile.framework_bytes,
             "parts": found.breakdown(), "load_peak_bytes": found.load_peak}
 

@@ -24,6 +24,7 @@ from jobs.models.resolve import (
 from jobs.models.templates import NO_TRAINING_TEMPLATE, training_template
 from jobs.planning import job_plan
 from jobs.queue import routing
+from jobs.run_settings.lora import LoraSettings, lora_target_problem, read_adapter_lora
 from jobs.spec import (
     STUDIO_BASE_MODELS,
     MergeSpec,
@@ -77,7 +78,11 @@ def _init_adapter_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
     if adapter.base_model != spec.base_model:
         return [Problem(field="init_adapter", message=(
             f"'{spec.init_adapter}' was trained on '{adapter.base_model}', not on '{spec.base_model}'"))]
-    return []
+    try:
+        problem = lora_target_problem(read_adapter_lora(studio.absolute(adapter.path)))
+    except (OSError, ValueError):
+        problem = None  # a folder without its config fails to load in the child, saying so
+    return [Problem(field="init_adapter", message=f"'{spec.init_adapter}': {problem}")] if problem else []
 
 
 def _eval_dataset_problems(studio: Studio, spec: TrainSpec, dataset: Dataset) -> list[Problem]:
@@ -185,10 +190,17 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
     else:
         problems += _name_problems(studio, spec)
     problems += _dataset_problems(studio, spec) + _base_model_problems(studio, spec)
-    problems += _init_adapter_problems(studio, spec)
+    problems += _init_adapter_problems(studio, spec) + _lora_problems(spec)
     if problems:
         raise SpecError(problems)
     return spec
+
+
+def _lora_problems(spec: TrainSpec) -> list[Problem]:
+    """What the trainers would refuse of the spec's LoRA once built (jobs.run_settings.lora), said at submit. A job
+    that continues an adapter does not use the LoRA fields."""
+    problem = None if spec.init_adapter else lora_target_problem(LoraSettings.from_spec(spec))
+    return [Problem(field="target_modules", message=problem)] if problem else []
 
 
 def _order_problem(priority: int) -> str | None:

@@ -37,6 +37,10 @@ FORBIDDEN = {
     "jobs.models.demo": HEAVY,
     "jobs.models.shape": HEAVY,  # the memory verdict is arithmetic on config and headers: the web process asks it
     "jobs.models.memory": HEAVY,
+    "jobs.models.memory_inputs": [*HEAVY, "jobs.data", "jobs.step_plan"],  # the estimate is handed what it needs
+    "jobs.models.fits": [*HEAVY, "jobs.data", "jobs.step_plan"],
+    "jobs.run_settings.settings": [*HEAVY, "jobs.data", "jobs.models", "jobs.training"],  # pure rules
+    "jobs.training.script": [*HEAVY, "app"],  # the Train tab renders it in the web process
     "jobs.chat.request": HEAVY,
     "jobs.chat.votes": HEAVY,
     "jobs.chat.suites": HEAVY,  # the scheduler is handed in: the web process loads torch only when chat runs
@@ -55,12 +59,16 @@ ROOMS = {
     "jobs.secrets": {"jobs.studio"},
     "jobs.presets": {"jobs.spec", "jobs.studio"},
     "jobs.hub_access": {"jobs.studio", "jobs.secrets"},  # whose hub token a request uses
-    "jobs.models": {"jobs.spec", "jobs.studio"},
+    # A spec, a base and a machine into run settings: read by training, the script and the estimate alike.
+    "jobs.run_settings": {"jobs.spec"},
+    "jobs.models": {"jobs.spec", "jobs.studio", "jobs.run_settings"},
     "jobs.data": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.secrets", "jobs.hub_access"},
     "jobs.chat": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data"},  # votes are exported as a dataset
-    "jobs.training": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data", "jobs.secrets", "jobs.hub_access"},
-    "jobs.queue": {"jobs.spec", "jobs.studio", "jobs.failures", "jobs.models", "jobs.data", "jobs.training"},
-    "jobs.submit": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data", "jobs.queue"},
+    "jobs.training": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data", "jobs.secrets", "jobs.hub_access",
+                      "jobs.run_settings"},
+    "jobs.queue": {"jobs.spec", "jobs.studio", "jobs.failures", "jobs.models", "jobs.data", "jobs.training",
+                   "jobs.run_settings"},
+    "jobs.submit": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data", "jobs.queue", "jobs.run_settings"},
 }
 
 

@@ -78,13 +78,22 @@ def job_estimate(spec: TrainSpec, shape: ModelShape, machine: Machine, longest_s
     resolves (jobs.run_settings). `longest_sequence`: the data's longest sequence in tokens when known (a padded
     batch, such as DPO's, is as long as its longest row); else max_length. `adapter`: the LoRA of the adapter the job
     continues (init_adapter), which trains instead of the spec's LoRA fields."""
-    return settings_estimate(resolve(spec, Base(hidden=shape.hidden), machine, adapter), shape, longest_sequence)
+    return estimate(shape, *job_estimate_inputs(spec, shape, machine, longest_sequence, adapter))
+
+
+def job_estimate_inputs(spec: TrainSpec, shape: ModelShape, machine: Machine, longest_sequence: int = 0,
+                        adapter: LoraSettings | None = None) -> tuple[TrainShape, DeviceProfile]:
+    """What the estimate of `job_estimate` assumes: the run's training shape and its device profile."""
+    return estimate_inputs(resolve(spec, Base(hidden=shape.hidden), machine, adapter), longest_sequence)
+
+
+def estimate_inputs(settings: RunSettings, longest_sequence: int = 0) -> tuple[TrainShape, DeviceProfile]:
+    return TrainShape.from_settings(settings, longest_sequence), profile_for(settings)
 
 
 def settings_estimate(settings: RunSettings, shape: ModelShape, longest_sequence: int = 0) -> Estimate:
     """The estimated peak of a run with these settings on `shape`."""
-    profile = profile_for(settings)
-    return estimate(shape, TrainShape.from_settings(settings, longest_sequence), profile)
+    return estimate(shape, *estimate_inputs(settings, longest_sequence))
 
 
 def verdicts(spec: TrainSpec, shape: ModelShape, devices: list[Device], longest_sequence: int = 0,

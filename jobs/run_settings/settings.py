@@ -39,6 +39,11 @@ class Machine:
     """The dtype an earlier attempt of this run computed in on this kind of device (jobs.training.run_dtype)."""
 
 
+MACHINES_BY_KIND = (Machine("cpu", bf16=False), Machine("cpu", bf16=True), Machine("cuda", bf16=True),
+                    Machine("cuda", bf16=False))
+"""Every kind of machine the settings tell apart (the plain script states the settings of each)."""
+
+
 @dataclass(frozen=True)
 class Base:
     """What the settings need of the base model: its width, which 'auto' weighs on a CPU (None: unknown)."""

@@ -10,13 +10,9 @@ import json
 from jobs.models.templates import training_template
 from jobs.run_settings.cpu_dtype import NATIVE_BF16_FLAGS
 from jobs.run_settings.lora import read_adapter_lora
-from jobs.run_settings.settings import Base, Machine, RunSettings, resolve
+from jobs.run_settings.settings import MACHINES_BY_KIND, Base, Machine, RunSettings, resolve
 from jobs.spec import TrainSpec
 from jobs.step_plan import AUTO_FIELDS
-
-MACHINES = (Machine("cpu", bf16=False), Machine("cpu", bf16=True), Machine("cuda", bf16=True),
-            Machine("cuda", bf16=False))
-"""The kinds of machine a script may run on, as the settings tell them apart."""
 
 
 def cli_text(spec: TrainSpec) -> str:
@@ -40,7 +36,7 @@ def machine_settings(spec: TrainSpec, base_path: str, start_adapter: str | None 
     """The settings the studio resolves for `spec` on this base, for each kind of machine."""
     adapter = _start_lora(start_adapter) if spec.init_adapter else None
     base = Base.from_dir(base_path)
-    return {machine: resolve(spec, base, machine, adapter) for machine in MACHINES}
+    return {machine: resolve(spec, base, machine, adapter) for machine in MACHINES_BY_KIND}
 
 
 def _start_lora(start_adapter: str | None):

@@ -119,11 +119,14 @@ def _trainer_accepts(spec: TrainSpec) -> None:
     import tempfile
     from pathlib import Path
 
-    import torch
-
+    from jobs.run_settings.settings import Base, Machine, resolve
     from jobs.training.train import lora_config, sft_config
 
-    lora_config(spec)
+    planned = spec.model_copy(update={name: 1 if name != "packing" else True for name in
+                                      ("batch_size", "packing", "learning_rate", "num_epochs")
+                                      if getattr(spec, name) is None})
+    settings = resolve(planned, Base(), Machine("cpu", bf16=False))
+    lora_config(settings)
     with tempfile.TemporaryDirectory() as out:
-        sft_config(spec, Path(out), "cpu", torch.float32, False, True)
+        sft_config(settings, planned, Path(out), True)
     json.dumps(spec.model_dump(mode="json"))  # storable as it is

@@ -9,9 +9,10 @@ import sys
 
 import pytest
 
-from jobs.run_settings.cpu_dtype import cpu_compute_dtype, native_bf16
-from jobs.models.memory import estimate
-from jobs.models.memory_inputs import ModelShape, TrainShape, cpu_profile
+from jobs.models.fits import settings_estimate
+from jobs.models.memory_inputs import ModelShape, profile_for
+from jobs.run_settings.cpu_dtype import native_bf16
+from jobs.run_settings.settings import Base, Machine, resolve
 from jobs.spec import parse_spec
 from tests.conftest import REPO_ROOT
 
@@ -77,8 +78,9 @@ def _check(spec: dict, base_dir, tmp_path) -> None:
     full = {**STEPS, **spec}
     measured, printed = _measured_peak(full, base_dir, tmp_path)
     shape = ModelShape.from_dir(base_dir)
-    dtype = cpu_compute_dtype(parse_spec(full).compute_dtype, shape.hidden, native_bf16())
+    settings = resolve(parse_spec(full), Base(hidden=shape.hidden), Machine("cpu", bf16=native_bf16()))
+    dtype = settings.compute_dtype
     assert f"training on cpu (torch.{dtype}," in printed  # the dtype the profile below assumes is the one it ran
-    profile = cpu_profile(dtype)
-    predicted = estimate(shape, TrainShape.from_spec(parse_spec(full), profile), profile).peak
+    assert profile_for(settings).compute_bytes == (4 if dtype == "float32" else 2)
+    predicted = settings_estimate(settings, shape).peak
     assert abs(predicted - measured) <= TOLERANCE * measured, (dtype, predicted / 2**20, measured / 2**20)

@@ -10,10 +10,13 @@ import pytest
 
 from bench.tiny_models import ARCHITECTURES, build_tiny
 from jobs.models.fits import job_estimate
-from jobs.models.memory_inputs import CPU, CUDA_BF16, ModelShape
+from jobs.models.memory_inputs import CPU, ModelShape
+from jobs.run_settings.settings import Machine
 from jobs.spec import parse_spec
 
 BASE = {"batch_size": 4, "max_length": 512}
+CPU_FP32 = Machine("cpu", bf16=False)  # the CPU profile: fp32 compute
+GPU = Machine("cuda", bf16=True)
 VARIANTS = {"lora": {}, "dora": {"use_dora": True}, "modules_to_save": {"modules_to_save": ["lm_head"]},
             "embeddings": {"target_modules": ["embed_tokens"]}, "dpo": {"method": "dpo"}}
 
@@ -24,7 +27,7 @@ def tiny_models(tmp_path_factory) -> dict:
     return {arch: build_tiny(arch, folder / arch) for arch in ARCHITECTURES}
 
 
-def _estimate(shape: ModelShape, device=CPU, longest: int = 0, **fields):
+def _estimate(shape: ModelShape, device=CPU_FP32, longest: int = 0, **fields):
     return job_estimate(parse_spec({**BASE, **fields}), shape, device, longest)
 
 
@@ -58,7 +61,7 @@ def test_every_variant_gets_an_estimate_with_its_parts(arch, variant, tiny_model
     lora = _estimate(shape)
     found = _estimate(shape, longest=150, **VARIANTS[variant])
     r, hidden, vocab, bytes_ = 8, shape.hidden, shape.vocab, CPU.lora_bytes
-    assert found.peak > CPU.framework_bytes and _estimate(shape, CUDA_BF16, **VARIANTS[variant]).peak > 0
+    assert found.peak > CPU.framework_bytes and _estimate(shape, GPU, **VARIANTS[variant]).peak > 0
     if variant == "dora":  # a magnitude per output of every adapted Linear, and two saved outputs each
         magnitudes = sum(m.layers * m.d_out for m in shape.decoder_linears)
         assert found.static["lora_params"] - lora.static["lora_params"] == magnitudes * bytes_

@@ -3,6 +3,9 @@ profile, the worker's device name, the plain TRL script."""
 
 import pytest
 
+from jobs.models.fits import KNOWN_SHAPES, Device, verdicts
+from jobs.models.memory_inputs import CPU, CPU_BF16
+from jobs.queue.devices import describe_device
 from jobs.run_settings.cpu_dtype import (
     BF16_MIN_HIDDEN,
     NATIVE_BF16_LABEL,
@@ -10,11 +13,9 @@ from jobs.run_settings.cpu_dtype import (
     hidden_size,
     native_bf16,
 )
-from jobs.models.fits import KNOWN_SHAPES, Device, verdicts
-from jobs.models.memory_inputs import CPU, CPU_BF16
-from jobs.queue.devices import describe_device
 from jobs.spec import SMOLLM2_BASE_MODEL, parse_spec
 from jobs.training.script import plain_trl_script
+from tests.jobs.training.test_settings_agree import stated_settings
 
 # Two lines of a real /proc/cpuinfo (an AMD EPYC with AVX512-BF16), cut to the flags that matter here.
 EPYC_512 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
@@ -83,14 +84,14 @@ def test_the_plain_script_asks_the_cpu_only_for_a_wide_model(demo_model_dir, tmp
     wide.mkdir()
     (wide / "config.json").write_text('{"hidden_size": 576}')
     wide_script = plain_trl_script(parse_spec(CHOSEN), str(wide), "data.jsonl")
-    assert "NATIVE_BF16 = os.path.exists('/proc/cpuinfo')" in wide_script
-    assert "if CUDA else (torch.bfloat16 if NATIVE_BF16 else torch.float32)" in wide_script
+    assert "RUN = {**COMMON, **BY_MACHINE.get((DEVICE, BF16), {})}" in wide_script
     compile(wide_script, "train.py", "exec")
-    found = {}  # the script's own test of the CPU, run here, agrees with the studio's
-    start = wide_script.index("NATIVE_BF16 =")
-    exec("import os\n" + wide_script[start:wide_script.index("DTYPE =", start)], found)
-    assert found["NATIVE_BF16"] is native_bf16()
-    narrow_script = plain_trl_script(parse_spec(CHOSEN), str(demo_model_dir), "data.jsonl")
-    assert "NATIVE_BF16" not in narrow_script and "if CUDA else torch.float32" in narrow_script
+    found = {"CUDA": False}  # the script's own test of the CPU, run here, agrees with the studio's
+    start = wide_script.index("BF16 =")
+    exec("import os\n" + wide_script[start:wide_script.index("\n\n", start)], found)
+    assert found["BF16"] is native_bf16()
+    assert "('cpu', True): {\n        'compute_dtype': 'bfloat16'" in wide_script
+    narrow = stated_settings(plain_trl_script(parse_spec(CHOSEN), str(demo_model_dir), "data.jsonl"))
+    assert narrow["cpu", True] == narrow["cpu", False] and narrow["cpu", True]["compute_dtype"] == "float32"
     fixed = plain_trl_script(parse_spec({**CHOSEN, "compute_dtype": "float32"}), str(wide), "data.jsonl")
-    assert "NATIVE_BF16" not in fixed and "DTYPE = torch.float32" in fixed
+    assert "BF16 =" not in fixed and "    'compute_dtype': 'float32',\n" in fixed.split("BY_MACHINE")[0]

@@ -6,9 +6,10 @@ import pytest
 
 from jobs.data.formats import parse_file
 from jobs.data.store import store_parsed
+from jobs.run_settings.settings import optimizer_for
 from jobs.spec import parse_spec
 from jobs.studio import EXAMPLE_DATASET_FILE
-from jobs.training.train import optimizer_for, train
+from jobs.training.train import train
 
 pytestmark = pytest.mark.slow
 FEW_STEPS = {"max_steps": 2, "batch_size": 2, "max_length": 128, "eval_fraction": 0, "logging_steps": 1,

@@ -7,6 +7,7 @@ import torch
 
 from jobs.data.example_data import generate_examples
 from jobs.models.loading import load_base_model, load_tokenizer
+from jobs.run_settings.settings import Base, Machine, resolve
 from jobs.spec import parse_spec
 from jobs.training.callbacks import SAMPLE_NEW_TOKENS, SampleCallback
 from jobs.training.train import attach_lora
@@ -25,7 +26,8 @@ def _alone(model, tokenizer, messages) -> str:
 def test_one_batched_generate_gives_each_prompt_its_own_answer(demo_model_dir):
     spec = parse_spec({"learning_rate": 1e-3, "batch_size": 1, "num_epochs": 1, "packing": True})
     tokenizer = load_tokenizer(str(demo_model_dir))
-    model = attach_lora(load_base_model(spec, str(demo_model_dir), "cpu", torch.float32), spec, checkpointing=False)
+    model = attach_lora(load_base_model(spec, str(demo_model_dir), "cpu", torch.float32),
+                        resolve(spec, Base(), Machine("cpu", bf16=False)))
     torch.manual_seed(0)
     with torch.no_grad():  # B starts at zero: give the LoRA an effect, so the rows are not the base's answers
         for name, param in model.named_parameters():

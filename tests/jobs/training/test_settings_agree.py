@@ -1,0 +1,87 @@
+"""One spec, one set of run settings: what training builds its Trainer, LoRA and quantization from, what the plain TRL
+script states, and what the memory estimate sizes are the same, for every machine kind and a table of options
+(quantization x compute dtype x checkpointing x optimizer x LoRA variant x method). The script is read without
+running it: its COMMON and BY_MACHINE tables are Python literals."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+
+import pytest
+from peft import LoraConfig
+from transformers import BitsAndBytesConfig
+
+from jobs.models.fits import job_estimate_inputs
+from jobs.models.memory_inputs import ModelShape
+from jobs.run_settings.settings import MACHINES_BY_KIND, Machine
+from jobs.spec import parse_spec
+from jobs.training import train as training
+from jobs.training.script import plain_trl_script
+
+CHOSEN = {"packing": True, "num_epochs": 1, "learning_rate": 5e-3, "eval_fraction": 0.1, "batch_size": 2}
+VARIANTS = {"lora": {}, "dora": {"use_dora": True}, "rslora": {"use_rslora": True, "lora_r": 16}}
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def stated_settings(script: str) -> dict[tuple[str, bool], dict]:
+    """The settings a generated script states for each kind of machine, read from its text."""
+    tables = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(script).body
+              if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") in ("COMMON", "BY_MACHINE")}
+    by_machine = tables["BY_MACHINE"]
+    return {(m.device, m.bf16): {**tables["COMMON"], **by_machine.get((m.device, m.bf16), by_machine.get(m.device, {}))}
+            for m in MACHINES_BY_KIND}
+
+
+def _part(values: dict, prefix: str) -> dict:
+    return {key.split(".", 1)[1]: value for key, value in values.items() if key.startswith(prefix + ".")}
+
+
+@pytest.fixture(scope="module")
+def wide_base(tmp_path_factory):
+    """A base wide enough that 'auto' differs between CPUs with and without native bf16."""
+    folder = tmp_path_factory.mktemp("wide-base")
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 2,
+        "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 1024, "tie_word_embeddings": True}))
+    return folder
+
+
+def _specs(quantization: str, method: str):
+    for dtype, checkpointing, optimizer, variant in itertools.product(
+            ("auto", "float32", "bfloat16", "float16"), ("auto", "on", "off"),
+            ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"), VARIANTS):
+        yield parse_spec({**CHOSEN, "quantization": quantization, "double_quant": quantization in ("nf4", "fp4"),
+                          "compute_dtype": dtype, "gradient_checkpointing": checkpointing, "optimizer": optimizer,
+                          "method": method, **VARIANTS[variant]})
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+@pytest.mark.parametrize("quantization", ["nf4", "fp4", "int8", "none"])
+def test_training_the_script_and_the_estimate_agree(quantization, method, wide_base, tmp_path, monkeypatch):
+    shape = ModelShape.from_dir(wide_base)
+    for spec in _specs(quantization, method):
+        stated = stated_settings(plain_trl_script(spec, str(wide_base), "data.jsonl"))
+        for machine in MACHINES_BY_KIND:
+            monkeypatch.setattr(training, "machine", lambda m=machine: Machine(m.device, m.bf16))
+            used = training.settings_here(spec, tmp_path / "run", str(wide_base))
+            script = stated[machine.device, machine.bf16]
+            where = f"{spec.model_dump(include={'compute_dtype', 'gradient_checkpointing', 'optimizer'})} on {machine}"
+            # Training's Trainer arguments, LoRA and quantization are the script's.
+            args = training.trainer_args(used, spec, tmp_path, has_eval=True)
+            assert {k: args[k] for k in _part(script, "trainer")} == _part(script, "trainer"), where
+            assert LoraConfig(**_part(script, "lora")) == training.lora_config(used), where
+            quantization_args = used.quantization_kwargs()
+            assert (BitsAndBytesConfig(**_part(script, "quantization")).to_dict() if quantization_args else None) == (
+                BitsAndBytesConfig(**quantization_args).to_dict() if quantization_args else None), where
+            assert script["compute_dtype"] == used.compute_dtype and script["keep_lora_fp32"] == used.keep_lora_fp32
+            # The estimate sizes the same run: its training shape and profile follow the same settings.
+            train_shape, profile = job_estimate_inputs(spec, shape, machine)
+            assert (train_shape.optimizer, train_shape.gradient_checkpointing) == (
+                used.optimizer, used.gradient_checkpointing), where
+            assert (train_shape.quantization, train_shape.double_quant) == (used.quantization, used.double_quant)
+            assert (train_shape.lora_r, train_shape.use_dora, train_shape.packing) == (
+                used.lora.r, used.lora.use_dora, bool(used.packing)), where
+            assert train_shape.preference == (method == "dpo")
+            assert profile.compute_bytes == DTYPE_BYTES[used.compute_dtype], where
