@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jobs.models.resolve import describe_base, is_hub_id, looks_local
+from jobs.run_settings.settings import quantization_kwargs
 from jobs.spec import DEMO_BASE_MODEL, SMOLLM2_BASE_MODEL, TrainSpec
 
 
@@ -16,13 +17,12 @@ def _compute_dtype_code(spec: TrainSpec) -> str:
 
 
 def _quantization_code(spec: TrainSpec) -> str:
-    if spec.quantization == "none":
+    """The BitsAndBytesConfig the run trained with (jobs.run_settings), computing in the card's DTYPE."""
+    kwargs = quantization_kwargs(spec.quantization, spec.double_quant, "float32")
+    if kwargs is None:
         return "None"
-    if spec.quantization == "int8":
-        return "BitsAndBytesConfig(load_in_8bit=True)"
-    return (f'BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="{spec.quantization}",\n'
-            f"                                   bnb_4bit_use_double_quant={spec.double_quant},\n"
-            f"                                   bnb_4bit_compute_dtype=DTYPE)")
+    args = [f"{name}={'DTYPE' if name == 'bnb_4bit_compute_dtype' else repr(value)}" for name, value in kwargs.items()]
+    return f"BitsAndBytesConfig({', '.join(args)})"
 
 
 def _length(spec: TrainSpec) -> str:
