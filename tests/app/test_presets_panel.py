@@ -10,4 +10,4 @@ def test_the_script_of_a_dpo_form_starts_from_the_named_adapter(studio):
     cli, script = as_code(studio, {"method": "dpo", "dataset": "votes", "init_adapter": "liked"})
     assert '"method": "dpo"' in cli and '"init_adapter": "liked"' in cli
     assert f"START = {str(studio.absolute('adapters/job-7'))!r}" in script
-    assert "DPOTrainer(" in script and "SFTTrainer" not in script and "beta=0.1" in script
+    assert "DPOTrainer(" in script and "SFTTrainer" not in script and "'trainer.beta': 0.1," in script
