@@ -8,13 +8,26 @@ from pathlib import Path
 import gradio as gr
 from gradio import FileData
 
-from app import account_tab, adapters_tab, blind_panel, datasets_tab, presets_panel, runs_tab, suites_panel, train_tab
+from app import (
+    account_tab,
+    adapters_tab,
+    api_reads,
+    blind_panel,
+    datasets_tab,
+    presets_panel,
+    runs_tab,
+    suites_panel,
+    train_tab,
+)
 from app.chat_tab import ChatService, generation_settings
+from app.choices import base_models
 from app.errors import user_error
 from app.gate import Gate
+from app.spec_form import target_choices
 from jobs.chat.request import conversation
 from jobs.data.formats import DatasetError
 from jobs.data.readers import parse_json_text
+from jobs.models.resolve import base_module_kinds
 from jobs.spec import DEMO_BASE_MODEL, SpecError
 from jobs.studio import Studio
 
@@ -202,6 +215,55 @@ def register(studio: Studio, chat: ChatService) -> None:
                 "answers": [[grid.replies.get((i, pane)) for pane in grid.panes] for i in range(len(grid.prompts))],
                 "mean_loglik": {pane: grid.mean_loglik(pane) for pane in grid.panes}}
 
+    def plan_job(spec: str) -> dict:
+        """The step plan of a spec (JSON), as the Train tab shows it: optimizer steps, tokens, sequences per epoch,
+        rows that train and that are held out, the values the default rule chose (`chosen`), the plan in words."""
+        return api_reads.plan(studio, spec)
+
+    def estimate_memory(spec: str) -> list[dict]:
+        """The memory verdict of a spec (JSON) on each device the job may run on (its pool's live workers, or this
+        machine): estimated peak, share of the device, fits / tight / does not fit, and the estimate's parts."""
+        return api_reads.memory(studio, spec)
+
+    def preview_dataset(spec: str) -> str:
+        """The Train tab's preview (Markdown) for a spec's data fields: the train / eval split, what max_length and
+        dedup do to the rows, and the first rows as the model sees them."""
+        return api_reads.preview(studio, spec)
+
+    def job_script(spec: str) -> dict:
+        """A spec (JSON) as the `python -m jobs submit` spec (`cli`) and as a plain TRL script (`script`)."""
+        return api_reads.script(studio, spec)
+
+    def compare_runs(job_ids: list[int], sweep: str = "", differences_only: bool = True) -> dict:
+        """Runs side by side (at most 12; `sweep` adds every run of that sweep): their specs (`specs`: one row per
+        field, the differing ones only when asked) and final metrics ranked by eval loss (`ranking`)."""
+        return api_reads.compare_runs(studio, job_ids, sweep, differences_only)
+
+    def job_metrics(job_id: int, names: list[str] | None = None) -> dict:
+        """A run's metric series (loss, eval_loss, learning_rate, tokens_per_s, memory_bytes, ...) as [step, value]
+        points; every series when `names` is empty."""
+        return api_reads.job_metrics(studio, job_id, names or [])
+
+    def sample_answers(job_id: int) -> list[dict]:
+        """A run's sample answers: one row per prompt, one column per step (step 0: the base before training)."""
+        return api_reads.sample_answers(studio, job_id)
+
+    def base_model_info(base_model: str = DEMO_BASE_MODEL) -> dict:
+        """A base model as the Train tab shows it: whether it is prepared (`status`, words; empty for a base with
+        nothing to say), the modules LoRA can target (`targets`: presets, then module names) and every module by
+        kind (`modules`); `bases`: the bases the form offers."""
+        kinds = base_module_kinds(base_model or DEMO_BASE_MODEL, studio.settings.models_dir)
+        return {"status": train_tab.base_status_text(studio, base_model), "bases": base_models(studio),
+                "targets": target_choices(studio, base_model), "modules": kinds or {}}
+
+    def list_suites() -> list[str]:
+        """Your prompt suites by name."""
+        return suites_panel.suite_names(studio)
+
+    def suite_diff(name: str, before: str, after: str, base_model: str = DEMO_BASE_MODEL) -> str:
+        """Each prompt's answer from pane `before` against pane `after` (HTML: removed words struck, added marked)."""
+        return api_reads.suite_diff(studio, name, base_model, before, after)
+
     def list_presets() -> list[str]:
         """Your presets by name, and those an admin shared as owner/name."""
         return presets_panel.preset_names(studio)
@@ -246,7 +308,43 @@ def register(studio: Studio, chat: ChatService) -> None:
                  list_workers, list_adapters, download_adapter, rename_adapter, delete_adapter, merge_adapter,
                  download_merged, push_to_hub, set_hub_token, clear_hub_token, hub_token_status, compare,
                  import_dataset, import_hub_dataset, list_datasets, dataset_stats, rename_dataset, delete_dataset,
-                 record_vote, leaderboard, export_votes, save_suite, run_suite, suite_results, list_presets,
-                 save_preset, load_preset, delete_preset, share_preset, my_account, change_password, audit_log)
+                 record_vote, leaderboard, export_votes, save_suite, run_suite, suite_results, list_suites, suite_diff,
+                 plan_job, base_model_info, estimate_memory, preview_dataset, job_script, compare_runs, job_metrics,
+                 sample_answers, list_presets, save_preset, load_preset, delete_preset, share_preset, my_account,
+                 change_password, audit_log)
     for endpoint in endpoints:
         gr.api(endpoint, api_name=endpoint.__name__)
+
+
+UI_ACTIONS: dict[str, tuple[str, ...]] = {
+    # What each control of the page does, as endpoints ("tab › control": the button's elem_id or text, the field's
+    # label; for a view that follows the form, the view it refreshes). tests/app/test_parity.py derives the page's
+    # controls from the Blocks and fails on one missing here (or from its short list of page-only controls).
+    "Train › Submit job": ("submit_job",), "Train › submit-sweep": ("submit_sweep",),
+    "Train › step-plan": ("plan_job",), "Train › memory-verdict": ("estimate_memory",),
+    "Train › show-preview": ("preview_dataset",), "Train › Preview": ("preview_dataset",),
+    "Train › Import dataset": ("import_dataset",), "Train › Show as CLI / Python": ("job_script",),
+    "Train › Save preset": ("save_preset",), "Train › preset-delete": ("delete_preset",),
+    "Train › Shared with everyone (admins decide)": ("share_preset",), "Train › Load into the form": ("load_preset",),
+    "Train › Download preset": ("load_preset",), "Train › base-status": ("base_model_info",),
+    "Datasets › dataset-import": ("import_dataset",), "Datasets › Import from the hub": ("import_hub_dataset",),
+    "Datasets › dataset-inspect": ("dataset_stats",), "Datasets › dataset-stats": ("dataset_stats",),
+    "Datasets › Rename": ("rename_dataset",), "Datasets › dataset-delete": ("delete_dataset",),
+    "Runs › Runs": ("compare_runs",), "Runs › compare-go": ("compare_runs",), "Runs › compare-plot": ("compare_runs",),
+    "Runs › move-front": ("move_job",), "Runs › move-up": ("move_job",), "Runs › move-down": ("move_job",),
+    "Runs › move-back": ("move_job",), "Runs › Set priority": ("set_priority",),
+    "Runs › Jobs (click a row to follow it)": ("list_jobs", "get_job", "job_metrics"),
+    "Runs › run-timeline": ("job_metrics", "sample_answers"), "Runs › Cancel job": ("cancel_job",),
+    "Runs › Cancel its whole sweep": ("cancel_sweep",), "Runs › clone-run": ("get_job",),
+    "Adapters › adapter-merge": ("merge_adapter",), "Adapters › Push to the hub": ("push_to_hub",),
+    "Adapters › Rename": ("rename_adapter",), "Adapters › adapter-delete": ("delete_adapter",),
+    "Chat › chat-send": ("compare",), "Chat › Refresh adapters": ("list_adapters",),
+    "Chat › Compare (up to 6)": ("list_adapters",),
+    **{f"Chat › vote-{choice}": ("record_vote",) for choice in ("A", "B", "C", "D", "E", "F", "tie", "all-bad")},
+    "Chat › leaderboard": ("leaderboard",), "Chat › Export votes as a dataset": ("export_votes",),
+    "Chat › dpo-submit": ("export_votes",), "Chat › Save suite": ("save_suite",), "Chat › suite-run": ("run_suite",),
+    "Chat › Prompts: one per line, 'prompt => reference answer' where there is one": ("list_suites", "suite_results"),
+    "Chat › Diff answers": ("suite_diff",),
+    "Account › change-password": ("change_password",), "Account › Save token": ("set_hub_token",),
+    "Account › Forget token": ("clear_hub_token",),
+}
