@@ -114,12 +114,31 @@ def _mapping_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which column holds a role, e.g. instruction=question (repeat for each role)")
 
 
+def _columns_json(args: argparse.Namespace) -> str:
+    mapping = mapping_from_args(args.format, args.column)
+    return json.dumps(mapping.columns) if mapping and mapping.columns else ""
+
+
+def _import_to_api(args: argparse.Namespace) -> dict:
+    from jobs.cli.remote import Upload
+
+    return {"file": Upload(args.file), "name": args.name or Path(args.file).stem, "format": args.format or "",
+            "columns": _columns_json(args)}
+
+
+def _hub_to_api(args: argparse.Namespace) -> dict:
+    return {"hub_id": args.hub_id, "name": args.name, "config": args.config, "split": args.split,
+            "revision": args.revision, "format": args.format or "", "columns": _columns_json(args)}
+
+
 def add_commands(commands) -> None:
-    commands.add_parser("datasets", help="list stored datasets").set_defaults(func=cmd_datasets)
+    """Each dataset verb mirrors its endpoint (`endpoint`, `to_api`: what --url sends), as in jobs/cli."""
+    commands.add_parser("datasets", help="list stored datasets").set_defaults(
+        func=cmd_datasets, endpoint="list_datasets", to_api=lambda args: {})
     upload = commands.add_parser("import-dataset", help="import a JSONL, JSON, CSV or Parquet file as a dataset")
     upload.add_argument("file")
     _mapping_arguments(upload)
-    upload.set_defaults(func=cmd_import)
+    upload.set_defaults(func=cmd_import, endpoint="import_dataset", to_api=_import_to_api)
     hub = commands.add_parser("import-hub", help="import a Hugging Face hub dataset's data files (needs internet; "
                                                  "never runs a dataset script; uses STUDIO_HF_TOKEN when set)")
     hub.add_argument("hub_id", help="owner/name or owner/name@revision: a dataset on the hub, never a folder here")
@@ -127,17 +146,20 @@ def add_commands(commands) -> None:
     hub.add_argument("--split", default="train")
     hub.add_argument("--revision", default="")
     _mapping_arguments(hub)
-    hub.set_defaults(func=cmd_import_hub)
+    hub.set_defaults(func=cmd_import_hub, endpoint="import_hub_dataset", to_api=_hub_to_api)
     stats = commands.add_parser("dataset-stats", help="a dataset's tokens, lengths and loss share for a base model")
     stats.add_argument("name")
     stats.add_argument("--base-model", default=DEMO_BASE_MODEL)
     stats.add_argument("--max-length", type=int, default=512)
     stats.add_argument("--all-tokens", action="store_true", help="loss on every token (assistant-only loss off)")
-    stats.set_defaults(func=cmd_stats)
+    stats.set_defaults(func=cmd_stats, endpoint="dataset_stats", to_api=lambda args: {
+        "name": args.name, "base_model": args.base_model, "max_length": args.max_length,
+        "assistant_only_loss": not args.all_tokens})
     rename = commands.add_parser("rename-dataset", help="rename a dataset no queued or running job uses")
     rename.add_argument("name")
     rename.add_argument("new_name")
-    rename.set_defaults(func=cmd_rename)
+    rename.set_defaults(func=cmd_rename, endpoint="rename_dataset",
+                        to_api=lambda args: {"name": args.name, "new_name": args.new_name})
     delete = commands.add_parser("delete-dataset", help="delete a dataset no queued or running job uses")
     delete.add_argument("name")
-    delete.set_defaults(func=cmd_delete)
+    delete.set_defaults(func=cmd_delete, endpoint="delete_dataset", to_api=lambda args: {"name": args.name})

@@ -1,0 +1,220 @@
+"""The operator's side of the verbs: the same domain calls the API's handlers make, run on the studio's machine with
+the data dir's full access (what they create belongs to the local owner). Each returns what its endpoint returns."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from jobs.studio import Studio
+from storage import catalog, jobs_repo, workers_repo
+
+STANDING_FIELDS = ("name", "score", "win_rate", "wins", "ties", "rounds")
+
+
+def job(studio: Studio, job_id: int) -> dict:
+    with studio.db.read() as session:
+        found = jobs_repo.get_job(session, job_id)
+        if found is None:
+            raise LookupError(f"job_id: no job with id {job_id}")
+        return {"id": found.id, "name": found.name, "kind": found.kind, "status": found.status, "step": found.step,
+                "total_steps": found.total_steps, "attempt": found.attempt, "priority": found.priority,
+                "group_name": found.group_name, "error": found.error, "spec": found.spec,
+                "loss": jobs_repo.latest_metric(session, job_id, "loss")}
+
+
+def move(studio: Studio, job_id: int, where: str) -> list[int]:
+    if where not in jobs_repo.MOVES:
+        raise ValueError(f"where: one of {', '.join(jobs_repo.MOVES)}, not '{where}'")
+    with studio.db.write() as session:
+        return jobs_repo.move_job(session, job_id, where)
+
+
+def set_priority(studio: Studio, job_id: int, priority: int) -> list[int]:
+    from jobs.spec import priority_problem
+
+    if problem := priority_problem(priority):
+        raise ValueError(f"priority: {problem}")
+    with studio.db.write() as session:
+        jobs_repo.set_priority(session, job_id, priority)
+        return jobs_repo.queued_job_ids(session)
+
+
+def workers(studio: Studio) -> list[dict]:
+    with studio.db.read() as session:
+        live = workers_repo.live_workers(session, studio.settings.lease_s)
+        return [{"host": w.host, "device": w.device, "device_name": w.device_name, "memory_bytes": w.memory_bytes,
+                 "pool": w.pool, "current_job_id": w.current_job_id} for w in live]
+
+
+def submit_sweep(studio: Studio, spec: str, sweep: str, mode: str = "grid", name: str = "", priority: int = 0) -> dict:
+    import json
+
+    from jobs.sweeps import axes_from_text
+    from jobs.sweeps import submit_sweep as queue_sweep
+
+    group, ids = queue_sweep(studio, json.loads(spec), axes_from_text(sweep), mode, name, priority)
+    return {"group": group, "job_ids": ids}
+
+
+def cancel_sweep(studio: Studio, name: str) -> dict:
+    from jobs.sweeps import cancel_sweep as cancel_group
+
+    return {str(job_id): status for job_id, status in cancel_group(studio, name).items()}
+
+
+def metrics(studio: Studio, job_id: int, names: list[str]) -> dict:
+    job(studio, job_id)  # a refusal for an unknown job
+    with studio.db.read() as session:
+        found = jobs_repo.metrics_for(session, job_id)
+    series: dict[str, list[list[float]]] = {}
+    for metric in found:
+        if not names or metric.name in names:
+            series.setdefault(metric.name, []).append([metric.step, metric.value])
+    return series
+
+
+def plan(studio: Studio, spec: str) -> dict:
+    import json
+
+    from jobs.planning import job_plan
+    from jobs.spec import parse_spec
+
+    planned = job_plan(studio, parse_spec(json.loads(spec)))
+    return {"steps": planned.steps, "tokens": planned.tokens, "sequences_per_epoch": planned.sequences_per_epoch,
+            "train_rows": planned.train_rows, "eval_rows": planned.eval_rows, "counted": planned.counted,
+            "chosen": {name: getattr(planned.spec, name) for name in planned.chosen},
+            "sentence": planned.sentence()}
+
+
+def adapters(studio: Studio, base_model: str = "") -> list[dict]:
+    with studio.db.read() as session:
+        return [{"name": a.name, "base_model": a.base_model, "job_id": a.job_id, "size_bytes": a.size_bytes,
+                 "created_at": str(a.created_at)} for a in catalog.list_adapters(session, base_model or None)]
+
+
+def _adapter(studio: Studio, name: str):
+    with studio.db.read() as session:
+        adapter = catalog.get_adapter_by_name(session, (name or "").strip())
+    if adapter is None:
+        raise LookupError(f"name: no adapter named '{name}'")
+    return adapter
+
+
+def adapter_zip(studio: Studio, name: str) -> str:
+    from jobs.training.export import build_adapter_zip
+
+    adapter = _adapter(studio, name)
+    folder = studio.export_dir(f"adapter-{adapter.id}", adapter.owner)
+    return str(build_adapter_zip(studio.absolute(adapter.path), folder, adapter.name))
+
+
+def merged_zip(studio: Studio, name: str) -> str:
+    from jobs.training.export import build_merged_zip
+
+    adapter = _adapter(studio, name)
+    if not adapter.merged_path:
+        raise ValueError(f"name: '{name}' has no merged model yet; ask for one with `merge` (it runs as a job)")
+    folder = studio.export_dir(f"adapter-{adapter.id}", adapter.owner)
+    return str(build_merged_zip(studio.absolute(adapter.merged_path), folder, adapter.name))
+
+
+def rename_adapter(studio: Studio, name: str, new_name: str) -> str:
+    from jobs.training.registry import rename_adapter as rename
+
+    return rename(studio, (name or "").strip(), new_name).name
+
+
+def delete_adapter(studio: Studio, name: str) -> str:
+    from jobs.training.registry import delete_adapter as delete
+
+    delete(studio, (name or "").strip())
+    return f"deleted {name}"
+
+
+def merge(studio: Studio, name: str, dtype: str = "bfloat16") -> int:
+    from jobs.submit import submit_merge
+
+    return submit_merge(studio, name, dtype)
+
+
+def leaderboard(studio: Studio, base_model: str) -> list[dict]:
+    from jobs.chat.votes import base_leaderboard
+
+    standings, _ = base_leaderboard(studio, base_model)
+    return [{"rank": rank, **{f: getattr(s, f) for f in STANDING_FIELDS}} for rank, s in enumerate(standings, 1)]
+
+
+def suites(studio: Studio) -> list[str]:
+    from storage import suites_repo
+
+    with studio.db.read() as session:
+        return [suite.name for suite in suites_repo.list_suites(session)]
+
+
+def save_suite(studio: Studio, name: str, prompts: str) -> str:
+    from jobs.chat.suites import parse_suite_text, save_suite
+
+    suite = save_suite(studio, name, parse_suite_text(prompts))
+    return f"Saved suite {suite.name} ({len(suite.prompts)} prompts)."
+
+
+def suite_results(studio: Studio, name: str, base_model: str) -> dict:
+    from jobs.chat.suites import suite_grid
+
+    grid = suite_grid(studio, name, base_model)
+    return {"prompts": grid.prompts, "panes": grid.panes,
+            "answers": [[grid.replies.get((i, pane)) for pane in grid.panes] for i in range(len(grid.prompts))],
+            "mean_loglik": {pane: grid.mean_loglik(pane) for pane in grid.panes}}
+
+
+def suite_diff(studio: Studio, name: str, before: str, after: str, base_model: str) -> str:
+    from jobs.chat.suites import diff_html, suite_grid
+
+    grid = suite_grid(studio, name, base_model)
+    for pane, role in ((before, "before"), (after, "after")):
+        if pane not in grid.panes:
+            raise ValueError(f"{role}: '{pane}' has no answers in suite '{name}' on {base_model}")
+    return diff_html(grid, before, after)
+
+
+def presets(studio: Studio) -> list[str]:
+    from jobs.presets import preset_names
+
+    return preset_names(studio)
+
+
+def save_preset(studio: Studio, name: str, spec: str) -> str:
+    import json
+
+    from jobs.presets import save_preset as save
+
+    return save(studio, name, json.loads(spec))
+
+
+def load_preset(studio: Studio, name: str) -> dict:
+    from jobs.presets import load_preset as load
+
+    return load(studio, name)
+
+
+def delete_preset(studio: Studio, name: str) -> str:
+    from jobs.presets import delete_preset as delete
+
+    delete(studio, name)
+    return f"deleted {name}"
+
+
+def share_preset(studio: Studio, name: str, shared: bool = True) -> str:
+    from jobs.presets import share_preset as share
+
+    share(studio, name, shared)
+    return f"{name}: {'shared' if shared else 'private'}"
+
+
+def save_file(path: str, out_dir: str) -> str:
+    """A file the studio built (or a client downloaded), copied into the asked folder; returns where it lies."""
+    target = Path(out_dir).expanduser() / Path(path).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, target)
+    return str(target)
