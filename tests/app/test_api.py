@@ -30,7 +30,9 @@ PUBLIC_ENDPOINTS = {"/submit_job", "/submit_sweep", "/cancel_sweep", "/get_job",
                     "/import_hub_dataset", "/list_datasets", "/dataset_stats",
                     "/rename_dataset", "/delete_dataset", "/record_vote", "/leaderboard", "/export_votes",
                     "/save_suite", "/run_suite", "/suite_results", "/list_presets", "/save_preset", "/load_preset",
-                    "/delete_preset", "/share_preset", "/my_account", "/change_password", "/audit_log"}
+                    "/delete_preset", "/share_preset", "/my_account", "/change_password", "/audit_log",
+                    "/list_suites", "/suite_diff", "/plan_job", "/base_model_info", "/estimate_memory",
+                    "/preview_dataset", "/job_script", "/compare_runs", "/job_metrics", "/sample_answers"}
 
 
 def test_only_the_public_endpoints_are_listed(client):
