@@ -9,8 +9,6 @@ from pathlib import Path
 from jobs.studio import Studio
 from storage import catalog, jobs_repo, workers_repo
 
-STANDING_FIELDS = ("name", "score", "win_rate", "wins", "ties", "rounds")
-
 
 def job(studio: Studio, job_id: int) -> dict:
     with studio.db.read() as session:
@@ -142,7 +140,8 @@ def leaderboard(studio: Studio, base_model: str) -> list[dict]:
     from jobs.chat.votes import base_leaderboard
 
     standings, _ = base_leaderboard(studio, base_model)
-    return [{"rank": rank, **{f: getattr(s, f) for f in STANDING_FIELDS}} for rank, s in enumerate(standings, 1)]
+    return [{"rank": rank, "adapter": s.name, "score": round(s.score), "win rate": f"{s.win_rate:.0%}", "wins": s.wins,
+             "ties": s.ties, "rounds": s.rounds} for rank, s in enumerate(standings, start=1)]  # as the API's rows
 
 
 def suites(studio: Studio) -> list[str]:
