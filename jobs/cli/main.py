@@ -43,7 +43,7 @@ def run_local(args: argparse.Namespace) -> int:
     try:
         answer = args.verb.local(open_studio(), **values)
     except LookupError as error:
-        print(f"error: {str(error).strip(chr(39))}", file=sys.stderr)
+        print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)  # KeyError quotes its str
         return 1
     except ValueError as error:  # SpecError, DatasetError, PresetError, ... each names its field
         problems = getattr(error, "problems", None)

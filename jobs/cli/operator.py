@@ -24,8 +24,11 @@ def job(studio: Studio, job_id: int) -> dict:
 def move(studio: Studio, job_id: int, where: str) -> list[int]:
     if where not in jobs_repo.MOVES:
         raise ValueError(f"where: one of {', '.join(jobs_repo.MOVES)}, not '{where}'")
-    with studio.db.write() as session:
-        return jobs_repo.move_job(session, job_id, where)
+    try:
+        with studio.db.write() as session:
+            return jobs_repo.move_job(session, job_id, where)
+    except LookupError:
+        raise LookupError(f"job_id: job {job_id} is not queued") from None
 
 
 def set_priority(studio: Studio, job_id: int, priority: int) -> list[int]:
@@ -33,9 +36,12 @@ def set_priority(studio: Studio, job_id: int, priority: int) -> list[int]:
 
     if problem := priority_problem(priority):
         raise ValueError(f"priority: {problem}")
-    with studio.db.write() as session:
-        jobs_repo.set_priority(session, job_id, priority)
-        return jobs_repo.queued_job_ids(session)
+    try:
+        with studio.db.write() as session:
+            jobs_repo.set_priority(session, job_id, priority)
+            return jobs_repo.queued_job_ids(session)
+    except LookupError:
+        raise LookupError(f"job_id: job {job_id} is not queued") from None
 
 
 def workers(studio: Studio) -> list[dict]:
