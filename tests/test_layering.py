@@ -20,7 +20,7 @@ FORBIDDEN = {
     "storage.file_modes": ["torch", "gradio"],  # every process sets its umask through it first
     "jobs": ["gradio", "app"],
     "jobs.submit": [*HEAVY, "app"],
-    "jobs.__main__": [*HEAVY, "app"],
+    "jobs.__main__": [*HEAVY, "app", "gradio_client"],  # the client loads only for --url
     "jobs.queue.worker": [*HEAVY, "app"],
     "jobs.queue.child": [*HEAVY, "app"],  # torch arrives only once it starts training
     "jobs.data.store": HEAVY,

@@ -11,10 +11,9 @@ import json
 import os
 import sys
 
-from jobs.cli import jobs_verbs
+from jobs.cli import dataset_verbs, jobs_verbs
 from jobs.cli.verb import Refused, add_verb, api_values
 from jobs.cli.verbs import VERBS
-from jobs.data import cli as dataset_cli
 
 URL_ENV, USER_ENV = "STUDIO_URL", "STUDIO_USER"
 
@@ -29,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "STUDIO_PASSWORD or a prompt")
     commands = parser.add_subparsers(dest="command", required=True, metavar="VERB")
     jobs_verbs.add_commands(commands)
-    dataset_cli.add_commands(commands)
+    dataset_verbs.add_commands(commands)
     for verb in VERBS:
         add_verb(commands, verb, run_local if verb.local else None)
     return parser
