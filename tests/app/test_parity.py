@@ -134,9 +134,11 @@ def test_the_api_doc_lists_every_endpoint_with_its_arguments_and_every_verb(page
     for name, signature in endpoints.items():
         for parameter in _parameters(signature):
             assert f"`{parameter}`" in rows[name], f"docs/api.md: /{name} does not describe `{parameter}`"
-    for verb in cli_verbs():
-        assert re.search(rf"python -m jobs (\[--url URL --user NAME\] )?{re.escape(verb)}\b", doc), \
-            f"docs/api.md's CLI section does not show `{verb}`"
+    for verb, parser in cli_verbs().items():
+        line = re.search(rf"^python -m jobs {re.escape(verb)}\b.*$", doc, flags=re.M)
+        assert line, f"docs/api.md's CLI section does not show `{verb}`"
+        remote_only = parser.get_default("func") is None
+        assert ("*remote*" in line.group()) == remote_only, f"docs/api.md: mark `{verb}` *remote* iff it needs --url"
 
 
 def test_the_api_doc_lists_every_dataset_format():
