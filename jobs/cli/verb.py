@@ -97,7 +97,7 @@ def _read(arg: Arg, value):
     if arg.read == "spec":
         return json.dumps(read_spec_file(Path(value)))
     if arg.read == "json":
-        text = _text(value, arg.name) if Path(value).is_file() else value
+        text = value if value.lstrip().startswith(("[", "{")) else _text(value, arg.name)  # JSON itself, or a file
         try:
             return json.loads(text)
         except ValueError as error:
