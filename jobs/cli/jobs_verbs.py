@@ -99,10 +99,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return _wait(studio, job_id) if args.wait else 0
 
 
-def submit_to_api(args: argparse.Namespace) -> dict:
-    return {"spec": json.dumps(read_spec_file(Path(args.spec))), "priority": args.priority}
-
-
 def submit_remote(args: argparse.Namespace, job_id, remote) -> int:
     print(f"queued job {job_id}")
     if not args.wait:
@@ -171,8 +167,8 @@ def add_commands(commands) -> None:
     submit.add_argument("spec")
     submit.add_argument("--priority", type=int, default=0, help="higher runs first")
     submit.add_argument("--wait", action="store_true", help="follow the job; exit non-zero if it fails")
-    submit.set_defaults(func=cmd_submit, endpoint="submit_job", to_api=submit_to_api,
-                        prepare_remote=upload_spec_dataset, show_remote=submit_remote)
+    submit.set_defaults(func=cmd_submit, endpoint="submit_job", prepare_remote=upload_spec_dataset,
+                        show_remote=submit_remote)
     listing = commands.add_parser("list", help="list jobs")
     listing.set_defaults(func=cmd_list, endpoint="list_jobs", to_api=lambda args: {},
                          show_remote=lambda args, rows, remote: _print_jobs(rows))

@@ -223,3 +223,13 @@ def save_file(path: str, out_dir: str) -> str:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, target)
     return str(target)
+
+
+def vote(studio: Studio, base_model: str, prompt: str, answers: list[dict], outcome: str, best: int = -1) -> str:
+    from jobs.chat.request import conversation
+    from jobs.chat.votes import Verdict, pane_letter, record_vote
+
+    record_vote(studio, base_model, conversation(prompt), answers, Verdict(outcome, best if best >= 0 else None), {})
+    revealed = ", ".join(f"{pane_letter(i)} was {a.get('adapter', '')}" for i, a in enumerate(answers))
+    verdict = {"best": f"{pane_letter(max(best, 0))} best", "tie": "a tie", "all_bad": "all bad"}[outcome]
+    return f"Vote recorded ({verdict}): {revealed}."

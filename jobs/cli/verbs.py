@@ -78,7 +78,7 @@ VERBS = (
          (BASE, Arg("prompt", "the prompt", default=""),
           Arg("answers", 'a JSON file or text: [{"adapter", "reply"}] in the order shown', default="[]", read="json"),
           Arg("outcome", "the verdict", default="best", choices=("best", "tie", "all_bad")),
-          Arg("best", "the winner's index (outcome best)", type=int, default=-1))),
+          Arg("best", "the winner's index (outcome best)", type=int, default=-1)), op.vote),
     Verb("leaderboard", "leaderboard", "blind-vote standings of a base's adapters", (BASE,), op.leaderboard),
     Verb("export-votes", "export_votes", "store the blind votes as a preference dataset; optionally train DPO on it",
          (BASE, Arg("name", "the dataset's name", default="votes"),

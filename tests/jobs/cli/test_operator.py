@@ -74,6 +74,8 @@ def test_unknown_things_are_named(studio, capsys):
     code, _, err = run(capsys, "download-adapter", "ghost")
     assert code == 1 and "no adapter named 'ghost'" in err
     assert json.loads(run(capsys, "adapters")[1]) == []
+    code, _, err = run(capsys, "vote", "--prompt", "hi", "--answers", '[{"adapter": "ghost", "reply": "a"}]')
+    assert code == 2 and "best: name the winning pane" in err
 
 
 @pytest.mark.parametrize("verb", [["compare", "hi", "base"], ["estimate", "x.json"], ["account"], ["hub-token"]])
