@@ -86,6 +86,8 @@ def _remote(args: argparse.Namespace) -> int:
     try:
         values = args.prepare_remote(args, remote) if hasattr(args, "prepare_remote") else args.to_api(args)
         answer = remote.call(args.endpoint, values)
+    except Refused:
+        raise  # the shell's own input: said as such by main()
     except Exception as error:  # noqa: BLE001 (the studio's refusal, in its words, whatever the client wraps it in)
         print(f"error: {error}", file=sys.stderr)
         return 2
