@@ -11,7 +11,7 @@ from app.errors import user_error
 from jobs.chat.suites import diff_html
 from jobs.data.readers import parse_json_text
 from jobs.models.fits import model_shape, verdicts
-from jobs.planning import job_plan
+from jobs.planning import job_plan, longest_sequence
 from jobs.spec import SpecError, TrainSpec, parse_spec
 from jobs.studio import Studio
 from storage import jobs_repo
@@ -58,7 +58,8 @@ def memory(studio: Studio, spec: str) -> list[dict]:
     devices = memory_panel.devices(studio, planned.pool)
     if not devices:
         raise user_error(f"pool: no live worker serves pool '{planned.pool}'")
-    found = verdicts(planned, shape, devices, memory_panel.longest_sequence(studio, planned))
+    found = verdicts(planned, shape, devices, longest_sequence(studio, planned),
+                     memory_panel.start_adapter(studio, planned))  # as memory_panel.verdict_text sizes it
     return [{"device": v.device.label, "device_name": v.device.name, "memory_bytes": v.device.memory_bytes,
              "peak_bytes": v.estimate.peak, "share": v.share if math.isfinite(v.share) else None,
              "verdict": v.word, "measured_profile": v.device.name.startswith("CPU"),
