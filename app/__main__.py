@@ -11,6 +11,10 @@ import signal
 import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home; these machines may be offline
+if __name__ == "__main__":
+    # Ctrl+C ends the studio as SIGTERM does (atexit stops the worker gracefully), quietly: as KeyboardInterrupt it
+    # printed a traceback from whichever import or build step it landed in. SystemExit prints none, in atexit too.
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
 
 from jobs.queue.embedded import EmbeddedWorker  # noqa: E402
 from jobs.queue.notifier import start_notifier  # noqa: E402

@@ -10,16 +10,24 @@ import argparse
 import logging
 import os
 import signal
+import sys
 
-from huey.consumer import Consumer
+EMBEDDED_FLAG = "--exit-with-parent"
+if __name__ == "__main__" and EMBEDDED_FLAG in sys.argv:
+    # An embedded worker is the app's, and the app stops it gracefully (SIGTERM) as it ends. A terminal's Ctrl+C
+    # reaches the whole process group: ignored here, and by the training processes that inherit it, only the app
+    # acts on it, and no import or training step dies of it with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-from jobs.queue.devices import describe_device
-from jobs.queue.lifecycle import device_label, hold_device_lock, signal_when_parent_dies, worker_name
-from jobs.queue.reaper import reap_interval_s, reap_once, start_reaper
-from jobs.queue.supervisor import SHUTTING_DOWN, SPARE, supervise_job, worker_studio
-from jobs.queue.transport import serve_jobs
-from jobs.studio import sqlite_warning
-from storage import workers_repo
+from huey.consumer import Consumer  # noqa: E402
+
+from jobs.queue.devices import describe_device  # noqa: E402
+from jobs.queue.lifecycle import device_label, hold_device_lock, signal_when_parent_dies, worker_name  # noqa: E402
+from jobs.queue.reaper import reap_interval_s, reap_once, start_reaper  # noqa: E402
+from jobs.queue.supervisor import SHUTTING_DOWN, SPARE, supervise_job, worker_studio  # noqa: E402
+from jobs.queue.transport import serve_jobs  # noqa: E402
+from jobs.studio import sqlite_warning  # noqa: E402
+from storage import workers_repo  # noqa: E402
 
 log = logging.getLogger("jobs.worker")
 EXIT_DEVICE_TAKEN = 3
@@ -27,14 +35,17 @@ EXIT_DEVICE_TAKEN = 3
 
 class StudioConsumer(Consumer):
     """Huey's consumer, but SIGTERM and SIGINT both shut down gracefully: the running child checkpoints and
-    its job is requeued (Huey's default drops an in-flight task for good)."""
+    its job is requeued (Huey's default drops an in-flight task for good). `embedded`: SIGINT stays ignored (the
+    app that started the worker stops it)."""
 
     SHUTDOWN_TIMEOUT_S = 120
 
-    def __init__(self, huey, **options) -> None:
+    def __init__(self, huey, embedded: bool = False, **options) -> None:
         super().__init__(huey, workers=1, worker_type="thread", periodic=False, initial_delay=0.2,
                          max_delay=1.0, shutdown_timeout=self.SHUTDOWN_TIMEOUT_S, **options)
-        self._signal_actions = {signal.SIGTERM: (False, True), signal.SIGINT: (False, True)}
+        self._signal_actions = {signal.SIGTERM: (False, True)}
+        if not embedded:
+            self._signal_actions[signal.SIGINT] = (False, True)
 
     def _handle_signal(self, signum, frame) -> None:
         SHUTTING_DOWN.set()
@@ -62,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
                                      "time on this host's device).")
     parser.add_argument("--reap-interval", type=float, default=None,
                         help="seconds between reaper passes (default: a third of the lease)")
-    parser.add_argument("--exit-with-parent", action="store_true",
+    parser.add_argument(EMBEDDED_FLAG, action="store_true",
                         help="shut down (gracefully) when the parent process dies; the app's embedded worker uses it")
     args = parser.parse_args(argv)
     if args.exit_with_parent and not signal_when_parent_dies(signal.SIGTERM):
@@ -80,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     reap_once(studio)
     register(studio, device)
     stop = start_reaper(studio, args.reap_interval or reap_interval_s(studio.settings), also=lambda: beat(studio))
-    consumer = StudioConsumer(serve_jobs(studio.settings, supervise_job))
+    consumer = StudioConsumer(serve_jobs(studio.settings, supervise_job), embedded=args.exit_with_parent)
     SPARE.enabled = studio.settings.spare_child
     SPARE.start()  # from the main thread, which lives as long as the worker (the spare's parent-death signal)
     log.info("worker ready: queue %s, database %s%s", studio.settings.queue_url, studio.db.engine.url,

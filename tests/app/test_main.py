@@ -1,0 +1,64 @@
+"""`python -m app` as a person runs it in a terminal: Ctrl+C (SIGINT to the whole foreground process group: the app,
+its embedded worker and the worker's training processes) stops the studio without a traceback, wherever it lands."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import REPO_ROOT, studio_environ
+from tests.servers import free_port
+
+STARTED_WORKER = "starting the worker"
+IMPORTS_UNDER_WAY_S = 2.0  # the app builds its pages and the worker imports its libraries then: both mid-import
+EXIT_TIMEOUT_S = 90
+
+
+def _restore_ctrl_c() -> None:
+    # A shell without job control starts background commands with SIGINT ignored; a terminal's app has it default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _wait_for(log: Path, text: str, process: subprocess.Popen, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text(errors="replace"):
+        assert process.poll() is None, f"the app exited early:\n{log.read_text(errors='replace')[-4000:]}"
+        assert time.monotonic() < deadline, f"no '{text}' within {timeout_s} s"
+        time.sleep(0.2)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_ctrl_c_while_the_studio_starts_stops_it_without_a_traceback(tmp_path):
+    log = tmp_path / "app.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "app", "--port", str(free_port())], cwd=REPO_ROOT,
+                                   env=studio_environ(tmp_path / "data"), stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True, preexec_fn=_restore_ctrl_c)
+    try:
+        _wait_for(log, STARTED_WORKER, process)
+        time.sleep(IMPORTS_UNDER_WAY_S)
+        os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl+C does
+        code = process.wait(EXIT_TIMEOUT_S)
+        deadline = time.monotonic() + 30
+        while _group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        leftover = _group_alive(process.pid)
+    finally:
+        if process.poll() is None or _group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    output = log.read_text(errors="replace")
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-6000:]
+    assert code == 130, f"exit code {code}:\n{output[-4000:]}"
+    assert not leftover, f"Ctrl+C left the worker or a training process running:\n{output[-4000:]}"
