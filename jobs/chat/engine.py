@@ -44,6 +44,7 @@ from jobs.chat.request import (
 )
 from jobs.models.loading import compute_dtype, load_base_model, load_tokenizer, pick_device
 from jobs.models.resolve import resolve_base_model
+from jobs.models.templates import render_chat
 
 PEFT_BASE = "__base__"  # what peft calls the plain base in adapter_names
 GiB = 2**30
@@ -328,7 +329,7 @@ class ChatEngine:
     def _logliks(group: Group, prompt: list[dict], reference: str, max_prompt_tokens: int) -> list[float]:
         loaded = group.loaded
         tokenizer = loaded.tokenizer
-        context = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        context = render_chat(tokenizer, prompt, add_generation_prompt=True, tokenize=False)
         context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
         # Tokenized apart, so the answer's tokens never merge with the context's across the boundary.
         answer_ids = tokenizer(reference + (tokenizer.eos_token or ""), add_special_tokens=False)["input_ids"]

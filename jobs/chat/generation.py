@@ -20,6 +20,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from jobs.chat.request import GenerationSettings, Replies, prompt_token_limit, prompt_tokens_problem
+from jobs.models.templates import render_chat
 
 
 @dataclass
@@ -109,7 +110,7 @@ def encode(group: Group, conversations: list[list[dict]], settings: GenerationSe
            max_prompt_tokens: int) -> tuple[dict, str | None]:
     """(the group's rows as one left-padded batch, why a prompt is over its limit in tokens or None)."""
     tokenizer = group.loaded.tokenizer
-    prompts = [tokenizer.apply_chat_template(conversations[row], add_generation_prompt=True, tokenize=False)
+    prompts = [render_chat(tokenizer, conversations[row], add_generation_prompt=True, tokenize=False)
                for row in group.rows]
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     limit, why = prompt_token_limit(group.loaded.context_tokens, settings.max_new_tokens, max_prompt_tokens)

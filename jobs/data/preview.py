@@ -10,13 +10,17 @@ from functools import cache
 
 from jobs.data.stats import DatasetStats, TokenizedRow, dataset_stats, tokenize_row
 from jobs.data.store import dataset_path, find_dataset, load_rows
+from jobs.models.known_bases import known_tokenizer
 from jobs.models.resolve import allowed_model_roots, base_model_problem, looks_local, prepared_path
+from jobs.models.templates import render_chat
 from jobs.models.tokenizer_only import load_tokenizer_only
 from jobs.spec import STUDIO_BASE_MODELS
 from jobs.studio import Studio
 from storage.models import Dataset
 
 _TOKENIZER_LOAD = threading.Lock()
+_CACHES = threading.Lock()
+"""Guards the view and length caches: requests fill and trim them from several threads."""
 
 
 @cache
@@ -54,7 +58,7 @@ def render_row(tokenizer, row: dict) -> str:
         return "\n".join(f"{label}:\n{render_row(tokenizer, {'messages': row['prompt'] + row[label]})}"
                          for label in ("chosen", "rejected"))
     if tokenizer is not None:
-        return tokenizer.apply_chat_template(row["messages"], tokenize=False)
+        return render_chat(tokenizer, row["messages"], tokenize=False)
     return "\n".join(f"[{m['role']}] {m['content']}" for m in row["messages"])
 
 
@@ -87,13 +91,17 @@ def dataset_view(studio: Studio, name: str, base_model: str, max_length: int, as
     if tokenizer is None:
         raise NoTokenizer(base_model)
     key = (dataset.sha256, base_model, max_length, assistant_only_loss)
-    if key not in _views:
+    with _CACHES:
+        view = _views.get(key)
+    if view is None:  # kept in hand: another request may push it out of the cache before this one is done
         rows = load_rows(studio.absolute(dataset.path))
-        _views[key] = (dataset_stats(rows, tokenizer, max_length, assistant_only_loss), rows)
-        _lengths[(dataset.sha256, base_model)] = _views[key][0].lengths
-        while len(_views) > VIEW_CACHE:
-            _views.popitem(last=False)
-    stats, rows = _views[key]
+        view = (dataset_stats(rows, tokenizer, max_length, assistant_only_loss), rows)
+        with _CACHES:
+            _views[key] = view
+            _lengths[(dataset.sha256, base_model)] = view[0].lengths
+            while len(_views) > VIEW_CACHE:
+                _views.popitem(last=False)
+    stats, rows = view
     start = max(0, min(start, len(rows) - 1))
     shown_rows = [(i + 1, tokenize_row(tokenizer, rows[i], assistant_only_loss))
                   for i in range(start, min(start + shown, len(rows)))]
@@ -108,15 +116,17 @@ def row_lengths(studio: Studio, dataset: Dataset, base_model: str) -> list[int] 
     """Each row's tokens through the base's chat template (loss mask aside), counted once per content and base;
     None when the base's tokenizer is not on this machine."""
     key = (dataset.sha256, base_model)
-    lengths = _lengths.get(key)
+    with _CACHES:
+        lengths = _lengths.get(key)
     if lengths is None:
         tokenizer = preview_tokenizer(studio, base_model)
         if tokenizer is None:
             return None
         lengths = [len(tokenize_row(tokenizer, row, False).ids) for row in load_rows(studio.absolute(dataset.path))]
-        _lengths[key] = lengths
-        while len(_lengths) > LENGTH_CACHE:
-            _lengths.popitem(last=False)
+        with _CACHES:
+            _lengths[key] = lengths
+            while len(_lengths) > LENGTH_CACHE:
+                _lengths.popitem(last=False)
     return lengths
 
 

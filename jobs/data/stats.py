@@ -4,7 +4,8 @@ holds. A tokenizer only (never weights), so the web process can show it.
 
 The loss mask is the one TRL trains with: for assistant-only loss, `apply_chat_template(...,
 return_assistant_tokens_mask=True)` over the template with generation markers (jobs.models.templates); for raw
-text, every token."""
+text, every token. Every render holds jobs.models.templates' one lock: the web process tokenizes for several
+requests at once."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import json
 import statistics
 from dataclasses import dataclass
 
-from jobs.models.templates import training_template
+from jobs.models.templates import encode_text, render_chat, training_template
 
 HISTOGRAM_BINS = 20
 
@@ -29,13 +30,13 @@ def tokenize_row(tokenizer, row: dict, assistant_only_loss: bool) -> TokenizedRo
     if "chosen" in row:
         row = {"messages": row["prompt"] + row["chosen"]}
     if "text" in row:
-        ids = tokenizer(row["text"], add_special_tokens=True)["input_ids"]
+        ids = encode_text(tokenizer, row["text"])
         return TokenizedRow(ids, [True] * len(ids))
     if assistant_only_loss:
-        encoded = tokenizer.apply_chat_template(row["messages"], chat_template=training_template(
-            tokenizer.chat_template), return_assistant_tokens_mask=True, return_dict=True)
+        encoded = render_chat(tokenizer, row["messages"], chat_template=training_template(tokenizer.chat_template),
+                              return_assistant_tokens_mask=True, return_dict=True)
         return TokenizedRow(list(encoded["input_ids"]), [bool(m) for m in encoded["assistant_masks"]])
-    ids = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
+    ids = render_chat(tokenizer, row["messages"], tokenize=True, return_dict=True)["input_ids"]
     return TokenizedRow(list(ids), [True] * len(ids))
 
 

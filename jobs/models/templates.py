@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -35,6 +36,26 @@ STUDIO_TRAINING_TWINS = {SMOLLM2_TEMPLATE: SMOLLM2_TRAINING_TEMPLATE}
 NO_TRAINING_TEMPLATE = (
     "the base model's chat template has no {% generation %} markers and neither the studio nor TRL knows a "
     "training twin of it, so assistant turns cannot be told apart; turn assistant_only_loss off")
+
+
+_RENDERING = threading.Lock()
+
+
+def render_chat(tokenizer, messages: list[dict], **options):
+    """`tokenizer.apply_chat_template(messages, **options)`, one render at a time in this process. transformers
+    compiles each template once per process (an lru_cache) with a single AssistantTracker for its generation marks:
+    two renders at once (two people inspecting, an inspect beside a chat) raised "AssistantTracker should not be
+    reused before closed", or put one render's assistant tokens into the other's mask. A tokenizer per request would
+    not help: the compiled template is shared by its text. Rendering a row takes well under a millisecond."""
+    with _RENDERING:
+        return tokenizer.apply_chat_template(messages, **options)
+
+
+def encode_text(tokenizer, text: str) -> list[int]:
+    """Plain text's ids, under the same lock: a fast tokenizer's Rust state refuses two encodes at once ("Already
+    borrowed") when one of them changes its truncation or padding."""
+    with _RENDERING:
+        return tokenizer(text, add_special_tokens=True)["input_ids"]
 
 
 def has_generation_markers(template: str | dict | None) -> bool:

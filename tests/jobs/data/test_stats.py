@@ -1,6 +1,9 @@
 """What the Datasets tab shows equals what the trainer uses: the loss mask against TRL's own collator output for the
 same rows, and the length histogram against a direct count."""
 
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from jobs.data.formats import ParsedDataset, parse_file
@@ -127,3 +130,22 @@ def test_the_packed_count_is_trls_own_best_fit_packing(max_length):
 def test_stored_rows_read_back(tmp_path):
     path, _ = store_parsed(ParsedDataset(format="messages", rows=ROWS), tmp_path)
     assert load_rows(path) == ROWS
+
+
+def test_two_inspects_at_once_count_what_one_alone_counts(demo_model_dir):
+    """The web process inspects for several people at once. transformers compiles a chat template once per process
+    with one AssistantTracker: two renders at once raised "AssistantTracker should not be reused before closed", or
+    one's assistant tokens landed in the other's mask."""
+    tokenizer = load_tokenizer(str(demo_model_dir), for_assistant_only_loss=True)
+    rows = load_rows_of_example()[:150]
+    alone = dataset_stats(rows, tokenizer, MAX_LENGTH, assistant_only_loss=True)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads take turns often, as a loaded server's do
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(lambda _: dataset_stats(rows, tokenizer, MAX_LENGTH, True), range(4)))
+    finally:
+        sys.setswitchinterval(switch)
+    for stats in together:
+        assert (stats.lengths, stats.loss_tokens, stats.no_loss_after_cut) == (
+            alone.lengths, alone.loss_tokens, alone.no_loss_after_cut)
