@@ -75,8 +75,8 @@ class StepPlan:
     def sentence(self) -> str:
         spec = self.spec
         unit = "packed sequences" if spec.packing and spec.method == "sft" else "rows"
-        run = (f"{spec.max_steps} steps" if spec.max_steps > 0 else
-               f"{spec.num_epochs:g} epoch{'s' if spec.num_epochs != 1 else ''}")
+        epochs = f"{spec.num_epochs:g} epoch{'s' if spec.num_epochs != 1 else ''}"
+        run = f"{epochs} (max_steps {spec.max_steps})" if spec.max_steps > 0 else epochs
         counted = "" if self.counted else " (estimated from characters: the base's tokenizer is not here yet)"
         chosen = (f" Chosen for this job: {', '.join(_shown(name, getattr(spec, name)) for name in self.chosen)}; "
                   "set a field to override." if self.chosen else "")
@@ -95,6 +95,12 @@ class StepPlan:
                if "eval_fraction" in self.chosen else "")
         return (f"No eval split{why}: all {self.train_rows:,} rows train, with no eval loss or early stopping (the "
                 "sample answers answer training prompts); set an eval fraction or a validation dataset for them.")
+
+
+def epochs_in(steps: int, steps_per_epoch: int) -> float:
+    """The epochs `steps` optimizer steps make, to two decimals (at least the spec's smallest, 0.01): a job of 60 steps
+    over 24 a epoch was said to be 1 epoch."""
+    return max(0.01, round(steps / steps_per_epoch, 2))
 
 
 def _shown(name: str, value: object) -> str:
@@ -169,8 +175,8 @@ def plan(spec: TrainSpec, data: DataSize, base_params: int | None) -> StepPlan:
         chosen["batch_size"] = min(MAX_AUTO_BATCH, max(1, sequences // MIN_STEPS_PER_EPOCH))
     batch = (chosen.get("batch_size") or spec.batch_size) * spec.grad_accum
     steps_per_epoch = max(1, math.ceil(sequences / batch))
-    if spec.num_epochs is None:
-        chosen["num_epochs"] = 1.0 if spec.max_steps > 0 else float(
+    if spec.num_epochs is None:  # with max_steps, the epochs those steps make (the trainer goes by the steps)
+        chosen["num_epochs"] = epochs_in(spec.max_steps, steps_per_epoch) if spec.max_steps > 0 else float(
             min(MAX_AUTO_EPOCHS, max(1, math.ceil(MIN_TOTAL_STEPS / steps_per_epoch))))
     if spec.learning_rate is None:
         chosen["learning_rate"] = learning_rate_for(base_params)

@@ -88,7 +88,18 @@ def test_explicit_values_override_the_rule(studio):
     assert {name: getattr(step_plan.spec, name) for name in mine} == mine
     assert "Chosen for this job" not in step_plan.sentence()
     fixed = job_plan(studio, parse_spec({"dataset": dataset, "max_steps": 7}))
-    assert fixed.steps == 7 and "num_epochs" not in fixed.chosen and "7 steps of" in fixed.sentence()
+    assert fixed.steps == 7 and "num_epochs" not in fixed.chosen and "(max_steps 7) of" in fixed.sentence()
+
+
+def test_a_job_of_max_steps_says_how_many_epochs_they_make(studio):
+    """The plan once said "1 epoch" for any max_steps, here 2.5 epochs' worth."""
+    fields = {"dataset": _stored(studio, "rows50", 50), "batch_size": 4, "packing": False, "eval_fraction": 0}
+    steps_per_epoch = -(-job_plan(studio, parse_spec(fields)).sequences_per_epoch // 4)
+    steps = steps_per_epoch * 5 // 2
+    step_plan = job_plan(studio, parse_spec({**fields, "max_steps": steps}))
+    expected = round(steps / steps_per_epoch, 2)
+    assert step_plan.spec.num_epochs == expected and 2 <= expected <= 3
+    assert f"{expected:g} epochs (max_steps {steps}) of" in step_plan.sentence()
 
 
 def test_submit_stores_the_chosen_values_and_says_which(studio):
