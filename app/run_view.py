@@ -3,6 +3,8 @@ curve, a timeline of any metric, its sample answers step by step beside the base
 
 from __future__ import annotations
 
+import statistics
+
 from app import charts, views
 from app.errors import user_error
 from jobs.queue.run_files import export_log, log_tail, train_log_path
@@ -24,12 +26,23 @@ def checked_id(job_id) -> int:
     return job_id
 
 
+def job_pace(session, job) -> views.Pace | None:
+    """What a running job's ETA is measured from (None for any other job, or before its first logged step)."""
+    if job.status != JobStatus.RUNNING:
+        return None
+    first = jobs_repo.first_step_logged(session, job)
+    if first is None:
+        return None
+    finishing = jobs_repo.finishing_seconds(session)
+    return views.Pace(first[0], first[1], statistics.median(finishing) if finishing else 0.0)
+
+
 def details_or_none(studio: Studio, job_id: int) -> dict | None:
     with studio.db.read() as session:
         job = jobs_repo.get_job(session, int(job_id))
         if job is None:
             return None
-        summary = views.job_summary(job)
+        summary = views.job_summary(job, job_pace(session, job))
         latest = jobs_repo.latest_metrics(session, [job.id], SUMMARY_METRICS + PHASE_METRICS).get(job.id, {})
         speeds = jobs_repo.metric_values(session, job.id, "tokens_per_s")
         peaks = jobs_repo.metric_values(session, job.id, "peak_memory_bytes")

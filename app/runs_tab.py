@@ -34,7 +34,7 @@ def job_details(studio: Studio, job_id: int) -> dict:
 
 def job_list(studio: Studio) -> list[dict]:
     with studio.db.read() as session:
-        return [views.job_summary(job) for job in jobs_repo.list_jobs(session)]
+        return [views.job_summary(job, run_view.job_pace(session, job)) for job in jobs_repo.list_jobs(session)]
 
 
 def cancel(studio: Studio, job_id: int) -> str:
@@ -101,7 +101,27 @@ def jobs_frame(studio: Studio, statuses=None, name: str = "", base: str = ALL, g
                 if (not statuses or job.status in statuses) and (name or "").lower() in job.name.lower()
                 and base in (ALL, None, job.spec.get("base_model")) and group in (ALL, None, job.group_name)]
         latest = jobs_repo.latest_metrics(session, [job.id for job in jobs], ("loss", "eval_loss"))
-    return views.jobs_table(jobs, latest)
+        paces = {job.id: run_view.job_pace(session, job) for job in jobs if job.status == JobStatus.RUNNING}
+    return views.jobs_table(jobs, latest, paces)
+
+
+def cancellable(studio: Studio, picked) -> tuple[bool, bool]:
+    """(the picked job, its sweep) has something left to cancel: queued or running. The empty pick follows the
+    newest job, as the summary does."""
+    job_id = run_view.parse_job_id(picked) if str(picked or "").strip() else run_view.newest_job_id(studio)
+    with studio.db.read() as session:
+        job = jobs_repo.get_job(session, job_id) if job_id is not None else None
+        if job is None:
+            return False, False
+        sweep_active = bool(job.group_name) and any(
+            other.group_name == job.group_name for other in jobs_repo.active_jobs(session, mine=True))
+    return job.status in (JobStatus.QUEUED, JobStatus.RUNNING), sweep_active
+
+
+def _cancel_button(live: bool):
+    # Red only while there is something to stop: a red button on a finished job reads as an alarm, or as a
+    # delete. Disabled, not hidden, so the row keeps its shape as the job finishes.
+    return gr.update(variant="stop" if live else "secondary", interactive=live)
 
 
 def filter_choices(studio: Studio) -> tuple[list[str], list[str]]:

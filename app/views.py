@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
@@ -47,26 +48,43 @@ def progress_text(job: Job) -> str:
     return f"{job.step}/{job.total_steps} ({100 * job.step / job.total_steps:.0f}%)"
 
 
-def eta_seconds(job: Job, now: datetime | None = None) -> float | None:
-    """Remaining time from the pace so far in this attempt; None before the first step."""
-    if job.status != JobStatus.RUNNING or not job.total_steps or not job.step or job.started_at is None:
+@dataclass(frozen=True)
+class Pace:
+    """What an honest ETA is measured from: the first step this attempt logged, and how long recent jobs took from
+    their last step to done."""
+
+    first_step: int
+    first_step_at: datetime
+    finishing_s: float = 0.0
+
+
+def eta_seconds(job: Job, pace: Pace | None = None, now: datetime | None = None) -> float | None:
+    """Remaining time: the steps left at the seconds per step measured since this attempt's first logged step (so
+    the evals, sample answers and checkpoints it has met count, and loading the base does not), plus what the end
+    takes (final eval, save, registration) as recent jobs measured it. Measured from the attempt's start instead,
+    the end was left out and the first eval's cost unknown: the ETA came out far too short. None before two steps
+    are logged (no pace yet)."""
+    if job.status != JobStatus.RUNNING or not job.total_steps or not job.step or pace is None:
         return None
-    elapsed = ((now or utcnow()) - job.started_at).total_seconds()
-    return elapsed / job.step * (job.total_steps - job.step)
+    if job.step <= pace.first_step:
+        return None
+    seconds_per_step = ((now or utcnow()) - pace.first_step_at).total_seconds() / (job.step - pace.first_step)
+    return seconds_per_step * (job.total_steps - job.step) + pace.finishing_s
 
 
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
-def job_row(job: Job, latest: dict[str, float]) -> list:
-    return [job.id, job.name, job.status, progress_text(job), human_duration(eta_seconds(job)),
+def job_row(job: Job, latest: dict[str, float], pace: Pace | None = None) -> list:
+    return [job.id, job.name, job.status, progress_text(job), human_duration(eta_seconds(job, pace)),
             _fmt(latest.get("loss")), _fmt(latest.get("eval_loss")), job.attempt, job.group_name or "",
             job.created_at.strftime("%Y-%m-%d %H:%M:%S")]
 
 
-def jobs_table(jobs: list[Job], latest_by_job: dict[int, dict[str, float]]) -> pd.DataFrame:
-    rows = [job_row(job, latest_by_job.get(job.id, {})) for job in jobs]
+def jobs_table(jobs: list[Job], latest_by_job: dict[int, dict[str, float]],
+               paces: dict[int, Pace] | None = None) -> pd.DataFrame:
+    rows = [job_row(job, latest_by_job.get(job.id, {}), (paces or {}).get(job.id)) for job in jobs]
     return pd.DataFrame(rows, columns=JOB_COLUMNS)
 
 
@@ -95,14 +113,14 @@ def adapters_table(rows: list[tuple[Adapter, Job | None]], eval_loss: dict[int, 
     return pd.DataFrame(table, columns=ADAPTER_COLUMNS)
 
 
-def job_summary(job: Job) -> dict:
+def job_summary(job: Job, pace: Pace | None = None) -> dict:
     """The API's view of a job."""
     return {
         "id": job.id, "name": job.name, "kind": job.kind, "group_name": job.group_name, "status": job.status,
         "owner": job.owner,
         "priority": job.priority,
         "attempt": job.attempt, "step": job.step, "total_steps": job.total_steps,
-        "progress": progress_text(job), "eta_s": eta_seconds(job), "error": job.error,
+        "progress": progress_text(job), "eta_s": eta_seconds(job, pace), "error": job.error,
         "cancel_requested": job.cancel_requested, "worker": job.worker,
         "created_at": job.created_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
@@ -120,19 +138,23 @@ def spec_changes(spec: dict, chosen: dict | None = None) -> tuple[list[str], lis
     for name, field in TrainSpec.model_fields.items():
         if name not in spec:
             continue
-        value, default = spec[name], field.default
+        # A field whose default is made per spec (a list) has no `field.default`: read as such it showed as
+        # "PydanticUndefined", and compared unequal to every value.
+        value, default = spec[name], field.get_default(call_default_factory=True)
         line = f"{field_label(name)} (`{name}`): {_show(value)}"
         if name in (chosen or {}):
             changed.append(f"{line} (chosen for this job's data)")
         elif value == default:
             same.append(line)
+        elif field.is_required():
+            changed.append(line)
         else:
             changed.append(f"{line} (default {_show(default)})")
     return changed, same
 
 
 def _show(value) -> str:
-    if value == "":
+    if value == "" or value == []:
         return "(empty)"
     if value is None:
         return "empty: chosen per job"

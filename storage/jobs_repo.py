@@ -4,7 +4,7 @@ the transaction (one `with db.write() as s:` per action)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -223,6 +223,33 @@ def latest_metric(session: Session, job_id: int, name: str) -> float | None:
     query = (select(Metric.value).where(Metric.job_id.in_(_visible_ids(session, job_id)), Metric.name == name)
              .order_by(Metric.step.desc()).limit(1))
     return session.scalars(query).first()
+
+
+PACE_METRIC = "loss"
+"""Logged at every logging step: its rows' times are the steps' clock."""
+
+
+def first_step_logged(session: Session, job: Job) -> tuple[int, datetime] | None:
+    """(step, when) of the first training step this attempt logged: the start of the pace an ETA is measured from
+    (loading the base and the data come before it, and are over)."""
+    if job.started_at is None:
+        return None
+    query = (select(Metric.step, Metric.created_at)
+             .where(Metric.job_id == job.id, Metric.name == PACE_METRIC, Metric.created_at >= job.started_at)
+             .order_by(Metric.step).limit(1))
+    found = session.execute(query).first()
+    return (found[0], found[1]) if found else None
+
+
+def finishing_seconds(session: Session, recent: int = 5) -> list[float]:
+    """For the newest `recent` succeeded jobs, the seconds from their last logged step to done: the final eval and
+    sample answers, the adapter's save and its registration, which no step's pace includes."""
+    last_step_at = (select(Metric.job_id, func.max(Metric.created_at).label("at"))
+                    .where(Metric.name == PACE_METRIC).group_by(Metric.job_id).subquery())
+    query = (select(Job.finished_at, last_step_at.c.at).join(last_step_at, Job.id == last_step_at.c.job_id)
+             .where(Job.status == JobStatus.SUCCEEDED, Job.finished_at.is_not(None))
+             .order_by(Job.finished_at.desc()).limit(recent))
+    return [max(0.0, (finished - at).total_seconds()) for finished, at in session.execute(query)]
 
 
 def latest_metrics(session: Session, job_ids: list[int], names: tuple[str, ...]) -> dict[int, dict[str, float]]:

@@ -1,0 +1,74 @@
+"""The Runs tab's numbers, from ledger rows: the ETA of a running job, and the spec list of a finished one."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from app import run_view, views
+from jobs.spec import TrainSpec
+from storage import jobs_repo
+from storage.db import Database
+from storage.models import JobStatus, Metric, utcnow
+from storage.schema import upgrade_database
+
+STARTUP_S = 40.0  # loading the base and the data, before the first step
+STEP_S = 1.0
+EVAL_S = 12.0  # an eval with its sample answers, every EVAL_EVERY steps
+EVAL_EVERY = 10
+TOTAL_STEPS = 60
+FINISHING_S = 25.0  # after the last step: final eval, save, registration
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'studio.db'}")
+    upgrade_database(database)
+    yield database
+    database.dispose()
+
+
+def _run(session, name: str, steps: int, started, status: str = JobStatus.RUNNING):
+    """A job whose 'loss' rows carry the times a real run logs them: startup, a second a step, an eval every ten."""
+    job = jobs_repo.create_job(session, name, {})
+    job.status, job.started_at, job.step, job.total_steps = status, started, steps, TOTAL_STEPS
+    at = started + timedelta(seconds=STARTUP_S)
+    for step in range(1, steps + 1):
+        at += timedelta(seconds=STEP_S + (EVAL_S if step % EVAL_EVERY == 0 else 0.0))
+        session.add(Metric(job_id=job.id, step=step, name="loss", value=1.0, created_at=at))
+    return job, at
+
+
+def test_the_eta_counts_evals_and_the_finish_but_not_the_startup(db):
+    now = utcnow()
+    with db.write() as session:
+        done, last_step_at = _run(session, "earlier", TOTAL_STEPS, now - timedelta(hours=1), JobStatus.SUCCEEDED)
+        done.finished_at = last_step_at + timedelta(seconds=FINISHING_S)
+        running, at = _run(session, "now", 55, now - timedelta(minutes=10))
+    with db.read() as session:
+        running = jobs_repo.get_job(session, running.id)
+        pace = run_view.job_pace(session, running)
+    eta = views.eta_seconds(running, pace, now=at)
+    truth = 5 * STEP_S + EVAL_S + FINISHING_S  # steps 56-60, the eval at 60, the finish: 42 s
+    # Near the end the finish is most of what is left: the old formula (the attempt's start to now, nothing for
+    # the finish) said 14 s for these 42.
+    assert truth * 0.8 <= eta <= truth * 1.2, (eta, truth)
+
+
+def test_no_eta_without_a_pace_or_for_a_finished_job(db):
+    with db.write() as session:
+        queued = jobs_repo.create_job(session, "waits", {})
+        done, _ = _run(session, "done", TOTAL_STEPS, utcnow(), JobStatus.SUCCEEDED)
+    with db.read() as session:
+        for job in (jobs_repo.get_job(session, queued.id), jobs_repo.get_job(session, done.id)):
+            assert views.eta_seconds(job, run_view.job_pace(session, job)) is None
+
+
+def test_the_spec_list_shows_every_default_as_a_value():
+    """A default made per spec (a list) has no `field.default`: it showed as "PydanticUndefined"."""
+    changed, same = views.spec_changes(TrainSpec(name="mine").model_dump(mode="json"))
+    assert not any("PydanticUndefined" in line for line in changed + same), changed + same
+    assert "Modules to train fully (`modules_to_save`): (empty)" in same
+    changed, _ = views.spec_changes(TrainSpec(name="x", modules_to_save=["lm_head"]).model_dump(mode="json"))
+    assert "Modules to train fully (`modules_to_save`): lm_head (default (empty))" in changed
