@@ -7,6 +7,7 @@ import hmac
 import logging
 import os
 import secrets
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +79,37 @@ def sqlite_warning(settings: Settings) -> str | None:
     return sqlite_version_warning() if uses_sqlite(settings) else None
 
 
+SQLITE_NOTICE_FILE = ".sqlite-notice"
+"""In the data dir: the SQLite version the notice was last given for."""
+
+
+def sqlite_notice(settings: Settings) -> str | None:
+    """The SQLite version warning the first time this data dir is opened with this library, else None. Every
+    start said it as a WARNING about "corruption", though nothing is wrong with the studio and the person can do
+    nothing about it short of another Python or PostgreSQL: once is information, every start is noise."""
+    text = sqlite_warning(settings)
+    marker = settings.data_dir / SQLITE_NOTICE_FILE
+    if text is None or _read(marker) == sqlite3.sqlite_version:
+        return None
+    try:
+        marker.write_text(sqlite3.sqlite_version)
+    except OSError:
+        pass  # a read-only data dir: said at every start then, which is the safe side
+    return text
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
 def open_studio(settings: Settings | None = None, migrate: bool = True, warn: bool = False) -> Studio:
     """Open (and on first use create) the data dir and database. Call after fork: engines are per process.
 
-    `warn`: log the SQLite version warning; the long-running processes that own a log (the app, a standalone
-    worker) ask for it, so it appears once there and never on a CLI call."""
+    `warn`: log the SQLite version notice (once per data dir); the long-running processes that own a log (the app,
+    a standalone worker) ask for it, so it appears there and never on a CLI call."""
     settings = settings or load_settings()
     # Before anything is made: every file and folder this process (or a child it starts) makes from now on is
     # private to the studio's user (storage/file_modes.py); a data dir made before that is closed at its top.
@@ -91,8 +118,8 @@ def open_studio(settings: Settings | None = None, migrate: bool = True, warn: bo
     tighten_data_dir(settings)
     if uses_sqlite(settings):
         check_sqlite_location(settings.data_dir)
-    if warn and (warning := sqlite_warning(settings)):
-        log.warning(warning)
+    if warn and (notice := sqlite_notice(settings)):
+        log.info(notice)
     db = Database(settings.database_url)
     if migrate:
         upgrade_database(db)

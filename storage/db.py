@@ -81,8 +81,10 @@ def sqlite_version_warning(version: tuple[int, int, int] | None = None) -> str |
         return None
     have = ".".join(map(str, version))
     need = ".".join(map(str, SQLITE_WAL_FIX))
-    return (f"SQLite {have} predates {need}, which fixes a rare WAL-reset corruption bug under concurrent "
-            f"writers; upgrade Python's SQLite or use PostgreSQL (STUDIO_DATABASE_URL) for heavy use.")
+    return (f"SQLite {have} (the library this Python links) predates {need}, which fixes a WAL-reset bug that can "
+            f"corrupt a database several processes write at once; SQLite rates it rarer than SSD faults. For heavy "
+            f"use, point STUDIO_DATABASE_URL at PostgreSQL or run a Python linked with SQLite {need} or later. "
+            f"(Said once per data dir.)")
 
 
 def filesystem_type(path: Path, mounts_file: Path = Path("/proc/mounts")) -> str | None:

@@ -26,7 +26,7 @@ from jobs.queue.lifecycle import device_label, hold_device_lock, signal_when_par
 from jobs.queue.reaper import reap_interval_s, reap_once, start_reaper  # noqa: E402
 from jobs.queue.supervisor import SHUTTING_DOWN, SPARE, supervise_job, worker_studio  # noqa: E402
 from jobs.queue.transport import serve_jobs  # noqa: E402
-from jobs.studio import sqlite_warning  # noqa: E402
+from jobs.studio import sqlite_notice  # noqa: E402
 from storage import workers_repo  # noqa: E402
 
 log = logging.getLogger("jobs.worker")
@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     studio = worker_studio()
-    if not args.exit_with_parent and (warning := sqlite_warning(studio.settings)):
-        log.warning(warning)  # a standalone worker owns its log; the app that embeds one warns in its own
+    if not args.exit_with_parent and (notice := sqlite_notice(studio.settings)):
+        log.info(notice)  # a standalone worker owns its log; the app that embeds one says it in its own
     device = device_label()
     lock = hold_device_lock(studio.settings.locks_dir, device)
     if lock is None:
