@@ -97,11 +97,11 @@ def inspect(studio: Studio, name: str, base_model: str, max_length: int, assista
     try:
         return dataset_view(studio, name, base_model or DEMO_BASE_MODEL, int(max_length), bool(assistant_only_loss),
                             SHOWN_ROWS, max(0, int(first_row or 1) - 1))
+    except NoTokenizer:
+        raise user_error(f"base_model: '{base_model}' has no tokenizer on this machine (a hub model not fetched yet, "
+                         f"or a folder without one): pick a base that is here") from None
     except LookupError:
         raise user_error(f"name: no dataset named '{name}'") from None
-    except NoTokenizer:
-        raise user_error(f"base_model: '{base_model}' has no tokenizer on this machine yet (a hub model, or a studio "
-                         f"base not prepared): pick one that is here") from None
 
 
 def stats_summary(studio: Studio, name: str, base_model: str, max_length: int, assistant_only_loss: bool) -> dict:
@@ -192,7 +192,8 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
     with gr.Row():
         picked = gr.Dropdown(dataset_names(studio), value=EXAMPLE_DATASET, label="Dataset to inspect", scale=2,
                              elem_id="dataset-picked")
-        base = gr.Dropdown(base_models(studio), value=DEMO_BASE_MODEL, label="Base model (its tokenizer)", scale=2)
+        base = gr.Dropdown(base_models(studio), value=DEMO_BASE_MODEL, label="Base model (its tokenizer)", scale=2,
+                           elem_id="dataset-base")
         max_length = gr.Number(TrainSpec.model_fields["max_length"].default, precision=0, label="max_length",
                                scale=1)
         assistant_only = gr.Checkbox(True, label="Assistant-only loss", scale=1)
@@ -247,7 +248,10 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
         return f"{message[0].upper()}{message[1:]}.", *fresh(base_model)
 
     def on_inspect(name, base_model, length, only_assistant, first):
-        stats, shown, tokenizer = inspect(studio, name, base_model, int(length or 0), only_assistant, first)
+        try:
+            stats, shown, tokenizer = inspect(studio, name, base_model, int(length or 0), only_assistant, first)
+        except gr.Error as refused:  # said where the stats go; the table, histogram and rows stay as they were
+            return f"**Not inspected:** {refused.message}", gr.update(), gr.update(), gr.update()
         return (_stats_text(stats.summary()), _histogram(stats),
                 clean_html(loss_view.rows_html(tokenizer, shown, int(length or 0))), datasets_frame(studio, base_model))
 

@@ -28,20 +28,26 @@ def _tokenizer(model_path: str):
     return load_tokenizer_only(model_path)
 
 
+_shipped_in_use: set[str] = set()
+"""Studio bases whose shipped tokenizer a preview has used (it stays in memory, as a prepared one does)."""
+
+
 def tokenizer_loaded() -> bool:
     """Whether any tokenizer is in memory already (so following the form costs nothing new)."""
-    return _tokenizer.cache_info().currsize > 0
+    return _tokenizer.cache_info().currsize > 0 or bool(_shipped_in_use)
 
 
 def preview_tokenizer(studio: Studio, base_model: str):
     """The base model's tokenizer when it is on this machine, else None (the preview then shows plain turns): a
-    preview never downloads or prepares a model."""
+    preview never downloads or prepares a model. A studio base not prepared yet has the tokenizer the studio ships
+    for it (jobs.models.known_bases), the same ids its prepared folder gives."""
     roots = allowed_model_roots(list(studio.settings.model_dirs), studio.settings.models_dir)
     if base_model not in STUDIO_BASE_MODELS and (base_model_problem(base_model, roots) or not looks_local(base_model)):
         return None  # a hub id cannot be fetched offline; a folder must be one the studio may read
     path = prepared_path(base_model, studio.settings.models_dir)
     if path is None:
-        return None
+        _shipped_in_use.add(base_model)
+        return known_tokenizer(base_model)
     try:
         with _TOKENIZER_LOAD:
             return _tokenizer(path)
@@ -71,8 +77,9 @@ def preview_rows(studio: Studio, base_model: str, dataset: str, count: int) -> l
     return [render_row(tokenizer, row) for row in load_rows(path)[:count]]
 
 
-class NoTokenizer(LookupError):
-    """The base's tokenizer is not on this machine (a hub model, or a studio base not prepared yet)."""
+class NoTokenizer(Exception):
+    """The base's tokenizer is not on this machine (a hub model not fetched, a folder without one). Not a
+    LookupError: that one means the dataset is unknown, and a base without a tokenizer was once reported as that."""
 
 
 _views: OrderedDict = OrderedDict()
