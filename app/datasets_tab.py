@@ -122,10 +122,14 @@ def _stats_text(summary: dict) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def _histogram(summary_stats) -> pd.DataFrame:
-    return pd.DataFrame([{"tokens": f"{start}–{end}", "rows": count, "start": start,
-                          "cut": "past max_length" if start >= summary_stats.max_length else "kept"}
-                         for start, end, count in summary_stats.histogram()])
+def _histogram(summary_stats) -> gr.BarPlot:
+    """Each bucket a bar over its whole span of lengths. Plotted at its start on a plain numeric axis, the first
+    bar sat centred on 0 and the axis began at -50, a length no row can have."""
+    buckets = summary_stats.histogram()
+    frame = pd.DataFrame([{"tokens": f"{start}–{end}", "rows": count, "start": start,
+                           "cut": "past max_length" if start >= summary_stats.max_length else "kept"}
+                          for start, end, count in buckets])
+    return gr.BarPlot(frame, x_bin=buckets[0][1] - buckets[0][0])
 
 
 def datasets_frame(studio: Studio, base_model: str = DEMO_BASE_MODEL) -> pd.DataFrame:
@@ -204,7 +208,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
             summary = SafeMarkdown(elem_id="dataset-stats")
         with gr.Column(scale=3):
             histogram = gr.BarPlot(x="start", y="rows", color="cut", title="Rows by token length",
-                                   x_title="tokens per row (bucket start)", height=260, elem_id="dataset-histogram")
+                                   x_title="tokens per row", height=260, elem_id="dataset-histogram")
     seen = gr.HTML(elem_id="dataset-seen")
     with gr.Row():
         new_name = gr.Textbox(label="Rename to", scale=2)
