@@ -56,8 +56,8 @@ def start_embedded_worker() -> EmbeddedWorker:
 
 
 def prepare(studio: Studio) -> None:
-    """First-use setup for the offline default (the demo base model and the example dataset), saying what it does."""
-    from jobs.data.store import ensure_example_dataset, remove_orphan_files
+    """First-use setup for the offline default (the demo base model and the bundled datasets), saying what it does."""
+    from jobs.data.store import ensure_bundled_datasets, remove_orphan_files
     from jobs.data.uploads import clean_upload_cache, upload_cache_dir
     from jobs.models.demo import demo_model_ready, ensure_demo_model
     from jobs.presets import adopt_preset_files
@@ -66,7 +66,7 @@ def prepare(studio: Studio) -> None:
     if not demo_model_ready(studio.settings.models_dir):
         log.info("first start: building the offline demo model in %s (a few seconds)", studio.settings.models_dir)
     ensure_demo_model(studio.settings.models_dir)
-    ensure_example_dataset(studio)
+    ensure_bundled_datasets(studio)
     settle_interrupted_deletes(studio)
     remove_orphan_files(studio)
     if adopted := adopt_preset_files(studio):

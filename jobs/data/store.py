@@ -167,6 +167,12 @@ def ensure_example_dataset(studio: Studio) -> Dataset:
     return ensure_bundled_dataset(studio, EXAMPLE_DATASET)
 
 
+def ensure_bundled_datasets(studio: Studio) -> list[Dataset]:
+    """Every bundled dataset, registered at start: registered on first use only, the pirate data for SmolLM2 was
+    missing from the Datasets tab until a job or a plan named it."""
+    return [ensure_bundled_dataset(studio, name) for name in BUNDLED_DATASETS]
+
+
 def find_dataset(studio: Studio, name: str) -> Dataset | None:
     """The dataset registered under `name` (a bundled one is registered on first use)."""
     if name in BUNDLED_DATASETS:
