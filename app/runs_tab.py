@@ -183,7 +183,7 @@ def build(studio: Studio, app: gr.Blocks, form: SpecForm, tabs: gr.Tabs) -> None
         show = gr.Radio(list(views.TIMELINES), value="tokens/s", label="Timeline")
         timeline = gr.Plot(show_label=False, elem_id="run-timeline")
         answers = gr.Dataframe(interactive=False, wrap=True, label="Sample answers, step by step",
-                               elem_id="run-samples")
+                               elem_id="run-samples", elem_classes=["long-text"])
     log = gr.Textbox(label="Log (the end, followed while the job runs)", lines=12, max_lines=12,
                      elem_id="log-tail")
     log_download = gr.DownloadButton("Download the whole log", value=None, elem_id="log-download", size="sm")

@@ -98,7 +98,7 @@ def build(studio: Studio, chat, base_model: gr.Dropdown, picked: gr.Dropdown, se
         prompts = gr.Textbox(label="Prompts: one per line, 'prompt => reference answer' where there is one",
                              lines=5, elem_id="suite-prompts")
         status = SafeMarkdown(elem_id="suite-status")
-        grid = gr.Dataframe(interactive=False, wrap=True, elem_id="suite-grid")
+        grid = gr.Dataframe(interactive=False, wrap=True, elem_id="suite-grid", elem_classes=["long-text"])
         with gr.Row():
             before = gr.Dropdown([], label="Diff: before", scale=1)
             after = gr.Dropdown([], label="after", scale=1)
