@@ -163,9 +163,9 @@ def build(studio: Studio, app: gr.Blocks, form: SpecForm, tabs: gr.Tabs) -> None
     with gr.Row():
         selected = gr.Textbox(label="Job id", placeholder="click a row; empty follows the newest job",
                               elem_id="selected-job", scale=2)
-        cancel_button = gr.Button("Cancel job", variant="stop", scale=1)
+        cancel_button = gr.Button("Cancel job", variant="secondary", interactive=False, scale=1)
         clone_button = gr.Button("Clone into the Train form", scale=1, elem_id="clone-run")
-        cancel_sweep_button = gr.Button("Cancel its whole sweep", variant="stop", scale=1)
+        cancel_sweep_button = gr.Button("Cancel its whole sweep", variant="secondary", interactive=False, scale=1)
     with gr.Row(elem_id="queue-controls"):
         move_buttons = {where: gr.Button(label, size="sm", elem_id=f"move-{where}")
                         for where, label in (("front", "⇈ To front"), ("up", "↑ Up"), ("down", "↓ Down"),
@@ -194,7 +194,9 @@ def build(studio: Studio, app: gr.Blocks, form: SpecForm, tabs: gr.Tabs) -> None
         return jobs_frame(studio, *filter_values)
 
     def refresh(picked, *filter_values):
-        return table_now(*filter_values), *run_view.details(studio, picked)
+        job_live, sweep_live = cancellable(studio, picked)
+        return (table_now(*filter_values), *run_view.details(studio, picked), _cancel_button(job_live),
+                _cancel_button(sweep_live))
 
     def on_select(event: gr.SelectData):
         return str(event.row_value[0])
@@ -244,7 +246,7 @@ def build(studio: Studio, app: gr.Blocks, form: SpecForm, tabs: gr.Tabs) -> None
 
     private = dict(api_visibility="private")
     quiet = dict(private, show_progress="hidden")  # no "processing" flicker every refresh
-    outputs = [table, summary, plot, log, log_download]
+    outputs = [table, summary, plot, log, log_download, cancel_button, cancel_sweep_button]
     for where, button in move_buttons.items():
         button.click(lambda picked, *f, w=where: on_move(picked, w, *f), [selected, *filters], table, **private)
     priority_button.click(on_priority, [selected, new_priority, *filters], table, **private)

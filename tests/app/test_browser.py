@@ -734,3 +734,108 @@ def _wait_until_stable(page, panes: dict, timeout_s: float = 120) -> None:
         previous = current
         page.wait_for_timeout(2000)
     pytest.fail("the chat replies were still changing after two minutes")
+
+
+LONG_ANSWER = "x" * 600  # one unbroken run of characters, as a model's answer can be
+SAMPLE_STEPS = range(0, 64, 8)  # eight columns of answers beside the prompt
+# Every header whose longest word is wider than the header itself: a header broken inside a word.
+BROKEN_HEADERS = """() => [...document.querySelectorAll('th .header')].filter(h => h.offsetParent).flatMap(h => {
+  const probe = document.createElement('span');
+  probe.style.cssText = 'white-space: nowrap; position: absolute; visibility: hidden';
+  h.appendChild(probe);
+  const broken = h.innerText.split(/\\s+/).filter(word => {
+    probe.textContent = word;
+    return probe.getBoundingClientRect().width > h.getBoundingClientRect().width + 0.5; });
+  probe.remove();
+  return broken.map(word => `${h.innerText}: ${word}`); })"""
+# How far right the page, a table and its furthest cell reach.
+REACH = """selector => { const table = document.querySelector(selector);
+  const cells = [...table.querySelectorAll('.body-cell, th')].map(c => c.getBoundingClientRect().right);
+  return {page: document.scrollingElement.scrollWidth, viewport: innerWidth,
+          table: table.getBoundingClientRect().right, cells: Math.max(...cells)}; }"""
+
+
+def _seed_a_finished_run_and_a_suite(app: AppServer) -> None:
+    """A finished run whose sample answers are long unbroken text at eight steps, and a suite whose grid holds one,
+    written to the app's database as a training child and a suite run write them."""
+    from datetime import timedelta
+
+    from jobs.spec import DEMO_BASE_MODEL, TrainSpec
+    from storage import jobs_repo, suites_repo
+    from storage.access import LOCAL_OWNER
+    from storage.db import Database
+    from storage.models import JobStatus, PromptSuite, utcnow
+    from storage.settings import load_settings
+
+    db = Database(load_settings({"STUDIO_DATA_DIR": str(app.data_dir)}).database_url)
+    with db.write() as session:
+        job = jobs_repo.create_job(session, "long-answers", TrainSpec(name="long-answers").model_dump(mode="json"))
+        job.status, job.step, job.total_steps = JobStatus.SUCCEEDED, SAMPLE_STEPS[-1], SAMPLE_STEPS[-1]
+        job.started_at, job.finished_at = utcnow() - timedelta(minutes=2), utcnow()
+        for step in SAMPLE_STEPS:
+            jobs_repo.record_samples(session, job.id, step, [("Say something long.", LONG_ANSWER)])
+        suite = PromptSuite(name="long-suite", prompts=[{"prompt": "Say something long.", "reference": None}],
+                            owner=LOCAL_OWNER)
+        session.add(suite)
+        session.flush()
+        suites_repo.put_result(session, suite.id, DEMO_BASE_MODEL, "base", 0, reply=LONG_ANSWER,
+                               reference_loglik=None, settings={})
+    db.dispose()
+
+
+def _expect_within_the_page(page, selector: str) -> None:
+    reach = page.evaluate(REACH, selector)
+    assert reach["page"] <= reach["viewport"], f"the page scrolls sideways: {reach}"
+    assert reach["table"] <= reach["viewport"], f"{selector} runs off the right edge: {reach}"
+    assert reach["cells"] <= reach["table"] + 1, f"{selector}'s columns run past its right edge: {reach}"
+
+
+def test_a_newcomer_s_rough_edges_are_gone(app_server, page, shots):
+    """What a newcomer met at 1400 px (issue 33): the bundled pirate data missing from the Datasets tab; Inspect with
+    a base not prepared yet refused as "no dataset named 'example'" with the table replaced by the error; the
+    length histogram's axis from -50; long unbroken sample answers and suite answers running off the right edge;
+    headers broken inside a word; "PydanticUndefined" in the spec list; red cancel buttons on a finished job."""
+    app = app_server
+    with _report_on_failure(app, page, shots):
+        _seed_a_finished_run_and_a_suite(app)
+        _open_studio(page, app.url)
+        _open_tab(page, "Datasets")
+        table = page.locator("#datasets-table")
+        expect(table.get_by_role("row", name=re.compile(r"^pirate\b"))).to_be_visible(timeout=20_000)
+        _choose(page, "dataset-base", "smollm2-135m-instruct")  # its weights are not here: its tokenizer ships
+        page.locator("#dataset-inspect").click()
+        stats = page.locator("#dataset-stats")
+        expect(stats).to_contain_text(re.compile(r"[\d,]+ rows, [\d,]+ tokens"), timeout=60_000)
+        expect(table.get_by_role("row", name=re.compile(r"^pirate\b"))).to_be_visible()
+        expect(page.locator(ERROR_TOAST)).to_have_count(0)
+        x_axis = page.locator("#dataset-histogram [aria-roledescription='axis'][aria-label^='X-axis']")
+        expect(x_axis).to_have_attribute("aria-label", re.compile(r"values from 0 to"), timeout=20_000)
+        assert page.evaluate(BROKEN_HEADERS) == []
+        _shot(page, shots, "rough-datasets")
+
+        _open_tab(page, "Runs")
+        page.locator("#jobs-table").get_by_role("gridcell", name="long-answers", exact=True).click()
+        summary = page.locator("#job-summary")
+        expect(summary).to_contain_text("long-answers", timeout=20_000)
+        expect(summary).to_contain_text("Status: succeeded")
+        expect(summary).not_to_contain_text("PydanticUndefined")
+        for name in ("Cancel job", "Cancel its whole sweep"):  # nothing left to stop: not red, not clickable
+            button = page.get_by_role("button", name=name, exact=True)
+            expect(button).to_be_disabled(timeout=20_000)
+            expect(button).not_to_have_class(re.compile(r"\bstop\b"))
+        page.get_by_role("button", name=re.compile(r"^Timeline and sample answers")).click()
+        samples = page.locator("#run-samples")
+        expect(samples).to_contain_text(f"step {SAMPLE_STEPS[-1]}", timeout=20_000)
+        page.wait_for_timeout(1000)  # the table sizes its columns once its rows are in
+        _expect_within_the_page(page, "#run-samples")
+        assert page.evaluate(BROKEN_HEADERS) == []
+        _shot(page, shots, "rough-runs")
+
+        _open_tab(page, "Chat")
+        page.get_by_role("button", name=re.compile(r"^Prompt suites")).click()
+        _choose(page, "suite-name", "long-suite")
+        expect(page.locator("#suite-grid")).to_contain_text("xxxxxxxx", timeout=20_000)
+        page.wait_for_timeout(1000)
+        _expect_within_the_page(page, "#suite-grid")
+        assert page.evaluate(BROKEN_HEADERS) == []
+        _shot(page, shots, "rough-chat")
