@@ -28,7 +28,7 @@ from jobs.chat.request import conversation
 from jobs.data.formats import DatasetError
 from jobs.data.readers import parse_json_text
 from jobs.models.resolve import base_module_kinds
-from jobs.spec import DEMO_BASE_MODEL, SpecError
+from jobs.spec import DEMO_BASE_MODEL, SpecError, field_default
 from jobs.studio import Studio
 
 
@@ -152,7 +152,7 @@ def register(studio: Studio, chat: ChatService) -> None:
         """Every stored dataset: name, format, column mapping, rows, sha256, source, created."""
         return datasets_tab.dataset_list(studio)
 
-    def dataset_stats(name: str, base_model: str = DEMO_BASE_MODEL, max_length: int = 512,
+    def dataset_stats(name: str, base_model: str = DEMO_BASE_MODEL, max_length: int = field_default("max_length"),
                       assistant_only_loss: bool = True) -> dict:
         """A dataset for a base model: rows, tokens, rows longer than max_length, share of tokens carrying loss,
         turns per row, exact duplicates, rows per packed sequence."""

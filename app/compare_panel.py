@@ -7,8 +7,10 @@ import gradio as gr
 
 from app import charts, views
 from app.errors import user_error
+from jobs.spec_store import load_stored_spec
 from jobs.studio import Studio
 from storage import jobs_repo
+from storage.models import JobKind
 
 RANKED_METRICS = ("loss", "eval_loss", "peak_memory_bytes")
 MAX_RUNS = 12
@@ -54,8 +56,13 @@ def compare(studio: Studio, job_ids: list[int], timeline: str, x_axis: str, diff
     names = views.TIMELINES[timeline]
     curves = {f"{job.id} · {job.name}": views.run_curves(metrics[job.id], names, X_AXES[x_axis]) for job in jobs}
     figure = charts.overlay(curves, x_axis, timeline)
-    specs = {f"{job.id} · {job.name}": job.spec for job in jobs}
+    specs = {f"{job.id} · {job.name}": _comparable(job) for job in jobs}
     return figure, views.spec_diff(specs, differences_only), views.ranking(jobs, latest, medians)
+
+
+def _comparable(job) -> dict:
+    # Specs stored under different versions are compared under today's (a merge job's spec is not a TrainSpec).
+    return load_stored_spec(job.spec).fields if job.kind == JobKind.TRAIN else job.spec
 
 
 def build(studio: Studio, app: gr.Blocks) -> None:

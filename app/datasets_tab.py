@@ -21,7 +21,7 @@ from jobs.data.formats import FORMAT_ROLES, FORMATS, Mapping, propose_mapping
 from jobs.data.readers import SUFFIXES, read_records
 from jobs.data.store import dataset_names, delete_dataset, import_dataset, read_limits
 from jobs.data.store import rename_dataset as rename_stored
-from jobs.spec import DEMO_BASE_MODEL, EXAMPLE_DATASET, TrainSpec
+from jobs.spec import DEMO_BASE_MODEL, EXAMPLE_DATASET, field_default, field_problem
 from jobs.studio import Studio
 from storage import catalog
 
@@ -92,8 +92,8 @@ def inspect(studio: Studio, name: str, base_model: str, max_length: int, assista
     """(stats, `SHOWN_ROWS` rows from `first_row` (1-based) tokenized, tokenizer) of a dataset for a base model."""
     from jobs.data.preview import NoTokenizer, dataset_view
 
-    if int(max_length or 0) < 1:
-        raise user_error("max_length: must be at least 1")
+    if problem := field_problem("max_length", int(max_length or 0)):
+        raise user_error(f"max_length: {problem}")
     try:
         return dataset_view(studio, name, base_model or DEMO_BASE_MODEL, int(max_length), bool(assistant_only_loss),
                             SHOWN_ROWS, max(0, int(first_row or 1) - 1))
@@ -198,7 +198,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
                              elem_id="dataset-picked")
         base = gr.Dropdown(base_models(studio), value=DEMO_BASE_MODEL, label="Base model (its tokenizer)", scale=2,
                            elem_id="dataset-base")
-        max_length = gr.Number(TrainSpec.model_fields["max_length"].default, precision=0, label="max_length",
+        max_length = gr.Number(field_default("max_length"), precision=0, label="max_length",
                                scale=1)
         assistant_only = gr.Checkbox(True, label="Assistant-only loss", scale=1)
         first_row = gr.Number(1, precision=0, minimum=1, label="Show rows from", scale=1, elem_id="dataset-first-row")

@@ -8,6 +8,7 @@ import statistics
 from app import charts, views
 from app.errors import user_error
 from jobs.queue.run_files import export_log, log_tail, train_log_path
+from jobs.spec_store import load_stored_spec
 from jobs.studio import Studio
 from jobs.training.phases import METRIC_PREFIX, PHASES
 from storage import catalog, jobs_repo
@@ -109,7 +110,10 @@ def _summary_text(job: dict) -> str:
     if step_plan:
         lines.append(f"**Plan at submit:** {step_plan['steps']:,} optimizer steps over {step_plan['tokens']:,} "
                      f"tokens{'' if step_plan.get('tokens_counted') else ' (estimated from characters)'}.")
-    changed, same = views.spec_changes(job["spec"], step_plan.get("chosen"))
+    stored = load_stored_spec(job["spec"])
+    if stored.problems:
+        lines.append(f"**Spec problem:** {stored.problems_text()}")
+    changed, same = views.spec_changes(stored.fields, step_plan.get("chosen"))
     lines.append("**Spec** (changed from the defaults):\n" + ("\n".join(f"- {line}" for line in changed)
                                                              or "- nothing: all defaults"))
     lines.append("<details><summary>Other spec fields (defaults)</summary>\n\n"

@@ -12,6 +12,7 @@ from app.errors import user_error
 from app.safe_text import SafeMarkdown, notify
 from app.spec_form import SpecForm, form_values
 from jobs.spec import priority_problem
+from jobs.spec_store import load_stored_spec
 from jobs.studio import Studio
 from jobs.submit import cancel_job
 from jobs.sweeps import cancel_sweep
@@ -139,7 +140,9 @@ def queued_count(studio: Studio) -> int:
 
 
 def clone_values(studio: Studio, picked, names: list[str]) -> list:
-    """The Train form's values from a run's spec (its adapter name cleared, so the clone gets its own)."""
+    """The Train form's values from a run's spec (its adapter name cleared, so the clone gets its own), migrated
+    from the version it was stored under. A spec today's rules refuse is still cloned, with a warning naming its
+    problems: the form then outlines them at submit, and the person fixes them there."""
     job_id = run_view.parse_job_id(picked)
     if job_id is None:
         raise user_error("job_id: select a run to clone (click its row)")
@@ -147,7 +150,10 @@ def clone_values(studio: Studio, picked, names: list[str]) -> list:
         job = jobs_repo.get_job(session, job_id)
     if job is None or job.kind != "train":
         raise user_error(f"job_id: no training run with id {job_id}")
-    return form_values({**job.spec, "name": ""}, names)
+    stored = load_stored_spec(job.spec)
+    if stored.problems:
+        notify(stored.problems_text(), warning=True)
+    return form_values({**stored.fields, "name": ""}, names)
 
 
 # --- layout -------------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""The training form: one control per spec field (label and help from the spec), laid out in groups, and the
-conversions between the form's values and a spec. The Train tab, presets and clone-and-edit all go through here."""
+"""The training form: one control per spec field, built from the spec type alone (label, help, range, and where the
+field sits: its group and row, `json_schema_extra` on the field), and the conversions between the form's values and
+a spec. The Train tab, presets and clone-and-edit all go through here; a new spec option appears without an edit
+here (docs/architecture.md, "How to add a spec option")."""
 
 from __future__ import annotations
 
@@ -7,25 +9,14 @@ import typing
 from dataclasses import dataclass
 
 import gradio as gr
+from pydantic import BaseModel
 
 from app.safe_text import SafeMarkdown
 from jobs.models.contents import LINEAR, lora_targets
 from jobs.models.resolve import base_module_kinds
-from jobs.spec import DEMO_BASE_MODEL, TARGET_PRESETS, Problem, TrainSpec, field_help, field_label
+from jobs.spec import DEMO_BASE_MODEL, FORM_GROUPS, HEAD, TARGET_PRESETS, Problem, TrainSpec, field_help, field_label
 from jobs.studio import Studio
 
-# Fields laid out in groups of rows, in the order a person decides them (name, base and dataset come first).
-GROUPS = {
-    "LoRA": [["lora_r", "lora_alpha", "lora_dropout"], ["target_modules"],
-             ["lora_bias", "use_rslora", "use_dora", "modules_to_save"]],
-    "Quantization": [["quantization", "double_quant", "compute_dtype"]],
-    "Training": [["max_steps", "num_epochs", "learning_rate", "batch_size"], ["grad_accum", "max_length", "seed"],
-                 ["method", "init_adapter", "dpo_beta"]],
-    "Optimizer": [["optimizer", "lr_scheduler", "weight_decay", "max_grad_norm"]],
-    "More": [["eval_fraction", "eval_dataset", "eval_steps", "logging_steps", "save_steps", "sample_prompts"],
-             ["warmup_ratio", "packing", "gradient_checkpointing", "assistant_only_loss"],
-             ["overlong", "dedup", "early_stopping_patience", "keep_best"], ["pool"]],
-}
 INTEGERS = (int, int | None)
 SWITCH = {"auto": None, "on": True, "off": False}
 """A switch the default rule may choose (jobs.step_plan): auto leaves it to the rule."""
@@ -33,7 +24,8 @@ AUTO = "auto"
 EVAL_FRACTIONS = [AUTO, "0", "0.05", "0.1", "0.2"]
 """eval_fraction's choices (any other number may be typed): a number box cannot tell 'auto' (empty) from 0 (no
 eval split), because the browser sends an empty box as 0."""
-CLOSED_GROUPS = ("Optimizer", "More")
+OPEN_TIER = "basic"
+"""A group of this tier starts open; the others start folded."""
 FIELD_CLASS = "spec-field"
 ERROR_CLASS = "field-error"
 
@@ -49,10 +41,33 @@ class SpecForm:
         return self.controls[self.names.index(name)]
 
 
-def component(name: str, **overrides):
+def place(spec_type: type[BaseModel], name: str) -> tuple[str, int] | None:
+    """Where the field sits in the form (its group and row), from its metadata; None: not a form field."""
+    extra = spec_type.model_fields[name].json_schema_extra
+    if not isinstance(extra, dict) or "group" not in extra:
+        return None
+    return extra["group"], extra.get("row", 0)
+
+
+def form_layout(spec_type: type[BaseModel] = TrainSpec) -> dict[str, list[list[str]]]:
+    """The form's groups in FORM_GROUPS' order, each a list of rows of field names in the class's order; the head
+    row (name, base, dataset) under HEAD."""
+    rows: dict[str, dict[int, list[str]]] = {HEAD: {}, **{group: {} for group in FORM_GROUPS}}
+    for name in spec_type.model_fields:
+        if (where := place(spec_type, name)) is None:
+            continue
+        group, row = where
+        if group not in rows:
+            raise ValueError(f"spec field {name!r} names the form group {group!r}; the groups are {list(rows)}")
+        rows[group].setdefault(row, []).append(name)
+    return {group: [found[row] for row in sorted(found)] for group, found in rows.items() if found}
+
+
+def component(name: str, spec_type: type[BaseModel] = TrainSpec, **overrides):
     """A form control for a spec field, chosen from its type; label and help come from the spec."""
-    field = TrainSpec.model_fields[name]
-    common = dict(label=field_label(name), info=field_help(name), elem_classes=[FIELD_CLASS], **overrides)
+    field = spec_type.model_fields[name]
+    common = dict(label=field_label(name, spec_type), info=field_help(name, spec_type), elem_classes=[FIELD_CLASS],
+                  **overrides)
     if name == "target_modules":
         return gr.Dropdown(choices=list(TARGET_PRESETS), value=[field.default], multiselect=True,
                            allow_custom_value=True, **{**common, "info": common["info"] + " Pick presets and modules "
@@ -86,16 +101,18 @@ def eval_choices(names: list[str]) -> list[tuple[str, str]]:
     return [("none: hold out eval fraction", ""), *((name, name) for name in names)]
 
 
-def build_groups(first_row: list) -> SpecForm:
-    """Lay out the grouped fields after `first_row` (the name, base and dataset controls, already built)."""
-    form = SpecForm(names=["name", "base_model", "dataset"], controls=list(first_row))
-    for title, rows in GROUPS.items():
-        with gr.Accordion(title, open=title not in CLOSED_GROUPS):
+def build_groups(first_row: list, spec_type: type[BaseModel] = TrainSpec) -> SpecForm:
+    """Lay out the grouped fields after `first_row` (the head row's controls, already built by the tab, which gives
+    them their choices)."""
+    layout = form_layout(spec_type)
+    form = SpecForm(names=[name for row in layout.pop(HEAD) for name in row], controls=list(first_row))
+    for title, rows in layout.items():
+        with gr.Accordion(title, open=FORM_GROUPS[title] == OPEN_TIER):
             for row in rows:
                 with gr.Row(equal_height=True):
                     for field in row:
                         form.names.append(field)
-                        form.controls.append(component(field))
+                        form.controls.append(component(field, spec_type))
     return form
 
 

@@ -21,6 +21,7 @@ from app.spec_form import (
     eval_choices,
     eval_fraction_value,
     field_updates,
+    form_layout,
     problems_summary,
     spec_from_form,
     target_choices,
@@ -30,7 +31,15 @@ from jobs.data.formats import Mapping
 from jobs.data.readers import SUFFIXES, parse_json_text
 from jobs.data.store import Imported, dataset_names, import_dataset
 from jobs.models.resolve import base_module_kinds
-from jobs.spec import DEMO_BASE_MODEL, EMPTY_SPEC, EXAMPLE_DATASET, SMOLLM2_BASE_MODEL, SpecError
+from jobs.spec import (
+    DEMO_BASE_MODEL,
+    EMPTY_SPEC,
+    EXAMPLE_DATASET,
+    HEAD,
+    SMOLLM2_BASE_MODEL,
+    SpecError,
+    field_default,
+)
 from jobs.studio import Studio
 from jobs.submit import submit_job
 from jobs.sweeps import axes_from_text, submit_sweep
@@ -60,7 +69,7 @@ def import_upload(studio: Studio, upload_path: str | None, name: str, mapping: M
     return import_dataset(studio, Path(upload_path), name or "", mapping)
 
 
-def render_preview(studio: Studio, base_model: str, dataset: str, eval_fraction, max_length=512, eval_dataset="",
+def render_preview(studio: Studio, base_model: str, dataset: str, eval_fraction, max_length=None, eval_dataset="",
                    overlong="truncate", dedup=False) -> str:
     """How many rows, how they split, what max_length and dedup do to them, and the first rows as the model will
     see them."""
@@ -71,7 +80,7 @@ def render_preview(studio: Studio, base_model: str, dataset: str, eval_fraction,
     if found is None:
         return f"No dataset named '{dataset}'."
     lines = [_split_text(studio, found, eval_fraction, eval_dataset)]
-    if cuts := _cut_text(studio, base_model, dataset, int(max_length or 512), overlong, dedup):
+    if cuts := _cut_text(studio, base_model, dataset, int(max_length or field_default("max_length")), overlong, dedup):
         lines.append(cuts)
     texts = preview_rows(studio, base_model, dataset, PREVIEW_ROWS) or []
     lines.append(f"The first {len(texts)}, as the model sees them:")
@@ -143,12 +152,11 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
         with gr.Column(scale=3):
             summary = SafeMarkdown(elem_id="submit-summary")
             base_status = SafeMarkdown(elem_id="base-status")
+            # The head row's fields come from the spec too; these two get the studio's current choices.
+            choices = {"base_model": dict(choices=base_models(studio), value=DEMO_BASE_MODEL, allow_custom_value=True),
+                       "dataset": dict(choices=dataset_names(studio), value=EXAMPLE_DATASET, allow_custom_value=True)}
             with gr.Row(equal_height=True):
-                first_row = [component("name"),
-                             component("base_model", choices=base_models(studio), value=DEMO_BASE_MODEL,
-                                       allow_custom_value=True),
-                             component("dataset", choices=dataset_names(studio), value=EXAMPLE_DATASET,
-                                       allow_custom_value=True)]
+                first_row = [component(name, **choices.get(name, {})) for row in form_layout()[HEAD] for name in row]
             form = build_groups(first_row)
             names, controls = form.names, form.controls
             priority = gr.Number(value=0, precision=0, label="Priority", info="Higher runs first among queued jobs.")

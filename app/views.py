@@ -9,8 +9,9 @@ from datetime import datetime
 import pandas as pd
 
 from jobs.spec import TrainSpec, field_label
+from jobs.spec_store import load_stored_spec
 from jobs.training.phases import PHASES
-from storage.models import Adapter, Job, JobStatus, Metric, Worker, utcnow
+from storage.models import Adapter, Job, JobKind, JobStatus, Metric, Worker, utcnow
 
 JOB_COLUMNS = ["id", "name", "status", "progress", "ETA", "loss", "eval loss", "attempt", "sweep", "created"]
 ADAPTER_COLUMNS = ["name", "base model", "rank", "targets", "dataset", "steps", "eval loss", "size", "merged", "job",
@@ -126,9 +127,17 @@ def job_summary(job: Job, pace: Pace | None = None) -> dict:
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "spec": job.spec,
+        "spec_problems": _spec_problems(job),
         "provenance": job.provenance,
         "overrides": job.overrides,
     }
+
+
+def _spec_problems(job: Job) -> list[str]:
+    """Why a stored training spec is not valid under today's rules (empty when it is): shown, never raised."""
+    if job.kind != JobKind.TRAIN:
+        return []
+    return [str(problem) for problem in load_stored_spec(job.spec).problems]
 
 
 def spec_changes(spec: dict, chosen: dict | None = None) -> tuple[list[str], list[str]]:

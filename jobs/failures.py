@@ -17,6 +17,8 @@ def explain_failure(error: BaseException) -> str:
     """A message a user can act on for an exception raised while training, with the error kept at the end."""
     text = f"{type(error).__name__}: {error}"
     message = str(error)
+    if type(error).__name__ == "StoredSpecError":  # jobs.spec_store: its text already says what to do
+        return message
     if is_out_of_memory(error):
         return ("Out of memory while training. Lower batch_size or max_length, use gradient_checkpointing "
                 f"'on', or a smaller base model.\n\n{text}")

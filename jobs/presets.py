@@ -16,6 +16,8 @@ from pathlib import Path
 import yaml
 
 from jobs.spec import SpecError, TrainSpec, name_problem, parse_spec
+from jobs.spec_store import load_stored_spec
+from jobs.spec_versions import SPEC_VERSION, UNVERSIONED, VERSION_KEY, migrate
 from jobs.studio import Studio
 from storage import audit_repo, presets_repo
 from storage.access import LOCAL_OWNER, Person, acting_as, current_person
@@ -37,8 +39,9 @@ class PresetError(ValueError):
         super().__init__("; ".join(problems))
 
 
-def parse_preset(text: str, suffix: str) -> dict:
-    """A preset's fields from JSON or YAML text. Raises PresetError listing every problem."""
+def parse_preset(text: str, suffix: str, unversioned: int = SPEC_VERSION) -> dict:
+    """A preset's fields from JSON or YAML text, migrated to today's version (`unversioned`: what a preset without
+    a version is; a file a person writes today has none). Raises PresetError listing every problem."""
     try:
         values = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
     except RecursionError:
@@ -47,11 +50,17 @@ def parse_preset(text: str, suffix: str) -> dict:
         raise PresetError([f"file: not valid {'JSON' if suffix == '.json' else 'YAML'} ({error})"]) from None
     if not isinstance(values, dict):
         raise PresetError(["file: a preset is a mapping of spec fields to values"])
+    values = migrate({VERSION_KEY: unversioned, **values})
     try:
         spec = parse_spec(values)
     except SpecError as error:
         raise PresetError([str(problem) for problem in error.problems]) from None
-    return {name: getattr(spec, name) for name in values if name in TrainSpec.model_fields}
+    return _preset_fields(values, spec)
+
+
+def _preset_fields(values: dict, spec: TrainSpec) -> dict:
+    """The fields a preset sets (the version aside: it is how they were read, not a setting)."""
+    return {name: getattr(spec, name) for name in values if name in TrainSpec.model_fields and name != VERSION_KEY}
 
 
 def reference(preset: Preset) -> str:
@@ -68,7 +77,7 @@ def save_preset(studio: Studio, name: str, values: dict) -> str:
         raise PresetError([f"name: {problem}"])
     fields = parse_preset(json.dumps(values), ".json")
     with studio.db.write() as session:
-        presets_repo.put_preset(session, name, fields)
+        presets_repo.put_preset(session, name, {VERSION_KEY: SPEC_VERSION, **fields})
     return name
 
 
@@ -89,9 +98,13 @@ def _find(session, ref: str) -> Preset:
 
 
 def load_preset(studio: Studio, ref: str) -> dict:
+    """A saved preset's fields, migrated from the version it was saved under (a row without one: version 1). One
+    that today's rules refuse raises PresetError naming its problems, so the person can fix and save it again."""
     with studio.db.read() as session:
-        fields = _find(session, ref or "").fields
-    return parse_preset(json.dumps(fields), ".json")
+        stored = load_stored_spec(_find(session, ref or "").fields)
+    if stored.spec is None:
+        raise PresetError([f"preset '{ref}' was saved under older rules: {problem}" for problem in stored.problems])
+    return _preset_fields(stored.fields, stored.spec)
 
 
 def delete_preset(studio: Studio, ref: str) -> None:
@@ -121,7 +134,7 @@ def export_preset(studio: Studio, ref: str) -> Path:
     """The preset as a JSON file to download, under the asker's own exports folder."""
     with studio.db.read() as session:
         preset = _find(session, ref or "")
-        fields, name, owner = preset.fields, preset.name, preset.owner
+        fields, name, owner = load_stored_spec(preset.fields).fields, preset.name, preset.owner  # with its version
     person = current_person()
     target = studio.export_dir(f"preset-{owner}-{name}", person.name if person else owner) / f"{name}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +151,8 @@ def adopt_preset_files(studio: Studio) -> int:
     with acting_as(Person(LOCAL_OWNER, admin=True)):
         for path in sorted(folder.glob("*.json")):
             try:
-                save_preset(studio, path.stem, parse_preset(path.read_text(encoding="utf-8"), ".json"))
+                text = path.read_text(encoding="utf-8")
+                save_preset(studio, path.stem, parse_preset(text, ".json", unversioned=UNVERSIONED))
                 adopted += 1
             except (PresetError, OSError, UnicodeDecodeError) as error:
                 log.warning("preset file %s not adopted: %s", path.name, error)

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from jobs.spec_versions import SPEC_VERSION, migrate
+from jobs.spec_words import Problem, SpecError, problems_from, range_words, special
 from storage.settings import check_pool_name
+
+__all__ = ["Problem", "SpecError", "TrainSpec", "parse_spec", "SPEC_VERSION"]
 
 TARGET_PRESETS: dict[str, list[str] | str] = {
     "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
@@ -29,6 +33,18 @@ BUNDLED_DATASETS = (EXAMPLE_DATASET, PIRATE_DATASET)
 
 
 MAX_NAME_LENGTH = 100
+MAX_STEPS = 10_000_000
+HEAD = "head"
+"""The form's first row (name, base, dataset), laid out by the Train tab before the groups."""
+FORM_GROUPS: dict[str, str] = {"LoRA": "basic", "Quantization": "basic", "Training": "basic",
+                               "Optimizer": "advanced", "More": "advanced"}
+"""The form's groups in order, each with its tier: a basic group's accordion starts open, an advanced one closed."""
+
+
+def _at(group: str, row: int) -> dict:
+    """Where a field sits in the Train tab's form: its group (an accordion) and its row there; fields of one row keep
+    their order in the class."""
+    return {"group": group, "row": row}
 
 
 def _encodable(text: str) -> bool:
@@ -53,153 +69,154 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-class Problem(BaseModel):
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
-
-
-class SpecError(ValueError):
-    """Every problem found in a submission, each naming the field it concerns."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(str(p) for p in problems))
-
-    @classmethod
-    def from_text(cls, field: str, message: str) -> SpecError:
-        return cls([Problem(field=field, message=message)])
-
-    def as_text(self) -> str:
-        lines = [f"The job was not queued: {len(self.problems)} problem(s) to fix."]
-        lines += [f"- {p.field}: {p.message}" for p in self.problems]
-        return "\n".join(lines)
-
-
 class TrainSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field("", title="Adapter name", max_length=100, description=(
+    spec_version: int = Field(SPEC_VERSION, title="Spec version", ge=1, le=SPEC_VERSION, description=(
+        "The rules this spec was written under; a spec written under older ones is migrated when read (a stored "
+        "spec without it is version 1). Leave it out when writing a spec."))
+    name: str = Field("", title="Adapter name", max_length=MAX_NAME_LENGTH,
+                      json_schema_extra=_at(HEAD, 0), description=(
         "Name of the adapter this job produces (letters, digits, - _ .). Empty: derived from the job id."))
-    base_model: str = Field(DEMO_BASE_MODEL, title="Base model", min_length=1, description=(
+    base_model: str = Field(DEMO_BASE_MODEL, title="Base model", min_length=1,
+                            json_schema_extra=_at(HEAD, 0), description=(
         f"Base model: '{SMOLLM2_BASE_MODEL}' (a real instruct model, prepared offline on first use), "
         f"'{DEMO_BASE_MODEL}' (random weights, built instantly), a local directory with safetensors weights, or a "
         "Hugging Face hub id (needs internet)."))
-    dataset: str = Field(EXAMPLE_DATASET, title="Dataset", min_length=1, description=(
+    dataset: str = Field(EXAMPLE_DATASET, title="Dataset", min_length=1, json_schema_extra=_at(HEAD, 0), description=(
         f"Name of an uploaded dataset, or a bundled one: '{EXAMPLE_DATASET}' (keyword tasks the demo base can "
         f"learn) or '{PIRATE_DATASET}' (a pirate voice for {SMOLLM2_BASE_MODEL})."))
-    method: Literal["sft", "dpo"] = Field("sft", title="Method", description=(
+    method: Literal["sft", "dpo"] = Field("sft", title="Method", json_schema_extra=_at("Training", 2), description=(
         "sft: supervised fine-tuning on chats or text. dpo: direct preference optimization on a preference dataset "
         "(prompt, chosen, rejected), such as the Chat tab's blind votes exported."))
-    init_adapter: str = Field("", title="Start from adapter", description=(
+    init_adapter: str = Field("", title="Start from adapter", json_schema_extra=_at("Training", 2), description=(
         "An adapter of this base model to continue training (its rank, alpha, dropout and targets are kept and the "
         "LoRA fields are not used; for dpo, a frozen copy of it is the reference); empty: a new adapter."))
-    dpo_beta: float = Field(0.1, title="DPO beta", description=(
+    dpo_beta: float = Field(0.1, title="DPO beta", ge=1e-4, le=100, json_schema_extra=_at("Training", 2), description=(
         "How strongly DPO keeps the adapter near its reference: higher stays closer (0.1 is usual). dpo only."))
 
-    lora_r: int = Field(8, title="LoRA rank (r)",
+    lora_r: int = Field(8, title="LoRA rank (r)", ge=1, le=1024, json_schema_extra=_at("LoRA", 0),
         description="LoRA rank: size of the low-rank update. 8-64 is typical.")
-    lora_alpha: float = Field(16, title="LoRA alpha", description="LoRA alpha: the update is scaled by alpha / rank.")
-    lora_dropout: float = Field(0.0, title="LoRA dropout", description=(
+    lora_alpha: float = Field(16, title="LoRA alpha", gt=0, le=1e6, json_schema_extra=_at("LoRA", 0),
+                               description="LoRA alpha: the update is scaled by alpha / rank.")
+    lora_dropout: float = Field(0.0, title="LoRA dropout", ge=0, lt=1, json_schema_extra=_at("LoRA", 0), description=(
         "Dropout on the LoRA input during training, in [0, 1). 0 by default: a mask per adapted layer cost a fifth "
         "of a CPU training step (docs/benchmarks.md); 0.05-0.1 may help a small dataset over many epochs."))
-    target_modules: str | list[str] = Field("all-linear", title="Target modules", description=(
+    target_modules: str | list[str] = Field("all-linear", title="Target modules",
+                                            json_schema_extra=_at("LoRA", 1), description=(
         "Which layers get LoRA: a preset ('attention': q,k,v,o; 'mlp': gate,up,down; 'all-linear': every Linear "
         "but the output head; 'embeddings+lm_head': the token embeddings and the head, e.g. for new tokens) or a "
         "list of the base's Linear or embedding module names such as ['q_proj', 'v_proj']."))
-    lora_bias: Literal["none", "all", "lora_only"] = Field("none", title="LoRA bias", description=(
+    lora_bias: Literal["none", "all", "lora_only"] = Field("none", title="LoRA bias",
+                                                           json_schema_extra=_at("LoRA", 2), description=(
         "Which biases train too: none, all of the model's, or only those of the LoRA-adapted layers."))
-    use_rslora: bool = Field(False, title="rsLoRA", description=(
+    use_rslora: bool = Field(False, title="rsLoRA", json_schema_extra=_at("LoRA", 2), description=(
         "Rank-stabilized LoRA: scale the update by alpha / sqrt(rank) instead of alpha / rank, so higher ranks "
         "keep learning."))
-    use_dora: bool = Field(False, title="DoRA", description=(
+    use_dora: bool = Field(False, title="DoRA", json_schema_extra=_at("LoRA", 2), description=(
         "Weight-decomposed LoRA: learn a magnitude per output as well as the direction update. Often better at low "
         "rank, about twice as slow on a 4-bit base (the weight is dequantized each step)."))
-    modules_to_save: list[str] = Field(default_factory=list, title="Modules to train fully", description=(
+    modules_to_save: list[str] = Field(default_factory=list, title="Modules to train fully",
+                                       json_schema_extra=_at("LoRA", 2), description=(
         "Modules trained in full and saved with the adapter, e.g. ['lm_head'] (large: a full copy each)."))
 
-    quantization: Literal["nf4", "fp4", "int8", "none"] = Field("nf4", title="Base quantization", description=(
+    quantization: Literal["nf4", "fp4", "int8", "none"] = Field("nf4", title="Base quantization",
+                                                                json_schema_extra=_at("Quantization", 0), description=(
         "How the frozen base is stored: 4-bit NormalFloat (QLoRA), 4-bit float, 8-bit, or unquantized."))
-    double_quant: bool = Field(True, title="Double quantization", description=(
+    double_quant: bool = Field(True, title="Double quantization", validate_default=True,
+                               json_schema_extra=_at("Quantization", 0), description=(
         "Quantize the 4-bit scales too (about 0.37 bits per parameter saved). 4-bit only."))
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", title="Compute dtype",
+                                                                             json_schema_extra=_at("Quantization", 0),
                                                                              description=(
         "Dtype for matmuls on the dequantized weights. 'auto': bfloat16 on GPUs that support it (else float16); "
         "on a CPU, bfloat16 where it multiplies bf16 natively (AVX512-BF16 or AMX) and the model is at least 512 "
         "wide (SmolLM2 trained 1.5x faster at the same loss; the tiny demo 5% slower), else float32 (without "
         "native bf16 it is emulated and slow). docs/benchmarks.md."))
 
-    max_steps: int = Field(-1, title="Max steps", description=(
+    max_steps: int = Field(-1, title="Max steps", ge=1, le=MAX_STEPS, json_schema_extra={
+        **_at("Training", 0), "special": {"value": -1, "means": "use num_epochs"}}, description=(
         "Optimizer steps to train; -1: train for num_epochs instead."))
-    num_epochs: float | None = Field(None, title="Epochs", description=(
+    num_epochs: float | None = Field(None, title="Epochs", gt=0, le=1000,
+                                     json_schema_extra=_at("Training", 0), description=(
         "Passes over the training data, used when max_steps is -1. Empty (null; 0 in the form): enough for at "
         "least 100 steps, from 1 to 10 epochs (the Train tab shows the plan)."))
-    learning_rate: float | None = Field(None, title="Learning rate", description=(
+    learning_rate: float | None = Field(None, title="Learning rate", gt=0, le=1,
+                                       json_schema_extra=_at("Training", 0), description=(
         "Peak learning rate (cosine decay after a short warmup). Empty (null; 0 in the form): chosen from the "
         "base's size, 2e-4 at 7B parameters scaled by (7B / size)^0.7 within 1e-4 to 5e-3 (3.2e-3 for a 135M "
         "model, 5e-3 for the demo)."))
     optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"] = Field(
-        "adamw_torch", title="Optimizer", description=(
+        "adamw_torch", title="Optimizer", json_schema_extra=_at("Optimizer", 0), description=(
             "AdamW in 32 bits (torch), or bitsandbytes' 8-bit AdamW (its two states in 8 bits: a quarter of the "
             "memory), optionally paged to CPU memory under GPU memory pressure. Paging needs CUDA: on a CPU worker a "
             "paged choice runs the same optimizer unpaged, and the run's log says so."))
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
-        "cosine", title="LR schedule", description="How the learning rate moves after warmup.")
-    weight_decay: float = Field(0.0, title="Weight decay", description=(
+        "cosine", title="LR schedule", json_schema_extra=_at("Optimizer", 0),
+        description="How the learning rate moves after warmup.")
+    weight_decay: float = Field(0.0, title="Weight decay", ge=0, le=1,
+                                json_schema_extra=_at("Optimizer", 0), description=(
         "AdamW's decoupled weight decay on the trained weights, in [0, 1]."))
-    max_grad_norm: float = Field(1.0, title="Max grad norm", description=(
+    max_grad_norm: float = Field(1.0, title="Max grad norm", ge=0, le=1e6,
+                                 json_schema_extra=_at("Optimizer", 0), description=(
         "Clip the gradient norm to this before each step; 0 turns clipping off."))
-    batch_size: int | None = Field(None, title="Batch size", description=(
+    batch_size: int | None = Field(None, title="Batch size", ge=1, le=4096,
+                                   json_schema_extra=_at("Training", 0), description=(
         "Sequences per device step. With packing, each sequence is up to max_length tokens of whole rows. Empty "
         "(null; 0 in the form): chosen so an epoch makes at least 32 steps (the data's sequences / 32, from 1 to 8)."))
-    grad_accum: int = Field(1, title="Gradient accumulation",
+    grad_accum: int = Field(1, title="Gradient accumulation", ge=1, le=1024, json_schema_extra=_at("Training", 1),
         description="Steps to accumulate gradients over; effective batch = batch × this.")
-    max_length: int = Field(512, title="Max length (tokens)",
+    max_length: int = Field(512, title="Max length (tokens)", ge=16, le=131072, json_schema_extra=_at("Training", 1),
         description="Longest sequence in tokens; longer rows are truncated.")
-    overlong: Literal["truncate", "drop"] = Field("truncate", title="Rows longer than max length", description=(
+    overlong: Literal["truncate", "drop"] = Field("truncate", title="Rows longer than max length",
+                                                 json_schema_extra=_at("More", 2), description=(
         "Cut a row longer than max_length at it (its end is lost), or drop the row. The Datasets tab and the preview "
         "count them for the chosen base."))
-    dedup: bool = Field(False, title="Drop exact duplicates", description=(
+    dedup: bool = Field(False, title="Drop exact duplicates", json_schema_extra=_at("More", 2), description=(
         "Train on each distinct row once (exact repeats removed; the log and the preview count them)."))
-    packing: bool | None = Field(None, title="Packing", description=(
+    warmup_ratio: float = Field(0.05, title="Warmup ratio", ge=0, le=0.5, json_schema_extra=_at("More", 1),
+        description="Share of steps spent warming up the learning rate.")
+    packing: bool | None = Field(None, title="Packing", json_schema_extra=_at("More", 1), description=(
         "Pack whole rows into sequences of up to max_length tokens, padding-free (position ids, no padding; "
         "padding was 62% of a padded batch on the example data). Empty (auto): on, unless the data packs into "
         "fewer than 10 sequences; then each row is its own sequence, so a small dataset still gets enough steps."))
-    gradient_checkpointing: Literal["auto", "on", "off"] = Field("auto", title="Gradient checkpointing", description=(
+    gradient_checkpointing: Literal["auto", "on", "off"] = Field("auto", title="Gradient checkpointing",
+                                                                  json_schema_extra=_at("More", 1), description=(
         "Recompute activations to save memory. 'auto': on for GPUs, off on CPU (measured 30% faster off)."))
-    assistant_only_loss: bool = Field(True, title="Assistant-only loss", description=(
+    assistant_only_loss: bool = Field(True, title="Assistant-only loss", json_schema_extra=_at("More", 1), description=(
         "Train only on assistant turns (needs a chat template with generation markers)."))
-    seed: int = Field(42, title="Seed", description="Seed for LoRA init, data order and dropout; same seed, same run.")
-    eval_fraction: float | None = Field(None, title="Eval fraction", description=(
+    seed: int = Field(42, title="Seed", ge=0, le=2**32 - 1,
+                      json_schema_extra=_at("Training", 1),
+                      description="Seed for LoRA init, data order and dropout; same seed, same run.")
+    eval_fraction: float | None = Field(None, title="Eval fraction", ge=0, lt=0.5,
+                                        json_schema_extra=_at("More", 0), description=(
         "Share of rows held out for eval loss, early stopping, the best adapter and sample answers, in [0, 0.5); 0: "
         "none (unused with a validation dataset). Empty (null; 'auto' in the form): none below 500 rows, where "
         "every row is worth more in training (holding out a tenth of 320 rows cost 2-4% in held-out loss, "
         "bench/eval_split.py); from 500 rows a tenth, at most 200 rows."))
-    eval_dataset: str = Field("", title="Validation dataset", description=(
+    eval_dataset: str = Field("", title="Validation dataset", json_schema_extra=_at("More", 0), description=(
         "A stored dataset to evaluate on instead of a random eval_fraction of the training rows (all training rows "
         "then train); empty: hold out eval_fraction."))
-    eval_steps: int = Field(25, title="Eval every (steps)", description=(
+    eval_steps: int = Field(25, title="Eval every (steps)", ge=1, le=MAX_STEPS,
+                            json_schema_extra=_at("More", 0), description=(
         "Evaluate every this many steps (when there is an eval split; without one, the sample answers come this "
         "often)."))
-    logging_steps: int = Field(5, title="Log every (steps)",
+    logging_steps: int = Field(5, title="Log every (steps)", ge=1, le=MAX_STEPS, json_schema_extra=_at("More", 0),
         description="Log loss, learning rate and throughput every this many steps.")
-    sample_prompts: int = Field(3, title="Sample answers", description=(
+    save_steps: int = Field(50, title="Checkpoint every (steps)", ge=1, le=MAX_STEPS, json_schema_extra=_at("More", 0),
+        description="Save a resumable checkpoint every this many steps.")
+    sample_prompts: int = Field(3, title="Sample answers", ge=0, le=20, json_schema_extra=_at("More", 0), description=(
         "Prompts the run answers (greedy) at each eval and at the end, and the base model before training, shown "
         "side by side in the Runs tab so learning is visible: held-out rows' prompts, or in a run without an eval "
         "split the first training rows' (answered every eval_steps); 0: none."))
-    early_stopping_patience: int = Field(3, title="Early stopping patience", description=(
+    early_stopping_patience: int = Field(3, title="Early stopping patience", ge=0, le=1000,
+                                         json_schema_extra=_at("More", 2), description=(
         "Stop when eval loss has not improved for this many evals in a row; 0: never stop early. Needs an eval "
         "split."))
-    keep_best: bool = Field(True, title="Keep the best adapter", description=(
+    keep_best: bool = Field(True, title="Keep the best adapter", json_schema_extra=_at("More", 2), description=(
         "Register the adapter as it was at its lowest eval loss rather than at the last step (the run records "
         "which step that was). Needs an eval split."))
-    save_steps: int = Field(50, title="Checkpoint every (steps)",
-        description="Save a resumable checkpoint every this many steps.")
-    warmup_ratio: float = Field(0.05, title="Warmup ratio",
-        description="Share of steps spent warming up the learning rate.")
-    pool: str = Field("", title="Worker pool", max_length=63, description=(
+    pool: str = Field("", title="Worker pool", max_length=63, json_schema_extra=_at("More", 3), description=(
         "Run only on workers of this pool (a worker's STUDIO_POOL, e.g. a100-80g); the memory verdict then checks "
         "that pool's devices. Empty: any worker."))
 
@@ -249,6 +266,29 @@ class TrainSpec(BaseModel):
             raise ValueError(f"not a module name: {', '.join(map(repr, bad))}")
         return names
 
+    @field_validator("max_steps", mode="wrap")
+    @classmethod
+    def _special_value(cls, value: object, handler, info: ValidationInfo) -> object:
+        # A field's `special` value (max_steps' -1) lies outside its range, which the constraints alone refuse.
+        allowed = special(cls.model_fields[info.field_name])
+        if allowed and isinstance(value, int | float) and not isinstance(value, bool) and value == allowed["value"]:
+            return allowed["value"]
+        return handler(value)
+
+    @field_validator("double_quant")
+    @classmethod
+    def _double_quant_needs_4bit(cls, value: bool, info: ValidationInfo) -> bool:
+        # Checked on the default too (validate_default): int8 with the default double_quant is refused, in words.
+        if value and info.data.get("quantization") in ("int8", "none"):
+            raise ValueError("applies only to 4-bit quantization (nf4 or fp4); turn it off")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, raw: object) -> object:
+        # A spec written under older rules is brought up to date before it is checked (jobs.spec_versions).
+        return migrate(raw) if isinstance(raw, dict) else raw
+
     def target_module_names(self) -> list[str] | str:
         """The list peft gets: preset expanded, 'all-linear' passed through."""
         if isinstance(self.target_modules, str):
@@ -268,70 +308,24 @@ class MergeSpec(BaseModel):
         "Dtype of the merged weights: bfloat16 (the usual), float16, or float32 (exact, twice the size)."))
 
 
-RANGES: dict[str, tuple[float, float, str]] = {
-    # field: (low, high, how the bounds read) — inclusive unless the text says otherwise
-    "lora_r": (1, 1024, "a whole number from 1 to 1024"),
-    "lora_alpha": (1e-6, 1e6, "greater than 0"),
-    "lora_dropout": (0, 0.999999, "at least 0 and below 1"),
-    "learning_rate": (1e-9, 1.0, "greater than 0 and at most 1"),
-    "batch_size": (1, 4096, "a whole number from 1 to 4096"),
-    "grad_accum": (1, 1024, "a whole number from 1 to 1024"),
-    "max_length": (16, 131072, "a whole number from 16 to 131072"),
-    "eval_fraction": (0, 0.499999, "at least 0 and below 0.5"),
-    "eval_steps": (1, 10**7, "at least 1"),
-    "logging_steps": (1, 10**7, "at least 1"),
-    "save_steps": (1, 10**7, "at least 1"),
-    "warmup_ratio": (0, 0.5, "from 0 to 0.5"),
-    "num_epochs": (0.01, 1000, "greater than 0 and at most 1000"),
-    "weight_decay": (0, 1, "from 0 to 1"),
-    "max_grad_norm": (0, 1e6, "at least 0 (0: no clipping)"),
-    "seed": (0, 2**32 - 1, "a whole number from 0 to 4294967295"),
-    "sample_prompts": (0, 20, "a whole number from 0 to 20"),
-    "dpo_beta": (1e-4, 100, "from 0.0001 to 100"),
-    "early_stopping_patience": (0, 1000, "a whole number from 0 (never) to 1000"),
-}
-MAX_STEPS = 10_000_000
 EMPTY_SPEC = ("is empty: name at least one field (each has a default; static/examples/demo_job.json is a full "
               "example)")
 MAX_PRIORITY = 1_000_000
 
 
-def _range_problems(spec: TrainSpec) -> list[Problem]:
-    problems = []
-    for name, (low, high, words) in RANGES.items():
-        value = getattr(spec, name)
-        if value is not None and not low <= value <= high:
-            problems.append(Problem(field=name, message=f"must be {words} (got {value})"))
-    if spec.max_steps == 0 or spec.max_steps < -1 or spec.max_steps > MAX_STEPS:
-        problems.append(Problem(field="max_steps", message=(
-            f"must be -1 (use num_epochs) or from 1 to {MAX_STEPS:,} (got {spec.max_steps})")))
-    if spec.quantization in ("int8", "none") and spec.double_quant:
-        problems.append(Problem(field="double_quant",
-                                message="applies only to 4-bit quantization (nf4 or fp4); turn it off"))
-    return problems
-
-
-def _pydantic_problems(error: ValidationError) -> list[Problem]:
-    """One problem per field, named by the spec field (not pydantic's path through union members)."""
-    messages: dict[str, list[str]] = {}
-    for item in error.errors():
-        field = (str(item["loc"][0]) or '""') if item["loc"] else "spec"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "is not a spec field (check the spelling; see docs/api.md)"
-        items = [str(part) for part in item["loc"][1:] if isinstance(part, int)]
-        if items:
-            message = f"item {items[0]}: {message}"
-        if message not in messages.setdefault(field, []):
-            messages[field].append(message)
-    return [Problem(field=field, message=" or ".join(found)) for field, found in messages.items()]
-
-
 def salvage_spec(raw: dict, problems: list[Problem]) -> TrainSpec:
-    """A spec from the fields that did validate (defaults elsewhere), to keep checking the rest."""
+    """A spec from the fields that did validate (defaults elsewhere), to keep checking the rest. A field is kept only
+    while the spec stays valid with it: a cross-field rule may refuse a kept field against another's default."""
     bad_fields = {p.field.split(".")[0] for p in problems}
-    salvage = {k: v for k, v in raw.items() if k in TrainSpec.model_fields and k not in bad_fields}
-    return TrainSpec.model_validate(salvage)
+    kept: dict = {}
+    for name, value in raw.items():
+        if name in TrainSpec.model_fields and name not in bad_fields:
+            try:
+                TrainSpec.model_validate({**kept, name: value})
+            except ValidationError:
+                continue
+            kept[name] = value
+    return TrainSpec.model_validate(kept)
 
 
 def priority_problem(priority: object) -> str | None:
@@ -343,27 +337,41 @@ def priority_problem(priority: object) -> str | None:
 
 
 def parse_spec(raw: dict) -> TrainSpec:
-    """Validate the shape and ranges of a spec. Raises SpecError listing every problem."""
+    """Validate a spec against its type. Raises SpecError listing every problem, each naming its field."""
     if not isinstance(raw, dict):
         raise SpecError([Problem(field="spec", message="must be a JSON object of field: value pairs")])
     try:
-        spec = TrainSpec.model_validate(raw)
+        return TrainSpec.model_validate(raw)
     except ValidationError as error:
-        # Ranges are checked on a best-effort copy too, so one submit shows type and range errors together.
-        problems = _pydantic_problems(error)
-        problems += _range_problems(salvage_spec(raw, problems))
-        raise SpecError(problems) from None
-    problems = _range_problems(spec)
-    if problems:
-        raise SpecError(problems)
-    return spec
+        raise SpecError(problems_from(error, TrainSpec.model_fields)) from None
 
 
-def field_label(name: str) -> str:
+def field_problem(name: str, value: object) -> str | None:
+    """Why `value` cannot be the spec field `name` on its own (its type and range), in the spec's words, or None: for
+    a control outside the spec that takes a spec value (the Datasets tab's max_length)."""
+    try:
+        parse_spec({name: value})
+    except SpecError as error:
+        return next((problem.message for problem in error.problems if problem.field == name), None)
+    return None
+
+
+def field_default(name: str) -> object:
+    """A field's default, as the type states it: for code outside the spec that needs the same value (a preview's
+    max_length, the CLI's), so no default is restated."""
+    field = TrainSpec.model_fields[name]
+    return field.default if field.default_factory is None else field.default_factory()
+
+
+def field_label(name: str, spec_type: type[BaseModel] = TrainSpec) -> str:
     """The human label the UI shows for a spec field."""
-    return TrainSpec.model_fields[name].title or name
+    return spec_type.model_fields[name].title or name
 
 
-def field_help(name: str) -> str:
-    """The field's help text, ending with the spec field name (what the CLI, API and presets use)."""
-    return f"{TrainSpec.model_fields[name].description or ''} Spec field: {name}."
+def field_help(name: str, spec_type: type[BaseModel] = TrainSpec) -> str:
+    """The field's help text, then its allowed numbers, ending with the spec field name (what the CLI, API and
+    presets use)."""
+    field = spec_type.model_fields[name]
+    allowed = range_words(field)
+    allowed_text = f" Allowed: {allowed}." if allowed else ""
+    return f"{field.description or ''}{allowed_text} Spec field: {name}."

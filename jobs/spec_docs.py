@@ -11,6 +11,7 @@ import typing
 from pathlib import Path
 
 from jobs.spec import TrainSpec, field_label
+from jobs.spec_words import range_words
 
 BEGIN, END = "<!-- spec table: python -m jobs.spec_docs docs/api.md -->", "<!-- end of spec table -->"
 
@@ -26,12 +27,25 @@ def _type_text(annotation) -> str:
 
 
 def spec_table() -> str:
-    lines = ["| field | label in the UI | type | default | meaning |", "|---|---|---|---|---|"]
+    lines = ["| field | label in the UI | type | allowed | default | meaning |", "|---|---|---|---|---|---|"]
     for name, field in TrainSpec.model_fields.items():
-        default = field.default if field.default_factory is None else field.default_factory()
-        shown = "null: chosen per job" if default is None else f"`{json.dumps(default)}`"
-        lines.append(f"| `{name}` | {field_label(name)} | {_type_text(field.annotation)} | {shown} "
-                     f"| {field.description} |")
+        lines.append(f"| `{name}` | {field_label(name)} | {_type_text(field.annotation)} | {range_words(field) or ''} "
+                     f"| {_default_text(field)} | {field.description} |")
+    return "\n".join(lines)
+
+
+def _default_text(field) -> str:
+    default = field.default if field.default_factory is None else field.default_factory()
+    return "null: chosen per job" if default is None else f"`{json.dumps(default)}`"
+
+
+def fields_help() -> str:
+    """Every spec field in one line each (name, type, allowed values, default): the CLI's `submit --help`."""
+    lines = ["spec fields (docs/api.md has their meaning):"]
+    for name, field in TrainSpec.model_fields.items():
+        allowed = range_words(field)
+        kind = _type_text(field.annotation).replace("\\|", "|").replace("`", "")
+        lines.append(f"  {name}: {kind}{f', {allowed}' if allowed else ''}; default {_default_text(field).strip('`')}")
     return "\n".join(lines)
 
 

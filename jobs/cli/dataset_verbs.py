@@ -11,7 +11,7 @@ from pathlib import Path
 from jobs.data.errors import DatasetError
 from jobs.data.formats import FORMATS, Mapping
 from jobs.data.store import delete_dataset, import_dataset, rename_dataset
-from jobs.spec import DEMO_BASE_MODEL
+from jobs.spec import DEMO_BASE_MODEL, field_default
 from jobs.studio import open_studio
 from storage import catalog
 
@@ -150,7 +150,7 @@ def add_commands(commands) -> None:
     stats = commands.add_parser("dataset-stats", help="a dataset's tokens, lengths and loss share for a base model")
     stats.add_argument("name")
     stats.add_argument("--base-model", default=DEMO_BASE_MODEL)
-    stats.add_argument("--max-length", type=int, default=512)
+    stats.add_argument("--max-length", type=int, default=field_default("max_length"))
     stats.add_argument("--all-tokens", action="store_true", help="loss on every token (assistant-only loss off)")
     stats.set_defaults(func=cmd_stats, endpoint="dataset_stats", to_api=lambda args: {
         "name": args.name, "base_model": args.base_model, "max_length": args.max_length,

@@ -13,6 +13,7 @@ from jobs.cli.remote import Upload
 from jobs.cli.verb import read_spec_file
 from jobs.data.errors import DatasetError
 from jobs.spec import SpecError
+from jobs.spec_docs import fields_help
 from jobs.studio import Studio, open_studio
 from jobs.submit import cancel_job, submit_job
 from storage import jobs_repo
@@ -163,7 +164,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands) -> None:
-    submit = commands.add_parser("submit", help="queue a job from a spec (or preset) JSON or YAML file (docs/api.md)")
+    submit = commands.add_parser("submit", help="queue a job from a spec (or preset) JSON or YAML file (docs/api.md)",
+                                 epilog=fields_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     submit.add_argument("spec")
     submit.add_argument("--priority", type=int, default=0, help="higher runs first")
     submit.add_argument("--wait", action="store_true", help="follow the job; exit non-zero if it fails")

@@ -27,6 +27,7 @@ from jobs.queue.retries import override_fields
 from jobs.queue.run_files import run_dir_for, train_log_path
 from jobs.queue.spare import SPARE_FLAG, parse_handoff
 from jobs.spec import MergeSpec, TrainSpec
+from jobs.spec_store import load_stored_spec
 from jobs.studio import Studio, open_studio
 from jobs.training import phases
 from jobs.training.phases import phase
@@ -294,7 +295,8 @@ def run_attempt(studio: Studio, job_id: int, attempt: int) -> int:
         if kind == JobKind.MERGE:
             return _merge(studio, job_id, attempt, MergeSpec.model_validate(raw_spec), run_dir)
         changed = override_fields(overrides)
-        spec = TrainSpec.model_validate({**raw_spec, **changed})  # what a retry changed, on top of the spec
+        # Stored under the rules of its day: migrated, and refused in words (not a traceback) when no longer valid.
+        spec = load_stored_spec(raw_spec, changed).require()  # what a retry changed, on top of the spec
         if changed:
             print(f"this attempt changes the spec: {changed} ({'; '.join(overrides.get('why', []))})", flush=True)
         return _train(studio, job_id, attempt, spec, job_name, run_dir, sink, provenance or {})

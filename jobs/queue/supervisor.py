@@ -25,7 +25,7 @@ from jobs.queue.reaper import resync
 from jobs.queue.retries import killed_for_memory, memory_limit_bytes, override_fields, smaller_footprint
 from jobs.queue.run_files import log_tail, run_dir_for
 from jobs.queue.spare import CHILD_ENV, SpareChild, child_command
-from jobs.spec import TrainSpec
+from jobs.spec_store import load_stored_spec
 from jobs.studio import REPO_ROOT, Studio, open_studio
 from storage import jobs_repo, workers_repo
 from storage.models import JobKind, JobStatus
@@ -232,7 +232,11 @@ def _requeue_lost_attempt(session, studio: Studio, job, attempt: int, returncode
     if out_of_memory and job.kind == JobKind.TRAIN:
         if returncode != EXIT_OUT_OF_MEMORY:
             how += f" with its memory near the limit (peak {peak / 2**30:.1f} GiB): the out-of-memory killer"
-        smaller = smaller_footprint(TrainSpec.model_validate(job.spec), override_fields(job.overrides))
+        stored = load_stored_spec(job.spec)
+        if stored.spec is None:  # a spec today's rules refuse cannot be retried: say why, once
+            jobs_repo.fail_job(session, job.id, attempt, f"The training process {how}. {stored.problems_text()}")
+            return
+        smaller = smaller_footprint(stored.spec, override_fields(job.overrides))
         if smaller is None:
             jobs_repo.fail_job(session, job.id, attempt, f"The training process {how}, already at micro-batch 1 "
                                f"with gradient checkpointing on: use a smaller max_length, rank or base model.\n\n"

@@ -8,17 +8,21 @@ between is settled by `settle_interrupted_deletes` at the next start (row still 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
 from jobs.models.resolve import portable_base_reference, resolve_base_model
 from jobs.spec import TrainSpec, name_problem
+from jobs.spec_store import read_spec_file
 from jobs.studio import Studio
 from jobs.training.model_card import write_model_card
 from storage import catalog, jobs_repo
 from storage.access import everyone
 from storage.models import Adapter, Job
+
+log = logging.getLogger(__name__)
 
 DELETING_PREFIX = ".deleting-"
 
@@ -95,7 +99,11 @@ def publish_merged(studio: Studio, job_id: int, attempt: int, adapter_id: int, m
 
 def _write_card(studio: Studio, folder: Path, name: str) -> None:
     """(Re)write the model card from the spec and final metrics the folder holds."""
-    spec = TrainSpec.model_validate_json((folder / "training_spec.json").read_text())
+    stored = read_spec_file(folder / "training_spec.json")
+    if stored.spec is None:  # an adapter trained under older rules keeps its card rather than failing a rename
+        log.warning("model card of %s not rewritten: %s", folder, stored.problems_text())
+        return
+    spec = stored.spec
     final_metrics = json.loads((folder / "final_metrics.json").read_text())
     base_path = resolve_base_model(spec.base_model, studio.settings.models_dir)
     write_model_card(folder, name, spec, final_metrics, base_path)
