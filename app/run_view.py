@@ -112,7 +112,7 @@ def _summary_text(job: dict) -> str:
                      f"tokens{'' if step_plan.get('tokens_counted') else ' (estimated from characters)'}.")
     stored = load_stored_spec(job["spec"])
     if stored.problems:
-        lines.append(f"**Spec problem:** {stored.problems_text()}")
+        lines.append(f"**Spec problem:** {stored.problems_text()} Clone the run into the Train form to fix it.")
     changed, same = views.spec_changes(stored.fields, step_plan.get("chosen"))
     lines.append("**Spec** (changed from the defaults):\n" + ("\n".join(f"- {line}" for line in changed)
                                                              or "- nothing: all defaults"))

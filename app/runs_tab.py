@@ -152,7 +152,7 @@ def clone_values(studio: Studio, picked, names: list[str]) -> list:
         raise user_error(f"job_id: no training run with id {job_id}")
     stored = load_stored_spec(job.spec)
     if stored.problems:
-        notify(stored.problems_text(), warning=True)
+        notify(f"{stored.problems_text()} Fix these fields in the form before submitting.", warning=True)
     return form_values({**stored.fields, "name": ""}, names)
 
 

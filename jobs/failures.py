@@ -18,7 +18,7 @@ def explain_failure(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}"
     message = str(error)
     if type(error).__name__ == "StoredSpecError":  # jobs.spec_store: its text already says what to do
-        return message
+        return f"{message} Clone the run into the Train form to fix it and submit it again."
     if is_out_of_memory(error):
         return ("Out of memory while training. Lower batch_size or max_length, use gradient_checkpointing "
                 f"'on', or a smaller base model.\n\n{text}")

@@ -28,10 +28,9 @@ class StoredSpec:
     problems: list[Problem] = field(default_factory=list)
 
     def problems_text(self) -> str:
-        """The problems in words, for a person: what is wrong and what still works."""
+        """The problems in words, for a person (each caller says what to do about them where it is)."""
         listed = "; ".join(str(problem) for problem in self.problems)
-        return (f"This stored spec (version {self.version}) is not valid under today's rules: {listed}. Clone it "
-                f"to fix the fields and submit again.")
+        return f"This stored spec (version {self.version}) is not valid under today's rules: {listed}."
 
     def require(self) -> TrainSpec:
         """The spec, or StoredSpecError with the problems in words (for a worker, which can only fail the job)."""

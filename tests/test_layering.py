@@ -53,21 +53,24 @@ FORBIDDEN = {
 # Which parts of jobs/ each room may import (itself always). The queue's child starts training; nothing trains
 # the queue. Models, data and chat never reach into the queue or training.
 ROOMS = {
-    "jobs.spec": set(),
+    "jobs.spec": {"jobs.spec_words", "jobs.spec_versions"},
+    "jobs.spec_words": set(),
+    "jobs.spec_versions": set(),
+    "jobs.spec_store": {"jobs.spec", "jobs.spec_versions"},
     "jobs.failures": set(),
     "jobs.studio": set(),
     "jobs.secrets": {"jobs.studio"},
-    "jobs.presets": {"jobs.spec", "jobs.studio"},
+    "jobs.presets": {"jobs.spec", "jobs.spec_store", "jobs.spec_versions", "jobs.studio"},
     "jobs.hub_access": {"jobs.studio", "jobs.secrets"},  # whose hub token a request uses
     # A spec, a base and a machine into run settings: read by training, the script and the estimate alike.
     "jobs.run_settings": {"jobs.spec"},
     "jobs.models": {"jobs.spec", "jobs.studio", "jobs.run_settings"},
     "jobs.data": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.secrets", "jobs.hub_access"},
     "jobs.chat": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data"},  # votes are exported as a dataset
-    "jobs.training": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data", "jobs.secrets", "jobs.hub_access",
-                      "jobs.run_settings"},
-    "jobs.queue": {"jobs.spec", "jobs.studio", "jobs.failures", "jobs.models", "jobs.data", "jobs.training",
-                   "jobs.run_settings"},
+    "jobs.training": {"jobs.spec", "jobs.spec_store", "jobs.studio", "jobs.models", "jobs.data", "jobs.secrets",
+                      "jobs.hub_access", "jobs.run_settings"},
+    "jobs.queue": {"jobs.spec", "jobs.spec_store", "jobs.studio", "jobs.failures", "jobs.models", "jobs.data",
+                   "jobs.training", "jobs.run_settings"},
     "jobs.submit": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data", "jobs.queue", "jobs.run_settings"},
 }
 

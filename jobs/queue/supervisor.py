@@ -234,7 +234,8 @@ def _requeue_lost_attempt(session, studio: Studio, job, attempt: int, returncode
             how += f" with its memory near the limit (peak {peak / 2**30:.1f} GiB): the out-of-memory killer"
         stored = load_stored_spec(job.spec)
         if stored.spec is None:  # a spec today's rules refuse cannot be retried: say why, once
-            jobs_repo.fail_job(session, job.id, attempt, f"The training process {how}. {stored.problems_text()}")
+            jobs_repo.fail_job(session, job.id, attempt, f"The training process {how}. {stored.problems_text()} "
+                               "Clone the run to fix the spec and submit it again.")
             return
         smaller = smaller_footprint(stored.spec, override_fields(job.overrides))
         if smaller is None:
