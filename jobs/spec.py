@@ -1,6 +1,10 @@
-"""The training spec: one typed config, validated once, stored verbatim in the ledger.
+"""The training spec: one typed config, validated once, stored verbatim in the ledger (with its version).
 
-Field descriptions are the UI's help text. `parse_spec` reports every problem at once, each naming its field.
+Everything about a field lives on it: default, range (`ge`/`gt`/`le`/`lt`, and a `special` value outside it),
+choices (a Literal), label (`title`), help (`description`, the UI's help text) and its place in the Train tab's form
+(`json_schema_extra`); rules between fields are validators here. So an invalid TrainSpec cannot be constructed, and
+the form, the refusals' words, the CLI and docs/api.md read one source. `parse_spec` reports every problem at once,
+each naming its field (docs/architecture.md, "How to add a spec option").
 """
 
 from __future__ import annotations
@@ -12,8 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from jobs.spec_versions import SPEC_VERSION, migrate
 from jobs.spec_words import Problem, SpecError, problems_from, range_words, special
 from storage.settings import check_pool_name
-
-__all__ = ["Problem", "SpecError", "TrainSpec", "parse_spec", "SPEC_VERSION"]
 
 TARGET_PRESETS: dict[str, list[str] | str] = {
     "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],

@@ -57,5 +57,6 @@ def read_spec_file(path: Path) -> StoredSpec:
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        return StoredSpec({}, UNVERSIONED, problems=[Problem(field="spec", message=f"unreadable {path.name}: {error}")])
+        unreadable = Problem(field="spec", message=f"{path.name} is unreadable ({error})")
+        return StoredSpec({}, UNVERSIONED, problems=[unreadable])
     return load_stored_spec(stored)

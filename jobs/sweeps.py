@@ -12,6 +12,7 @@ import time
 import yaml
 
 from jobs.spec import Problem, SpecError, TrainSpec, name_problem
+from jobs.spec_versions import VERSION_KEY
 from jobs.studio import Studio
 from jobs.submit import submit_jobs
 from storage import jobs_repo
@@ -63,7 +64,7 @@ def _axes_problems(axes: object, mode: str) -> list[Problem]:
                                                '{"lora_r": [8, 16]}')]
     problems = []
     for name, values in axes.items():
-        if name not in TrainSpec.model_fields or name == "name":
+        if name not in TrainSpec.model_fields or name in ("name", VERSION_KEY):  # each point is named; one version
             problems.append(Problem(field="sweep", message=f"'{name}' is not a spec field a sweep can vary"))
         elif not isinstance(values, list) or not values:
             problems.append(Problem(field="sweep", message=f"'{name}' needs a non-empty list of values"))

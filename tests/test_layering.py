@@ -66,7 +66,8 @@ ROOMS = {
     "jobs.run_settings": {"jobs.spec"},
     "jobs.models": {"jobs.spec", "jobs.studio", "jobs.run_settings"},
     "jobs.data": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.secrets", "jobs.hub_access"},
-    "jobs.chat": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data"},  # votes are exported as a dataset
+    # votes are exported as a dataset
+    "jobs.chat": {"jobs.spec", "jobs.spec_store", "jobs.studio", "jobs.models", "jobs.data"},
     "jobs.training": {"jobs.spec", "jobs.spec_store", "jobs.studio", "jobs.models", "jobs.data", "jobs.secrets",
                       "jobs.hub_access", "jobs.run_settings"},
     "jobs.queue": {"jobs.spec", "jobs.spec_store", "jobs.studio", "jobs.failures", "jobs.models", "jobs.data",

@@ -4,12 +4,12 @@ and what it answers while it streams (`Replies`). No torch here: the web process
 
 from __future__ import annotations
 
-import json
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.spec import STUDIO_BASE_MODELS, TrainSpec
+from jobs.spec_store import read_spec_file
 from jobs.studio import Studio
 from storage import catalog
 
@@ -76,13 +76,13 @@ def variant_of(adapter_dir: Path, name: str) -> BaseVariant:
     path = adapter_dir / "training_spec.json"
     if not path.is_file():
         return BaseVariant()
-    try:
-        spec = json.loads(path.read_text())
-        variant = BaseVariant(quantization=spec.get("quantization", "nf4"),
-                              double_quant=bool(spec.get("double_quant", True)),
-                              compute_dtype=spec.get("compute_dtype", "auto"))
-    except (OSError, ValueError, AttributeError) as error:
-        raise ChatRequestError([f"adapters: '{name}' has an unreadable training_spec.json ({error})"]) from None
+    stored = read_spec_file(path)  # migrated to today's version; one today's rules refuse still names its base
+    spec = stored.fields
+    if not spec:
+        raise ChatRequestError([f"adapters: '{name}': {stored.problems[0].message}"])
+    variant = BaseVariant(quantization=spec.get("quantization", "nf4"),
+                          double_quant=bool(spec.get("double_quant", True)),
+                          compute_dtype=spec.get("compute_dtype", "auto"))
     if variant.quantization not in QUANTIZATIONS or variant.compute_dtype not in COMPUTE_DTYPES:
         raise ChatRequestError([
             f"adapters: '{name}' was trained on a base loaded as {variant.quantization!r} with "

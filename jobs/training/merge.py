@@ -7,11 +7,11 @@ what training saw by the base's quantization error; the card says so."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
+from jobs.spec_store import read_spec_file
 from jobs.training.checkpoints import fsync_tree
 
 COPIED_FILES = ("training_spec.json", "final_metrics.json", "provenance.json")
@@ -41,7 +41,7 @@ def merge_adapter(base_path: str, adapter_dir: Path, out_dir: Path, dtype_name: 
 
 
 def merged_card(adapter_dir: Path, dtype_name: str) -> str:
-    spec = json.loads((adapter_dir / "training_spec.json").read_text())
+    spec = read_spec_file(adapter_dir / "training_spec.json").fields  # as today's version names the fields
     return f"""---
 library_name: transformers
 base_model: {spec["base_model"]}

@@ -16,6 +16,7 @@ from jobs.presets import (
     save_preset,
     share_preset,
 )
+from jobs.spec import SPEC_VERSION
 from storage.access import Person, acting_as
 
 ALICE, BOB, ROOT = Person("alice"), Person("bob"), Person("root", admin=True)
@@ -80,7 +81,7 @@ def test_presets_belong_to_their_owner_until_an_admin_shares_one(studio):
             delete_preset(studio, "alice/mine")
         path = export_preset(studio, "alice/mine")  # a download lands in Bob's own exports folder
         assert path.relative_to(studio.settings.exports_dir).parts[0] == "bob"
-        assert json.loads(path.read_text()) == {"lora_r": 4}
+        assert json.loads(path.read_text()) == {"spec_version": SPEC_VERSION, "lora_r": 4}  # read back migrated
     with acting_as(ALICE):
         delete_preset(studio, "mine")
         assert preset_names(studio) == []

@@ -56,7 +56,7 @@ def test_a_spec_that_can_no_longer_be_valid_comes_back_with_its_problems():
 
 def test_an_unreadable_run_folder_spec_is_a_problem_too(tmp_path):
     (tmp_path / "training_spec.json").write_text("{torn")
-    assert "unreadable training_spec.json" in read_spec_file(tmp_path / "training_spec.json").problems[0].message
+    assert "training_spec.json is unreadable" in read_spec_file(tmp_path / "training_spec.json").problems[0].message
     (tmp_path / "training_spec.json").write_text(json.dumps(V1["every_variant"]))
     assert read_spec_file(tmp_path / "training_spec.json").spec.use_dora
 

@@ -16,6 +16,7 @@ def test_grid_and_list_points():
 
 @pytest.mark.parametrize(("axes", "mode", "words"), [
     ({"lora_rank": [8]}, "grid", "'lora_rank' is not a spec field"),
+    ({"spec_version": [1, 2]}, "grid", "'spec_version' is not a spec field a sweep can vary"),
     ({"lora_r": []}, "grid", "non-empty list"),
     ({"lora_r": [8, 16], "seed": [1]}, "list", "same length"),
     ([1, 2], "grid", "a mapping of spec fields"),
