@@ -39,6 +39,7 @@ from jobs.spec import (
     SMOLLM2_BASE_MODEL,
     SpecError,
     field_default,
+    field_problem,
 )
 from jobs.studio import Studio
 from jobs.submit import submit_job
@@ -107,8 +108,9 @@ def _split_text(studio: Studio, found, eval_fraction, eval_dataset: str) -> str:
     fraction, how = eval_fraction_value(eval_fraction), ""
     if fraction is None:
         fraction, how = eval_fraction_for(found.rows), ", chosen for the dataset's size"
-    if not isinstance(fraction, float) or not 0 <= fraction < 0.5:
-        return f"**{found.rows} rows** ({found.format}); the eval fraction must be a number in [0, 0.5)."
+    problem = field_problem("eval_fraction", fraction) if isinstance(fraction, float) else "must be a number"
+    if problem:
+        return f"**{found.rows} rows** ({found.format}); the eval fraction {problem}."
     train_rows, eval_rows = split_sizes(found.rows, fraction)
     return (f"**{found.rows} rows** ({found.format}): {train_rows} train, {eval_rows} eval (eval fraction "
             f"{fraction:g}{how}).")

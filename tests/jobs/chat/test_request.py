@@ -1,0 +1,27 @@
+"""The base a chat pane loads comes from its adapter's training_spec.json read as today's version: one written before
+versions existed, or one today's rules refuse for another field, still names how its base was loaded."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jobs.chat.request import BaseVariant, ChatRequestError, variant_of
+
+V1 = json.loads((Path(__file__).parents[1] / "fixtures" / "specs_v1.json").read_text())
+
+
+@pytest.mark.parametrize(("stored", "variant"), [
+    (V1["every_variant"], BaseVariant("int8", False, "float32")),
+    ({**V1["every_variant"], "lora_r": 0}, BaseVariant("int8", False, "float32")),
+    (V1["defaults"], BaseVariant()),
+])
+def test_a_pane_loads_the_base_its_stored_spec_names(tmp_path, stored, variant):
+    (tmp_path / "training_spec.json").write_text(json.dumps(stored))
+    assert variant_of(tmp_path, "mine") == variant
+
+
+def test_an_unreadable_spec_is_refused_naming_the_pane(tmp_path):
+    (tmp_path / "training_spec.json").write_text("{torn")
+    with pytest.raises(ChatRequestError, match="adapters: 'mine': training_spec.json is unreadable"):
+        variant_of(tmp_path, "mine")
