@@ -74,7 +74,8 @@ def name_problem(name: str) -> str | None:
 class TrainSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    spec_version: int = Field(SPEC_VERSION, title="Spec version", ge=1, le=SPEC_VERSION, description=(
+    # strict: a version is a whole number, never True or 1.0, so every valid one was migrated to SPEC_VERSION.
+    spec_version: int = Field(SPEC_VERSION, title="Spec version", ge=1, le=SPEC_VERSION, strict=True, description=(
         "The rules this spec was written under; a spec written under older ones is migrated when read (a stored "
         "spec without it is version 1). Leave it out when writing a spec."))
     name: str = Field("", title="Adapter name", max_length=MAX_NAME_LENGTH,

@@ -15,7 +15,7 @@ from jobs import spec_versions
 from jobs.presets import load_preset, save_preset
 from jobs.queue.child import EXIT_OUT_OF_MEMORY, run_attempt
 from jobs.queue.supervisor import _record_outcome
-from jobs.spec import SPEC_VERSION, TrainSpec, parse_spec
+from jobs.spec import SPEC_VERSION, SpecError, TrainSpec, parse_spec
 from jobs.spec_store import StoredSpecError, load_stored_spec, read_spec_file
 from jobs.submit import submit_job
 from storage import jobs_repo
@@ -41,6 +41,9 @@ def test_a_spec_saved_before_versions_loads_as_version_1_and_means_the_same(name
 def test_what_is_stored_now_carries_its_version():
     assert TrainSpec().model_dump(mode="json")["spec_version"] == SPEC_VERSION
     assert parse_spec({"spec_version": SPEC_VERSION, "lora_r": 4}).lora_r == 4  # a saved spec file resubmits
+    assert parse_spec({"spec_version": 1}).spec_version == SPEC_VERSION  # every valid version is migrated
+    with pytest.raises(SpecError, match="spec_version"):
+        parse_spec({"spec_version": True})  # not a version, even where Python counts it as 1
 
 
 def test_a_spec_that_can_no_longer_be_valid_comes_back_with_its_problems():
