@@ -14,7 +14,17 @@ from pydantic import BaseModel
 from app.safe_text import SafeMarkdown
 from jobs.models.contents import LINEAR, lora_targets
 from jobs.models.resolve import base_module_kinds
-from jobs.spec import DEMO_BASE_MODEL, FORM_GROUPS, HEAD, TARGET_PRESETS, Problem, TrainSpec, field_help, field_label
+from jobs.spec import (
+    DEMO_BASE_MODEL,
+    FORM_GROUPS,
+    HEAD,
+    TARGET_PRESETS,
+    Problem,
+    TrainSpec,
+    field_help,
+    field_label,
+    form_place,
+)
 from jobs.studio import Studio
 
 INTEGERS = (int, int | None)
@@ -41,20 +51,12 @@ class SpecForm:
         return self.controls[self.names.index(name)]
 
 
-def place(spec_type: type[BaseModel], name: str) -> tuple[str, int] | None:
-    """Where the field sits in the form (its group and row), from its metadata; None: not a form field."""
-    extra = spec_type.model_fields[name].json_schema_extra
-    if not isinstance(extra, dict) or "group" not in extra:
-        return None
-    return extra["group"], extra.get("row", 0)
-
-
 def form_layout(spec_type: type[BaseModel] = TrainSpec) -> dict[str, list[list[str]]]:
     """The form's groups in FORM_GROUPS' order, each a list of rows of field names in the class's order; the head
     row (name, base, dataset) under HEAD."""
     rows: dict[str, dict[int, list[str]]] = {HEAD: {}, **{group: {} for group in FORM_GROUPS}}
-    for name in spec_type.model_fields:
-        if (where := place(spec_type, name)) is None:
+    for name, field in spec_type.model_fields.items():
+        if (where := form_place(field)) is None:
             continue
         group, row = where
         if group not in rows:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from jobs.spec_versions import SPEC_VERSION, migrate
 from jobs.spec_words import Problem, SpecError, problems_from, range_words, special
@@ -47,6 +48,14 @@ def _at(group: str, row: int) -> dict:
     """Where a field sits in the Train tab's form: its group (an accordion) and its row there; fields of one row keep
     their order in the class."""
     return {"group": group, "row": row}
+
+
+def form_place(field: FieldInfo) -> tuple[str, int] | None:
+    """Where `_at` put the field in the form (its group and row); None: the form does not show it."""
+    extra = field.json_schema_extra
+    if not isinstance(extra, dict) or "group" not in extra:
+        return None
+    return extra["group"], extra.get("row", 0)
 
 
 def _encodable(text: str) -> bool:
