@@ -6,8 +6,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from jobs.spec_store import load_stored_spec
 from jobs.studio import Studio
 from storage import catalog, jobs_repo, workers_repo
+from storage.models import JobKind
 
 
 def job(studio: Studio, job_id: int) -> dict:
@@ -18,7 +20,14 @@ def job(studio: Studio, job_id: int) -> dict:
         return {"id": found.id, "name": found.name, "kind": found.kind, "status": found.status, "step": found.step,
                 "total_steps": found.total_steps, "attempt": found.attempt, "priority": found.priority,
                 "group_name": found.group_name, "error": found.error, "spec": found.spec,
-                "loss": jobs_repo.latest_metric(session, job_id, "loss")}
+                "spec_problems": _spec_problems(found), "loss": jobs_repo.latest_metric(session, job_id, "loss")}
+
+
+def _spec_problems(found) -> list[str]:
+    """As the API says them: why a stored training spec is no longer valid (it is shown, never raised)."""
+    if found.kind != JobKind.TRAIN:
+        return []
+    return [str(problem) for problem in load_stored_spec(found.spec).problems]
 
 
 def move(studio: Studio, job_id: int, where: str) -> list[int]:

@@ -119,3 +119,12 @@ def test_presets_saved_before_versions_load_and_an_invalid_one_says_why(studio):
                         {"fields": json.dumps({"lora_r": 0})})
     with pytest.raises(ValueError, match="preset 'new' was saved under older rules: lora_r: must be"):
         load_preset(studio, "new")
+
+
+def test_the_operators_job_verb_shows_an_invalid_stored_spec_with_its_problem(studio):
+    from jobs.cli import operator
+
+    job_id = submit_job(studio, {"max_steps": 3})
+    assert operator.job(studio, job_id)["spec_problems"] == []
+    write_stored_spec(studio, job_id, {**V1["defaults"], "lora_r": 0})
+    assert operator.job(studio, job_id)["spec_problems"] == ["lora_r: must be a whole number from 1 to 1024 (got 0)"]
