@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from jobs.spec_versions import SPEC_VERSION, migrate
+from jobs.spec_versions import RETIRED_TARGET_PRESET, SPEC_VERSION, migrate
 from jobs.spec_words import Problem, SpecError, problems_from, range_words, special
 from storage.settings import check_pool_name
 
@@ -22,9 +22,10 @@ TARGET_PRESETS: dict[str, list[str] | str] = {
     "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "mlp": ["gate_proj", "up_proj", "down_proj"],
     "all-linear": "all-linear",
-    "embeddings+lm_head": ["embed_tokens", "lm_head"],
+    "embeddings": ["embed_tokens"],
 }
-"""Named target sets (Llama-style module names; 'all-linear' is peft's: every Linear but the output head)."""
+"""Named target sets (Llama-style module names; 'all-linear' is peft's: every Linear but the output head). The output
+head takes no LoRA (TRL's trainers read lm_head.weight directly): it trains fully through modules_to_save."""
 DEMO_BASE_MODEL = "demo-tiny-llama"
 SMOLLM2_BASE_MODEL = "smollm2-135m-instruct"
 STUDIO_BASE_MODELS = (DEMO_BASE_MODEL, SMOLLM2_BASE_MODEL)
@@ -117,8 +118,9 @@ class TrainSpec(BaseModel):
     target_modules: str | list[str] = Field("all-linear", title="Target modules",
                                             json_schema_extra=_at("LoRA", 1), description=(
         "Which layers get LoRA: a preset ('attention': q,k,v,o; 'mlp': gate,up,down; 'all-linear': every Linear "
-        "but the output head; 'embeddings+lm_head': the token embeddings and the head, e.g. for new tokens) or a "
-        "list of the base's Linear or embedding module names such as ['q_proj', 'v_proj']."))
+        "but the output head; 'embeddings': the token embeddings, with modules_to_save ['lm_head'] to train the head "
+        "fully too, e.g. for new tokens) or a list of the base's Linear or embedding module names such as "
+        "['q_proj', 'v_proj']."))
     lora_bias: Literal["none", "all", "lora_only"] = Field("none", title="LoRA bias",
                                                            json_schema_extra=_at("LoRA", 2), description=(
         "Which biases train too: none, all of the model's, or only those of the LoRA-adapted layers."))
@@ -269,6 +271,9 @@ class TrainSpec(BaseModel):
         if isinstance(value, str):
             if value in TARGET_PRESETS:
                 return value
+            if value == RETIRED_TARGET_PRESET:
+                raise ValueError(f"'{value}' is no longer a preset (LoRA cannot adapt lm_head): use 'embeddings' "
+                                 f"with modules_to_save ['lm_head']")
             value = [part.strip() for part in value.split(",")]
         names = [name for name in value if name]
         if not names:

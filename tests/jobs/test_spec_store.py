@@ -66,11 +66,23 @@ def test_an_unreadable_run_folder_spec_is_a_problem_too(tmp_path):
 
 def test_migrations_run_in_order_from_the_stored_version(monkeypatch):
     """A later version that renames a field: a v1 spec goes through every step, a partial one (a preset) too."""
-    monkeypatch.setattr(spec_versions, "SPEC_VERSION", 3)
-    monkeypatch.setitem(spec_versions.MIGRATIONS, 2, lambda f: {("rank" if k == "lora_r" else k): v
-                                                                for k, v in f.items()})
-    assert spec_versions.migrate({"spec_version": 1, "lora_r": 4}) == {"rank": 4, "spec_version": 3}
+    later = spec_versions.SPEC_VERSION + 1
+    monkeypatch.setattr(spec_versions, "SPEC_VERSION", later)
+    monkeypatch.setitem(spec_versions.MIGRATIONS, later - 1, lambda f: {("rank" if k == "lora_r" else k): v
+                                                                        for k, v in f.items()})
+    assert spec_versions.migrate({"spec_version": 1, "lora_r": 4}) == {"rank": 4, "spec_version": later}
     assert spec_versions.migrate({"lora_r": 4}) == {"lora_r": 4}  # no version: written today, left as it is
+
+
+def test_the_retired_lm_head_preset_becomes_embeddings_with_the_head_trained_fully():
+    """Version 2's 'embeddings+lm_head' failed in every trainer (no LoRA on lm_head): a stored one now trains what it
+    meant, and a new spec naming it is told what to write instead."""
+    stored = load_stored_spec({"spec_version": 2, "target_modules": "embeddings+lm_head", "modules_to_save": ["norm"]})
+    assert stored.problems == [] and stored.spec.target_modules == "embeddings"
+    assert stored.spec.modules_to_save == ["norm", "lm_head"]
+    assert stored.spec.target_module_names() == ["embed_tokens"]
+    with pytest.raises(SpecError, match="use 'embeddings' with modules_to_save"):
+        parse_spec({"target_modules": "embeddings+lm_head"})
 
 
 def test_a_job_stored_before_versions_is_read_as_version_1(studio):

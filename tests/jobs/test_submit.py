@@ -72,12 +72,12 @@ def test_a_norm_is_not_a_lora_target(studio, demo_model_dir):
 
 
 def test_presets_name_only_what_the_base_has(studio):
-    for preset in ("attention", "mlp", "all-linear"):
+    for preset in ("attention", "mlp", "all-linear", "embeddings"):
         assert submit_job(studio, {"target_modules": preset}) > 0
     assert submit_job(studio, {"target_modules": ["embed_tokens"]}) > 0
 
 
-@pytest.mark.parametrize("targets", ["embeddings+lm_head", ["q_proj", "lm_head"]])
+@pytest.mark.parametrize("targets", [["embed_tokens", "lm_head"], ["q_proj", "lm_head"]])
 def test_lora_on_the_lm_head_is_refused_at_submit_not_when_the_trainer_is_built(studio, targets):
     """TRL's SFT and DPO trainers compute the loss from lm_head.weight directly and refuse a LoRA there: a job that
     asks for one used to pass submit and fail in the worker."""
