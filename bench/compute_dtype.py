@@ -60,7 +60,7 @@ def tokens_trained(train_file: Path, base: Path, max_steps: int) -> float | None
     from jobs.data.store import load_rows
     from jobs.models.loading import load_tokenizer
     from jobs.spec import parse_spec
-    from jobs.training.train import rows_plan
+    from jobs.training.prepare import rows_plan
 
     rows, tokenizer = load_rows(train_file), load_tokenizer(str(base))
     plan = rows_plan(parse_spec({}), str(base), rows, tokenizer)

@@ -81,7 +81,7 @@ def trainable_model(base: str, lora_dropout: float):
     from jobs.models.loading import keep_4bit_layout_trainable, load_base_model
     from jobs.run_settings.settings import Base, Machine, resolve
     from jobs.spec import parse_spec
-    from jobs.training.train import attach_lora, keep_lora_in_fp32
+    from jobs.training.prepare import attach_lora, keep_lora_in_fp32
 
     spec = parse_spec({"learning_rate": 1e-3, "batch_size": 1, "packing": True, "num_epochs": 1,
                        "lora_dropout": lora_dropout})

@@ -120,7 +120,7 @@ def plan_work(base: Path, train_file: Path, eval_file: Path, smoke: bool, trl_cl
     from jobs.data.store import load_rows
     from jobs.models.loading import load_tokenizer
     from jobs.spec import parse_spec
-    from jobs.training.train import rows_plan
+    from jobs.training.prepare import rows_plan
 
     fields = {**studio_fields(smoke), **(extra_fields or {})}
     spec = parse_spec(fields)
@@ -298,7 +298,7 @@ def studio_job(data_dir: Path) -> dict:
 def split_train_rows(train_file: Path, spec) -> list[dict]:
     """The rows a studio spec trains on: the same seeded split `train()` and the plain script make."""
     from jobs.data.store import load_rows
-    from jobs.training.train import split_dataset
+    from jobs.training.prepare import split_dataset
 
     train, _ = split_dataset(load_rows(train_file), spec.eval_fraction, spec.seed)
     return list(train)

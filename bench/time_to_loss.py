@@ -85,7 +85,7 @@ def expected_steps(arm: str, base: Path, train_file: Path) -> int:
     8 rows a step (TRL's default batch; LLaMA-Factory's 1 row × 8 accumulated)."""
     from jobs.data.store import load_rows
     from jobs.models.loading import load_tokenizer
-    from jobs.training.train import rows_plan
+    from jobs.training.prepare import rows_plan
 
     rows = load_rows(train_file)
     if not arm.startswith("studio"):

@@ -149,7 +149,7 @@ def _memory_estimate(studio: Studio, spec: TrainSpec, base_path: str, run_dir: P
     from jobs.models.fits import settings_estimate
     from jobs.models.memory_inputs import ModelShape
     from jobs.planning import longest_sequence
-    from jobs.training.train import settings_here
+    from jobs.training.prepare import settings_here
 
     try:
         shape = ModelShape.from_dir(base_path)

@@ -17,7 +17,7 @@ from jobs.run_settings.settings import RunSettings
 from jobs.spec import TrainSpec
 from jobs.training.callbacks import MetricsSink, StopCallback
 from jobs.training.phases import phase
-from jobs.training.train import (
+from jobs.training.prepare import (
     PreparedRun,
     keep_lora_in_fp32,
     model_and_rows,

@@ -20,7 +20,7 @@ from jobs.studio import Studio
 from jobs.training.model_card import write_model_card
 from storage import catalog, jobs_repo
 from storage.access import everyone
-from storage.models import Adapter, Job
+from storage.models import Adapter
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def publish_adapter(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, 
         shutil.rmtree(target)  # a previous attempt of this same job got this far, then died
     os.replace(adapter_dir, target)
     with studio.db.read() as session:
-        job = session.get(Job, job_id)
+        job = jobs_repo.get_job(session, job_id)  # the child acts for no one: unscoped
         owner, base_pin = job.owner, jobs_repo.pinned(job).get("base_model", {})  # the adapter is the submitter's
     name_base(target / "adapter_config.json", spec.base_model, base_pin)
     _write_card(studio, target, name)

@@ -5,42 +5,31 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import transformers
 from datasets import Dataset
-from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 from trl import SFTConfig, SFTTrainer
 
-from jobs.data.stats import tokenize_row
-from jobs.data.store import load_rows, split_sizes
-from jobs.models.loading import keep_4bit_layout_trainable, load_tokenizer, machine
-from jobs.models.memory_inputs import ModelShape
-from jobs.run_settings.lora import read_adapter_lora
-from jobs.run_settings.settings import Base, RunSettings, resolve
+from jobs.data.store import load_rows
+from jobs.models.loading import load_tokenizer
+from jobs.run_settings.settings import RunSettings
 from jobs.spec import TrainSpec
-from jobs.step_plan import AUTO_FIELDS, DataSize, StepPlan, plan
 from jobs.training.adapter import save_adapter
 from jobs.training.best import BestAdapterCallback, BestRecord, restore_best
-from jobs.training.callbacks import (
-    CompleteMarkerCallback,
-    MetricsCallback,
-    MetricsSink,
-    SampleCallback,
-    SampleSink,
-    StopCallback,
-    StopRequested,
-)
+from jobs.training.callbacks import MetricsSink, SampleCallback, SampleSink, StopCallback, StopRequested
 from jobs.training.checkpoints import newest_complete_checkpoint
-from jobs.training.lm_head import score_only_labelled_positions
 from jobs.training.phases import phase
-from jobs.training.run_dtype import began_in, record
+from jobs.training.prepare import (
+    PreparedRun,
+    keep_lora_in_fp32,
+    model_and_rows,
+    planned,
+    run_callbacks,
+    trainer_args,
+)
 
 
 @dataclass(frozen=True)
@@ -64,53 +53,6 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
 
 
-def attach_lora(model, settings: RunSettings, init_adapter: Path | None = None):
-    """The LoRA the settings say, trainable: a new one, or the adapter in `init_adapter` (its own rank and
-    targets, which the settings read from it)."""
-    if settings.quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
-    if init_adapter is not None:
-        return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
-    transformers.set_seed(settings.seed)  # LoRA init is random: same seed, same adapter start (and resume)
-    return get_peft_model(model, lora_config(settings))
-
-
-def lora_config(settings: RunSettings) -> LoraConfig:
-    return LoraConfig(**settings.lora.peft_kwargs())
-
-
-def load_base(settings: RunSettings, base_model: str):
-    """The frozen base, loaded and quantized as the settings say."""
-    quantization = settings.quantization_kwargs()
-    return AutoModelForCausalLM.from_pretrained(
-        base_model, quantization_config=BitsAndBytesConfig(**quantization) if quantization else None,
-        dtype=getattr(torch, settings.compute_dtype), device_map={"": settings.device}, use_safetensors=True,
-        trust_remote_code=False)
-
-
-def split_dataset(rows: list[dict], eval_fraction: float, seed: int,
-                  eval_rows: list[dict] | None = None) -> tuple[Dataset, Dataset | None]:
-    """(train, eval): a validation dataset's rows when given (every row trains), else a seeded random
-    eval_fraction held out."""
-    dataset = Dataset.from_list(rows)
-    if eval_rows:
-        return dataset, Dataset.from_list(eval_rows)
-    _, eval_rows = split_sizes(len(rows), eval_fraction)
-    if eval_rows == 0:
-        return dataset, None
-    parts = dataset.train_test_split(test_size=eval_rows, seed=seed, shuffle=True)
-    return parts["train"], parts["test"]
-
-
-def trainer_args(settings: RunSettings, spec: TrainSpec, out_dir: Path, has_eval: bool) -> dict:
-    """What SFT and DPO runs share: the settings' Trainer arguments, and where the studio writes, evaluates and
-    saves."""
-    return dict(
-        **settings.trainer_kwargs(), output_dir=str(out_dir / "checkpoints"), logging_first_step=True,
-        eval_strategy="steps" if has_eval else "no", save_strategy="steps", save_steps=spec.save_steps,
-        disable_tqdm=True)
-
-
 def sft_config(settings: RunSettings, spec: TrainSpec, out_dir: Path, has_eval: bool,
                text_rows: bool = False) -> SFTConfig:
     args = trainer_args(settings, spec, out_dir, has_eval)
@@ -118,60 +60,6 @@ def sft_config(settings: RunSettings, spec: TrainSpec, out_dir: Path, has_eval: 
         **args, "assistant_only_loss": settings.assistant_only_loss and not text_rows,  # raw text: every token
         # A packed row has no padding (and its pad id may be a real token, such as SmolLM2's <|im_end|>): count all.
         "include_num_input_tokens_seen": "all" if settings.packing else "non_padding"})
-
-
-def keep_lora_in_fp32(model, settings: RunSettings) -> None:
-    """SFTTrainer casts LoRA weights of quantized models to bf16: back to fp32 where the run computes in fp32."""
-    if not settings.keep_lora_fp32:
-        return
-    for param in model.parameters():
-        if param.requires_grad and param.dtype != torch.float32:
-            param.data = param.data.float()
-
-
-@dataclass
-class PreparedRun:
-    """Everything `train` builds before the first step: what tests inspect (the collator's labels, the model)."""
-
-    trainer: SFTTrainer
-    tokenizer: object
-    stop: StopCallback
-    has_eval: bool
-    spec: TrainSpec
-    """The spec as run: with the rule's choices where a direct caller left fields empty."""
-    settings: RunSettings
-    """What the run trains with on this machine (jobs.run_settings)."""
-
-
-def rows_plan(spec: TrainSpec, base_model: str, rows: list[dict], tokenizer) -> StepPlan:
-    """The step plan (jobs.step_plan) of `spec` over these rows, counted with the base's tokenizer."""
-    lengths = [len(tokenize_row(tokenizer, row, False).ids) for row in rows]
-    config = Path(base_model) / "config.json"
-    params = ModelShape.from_dir(base_model).total_params if config.is_file() else None
-    return plan(spec, DataSize(lengths=lengths, counted=True), params)
-
-
-def planned(spec: TrainSpec, base_model: str, rows: list[dict], tokenizer) -> TrainSpec:
-    """A spec through `jobs.submit` arrives with its defaults chosen at submit; a direct caller's (tests, bench)
-    empty fields are chosen here by the same rule, from the rows it trains on."""
-    if all(getattr(spec, name) is not None for name in AUTO_FIELDS):
-        return spec
-    return rows_plan(spec, base_model, rows, tokenizer).spec
-
-
-def select_rows(rows: list[dict], spec: TrainSpec, tokenizer) -> list[dict]:
-    """The rows the run trains on: exact duplicates removed and over-long rows dropped, when the spec says so."""
-    if spec.dedup:
-        unique = list({json.dumps(row, sort_keys=True): row for row in rows}.values())
-        print(f"dropped {len(rows) - len(unique)} exact duplicate rows", flush=True)
-        rows = unique
-    if spec.overlong == "drop":
-        kept = [row for row in rows if len(tokenize_row(tokenizer, row, False).ids) <= spec.max_length]
-        print(f"dropped {len(rows) - len(kept)} rows longer than max_length {spec.max_length}", flush=True)
-        rows = kept
-    if not rows:
-        raise ValueError("no rows left to train on after dropping duplicates and over-long rows")
-    return rows
 
 
 def sample_prompts(rows: Dataset | None, count: int) -> list[list[dict]]:
@@ -186,68 +74,6 @@ def sample_prompts(rows: Dataset | None, count: int) -> list[list[dict]]:
         if last_user is not None:
             prompts.append(messages[: last_user + 1])
     return prompts
-
-
-def run_callbacks(spec: TrainSpec, out_dir: Path, on_metrics: MetricsSink, stop: StopCallback,
-                  has_eval: bool) -> list:
-    """What every run reports and obeys: metrics, stop requests, checkpoint markers; with an eval split, the best
-    adapter and early stopping."""
-    callbacks = [MetricsCallback(on_metrics), stop]
-    if has_eval and (spec.keep_best or spec.early_stopping_patience):
-        callbacks.append(BestAdapterCallback(out_dir, spec.early_stopping_patience, spec.keep_best))
-    return [*callbacks, CompleteMarkerCallback()]  # last: a checkpoint is complete once all wrote into it
-
-
-def settings_here(spec: TrainSpec, out_dir: Path, base_model: str, init_adapter: Path | None = None) -> RunSettings:
-    """What a run of `spec` in `out_dir` trains with on this machine (jobs.run_settings): a resumed run keeps the
-    dtype it began in; a continued adapter trains with its own LoRA. The child's memory estimate reads the same."""
-    here = machine()
-    here = replace(here, began_in=began_in(out_dir, here.device))
-    adapter = read_adapter_lora(init_adapter) if init_adapter is not None else None
-    return resolve(spec, Base.from_dir(base_model), here, adapter)
-
-
-def setup_device(spec: TrainSpec, out_dir: Path, base_model: str, init_adapter: Path | None = None) -> RunSettings:
-    """The settings this attempt trains with here (a resumed run keeps the dtype it began in), recorded in the run
-    folder; the process set up for them."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    settings = settings_here(spec, out_dir, base_model, init_adapter)
-    record(out_dir, settings.device, settings.compute_dtype)
-    if settings.device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)  # accelerate's launcher may have left it at one
-        score_only_labelled_positions()
-    transformers.set_seed(spec.seed)
-    return settings
-
-
-def announce(settings: RunSettings, spec: TrainSpec, train_rows: int, eval_rows: int) -> None:
-    for note in settings.notes:
-        print(note, flush=True)
-    quantization = settings.quantization + (" + double quant" if settings.double_quant else "")
-    print(f"training on {settings.device} (torch.{settings.compute_dtype}, {quantization}, gradient checkpointing "
-          f"{'on' if settings.gradient_checkpointing else 'off'}): {train_rows} train rows, {eval_rows} eval rows, "
-          f"{spec.max_steps} steps" + (f" (DPO, beta {settings.dpo_beta})" if settings.method == "dpo" else ""),
-          flush=True)
-    print(f"optimizer {settings.optimizer}", flush=True)
-
-
-def model_and_rows(spec: TrainSpec, out_dir: Path, base_model: str, rows: list[dict], tokenizer,
-                   eval_path: Path | None, init_adapter: Path | None
-                   ) -> tuple[RunSettings, object, Dataset, Dataset | None]:
-    """What SFT and DPO runs both build: the run settings, the 4-bit base with its LoRA (new, or `init_adapter`), and
-    the train and eval rows (after dedup and drop); announced in the log."""
-    settings = setup_device(spec, out_dir, base_model, init_adapter)
-    with phase("data"):
-        rows = select_rows(rows, spec, tokenizer)
-    with phase("base_load"):
-        base = load_base(settings, base_model)
-        keep_4bit_layout_trainable(base)  # evals and samples during training must not cut the gradient's path
-        model = attach_lora(base, settings, init_adapter)
-    with phase("data"):
-        held_out = load_rows(eval_path) if eval_path else None
-        train_rows, eval_rows = split_dataset(rows, spec.eval_fraction, spec.seed, held_out)
-    announce(settings, spec, len(train_rows), len(eval_rows) if eval_rows is not None else 0)
-    return settings, model, train_rows, eval_rows
 
 
 def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,

@@ -120,7 +120,8 @@ def _trainer_accepts(spec: TrainSpec) -> None:
     from pathlib import Path
 
     from jobs.run_settings.settings import Base, Machine, resolve
-    from jobs.training.train import lora_config, sft_config
+    from jobs.training.prepare import lora_config
+    from jobs.training.train import sft_config
 
     planned = spec.model_copy(update={name: 1 if name != "packing" else True for name in
                                       ("batch_size", "packing", "learning_rate", "num_epochs")

@@ -9,8 +9,8 @@ import pytest
 from jobs.models import loading
 from jobs.run_settings.settings import Base, Machine, compute_dtype
 from jobs.spec import TrainSpec
+from jobs.training.prepare import setup_device
 from jobs.training.run_dtype import RECORD_NAME, began_in, record
-from jobs.training.train import setup_device
 
 WIDE = Base(hidden=576)  # wide enough for bf16 on a native-bf16 CPU
 AUTO = TrainSpec()

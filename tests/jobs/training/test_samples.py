@@ -10,7 +10,7 @@ from jobs.models.loading import load_base_model, load_tokenizer
 from jobs.run_settings.settings import Base, Machine, resolve
 from jobs.spec import parse_spec
 from jobs.training.callbacks import SAMPLE_NEW_TOKENS, SampleCallback
-from jobs.training.train import attach_lora
+from jobs.training.prepare import attach_lora
 
 pytestmark = pytest.mark.slow
 
