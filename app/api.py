@@ -19,12 +19,12 @@ from app import (
     suites_panel,
     train_tab,
 )
-from app.chat_tab import ChatService, generation_settings
+from app.chat_tab import ChatService
 from app.choices import base_models
 from app.errors import user_error
 from app.gate import Gate
 from app.spec_form import target_choices
-from jobs.chat.request import conversation
+from jobs.chat.request import GenerationSettings, conversation
 from jobs.data.formats import DatasetError
 from jobs.data.readers import parse_json_text
 from jobs.models.resolve import base_module_kinds
@@ -172,7 +172,7 @@ def register(studio: Studio, chat: ChatService) -> None:
                 repetition_penalty: float = 1.0) -> list[dict]:
         """One prompt to several adapters (and "base") in one batched generate; one reply per adapter."""
         conversations = [conversation(prompt, system=system) for _ in adapters]
-        settings = generation_settings(max_new_tokens, temperature, top_p, seed, top_k, repetition_penalty)
+        settings = GenerationSettings.from_controls(max_new_tokens, temperature, top_p, seed, top_k, repetition_penalty)
         replies: list[str] = []
         for replies in chat.compare_stream(base_model, adapters, conversations, settings):  # noqa: B007
             pass
@@ -204,7 +204,7 @@ def register(studio: Studio, chat: ChatService) -> None:
                   temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> int:
         """Answer every prompt of the suite with every pane (adapters, adapter@step-N checkpoints, "base"), one
         batched generate per prompt, and score the reference answers. Returns the number of cells stored."""
-        settings = generation_settings(max_new_tokens, temperature, top_p, seed)
+        settings = GenerationSettings.from_controls(max_new_tokens, temperature, top_p, seed)
         return suites_panel.run(studio, chat, name, base_model, adapters, settings)
 
     def suite_results(name: str, base_model: str = DEMO_BASE_MODEL) -> dict:

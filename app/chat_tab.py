@@ -126,13 +126,6 @@ def start_upkeep(studio: Studio, chat: ChatService) -> threading.Event:
     return stop
 
 
-def generation_settings(max_new_tokens, temperature, top_p, seed, top_k=0,
-                        repetition_penalty=1.0) -> GenerationSettings:
-    return GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature),
-                              top_p=float(top_p), seed=int(seed), top_k=int(top_k or 0),
-                              repetition_penalty=float(repetition_penalty or 1.0))
-
-
 def speed_text(labels: list[str], replies) -> str:
     """Each pane's tokens and tokens/s (each rate runs to its own last token), or why the compare waits: its turn,
     or device memory."""
@@ -217,7 +210,7 @@ def build(studio: Studio, chat: ChatService, tab: gr.Tab, app: gr.Blocks) -> Non
         return [gr.update(visible=count > 1), *[gr.update(visible=i < count) for i in range(MAX_PANES)]]
 
     def on_send(message, base, names, histories, *values):
-        settings = generation_settings(*values[:len(generation)])
+        settings = GenerationSettings.from_controls(*values[:len(generation)])
         system_prompt, blind_mode = values[len(generation):len(generation) + 2]
         names = list(names or [])
         if len(names) > MAX_PANES:

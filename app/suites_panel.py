@@ -87,8 +87,6 @@ def _cut(text: str) -> str:
 def build(studio: Studio, chat, base_model: gr.Dropdown, picked: gr.Dropdown, settings: list) -> gr.Dropdown:
     """`settings`: the chat tab's generation controls (max new tokens, temperature, top-p, seed). Returns the suite
     picker, whose choices (the person's own suites) the chat tab refreshes when the page loads."""
-    from app.chat_tab import generation_settings
-
     with gr.Accordion("Prompt suites: the same prompts for every adapter, kept as a grid", open=False):
         with gr.Row():
             suite = gr.Dropdown(suite_names(studio), label="Suite", allow_custom_value=True, scale=2,
@@ -117,7 +115,7 @@ def build(studio: Studio, chat, base_model: gr.Dropdown, picked: gr.Dropdown, se
         return message, gr.update(choices=suite_names(studio), value=(name or "").strip()), *show(name, base)[1:]
 
     def on_run(name, base, names, *values):
-        cells = run(studio, chat, name, base, names, generation_settings(*values))
+        cells = run(studio, chat, name, base, names, GenerationSettings.from_controls(*values))
         return f"Ran **{name}**: {cells} answers stored.", *show(name, base)[1:]
 
     private = dict(api_visibility="private")

@@ -143,6 +143,14 @@ class GenerationSettings:
             found.append(f"top_p: must be above 0 and at most 1 (got {self.top_p})")
         return found
 
+    @classmethod
+    def from_controls(cls, max_new_tokens, temperature, top_p, seed, top_k=0,
+                      repetition_penalty=1.0) -> GenerationSettings:
+        """From a form's or an API call's loose values (numbers as floats or strings; None for an optional control
+        left empty), in the order the chat tab shows its controls."""
+        return cls(max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
+                   seed=int(seed), top_k=int(top_k or 0), repetition_penalty=float(repetition_penalty or 1.0))
+
 
 class Replies(list):
     """Every pane's reply so far (a list of strings), with each pane's token count and the seconds from the start of
