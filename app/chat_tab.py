@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import asdict
 
 import gradio as gr
-from sqlalchemy import select
 
 from app import blind_panel, suites_panel
 from app.choices import base_models
@@ -27,8 +26,7 @@ from jobs.chat.request import (
 from jobs.chat.votes import pane_letter, shuffled
 from jobs.spec import DEMO_BASE_MODEL
 from jobs.studio import Studio
-from storage import catalog
-from storage.models import Job, JobStatus
+from storage import catalog, jobs_repo
 
 MAX_PANES = 6
 UPKEEP_POLL_S = 10.0
@@ -50,10 +48,8 @@ class ChatService:
 
     def _running_here(self) -> list[dict | None]:
         """The provenance of each job running on this host (None before its child records it)."""
-        here = f"{self.studio.settings.host_name}:%"  # workers name themselves host:pid
-        with self.studio.db.read() as session:  # a plain query, not scoped to a person: anyone's job counts
-            return list(session.scalars(select(Job.provenance).where(Job.status == JobStatus.RUNNING,
-                                                                     Job.worker.like(here))))
+        with self.studio.db.read() as session:  # not scoped to a person: anyone's job counts
+            return jobs_repo.provenance_running_on(session, self.studio.settings.host_name)
 
     def training_bytes(self) -> int | None:
         """What the jobs running on this host hold, by the peak their child estimated when it started (0: none runs

@@ -115,7 +115,7 @@ def delete_preset(studio: Studio, ref: str) -> None:
         if person is not None and not person.admin and preset.owner != person.name:
             raise PresetError([f"preset: '{ref}' is {preset.owner}'s; only they or an admin may delete it"])
         audit_repo.record(session, "preset_delete", person.name if person else None, f"{preset.owner}/{preset.name}")
-        session.delete(preset)
+        presets_repo.delete_preset(session, preset)
 
 
 def share_preset(studio: Studio, ref: str, shared: bool) -> None:

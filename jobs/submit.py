@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import ValidationError
-from sqlalchemy import select
 
 from jobs.data.formats import PREFERENCE
 from jobs.data.store import find_dataset
@@ -39,7 +38,7 @@ from jobs.step_plan import StepPlan
 from jobs.studio import Studio
 from storage import catalog, jobs_repo, users_repo
 from storage.access import everyone
-from storage.models import Dataset, Job, JobKind, JobStatus
+from storage.models import Dataset, Job, JobKind
 
 
 def _dataset_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
@@ -169,9 +168,8 @@ def _name_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
     if not spec.name:
         return []
     with studio.db.read() as session, everyone():  # names are unique across everyone's adapters
-        taken = catalog.get_adapter_by_name(session, spec.name) is not None or session.scalars(
-            select(Job.id).where(Job.name == spec.name, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-        ).first() is not None
+        taken = (catalog.get_adapter_by_name(session, spec.name) is not None
+                 or jobs_repo.active_job_named(session, spec.name))
     if taken:
         return [Problem(field="name", message=f"an adapter or active job is already named '{spec.name}'")]
     return []

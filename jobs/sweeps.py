@@ -16,8 +16,7 @@ from jobs.spec_versions import VERSION_KEY
 from jobs.studio import Studio
 from jobs.submit import submit_jobs
 from storage import jobs_repo
-from storage.access import visible
-from storage.models import Job, JobStatus
+from storage.models import JobStatus
 
 MAX_POINTS = 64
 # An axis longer than the cap can never fit in either mode, so it is refused by its length alone.
@@ -92,7 +91,7 @@ def submit_sweep(studio: Studio, base: dict, axes: object, mode: str = "grid", n
 def cancel_sweep(studio: Studio, group: str) -> dict[int, str]:
     """Cancel every queued or running job of the group; returns each job's status afterwards."""
     with studio.db.write() as session:
-        mine = session.query(Job.id, Job.status).filter(Job.group_name == group, visible(Job.owner)).all()
+        mine = jobs_repo.group_statuses(session, group)
         if not mine:
             raise LookupError(f"no sweep named '{group}'")
         active = [job_id for job_id, status in mine if status in (JobStatus.QUEUED, JobStatus.RUNNING)]

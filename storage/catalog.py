@@ -76,6 +76,12 @@ def get_dataset_by_name(session: Session, name: str) -> Dataset | None:
     return session.scalars(query).first()
 
 
+def delete_dataset(session: Session, dataset: Dataset) -> None:
+    """The row only: its stored file goes after the commit (jobs.data.store), and only if no other row names it."""
+    session.delete(dataset)
+    session.flush()
+
+
 def datasets_at(session: Session, path: str) -> int:
     """How many datasets (anyone's) name the stored file `path`: two owners may share one content."""
     return len(list(session.scalars(select(Dataset.id).where(Dataset.path == path))))

@@ -55,6 +55,30 @@ def active_job_ids_of(session: Session, owner: str) -> list[int]:
                                                      Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))))
 
 
+def active_job_named(session: Session, name: str) -> bool:
+    """Whether a queued or running job, of whoever the scope sees, will publish an adapter called `name`."""
+    query = select(Job.id).where(Job.name == name, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+    return session.scalars(query).first() is not None
+
+
+def group_statuses(session: Session, group: str) -> list[tuple[int, str]]:
+    """(id, status) of each job of a sweep the asker may see."""
+    query = select(Job.id, Job.status).where(Job.group_name == group, visible(Job.owner))
+    return [(row.id, row.status) for row in session.execute(query)]
+
+
+def running_workers(session: Session) -> list[tuple[int, int, str | None]]:
+    """(id, attempt, worker) of every running job; a worker names itself host:pid."""
+    query = select(Job.id, Job.attempt, Job.worker).where(Job.status == JobStatus.RUNNING)
+    return [(row.id, row.attempt, row.worker) for row in session.execute(query)]
+
+
+def provenance_running_on(session: Session, host_name: str) -> list[dict | None]:
+    """The provenance of each job running on this host, anyone's (None before its child records it)."""
+    query = select(Job.provenance).where(Job.status == JobStatus.RUNNING, Job.worker.like(f"{host_name}:%"))
+    return list(session.scalars(query))
+
+
 def pinned(job: Job) -> dict:
     """What the job was pinned to at submit (dataset, eval_dataset, init_adapter, base_model), by id."""
     return (job.provenance or {}).get("pinned") or {}

@@ -34,3 +34,7 @@ def put_preset(session: Session, name: str, fields: dict) -> Preset:
         preset.fields, preset.updated_at = fields, now
     session.flush()
     return preset
+
+
+def delete_preset(session: Session, preset: Preset) -> None:
+    session.delete(preset)

@@ -5,12 +5,27 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from storage.access import visible
+from storage.access import new_owner, visible
 from storage.models import PromptSuite, SuiteResult
 
 
 def get_suite(session: Session, name: str) -> PromptSuite | None:
     return session.scalars(select(PromptSuite).where(PromptSuite.name == name, visible(PromptSuite.owner))).first()
+
+
+def add_suite(session: Session, name: str, prompts: list[dict]) -> PromptSuite:
+    """A new suite owned by the person acting, with its id."""
+    suite = PromptSuite(name=name, prompts=prompts, owner=new_owner())
+    session.add(suite)
+    session.flush()
+    return suite
+
+
+def replace_prompts(session: Session, suite: PromptSuite, prompts: list[dict]) -> None:
+    """New prompts for the suite; its results answered the old ones, so they go."""
+    suite.prompts = prompts
+    drop_results(session, suite.id)
+    session.flush()
 
 
 def list_suites(session: Session) -> list[PromptSuite]:

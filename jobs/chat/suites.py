@@ -17,7 +17,7 @@ from jobs.chat.request import BASE_PANE, STEP_MARK, ChatRequestError, Generation
 from jobs.spec import name_problem
 from jobs.studio import Studio
 from storage import catalog, suites_repo
-from storage.access import LOCAL_OWNER, Person, acting_as, everyone, new_owner
+from storage.access import LOCAL_OWNER, Person, acting_as, everyone
 from storage.models import PromptSuite
 
 REFERENCE_MARK = "=>"
@@ -61,12 +61,9 @@ def save_suite(studio: Studio, name: str, prompts: list[dict]) -> PromptSuite:
             with everyone():  # suite names are unique across everyone's
                 if suites_repo.get_suite(session, name) is not None:
                     raise ChatRequestError([f"name: a prompt suite is already named '{name}'"])
-            suite = PromptSuite(name=name, prompts=prompts, owner=new_owner())
-            session.add(suite)
+            suite = suites_repo.add_suite(session, name, prompts)
         elif suite.prompts != prompts:
-            suite.prompts = prompts
-            suites_repo.drop_results(session, suite.id)
-        session.flush()
+            suites_repo.replace_prompts(session, suite, prompts)
         return suite
 
 

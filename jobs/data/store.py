@@ -238,8 +238,7 @@ def delete_dataset(studio: Studio, name: str) -> None:
         if dataset is None:
             raise DatasetError([f"name: no dataset named '{name}'"])
         path, stored = studio.absolute(dataset.path), dataset.path
-        session.delete(dataset)
-        session.flush()
+        catalog.delete_dataset(session, dataset)
         shared = catalog.datasets_at(session, stored) > 0  # another owner uploaded the same content
     # After the row is gone: a crash in between leaves a file no row names, never a row without its file.
     if not shared:

@@ -10,7 +10,7 @@ from jobs.queue import routing
 from jobs.queue.lifecycle import pid_alive
 from jobs.studio import Studio
 from storage import jobs_repo
-from storage.models import Job, JobStatus
+from storage.models import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ def _requeue(studio: Studio, lost: list[tuple[int, int]], reason: str) -> None:
         with studio.db.write() as session:
             status = jobs_repo.requeue_lost_worker(session, job_id, attempt, reason,
                                                    studio.settings.max_attempts)
-            job = session.get(Job, job_id)
+            job = jobs_repo.get_job(session, job_id)  # unscoped here: the reaper acts for no one
             priority, pool = job.priority, job.pool
         if status is None:
             continue  # another reaper (the app's, a worker's) settled it first
@@ -39,7 +39,7 @@ def reap_dead_local_workers(studio: Studio) -> None:
     """Jobs held by a worker process on this host that no longer exists: requeue now, not after the lease."""
     host = studio.settings.host_name
     with studio.db.read() as session:
-        running = session.query(Job.id, Job.attempt, Job.worker).filter(Job.status == JobStatus.RUNNING).all()
+        running = jobs_repo.running_workers(session)
     dead = []
     for job_id, attempt, worker in running:
         worker_host, _, pid = (worker or "").rpartition(":")

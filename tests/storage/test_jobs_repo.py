@@ -4,6 +4,7 @@ import time
 import pytest
 
 from storage import jobs_repo
+from storage.access import Person, acting_as
 from storage.db import Database
 from storage.models import Adapter, Job, JobStatus, Metric
 from storage.schema import upgrade_database
@@ -250,3 +251,45 @@ def test_latest_metrics_for_many_jobs(db):
     with db.read() as s:
         latest = jobs_repo.latest_metrics(s, [first, second], ("loss", "eval_loss"))
     assert latest == {first: {"loss": 2.0, "eval_loss": 3.5}, second: {"loss": 9.0}}
+
+
+def test_an_active_job_holds_its_name_until_it_ends(db):
+    queued, running = _new_job(db), _new_job(db)
+    with db.write() as s:
+        jobs_repo.get_job(s, queued).name, jobs_repo.get_job(s, running).name = "queued-one", "running-one"
+        jobs_repo.claim_job(s, running, "w1")
+    with db.write() as s:
+        assert jobs_repo.active_job_named(s, "queued-one") and jobs_repo.active_job_named(s, "running-one")
+        assert not jobs_repo.active_job_named(s, "never")
+        jobs_repo.request_cancel(s, queued)
+    with db.read() as s:
+        assert not jobs_repo.active_job_named(s, "queued-one")
+
+
+def test_running_jobs_are_found_with_their_workers_and_provenance_by_host(db):
+    here, there, _queued = _new_job(db), _new_job(db), _new_job(db)  # a queued job runs nowhere
+    with db.write() as s:
+        attempt = jobs_repo.claim_job(s, here, "studio-a:41")
+        jobs_repo.claim_job(s, there, "studio-b:7")
+        jobs_repo.record_provenance(s, here, attempt, {"memory_estimate_bytes": 5})
+    with db.read() as s:
+        assert sorted(jobs_repo.running_workers(s)) == [(here, 1, "studio-a:41"), (there, 1, "studio-b:7")]
+        assert jobs_repo.provenance_running_on(s, "studio-a") == [{"memory_estimate_bytes": 5}]
+        assert jobs_repo.provenance_running_on(s, "studio-b") == [None]  # its child has not recorded it yet
+
+
+def test_a_sweeps_jobs_are_read_as_the_asker_sees_them(db):
+    with acting_as(Person("ann")):
+        ann = [_new_job(db), _new_job(db)]
+    with acting_as(Person("bob")):
+        bob = _new_job(db)
+    with db.write() as s:
+        for job_id in [*ann, bob]:
+            jobs_repo.get_job(s, job_id).group_name = "sweep-1"
+        jobs_repo.request_cancel(s, ann[1])
+    with acting_as(Person("ann")), db.read() as s:
+        assert sorted(jobs_repo.group_statuses(s, "sweep-1")) == [(ann[0], JobStatus.QUEUED),
+                                                                 (ann[1], JobStatus.CANCELLED)]
+        assert jobs_repo.group_statuses(s, "sweep-2") == []
+    with db.read() as s:  # unscoped (the CLI): everyone's
+        assert len(jobs_repo.group_statuses(s, "sweep-1")) == 3
