@@ -59,7 +59,8 @@ def form_place(field: FieldInfo) -> tuple[str, int] | None:
     return extra["group"], extra.get("row", 0)
 
 
-def _encodable(text: str) -> bool:
+def encodable(text: str) -> bool:
+    """False for text holding an unpaired surrogate (JSON can write "\\ud800"; no UTF-8 can store it)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -245,7 +246,7 @@ class TrainSpec(BaseModel):
     @classmethod
     def _plain_text(cls, value: str) -> str:
         # A NUL or an unpaired surrogate cannot be a file name, nor stored as UTF-8: refuse it here, in words.
-        if "\x00" in value or not value.isprintable() or not _encodable(value):
+        if "\x00" in value or not value.isprintable() or not encodable(value):
             raise ValueError("holds a control character or an invalid (unpaired surrogate) character")
         return value
 

@@ -205,24 +205,24 @@ def record_metrics(session: Session, job_id: int, step: int, values: dict[str, f
     """Insert metric rows; a row already written for (job, step, name) is kept (a resumed run repeats steps)."""
     rows = [{"job_id": job_id, "step": step, "name": name, "value": float(value), "created_at": utcnow()}
             for name, value in values.items()]
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(insert(Metric).values(rows).on_conflict_do_nothing(
-        index_elements=["job_id", "step", "name"]))
+    _insert_new(session, Metric, rows, ["job_id", "step", "name"])
 
 
 def record_samples(session: Session, job_id: int, step: int, answers: list[tuple[str, str]]) -> None:
     """Store (prompt, answer) pairs of one step; pairs already stored for (job, step, prompt) are kept."""
     rows = [{"job_id": job_id, "step": step, "prompt_index": index, "prompt": prompt, "answer": answer,
              "created_at": utcnow()} for index, (prompt, answer) in enumerate(answers)]
+    _insert_new(session, Sample, rows, ["job_id", "step", "prompt_index"])
+
+
+def _insert_new(session: Session, table, rows: list[dict], unique: list[str]) -> None:
+    """Insert the rows whose `unique` columns match no stored row; the stored ones are kept (INSERT ... ON CONFLICT
+    DO NOTHING, which both SQLite and PostgreSQL speak, each through its own dialect)."""
     if not rows:
         return
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(insert(Sample).values(rows).on_conflict_do_nothing(
-        index_elements=["job_id", "step", "prompt_index"]))
+    session.execute(insert(table).values(rows).on_conflict_do_nothing(index_elements=unique))
 
 
 def samples_for(session: Session, job_id: int) -> list[Sample]:

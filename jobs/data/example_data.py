@@ -189,25 +189,31 @@ def to_jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(row, ensure_ascii=False, separators=(", ", ": ")) + "\n" for row in rows)
 
 
-def write_examples(out: Path, n: int = 600, seed: int = 0) -> Path:
-    """Write the generated rows to `out` (JSONL, UTF-8, LF line endings) and return the path."""
+def write_rows(out: Path, rows: list[dict]) -> Path:
+    """Write `rows` to `out` (JSONL, UTF-8, LF line endings) and return the path."""
     out.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename, so a reader never sees a half-written file.
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-        fh.write(to_jsonl(generate_examples(n, seed)))
+        fh.write(to_jsonl(rows))
     tmp.replace(out)
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the example chat dataset as JSONL.")
-    parser.add_argument("--out", type=Path, default=EXAMPLE_DATASET_FILE)
-    parser.add_argument("--n", type=int, default=600)
+def generator_main(argv: list[str] | None, description: str, default_out: Path, default_n: int,
+                   generate: Callable[[int, int], list[dict]]) -> None:
+    """The command line of a seeded example-data generator (this one, jobs.data.pirate_data): --out, --n, --seed."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=default_out)
+    parser.add_argument("--n", type=int, default=default_n)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    path = write_examples(args.out, args.n, args.seed)
+    path = write_rows(args.out, generate(args.n, args.seed))
     print(f"wrote {args.n} rows to {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    generator_main(argv, "Write the example chat dataset as JSONL.", EXAMPLE_DATASET_FILE, 600, generate_examples)
 
 
 if __name__ == "__main__":

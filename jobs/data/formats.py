@@ -22,6 +22,7 @@ from pathlib import Path
 
 from jobs.data.errors import DatasetError, capped
 from jobs.data.readers import ReadLimits, read_records
+from jobs.spec import encodable
 
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -67,24 +68,15 @@ class ParsedDataset:
         return ("\n".join(lines) + "\n").encode()
 
 
-def _encodable(text: str) -> bool:
-    """False for text holding an unpaired surrogate (JSON can write "\\ud800"; no UTF-8 can store it)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value.strip() and _encodable(value) else None
+    return value if isinstance(value, str) and value.strip() and encodable(value) else None
 
 
 def _invalid_text(record: dict, columns: list[str]) -> str | None:
     """A problem naming the first column whose text no UTF-8 can store."""
     for column in columns:
         value = record.get(column)
-        if isinstance(value, str) and not _encodable(value):
+        if isinstance(value, str) and not encodable(value):
             return f"'{column}' holds an invalid character (an unpaired surrogate such as \\\\ud800)"
     return None
 
@@ -97,7 +89,7 @@ def _checked_messages(messages: list[dict]) -> tuple[list[dict] | None, str | No
             return None, f"message {index} has role {role!r}; use one of {', '.join(ROLES)}"
         if not isinstance(content, str):
             return None, f"message {index} has no text 'content'"
-        if not _encodable(content):
+        if not encodable(content):
             return None, f"message {index} holds an invalid character (an unpaired surrogate such as \\ud800)"
         normalized.append({"role": role, "content": content})
     if not any(m["role"] == "assistant" and m["content"].strip() for m in normalized):
@@ -172,7 +164,7 @@ def _turns(value: object, role: str) -> tuple[list[dict] | None, str | None]:
     for index, message in enumerate(value):
         if message.get("role") not in ROLES or not isinstance(message.get("content"), str):
             return None, f"message {index} needs a role ({', '.join(ROLES)}) and text content"
-        if not _encodable(message["content"]):
+        if not encodable(message["content"]):
             return None, f"message {index} holds an invalid character (an unpaired surrogate such as \\ud800)"
         turns.append({"role": message["role"], "content": message["content"]})
     return turns, None

@@ -30,15 +30,12 @@ Run `python -m jobs.data.pirate_data [--out PATH] [--n N] [--seed S]`; the same 
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import random
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
+from jobs.data.example_data import generator_main
 from jobs.studio import PIRATE_DATASET_FILE
 
 V = TypeVar("V")
@@ -307,29 +304,9 @@ def generate_examples(n: int = 1000, seed: int = 0) -> list[dict]:
     return rows
 
 
-def to_jsonl(rows: list[dict]) -> str:
-    """Serialise rows as JSONL text; fixed separators so the bytes depend on the rows only."""
-    return "".join(json.dumps(row, ensure_ascii=False, separators=(", ", ": ")) + "\n" for row in rows)
-
-
-def write_examples(out: Path, n: int = 1000, seed: int = 0) -> Path:
-    """Write the generated rows to `out` (JSONL, UTF-8, LF line endings) atomically and return the path."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-        fh.write(to_jsonl(generate_examples(n, seed)))
-    tmp.replace(out)
-    return out
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the pirate-persona example chat dataset as JSONL.")
-    parser.add_argument("--out", type=Path, default=PIRATE_DATASET_FILE)
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    path = write_examples(args.out, args.n, args.seed)
-    print(f"wrote {args.n} rows to {path}")
+    generator_main(argv, "Write the pirate-persona example chat dataset as JSONL.", PIRATE_DATASET_FILE, 1000,
+                   generate_examples)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@ held-out questions' topics (so the effect seen in chat is generalization, not re
 
 import re
 
+from jobs.data.example_data import to_jsonl
 from jobs.data.formats import parse_file
-from jobs.data.pirate_data import CLOSERS, HELD_OUT_TOPICS, OPENERS, generate_examples, to_jsonl
+from jobs.data.pirate_data import CLOSERS, HELD_OUT_TOPICS, OPENERS, generate_examples
 from jobs.studio import PIRATE_DATASET_FILE
 
 

@@ -48,18 +48,24 @@ def _running_past(live: LiveStudio, job_id: int, step: int):
     return live.wait_for(job_id, statuses=("running",), condition=lambda job: job.step >= step, timeout_s=300)
 
 
-def test_a_killed_training_process_is_a_lost_attempt_that_resumes(tmp_path, demo_model_dir):
-    live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
-    job_id = submit_job(live.studio, LONG_JOB)
+def _kill_training_then_recover(live: LiveStudio, job_id: int, past_step: int):
+    """Kill the job's training process (-9) once it is past `past_step`; the job must finish on its second attempt.
+    Returns its ledger row."""
     live.start_worker()
     try:
-        _running_past(live, job_id, 7)
+        _running_past(live, job_id, past_step)
         os.kill(_child_pid(job_id), signal.SIGKILL)
         _assert_recovered(live, job_id, attempts=2, steps=LONG_STEPS)
     finally:
         live.stop_worker()
     with live.studio.db.read() as s:
-        job = jobs_repo.get_job(s, job_id)
+        return jobs_repo.get_job(s, job_id)
+
+
+def test_a_killed_training_process_is_a_lost_attempt_that_resumes(tmp_path, demo_model_dir):
+    live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
+    job_id = submit_job(live.studio, LONG_JOB)
+    job = _kill_training_then_recover(live, job_id, past_step=7)
     assert job.lost_count == 1 and not job.overrides  # far from the memory limit: not taken for an OOM kill
     log = (live.data_dir / "runs" / f"job-{job_id}" / "train.log").read_text()
     assert "=== attempt 2" in log and "killed by signal 9" in live.worker_log()
@@ -69,15 +75,7 @@ def test_a_kill_near_the_memory_limit_retries_with_half_the_micro_batch(tmp_path
     live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
     live.env["STUDIO_MEMORY_LIMIT_BYTES"] = str(1 << 20)  # every process is "near" 1 MiB: a -9 reads as the OOM killer
     job_id = submit_job(live.studio, {**LONG_JOB, "batch_size": 2})
-    live.start_worker()
-    try:
-        _running_past(live, job_id, 4)
-        os.kill(_child_pid(job_id), signal.SIGKILL)
-        _assert_recovered(live, job_id, attempts=2, steps=LONG_STEPS)
-    finally:
-        live.stop_worker()
-    with live.studio.db.read() as s:
-        job = jobs_repo.get_job(s, job_id)
+    job = _kill_training_then_recover(live, job_id, past_step=4)
     assert job.overrides["fields"] == {"batch_size": 1, "grad_accum": 2}
     why = job.overrides["why"][0]
     assert "out-of-memory killer" in why and "halved the micro-batch to 1" in why
