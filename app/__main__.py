@@ -78,7 +78,7 @@ def prepare(studio: Studio) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["users"]:
-        from app.users_cli import users_command
+        from app.account.users_cli import users_command
 
         raise SystemExit(users_command(open_studio(), argv[1:]))
     parser = argparse.ArgumentParser(prog="python -m app", description="Start the QLoRA studio. Accounts: "
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     log.info("opening the studio in %s", os.environ.get("STUDIO_DATA_DIR", "./studio-data"))
     studio = open_studio(warn=True)
-    from app.accounts import accounts_exist
+    from app.web.accounts import accounts_exist
 
     accounts = accounts_exist(studio)
     if refusal := login_refusal(args.host, accounts):
@@ -110,15 +110,15 @@ def main(argv: list[str] | None = None) -> None:
         log.info("job events go to the webhook %s", studio.settings.webhook_url)
         start_notifier(studio, studio.settings.webhook_url)
 
-    from app.chat_tab import ChatService, start_upkeep
-    from app.server import build_app, launch_options
+    from app.chat.tab import ChatService, start_upkeep
+    from app.web.server import build_app, launch_options
 
     chat = ChatService(studio)
     start_upkeep(studio, chat)  # chat makes way for training; prompt suites follow new adapters
     log.info("building the web app")
     app = build_app(studio, chat)
     app.queue(default_concurrency_limit=1)
-    # Once an account exists every page and API call signs in (app/guard.py), also accounts added while it runs.
+    # Once an account exists every page and API call signs in (app/web/guard.py), also accounts added while it runs.
     app.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, quiet=True,
                **launch_options(studio))
     log.info("ready: open %s in a browser (Ctrl+C stops the studio)", app.local_url)

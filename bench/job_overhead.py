@@ -97,7 +97,7 @@ def run_job(spec_file: Path, env: dict[str, str], log: Path, watch: Callable[[in
 
 def breakdown(data_dir: Path) -> dict:
     """The finished job as the Runs tab reads it: its phases, queue wait and total."""
-    from app.run_view import details_or_none, newest_job_id
+    from app.runs.run_view import details_or_none, newest_job_id
     from jobs.studio import open_studio
     from storage.settings import load_settings
 

@@ -1,8 +1,8 @@
 """A login storm: 32 clients keep failing to sign in while one signed-in person loads pages; how long that person
 waits. Two arms in one run, side by side:
 
-- `studio`: the studio's front door (app/guard.py, app/gate.py): limits per address and account, passwords checked
-  by one thread off the event loop, at most STUDIO_LOGIN_BACKLOG waiting.
+- `studio`: the studio's front door (app/web/guard.py, app/web/gate.py): limits per address and account, passwords
+  checked by one thread off the event loop, at most STUDIO_LOGIN_BACKLOG waiting.
 - `studio_no_limits`: the same with the failure limits set out of reach, so every attempt is hashed: what the
   bounded pool alone does for everyone else.
 - `gradio_auth` (before): Gradio's own login with the same argon2 check as its `auth` callable, which Gradio calls on
@@ -55,7 +55,7 @@ def open_bench_studio(folder: Path, arm: str):
 
 
 def add_people(studio) -> None:
-    from app.gate import PASSWORDS
+    from app.web.gate import PASSWORDS
     from storage import users_repo
 
     with studio.db.write() as session:
@@ -69,7 +69,7 @@ def launch(studio, arm: str):
     import gradio as gr
     import httpx
 
-    from app.server import build_app, launch_options
+    from app.web.server import build_app, launch_options
     from tests.servers import free_port
 
     app = build_app(studio)
@@ -89,7 +89,7 @@ def launch(studio, arm: str):
 
 def _gradio_check(studio, name: str, password: str) -> bool:
     """What the studio's Gradio `auth` callable did before its own front door: argon2, on Gradio's event loop."""
-    from app.gate import verify
+    from app.web.gate import verify
     from storage import users_repo
 
     with studio.db.read() as session:

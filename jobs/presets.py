@@ -27,7 +27,7 @@ from storage.models import Preset
 SUFFIXES = (".json", ".yaml", ".yml")
 MAX_PRESET_FILE_BYTES = 64 << 10
 """A preset file's largest size: a spec is a few hundred bytes; this bound also lets a person who keeps as many
-datasets as allowed still upload one (app/server.py)."""
+datasets as allowed still upload one (app/web/server.py)."""
 log = logging.getLogger(__name__)
 
 

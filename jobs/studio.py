@@ -33,7 +33,7 @@ class Studio:
 
     def export_dir(self, key: str, owner: str | None) -> Path:
         """A folder of the served exports folder, `exports/<owner>/<keyed hash of key>` (key e.g. `adapter-7`): the
-        file route serves what lies under `exports/<owner>/` only to that person or an admin (app/guard.py), and the
+        file route serves what lies under `exports/<owner>/` only to that person or an admin (app/web/guard.py), and the
         hash keeps one export's name from telling another's."""
         digest = hmac.new(_export_key(self.settings.data_dir), key.encode(), hashlib.sha256).hexdigest()[:32]
         return self.settings.exports_dir / (owner or LOCAL_OWNER) / digest

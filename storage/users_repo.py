@@ -1,4 +1,4 @@
-"""People who sign in. Session first, never commits (the caller does). Hashing lives in app/accounts.py."""
+"""People who sign in. Session first, never commits (the caller does). Hashing lives in app/web/accounts.py."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ FORBIDDEN = {
     "jobs.training.train": ["gradio", "app"],
     "jobs.training.prepare": ["gradio", "app"],
     "jobs.chat.engine": ["gradio", "app"],
-    "app.server": ["torch", "transformers"],
+    "app.web.server": ["torch", "transformers"],
 }
 
 # Which parts of jobs/ each room may import (itself always). A room is a subpackage (its modules included) or a

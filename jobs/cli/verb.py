@@ -1,5 +1,5 @@
 """A verb that mirrors one API endpoint: its arguments carry the endpoint's parameter names, so the remote mode
-sends them as they are and the parity test (tests/app/test_parity.py) checks them against the endpoint's signature.
+sends them as they are and the parity test (tests/app/web/test_parity.py) checks them against the endpoint's signature.
 `local` is the operator's way to do the same on the studio's machine; None: only a running studio can do it."""
 
 from __future__ import annotations

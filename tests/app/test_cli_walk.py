@@ -13,7 +13,7 @@ import sys
 import pytest
 from gradio_client import Client
 
-from app.server import build_app, launch_options
+from app.web.server import build_app, launch_options
 from tests.conftest import REPO_ROOT, LiveStudio
 from tests.servers import free_port
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from app import compare_panel, run_view, runs_tab
-from app.spec_form import form_layout
+from app.runs import compare_panel, run_view
+from app.runs import tab as runs_tab
+from app.train.spec_form import form_layout
 from jobs.submit import submit_job
 
 V1 = json.loads((Path(__file__).parents[1] / "jobs" / "fixtures" / "specs_v1.json").read_text())

@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from app import run_view, views
+from app import views
+from app.runs import run_view
 from jobs.spec import TrainSpec
 from storage import jobs_repo
 from storage.db import Database

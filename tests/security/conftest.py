@@ -1,5 +1,5 @@
 """One studio with accounts, attacked from outside: two people (alice, bob) and an admin (root), a real worker, the
-real app with its front door (app/guard.py) on a free port, and gradio_client sessions signed in as each. The app
+real app with its front door (app/web/guard.py) on a free port, and gradio_client sessions signed in as each. The app
 trusts 127.0.0.1 as a proxy, so a test can speak for other client addresses through X-Forwarded-For (the login
 limits count per address)."""
 
@@ -15,8 +15,8 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from app.gate import PASSWORDS
-from app.server import build_app, launch_options
+from app.web.gate import PASSWORDS
+from app.web.server import build_app, launch_options
 from storage import users_repo
 from tests.conftest import LiveStudio
 from tests.servers import free_port

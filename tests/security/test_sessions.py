@@ -13,8 +13,8 @@ from datetime import timedelta
 import pytest
 from gradio_client import Client
 
-from app.gate import COOKIE, Gate
-from app.users_cli import users_command
+from app.account.users_cli import users_command
+from app.web.gate import COOKIE, Gate
 from storage import sessions_repo
 from storage.models import SignInSession, utcnow
 from tests.conftest import FAST_JOB

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from app.adapters_tab import adapter_zip
+from app.adapters.tab import adapter_zip
 from jobs.queue.routing import live_pools
 from jobs.studio import open_studio
 from jobs.submit import submit_job

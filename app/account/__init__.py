@@ -1,0 +1,1 @@
+"""The Account tab (`tab`) and the operator's `python -m app users` command (`users_cli`)."""

@@ -1,0 +1,141 @@
+"""Account tab: who is signed in, the disk their datasets take against their limits, their sessions, their hub token
+(kept encrypted, never shown back), a new password (which ends their other sessions), signing out; for admins, the
+audit log. Without accounts it says so: the one local person has nothing to sign in to."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from app.account.users_cli import password_problem
+from app.adapters import tab as adapters_tab
+from app.views import human_size
+from app.web.errors import user_error
+from app.web.gate import COOKIE as SESSION_COOKIE
+from app.web.gate import PASSWORDS, Gate
+from app.web.safe_text import SafeMarkdown
+from jobs import hub_access
+from jobs.data.quota import allowance
+from jobs.studio import Studio
+from storage import audit_repo, sessions_repo, users_repo
+from storage.access import current_person
+
+AUDIT_COLUMNS = ["when (UTC)", "who", "what", "target", "from", "detail"]
+AUDIT_ROWS = 200
+
+
+# --- handlers (the API calls these too) ---------------------------------------------------------------------
+def my_account(studio: Studio) -> dict:
+    """The person asking: name, admin, disk their datasets take and what is left, sessions, hub token hint."""
+    person = current_person()
+    left = allowance(studio, person)
+    with studio.db.read() as session:
+        accounts = users_repo.accounts_exist(session)
+        signed_in = len(sessions_repo.sessions_of(session, person.name)) if person and accounts else 0
+    return {"name": person.name if person else None, "admin": bool(person and person.admin), "accounts": accounts,
+            "datasets_left": left.datasets_left, "max_datasets": left.max_datasets,
+            "storage_used_bytes": left.max_storage_bytes - left.storage_left_bytes,
+            "max_storage_bytes": left.max_storage_bytes, "max_upload_bytes": left.max_file_bytes,
+            "sessions": signed_in, "hub_token": hub_access.hub_token_status(studio)}
+
+
+def change_password(studio: Studio, gate: Gate, current: str, new: str, again: str,
+                    request: gr.Request | None = None) -> str:
+    """Set a new password: the current one must match; every other session of the person ends."""
+    person = current_person()
+    with studio.db.read() as session:
+        user = users_repo.get_user(session, person.name) if person is not None else None
+    if user is None:
+        raise user_error("password: without accounts there is no password to change (`python -m app users add`)")
+    problems = []
+    if not gate.check_password(user.password_hash, current or ""):
+        problems.append("current password: does not match")
+    if problem := password_problem(new or ""):
+        problems.append(problem.replace("password:", "new password:"))
+    elif new != again:
+        problems.append("new password again: the two new passwords differ")
+    if problems:
+        raise user_error("\n".join(problems))
+    keep = request.request.cookies.get(SESSION_COOKIE) if request is not None and request.request else None
+    with studio.db.write() as session:
+        users_repo.set_password_hash(session, user.name, PASSWORDS.hash(new))
+        ended = sessions_repo.end_all(session, user.name, keep_token=keep)
+        audit_repo.record(session, "password_change", user.name, user.name, detail={"sessions_ended": ended})
+    return f"Password changed; {ended} other session(s) ended."
+
+
+def audit_log(studio: Studio, limit: int = AUDIT_ROWS) -> list[dict]:
+    """The newest audit events (admins only)."""
+    person = current_person()
+    if person is not None and not person.admin:
+        raise user_error("audit: only an admin reads the audit log")
+    with studio.db.read() as session:
+        events = audit_repo.recent(session, max(1, min(int(limit or AUDIT_ROWS), 10_000)))
+    return [{"at": e.created_at.isoformat(timespec="seconds"), "actor": e.actor, "action": e.action,
+             "target": e.target, "client": e.client, "detail": e.detail} for e in events]
+
+
+def account_text(studio: Studio) -> str:
+    account = my_account(studio)
+    if not account["accounts"]:
+        return ("No accounts: the studio runs for one person on 127.0.0.1 and needs no sign-in. "
+                "`python -m app users add NAME --admin` adds the first account.")
+    token = account["hub_token"]
+    hub = f"a hub token ending {token['hint']} is stored" if token.get("stored") else "no hub token stored"
+    return (f"Signed in as **{account['name']}**{' (admin)' if account['admin'] else ''} · "
+            f"[sign out](logout)\n\n"
+            f"Datasets take {human_size(account['storage_used_bytes'])} of "
+            f"{human_size(account['max_storage_bytes'])}; {account['datasets_left']} more dataset(s) allowed; "
+            f"uploads up to {human_size(account['max_upload_bytes'])}. "
+            f"{account['sessions']} signed-in session(s). {hub[0].upper()}{hub[1:]}.")
+
+
+def audit_frame(studio: Studio) -> pd.DataFrame:
+    person = current_person()
+    if person is not None and not person.admin:
+        return pd.DataFrame(columns=AUDIT_COLUMNS)
+    rows = [[e["at"], e["actor"] or "(operator)", e["action"], e["target"] or "", e["client"] or "",
+             ", ".join(f"{k}={v}" for k, v in (e["detail"] or {}).items())] for e in audit_log(studio)]
+    return pd.DataFrame(rows, columns=AUDIT_COLUMNS)
+
+
+# --- layout -------------------------------------------------------------------------------------------------
+def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
+    gate = Gate(studio)
+    summary = SafeMarkdown(elem_id="account-summary")
+    with gr.Accordion("Change your password", open=False):
+        with gr.Row():
+            current = gr.Textbox(label="Current password", type="password")
+            new = gr.Textbox(label="New password", type="password", info="at least 10 characters")
+            again = gr.Textbox(label="New password again", type="password")
+        change = gr.Button("Change password", elem_id="change-password")
+    with gr.Accordion("Your hub token (for pushing to the Hugging Face hub)", open=False), gr.Row():
+        token = gr.Textbox(label="Hub token", type="password", scale=3,
+                           info="kept encrypted; never shown back, only its last characters")
+        save_token = gr.Button("Save token", scale=1)
+        forget_token = gr.Button("Forget token", scale=1)
+    status = SafeMarkdown(elem_id="account-status")
+    with gr.Accordion("Audit log (admins)", open=False):
+        audit = gr.Dataframe(pd.DataFrame(columns=AUDIT_COLUMNS), interactive=False, wrap=True,
+                             elem_id="audit-log")
+
+    def refresh():
+        return account_text(studio), audit_frame(studio)
+
+    def on_change(old, wanted, repeated, request: gr.Request):
+        return change_password(studio, gate, old, wanted, repeated, request), "", "", ""
+
+    def on_save_token(value):
+        adapters_tab.set_hub_token(studio, value)
+        return "Hub token saved.", "", account_text(studio)
+
+    def on_forget_token():
+        adapters_tab.clear_hub_token(studio)
+        return "Hub token forgotten.", account_text(studio)
+
+    private = dict(api_visibility="private")
+    for trigger in (app.load, tab.select):
+        trigger(refresh, None, [summary, audit], **private)
+    change.click(on_change, [current, new, again], [status, current, new, again], **private)
+    save_token.click(on_save_token, token, [status, token, summary], **private)
+    forget_token.click(on_forget_token, None, [status, summary], **private)

@@ -1,0 +1,1 @@
+"""The Adapters tab: published adapters, downloads, merge, hub push (`tab`)."""

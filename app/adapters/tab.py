@@ -1,0 +1,180 @@
+"""Adapters tab: what was trained (rank, targets, dataset, steps, final eval loss), a one-click zip download that
+loads anywhere PEFT loads, rename and delete."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from app import views
+from app.web.errors import audit, user_error
+from app.web.safe_text import SafeMarkdown
+from jobs import hub_access
+from jobs.spec import SpecError
+from jobs.studio import Studio
+from jobs.submit import submit_merge
+from jobs.training.registry import AdapterError, delete_adapter, rename_adapter
+from storage import catalog, jobs_repo
+
+
+# --- handlers (the API calls these too) ---------------------------------------------------------------------
+def adapter_list(studio: Studio, base_model: str = "") -> list[dict]:
+    with studio.db.read() as session:
+        rows = catalog.list_adapters(session, base_model or None)
+    return [{"name": a.name, "base_model": a.base_model, "size_bytes": a.size_bytes, "job_id": a.job_id,
+             "created_at": a.created_at.isoformat()} for a in rows]
+
+
+def adapters_frame(studio: Studio):
+    with studio.db.read() as session:
+        rows = catalog.adapters_with_jobs(session)
+        job_ids = [adapter.job_id for adapter, _ in rows if adapter.job_id is not None]
+        eval_loss = jobs_repo.latest_metrics(session, job_ids, ("eval_loss",))
+    return views.adapters_table(rows, eval_loss)
+
+
+def adapter_zip(studio: Studio, name: str) -> str:
+    """Build the adapter's zip in the exports folder and return its path."""
+    from jobs.training.export import build_adapter_zip
+
+    adapter = _adapter(studio, name)
+    # The path comes from our own row, never from the request.
+    folder = studio.export_dir(f"adapter-{adapter.id}", adapter.owner)
+    return str(build_adapter_zip(studio.absolute(adapter.path), folder, adapter.name))
+
+
+def merge(studio: Studio, name: str, dtype: str = "bfloat16") -> int:
+    """Queue a merge of the adapter into a 16-bit copy of its base; returns the job id."""
+    try:
+        return submit_merge(studio, name, dtype)
+    except SpecError as error:
+        raise user_error(error.as_text()) from None
+
+
+def merged_zip(studio: Studio, name: str) -> str:
+    from jobs.training.export import build_merged_zip
+
+    adapter = _adapter(studio, name)
+    if not adapter.merged_path:
+        raise user_error(f"name: '{name}' has no merged model yet; ask for one with Merge (it runs as a job)")
+    folder = studio.export_dir(f"adapter-{adapter.id}", adapter.owner)
+    return str(build_merged_zip(studio.absolute(adapter.merged_path), folder, adapter.name))
+
+
+def push(studio: Studio, name: str, repo_id: str, what: str = "adapter", private: bool = True) -> str:
+    """Push the adapter (or its merged model) to the hub; returns the repo URL."""
+    from jobs.training.hub import HubError, push_folder
+
+    adapter = _adapter(studio, name)
+    if what not in ("adapter", "merged"):
+        raise user_error(f"what: push 'adapter' or 'merged', not '{what}'")
+    if what == "merged" and not adapter.merged_path:
+        raise user_error(f"what: '{name}' has no merged model yet; merge it first")
+    folder = studio.absolute(adapter.merged_path if what == "merged" else adapter.path)
+    try:
+        return push_folder(studio, folder, (repo_id or "").strip(), private=bool(private))
+    except HubError as error:
+        raise user_error(str(error)) from None
+
+
+def hub_token_status(studio: Studio) -> dict:
+    """Whether I keep a hub token (`hint`: at most its last 4 characters) and whose token my pushes would use."""
+    return hub_access.hub_token_status(studio)
+
+
+def set_hub_token(studio: Studio, token: str) -> dict:
+    """Keep my own hub token (encrypted; never shown back) for pushes and hub imports."""
+    try:
+        return hub_access.set_hub_token(studio, token)
+    except hub_access.HubTokenError as error:
+        raise user_error(str(error)) from None
+
+
+def clear_hub_token(studio: Studio) -> dict:
+    try:
+        return hub_access.clear_hub_token(studio)
+    except hub_access.HubTokenError as error:
+        raise user_error(str(error)) from None
+
+
+def _adapter(studio: Studio, name: str):
+    with studio.db.read() as session:
+        adapter = catalog.get_adapter_by_name(session, (name or "").strip())
+    if adapter is None:
+        raise user_error(f"name: no adapter named '{name}'")
+    return adapter
+
+
+def rename(studio: Studio, name: str, new_name: str) -> str:
+    try:
+        return rename_adapter(studio, (name or "").strip(), new_name).name
+    except AdapterError as error:
+        raise user_error(str(error)) from None
+
+
+def delete(studio: Studio, name: str) -> None:
+    try:
+        delete_adapter(studio, (name or "").strip())
+    except AdapterError as error:
+        raise user_error(str(error)) from None
+    audit(studio, "adapter_delete", name)
+
+
+# --- layout -------------------------------------------------------------------------------------------------
+def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
+    table = gr.Dataframe(interactive=False, label="Adapters (click a row to pick it)", elem_id="adapters-table",
+                         wrap=True)
+    with gr.Row():
+        picked = gr.Textbox(label="Adapter", placeholder="click a row", elem_id="adapter-name", scale=2)
+        download = gr.DownloadButton("Download zip", value=None, variant="primary", elem_id="adapter-download",
+                                     interactive=False, scale=1)
+    with gr.Row():
+        new_name = gr.Textbox(label="New name", placeholder="letters, digits, - _ .", elem_id="adapter-new-name",
+                              scale=2)
+        rename_button = gr.Button("Rename", scale=1)
+        delete_button = gr.Button("Delete adapter", variant="stop", scale=1, elem_id="adapter-delete")
+    with gr.Accordion("Merged model and the hub", open=False), gr.Row():
+        dtype = gr.Dropdown(["bfloat16", "float16", "float32"], value="bfloat16", label="Merged dtype", scale=1)
+        merge_button = gr.Button("Merge into its base (a job)", scale=1, elem_id="adapter-merge")
+        merged_download = gr.DownloadButton("Download merged zip", value=None, interactive=False, scale=1,
+                                            elem_id="merged-download")
+        repo_id = gr.Textbox(label="Hub repo (owner/name)", scale=2)
+        what = gr.Radio(["adapter", "merged"], value="adapter", label="Push", scale=1)
+        push_button = gr.Button("Push to the hub", scale=1)
+    status = SafeMarkdown(elem_id="adapter-status")
+
+    def show_table():
+        return adapters_frame(studio)
+
+    def on_select(event: gr.SelectData):
+        name = event.row_value[0]
+        # The zips are built when the row is picked, so each download is one click.
+        merged = _adapter(studio, name).merged_path
+        return (name, gr.update(value=adapter_zip(studio, name), label=f"Download {name}.zip", interactive=True),
+                gr.update(value=merged_zip(studio, name) if merged else None, interactive=bool(merged),
+                          label=f"Download {name}-merged.zip" if merged else "Download merged zip"))
+
+    def on_merge(name, wanted_dtype):
+        job_id = merge(studio, name, wanted_dtype)
+        return f"Queued merge job **{job_id}** for **{name}**; follow it in the Runs tab, then pick the row again."
+
+    def on_push(name, repo, kind):
+        return f"Pushed **{name}** ({kind}) to {push(studio, name, repo, kind)}."
+
+    def on_rename(name, wanted):
+        renamed = rename(studio, name, wanted)
+        return (f"Renamed **{name}** to **{renamed}**.", show_table(), renamed, "",
+                gr.update(value=adapter_zip(studio, renamed), label=f"Download {renamed}.zip"))
+
+    def on_delete(name):
+        delete(studio, name)
+        return (f"Deleted **{name}** (its files and its entry).", show_table(), "",
+                gr.update(value=None, label="Download zip", interactive=False))
+
+    private = dict(api_visibility="private")
+    for trigger in (tab.select, app.load):
+        trigger(show_table, None, table, **private)
+    table.select(on_select, None, [picked, download, merged_download], **private)
+    merge_button.click(on_merge, [picked, dtype], status, **private)
+    push_button.click(on_push, [picked, repo_id, what], status, **private)
+    rename_button.click(on_rename, [picked, new_name], [status, table, picked, new_name, download], **private)
+    delete_button.click(on_delete, picked, [status, table, picked, download], **private)

@@ -1,0 +1,229 @@
+"""The training form: one control per spec field, built from the spec type alone (label, help, range, and where the
+field sits: its group and row, `json_schema_extra` on the field), and the conversions between the form's values and
+a spec. The Train tab, presets and clone-and-edit all go through here; a new spec option appears without an edit
+here (docs/architecture.md, "How to add a spec option")."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+
+import gradio as gr
+from pydantic import BaseModel
+
+from app.web.safe_text import SafeMarkdown
+from jobs.models.contents import LINEAR, lora_targets
+from jobs.models.resolve import base_module_kinds
+from jobs.spec import (
+    DEMO_BASE_MODEL,
+    FORM_GROUPS,
+    HEAD,
+    TARGET_PRESETS,
+    Problem,
+    TrainSpec,
+    field_help,
+    field_label,
+    form_place,
+)
+from jobs.studio import Studio
+
+INTEGERS = (int, int | None)
+SWITCH = {"auto": None, "on": True, "off": False}
+"""A switch the default rule may choose (jobs.step_plan): auto leaves it to the rule."""
+AUTO = "auto"
+EVAL_FRACTIONS = [AUTO, "0", "0.05", "0.1", "0.2"]
+"""eval_fraction's choices (any other number may be typed): a number box cannot tell 'auto' (empty) from 0 (no
+eval split), because the browser sends an empty box as 0."""
+OPEN_TIER = "basic"
+"""A group of this tier starts open; the others start folded."""
+FIELD_CLASS = "spec-field"
+ERROR_CLASS = "field-error"
+
+
+@dataclass
+class SpecForm:
+    """The form's controls, in the order of `names` (spec field names)."""
+
+    names: list[str]
+    controls: list
+
+    def control(self, name: str):
+        return self.controls[self.names.index(name)]
+
+
+def form_layout(spec_type: type[BaseModel] = TrainSpec) -> dict[str, list[list[str]]]:
+    """The form's groups in FORM_GROUPS' order, each a list of rows of field names in the class's order; the head
+    row (name, base, dataset) under HEAD."""
+    rows: dict[str, dict[int, list[str]]] = {HEAD: {}, **{group: {} for group in FORM_GROUPS}}
+    for name, field in spec_type.model_fields.items():
+        if (where := form_place(field)) is None:
+            continue
+        group, row = where
+        if group not in rows:
+            raise ValueError(f"spec field {name!r} names the form group {group!r}; the groups are {list(rows)}")
+        rows[group].setdefault(row, []).append(name)
+    return {group: [found[row] for row in sorted(found)] for group, found in rows.items() if found}
+
+
+def component(name: str, spec_type: type[BaseModel] = TrainSpec, **overrides):
+    """A form control for a spec field, chosen from its type; label and help come from the spec."""
+    field = spec_type.model_fields[name]
+    common = dict(label=field_label(name, spec_type), info=field_help(name, spec_type), elem_classes=[FIELD_CLASS],
+                  **overrides)
+    if name == "target_modules":
+        return gr.Dropdown(choices=list(TARGET_PRESETS), value=[field.default], multiselect=True,
+                           allow_custom_value=True, **{**common, "info": common["info"] + " Pick presets and modules "
+                           "(a mix becomes the list of module names), or type a name and press Enter."})
+    if name == "eval_fraction":
+        return gr.Dropdown(choices=EVAL_FRACTIONS, value=AUTO, allow_custom_value=True, **common)
+    if name == "eval_dataset":
+        return gr.Dropdown(choices=eval_choices([]), value="", **common)
+    if name == "modules_to_save":
+        return gr.Dropdown(choices=[], value=[], multiselect=True, allow_custom_value=True, **common)
+    if "choices" in overrides or typing.get_origin(field.annotation) is typing.Literal:
+        choices = common.pop("choices", None) or list(typing.get_args(field.annotation))
+        return gr.Dropdown(choices=choices, value=common.pop("value", field.default), **common)
+    if field.annotation is bool:
+        return gr.Checkbox(value=field.default, **common)
+    if field.annotation == bool | None:
+        return gr.Dropdown(choices=list(SWITCH), value=switch_word(field.default), **common)
+    if field.annotation in (int, int | None):
+        return gr.Number(value=field.default, precision=0, **common)
+    if field.annotation in (float, float | None):
+        return gr.Number(value=field.default, **common)
+    return gr.Textbox(value=field.default, **common)
+
+
+def switch_word(value: bool | None) -> str:
+    return next(word for word, meaning in SWITCH.items() if meaning is value)
+
+
+def eval_choices(names: list[str]) -> list[tuple[str, str]]:
+    """The validation dataset choices: none (hold out eval_fraction), then every stored dataset."""
+    return [("none: hold out eval fraction", ""), *((name, name) for name in names)]
+
+
+def build_groups(first_row: list, spec_type: type[BaseModel] = TrainSpec) -> SpecForm:
+    """Lay out the grouped fields after `first_row` (the head row's controls, already built by the tab, which gives
+    them their choices)."""
+    layout = form_layout(spec_type)
+    form = SpecForm(names=[name for row in layout.pop(HEAD) for name in row], controls=list(first_row))
+    for title, rows in layout.items():
+        with gr.Accordion(title, open=FORM_GROUPS[title] == OPEN_TIER):
+            for row in rows:
+                with gr.Row(equal_height=True):
+                    for field in row:
+                        form.names.append(field)
+                        form.controls.append(component(field, spec_type))
+    return form
+
+
+def target_choices(studio: Studio, base_model: str) -> list[str]:
+    """The presets, then every module of the chosen base that LoRA can adapt (none listed when unknown yet)."""
+    return list(TARGET_PRESETS) + lora_targets(_kinds(studio, base_model))
+
+
+def _kinds(studio: Studio, base_model: str) -> dict[str, str]:
+    return base_module_kinds(base_model or DEMO_BASE_MODEL, studio.settings.models_dir) or {}
+
+
+def form_targets(picked: list[str] | str | None, studio: Studio, base_model: str) -> str | list[str]:
+    """The picked chips as a spec value: one preset stays a preset; a mix becomes the list of module names."""
+    picked = [picked] if isinstance(picked, str) else list(picked or [])
+    if len(picked) == 1 and picked[0] in TARGET_PRESETS:
+        return picked[0]
+    kinds = _kinds(studio, base_model)
+    names: list[str] = []
+    for chip in picked:
+        if chip == "all-linear":
+            names += [n for n in lora_targets(kinds) if kinds[n] == LINEAR and n != "lm_head"]
+        elif isinstance(TARGET_PRESETS.get(chip), list):
+            names += TARGET_PRESETS[chip]
+        else:
+            names += [part.strip() for part in chip.split(",")]  # a typed list stays what was typed
+    return list(dict.fromkeys(names))
+
+
+def spec_from_form(studio: Studio, names: list[str], values: list) -> dict:
+    """Form values to a raw spec dict; validation happens in one place (jobs.submit)."""
+    raw = {}
+    for name, value in zip(names, values, strict=True):
+        annotation = TrainSpec.model_fields[name].annotation
+        if isinstance(value, float) and value.is_integer() and annotation in INTEGERS:
+            value = int(value)
+        if annotation == bool | None and value in SWITCH:
+            value = SWITCH[value]
+        if name == "eval_fraction":
+            value = eval_fraction_value(value)
+        elif annotation in (int | None, float | None) and not value:
+            value = None  # the browser sends an empty number box as 0; empty means "chosen per job"
+        raw[name] = value
+    if "target_modules" in raw:
+        raw["target_modules"] = form_targets(raw["target_modules"], studio, raw.get("base_model", ""))
+    return raw
+
+
+def eval_fraction_value(value: object) -> object:
+    """The eval fraction control's value as a spec value: 'auto' or empty is None (chosen per job), a number
+    typed as text is that number; anything else stays as it is, for validation to name."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", AUTO)):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def form_values(spec: dict, names: list[str]) -> list:
+    """Control values showing `spec` (missing fields at their defaults): for presets and clone-and-edit."""
+    defaults = TrainSpec().model_dump(mode="json")
+    values = []
+    for name in names:
+        value = spec.get(name, defaults[name])
+        if name == "target_modules" and isinstance(value, str):
+            value = [value]
+        elif TrainSpec.model_fields[name].annotation == bool | None and (value is None or isinstance(value, bool)):
+            value = switch_word(value)
+        elif name == "eval_fraction":
+            value = AUTO if value is None else f"{value:g}" if isinstance(value, int | float) else value
+        values.append(value)
+    return values
+
+
+def field_updates(names: list[str], problems: list[Problem]) -> list:
+    """Outline each refused field and show its message in place of the help; restore the others."""
+    messages: dict[str, list[str]] = {}
+    for problem in problems:
+        messages.setdefault(problem.field.split(".")[0], []).append(problem.message)
+    updates = []
+    for name in names:
+        if name in messages:
+            updates.append(gr.update(elem_classes=[FIELD_CLASS, ERROR_CLASS],
+                                     info="⚠ " + "; ".join(messages[name]) + f" — {field_help(name)}"))
+        else:
+            updates.append(gr.update(elem_classes=[FIELD_CLASS], info=field_help(name)))
+    return updates
+
+
+def problems_summary(problems: list[Problem], heading: str) -> str:
+    lines = [f"**{heading}: {len(problems)} problem(s) to fix.**"]
+    for problem in problems:
+        field = problem.field.split(".")[0]
+        label = field_label(field) if field in TrainSpec.model_fields else field
+        lines.append(f"- **{label}** (`{problem.field}`): {problem.message}")
+    return "\n".join(lines)
+
+
+def live_panel(studio: Studio, form: SpecForm, app: gr.Blocks, fields: tuple[str, ...], render, elem_id: str):
+    """A Markdown beside the form, rendered by `render(studio, raw spec)` from the form's values on page load and
+    whenever one of `fields` changes."""
+    panel = SafeMarkdown(elem_id=elem_id, folds=True)  # the memory verdict folds its breakdown away
+
+    def refresh(*values):
+        return render(studio, spec_from_form(studio, form.names, list(values)))
+
+    quiet = dict(api_visibility="private", show_progress="hidden")
+    for name in fields:
+        form.control(name).change(refresh, form.controls, panel, **quiet)
+    app.load(refresh, form.controls, panel, **quiet)
+    return panel

@@ -1,0 +1,88 @@
+"""The training form: its layout read from the spec fields (the page people know, and a new option appearing without
+a UI edit), and the eval fraction: 'auto' (the rule chooses) and 0 (no eval split) stay apart on the way to a spec and
+back, which a number box cannot do (the browser sends an empty box as 0)."""
+
+import gradio as gr
+import pytest
+from pydantic import Field
+
+from app.train.spec_form import (
+    AUTO,
+    build_groups,
+    component,
+    eval_fraction_value,
+    form_layout,
+    form_values,
+    spec_from_form,
+)
+from jobs.spec import HEAD, SpecError, TrainSpec, parse_spec
+
+
+@pytest.mark.parametrize(("shown", "value"), [(AUTO, None), ("", None), (None, None), (" Auto ", None),
+                                              ("0", 0.0), (0, 0.0), ("0.2", 0.2), (0.05, 0.05)])
+def test_the_control_value_becomes_the_spec_value(studio, shown, value):
+    assert eval_fraction_value(shown) == value
+    raw = spec_from_form(studio, ["eval_fraction"], [shown])
+    assert raw == {"eval_fraction": value} and parse_spec(raw).eval_fraction == value
+
+
+def test_a_word_is_refused_with_the_field_named(studio):
+    with pytest.raises(SpecError) as refused:
+        parse_spec(spec_from_form(studio, ["eval_fraction"], ["a tenth"]))
+    assert [problem.field for problem in refused.value.problems] == ["eval_fraction"]
+    with pytest.raises(SpecError) as refused:
+        parse_spec(spec_from_form(studio, ["eval_fraction"], ["0.7"]))
+    assert "below 0.5" in str(refused.value.problems[0])
+
+
+@pytest.mark.parametrize(("spec", "shown"), [({}, AUTO), ({"eval_fraction": None}, AUTO),
+                                             ({"eval_fraction": 0}, "0"), ({"eval_fraction": 0.1}, "0.1")])
+def test_a_preset_or_cloned_run_shows_its_eval_fraction(spec, shown):
+    assert form_values(spec, ["eval_fraction"]) == [shown]
+
+
+TODAYS_LAYOUT = {
+    HEAD: [["name", "base_model", "dataset"]],
+    "LoRA": [["lora_r", "lora_alpha", "lora_dropout"], ["target_modules"],
+             ["lora_bias", "use_rslora", "use_dora", "modules_to_save"]],
+    "Quantization": [["quantization", "double_quant", "compute_dtype"]],
+    "Training": [["max_steps", "num_epochs", "learning_rate", "batch_size"], ["grad_accum", "max_length", "seed"],
+                 ["method", "init_adapter", "dpo_beta"]],
+    "Optimizer": [["optimizer", "lr_scheduler", "weight_decay", "max_grad_norm"]],
+    "More": [["eval_fraction", "eval_dataset", "eval_steps", "logging_steps", "save_steps", "sample_prompts"],
+             ["warmup_ratio", "packing", "gradient_checkpointing", "assistant_only_loss"],
+             ["overlong", "dedup", "early_stopping_patience", "keep_best"], ["pool"]],
+}
+"""The Train tab's groups and rows as they were laid out by hand before the layout moved onto the fields."""
+
+
+def test_the_layout_read_from_the_fields_is_the_page_people_know():
+    assert form_layout() == TODAYS_LAYOUT
+
+
+def test_every_spec_field_but_the_version_has_a_place_in_the_form():
+    placed = {name for rows in form_layout().values() for row in rows for name in row}
+    assert set(TrainSpec.model_fields) - placed == {"spec_version"}
+
+
+class WithNewOption(TrainSpec):
+    label_smoothing: float = Field(0.0, title="Label smoothing", ge=0, le=1, description="Soften the targets.",
+                                   json_schema_extra={"group": "Training", "row": 1})
+
+
+def test_a_new_option_appears_in_the_form_from_its_metadata_alone():
+    with gr.Blocks():
+        head = [component(name, WithNewOption) for row in form_layout(WithNewOption)[HEAD] for name in row]
+        form = build_groups(head, WithNewOption)
+    assert form_layout(WithNewOption)["Training"][1] == ["grad_accum", "max_length", "seed", "label_smoothing"]
+    control = form.control("label_smoothing")
+    assert isinstance(control, gr.Number) and control.label == "Label smoothing" and control.value == 0.0
+    assert control.info == "Soften the targets. Allowed: from 0 to 1. Spec field: label_smoothing."
+
+
+def test_a_field_naming_an_unknown_group_is_refused_in_words():
+    class Misplaced(TrainSpec):
+        odd: int = Field(1, json_schema_extra={"group": "Nowhere"})
+
+    with pytest.raises(ValueError, match="'odd' names the form group 'Nowhere'"):
+        form_layout(Misplaced)
