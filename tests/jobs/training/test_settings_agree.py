@@ -17,7 +17,7 @@ from jobs.models.fits import job_estimate_inputs
 from jobs.models.memory_inputs import ModelShape
 from jobs.run_settings.settings import MACHINES_BY_KIND, Machine
 from jobs.spec import parse_spec
-from jobs.training import train as training
+from jobs.training import prepare
 from jobs.training.script import plain_trl_script
 
 CHOSEN = {"packing": True, "num_epochs": 1, "learning_rate": 5e-3, "eval_fraction": 0.1, "batch_size": 2}
@@ -64,14 +64,14 @@ def test_training_the_script_and_the_estimate_agree(quantization, method, wide_b
     for spec in _specs(quantization, method):
         stated = stated_settings(plain_trl_script(spec, str(wide_base), "data.jsonl"))
         for machine in MACHINES_BY_KIND:
-            monkeypatch.setattr(training, "machine", lambda m=machine: Machine(m.device, m.bf16))
-            used = training.settings_here(spec, tmp_path / "run", str(wide_base))
+            monkeypatch.setattr(prepare, "machine", lambda m=machine: Machine(m.device, m.bf16))
+            used = prepare.settings_here(spec, tmp_path / "run", str(wide_base))
             script = stated[machine.device, machine.bf16]
             where = f"{spec.model_dump(include={'compute_dtype', 'gradient_checkpointing', 'optimizer'})} on {machine}"
             # Training's Trainer arguments, LoRA and quantization are the script's.
-            args = training.trainer_args(used, spec, tmp_path, has_eval=True)
+            args = prepare.trainer_args(used, spec, tmp_path, has_eval=True)
             assert {k: args[k] for k in _part(script, "trainer")} == _part(script, "trainer"), where
-            assert LoraConfig(**_part(script, "lora")) == training.lora_config(used), where
+            assert LoraConfig(**_part(script, "lora")) == prepare.lora_config(used), where
             quantization_args = used.quantization_kwargs()
             assert (BitsAndBytesConfig(**_part(script, "quantization")).to_dict() if quantization_args else None) == (
                 BitsAndBytesConfig(**quantization_args).to_dict() if quantization_args else None), where
