@@ -46,3 +46,40 @@ def test_merged_model_equals_adapter_on_base(trained_adapter, demo_model_dir, tm
     assert torch.equal(greedy[0], greedy[1])
     assert {"README.md", "training_spec.json", "model.safetensors", "tokenizer.json"} <= {
         p.name for p in merged_dir.iterdir()}
+
+
+VARIANTS = {
+    "dora": {"use_dora": True},
+    "rslora": {"use_rslora": True, "r": 4},
+    "modules_to_save": {"modules_to_save": ["lm_head"], "target_modules": ["q_proj", "v_proj"]},
+    "embeddings": {"target_modules": ["embed_tokens", "o_proj"]},
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_adapter_variant_merges_into_what_it_answers_on_its_base(variant, demo_model_dir, tmp_path):
+    """DoRA (magnitudes), rsLoRA (alpha/sqrt(r)), fully trained modules and LoRA on the embeddings each merge through
+    PEFT's merge_and_unload: the merged model answers as the adapter on its base. The adapter is PEFT's own random
+    init (init_lora_weights=False: B is not zero, so the adapter changes the answers), not trained: merging does not
+    care how the weights were found."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    fields = {"r": 8, "lora_alpha": 16, "target_modules": "all-linear", **VARIANTS[variant]}
+    base = AutoModelForCausalLM.from_pretrained(demo_model_dir, dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(init_lora_weights=False, task_type="CAUSAL_LM", **fields))
+    for name, param in model.named_parameters():  # a fully trained head moves away from the base's
+        if "modules_to_save" in name:
+            param.data.add_(0.05 * torch.randn_like(param))
+    adapter_dir = tmp_path / "adapter"
+    model.save_pretrained(adapter_dir)
+    AutoTokenizer.from_pretrained(demo_model_dir).save_pretrained(adapter_dir)
+    (adapter_dir / "training_spec.json").write_text(parse_spec({}).model_dump_json())
+    merged = AutoModelForCausalLM.from_pretrained(
+        merge_adapter(str(demo_model_dir), adapter_dir, tmp_path / "merged", "float32"))
+    inputs = _prompt(AutoTokenizer.from_pretrained(demo_model_dir))
+    plain = AutoModelForCausalLM.from_pretrained(demo_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        expected = model.eval()(**inputs).logits
+        assert (expected - plain(**inputs).logits).abs().max() > 1e-3
+        assert (expected - merged(**inputs).logits).abs().max() < LOGIT_TOLERANCE
