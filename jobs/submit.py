@@ -67,7 +67,8 @@ def _method_problems(spec: TrainSpec, dataset: Dataset) -> list[Problem]:
     return []
 
 
-def _init_adapter_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
+def init_adapter_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
+    """Why the adapter a spec continues cannot be continued by the person asking (none: it can, or there is none)."""
     if not spec.init_adapter:
         return []
     with studio.db.read() as session:
@@ -153,7 +154,7 @@ def _base_model_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
     problem = base_model_problem(spec.base_model, roots)
     if problem:
         return [Problem(field="base_model", message=problem)]
-    kinds = base_module_kinds(spec.base_model, studio.settings.models_dir)
+    kinds = base_module_kinds(spec.base_model, studio.settings.models_dir, studio.settings.model_dirs)
     problems = _module_problems(spec, kinds) + _saved_module_problems(spec, kinds)
     if spec.base_model in STUDIO_BASE_MODELS or not looks_local(spec.base_model):
         return problems  # studio bases have a known training template; a hub id's is checked by the worker
@@ -188,7 +189,7 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
     else:
         problems += _name_problems(studio, spec)
     problems += _dataset_problems(studio, spec) + _base_model_problems(studio, spec)
-    problems += _init_adapter_problems(studio, spec) + _lora_problems(spec)
+    problems += init_adapter_problems(studio, spec) + _lora_problems(spec)
     if problems:
         raise SpecError(problems)
     return spec

@@ -58,7 +58,7 @@ def verdict_text(studio: Studio, raw: dict) -> str:
         spec = job_plan(studio, parse_spec(raw)).spec  # an empty batch size is chosen for the data first
     except SpecError:
         return "*Memory: fix the form's problems to see the estimate.*"
-    shape = model_shape(spec.base_model, studio.settings.models_dir)
+    shape = model_shape(spec.base_model, studio.settings.models_dir, studio.settings.model_dirs)
     if shape is None:
         return (f"*Memory: no estimate for `{spec.base_model}` yet: its config is not on this machine (a hub model "
                 f"is estimated once downloaded), or it is not a decoder's config.*")

@@ -82,6 +82,8 @@ def as_code(studio: Studio, raw: dict) -> tuple[str, str]:
     template = chat_template_text(Path(base_path)) if Path(base_path).is_dir() else None
     with studio.db.read() as session:
         start = catalog.get_adapter_by_name(session, spec.init_adapter) if spec.init_adapter else None
+    if spec.init_adapter and start is None:  # a script without it would train another job than the form's
+        raise user_error(f"init_adapter: no adapter named '{spec.init_adapter}'")
     planned = job_plan(studio, spec).spec  # the script has no rule: it gets the values chosen for this data
     return cli_text(spec), plain_trl_script(planned, base_path, f"{spec.dataset}.jsonl", chat_template=template,
                                             eval_file=f"{spec.eval_dataset}.jsonl",

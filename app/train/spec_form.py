@@ -124,7 +124,8 @@ def target_choices(studio: Studio, base_model: str) -> list[str]:
 
 
 def _kinds(studio: Studio, base_model: str) -> dict[str, str]:
-    return base_module_kinds(base_model or DEMO_BASE_MODEL, studio.settings.models_dir) or {}
+    settings = studio.settings
+    return base_module_kinds(base_model or DEMO_BASE_MODEL, settings.models_dir, settings.model_dirs) or {}
 
 
 def form_targets(picked: list[str] | str | None, studio: Studio, base_model: str) -> str | list[str]:

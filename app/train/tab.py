@@ -240,7 +240,8 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
         return base_status_text(studio, base)
 
     def on_base_change(base):
-        kinds = base_module_kinds(base or DEMO_BASE_MODEL, studio.settings.models_dir) or {}
+        settings = studio.settings
+        kinds = base_module_kinds(base or DEMO_BASE_MODEL, settings.models_dir, settings.model_dirs) or {}
         return (base_status_text(studio, base), gr.update(choices=target_choices(studio, base)),
                 gr.update(choices=sorted(kinds)))
 

@@ -24,7 +24,7 @@ from app.web.gate import Gate
 from jobs.chat.request import GenerationSettings, conversation
 from jobs.data.formats import DatasetError
 from jobs.data.readers import parse_json_text
-from jobs.models.resolve import base_module_kinds
+from jobs.models.resolve import allowed_model_roots, base_model_problem, base_module_kinds
 from jobs.spec import DEMO_BASE_MODEL, SpecError, field_default
 from jobs.studio import Studio
 
@@ -249,7 +249,11 @@ def register(studio: Studio, chat: ChatService) -> None:
         """A base model as the Train tab shows it: whether it is prepared (`status`, words; empty for a base with
         nothing to say), the modules LoRA can target (`targets`: presets, then module names) and every module by
         kind (`modules`); `bases`: the bases the form offers."""
-        kinds = base_module_kinds(base_model or DEMO_BASE_MODEL, studio.settings.models_dir)
+        settings, base_model = studio.settings, base_model or DEMO_BASE_MODEL
+        roots = allowed_model_roots(list(settings.model_dirs), settings.models_dir)
+        if problem := base_model_problem(base_model, roots):  # a folder not theirs is not described at all
+            raise user_error(f"base_model: {problem}")
+        kinds = base_module_kinds(base_model, settings.models_dir, settings.model_dirs)
         return {"status": train_tab.base_status_text(studio, base_model), "bases": base_models(studio),
                 "targets": target_choices(studio, base_model), "modules": kinds or {}}
 

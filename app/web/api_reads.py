@@ -13,10 +13,12 @@ from app.train import tab as train_tab
 from app.web.errors import user_error
 from jobs.chat.suites import diff_html
 from jobs.data.readers import parse_json_text
+from jobs.data.store import find_dataset
 from jobs.models.fits import model_shape, verdicts
 from jobs.planning import job_plan, longest_sequence
 from jobs.spec import SpecError, TrainSpec, parse_spec
 from jobs.studio import Studio
+from jobs.submit import init_adapter_problems
 from storage import jobs_repo
 
 PREVIEW_FIELDS = ("base_model", "dataset", "eval_fraction", "max_length", "eval_dataset", "overlong", "dedup")
@@ -35,9 +37,16 @@ def spec_fields(spec: str) -> dict:
 
 def _planned(studio: Studio, spec: str):
     try:
-        return job_plan(studio, parse_spec(spec_fields(spec)))
+        parsed = parse_spec(spec_fields(spec))
     except SpecError as error:
         raise user_error(error.as_text()) from None
+    for field in ("dataset", "eval_dataset"):  # planned over no rows, another person's would read as empty
+        name = getattr(parsed, field)
+        if name and find_dataset(studio, name) is None:
+            raise user_error(f"{field}: no dataset named '{name}'")
+    if problems := init_adapter_problems(studio, parsed):
+        raise user_error("\n".join(str(problem) for problem in problems))
+    return job_plan(studio, parsed)
 
 
 def plan(studio: Studio, spec: str) -> dict:
@@ -54,7 +63,7 @@ def plan(studio: Studio, spec: str) -> dict:
 def memory(studio: Studio, spec: str) -> list[dict]:
     """The memory verdict on every device the job may run on, each with its estimate's parts in bytes."""
     planned = _planned(studio, spec).spec  # an empty batch size is chosen for the data first, as in the panel
-    shape = model_shape(planned.base_model, studio.settings.models_dir)
+    shape = model_shape(planned.base_model, studio.settings.models_dir, studio.settings.model_dirs)
     if shape is None:
         raise user_error(f"base_model: no estimate for '{planned.base_model}' yet: its config is not on this "
                          "machine, or it is not a decoder's config")

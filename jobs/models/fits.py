@@ -4,12 +4,13 @@ run on: fits (under 80% of its memory), tight (80-100%), does not fit."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.models.memory import Estimate, estimate
 from jobs.models.memory_inputs import DeviceProfile, ModelShape, TrainShape, profile_for
-from jobs.models.resolve import hub_cache_snapshot, looks_local, prepared_path
+from jobs.models.resolve import folder_readable, hub_cache_snapshot, looks_local, prepared_path
 from jobs.run_settings.cpu_dtype import NATIVE_BF16_LABEL
 from jobs.run_settings.lora import LoraSettings
 from jobs.run_settings.settings import Base, Machine, RunSettings, resolve
@@ -57,9 +58,12 @@ class Verdict:
         return "fits" if self.share < TIGHT_SHARE else "tight" if self.share <= 1 else "does not fit"
 
 
-def model_shape(base_model: str, models_dir: Path) -> ModelShape | None:
+def model_shape(base_model: str, models_dir: Path, model_dirs: Sequence[Path] = ()) -> ModelShape | None:
     """The base's shape from its folder's config and headers, whatever its family (a studio base before it exists:
-    its known shape); None when the folder is not here yet or its config is not a decoder's."""
+    its known shape); None when the folder is not here yet, not one the person may load from (`folder_readable`;
+    `model_dirs`: STUDIO_MODEL_DIRS), or its config is not a decoder's."""
+    if not folder_readable(base_model, models_dir, model_dirs):
+        return None
     path = prepared_path(base_model, models_dir)
     if base_model not in STUDIO_BASE_MODELS and not looks_local(base_model):
         path = hub_cache_snapshot(base_model)  # a hub id: its download, if there is one

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from jobs.models.contents import LLAMA_TARGETS, module_kinds, readable_safetensors
@@ -146,14 +146,26 @@ def describe_base(base_model: str, base_path: str) -> str:
     return f"`{base_model}` from the Hugging Face hub, at the commit pinned when the job was submitted."
 
 
-def base_module_kinds(base_model: str, models_dir: Path) -> dict[str, str] | None:
+def folder_readable(base_model: str, models_dir: Path, model_dirs: Sequence[Path] = ()) -> bool:
+    """Whether the person acting may have a local base folder read at all, its config and headers included: only
+    one submit would accept (`allowed_model_roots`), so no form or API answer tells what lies in another folder of
+    the server. A studio base or a hub id is not a folder: True."""
+    if base_model in STUDIO_BASE_MODELS or not looks_local(base_model):
+        return True
+    return base_model_problem(base_model, allowed_model_roots(list(model_dirs), models_dir)) is None
+
+
+def base_module_kinds(base_model: str, models_dir: Path, model_dirs: Sequence[Path] = ()) -> dict[str, str] | None:
     """The base's leaf modules by kind (see `module_kinds`), without loading or downloading it: a studio base from
-    its folder once built (before: the Llama names), a local folder from its headers, a hub id from the local
-    hub cache once downloaded. None when unknown (a hub id not downloaded yet)."""
+    its folder once built (before: the Llama names), a local folder from its headers (one the person may load
+    from: `folder_readable`; `model_dirs`: STUDIO_MODEL_DIRS), a hub id from the local hub cache once downloaded.
+    None when unknown (a hub id not downloaded yet, a folder not theirs to read)."""
     if base_model in STUDIO_BASE_MODELS:
         path = prepared_path(base_model, models_dir)
         return (module_kinds(Path(path)) if path else None) or dict(LLAMA_TARGETS)
     if looks_local(base_model):
+        if not folder_readable(base_model, models_dir, model_dirs):
+            return None
         return module_kinds(Path(base_model).expanduser())
     snapshot = hub_cache_snapshot(base_model)
     return module_kinds(snapshot) if snapshot else None

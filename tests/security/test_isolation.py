@@ -54,6 +54,11 @@ def _while_running(team, job_id: int, look):
     raise AssertionError(f"job {job_id} never ran:\n{team.live.worker_log()}")
 
 
+def _says_only_not_found(preview: str) -> None:
+    """The preview is the panel's text, refusals included: it names no row of hers."""
+    assert "no dataset named 'alice-data'" in preview.lower() and "q1" not in preview and "a1" not in preview, preview
+
+
 def _refused(call, *words: str) -> None:
     with pytest.raises(Exception) as caught:
         call()
@@ -127,12 +132,29 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
                                                        api_name="/change_password"), "current password: does not"),
         "/audit_log": lambda: _refused(lambda: p(api_name="/audit_log"), "only an admin"),
     })
+    hers = json.dumps({**FAST_JOB, "dataset": "alice-data"})
+    continued = json.dumps({**FAST_JOB, "init_adapter": adapter})
+    cases.update({  # what the Train, Runs and Chat tabs show beside their forms
+        "/plan_job": lambda: _refused(lambda: p(hers, api_name="/plan_job"), "no dataset named 'alice-data'"),
+        "/estimate_memory": lambda: _refused(lambda: p(continued, api_name="/estimate_memory"), adapter),
+        "/preview_dataset": lambda: _says_only_not_found(p(hers, api_name="/preview_dataset")),
+        "/job_script": lambda: _refused(lambda: p(continued, api_name="/job_script"), adapter),
+        "/compare_runs": lambda: _refused(lambda: p([job], "alice-sweep", True, api_name="/compare_runs"),
+                                          *not_found, "no sweep"),
+        "/job_metrics": lambda: _refused(lambda: p(job, [], api_name="/job_metrics"), *not_found),
+        "/sample_answers": lambda: _refused(lambda: p(job, api_name="/sample_answers"), *not_found),
+        "/list_suites": lambda: _assert("alice-suite" not in p(api_name="/list_suites")),
+        "/suite_diff": lambda: _refused(lambda: p("alice-suite", "base", adapter, BASE, api_name="/suite_diff"),
+                                        "no prompt", "has no answers"),
+        "/base_model_info": lambda: _refused(lambda: p(str(team.live.studio.settings.data_dir),
+                                                       api_name="/base_model_info"), "base_model", "folder"),
+    })
     listed = set(bob.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert set(cases) == listed, set(cases) ^ listed
     for name, case in cases.items():
         try:
             case()
-        except AssertionError as error:
+        except (AssertionError, pytest.fail.Exception) as error:  # a refusal that did not come: name the endpoint
             raise AssertionError(f"{name}: {error}") from None
 
     # Nothing Bob tried changed Alice's work, and Alice still sees all of it.

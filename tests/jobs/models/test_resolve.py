@@ -56,3 +56,16 @@ def test_a_person_without_admin_rights_trains_and_chats_only_on_listed_folders(s
         assert submit_job(studio, {"base_model": str(offered), "max_steps": 2}) > 0
         assert base_problem(studio, str(offered)) is None
         assert base_problem(studio, str(in_models)) is not None
+
+
+def test_a_folder_a_person_may_not_load_from_is_not_described_either(studio, demo_model_dir):
+    """The form's target chips and the memory verdict read a local base's config and headers: for a person without
+    the folder among theirs, nothing of it is read (the form once listed any server folder's module names)."""
+    from jobs.models.fits import model_shape
+    from jobs.models.resolve import base_module_kinds
+
+    models_dir, folder = studio.settings.models_dir, str(demo_model_dir)
+    with acting_as(Person("bob", admin=False)):
+        assert base_module_kinds(folder, models_dir) is None and model_shape(folder, models_dir) is None
+        assert base_module_kinds(folder, models_dir, [demo_model_dir.parent])["q_proj"] == "linear"
+        assert model_shape(folder, models_dir, [demo_model_dir.parent]) is not None
