@@ -17,6 +17,7 @@ from jobs.models.shape import (  # noqa: F401 (re-exported: the estimate's input
 )
 from jobs.run_settings.lora import ALL_LINEAR
 from jobs.run_settings.settings import RunSettings
+from jobs.spec import field_default
 
 MiB = 2**20
 GiB = 2**30
@@ -37,12 +38,12 @@ BNB_NESTED_BLOCKSIZE = 256  # double quant: the absmaxes are 8-bit, with one fp3
 class TrainShape:
     """The parts of a training spec that move memory."""
 
-    lora_r: int = 8
+    lora_r: int = field_default("lora_r")
     target_modules: tuple[str, ...] | str = ALL_LINEAR
     """Module names LoRA adapts (decoder Linears, and embed_tokens or lm_head), or 'all-linear'."""
     batch_size: int = 4
     """Sequences per step: with DPO, each preference pair is two (chosen and rejected)."""
-    max_length: int = 512
+    max_length: int = field_default("max_length")
     tokens_per_step: int = 0
     """Tokens in one micro-batch; 0: from the batch and the sequence length."""
     longest_sequence: int = 0
