@@ -34,12 +34,9 @@ def adapters_frame(studio: Studio):
 
 def adapter_zip(studio: Studio, name: str) -> str:
     """Build the adapter's zip in the exports folder and return its path."""
-    from jobs.training.export import build_adapter_zip
+    from jobs.training.export import adapter_export
 
-    adapter = _adapter(studio, name)
-    # The path comes from our own row, never from the request.
-    folder = studio.export_dir(f"adapter-{adapter.id}", adapter.owner)
-    return str(build_adapter_zip(studio.absolute(adapter.path), folder, adapter.name))
+    return str(adapter_export(studio, _adapter(studio, name)))  # the path comes from our own row, never the request
 
 
 def merge(studio: Studio, name: str, dtype: str = "bfloat16") -> int:
@@ -51,13 +48,11 @@ def merge(studio: Studio, name: str, dtype: str = "bfloat16") -> int:
 
 
 def merged_zip(studio: Studio, name: str) -> str:
-    from jobs.training.export import build_merged_zip
+    from jobs.training.export import merged_export
 
-    adapter = _adapter(studio, name)
-    if not adapter.merged_path:
+    if (zipped := merged_export(studio, _adapter(studio, name))) is None:
         raise user_error(f"name: '{name}' has no merged model yet; ask for one with Merge (it runs as a job)")
-    folder = studio.export_dir(f"adapter-{adapter.id}", adapter.owner)
-    return str(build_merged_zip(studio.absolute(adapter.merged_path), folder, adapter.name))
+    return str(zipped)
 
 
 def push(studio: Studio, name: str, repo_id: str, what: str = "adapter", private: bool = True) -> str:

@@ -271,13 +271,7 @@ def register(studio: Studio, chat: ChatService) -> None:
 
     def save_preset(name: str, spec: str) -> str:
         """Save (or replace) your preset `name` from spec fields (JSON), validated like a submission."""
-        try:
-            values = parse_json_text(spec) if (spec or "").strip() else {}
-        except ValueError as error:
-            raise user_error(f"spec: not valid JSON: {error}") from None
-        if not isinstance(values, dict):
-            raise user_error("spec: a JSON object of spec fields")
-        return presets_panel.save(studio, name, values)
+        return presets_panel.save(studio, name, api_reads.spec_fields(spec))
 
     def load_preset(name: str) -> dict:
         """A preset's spec fields (yours by name, a shared one as owner/name)."""

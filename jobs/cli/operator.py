@@ -115,21 +115,17 @@ def _adapter(studio: Studio, name: str):
 
 
 def adapter_zip(studio: Studio, name: str) -> str:
-    from jobs.training.export import build_adapter_zip
+    from jobs.training.export import adapter_export
 
-    adapter = _adapter(studio, name)
-    folder = studio.export_dir(f"adapter-{adapter.id}", adapter.owner)
-    return str(build_adapter_zip(studio.absolute(adapter.path), folder, adapter.name))
+    return str(adapter_export(studio, _adapter(studio, name)))
 
 
 def merged_zip(studio: Studio, name: str) -> str:
-    from jobs.training.export import build_merged_zip
+    from jobs.training.export import merged_export
 
-    adapter = _adapter(studio, name)
-    if not adapter.merged_path:
+    if (zipped := merged_export(studio, _adapter(studio, name))) is None:
         raise ValueError(f"name: '{name}' has no merged model yet; ask for one with `merge` (it runs as a job)")
-    folder = studio.export_dir(f"adapter-{adapter.id}", adapter.owner)
-    return str(build_merged_zip(studio.absolute(adapter.merged_path), folder, adapter.name))
+    return str(zipped)
 
 
 def rename_adapter(studio: Studio, name: str, new_name: str) -> str:

@@ -6,7 +6,9 @@ import os
 import zipfile
 from pathlib import Path
 
+from jobs.studio import Studio
 from storage.files import private_partial
+from storage.models import Adapter
 
 REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -40,3 +42,17 @@ def zip_folder(folder: Path, target: Path, top: str, compression: int) -> Path:
     finally:
         partial.unlink(missing_ok=True)
     return target
+
+
+def adapter_export(studio: Studio, adapter: Adapter) -> Path:
+    """The adapter's zip in its owner's exports folder (the page's and the CLI's download)."""
+    folder = studio.export_dir(f"adapter-{adapter.id}", adapter.owner)
+    return build_adapter_zip(studio.absolute(adapter.path), folder, adapter.name)
+
+
+def merged_export(studio: Studio, adapter: Adapter) -> Path | None:
+    """The merged model's zip beside the adapter's; None while no merge has finished."""
+    if not adapter.merged_path:
+        return None
+    folder = studio.export_dir(f"adapter-{adapter.id}", adapter.owner)
+    return build_merged_zip(studio.absolute(adapter.merged_path), folder, adapter.name)
