@@ -393,6 +393,9 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, shots
         # --- Adapters: both listed with their rank; one downloads in one click ---------------------------------
         _open_tab(page, "Adapters")
         adapters = page.locator("#adapters-table")
+        # Opening the tab refreshes the table the page loaded with (first, second) to add the sweep's adapters; a
+        # click before that refresh lands would pick whatever row takes the clicked row's place.
+        expect(adapters.get_by_role("gridcell", name="ranks-2", exact=True)).to_be_visible(timeout=30_000)
         for name in ("first", "second"):
             row = adapters.get_by_role("row", name=re.compile(rf"^{name}\b"))
             expect(row).to_contain_text("demo-tiny-llama")
