@@ -842,3 +842,108 @@ def test_a_newcomer_s_rough_edges_are_gone(app_server, page, shots):
         _expect_within_the_page(page, "#suite-grid")
         assert page.evaluate(BROKEN_HEADERS) == []
         _shot(page, shots, "rough-chat")
+
+
+WIDTHS = (1024, 1400, 1920)
+TABS = ("Train", "Datasets", "Runs", "Adapters", "Chat", "Account")
+# What passes the viewport's right (or left) edge: the page's own width, and every visible control or text whose box
+# is cut by the viewport's edge, unless it sits inside a container that scrolls sideways on its own (a wide table
+# may). `overflow-x: hidden` on the page would hide the scrollbar, not the cut: the boxes are measured, not the bar.
+CUT_AT_THE_EDGE = """() => {
+  const width = document.documentElement.clientWidth;
+  const scrollsOnItsOwn = el => {
+    for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+      const style = getComputedStyle(p);
+      if (['auto', 'scroll'].includes(style.overflowX) && p.scrollWidth > p.clientWidth) return true;
+    }
+    return false;
+  };
+  const cut = [];
+  for (const el of document.querySelectorAll(
+      'button, input, textarea, select, label, [role=tab], h1, h2, h3, p, td, th, img, canvas, svg')) {
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 || box.height === 0 || getComputedStyle(el).visibility === 'hidden') continue;
+    if (box.right <= width + 1 && box.left >= -1) continue;
+    if (scrollsOnItsOwn(el)) continue;
+    cut.push(`${el.tagName.toLowerCase()}#${el.id || ''}.${[...el.classList].slice(0, 2).join('.')} ` +
+             `[${Math.round(box.left)}..${Math.round(box.right)}] "${(el.innerText || el.value || '').slice(0, 40)}"`);
+  }
+  return {page: document.scrollingElement.scrollWidth, viewport: width, cut: cut.slice(0, 12)};
+}"""
+
+
+def _demo_adapters(app: AppServer, wanted: int) -> list[str]:
+    """`wanted` adapters of the demo base: the ones earlier tests of this module trained, topped up with copies of
+    one of them, registered in the app's database as a training child registers its adapter (the layout under test
+    does not care what the weights learned; training four more would take minutes)."""
+    import shutil
+
+    from storage import catalog, jobs_repo
+    from storage.access import everyone
+    from storage.db import Database
+    from storage.models import Adapter, JobStatus, utcnow
+    from storage.settings import load_settings
+
+    source = _an_adapter_of_the_demo_base(app)
+    names = [a["name"] for a in _api(app).predict("demo-tiny-llama", api_name="/list_adapters")]
+    db = Database(load_settings({"STUDIO_DATA_DIR": str(app.data_dir)}).database_url)
+    with db.write() as session, everyone():
+        original = catalog.get_adapter_by_name(session, source)
+        for index in range(wanted - len(names)):
+            name = f"wide-{index}"
+            job = jobs_repo.create_job(session, name, dict(jobs_repo.get_job(session, original.job_id).spec, name=name))
+            job.status, job.started_at, job.finished_at = JobStatus.SUCCEEDED, utcnow(), utcnow()
+            folder = f"adapters/job-{job.id}"
+            shutil.copytree(app.data_dir / original.path, app.data_dir / folder)
+            session.add(Adapter(name=name, base_model=original.base_model, path=folder,
+                                size_bytes=original.size_bytes, job_id=job.id, owner=original.owner))
+            names.append(name)
+    db.dispose()
+    return names[:wanted]
+
+
+def _expect_nothing_cut(page, tab: str, width: int) -> None:
+    page.wait_for_timeout(400)  # the layout settles after a resize or a tab switch
+    seen = page.evaluate(CUT_AT_THE_EDGE)
+    assert seen["page"] <= seen["viewport"], f"{tab} at {width} px scrolls sideways: {seen}"
+    assert not seen["cut"], f"{tab} at {width} px cuts these at the viewport's edge: {seen['cut']}"
+
+
+def test_every_tab_fits_1024_1400_and_1920_px(app_server, page, shots):
+    """Every tab, with data in it (a finished run with long sample answers, a suite run, a compare of six panes with
+    their answers), at 1024, 1400 and 1920 px: the page never scrolls sideways and nothing is cut at its edge."""
+    app = app_server
+    with _report_on_failure(app, page, shots):
+        if not any(j["name"] == "long-answers" for j in _api(app).predict(api_name="/list_jobs")):
+            _seed_a_finished_run_and_a_suite(app)
+        adapters = _demo_adapters(app, 5)
+        _open_studio(page, app.url)
+        _open_tab(page, "Chat")
+        picker = page.get_by_role("combobox", name=re.compile(r"^Compare"))
+        for name in adapters:
+            picker.click()
+            page.get_by_role("option", name=name, exact=True).click()
+        page.keyboard.press("Escape")
+        panes = {name: page.locator(f"#pane-{index}") for index, name in enumerate(["base", *adapters])}
+        prompt = page.locator("#chat-prompt textarea")
+        prompt.fill(PROMPT)
+        page.keyboard.press("Enter")
+        for name, pane in panes.items():
+            expect(pane.get_by_test_id("bot"), name).to_have_text(re.compile(r"\S"), timeout=180_000)
+        _wait_until_stable(page, panes)
+        page.get_by_role("button", name=re.compile(r"^Prompt suites")).click()
+        _choose(page, "suite-name", "long-suite")
+        expect(page.locator("#suite-grid")).to_contain_text("xxxxxxxx", timeout=20_000)
+
+        _open_tab(page, "Runs")
+        page.locator("#jobs-table").get_by_role("gridcell", name="long-answers", exact=True).click()
+        page.get_by_role("button", name=re.compile(r"^Timeline and sample answers")).click()
+        expect(page.locator("#run-samples")).to_contain_text(f"step {SAMPLE_STEPS[-1]}", timeout=20_000)
+
+        for width in WIDTHS:
+            page.set_viewport_size({"width": width, "height": 900})
+            for tab in TABS:
+                _open_tab(page, tab)
+                _expect_nothing_cut(page, tab, width)
+                if width == 1400:
+                    _shot(page, shots, f"tab-{tab.lower()}")
