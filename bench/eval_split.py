@@ -3,10 +3,11 @@ on nine tenths of them (a tenth held out for its eval loss, early stopping and t
 dataset sizes, every adapter scored by ONE evaluator on the same separate rows.
 
     python bench/eval_split.py [--model smollm2|demo] [--rows 320,900] [--held-out 100] [--fraction 0.1]
-                               [--seeds 42] [--smoke] [--out PATH]
+                               [--seeds 42] [--data pirate|unit-facts] [--smoke] [--out PATH]
 
-Rows: the first N of the example file the studio ships for the base (N from --rows); the file's last --held-out
-rows are the measuring rows, never trained on at any N. Each run is `jobs.training.train.train` with the studio's
+Rows: the first N of the example file the studio ships for the base (N from --rows), or of a second dataset unlike
+it (`--data unit-facts`: bench/unit_facts.py's terse unit conversions); the file's last --held-out rows are the
+measuring rows, never trained on at any N. Each run is `jobs.training.train.train` with the studio's
 defaults (the per-job rule chooses packing, batch, epochs and learning rate for the rows it trains on) and
 eval_fraction 0 or --fraction, each with every seed of --seeds. Reported per run: the held-out loss of the adapter it
 registers (assistant tokens only), its optimizer steps, train and eval rows, the step its adapter is from; per size:
@@ -33,7 +34,8 @@ RESULTS = ROOT / "bench" / "results"
 SMOKE = {"rows": "16,24", "held_out": 8, "steps": 4}
 
 
-def prepare(work: Path, model: str, sizes: list[int], held_out: int) -> tuple[Path, dict[int, Path], Path]:
+def prepare(work: Path, model: str, sizes: list[int], held_out: int,
+            data: str = "pirate") -> tuple[Path, dict[int, Path], Path]:
     """(base dir, {size: train.jsonl}, eval.jsonl) under `work`."""
     from jobs.models.demo import ensure_demo_model
 
@@ -44,7 +46,13 @@ def prepare(work: Path, model: str, sizes: list[int], held_out: int) -> tuple[Pa
         from storage.settings import load_settings
 
         base = resolve_base_model("smollm2-135m-instruct", load_settings({}).models_dir)
-    lines = (ROOT / "static" / "examples" / EXAMPLES[model]).read_text().splitlines(keepends=True)
+    if data == "unit-facts":
+        from bench.unit_facts import write_unit_facts
+
+        source = write_unit_facts(work / "unit_facts.jsonl", max(sizes) + held_out)
+    else:
+        source = ROOT / "static" / "examples" / EXAMPLES[model]
+    lines = source.read_text().splitlines(keepends=True)
     if max(sizes) + held_out > len(lines):
         raise SystemExit(f"{EXAMPLES[model]} has {len(lines)} rows: fewer than the largest --rows + --held-out")
     eval_file = work / "eval.jsonl"
@@ -86,6 +94,8 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=100)
     parser.add_argument("--fraction", type=float, default=0.1)
     parser.add_argument("--seeds", default="42")
+    parser.add_argument("--data", choices=["pirate", "unit-facts"], default="pirate",
+                        help="the base's bundled example file, or bench/unit_facts.py's rows")
     parser.add_argument("--smoke", action="store_true", help="the demo model, 16 and 24 rows, 4 steps: CI's check")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -93,14 +103,15 @@ def main() -> None:
         args.model, args.rows, args.held_out = "demo", SMOKE["rows"], SMOKE["held_out"]
     sizes, seeds = [int(n) for n in args.rows.split(",")], [int(s) for s in args.seeds.split(",")]
     max_steps = SMOKE["steps"] if args.smoke else -1
-    out = args.out or RESULTS / f"eval_split_{args.model}{'_smoke' if args.smoke else ''}.json"
+    data_tag = "" if args.data == "pirate" else f"_{args.data.replace('-', '_')}"
+    out = args.out or RESULTS / f"eval_split_{args.model}{data_tag}{'_smoke' if args.smoke else ''}.json"
     from jobs.training.train import quiet_libraries
 
     quiet_libraries()
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        base, trains, eval_file = prepare(work, args.model, sizes, args.held_out)
+        base, trains, eval_file = prepare(work, args.model, sizes, args.held_out, args.data)
         for size in sizes:
             for seed in seeds:
                 for fraction in (0.0, args.fraction):
@@ -111,8 +122,8 @@ def main() -> None:
                           f"{run['wall_s']:.0f} s", flush=True)
         score_adapters(runs, base, eval_file)
     table = summarize(runs, sizes, args.fraction)
-    write_report(out, {"model": args.model, "held_out": args.held_out, "fraction": args.fraction, "seeds": seeds,
-                       "summary": table, "runs": runs})
+    write_report(out, {"model": args.model, "data": args.data, "held_out": args.held_out, "fraction": args.fraction,
+                       "seeds": seeds, "summary": table, "runs": runs})
     print(f"{'rows':>6}{'all rows train':>16}{f'a {args.fraction:g} split':>14}{'split ÷ all':>13}")
     for size, row in table.items():
         print(f"{size:>6}{row['all_rows_train']:>16.4f}{row['split']:>14.4f}{row['split_over_all_rows']:>13.3f}")
