@@ -326,6 +326,34 @@ class MergeSpec(BaseModel):
         "Dtype of the merged weights: bfloat16 (the usual), float16, or float32 (exact, twice the size)."))
 
 
+class CombinedParent(BaseModel):
+    """One adapter of a combination, pinned by id (a rename after submit does not matter) with its weight."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    adapter: str = Field(description="The adapter's name when the combination was asked for.")
+    adapter_id: int
+    weight: float
+
+
+class CombineSpec(BaseModel):
+    """A combine job: a new adapter made from several adapters of one base by PEFT's `add_weighted_adapter`.
+    Checked at submit (jobs.training.combine_rules), stored verbatim, built by a worker like training."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="The new adapter's name.")
+    base_model: str = Field(description="The base every parent was trained on.")
+    parents: list[CombinedParent]
+    combination_type: str = Field(description="PEFT's combination_type (jobs.training.combine_rules.TYPES).")
+    density: float | None = Field(None, description="Share of each task vector kept (TIES, DARE, magnitude "
+                                                    "pruning); None for the types that keep everything.")
+    majority_sign_method: str | None = Field(None, description="How TIES elects each weight's sign: 'total' "
+                                                               "(summed magnitude) or 'frequency' (count).")
+    svd_rank: int | None = Field(None, description="The svd types' new rank; None: the largest parent rank.")
+    seed: int = Field(0, description="torch's seed before combining: DARE drops weights at random.")
+
+
 EMPTY_SPEC = ("is empty: name at least one field (each has a default; static/examples/demo_job.json is a full "
               "example)")
 MAX_PRIORITY = 1_000_000

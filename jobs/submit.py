@@ -5,6 +5,7 @@ A submission is checked in two passes that report together: the spec's own shape
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -26,16 +27,20 @@ from jobs.queue import routing
 from jobs.run_settings.lora import LoraSettings, lora_target_problem, read_adapter_lora
 from jobs.spec import (
     STUDIO_BASE_MODELS,
+    CombinedParent,
+    CombineSpec,
     MergeSpec,
     Problem,
     SpecError,
     TrainSpec,
+    name_problem,
     parse_spec,
     priority_problem,
     salvage_spec,
 )
 from jobs.step_plan import StepPlan
 from jobs.studio import Studio
+from jobs.training import combine_rules
 from storage import catalog, jobs_repo, users_repo
 from storage.access import everyone
 from storage.models import Dataset, Job, JobKind
@@ -332,6 +337,59 @@ def submit_merge(studio: Studio, adapter_name: str, dtype: str = "bfloat16", pri
     with studio.db.write() as session:
         job = jobs_repo.create_job(session, name=f"merge-{adapter.name}", spec=spec.model_dump(mode="json"),
                                    priority=priority, kind=JobKind.MERGE)
+        job_id = job.id
+    routing.send(studio, job_id, priority, None)
+    return job_id
+
+
+def submit_combine(studio: Studio, name: str, adapters: list[str], weights: list[float] | None = None,
+                   combination_type: str = "linear", density: float = 0.5, majority_sign_method: str = "total",
+                   svd_rank: int = 0, priority: int = 0) -> int:
+    """Queue a job that makes the adapter `name` from `adapters` (all of one base), weighted by `weights` (empty: 1.0
+    each), with PEFT's `combination_type`. Raises SpecError naming every problem at once."""
+    name = (name or "").strip()
+    wanted = [(adapter or "").strip() for adapter in adapters or []]
+    weights = list(weights) if weights else [1.0] * len(wanted)
+    problems, parents, found = [], [], []
+    for adapter_name in dict.fromkeys(wanted):
+        with studio.db.read() as session:  # scoped: another person's adapter is "no adapter named"
+            adapter = catalog.get_adapter_by_name(session, adapter_name)
+        if adapter is None:
+            problems.append(Problem(field="adapters", message=f"no adapter named '{adapter_name}'"))
+            continue
+        try:
+            config = json.loads((studio.absolute(adapter.path) / "adapter_config.json").read_text())
+        except (OSError, ValueError) as error:
+            problems.append(Problem(field="adapters", message=f"'{adapter_name}': its adapter_config.json is "
+                                                              f"unreadable ({error})"))
+            continue
+        parents.append(combine_rules.Parent(adapter.name, adapter.base_model, config))
+        found.append(adapter)
+    problems += [Problem(field="adapters", message=f"'{n}' is listed more than once")
+                 for n in sorted({n for n in wanted if wanted.count(n) > 1})]
+    problems += combine_rules.combination_problems(name, parents, weights, combination_type, density,
+                                                   majority_sign_method, svd_rank, requested=len(wanted))
+    if name and not name_problem(name):
+        with studio.db.read() as session, everyone():  # names are unique across everyone's adapters
+            taken = catalog.get_adapter_by_name(session, name) is not None or jobs_repo.active_job_named(session, name)
+        if taken:
+            problems.append(Problem(field="name", message=f"an adapter or active job is already named '{name}'"))
+    if order := _order_problem(priority) or priority_problem(priority):
+        problems.append(Problem(field="priority", message=order))
+    if quota := quota_problem(studio, 1):
+        problems.append(quota)
+    if problems:
+        raise SpecError(problems)
+    by_name = dict(zip(wanted, weights, strict=True))
+    spec = CombineSpec(
+        name=name, base_model=found[0].base_model, combination_type=combination_type,
+        parents=[CombinedParent(adapter=a.name, adapter_id=a.id, weight=float(by_name[a.name])) for a in found],
+        density=float(density) if combination_type in combine_rules.DENSITY_TYPES else None,
+        majority_sign_method=majority_sign_method if combination_type in combine_rules.SIGN_TYPES else None,
+        svd_rank=(svd_rank or None) if combination_type in combine_rules.SVD_TYPES else None)
+    with studio.db.write() as session:
+        job = jobs_repo.create_job(session, name=name, spec=spec.model_dump(mode="json"), priority=priority,
+                                   kind=JobKind.COMBINE)
         job_id = job.id
     routing.send(studio, job_id, priority, None)
     return job_id

@@ -42,7 +42,9 @@ class JobKind:
     TRAIN = "train"
     MERGE = "merge"
     """Merge an adapter into a 16-bit copy of its base (the spec names the adapter)."""
-    ALL = (TRAIN, MERGE)
+    COMBINE = "combine"
+    """A new adapter from several of one base, by PEFT's weighted combination (the spec names parents and weights)."""
+    ALL = (TRAIN, MERGE, COMBINE)
 
 
 class Job(Base):

@@ -26,12 +26,12 @@ from jobs.queue.lifecycle import signal_when_parent_dies
 from jobs.queue.retries import override_fields
 from jobs.queue.run_files import run_dir_for, train_log_path
 from jobs.queue.spare import SPARE_FLAG, parse_handoff
-from jobs.spec import MergeSpec, TrainSpec
+from jobs.spec import CombineSpec, MergeSpec, TrainSpec
 from jobs.spec_store import load_stored_spec
 from jobs.studio import Studio, open_studio
 from jobs.training import phases
 from jobs.training.phases import phase
-from jobs.training.registry import free_adapter_name, publish_adapter, publish_merged
+from jobs.training.registry import free_adapter_name, publish_adapter, publish_combined, publish_merged
 from storage import catalog, jobs_repo
 from storage.models import Dataset, JobKind
 
@@ -226,6 +226,46 @@ def _merge(studio: Studio, job_id: int, attempt: int, spec: MergeSpec, run_dir: 
     return 0
 
 
+def _combine(studio: Studio, job_id: int, attempt: int, spec: CombineSpec, run_dir: Path, sink: LedgerSink) -> int:
+    """Make the adapter from its parents (pinned by id at submit) and register it like a trained one."""
+    from jobs.training.combine import STEPS, CombineStopped, ParentFolder, combine_adapters
+
+    parents, pin = [], {}
+    with studio.db.read() as session:
+        for parent in spec.parents:
+            adapter = catalog.get_adapter(session, parent.adapter_id)
+            if adapter is None:
+                raise LookupError(f"adapters: '{parent.adapter}' was deleted before it could be combined")
+            parents.append(ParentFolder(adapter.name, studio.absolute(adapter.path), parent.weight))
+            trained_by = jobs_repo.get_job(session, adapter.job_id) if adapter.job_id else None
+            pin = pin or (jobs_repo.pinned(trained_by).get("base_model", {}) if trained_by else {})
+
+    def on_step(done: int) -> None:
+        with studio.db.write() as session:
+            jobs_repo.heartbeat(session, job_id, attempt, step=done, total_steps=STEPS)
+
+    def should_stop() -> bool:
+        return bool(sink.should_stop())
+
+    base_path = pinned_base(studio, spec.base_model, pin)  # at the revision its first trained parent trained on
+    try:
+        combined = combine_adapters(base_path, parents, spec, run_dir / "combined", on_step, should_stop)
+    except CombineStopped:
+        if not sink.cancel_requested:
+            return EXIT_INTERRUPTED  # the worker stops: the next attempt combines again from the start
+        with studio.db.write() as session:
+            jobs_repo.cancel_running_job(session, job_id, attempt)
+        return EXIT_CANCELLED
+    record = json.loads((combined / "combination.json").read_text())
+    with studio.db.write() as session:
+        jobs_repo.record_provenance(session, job_id, attempt, {**record, "device": "cpu"})
+    (combined / "provenance.json").write_text(json.dumps({**record, "device": "cpu"}, indent=2))
+    name = free_adapter_name(studio, spec.name, job_id)
+    published = publish_combined(studio, job_id, attempt, spec.base_model, name, combined)
+    print(f"combined adapter {name!r} {'registered' if published else 'discarded (stale attempt)'}", flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == [SPARE_FLAG]:
         return spare_main()
@@ -281,7 +321,7 @@ def write_output_to(log_path: Path) -> None:
 
 
 def run_attempt(studio: Studio, job_id: int, attempt: int) -> int:
-    """Train (or merge) one attempt of one job; the exit code is the contract with the supervisor."""
+    """Train (or merge, or combine) one attempt of one job; the exit code is the contract with the supervisor."""
     with studio.db.read() as session:
         job = jobs_repo.get_job(session, job_id)
         kind, raw_spec, job_name, overrides, provenance = job.kind, job.spec, job.name, job.overrides, job.provenance
@@ -294,6 +334,8 @@ def run_attempt(studio: Studio, job_id: int, attempt: int) -> int:
     try:
         if kind == JobKind.MERGE:
             return _merge(studio, job_id, attempt, MergeSpec.model_validate(raw_spec), run_dir)
+        if kind == JobKind.COMBINE:
+            return _combine(studio, job_id, attempt, CombineSpec.model_validate(raw_spec), run_dir, sink)
         changed = override_fields(overrides)
         # Stored under the rules of its day: migrated, and refused in words (not a traceback) when no longer valid.
         spec = load_stored_spec(raw_spec, changed).require()  # what a retry changed, on top of the spec

@@ -17,6 +17,7 @@ from jobs.models.resolve import portable_base_reference, resolve_base_model
 from jobs.spec import TrainSpec, name_problem
 from jobs.spec_store import read_spec_file
 from jobs.studio import Studio
+from jobs.training.combine import rewrite_card
 from jobs.training.model_card import write_model_card
 from storage import catalog, jobs_repo
 from storage.access import everyone
@@ -46,6 +47,22 @@ def publish_adapter(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, 
                     adapter_dir: Path) -> bool:
     """Move a finished adapter into place and, in one transaction, register it and mark the job succeeded.
     False when a newer attempt owns the job (the files are then removed)."""
+    def finish(target: Path, base_pin: dict) -> None:
+        name_base(target / "adapter_config.json", spec.base_model, base_pin)
+        _write_card(studio, target, name)
+
+    return _register(studio, job_id, attempt, spec.base_model, name, adapter_dir, finish)
+
+
+def publish_combined(studio: Studio, job_id: int, attempt: int, base_model: str, name: str,
+                     adapter_dir: Path) -> bool:
+    """Register a combined adapter (jobs.training.combine) as a trained one is: its folder named by its job, its row
+    and the job's success in one transaction. Its config already names the base as its first parent's did."""
+    return _register(studio, job_id, attempt, base_model, name, adapter_dir, lambda target, pin: None)
+
+
+def _register(studio: Studio, job_id: int, attempt: int, base_model: str, name: str, adapter_dir: Path,
+              finish) -> bool:
     target = adapter_folder(studio, job_id)
     if target.exists():
         shutil.rmtree(target)  # a previous attempt of this same job got this far, then died
@@ -53,10 +70,9 @@ def publish_adapter(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, 
     with studio.db.read() as session:
         job = jobs_repo.get_job(session, job_id)  # the child acts for no one: unscoped
         owner, base_pin = job.owner, jobs_repo.pinned(job).get("base_model", {})  # the adapter is the submitter's
-    name_base(target / "adapter_config.json", spec.base_model, base_pin)
-    _write_card(studio, target, name)
+    finish(target, base_pin)
     size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
-    adapter = Adapter(name=name, base_model=spec.base_model, path=studio.relative(target), size_bytes=size,
+    adapter = Adapter(name=name, base_model=base_model, path=studio.relative(target), size_bytes=size,
                       job_id=job_id, owner=owner)
     with studio.db.write() as session:
         recorded = jobs_repo.succeed_job(session, job_id, attempt, adapter)
@@ -98,7 +114,10 @@ def publish_merged(studio: Studio, job_id: int, attempt: int, adapter_id: int, m
 
 
 def _write_card(studio: Studio, folder: Path, name: str) -> None:
-    """(Re)write the model card from the spec and final metrics the folder holds."""
+    """(Re)write the model card from the spec and final metrics the folder holds (a combined adapter's from what it
+    was combined from)."""
+    if rewrite_card(folder, name):
+        return
     stored = read_spec_file(folder / "training_spec.json")
     if stored.spec is None:  # an adapter trained under older rules keeps its card rather than failing a rename
         log.warning("model card of %s not rewritten: %s", folder, stored.problems_text())
