@@ -105,13 +105,22 @@ def adapters_table(rows: list[tuple[Adapter, Job | None]], eval_loss: dict[int, 
     for adapter, job in rows:
         spec = job.spec if job is not None else {}
         targets = spec.get("target_modules", "")
+        source = combination_text(spec) if job is not None and job.kind == JobKind.COMBINE else spec.get("dataset", "")
         table.append([adapter.name, adapter.base_model, spec.get("lora_r", ""),
-                      ", ".join(targets) if isinstance(targets, list) else targets, spec.get("dataset", ""),
+                      ", ".join(targets) if isinstance(targets, list) else targets, source,
                       job.step if job is not None else "", _fmt(eval_loss.get(adapter.job_id, {}).get("eval_loss")),
                       human_size(adapter.size_bytes),
                       human_size(adapter.merged_size_bytes) if adapter.merged_path else "",
                       adapter.job_id, adapter.created_at.strftime("%Y-%m-%d %H:%M")])
     return pd.DataFrame(table, columns=ADAPTER_COLUMNS)
+
+
+def combination_text(spec: dict) -> str:
+    """A combine job's recipe in one line: "combined (ties, density 0.5): a ×0.7 + b ×0.3"."""
+    settings = [f"{key.replace('_', ' ')} {spec[key]}" for key in ("density", "majority_sign_method", "svd_rank")
+                if spec.get(key) is not None]
+    parents = " + ".join(f"{parent['adapter']} ×{parent['weight']:g}" for parent in spec.get("parents", []))
+    return f"combined ({', '.join([spec.get('combination_type', '?'), *settings])}): {parents}"
 
 
 def job_summary(job: Job, pace: Pace | None = None) -> dict:

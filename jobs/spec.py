@@ -338,14 +338,14 @@ class CombinedParent(BaseModel):
 
 class CombineSpec(BaseModel):
     """A combine job: a new adapter made from several adapters of one base by PEFT's `add_weighted_adapter`.
-    Checked at submit (jobs.training.combine_rules), stored verbatim, built by a worker like training."""
+    Checked at submit (jobs.combine_rules), stored verbatim, built by a worker like training."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="The new adapter's name.")
     base_model: str = Field(description="The base every parent was trained on.")
     parents: list[CombinedParent]
-    combination_type: str = Field(description="PEFT's combination_type (jobs.training.combine_rules.TYPES).")
+    combination_type: str = Field(description="PEFT's combination_type (jobs.combine_rules.TYPES).")
     density: float | None = Field(None, description="Share of each task vector kept (TIES, DARE, magnitude "
                                                     "pruning); None for the types that keep everything.")
     majority_sign_method: str | None = Field(None, description="How TIES elects each weight's sign: 'total' "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from jobs import combine_rules
 from jobs.data.formats import PREFERENCE
 from jobs.data.store import find_dataset
 from jobs.models.contents import OTHER, chat_template_text, lora_targets
@@ -40,7 +41,6 @@ from jobs.spec import (
 )
 from jobs.step_plan import StepPlan
 from jobs.studio import Studio
-from jobs.training import combine_rules
 from storage import catalog, jobs_repo, users_repo
 from storage.access import everyone
 from storage.models import Dataset, Job, JobKind

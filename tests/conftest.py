@@ -193,6 +193,26 @@ def live(tmp_path_factory, demo_model_dir):
     studio.studio.db.dispose()
 
 
+@pytest.fixture(scope="session")
+def two_adapters(tmp_path_factory, demo_model_dir) -> list[Path]:
+    """Two small LoRA adapters of the demo base (rank 8; all linear layers, and attention only), trained once per
+    session: the chat tests' panes and the combine test's parents."""
+    from jobs.data.formats import parse_file
+    from jobs.data.store import store_parsed
+    from jobs.spec import parse_spec
+    from jobs.studio import EXAMPLE_DATASET_FILE
+    from jobs.training.train import train
+
+    data, _ = store_parsed(parse_file(EXAMPLE_DATASET_FILE), tmp_path_factory.mktemp("data"))
+    adapters = []
+    for seed, targets in ((1, "all-linear"), (2, "attention")):
+        spec = parse_spec({"max_steps": 6, "batch_size": 2, "max_length": 256, "learning_rate": 1e-2,
+                           "eval_fraction": 0, "seed": seed, "target_modules": targets, "save_steps": 100})
+        out = tmp_path_factory.mktemp(f"run{seed}")
+        adapters.append(train(spec, out, str(demo_model_dir), data, lambda *a: None, lambda: False).adapter_dir)
+    return adapters
+
+
 FAST_JOB = {"max_steps": 4, "batch_size": 2, "max_length": 256, "logging_steps": 1, "eval_steps": 2, "save_steps": 2,
             "eval_fraction": 0.05}
 

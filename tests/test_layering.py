@@ -20,6 +20,7 @@ FORBIDDEN = {
     "storage.file_modes": ["torch", "gradio"],  # every process sets its umask through it first
     "jobs": ["gradio", "app"],
     "jobs.submit": [*HEAVY, "app"],
+    "jobs.combine_rules": [*HEAVY, "app"],  # the Adapters tab and the CLI check a combination without torch
     "jobs.__main__": [*HEAVY, "app", "gradio_client"],  # the client loads only for --url
     "jobs.queue.worker": [*HEAVY, "app"],
     "jobs.queue.child": [*HEAVY, "app"],  # torch arrives only once it starts training
@@ -82,8 +83,9 @@ ROOMS = {
                       "jobs.hub_access", "jobs.run_settings", "jobs.step_plan"},  # a direct caller's empty fields
     "jobs.queue": {"jobs.spec", "jobs.spec_store", "jobs.studio", "jobs.failures", "jobs.models", "jobs.data",
                    "jobs.training", "jobs.run_settings", "jobs.planning"},  # the child sizes its memory estimate
+    "jobs.combine_rules": {"jobs.spec"},  # what PEFT's weighted combination accepts, from adapter configs alone
     "jobs.submit": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data", "jobs.queue", "jobs.run_settings",
-                    "jobs.step_plan", "jobs.planning"},
+                    "jobs.step_plan", "jobs.planning", "jobs.combine_rules"},
     "jobs.sweeps": {"jobs.spec", "jobs.spec_versions", "jobs.studio", "jobs.submit"},  # submitted as one group
 }
 ROOMS["jobs.cli"] = set(ROOMS)  # the CLI: a verb for what every room does

@@ -1,5 +1,5 @@
 """Adapters tab: what was trained (rank, targets, dataset, steps, final eval loss), a one-click zip download that
-loads anywhere PEFT loads, rename and delete."""
+loads anywhere PEFT loads, rename and delete, and a new adapter combined from several (a job)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from app import views
 from app.web.errors import audit, user_error
 from app.web.safe_text import SafeMarkdown
 from jobs import hub_access
+from jobs.combine_rules import MAX_RANK, TYPES
 from jobs.spec import SpecError
 from jobs.studio import Studio
-from jobs.submit import submit_merge
+from jobs.submit import submit_combine, submit_merge
 from jobs.training.registry import AdapterError, delete_adapter, rename_adapter
 from storage import catalog, jobs_repo
 
@@ -45,6 +46,30 @@ def merge(studio: Studio, name: str, dtype: str = "bfloat16") -> int:
         return submit_merge(studio, name, dtype)
     except SpecError as error:
         raise user_error(error.as_text()) from None
+
+
+def combine(studio: Studio, name: str, adapters: list[str], weights: list[float] | None = None,
+            combination_type: str = "linear", density: float = 0.5, majority_sign_method: str = "total",
+            svd_rank: int = 0, priority: int = 0) -> int:
+    """Queue a job that makes the adapter `name` from `adapters` of one base, weighted, with PEFT's
+    add_weighted_adapter; returns the job id. Every problem is refused at once, each naming its field."""
+    try:
+        return submit_combine(studio, name, list(adapters or []), list(weights or []), combination_type, density,
+                              majority_sign_method, svd_rank, priority)
+    except SpecError as error:
+        raise user_error(error.as_text()) from None
+
+
+def parse_weights(text: str) -> list:
+    """The form's weights ("0.7, 0.3"): numbers, and what is not one kept as typed, for the check to name."""
+    weights = []
+    for part in (text or "").replace(";", ",").split(","):
+        if part.strip():
+            try:
+                weights.append(float(part))
+            except ValueError:
+                weights.append(part.strip()[:40])
+    return weights
 
 
 def merged_zip(studio: Studio, name: str) -> str:
@@ -135,10 +160,34 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
         repo_id = gr.Textbox(label="Hub repo (owner/name)", scale=2)
         what = gr.Radio(["adapter", "merged"], value="adapter", label="Push", scale=1)
         push_button = gr.Button("Push to the hub", scale=1)
+    with gr.Accordion("Combine adapters into a new one (a job)", open=False):
+        with gr.Row():
+            combined_name = gr.Textbox(label="New adapter's name", elem_id="combine-name", scale=2)
+            parents = gr.Dropdown([], multiselect=True, label="Adapters to combine (two or more, one base)", scale=3,
+                                  elem_id="combine-adapters")
+            weights = gr.Textbox(label="Weights", placeholder="one per adapter, e.g. 0.7, 0.3 (empty: 1 each)",
+                                 elem_id="combine-weights", scale=2)
+        with gr.Row():
+            combination_type = gr.Dropdown(list(TYPES), value="linear", label="Combination (PEFT)", scale=2,
+                                           info="linear, ties, dare_*: one rank; cat: ranks add up; *svd: any ranks")
+            density = gr.Slider(0.01, 1.0, value=0.5, step=0.01, label="Density (ties, dare, magnitude_prune)",
+                                scale=2)
+            sign = gr.Radio(["total", "frequency"], value="total", label="Majority sign (ties)", scale=1)
+            svd_rank = gr.Number(0, precision=0, minimum=0, maximum=MAX_RANK, label="SVD rank (0: largest)",
+                                 scale=1)
+            combine_button = gr.Button("Combine (a job)", scale=1, elem_id="adapter-combine")
     status = SafeMarkdown(elem_id="adapter-status")
 
     def show_table():
         return adapters_frame(studio)
+
+    def offer_parents(chosen):
+        names = [row["name"] for row in adapter_list(studio)]
+        return gr.update(choices=names, value=[name for name in chosen or [] if name in names])
+
+    def on_combine(name, chosen, weights_text, kind, keep, sign_method, rank):
+        job_id = combine(studio, name, chosen, parse_weights(weights_text), kind, keep, sign_method, int(rank or 0))
+        return f"Queued combine job **{job_id}** for **{(name or '').strip()}**; follow it in the Runs tab."
 
     def on_select(event: gr.SelectData):
         name = event.row_value[0]
@@ -168,6 +217,9 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
     private = dict(api_visibility="private")
     for trigger in (tab.select, app.load):
         trigger(show_table, None, table, **private)
+        trigger(offer_parents, parents, parents, **private)
+    combine_button.click(on_combine, [combined_name, parents, weights, combination_type, density, sign, svd_rank],
+                         status, **private)
     table.select(on_select, None, [picked, download, merged_download], **private)
     merge_button.click(on_merge, [picked, dtype], status, **private)
     push_button.click(on_push, [picked, repo_id, what], status, **private)

@@ -107,6 +107,10 @@ def _summary_text(job: dict) -> str:
     if job["kind"] == JobKind.MERGE:
         lines.append(f"**Merges** adapter `{job['spec']['adapter']}` into a {job['spec']['dtype']} copy of its base.")
         return "\n\n".join(lines)
+    if job["kind"] == JobKind.COMBINE:
+        lines.append(f"**Makes** adapter `{job['spec']['name']}`, {views.combination_text(job['spec'])}, with "
+                     f"PEFT's add_weighted_adapter.")
+        return "\n\n".join(lines)
     step_plan = (job.get("provenance") or {}).get("plan") or {}
     if step_plan:
         lines.append(f"**Plan at submit:** {step_plan['steps']:,} optimizer steps over {step_plan['tokens']:,} "

@@ -103,6 +103,15 @@ def register(studio: Studio, chat: ChatService) -> None:
         """Queue a job that merges the adapter into a 16-bit copy of its base. Returns the job id."""
         return adapters_tab.merge(studio, name, dtype)
 
+    def combine_adapters(name: str, adapters: list[str], weights: list[float] | None = None,
+                         combination_type: str = "linear", density: float = 0.5, majority_sign_method: str = "total",
+                         svd_rank: int = 0, priority: int = 0) -> int:
+        """Queue a job that makes the adapter `name` from two or more `adapters` of one base, each with its weight
+        (empty: 1.0 each), by PEFT's add_weighted_adapter (`combination_type`: linear, cat, ties, dare_linear,
+        dare_ties, magnitude_prune, or an svd type). Returns the job id."""
+        return adapters_tab.combine(studio, name, adapters, weights, combination_type, density, majority_sign_method,
+                                    svd_rank, priority)
+
     def download_merged(name: str) -> FileData:
         """The merged model's zip (safetensors, tokenizer, card), once a merge job built it."""
         path = Path(adapters_tab.merged_zip(studio, name))
@@ -301,7 +310,8 @@ def register(studio: Studio, chat: ChatService) -> None:
 
     endpoints = (submit_job, submit_sweep, cancel_sweep, get_job, list_jobs, cancel_job, move_job, set_priority,
                  list_workers, list_adapters, download_adapter, rename_adapter, delete_adapter, merge_adapter,
-                 download_merged, push_to_hub, set_hub_token, clear_hub_token, hub_token_status, compare,
+                 combine_adapters, download_merged, push_to_hub, set_hub_token, clear_hub_token, hub_token_status,
+                 compare,
                  import_dataset, import_hub_dataset, list_datasets, dataset_stats, rename_dataset, delete_dataset,
                  record_vote, leaderboard, export_votes, save_suite, run_suite, suite_results, list_suites, suite_diff,
                  plan_job, base_model_info, estimate_memory, preview_dataset, job_script, compare_runs, job_metrics,
@@ -333,6 +343,7 @@ UI_ACTIONS: dict[str, tuple[str, ...]] = {
     "Runs › run-timeline": ("job_metrics", "sample_answers"), "Runs › Cancel job": ("cancel_job",),
     "Runs › Cancel its whole sweep": ("cancel_sweep",), "Runs › clone-run": ("get_job",),
     "Adapters › adapter-merge": ("merge_adapter",), "Adapters › Push to the hub": ("push_to_hub",),
+    "Adapters › adapter-combine": ("combine_adapters",),
     "Adapters › Rename": ("rename_adapter",), "Adapters › adapter-delete": ("delete_adapter",),
     "Chat › chat-send": ("compare",), "Chat › Refresh adapters": ("list_adapters",),
     "Chat › compare-picker": ("list_adapters",),

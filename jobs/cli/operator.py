@@ -147,6 +147,15 @@ def merge(studio: Studio, name: str, dtype: str = "bfloat16") -> int:
     return submit_merge(studio, name, dtype)
 
 
+def combine(studio: Studio, name: str, adapters: list[str], weights: list[float] | None = None,
+            combination_type: str = "linear", density: float = 0.5, majority_sign_method: str = "total",
+            svd_rank: int = 0, priority: int = 0) -> int:
+    from jobs.submit import submit_combine
+
+    return submit_combine(studio, name, adapters, weights, combination_type, density, majority_sign_method, svd_rank,
+                          priority)
+
+
 def leaderboard(studio: Studio, base_model: str) -> list[dict]:
     from jobs.chat.votes import base_leaderboard
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from jobs.cli import operator as op
 from jobs.cli.verb import Arg, Verb
+from jobs.combine_rules import SIGN_METHODS, TYPES
 
 BASE = Arg("base_model", "the base model", default="demo-tiny-llama")
 SPEC = Arg("spec", "a spec file (JSON or YAML)", read="spec")
@@ -59,6 +60,16 @@ VERBS = (
     Verb("merge", "merge_adapter", "queue a job merging the adapter into a 16-bit copy of its base",
          (ADAPTER, Arg("dtype", "the merged weights' dtype", default="bfloat16",
                        choices=("bfloat16", "float16", "float32"))), op.merge),
+    Verb("combine", "combine_adapters", "queue a job making a new adapter from several of one base (PEFT's "
+         "weighted combination)",
+         (Arg("name", "the new adapter's name"), Arg("adapters", "the adapters to combine (two or more)", many=True),
+          Arg("weights", "a weight per adapter, in order (repeat; default: 1 each)", type=float, default=[],
+              many=True),
+          Arg("combination_type", "PEFT's combination", default="linear", choices=TYPES),
+          Arg("density", "share kept by ties, dare and magnitude_prune", type=float, default=0.5),
+          Arg("majority_sign_method", "how ties elects signs", default="total", choices=SIGN_METHODS),
+          Arg("svd_rank", "the svd types' rank (0: the largest parent's)", type=int, default=0),
+          Arg("priority", "higher runs first", type=int, default=0)), op.combine),
     Verb("download-merged", "download_merged", "the merged model's zip, once merged", (ADAPTER,), op.merged_zip,
          download=True),
     Verb("push", "push_to_hub", "push the adapter or its merged model to a hub repo of yours (your hub token)",

@@ -1,5 +1,5 @@
 """Combine adapters: a new LoRA adapter from several of one base, made by PEFT's own `add_weighted_adapter` (linear,
-cat, TIES, DARE, magnitude pruning, and their svd variants); what it accepts is jobs.training.combine_rules.
+cat, TIES, DARE, magnitude pruning, and their svd variants); what it accepts is jobs.combine_rules.
 
 The base is loaded unquantized in float32 on the CPU: PEFT builds the new adapter's matrices in the base layers'
 dtype (cat writes into them in place), and the parents were saved in float32, so a 16-bit base would round the
@@ -67,7 +67,8 @@ def combine_adapters(base_path: str, parents: list[ParentFolder], spec: CombineS
         # first parent's use_rslora, which would scale the result by sqrt(r) again when loaded.
         model.peft_config[COMBINED].use_rslora = False
         step_done(3)
-        model.save_pretrained(partial / "peft", selected_adapters=[COMBINED])
+        # Only the adapter's own weights: "auto" would look the base up on the hub to see if its vocabulary changed.
+        model.save_pretrained(partial / "peft", selected_adapters=[COMBINED], save_embedding_layers=False)
         saved = partial / "peft" / COMBINED  # PEFT saves an adapter not named "default" in its own subfolder
         for file in saved.iterdir():
             os.replace(file, partial / file.name)

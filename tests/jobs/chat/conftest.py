@@ -1,27 +1,9 @@
-"""Fixtures the chat tests share: small adapters of the demo base, trained once per session (two LoRA, and one of
-each other variant chat must serve), and a models folder that holds the demo base."""
+"""Fixtures the chat tests share: small adapters of the demo base, trained once per session (one of each variant chat
+must serve besides tests/conftest.py's two LoRA), and a models folder that holds the demo base."""
 
 from pathlib import Path
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def two_adapters(tmp_path_factory, demo_model_dir) -> list[Path]:
-    from jobs.data.formats import parse_file
-    from jobs.data.store import store_parsed
-    from jobs.spec import parse_spec
-    from jobs.studio import EXAMPLE_DATASET_FILE
-    from jobs.training.train import train
-
-    data, _ = store_parsed(parse_file(EXAMPLE_DATASET_FILE), tmp_path_factory.mktemp("data"))
-    adapters = []
-    for seed, targets in ((1, "all-linear"), (2, "attention")):
-        spec = parse_spec({"max_steps": 6, "batch_size": 2, "max_length": 256, "learning_rate": 1e-2,
-                           "eval_fraction": 0, "seed": seed, "target_modules": targets, "save_steps": 100})
-        out = tmp_path_factory.mktemp(f"run{seed}")
-        adapters.append(train(spec, out, str(demo_model_dir), data, lambda *a: None, lambda: False).adapter_dir)
-    return adapters
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
+from jobs.combine_rules import Parent, combination_problems
 from jobs.spec import SpecError
 from jobs.submit import submit_combine
-from jobs.training.combine_rules import Parent, combination_problems
 from storage import jobs_repo
 from storage.access import Person, acting_as
 from storage.models import Adapter, JobKind
@@ -46,6 +46,7 @@ CASES = {  # what is asked -> the fields refused (an empty list: accepted)
     "cat over the largest rank": (dict(parents=[_parent("a", r=1000), _parent("b", r=100)], combination_type="cat"),
                                   ["combination_type"]),
     "bad name": (dict(name="../x"), ["name"]),
+    "nine adapters": (dict(parents=[_parent(f"a{i}") for i in range(9)], weights=[1.0] * 9), ["adapters"]),
 }
 
 

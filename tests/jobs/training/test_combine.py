@@ -1,0 +1,125 @@
+"""Combine adapters end to end: two adapters trained on the demo model (rank 8; all linear layers, and attention
+only), combined by queued jobs of the live studio (linear, then TIES), registered like trained ones. Each combined
+adapter loads with plain PEFT, holds exactly the weights PEFT's own `add_weighted_adapter` makes from the same
+parents, and answers in the chat engine."""
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from jobs.chat.engine import ChatEngine
+from jobs.chat.request import GenerationSettings, resolve_panes
+from jobs.chat.scheduler import GenerationScheduler
+from jobs.submit import submit_combine
+from jobs.training.registry import rename_adapter
+from storage import catalog, jobs_repo
+
+pytestmark = pytest.mark.slow
+BASE = "demo-tiny-llama"
+
+
+def _register(live, two_adapters) -> list[str]:
+    """The session's two trained LoRA adapters (tests/conftest.py) as adapters of the live studio."""
+    import shutil
+
+    from storage.models import Adapter
+
+    names = []
+    for index, folder in enumerate(two_adapters, start=1):
+        name = f"combine-parent-{index}"
+        shutil.copytree(folder, live.studio.absolute(f"adapters/{name}"))
+        with live.studio.db.write() as session:
+            session.add(Adapter(name=name, base_model=BASE, path=f"adapters/{name}", size_bytes=1, owner="local"))
+        names.append(name)
+    return names
+
+
+def _peft_reference(demo_model_dir, folders, weights, **arguments) -> dict[str, torch.Tensor]:
+    """PEFT's own combination of the same parents, as a state dict named as saved."""
+    from peft import get_peft_model_state_dict
+
+    base = AutoModelForCausalLM.from_pretrained(demo_model_dir, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(folders[0]), adapter_name="p0")
+    model.load_adapter(str(folders[1]), adapter_name="p1")
+    torch.manual_seed(0)
+    model.add_weighted_adapter(["p0", "p1"], weights, "mix", **arguments)
+    return get_peft_model_state_dict(model, adapter_name="mix", save_embedding_layers=False)
+
+
+def test_combined_adapters_equal_peft_and_answer_in_chat(live, demo_model_dir, two_adapters):
+    import time
+    t0 = time.monotonic()
+    studio = live.studio
+    parents = _register(live, two_adapters)
+    print("TIMING trained", time.monotonic() - t0)
+    with studio.db.read() as session:
+        folders = [studio.absolute(catalog.get_adapter_by_name(session, name).path) for name in parents]
+    methods = {"mixed-linear": ("linear", [0.7, 0.5], {}),
+               "mixed-ties": ("ties", [1.0, 1.0], {"density": 0.5, "majority_sign_method": "total"})}
+    for name, (kind, weights, arguments) in methods.items():
+        job_id = submit_combine(studio, name, parents, weights, kind, **arguments)
+        job = live.wait_for(job_id)
+        print("TIMING combined", kind, time.monotonic() - t0, job.started_at, job.finished_at)
+        assert job.status == "succeeded", f"{job.error}\n{live.worker_log()}"
+        assert job.step == job.total_steps == 4  # progress: load base, load parents, combine, save
+        with studio.db.read() as session:
+            adapter = catalog.adapter_for_job(session, job_id)
+            provenance = jobs_repo.get_job(session, job_id).provenance
+        assert adapter.name == name and adapter.base_model == BASE
+        recorded = [(p["adapter"], p["weight"]) for p in provenance["combined_from"]]
+        assert recorded == list(zip(parents, weights, strict=True))
+        assert provenance["method"]["combination_type"] == kind
+        folder = studio.absolute(adapter.path)
+        assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "combination.json",
+                "provenance.json", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+        assert "combined-adapter" in (folder / "README.md").read_text()
+        assert not any(p.name.endswith(".partial") for p in folder.parent.iterdir())
+
+        # It is PEFT's own result, and it loads with plain PEFT.
+        got = load_file(folder / "adapter_model.safetensors")
+        expected = _peft_reference(demo_model_dir, folders, weights, combination_type=kind, **arguments)
+        assert got.keys() == expected.keys() and len(got) > 0
+        for key, tensor in expected.items():
+            assert torch.equal(got[key], tensor), key
+        assert any(tensor.abs().sum() > 0 for key, tensor in got.items() if "lora_B" in key)
+        loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(demo_model_dir), str(folder))
+        assert loaded.peft_config["default"].r == 8 and json.loads(
+            (folder / "adapter_config.json").read_text())["use_rslora"] is False
+
+    print("TIMING checked", time.monotonic() - t0)
+    # It chats like a trained adapter, beside its parents, through the engine every chat uses.
+    engine = GenerationScheduler(ChatEngine(studio.settings.models_dir))
+    panes = resolve_panes(studio, BASE, ["mixed-linear", "mixed-ties", parents[0]])
+    replies = engine.compare(BASE, panes, [[{"role": "user", "content": "What is 2 plus 3?"}]] * 3,
+                             GenerationSettings(max_new_tokens=8, temperature=0))
+    assert len(replies) == 3 and all(isinstance(reply, str) for reply in replies)
+
+    print("TIMING chatted", time.monotonic() - t0)
+    # A rename rewrites its card as a combined adapter's, not a trained one's.
+    rename_adapter(studio, "mixed-ties", "mixed-ties-2")
+    with studio.db.read() as session:
+        folder = studio.absolute(catalog.get_adapter_by_name(session, "mixed-ties-2").path)
+    assert "# mixed-ties-2" in (folder / "README.md").read_text()
+
+
+def test_a_cancel_or_a_failure_leaves_nothing_half_written(demo_model_dir, tmp_path):
+    """Stopped between steps (a cancel), or failing on a parent that is not there: no folder, no partial one."""
+    from jobs.spec import CombinedParent, CombineSpec
+    from jobs.training.combine import CombineStopped, ParentFolder, combine_adapters
+
+    spec = CombineSpec(name="mix", base_model=BASE, combination_type="linear",
+                       parents=[CombinedParent(adapter=n, adapter_id=i, weight=1.0) for i, n in enumerate("ab")])
+    parents = [ParentFolder(name, tmp_path / "missing" / name, 1.0) for name in "ab"]
+    out = tmp_path / "out" / "combined"
+    out.parent.mkdir()
+    steps = []
+    with pytest.raises(CombineStopped):
+        combine_adapters(str(demo_model_dir), parents, spec, out, steps.append, lambda: True)
+    assert steps == [1] and list(out.parent.iterdir()) == []
+    with pytest.raises(Exception) as failed:
+        combine_adapters(str(demo_model_dir), parents, spec, out)
+    assert "missing" in str(failed.value) and list(out.parent.iterdir()) == []
