@@ -21,7 +21,7 @@ from jobs.training.combine import rewrite_card
 from jobs.training.model_card import write_model_card
 from storage import catalog, jobs_repo
 from storage.access import everyone
-from storage.models import Adapter
+from storage.models import Adapter, JobKind
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +158,12 @@ def rename_adapter(studio: Studio, name: str, new_name: str) -> Adapter:
 
 
 def adapter_ids_in_use(session) -> set[int]:
-    """Adapters a queued or running job continues from (pinned by id at submit)."""
-    pins = [jobs_repo.pinned(job).get("init_adapter") for job in jobs_repo.active_jobs(session)]  # anyone's
-    return {pin["id"] for pin in pins if pin}
+    """Adapters a queued or running job continues from or combines (pinned by id at submit)."""
+    active = jobs_repo.active_jobs(session)  # anyone's
+    pins = [jobs_repo.pinned(job).get("init_adapter") for job in active]
+    combined = [parent["adapter_id"] for job in active if job.kind == JobKind.COMBINE
+                for parent in (job.spec or {}).get("parents", [])]
+    return {pin["id"] for pin in pins if pin} | set(combined)
 
 
 def delete_adapter(studio: Studio, name: str) -> None:
@@ -170,7 +173,8 @@ def delete_adapter(studio: Studio, name: str) -> None:
     if adapter is None:
         raise AdapterError(f"name: no adapter named '{name}'")
     if in_use:
-        raise AdapterError(f"name: a queued or running job continues from '{name}'; delete it when that job is done")
+        raise AdapterError(f"name: a queued or running job continues from '{name}' or combines it; delete it when "
+                           f"that job is done")
     folder = studio.absolute(adapter.path)
     aside = folder.with_name(f"{DELETING_PREFIX}{adapter.id}")
     if folder.exists():

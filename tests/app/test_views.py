@@ -73,3 +73,10 @@ def test_the_spec_list_shows_every_default_as_a_value():
     assert "Modules to train fully (`modules_to_save`): (empty)" in same
     changed, _ = views.spec_changes(TrainSpec(name="x", modules_to_save=["lm_head"]).model_dump(mode="json"))
     assert "Modules to train fully (`modules_to_save`): lm_head (default (empty))" in changed
+
+
+def test_a_combined_adapter_says_what_it_was_made_of():
+    spec = {"combination_type": "ties", "density": 0.5, "majority_sign_method": "total", "svd_rank": None,
+            "parents": [{"adapter": "a", "adapter_id": 1, "weight": 0.7}, {"adapter": "b", "adapter_id": 2,
+                                                                          "weight": -0.3}]}
+    assert views.combination_text(spec) == "combined (ties, density 0.5, majority sign method total): a ×0.7 + b ×-0.3"

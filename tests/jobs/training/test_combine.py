@@ -51,11 +51,8 @@ def _peft_reference(demo_model_dir, folders, weights, **arguments) -> dict[str, 
 
 
 def test_combined_adapters_equal_peft_and_answer_in_chat(live, demo_model_dir, two_adapters):
-    import time
-    t0 = time.monotonic()
     studio = live.studio
     parents = _register(live, two_adapters)
-    print("TIMING trained", time.monotonic() - t0)
     with studio.db.read() as session:
         folders = [studio.absolute(catalog.get_adapter_by_name(session, name).path) for name in parents]
     methods = {"mixed-linear": ("linear", [0.7, 0.5], {}),
@@ -63,7 +60,6 @@ def test_combined_adapters_equal_peft_and_answer_in_chat(live, demo_model_dir, t
     for name, (kind, weights, arguments) in methods.items():
         job_id = submit_combine(studio, name, parents, weights, kind, **arguments)
         job = live.wait_for(job_id)
-        print("TIMING combined", kind, time.monotonic() - t0, job.started_at, job.finished_at)
         assert job.status == "succeeded", f"{job.error}\n{live.worker_log()}"
         assert job.step == job.total_steps == 4  # progress: load base, load parents, combine, save
         with studio.db.read() as session:
@@ -90,7 +86,6 @@ def test_combined_adapters_equal_peft_and_answer_in_chat(live, demo_model_dir, t
         assert loaded.peft_config["default"].r == 8 and json.loads(
             (folder / "adapter_config.json").read_text())["use_rslora"] is False
 
-    print("TIMING checked", time.monotonic() - t0)
     # It chats like a trained adapter, beside its parents, through the engine every chat uses.
     engine = GenerationScheduler(ChatEngine(studio.settings.models_dir))
     panes = resolve_panes(studio, BASE, ["mixed-linear", "mixed-ties", parents[0]])
@@ -98,7 +93,6 @@ def test_combined_adapters_equal_peft_and_answer_in_chat(live, demo_model_dir, t
                              GenerationSettings(max_new_tokens=8, temperature=0))
     assert len(replies) == 3 and all(isinstance(reply, str) for reply in replies)
 
-    print("TIMING chatted", time.monotonic() - t0)
     # A rename rewrites its card as a combined adapter's, not a trained one's.
     rename_adapter(studio, "mixed-ties", "mixed-ties-2")
     with studio.db.read() as session:

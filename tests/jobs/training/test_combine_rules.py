@@ -8,6 +8,7 @@ import pytest
 from jobs.combine_rules import Parent, combination_problems
 from jobs.spec import SpecError
 from jobs.submit import submit_combine
+from jobs.training.registry import AdapterError, delete_adapter
 from storage import jobs_repo
 from storage.access import Person, acting_as
 from storage.models import Adapter, JobKind
@@ -112,3 +113,5 @@ def test_a_good_combination_is_queued_with_its_parents_pinned(studio):
     assert job.spec["svd_rank"] is None
     with pytest.raises(SpecError, match="name: an adapter or active job is already named 'mix'"):
         submit_combine(studio, "mix", ["a", "b"])  # the queued job will publish that name
+    with pytest.raises(AdapterError, match="continues from 'b' or combines it"):
+        delete_adapter(studio, "b")  # the queued job will read it
