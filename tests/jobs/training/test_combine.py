@@ -117,3 +117,43 @@ def test_a_cancel_or_a_failure_leaves_nothing_half_written(demo_model_dir, tmp_p
     with pytest.raises(Exception) as failed:
         combine_adapters(str(demo_model_dir), parents, spec, out)
     assert "missing" in str(failed.value) and list(out.parent.iterdir()) == []
+
+
+def test_cat_of_rslora_parents_is_their_weighted_sum(demo_model_dir, tmp_path):
+    """cat is exact: each module's weight change (B·A times its scaling) is the weighted sum of its parents', also for
+    rsLoRA parents (scaled alpha/sqrt(r)), whose flag PEFT would otherwise copy onto the result and scale it again.
+    Parents of different ranks and targets: PEFT's random init (B not zero), not trained."""
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora import LoraLayer
+    from transformers import AutoTokenizer
+
+    from jobs.spec import CombinedParent, CombineSpec
+    from jobs.training.combine import ParentFolder, combine_adapters
+
+    folders, weights = [], [0.8, -0.5]
+    for index, (rank, targets) in enumerate(((4, ["q_proj", "v_proj"]), (8, ["q_proj", "o_proj"]))):
+        torch.manual_seed(index)
+        base = AutoModelForCausalLM.from_pretrained(demo_model_dir, dtype=torch.float32)
+        config = LoraConfig(r=rank, lora_alpha=16, target_modules=targets, use_rslora=True, init_lora_weights=False,
+                            task_type="CAUSAL_LM")
+        folders.append(tmp_path / f"p{index}")
+        get_peft_model(base, config).save_pretrained(folders[-1])
+        AutoTokenizer.from_pretrained(demo_model_dir).save_pretrained(folders[-1])
+    spec = CombineSpec(name="cat", base_model=BASE, combination_type="cat",
+                       parents=[CombinedParent(adapter=f"p{i}", adapter_id=i, weight=w) for i, w in enumerate(weights)])
+    parents = [ParentFolder(f"p{i}", folder, weight)
+               for i, (folder, weight) in enumerate(zip(folders, weights, strict=True))]
+    out = combine_adapters(str(demo_model_dir), parents, spec, tmp_path / "out")
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 12
+
+    base = AutoModelForCausalLM.from_pretrained(demo_model_dir, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(out), adapter_name="combined")
+    for parent in parents:
+        model.load_adapter(str(parent.folder), adapter_name=parent.name)
+    layers = {name.rsplit(".", 1)[-1]: module for name, module in model.named_modules()
+              if isinstance(module, LoraLayer)}
+    assert set(layers) == {"q_proj", "v_proj", "o_proj"}  # the union of the parents' targets
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            expected = sum(p.weight * module.get_delta_weight(p.name) for p in parents if p.name in module.lora_A)
+            assert torch.allclose(module.get_delta_weight("combined"), expected, atol=1e-6)
