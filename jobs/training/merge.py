@@ -7,6 +7,7 @@ what training saw by the base's quantization error; the card says so."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from jobs.spec_store import read_spec_file
 from jobs.training.checkpoints import fsync_tree
 
-COPIED_FILES = ("training_spec.json", "final_metrics.json", "provenance.json")
+COPIED_FILES = ("training_spec.json", "final_metrics.json", "provenance.json", "combination.json")
 
 
 def merge_adapter(base_path: str, adapter_dir: Path, out_dir: Path, dtype_name: str) -> Path:
@@ -42,6 +43,13 @@ def merge_adapter(base_path: str, adapter_dir: Path, out_dir: Path, dtype_name: 
 
 def merged_card(adapter_dir: Path, dtype_name: str) -> str:
     spec = read_spec_file(adapter_dir / "training_spec.json").fields  # as today's version names the fields
+    made = f"trained by the fine-tuning studio (rank {spec.get('lora_r')}, dataset `{spec.get('dataset')}`)"
+    if (adapter_dir / "combination.json").is_file():  # a combined adapter (jobs.training.combine): no training spec
+        record = json.loads((adapter_dir / "combination.json").read_text())
+        parents = ", ".join(f"`{p['adapter']}` ×{p['weight']:g}" for p in record["combined_from"])
+        spec = {"base_model": record["base_model"]}
+        made = (f"combined by the fine-tuning studio (rank {record['rank']}, "
+                f"{record['method']['combination_type']} of {parents})")
     return f"""---
 library_name: transformers
 base_model: {spec["base_model"]}
@@ -49,7 +57,7 @@ tags: [merged-lora, qlora]
 ---
 # Merged model
 
-The LoRA adapter trained by the fine-tuning studio (rank {spec["lora_r"]}, dataset `{spec["dataset"]}`) merged into a
+The LoRA adapter {made} merged into a
 {dtype_name} copy of its base `{spec["base_model"]}`. No peft is needed to use it. The adapter was trained against
 the 4-bit base, so this merge (onto unquantized weights) differs slightly from what training saw.
 
@@ -60,5 +68,6 @@ model = AutoModelForCausalLM.from_pretrained("path/to/this/folder")
 tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")
 ```
 
-`training_spec.json`, `final_metrics.json` and `provenance.json` come from the adapter.
+`training_spec.json`, `final_metrics.json` and `provenance.json` (or a combined adapter's `combination.json`) come
+from the adapter.
 """

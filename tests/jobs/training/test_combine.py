@@ -157,3 +157,11 @@ def test_cat_of_rslora_parents_is_their_weighted_sum(demo_model_dir, tmp_path):
         if isinstance(module, LoraLayer):
             expected = sum(p.weight * module.get_delta_weight(p.name) for p in parents if p.name in module.lora_A)
             assert torch.allclose(module.get_delta_weight("combined"), expected, atol=1e-6)
+
+    # It merges into its base like a trained adapter; the merged card says what it was made of.
+    from jobs.training.merge import merge_adapter
+
+    merged = merge_adapter(str(demo_model_dir), out, tmp_path / "merged", "float32")
+    assert "combined by the fine-tuning studio (rank 12, cat of `p0` ×0.8, `p1` ×-0.5)" in (
+        merged / "README.md").read_text()
+    assert (merged / "combination.json").is_file() and (merged / "model.safetensors").is_file()
