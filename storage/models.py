@@ -44,7 +44,9 @@ class JobKind:
     """Merge an adapter into a 16-bit copy of its base (the spec names the adapter)."""
     COMBINE = "combine"
     """A new adapter from several of one base, by PEFT's weighted combination (the spec names parents and weights)."""
-    ALL = (TRAIN, MERGE, COMBINE)
+    EVAL = "eval"
+    """Adapters of one base and the base answering an eval set; results in the run folder (jobs.evaluate)."""
+    ALL = (TRAIN, MERGE, COMBINE, EVAL)
 
 
 class Job(Base):

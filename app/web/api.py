@@ -14,6 +14,7 @@ from app.chat import blind_panel, suites_panel
 from app.chat.tab import ChatService
 from app.choices import base_models
 from app.datasets import tab as datasets_tab
+from app.evaluate import tab as evaluate_tab
 from app.runs import tab as runs_tab
 from app.train import presets_panel
 from app.train import tab as train_tab
@@ -221,6 +222,21 @@ def register(studio: Studio, chat: ChatService) -> None:
                 "answers": [[grid.replies.get((i, pane)) for pane in grid.panes] for i in range(len(grid.prompts))],
                 "mean_loglik": {pane: grid.mean_loglik(pane) for pane in grid.panes}}
 
+    def submit_eval(spec: str, priority: int = 0) -> int:
+        """Queue an evaluation (spec: JSON text, see docs/api.md): adapters of one base and the base answer an eval
+        set, scored per adapter. Returns the job id; a refusal lists every problem."""
+        return evaluate_tab.submit(studio, spec, priority)
+
+    def eval_results(job_id: int, rows: int = 50) -> dict:
+        """An evaluation's results: the table (one dict per adapter, a value per metric), the best adapter(s) per
+        metric, and the first `rows` of the per-row view, most disagreement first."""
+        return evaluate_tab.summary(studio, job_id, rows)
+
+    def export_eval(job_id: int, what: str = "table", format: str = "csv") -> str:  # noqa: A002
+        """An evaluation's 'table', per-row view ('rows') or every answer ('predictions') as 'csv' or 'json'
+        (predictions as json: the JSONL file)."""
+        return evaluate_tab.export(studio, job_id, what, format)
+
     def plan_job(spec: str) -> dict:
         """The step plan of a spec (JSON), as the Train tab shows it: optimizer steps, tokens, sequences per epoch,
         rows that train and that are held out, the values the default rule chose (`chosen`), the plan in words."""
@@ -314,7 +330,8 @@ def register(studio: Studio, chat: ChatService) -> None:
                  compare,
                  import_dataset, import_hub_dataset, list_datasets, dataset_stats, rename_dataset, delete_dataset,
                  record_vote, leaderboard, export_votes, save_suite, run_suite, suite_results, list_suites, suite_diff,
-                 plan_job, base_model_info, estimate_memory, preview_dataset, job_script, compare_runs, job_metrics,
+                 submit_eval, eval_results, export_eval, plan_job, base_model_info, estimate_memory,
+                 preview_dataset, job_script, compare_runs, job_metrics,
                  sample_answers, list_presets, save_preset, load_preset, delete_preset, share_preset, my_account,
                  change_password, audit_log)
     for endpoint in endpoints:
@@ -352,6 +369,9 @@ UI_ACTIONS: dict[str, tuple[str, ...]] = {
     "Chat › dpo-submit": ("export_votes",), "Chat › Save suite": ("save_suite",), "Chat › suite-run": ("run_suite",),
     "Chat › suite-prompts": ("list_suites", "suite_results"),
     "Chat › Diff answers": ("suite_diff",),
+    "Evaluate › eval-submit": ("submit_eval",), "Evaluate › eval-refresh": ("list_jobs",),
+    "Evaluate › eval-summary": ("eval_results",), "Evaluate › eval-chart": ("eval_results",),
+    "Evaluate › eval-download": ("export_eval",),
     "Account › change-password": ("change_password",), "Account › Save token": ("set_hub_token",),
     "Account › Forget token": ("clear_hub_token",),
 }

@@ -1,4 +1,4 @@
-"""The Gradio app: five tabs plus the API endpoints. Importing it loads no torch or transformers."""
+"""The Gradio app: its tabs plus the API endpoints. Importing it loads no torch or transformers."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from app.account import tab as account_tab
 from app.adapters import tab as adapters_tab
 from app.chat import tab as chat_tab
 from app.datasets import tab as datasets_tab
+from app.evaluate import tab as evaluate_tab
 from app.runs import tab as runs_tab
 from app.train import tab as train_tab
 from app.web import accounts, api, notices
@@ -41,6 +42,8 @@ def build_app(studio: Studio, chat: chat_tab.ChatService | None = None) -> gr.Bl
                 runs_tab.build(studio, app, form, tabs)
             with gr.Tab("Adapters", id="adapters") as adapters_panel:
                 adapters_tab.build(studio, adapters_panel, app)
+            with gr.Tab("Evaluate", id="evaluate") as evaluate_panel:
+                evaluate_tab.build(studio, evaluate_panel, app)
             with gr.Tab("Chat", id="chat") as chat_panel:
                 chat_tab.build(studio, chat, chat_panel, app)
             with gr.Tab("Account", id="account") as account_panel:

@@ -318,7 +318,15 @@ class ChatEngine:
         """Each pane's mean log-likelihood per token of `reference` as the answer to `prompt`, teacher-forced: one
         forward pass per group (see the module docstring), a row per pane. Higher is better; it says how likely
         each adapter finds the answer a person wrote, whatever it would have sampled."""
-        scores = [0.0] * len(panes)
+        return [total / count for total, count in self.reference_scores(base_model, panes, prompt, reference,
+                                                                          max_prompt_tokens)]
+
+    def reference_scores(self, base_model: str, panes: list[tuple[str, Path | None]], prompt: list[dict],
+                         reference: str, max_prompt_tokens: int) -> list[tuple[float, int]]:
+        """Each pane's (sum of the log-probabilities of the reference's tokens, how many tokens): what the suites'
+        mean log-likelihood and an eval job's token-weighted loss are both made of (the answer's tokens only, its
+        end-of-sequence token included)."""
+        scores = [(0.0, 0)] * len(panes)
         for group in self._groups(base_model, panes):
             for row, score in zip(group.rows, self._logliks(group, prompt, reference, max_prompt_tokens),
                                   strict=True):
@@ -326,7 +334,7 @@ class ChatEngine:
         return scores
 
     @staticmethod
-    def _logliks(group: Group, prompt: list[dict], reference: str, max_prompt_tokens: int) -> list[float]:
+    def _logliks(group: Group, prompt: list[dict], reference: str, max_prompt_tokens: int) -> list[tuple[float, int]]:
         loaded = group.loaded
         tokenizer = loaded.tokenizer
         context = render_chat(tokenizer, prompt, add_generation_prompt=True, tokenize=False)
@@ -344,4 +352,5 @@ class ChatEngine:
             logits = loaded.model(input_ids=ids, **kwargs).logits.float()
         logprobs = torch.log_softmax(logits[:, answer_start - 1:-1], dim=-1)
         targets = ids[:, answer_start:].unsqueeze(-1)
-        return logprobs.gather(-1, targets).squeeze(-1).mean(dim=-1).tolist()
+        sums = logprobs.gather(-1, targets).squeeze(-1).sum(dim=-1).tolist()
+        return [(total, len(answer_ids)) for total in sums]

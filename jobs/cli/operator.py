@@ -247,3 +247,23 @@ def vote(studio: Studio, base_model: str, prompt: str, answers: list[dict], outc
     revealed = ", ".join(f"{pane_letter(i)} was {a.get('adapter', '')}" for i, a in enumerate(answers))
     verdict = {"best": f"{pane_letter(max(best, 0))} best", "tie": "a tie", "all_bad": "all bad"}[outcome]
     return f"Vote recorded ({verdict}): {revealed}."
+
+
+def evaluate(studio: Studio, spec: str, priority: int = 0) -> int:
+    import json
+
+    from jobs.evaluate.submit import submit_eval
+
+    return submit_eval(studio, json.loads(spec), priority)
+
+
+def eval_results(studio: Studio, job_id: int, rows: int = 50) -> dict:
+    from jobs.evaluate.results import summary
+
+    return summary(studio, job_id, rows)
+
+
+def export_eval(studio: Studio, job_id: int, what: str = "table", format: str = "csv") -> str:  # noqa: A002
+    from jobs.evaluate.results import export_text
+
+    return export_text(studio, job_id, what, format)

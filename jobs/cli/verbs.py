@@ -106,6 +106,17 @@ VERBS = (
          (SUITE, BASE), op.suite_results),
     Verb("suite-diff", "suite_diff", "each prompt's answer from one pane against another's (HTML)",
          (SUITE, Arg("before", "a pane"), Arg("after", "another pane"), BASE), op.suite_diff),
+    # evaluation
+    Verb("evaluate", "submit_eval", "queue an evaluation: adapters of one base and the base over an eval set (a job's "
+         "held-out rows, a dataset or a prompt suite); the spec file's fields are in docs/api.md",
+         (Arg("spec", "an eval spec file (JSON or YAML)", read="spec"),
+          Arg("priority", "higher runs first", type=int, default=0)), op.evaluate),
+    Verb("eval-results", "eval_results", "an evaluation's table of adapters x metrics, the best per metric, and the "
+         "rows where the adapters disagree most", (JOB_ID, Arg("rows", "rows of the per-row view", type=int,
+                                                                default=50)), op.eval_results),
+    Verb("export-eval", "export_eval", "an evaluation's table, per-row view or every answer as CSV or JSON",
+         (JOB_ID, Arg("what", "what to export", default="table", choices=("table", "rows", "predictions")),
+          Arg("format", "the format", default="csv", choices=("csv", "json"))), op.export_eval),
     # presets
     Verb("presets", "list_presets", "your presets, and the shared ones as owner/name", (), op.presets),
     Verb("save-preset", "save_preset", "save (or replace) a preset from a spec file", (PRESET, SPEC), op.save_preset),

@@ -266,6 +266,23 @@ def _combine(studio: Studio, job_id: int, attempt: int, spec: CombineSpec, run_d
     return 0
 
 
+def _evaluate(studio: Studio, job_id: int, attempt: int, raw_spec: dict, provenance: dict, run_dir: Path,
+              sink: LedgerSink) -> int:
+    from jobs.evaluate.run import evaluate
+    from jobs.evaluate.spec import EvalSpec
+
+    pins = provenance.get("pinned", {})
+    base_path = pinned_base(studio, pins["base_model"], {})
+    outcome = evaluate(studio, job_id, attempt, EvalSpec.model_validate(raw_spec), pins, run_dir, sink, base_path)
+    if outcome == "interrupted":
+        return EXIT_INTERRUPTED  # requeued: the next attempt starts the evaluation over
+    if outcome == "cancelled":
+        with studio.db.write() as session:
+            jobs_repo.cancel_running_job(session, job_id, attempt)
+        return EXIT_CANCELLED
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == [SPARE_FLAG]:
         return spare_main()
@@ -336,6 +353,8 @@ def run_attempt(studio: Studio, job_id: int, attempt: int) -> int:
             return _merge(studio, job_id, attempt, MergeSpec.model_validate(raw_spec), run_dir)
         if kind == JobKind.COMBINE:
             return _combine(studio, job_id, attempt, CombineSpec.model_validate(raw_spec), run_dir, sink)
+        if kind == JobKind.EVAL:
+            return _evaluate(studio, job_id, attempt, raw_spec, provenance or {}, run_dir, sink)
         changed = override_fields(overrides)
         # Stored under the rules of its day: migrated, and refused in words (not a traceback) when no longer valid.
         spec = load_stored_spec(raw_spec, changed).require()  # what a retry changed, on top of the spec

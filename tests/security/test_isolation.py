@@ -148,6 +148,12 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
         "/list_suites": lambda: _assert("alice-suite" not in p(api_name="/list_suites")),
         "/suite_diff": lambda: _refused(lambda: p("alice-suite", "base", adapter, BASE, api_name="/suite_diff"),
                                         "no prompt", "has no answers"),
+        # Her adapter, her job's held-out rows, her suite: each refused as not found (her job's id stands in for an
+        # evaluation of hers: results are read through the same ownership lookup, kind checked after it).
+        "/submit_eval": lambda: _refused(lambda: p(json.dumps({"adapters": [adapter], "train_job": job}), 0,
+                                                   api_name="/submit_eval"), "no adapter"),
+        "/eval_results": lambda: _refused(lambda: p(job, 5, api_name="/eval_results"), *not_found),
+        "/export_eval": lambda: _refused(lambda: p(job, "predictions", "json", api_name="/export_eval"), *not_found),
         "/base_model_info": lambda: _refused(lambda: p(str(team.live.studio.settings.data_dir),
                                                        api_name="/base_model_info"), "base_model", "folder"),
     })

@@ -1,0 +1,181 @@
+"""Evaluate tab: "which adapter is better on my held-out set?". Queue an evaluation of adapters of one base and the
+base over an eval set (a training job's held-out rows, a dataset, a prompt suite), then read its results: the table
+of adapters x metrics with the best marked, a chart of one metric, the rows where the adapters disagree most, and
+downloads (CSV / JSON, every answer as JSONL). A tab of its own: the question is about whole sets and runs as a job,
+unlike the Chat tab's one prompt at a time, and a person looking for "which is better" finds it by its name."""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+import pandas as pd
+
+from app.web.errors import user_error
+from app.web.safe_text import SafeMarkdown, escaped
+from jobs.data.store import dataset_names
+from jobs.evaluate import results as eval_results
+from jobs.evaluate.metrics import HIGHER_IS_BETTER
+from jobs.evaluate.spec import SOURCES, EvalSpec
+from jobs.evaluate.submit import submit_eval
+from jobs.spec_words import SpecError
+from jobs.studio import Studio
+from storage import catalog, jobs_repo, suites_repo
+from storage.models import JobKind
+
+BEST_MARK = "★"
+SHOWN_ROWS = 200
+
+
+# --- handlers (the API calls these too) ---------------------------------------------------------------------
+def submit(studio: Studio, spec: str, priority: int = 0) -> int:
+    try:
+        raw = json.loads(spec) if (spec or "").strip() else {}
+    except ValueError as error:
+        raise user_error(f"spec: not valid JSON: {error}") from None
+    try:
+        return submit_eval(studio, raw, priority)
+    except SpecError as error:
+        raise user_error(error.as_text()) from None
+
+
+def summary(studio: Studio, job_id: int, rows: int = 50) -> dict:
+    try:
+        return eval_results.summary(studio, job_id, rows)
+    except eval_results.NoResults as error:
+        raise user_error(str(error)) from None
+
+
+def export(studio: Studio, job_id: int, what: str = "table", fmt: str = "csv") -> str:
+    try:
+        return eval_results.export_text(studio, job_id, what, fmt)
+    except (eval_results.NoResults, ValueError) as error:
+        raise user_error(str(error)) from None
+
+
+def eval_jobs(studio: Studio) -> list[tuple[str, int]]:
+    """The evaluations the person may see, newest first, as (label, job id)."""
+    with studio.db.read() as session:
+        return [(f"{job.id}: {job.name} ({job.status})", job.id) for job in jobs_repo.list_jobs(session)
+                if job.kind == JobKind.EVAL]
+
+
+def form_spec(adapters, include_base, source, train_job, dataset, suite, max_rows, max_new_tokens, temperature,
+              seed) -> dict:
+    """The form's fields as an eval spec (what the API's submit_eval takes as JSON)."""
+    spec = {"adapters": list(adapters or []), "include_base": bool(include_base), "source": source,
+            "max_rows": int(max_rows or 0), "max_new_tokens": int(max_new_tokens or 0),
+            "temperature": float(temperature or 0), "seed": int(seed or 0)}
+    if source == "held_out" and train_job:
+        spec["train_job"] = int(train_job)
+    if source == "dataset":
+        spec["dataset"] = dataset or ""
+    if source == "suite":
+        spec["suite"] = suite or ""
+    return spec
+
+
+def summary_text(found: dict) -> str:
+    best = eval_results.best_text({"best": found["best"]})
+    settings = found["settings"]
+    sampling = ("greedy" if not settings["temperature"] else
+                f"sampled at temperature {settings['temperature']}, seed {settings['seed']}")
+    return (f"**{escaped(found['set'])}** on `{escaped(found['base_model'])}`: {found['rows']} of "
+            f"{found['rows_in_set']} rows, answers up to {settings['max_new_tokens']} tokens, {sampling}.\n\n"
+            f"**Best** ({BEST_MARK} in the table): {escaped(best) or 'no metric with references'}.\n\n"
+            "Rows below are sorted by how much the adapters disagree (the spread of their chrF against the "
+            "reference; without one, how unlike their answers are).")
+
+
+def chart_frame(found: dict, metric: str) -> pd.DataFrame:
+    values = [(row["adapter"], row.get(metric)) for row in found["table"]]
+    return pd.DataFrame([{"adapter": pane, "value": value} for pane, value in values if value is not None],
+                        columns=["adapter", "value"])
+
+
+# --- layout -------------------------------------------------------------------------------------------------
+def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
+    gr.Markdown("Which adapter is better? Evaluate adapters of one base, and the base itself, on a whole set: the "
+                "rows a training job held out, a dataset (import it in the Datasets tab, any format), or a prompt "
+                "suite. It runs as a job (the Runs tab shows its progress); every answer is kept.")
+    with gr.Row():
+        adapters = gr.Dropdown([], multiselect=True, label="Adapters (of one base)", elem_id="eval-adapters",
+                               scale=3)
+        include_base = gr.Checkbox(True, label="Include the base", elem_id="eval-include-base", scale=1)
+    with gr.Row():
+        source = gr.Radio(list(SOURCES), value="held_out", label="Eval set", elem_id="eval-source", scale=2,
+                          info="held_out: a training job's eval rows; dataset; suite")
+        train_job = gr.Number(None, precision=0, label="Training job id (held_out)", elem_id="eval-train-job")
+        dataset = gr.Dropdown([], label="Dataset", elem_id="eval-dataset", allow_custom_value=True)
+        suite = gr.Dropdown([], label="Prompt suite", elem_id="eval-suite", allow_custom_value=True)
+    defaults = EvalSpec()
+    with gr.Row():
+        max_rows = gr.Number(defaults.max_rows, precision=0, label="Rows at most", elem_id="eval-max-rows")
+        max_new_tokens = gr.Number(defaults.max_new_tokens, precision=0, label="Answer tokens at most",
+                                   elem_id="eval-max-new-tokens")
+        temperature = gr.Number(defaults.temperature, label="Temperature (0: greedy)", elem_id="eval-temperature")
+        seed = gr.Number(defaults.seed, precision=0, label="Seed", elem_id="eval-seed")
+    submit_button = gr.Button("Evaluate (queue a job)", variant="primary", elem_id="eval-submit")
+    status = SafeMarkdown(elem_id="eval-status")
+
+    gr.Markdown("### Results")
+    with gr.Row():
+        picked = gr.Dropdown([], label="Evaluation", elem_id="eval-picked", scale=3)
+        refresh = gr.Button("Refresh the list", elem_id="eval-refresh", scale=1)
+    summary_view = SafeMarkdown(elem_id="eval-summary")
+    table = gr.Dataframe(interactive=False, label=f"Adapters x metrics ({BEST_MARK}: best)", elem_id="eval-table")
+    with gr.Row():
+        metric = gr.Dropdown([name for name, better in HIGHER_IS_BETTER.items()], value="chrf",
+                             label="Chart metric", elem_id="eval-metric", scale=1)
+        chart = gr.BarPlot(x="adapter", y="value", label="By adapter", elem_id="eval-chart", scale=3)
+    rows = gr.Dataframe(interactive=False, wrap=True, label="Rows, most disagreement first", elem_id="eval-rows",
+                        elem_classes=["long-text"])
+    with gr.Row():
+        what = gr.Radio(list(eval_results.EXPORTS), value="table", label="Download", elem_id="eval-export-what")
+        fmt = gr.Radio(list(eval_results.FORMATS), value="csv", label="As", elem_id="eval-export-format")
+        download = gr.DownloadButton("Download", value=None, interactive=False, elem_id="eval-download")
+
+    form = [adapters, include_base, source, train_job, dataset, suite, max_rows, max_new_tokens, temperature, seed]
+
+    def choices():
+        with studio.db.read() as session:
+            names = [a.name for a in catalog.list_adapters(session)]
+            suites = [s.name for s in suites_repo.list_suites(session)]
+        return (gr.update(choices=names), gr.update(choices=dataset_names(studio)), gr.update(choices=suites),
+                gr.update(choices=eval_jobs(studio)))
+
+    def on_submit(*values):
+        job_id = submit(studio, json.dumps(form_spec(*values)))
+        return (f"Queued evaluation job **{job_id}**; the Runs tab shows its progress. Pick it below once it "
+                f"succeeded.", gr.update(choices=eval_jobs(studio), value=job_id))
+
+    def on_pick(job_id, chart_metric):
+        if job_id is None:
+            return "", None, None, None, gr.update(value=None, interactive=False)
+        found = summary(studio, int(job_id), SHOWN_ROWS)
+        marked = pd.DataFrame(eval_results.table(eval_results.eval_results(studio, int(job_id)), mark=BEST_MARK))
+        file = eval_results.export_file(studio, int(job_id))
+        return (summary_text(found), marked, chart_frame(found, chart_metric), pd.DataFrame(found["per_row"]),
+                gr.update(value=str(file), interactive=True))
+
+    def on_metric(job_id, chart_metric):
+        return chart_frame(summary(studio, int(job_id), 0), chart_metric) if job_id is not None else None
+
+    def on_export(job_id, wanted, as_format):
+        if job_id is None:
+            return gr.update(value=None, interactive=False)
+        try:
+            file = eval_results.export_file(studio, int(job_id), wanted, as_format)
+        except (eval_results.NoResults, ValueError) as error:
+            raise user_error(str(error)) from None
+        return gr.update(value=str(file), interactive=True)
+
+    private = dict(api_visibility="private")
+    for trigger in (tab.select, app.load):
+        trigger(choices, None, [adapters, dataset, suite, picked], **private)
+    refresh.click(lambda: gr.update(choices=eval_jobs(studio)), None, picked, **private)
+    submit_button.click(on_submit, form, [status, picked], **private)
+    picked.change(on_pick, [picked, metric], [summary_view, table, chart, rows, download], **private)
+    metric.change(on_metric, [picked, metric], chart, **private)
+    for control in (what, fmt):
+        control.change(on_export, [picked, what, fmt], download, **private)

@@ -1,0 +1,39 @@
+"""What an evaluation job is asked to do, validated once and stored verbatim as the job's spec (what it pinned at
+submit, the adapters' and the dataset's ids, goes in the job's provenance, as for training)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SOURCES = ("held_out", "dataset", "suite")
+
+
+class EvalSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    adapters: list[str] = Field(default_factory=list, max_length=8, description=(
+        "Adapters to evaluate, by name; all must be of one base. 'base' may be named too."))
+    include_base: bool = Field(True, description="Also evaluate the base model alone, as the baseline.")
+    base_model: str = Field("", max_length=500, description=(
+        "The base the adapters were trained on; empty: theirs. Needed only to evaluate the base alone."))
+    source: Literal["held_out", "dataset", "suite"] = Field("held_out", description=(
+        "The eval set: the rows a training job held out (held_out, with train_job), a stored dataset (dataset), "
+        "or a saved prompt suite (suite)."))
+    train_job: int | None = Field(None, ge=1, description="For held_out: the training job whose eval rows to use.")
+    dataset: str = Field("", max_length=200, description="For dataset: its name (import it first, any format).")
+    suite: str = Field("", max_length=200, description="For suite: the prompt suite's name.")
+    max_rows: int = Field(200, ge=1, le=2000, description="Evaluate at most this many rows (the first ones).")
+    max_new_tokens: int = Field(64, ge=1, le=1024, description="Longest answer, in tokens.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: greedy (the default); above 0: seeded sampling.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling's cut (with temperature above 0).")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="The sampling seed: the same seed gives the same answers.")
+    name: str = Field("", max_length=200, description="The job's name; empty: eval-<set>.")
+
+    def panes(self) -> list[str]:
+        """The panes in the order results show them: the adapters, then the base."""
+        names = list(dict.fromkeys(self.adapters))
+        if self.include_base and "base" not in names:
+            names.append("base")
+        return names

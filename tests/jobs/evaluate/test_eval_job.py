@@ -1,0 +1,92 @@
+"""The eval job end to end on the session's live studio and worker (real queue, real 4-bit demo base, real
+adapters): two adapters and the base answer a training job's held-out rows; the table, the predictions JSONL and
+the per-row view sorted by disagreement are checked, and bad submissions are refused whole, naming every problem."""
+
+import json
+
+import pytest
+
+from jobs.evaluate import results as eval_results
+from jobs.evaluate.submit import submit_eval
+from jobs.spec_words import SpecError
+from jobs.submit import submit_jobs
+from storage import catalog, jobs_repo
+from storage.models import JobKind, JobStatus
+from tests.conftest import FAST_JOB
+
+pytestmark = pytest.mark.slow
+
+
+def _two_adapters(live) -> tuple[int, list[str]]:
+    """(a training job with held-out rows, two adapters of its base): the session's when it has them; else the job
+    is trained now and the second adapter is another of its base, or its own earlier checkpoint (adapter@step-N, a
+    pane the chat and the eval job load like any adapter)."""
+    from jobs.chat.request import checkpoint_names
+
+    studio = live.studio
+    with studio.db.read() as session:
+        held_out = [j.id for j in jobs_repo.list_jobs(session) if j.kind == JobKind.TRAIN
+                    and j.status == JobStatus.SUCCEEDED and (j.spec.get("eval_fraction") or 0) > 0
+                    and not j.spec.get("eval_dataset") and catalog.adapter_for_job(session, j.id) is not None]
+    if not held_out:
+        held_out = submit_jobs(studio, [{**FAST_JOB, "name": "eval-a"}])
+        assert live.wait_for(held_out[0]).status == "succeeded", live.worker_log()
+    with studio.db.read() as session:
+        first = catalog.adapter_for_job(session, held_out[0])
+        others = [a.name for a in catalog.list_adapters(session, first.base_model) if a.id != first.id]
+    second = others[0] if others else checkpoint_names(studio, first)[0]
+    return held_out[0], [first.name, second]
+
+
+def test_eval_job_scores_two_adapters_and_the_base_on_held_out_rows(live):
+    studio = live.studio
+    train_job, (first, second) = _two_adapters(live)
+    with studio.db.read() as session:
+        jobs_before = len(jobs_repo.list_jobs(session))
+
+    # Bad input: every problem of a submission at once, and no job written.
+    with pytest.raises(SpecError) as refused:
+        submit_eval(studio, {"adapters": [first, "no-such-adapter"], "source": "dataset", "dataset": "nope",
+                             "max_rows": 0})
+    text = refused.value.as_text()
+    assert "max_rows" in text and "no-such-adapter" in text and "no dataset named 'nope'" in text, text
+    with pytest.raises(SpecError, match="held out no rows|no job with id"):
+        submit_eval(studio, {"adapters": [first], "train_job": 999999})
+    with pytest.raises(SpecError, match="raw text"):
+        from jobs.data.formats import parse_records
+        from jobs.data.store import register_parsed
+
+        register_parsed(studio, "eval-raw-text", parse_records([{"text": "just text"}]))
+        submit_eval(studio, {"adapters": [first], "source": "dataset", "dataset": "eval-raw-text"})
+    with studio.db.read() as session:
+        assert len(jobs_repo.list_jobs(session)) == jobs_before
+
+    job_id = submit_eval(studio, {"adapters": [first, second], "source": "held_out", "train_job": train_job,
+                                  "max_rows": 6, "max_new_tokens": 12})
+    job = live.wait_for(job_id)
+    assert job.status == "succeeded", (job.error, live.worker_log())
+    assert job.step == job.total_steps == 6 * 3  # progress counted in answers, as the Runs tab shows it
+
+    found = eval_results.eval_results(studio, job_id)
+    assert found["panes"] == [first, second, "base"] and found["rows"] == 6
+    for pane in found["panes"]:
+        row = found["metrics"][pane]
+        for name in ("loss", "perplexity", "rouge_l", "bleu", "chrf", "exact_match", "answer_tokens",
+                     "seconds_per_answer"):
+            assert row[name] is not None, (pane, name)
+    assert set(found["best"]["loss"]) <= set(found["panes"])
+    marked = eval_results.table(found, mark="★")
+    assert any("★" in str(value) for row in marked for value in row.values())
+    assert eval_results.export_text(studio, job_id, "table", "csv").splitlines()[0].startswith("adapter,")
+
+    lines = [json.loads(line) for line in eval_results.predictions_file(studio, job_id).read_text().splitlines()]
+    assert len(lines) == 6 * 3
+    assert {line["adapter"] for line in lines} == {first, second, "base"}
+    assert all({"prompt", "adapter", "answer", "reference", "tokens", "seconds"} <= set(line) for line in lines)
+    assert all(line["reference"] for line in lines)
+
+    spread = [row["disagreement"] for row in found["per_row"]]
+    assert spread == sorted(spread, reverse=True)
+    view = eval_results.row_view(found)
+    assert [row["disagreement"] for row in view] == [round(s, 4) for s in spread]
+    assert all(view[0][pane] is not None for pane in found["panes"])
