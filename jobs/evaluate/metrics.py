@@ -161,11 +161,12 @@ def summary(answers: Sequence[Answer]) -> dict[str, float | None]:
 
 
 def best_panes(table: dict[str, dict[str, float | None]]) -> dict[str, list[str]]:
-    """For each metric with a better direction, the pane(s) with the best value (ties all marked)."""
+    """For each metric with a better direction, the pane(s) with the best value (ties all marked); none where every
+    pane scored the same (nothing to choose between)."""
     best: dict[str, list[str]] = {}
     for name, higher in HIGHER_IS_BETTER.items():
         values = {pane: row[name] for pane, row in table.items() if row.get(name) is not None}
-        if higher is None or len(values) < 2:
+        if higher is None or len(values) < 2 or len(set(values.values())) == 1:
             continue
         top = max(values.values()) if higher else min(values.values())
         best[name] = [pane for pane, value in values.items() if math.isclose(value, top, rel_tol=1e-9, abs_tol=1e-12)]

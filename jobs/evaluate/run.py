@@ -168,8 +168,11 @@ def write_results(run_dir: Path, results: dict, predictions: list[dict]) -> Path
 def evaluate(studio: Studio, job_id: int, attempt: int, spec: EvalSpec, pins: dict, run_dir: Path, sink,
              base_path: str) -> str:
     """Run the evaluation; returns "done", "cancelled" or "interrupted"."""
+    import transformers
+
     from jobs.chat.engine import ChatEngine
 
+    transformers.utils.logging.disable_progress_bar()  # one log line per base load, not a bar per shard
     shutil.rmtree(run_dir / f"{RESULTS_DIR}.partial", ignore_errors=True)
     panes = _panes(studio, pins["adapters"])
     all_rows = eval_rows(studio, spec, pins, base_path)

@@ -15,6 +15,7 @@ from storage.models import JobKind, JobStatus
 from tests.conftest import FAST_JOB
 
 pytestmark = pytest.mark.slow
+DEMO = "demo-tiny-llama"
 
 
 def _two_adapters(live) -> tuple[int, list[str]]:
@@ -27,7 +28,8 @@ def _two_adapters(live) -> tuple[int, list[str]]:
     with studio.db.read() as session:
         held_out = [j.id for j in jobs_repo.list_jobs(session) if j.kind == JobKind.TRAIN
                     and j.status == JobStatus.SUCCEEDED and (j.spec.get("eval_fraction") or 0) > 0
-                    and not j.spec.get("eval_dataset") and catalog.adapter_for_job(session, j.id) is not None]
+                    and not j.spec.get("eval_dataset") and j.spec.get("base_model", DEMO) == DEMO
+                    and catalog.adapter_for_job(session, j.id) is not None]
     if not held_out:
         held_out = submit_jobs(studio, [{**FAST_JOB, "name": "eval-a"}])
         assert live.wait_for(held_out[0]).status == "succeeded", live.worker_log()

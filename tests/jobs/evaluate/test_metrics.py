@@ -52,6 +52,7 @@ def test_summary_weights_loss_by_tokens_and_marks_the_best():
     best = metrics.best_panes(table)
     assert best["loss"] == ["a"] and best["rouge_l"] == ["a"] and best["seconds_per_answer"] == ["b"]
     assert "answer_tokens" not in best  # lengths describe, they do not rank
+    assert "loss" not in metrics.best_panes({"a": {"loss": 1.0}, "b": {"loss": 1.0}})  # all alike: no best
 
 
 def test_summary_without_references_is_batch_prediction():
