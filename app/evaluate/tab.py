@@ -60,6 +60,14 @@ def eval_jobs(studio: Studio) -> list[tuple[str, int]]:
                 if job.kind == JobKind.EVAL]
 
 
+def training_jobs(studio: Studio) -> list[tuple[str, int]]:
+    """Training jobs whose held-out rows can be an eval set (they held some out), newest first."""
+    with studio.db.read() as session:
+        return [(f"{job.id}: {job.name} ({job.status})", job.id) for job in jobs_repo.list_jobs(session)
+                if job.kind == JobKind.TRAIN and ((job.spec.get("eval_fraction") or 0) > 0
+                                                  or job.spec.get("eval_dataset"))]
+
+
 def form_spec(adapters, include_base, source, train_job, dataset, suite, max_rows, max_new_tokens, temperature,
               seed) -> dict:
     """The form's fields as an eval spec (what the API's submit_eval takes as JSON)."""
@@ -105,7 +113,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
     with gr.Row():
         source = gr.Radio(list(SOURCES), value="held_out", label="Eval set", elem_id="eval-source", scale=2,
                           info="held_out: a training job's eval rows; dataset; suite")
-        train_job = gr.Number(None, precision=0, label="Training job id (held_out)", elem_id="eval-train-job")
+        train_job = gr.Dropdown([], label="Training job (held_out)", elem_id="eval-train-job")
         dataset = gr.Dropdown([], label="Dataset", elem_id="eval-dataset", allow_custom_value=True)
         suite = gr.Dropdown([], label="Prompt suite", elem_id="eval-suite", allow_custom_value=True)
     defaults = EvalSpec()
@@ -141,7 +149,8 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
         with studio.db.read() as session:
             names = [a.name for a in catalog.list_adapters(session)]
             suites = [s.name for s in suites_repo.list_suites(session)]
-        return (gr.update(choices=names), gr.update(choices=dataset_names(studio)), gr.update(choices=suites),
+        return (gr.update(choices=names), gr.update(choices=training_jobs(studio)),
+                gr.update(choices=dataset_names(studio)), gr.update(choices=suites),
                 gr.update(choices=eval_jobs(studio)))
 
     def on_submit(*values):
@@ -172,7 +181,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
 
     private = dict(api_visibility="private")
     for trigger in (tab.select, app.load):
-        trigger(choices, None, [adapters, dataset, suite, picked], **private)
+        trigger(choices, None, [adapters, train_job, dataset, suite, picked], **private)
     refresh.click(lambda: gr.update(choices=eval_jobs(studio)), None, picked, **private)
     submit_button.click(on_submit, form, [status, picked], **private)
     picked.change(on_pick, [picked, metric], [summary_view, table, chart, rows, download], **private)

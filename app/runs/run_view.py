@@ -111,6 +111,13 @@ def _summary_text(job: dict) -> str:
         lines.append(f"**Makes** adapter `{job['spec']['name']}`, {views.combination_text(job['spec'])}, with "
                      f"PEFT's add_weighted_adapter.")
         return "\n\n".join(lines)
+    if job["kind"] == JobKind.EVAL:
+        spec, pins = job["spec"], (job.get("provenance") or {}).get("pinned") or {}
+        panes = ", ".join(f"`{pane['name']}`" for pane in pins.get("adapters", []))
+        where = spec.get("suite") or spec.get("dataset") or f"job {spec.get('train_job')}'s held-out rows"
+        lines.append(f"**Evaluates** {panes} on {where} (at most {spec.get('max_rows')} rows); progress counts "
+                     f"answers. The results are in the Evaluate tab.")
+        return "\n\n".join(lines)
     step_plan = (job.get("provenance") or {}).get("plan") or {}
     if step_plan:
         lines.append(f"**Plan at submit:** {step_plan['steps']:,} optimizer steps over {step_plan['tokens']:,} "

@@ -40,7 +40,7 @@ def _two_adapters(live) -> tuple[int, list[str]]:
     return held_out[0], [first.name, second]
 
 
-def test_eval_job_scores_two_adapters_and_the_base_on_held_out_rows(live):
+def test_eval_job_scores_two_adapters_and_the_base_on_held_out_rows(live, monkeypatch, capsys):
     studio = live.studio
     train_job, (first, second) = _two_adapters(live)
     with studio.db.read() as session:
@@ -92,3 +92,17 @@ def test_eval_job_scores_two_adapters_and_the_base_on_held_out_rows(live):
     view = eval_results.row_view(found)
     assert [row["disagreement"] for row in view] == [round(s, 4) for s in spread]
     assert all(view[0][pane] is not None for pane in found["panes"])
+
+    # The same on the command line (the operator's verbs call what the API's endpoints call).
+    from jobs.cli.main import main
+
+    for key, value in live.env.items():
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    assert main(["eval-results", str(job_id), "--rows", "2"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [row["adapter"] for row in shown["table"]] == found["panes"] and len(shown["per_row"]) == 2
+    assert main(["export-eval", str(job_id), "--what", "predictions", "--format", "json"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 6 * 3
+    assert main(["eval-results", str(train_job)]) == 1
+    assert "not an evaluation" in capsys.readouterr().err
