@@ -53,6 +53,9 @@ FORBIDDEN = {
     "jobs.training.train": ["gradio", "app"],
     "jobs.training.prepare": ["gradio", "app"],
     "jobs.chat.engine": ["gradio", "app"],
+    "jobs.evaluate.submit": HEAVY,  # the web process checks and queues evaluations
+    "jobs.evaluate.results": HEAVY,  # and reads their results
+    "jobs.evaluate.run": ["gradio", "app"],
     "app.web.server": ["torch", "transformers"],
 }
 
@@ -82,11 +85,15 @@ ROOMS = {
     "jobs.training": {"jobs.spec", "jobs.spec_store", "jobs.studio", "jobs.models", "jobs.data", "jobs.secrets",
                       "jobs.hub_access", "jobs.run_settings", "jobs.step_plan"},  # a direct caller's empty fields
     "jobs.queue": {"jobs.spec", "jobs.spec_store", "jobs.studio", "jobs.failures", "jobs.models", "jobs.data",
-                   "jobs.training", "jobs.run_settings", "jobs.planning"},  # the child sizes its memory estimate
+                   "jobs.training", "jobs.run_settings", "jobs.planning",  # the child sizes its memory estimate
+                   "jobs.evaluate"},  # and runs eval jobs
     "jobs.combine_rules": {"jobs.spec"},  # what PEFT's weighted combination accepts, from adapter configs alone
     "jobs.submit": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data", "jobs.queue", "jobs.run_settings",
                     "jobs.step_plan", "jobs.planning", "jobs.combine_rules"},
     "jobs.sweeps": {"jobs.spec", "jobs.spec_versions", "jobs.studio", "jobs.submit"},  # submitted as one group
+    # an eval job answers on the chat engine, rebuilds a training job's held-out split, and is queued like training
+    "jobs.evaluate": {"jobs.spec", "jobs.spec_words", "jobs.spec_store", "jobs.studio", "jobs.data", "jobs.chat",
+                      "jobs.models", "jobs.training", "jobs.queue", "jobs.submit"},
 }
 ROOMS["jobs.cli"] = set(ROOMS)  # the CLI: a verb for what every room does
 ROOMS["jobs.__main__"] = {"jobs.cli"}
