@@ -64,13 +64,13 @@ def test_eval_job_scores_two_adapters_and_the_base_on_held_out_rows(live, monkey
         assert len(jobs_repo.list_jobs(session)) == jobs_before
 
     job_id = submit_eval(studio, {"adapters": [first, second], "source": "held_out", "train_job": train_job,
-                                  "max_rows": 6, "max_new_tokens": 12})
+                                  "max_rows": 4, "max_new_tokens": 8})
     job = live.wait_for(job_id)
     assert job.status == "succeeded", (job.error, live.worker_log())
-    assert job.step == job.total_steps == 6 * 3  # progress counted in answers, as the Runs tab shows it
+    assert job.step == job.total_steps == 4 * 3  # progress counted in answers, as the Runs tab shows it
 
     found = eval_results.eval_results(studio, job_id)
-    assert found["panes"] == [first, second, "base"] and found["rows"] == 6
+    assert found["panes"] == [first, second, "base"] and found["rows"] == 4
     for pane in found["panes"]:
         row = found["metrics"][pane]
         for name in ("loss", "perplexity", "rouge_l", "bleu", "chrf", "exact_match", "answer_tokens",
@@ -82,7 +82,7 @@ def test_eval_job_scores_two_adapters_and_the_base_on_held_out_rows(live, monkey
     assert eval_results.export_text(studio, job_id, "table", "csv").splitlines()[0].startswith("adapter,")
 
     lines = [json.loads(line) for line in eval_results.predictions_file(studio, job_id).read_text().splitlines()]
-    assert len(lines) == 6 * 3
+    assert len(lines) == 4 * 3
     assert {line["adapter"] for line in lines} == {first, second, "base"}
     assert all({"prompt", "adapter", "answer", "reference", "tokens", "seconds"} <= set(line) for line in lines)
     assert all(line["reference"] for line in lines)
@@ -103,6 +103,6 @@ def test_eval_job_scores_two_adapters_and_the_base_on_held_out_rows(live, monkey
     shown = json.loads(capsys.readouterr().out)
     assert [row["adapter"] for row in shown["table"]] == found["panes"] and len(shown["per_row"]) == 2
     assert main(["export-eval", str(job_id), "--what", "predictions", "--format", "json"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 6 * 3
+    assert len(capsys.readouterr().out.strip().splitlines()) == 4 * 3
     assert main(["eval-results", str(train_job)]) == 1
     assert "not an evaluation" in capsys.readouterr().err
