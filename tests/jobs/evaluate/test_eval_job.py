@@ -106,3 +106,14 @@ def test_eval_job_scores_two_adapters_and_the_base_on_held_out_rows(live, monkey
     assert len(capsys.readouterr().out.strip().splitlines()) == 4 * 3
     assert main(["eval-results", str(train_job)]) == 1
     assert "not an evaluation" in capsys.readouterr().err
+
+    # Cancelled while it runs: the job says so and leaves no results, not even a partial folder.
+    from jobs.queue.run_files import run_dir_for
+    from jobs.submit import cancel_job
+
+    running = submit_eval(studio, {"adapters": [first], "source": "held_out", "train_job": train_job,
+                                   "max_rows": 20, "max_new_tokens": 64})
+    live.wait_for(running, statuses=("running", "succeeded", "failed"), poll_s=0.1)
+    cancel_job(studio, running)
+    assert live.wait_for(running).status == "cancelled", live.worker_log()
+    assert not any(run_dir_for(studio, running).glob("eval*"))
