@@ -274,6 +274,8 @@ def _evaluate(studio: Studio, job_id: int, attempt: int, raw_spec: dict, provena
     pins = provenance.get("pinned", {})
     base_path = pinned_base(studio, pins["base_model"], {})
     outcome = evaluate(studio, job_id, attempt, EvalSpec.model_validate(raw_spec), pins, run_dir, sink, base_path)
+    if outcome != "done":
+        print(f"evaluation {outcome}: nothing kept", flush=True)
     if outcome == "interrupted":
         return EXIT_INTERRUPTED  # requeued: the next attempt starts the evaluation over
     if outcome == "cancelled":

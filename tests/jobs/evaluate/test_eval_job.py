@@ -113,7 +113,12 @@ def test_eval_job_scores_two_adapters_and_the_base_on_held_out_rows(live, monkey
 
     running = submit_eval(studio, {"adapters": [first], "source": "held_out", "train_job": train_job,
                                    "max_rows": 20, "max_new_tokens": 64})
-    live.wait_for(running, statuses=("running", "succeeded", "failed"), poll_s=0.1)
+
+    def answering(job) -> bool:  # past the child's start: the evaluation itself reported its first progress
+        with studio.db.read() as session:
+            return jobs_repo.latest_metric(session, job.id, "eval_answers") is not None
+
+    live.wait_for(running, statuses=("running", "succeeded", "failed"), condition=answering, poll_s=0.1)
     cancel_job(studio, running)
     assert live.wait_for(running).status == "cancelled", live.worker_log()
     assert not any(run_dir_for(studio, running).glob("eval*"))

@@ -1,0 +1,23 @@
+"""The Evaluate tab's pure parts: the form becomes the spec the API takes, the summary escapes what people named,
+the chart leaves out metrics a pane has no value for. (The tab's wiring is checked by tests/app/web/test_parity.py;
+the job and its results by tests/jobs/evaluate/test_eval_job.py.)"""
+
+from app.evaluate.tab import chart_frame, form_spec, summary_text
+from jobs.evaluate.spec import EvalSpec
+
+
+def test_the_form_is_the_api_spec():
+    spec = form_spec(["a", "b"], True, "held_out", 7, "ignored", "ignored", 50, 32, 0.0, 3)
+    assert spec == {"adapters": ["a", "b"], "include_base": True, "source": "held_out", "max_rows": 50,
+                    "max_new_tokens": 32, "temperature": 0.0, "seed": 3, "train_job": 7}
+    assert EvalSpec.model_validate(spec).panes() == ["a", "b", "base"]
+    assert form_spec([], False, "suite", None, "", "s", 1, 1, 0.5, 0)["suite"] == "s"
+
+
+def test_summary_escapes_names_and_chart_skips_missing_values():
+    found = {"set": "<script>x</script>", "base_model": "demo", "rows": 2, "rows_in_set": 5,
+             "settings": {"temperature": 0.7, "seed": 4, "max_new_tokens": 8}, "best": {"loss": ["a"]},
+             "table": [{"adapter": "a", "loss": 1.5}, {"adapter": "base", "loss": None}]}
+    text = summary_text(found)
+    assert "<script>" not in text and "seed 4" in text and "loss (reference tokens) (lower is better): a" in text
+    assert chart_frame(found, "loss").to_dict(orient="records") == [{"adapter": "a", "value": 1.5}]
