@@ -86,6 +86,11 @@ def test_eval_job_scores_two_adapters_and_the_base_on_held_out_rows(live, monkey
     assert {line["adapter"] for line in lines} == {first, second, "base"}
     assert all({"prompt", "adapter", "answer", "reference", "tokens", "seconds"} <= set(line) for line in lines)
     assert all(line["reference"] for line in lines)
+    # The very rows training held out: the run's sample answers answered its first eval rows, in the same order.
+    with studio.db.read() as session:
+        sampled = [s.prompt for s in jobs_repo.samples_for(session, train_job) if s.step == 0]
+    ours = [line["messages"][-1]["content"] for line in lines if line["adapter"] == first]
+    assert sampled and ours[:len(sampled)] == sampled[:len(ours)]
 
     spread = [row["disagreement"] for row in found["per_row"]]
     assert spread == sorted(spread, reverse=True)
