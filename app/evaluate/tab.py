@@ -161,7 +161,11 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
     def on_pick(job_id, chart_metric):
         if job_id is None:
             return "", None, None, None, gr.update(value=None, interactive=False)
-        found = summary(studio, int(job_id), SHOWN_ROWS)
+        try:  # a queued or running evaluation (just submitted, say) says where it is, not an error
+            found = eval_results.summary(studio, int(job_id), SHOWN_ROWS)
+        except eval_results.NoResults as error:
+            return escaped(str(error).removeprefix("job_id: ")), None, None, None, gr.update(value=None,
+                                                                                             interactive=False)
         marked = pd.DataFrame(eval_results.table(eval_results.eval_results(studio, int(job_id)), mark=BEST_MARK))
         file = eval_results.export_file(studio, int(job_id))
         return (summary_text(found), marked, chart_frame(found, chart_metric), pd.DataFrame(found["per_row"]),
