@@ -845,7 +845,7 @@ def test_a_newcomer_s_rough_edges_are_gone(app_server, page, shots):
 
 
 WIDTHS = (1024, 1400, 1920)
-TABS = ("Train", "Datasets", "Runs", "Adapters", "Chat", "Account")
+TABS = ("Train", "Datasets", "Runs", "Adapters", "Evaluate", "Chat", "Account")
 # What passes the viewport's right (or left) edge: the page's own width, and every visible control or text whose box
 # is cut by the viewport's edge, unless it sits inside a container that scrolls sideways on its own (a wide table
 # may). `overflow-x: hidden` on the page would hide the scrollbar, not the cut: the boxes are measured, not the bar.
