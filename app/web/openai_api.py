@@ -16,12 +16,12 @@ before any cookie is read: this API signs in by key alone.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import queue
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Literal
 
 from fastapi import FastAPI, Request
@@ -304,10 +304,11 @@ def refusal(error: ChatRequestError) -> OpenAIError:
 async def _complete(studio: Studio, batcher: ServeBatcher, person: Person, body: Sampling, prompt, chat: bool):
     base, pane = await run_in_threadpool(resolve_model, studio, person, body.model)
     request = ServeRequest(base, pane, prompt, body.settings(), n=body.n, stop=tuple(body.stop or ()))
+    loop, events = asyncio.get_running_loop(), asyncio.Queue()
 
-    def submit() -> ServeTicket:
+    def submit() -> ServeTicket:  # the batch's thread hands each event to this loop: no reader holds a thread
         with acting_as(person):
-            return batcher.submit(request)
+            return batcher.submit(request, lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
 
     try:
         ticket = await run_in_threadpool(submit)
@@ -316,17 +317,23 @@ async def _complete(studio: Studio, batcher: ServeBatcher, person: Person, body:
     # The first event (a token, or a refusal such as a prompt over its token limit) comes before any answer, so a
     # refusal has its own status code in a stream too.
     try:
-        first = await run_in_threadpool(ticket.events.get, True, FIRST_EVENT_WAIT_S)
-    except queue.Empty:
+        first = await asyncio.wait_for(events.get(), FIRST_EVENT_WAIT_S)
+    except TimeoutError:
         ticket.cancel()
         raise OpenAIError(503, "generation: no turn came in time; try again", code="timeout") from None
+    except asyncio.CancelledError:  # the server is closing, or the client left
+        ticket.cancel()
+        raise
     if first[0] == "error":
         raise _as_openai(first[2])
     answer = Answer(body.model, chat, body.n)
     if body.stream:
-        return StreamingResponse(answer.stream(ticket, first), media_type="text/event-stream",
+        return StreamingResponse(answer.stream(ticket, events, first), media_type="text/event-stream",
                                  headers={"cache-control": "no-store", "x-accel-buffering": "no"})
-    return JSONResponse(await run_in_threadpool(answer.whole, ticket, first))
+    try:
+        return JSONResponse(await answer.whole(events, first))
+    finally:
+        ticket.cancel()
 
 
 def _as_openai(error: BaseException) -> OpenAIError:
@@ -346,21 +353,22 @@ class Answer:
         self.id = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
         self.created = int(time.time())
 
-    def _events(self, ticket: ServeTicket, first: tuple) -> Iterator[tuple | None]:
-        """The ticket's events from `first` on; None every KEEP_ALIVE_S while nothing comes."""
+    @staticmethod
+    async def _events(events: asyncio.Queue, first: tuple) -> AsyncIterator[tuple | None]:
+        """The request's events from `first` on; None every KEEP_ALIVE_S while nothing comes."""
         event = first
         while True:
             yield event
             if event is not None and event[0] in ("done", "error"):
                 return
             try:
-                event = ticket.events.get(timeout=KEEP_ALIVE_S)
-            except queue.Empty:
+                event = await asyncio.wait_for(events.get(), KEEP_ALIVE_S)
+            except TimeoutError:
                 event = None
 
-    def whole(self, ticket: ServeTicket, first: tuple) -> dict:
+    async def whole(self, events: asyncio.Queue, first: tuple) -> dict:
         texts, reasons = [""] * self.n, [None] * self.n
-        for event in self._events(ticket, first):
+        async for event in self._events(events, first):
             if event is None:
                 continue
             kind, index, value = event
@@ -389,12 +397,12 @@ class Answer:
                  "created": self.created, "model": self.model, "choices": [choice]}
         return f"data: {json.dumps(chunk)}\n\n"
 
-    def stream(self, ticket: ServeTicket, first: tuple) -> Iterator[str]:
+    async def stream(self, ticket: ServeTicket, events: asyncio.Queue, first: tuple) -> AsyncIterator[str]:
         try:
             if self.chat:
                 for index in range(self.n):
                     yield self._chunk(index, role=True)
-            for event in self._events(ticket, first):
+            async for event in self._events(events, first):
                 if event is None:
                     yield ": waiting\n\n"  # a comment line: clients skip it, and a reader who left is noticed
                     continue

@@ -91,10 +91,14 @@ class ServeTicket:
     """One request in the batcher: its choices, and what its reader reads (`events`: ("delta", choice, text),
     ("finish", choice, reason), then ("done", None, None) or ("error", None, the exception))."""
 
-    def __init__(self, request: ServeRequest, person: Person | None) -> None:
+    def __init__(self, request: ServeRequest, person: Person | None,
+                 listener: Callable[[tuple], None] | None = None) -> None:
         self.request, self.person = request, person
         self.choices = [Choice() for _ in range(request.n)]
         self.events: queue.Queue = queue.Queue()
+        self.listener = listener
+        """Called with each event instead of queueing it (from the batch's thread: an event loop's reader hands it
+        over with call_soon_threadsafe, so no waiting reader holds a thread)."""
         self.cancelled = threading.Event()
         self.done = threading.Event()
         self.error: BaseException | None = None
@@ -126,14 +130,20 @@ class ServeTicket:
                 reason = None
                 text = text[:len(text) - _held_back(text, request.stop)]
             if len(text) > len(choice.text) and text.startswith(choice.text):
-                self.events.put(("delta", index, text[len(choice.text):]))
+                self._emit(("delta", index, text[len(choice.text):]))
                 choice.text = text
             choice.tokens = count
             if reason is not None:
                 choice.finish_reason = reason
-                self.events.put(("finish", index, reason))
+                self._emit(("finish", index, reason))
         if all(choice.finish_reason is not None for choice in self.choices):
             self._end(None)
+
+    def _emit(self, event: tuple) -> None:
+        if self.listener is not None:
+            self.listener(event)
+        else:
+            self.events.put(event)
 
     def fail(self, error: BaseException) -> None:
         self._end(error)
@@ -142,7 +152,7 @@ class ServeTicket:
         if self.done.is_set():
             return
         self.error = error
-        self.events.put(("error", None, error) if error is not None else ("done", None, None))
+        self._emit(("error", None, error) if error is not None else ("done", None, None))
         self.done.set()
 
 
@@ -163,8 +173,9 @@ class ServeBatcher:
         self.batches_started = 0
         """How many batches ran (the benchmark and tests read it)."""
 
-    def submit(self, request: ServeRequest) -> ServeTicket:
-        """Queue a request as the acting person; raises ChatRequestError naming the field when it is refused."""
+    def submit(self, request: ServeRequest, listener: Callable[[tuple], None] | None = None) -> ServeTicket:
+        """Queue a request as the acting person (`listener`: see ServeTicket); raises ChatRequestError naming the
+        field when it is refused."""
         limits = self.scheduler().limits
         problems = []
         if not 1 <= request.n <= self.max_rows:
@@ -185,7 +196,7 @@ class ServeBatcher:
                     f"{request.n} more would pass the {allowed} one person may have at once "
                     f"(STUDIO_MAX_GENERATIONS_PER_PERSON batches of STUDIO_SERVE_BATCH_ROWS, and as many waiting): "
                     f"wait for some to end"])
-            ticket = ServeTicket(request, person)
+            ticket = ServeTicket(request, person, listener)
             key = request.batch_key(who)
             self._rows[who] += request.n
             if key in self._pending:
