@@ -23,6 +23,7 @@ No torch here: the scheduler's engine brings it."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -42,6 +43,8 @@ from jobs.chat.request import (
 from storage.access import Person, acting_as, current_person
 
 log = logging.getLogger(__name__)
+ADMIT_RETRY_S = 5.0
+ADMIT_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,22 @@ class ServeBatcher:
                     self._forget(who, ticket.request.n)
                 self._lock.notify_all()
 
+    def _admitted(self, base_model: str, panes: list[Pane], prompts: list, settings: GenerationSettings):
+        """The scheduler's stream for a batch, its first update already read (which admits it). A batch that just
+        ended still counts against its person in the scheduler until its current slice is over, so a refusal for
+        the person's generations is tried again for a moment before it stands."""
+        deadline = time.monotonic() + ADMIT_RETRY_S
+        while True:
+            stream = self.scheduler().stream(base_model, panes, prompts, settings)
+            try:
+                first = next(stream)
+            except ChatRequestError as error:
+                if not error.problems[0].startswith("generations: you already") or time.monotonic() > deadline:
+                    raise
+                time.sleep(ADMIT_POLL_S)
+                continue
+            return itertools.chain([first], stream), stream
+
     def _generate(self, batch: list[ServeTicket]) -> None:
         first = batch[0].request
         panes, prompts, starts = [], [], []
@@ -258,10 +277,10 @@ class ServeBatcher:
             panes += [ticket.request.pane] * ticket.request.n
             prompts += [ticket.request.prompt] * ticket.request.n
         try:
-            stream = self.scheduler().stream(first.base_model, panes, prompts, first.settings)
+            updates, stream = self._admitted(first.base_model, panes, prompts, first.settings)
             replies = None
             try:
-                for replies in stream:
+                for replies in updates:
                     for ticket, start in zip(batch, starts, strict=True):
                         if not ticket.over:
                             ticket.take(replies, start)

@@ -46,6 +46,21 @@ def test_requests_arriving_together_share_one_batch_and_answer_as_alone(schedule
     assert batched[-1][0] == batched[-1][1]  # greedy: both choices alike
 
 
+def test_a_batch_right_after_another_waits_for_the_schedulers_count_not_a_refusal(demo_models):
+    """A batch that just ended counts against its person in the scheduler until its slice is over: the next batch,
+    started at once, is admitted when it is (one generation a person here, so each batch follows the last)."""
+    from jobs.chat.engine import ChatEngine
+    from jobs.chat.scheduler import GenerationLimits, GenerationScheduler
+
+    scheduler = GenerationScheduler(ChatEngine(demo_models), GenerationLimits(per_person=1))
+    batcher = ServeBatcher(lambda: scheduler, window_s=0.0, batches_per_person=1)
+    with acting_as(Person("ann")):  # different max_tokens: different batches
+        tickets = [batcher.submit(ServeRequest(DEMO, Pane("base", None), "hi", GenerationSettings(max_new_tokens=n)))
+                   for n in (1, 2, 3, 4)]
+    assert [len(_answers(ticket)) for ticket in tickets] == [1, 1, 1, 1]
+    assert batcher.batches_started == 4
+
+
 def _ticket(stops=(), n=1, max_new_tokens=8) -> ServeTicket:
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     return ServeTicket(ServeRequest(DEMO, Pane("base", None), "p", settings, n=n, stop=tuple(stops)), None)
