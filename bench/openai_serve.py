@@ -74,10 +74,11 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "openai_serve.json"))
-    parser.add_argument("--smoke", action="store_true", help="1 request per client, 4 tokens: CI's check that it runs")
+    parser.add_argument("--smoke", action="store_true",
+                        help="4 clients on 2 adapters, 1 request each, 4 tokens: CI's check that it runs")
     args = parser.parse_args()
     if args.smoke:
-        args.requests_per_client, args.max_tokens = 1, 4
+        args.clients, args.adapters, args.requests_per_client, args.max_tokens = 4, 2, 1, 4
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
     import torch
