@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     app.queue(default_concurrency_limit=1)
     # Once an account exists every page and API call signs in (app/web/guard.py), also accounts added while it runs.
     app.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, quiet=True,
-               **launch_options(studio))
+               **launch_options(studio, app=app))
     log.info("ready: open %s in a browser (Ctrl+C stops the studio)", app.local_url)
     app.block_thread()
 

@@ -1,6 +1,11 @@
-"""Each person's secrets (their hub token), kept in one place: encrypted at rest with a key that lives in the data
-dir (made once, readable by the studio's user only), never shown back. What a person sees of a stored secret is its
-hint: at most its last 4 characters, so they can tell which one they stored.
+"""Each person's secrets (their hub token, their API key), kept in one place: a hub token encrypted at rest with a key
+that lives in the data dir (made once, readable by the studio's user only), never shown back. What a person sees of a
+stored secret is its hint: at most its last 4 characters, so they can tell which one they stored.
+
+An API key (for the OpenAI-compatible endpoint, app/web/openai_api.py) is only ever checked, never used again, so the
+store keeps its SHA-256 and not the key: it is shown once, when made. The key is 256 random bits, so a plain hash is
+as strong as a slow one here (a slow hash guards guessable passwords, not random keys), and it is looked up by that
+hash. One key per person (the table is unique per owner and kind, no migration needed): a new key replaces the old.
 
 The key sits beside the database rather than in it, so a copy of the database (a backup, a PostgreSQL dump) holds
 no usable token. A secret is bound to its owner and kind inside the ciphertext: a row moved to another owner in the
@@ -8,10 +13,12 @@ database does not decrypt as theirs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
 from pathlib import Path
+from secrets import token_urlsafe
 
 from jobs.studio import Studio
 from storage import secrets_repo
@@ -20,6 +27,9 @@ from storage.access import current_person, new_owner
 KEY_FILE = ".secrets-key"
 KEY_CHARS = 44  # a Fernet key: 32 random bytes, url-safe base64
 HINT_CHARS = 4
+API_KEY = "api_key"
+API_KEY_PREFIX = "sk-studio-"
+MAX_API_KEY_CHARS = 200
 
 
 class SecretError(ValueError):
@@ -72,6 +82,26 @@ def secret_for_use(studio: Studio, kind: str) -> str | None:
         raise SecretError(f"your stored {kind.replace('_', ' ')} can no longer be read here (the data dir's key "
                           f"{KEY_FILE} changed or the row was altered): set it again")
     return sealed["value"]
+
+
+def new_api_key(studio: Studio) -> str:
+    """Make the acting person a new API key (replacing theirs) and return it: the only time it is seen."""
+    key = API_KEY_PREFIX + token_urlsafe(32)
+    with studio.db.write() as session:
+        secrets_repo.put_secret(session, _owner(), API_KEY, _key_digest(key), hint_for(key))
+    return key
+
+
+def api_key_owner(studio: Studio, key: str | None) -> str | None:
+    """Whose API key `key` is, or None (no such key, or not a key at all)."""
+    if not key or not key.startswith(API_KEY_PREFIX) or len(key) > MAX_API_KEY_CHARS:
+        return None
+    with studio.db.read() as session:
+        return secrets_repo.owner_of(session, API_KEY, _key_digest(key))
+
+
+def _key_digest(key: str) -> str:
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def _owner() -> str:

@@ -1,6 +1,7 @@
-"""Each person's secrets (a hub token), already encrypted by the caller: this layer never sees one in clear.
-Looked up by an explicit owner, never by the acting scope: an admin sees everyone's rows elsewhere, but a secret is
-only ever its owner's. Session first, never commits."""
+"""Each person's secrets (a hub token, an API key), already encrypted or hashed by the caller: this layer never sees
+one in clear. Looked up by an explicit owner, never by the acting scope: an admin sees everyone's rows elsewhere, but
+a secret is only ever its owner's; an API key's hash is looked up to learn whose it is. Session first, never
+commits."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from storage.models import Secret, utcnow
 
 def get_secret(session: Session, owner: str, kind: str) -> Secret | None:
     return session.scalars(select(Secret).where(Secret.owner == owner, Secret.kind == kind)).first()
+
+
+def owner_of(session: Session, kind: str, sealed: str) -> str | None:
+    """The owner of the secret of `kind` stored as `sealed` (an API key's hash), or None."""
+    return session.scalars(select(Secret.owner).where(Secret.kind == kind, Secret.ciphertext == sealed)).first()
 
 
 def put_secret(session: Session, owner: str, kind: str, ciphertext: str, hint: str | None) -> Secret:

@@ -61,6 +61,12 @@ class Settings:
     generation_slice_s: float = 0.25
     """How long one generation runs before the next person's gets a turn (STUDIO_GENERATION_SLICE_S); it goes on from
     its KV cache at its next turn."""
+    serve_batch_window_s: float = 0.05
+    """How long the OpenAI-compatible endpoint (app/web/openai_api.py) waits for more of one person's requests on one
+    base before their batched generation starts (STUDIO_SERVE_BATCH_WINDOW_S)."""
+    serve_batch_rows: int = 16
+    """The most rows (choices) one batched generation of that endpoint holds (STUDIO_SERVE_BATCH_ROWS); a person may
+    have STUDIO_MAX_GENERATIONS_PER_PERSON such batches running and as many rows again waiting."""
     model_dirs: tuple[Path, ...] = ()
     """Folders local base models may be loaded from (STUDIO_MODEL_DIRS, separated by ':'); empty: the models folder
     and the Hugging Face cache."""
@@ -195,6 +201,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         max_generations_per_person=int(env.get("STUDIO_MAX_GENERATIONS_PER_PERSON", 2)),
         max_waiting_generations=int(env.get("STUDIO_MAX_WAITING_GENERATIONS", 32)),
         generation_slice_s=float(env.get("STUDIO_GENERATION_SLICE_S", 0.25)),
+        serve_batch_window_s=float(env.get("STUDIO_SERVE_BATCH_WINDOW_S", 0.05)),
+        serve_batch_rows=int(env.get("STUDIO_SERVE_BATCH_ROWS", 16)),
         model_dirs=tuple(Path(part) for part in env.get("STUDIO_MODEL_DIRS", "").split(os.pathsep) if part),
         host_name=host,
         scratch_dir=Path(env.get("STUDIO_SCRATCH_DIR") or data_dir / "hosts" / host).expanduser().resolve(),

@@ -1,5 +1,6 @@
 """Account tab: who is signed in, the disk their datasets take against their limits, their sessions, their hub token
-(kept encrypted, never shown back), a new password (which ends their other sessions), signing out; for admins, the
+(kept encrypted, never shown back), their API key for the OpenAI-compatible endpoint (shown once, kept hashed), a new
+password (which ends their other sessions), signing out; for admins, the
 audit log. Without accounts it says so: the one local person has nothing to sign in to."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from app.web.gate import COOKIE as SESSION_COOKIE
 from app.web.gate import PASSWORDS, Gate
 from app.web.safe_text import SafeMarkdown
 from jobs import hub_access
+from jobs import secrets as secret_store
 from jobs.data.quota import allowance
 from jobs.studio import Studio
 from storage import audit_repo, sessions_repo, users_repo
@@ -36,7 +38,39 @@ def my_account(studio: Studio) -> dict:
             "datasets_left": left.datasets_left, "max_datasets": left.max_datasets,
             "storage_used_bytes": left.max_storage_bytes - left.storage_left_bytes,
             "max_storage_bytes": left.max_storage_bytes, "max_upload_bytes": left.max_file_bytes,
-            "sessions": signed_in, "hub_token": hub_access.hub_token_status(studio)}
+            "sessions": signed_in, "hub_token": hub_access.hub_token_status(studio),
+            "api_key": api_key_status(studio)}
+
+
+def api_key_status(studio: Studio) -> dict:
+    """Whether the person has an API key (`stored`) and its `hint` (at most its last 4 characters)."""
+    hint = secret_store.secret_hint(studio, secret_store.API_KEY)
+    return {"stored": hint is not None, "hint": hint}
+
+
+def create_api_key(studio: Studio) -> dict:
+    """A new API key for the OpenAI-compatible endpoint (/v1), replacing the person's old one at once: `key` is shown
+    this once (only its hash is kept). Without accounts the endpoint needs no key, so none is made."""
+    person = current_person()
+    with studio.db.read() as session:
+        accounts = users_repo.accounts_exist(session)
+    if not accounts:
+        raise user_error("api key: without accounts the studio listens on 127.0.0.1 only and its /v1 endpoint "
+                         "needs no key (send any)")
+    key = secret_store.new_api_key(studio)
+    with studio.db.write() as session:
+        audit_repo.record(session, "api_key_created", person.name, person.name)
+    return {"key": key, **api_key_status(studio)}
+
+
+def revoke_api_key(studio: Studio) -> dict:
+    """Revoke the person's API key: requests with it are refused (401) from now on."""
+    person = current_person()
+    if secret_store.drop_secret(studio, secret_store.API_KEY):
+        with studio.db.write() as session:
+            audit_repo.record(session, "api_key_revoked", person.name if person else None,
+                              person.name if person else None)
+    return api_key_status(studio)
 
 
 def change_password(studio: Studio, gate: Gate, current: str, new: str, again: str,
@@ -87,7 +121,9 @@ def account_text(studio: Studio) -> str:
             f"Datasets take {human_size(account['storage_used_bytes'])} of "
             f"{human_size(account['max_storage_bytes'])}; {account['datasets_left']} more dataset(s) allowed; "
             f"uploads up to {human_size(account['max_upload_bytes'])}. "
-            f"{account['sessions']} signed-in session(s). {hub[0].upper()}{hub[1:]}.")
+            f"{account['sessions']} signed-in session(s). {hub[0].upper()}{hub[1:]}. "
+            + (f"An API key ending {account['api_key']['hint']} is active." if account["api_key"]["stored"]
+               else "No API key."))
 
 
 def audit_frame(studio: Studio) -> pd.DataFrame:
@@ -114,6 +150,12 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
                            info="kept encrypted; never shown back, only its last characters")
         save_token = gr.Button("Save token", scale=1)
         forget_token = gr.Button("Forget token", scale=1)
+    with gr.Accordion("Your API key (the OpenAI-compatible endpoint at /v1, docs/api.md)", open=False):
+        with gr.Row():
+            create_key = gr.Button("Create API key", elem_id="create-api-key", scale=1)
+            revoke_key = gr.Button("Revoke API key", elem_id="revoke-api-key", scale=1)
+        new_key = gr.Textbox(label="Your new API key: copy it now, it is not shown again", interactive=False,
+                             visible=False, elem_id="new-api-key")
     status = SafeMarkdown(elem_id="account-status")
     with gr.Accordion("Audit log (admins)", open=False):
         audit = gr.Dataframe(pd.DataFrame(columns=AUDIT_COLUMNS), interactive=False, wrap=True,
@@ -133,9 +175,20 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
         adapters_tab.clear_hub_token(studio)
         return "Hub token forgotten.", account_text(studio)
 
+    def on_create_key():
+        made = create_api_key(studio)
+        return ("API key created; any older one no longer works.", gr.update(value=made["key"], visible=True),
+                account_text(studio))
+
+    def on_revoke_key():
+        revoke_api_key(studio)
+        return "API key revoked.", gr.update(value="", visible=False), account_text(studio)
+
     private = dict(api_visibility="private")
     for trigger in (app.load, tab.select):
         trigger(refresh, None, [summary, audit], **private)
     change.click(on_change, [current, new, again], [status, current, new, again], **private)
     save_token.click(on_save_token, token, [status, token, summary], **private)
     forget_token.click(on_forget_token, None, [status, summary], **private)
+    create_key.click(on_create_key, None, [status, new_key, summary], **private)
+    revoke_key.click(on_revoke_key, None, [status, new_key, summary], **private)

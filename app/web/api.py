@@ -136,6 +136,15 @@ def register(studio: Studio, chat: ChatService) -> None:
         calls use (`uses`: yours, the operator's, none)."""
         return adapters_tab.hub_token_status(studio)
 
+    def create_api_key() -> dict:
+        """A new API key for the OpenAI-compatible endpoint (/v1), replacing your old one: `key` is shown this once
+        (only its hash is kept), `hint` its last characters."""
+        return account_tab.create_api_key(studio)
+
+    def revoke_api_key() -> dict:
+        """Revoke your API key (requests with it get 401 from now on). Returns its status."""
+        return account_tab.revoke_api_key(studio)
+
     def import_dataset(file: FileData, name: str = "", format: str = "", columns: str = "") -> str:
         """Import a dataset file (JSONL, JSON, CSV or Parquet) under `name` (default: the file's name). `format`
         (messages, sharegpt, alpaca, completion, text, preference) and `columns` (JSON: role -> column) override
@@ -333,7 +342,7 @@ def register(studio: Studio, chat: ChatService) -> None:
                  submit_eval, eval_results, export_eval, plan_job, base_model_info, estimate_memory,
                  preview_dataset, job_script, compare_runs, job_metrics,
                  sample_answers, list_presets, save_preset, load_preset, delete_preset, share_preset, my_account,
-                 change_password, audit_log)
+                 change_password, audit_log, create_api_key, revoke_api_key)
     for endpoint in endpoints:
         gr.api(endpoint, api_name=endpoint.__name__)
 
@@ -373,5 +382,6 @@ UI_ACTIONS: dict[str, tuple[str, ...]] = {
     "Evaluate › eval-summary": ("eval_results",), "Evaluate › eval-chart": ("eval_results",),
     "Evaluate › eval-download": ("export_eval",),
     "Account › change-password": ("change_password",), "Account › Save token": ("set_hub_token",),
-    "Account › Forget token": ("clear_hub_token",),
+    "Account › Forget token": ("clear_hub_token",), "Account › create-api-key": ("create_api_key",),
+    "Account › revoke-api-key": ("revoke_api_key",),
 }

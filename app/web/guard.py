@@ -7,6 +7,8 @@
 - It checks ownership on the file route itself: a file under the exports folder is served only to the person whose
   folder it is in (exports/<owner>/...) or to an admin.
 - It counts an upload's bytes while they stream in and stops at the person's limit.
+- It hands the OpenAI-compatible API (`/v1/...`, app/web/openai_api.py) to its own app, which signs in by API key
+  alone: no session cookie is read for it, so no other site's page can make a signed-in browser call it.
 - It adds the security headers to every response; a page gets a Content-Security-Policy that allows exactly the
   inline scripts the server itself put in that page (by their hashes) and nothing else: no inline event handlers,
   no `javascript:` URLs, no other origin. ('unsafe-eval' stays allowed: Gradio's charts are Vega, which compiles
@@ -37,6 +39,7 @@ MAX_LOGIN_BODY = 8192
 PAGES = ("/", "")
 FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")
 UPLOAD_ROUTE = "/gradio_api/upload"
+SERVE_PREFIX = "/v1/"
 PUBLIC_ASSETS = ("/assets/", "/static/", "/svelte/", "/favicon.ico", "/manifest.json")
 INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.S | re.I)
 BASE_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
@@ -61,8 +64,9 @@ def inline_script_hashes(page: bytes) -> list[str]:
 
 class Guard:
     def __init__(self, app, gate: Gate, upload_limit: Callable[[Identity], tuple[int, str]],
-                 exports_dir: Path) -> None:
+                 exports_dir: Path, serve=None) -> None:
         self.app = app
+        self.serve = serve
         self.gate = gate
         self.upload_limit = upload_limit
         self.exports_dir = Path(exports_dir).resolve()
@@ -78,6 +82,12 @@ class Guard:
             return await self._login(scope, receive, send, client, secure)
         if path == "/logout":
             return await self._logout(scope, send, client, secure)
+        if path.startswith(SERVE_PREFIX) and scope["type"] == "http":
+            if self.serve is None:
+                return await _json(send, 404, {"error": {"message": "This studio serves no OpenAI-compatible API.",
+                                                         "type": "invalid_request_error", "param": None,
+                                                         "code": "not_found"}})
+            return await self.serve(scope, receive, send)
         if path == "/studio.js":
             return await _respond(send, 200, SCRIPT, b"text/javascript; charset=utf-8")
         if path.startswith(PUBLIC_ASSETS):  # Gradio's own bundle, served to anyone: no database read for each file

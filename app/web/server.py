@@ -13,7 +13,7 @@ from app.datasets import tab as datasets_tab
 from app.evaluate import tab as evaluate_tab
 from app.runs import tab as runs_tab
 from app.train import tab as train_tab
-from app.web import accounts, api, notices
+from app.web import accounts, api, notices, openai_api
 from app.web.gate import Gate, Identity
 from app.web.guard import Guard
 from jobs.presets import MAX_PRESET_FILE_BYTES
@@ -51,6 +51,7 @@ def build_app(studio: Studio, chat: chat_tab.ChatService | None = None) -> gr.Bl
         api.register(studio, chat)
         notices.build(studio, app)
     accounts.guard_events(app, studio)  # every handler, UI and API alike, runs as the signed-in person
+    app.studio_serve = openai_api.build(studio, chat.scheduler)  # /v1: the same scheduler as chat
     return app
 
 
@@ -60,12 +61,13 @@ UPLOAD_FRAMING_BYTES = 64 << 10
 """An upload's multipart framing on top of the file itself; the import checks the file's exact size."""
 
 
-def launch_options(studio: Studio, gate: Gate | None = None) -> dict:
+def launch_options(studio: Studio, gate: Gate | None = None, app: gr.Blocks | None = None) -> dict:
     """What `launch()` needs besides the address: the studio's front door (sign-in, sessions, file ownership,
-    upload limits, security headers: app/web/guard.py), its style and script, and the one folder it serves."""
+    upload limits, security headers: app/web/guard.py), its style and script, and the one folder it serves; with
+    `app` (built by build_app), its OpenAI-compatible API under /v1 (app/web/openai_api.py)."""
     gate = gate or Gate(studio)
     guard = Middleware(Guard, gate=gate, upload_limit=upload_limit(studio),
-                       exports_dir=studio.settings.exports_dir)
+                       exports_dir=studio.settings.exports_dir, serve=getattr(app, "studio_serve", None))
     return dict(css=(STATIC_DIR / "studio.css").read_text(encoding="utf-8"),
                 head=f'<script src="{STUDIO_SCRIPT}"></script>',
                 allowed_paths=[str(studio.settings.exports_dir)], show_error=True,

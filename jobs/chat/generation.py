@@ -110,7 +110,10 @@ def encode(group: Group, conversations: list[list[dict]], settings: GenerationSe
            max_prompt_tokens: int) -> tuple[dict, str | None]:
     """(the group's rows as one left-padded batch, why a prompt is over its limit in tokens or None)."""
     tokenizer = group.loaded.tokenizer
-    prompts = [render_chat(tokenizer, conversations[row], add_generation_prompt=True, tokenize=False)
+    # A conversation is chat messages (templated) or, for a plain completion (the OpenAI endpoint), the prompt text
+    # itself, sent as it is.
+    prompts = [conversations[row] if isinstance(conversations[row], str)
+               else render_chat(tokenizer, conversations[row], add_generation_prompt=True, tokenize=False)
                for row in group.rows]
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     limit, why = prompt_token_limit(group.loaded.context_tokens, settings.max_new_tokens, max_prompt_tokens)
@@ -171,6 +174,8 @@ class Generation:
         self.tokens: list[list[int]] = [[] for _ in range(panes)]
         self.started = time.monotonic()
         self.last_token_at = [self.started] * panes
+        self.ended = [False] * panes
+        """Each pane's reply reached its end-of-sequence token (others in its batch may go on)."""
         self._decode = [None] * panes
         for batch in batches:
             for row in batch.group.rows:
@@ -183,7 +188,8 @@ class Generation:
     def replies(self) -> Replies:
         return Replies([decode(t, skip_special_tokens=True) for decode, t in zip(self._decode, self.tokens,
                                                                                   strict=True)],
-                       [len(t) for t in self.tokens], [t - self.started for t in self.last_token_at])
+                       [len(t) for t in self.tokens], [t - self.started for t in self.last_token_at],
+                       ended=list(self.ended))
 
     def advance(self, deadline: float, stopped: threading.Event, on_step: Callable[[Replies], None],
                 max_tokens: int | None = None) -> bool:
@@ -207,6 +213,7 @@ class Generation:
             row = batch.group.rows[index]
             if token == batch.eos:
                 batch.finished[index] = True
+                self.ended[row] = True
             else:
                 self.tokens[row].append(token)
                 self.last_token_at[row] = now

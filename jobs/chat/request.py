@@ -156,15 +156,17 @@ class Replies(list):
     """Every pane's reply so far (a list of strings), with each pane's token count and the seconds from the start of
     its generation to its last token: all panes share one batched pass, and each pane's rate runs until its own reply
     ended. `waiting_for`: while the generation has not had its first turn, how many others are running or waiting
-    (0 once it runs). `note`: why it waits, when that is not a turn (device memory a training job holds)."""
+    (0 once it runs). `note`: why it waits, when that is not a turn (device memory a training job holds). `ended`:
+    which panes' replies reached their end-of-sequence token (the others in their batch may go on)."""
 
     def __init__(self, texts: list[str], token_counts: list[int], seconds: list[float], waiting_for: int = 0,
-                 note: str = "") -> None:
+                 note: str = "", ended: list[bool] | None = None) -> None:
         super().__init__(texts)
         self.token_counts = token_counts
         self.seconds = seconds
         self.waiting_for = waiting_for
         self.note = note
+        self.ended = ended if ended is not None else [False] * len(texts)
 
     @classmethod
     def waiting(cls, panes: int, others: int, note: str = "") -> Replies:
@@ -184,8 +186,11 @@ def prompt_chars_problem(texts: list[str], max_prompt_tokens: int) -> str | None
             f"(STUDIO_MAX_PROMPT_TOKENS); refused without reading it: shorten it or clear the conversation")
 
 
-def conversation_text(messages: list[dict]) -> str:
-    """Everything a conversation sends, for the character pre-check (the chat template adds a few tokens more)."""
+def conversation_text(messages: list[dict] | str) -> str:
+    """Everything a conversation sends, for the character pre-check (the chat template adds a few tokens more); a
+    plain completion's prompt is its text."""
+    if isinstance(messages, str):
+        return messages
     return "".join(str(m.get("content", "")) for m in messages)
 
 

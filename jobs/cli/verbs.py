@@ -129,5 +129,8 @@ VERBS = (
     Verb("change-password", "change_password", "set a new password (your other sessions end)",
          (Arg("current", "your current password", read="secret", env="STUDIO_PASSWORD"),
           Arg("new", "the new password", read="secret", env="STUDIO_NEW_PASSWORD"))),
+    Verb("create-api-key", "create_api_key", "a new API key for the OpenAI-compatible /v1 endpoint (shown once; "
+         "replaces your old one)"),
+    Verb("revoke-api-key", "revoke_api_key", "revoke your API key"),
     Verb("audit", "audit_log", "the newest audit events (admins)", (Arg("limit", "how many", type=int, default=200),)),
 )

@@ -13,6 +13,7 @@ from tests.servers import require_servers
     ("chat_fairness.py", ("b_first_token_s", "a_alone_s", "a_with_b_s", "runs")),  # two people, one scheduler
     ("lm_head.py", ("results",)),
     ("login_storm.py", ("arms", "storm_p95_ratio_before_over_now")),  # the front door against Gradio's own login
+    ("openai_serve.py", ("alone", "concurrent", "throughput_ratio", "answers_equal")),  # /v1, the openai client
     ("eval_split.py", ("summary", "runs")),  # every size trained with and without the split, one evaluator
     ("compute_dtype.py", ("summary", "runs", "cpu_bf16")),  # float32 and bfloat16 compute, one evaluator
     ("job_overhead.py", ("result",)),  # a real worker and the jobs CLI

@@ -76,7 +76,7 @@ def team(tmp_path_factory, demo_model_dir) -> Iterator[Team]:
     app = build_app(app_studio)
     app.queue(default_concurrency_limit=1)
     app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-               **launch_options(app_studio))
+               **launch_options(app_studio, app=app))
     team = Team(live, app.local_url, root, app_studio)
     team.clients = {name: Client(app.local_url, auth=(name, PASSWORD), verbose=False) for name in PEOPLE}
     yield team

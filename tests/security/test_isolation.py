@@ -38,7 +38,8 @@ def _alice_makes_things(team, bob) -> dict:
     alice.predict("alice-suite", "say hi => hi", api_name="/save_suite")
     alice.predict("alice-preset", json.dumps({"lora_r": 4}), api_name="/save_preset")
     assert alice.predict("hf_alice_secret_7f3e9d", api_name="/set_hub_token")["hint"] == "…3e9d"
-    return {"job": job_id, "data": data, "adapter": adapter}
+    alice_key = alice.predict(api_name="/create_api_key")["key"]
+    return {"job": job_id, "data": data, "adapter": adapter, "alice_key": alice_key}
 
 
 def _while_running(team, job_id: int, look):
@@ -133,6 +134,11 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
         "/change_password": lambda: _refused(lambda: p("not his password", "a new password!",
                                                        api_name="/change_password"), "current password: does not"),
         "/audit_log": lambda: _refused(lambda: p(api_name="/audit_log"), "only an admin"),
+        # his own key, never hers: hers still lists her adapter; his, revoked, no longer works
+        "/create_api_key": lambda: _assert(_v1(team, made.setdefault("bob_key", p(api_name="/create_api_key")["key"]),
+                                               "GET", "models", owner="bob")[0] == 200),
+        "/revoke_api_key": lambda: _assert(p(api_name="/revoke_api_key") == {"stored": False, "hint": None}
+                                           and _v1(team, made["bob_key"], "GET", "models")[0] == 401),
     })
     hers = json.dumps({**FAST_JOB, "dataset": "alice-data"})
     continued = json.dumps({**FAST_JOB, "init_adapter": adapter})
@@ -165,6 +171,29 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
         except (AssertionError, pytest.fail.Exception) as error:  # a refusal that did not come: name the endpoint
             raise AssertionError(f"{name}: {error}") from None
 
+    # The OpenAI-compatible API (/v1, app/web/openai_api.py): with his own key Bob lists none of her adapters and
+    # asking for hers is 404, as if it did not exist; without a key, nothing. Every /v1 route has a case here.
+    from app.web.openai_api import build
+
+    bob_key = p(api_name="/create_api_key")["key"]
+    ask = {"model": adapter, "max_tokens": 4}
+    v1_cases = {
+        "/v1/models": lambda: _assert(adapter not in {m["id"] for m in _v1(team, bob_key, "GET", "models")[1]["data"]}
+                                      and _v1(team, None, "GET", "models")[0] == 401),
+        "/v1/chat/completions": lambda: _assert(_v1(team, bob_key, "POST", "chat/completions", {
+            **ask, "messages": [{"role": "user", "content": "hi"}]})[0] == 404),
+        "/v1/completions": lambda: _assert(_v1(team, bob_key, "POST", "completions",
+                                               {**ask, "prompt": "hi"})[0] == 404),
+    }
+    routes = {route.path for route in build(team.app_studio, lambda: None).routes if route.path.startswith("/v1/")}
+    assert set(v1_cases) == routes, set(v1_cases) ^ routes
+    for name, case in v1_cases.items():
+        try:
+            case()
+        except AssertionError as error:
+            raise AssertionError(f"{name}: {error}") from None
+    assert adapter in {m["id"] for m in _v1(team, made["alice_key"], "GET", "models")[1]["data"]}
+
     # Nothing Bob tried changed Alice's work, and Alice still sees all of it.
     assert team.wait("alice", job)["adapter"] == adapter
     assert "alice-data" in {d["name"] for d in alice.predict(api_name="/list_datasets")}
@@ -177,6 +206,17 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
     # An admin sees everyone's work.
     assert admin.predict(job, api_name="/get_job")["adapter"] == adapter
     assert {adapter} <= {a["name"] for a in admin.predict("", api_name="/list_adapters")}
+
+
+def _v1(team, key: str | None, method: str, path: str, body: dict | None = None, owner: str | None = None):
+    """(status, JSON) of a /v1 call with API key `key`; `owner`: also check it lists only that person's adapters."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    answer = httpx.request(method, team.url.rstrip("/") + "/v1/" + path, json=body, headers=headers, timeout=120)
+    if owner is not None and answer.status_code == 200:
+        assert {m["owned_by"] for m in answer.json()["data"] if m.get("kind") == "adapter"} <= {owner}
+    return answer.status_code, answer.json()
 
 
 def _hub_ids_name_no_server_folder(predict) -> None:

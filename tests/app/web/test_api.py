@@ -32,7 +32,8 @@ PUBLIC_ENDPOINTS = {"/submit_job", "/submit_sweep", "/cancel_sweep", "/get_job",
                     "/save_suite", "/run_suite", "/suite_results", "/list_presets", "/save_preset", "/load_preset",
                     "/delete_preset", "/share_preset", "/my_account", "/change_password", "/audit_log",
                     "/list_suites", "/suite_diff", "/plan_job", "/base_model_info", "/estimate_memory",
-                    "/preview_dataset", "/job_script", "/compare_runs", "/job_metrics", "/sample_answers"}
+                    "/preview_dataset", "/job_script", "/compare_runs", "/job_metrics", "/sample_answers",
+                    "/create_api_key", "/revoke_api_key", "/combine_adapters"}
 
 
 def test_only_the_public_endpoints_are_listed(client):
