@@ -17,6 +17,8 @@ bytes; sums run over the family's own Linears):
     static     = framework + runtime + load_retained + checkpoint_mmap + W_4bit + W_unquantized
                  + P_lora * lora_bytes + P_trained * (lora_bytes + optimizer bytes per param)
                  + modules_to_save copies * lora_bytes + DPO's frozen copy of a starting adapter
+                 (load_retained and checkpoint_mmap are 0 where the run releases them after loading, as a CPU
+                 run of a quantized base does, RunSettings.releases_checkpoint; W_unquantized is then a copy)
     W_4bit     = sum over Linears (d_in * d_out) * 4.127 / 8      (4.5 / 8 without double quant; blocksize 64)
     P_lora     = r * sum over targets (d_in + d_out) [+ d_out each with DoRA]; an embedding: r * (V + h)
     P_trained  = P_lora + modules_to_save copies + trained biases
@@ -126,10 +128,11 @@ def weight_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile) ->
     else:
         quantized = int(model.quantized_params * quantized_bits_per_param(train) / 8)
     zero_copy = device.maps_checkpoint and model.checkpoint_dtype_bytes == device.compute_bytes
+    mapped = zero_copy and not train.releases_checkpoint  # released: copied out, the file unmapped
     mmap = model.checkpoint_bytes or model.total_params * model.checkpoint_dtype_bytes
     return {"quantized_weights": quantized,
-            "unquantized_weights": 0 if zero_copy else model.unquantized_params * 4,
-            "checkpoint_mmap": mmap if zero_copy else 0}
+            "unquantized_weights": 0 if mapped else model.unquantized_params * 4,
+            "checkpoint_mmap": mmap if mapped else 0}
 
 
 def optimizer_bytes(n_params: int, train: TrainShape, device: DeviceProfile) -> tuple[int, int]:
@@ -341,7 +344,7 @@ def estimate(model: ModelShape, train: TrainShape, device: DeviceProfile = CPU) 
     static = {
         "framework": device.framework_bytes,
         "training_runtime": device.training_runtime_bytes,
-        "load_retained": int(device.load_retained_fraction * quantized_source),
+        "load_retained": 0 if train.releases_checkpoint else int(device.load_retained_fraction * quantized_source),
         **weights,
         "lora_params": n_lora * device.lora_bytes,
         "lora_grads": (n_trained - n_saved) * device.lora_bytes,

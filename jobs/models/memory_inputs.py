@@ -74,6 +74,10 @@ class TrainShape:
     """'sdpa' (the default; a packed row needs a T x T mask) | 'flash_attention_2' (varlen: no mask, native GQA)."""
     fused_lm_head: bool = True
     """TRL >= 1.x SFTTrainer's chunked LM head; False for trainers that build the full [T, V] logits."""
+    releases_checkpoint: bool = False
+    """After loading, the unquantized weights are copied out of the mmapped checkpoint (the file is unmapped) and the
+    quantizer's freed temporaries go back to the system (RunSettings.releases_checkpoint): neither stays resident
+    through training."""
 
     @property
     def sequence_length(self) -> int:
@@ -110,7 +114,7 @@ class TrainShape:
                    use_dora=lora.use_dora, modules_to_save=lora.modules_to_save, trainable_biases=lora.bias,
                    preference=dpo, reference_adapter=dpo and settings.continues_adapter,
                    quantization=settings.quantization, double_quant=settings.double_quant,
-                   optimizer=settings.optimizer)
+                   optimizer=settings.optimizer, releases_checkpoint=settings.releases_checkpoint)
 
 
 @dataclass(frozen=True)

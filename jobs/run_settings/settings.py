@@ -109,6 +109,14 @@ class RunSettings:
         precision (measured: fp32 LoRA 1236 vs 949 tokens/s on CPU), so they go back to fp32."""
         return self.compute_dtype == "float32"
 
+    @property
+    def releases_checkpoint(self) -> bool:
+        """After loading, copy the unquantized weights out of the mmapped checkpoint (so the file is unmapped) and
+        hand the quantizer's freed temporaries back to the system: on a CPU a quantized base otherwise keeps the whole
+        file and those temporaries resident through training for no use (jobs.models.loading.release_loading_memory;
+        measured in bench/memory_breakdown.py). A GPU run's weights live on the GPU."""
+        return self.device == "cpu" and self.quantized
+
     def quantization_kwargs(self) -> dict | None:
         """transformers' BitsAndBytesConfig keyword arguments (None: the base is not quantized)."""
         return quantization_kwargs(self.quantization, self.double_quant, self.compute_dtype)

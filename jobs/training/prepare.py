@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from jobs.data.stats import tokenize_row
 from jobs.data.store import load_rows, split_sizes
-from jobs.models.loading import keep_4bit_layout_trainable, machine
+from jobs.models.loading import keep_4bit_layout_trainable, machine, release_loading_memory
 from jobs.models.memory_inputs import ModelShape
 from jobs.run_settings.lora import read_adapter_lora
 from jobs.run_settings.settings import Base, RunSettings, resolve
@@ -49,10 +49,13 @@ def lora_config(settings: RunSettings) -> LoraConfig:
 def load_base(settings: RunSettings, base_model: str):
     """The frozen base, loaded and quantized as the settings say."""
     quantization = settings.quantization_kwargs()
-    return AutoModelForCausalLM.from_pretrained(
+    model = AutoModelForCausalLM.from_pretrained(
         base_model, quantization_config=BitsAndBytesConfig(**quantization) if quantization else None,
         dtype=getattr(torch, settings.compute_dtype), device_map={"": settings.device}, use_safetensors=True,
         trust_remote_code=False)
+    if settings.releases_checkpoint:
+        release_loading_memory(model)
+    return model
 
 
 def split_dataset(rows: list[dict], eval_fraction: float, seed: int,

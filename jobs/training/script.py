@@ -24,7 +24,8 @@ def cli_text(spec: TrainSpec) -> str:
 def script_values(settings: RunSettings) -> dict:
     """The settings as the script states them: one flat dict of plain values, each library's arguments under its
     prefix ('quantization.', 'lora.', 'trainer.'). A continued adapter brings its own LoRA config."""
-    values: dict = {"compute_dtype": settings.compute_dtype, "keep_lora_fp32": settings.keep_lora_fp32}
+    values: dict = {"compute_dtype": settings.compute_dtype, "keep_lora_fp32": settings.keep_lora_fp32,
+                    "release_checkpoint": settings.releases_checkpoint}
     values.update({f"quantization.{k}": v for k, v in (settings.quantization_kwargs() or {}).items()})
     if not settings.continues_adapter:
         values.update({f"lora.{k}": v for k, v in settings.lora.peft_kwargs().items()})
@@ -132,6 +133,20 @@ model = AutoModelForCausalLM.from_pretrained(BASE, dtype=DTYPE, use_safetensors=
 for module in model.modules():
     if hasattr(module, "support_avx512bf16_for_cpu"):
         module.support_avx512bf16_for_cpu = False
+if RUN["release_checkpoint"]:
+    # On a CPU the unquantized weights (embeddings, norms) stay views into the mmapped checkpoint, which keeps the
+    # whole file resident: copy them out so it is unmapped, and give glibc's freed quantization temporaries back.
+    import ctypes
+    import gc
+
+    mapped = [tuple(int(a, 16) for a in line.split()[0].split("-")) for line in open("/proc/self/maps")
+              if line.rstrip().endswith(".safetensors")]
+    for module in model.modules():
+        for tensor in [*module._parameters.values(), *module._buffers.values()]:
+            if tensor is not None and any(lo <= tensor.untyped_storage().data_ptr() < hi for lo, hi in mapped):
+                tensor.data = tensor.data.clone()
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
 if part("quantization"):
     model = prepare_model_for_kbit_training(
         model, use_gradient_checkpointing=RUN["trainer.gradient_checkpointing"])

@@ -76,6 +76,7 @@ def test_training_the_script_and_the_estimate_agree(quantization, method, wide_b
             assert (BitsAndBytesConfig(**_part(script, "quantization")).to_dict() if quantization_args else None) == (
                 BitsAndBytesConfig(**quantization_args).to_dict() if quantization_args else None), where
             assert script["compute_dtype"] == used.compute_dtype and script["keep_lora_fp32"] == used.keep_lora_fp32
+            assert script["release_checkpoint"] == used.releases_checkpoint, where
             # The estimate sizes the same run: its training shape and profile follow the same settings.
             train_shape, profile = job_estimate_inputs(spec, shape, machine)
             assert (train_shape.optimizer, train_shape.gradient_checkpointing) == (
@@ -84,4 +85,5 @@ def test_training_the_script_and_the_estimate_agree(quantization, method, wide_b
             assert (train_shape.lora_r, train_shape.use_dora, train_shape.packing) == (
                 used.lora.r, used.lora.use_dora, bool(used.packing)), where
             assert train_shape.preference == (method == "dpo")
+            assert train_shape.releases_checkpoint == used.releases_checkpoint, where
             assert profile.compute_bytes == DTYPE_BYTES[used.compute_dtype], where
