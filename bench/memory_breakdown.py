@@ -233,8 +233,10 @@ def install(probe: Probe, switches: list[str]) -> None:
     torch.set_num_threads(os.cpu_count() or 1)
 
 
-def run_arm(name: str, model: str, base: str, data: str, steps: int | None, work: str) -> dict:
-    """One arm in this process: the default job with the arm's lever, probed."""
+def run_arm(name: str, model: str, base: str, data: str, steps: int | None, work: str,
+            no_samples: bool = False) -> dict:
+    """One arm in this process: the default job with the arm's lever, probed (`no_samples`: without the sample
+    answers, which take long on a loaded CPU and peak below the steps)."""
     probe = Probe()
     arm = ARMS[name]
     install(probe, arm.get("probe", []))
@@ -242,7 +244,8 @@ def run_arm(name: str, model: str, base: str, data: str, steps: int | None, work
     from jobs.training.train import quiet_libraries, train
 
     quiet_libraries()
-    fields = {**arm.get("fields", {}), **({"max_steps": steps} if steps else {})}
+    fields = {**arm.get("fields", {}), **({"max_steps": steps} if steps else {}),
+              **({"sample_prompts": 0} if no_samples else {})}
     spec = parse_spec(fields)
     began = time.perf_counter()
     probe.switch("between phases")  # train() enters its phases from here (run settings, LoRA, the Trainer's setup)
@@ -257,13 +260,14 @@ def run_arm(name: str, model: str, base: str, data: str, steps: int | None, work
             "peak_mb": max(row["peak_mb"] for row in phases), "steps_peak_mb": steps_peak,
             "steps": len(probe.step_seconds), "step_s": statistics.median(later) if later else None,
             "tokens_per_step": max(probe.step_tokens, default=0), "train_s": seconds,
-            "final": result.final_metrics, "phases": phases}
+            "final": result.final_metrics, "phases": phases, "intervals": probe.intervals}
 
 
-def in_subprocess(name: str, model: str, base: str, data: str, steps: int | None) -> dict:
+def in_subprocess(name: str, model: str, base: str, data: str, steps: int | None, no_samples: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as work:
         command = [sys.executable, __file__, "--arm", name, "--model", model, "--base", base, "--data", data,
-                   "--work", work] + (["--steps", str(steps)] if steps else [])
+                   "--work", work] + (["--steps", str(steps)] if steps else []) + (["--no-samples"] if no_samples
+                                                                                  else [])
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if done.returncode:
         raise RuntimeError(f"arm {name} failed:\n{done.stderr[-4000:]}")
@@ -403,6 +407,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps per lever arm (max_steps)")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--full", action="store_true", help="also the default job run to its end")
+    parser.add_argument("--no-samples", action="store_true", help="every arm without sample answers (compare their "
+                        "steps' peaks; the samples' own peak is in a run with them)")
     parser.add_argument("--idle", action="store_true", help="also the idle studio, with and without its spare")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--smoke", action="store_true", help="the demo model, 2 steps, two arms in this process: "
@@ -413,7 +419,8 @@ def main() -> None:
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.arm:
-        print(json.dumps(run_arm(args.arm, args.model, args.base, args.data, args.steps, args.work)))
+        print(json.dumps(run_arm(args.arm, args.model, args.base, args.data, args.steps, args.work,
+                                 args.no_samples)))
         return
     arms = list(SMOKE_ARMS) if args.smoke else [arm for arm in args.arms.split(",") if arm]  # "": --idle alone
     if unknown := set(arms) - set(ARMS):
@@ -428,7 +435,7 @@ def main() -> None:
                        for arm in arms[:1]]
         else:
             for arm in arms:
-                results.append(in_subprocess(arm, args.model, base, data, args.steps))
+                results.append(in_subprocess(arm, args.model, base, data, args.steps, args.no_samples))
                 print(f"{arm}: peak {results[-1]['peak_mb']:.0f} MB", flush=True)
                 save(args, results, {})  # each arm as it ends: a long run interrupted keeps what it measured
             if args.full:
@@ -444,7 +451,8 @@ def main() -> None:
 
 def save(args: argparse.Namespace, results: list[dict], idle: dict) -> Path:
     out = args.out or ROOT / "bench" / "results" / f"memory_breakdown_{args.model}{'_smoke' if args.smoke else ''}.json"
-    write_report(out, {"model": args.model, "steps": args.steps, "arms": results, "idle": idle})
+    write_report(out, {"model": args.model, "steps": args.steps, "sample_answers": not args.no_samples,
+                       "arms": results, "idle": idle})
     return out
 
 

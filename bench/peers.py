@@ -424,6 +424,8 @@ def summarize(runs: list[dict], arms: list[str]) -> dict:
         studio = table["studio"]
         for row in table.values():
             row["studio_speedup"] = row["wall_s"] / studio["wall_s"]  # > 1: the studio finished sooner
+            if row["peak_rss_mb"] and studio["peak_rss_mb"]:  # < 1: the studio held more memory
+                row["studio_memory_ratio"] = row["peak_rss_mb"] / studio["peak_rss_mb"]
             if row["held_out_loss"] is not None:  # > 0: the studio's is lower
                 row["loss_minus_studio"] = row["held_out_loss"] - studio["held_out_loss"]
             if row.get("held_out_sd") is not None and studio.get("held_out_sd") is not None:
@@ -461,13 +463,14 @@ def median_or_none(values: list) -> float | None:
 
 def print_table(table: dict) -> None:
     print(f"{'arm':<14}{'wall s':>9}{'train s':>9}{'tokens/s':>10}{'peak RSS MB':>13}{'held-out':>10}"
-          f"{'studio faster':>15}")
+          f"{'studio faster':>15}{'peer MB ÷ studio MB':>21}")
     for arm, row in table.items():
         speedup = f"{row['studio_speedup']:.2f}×" if "studio_speedup" in row else "-"
         loss = f"{row['held_out_loss']:.4f}" if row["held_out_loss"] is not None else "-"
         wall = f"{row['wall_s']:.1f}{'*' if row['projected'] else ''}"
+        memory = f"{row['studio_memory_ratio']:.2f}" if "studio_memory_ratio" in row else "-"
         print(f"{arm:<14}{wall:>9}{row['train_s']:>9.1f}{row['tokens_per_s']:>10.0f}"
-              f"{row['peak_rss_mb']:>13.0f}{loss:>10}{speedup:>15}")
+              f"{row['peak_rss_mb']:>13.0f}{loss:>10}{speedup:>15}{memory:>21}")
     if any(row["projected"] for row in table.values()):
         print("* projected from its first steps (start-up, then every step at the pace measured)")
     for arm, row in table.items():

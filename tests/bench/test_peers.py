@@ -39,8 +39,10 @@ def test_a_capped_run_is_projected_and_reports_no_loss():
     run = record("trl-cli", outcome, Tokens(), loss=1.23)
     assert run["wall_s"] == 640 and run["measured_wall_s"] == 100 and run["held_out_loss"] is None
     assert run["tokens_trained"] == 10 * 50 * 0.3 and run["tokens_per_s"] == 150 / 60  # tokens × epochs it ran
-    table = summarize([run, {**run, "arm": "studio", "wall_s": 64.0, "held_out_loss": 0.5}], ["studio", "trl-cli"])
+    table = summarize([run, {**run, "arm": "studio", "wall_s": 64.0, "held_out_loss": 0.5, "peak_rss_mb": 2048.0}],
+                      ["studio", "trl-cli"])
     assert table["trl-cli"]["projected"] and table["trl-cli"]["studio_speedup"] == 10
+    assert table["trl-cli"]["studio_memory_ratio"] == 0.5  # the peer's peak over the studio's, beside the speed
     assert "loss_minus_studio" not in table["trl-cli"]
 
 
