@@ -26,6 +26,7 @@ Levers (each arm moves one, against `default`):
 - LoRA weights left in bf16 as TRL casts them (the studio puts them back in fp32 under fp32 compute); AdamW 8-bit
   (bitsandbytes, its two states in 8 bits)
 - no sample answers
+- the allocator: jemalloc (Debian's libjemalloc2, preloaded) instead of glibc's malloc
 - the checkpoint's pages: the unquantized weights (embeddings, norms) copied out of the mmapped safetensors file after
   loading, so the file is unmapped (`release_checkpoint`), and glibc's free heap returned after loading
   (`malloc_trim`)
@@ -56,6 +57,8 @@ from bench.machine import write_report  # noqa: E402
 
 ROWS = 320
 EXAMPLES = {"demo": "chat.jsonl", "smollm2": "pirate_chat.jsonl"}
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+"""Debian's libjemalloc2: another allocator for the training process, preloaded (glibc's keeps freed activations)."""
 ARMS: dict[str, dict] = {
     "default": {},
     "checkpoint kept mapped": {"probe": ["keep_checkpoint"]},
@@ -68,6 +71,7 @@ ARMS: dict[str, dict] = {
     "lora in bf16": {"probe": ["lora_bf16"]},
     "adamw 8-bit": {"fields": {"optimizer": "adamw_8bit"}},
     "no sample answers": {"fields": {"sample_prompts": 0}},
+    "jemalloc": {"env": {"LD_PRELOAD": JEMALLOC}},
     "release_checkpoint": {"probe": ["release_checkpoint"]},
     "malloc_trim": {"probe": ["malloc_trim"]},
     "release_checkpoint + malloc_trim": {"probe": ["release_checkpoint", "malloc_trim"]},
@@ -266,9 +270,9 @@ def run_arm(name: str, model: str, base: str, data: str, steps: int | None, work
 def in_subprocess(name: str, model: str, base: str, data: str, steps: int | None, no_samples: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as work:
         command = [sys.executable, __file__, "--arm", name, "--model", model, "--base", base, "--data", data,
-                   "--work", work] + (["--steps", str(steps)] if steps else []) + (["--no-samples"] if no_samples
-                                                                                  else [])
-        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+                   "--work", work, "--steps", str(steps or 0)] + (["--no-samples"] if no_samples else [])  # 0: whole
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, **ARMS[name].get("env", {})})
     if done.returncode:
         raise RuntimeError(f"arm {name} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -404,7 +408,8 @@ def report(results: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=["smollm2", "demo"], default="smollm2")
-    parser.add_argument("--steps", type=int, default=4, help="optimizer steps per lever arm (max_steps)")
+    parser.add_argument("--steps", type=int, default=4, help="optimizer steps per lever arm (max_steps; 0: the whole "
+                        "job)")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--full", action="store_true", help="also the default job run to its end")
     parser.add_argument("--no-samples", action="store_true", help="every arm without sample answers (compare their "
