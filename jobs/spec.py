@@ -354,6 +354,19 @@ class CombineSpec(BaseModel):
     seed: int = Field(0, description="torch's seed before combining: DARE drops weights at random.")
 
 
+class ExportSpec(BaseModel):
+    """An export job: the adapter's merged model as GGUF (llama.cpp, Ollama, LM Studio), its LoRA as a GGUF
+    adapter where llama.cpp takes one, and an Ollama Modelfile. Built by a worker, like training."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    adapter: str = Field(description="Name of the adapter to export (as it was when the export was asked for).")
+    adapter_id: int = Field(description="The adapter's id: the export follows the adapter through renames.")
+    quantization: Literal["f16", "q8_0", "q4_k_m"] = Field("q8_0", description=(
+        "The GGUF's weights: f16 (16-bit, the reference), q8_0 (8-bit, about half the size, near f16), or q4_k_m "
+        "(4-bit, the usual pick to run locally; needs llama.cpp's quantizer on the worker)."))
+
+
 EMPTY_SPEC = ("is empty: name at least one field (each has a default; static/examples/demo_job.json is a full "
               "example)")
 MAX_PRIORITY = 1_000_000

@@ -30,6 +30,7 @@ from jobs.spec import (
     STUDIO_BASE_MODELS,
     CombinedParent,
     CombineSpec,
+    ExportSpec,
     MergeSpec,
     Problem,
     SpecError,
@@ -390,6 +391,34 @@ def submit_combine(studio: Studio, name: str, adapters: list[str], weights: list
     with studio.db.write() as session:
         job = jobs_repo.create_job(session, name=name, spec=spec.model_dump(mode="json"), priority=priority,
                                    kind=JobKind.COMBINE)
+        job_id = job.id
+    routing.send(studio, job_id, priority, None)
+    return job_id
+
+
+def submit_export(studio: Studio, adapter_name: str, quantization: str = "q8_0", priority: int = 0) -> int:
+    """Queue a GGUF export of the named adapter (merged model, LoRA adapter, Ollama Modelfile). Raises SpecError
+    naming every problem: no such adapter, an unknown quantization, q4_k_m where llama.cpp's quantizer is missing."""
+    from jobs.training.gguf import quantizer_problem
+
+    with studio.db.read() as session:
+        adapter = catalog.get_adapter_by_name(session, (adapter_name or "").strip())
+    problems = [] if adapter is not None else [Problem(field="adapter", message=f"no adapter named '{adapter_name}'")]
+    try:
+        spec = ExportSpec(adapter=adapter.name if adapter else "-", adapter_id=adapter.id if adapter else 0,
+                          quantization=quantization)
+    except ValidationError as error:
+        problems += [Problem(field="quantization", message=e["msg"]) for e in error.errors()]
+    else:
+        if spec.quantization == "q4_k_m" and (why := quantizer_problem()):
+            problems.append(Problem(field="quantization", message=why))
+    if not problems and (quota := quota_problem(studio, 1)):
+        problems.append(quota)
+    if problems:
+        raise SpecError(problems)
+    with studio.db.write() as session:
+        job = jobs_repo.create_job(session, name=f"export-{adapter.name}-{spec.quantization}",
+                                   spec=spec.model_dump(mode="json"), priority=priority, kind=JobKind.EXPORT)
         job_id = job.id
     routing.send(studio, job_id, priority, None)
     return job_id

@@ -46,7 +46,9 @@ class JobKind:
     """A new adapter from several of one base, by PEFT's weighted combination (the spec names parents and weights)."""
     EVAL = "eval"
     """Adapters of one base and the base answering an eval set; results in the run folder (jobs.evaluate)."""
-    ALL = (TRAIN, MERGE, COMBINE, EVAL)
+    EXPORT = "export"
+    """Convert an adapter's merged model to GGUF (llama.cpp, Ollama, LM Studio) with an Ollama Modelfile."""
+    ALL = (TRAIN, MERGE, COMBINE, EVAL, EXPORT)
 
 
 class Job(Base):

@@ -136,6 +136,11 @@ class Settings:
     def merged_dir(self) -> Path:
         return self.data_dir / "merged"
 
+    @property
+    def gguf_dir(self) -> Path:
+        """GGUF exports: `adapter-<id>/<quantization>/` (model GGUF, LoRA GGUF, Modelfile, README)."""
+        return self.data_dir / "gguf"
+
 
 POOL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 """A pool name: lowercase letters, digits, '.', '_' and '-' (it also names the pool's queue)."""
@@ -224,5 +229,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
 
 def ensure_data_dirs(settings: Settings) -> None:
     for path in (settings.data_dir, settings.models_dir, settings.datasets_dir, settings.runs_dir,
-                 settings.adapters_dir, settings.exports_dir, settings.merged_dir):
+                 settings.adapters_dir, settings.exports_dir, settings.merged_dir,
+                 settings.gguf_dir):
         path.mkdir(parents=True, exist_ok=True)

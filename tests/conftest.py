@@ -22,6 +22,21 @@ def demo_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def trained_adapter(tmp_path_factory, demo_model_dir) -> Path:
+    """A real QLoRA adapter of the demo model (8 steps on the example chats), trained once per session."""
+    from jobs.data.formats import parse_file
+    from jobs.data.store import store_parsed
+    from jobs.spec import parse_spec
+    from jobs.studio import EXAMPLE_DATASET_FILE
+    from jobs.training.train import train
+
+    data, _ = store_parsed(parse_file(EXAMPLE_DATASET_FILE), tmp_path_factory.mktemp("data"))
+    spec = parse_spec({"max_steps": 8, "batch_size": 2, "max_length": 256, "eval_fraction": 0, "save_steps": 100})
+    result = train(spec, tmp_path_factory.mktemp("run"), str(demo_model_dir), data, lambda *a: None, lambda: False)
+    return result.adapter_dir
+
+
+@pytest.fixture(scope="session")
 def postgres_server():
     """A real PostgreSQL server for this test session (started on first use); `new_database()` per test."""
     from tests.servers import start_postgres

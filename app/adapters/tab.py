@@ -1,5 +1,6 @@
 """Adapters tab: what was trained (rank, targets, dataset, steps, final eval loss), a one-click zip download that
-loads anywhere PEFT loads, rename and delete, and a new adapter combined from several (a job)."""
+loads anywhere PEFT loads, merge, GGUF export (llama.cpp, Ollama, LM Studio), rename and delete, and a new
+adapter combined from several (a job)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from jobs import hub_access
 from jobs.combine_rules import MAX_RANK, TYPES
 from jobs.spec import SpecError
 from jobs.studio import Studio
-from jobs.submit import submit_combine, submit_merge
-from jobs.training.registry import AdapterError, delete_adapter, rename_adapter
+from jobs.submit import submit_combine, submit_export, submit_merge
+from jobs.training.registry import AdapterError, delete_adapter, gguf_exports, rename_adapter
 from storage import catalog, jobs_repo
 
 
@@ -22,7 +23,7 @@ def adapter_list(studio: Studio, base_model: str = "") -> list[dict]:
     with studio.db.read() as session:
         rows = catalog.list_adapters(session, base_model or None)
     return [{"name": a.name, "base_model": a.base_model, "size_bytes": a.size_bytes, "job_id": a.job_id,
-             "created_at": a.created_at.isoformat()} for a in rows]
+             "created_at": a.created_at.isoformat(), "gguf": gguf_exports(studio, a.id)} for a in rows]
 
 
 def adapters_frame(studio: Studio):
@@ -78,6 +79,31 @@ def merged_zip(studio: Studio, name: str) -> str:
     if (zipped := merged_export(studio, _adapter(studio, name))) is None:
         raise user_error(f"name: '{name}' has no merged model yet; ask for one with Merge (it runs as a job)")
     return str(zipped)
+
+
+def export_gguf(studio: Studio, name: str, quantization: str = "q8_0") -> int:
+    """Queue a GGUF export of the adapter (merged model, LoRA adapter, Ollama Modelfile); returns the job id."""
+    try:
+        return submit_export(studio, name, quantization)
+    except SpecError as error:
+        raise user_error(error.as_text()) from None
+
+
+def gguf_zip(studio: Studio, name: str, quantization: str = "q8_0") -> str:
+    from jobs.training.export import gguf_export
+
+    if (zipped := gguf_export(studio, _adapter(studio, name), quantization)) is None:
+        raise user_error(f"quantization: '{name}' has no {quantization} GGUF yet; ask for one with Export GGUF "
+                         "(it runs as a job)")
+    return str(zipped)
+
+
+def quantization_choices() -> list[tuple[str, str]]:
+    """The GGUF types offered; q4_k_m says why it is unavailable where llama.cpp's quantizer is missing."""
+    from jobs.training.gguf import QUANTIZATIONS, quantizer_problem
+
+    missing = quantizer_problem()
+    return [(f"{q} (unavailable here: {missing})" if q == "q4_k_m" and missing else q, q) for q in QUANTIZATIONS]
 
 
 def push(studio: Studio, name: str, repo_id: str, what: str = "adapter", private: bool = True) -> str:
@@ -176,6 +202,12 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
             svd_rank = gr.Number(0, precision=0, minimum=0, maximum=MAX_RANK, label="SVD rank (0: largest)",
                                  scale=1)
             combine_button = gr.Button("Combine (a job)", scale=1, elem_id="adapter-combine")
+    with gr.Accordion("GGUF for llama.cpp, Ollama and LM Studio", open=False), gr.Row():
+        quantization = gr.Dropdown(quantization_choices(), value="q8_0", label="GGUF type", scale=2,
+                                   elem_id="gguf-quantization")
+        export_button = gr.Button("Export GGUF (a job)", scale=1, elem_id="adapter-export-gguf")
+        gguf_download = gr.DownloadButton("Download GGUF zip", value=None, interactive=False, scale=1,
+                                          elem_id="gguf-download")
     status = SafeMarkdown(elem_id="adapter-status")
 
     def show_table():
@@ -189,13 +221,25 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
         job_id = combine(studio, name, chosen, parse_weights(weights_text), kind, keep, sign_method, int(rank or 0))
         return f"Queued combine job **{job_id}** for **{(name or '').strip()}**; follow it in the Runs tab."
 
-    def on_select(event: gr.SelectData):
+    def gguf_button(name, wanted):
+        adapter = _adapter(studio, name) if name else None
+        ready = adapter is not None and wanted in gguf_exports(studio, adapter.id)
+        return gr.update(value=gguf_zip(studio, name, wanted) if ready else None, interactive=ready,
+                         label=f"Download {name}-gguf-{wanted}.zip" if ready else f"No {wanted} GGUF yet")
+
+    def on_select(event: gr.SelectData, wanted):
         name = event.row_value[0]
         # The zips are built when the row is picked, so each download is one click.
         merged = _adapter(studio, name).merged_path
         return (name, gr.update(value=adapter_zip(studio, name), label=f"Download {name}.zip", interactive=True),
                 gr.update(value=merged_zip(studio, name) if merged else None, interactive=bool(merged),
-                          label=f"Download {name}-merged.zip" if merged else "Download merged zip"))
+                          label=f"Download {name}-merged.zip" if merged else "Download merged zip"),
+                gguf_button(name, wanted))
+
+    def on_export(name, wanted):
+        job_id = export_gguf(studio, name, wanted)
+        return (f"Queued GGUF export job **{job_id}** ({wanted}) for **{name}**; follow it in the Runs tab, then "
+                "pick the row again.")
 
     def on_merge(name, wanted_dtype):
         job_id = merge(studio, name, wanted_dtype)
@@ -220,7 +264,9 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
         trigger(offer_parents, parents, parents, **private)
     combine_button.click(on_combine, [combined_name, parents, weights, combination_type, density, sign, svd_rank],
                          status, **private)
-    table.select(on_select, None, [picked, download, merged_download], **private)
+    table.select(on_select, quantization, [picked, download, merged_download, gguf_download], **private)
+    quantization.change(gguf_button, [picked, quantization], gguf_download, **private)
+    export_button.click(on_export, [picked, quantization], status, **private)
     merge_button.click(on_merge, [picked, dtype], status, **private)
     push_button.click(on_push, [picked, repo_id, what], status, **private)
     rename_button.click(on_rename, [picked, new_name], [status, table, picked, new_name, download], **private)

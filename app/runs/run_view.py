@@ -118,6 +118,10 @@ def _summary_text(job: dict) -> str:
         lines.append(f"**Evaluates** {panes} on {where} (at most {spec.get('max_rows')} rows); progress counts "
                      f"answers. The results are in the Evaluate tab.")
         return "\n\n".join(lines)
+    if job["kind"] == JobKind.EXPORT:
+        lines.append(f"**Exports** adapter `{job['spec']['adapter']}` as a {job['spec']['quantization']} GGUF with "
+                     "an Ollama Modelfile; download it from the Adapters tab.")
+        return "\n\n".join(lines)
     step_plan = (job.get("provenance") or {}).get("plan") or {}
     if step_plan:
         lines.append(f"**Plan at submit:** {step_plan['steps']:,} optimizer steps over {step_plan['tokens']:,} "

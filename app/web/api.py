@@ -118,6 +118,17 @@ def register(studio: Studio, chat: ChatService) -> None:
         path = Path(adapters_tab.merged_zip(studio, name))
         return FileData(path=str(path), orig_name=path.name)
 
+    def export_gguf(name: str, quantization: str = "q8_0") -> int:
+        """Queue a job that exports the adapter for llama.cpp, Ollama and LM Studio: its merged model as GGUF
+        (`quantization` f16, q8_0, or q4_k_m where llama.cpp's quantizer is installed), the LoRA alone as a GGUF
+        adapter where llama.cpp takes one, and an Ollama Modelfile. Returns the job id."""
+        return adapters_tab.export_gguf(studio, name, quantization)
+
+    def download_gguf(name: str, quantization: str = "q8_0") -> FileData:
+        """The GGUF export's zip (model GGUF, LoRA GGUF, Modelfile, README), once an export job built it."""
+        path = Path(adapters_tab.gguf_zip(studio, name, quantization))
+        return FileData(path=str(path), orig_name=path.name)
+
     def push_to_hub(name: str, repo_id: str, what: str = "adapter", private: bool = True) -> str:
         """Push the adapter ('adapter') or its merged model ('merged') to a hub repo in your own namespace or one of
         your organisations'; needs your hub token (set_hub_token; admins may use STUDIO_HF_TOKEN)."""
@@ -335,8 +346,8 @@ def register(studio: Studio, chat: ChatService) -> None:
 
     endpoints = (submit_job, submit_sweep, cancel_sweep, get_job, list_jobs, cancel_job, move_job, set_priority,
                  list_workers, list_adapters, download_adapter, rename_adapter, delete_adapter, merge_adapter,
-                 combine_adapters, download_merged, push_to_hub, set_hub_token, clear_hub_token, hub_token_status,
-                 compare,
+                 combine_adapters, download_merged, export_gguf, download_gguf, push_to_hub, set_hub_token,
+                 clear_hub_token, hub_token_status, compare,
                  import_dataset, import_hub_dataset, list_datasets, dataset_stats, rename_dataset, delete_dataset,
                  record_vote, leaderboard, export_votes, save_suite, run_suite, suite_results, list_suites, suite_diff,
                  submit_eval, eval_results, export_eval, plan_job, base_model_info, estimate_memory,
@@ -370,6 +381,7 @@ UI_ACTIONS: dict[str, tuple[str, ...]] = {
     "Runs › Cancel its whole sweep": ("cancel_sweep",), "Runs › clone-run": ("get_job",),
     "Adapters › adapter-merge": ("merge_adapter",), "Adapters › Push to the hub": ("push_to_hub",),
     "Adapters › adapter-combine": ("combine_adapters",),
+    "Adapters › adapter-export-gguf": ("export_gguf",), "Adapters › gguf-download": ("download_gguf",),
     "Adapters › Rename": ("rename_adapter",), "Adapters › adapter-delete": ("delete_adapter",),
     "Chat › chat-send": ("compare",), "Chat › Refresh adapters": ("list_adapters",),
     "Chat › compare-picker": ("list_adapters",),

@@ -156,6 +156,21 @@ def combine(studio: Studio, name: str, adapters: list[str], weights: list[float]
                           priority)
 
 
+def export_gguf(studio: Studio, name: str, quantization: str = "q8_0") -> int:
+    from jobs.submit import submit_export
+
+    return submit_export(studio, name, quantization)
+
+
+def gguf_zip(studio: Studio, name: str, quantization: str = "q8_0") -> str:
+    from jobs.training.export import gguf_export
+
+    if (zipped := gguf_export(studio, _adapter(studio, name), quantization)) is None:
+        raise ValueError(f"quantization: '{name}' has no {quantization} GGUF yet; ask for one with `export-gguf` "
+                         "(it runs as a job)")
+    return str(zipped)
+
+
 def leaderboard(studio: Studio, base_model: str) -> list[dict]:
     from jobs.chat.votes import base_leaderboard
 

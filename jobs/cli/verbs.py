@@ -16,6 +16,8 @@ NAME = Arg("name", "its name")
 ADAPTER = Arg("name", "the adapter's name")
 SUITE = Arg("name", "the prompt suite's name")
 PRESET = Arg("name", "the preset's name (a shared one: owner/name)")
+QUANTIZATION = Arg("quantization", "the GGUF's weights (q4_k_m needs llama.cpp's quantizer)", default="q8_0",
+                   choices=("f16", "q8_0", "q4_k_m"))
 GENERATION = (Arg("max_new_tokens", "tokens to generate at most", type=int, default=64),
               Arg("temperature", "0: greedy", type=float, default=0.0),
               Arg("top_p", "nucleus sampling's share", type=float, default=1.0),
@@ -72,6 +74,10 @@ VERBS = (
           Arg("priority", "higher runs first", type=int, default=0)), op.combine),
     Verb("download-merged", "download_merged", "the merged model's zip, once merged", (ADAPTER,), op.merged_zip,
          download=True),
+    Verb("export-gguf", "export_gguf", "queue a job exporting the adapter as GGUF with an Ollama Modelfile",
+         (ADAPTER, QUANTIZATION), op.export_gguf),
+    Verb("download-gguf", "download_gguf", "the GGUF export's zip, once exported", (ADAPTER, QUANTIZATION),
+         op.gguf_zip, download=True),
     Verb("push", "push_to_hub", "push the adapter or its merged model to a hub repo of yours (your hub token)",
          (ADAPTER, Arg("repo_id", "owner/name"), Arg("what", "what to push", default="adapter",
                                                      choices=("adapter", "merged")),

@@ -26,12 +26,18 @@ from jobs.queue.lifecycle import signal_when_parent_dies
 from jobs.queue.retries import override_fields
 from jobs.queue.run_files import run_dir_for, train_log_path
 from jobs.queue.spare import SPARE_FLAG, parse_handoff
-from jobs.spec import CombineSpec, MergeSpec, TrainSpec
+from jobs.spec import CombineSpec, ExportSpec, MergeSpec, TrainSpec
 from jobs.spec_store import load_stored_spec
 from jobs.studio import Studio, open_studio
 from jobs.training import phases
 from jobs.training.phases import phase
-from jobs.training.registry import free_adapter_name, publish_adapter, publish_combined, publish_merged
+from jobs.training.registry import (
+    free_adapter_name,
+    publish_adapter,
+    publish_combined,
+    publish_export,
+    publish_merged,
+)
 from storage import catalog, jobs_repo
 from storage.models import Dataset, JobKind
 
@@ -59,6 +65,11 @@ class LedgerSink:
             jobs_repo.record_metrics(session, self.job_id, step, values)
             beat = jobs_repo.heartbeat(session, self.job_id, self.attempt, step=step, total_steps=total_steps)
         self._note(beat)
+
+    def on_progress(self, step: int, total_steps: int) -> None:
+        """Progress of a job that logs no metrics (an export): the heartbeat carries it."""
+        with self.studio.db.write() as session:
+            self._note(jobs_repo.heartbeat(session, self.job_id, self.attempt, step=step, total_steps=total_steps))
 
     def on_samples(self, step: int, answers: list[tuple[str, str]]) -> None:
         with self.studio.db.write() as session:
@@ -285,6 +296,58 @@ def _evaluate(studio: Studio, job_id: int, attempt: int, raw_spec: dict, provena
     return 0
 
 
+class _Stopped(Exception):
+    """Raised out of an export's progress callback when the job is cancelled or its worker stops."""
+
+
+def _export(studio: Studio, job_id: int, attempt: int, spec: ExportSpec, run_dir: Path, sink: LedgerSink) -> int:
+    """Merge (in float32, unless the adapter already has a merged model), convert to GGUF, write the Modelfile."""
+    import shutil
+
+    from jobs.training.gguf import ExportError
+    from jobs.training.gguf_export import build_export, export_problems
+    from jobs.training.merge import merge_adapter
+
+    with studio.db.read() as session:
+        adapter = catalog.get_adapter(session, spec.adapter_id)
+        trained_by = jobs_repo.get_job(session, adapter.job_id) if adapter and adapter.job_id else None
+        pin = jobs_repo.pinned(trained_by).get("base_model", {}) if trained_by else {}
+    if adapter is None:
+        raise LookupError(f"adapter {spec.adapter!r} was deleted before it could be exported")
+    base_path = pinned_base(studio, adapter.base_model, pin)
+    if problems := export_problems(base_path):
+        raise ExportError("; ".join(problems))  # before a merge that would be thrown away
+    merged = studio.absolute(adapter.merged_path) if adapter.merged_path else None
+    scratch = run_dir / "export-merged"
+    try:
+        if merged is None or not merged.is_dir():
+            print("merging the adapter into a float32 copy of its base for the export", flush=True)
+            merged = merge_adapter(base_path, studio.absolute(adapter.path), scratch, "float32")
+
+        def progress(what: str, done: int, total: int) -> None:
+            sink.on_progress(done, total)
+            if sink.should_stop():
+                raise _Stopped
+
+        record = build_export(merged, studio.absolute(adapter.path), run_dir / "gguf", spec.quantization,
+                              adapter.name, progress)
+    except _Stopped:
+        if not sink.cancel_requested:
+            return EXIT_INTERRUPTED  # the worker stops: the next attempt starts the export again
+        with studio.db.write() as session:
+            jobs_repo.cancel_running_job(session, job_id, attempt)
+        return EXIT_CANCELLED
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    for part in ("modelfile", "lora"):
+        if record[part]:
+            print(f"no {part}: {record[part]}", flush=True)
+    published = publish_export(studio, job_id, attempt, adapter.id, spec.quantization, run_dir / "gguf")
+    outcome = "registered" if published else "discarded (stale attempt)"
+    print(f"GGUF ({spec.quantization}) of {adapter.name!r} {outcome}", flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == [SPARE_FLAG]:
         return spare_main()
@@ -357,6 +420,8 @@ def run_attempt(studio: Studio, job_id: int, attempt: int) -> int:
             return _combine(studio, job_id, attempt, CombineSpec.model_validate(raw_spec), run_dir, sink)
         if kind == JobKind.EVAL:
             return _evaluate(studio, job_id, attempt, raw_spec, provenance or {}, run_dir, sink)
+        if kind == JobKind.EXPORT:
+            return _export(studio, job_id, attempt, ExportSpec.model_validate(raw_spec), run_dir, sink)
         changed = override_fields(overrides)
         # Stored under the rules of its day: migrated, and refused in words (not a traceback) when no longer valid.
         spec = load_stored_spec(raw_spec, changed).require()  # what a retry changed, on top of the spec

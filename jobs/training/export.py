@@ -44,6 +44,17 @@ def zip_folder(folder: Path, target: Path, top: str, compression: int) -> Path:
     return target
 
 
+def gguf_export(studio: Studio, adapter: Adapter, quantization: str) -> Path | None:
+    """The zip of the adapter's GGUF export at `quantization` (GGUFs, Modelfile, README); None while no export job
+    has built it. Stored, not deflated: quantized weights do not compress."""
+    from jobs.training.registry import gguf_exports, gguf_folder, gguf_zip_path
+
+    if quantization not in gguf_exports(studio, adapter.id):
+        return None
+    target = gguf_zip_path(studio, adapter, adapter.name, quantization)
+    return zip_folder(gguf_folder(studio, adapter.id, quantization), target, target.stem, zipfile.ZIP_STORED)
+
+
 def adapter_export(studio: Studio, adapter: Adapter) -> Path:
     """The adapter's zip in its owner's exports folder (the page's and the CLI's download)."""
     folder = studio.export_dir(f"adapter-{adapter.id}", adapter.owner)

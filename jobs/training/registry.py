@@ -113,6 +113,45 @@ def publish_merged(studio: Studio, job_id: int, attempt: int, adapter_id: int, m
     return recorded
 
 
+def gguf_folder(studio: Studio, adapter_id: int, quantization: str | None = None) -> Path:
+    """Where an adapter's GGUF exports live: one folder per quantization."""
+    folder = studio.settings.gguf_dir / f"adapter-{adapter_id}"
+    return folder / quantization if quantization else folder
+
+
+def gguf_exports(studio: Studio, adapter_id: int) -> list[str]:
+    """The quantizations an export job finished for this adapter (the folder appears whole, by rename)."""
+    folder = gguf_folder(studio, adapter_id)
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and "." not in p.name) if folder.is_dir() else []
+
+
+def publish_export(studio: Studio, job_id: int, attempt: int, adapter_id: int, quantization: str,
+                   built: Path) -> bool:
+    """Move a finished GGUF export into place and finish the job in one step; a stale attempt's files go."""
+    target = gguf_folder(studio, adapter_id, quantization)
+    aside = target.with_name(f"{target.name}.old-{job_id}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        os.replace(target, aside)  # an earlier export at this quantization: kept until this one is recorded
+    os.replace(built, target)
+    with studio.db.write() as session:
+        adapter = catalog.get_adapter(session, adapter_id)
+        recorded = adapter is not None and jobs_repo.complete_job(session, job_id, attempt)
+    if recorded:
+        shutil.rmtree(aside, ignore_errors=True)
+        for stale in studio.export_dir(f"adapter-{adapter_id}", adapter.owner).glob(f"*-gguf-{quantization}.zip"):
+            stale.unlink(missing_ok=True)  # the download of the export this one replaces
+    else:
+        shutil.rmtree(target, ignore_errors=True)
+        if aside.exists():
+            os.replace(aside, target)
+    return recorded
+
+
+def gguf_zip_path(studio: Studio, adapter: Adapter, name: str, quantization: str) -> Path:
+    return studio.export_dir(f"adapter-{adapter.id}", adapter.owner) / f"{name}-gguf-{quantization}.zip"
+
+
 def _write_card(studio: Studio, folder: Path, name: str) -> None:
     """(Re)write the model card from the spec and final metrics the folder holds (a combined adapter's from what it
     was combined from)."""
@@ -152,7 +191,8 @@ def rename_adapter(studio: Studio, name: str, new_name: str) -> Adapter:
     folder = studio.absolute(adapter.path)
     if folder.is_dir():
         _write_card(studio, folder, new_name)
-    for stale in (_export_zip(studio, adapter, name), merged_zip_path(studio, adapter, name)):
+    for stale in (_export_zip(studio, adapter, name), merged_zip_path(studio, adapter, name),
+                  *(gguf_zip_path(studio, adapter, name, q) for q in gguf_exports(studio, adapter.id))):
         stale.unlink(missing_ok=True)  # downloads under the old name are stale
     return adapter
 
@@ -189,7 +229,10 @@ def delete_adapter(studio: Studio, name: str) -> None:
     shutil.rmtree(aside, ignore_errors=True)
     if adapter.merged_path:
         shutil.rmtree(studio.absolute(adapter.merged_path), ignore_errors=True)
-    for stale in (_export_zip(studio, adapter, adapter.name), merged_zip_path(studio, adapter, adapter.name)):
+    exported = gguf_exports(studio, adapter.id)
+    shutil.rmtree(gguf_folder(studio, adapter.id), ignore_errors=True)
+    for stale in (_export_zip(studio, adapter, adapter.name), merged_zip_path(studio, adapter, adapter.name),
+                  *(gguf_zip_path(studio, adapter, adapter.name, q) for q in exported)):
         stale.unlink(missing_ok=True)
 
 

@@ -6,23 +6,11 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from jobs.data.formats import parse_file
-from jobs.data.store import store_parsed
 from jobs.spec import parse_spec
-from jobs.studio import EXAMPLE_DATASET_FILE
 from jobs.training.merge import merge_adapter
-from jobs.training.train import train
 
 pytestmark = pytest.mark.slow
 LOGIT_TOLERANCE = 1e-4  # fp32: the merged W' = W + s·BA against W·x + s·B(A·x) differ only by float rounding
-
-
-@pytest.fixture(scope="module")
-def trained_adapter(tmp_path_factory, demo_model_dir):
-    data, _ = store_parsed(parse_file(EXAMPLE_DATASET_FILE), tmp_path_factory.mktemp("data"))
-    spec = parse_spec({"max_steps": 8, "batch_size": 2, "max_length": 256, "eval_fraction": 0, "save_steps": 100})
-    result = train(spec, tmp_path_factory.mktemp("run"), str(demo_model_dir), data, lambda *a: None, lambda: False)
-    return result.adapter_dir
 
 
 def _prompt(tokenizer):
