@@ -98,6 +98,8 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
         "/download_merged": lambda: _refused(lambda: p(adapter, api_name="/download_merged"), "no adapter"),
         "/combine_adapters": lambda: _refused(lambda: p("bob-mix", [adapter, "bob-none"], [1.0, 1.0],
                                                         api_name="/combine_adapters"), f"no adapter named '{adapter}'"),
+        "/export_gguf": lambda: _refused(lambda: p(adapter, "q8_0", api_name="/export_gguf"), "no adapter"),
+        "/download_gguf": lambda: _refused(lambda: p(adapter, "q8_0", api_name="/download_gguf"), "no adapter"),
         "/push_to_hub": lambda: _refused(lambda: p(adapter, "bob/x", api_name="/push_to_hub"), "no adapter"),
         "/hub_token_status": lambda: _assert(p(api_name="/hub_token_status") == NO_TOKEN),  # hers is not his
         "/set_hub_token": lambda: _assert(p("hf_bob_own_4c21", api_name="/set_hub_token")["hint"] == "…c21"),

@@ -25,7 +25,8 @@ def client(live):
 
 PUBLIC_ENDPOINTS = {"/submit_job", "/submit_sweep", "/cancel_sweep", "/get_job", "/list_jobs", "/cancel_job",
                     "/move_job", "/set_priority", "/list_workers", "/list_adapters", "/download_adapter",
-                    "/rename_adapter", "/delete_adapter", "/merge_adapter", "/download_merged", "/push_to_hub",
+                    "/rename_adapter", "/delete_adapter", "/merge_adapter", "/download_merged", "/export_gguf",
+                    "/download_gguf", "/push_to_hub",
                     "/set_hub_token", "/clear_hub_token", "/hub_token_status", "/compare", "/import_dataset",
                     "/import_hub_dataset", "/list_datasets", "/dataset_stats",
                     "/rename_dataset", "/delete_dataset", "/record_vote", "/leaderboard", "/export_votes",
@@ -105,8 +106,36 @@ def _merge_and_download(client, tmp_path) -> None:
         zipped.extractall(tmp_path / "merged")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged" / "api-a-merged")
     assert model.config.hidden_size == 128
+    _export_gguf(client, tmp_path)
     with pytest.raises(Exception, match="No hub token is configured"):
         client.predict("api-a", "me/api-a", "adapter", True, api_name="/push_to_hub")
+
+
+def _export_gguf(client, tmp_path) -> None:
+    """The GGUF export runs as a job (from the merged model just built); its zip holds the GGUFs, the Modelfile and a
+    README; transformers' GGUF reader loads the model. q4_k_m is refused at submit, naming why, where llama.cpp's
+    quantizer is missing; a quantization that does not exist is refused naming the field."""
+    from transformers import AutoModelForCausalLM
+
+    from jobs.training.gguf import quantizer_problem
+
+    with pytest.raises(Exception, match="has no q8_0 GGUF yet"):
+        client.predict("api-a", "q8_0", api_name="/download_gguf")
+    with pytest.raises(Exception, match="quantization"):
+        client.predict("api-a", "q3_k", api_name="/export_gguf")
+    if quantizer_problem():
+        with pytest.raises(Exception, match="q4_k_m needs llama.cpp's quantizer"):
+            client.predict("api-a", "q4_k_m", api_name="/export_gguf")
+    job = _wait(client, client.predict("api-a", "q8_0", api_name="/export_gguf"))
+    assert job["status"] == "succeeded" and job["kind"] == "export", job["error"]
+    assert [a["gguf"] for a in _adapters(client) if a["name"] == "api-a"] == [["q8_0"]]
+    with zipfile.ZipFile(client.predict("api-a", "q8_0", api_name="/download_gguf")) as zipped:
+        assert {"api-a-gguf-q8_0/model-q8_0.gguf", "api-a-gguf-q8_0/Modelfile", "api-a-gguf-q8_0/lora-f16.gguf",
+                "api-a-gguf-q8_0/README.md"} <= set(zipped.namelist())
+        zipped.extractall(tmp_path / "gguf")
+    folder = tmp_path / "gguf" / "api-a-gguf-q8_0"
+    assert (folder / "Modelfile").read_text().startswith("FROM ./model-q8_0.gguf\nTEMPLATE")
+    assert AutoModelForCausalLM.from_pretrained(folder, gguf_file="model-q8_0.gguf").config.hidden_size == 128
 
 
 def _rename_download_and_delete(client, live) -> None:

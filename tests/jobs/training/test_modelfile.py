@@ -2,6 +2,11 @@
 template gives Ollama is, character for character, what the base's Jinja chat template renders; a template that
 cannot be written that way is refused with the reason."""
 
+import json
+import os
+import shutil
+import subprocess
+
 import pytest
 from transformers import AutoTokenizer
 
@@ -91,3 +96,59 @@ def test_the_prepared_smollm2_tokenizer_translates(smollm2_dir):
 def test_a_template_that_does_not_translate_is_refused_with_the_reason(template, reason, demo_tokenizer):
     with pytest.raises(TemplateError, match=reason):
         measure(_render(demo_tokenizer, template), demo_tokenizer.bos_token)
+
+
+GO_RENDERER = """package main
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"text/template"
+)
+
+type Message struct{ Role, Content string }
+
+func main() {
+	var input struct {
+		Template      string
+		Conversations [][]Message
+	}
+	if err := json.NewDecoder(os.Stdin).Decode(&input); err != nil {
+		panic(err)
+	}
+	tmpl := template.Must(template.New("").Parse(input.Template))
+	out := []string{}
+	for _, messages := range input.Conversations {
+		var b strings.Builder
+		if err := tmpl.Execute(&b, map[string]any{"Messages": messages}); err != nil {
+			panic(err)
+		}
+		out = append(out, b.String())
+	}
+	json.NewEncoder(os.Stdout).Encode(out)
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("go") is None, reason="no Go toolchain here (Debian: apt-get install golang-go)")
+@pytest.mark.parametrize("base", ["demo", "smollm2"])
+def test_go_itself_renders_the_modelfile_template_as_jinja_does(base, demo_tokenizer, tmp_path):
+    """The TEMPLATE text run by Go's own text/template (what Ollama runs), over the battery, with Ollama's chat
+    rule (the Modelfile's SYSTEM first when a conversation has no system turn) against the Jinja rendering."""
+    demo = base == "demo"
+    template, bos, adds_bos = (None, demo_tokenizer.bos_token, True) if demo else (SMOLLM2_TEMPLATE, "", False)
+    render = _render(demo_tokenizer, template)
+    found = measure(render, demo_tokenizer.bos_token if demo else "<|im_start|>")
+    (tmp_path / "main.go").write_text(GO_RENDERER)
+    subprocess.run(["go", "build", "-o", str(tmp_path / "render"), "main.go"], cwd=tmp_path, check=True,
+                   env={**os.environ, "GOCACHE": str(tmp_path / "cache"), "GOFLAGS": "-mod=mod", "GO111MODULE": "off"})
+    battery = conversations()
+    with_system = [messages if found.default_system is None or messages[0]["role"] == "system"
+                   else [{"role": "system", "content": found.default_system}, *messages] for messages in battery]
+    payload = {"Template": found.go_template(runtime_adds_bos=adds_bos),
+               "Conversations": [[{"Role": m["role"], "Content": m["content"]} for m in c] for c in with_system]}
+    done = subprocess.run([str(tmp_path / "render")], input=json.dumps(payload), capture_output=True, text=True,
+                          check=True)
+    for messages, text in zip(battery, json.loads(done.stdout), strict=True):
+        assert (bos if adds_bos else "") + text == render(messages, True), messages
