@@ -83,6 +83,10 @@ def merged_zip(studio: Studio, name: str) -> str:
 
 def export_gguf(studio: Studio, name: str, quantization: str = "q8_0") -> int:
     """Queue a GGUF export of the adapter (merged model, LoRA adapter, Ollama Modelfile); returns the job id."""
+    from jobs.training.gguf import unavailable
+
+    if why := unavailable(quantization):
+        raise user_error(why)
     try:
         return submit_export(studio, name, quantization)
     except SpecError as error:

@@ -158,7 +158,10 @@ def combine(studio: Studio, name: str, adapters: list[str], weights: list[float]
 
 def export_gguf(studio: Studio, name: str, quantization: str = "q8_0") -> int:
     from jobs.submit import submit_export
+    from jobs.training.gguf import unavailable
 
+    if why := unavailable(quantization):
+        raise ValueError(why)
     return submit_export(studio, name, quantization)
 
 

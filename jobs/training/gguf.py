@@ -70,6 +70,11 @@ def quantizer_problem() -> str | None:
             "llama-quantize program; f16 and q8_0 need neither")
 
 
+def unavailable(quantization: str) -> str | None:
+    """Why this machine cannot make `quantization` (asked before an export is queued), or None."""
+    return f"quantization: {quantizer_problem()}" if quantization == "q4_k_m" and quantizer_problem() else None
+
+
 def write_gguf(model_dir: Path, out_file: Path, quantization: str, name: str,
                progress: Progress | None = None) -> Path:
     """Convert `model_dir` to `out_file` at `quantization`, atomically: nothing is left at `out_file` (or beside
