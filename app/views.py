@@ -14,8 +14,8 @@ from jobs.training.phases import PHASES
 from storage.models import Adapter, Job, JobKind, JobStatus, Metric, Worker, utcnow
 
 JOB_COLUMNS = ["id", "name", "status", "progress", "ETA", "loss", "eval loss", "attempt", "sweep", "created"]
-ADAPTER_COLUMNS = ["name", "base model", "rank", "targets", "dataset", "steps", "eval loss", "size", "merged", "job",
-                   "created"]
+ADAPTER_COLUMNS = ["name", "base model", "rank", "targets", "dataset", "steps", "eval loss", "size", "merged", "gguf",
+                   "job", "created"]
 PLOTTED = {"loss": "train loss", "eval_loss": "eval loss"}
 
 
@@ -99,8 +99,10 @@ def loss_curve(metrics: list[Metric]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "value", "series"]).astype({"step": "float64", "value": "float64"})
 
 
-def adapters_table(rows: list[tuple[Adapter, Job | None]], eval_loss: dict[int, dict[str, float]]) -> pd.DataFrame:
-    """One line per adapter with what trained it: rank, targets, dataset, steps and final eval loss."""
+def adapters_table(rows: list[tuple[Adapter, Job | None]], eval_loss: dict[int, dict[str, float]],
+                   gguf: dict[int, list[str]] | None = None) -> pd.DataFrame:
+    """One line per adapter with what trained it: rank, targets, dataset, steps and final eval loss; `gguf`: the
+    quantizations exported per adapter id."""
     table = []
     for adapter, job in rows:
         spec = job.spec if job is not None else {}
@@ -111,7 +113,8 @@ def adapters_table(rows: list[tuple[Adapter, Job | None]], eval_loss: dict[int, 
                       job.step if job is not None else "", _fmt(eval_loss.get(adapter.job_id, {}).get("eval_loss")),
                       human_size(adapter.size_bytes),
                       human_size(adapter.merged_size_bytes) if adapter.merged_path else "",
-                      adapter.job_id, adapter.created_at.strftime("%Y-%m-%d %H:%M")])
+                      ", ".join((gguf or {}).get(adapter.id, [])), adapter.job_id,
+                      adapter.created_at.strftime("%Y-%m-%d %H:%M")])
     return pd.DataFrame(table, columns=ADAPTER_COLUMNS)
 
 

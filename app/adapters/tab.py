@@ -31,7 +31,7 @@ def adapters_frame(studio: Studio):
         rows = catalog.adapters_with_jobs(session)
         job_ids = [adapter.job_id for adapter, _ in rows if adapter.job_id is not None]
         eval_loss = jobs_repo.latest_metrics(session, job_ids, ("eval_loss",))
-    return views.adapters_table(rows, eval_loss)
+    return views.adapters_table(rows, eval_loss, {a.id: gguf_exports(studio, a.id) for a, _ in rows})
 
 
 def adapter_zip(studio: Studio, name: str) -> str:
