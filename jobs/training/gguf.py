@@ -255,11 +255,13 @@ def _quantize_q4_k_m(source: Path, target: Path) -> None:
     """llama.cpp's own quantizer: in-process through llama-cpp-python, else its `llama-quantize` program."""
     quantize = _llama_cpp_quantize()
     if quantize is not None:
+        import ctypes
+
         import llama_cpp
 
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
-        if quantize(str(source).encode(), str(target).encode(), params) != 0:
+        if quantize(str(source).encode(), str(target).encode(), ctypes.byref(params)) != 0:
             raise ExportError("quantization: llama.cpp's quantizer failed on the f16 file")
         return
     done = subprocess.run(["llama-quantize", str(source), str(target), "Q4_K_M"], capture_output=True, text=True)

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from jobs.training.gguf import ExportError, llama_permute, lora_problems, write_gguf
+from jobs.training.gguf import ExportError, llama_permute, lora_problems, quantizer_problem, write_gguf
 from jobs.training.gguf_export import build_export
 from jobs.training.merge import merge_adapter
 
@@ -101,3 +101,18 @@ def test_an_unknown_architecture_is_refused_by_name_and_nothing_is_left(demo_mod
     with pytest.raises(ExportError, match="quantization: 'q3' is not one of f16, q8_0, q4_k_m"):
         write_gguf(demo_model_dir, tmp_path / "x.gguf", "q3", "x")
     assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.skipif(quantizer_problem() is not None, reason="llama.cpp's quantizer is not installed here")
+def test_q4_k_m_comes_from_llama_cpps_quantizer(merged, trained_adapter, tmp_path):
+    """Where llama-cpp-python is installed: q4_k_m through llama_model_quantize, read back by transformers. 4-bit
+    K-quants (with llama.cpp's fallbacks for the demo's 128-wide rows) move the demo's logits by about 1.2."""
+    build_export(merged, trained_adapter, tmp_path / "q4", "q4_k_m", "demo-export")
+    reader = gguf.GGUFReader(tmp_path / "q4" / "model-q4_k_m.gguf")
+    assert reader.fields["general.file_type"].contents() == 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
+    assert "Q4_K" in {t.tensor_type.name for t in reader.tensors}
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "q4", gguf_file="model-q4_k_m.gguf", dtype=torch.float32)
+    reference = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
+    inputs = _inputs(merged)
+    with torch.no_grad():
+        assert (loaded(**inputs).logits - reference(**inputs).logits).abs().max() < 2.5
