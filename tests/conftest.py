@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# bitsandbytes wraps a few kernels in torch.compile at import, which imports TorchDynamo and Inductor: 1.5 s of CPU in
+# every process that imports it (each job's training process, each bench run), for kernels a CPU never compiles (no
+# Inductor cache is ever written here). Switched off for the tests and everything they start; nothing runs otherwise.
+os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
