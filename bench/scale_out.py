@@ -22,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -170,26 +169,16 @@ def main() -> None:
                                                 "STUDIO_QUEUE_URL": url}, args.rounds) for name, url in queues.items()}
         print("wake-up (s):", report["wake_up_s"], flush=True)
 
-        databases = {name: postgres.new_database() for name in ("redis", "postgresql")}  # one at a time
-
-        def connections(name: str) -> dict:
-            database_url = databases[name]
+        report["connections_per_worker"] = {}
+        for name in ("redis", "postgresql"):
+            database_url = postgres.new_database()
             queue_url = redis.url(2) if name == "redis" else database_url.replace("+psycopg", "")
             env = {**os.environ, "STUDIO_DATA_DIR": str(work / f"conn-{name}" / "data"), "PYTHONPATH": str(ROOT),
                    "STUDIO_DATABASE_URL": database_url, "STUDIO_QUEUE_URL": queue_url, "STUDIO_HEARTBEAT_S": "1"}
             found = worker_connections(env, database_url.rsplit("/", 1)[1], postgres.port, 2 if args.smoke else 40,
                                        6 if args.smoke else 12)
+            report["connections_per_worker"][f"{name}_queue"] = found
             print(f"PostgreSQL connections of one worker ({name} queue):", found, flush=True)
-            return found
-
-        from jobs.models.demo import ensure_demo_model
-
-        ensure_demo_model(work / "shared-models")  # before the arms, which may start together
-        # Each arm on its own database, so the counts stay apart; the smoke only checks both arms run, so it runs
-        # them side by side (their waits overlap: CI's time), a measurement one after the other.
-        with ThreadPoolExecutor(max_workers=2 if args.smoke else 1) as pool:
-            found = dict(zip(("redis", "postgresql"), pool.map(connections, ("redis", "postgresql")), strict=True))
-        report["connections_per_worker"] = {f"{name}_queue": counts for name, counts in found.items()}
     finally:
         redis.stop()
         postgres.stop()
