@@ -241,13 +241,18 @@ class SignedInStudio:
         for name, limits in self.PEOPLE.items():
             self.add_person(name, **limits)
         self.live.start_worker()
-        self.app_studio = open_studio(load_settings({**self.live.env, **self.APP_SETTINGS}))
-        self.app = build_app(self.app_studio)
-        self.app.queue(default_concurrency_limit=1)
-        self.app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                        **launch_options(self.app_studio, app=self.app))
-        self.url = self.app.local_url
-        self.clients = {name: Client(self.url, auth=(name, self.PASSWORD), verbose=False) for name in self.PEOPLE}
+        self.app = None
+        try:  # a setup that fails part-way leaves no worker behind (pytest runs no teardown for it)
+            self.app_studio = open_studio(load_settings({**self.live.env, **self.APP_SETTINGS}))
+            self.app = build_app(self.app_studio)
+            self.app.queue(default_concurrency_limit=1)
+            self.app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                            **launch_options(self.app_studio, app=self.app))
+            self.url = self.app.local_url
+            self.clients = {name: Client(self.url, auth=(name, self.PASSWORD), verbose=False) for name in self.PEOPLE}
+        except BaseException:
+            self.close()
+            raise
 
     def client(self, name: str):
         """The gradio_client session signed in as `name` (one of PEOPLE)."""
@@ -282,7 +287,8 @@ class SignedInStudio:
         raise AssertionError(f"job {job_id} did not finish:\n{self.live.worker_log()}")
 
     def close(self) -> None:
-        self.app.close()
+        if self.app is not None:
+            self.app.close()
         self.live.stop_worker()
         self.live.studio.db.dispose()
 
