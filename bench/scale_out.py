@@ -111,7 +111,7 @@ def worker_connections(env: dict[str, str], database_name: str, port: int, max_s
     from tests.conftest import seed_model
 
     data_dir = Path(env["STUDIO_DATA_DIR"])
-    seed_model(data_dir, ensure_demo_model(data_dir.parent / "shared-models"))
+    seed_model(data_dir, ensure_demo_model(data_dir.parent.parent / "shared-models"))  # built once for every arm
     log = (data_dir.parent / f"worker-{database_name}.log").open("wb")
     worker = subprocess.Popen([sys.executable, "-m", "jobs.queue.worker"], env=env, cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT)

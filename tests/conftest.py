@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# bitsandbytes wraps a few kernels in torch.compile at import, which imports TorchDynamo and Inductor: 1.5 s of CPU in
+# every process that imports it (each job's training process, each bench run), for kernels a CPU never compiles (no
+# Inductor cache is ever written here). Switched off for the tests and everything they start; nothing runs otherwise.
+os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -226,6 +230,91 @@ def two_adapters(tmp_path_factory, demo_model_dir) -> list[Path]:
         out = tmp_path_factory.mktemp(f"run{seed}")
         adapters.append(train(spec, out, str(demo_model_dir), data, lambda *a: None, lambda: False).adapter_dir)
     return adapters
+
+
+class SignedInStudio:
+    """A studio with accounts, served: a real worker, the real app with its front door (app/web/guard.py) on a free
+    port, and gradio_client sessions signed in as each person. The app trusts 127.0.0.1 as a proxy, so a test can speak
+    for other client addresses through X-Forwarded-For (the login limits count per address)."""
+
+    PASSWORD = "correct horse battery"
+    PEOPLE = {"alice": dict(admin=False), "bob": dict(admin=False, max_upload_bytes=4096), "root": dict(admin=True)}
+    APP_SETTINGS = {"STUDIO_TRUSTED_PROXIES": "127.0.0.1", "STUDIO_LOGIN_WINDOW_S": "60"}
+
+    def __init__(self, root: Path, demo_model_dir: Path) -> None:
+        from gradio_client import Client
+
+        from app.web.gate import PASSWORDS
+        from app.web.server import build_app, launch_options
+        from jobs.studio import open_studio
+        from storage.settings import load_settings
+        from tests.servers import free_port
+
+        self.root = root
+        self.live = LiveStudio(root / "data", demo_model_dir, root / "worker.log")
+        self.hash = PASSWORDS.hash(self.PASSWORD)  # argon2 takes a while: one hash serves every account
+        for name, limits in self.PEOPLE.items():
+            self.add_person(name, **limits)
+        self.live.start_worker()
+        self.app = None
+        try:  # a setup that fails part-way leaves no worker behind (pytest runs no teardown for it)
+            self.app_studio = open_studio(load_settings({**self.live.env, **self.APP_SETTINGS}))
+            self.app = build_app(self.app_studio)
+            self.app.queue(default_concurrency_limit=1)
+            self.app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                            **launch_options(self.app_studio, app=self.app))
+            self.url = self.app.local_url
+            self.clients = {name: Client(self.url, auth=(name, self.PASSWORD), verbose=False) for name in self.PEOPLE}
+        except BaseException:
+            self.close()
+            raise
+
+    def client(self, name: str):
+        """The gradio_client session signed in as `name` (one of PEOPLE)."""
+        return self.clients[name]
+
+    def http(self, name: str | None = None, address: str | None = None):
+        """A plain HTTP session, signed in as `name` (None: nobody), from `address` (X-Forwarded-For)."""
+        import httpx
+
+        headers = {"X-Forwarded-For": address} if address else {}
+        session = httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        if name is not None:
+            answer = session.post("login", data={"username": name, "password": self.PASSWORD})
+            assert answer.status_code == 200, answer.text
+        return session
+
+    def add_person(self, name: str, **limits) -> None:
+        from storage import users_repo
+
+        with self.live.studio.db.write() as session:
+            users_repo.add_user(session, name, self.hash, **limits)
+
+    def wait(self, name: str, job_id: int, timeout_s: float = 300) -> dict:
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            job = self.client(name).predict(job_id, api_name="/get_job")
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                return job
+            time.sleep(1)
+        raise AssertionError(f"job {job_id} did not finish:\n{self.live.worker_log()}")
+
+    def close(self) -> None:
+        if self.app is not None:
+            self.app.close()
+        self.live.stop_worker()
+        self.live.studio.db.dispose()
+
+
+@pytest.fixture(scope="session")
+def signed_in_studio(tmp_path_factory, demo_model_dir):
+    """One studio with accounts (alice, bob, root the admin), its worker and its app, shared by the session: the
+    security tests and the CLI walk use it (each names its people and data so that they do not collide)."""
+    served = SignedInStudio(tmp_path_factory.mktemp("signed-in"), demo_model_dir)
+    yield served
+    served.close()
 
 
 FAST_JOB = {"max_steps": 4, "batch_size": 2, "max_length": 256, "logging_steps": 1, "eval_steps": 2, "save_steps": 2,

@@ -1,7 +1,8 @@
 """The same walk on the CLI and on the API, against a running studio with accounts: a person signs in (the CLI with
 --url, the password from the environment), trains a LoRA, a DoRA, an rsLoRA and an fp4 adapter on the demo base (two
 steps each), then one compare with the base and all four, a blind vote and a suite run: every pane answers, on both.
-The CLI never touches a data dir in this mode. One studio and one worker for the module; the training is shared."""
+The CLI never touches a data dir in this mode. The session's studio with accounts (tests/conftest.py), its worker and
+app serve the module; the training is shared."""
 
 from __future__ import annotations
 
@@ -13,9 +14,7 @@ import sys
 import pytest
 from gradio_client import Client
 
-from app.web.server import build_app, launch_options
-from tests.conftest import REPO_ROOT, LiveStudio
-from tests.servers import free_port
+from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 PERSON, PASSWORD = "walker", "a long enough password"
@@ -28,21 +27,13 @@ PROMPT = "What is 2 plus 3?"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, demo_model_dir):
-    """A studio with one account, its worker, and its web app (API and page) on a free port."""
-    root = tmp_path_factory.mktemp("walk")
-    live = LiveStudio(root / "data", demo_model_dir, root / "worker.log")
+def served(signed_in_studio, tmp_path_factory):
+    """The session's studio with accounts, its worker and its web app (API and page), and one more account added
+    with the operator's CLI: this walk's person, whose jobs, adapters and suites are named walk-*."""
+    live = signed_in_studio.live
     subprocess.run([sys.executable, "-m", "app", "users", "add", PERSON, "--password-stdin"], input=PASSWORD + "\n",
                    env=live.env, cwd=REPO_ROOT, check=True, capture_output=True, text=True, timeout=120)
-    live.start_worker()
-    app = build_app(live.studio)
-    app.queue(default_concurrency_limit=1)
-    app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-               **launch_options(live.studio))
-    yield live, app.local_url, root
-    app.close()
-    live.stop_worker()
-    live.studio.db.dispose()
+    return live, signed_in_studio.url, tmp_path_factory.mktemp("walk")
 
 
 def cli(served, *args: str, password: str = PASSWORD, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -58,24 +58,24 @@ def test_cookies_and_headers_keep_a_session_from_scripts_and_other_sites(team):
 
 
 def test_failed_sign_ins_wait_per_address_and_account_and_others_are_not_stalled(team):
-    team.add_person("carol")
+    team.add_person("cora")
     attacker = team.http(address="203.0.113.7")
     for _ in range(5):
-        assert attacker.post("/login", data={"username": "carol", "password": "guess"}).status_code == 401
-    refused = attacker.post("/login", data={"username": "carol", "password": PASSWORD})  # right, but too late
+        assert attacker.post("/login", data={"username": "cora", "password": "guess"}).status_code == 401
+    refused = attacker.post("/login", data={"username": "cora", "password": PASSWORD})  # right, but too late
     assert refused.status_code == 429 and "try again in" in refused.json()["detail"]
     assert 1 <= int(refused.headers["retry-after"]) <= 60
-    browser = attacker.post("/login", data={"username": "carol", "password": PASSWORD}, headers={"Accept": "text/html"},
+    browser = attacker.post("/login", data={"username": "cora", "password": PASSWORD}, headers={"Accept": "text/html"},
                             follow_redirects=False)
     assert browser.status_code == 303 and "wait=" in browser.headers["location"]
     wait_page = attacker.get("/" + browser.headers["location"].lstrip("/"))
     assert "Too many failed sign-ins: try again in" in wait_page.text
-    # Carol herself, from her own address, is not locked out by the attacker...
-    assert team.http(address="198.51.100.2").post("/login", data={"username": "carol",
+    # Cora herself, from her own address, is not locked out by the attacker...
+    assert team.http(address="198.51.100.2").post("/login", data={"username": "cora",
                                                                   "password": PASSWORD}).status_code == 200
     # ...and every failure is in the audit log an admin reads.
     events = team.client("root").predict(500, api_name="/audit_log")
-    failures = [e for e in events if e["action"] == "login_failed" and e["actor"] == "carol"]
+    failures = [e for e in events if e["action"] == "login_failed" and e["actor"] == "cora"]
     assert len(failures) == 5 and {e["client"] for e in failures} == {"203.0.113.7"}
     with pytest.raises(Exception, match="only an admin"):
         team.client("alice").predict(api_name="/audit_log")

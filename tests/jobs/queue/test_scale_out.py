@@ -38,15 +38,17 @@ class Team:
         self.studio = open_studio(load_settings(self.env))
         self.workers: dict[str, subprocess.Popen] = {}
 
-    def start_worker(self, host: str, pool: str = "") -> subprocess.Popen:
-        env = {**self.env, "STUDIO_HOST_NAME": host, "STUDIO_SCRATCH_DIR": str(self.tmp_path / f"scratch-{host}"),
-               "STUDIO_POOL": pool}
-        log = (self.tmp_path / f"{host}.log").open("ab")
-        worker = subprocess.Popen([sys.executable, "-m", "jobs.queue.worker", "--reap-interval", "1"], env=env,
-                                  cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-        self.workers[host] = worker
-        self._wait(lambda: "worker ready" in self.log(host), f"{host} ready", 120)
-        return worker
+    def start_workers(self, pools: dict[str, str]) -> None:
+        """One worker per host (host name -> the pool it serves, "" for none), all started before any is waited
+        for: their start-ups overlap, as hosts' would."""
+        for host, pool in pools.items():
+            env = {**self.env, "STUDIO_HOST_NAME": host, "STUDIO_SCRATCH_DIR": str(self.tmp_path / f"scratch-{host}"),
+                   "STUDIO_POOL": pool}
+            log = (self.tmp_path / f"{host}.log").open("ab")
+            self.workers[host] = subprocess.Popen([sys.executable, "-m", "jobs.queue.worker", "--reap-interval", "1"],
+                                                  env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        for host in pools:
+            self._wait(lambda host=host: "worker ready" in self.log(host), f"{host} ready", 120)
 
     def log(self, host: str) -> str:
         path = self.tmp_path / f"{host}.log"
@@ -99,21 +101,24 @@ def _attempt_lines(team: Team, job_id: int) -> list[str]:
     return re.findall(r"=== attempt (\d+) on (\S+) ===", log)
 
 
-def test_six_jobs_on_two_hosts_each_run_once_and_land_downloadable(team):
-    team.start_worker("host-a")
-    team.start_worker("host-b", pool="big")
+def test_jobs_on_two_hosts_each_run_once_and_land_downloadable(team):
+    team.start_workers({"host-a": "", "host-b": "big"})
     with team.studio.db.read() as session:
         hosts = {(w.host, w.pool) for w in workers_repo.live_workers(session, team.studio.settings.lease_s)}
     assert hosts == {("host-a", None), ("host-b", "big")}
     assert live_pools(team.studio) == {"big"}
 
-    specs = [{**FAST_JOB, "name": f"team-{i}", "eval_fraction": 0} for i in range(5)]
-    specs.append({**FAST_JOB, "name": "team-big", "eval_fraction": 0, "pool": "big"})
+    # Both hosts are idle when the jobs come, and each runs one job at a time: the first two unpooled jobs go one to
+    # each host; a third keeps both busy while "big" waits for host-b. Two steps each: what is checked is where and
+    # how often each job ran, not its training.
+    short = {**FAST_JOB, "max_steps": 2, "eval_fraction": 0}
+    specs = [{**short, "name": f"team-{i}"} for i in range(3)]
+    specs.append({**short, "name": "team-big", "pool": "big"})
     ids = [submit_job(team.studio, spec) for spec in specs]
     jobs = team.wait_finished(ids)
 
-    assert [job.status for job in jobs] == ["succeeded"] * 6, [job.error for job in jobs]
-    assert [job.attempt for job in jobs] == [1] * 6  # claimed once each: no job ran twice, none was lost
+    assert [job.status for job in jobs] == ["succeeded"] * len(specs), [job.error for job in jobs]
+    assert [job.attempt for job in jobs] == [1] * len(specs)  # claimed once each: no job ran twice, none was lost
     ran_on = {}
     for job in jobs:
         attempts = _attempt_lines(team, job.id)
@@ -141,8 +146,7 @@ def test_six_jobs_on_two_hosts_each_run_once_and_land_downloadable(team):
 
 
 def test_a_host_killed_mid_job_and_the_other_host_finishes_it(team):
-    team.start_worker("host-a")
-    team.start_worker("host-b")
+    team.start_workers({"host-a": "", "host-b": ""})
     steps = 40  # killed past step 5: the rest must outlast the kill's way to the training process
     job_id = submit_job(team.studio, {**FAST_JOB, "name": "survivor", "max_steps": steps, "save_steps": 2,
                                       "eval_fraction": 0})
