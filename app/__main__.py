@@ -15,6 +15,9 @@ if __name__ == "__main__":
     # Ctrl+C ends the studio as SIGTERM does (atexit stops the worker gracefully), quietly: as KeyboardInterrupt it
     # printed a traceback from whichever import or build step it landed in. SystemExit prints none, in atexit too.
     signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: every thread's stack, to stderr
 
 from jobs.queue.embedded import EmbeddedWorker  # noqa: E402
 from jobs.queue.notifier import start_notifier  # noqa: E402

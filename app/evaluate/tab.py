@@ -103,7 +103,7 @@ def chart_frame(found: dict, metric: str) -> pd.DataFrame:
 
 # --- layout -------------------------------------------------------------------------------------------------
 def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
-    gr.Markdown("Which adapter is better? Evaluate adapters of one base, and the base itself, on a whole set: the "
+    SafeMarkdown("Which adapter is better? Evaluate adapters of one base, and the base itself, on a whole set: the "
                 "rows a training job held out, a dataset (import it in the Datasets tab, any format), or a prompt "
                 "suite. It runs as a job (the Runs tab shows its progress); every answer is kept.")
     with gr.Row():
@@ -126,7 +126,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
     submit_button = gr.Button("Evaluate (queue a job)", variant="primary", elem_id="eval-submit")
     status = SafeMarkdown(elem_id="eval-status")
 
-    gr.Markdown("### Results")
+    SafeMarkdown("### Results")
     with gr.Row():
         picked = gr.Dropdown([], label="Evaluation", elem_id="eval-picked", scale=3)
         refresh = gr.Button("Refresh the list", elem_id="eval-refresh", scale=1)

@@ -10,12 +10,16 @@ import sys
 import time
 from pathlib import Path
 
+from jobs.queue.embedded import STOP_TIMEOUT_S
 from tests.conftest import REPO_ROOT, studio_environ
 from tests.servers import free_port
 
 STARTED_WORKER = "starting the worker"
 IMPORTS_UNDER_WAY_S = 2.0  # the app builds its pages and the worker imports its libraries then: both mid-import
-EXIT_TIMEOUT_S = 90
+# The app gives its worker STOP_TIMEOUT_S to stop gracefully before it kills it (a job checkpoints meanwhile); on a
+# loaded machine a worker still importing its libraries can take long to act on SIGTERM. The test allows what the
+# app allows, plus its own exit: what it checks is how the studio ends, not how fast.
+EXIT_TIMEOUT_S = STOP_TIMEOUT_S + 30
 
 
 def _restore_ctrl_c() -> None:
@@ -39,6 +43,15 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def _dump_stacks(pid: int) -> None:
+    """Ask a stuck app for every thread's stack (faulthandler on SIGUSR1, set up by app/__main__.py) into its log."""
+    try:
+        os.kill(pid, signal.SIGUSR1)
+        time.sleep(2)
+    except ProcessLookupError:
+        pass
+
+
 def test_ctrl_c_while_the_studio_starts_stops_it_without_a_traceback(tmp_path):
     log = tmp_path / "app.log"
     with log.open("wb") as out:
@@ -49,7 +62,13 @@ def test_ctrl_c_while_the_studio_starts_stops_it_without_a_traceback(tmp_path):
         _wait_for(log, STARTED_WORKER, process)
         time.sleep(IMPORTS_UNDER_WAY_S)
         os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl+C does
-        code = process.wait(EXIT_TIMEOUT_S)
+        pressed = time.monotonic()
+        try:
+            code = process.wait(EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:  # reported below with the app's output, which says where it stuck
+            code = None
+            _dump_stacks(process.pid)
+        print(f"the studio ended {time.monotonic() - pressed:.1f} s after Ctrl+C")
         deadline = time.monotonic() + 30
         while _group_alive(process.pid) and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -1,7 +1,8 @@
 """Stored script injection, attempted for real: Alice plants markup that runs script (tests/security/payloads.py) in
 every place the studio shows what a person or a model wrote: dataset rows (the Train preview, the Datasets view),
 a prompt suite's prompts and references, a chat prompt, the answers of an adapter she trained to answer with
-markup (chat panes, the suite grid, the run's sample answers), and an error that quotes what was typed. Then the
+markup (chat panes, the suite grid, the run's sample answers, an evaluation's per-row view of her rows), and an error
+that quotes what was typed. Then the
 admin opens each in Chromium. The test fails if a dialog opens, an element carries an on* attribute, or a link,
 source or action runs script; and it checks the markup is shown as text, not dropped."""
 
@@ -51,7 +52,11 @@ def planted(team):
     alice.predict("alice-xss-suite", ["alice-parrot", "base"], BASE, 24, api_name="/run_suite")
     replies = alice.predict("question 1", ["alice-parrot"], BASE, 24, api_name="/compare")
     assert "onerror" in replies[0]["reply"], replies  # the adapter does answer with markup
-    return {"job": job_id}
+    evaluation = {"name": "alice-xss-eval", "adapters": ["alice-parrot"], "source": "dataset", "dataset": "alice-xss",
+                  "max_rows": len(PAYLOADS), "max_new_tokens": 24}
+    eval_id = alice.predict(json.dumps(evaluation), 0, api_name="/submit_eval")
+    assert team.wait("alice", eval_id)["status"] == "succeeded", team.live.worker_log()
+    return {"job": job_id, "eval": eval_id}
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +164,12 @@ def test_what_alice_planted_shows_as_text_for_the_admin(team, planted, admin_pag
     _pick(page, page.locator("#suite-name input"), "alice-xss-suite")
     expect(page.locator("#suite-grid")).to_contain_text("<script>alert('script')</script>", timeout=30_000)
     _nothing_runs(page, "suite grid")
+
+    # Her evaluation: her rows' prompts and references, and her adapter's markup answers, in the per-row view.
+    _tab(page, "Evaluate")
+    _pick(page, page.locator("#eval-picked input"), f"{planted['eval']}: alice-xss-eval (succeeded)")
+    rows = page.locator("#eval-rows")
+    expect(rows).to_contain_text("<svg onload=alert('svg')>", timeout=30_000)
+    expect(rows).to_contain_text("""<iframe srcdoc="<script>alert('srcdoc')</script>"></iframe>""")
+    expect(page.locator("#eval-table")).to_contain_text("alice-parrot")
+    _nothing_runs(page, "evaluation results")
