@@ -9,12 +9,36 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home; these machines may be offline
+STOP_REQUESTED = threading.Event()
+_exit_code = [0]
+
+
+def request_stop(code: int) -> None:
+    """A signal handler: end the studio (atexit then stops the worker gracefully). It raises SystemExit where the
+    signal lands, to interrupt a slow import or build step, and also records the request, because Python swallows
+    an exception raised inside a `__del__` (seen in CI: Ctrl+C landed in a regex object's finaliser during garbage
+    collection and was lost, and the app served on); the main loop below honours the record."""
+    _exit_code[0] = code
+    STOP_REQUESTED.set()
+    raise SystemExit(code)
+
+
+def quiet_swallowed_stop(unraisable) -> None:
+    """sys.unraisablehook: a stop request swallowed in a finaliser is honoured (request_stop), not an error to print
+    with a traceback; anything else goes to Python's own hook."""
+    if isinstance(unraisable.exc_value, SystemExit) and STOP_REQUESTED.is_set():
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 if __name__ == "__main__":
-    # Ctrl+C ends the studio as SIGTERM does (atexit stops the worker gracefully), quietly: as KeyboardInterrupt it
-    # printed a traceback from whichever import or build step it landed in. SystemExit prints none, in atexit too.
-    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+    sys.unraisablehook = quiet_swallowed_stop
+    # Ctrl+C ends the studio as SIGTERM does, quietly: as KeyboardInterrupt it printed a traceback from whichever
+    # import or build step it landed in. SystemExit prints none, in atexit too.
+    signal.signal(signal.SIGINT, lambda *_: request_stop(130))
     import faulthandler
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: every thread's stack, to stderr
@@ -106,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM too runs atexit, which stops the worker
+    signal.signal(signal.SIGTERM, lambda *_: request_stop(0))  # SIGTERM too runs atexit, which stops the worker
     for chatty in ("httpx", "alembic"):  # Gradio's own HTTP calls and "no migration to run" are not news
         logging.getLogger(chatty).setLevel(logging.WARNING)
     log.info("opening the studio in %s", os.environ.get("STUDIO_DATA_DIR", "./studio-data"))
@@ -138,7 +162,14 @@ def main(argv: list[str] | None = None) -> None:
     app.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, quiet=True,
                **launch_options(studio, app=app))
     log.info("ready: open %s in a browser (Ctrl+C stops the studio)", app.local_url)
-    app.block_thread()
+    serve_until_stopped(app)
+
+
+def serve_until_stopped(app) -> None:
+    """Gradio's block_thread, but it also ends on a stop request whose SystemExit was swallowed (request_stop)."""
+    while app.is_running and not STOP_REQUESTED.wait(0.2):
+        pass
+    raise SystemExit(_exit_code[0])
 
 
 if __name__ == "__main__":
