@@ -17,7 +17,7 @@ from jobs.data.store import find_dataset, load_rows
 from jobs.models.known_bases import known_config, known_tokenizer
 from jobs.models.memory_inputs import ModelShape
 from jobs.models.resolve import hub_cache_snapshot, is_hub_id, looks_local
-from jobs.spec import TrainSpec
+from jobs.spec import PAIRED_METHODS, TrainSpec
 from jobs.step_plan import DataSize, StepPlan, estimated_lengths, plan
 from jobs.studio import Studio
 from storage.models import Dataset
@@ -85,7 +85,7 @@ def longest_sequence(studio: Studio, spec: TrainSpec, dataset: Dataset | None = 
         if key in _longest:
             return _longest[key]
     lengths = dataset_size(studio, dataset, spec.base_model, revision).lengths
-    if spec.method == "dpo" and lengths:
+    if spec.method in PAIRED_METHODS and lengths:
         rows = load_rows(studio.absolute(dataset.path))
         chosen = estimated_lengths(rows)
         rejected = estimated_lengths([{"prompt": row.get("prompt", []), "chosen": row.get("rejected", [])}

@@ -18,6 +18,13 @@ from jobs.spec_versions import RETIRED_TARGET_PRESET, SPEC_VERSION, migrate
 from jobs.spec_words import Problem, SpecError, problems_from, range_words, special
 from storage.settings import check_pool_name
 
+PAIRED_METHODS = ("dpo", "orpo", "simpo")
+"""Methods that train on preference pairs (prompt, chosen, rejected)."""
+UNPAIRED_METHODS = ("kto",)
+"""Methods that train on unpaired answers (prompt, completion, label)."""
+PREFERENCE_METHODS = PAIRED_METHODS + UNPAIRED_METHODS
+REFERENCE_METHODS = ("dpo", "kto")
+"""Preference methods that compare against a reference model (the others have none to hold)."""
 TARGET_PRESETS: dict[str, list[str] | str] = {
     "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "mlp": ["gate_proj", "up_proj", "down_proj"],
@@ -100,14 +107,41 @@ class TrainSpec(BaseModel):
     dataset: str = Field(EXAMPLE_DATASET, title="Dataset", min_length=1, json_schema_extra=_at(HEAD, 0), description=(
         f"Name of an uploaded dataset, or a bundled one: '{EXAMPLE_DATASET}' (keyword tasks the demo base can "
         f"learn) or '{PIRATE_DATASET}' (a pirate voice for {SMOLLM2_BASE_MODEL})."))
-    method: Literal["sft", "dpo"] = Field("sft", title="Method", json_schema_extra=_at("Training", 2), description=(
-        "sft: supervised fine-tuning on chats or text. dpo: direct preference optimization on a preference dataset "
-        "(prompt, chosen, rejected), such as the Chat tab's blind votes exported."))
+    method: Literal["sft", "dpo", "orpo", "kto", "simpo"] = Field(
+        "sft", title="Method", json_schema_extra=_at("Training", 2), description=(
+            "sft: supervised fine-tuning on chats or text. On a preference dataset (prompt, chosen, rejected), such "
+            "as the Chat tab's blind votes exported: dpo (direct preference optimization, against a reference), orpo "
+            "(odds-ratio preference optimization: SFT on the chosen answer plus a preference term, no reference) or "
+            "simpo (simple preference optimization: length-normalized rewards with a target margin, no reference). "
+            "On an unpaired dataset (prompt, completion, label): kto (Kahneman-Tversky optimization: each answer "
+            "marked desirable or not, against a reference)."))
     init_adapter: str = Field("", title="Start from adapter", json_schema_extra=_at("Training", 2), description=(
         "An adapter of this base model to continue training (its rank, alpha, dropout and targets are kept and the "
-        "LoRA fields are not used; for dpo, a frozen copy of it is the reference); empty: a new adapter."))
+        "LoRA fields are not used; for dpo and kto, a frozen copy of it is the reference); empty: a new adapter."))
     dpo_beta: float = Field(0.1, title="DPO beta", ge=1e-4, le=100, json_schema_extra=_at("Training", 2), description=(
         "How strongly DPO keeps the adapter near its reference: higher stays closer (0.1 is usual). dpo only."))
+    # --- preference methods beyond DPO (issue 31, prefs slice): each read by its own method only
+    orpo_lambda: float = Field(0.1, title="ORPO lambda", ge=1e-4, le=100, json_schema_extra=_at("Training", 3),
+                               description=(
+        "Weight of ORPO's odds-ratio (preference) term next to its SFT loss on the chosen answer (the paper's lambda, "
+        "TRL's beta; 0.1 is usual). orpo only."))
+    simpo_beta: float = Field(2.0, title="SimPO beta", ge=1e-4, le=100, json_schema_extra=_at("Training", 3),
+                              description=(
+        "Scale of SimPO's reward, the answer's mean log-probability per token (2.0-2.5 in the paper). simpo only."))
+    simpo_gamma_ratio: float = Field(0.5, title="SimPO gamma / beta", ge=0, le=10,
+                                     json_schema_extra=_at("Training", 3), description=(
+        "SimPO's target reward margin between chosen and rejected, as a share of simpo_beta (the margin is "
+        "gamma = this x beta; 0.5 is usual). simpo only."))
+    kto_beta: float = Field(0.1, title="KTO beta", ge=1e-4, le=100, json_schema_extra=_at("Training", 3),
+                            description=(
+        "How strongly KTO keeps the adapter near its reference: higher stays closer (0.1 is usual). kto only."))
+    kto_desirable_weight: float = Field(1.0, title="KTO desirable weight", ge=0.01, le=100,
+                                        json_schema_extra=_at("Training", 3), description=(
+        "Weight of the desirable answers' loss; raise it when they are fewer than the undesirable ones (keep "
+        "desirable x weight about equal to undesirable x its weight, up to 4:3). kto only."))
+    kto_undesirable_weight: float = Field(1.0, title="KTO undesirable weight", ge=0.01, le=100,
+                                          json_schema_extra=_at("Training", 3), description=(
+        "Weight of the undesirable answers' loss; raise it when they are fewer than the desirable ones. kto only."))
 
     lora_r: int = Field(8, title="LoRA rank (r)", ge=1, le=1024, json_schema_extra=_at("LoRA", 0),
         description="LoRA rank: size of the low-rank update. 8-64 is typical.")

@@ -143,7 +143,7 @@ def packed_sequences(train_lengths: list[int], max_length: int) -> int:
 
 
 def sequences_per_epoch(spec: TrainSpec, train_lengths: list[int]) -> int:
-    """Sequences an epoch feeds the trainer: packed sequences, or rows (DPO never packs)."""
+    """Sequences an epoch feeds the trainer: packed sequences, or rows (a preference method never packs)."""
     if spec.packing and spec.method == "sft":
         return packed_sequences(train_lengths, spec.max_length)
     return len(train_lengths)
@@ -160,6 +160,12 @@ def _train_lengths(lengths: list[int], eval_dataset: str, eval_fraction: float) 
     return lengths[:train_rows]
 
 
+def min_batch_size(method: str) -> int:
+    """KTO estimates its KL term from each answer paired with another row's prompt in the same batch, so TRL refuses a
+    batch of one; every other method trains on one row a step."""
+    return 2 if method == "kto" else 1
+
+
 def plan(spec: TrainSpec, data: DataSize, base_params: int | None) -> StepPlan:
     """The job's plan: the fields left empty chosen by the rule above, the person's values kept."""
     kept = _kept_lengths(spec, data)
@@ -172,7 +178,7 @@ def plan(spec: TrainSpec, data: DataSize, base_params: int | None) -> StepPlan:
         chosen["packing"] = packed_sequences(lengths, spec.max_length) >= MIN_PACKED_SEQUENCES
     sequences = sequences_per_epoch(spec.model_copy(update=chosen), lengths)
     if spec.batch_size is None:
-        chosen["batch_size"] = min(MAX_AUTO_BATCH, max(1, sequences // MIN_STEPS_PER_EPOCH))
+        chosen["batch_size"] = min(MAX_AUTO_BATCH, max(min_batch_size(spec.method), sequences // MIN_STEPS_PER_EPOCH))
     batch = (chosen.get("batch_size") or spec.batch_size) * spec.grad_accum
     steps_per_epoch = max(1, math.ceil(sequences / batch))
     if spec.num_epochs is None:  # with max_steps, the epochs those steps make (the trainer goes by the steps)

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from jobs import combine_rules
-from jobs.data.formats import PREFERENCE
+from jobs.data.formats import PREFERENCE, UNPAIRED
 from jobs.data.store import find_dataset
 from jobs.models.contents import OTHER, chat_template_text, lora_targets
 from jobs.models.resolve import (
@@ -27,7 +27,9 @@ from jobs.planning import job_plan
 from jobs.queue import routing
 from jobs.run_settings.lora import LoraSettings, lora_target_problem, read_adapter_lora
 from jobs.spec import (
+    PAIRED_METHODS,
     STUDIO_BASE_MODELS,
+    UNPAIRED_METHODS,
     CombinedParent,
     CombineSpec,
     ExportSpec,
@@ -40,7 +42,7 @@ from jobs.spec import (
     priority_problem,
     salvage_spec,
 )
-from jobs.step_plan import StepPlan
+from jobs.step_plan import StepPlan, min_batch_size
 from jobs.studio import Studio
 from storage import catalog, jobs_repo, users_repo
 from storage.access import everyone
@@ -59,17 +61,35 @@ def _dataset_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
         problems.append(Problem(field="assistant_only_loss", message=(
             f"dataset '{spec.dataset}' is raw text: it has no assistant turns and trains on every token; turn "
             f"assistant_only_loss off")))
-    return problems + _method_problems(spec, dataset)
+    return problems + _method_problems(spec, dataset) + _batch_problems(spec)
+
+
+METHOD_SHAPES = {PREFERENCE: ("a preference dataset (prompt, chosen, rejected)", PAIRED_METHODS),
+                 UNPAIRED: ("an unpaired dataset (prompt, completion, label)", UNPAIRED_METHODS)}
+"""The data shape each preference method trains on, in words, with the methods that read it."""
 
 
 def _method_problems(spec: TrainSpec, dataset: Dataset) -> list[Problem]:
-    if spec.method == "dpo" and dataset.format != PREFERENCE:
-        return [Problem(field="dataset", message=(
-            f"'{spec.dataset}' is a {dataset.format} dataset; dpo trains on a preference dataset (prompt, chosen, "
-            f"rejected), such as blind votes exported from the Chat tab"))]
-    if spec.method == "sft" and dataset.format == PREFERENCE:
-        return [Problem(field="method", message=(
-            f"'{spec.dataset}' is a preference dataset (prompt, chosen, rejected): train it with method dpo"))]
+    """A method given data of another shape: refused naming both fields, the shape it needs and the methods that
+    read the data it was given."""
+    needed = next((shape for shape, (_, methods) in METHOD_SHAPES.items() if spec.method in methods), None)
+    if needed is None and dataset.format not in METHOD_SHAPES or needed == dataset.format:
+        return []
+    have = (METHOD_SHAPES[dataset.format][0] if dataset.format in METHOD_SHAPES
+            else f"a {dataset.format} dataset (chats or text)")
+    readers = (", ".join(METHOD_SHAPES[dataset.format][1]) if dataset.format in METHOD_SHAPES else "sft")
+    want = METHOD_SHAPES[needed][0] if needed else "chats or text"
+    votes = " (the Chat tab exports blind votes as either)" if needed else ""
+    message = (f"method {spec.method} trains on {want}{votes}, but dataset '{spec.dataset}' is {have}: choose "
+               f"another dataset, or method {readers}")
+    return [Problem(field="method", message=message), Problem(field="dataset", message=message)]
+
+
+def _batch_problems(spec: TrainSpec) -> list[Problem]:
+    if spec.batch_size is not None and spec.batch_size < min_batch_size(spec.method):
+        return [Problem(field="batch_size", message=(
+            f"kto needs at least {min_batch_size(spec.method)} rows a step (it estimates its KL term from the other "
+            f"answers of the batch); set batch_size to 2 or more"))]
     return []
 
 
@@ -109,7 +129,7 @@ def _eval_dataset_problems(studio: Studio, spec: TrainSpec, dataset: Dataset) ->
 
 
 def data_kind(format_name: str) -> str:
-    return {"text": "raw text", PREFERENCE: "preference pairs"}.get(format_name, "chat")
+    return {"text": "raw text", PREFERENCE: "preference pairs", UNPAIRED: "unpaired answers"}.get(format_name, "chat")
 
 
 def _module_problems(spec: TrainSpec, kinds: dict[str, str] | None) -> list[Problem]:

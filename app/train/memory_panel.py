@@ -24,13 +24,13 @@ PART_NAMES = {"framework": "runtime (Python, torch, libraries)", "training_runti
               "checkpoint_mmap": "checkpoint file (mapped; counts on CPU)", "lora_params": "LoRA weights",
               "lora_grads": "LoRA gradients", "optimizer_states": "optimizer states",
               "saved_modules": "modules trained in full (copy + gradient)",
-              "reference_adapter": "DPO's frozen copy of the starting adapter",
+              "reference_adapter": "the reference: a frozen copy of the starting adapter (DPO, KTO)",
               "activations": "activations (batch × length)", "attention_masks": "attention masks (packed rows)",
               "attention_scores": "attention probabilities (eager attention)",
               "dora_weights": "DoRA with dropout: dequantized weights kept for backward",
               "lm_head_tiles": "LM head and loss", "layer_backward": "a layer's backward",
               "recomputed_layer": "a recomputed layer (checkpointing)",
-              "reference_pass": "DPO's reference pass (adapter disabled)",
+              "reference_pass": "the reference pass (DPO, KTO; adapter disabled)",
               "dora_weight_norm": "DoRA's weight norm (one layer)"}
 GPU_NOT_MEASURED = ("The GPU figures are estimated, not measured: the GPU profile's constants come from the kernels' "
                     "known behaviour and have not been checked against a GPU run yet (docs/benchmarks.md).")

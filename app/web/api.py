@@ -158,8 +158,8 @@ def register(studio: Studio, chat: ChatService) -> None:
 
     def import_dataset(file: FileData, name: str = "", format: str = "", columns: str = "") -> str:
         """Import a dataset file (JSONL, JSON, CSV or Parquet) under `name` (default: the file's name). `format`
-        (messages, sharegpt, alpaca, completion, text, preference) and `columns` (JSON: role -> column) override
-        what the studio proposes from the file's columns. Returns what was imported; a refusal lists every
+        (messages, sharegpt, alpaca, preference, unpaired, completion, text) and `columns` (JSON: role -> column)
+        override what the studio proposes from the file's columns. Returns what was imported; a refusal lists every
         problem."""
         path = file.get("path") if isinstance(file, dict) else getattr(file, "path", None)
         mapping = datasets_tab.parse_mapping(format, columns)

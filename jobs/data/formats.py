@@ -10,7 +10,12 @@ reported, each naming its row or column.
 | alpaca | instruction, input (optional), output, system (optional) | (system +) user + assistant |
 | completion | prompt, completion | user + assistant |
 | text | text | text (loss on every token) |
-| preference | prompt, chosen, rejected (text or message lists) | prompt, chosen, rejected as messages (for DPO) |
+| preference | prompt, chosen, rejected (text or message lists) | the three as messages (DPO, ORPO, SimPO) |
+| unpaired | prompt, completion (text or message lists), label (true/false) | both as messages, label (KTO) |
+
+A file's format is proposed by trying the formats in FORMATS' order (the table's, but preference and unpaired come
+before completion): the first whose columns are all there wins, so a prompt/completion/label file is unpaired, never
+plain completion.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ FORMAT_ROLES: dict[str, dict[str, tuple[str, ...]]] = {
                "output": ("output", "answer", "response", "solution"), "system": ("system", "system_prompt")},
     # Before completion: a preference file has a prompt column too, and its chosen/rejected make it one.
     "preference": {"prompt": ("prompt", "question"), "chosen": ("chosen",), "rejected": ("rejected",)},
+    # Before completion too: prompt and completion with a label are KTO's unpaired answers, not SFT rows.
+    "unpaired": {"prompt": ("prompt", "question"), "completion": ("completion",),
+                 "label": ("label", "desirable")},
     "completion": {"prompt": ("prompt",), "completion": ("completion",)},
     "text": {"text": ("text", "content", "document")},
 }
@@ -59,8 +67,8 @@ class Mapping:
 class ParsedDataset:
     format: str
     rows: list[dict]
-    """Normalized rows: {"messages": [{"role", "content"}, ...]}, {"text": ...} or {"prompt", "chosen", "rejected"}
-    (message lists)."""
+    """Normalized rows: {"messages": [{"role", "content"}, ...]}, {"text": ...}, {"prompt", "chosen", "rejected"}
+    (message lists) or {"prompt", "completion" (message lists), "label" (bool)}."""
     mapping: Mapping | None = None
 
     def to_jsonl(self) -> bytes:
@@ -187,11 +195,47 @@ def _from_preference(record: dict, columns: dict[str, str]) -> tuple[dict | None
     return row, None
 
 
+LABEL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+"""How a label written as text (a CSV cell) reads."""
+
+
+def _label(value: object) -> bool | None:
+    """A row's label as a bool: true/false, 1/0, or those words (a CSV has no booleans); None: not a label."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        return LABEL_WORDS.get(value.strip().lower())
+    return None
+
+
+def _from_unpaired(record: dict, columns: dict[str, str]) -> tuple[dict | None, str | None]:
+    row = {}
+    for part, role in (("prompt", "user"), ("completion", "assistant")):
+        turns, problem = _turns(record.get(columns[part]), role)
+        if problem:
+            return None, f"'{columns[part]}' {problem}"
+        row[part] = turns
+    if row["completion"][-1]["role"] != "assistant" or not row["completion"][-1]["content"].strip():
+        return None, f"'{columns['completion']}' must end with a non-empty assistant message"
+    if row["prompt"][-1]["role"] != "user":
+        return None, f"'{columns['prompt']}' must end with a user message"
+    label = _label(record.get(columns["label"]))
+    if label is None:
+        return None, (f"'{columns['label']}' must be true (a desirable answer) or false (an undesirable one); got "
+                      f"{str(record.get(columns['label']))[:40]!r}")
+    row["label"] = label
+    return row, None
+
+
 CONVERTERS: dict[str, Converter] = {"messages": _from_messages, "sharegpt": _from_sharegpt, "alpaca": _from_alpaca,
                                     "completion": _from_completion, "text": _from_text,
-                                    "preference": _from_preference}
+                                    "preference": _from_preference, "unpaired": _from_unpaired}
 PREFERENCE = "preference"
-"""Rows of a prompt with a chosen and a rejected answer: preference tuning (DPO) trains on them, SFT cannot."""
+"""Rows of a prompt with a chosen and a rejected answer: DPO, ORPO and SimPO train on them, SFT cannot."""
+UNPAIRED = "unpaired"
+"""Rows of a prompt with one answer labelled desirable (true) or not (false): KTO trains on them, SFT cannot."""
 
 
 def propose_mapping(records: list[dict]) -> Mapping | None:

@@ -57,9 +57,13 @@ def preview_tokenizer(studio: Studio, base_model: str):
 
 def render_row(tokenizer, row: dict) -> str:
     """A stored row as the model reads it: a chat through the base's template, raw text as it is, a preference
-    pair as its prompt with the chosen answer, then the rejected one."""
+    pair as its prompt with the chosen answer, then the rejected one; an unpaired answer as its prompt with the answer,
+    marked desirable or undesirable."""
     if "text" in row:
         return row["text"]
+    if "label" in row:
+        verdict = "desirable" if row["label"] else "undesirable"
+        return f"{verdict}:\n{render_row(tokenizer, {'messages': row['prompt'] + row['completion']})}"
     if "chosen" in row:
         return "\n".join(f"{label}:\n{render_row(tokenizer, {'messages': row['prompt'] + row[label]})}"
                          for label in ("chosen", "rejected"))

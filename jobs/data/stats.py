@@ -26,7 +26,10 @@ class TokenizedRow:
 
 
 def tokenize_row(tokenizer, row: dict, assistant_only_loss: bool) -> TokenizedRow:
-    """A row's tokens and loss flags; a preference pair as its prompt with the chosen answer (what DPO raises)."""
+    """A row's tokens and loss flags; a preference pair as its prompt with the chosen answer (what DPO raises), an
+    unpaired answer as its prompt with the answer."""
+    if "label" in row:
+        row = {"messages": row["prompt"] + row["completion"]}
     if "chosen" in row:
         row = {"messages": row["prompt"] + row["chosen"]}
     if "text" in row:

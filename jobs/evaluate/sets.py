@@ -28,6 +28,10 @@ def row_from_record(record: dict) -> tuple[EvalRow | None, str | None]:
     """(the row, why the record cannot be one)."""
     if "text" in record and "messages" not in record:
         return None, "raw text has no prompt to answer; evaluate on chat, instruction or completion rows"
+    if "label" in record:  # an unpaired answer: the prompt, answered as `completion` when that was desirable
+        prompt = record.get("prompt") or []
+        reference = _last_assistant_text(record["completion"]) if record["label"] else None
+        return (EvalRow(prompt, reference or None), None) if prompt else (None, "has no prompt")
     if "chosen" in record:  # a preference pair: the prompt, answered as `chosen`
         prompt = record.get("prompt") or []
         return (EvalRow(prompt, _last_assistant_text(record["chosen"]) or None), None) if prompt else (

@@ -111,7 +111,7 @@ def _held_out_problems(studio: Studio, spec: EvalSpec) -> tuple[dict, int, list[
     train_spec = stored.spec
     if train_spec.method != "sft":
         return {}, 0, [Problem(field="train_job", message=f"job {spec.train_job} trained {train_spec.method} on "
-                                                          "preference pairs; evaluate on a dataset instead")]
+                                                          "preference data; evaluate on a dataset instead")]
     if train_spec.eval_dataset:
         held = find_dataset(studio, train_spec.eval_dataset)
         count = held.rows if held else 0

@@ -1,5 +1,6 @@
 """Peak-memory estimator for QLoRA training (the studio's `train()`: bitsandbytes 4-bit base, LoRA or DoRA, TRL's
-SFTTrainer with padding-free packing or DPOTrainer with padded pairs, AdamW), for any decoder family.
+SFTTrainer with padding-free packing, or a preference trainer with padded rows: DPO, ORPO and SimPO pairs, KTO's
+answers; AdamW), for any decoder family.
 
 Pure Python, no torch: the inputs are numbers from a model's config.json and its safetensors headers
 (jobs/models/shape.py: the family's own Linears, norms and attention kind), the training spec, and a `DeviceProfile`
@@ -7,23 +8,25 @@ Pure Python, no torch: the inputs are numbers from a model's config.json and its
 goes to; CPU (peak RSS) and CUDA (peak reserved + context) share the formula and differ in their profiles.
 
 The formula (T = tokens in one micro-batch: padding-free packing concatenates batch_size sequences of up to
-max_length tokens into ONE row, so T <= batch_size * max_length; DPO pads 2 x batch_size sequences, chosen and
-rejected, to the batch's longest, so T = 2 * batch_size * min(longest pair, max_length); n layers, hidden h,
-intermediate I, H heads of d, vocab V, LoRA rank r, a = activation bytes, m = dropout-mask bytes, M = additive-mask
-bytes; sums run over the family's own Linears):
+max_length tokens into ONE row, so T <= batch_size * max_length; DPO, ORPO and SimPO pad 2 x batch_size sequences,
+chosen and rejected, to the batch's longest, so T = 2 * batch_size * min(longest pair, max_length); KTO pads
+batch_size answers (its KL and reference passes run without gradients); n layers, hidden h, intermediate I, H heads
+of d, vocab V, LoRA rank r, a = activation bytes, m = dropout-mask bytes, M = additive-mask bytes; sums run over the
+family's own Linears):
 
     peak       = max(load_peak, train_peak)
     train_peak = static + f_alloc * dynamic
     static     = framework + runtime + load_retained + checkpoint_mmap + W_4bit + W_unquantized
                  + P_lora * lora_bytes + P_trained * (lora_bytes + optimizer bytes per param)
-                 + modules_to_save copies * lora_bytes + DPO's frozen copy of a starting adapter
+                 + modules_to_save copies * lora_bytes + DPO's or KTO's frozen copy of a starting adapter
                  (load_retained and checkpoint_mmap are 0 where the run releases them after loading, as a CPU
                  run of a quantized base does, RunSettings.releases_checkpoint; W_unquantized is then a copy)
     W_4bit     = sum over Linears (d_in * d_out) * 4.127 / 8      (4.5 / 8 without double quant; blocksize 64)
     P_lora     = r * sum over targets (d_in + d_out) [+ d_out each with DoRA]; an embedding: r * (V + h)
     P_trained  = P_lora + modules_to_save copies + trained biases
     dynamic    = activations + attention_masks [+ attention_scores] [+ DoRA's saved weights]
-                 + max(lm_head_tiles, layer_backward | recomputed layer, DPO's reference pass, DoRA's weight norm)
+                 + max(lm_head_tiles, layer_backward | recomputed layer, DPO's or KTO's reference
+                       pass, DoRA's weight norm)
     activations (no checkpointing) = n * T * A_token + shared(T)
     A_token    = norms * (4h + 4)                                  norm inputs (fp32) + rsqrt (2 or 4 per layer)
                + sum over LoRA targets ((m + a) * d_in + a * r)  dropout mask + dropped input + lora_A output
@@ -34,12 +37,14 @@ bytes; sums run over the family's own Linears):
     attention_masks  = n * M * T^2                              SDPA saves a float T x T mask per layer
     attention_scores = n * H * T^2 * (4 [+ a with soft-capping]) eager attention's probabilities (Gemma 2)
     lm_head_tiles    = c_tile * min(T, 4096) * min(V, 32768) * 4  TRL's fused, chunked LM head (no T x V logits)
+                     | 3 * T * V * 4                             ORPO, SimPO: TRL's experimental trainers' full logits
     with checkpointing: activations = n * T * h * a + shared; one layer (T * A_token + M * T^2) is recomputed at a
     time during backward and competes with the LM-head tiles for the transient slot.
 
 The peak is at the start of backward: every saved activation is alive and the LM head's backward runs; later
 transients (a layer's backward, its recomputation, DPO's no-grad reference pass before it) come one after another,
-hence the max. Checked against real runs of every method, variant and family: docs/benchmarks.md.
+hence the max. Checked against real runs of SFT and DPO in every variant and family (docs/benchmarks.md); ORPO, SimPO
+and KTO follow the same terms, not yet measured against runs of their own.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 LM_HEAD_TOKEN_TILE = 4096
 LM_HEAD_VOCAB_TILE = 32768
 BNB_BLOCKSIZE = 64  # 4-bit blocks: one absmax per 64 weights
+UNFUSED_LM_HEAD = ("orpo", "simpo")
+"""Methods whose TRL trainer (experimental ORPO, CPO) projects every position to full-vocabulary logits."""
 BNB_NESTED_BLOCKSIZE = 256  # double quant: the absmaxes are 8-bit, with one fp32 scale per 256 of them
 
 
@@ -42,12 +44,12 @@ class TrainShape:
     target_modules: tuple[str, ...] | str = ALL_LINEAR
     """Module names LoRA adapts (decoder Linears, and embed_tokens or lm_head), or 'all-linear'."""
     batch_size: int = 4
-    """Sequences per step: with DPO, each preference pair is two (chosen and rejected)."""
+    """Sequences per step: with DPO, ORPO and SimPO, each preference pair is two (chosen and rejected)."""
     max_length: int = field_default("max_length")
     tokens_per_step: int = 0
     """Tokens in one micro-batch; 0: from the batch and the sequence length."""
     longest_sequence: int = 0
-    """The data's longest sequence in tokens (for DPO, a prompt with its longer answer); 0: unknown, max_length. A
+    """The data's longest sequence in tokens (for a pair, a prompt with its longer answer); 0: unknown, max_length. A
     padded batch is as long as its longest row, so the step holding it peaks at batch x min(this, max_length)."""
     packing: bool = True
     """Padding-free packing: the batch is one row with a block-diagonal attention mask of T x T."""
@@ -60,10 +62,11 @@ class TrainShape:
     trainable_biases: str = "none"
     """lora_bias: 'none', 'all' (every bias of the model) or 'lora_only' (those of the adapted Linears)."""
     preference: bool = False
-    """DPO: the reference is the same base with the adapter disabled (no second base), computed each step under
-    no_grad on the same padded batch."""
+    """DPO and KTO: the reference is the same base with the adapter disabled (no second base), computed each step
+    under no_grad on the same padded batch (KTO's KL pass on mismatched answers too, also without gradients). ORPO and
+    SimPO have no reference."""
     reference_adapter: bool = False
-    """DPO started from an adapter: TRL keeps a frozen copy of it as the reference ('ref')."""
+    """DPO or KTO started from an adapter: TRL keeps a frozen copy of it as the reference ('ref')."""
     quantization: str = "nf4"
     """'nf4' | 'fp4' | 'int8' | 'none'."""
     double_quant: bool = True
@@ -73,7 +76,8 @@ class TrainShape:
     attention: str = "sdpa"
     """'sdpa' (the default; a packed row needs a T x T mask) | 'flash_attention_2' (varlen: no mask, native GQA)."""
     fused_lm_head: bool = True
-    """TRL >= 1.x SFTTrainer's chunked LM head; False for trainers that build the full [T, V] logits."""
+    """TRL >= 1.x's chunked LM head (SFT, DPO, KTO); False for trainers that build the full [T, V] logits (TRL's
+    experimental ORPO and CPO, so SimPO)."""
     releases_checkpoint: bool = False
     """After loading, the unquantized weights are copied out of the mmapped checkpoint (the file is unmapped) and the
     quantizer's freed temporaries go back to the system (RunSettings.releases_checkpoint): neither stays resident
@@ -105,14 +109,16 @@ class TrainShape:
         sequence in tokens, when known (it bounds a padded batch's length)."""
         if settings.batch_size is None:
             raise ValueError("choose batch_size first (jobs.planning.job_plan): the estimate sizes the job's batch")
-        lora, dpo = settings.lora, settings.method == "dpo"  # each DPO row is a chosen and a rejected sequence
+        lora = settings.lora  # each pair (DPO, ORPO, SimPO) is a chosen and a rejected sequence
         # An empty packing is on unless the data is tiny (the plan's choice): packing's full rows are the larger bound.
         return cls(lora_r=lora.r, target_modules=lora.target_modules,
-                   batch_size=settings.batch_size * (2 if dpo else 1), max_length=settings.max_length,
+                   batch_size=settings.batch_size * (2 if settings.paired else 1), max_length=settings.max_length,
                    longest_sequence=longest_sequence, packing=settings.packing is not False,
                    gradient_checkpointing=settings.gradient_checkpointing, lora_dropout=lora.dropout,
                    use_dora=lora.use_dora, modules_to_save=lora.modules_to_save, trainable_biases=lora.bias,
-                   preference=dpo, reference_adapter=dpo and settings.continues_adapter,
+                   preference=settings.has_reference,
+                   reference_adapter=settings.has_reference and settings.continues_adapter,
+                   fused_lm_head=settings.method not in UNFUSED_LM_HEAD,
                    quantization=settings.quantization, double_quant=settings.double_quant,
                    optimizer=settings.optimizer, releases_checkpoint=settings.releases_checkpoint)
 

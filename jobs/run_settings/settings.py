@@ -2,9 +2,10 @@
 
 Every rule that turns the spec into what the libraries are given lives here once: the compute dtype ('auto' per
 device and width, kept by a resumed run), the optimizer (paging falls back on a CPU), gradient checkpointing ('auto'
-per device), packing (never for DPO), mixed precision, the quantization config and the LoRA that trains (the spec's,
-or the adapter a job continues). Training builds its Trainer from `RunSettings`, the plain TRL script prints the same
-values, and the memory estimate sizes them: none of them restates a rule."""
+per device), packing (never for a preference method), mixed precision, the quantization config, the LoRA that trains
+(the spec's, or the adapter a job continues) and each preference method's own TRL arguments. Training builds its
+Trainer from `RunSettings`, the plain TRL script prints the same values, and the memory estimate sizes them: none of
+them restates a rule."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Literal
 
 from jobs.run_settings.cpu_dtype import cpu_compute_dtype, hidden_size
 from jobs.run_settings.lora import LoraSettings
-from jobs.spec import TrainSpec
+from jobs.spec import PAIRED_METHODS, PREFERENCE_METHODS, REFERENCE_METHODS, TrainSpec
 
 DeviceKind = Literal["cpu", "cuda"]
 
@@ -59,7 +60,7 @@ class Base:
 class RunSettings:
     """What one run trains with. Plan-chosen fields are None only for a spec that was not planned yet."""
 
-    method: Literal["sft", "dpo"]
+    method: Literal["sft", "dpo", "orpo", "kto", "simpo"]
     device: DeviceKind
     compute_dtype: Literal["float32", "bfloat16", "float16"]
     quantization: Literal["nf4", "fp4", "int8", "none"]
@@ -69,14 +70,18 @@ class RunSettings:
     """The Trainer's `optim` name, as it runs on this device."""
     lora: LoraSettings
     continues_adapter: bool
-    """The run trains an existing adapter (init_adapter) rather than a new one; DPO keeps a frozen copy of it."""
+    """The run trains an existing adapter (init_adapter) rather than a new one; DPO and KTO keep a frozen copy of it
+    as their reference."""
     batch_size: int | None
     grad_accum: int
     max_length: int
     packing: bool | None
-    """Padding-free packing; False for DPO, which pads its pairs."""
+    """Padding-free packing; False for the preference methods, whose trainers pad their rows."""
     assistant_only_loss: bool
     dpo_beta: float
+    method_options: tuple[tuple[str, float | str | bool], ...]
+    """The method's own TRL arguments beyond the shared ones (ORPO's beta, SimPO's loss, KTO's weights), in TRL's
+    names: what `trainer_kwargs` adds for it."""
     learning_rate: float | None
     num_epochs: float | None
     max_steps: int
@@ -89,6 +94,17 @@ class RunSettings:
     eval_steps: int
     notes: tuple[str, ...] = field(default=(), compare=False)
     """Where the run differs from what the spec asked, in words for the run's log."""
+
+    @property
+    def has_reference(self) -> bool:
+        """The method compares against a reference (the base with the adapter disabled, or a frozen copy of the
+        adapter it continues), computed each step without gradients: DPO and KTO; ORPO and SimPO have none."""
+        return self.method in REFERENCE_METHODS
+
+    @property
+    def paired(self) -> bool:
+        """Each row is two sequences, chosen and rejected, in every step (DPO, ORPO, SimPO)."""
+        return self.method in PAIRED_METHODS
 
     @property
     def quantized(self) -> bool:
@@ -137,6 +153,8 @@ class RunSettings:
             max_length=self.max_length, use_cpu=self.device == "cpu", report_to="none", dataloader_num_workers=0)
         if self.method == "dpo":
             return {**shared, "beta": self.dpo_beta, "precompute_ref_log_probs": False}
+        if self.method in PREFERENCE_METHODS:
+            return {**shared, **dict(self.method_options)}
         return {**shared, "packing": self.packing, "padding_free": self.packing,
                 "assistant_only_loss": self.assistant_only_loss}
 
@@ -146,19 +164,34 @@ def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings
     LoRA of the adapter the job continues (init_adapter), which trains instead of the spec's LoRA fields."""
     dtype, dtype_note = compute_dtype(spec, base, machine)
     optimizer, optimizer_note = optimizer_for(spec, machine.device)
-    dpo = spec.method == "dpo"
+    preference = spec.method in PREFERENCE_METHODS
     return RunSettings(
         method=spec.method, device=machine.device, compute_dtype=dtype, quantization=spec.quantization,
         double_quant=spec.double_quant and spec.quantization in ("nf4", "fp4"),
         gradient_checkpointing=gradient_checkpointing(spec, machine.device), optimizer=optimizer,
         lora=adapter if adapter is not None else LoraSettings.from_spec(spec),
         continues_adapter=bool(spec.init_adapter), batch_size=spec.batch_size, grad_accum=spec.grad_accum,
-        max_length=spec.max_length, packing=False if dpo else spec.packing,
-        assistant_only_loss=spec.assistant_only_loss, dpo_beta=spec.dpo_beta, learning_rate=spec.learning_rate,
+        max_length=spec.max_length, packing=False if preference else spec.packing,
+        assistant_only_loss=spec.assistant_only_loss, dpo_beta=spec.dpo_beta,
+        method_options=method_options(spec), learning_rate=spec.learning_rate,
         num_epochs=spec.num_epochs, max_steps=spec.max_steps, lr_scheduler=spec.lr_scheduler,
         warmup=spec.warmup_ratio, weight_decay=spec.weight_decay, max_grad_norm=spec.max_grad_norm, seed=spec.seed,
         logging_steps=spec.logging_steps, eval_steps=spec.eval_steps,
         notes=tuple(note for note in (dtype_note, optimizer_note) if note))
+
+
+def method_options(spec: TrainSpec) -> tuple[tuple[str, float | str | bool], ...]:
+    """What the method's TRL config takes beyond the shared arguments, in TRL's names. SimPO is TRL's CPO with the
+    SimPO loss and no behaviour-cloning term (cpo_alpha 0); TRL takes its margin as gamma itself, not the ratio."""
+    if spec.method == "orpo":
+        return (("beta", spec.orpo_lambda),)
+    if spec.method == "simpo":
+        return (("loss_type", "simpo"), ("cpo_alpha", 0.0), ("beta", spec.simpo_beta),
+                ("simpo_gamma", spec.simpo_gamma_ratio * spec.simpo_beta))
+    if spec.method == "kto":
+        return (("beta", spec.kto_beta), ("desirable_weight", spec.kto_desirable_weight),
+                ("undesirable_weight", spec.kto_undesirable_weight), ("precompute_ref_log_probs", False))
+    return ()
 
 
 def quantization_kwargs(quantization: str, double_quant: bool, compute_dtype: str) -> dict | None:

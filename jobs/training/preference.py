@@ -1,15 +1,20 @@
-"""Preference tuning (DPO) on the same 4-bit base, through the same job, queue and Runs tab as SFT.
+"""Preference tuning (DPO, ORPO, SimPO, KTO) on the same 4-bit base, through the same job, queue and Runs tab as SFT.
 
-Rows are `{prompt, chosen, rejected}` message lists (jobs.data.formats "preference"). Started from an adapter, TRL
-copies it as a frozen "ref" adapter and trains the other copy, so the reference is the adapter the person preferred
-to begin with; started fresh, the reference is the base (adapters disabled). Only the trained adapter is saved."""
+DPO, ORPO and SimPO read `{prompt, chosen, rejected}` message lists (jobs.data.formats "preference"); KTO reads
+`{prompt, completion, label}` (jobs.data.formats "unpaired"). Each is TRL's own trainer: DPOTrainer, KTOTrainer,
+ORPOTrainer, and CPOTrainer with the SimPO loss (TRL's SimPO; the settings say loss_type "simpo", cpo_alpha 0).
+
+DPO and KTO compare against a reference: started from an adapter, TRL copies it as a frozen "ref" adapter and trains
+the other copy, so the reference is the adapter the person preferred to begin with; started fresh, the reference is
+the base (adapters disabled). ORPO and SimPO have no reference. Only the trained adapter is saved."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
-from trl import DPOConfig, DPOTrainer
+from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
 from jobs.data.store import load_rows
 from jobs.models.loading import load_tokenizer
@@ -27,25 +32,47 @@ from jobs.training.prepare import (
 )
 
 
-def dpo_config(settings: RunSettings, spec: TrainSpec, out_dir: Path, has_eval: bool) -> DPOConfig:
-    return DPOConfig(**trainer_args(settings, spec, out_dir, has_eval))
+def trainer_classes(method: str) -> tuple[type, type]:
+    """(config class, trainer class) of a preference method. ORPO and CPO live in TRL's experimental package
+    (imported only for them; its import warning is silenced: the studio pins TRL and tests these trainers)."""
+    if method == "dpo":
+        return DPOConfig, DPOTrainer
+    if method == "kto":
+        return KTOConfig, KTOTrainer
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    if method == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        return ORPOConfig, ORPOTrainer
+    if method == "simpo":
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        return CPOConfig, CPOTrainer
+    raise ValueError(f"not a preference method: {method}")
 
 
-def prepare_dpo_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
-                    should_stop: Callable[[], bool], eval_path: Path | None = None,
-                    init_adapter: Path | None = None) -> PreparedRun:
+def preference_config(settings: RunSettings, spec: TrainSpec, out_dir: Path, has_eval: bool):
+    config, _ = trainer_classes(settings.method)
+    return config(**trainer_args(settings, spec, out_dir, has_eval))
+
+
+def prepare_preference_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path,
+                           on_metrics: MetricsSink, should_stop: Callable[[], bool], eval_path: Path | None = None,
+                           init_adapter: Path | None = None) -> PreparedRun:
     with phase("data"):
         tokenizer, rows = load_tokenizer(base_model), load_rows(dataset_path)
         spec = planned(spec, base_model, rows, tokenizer)
     settings, model, train_rows, eval_rows = model_and_rows(spec, out_dir, base_model, rows, tokenizer, eval_path,
                                                             init_adapter)
     if init_adapter is not None:
-        print(f"starting from the adapter in {init_adapter.name}; a frozen copy of it is the reference", flush=True)
+        reference = "a frozen copy of it is the reference" if settings.has_reference else "it trains on"
+        print(f"starting from the adapter in {init_adapter.name}; {reference}", flush=True)
     stop = StopCallback(should_stop)
-    with phase("trainer_build"):  # TRL tokenizes the pairs here
-        trainer = DPOTrainer(model=model, args=dpo_config(settings, spec, out_dir, eval_rows is not None),
-                             train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
-                             callbacks=run_callbacks(spec, out_dir, on_metrics, stop, eval_rows is not None))
+    _, trainer_class = trainer_classes(settings.method)
+    with phase("trainer_build"):  # TRL tokenizes the rows here
+        trainer = trainer_class(model=model, args=preference_config(settings, spec, out_dir, eval_rows is not None),
+                                train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
+                                callbacks=run_callbacks(spec, out_dir, on_metrics, stop, eval_rows is not None))
     keep_lora_in_fp32(trainer.model, settings)
     return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None, spec=spec,
                        settings=settings)

@@ -95,7 +95,7 @@ class PreparedRun:
     """Everything `train` builds before the first step: what tests inspect (the collator's labels, the model)."""
 
     trainer: transformers.Trainer
-    """SFTTrainer, or DPOTrainer for a preference run."""
+    """SFTTrainer, or the preference method's TRL trainer (jobs.training.preference)."""
     tokenizer: object
     stop: StopCallback
     has_eval: bool
@@ -168,13 +168,22 @@ def setup_device(spec: TrainSpec, out_dir: Path, base_model: str, init_adapter: 
     return settings
 
 
+def _method_words(settings: RunSettings) -> str:
+    """The preference method and its own settings, for the run's log."""
+    if settings.method == "sft":
+        return ""
+    options = {"beta": settings.dpo_beta} if settings.method == "dpo" else dict(settings.method_options)
+    shown = ", ".join(f"{name} {value}" for name, value in options.items() if name != "precompute_ref_log_probs")
+    return f" ({settings.method.upper()}, {shown})"
+
+
 def announce(settings: RunSettings, spec: TrainSpec, train_rows: int, eval_rows: int) -> None:
     for note in settings.notes:
         print(note, flush=True)
     quantization = settings.quantization + (" + double quant" if settings.double_quant else "")
     print(f"training on {settings.device} (torch.{settings.compute_dtype}, {quantization}, gradient checkpointing "
           f"{'on' if settings.gradient_checkpointing else 'off'}): {train_rows} train rows, {eval_rows} eval rows, "
-          f"{spec.max_steps} steps" + (f" (DPO, beta {settings.dpo_beta})" if settings.method == "dpo" else ""),
+          f"{spec.max_steps} steps" + _method_words(settings),
           flush=True)
     print(f"optimizer {settings.optimizer}", flush=True)
 

@@ -14,6 +14,15 @@ from jobs.run_settings.settings import MACHINES_BY_KIND, Base, Machine, RunSetti
 from jobs.spec import TrainSpec
 from jobs.step_plan import AUTO_FIELDS
 
+TRAINERS = {"sft": ("SFTConfig", "SFTTrainer"), "dpo": ("DPOConfig", "DPOTrainer"), "kto": ("KTOConfig", "KTOTrainer"),
+            "orpo": ("ORPOConfig", "ORPOTrainer"), "simpo": ("CPOConfig", "CPOTrainer")}
+"""Each method's TRL config and trainer (SimPO is TRL's CPO with the SimPO loss: the settings say so)."""
+TRAINER_MODULES = {"orpo": "trl.experimental.orpo", "simpo": "trl.experimental.cpo"}
+"""Where TRL 1.16 keeps the trainers outside its stable API."""
+ROW_SHAPES = {"sft": '{"messages": [{"role", "content"}, ...]} or {"text": ...}',
+              "kto": '{"prompt": [messages], "completion": [messages], "label": true or false}'}
+ROW_SHAPES.update(dict.fromkeys(("dpo", "orpo", "simpo"), '{"prompt", "chosen", "rejected"} (message lists)'))
+
 
 def cli_text(spec: TrainSpec) -> str:
     """The spec file and the command that submits it."""
@@ -89,8 +98,7 @@ def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str, chat_te
     flags = "{" + ", ".join(map(repr, sorted(NATIVE_BF16_FLAGS))) + "}"
     probe = BF16_PROBE.replace("{flags}", flags) if "BF16" in settings_code.rsplit("\n", 1)[-1] else ""
     eval_file = eval_file if spec.eval_dataset else None
-    trainer = "DPOTrainer" if spec.method == "dpo" else "SFTTrainer"
-    config = "DPOConfig" if spec.method == "dpo" else "SFTConfig"
+    config, trainer = TRAINERS[spec.method]
     return f'''"""Train the adapter the studio's spec describes, with plain transformers + peft + bitsandbytes + TRL."""
 import json
 import os
@@ -99,10 +107,10 @@ import torch
 from datasets import load_dataset
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, EarlyStoppingCallback, set_seed
-from trl import {config}, {trainer}
+from {TRAINER_MODULES.get(spec.method, "trl")} import {config}, {trainer}
 
 BASE = {base_path!r}
-DATA = {dataset_file!r}  # JSONL rows of {{"messages": [{{"role", "content"}}, ...]}} or {{"text": ...}}
+DATA = {dataset_file!r}  # JSONL rows: {ROW_SHAPES.get(spec.method, ROW_SHAPES["sft"])}
 EVAL_DATA = {eval_file!r}  # a validation file; None: hold out a fraction of DATA
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -179,7 +187,7 @@ if RUN["keep_lora_fp32"]:  # TRL casts LoRA weights of quantized models to bf16;
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
 trainer.train()
-trainer.model.save_pretrained({out_dir!r}, selected_adapters=["default"])  # not DPO's frozen "ref" copy
+trainer.model.save_pretrained({out_dir!r}, selected_adapters=["default"])  # not DPO's or KTO's frozen "ref" copy
 tokenizer.save_pretrained({out_dir!r})
 print("adapter saved to", {out_dir!r})
 '''

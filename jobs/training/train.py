@@ -16,7 +16,7 @@ from trl import SFTConfig, SFTTrainer
 from jobs.data.store import load_rows
 from jobs.models.loading import load_tokenizer
 from jobs.run_settings.settings import RunSettings
-from jobs.spec import TrainSpec
+from jobs.spec import PREFERENCE_METHODS, TrainSpec
 from jobs.training.adapter import save_adapter
 from jobs.training.best import BestAdapterCallback, BestRecord, restore_best
 from jobs.training.callbacks import MetricsSink, SampleCallback, SampleSink, StopCallback, StopRequested
@@ -81,10 +81,10 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
                 eval_path: Path | None = None, init_adapter: Path | None = None) -> PreparedRun:
     """Load → quantize → attach LoRA → data → trainer, as `spec` says; `eval_path`: a validation dataset;
     `init_adapter`: the adapter to continue from."""
-    if spec.method == "dpo":
-        from jobs.training.preference import prepare_dpo_run
+    if spec.method in PREFERENCE_METHODS:
+        from jobs.training.preference import prepare_preference_run
 
-        return prepare_dpo_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, eval_path,
+        return prepare_preference_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, eval_path,
                                init_adapter)
     with phase("data"):
         rows = load_rows(dataset_path)
