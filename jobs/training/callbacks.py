@@ -19,7 +19,9 @@ SampleSink = Callable[[int, list[tuple[str, str]]], None]
 """(step, [(prompt, answer), ...]) -> None."""
 LOGGED_METRICS = ("loss", "learning_rate", "grad_norm", "eval_loss", "mean_token_accuracy", "epoch",
                   # DPO: how far the chosen answer's reward is above the rejected one's, and how often it is
-                  "rewards/margins", "rewards/accuracies", "eval_rewards/margins", "eval_rewards/accuracies")
+                  "rewards/margins", "rewards/accuracies", "eval_rewards/margins", "eval_rewards/accuracies",
+                  # ORPO: its SFT term and its odds-ratio term; KTO: the KL estimate its rewards are measured against
+                  "nll_loss", "log_odds_ratio", "kl", "eval_nll_loss", "eval_log_odds_ratio", "eval_kl")
 RENAMED = {"num_input_tokens_seen": "tokens_seen"}  # the Trainer's count: kept in checkpoints, so a resume goes on
 SAMPLE_NEW_TOKENS = 48
 

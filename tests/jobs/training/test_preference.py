@@ -6,7 +6,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from jobs.data.formats import PREFERENCE, ParsedDataset, parse_file
+from jobs.data.formats import PREFERENCE, UNPAIRED, ParsedDataset, parse_file
 from jobs.data.store import store_parsed
 from jobs.spec import parse_spec
 from jobs.studio import EXAMPLE_DATASET_FILE
@@ -57,3 +57,44 @@ def test_dpo_from_an_adapter_keeps_its_shape_and_moves_it(tmp_path, demo_model_d
     after = load_file(result.adapter_dir / "adapter_model.safetensors")
     assert before.keys() == after.keys()
     assert any(not before[key].equal(after[key]) for key in before)
+
+
+def unpaired_rows(count: int = 8) -> list[dict]:
+    """KTO's rows: a right answer labelled desirable, a wrong one undesirable, alternating (TRL reads them in order)."""
+    return [{"prompt": [{"role": "user", "content": f"What is {i // 2} plus {i // 2}?"}],
+             "completion": [{"role": "assistant", "content": f"{i}." if i % 2 == 0 else "I do not know."}],
+             "label": i % 2 == 0} for i in range(count)]
+
+
+SHORT = {"max_steps": 3, "batch_size": 2, "max_length": 64, "eval_fraction": 0, "logging_steps": 1,
+         "save_steps": 100, "learning_rate": 1e-2, "lora_r": 4, "target_modules": "attention", "sample_prompts": 0}
+OWN_METRIC = {"orpo": "log_odds_ratio", "simpo": "rewards/margins", "kto": "kl"}
+"""What each method logs of its own: ORPO's odds-ratio term, SimPO's reward margin, KTO's KL estimate."""
+
+
+@pytest.mark.parametrize("method", ["orpo", "simpo", "kto"])
+def test_each_preference_method_trains_its_own_loss_and_resumes(method, tmp_path, demo_model_dir):
+    """A few steps of each on the demo base: its loss moves and its own metric is logged. KTO is stopped after
+    two steps (a checkpoint) and resumes from it to its third, its reference and KL pass rebuilt from the spec."""
+    if method == "kto":
+        data, _ = store_parsed(ParsedDataset(UNPAIRED, unpaired_rows()), tmp_path / "data")
+    else:
+        data = _pairs(tmp_path)
+    spec = parse_spec({**SHORT, "method": method})
+    logged: dict[int, dict] = {}
+
+    def sink(step, values, total):
+        logged.setdefault(step, {}).update(values)
+
+    stop_at_first = method == "kto"
+    result = train(spec, tmp_path / "run", str(demo_model_dir), data, sink,
+                   lambda: stop_at_first and any(step >= 1 for step in logged))
+    if stop_at_first:
+        assert result.stopped and list((tmp_path / "run" / "checkpoints").glob("checkpoint-*"))
+        result = train(spec, tmp_path / "run", str(demo_model_dir), data, sink, lambda: False)
+    assert not result.stopped and (result.adapter_dir / "adapter_model.safetensors").is_file()
+    assert not (result.adapter_dir / "ref").exists()
+    losses = [values["loss"] for _, values in sorted(logged.items()) if "loss" in values]
+    assert len(losses) >= 3 and len(set(losses)) > 1, losses
+    assert any(OWN_METRIC[method] in values for values in logged.values()), logged
+    assert result.final_metrics["steps"] == 3
