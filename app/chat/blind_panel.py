@@ -1,5 +1,5 @@
 """Blind A/B in the Chat tab: the vote buttons, the reveal, the leaderboard of the base model, and the votes turned
-into a preference dataset and a DPO job. The rounds themselves are sent by the chat tab (it owns the panes)."""
+into a dataset and a preference job (DPO, ORPO, SimPO on pairs; KTO on labelled answers). The rounds themselves are sent by the chat tab (it owns the panes)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ from app.web.safe_text import SafeMarkdown
 from jobs.chat.request import BASE_PANE, ChatRequestError
 from jobs.chat.votes import NoPreferences, Verdict, base_leaderboard, export_votes, pane_letter, record_vote
 from jobs.data.errors import DatasetError
-from jobs.spec import DEMO_BASE_MODEL, SpecError
+from jobs.data.formats import PREFERENCE, UNPAIRED
+from jobs.spec import DEMO_BASE_MODEL, PREFERENCE_METHODS, UNPAIRED_METHODS, SpecError
 from jobs.studio import Studio
 from jobs.submit import submit_job
 from storage import catalog
 
 LEADERBOARD_COLUMNS = ["rank", "adapter", "score", "win rate", "wins", "ties", "rounds"]
 DPO_STEPS = 50
-DPO_LEARNING_RATE = 5e-5  # LoRA DPO: an order below SFT's, as TRL's examples use
+DPO_LEARNING_RATE = 5e-5  # LoRA preference tuning: an order below SFT's, as TRL's DPO examples use
 
 
 # --- handlers (the API calls these too) ---------------------------------------------------------------------
@@ -52,30 +53,35 @@ def leaderboard_frame(studio: Studio, base_model: str) -> tuple[pd.DataFrame, st
 
 
 def leader(studio: Studio, base_model: str) -> str | None:
-    """The adapter (not the base) with the best score: where a DPO run from the votes starts by default."""
+    """The adapter (not the base) with the best score: where a run from the votes starts by default."""
     standings, _ = base_leaderboard(studio, base_model or DEMO_BASE_MODEL)
     return next((s.name for s in standings if s.name != BASE_PANE), None)
 
 
 def export_and_train(studio: Studio, base_model: str, dataset_name: str, start_from: str, steps: int,
-                     train: bool) -> str:
-    """Store the votes as a preference dataset; with `train`, queue a DPO job on it from `start_from`."""
+                     train: bool, method: str = "dpo") -> str:
+    """Store the votes as the data `method` trains on (pairs for dpo, orpo and simpo; labelled answers for kto);
+    with `train`, queue a job of that method on it from `start_from`."""
     base_model = base_model or DEMO_BASE_MODEL
+    method = method or "dpo"
+    if method not in PREFERENCE_METHODS:
+        raise user_error(f"method: one of {', '.join(PREFERENCE_METHODS)} (got {method!r})")
+    shape = UNPAIRED if method in UNPAIRED_METHODS else PREFERENCE
     try:
-        imported = export_votes(studio, base_model, (dataset_name or "").strip())
+        imported = export_votes(studio, base_model, (dataset_name or "").strip(), shape)
     except (NoPreferences, DatasetError) as error:
         raise user_error(str(error)) from None
     message = imported.message(dataset_name)
     if not train:
         return f"{message[0].upper()}{message[1:]}."
-    spec = {"method": "dpo", "base_model": base_model, "dataset": imported.dataset.name,
+    spec = {"method": method, "base_model": base_model, "dataset": imported.dataset.name,
             "init_adapter": "" if start_from in (None, "", BASE_PANE) else start_from, "max_steps": int(steps),
             "learning_rate": DPO_LEARNING_RATE, "eval_fraction": 0, "sample_prompts": 0, "batch_size": 2}
     try:
         job_id = submit_job(studio, spec)
     except SpecError as error:
         raise user_error(error.as_text()) from None
-    return (f"{message[0].upper()}{message[1:]}. Queued DPO job {job_id} on it, starting from "
+    return (f"{message[0].upper()}{message[1:]}. Queued {method.upper()} job {job_id} on it, starting from "
             f"{spec['init_adapter'] or 'a new adapter'}: follow it in the Runs tab.")
 
 
@@ -119,12 +125,15 @@ def build(studio: Studio, base_model: gr.Dropdown, mode: gr.Checkbox, panes: lis
         table = gr.Dataframe(pd.DataFrame(columns=LEADERBOARD_COLUMNS), interactive=False, elem_id="leaderboard")
         with gr.Row():
             dataset_name = gr.Textbox("votes", label="Preference dataset name", scale=2, elem_id="votes-name")
-            start_from = gr.Dropdown([BASE_PANE], value=BASE_PANE, label="Start DPO from", scale=2,
+            method = gr.Dropdown(list(PREFERENCE_METHODS), value="dpo", label="Method", scale=1, elem_id="votes-method",
+                                 info="dpo, orpo, simpo: the votes as pairs (winner over each other answer); kto: "
+                                      "winners desirable, every answer of an all-bad vote undesirable")
+            start_from = gr.Dropdown([BASE_PANE], value=BASE_PANE, label="Start from", scale=2,
                                      elem_id="dpo-start")
-            steps = gr.Number(DPO_STEPS, precision=0, minimum=1, label="DPO steps", scale=1)
+            steps = gr.Number(DPO_STEPS, precision=0, minimum=1, label="Steps", scale=1)
         with gr.Row():
             export_button = gr.Button("Export votes as a dataset", scale=1)
-            train_button = gr.Button("Export votes and train DPO", variant="primary", scale=1, elem_id="dpo-submit")
+            train_button = gr.Button("Export votes and train", variant="primary", scale=1, elem_id="dpo-submit")
         dpo_status = SafeMarkdown(elem_id="dpo-status")
 
     def refresh(base):
@@ -150,9 +159,9 @@ def build(studio: Studio, base_model: gr.Dropdown, mode: gr.Checkbox, panes: lis
     all_bad.click(lambda r, b: on_vote("all_bad", None, r, b), [round_state, base_model], vote_outputs, **private)
     base_model.change(refresh, base_model, board, **private)
     mode.change(refresh, base_model, board, **private)
-    export_button.click(lambda b, n, s, k: export_and_train(studio, b, n, s, k, False),
-                        [base_model, dataset_name, start_from, steps], dpo_status, **private)
-    train_button.click(lambda b, n, s, k: export_and_train(studio, b, n, s, k, True),
-                       [base_model, dataset_name, start_from, steps], dpo_status, **private)
+    export_button.click(lambda b, n, s, k, m: export_and_train(studio, b, n, s, k, False, m),
+                        [base_model, dataset_name, start_from, steps, method], dpo_status, **private)
+    train_button.click(lambda b, n, s, k, m: export_and_train(studio, b, n, s, k, True, m),
+                       [base_model, dataset_name, start_from, steps, method], dpo_status, **private)
     return BlindPanel(mode=mode, round_state=round_state, vote_row=vote_row, vote_buttons=buttons, status=status,
                       refresh=refresh, board=board)

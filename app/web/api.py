@@ -218,10 +218,12 @@ def register(studio: Studio, chat: ChatService) -> None:
         return frame.to_dict(orient="records")
 
     def export_votes(base_model: str = DEMO_BASE_MODEL, name: str = "votes", train_dpo: bool = False,
-                     start_from: str = "", steps: int = blind_panel.DPO_STEPS) -> str:
-        """Store the base model's blind votes as a preference dataset (prompt, chosen, rejected); with `train_dpo`,
-        queue a DPO job on it starting from the adapter `start_from` (empty: a new adapter)."""
-        return blind_panel.export_and_train(studio, base_model, name, start_from, steps, train_dpo)
+                     start_from: str = "", steps: int = blind_panel.DPO_STEPS, method: str = "dpo") -> str:
+        """Store your blind votes on the base model as the data `method` trains on: for dpo, orpo and simpo a
+        preference dataset (prompt, chosen, rejected); for kto an unpaired one (prompt, completion, label: winners
+        true, every answer of an all-bad vote false). With `train_dpo` (named when DPO was the only method), queue a
+        job of `method` on it starting from the adapter `start_from` (empty: a new adapter)."""
+        return blind_panel.export_and_train(studio, base_model, name, start_from, steps, train_dpo, method)
 
     def save_suite(name: str, prompts: str) -> str:
         """Create or replace a prompt suite: one prompt per line, 'prompt => reference answer' where there is one."""

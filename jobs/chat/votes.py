@@ -1,5 +1,6 @@
 """Blind A/B in the Chat tab: panes shown without names in a shuffled order, a verdict (one best, a tie, or all
-bad), a leaderboard per base model, and the votes exported as preference pairs for a DPO job.
+bad), a leaderboard per base model, and the votes exported as training data: preference pairs (DPO, ORPO, SimPO) or
+unpaired labelled answers (KTO).
 
 No torch here: the web process imports it. The leaderboard's score is a Bradley–Terry strength fitted to the pairs a
 vote implies (the best answer beat each other answer; a tie or "all bad" is half a win each way), shown on the Elo
@@ -14,7 +15,7 @@ from itertools import combinations
 
 from jobs.chat.request import BASE_PANE, STEP_MARK, ChatRequestError
 from jobs.data.errors import DatasetError
-from jobs.data.formats import PREFERENCE, ParsedDataset
+from jobs.data.formats import PREFERENCE, UNPAIRED, ParsedDataset
 from jobs.data.store import Imported, new_name_problems, register_parsed
 from jobs.studio import Studio
 from storage import catalog, votes_repo
@@ -163,17 +164,43 @@ def preference_rows(votes: list[Vote]) -> list[dict]:
     return rows
 
 
+def unpaired_rows(votes: list[Vote]) -> list[dict]:
+    """KTO's rows, one per judged answer: a vote's winner labelled desirable (with any answer equal to it), and every
+    answer of an "all bad" vote undesirable. The other answers of a decided vote were only worse than the winner, not
+    judged bad, and a tie judges nothing: neither gives a row."""
+    rows = []
+    for vote in votes:
+        if vote.outcome == "best":
+            winner = next(a for a in vote.answers if a["adapter"] == vote.chosen)["reply"].strip()
+            judged = [(a, True) for a in vote.answers if a["reply"].strip() == winner]
+        elif vote.outcome == "all_bad":
+            judged = [(a, False) for a in vote.answers]
+        else:
+            continue
+        rows += [{"prompt": vote.prompt, "completion": [{"role": "assistant", "content": answer["reply"]}],
+                  "label": label} for answer, label in judged]
+    return rows
+
+
 class NoPreferences(ValueError):
     pass
 
 
-def export_votes(studio: Studio, base_model: str, name: str) -> Imported:
-    """Store the base model's votes as a preference dataset under `name` (the same content again is reused)."""
+VOTE_SHAPES = {PREFERENCE: (preference_rows, "ties and all-bad votes say nothing about which answer is better"),
+               UNPAIRED: (unpaired_rows, "ties judge no answer; a best or an all-bad vote does")}
+"""Each shape the votes export as: the rows it makes of them, and why a base with votes may still have none."""
+
+
+def export_votes(studio: Studio, base_model: str, name: str, shape: str = PREFERENCE) -> Imported:
+    """Store the base model's votes under `name` as `shape`: preference pairs (DPO, ORPO, SimPO) or unpaired labelled
+    answers (KTO). The same content again is reused. A person exports the votes they may see: their own (votes_repo)."""
     if problems := new_name_problems(name):
         raise DatasetError(problems)
+    if shape not in VOTE_SHAPES:
+        raise DatasetError([f"shape: one of {', '.join(VOTE_SHAPES)} (got {shape!r})"])
+    make_rows, why_none = VOTE_SHAPES[shape]
     with studio.db.read() as session:
-        rows = preference_rows(votes_repo.votes_for(session, base_model))
+        rows = make_rows(votes_repo.votes_for(session, base_model))
     if not rows:
-        raise NoPreferences(f"votes: no decided blind vote for '{base_model}' yet (ties and all-bad votes say "
-                            f"nothing about which answer is better)")
-    return register_parsed(studio, name, ParsedDataset(PREFERENCE, rows), {"votes": base_model})
+        raise NoPreferences(f"votes: no decided blind vote for '{base_model}' yet ({why_none})")
+    return register_parsed(studio, name, ParsedDataset(shape, rows), {"votes": base_model})

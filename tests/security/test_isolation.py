@@ -118,8 +118,9 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
                                                                {"adapter": "base", "reply": "y"}], "best", 0,
                                                    api_name="/record_vote"), "no adapter"),
         "/leaderboard": lambda: _assert(p(BASE, api_name="/leaderboard") == []),
-        "/export_votes": lambda: _refused(lambda: p(BASE, "bob-votes", True, adapter,  # her votes are not his
-                                                    api_name="/export_votes"), "no decided blind vote"),
+        "/export_votes": lambda: [_refused(lambda m=method: p(BASE, "bob-votes", True, adapter, 4, m,  # not his
+                                                              api_name="/export_votes"), "no decided blind vote")
+                                  for method in ("dpo", "kto")],  # as pairs or as KTO's labelled answers
         "/save_suite": lambda: _refused(lambda: p("alice-suite", "mine", api_name="/save_suite"), "already named"),
         "/run_suite": lambda: _refused(lambda: p("alice-suite", ["base"], BASE, api_name="/run_suite"), "no prompt"),
         "/suite_results": lambda: _refused(lambda: p("alice-suite", BASE, api_name="/suite_results"), "no prompt"),

@@ -99,7 +99,31 @@ def test_votes_export_as_a_preference_dataset_that_datasets_loads(studio):
 
     with pytest.raises(SpecError) as caught:
         submit_job(studio, {"dataset": "prefs"})
-    assert [p.field for p in caught.value.problems] == ["method"]
+    assert [p.field for p in caught.value.problems] == ["method", "dataset"]
+
+
+def test_votes_export_for_kto_label_winners_true_and_all_bad_answers_false_and_only_the_voters(studio):
+    from jobs.data.formats import UNPAIRED
+    from jobs.spec import SpecError
+    from storage.access import Person, acting_as
+
+    _adapters(studio, "first", "second")
+    _round(studio, ["first", "second", "base"], best="first")  # second and base were only worse: no row
+    _round(studio, ["second", "base"], outcome="all_bad")
+    _round(studio, ["first", "base"], outcome="tie")  # judges nothing
+    dataset = export_votes(studio, BASE, "kto-votes", UNPAIRED).dataset
+    assert dataset.format == UNPAIRED and dataset.rows == 3
+    loaded = load_dataset("json", data_files=str(studio.absolute(dataset.path)), split="train")
+    assert set(loaded.column_names) == {"prompt", "completion", "label"}
+    assert [(row["completion"][0]["content"], row["label"]) for row in loaded] == [
+        ("first says 0", True), ("second says 0", False), ("base says 1", False)]
+    assert submit_job(studio, {"method": "kto", "dataset": "kto-votes", "max_steps": 2, "eval_fraction": 0}) > 0
+    with pytest.raises(SpecError) as caught:  # pairs for DPO are another shape
+        submit_job(studio, {"method": "dpo", "dataset": "kto-votes"})
+    assert [p.field for p in caught.value.problems] == ["method", "dataset"]
+    assert "prompt, chosen, rejected" in str(caught.value.problems[0])
+    with acting_as(Person("someone-else")), pytest.raises(ValueError, match="no decided blind vote"):
+        export_votes(studio, BASE, "not-mine", UNPAIRED)  # the votes above are the local owner's, not theirs
 
 
 def test_an_adapter_a_queued_job_continues_from_cannot_be_deleted(studio):
