@@ -1,5 +1,6 @@
 """Blind A/B in the Chat tab: the vote buttons, the reveal, the leaderboard of the base model, and the votes turned
-into a dataset and a preference job (DPO, ORPO, SimPO on pairs; KTO on labelled answers). The rounds themselves are sent by the chat tab (it owns the panes)."""
+into a dataset and a preference job (DPO, ORPO, SimPO on pairs; KTO on labelled answers). The rounds themselves are
+sent by the chat tab (it owns the panes)."""
 
 from __future__ import annotations
 
