@@ -30,8 +30,12 @@ def _length(spec: TrainSpec) -> str:
 
 
 def _method(spec: TrainSpec) -> str:
-    method = (f"DPO (beta {spec.dpo_beta:g}) on preference pairs" if spec.method == "dpo"
-              else "supervised fine-tuning (SFT)")
+    method = {"dpo": f"DPO (beta {spec.dpo_beta:g}) on preference pairs",
+              "orpo": f"ORPO (lambda {spec.orpo_lambda:g}) on preference pairs",
+              "simpo": f"SimPO (beta {spec.simpo_beta:g}, gamma/beta {spec.simpo_gamma_ratio:g}) on preference pairs",
+              "kto": (f"KTO (beta {spec.kto_beta:g}, weights {spec.kto_desirable_weight:g} desirable / "
+                      f"{spec.kto_undesirable_weight:g} undesirable) on labelled answers"),
+              }.get(spec.method, "supervised fine-tuning (SFT)")
     return method + (f", continuing the adapter `{spec.init_adapter}`" if spec.init_adapter else "")
 
 

@@ -210,3 +210,22 @@ def test_a_persons_job_limit_holds_under_many_concurrent_submits(studio):
     with studio.db.read() as session:
         queued = [job for job in jobs_repo.list_jobs(session) if job.owner == "eve"]
     assert accepted == len(queued) == 3
+
+
+def test_a_preference_method_on_the_wrong_data_shape_is_refused_naming_method_dataset_and_shape(studio, tmp_path):
+    rows = {"pairs": [{"prompt": f"q{i}", "chosen": f"a{i}", "rejected": f"b{i}"} for i in range(4)],
+            "labelled": [{"prompt": f"q{i}", "completion": f"a{i}", "label": i % 2 == 0} for i in range(4)]}
+    for name, records in rows.items():
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(map(json.dumps, records)))
+        import_dataset(studio, tmp_path / f"{name}.jsonl", name)
+    refused = {("kto", "pairs"): "an unpaired dataset (prompt, completion, label)",
+               ("orpo", "labelled"): "a preference dataset (prompt, chosen, rejected)",
+               ("simpo", "example"): "a preference dataset (prompt, chosen, rejected)",
+               ("sft", "labelled"): "or method kto"}
+    for (method, dataset), words in refused.items():
+        problems = _problems(studio, {"method": method, "dataset": dataset, "kto_beta": 0})
+        assert set(problems) == {"method", "dataset", "kto_beta"} and words in problems["dataset"], problems
+    assert "at least 2 rows a step" in _problems(studio, {"method": "kto", "dataset": "labelled",
+                                                          "batch_size": 1})["batch_size"]
+    for method, dataset in (("orpo", "pairs"), ("simpo", "pairs"), ("kto", "labelled")):
+        assert submit_job(studio, {"method": method, "dataset": dataset, "max_steps": 2}) > 0

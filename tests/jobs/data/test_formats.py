@@ -71,3 +71,30 @@ def test_stored_copy_is_content_addressed(tmp_path):
     first, digest = store_parsed(parse_file(path), tmp_path / "store")
     second, again = store_parsed(parse_file(path), tmp_path / "store")
     assert first == second and digest == again and first.name == f"{digest}.jsonl"
+
+
+def test_formats_are_detected_in_their_documented_order():
+    """docs/api.md names the order: preference and unpaired before completion, so prompt/completion/label is KTO's
+    unpaired data and never plain prompt/completion."""
+    from jobs.data.formats import FORMATS, propose_mapping
+
+    assert FORMATS == ("messages", "sharegpt", "alpaca", "preference", "unpaired", "completion", "text")
+    columns = {"preference": {"prompt": "q", "chosen": "a", "rejected": "b", "completion": "c", "label": True},
+               "unpaired": {"prompt": "q", "completion": "a", "label": False, "text": "t"},
+               "completion": {"prompt": "q", "completion": "a", "text": "t"}}
+    assert {fmt: propose_mapping([record]).format for fmt, record in columns.items()} == {
+        fmt: fmt for fmt in columns}
+
+
+def test_an_unpaired_file_reads_labels_and_previews_as_desirable_or_not(tmp_path):
+    from jobs.data.preview import render_row
+
+    path = pd.DataFrame({"prompt": ["2+2?", "3+3?"], "completion": ["4", "7"], "label": ["true", "0"]})
+    path.to_csv(tmp_path / "d.csv", index=False)
+    parsed = parse_file(tmp_path / "d.csv")
+    assert parsed.format == "unpaired" and [row["label"] for row in parsed.rows] == [True, False]
+    assert parsed.rows[1]["completion"] == [{"role": "assistant", "content": "7"}]
+    assert render_row(None, parsed.rows[1]).startswith("undesirable:\n[user] 3+3?\n[assistant] 7")
+    _write(tmp_path / "bad.jsonl", json.dumps({"prompt": "q", "completion": "a", "label": "maybe"}))
+    with pytest.raises(DatasetError, match="row 1: 'label' must be true"):
+        parse_file(tmp_path / "bad.jsonl")
