@@ -62,7 +62,7 @@ class Row:
     """'demo', 'smollm2', or a family of bench/tiny_models.py."""
     spec: dict
     data: str = "chat"
-    """'chat' or 'pairs'."""
+    """'chat', 'pairs' or 'unpaired' (KTO's labelled answers: each pair's two answers, true and false)."""
     start_adapter: bool = False
     """DPO from an adapter (a short SFT run first): TRL keeps a frozen copy of it as the reference."""
     tags: dict = field(default_factory=dict)
@@ -85,6 +85,9 @@ def rows() -> list[Row]:
         Row("llama sft lora, checkpointing", "llama", {**TINY, "gradient_checkpointing": "on"}),
         Row("qwen2 sft lora, biases trained", "qwen2", {**TINY, "lora_bias": "all"}),
         Row("llama dpo from an adapter", "llama", DPO, data="pairs", start_adapter=True),
+        Row("llama orpo lora", "llama", {**DPO, "method": "orpo"}, data="pairs"),
+        Row("llama simpo lora", "llama", {**DPO, "method": "simpo"}, data="pairs"),
+        Row("llama kto lora", "llama", {**DPO, "method": "kto"}, data="unpaired"),
         Row("gemma2 dpo dora", "gemma2", {**DPO, "use_dora": True}, data="pairs"),
         Row("demo sft lora", "demo", TINY),
         Row("demo dpo lora", "demo", DPO, data="pairs"),
@@ -160,14 +163,23 @@ def preference_rows(count: int = 24) -> list[dict]:
              "rejected": [{"role": "assistant", "content": _words(i + 3, 80 + (i + 5) % 10)}]} for i in range(count)]
 
 
+def unpaired_rows() -> list[dict]:
+    """KTO's rows: every pair's chosen answer labelled true and its rejected one false, in turn."""
+    return [{"prompt": row["prompt"], "completion": row[side], "label": side == "chosen"}
+            for row in preference_rows() for side in ("chosen", "rejected")]
+
+
 def _words(start: int, count: int) -> str:
     return " ".join(WORDS[(start + j) % len(WORDS)] for j in range(count))
 
 
 def dataset(kind: str, work: Path) -> Path:
-    from jobs.data.formats import PREFERENCE, ParsedDataset, parse_file
+    from jobs.data.formats import PREFERENCE, UNPAIRED, ParsedDataset, parse_file
     from jobs.data.store import store_parsed
 
+    if kind == "unpaired":
+        path, _ = store_parsed(ParsedDataset(UNPAIRED, unpaired_rows()), work / f"data-{kind}")
+        return path
     if kind == "pairs":
         path, _ = store_parsed(ParsedDataset(PREFERENCE, preference_rows()), work / f"data-{kind}")
         return path
@@ -184,7 +196,7 @@ def longest_sequence(base: str, kind: str) -> int:
     from jobs.models.loading import load_tokenizer
 
     tokenizer = load_tokenizer(base)
-    if kind == "pairs":
+    if kind in ("pairs", "unpaired"):
         conversations = [row["prompt"] + row[side] for row in preference_rows() for side in ("chosen", "rejected")]
     else:
         conversations = [row["messages"] for row in chat_rows()]
@@ -273,14 +285,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         models = args.models or work / "models"
-        data = {kind: dataset(kind, work) for kind in ("chat", "pairs")}
+        data = {kind: dataset(kind, work) for kind in ("chat", "pairs", "unpaired")}
         for row in chosen:
             base = base_dir(row.base, models)
             run_dir = work / row.name.replace(" ", "_").replace(",", "").replace("+", "")
             measured = measure(row, base, data[row.data], run_dir, args.steps)
             result = {"row": row.name, "base": row.base, "spec": row.spec, **measured}
             if not measured["returncode"]:
-                longest = longest_sequence(base, row.data) if row.data == "pairs" else 0
+                longest = longest_sequence(base, row.data) if row.data != "chat" else 0
                 result.update(estimated(row, base, measured["dtype"], longest), longest_sequence=longest)
                 result.update(_ratios(result))
                 if args.cuda:

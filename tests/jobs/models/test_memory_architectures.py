@@ -119,3 +119,21 @@ def test_a_tiny_phi3_dpo_run_peaks_within_a_quarter_of_its_estimate(tiny_models,
     predicted = estimated(row, base, measured["dtype"], longest_sequence(base, "pairs"))["estimated_bytes"]
     assert abs(predicted - measured["measured_bytes"]) <= 0.25 * measured["measured_bytes"], (
         predicted / 2**20, measured["measured_bytes"] / 2**20)
+
+
+def test_orpo_and_simpo_hold_no_reference_and_kto_one_like_dpo(tiny_models):
+    """ORPO and SimPO: pairs like DPO, no reference (no reference pass, no frozen copy of a starting adapter), and
+    full-vocabulary logits (TRL's experimental trainers do not fuse the LM head). KTO: one answer a row, and a
+    reference like DPO's."""
+    shape = ModelShape.from_dir(tiny_models["llama"])
+    found = {method: _estimate(shape, longest=150, method=method, init_adapter="start")
+             for method in ("dpo", "orpo", "simpo", "kto")}
+    lora = found["dpo"].static["lora_params"]
+    for method in ("orpo", "simpo"):
+        assert found[method].static["reference_adapter"] == 0 and "reference_pass" not in found[method].dynamic
+        pair_tokens = 2 * BASE["batch_size"] * 150
+        assert found[method].dynamic["lm_head_tiles"] == 3 * pair_tokens * shape.vocab * 4
+    for method in ("dpo", "kto"):
+        assert found[method].static["reference_adapter"] == lora > 0
+    assert found["kto"].dynamic["activations"] < found["dpo"].dynamic["activations"]  # 4 answers against 4 pairs
+    assert found["orpo"].dynamic["activations"] == found["dpo"].dynamic["activations"]
