@@ -75,3 +75,19 @@ def test_a_long_axis_and_long_axes_text_are_refused():
     assert axes_from_text("lora_r: [8, 16]") == {"lora_r": [8, 16]}
     with pytest.raises(SpecError, match="not valid YAML"):
         axes_from_text("lora_r: [8")
+
+
+def test_a_sweep_over_the_preference_methods_of_one_pairs_dataset(studio):
+    from jobs.data.formats import PREFERENCE, ParsedDataset
+    from jobs.data.store import register_parsed
+
+    rows = [{"prompt": [{"role": "user", "content": f"q{i}"}], "chosen": [{"role": "assistant", "content": "a"}],
+             "rejected": [{"role": "assistant", "content": f"b{i}"}]} for i in range(4)]
+    register_parsed(studio, "pairs", ParsedDataset(PREFERENCE, rows))
+    with pytest.raises(SpecError) as caught:  # KTO reads labelled answers, not pairs: the whole sweep is refused
+        submit_sweep(studio, {"dataset": "pairs", "max_steps": 2}, {"method": ["orpo", "kto"]}, name="bad")
+    assert any(p.message.startswith("point 2: method kto trains on an unpaired dataset") for p in caught.value.problems)
+    _, ids = submit_sweep(studio, {"dataset": "pairs", "max_steps": 2}, {"method": ["dpo", "orpo", "simpo"]},
+                          name="methods")
+    with studio.db.read() as s:
+        assert [jobs_repo.get_job(s, job_id).spec["method"] for job_id in ids] == ["dpo", "orpo", "simpo"]
