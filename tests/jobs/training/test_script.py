@@ -73,3 +73,45 @@ def test_the_plain_script_of_a_dpo_job_continues_its_adapter(demo_model_dir, tmp
     assert done.returncode == 0, done.stderr[-3000:]
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["r"] == 8 and not (tmp_path / "adapter" / "ref").exists()
+
+
+@pytest.mark.parametrize("method", ["orpo", "simpo", "kto"])
+def test_the_script_of_each_preference_method_names_its_trainer_and_its_config_takes_the_settings(method, tmp_path):
+    """Cheap for every method: the script compiles, imports the method's TRL trainer and passes its own arguments,
+    and that config accepts every trainer argument the script states (the KTO script is also run, below)."""
+    from jobs.run_settings.settings import Base, Machine, resolve
+    from jobs.training.preference import trainer_classes
+    from jobs.training.script import TRAINERS
+
+    spec = parse_spec({**CHOSEN, "method": method, "batch_size": 2, "eval_fraction": 0})
+    script = plain_trl_script(spec, "base", "data.jsonl")
+    compile(script, "train.py", "exec")
+    config_name, trainer_name = TRAINERS[method]
+    assert f"import {config_name}, {trainer_name}" in script and f"trainer = {trainer_name}(" in script
+    own = {"orpo": "'trainer.beta': 0.1,", "simpo": "'trainer.loss_type': 'simpo',",
+           "kto": "'trainer.desirable_weight': 1.0,"}[method]
+    assert own in script
+    config, _ = trainer_classes(method)
+    kwargs = resolve(spec, Base(), Machine("cpu", bf16=False)).trainer_kwargs()
+    built = config(**kwargs, output_dir=str(tmp_path))
+    assert built.beta == kwargs["beta"] and built.max_length == spec.max_length
+
+
+@pytest.mark.slow
+def test_the_plain_script_of_a_kto_job_trains_on_labelled_answers(demo_model_dir, tmp_path, monkeypatch, capsys):
+    """Run in this process (runpy), not a fresh interpreter: the imports are already paid for, and the script is
+    the same file a person runs."""
+    import runpy
+
+    from jobs.data.formats import UNPAIRED
+    from tests.jobs.training.test_preference import unpaired_rows
+
+    data, _ = store_parsed(ParsedDataset(UNPAIRED, unpaired_rows()), tmp_path / "data")
+    spec = parse_spec({**CHOSEN, "method": "kto", "max_steps": 2, "batch_size": 2, "max_length": 64,
+                       "eval_fraction": 0, "lora_r": 4, "target_modules": "attention", "learning_rate": 1e-3})
+    script = tmp_path / "kto.py"
+    script.write_text(plain_trl_script(spec, str(demo_model_dir), str(data)))
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(script), run_name="__main__")
+    assert "'kl'" in capsys.readouterr().out and (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "adapter" / "ref").exists()
