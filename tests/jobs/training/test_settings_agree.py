@@ -57,8 +57,9 @@ def _specs(quantization: str, method: str):
                           "method": method, **VARIANTS[variant]})
 
 
-@pytest.mark.parametrize("method", ["sft", "dpo"])
-@pytest.mark.parametrize("quantization", ["nf4", "fp4", "int8", "none"])
+@pytest.mark.parametrize(("quantization", "method"), [
+    *itertools.product(["nf4", "fp4", "int8", "none"], ["sft", "dpo"]),
+    ("nf4", "orpo"), ("nf4", "simpo"), ("nf4", "kto")])  # the other methods differ only in their own arguments
 def test_training_the_script_and_the_estimate_agree(quantization, method, wide_base, tmp_path, monkeypatch):
     shape = ModelShape.from_dir(wide_base)
     for spec in _specs(quantization, method):
@@ -84,6 +85,7 @@ def test_training_the_script_and_the_estimate_agree(quantization, method, wide_b
             assert (train_shape.quantization, train_shape.double_quant) == (used.quantization, used.double_quant)
             assert (train_shape.lora_r, train_shape.use_dora, train_shape.packing) == (
                 used.lora.r, used.lora.use_dora, bool(used.packing)), where
-            assert train_shape.preference == (method == "dpo")
+            assert train_shape.preference == (method in ("dpo", "kto"))  # a reference pass; ORPO, SimPO have none
+            assert train_shape.batch_size == spec.batch_size * (2 if method in ("dpo", "orpo", "simpo") else 1)
             assert train_shape.releases_checkpoint == used.releases_checkpoint, where
             assert profile.compute_bytes == DTYPE_BYTES[used.compute_dtype], where
