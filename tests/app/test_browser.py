@@ -672,7 +672,7 @@ def test_blind_votes_rank_adapters_and_become_a_dpo_job(app_server, page, shots)
 
         # --- The votes become a preference dataset and a DPO job ---------------------------------------------
         page.get_by_label("Preference dataset name", exact=True).fill("my-votes")
-        page.get_by_label("DPO steps", exact=True).fill("4")
+        page.get_by_label("Steps", exact=True).fill("4")  # the Method picker stays on dpo
         page.locator("#dpo-submit").click()
         expect(page.locator("#dpo-status")).to_contain_text(re.compile(r"Queued DPO job \d+"), timeout=30_000)
         job_id = int(re.search(r"Queued DPO job (\d+)", page.locator("#dpo-status").inner_text()).group(1))
