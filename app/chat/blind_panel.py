@@ -126,8 +126,8 @@ def build(studio: Studio, base_model: gr.Dropdown, mode: gr.Checkbox, panes: lis
         table = gr.Dataframe(pd.DataFrame(columns=LEADERBOARD_COLUMNS), interactive=False, elem_id="leaderboard")
         with gr.Row():
             dataset_name = gr.Textbox("votes", label="Preference dataset name", scale=2, elem_id="votes-name")
-            method = gr.Dropdown(list(PREFERENCE_METHODS), value="dpo", label="Train with", scale=1, elem_id="votes-method",
-                                 info="dpo, orpo, simpo: the votes as pairs (winner over each other answer); kto: "
+            method = gr.Dropdown(list(PREFERENCE_METHODS), value="dpo", label="Train with", scale=1,
+                                 elem_id="votes-method", info="dpo, orpo, simpo: the votes as pairs (winner over each other answer); kto: "
                                       "winners desirable, every answer of an all-bad vote undesirable")
             start_from = gr.Dropdown([BASE_PANE], value=BASE_PANE, label="Start from", scale=2,
                                      elem_id="dpo-start")
