@@ -127,8 +127,9 @@ def build(studio: Studio, base_model: gr.Dropdown, mode: gr.Checkbox, panes: lis
         with gr.Row():
             dataset_name = gr.Textbox("votes", label="Preference dataset name", scale=2, elem_id="votes-name")
             method = gr.Dropdown(list(PREFERENCE_METHODS), value="dpo", label="Train with", scale=1,
-                                 elem_id="votes-method", info="dpo, orpo, simpo: the votes as pairs (winner over each other answer); kto: "
-                                      "winners desirable, every answer of an all-bad vote undesirable")
+                                 elem_id="votes-method", info=(
+                                     "dpo, orpo, simpo: the votes as pairs (winner over each other answer); kto: "
+                                     "winners desirable, every answer of an all-bad vote undesirable"))
             start_from = gr.Dropdown([BASE_PANE], value=BASE_PANE, label="Start from", scale=2,
                                      elem_id="dpo-start")
             steps = gr.Number(DPO_STEPS, precision=0, minimum=1, label="Steps", scale=1)
