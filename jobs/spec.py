@@ -33,6 +33,11 @@ TARGET_PRESETS: dict[str, list[str] | str] = {
 }
 """Named target sets (Llama-style module names; 'all-linear' is peft's: every Linear but the output head). The output
 head takes no LoRA (TRL's trainers read lm_head.weight directly): it trains fully through modules_to_save."""
+PLAIN_INITS = ("default", "gaussian")
+"""LoRA inits that start the adapter as a no-op (B zero) and leave the base as it is."""
+CONVERTED_INITS = ("pissa", "olora")
+"""LoRA inits that take their start out of the base's weights: the saved adapter is converted to apply to the original
+base (jobs.training.lora_init)."""
 DEMO_BASE_MODEL = "demo-tiny-llama"
 SMOLLM2_BASE_MODEL = "smollm2-135m-instruct"
 STUDIO_BASE_MODELS = (DEMO_BASE_MODEL, SMOLLM2_BASE_MODEL)
@@ -168,8 +173,32 @@ class TrainSpec(BaseModel):
     modules_to_save: list[str] = Field(default_factory=list, title="Modules to train fully",
                                        json_schema_extra=_at("LoRA", 2), description=(
         "Modules trained in full and saved with the adapter, e.g. ['lm_head'] (large: a full copy each)."))
+    # LoRA variants and inits (issue 31): PEFT's own options, read in jobs.run_settings; NEFTune through the Trainer.
+    init_lora_weights: Literal["default", "gaussian", "pissa", "olora", "loftq"] = Field(
+        "default", title="LoRA init", json_schema_extra=_at("LoRA", 3), description=(
+            "How the new adapter starts. default: PEFT's own (A Kaiming-uniform, B zero: the adapter starts as a "
+            "no-op); gaussian: the same with A drawn from a normal of std 1 / rank. pissa / olora: "
+            "A and B start from the base's principal singular vectors (PiSSA) or its QR factors (OLoRA), taken out of "
+            "the base while training; the saved adapter is converted to apply to the original base (twice the rank "
+            "on disk). Both need quantization 'none' (PEFT cannot take them out of a 4-bit or 8-bit base exactly). "
+            "loftq: A and B start as the low-rank part of the base's 4-bit quantization error (nf4 or fp4; needs "
+            "a CUDA worker)."))
+    pissa_niter: int = Field(0, title="PiSSA fast-SVD iterations", ge=0, le=64, validate_default=True,
+                             json_schema_extra=_at("LoRA", 3), description=(
+        "For pissa: 0 takes the exact SVD; N > 0 a randomized low-rank SVD with N subspace iterations (PEFT's "
+        "pissa_niter_N: seconds instead of minutes on a large base, about the same start)."))
+    loraplus_lr_ratio: float | None = Field(None, title="LoRA+ ratio", ge=1, le=1024,
+                                            json_schema_extra=_at("LoRA", 3), description=(
+        "LoRA+: train each B matrix at this many times the learning rate of A (PEFT's create_loraplus_optimizer; the "
+        "paper suggests 16, with a learning rate about half the usual). Empty (null; 0 in the form): one learning "
+        "rate for both."))
+    neftune_noise_alpha: float | None = Field(None, title="NEFTune noise alpha", gt=0, le=100,
+                                              json_schema_extra=_at("Optimizer", 1), description=(
+        "NEFTune: add uniform noise of scale alpha / sqrt(tokens × width) to the input embeddings while training "
+        "(never at eval or in chat); the paper used 5 to 15. With packing a row is all the batch's tokens, so the "
+        "noise per token is smaller. Empty (null; 0 in the form): no noise."))
 
-    quantization: Literal["nf4", "fp4", "int8", "none"] = Field("nf4", title="Base quantization",
+    quantization: Literal["nf4", "fp4", "int8", "none"] = Field("nf4", title="Base quantization", validate_default=True,
                                                                 json_schema_extra=_at("Quantization", 0), description=(
         "How the frozen base is stored: 4-bit NormalFloat (QLoRA), 4-bit float, 8-bit, or unquantized."))
     double_quant: bool = Field(True, title="Double quantization", validate_default=True,
@@ -326,6 +355,62 @@ class TrainSpec(BaseModel):
         if allowed and isinstance(value, int | float) and not isinstance(value, bool) and value == allowed["value"]:
             return allowed["value"]
         return handler(value)
+
+    @field_validator("init_lora_weights")
+    @classmethod
+    def _init_fits_the_adapter(cls, value: str, info: ValidationInfo) -> str:
+        # PiSSA and OLoRA are saved converted (PEFT's path_initial_model_for_weight_conversion), which keeps only the
+        # LoRA matrices: whatever else the adapter holds would be lost, so those combinations are refused here.
+        if value in PLAIN_INITS:
+            return value
+        data = info.data
+        if data.get("init_adapter"):
+            raise ValueError(f"'{value}' starts a new adapter, but init_adapter continues '{data['init_adapter']}' "
+                             "from its trained weights: use 'default' (unused then) or leave init_adapter empty")
+        if data.get("use_dora"):
+            raise ValueError(f"'{value}' with use_dora: PEFT's {value} start does not carry DoRA's magnitudes; turn "
+                             "use_dora off or use 'default'")
+        if value in CONVERTED_INITS and data.get("method") == "dpo":
+            raise ValueError(f"'{value}' with method dpo: a new adapter's DPO reference is the base with the adapter "
+                             f"off, which a {value} start leaves as the residual, not the base; train an sft adapter "
+                             f"with '{value}' first and continue it with dpo (init_adapter)")
+        if value in CONVERTED_INITS:
+            extras = [f"{name} {data[name]!r}" for name, off in (("modules_to_save", []), ("lora_bias", "none"))
+                      if name in data and data[name] != off]
+            if extras:
+                raise ValueError(f"'{value}' adapters are saved converted to apply to the original base, and the "
+                                 f"conversion keeps only the LoRA matrices: {' and '.join(extras)} would be lost; "
+                                 "leave them at their defaults or use 'default'")
+            targets = data.get("target_modules")
+            names = TARGET_PRESETS.get(targets, []) if isinstance(targets, str) else targets or []
+            if any(name in TARGET_PRESETS["embeddings"] for name in names):
+                raise ValueError(f"'{value}' starts Linear layers only (PEFT has no {value} for embeddings); leave "
+                                 "embed_tokens out of target_modules or use 'default'")
+        return value
+
+    @field_validator("pissa_niter")
+    @classmethod
+    def _niter_is_for_pissa(cls, value: int, info: ValidationInfo) -> int:
+        if value and info.data.get("init_lora_weights") != "pissa":
+            raise ValueError("applies only to init_lora_weights 'pissa'; set it to 0")
+        return value
+
+    @field_validator("quantization")
+    @classmethod
+    def _init_needs_quantization(cls, value: str, info: ValidationInfo) -> str:
+        # Measured on the demo base: OLoRA on nf4 moved the logits by 2.2 at its start (PEFT re-quantizes the
+        # residual) and its converted adapter missed the trained model by 2.5; PEFT refuses PiSSA on any bnb weight.
+        init = info.data.get("init_lora_weights")
+        if init in CONVERTED_INITS and value != "none":
+            raise ValueError(f"init_lora_weights '{init}' needs quantization 'none': PEFT takes the {init} start out "
+                             f"of the base's full-precision weights and cannot do it exactly on a base quantized as "
+                             f"{value} (the adapter would not apply to the shared base). Set quantization to 'none', "
+                             f"or init_lora_weights to 'loftq' (4-bit) or 'default'")
+        if init == "loftq" and value not in ("nf4", "fp4"):
+            raise ValueError(f"init_lora_weights 'loftq' fits the adapter to a 4-bit base's quantization error "
+                             f"(PEFT's replace_lora_weights_loftq, 4-bit only), not to quantization '{value}'. "
+                             "Set quantization to 'nf4' (or 'fp4'), or init_lora_weights to 'default'")
+        return value
 
     @field_validator("double_quant")
     @classmethod

@@ -371,6 +371,20 @@ def load_peak_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile)
     source = model.checkpoint_bytes or model.total_params * model.checkpoint_dtype_bytes
     retained = device.load_retained_fraction * model.quantized_params * model.checkpoint_dtype_bytes
     return int(device.framework_bytes + (source if device.maps_checkpoint else 0) + weights["quantized_weights"]
-               + weights["unquantized_weights"] + retained)
+               + weights["unquantized_weights"] + retained + init_transient_bytes(model, train))
+
+
+INIT_TEMPORARIES = {"pissa": 4, "olora": 4, "loftq": 5}
+"""fp32 matrices the size of one adapted weight that a start holds at once: PiSSA's SVD and OLoRA's QR a copy, two
+factors and the residual; LoftQ also the weight read from the checkpoint. Fast-SVD PiSSA (pissa_niter_N): the copy
+and the residual (its factors are rank r)."""
+
+
+def init_transient_bytes(model: ModelShape, train: TrainShape) -> int:
+    """PiSSA, OLoRA and LoftQ start from a decomposition of each adapted weight, one layer at a time, after loading:
+    the temporaries of the largest one."""
+    copies = 2 if train.lora_init.startswith("pissa_niter_") else INIT_TEMPORARIES.get(train.lora_init, 0)
+    largest = max((linear.d_in * linear.d_out for linear in adapted(model, train)[0]), default=0)
+    return copies * largest * 4
 
 

@@ -78,6 +78,8 @@ class TrainShape:
     fused_lm_head: bool = True
     """TRL >= 1.x's chunked LM head (SFT, DPO, KTO); False for trainers that build the full [T, V] logits (TRL's
     experimental ORPO and CPO, so SimPO)."""
+    lora_init: str = "default"
+    """The LoRA's init as PEFT names it: PiSSA, OLoRA and LoftQ decompose each adapted weight once, after loading."""
     releases_checkpoint: bool = False
     """After loading, the unquantized weights are copied out of the mmapped checkpoint (the file is unmapped) and the
     quantizer's freed temporaries go back to the system (RunSettings.releases_checkpoint): neither stays resident
@@ -120,7 +122,8 @@ class TrainShape:
                    reference_adapter=settings.has_reference and settings.continues_adapter,
                    fused_lm_head=settings.method not in UNFUSED_LM_HEAD,
                    quantization=settings.quantization, double_quant=settings.double_quant,
-                   optimizer=settings.optimizer, releases_checkpoint=settings.releases_checkpoint)
+                   optimizer=settings.optimizer, releases_checkpoint=settings.releases_checkpoint,
+                   lora_init=lora.init)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.spec import TrainSpec
+from jobs.spec import CONVERTED_INITS, TrainSpec
 
 ALL_LINEAR = "all-linear"
 OUTPUT_HEAD = "lm_head"
@@ -33,13 +33,17 @@ class LoraSettings:
     use_rslora: bool = False
     use_dora: bool = False
     modules_to_save: tuple[str, ...] = ()
+    init: str = "default"
+    """The spec's init_lora_weights ('default', 'gaussian', 'pissa', 'olora', 'loftq'); 'pissa_niter_N' for PiSSA's
+    fast SVD. A continued or converted adapter's config says 'default' (PEFT writes True once converted)."""
 
     @classmethod
     def from_spec(cls, spec: TrainSpec) -> LoraSettings:
         targets = spec.target_module_names()
         return cls(r=spec.lora_r, alpha=spec.lora_alpha, dropout=spec.lora_dropout,
                    target_modules=targets if isinstance(targets, str) else tuple(targets), bias=spec.lora_bias,
-                   use_rslora=spec.use_rslora, use_dora=spec.use_dora, modules_to_save=tuple(spec.modules_to_save))
+                   use_rslora=spec.use_rslora, use_dora=spec.use_dora, modules_to_save=tuple(spec.modules_to_save),
+                   init=peft_init_name(spec.init_lora_weights, spec.pissa_niter))
 
     @classmethod
     def from_adapter_config(cls, config: dict) -> LoraSettings:
@@ -50,7 +54,19 @@ class LoraSettings:
                    target_modules=targets if isinstance(targets, str) else tuple(sorted(targets)),
                    bias=config.get("bias", "none"), use_rslora=bool(config.get("use_rslora", False)),
                    use_dora=bool(config.get("use_dora", False)),
-                   modules_to_save=tuple(config.get("modules_to_save") or ()))
+                   modules_to_save=tuple(config.get("modules_to_save") or ()),
+                   init=_config_init(config.get("init_lora_weights", True)))
+
+    @property
+    def converted(self) -> bool:
+        """PiSSA and OLoRA take their start out of the base's weights: the adapter is saved converted to apply to the
+        original base (jobs.training.lora_init)."""
+        return self.init.startswith(CONVERTED_INITS)
+
+    @property
+    def loftq(self) -> bool:
+        """LoftQ: a default LoRA whose A and B are then replaced by PEFT's replace_lora_weights_loftq (4-bit base)."""
+        return self.init == "loftq"
 
     def peft_kwargs(self) -> dict:
         """The keyword arguments of peft's LoraConfig (plain values: the generated script prints them)."""
@@ -58,7 +74,20 @@ class LoraSettings:
                 "target_modules": (self.target_modules if isinstance(self.target_modules, str)
                                    else list(self.target_modules)),
                 "bias": self.bias, "use_rslora": self.use_rslora, "use_dora": self.use_dora,
-                "modules_to_save": list(self.modules_to_save) or None, "task_type": "CAUSAL_LM"}
+                "modules_to_save": list(self.modules_to_save) or None, "task_type": "CAUSAL_LM",
+                # LoftQ's start comes after the LoRA is built (replace_lora_weights_loftq); PEFT's default until then.
+                "init_lora_weights": True if self.init in ("default", "loftq") else self.init}
+
+
+def peft_init_name(init: str, pissa_niter: int = 0) -> str:
+    """The spec's init as PEFT names it: PiSSA with N fast-SVD iterations is 'pissa_niter_N'."""
+    return f"pissa_niter_{pissa_niter}" if init == "pissa" and pissa_niter else init
+
+
+def _config_init(value: object) -> str:
+    # PEFT writes True for its default (and for an adapter converted from PiSSA or OLoRA), or the init's name.
+    known = isinstance(value, str) and (value in ("gaussian", "olora", "loftq") or value.startswith("pissa"))
+    return value if known else "default"
 
 
 def read_adapter_lora(adapter_dir: str | Path) -> LoraSettings:

@@ -72,6 +72,10 @@ class RunSettings:
     continues_adapter: bool
     """The run trains an existing adapter (init_adapter) rather than a new one; DPO and KTO keep a frozen copy of it
     as their reference."""
+    loraplus_lr_ratio: float | None
+    """LoRA+: B trains at this many times the learning rate (PEFT's create_loraplus_optimizer); None: off."""
+    neftune_noise_alpha: float | None
+    """NEFTune's noise on the input embeddings while training (the Trainer's own hook); None: off."""
     batch_size: int | None
     grad_accum: int
     max_length: int
@@ -150,7 +154,8 @@ class RunSettings:
             lr_scheduler_type=self.lr_scheduler, warmup_steps=self.warmup, logging_steps=self.logging_steps,
             eval_steps=self.eval_steps, save_total_limit=SAVE_TOTAL_LIMIT, seed=self.seed, data_seed=self.seed,
             bf16=self.bf16, fp16=self.fp16, gradient_checkpointing=self.gradient_checkpointing,
-            max_length=self.max_length, use_cpu=self.device == "cpu", report_to="none", dataloader_num_workers=0)
+            max_length=self.max_length, use_cpu=self.device == "cpu", report_to="none", dataloader_num_workers=0,
+            neftune_noise_alpha=self.neftune_noise_alpha)
         if self.method == "dpo":
             return {**shared, "beta": self.dpo_beta, "precompute_ref_log_probs": False}
         if self.method in PREFERENCE_METHODS:
@@ -170,7 +175,8 @@ def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings
         double_quant=spec.double_quant and spec.quantization in ("nf4", "fp4"),
         gradient_checkpointing=gradient_checkpointing(spec, machine.device), optimizer=optimizer,
         lora=adapter if adapter is not None else LoraSettings.from_spec(spec),
-        continues_adapter=bool(spec.init_adapter), batch_size=spec.batch_size, grad_accum=spec.grad_accum,
+        continues_adapter=bool(spec.init_adapter), loraplus_lr_ratio=spec.loraplus_lr_ratio,
+        neftune_noise_alpha=spec.neftune_noise_alpha, batch_size=spec.batch_size, grad_accum=spec.grad_accum,
         max_length=spec.max_length, packing=False if preference else spec.packing,
         assistant_only_loss=spec.assistant_only_loss, dpo_beta=spec.dpo_beta,
         method_options=method_options(spec), learning_rate=spec.learning_rate,

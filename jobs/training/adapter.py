@@ -10,8 +10,9 @@ import shutil
 from pathlib import Path
 
 from jobs.models.resolve import portable_base_reference
-from jobs.spec import TrainSpec
+from jobs.spec import CONVERTED_INITS, TrainSpec
 from jobs.training.checkpoints import fsync_tree
+from jobs.training.lora_init import conversion_kwargs
 
 
 def save_adapter(model, tokenizer, spec: TrainSpec, final_metrics: dict[str, float], out_dir: Path) -> Path:
@@ -21,7 +22,10 @@ def save_adapter(model, tokenizer, spec: TrainSpec, final_metrics: dict[str, flo
         if stale.exists():
             shutil.rmtree(stale)
     # Only the trained adapter: a DPO run also holds TRL's frozen "ref" copy of its starting adapter.
-    model.save_pretrained(partial, safe_serialization=True, selected_adapters=[model.active_adapter])
+    # PiSSA/OLoRA trained against the residual base: saved converted, so the adapter applies to the original base.
+    converted = spec.init_lora_weights in CONVERTED_INITS and not spec.init_adapter
+    model.save_pretrained(partial, safe_serialization=True, selected_adapters=[model.active_adapter],
+                          **conversion_kwargs(out_dir, converted))
     _portable_config(partial / "adapter_config.json", portable_base_reference(spec.base_model))
     tokenizer.save_pretrained(partial)
     (partial / "training_spec.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=2))

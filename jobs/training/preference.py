@@ -21,6 +21,7 @@ from jobs.models.loading import load_tokenizer
 from jobs.run_settings.settings import RunSettings
 from jobs.spec import TrainSpec
 from jobs.training.callbacks import MetricsSink, StopCallback
+from jobs.training.lora_init import loraplus_optimizer
 from jobs.training.phases import phase
 from jobs.training.prepare import (
     PreparedRun,
@@ -73,6 +74,8 @@ def prepare_preference_run(spec: TrainSpec, out_dir: Path, base_model: str, data
         trainer = trainer_class(model=model, args=preference_config(settings, spec, out_dir, eval_rows is not None),
                                 train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
                                 callbacks=run_callbacks(spec, out_dir, on_metrics, stop, eval_rows is not None))
+    # TRL's preference trainers do not take optimizer_cls_and_kwargs; the Trainer they are reads it in create_optimizer.
+    trainer.optimizer_cls_and_kwargs = loraplus_optimizer(settings, trainer.args)
     keep_lora_in_fp32(trainer.model, settings)
     return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None, spec=spec,
                        settings=settings)

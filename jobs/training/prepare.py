@@ -22,24 +22,32 @@ from jobs.models.loading import keep_4bit_layout_trainable, machine, release_loa
 from jobs.models.memory_inputs import ModelShape
 from jobs.run_settings.lora import read_adapter_lora
 from jobs.run_settings.settings import Base, RunSettings, resolve
-from jobs.spec import TrainSpec
+from jobs.spec import PLAIN_INITS, TrainSpec
 from jobs.step_plan import AUTO_FIELDS, DataSize, StepPlan, plan
 from jobs.training.best import BestAdapterCallback
 from jobs.training.callbacks import CompleteMarkerCallback, MetricsCallback, MetricsSink, StopCallback
 from jobs.training.lm_head import score_only_labelled_positions
+from jobs.training.lora_init import start_adapter
 from jobs.training.phases import phase
 from jobs.training.run_dtype import began_in, record
 
 
-def attach_lora(model, settings: RunSettings, init_adapter: Path | None = None):
+def attach_lora(model, settings: RunSettings, init_adapter: Path | None = None, out_dir: Path | None = None,
+                base_model: str | None = None):
     """The LoRA the settings say, trainable: a new one, or the adapter in `init_adapter` (its own rank and
-    targets, which the settings read from it)."""
+    targets, which the settings read from it). A start that reads the base (PiSSA, OLoRA, LoftQ: jobs.training.
+    lora_init) needs the run folder `out_dir` and the base's folder `base_model`."""
     if settings.quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
     if init_adapter is not None:
         return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
     transformers.set_seed(settings.seed)  # LoRA init is random: same seed, same adapter start (and resume)
-    return get_peft_model(model, lora_config(settings))
+    model = get_peft_model(model, lora_config(settings))
+    if settings.lora.init not in PLAIN_INITS:
+        if out_dir is None or base_model is None:
+            raise ValueError(f"a '{settings.lora.init}' start needs the run folder and the base's folder")
+        start_adapter(model, settings, out_dir, base_model)
+    return model
 
 
 def lora_config(settings: RunSettings) -> LoraConfig:
@@ -199,7 +207,7 @@ def model_and_rows(spec: TrainSpec, out_dir: Path, base_model: str, rows: list[d
     with phase("base_load"):
         base = load_base(settings, base_model)
         keep_4bit_layout_trainable(base)  # evals and samples during training must not cut the gradient's path
-        model = attach_lora(base, settings, init_adapter)
+        model = attach_lora(base, settings, init_adapter, out_dir, base_model)
     with phase("data"):
         held_out = load_rows(eval_path) if eval_path else None
         train_rows, eval_rows = split_dataset(rows, spec.eval_fraction, spec.seed, held_out)

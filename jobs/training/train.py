@@ -21,6 +21,7 @@ from jobs.training.adapter import save_adapter
 from jobs.training.best import BestAdapterCallback, BestRecord, restore_best
 from jobs.training.callbacks import MetricsSink, SampleCallback, SampleSink, StopCallback, StopRequested
 from jobs.training.checkpoints import newest_complete_checkpoint
+from jobs.training.lora_init import loraplus_optimizer
 from jobs.training.phases import phase
 from jobs.training.prepare import (
     PreparedRun,
@@ -104,7 +105,8 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
     args = sft_config(settings, spec, out_dir, eval_rows is not None, text_rows)
     with phase("trainer_build"):  # TRL tokenizes and packs the rows here
         trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
-                             processing_class=tokenizer, callbacks=callbacks)
+                             processing_class=tokenizer, callbacks=callbacks,
+                             optimizer_cls_and_kwargs=loraplus_optimizer(settings, args))
     keep_lora_in_fp32(trainer.model, settings)
     return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None, spec=spec,
                        settings=settings)
