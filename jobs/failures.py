@@ -21,6 +21,8 @@ def explain_failure(error: BaseException) -> str:
         return f"{message} Clone the run into the Train form to fix it and submit it again."
     if type(error).__name__ == "ExportError":  # jobs.training.gguf: names what the converter cannot carry
         return f"The GGUF export was refused: {message}\n\nNothing was written."
+    if type(error).__name__ == "LoraInitError":  # jobs.training.lora_init: says where the start can run
+        return f"{message}\n\nNothing was trained."
     if is_out_of_memory(error):
         return ("Out of memory while training. Lower batch_size or max_length, use gradient_checkpointing "
                 f"'on', or a smaller base model.\n\n{text}")

@@ -361,12 +361,12 @@ class TrainSpec(BaseModel):
     def _init_fits_the_adapter(cls, value: str, info: ValidationInfo) -> str:
         # PiSSA and OLoRA are saved converted (PEFT's path_initial_model_for_weight_conversion), which keeps only the
         # LoRA matrices: whatever else the adapter holds would be lost, so those combinations are refused here.
-        if value in PLAIN_INITS:
-            return value
         data = info.data
-        if data.get("init_adapter"):
+        if value != "default" and data.get("init_adapter"):
             raise ValueError(f"'{value}' starts a new adapter, but init_adapter continues '{data['init_adapter']}' "
                              "from its trained weights: use 'default' (unused then) or leave init_adapter empty")
+        if value in PLAIN_INITS:
+            return value
         if data.get("use_dora"):
             raise ValueError(f"'{value}' with use_dora: PEFT's {value} start does not carry DoRA's magnitudes; turn "
                              "use_dora off or use 'default'")

@@ -25,7 +25,8 @@ from jobs.models.resolve import (
 from jobs.models.templates import NO_TRAINING_TEMPLATE, training_template
 from jobs.planning import job_plan
 from jobs.queue import routing
-from jobs.run_settings.lora import LoraSettings, lora_target_problem, read_adapter_lora
+from jobs.queue.devices import describe_device
+from jobs.run_settings.lora import LOFTQ_NEEDS_CUDA, LoraSettings, lora_target_problem, read_adapter_lora
 from jobs.spec import (
     PAIRED_METHODS,
     STUDIO_BASE_MODELS,
@@ -44,7 +45,7 @@ from jobs.spec import (
 )
 from jobs.step_plan import StepPlan, min_batch_size
 from jobs.studio import Studio
-from storage import catalog, jobs_repo, users_repo
+from storage import catalog, jobs_repo, users_repo, workers_repo
 from storage.access import everyone
 from storage.models import Dataset, Job, JobKind
 
@@ -215,7 +216,7 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
     else:
         problems += _name_problems(studio, spec)
     problems += _dataset_problems(studio, spec) + _base_model_problems(studio, spec)
-    problems += init_adapter_problems(studio, spec) + _lora_problems(spec)
+    problems += init_adapter_problems(studio, spec) + _lora_problems(spec) + _start_problems(studio, spec)
     if problems:
         raise SpecError(problems)
     return spec
@@ -226,6 +227,22 @@ def _lora_problems(spec: TrainSpec) -> list[Problem]:
     that continues an adapter does not use the LoRA fields."""
     problem = None if spec.init_adapter else lora_target_problem(LoraSettings.from_spec(spec))
     return [Problem(field="target_modules", message=problem)] if problem else []
+
+
+def _start_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
+    """LoftQ runs only where PEFT computes it (CUDA): refused when every device the job may run on is a CPU (the live
+    workers of its pool, or this machine before any worker registers). The child refuses too (jobs.training.
+    lora_init), for a GPU worker that left before the job ran."""
+    if spec.init_lora_weights != "loftq" or spec.init_adapter:
+        return []
+    with studio.db.read() as session:
+        workers = workers_repo.live_workers(session, studio.settings.lease_s)
+    names = [w.device_name for w in workers if not spec.pool or w.pool == spec.pool]
+    if not workers:
+        names = [describe_device()[0]]
+    if names and all(name.startswith("CPU") for name in names):
+        return [Problem(field="init_lora_weights", message=LOFTQ_NEEDS_CUDA)]
+    return []
 
 
 def _order_problem(priority: int) -> str | None:

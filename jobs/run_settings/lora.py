@@ -19,6 +19,11 @@ NO_LORA_ON_THE_HEAD = (
     "head), so an adapter on it would never train and the trainer refuses it. Train the head in full instead "
     "(modules_to_save ['lm_head']), or adapt the embeddings alone (['embed_tokens']).")
 
+LOFTQ_NEEDS_CUDA = (
+    "init_lora_weights 'loftq' needs a CUDA worker: PEFT's replace_lora_weights_loftq computes on 'cuda' (or "
+    "'xpu') whatever device the model is on, so it cannot run on a CPU worker. Run the job on a GPU worker's pool, "
+    "or use init_lora_weights 'default'.")
+
 
 @dataclass(frozen=True)
 class LoraSettings:

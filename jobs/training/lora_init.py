@@ -17,15 +17,12 @@ from pathlib import Path
 
 import torch
 
+from jobs.run_settings.lora import LOFTQ_NEEDS_CUDA
 from jobs.run_settings.settings import RunSettings
 
 LORA_START = "lora_start"
 """The run folder's copy of a PiSSA or OLoRA adapter as it started (rewritten by each attempt: a resumed run takes the
 start out of the base again, and the conversion must subtract the start this attempt trained from)."""
-LOFTQ_NEEDS_CUDA = (
-    "init_lora_weights 'loftq' needs a CUDA worker: PEFT's replace_lora_weights_loftq computes on 'cuda' (or "
-    "'xpu') whatever device the model is on, so it cannot run on this CPU worker. Run the job on a GPU worker (its "
-    "pool), or use init_lora_weights 'default'.")
 
 
 class LoraInitError(RuntimeError):
@@ -60,7 +57,7 @@ def conversion_kwargs(out_dir: Path, converted: bool) -> dict:
     if not (start / "adapter_model.safetensors").is_file():
         raise LoraInitError(f"the adapter's start ({start}) is missing, so it cannot be converted to apply to the "
                             "original base; run the job again")
-    return {"path_initial_model_for_weight_conversion": str(start)}
+    return {"path_initial_model_for_weight_conversion": str(start.resolve())}  # PEFT splits it into folder + name
 
 
 def loftq_start(model, base_model: str) -> None:

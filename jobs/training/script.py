@@ -39,6 +39,8 @@ def script_values(settings: RunSettings) -> dict:
     if not settings.continues_adapter:
         values.update({f"lora.{k}": v for k, v in settings.lora.peft_kwargs().items()})
     values.update({f"trainer.{k}": v for k, v in settings.trainer_kwargs().items()})
+    values["loraplus_lr_ratio"] = settings.loraplus_lr_ratio
+    values["lora_start"] = "continued" if settings.continues_adapter else settings.lora.init
     return values
 
 
@@ -181,18 +183,51 @@ callbacks = ([EarlyStoppingCallback({spec.early_stopping_patience})]
              if {spec.early_stopping_patience} and eval_rows is not None else [])
 trainer = {trainer}(
     model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
-    callbacks=callbacks)
+    callbacks=callbacks){LORAPLUS_CODE}
 if RUN["keep_lora_fp32"]:  # TRL casts LoRA weights of quantized models to bf16; keep them in fp32
     for param in trainer.model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
 trainer.train()
-trainer.model.save_pretrained({out_dir!r}, selected_adapters=["default"])  # not DPO's or KTO's frozen "ref" copy
+converted = ({{"path_initial_model_for_weight_conversion": os.path.abspath("lora_start")}}
+             if RUN["lora_start"].startswith(("pissa", "olora")) else {{}})
+trainer.model.save_pretrained({out_dir!r}, selected_adapters=["default"], **converted)  # no "ref" copy
 tokenizer.save_pretrained({out_dir!r})
 print("adapter saved to", {out_dir!r})
 '''
 
 
+START_CODE = """if RUN["lora_start"].startswith(("pissa", "olora")):
+    # PiSSA/OLoRA took their start out of the base: keep it, to save the adapter converted for the original base.
+    model.save_pretrained("lora_start")
+elif RUN["lora_start"] == "loftq":
+    # LoftQ on the 4-bit base (PEFT computes it on CUDA), B rescaled since PEFT leaves out LoRA's scaling.
+    from peft import replace_lora_weights_loftq
+    from peft.tuners.lora import Linear4bit
+
+    replace_lora_weights_loftq(model, model_path=BASE)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, Linear4bit):
+                module.lora_B["default"].weight.div_(module.scaling["default"])"""
+LORAPLUS_CODE = """
+
+class LoraPlus:
+    \"\"\"LoRA+: PEFT's optimizer with B at loraplus_lr_ratio times the learning rate, around the Trainer's own.\"\"\"
+
+    def __call__(self, model, *, optimizer_cls, lr, loraplus_lr_ratio, **kwargs):
+        from peft.optimizers import create_loraplus_optimizer
+
+        return create_loraplus_optimizer(model, optimizer_cls, lr=lr, loraplus_lr_ratio=loraplus_lr_ratio, **kwargs)
+
+
+if RUN["loraplus_lr_ratio"]:
+    from transformers import Trainer
+
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+    trainer.optimizer_cls_and_kwargs = (LoraPlus, {
+        **optimizer_kwargs, "optimizer_cls": optimizer_cls, "loraplus_lr_ratio": RUN["loraplus_lr_ratio"],
+        "loraplus_weight_decay": args.weight_decay, "loraplus_lr_embedding": optimizer_kwargs["lr"]})"""
 DEDUP_CODE = """# Exact duplicates out, the first of each kept.
 first_seen = {}
 for index, row in enumerate(rows):
@@ -221,7 +256,8 @@ def _adapter_code(spec: TrainSpec, start_adapter: str | None) -> str:
         return (f"START = {start_adapter or spec.init_adapter!r}  # the adapter '{spec.init_adapter}' continues\n"
                 "model = PeftModel.from_pretrained(model, START, is_trainable=True)")
     return f"""set_seed({spec.seed})  # LoRA init is random
-model = get_peft_model(model, LoraConfig(**part("lora")))"""
+model = get_peft_model(model, LoraConfig(**part("lora")))
+{START_CODE}"""
 
 
 def _save_steps(spec: TrainSpec) -> str:

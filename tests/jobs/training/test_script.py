@@ -40,7 +40,8 @@ def test_the_plain_trl_script_trains_the_adapter(demo_model_dir, tmp_path):
     held, _ = store_parsed(ParsedDataset("messages", rows[40:44]), tmp_path / "data")
     spec = parse_spec({**CHOSEN, "max_steps": 2, "batch_size": 2, "max_length": 48, "lora_r": 4,
                        "target_modules": "attention", "eval_dataset": "held", "eval_steps": 2,
-                       "optimizer": "paged_adamw_8bit", "use_rslora": True, "dedup": True, "overlong": "drop"})
+                       "optimizer": "paged_adamw_8bit", "use_rslora": True, "dedup": True, "overlong": "drop",
+                       "loraplus_lr_ratio": 16, "neftune_noise_alpha": 5})
     script = tmp_path / "train.py"
     script.write_text(plain_trl_script(spec, str(demo_model_dir), str(data), eval_file=str(held)))
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -115,3 +116,26 @@ def test_the_plain_script_of_a_kto_job_trains_on_labelled_answers(demo_model_dir
     runpy.run_path(str(script), run_name="__main__")
     assert "'kl'" in capsys.readouterr().out and (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "adapter" / "ref").exists()
+
+
+@pytest.mark.slow
+def test_the_plain_script_of_a_pissa_job_saves_it_converted(demo_model_dir, tmp_path, monkeypatch):
+    """In this process (runpy), as the KTO script's test: the imports are paid for already."""
+    import runpy
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    rows = parse_file(EXAMPLE_DATASET_FILE).rows
+    data, _ = store_parsed(ParsedDataset("messages", rows[:8]), tmp_path / "data")
+    spec = parse_spec({**CHOSEN, "eval_fraction": 0, "max_steps": 1, "batch_size": 2, "max_length": 48, "lora_r": 4,
+                       "target_modules": "attention", "quantization": "none", "double_quant": False,
+                       "init_lora_weights": "pissa", "pissa_niter": 2})
+    script = tmp_path / "train.py"
+    script.write_text(plain_trl_script(spec, str(demo_model_dir), str(data)))
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(script), run_name="__main__")
+    # Saved for the original base: a plain LoRA of twice the rank, loading onto the unmodified base.
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["r"] == 8 and config["init_lora_weights"] is True
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(demo_model_dir)), str(tmp_path / "adapter"))
