@@ -15,6 +15,7 @@ of d, vocab V, LoRA rank r, a = activation bytes, m = dropout-mask bytes, M = ad
 family's own Linears):
 
     peak       = max(load_peak, train_peak)
+    load_peak  = loading's peak + a PiSSA / OLoRA / LoftQ start's fp32 temporaries of the largest adapted weight
     train_peak = static + f_alloc * dynamic
     static     = framework + runtime + load_retained + checkpoint_mmap + W_4bit + W_unquantized
                  + P_lora * lora_bytes + P_trained * (lora_bytes + optimizer bytes per param)

@@ -11,7 +11,7 @@ from jobs.models.templates import training_template
 from jobs.run_settings.cpu_dtype import NATIVE_BF16_FLAGS
 from jobs.run_settings.lora import read_adapter_lora
 from jobs.run_settings.settings import MACHINES_BY_KIND, Base, Machine, RunSettings, resolve
-from jobs.spec import TrainSpec
+from jobs.spec import PLAIN_INITS, TrainSpec
 from jobs.step_plan import AUTO_FIELDS
 
 TRAINERS = {"sft": ("SFTConfig", "SFTTrainer"), "dpo": ("DPOConfig", "DPOTrainer"), "kto": ("KTOConfig", "KTOTrainer"),
@@ -183,7 +183,7 @@ callbacks = ([EarlyStoppingCallback({spec.early_stopping_patience})]
              if {spec.early_stopping_patience} and eval_rows is not None else [])
 trainer = {trainer}(
     model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
-    callbacks=callbacks){LORAPLUS_CODE}
+    callbacks=callbacks){LORAPLUS_CODE if spec.loraplus_lr_ratio else ""}
 if RUN["keep_lora_fp32"]:  # TRL casts LoRA weights of quantized models to bf16; keep them in fp32
     for param in trainer.model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
@@ -211,6 +211,7 @@ elif RUN["lora_start"] == "loftq":
             if isinstance(module, Linear4bit):
                 module.lora_B["default"].weight.div_(module.scaling["default"])"""
 LORAPLUS_CODE = """
+
 
 class LoraPlus:
     \"\"\"LoRA+: PEFT's optimizer with B at loraplus_lr_ratio times the learning rate, around the Trainer's own.\"\"\"
@@ -256,8 +257,8 @@ def _adapter_code(spec: TrainSpec, start_adapter: str | None) -> str:
         return (f"START = {start_adapter or spec.init_adapter!r}  # the adapter '{spec.init_adapter}' continues\n"
                 "model = PeftModel.from_pretrained(model, START, is_trainable=True)")
     return f"""set_seed({spec.seed})  # LoRA init is random
-model = get_peft_model(model, LoraConfig(**part("lora")))
-{START_CODE}"""
+model = get_peft_model(model, LoraConfig(**part("lora")))""" + ("" if spec.init_lora_weights in PLAIN_INITS else
+                                                                   "\n" + START_CODE)
 
 
 def _save_steps(spec: TrainSpec) -> str:

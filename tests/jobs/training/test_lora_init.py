@@ -80,6 +80,23 @@ def test_the_registered_adapter_applies_to_the_original_base_as_trained(pissa_ru
 
         folded = AutoModelForCausalLM.from_pretrained(str(merged), dtype=torch.float32)(ids).logits
     assert torch.allclose(folded, want, atol=1e-4)
+    # The chat engine loads it beside the base, on the unquantized base it trained against (its spec's variant).
+    from jobs.chat.engine import ChatEngine
+
+    prompt, answer = [{"role": "user", "content": "Say something."}], "Something."
+    adapter_loglik, base_loglik = ChatEngine(demo_model_dir.parent).reference_logliks(
+        demo_model_dir.name, [("pissa", adapter_dir), ("base", None)], prompt, answer, 256)
+    assert adapter_loglik != base_loglik
+
+
+def test_a_converted_adapter_is_continued_as_init_adapter(pissa_run, demo_model_dir, tmp_path):
+    _, data, adapter_dir = pissa_run
+    spec = parse_spec({**PISSA, "init_lora_weights": "default", "init_adapter": "pissa-adapter", "max_steps": 1,
+                       "loraplus_lr_ratio": None, "neftune_noise_alpha": None, "optimizer": "adamw_torch"})
+    result = train(spec, tmp_path, str(demo_model_dir), data, lambda *a: None, lambda: False,
+                   init_adapter=adapter_dir)
+    config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
+    assert config["r"] == 8 and config["init_lora_weights"] is True and not (tmp_path / LORA_START).exists()
 
 
 def same(a, b) -> bool:

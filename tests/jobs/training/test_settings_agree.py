@@ -21,7 +21,8 @@ from jobs.training import prepare
 from jobs.training.script import plain_trl_script
 
 CHOSEN = {"packing": True, "num_epochs": 1, "learning_rate": 5e-3, "eval_fraction": 0.1, "batch_size": 2}
-VARIANTS = {"lora": {}, "dora": {"use_dora": True}, "rslora": {"use_rslora": True, "lora_r": 16}}
+VARIANTS = {"lora": {}, "dora": {"use_dora": True},
+            "rslora": {"use_rslora": True, "lora_r": 16, "loraplus_lr_ratio": 16, "neftune_noise_alpha": 5}}
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -78,6 +79,7 @@ def test_training_the_script_and_the_estimate_agree(quantization, method, wide_b
                 BitsAndBytesConfig(**quantization_args).to_dict() if quantization_args else None), where
             assert script["compute_dtype"] == used.compute_dtype and script["keep_lora_fp32"] == used.keep_lora_fp32
             assert script["release_checkpoint"] == used.releases_checkpoint, where
+            assert (script["loraplus_lr_ratio"], script["lora_start"]) == (used.loraplus_lr_ratio, used.lora.init)
             # The estimate sizes the same run: its training shape and profile follow the same settings.
             train_shape, profile = job_estimate_inputs(spec, shape, machine)
             assert (train_shape.optimizer, train_shape.gradient_checkpointing) == (
@@ -88,4 +90,5 @@ def test_training_the_script_and_the_estimate_agree(quantization, method, wide_b
             assert train_shape.preference == (method in ("dpo", "kto"))  # a reference pass; ORPO, SimPO have none
             assert train_shape.batch_size == spec.batch_size * (2 if method in ("dpo", "orpo", "simpo") else 1)
             assert train_shape.releases_checkpoint == used.releases_checkpoint, where
+            assert train_shape.lora_init == used.lora.init, where
             assert profile.compute_bytes == DTYPE_BYTES[used.compute_dtype], where
