@@ -370,10 +370,11 @@ class TrainSpec(BaseModel):
         if data.get("use_dora"):
             raise ValueError(f"'{value}' with use_dora: PEFT's {value} start does not carry DoRA's magnitudes; turn "
                              "use_dora off or use 'default'")
-        if value in CONVERTED_INITS and data.get("method") == "dpo":
-            raise ValueError(f"'{value}' with method dpo: a new adapter's DPO reference is the base with the adapter "
-                             f"off, which a {value} start leaves as the residual, not the base; train an sft adapter "
-                             f"with '{value}' first and continue it with dpo (init_adapter)")
+        if value in CONVERTED_INITS and data.get("method") in REFERENCE_METHODS:
+            method = data["method"]
+            raise ValueError(f"'{value}' with method {method}: a new adapter's {method} reference is the base with the "
+                             f"adapter off, which a {value} start leaves as the residual, not the base; train an sft "
+                             f"adapter with '{value}' first and continue it with {method} (init_adapter)")
         if value in CONVERTED_INITS:
             extras = [f"{name} {data[name]!r}" for name, off in (("modules_to_save", []), ("lora_bias", "none"))
                       if name in data and data[name] != off]

@@ -33,6 +33,7 @@ def _problems(raw: dict) -> dict[str, str]:
     ({"init_lora_weights": "pissa", **UNQUANTIZED, "target_modules": "embeddings"}, "init_lora_weights",
      "leave embed_tokens out"),
     ({"init_lora_weights": "pissa", **UNQUANTIZED, "method": "dpo"}, "init_lora_weights", "continue it with dpo"),
+    ({"init_lora_weights": "olora", **UNQUANTIZED, "method": "kto"}, "init_lora_weights", "continue it with kto"),
     ({"init_lora_weights": "gaussian", "init_adapter": "mine"}, "init_lora_weights", "leave init_adapter empty"),
     ({"pissa_niter": 4}, "pissa_niter", "applies only to init_lora_weights 'pissa'"),
     ({"loraplus_lr_ratio": 0.5}, "loraplus_lr_ratio", "from 1 to 1024"),
