@@ -298,6 +298,35 @@ class TrainSpec(BaseModel):
         "Run only on workers of this pool (a worker's STUDIO_POOL, e.g. a100-80g); the memory verdict then checks "
         "that pool's devices. Empty: any worker."))
 
+    # Tracking, speed, long inputs
+    report_to: Literal["none", "tensorboard", "mlflow", "trackio"] = Field(
+        "none", title="Experiment tracking", json_schema_extra=_at("More", 4), description=(
+            "Also log the run's metrics to an experiment tracker, locally and offline, in the run's folder "
+            "(runs/job-N/tracking/...; the Runs tab shows where): tensorboard (event files), mlflow (a file store; "
+            "needs mlflow installed), trackio (its local database). none: the studio's own curves only."))
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
+        "auto", title="Attention implementation", json_schema_extra=_at("More", 4), description=(
+            "How attention is computed: auto (the library's pick, sdpa), eager (plain matmuls; keeps heads x T x T "
+            "probabilities per layer), sdpa (PyTorch's fused attention), flash_attention_2 (CUDA with flash-attn "
+            "installed; elsewhere the run uses sdpa and its log says so)."))
+    torch_compile: bool = Field(False, title="torch.compile", json_schema_extra=_at("More", 4), description=(
+        "Compile the model with torch.compile: slower first steps, then possibly faster ones (docs/benchmarks.md). "
+        "A worker that cannot compile (no compiler, or TORCHDYNAMO_DISABLE set) runs uncompiled and its log says "
+        "so."))
+    liger_kernel: bool = Field(False, title="Liger kernels", json_schema_extra=_at("More", 4), description=(
+        "Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy). CUDA with liger-kernel "
+        "installed only; elsewhere the run goes without and its log says so."))
+    rope_scaling: Literal["none", "linear", "dynamic", "yarn"] = Field(
+        "none", title="RoPE scaling", json_schema_extra=_at("Training", 3), description=(
+            "Stretch the base's rotary positions to train on max_length beyond its context "
+            "(max_position_embeddings): linear (positions divided by the factor), dynamic (NTK-aware, grows with "
+            "the length), yarn. Only when max_length exceeds the base's context; chat loads the adapter's base "
+            "with the same scaling."))
+    rope_factor: float | None = Field(None, title="RoPE factor", gt=1, le=32, validate_default=True,
+                                      json_schema_extra=_at("Training", 3), description=(
+        "How far rope_scaling stretches the context: the base's context x this must reach max_length. Needed with "
+        "rope_scaling; empty without it."))
+
     @field_validator("pool")
     @classmethod
     def _pool_name(cls, value: str) -> str:
@@ -419,6 +448,16 @@ class TrainSpec(BaseModel):
         # Checked on the default too (validate_default): int8 with the default double_quant is refused, in words.
         if value and info.data.get("quantization") in ("int8", "none"):
             raise ValueError("applies only to 4-bit quantization (nf4 or fp4); turn it off")
+        return value
+
+    @field_validator("rope_factor")
+    @classmethod
+    def _rope_factor_with_scaling(cls, value: float | None, info: ValidationInfo) -> float | None:
+        scaling = info.data.get("rope_scaling", "none")
+        if value is None and scaling != "none":
+            raise ValueError(f"rope_scaling {scaling} needs a factor: max_length / the base's context (e.g. 2)")
+        if value is not None and scaling == "none":
+            raise ValueError("applies only with rope_scaling (linear, dynamic or yarn): set one, or leave this empty")
         return value
 
     @model_validator(mode="before")

@@ -14,6 +14,7 @@ from jobs import combine_rules
 from jobs.data.formats import PREFERENCE, UNPAIRED
 from jobs.data.store import find_dataset
 from jobs.models.contents import OTHER, chat_template_text, lora_targets
+from jobs.models.fits import base_context
 from jobs.models.resolve import (
     allowed_model_roots,
     base_model_problem,
@@ -27,6 +28,8 @@ from jobs.planning import job_plan
 from jobs.queue import routing
 from jobs.queue.devices import describe_device
 from jobs.run_settings.lora import LOFTQ_NEEDS_CUDA, LoraSettings, lora_target_problem, read_adapter_lora
+from jobs.run_settings.speed import rope_problems
+from jobs.run_settings.tracking import tracking_problem
 from jobs.spec import (
     PAIRED_METHODS,
     STUDIO_BASE_MODELS,
@@ -217,9 +220,22 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
         problems += _name_problems(studio, spec)
     problems += _dataset_problems(studio, spec) + _base_model_problems(studio, spec)
     problems += init_adapter_problems(studio, spec) + _lora_problems(spec) + _start_problems(studio, spec)
+    problems += _long_input_problems(studio, spec)
     if problems:
         raise SpecError(problems)
     return spec
+
+
+def _long_input_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
+    """What the tracker and the base's context refuse of the spec: an uninstalled tracker; RoPE scaling where
+    max_length fits the base's context, a factor that falls short of max_length, a max_length beyond it without."""
+    problems = []
+    if problem := tracking_problem(spec.report_to):
+        problems.append(Problem(field="report_to", message=problem))
+    context, rope_type = base_context(spec.base_model, studio.settings.models_dir, studio.settings.model_dirs)
+    problems += [Problem(field=name, message=message) for name, message in
+                 rope_problems(spec.rope_scaling, spec.rope_factor, spec.max_length, context, rope_type)]
+    return problems
 
 
 def _lora_problems(spec: TrainSpec) -> list[Problem]:

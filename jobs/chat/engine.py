@@ -189,7 +189,8 @@ class ChatEngine:
         if problems:
             raise ChatRequestError(problems)
         keys = {variant: (base_model, variant.quantization, variant.spec(base_model).double_quant,
-                          str(load_dtype(variant, base_model, device))) for variant in by_variant}
+                          str(load_dtype(variant, base_model, device)), variant.rope_scaling, variant.rope_factor)
+                for variant in by_variant}
         for key in keys.values():
             if key in self._bases:
                 self._bases.move_to_end(key)
@@ -229,6 +230,8 @@ class ChatEngine:
             tokenizer = load_tokenizer(path)
             tokenizer.padding_side = "left"
             context = getattr(model.config, "max_position_embeddings", None)
+            if context and variant.rope_factor:  # the adapter trained on the stretched context
+                context = int(context * variant.rope_factor)
             self._bases[key] = LoadedBase(tokenizer=tokenizer, model=model.eval(), label=label,
                                           context_tokens=context)
             self._sizes[key] = needs[variant]

@@ -52,12 +52,16 @@ class BaseVariant:
     quantization: str = "nf4"
     double_quant: bool = True
     compute_dtype: str = "auto"
+    rope_scaling: str = "none"
+    """The RoPE scaling the adapter trained with (rope_scaling, rope_factor): its positions were learned so."""
+    rope_factor: float | None = None
 
     def spec(self, base_model: str) -> TrainSpec:
         """The spec fields that load the base this way (the loaders take a spec)."""
         four_bit = self.quantization in ("nf4", "fp4")
         return TrainSpec(base_model=base_model, quantization=self.quantization,
-                         double_quant=self.double_quant and four_bit, compute_dtype=self.compute_dtype)
+                         double_quant=self.double_quant and four_bit, compute_dtype=self.compute_dtype,
+                         rope_scaling=self.rope_scaling, rope_factor=self.rope_factor)
 
     @property
     def label(self) -> str:
@@ -67,7 +71,8 @@ class BaseVariant:
             label = "int8"
         else:
             label = self.quantization + (" + double quant" if self.double_quant else "")
-        return label if self.compute_dtype == "auto" else f"{label}, {self.compute_dtype} compute"
+        label = label if self.compute_dtype == "auto" else f"{label}, {self.compute_dtype} compute"
+        return label if self.rope_scaling == "none" else f"{label}, RoPE {self.rope_scaling} x{self.rope_factor:g}"
 
 
 def variant_of(adapter_dir: Path, name: str) -> BaseVariant:
@@ -82,7 +87,8 @@ def variant_of(adapter_dir: Path, name: str) -> BaseVariant:
         raise ChatRequestError([f"adapters: '{name}': {stored.problems[0].message}"])
     variant = BaseVariant(quantization=spec.get("quantization", "nf4"),
                           double_quant=bool(spec.get("double_quant", True)),
-                          compute_dtype=spec.get("compute_dtype", "auto"))
+                          compute_dtype=spec.get("compute_dtype", "auto"),
+                          rope_scaling=spec.get("rope_scaling", "none"), rope_factor=spec.get("rope_factor"))
     if variant.quantization not in QUANTIZATIONS or variant.compute_dtype not in COMPUTE_DTYPES:
         raise ChatRequestError([
             f"adapters: '{name}' was trained on a base loaded as {variant.quantization!r} with "

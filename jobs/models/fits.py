@@ -11,16 +11,20 @@ from pathlib import Path
 from jobs.models.memory import Estimate, estimate
 from jobs.models.memory_inputs import DeviceProfile, ModelShape, TrainShape, profile_for
 from jobs.models.resolve import folder_readable, hub_cache_snapshot, looks_local, prepared_path
-from jobs.run_settings.cpu_dtype import NATIVE_BF16_LABEL
+from jobs.run_settings.cpu_dtype import NATIVE_BF16_LABEL, base_positions
 from jobs.run_settings.lora import LoraSettings
 from jobs.run_settings.settings import Base, Machine, RunSettings, resolve
-from jobs.spec import SMOLLM2_BASE_MODEL, STUDIO_BASE_MODELS, TrainSpec
+from jobs.run_settings.speed import ALL_KERNELS, COMPILE
+from jobs.spec import DEMO_BASE_MODEL, SMOLLM2_BASE_MODEL, STUDIO_BASE_MODELS, TrainSpec
 
 TIGHT_SHARE = 0.8
 # SmolLM2-135M-Instruct before it is prepared: its shape is fixed (fp32 checkpoint, tied embeddings).
 KNOWN_SHAPES = {SMOLLM2_BASE_MODEL: ModelShape(hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3,
                                                vocab=49152, tied_embeddings=True, checkpoint_bytes=134_515_008 * 4)}
 
+KNOWN_CONTEXTS = {DEMO_BASE_MODEL: 1024, SMOLLM2_BASE_MODEL: 8192}
+"""max_position_embeddings of the studio's bases before they are built (jobs.models.demo.MAX_POSITIONS; SmolLM2's
+config)."""
 
 @dataclass(frozen=True)
 class Device:
@@ -36,8 +40,8 @@ class Device:
         natively (jobs.queue.devices); a GPU's does not say whether it supports bf16, and the GPU profile counts
         bf16 and fp16 alike."""
         if self.name.startswith("CPU"):
-            return Machine(device="cpu", bf16=NATIVE_BF16_LABEL in self.name)
-        return Machine(device="cuda", bf16=True)
+            return Machine(device="cpu", bf16=NATIVE_BF16_LABEL in self.name, kernels=frozenset({COMPILE}))
+        return Machine(device="cuda", bf16=True, kernels=ALL_KERNELS)  # its packages are not known here
 
     def profile_for(self, spec: TrainSpec, shape: ModelShape) -> DeviceProfile:
         """The profile a job of `spec` on `shape` runs under here (a CPU's depends on the dtype it computes in)."""
@@ -62,18 +66,33 @@ def model_shape(base_model: str, models_dir: Path, model_dirs: Sequence[Path] = 
     """The base's shape from its folder's config and headers, whatever its family (a studio base before it exists:
     its known shape); None when the folder is not here yet, not one the person may load from (`folder_readable`;
     `model_dirs`: STUDIO_MODEL_DIRS), or its config is not a decoder's."""
+    folder = _config_folder(base_model, models_dir, model_dirs)
+    if folder is None:
+        return KNOWN_SHAPES.get(base_model) if folder_readable(base_model, models_dir, model_dirs) else None
+    try:
+        return ModelShape.from_dir(folder)
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+        return None
+
+
+def _config_folder(base_model: str, models_dir: Path, model_dirs: Sequence[Path] = ()) -> Path | None:
+    """The base's folder with its config.json, when it is here and one the person may load from."""
     if not folder_readable(base_model, models_dir, model_dirs):
         return None
     path = prepared_path(base_model, models_dir)
     if base_model not in STUDIO_BASE_MODELS and not looks_local(base_model):
         path = hub_cache_snapshot(base_model)  # a hub id: its download, if there is one
-    folder = Path(path) if path and (Path(path) / "config.json").is_file() else None
+    return Path(path) if path and (Path(path) / "config.json").is_file() else None
+
+
+def base_context(base_model: str, models_dir: Path, model_dirs: Sequence[Path] = ()) -> tuple[int | None, str | None]:
+    """(the base's context in tokens, its own RoPE scaling type) from its config (a studio base before it is built:
+    its known context); (None, None) when unknown."""
+    folder = _config_folder(base_model, models_dir, model_dirs)
     if folder is None:
-        return KNOWN_SHAPES.get(base_model)
-    try:
-        return ModelShape.from_dir(folder)
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
-        return None
+        return KNOWN_CONTEXTS.get(base_model), None
+    context, rope = base_positions(folder)
+    return context, (rope or {}).get("rope_type", (rope or {}).get("type"))
 
 
 def job_estimate(spec: TrainSpec, shape: ModelShape, machine: Machine, longest_sequence: int = 0,

@@ -8,9 +8,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from jobs.models.templates import NO_TRAINING_TEMPLATE, training_template
-from jobs.run_settings.cpu_dtype import native_bf16
+from jobs.run_settings.cpu_dtype import base_positions, native_bf16
 from jobs.run_settings.settings import Base, DeviceKind, Machine, quantization_kwargs
 from jobs.run_settings.settings import compute_dtype as resolved_dtype
+from jobs.run_settings.speed import kernels_here, rope_parameters
 from jobs.spec import TrainSpec
 
 
@@ -23,7 +24,7 @@ def machine(device: DeviceKind | None = None, began_in: str | None = None) -> Ma
     and the dtype a resumed run began in here."""
     device = device or pick_device()
     bf16 = native_bf16() if device == "cpu" else torch.cuda.is_bf16_supported()
-    return Machine(device=device, bf16=bf16, began_in=began_in)
+    return Machine(device=device, bf16=bf16, began_in=began_in, kernels=kernels_here(device))
 
 
 def compute_dtype(spec: TrainSpec, device: DeviceKind, hidden: int | None = None) -> torch.dtype:
@@ -52,10 +53,14 @@ def load_tokenizer(base_model: str, for_assistant_only_loss: bool = False):
 
 
 def load_base_model(spec: TrainSpec, base_model: str, device: str, dtype: torch.dtype):
-    """The frozen base, quantized as the spec says."""
+    """The frozen base, quantized as the spec says, with the RoPE scaling its adapter trained with (an adapter
+    learned its positions against that scaling: chat loads the base as training did)."""
+    context, base_rope = base_positions(base_model)
+    rope = rope_parameters(spec.rope_scaling, spec.rope_factor, base_rope, context)
     return AutoModelForCausalLM.from_pretrained(
         base_model, quantization_config=quantization_config(spec, dtype), dtype=dtype,
-        device_map={"": device}, use_safetensors=True, trust_remote_code=False)
+        device_map={"": device}, use_safetensors=True, trust_remote_code=False,
+        **({"rope_parameters": rope} if rope else {}))
 
 
 def keep_4bit_layout_trainable(model) -> int:

@@ -50,7 +50,7 @@ and KTO follow the same terms, not yet measured against runs of their own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from jobs.models.memory_inputs import (
     ALL_LINEAR,
@@ -341,6 +341,8 @@ class Estimate:
 
 def estimate(model: ModelShape, train: TrainShape, device: DeviceProfile = CPU) -> Estimate:
     """Peak memory of one training process for `train` on `model` on `device`."""
+    if train.attention == "eager":  # asked for: counted as a family that can only run eager attention
+        model, train = replace(model, eager_attention=True), replace(train, attention="sdpa")
     n_lora = lora_params(model, train)
     n_saved = saved_module_params(model, train)
     n_trained = n_lora + n_saved + trained_bias_params(model, train)

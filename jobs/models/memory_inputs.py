@@ -74,7 +74,8 @@ class TrainShape:
     """The Trainer's optim: 'adamw_torch' (states in the LoRA dtype), 'adamw_bnb_8bit', or a paged one
     ('paged_adamw_32bit', 'paged_adamw_8bit', only on CUDA)."""
     attention: str = "sdpa"
-    """'sdpa' (the default; a packed row needs a T x T mask) | 'flash_attention_2' (varlen: no mask, native GQA)."""
+    """'sdpa' (the default; a packed row needs a T x T mask) | 'flash_attention_2' (varlen: no mask, native GQA) |
+    'eager' (the spec asks for it: as a family that runs eager, it keeps heads x T x T probabilities per layer)."""
     fused_lm_head: bool = True
     """TRL >= 1.x's chunked LM head (SFT, DPO, KTO); False for trainers that build the full [T, V] logits (TRL's
     experimental ORPO and CPO, so SimPO)."""
@@ -123,7 +124,7 @@ class TrainShape:
                    fused_lm_head=settings.method not in UNFUSED_LM_HEAD,
                    quantization=settings.quantization, double_quant=settings.double_quant,
                    optimizer=settings.optimizer, releases_checkpoint=settings.releases_checkpoint,
-                   lora_init=lora.init)
+                   lora_init=lora.init, attention=settings.attn_implementation or "sdpa")
 
 
 @dataclass(frozen=True)

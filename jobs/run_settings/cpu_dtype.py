@@ -43,3 +43,20 @@ def hidden_size(model_dir: str | Path) -> int | None:
     except (OSError, ValueError, AttributeError):
         return None
     return value if isinstance(value, int) else None
+
+
+def base_positions(model_dir: str | Path) -> tuple[int | None, dict | None]:
+    """The base's context (max_position_embeddings) and rope_parameters from its config.json (an older config's
+    rope_theta and rope_scaling read as transformers 5 reads them); (None, None) without one."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(config, dict):
+        return None, None
+    config = config.get("text_config") or config
+    context = config.get("max_position_embeddings")
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if isinstance(rope, dict) and "rope_theta" not in rope and isinstance(config.get("rope_theta"), int | float):
+        rope = {**rope, "rope_theta": config["rope_theta"]}
+    return (context if isinstance(context, int) else None), (rope if isinstance(rope, dict) and rope else None)

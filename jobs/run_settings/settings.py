@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from jobs.run_settings.cpu_dtype import cpu_compute_dtype, hidden_size
+from jobs.run_settings.cpu_dtype import base_positions, cpu_compute_dtype, hidden_size
 from jobs.run_settings.lora import LoraSettings
+from jobs.run_settings.speed import ALL_KERNELS, COMPILE, attention_for, compile_for, liger_for, rope_parameters
 from jobs.spec import PAIRED_METHODS, PREFERENCE_METHODS, REFERENCE_METHODS, TrainSpec
 
 DeviceKind = Literal["cpu", "cuda"]
@@ -38,22 +39,31 @@ class Machine:
     """CUDA: the GPU supports bf16; CPU: it multiplies bf16 natively (jobs.run_settings.cpu_dtype.native_bf16)."""
     began_in: str | None = None
     """The dtype an earlier attempt of this run computed in on this kind of device (jobs.training.run_dtype)."""
+    kernels: frozenset[str] = frozenset()
+    """What it can run beyond the defaults: FlashAttention, Liger, torch.compile (jobs.run_settings.speed)."""
 
 
-MACHINES_BY_KIND = (Machine("cpu", bf16=False), Machine("cpu", bf16=True), Machine("cuda", bf16=True),
-                    Machine("cuda", bf16=False))
+MACHINES_BY_KIND = (Machine("cpu", bf16=False, kernels=frozenset({COMPILE})),
+                    Machine("cpu", bf16=True, kernels=frozenset({COMPILE})),
+                    Machine("cuda", bf16=True, kernels=ALL_KERNELS), Machine("cuda", bf16=False, kernels=ALL_KERNELS))
 """Every kind of machine the settings tell apart (the plain script states the settings of each)."""
 
 
 @dataclass(frozen=True)
 class Base:
-    """What the settings need of the base model: its width, which 'auto' weighs on a CPU (None: unknown)."""
+    """What the settings need of the base model: its width, which 'auto' weighs on a CPU, and its context and RoPE
+    parameters, which rope_scaling extends (None: unknown)."""
 
     hidden: int | None = None
+    context: int | None = None
+    """max_position_embeddings: the longest input it was trained for."""
+    rope: tuple[tuple[str, object], ...] | None = None
+    """Its config's rope_parameters, as pairs (the settings stay hashable)."""
 
     @classmethod
     def from_dir(cls, folder: str | Path) -> Base:
-        return cls(hidden=hidden_size(folder))
+        context, rope = base_positions(folder)
+        return cls(hidden=hidden_size(folder), context=context, rope=tuple(rope.items()) if rope else None)
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,14 @@ class RunSettings:
     seed: int
     logging_steps: int
     eval_steps: int
+    # Tracking, speed, long inputs
+    report_to: str = "none"
+    attn_implementation: str | None = None
+    """None: the library's own pick (sdpa)."""
+    torch_compile: bool = False
+    liger_kernel: bool = False
+    rope_parameters: tuple[tuple[str, object], ...] | None = None
+    """The base's config rope_parameters as the run loads it (rope_scaling), as pairs; None: the base's own."""
     notes: tuple[str, ...] = field(default=(), compare=False)
     """Where the run differs from what the spec asked, in words for the run's log."""
 
@@ -141,6 +159,15 @@ class RunSettings:
         """transformers' BitsAndBytesConfig keyword arguments (None: the base is not quantized)."""
         return quantization_kwargs(self.quantization, self.double_quant, self.compute_dtype)
 
+    def model_kwargs(self) -> dict:
+        """from_pretrained's keyword arguments beyond the quantization: the attention kernel and the RoPE scaling."""
+        kwargs: dict = {}
+        if self.attn_implementation is not None:
+            kwargs["attn_implementation"] = self.attn_implementation
+        if self.rope_parameters is not None:
+            kwargs["rope_parameters"] = dict(self.rope_parameters)
+        return kwargs
+
     def trainer_kwargs(self) -> dict:
         """The SFTConfig / DPOConfig keyword arguments every run shares (where it writes, when it evaluates and saves
         are the caller's). Raises ValueError for a spec whose plan has not chosen its empty fields."""
@@ -154,8 +181,9 @@ class RunSettings:
             lr_scheduler_type=self.lr_scheduler, warmup_steps=self.warmup, logging_steps=self.logging_steps,
             eval_steps=self.eval_steps, save_total_limit=SAVE_TOTAL_LIMIT, seed=self.seed, data_seed=self.seed,
             bf16=self.bf16, fp16=self.fp16, gradient_checkpointing=self.gradient_checkpointing,
-            max_length=self.max_length, use_cpu=self.device == "cpu", report_to="none", dataloader_num_workers=0,
-            neftune_noise_alpha=self.neftune_noise_alpha)
+            max_length=self.max_length, use_cpu=self.device == "cpu", report_to=self.report_to,
+            dataloader_num_workers=0, neftune_noise_alpha=self.neftune_noise_alpha, torch_compile=self.torch_compile,
+            use_liger_kernel=self.liger_kernel)
         if self.method == "dpo":
             return {**shared, "beta": self.dpo_beta, "precompute_ref_log_probs": False}
         if self.method in PREFERENCE_METHODS:
@@ -170,6 +198,10 @@ def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings
     dtype, dtype_note = compute_dtype(spec, base, machine)
     optimizer, optimizer_note = optimizer_for(spec, machine.device)
     preference = spec.method in PREFERENCE_METHODS
+    attention, attention_note = attention_for(spec.attn_implementation, machine.device, machine.kernels)
+    compiled, compile_note = compile_for(spec.torch_compile, machine.device, machine.kernels)
+    liger, liger_note = liger_for(spec.liger_kernel, machine.device, machine.kernels)
+    rope = rope_parameters(spec.rope_scaling, spec.rope_factor, dict(base.rope or ()), base.context)
     return RunSettings(
         method=spec.method, device=machine.device, compute_dtype=dtype, quantization=spec.quantization,
         double_quant=spec.double_quant and spec.quantization in ("nf4", "fp4"),
@@ -183,7 +215,9 @@ def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings
         num_epochs=spec.num_epochs, max_steps=spec.max_steps, lr_scheduler=spec.lr_scheduler,
         warmup=spec.warmup_ratio, weight_decay=spec.weight_decay, max_grad_norm=spec.max_grad_norm, seed=spec.seed,
         logging_steps=spec.logging_steps, eval_steps=spec.eval_steps,
-        notes=tuple(note for note in (dtype_note, optimizer_note) if note))
+        report_to=spec.report_to, attn_implementation=attention, torch_compile=compiled, liger_kernel=liger,
+        rope_parameters=tuple(rope.items()) if rope else None,
+        notes=tuple(note for note in (dtype_note, optimizer_note, attention_note, compile_note, liger_note) if note))
 
 
 def method_options(spec: TrainSpec) -> tuple[tuple[str, float | str | bool], ...]:

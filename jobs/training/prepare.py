@@ -22,6 +22,7 @@ from jobs.models.loading import keep_4bit_layout_trainable, machine, release_loa
 from jobs.models.memory_inputs import ModelShape
 from jobs.run_settings.lora import read_adapter_lora
 from jobs.run_settings.settings import Base, RunSettings, resolve
+from jobs.run_settings.tracking import tracking_environment
 from jobs.spec import PLAIN_INITS, TrainSpec
 from jobs.step_plan import AUTO_FIELDS, DataSize, StepPlan, plan
 from jobs.training.best import BestAdapterCallback
@@ -60,7 +61,7 @@ def load_base(settings: RunSettings, base_model: str):
     model = AutoModelForCausalLM.from_pretrained(
         base_model, quantization_config=BitsAndBytesConfig(**quantization) if quantization else None,
         dtype=getattr(torch, settings.compute_dtype), device_map={"": settings.device}, use_safetensors=True,
-        trust_remote_code=False)
+        trust_remote_code=False, **settings.model_kwargs())
     if settings.releases_checkpoint:
         release_loading_memory(model)
     return model
@@ -83,8 +84,10 @@ def split_dataset(rows: list[dict], eval_fraction: float, seed: int,
 def trainer_args(settings: RunSettings, spec: TrainSpec, out_dir: Path, has_eval: bool) -> dict:
     """What SFT and DPO runs share: the settings' Trainer arguments, and where the studio writes, evaluates and
     saves."""
+    tracking_environment(settings.report_to, out_dir)
     return dict(
         **settings.trainer_kwargs(), output_dir=str(out_dir / "checkpoints"), logging_first_step=True,
+        run_name=out_dir.name,
         eval_strategy="steps" if has_eval else "no", save_strategy="steps", save_steps=spec.save_steps,
         disable_tqdm=True)
 
@@ -194,6 +197,11 @@ def announce(settings: RunSettings, spec: TrainSpec, train_rows: int, eval_rows:
           f"{spec.max_steps} steps" + _method_words(settings),
           flush=True)
     print(f"optimizer {settings.optimizer}", flush=True)
+    speed = [f"attention {settings.attn_implementation}" if settings.attn_implementation else "",
+             "torch.compile" if settings.torch_compile else "", "Liger kernels" if settings.liger_kernel else "",
+             f"RoPE {dict(settings.rope_parameters)}" if settings.rope_parameters else ""]
+    if any(speed):
+        print("with " + ", ".join(part for part in speed if part), flush=True)
 
 
 def model_and_rows(spec: TrainSpec, out_dir: Path, base_model: str, rows: list[dict], tokenizer,

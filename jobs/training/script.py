@@ -6,11 +6,13 @@ are the ones training uses, never a second copy of the rules. A test runs the sc
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from jobs.models.templates import training_template
 from jobs.run_settings.cpu_dtype import NATIVE_BF16_FLAGS
 from jobs.run_settings.lora import read_adapter_lora
 from jobs.run_settings.settings import MACHINES_BY_KIND, Base, Machine, RunSettings, resolve
+from jobs.run_settings.tracking import tracking_environment_values
 from jobs.spec import PLAIN_INITS, TrainSpec
 from jobs.step_plan import AUTO_FIELDS
 
@@ -36,6 +38,7 @@ def script_values(settings: RunSettings) -> dict:
     values: dict = {"compute_dtype": settings.compute_dtype, "keep_lora_fp32": settings.keep_lora_fp32,
                     "release_checkpoint": settings.releases_checkpoint}
     values.update({f"quantization.{k}": v for k, v in (settings.quantization_kwargs() or {}).items()})
+    values.update({f"model.{k}": v for k, v in settings.model_kwargs().items()})
     if not settings.continues_adapter:
         values.update({f"lora.{k}": v for k, v in settings.lora.peft_kwargs().items()})
     values.update({f"trainer.{k}": v for k, v in settings.trainer_kwargs().items()})
@@ -126,7 +129,7 @@ def part(prefix):
     return {{key.split(".", 1)[1]: value for key, value in RUN.items() if key.startswith(prefix + ".")}}
 
 
-DTYPE = getattr(torch, RUN["compute_dtype"])
+{_tracking_code(spec)}DTYPE = getattr(torch, RUN["compute_dtype"])
 if not CUDA:
     torch.set_num_threads(os.cpu_count() or 1)
 
@@ -137,7 +140,7 @@ if tokenizer.pad_token is None:
 {template_line}
 model = AutoModelForCausalLM.from_pretrained(BASE, dtype=DTYPE, use_safetensors=True, device_map={{"": DEVICE}},
                                              quantization_config=BitsAndBytesConfig(**part("quantization"))
-                                             if part("quantization") else None)
+                                             if part("quantization") else None, **part("model"))
 # bitsandbytes 0.50 repacks 4-bit weights for CPU inference at the first eval on an AVX512-BF16 CPU and never packs
 # them back, and later training steps lose the gradient through the frozen base: keep the trainable layout.
 for module in model.modules():
@@ -242,6 +245,15 @@ def token_count(row):
     return len(tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"])
 rows = rows.filter(lambda row: token_count(row) <= MAX_LENGTH)
 """
+
+
+def _tracking_code(spec: TrainSpec) -> str:
+    """The tracker's output in a folder beside the script, local and offline, as the studio keeps it in the run's."""
+    environment = tracking_environment_values(spec.report_to, Path("tracking"))
+    if not environment:
+        return ""
+    lines = [f"os.environ[{key!r}] = {value!r}" for key, value in environment.items()]
+    return f"# {spec.report_to}: local output under ./tracking\n" + "\n".join(lines) + "\n"
 
 
 def _row_selection(spec: TrainSpec) -> str:
