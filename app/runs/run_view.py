@@ -8,7 +8,8 @@ import statistics
 from app import views
 from app.runs import charts
 from app.web.errors import user_error
-from jobs.queue.run_files import export_log, log_tail, train_log_path
+from jobs.queue.run_files import export_log, log_tail, run_dir_for, train_log_path
+from jobs.run_settings.tracking import VIEWERS, tracking_text
 from jobs.spec_store import load_stored_spec
 from jobs.studio import Studio
 from jobs.training.phases import METRIC_PREFIX, PHASES
@@ -60,6 +61,8 @@ def details_or_none(studio: Studio, job_id: int) -> dict | None:
     summary["queue_position"] = queue.index(job.id) + 1 if job.id in queue else None
     summary["queue_length"] = len(queue)
     summary["log_tail"] = log_tail(train_log_path(studio, job.id), LOG_LINES)
+    report_to = (summary.get("spec") or {}).get("report_to", "none") if summary["kind"] == JobKind.TRAIN else "none"
+    summary["tracking"] = tracking_text(run_dir_for(studio, job.id), report_to if report_to in VIEWERS else "none")
     return summary
 
 
@@ -96,6 +99,8 @@ def _summary_text(job: dict) -> str:
         lines.append(f"**Peak memory:** {measured}{estimated}")
     if job["adapter"]:
         lines.append(f"**Adapter:** {job['adapter']}")
+    if job.get("tracking"):
+        lines.append(f"**Tracking:** {job['tracking']}")
     if job["cancel_requested"] and job["status"] == JobStatus.RUNNING:
         lines.append("**Cancelling…**")
     if job["error"]:

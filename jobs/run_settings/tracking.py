@@ -46,7 +46,7 @@ def tracking_environment_values(report_to: str, run_dir: Path) -> dict[str, str]
     path = tracking_dir(run_dir, report_to)
     if path is None:
         return {}
-    uri = path.resolve().as_uri() if path.is_absolute() else f"file:{path}"
+    uri = path.as_uri() if path.is_absolute() else str(path)  # MLflow reads a plain path as a local file store
     return {
         "tensorboard": {"TENSORBOARD_LOGGING_DIR": str(path)},
         "mlflow": {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "studio"},

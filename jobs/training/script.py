@@ -249,7 +249,7 @@ rows = rows.filter(lambda row: token_count(row) <= MAX_LENGTH)
 
 def _tracking_code(spec: TrainSpec) -> str:
     """The tracker's output in a folder beside the script, local and offline, as the studio keeps it in the run's."""
-    environment = tracking_environment_values(spec.report_to, Path("tracking"))
+    environment = tracking_environment_values(spec.report_to, Path("."))
     if not environment:
         return ""
     lines = [f"os.environ[{key!r}] = {value!r}" for key, value in environment.items()]

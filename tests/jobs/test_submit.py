@@ -41,6 +41,10 @@ def test_valid_submit_writes_ledger_row_then_queue_message(studio):
     ({"lora_r": 0}, "lora_r", "from 1 to 1024"),
     ({"lora_r": -1}, "lora_r", "from 1 to 1024"),
     ({"dataset": "missing"}, "dataset", "no dataset named 'missing'"),
+    ({"rope_scaling": "linear", "rope_factor": 2}, "rope_scaling", "not needed: max_length 512 fits"),
+    ({"max_length": 4096, "rope_scaling": "yarn", "rope_factor": 2}, "rope_factor", "use at least 4"),
+    ({"max_length": 4096}, "max_length", "exceeds the base's context of 1024 tokens"),
+    ({"rope_factor": 2}, "rope_factor", "applies only with rope_scaling"),
 ])
 def test_bad_submissions_queue_nothing(studio, raw, field, words):
     problems = _problems(studio, raw)
@@ -229,3 +233,11 @@ def test_a_preference_method_on_the_wrong_data_shape_is_refused_naming_method_da
                                                           "batch_size": 1})["batch_size"]
     for method, dataset in (("orpo", "pairs"), ("simpo", "pairs"), ("kto", "labelled")):
         assert submit_job(studio, {"method": method, "dataset": dataset, "max_steps": 2}) > 0
+
+
+def test_a_tracker_not_installed_here_is_refused_at_submit(studio):
+    from jobs.run_settings.speed import installed
+
+    if installed("mlflow"):
+        pytest.skip("mlflow is installed here; requirements.txt leaves it out")
+    assert "mlflow is not installed on this studio" in _problems(studio, {"report_to": "mlflow"})["report_to"]

@@ -44,3 +44,28 @@ def test_paged_optimizers_run_unpaged_on_cpu_and_say_so():
     assert ran == "adamw_bnb_8bit" and "needs CUDA" in note
     assert optimizer_for(parse_spec({"optimizer": "paged_adamw_8bit"}), "cuda") == ("paged_adamw_8bit", None)
     assert optimizer_for(parse_spec({}), "cpu") == ("adamw_torch", None)
+
+
+def test_tracking_attention_and_rope_change_the_run(dataset, demo_model_dir, tmp_path):
+    """One short run with TensorBoard, eager attention, linear RoPE x2 and torch.compile asked for: the loss lands in
+    TensorBoard's event files in the run folder, the model attends eagerly with its rotary frequencies halved, and
+    torch.compile is dropped in words (the tests switch TorchDynamo off: compiling would be a silent no-op)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from jobs.training.train import prepare_run
+
+    spec = parse_spec({**FEW_STEPS, "target_modules": "attention", "report_to": "tensorboard",
+                       "attn_implementation": "eager", "rope_scaling": "linear", "rope_factor": 2,
+                       "torch_compile": True})
+    run = prepare_run(spec, tmp_path, str(demo_model_dir), dataset, lambda *_: None, lambda: False)
+    model = run.trainer.model
+    assert model.config._attn_implementation == "eager"
+    assert model.config.rope_parameters["rope_type"] == "linear"
+    rotary = model.base_model.model.model.rotary_emb
+    assert rotary.inv_freq[0].item() == pytest.approx(0.5)  # 1 / 10000^0 divided by the factor
+    assert not run.settings.torch_compile and any("TORCHDYNAMO_DISABLE" in note for note in run.settings.notes)
+    run.trainer.train()
+    events = EventAccumulator(str(tmp_path / "tracking" / "tensorboard"))
+    events.Reload()
+    losses = [event.value for event in events.Scalars("train/loss")]
+    assert len(losses) == 2 and all(loss > 0 for loss in losses)

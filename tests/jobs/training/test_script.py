@@ -41,7 +41,9 @@ def test_the_plain_trl_script_trains_the_adapter(demo_model_dir, tmp_path):
     spec = parse_spec({**CHOSEN, "max_steps": 2, "batch_size": 2, "max_length": 48, "lora_r": 4,
                        "target_modules": "attention", "eval_dataset": "held", "eval_steps": 2,
                        "optimizer": "paged_adamw_8bit", "use_rslora": True, "dedup": True, "overlong": "drop",
-                       "loraplus_lr_ratio": 16, "neftune_noise_alpha": 5})
+                       "loraplus_lr_ratio": 16, "neftune_noise_alpha": 5,
+                       "report_to": "tensorboard", "attn_implementation": "eager", "rope_scaling": "linear",
+                       "rope_factor": 2, "torch_compile": True})
     script = tmp_path / "train.py"
     script.write_text(plain_trl_script(spec, str(demo_model_dir), str(data), eval_file=str(held)))
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -53,6 +55,10 @@ def test_the_plain_trl_script_trains_the_adapter(demo_model_dir, tmp_path):
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["r"] == 4 and config["use_rslora"] and set(config["target_modules"]) == {
         "q_proj", "k_proj", "v_proj", "o_proj"}
+    # The tracker writes beside the script; the base loads with the run's attention and RoPE scaling.
+    assert list((tmp_path / "tracking" / "tensorboard").glob("events.out.tfevents.*"))
+    assert "'model.attn_implementation': 'eager'" in script.read_text()
+    assert "'rope_type': 'linear', 'factor': 2.0" in script.read_text()
 
 
 @pytest.mark.slow
