@@ -317,13 +317,13 @@ class TrainSpec(BaseModel):
         "Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy). CUDA with liger-kernel "
         "installed only; elsewhere the run goes without and its log says so."))
     rope_scaling: Literal["none", "linear", "dynamic", "yarn"] = Field(
-        "none", title="RoPE scaling", json_schema_extra=_at("Training", 3), description=(
+        "none", title="RoPE scaling", json_schema_extra=_at("Training", 4), description=(
             "Stretch the base's rotary positions to train on max_length beyond its context "
             "(max_position_embeddings): linear (positions divided by the factor), dynamic (NTK-aware, grows with "
             "the length), yarn. Only when max_length exceeds the base's context; chat loads the adapter's base "
             "with the same scaling."))
     rope_factor: float | None = Field(None, title="RoPE factor", gt=1, le=32, validate_default=True,
-                                      json_schema_extra=_at("Training", 3), description=(
+                                      json_schema_extra=_at("Training", 4), description=(
         "How far rope_scaling stretches the context: the base's context x this must reach max_length. Needed with "
         "rope_scaling; empty without it."))
 

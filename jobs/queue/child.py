@@ -214,11 +214,16 @@ def pinned_dataset(studio: Studio, spec: TrainSpec, pinned: dict, role: str = "d
 
 
 def _provenance(studio: Studio, dataset: Dataset, spec: TrainSpec, base_path: str, device: str) -> dict:
+    from jobs.run_settings.cpu_dtype import base_positions
+    from jobs.run_settings.speed import rope_parameters
     from jobs.training.provenance import base_model_record, provenance
 
-    return provenance(base_model_record(spec.base_model, base_path, studio.settings.models_dir),
-                      {"name": dataset.name, "sha256": dataset.sha256, "rows": dataset.rows,
-                       "format": dataset.format}, device)
+    base = base_model_record(spec.base_model, base_path, studio.settings.models_dir)
+    context, base_rope = base_positions(base_path)
+    if rope := rope_parameters(spec.rope_scaling, spec.rope_factor, base_rope, context):
+        base["rope_parameters"] = rope  # loaded with these, not its config's: chat and merge load it so too
+    return provenance(base, {"name": dataset.name, "sha256": dataset.sha256, "rows": dataset.rows,
+                             "format": dataset.format}, device)
 
 
 def _merge(studio: Studio, job_id: int, attempt: int, spec: MergeSpec, run_dir: Path) -> int:

@@ -28,7 +28,8 @@ def merge_adapter(base_path: str, adapter_dir: Path, out_dir: Path, dtype_name: 
     for stale in (partial, out_dir):
         shutil.rmtree(stale, ignore_errors=True)
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype_name), use_safetensors=True,
-                                                device_map={"": "cpu"}, trust_remote_code=False)
+                                                device_map={"": "cpu"}, trust_remote_code=False,
+                                                **trained_rope(base_path, adapter_dir))
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(partial, safe_serialization=True)
     AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(partial)
@@ -39,6 +40,19 @@ def merge_adapter(base_path: str, adapter_dir: Path, out_dir: Path, dtype_name: 
     fsync_tree(partial)
     os.replace(partial, out_dir)
     return out_dir
+
+
+def trained_rope(base_path: str, adapter_dir: Path) -> dict:
+    """The RoPE scaling the adapter trained with, for the base it merges into: the merged model's config keeps it,
+    so it runs as the adapter learned (from_pretrained's keyword arguments; empty without scaling)."""
+    from jobs.run_settings.cpu_dtype import base_positions
+    from jobs.run_settings.speed import rope_parameters
+
+    spec = read_spec_file(adapter_dir / "training_spec.json").fields if (adapter_dir / "training_spec.json").is_file() \
+        else {}
+    context, base_rope = base_positions(base_path)
+    rope = rope_parameters(spec.get("rope_scaling", "none"), spec.get("rope_factor"), base_rope, context)
+    return {"rope_parameters": rope} if rope else {}
 
 
 def merged_card(adapter_dir: Path, dtype_name: str) -> str:

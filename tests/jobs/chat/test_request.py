@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from jobs.chat.request import BaseVariant, ChatRequestError, variant_of
 
@@ -25,3 +26,16 @@ def test_an_unreadable_spec_is_refused_naming_the_pane(tmp_path):
     (tmp_path / "training_spec.json").write_text("{torn")
     with pytest.raises(ChatRequestError, match="adapters: 'mine': training_spec.json is unreadable"):
         variant_of(tmp_path, "mine")
+
+
+def test_an_adapter_trained_with_rope_scaling_gets_its_base_loaded_with_it(tmp_path, demo_model_dir):
+    """Its positions were learned against the stretched rotary frequencies: chat loads the base the same way."""
+    from jobs.models.loading import load_base_model
+
+    stored = {"rope_scaling": "linear", "rope_factor": 2.0, "max_length": 2048}
+    (tmp_path / "training_spec.json").write_text(json.dumps(stored))
+    variant = variant_of(tmp_path, "long")
+    assert variant == BaseVariant(rope_scaling="linear", rope_factor=2.0) and "RoPE linear x2" in variant.label
+    model = load_base_model(variant.spec(str(demo_model_dir)), str(demo_model_dir), "cpu", torch.float32)
+    assert model.config.rope_parameters["factor"] == 2.0
+    assert model.model.rotary_emb.inv_freq[0].item() == pytest.approx(0.5)
