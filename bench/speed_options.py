@@ -37,13 +37,14 @@ ARMS = {
 SMOKE_ARMS = ("sdpa (default)", "eager", "liger_kernel")
 
 
-def run_arm(options: dict, base: Path, data: Path, steps: int, warmup: int, work: Path) -> dict:
+def run_arm(options: dict, base: Path, data: Path, steps: int, warmup: int, work: Path, max_length: int) -> dict:
     from jobs.training.prepare import settings_here
-    from jobs.training.train import train
+    from jobs.training.train import quiet_libraries, train
 
+    quiet_libraries()
     spec = parse_spec({"max_steps": steps, "batch_size": 4, "packing": True, "learning_rate": 5e-3,
                        "logging_steps": 1, "eval_fraction": 0, "save_steps": 10**6, "sample_prompts": 0,
-                       "max_length": 512, **options})
+                       "max_length": max_length, **options})
     settings = settings_here(spec, work, str(base))
     dropped = [note for note in settings.notes if "note:" in note]
     if dropped:  # the machine runs something else than the arm asks for: measuring it would mislabel the figure
@@ -67,25 +68,28 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "speed_options.json"))
-    parser.add_argument("--smoke", action="store_true", help="3 steps after 1, three arms: CI's check that it runs")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--smoke", action="store_true", help="3 steps after 1 of 128 tokens, three arms: CI's check")
     args = parser.parse_args()
     arms = {name: ARMS[name] for name in SMOKE_ARMS} if args.smoke else ARMS
     if args.smoke:
-        args.steps, args.warmup = 3, 1
+        args.steps, args.warmup, args.max_length = 3, 1, 128
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         base = ensure_demo_model(work / "models") if args.base == "demo" else Path(args.base)
         data, _ = store_parsed(parse_file(EXAMPLE_DATASET_FILE), work / "data")
         results = {}
         for name, options in arms.items():
-            results[name] = run_arm(options, base, data, args.steps, args.warmup, work / name.split()[0])
+            results[name] = run_arm(options, base, data, args.steps, args.warmup, work / name.split()[0],
+                                    args.max_length)
             print(name, results[name], flush=True)
     baseline = results["sdpa (default)"].get("tokens_per_s")
     for result in results.values():
         if baseline and result.get("tokens_per_s"):
             result["ratio_over_sdpa"] = round(result["tokens_per_s"] / baseline, 3)
     write_report(Path(args.out), {"benchmark": "speed_options", "unit": "non-pad tokens/s", "base": args.base,
-                                  "warmup": args.warmup, "arms": results})
+                                  "warmup": args.warmup, "max_length": args.max_length, "batch_size": 4,
+                                  "arms": results})
 
 
 if __name__ == "__main__":
