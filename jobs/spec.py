@@ -302,7 +302,7 @@ class TrainSpec(BaseModel):
     report_to: Literal["none", "tensorboard", "mlflow", "trackio"] = Field(
         "none", title="Experiment tracking", json_schema_extra=_at("More", 4), description=(
             "Also log the run's metrics to an experiment tracker, locally and offline, in the run's folder "
-            "(runs/job-N/tracking/...; the Runs tab shows where): tensorboard (event files), mlflow (a file store; "
+            "(runs/job-N/tracking/...; the Runs tab shows where): tensorboard (event files), mlflow (a SQLite store; "
             "needs mlflow installed), trackio (its local database). none: the studio's own curves only."))
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
         "auto", title="Attention implementation", json_schema_extra=_at("More", 4), description=(

@@ -1,7 +1,8 @@
 """Experiment tracking, local and offline: where each tracker writes inside the run's folder, and the environment
 that points the Trainer's integration there (transformers reads TENSORBOARD_LOGGING_DIR, MLFLOW_TRACKING_URI and
-TRACKIO_DIR). Nothing leaves the machine: MLflow gets a file store, trackio its local database, and no tracker is
-given a server or a hub Space. Read without torch (the Runs tab shows where the output is)."""
+TRACKIO_DIR). Nothing leaves the machine: MLflow gets a SQLite store (3.18 refuses its old file store, "in
+maintenance mode"), trackio its local database, and no tracker is given a server or a hub Space. Read without
+torch (the Runs tab shows where the output is)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ PINS = {"tensorboard": "tensorboard==2.21.0", "mlflow": "mlflow-skinny", "tracki
 full install pulls a server stack the studio does not need)."""
 VIEWERS = {
     "tensorboard": "tensorboard --logdir {path}",
-    "mlflow": "mlflow ui --backend-store-uri file:{path}",
+    "mlflow": "mlflow ui --backend-store-uri sqlite:///{path}/mlflow.db",
     "trackio": "TRACKIO_DIR={path} trackio show",
 }
 
@@ -27,7 +28,7 @@ def tracking_dir(run_dir: Path, report_to: str) -> Path | None:
     """Where `report_to` writes for the run in `run_dir` (None: no tracker)."""
     if report_to == "none":
         return None
-    return run_dir / TRACKING_DIR / ("mlruns" if report_to == "mlflow" else report_to)
+    return run_dir / TRACKING_DIR / report_to
 
 
 def tracking_environment(report_to: str, run_dir: Path) -> dict[str, str]:
@@ -46,7 +47,7 @@ def tracking_environment_values(report_to: str, run_dir: Path) -> dict[str, str]
     path = tracking_dir(run_dir, report_to)
     if path is None:
         return {}
-    uri = path.as_uri() if path.is_absolute() else str(path)  # MLflow reads a plain path as a local file store
+    uri = f"sqlite:///{path / 'mlflow.db'}"  # an absolute path gives four slashes, a relative one three
     return {
         "tensorboard": {"TENSORBOARD_LOGGING_DIR": str(path)},
         "mlflow": {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "studio"},

@@ -81,7 +81,7 @@ def test_trackers_write_in_the_run_folder_and_the_run_page_says_where(tmp_path):
     assert tracking_environment_values("tensorboard", tmp_path) == {
         "TENSORBOARD_LOGGING_DIR": str(tmp_path / "tracking" / "tensorboard")}
     mlflow = tracking_environment_values("mlflow", tmp_path)
-    assert mlflow["MLFLOW_TRACKING_URI"] == (tmp_path / "tracking" / "mlruns").as_uri()
+    assert mlflow["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path}/tracking/mlflow/mlflow.db"
     assert tracking_environment_values("trackio", Path("."))["TRACKIO_DIR"] == "tracking/trackio"
     assert tracking_environment_values("none", tmp_path) == {}
     text = tracking_text(tmp_path, "tensorboard")
