@@ -23,6 +23,9 @@ def explain_failure(error: BaseException) -> str:
         return f"The GGUF export was refused: {message}\n\nNothing was written."
     if type(error).__name__ == "LoraInitError":  # jobs.training.lora_init: says where the start can run
         return f"{message}\n\nNothing was trained."
+    if type(error).__name__ == "RewardError":  # jobs.rewards: a person's reward function returned the wrong thing
+        return (f"The reward function failed: {message}. Fix grpo_reward_code and submit again; its traceback is "
+                f"in the log.\n\n{text}")
     if is_out_of_memory(error):
         return ("Out of memory while training. Lower batch_size or max_length, use gradient_checkpointing "
                 f"'on', or a smaller base model.\n\n{text}")

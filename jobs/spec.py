@@ -9,11 +9,13 @@ each naming its field (docs/architecture.md, "How to add a spec option").
 
 from __future__ import annotations
 
+import ast
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
+from jobs.rewards import MAX_CODE_CHARS, parse_terms, pattern_problem, schema_problem
 from jobs.spec_versions import RETIRED_TARGET_PRESET, SPEC_VERSION, migrate
 from jobs.spec_words import Problem, SpecError, problems_from, range_words, special
 from storage.settings import check_pool_name
@@ -55,6 +57,28 @@ HEAD = "head"
 FORM_GROUPS: dict[str, str] = {"LoRA": "basic", "Quantization": "basic", "Training": "basic",
                                "Optimizer": "advanced", "More": "advanced"}
 """The form's groups in order, each with its tier: a basic group's accordion starts open, an advanced one closed."""
+
+
+REWARD_OF_FIELD = {"grpo_regex": "regex", "grpo_json_schema": "json_schema", "grpo_reward_code": "code"}
+"""The GRPO reward each of these fields configures (jobs.rewards)."""
+
+
+def code_problem(source: str) -> str | None:
+    """Why `source` cannot be a reward code file, found without running it (compiling runs nothing)."""
+    if len(source) > MAX_CODE_CHARS:
+        return f"must be at most {MAX_CODE_CHARS:,} characters (got {len(source):,})"
+    if "\x00" in source or not encodable(source):
+        return "holds a NUL or an invalid (unpaired surrogate) character"
+    try:
+        tree = ast.parse(source, "reward_code.py")
+    except SyntaxError as error:
+        return f"is not valid Python: line {error.lineno}: {error.msg}"
+    except (RecursionError, MemoryError, ValueError):
+        return "is not valid Python: nested too deeply"
+    defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    if "reward" not in defined:
+        return "must define a function reward(completions, **kwargs) at its top level"
+    return None
 
 
 def _at(group: str, row: int) -> dict:
@@ -112,14 +136,16 @@ class TrainSpec(BaseModel):
     dataset: str = Field(EXAMPLE_DATASET, title="Dataset", min_length=1, json_schema_extra=_at(HEAD, 0), description=(
         f"Name of an uploaded dataset, or a bundled one: '{EXAMPLE_DATASET}' (keyword tasks the demo base can "
         f"learn) or '{PIRATE_DATASET}' (a pirate voice for {SMOLLM2_BASE_MODEL})."))
-    method: Literal["sft", "dpo", "orpo", "kto", "simpo"] = Field(
+    method: Literal["sft", "dpo", "orpo", "kto", "simpo", "grpo"] = Field(
         "sft", title="Method", json_schema_extra=_at("Training", 2), description=(
             "sft: supervised fine-tuning on chats or text. On a preference dataset (prompt, chosen, rejected), such "
             "as the Chat tab's blind votes exported: dpo (direct preference optimization, against a reference), orpo "
             "(odds-ratio preference optimization: SFT on the chosen answer plus a preference term, no reference) or "
             "simpo (simple preference optimization: length-normalized rewards with a target margin, no reference). "
             "On an unpaired dataset (prompt, completion, label): kto (Kahneman-Tversky optimization: each answer "
-            "marked desirable or not, against a reference)."))
+            "marked desirable or not, against a reference). On a prompt/reference dataset: grpo (reinforcement "
+            "learning with verifiable rewards, TRL's GRPO: the adapter writes num_generations answers per prompt and "
+            "learns from the rewards they get)."))
     init_adapter: str = Field("", title="Start from adapter", json_schema_extra=_at("Training", 2), description=(
         "An adapter of this base model to continue training (its rank, alpha, dropout and targets are kept and the "
         "LoRA fields are not used; for dpo and kto, a frozen copy of it is the reference); empty: a new adapter."))
@@ -147,6 +173,50 @@ class TrainSpec(BaseModel):
     kto_undesirable_weight: float = Field(1.0, title="KTO undesirable weight", ge=0.01, le=100,
                                           json_schema_extra=_at("Training", 3), description=(
         "Weight of the undesirable answers' loss; raise it when they are fewer than the desirable ones. kto only."))
+    # GRPO (reinforcement learning with verifiable rewards): the rewards, and how many answers of what length.
+    grpo_rewards: str = Field("reference", title="GRPO rewards", max_length=400, json_schema_extra=_at("Training", 5),
+                              description=(
+        "What a GRPO answer is rewarded for, comma-separated, each optionally with ':weight' (default 1), e.g. "
+        "'json, length:0.5'. reference: it matches the row's reference (grpo_reference_match); json: it is valid "
+        "JSON; json_schema: it is JSON that grpo_json_schema accepts; regex: grpo_regex matches it; length: it is "
+        "grpo_min_chars to grpo_max_chars characters long; code: the reward function in grpo_reward_code (only "
+        "where the operator allows code, STUDIO_USER_CODE). grpo only."))
+    num_generations: int = Field(4, title="Answers per prompt", ge=2, le=64, json_schema_extra=_at("Training", 5),
+                                 description=(
+        "GRPO samples this many answers per prompt and compares their rewards with each other (a group). More "
+        "compares better and costs memory and time in proportion. grpo only."))
+    max_completion_length: int = Field(128, title="Max answer length (tokens)", ge=1, le=32768,
+                                       json_schema_extra=_at("Training", 5), description=(
+        "Longest GRPO answer in tokens; a longer one is cut here. A prompt and its answer fit in max_length: rows "
+        "whose prompt is longer than max_length minus this are dropped (the log counts them). grpo only."))
+    grpo_beta: float = Field(0.0, title="GRPO KL beta", ge=0, le=100, json_schema_extra=_at("Training", 5),
+                             description=(
+        "How strongly GRPO keeps the adapter near where it started (KL penalty). 0: no reference pass (less memory, "
+        "faster; TRL's default); above 0, a frozen copy of the starting adapter is the reference. grpo only."))
+    grpo_reference_match: Literal["exact", "contains"] = Field("exact", title="Reference match",
+                                                               json_schema_extra=_at("More", 5), description=(
+        "For the reference reward: the answer must equal the reference (exact) or hold it (contains), both after "
+        "collapsing whitespace and ignoring case."))
+    grpo_min_chars: int = Field(0, title="Length reward: min characters", ge=0, le=1_000_000,
+                                json_schema_extra=_at("More", 5), description=(
+        "For the length reward: the shortest answer that earns it, in characters."))
+    grpo_max_chars: int = Field(2000, title="Length reward: max characters", ge=1, le=1_000_000, validate_default=True,
+                                json_schema_extra=_at("More", 5), description=(
+        "For the length reward: the longest answer that earns it, in characters."))
+    grpo_regex: str = Field("", title="Regex reward pattern", validate_default=True,
+                            json_schema_extra=_at("More", 6), description=(
+        "For the regex reward: a regular expression an answer must match somewhere (anchor it with ^ and $ for the "
+        "whole answer), at most 500 characters; an answer it cannot decide within 0.5 s scores 0."))
+    grpo_json_schema: str = Field("", title="JSON schema reward", validate_default=True,
+                                  json_schema_extra=_at("More", 6), description=(
+        "For the json_schema reward: a JSON Schema, pasted as JSON (at most 20,000 characters; without 'pattern' "
+        "keywords, which the regex reward checks with a time limit)."))
+    grpo_reward_code: str = Field("", title="Reward function (Python)", validate_default=True,
+                                  json_schema_extra=_at("More", 7), description=(
+        "For the code reward: the text of a Python file defining reward(completions, **kwargs) that returns one "
+        "number per completion (kwargs hold prompts and the row's columns, such as reference). It runs in the "
+        "training process, so it is refused unless the operator allows code for you (STUDIO_USER_CODE). A reward "
+        "that raises or returns anything else fails the job with its traceback in the log."))
 
     lora_r: int = Field(8, title="LoRA rank (r)", ge=1, le=1024, json_schema_extra=_at("LoRA", 0),
         description="LoRA rank: size of the low-rank update. 8-64 is typical.")
@@ -458,6 +528,39 @@ class TrainSpec(BaseModel):
             raise ValueError(f"rope_scaling {scaling} needs a factor: max_length / the base's context (e.g. 2)")
         if value is not None and scaling == "none":
             raise ValueError("applies only with rope_scaling (linear, dynamic or yarn): set one, or leave this empty")
+        return value
+
+    @field_validator("grpo_rewards")
+    @classmethod
+    def _reward_terms(cls, value: str) -> str:
+        parse_terms(value)  # raises ValueError naming the bad term
+        return value
+
+    @field_validator("grpo_max_chars")
+    @classmethod
+    def _length_range(cls, value: int, info: ValidationInfo) -> int:
+        if value < info.data.get("grpo_min_chars", 0):
+            raise ValueError(f"must be at least grpo_min_chars ({info.data['grpo_min_chars']})")
+        return value
+
+    @field_validator("grpo_regex", "grpo_json_schema", "grpo_reward_code")
+    @classmethod
+    def _reward_settings(cls, value: str, info: ValidationInfo) -> str:
+        # Checked whenever given; required only where a GRPO run rewards with it (validate_default: an empty one).
+        reward = REWARD_OF_FIELD[info.field_name]
+        try:
+            terms = dict(parse_terms(info.data.get("grpo_rewards", "")))
+            chosen = info.data.get("method") == "grpo" and reward in terms
+        except ValueError:
+            chosen = False  # grpo_rewards is refused on its own
+        if not value:
+            if chosen:
+                raise ValueError(f"the {reward} reward is chosen in grpo_rewards: give it here")
+            return value
+        problem = {"grpo_regex": pattern_problem, "grpo_json_schema": schema_problem,
+                   "grpo_reward_code": code_problem}[info.field_name](value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="before")

@@ -115,7 +115,9 @@ def estimated_lengths(rows: list[dict]) -> list[int]:
 def _text(row: dict) -> str:
     if "text" in row:
         return row["text"]
-    messages = row.get("messages") or [*row.get("prompt", []), *row.get("chosen", [])]
+    messages = row.get("messages") or [*row.get("prompt", []), *row.get("chosen", []),
+                                        *([{"role": "assistant", "content": row["reference"]}] if "reference" in row
+                                          else [])]
     return "".join(f"{m.get('role', '')}: {m.get('content', '')}\n" for m in messages)
 
 
@@ -171,7 +173,8 @@ def plan(spec: TrainSpec, data: DataSize, base_params: int | None) -> StepPlan:
     kept = _kept_lengths(spec, data)
     chosen: dict = {}
     if spec.eval_fraction is None:
-        chosen["eval_fraction"] = 0.0 if spec.eval_dataset else eval_fraction_for(len(kept))
+        # GRPO keeps no eval split: its progress is the reward it logs (jobs.submit refuses one it is given).
+        chosen["eval_fraction"] = 0.0 if spec.eval_dataset or spec.method == "grpo" else eval_fraction_for(len(kept))
     eval_fraction = chosen.get("eval_fraction", spec.eval_fraction)
     lengths = _train_lengths(kept, spec.eval_dataset, eval_fraction)
     if spec.packing is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from jobs import combine_rules
-from jobs.data.formats import PREFERENCE, UNPAIRED
+from jobs.data.formats import PREFERENCE, REFERENCE, UNPAIRED
 from jobs.data.store import find_dataset
 from jobs.models.contents import OTHER, chat_template_text, lora_targets
 from jobs.models.fits import base_context
@@ -49,7 +49,7 @@ from jobs.spec import (
 from jobs.step_plan import StepPlan, min_batch_size
 from jobs.studio import Studio
 from storage import catalog, jobs_repo, users_repo, workers_repo
-from storage.access import everyone
+from storage.access import current_person, everyone
 from storage.models import Dataset, Job, JobKind
 
 
@@ -69,7 +69,9 @@ def _dataset_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
 
 
 METHOD_SHAPES = {PREFERENCE: ("a preference dataset (prompt, chosen, rejected)", PAIRED_METHODS),
-                 UNPAIRED: ("an unpaired dataset (prompt, completion, label)", UNPAIRED_METHODS)}
+                 UNPAIRED: ("an unpaired dataset (prompt, completion, label)", UNPAIRED_METHODS),
+                 REFERENCE: ("a prompt/reference dataset (prompt, reference), whose prompts it answers and rewards",
+                             ("grpo",))}
 """The data shape each preference method trains on, in words, with the methods that read it."""
 
 
@@ -83,7 +85,7 @@ def _method_problems(spec: TrainSpec, dataset: Dataset) -> list[Problem]:
             else f"a {dataset.format} dataset (chats or text)")
     readers = (", ".join(METHOD_SHAPES[dataset.format][1]) if dataset.format in METHOD_SHAPES else "sft")
     want = METHOD_SHAPES[needed][0] if needed else "chats or text"
-    votes = " (the Chat tab exports blind votes as either)" if needed else ""
+    votes = " (the Chat tab exports blind votes as either)" if needed in (PREFERENCE, UNPAIRED) else ""
     message = (f"method {spec.method} trains on {want}{votes}, but dataset '{spec.dataset}' is {have}: choose "
                f"another dataset, or method {readers}")
     return [Problem(field="method", message=message), Problem(field="dataset", message=message)]
@@ -133,7 +135,8 @@ def _eval_dataset_problems(studio: Studio, spec: TrainSpec, dataset: Dataset) ->
 
 
 def data_kind(format_name: str) -> str:
-    return {"text": "raw text", PREFERENCE: "preference pairs", UNPAIRED: "unpaired answers"}.get(format_name, "chat")
+    return {"text": "raw text", PREFERENCE: "preference pairs", UNPAIRED: "unpaired answers",
+            REFERENCE: "prompt/reference rows"}.get(format_name, "chat")
 
 
 def _module_problems(spec: TrainSpec, kinds: dict[str, str] | None) -> list[Problem]:
@@ -221,6 +224,7 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
     problems += _dataset_problems(studio, spec) + _base_model_problems(studio, spec)
     problems += init_adapter_problems(studio, spec) + _lora_problems(spec) + _start_problems(studio, spec)
     problems += _long_input_problems(studio, spec)
+    problems += grpo_problems(studio, spec)
     if problems:
         raise SpecError(problems)
     return spec
@@ -236,6 +240,33 @@ def _long_input_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
     problems += [Problem(field=name, message=message) for name, message in
                  rope_problems(spec.rope_scaling, spec.rope_factor, spec.max_length, context, rope_type)]
     return problems
+
+
+def grpo_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
+    """What a GRPO spec may not do here: run a person's code where the operator does not allow it for them
+    (STUDIO_USER_CODE, docs/security.md), or hold out an eval split (GRPO's evaluation generates, and the studio
+    keeps no eval loss for it)."""
+    problems = []
+    if spec.grpo_reward_code and not may_run_code(studio):
+        problems.append(Problem(field="grpo_reward_code", message=(
+            "this studio does not run reward code for you: the operator allows it per person with STUDIO_USER_CODE "
+            "(docs/security.md); use the built-in rewards (reference, json, json_schema, regex, length) instead")))
+    if spec.method == "grpo" and spec.max_completion_length >= spec.max_length:
+        problems.append(Problem(field="max_completion_length", message=(
+            f"must be below max_length ({spec.max_length}), which holds the prompt and its answer; raise max_length "
+            f"or shorten the answers")))
+    if spec.method == "grpo" and ((spec.eval_fraction or 0) > 0 or spec.eval_dataset):
+        field = "eval_dataset" if spec.eval_dataset else "eval_fraction"
+        problems.append(Problem(field=field, message=(
+            "grpo keeps no eval split (its progress is the reward it logs); set eval_fraction to 0 and leave "
+            "eval_dataset empty")))
+    return problems
+
+
+def may_run_code(studio: Studio) -> bool:
+    """Whether the person asking may submit code that runs in a training process (STUDIO_USER_CODE)."""
+    person = current_person()  # None: the operator's CLI
+    return studio.settings.allows_code(person.name if person else None, person is None or person.admin)
 
 
 def _lora_problems(spec: TrainSpec) -> list[Problem]:

@@ -104,9 +104,20 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     """Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto the studio believes
     (STUDIO_TRUSTED_PROXIES, comma-separated). Empty: the connecting address is the client."""
+    user_code: tuple[str, ...] = ()
+    """Who may submit code that runs in a training process, a GRPO reward function (STUDIO_USER_CODE, comma-separated):
+    account names, 'admins' (every admin, the person without accounts, and the operator's CLI), or empty (the
+    default): nobody. The code runs as the worker's user with its access to the data dir (docs/security.md)."""
     pool: str | None = None
     """The pool this host's workers serve (STUDIO_POOL, e.g. `a100-80g`): they run only jobs that ask for it. A worker
     without a pool runs only jobs that ask for none."""
+
+    def allows_code(self, name: str | None, admin: bool) -> bool:
+        """Whether this person may have code of theirs run in a training process (user_code). `name` None: the
+        operator's own tools; `admin`: an admin, or the one person of a studio without accounts."""
+        if name is None or admin:
+            return "admins" in self.user_code or (name is not None and name in self.user_code)
+        return name in self.user_code
 
     @property
     def locks_dir(self) -> Path:
@@ -222,6 +233,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         login_failures_per_account=int(env.get("STUDIO_LOGIN_ACCOUNT_FAILURES", 50)),
         login_threads=max(1, int(env.get("STUDIO_LOGIN_THREADS", 1))),
         login_backlog=max(1, int(env.get("STUDIO_LOGIN_BACKLOG", 32))),
+        user_code=tuple(part.strip() for part in env.get("STUDIO_USER_CODE", "").split(",") if part.strip()),
         trusted_proxies=tuple(part.strip() for part in env.get("STUDIO_TRUSTED_PROXIES", "").split(",")
                               if part.strip()),
     )

@@ -130,13 +130,13 @@ def studio(tmp_path, monkeypatch, demo_model_dir):
 class LiveStudio:
     """A data dir with a real worker process consuming its queue."""
 
-    def __init__(self, data_dir: Path, demo_model_dir: Path, log_path: Path) -> None:
+    def __init__(self, data_dir: Path, demo_model_dir: Path, log_path: Path, **env: str) -> None:
         from jobs.studio import open_studio
         from storage.settings import load_settings
 
         seed_model(data_dir, demo_model_dir)
         self.data_dir, self.log_path = data_dir, log_path
-        self.env = studio_environ(data_dir)
+        self.env = studio_environ(data_dir, **env)
         self.studio = open_studio(load_settings(self.env))
         self.worker = None
 
@@ -205,7 +205,8 @@ class LiveStudio:
 def live(tmp_path_factory, demo_model_dir):
     """One shared studio + worker for the tests that run jobs through the queue (they run one at a time)."""
     root = tmp_path_factory.mktemp("live")
-    studio = LiveStudio(root / "data", demo_model_dir, root / "worker.log")
+    # Its operator allows the local person's reward code (off by default): a GRPO job's failing reward is tested on it.
+    studio = LiveStudio(root / "data", demo_model_dir, root / "worker.log", STUDIO_USER_CODE="admins")
     studio.start_worker()
     yield studio
     studio.stop_worker()

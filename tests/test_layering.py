@@ -64,7 +64,8 @@ FORBIDDEN = {
 # reach into the queue or training.
 ROOMS = {
     "jobs": set(),  # the package's own __init__: a docstring
-    "jobs.spec": {"jobs.spec_words", "jobs.spec_versions"},
+    "jobs.spec": {"jobs.spec_words", "jobs.spec_versions", "jobs.rewards"},
+    "jobs.rewards": set(),  # GRPO's rewards: pure functions the spec checks with and the plain script copies
     "jobs.spec_words": set(),
     "jobs.spec_versions": set(),
     "jobs.spec_store": {"jobs.spec", "jobs.spec_versions"},
@@ -75,7 +76,7 @@ ROOMS = {
     "jobs.presets": {"jobs.spec", "jobs.spec_store", "jobs.spec_versions", "jobs.studio"},
     "jobs.hub_access": {"jobs.studio", "jobs.secrets"},  # whose hub token a request uses
     # A spec, a base and a machine into run settings: read by training, the script and the estimate alike.
-    "jobs.run_settings": {"jobs.spec"},
+    "jobs.run_settings": {"jobs.spec", "jobs.rewards"},
     "jobs.models": {"jobs.spec", "jobs.studio", "jobs.run_settings"},
     "jobs.data": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.secrets", "jobs.hub_access"},
     "jobs.step_plan": {"jobs.spec", "jobs.data"},  # the per-job rule: arithmetic on the data's token counts
@@ -83,13 +84,14 @@ ROOMS = {
     # votes are exported as a dataset
     "jobs.chat": {"jobs.spec", "jobs.spec_store", "jobs.studio", "jobs.models", "jobs.data"},
     "jobs.training": {"jobs.spec", "jobs.spec_store", "jobs.studio", "jobs.models", "jobs.data", "jobs.secrets",
-                      "jobs.hub_access", "jobs.run_settings", "jobs.step_plan"},  # a direct caller's empty fields
+                      "jobs.hub_access", "jobs.run_settings", "jobs.step_plan",  # a direct caller's empty fields
+                      "jobs.rewards"},  # GRPO's rewards
     "jobs.queue": {"jobs.spec", "jobs.spec_store", "jobs.studio", "jobs.failures", "jobs.models", "jobs.data",
                    "jobs.training", "jobs.run_settings", "jobs.planning",  # the child sizes its memory estimate
                    "jobs.evaluate"},  # and runs eval jobs
     "jobs.combine_rules": {"jobs.spec"},  # what PEFT's weighted combination accepts, from adapter configs alone
     "jobs.submit": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data", "jobs.queue", "jobs.run_settings",
-                    "jobs.step_plan", "jobs.planning", "jobs.combine_rules"},
+                    "jobs.step_plan", "jobs.planning", "jobs.combine_rules", "jobs.rewards"},
     "jobs.sweeps": {"jobs.spec", "jobs.spec_versions", "jobs.studio", "jobs.submit"},  # submitted as one group
     # an eval job answers on the chat engine, rebuilds a training job's held-out split, and is queued like training
     "jobs.evaluate": {"jobs.spec", "jobs.spec_words", "jobs.spec_store", "jobs.studio", "jobs.data", "jobs.chat",

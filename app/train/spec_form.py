@@ -34,6 +34,8 @@ AUTO = "auto"
 EVAL_FRACTIONS = [AUTO, "0", "0.05", "0.1", "0.2"]
 """eval_fraction's choices (any other number may be typed): a number box cannot tell 'auto' (empty) from 0 (no
 eval split), because the browser sends an empty box as 0."""
+MULTILINE = ("grpo_json_schema", "grpo_reward_code")
+"""Text fields a person pastes a file into (a schema, a reward function)."""
 OPEN_TIER = "basic"
 """A group of this tier starts open; the others start folded."""
 FIELD_CLASS = "spec-field"
@@ -80,6 +82,8 @@ def component(name: str, spec_type: type[BaseModel] = TrainSpec, **overrides):
         return gr.Dropdown(choices=eval_choices([]), value="", **common)
     if name == "modules_to_save":
         return gr.Dropdown(choices=[], value=[], multiselect=True, allow_custom_value=True, **common)
+    if name in MULTILINE:
+        return gr.Textbox(value=field.default, lines=4, max_lines=30, **common)
     if "choices" in overrides or typing.get_origin(field.annotation) is typing.Literal:
         choices = common.pop("choices", None) or list(typing.get_args(field.annotation))
         return gr.Dropdown(choices=choices, value=common.pop("value", field.default), **common)

@@ -12,10 +12,11 @@ reported, each naming its row or column.
 | text | text | text (loss on every token) |
 | preference | prompt, chosen, rejected (text or message lists) | the three as messages (DPO, ORPO, SimPO) |
 | unpaired | prompt, completion (text or message lists), label (true/false) | both as messages, label (KTO) |
+| reference | prompt (text or message list), reference (text) | prompt as messages, reference as text (GRPO) |
 
-A file's format is proposed by trying the formats in FORMATS' order (the table's, but preference and unpaired come
-before completion): the first whose columns are all there wins, so a prompt/completion/label file is unpaired, never
-plain completion.
+A file's format is proposed by trying the formats in FORMATS' order (the table's, but preference, unpaired and
+reference come before completion): the first whose columns are all there wins, so a prompt/completion/label file is
+unpaired and a prompt/reference file is reference, never plain completion.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ FORMAT_ROLES: dict[str, dict[str, tuple[str, ...]]] = {
     # Before completion too: prompt and completion with a label are KTO's unpaired answers, not SFT rows.
     "unpaired": {"prompt": ("prompt", "question"), "completion": ("completion",),
                  "label": ("label", "desirable")},
+    # Before completion too: a prompt with the answer to check against, not one to imitate (GRPO's rewards).
+    "reference": {"prompt": ("prompt", "question"), "reference": ("reference", "ground_truth")},
     "completion": {"prompt": ("prompt",), "completion": ("completion",)},
     "text": {"text": ("text", "content", "document")},
 }
@@ -229,13 +232,30 @@ def _from_unpaired(record: dict, columns: dict[str, str]) -> tuple[dict | None, 
     return row, None
 
 
+def _from_reference(record: dict, columns: dict[str, str]) -> tuple[dict | None, str | None]:
+    prompt, problem = _turns(record.get(columns["prompt"]), "user")
+    if problem:
+        return None, f"'{columns['prompt']}' {problem}"
+    if prompt[-1]["role"] != "user":
+        return None, f"'{columns['prompt']}' must end with a user message"
+    if problem := _invalid_text(record, [columns["reference"]]):
+        return None, problem
+    reference = _text(record.get(columns["reference"]))
+    if reference is None:
+        return None, f"'{columns['reference']}' must be non-empty text"
+    return {"prompt": prompt, "reference": reference}, None
+
+
 CONVERTERS: dict[str, Converter] = {"messages": _from_messages, "sharegpt": _from_sharegpt, "alpaca": _from_alpaca,
                                     "completion": _from_completion, "text": _from_text,
-                                    "preference": _from_preference, "unpaired": _from_unpaired}
+                                    "preference": _from_preference, "unpaired": _from_unpaired,
+                                    "reference": _from_reference}
 PREFERENCE = "preference"
 """Rows of a prompt with a chosen and a rejected answer: DPO, ORPO and SimPO train on them, SFT cannot."""
 UNPAIRED = "unpaired"
 """Rows of a prompt with one answer labelled desirable (true) or not (false): KTO trains on them, SFT cannot."""
+REFERENCE = "reference"
+"""Rows of a prompt and the reference its answer is checked against: GRPO's rewards read them, SFT cannot."""
 
 
 def propose_mapping(records: list[dict]) -> Mapping | None:

@@ -58,7 +58,7 @@ def preview_tokenizer(studio: Studio, base_model: str):
 def render_row(tokenizer, row: dict) -> str:
     """A stored row as the model reads it: a chat through the base's template, raw text as it is, a preference
     pair as its prompt with the chosen answer, then the rejected one; an unpaired answer as its prompt with the answer,
-    marked desirable or undesirable."""
+    marked desirable or undesirable; a prompt/reference row as its prompt, then the reference."""
     if "text" in row:
         return row["text"]
     if "label" in row:
@@ -67,6 +67,9 @@ def render_row(tokenizer, row: dict) -> str:
     if "chosen" in row:
         return "\n".join(f"{label}:\n{render_row(tokenizer, {'messages': row['prompt'] + row[label]})}"
                          for label in ("chosen", "rejected"))
+    if "reference" in row:  # GRPO: the prompt the model answers, then what its answer is checked against
+        prompt = render_row(tokenizer, {"messages": row["prompt"]})
+        return f"{prompt}\nreference:\n{row['reference']}"
     if tokenizer is not None:
         return render_chat(tokenizer, row["messages"], tokenize=False)
     return "\n".join(f"[{m['role']}] {m['content']}" for m in row["messages"])

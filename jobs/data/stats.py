@@ -32,6 +32,8 @@ def tokenize_row(tokenizer, row: dict, assistant_only_loss: bool) -> TokenizedRo
         row = {"messages": row["prompt"] + row["completion"]}
     if "chosen" in row:
         row = {"messages": row["prompt"] + row["chosen"]}
+    elif "reference" in row:  # a GRPO row: its prompt answered with the reference
+        row = {"messages": [*row["prompt"], {"role": "assistant", "content": row["reference"]}]}
     if "text" in row:
         ids = encode_text(tokenizer, row["text"])
         return TokenizedRow(ids, [True] * len(ids))

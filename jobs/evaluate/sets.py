@@ -36,6 +36,9 @@ def row_from_record(record: dict) -> tuple[EvalRow | None, str | None]:
         prompt = record.get("prompt") or []
         return (EvalRow(prompt, _last_assistant_text(record["chosen"]) or None), None) if prompt else (
             None, "has no prompt")
+    if "reference" in record and "messages" not in record:  # a prompt/reference row (GRPO's)
+        prompt = record.get("prompt") or []
+        return (EvalRow(prompt, record["reference"]), None) if prompt else (None, "has no prompt")
     messages = record.get("messages") or []
     if messages and messages[-1].get("role") == "assistant":
         prompt, reference = messages[:-1], messages[-1]["content"]

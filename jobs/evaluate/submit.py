@@ -110,8 +110,9 @@ def _held_out_problems(studio: Studio, spec: EvalSpec) -> tuple[dict, int, list[
         return {}, 0, [Problem(field="train_job", message=f"job {spec.train_job}'s spec: {stored.problems_text()}")]
     train_spec = stored.spec
     if train_spec.method != "sft":
+        data = "prompts with references, holding none out" if train_spec.method == "grpo" else "preference data"
         return {}, 0, [Problem(field="train_job", message=f"job {spec.train_job} trained {train_spec.method} on "
-                                                          "preference data; evaluate on a dataset instead")]
+                                                          f"{data}; evaluate on a dataset instead")]
     if train_spec.eval_dataset:
         held = find_dataset(studio, train_spec.eval_dataset)
         count = held.rows if held else 0

@@ -1,6 +1,6 @@
 """Peak-memory estimator for QLoRA training (the studio's `train()`: bitsandbytes 4-bit base, LoRA or DoRA, TRL's
-SFTTrainer with padding-free packing, or a preference trainer with padded rows: DPO, ORPO and SimPO pairs, KTO's
-answers; AdamW), for any decoder family.
+SFTTrainer with padding-free packing, a preference trainer with padded rows: DPO, ORPO and SimPO pairs, KTO's
+answers; or GRPOTrainer with num_generations padded answers per prompt; AdamW), for any decoder family.
 
 Pure Python, no torch: the inputs are numbers from a model's config.json and its safetensors headers
 (jobs/models/shape.py: the family's own Linears, norms and attention kind), the training spec, and a `DeviceProfile`
@@ -10,9 +10,12 @@ goes to; CPU (peak RSS) and CUDA (peak reserved + context) share the formula and
 The formula (T = tokens in one micro-batch: padding-free packing concatenates batch_size sequences of up to
 max_length tokens into ONE row, so T <= batch_size * max_length; DPO, ORPO and SimPO pad 2 x batch_size sequences,
 chosen and rejected, to the batch's longest, so T = 2 * batch_size * min(longest pair, max_length); KTO pads
-batch_size answers (its KL and reference passes run without gradients); n layers, hidden h, intermediate I, H heads
-of d, vocab V, LoRA rank r, a = activation bytes, m = dropout-mask bytes, M = additive-mask bytes; sums run over the
-family's own Linears):
+batch_size answers (its KL and reference passes run without gradients); GRPO pads batch_size x num_generations
+answers of a prompt plus max_completion_length tokens, so T = batch_size * num_generations * min(longest row +
+max_completion_length, max_length), its reference pass only with beta > 0, and its sampling keeps 2 * n * kv_dim * a
+bytes of KV cache per token of the generation batch (batch x num_generations x grad_accum); n layers, hidden h,
+intermediate I, H heads of d, vocab V, LoRA rank r, a = activation bytes, m = dropout-mask bytes, M = additive-mask
+bytes; sums run over the family's own Linears):
 
     peak       = max(load_peak, train_peak)
     load_peak  = loading's peak + a PiSSA / OLoRA / LoftQ start's fp32 temporaries of the largest adapted weight
@@ -27,7 +30,7 @@ family's own Linears):
     P_trained  = P_lora + modules_to_save copies + trained biases
     dynamic    = activations + attention_masks [+ attention_scores] [+ DoRA's saved weights]
                  + max(lm_head_tiles, layer_backward | recomputed layer, DPO's or KTO's reference
-                       pass, DoRA's weight norm)
+                       pass, DoRA's weight norm, GRPO's generation KV cache)
     activations (no checkpointing) = n * T * A_token + shared(T)
     A_token    = norms * (4h + 4)                                  norm inputs (fp32) + rsqrt (2 or 4 per layer)
                + sum over LoRA targets ((m + a) * d_in + a * r)  dropout mask + dropped input + lora_A output
@@ -269,8 +272,19 @@ def transient_peak_bytes(model: ModelShape, train: TrainShape, device: DevicePro
         candidates["reference_pass"] = one_layer
     if train.use_dora:
         candidates["dora_weight_norm"] = dora_norm_bytes(model, train, device)
+    if train.generation_sequences:
+        candidates["generation_kv_cache"] = generation_bytes(model, train, device)
     name = max(candidates, key=candidates.get)
     return name, candidates[name]
+
+
+def generation_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile) -> int:
+    """GRPO samples its answers before the step: every sequence of the generation batch keeps keys and values of
+    every layer for up to its full length, and each new token's logits are [sequences, V] in fp32. Counted with the
+    transients (a bound: sampling has ended before the step's activations exist)."""
+    tokens = train.generation_sequences * train.sequence_length
+    kv_cache = 2 * model.layers * model.kv_dim * tokens * device.compute_bytes
+    return int(kv_cache + 2 * train.generation_sequences * model.vocab * 4)
 
 
 def dora_norm_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile) -> int:

@@ -67,6 +67,9 @@ class TrainShape:
     SimPO have no reference."""
     reference_adapter: bool = False
     """DPO or KTO started from an adapter: TRL keeps a frozen copy of it as the reference ('ref')."""
+    generation_sequences: int = 0
+    """GRPO: answers sampled at once (the generation batch: batch x num_generations x grad_accum), each a prompt and
+    up to max_completion_length tokens with its KV cache; 0: the run samples nothing."""
     quantization: str = "nf4"
     """'nf4' | 'fp4' | 'int8' | 'none'."""
     double_quant: bool = True
@@ -112,6 +115,8 @@ class TrainShape:
         sequence in tokens, when known (it bounds a padded batch's length)."""
         if settings.batch_size is None:
             raise ValueError("choose batch_size first (jobs.planning.job_plan): the estimate sizes the job's batch")
+        if settings.method == "grpo":
+            return cls._grpo(settings, longest_sequence)
         lora = settings.lora  # each pair (DPO, ORPO, SimPO) is a chosen and a rejected sequence
         # An empty packing is on unless the data is tiny (the plan's choice): packing's full rows are the larger bound.
         return cls(lora_r=lora.r, target_modules=lora.target_modules,
@@ -126,6 +131,23 @@ class TrainShape:
                    optimizer=settings.optimizer, releases_checkpoint=settings.releases_checkpoint,
                    lora_init=lora.init, attention=settings.attn_implementation or "sdpa")
 
+
+    @classmethod
+    def _grpo(cls, settings: RunSettings, longest_row: int) -> TrainShape:
+        """GRPO: each prompt is num_generations padded sequences of the prompt and its answer (the longest row stands
+        for the longest prompt; the answer is up to max_completion_length, and both fit in max_length); with beta > 0
+        TRL keeps a frozen copy of the starting adapter and runs a no-grad reference pass, as DPO does."""
+        lora, answers = settings.lora, settings.batch_size * settings.num_generations
+        length = min(settings.max_length, (longest_row or settings.max_length) + settings.max_completion_length)
+        kl = settings.grpo_beta > 0
+        return cls(lora_r=lora.r, target_modules=lora.target_modules, batch_size=answers,
+                   max_length=settings.max_length, longest_sequence=length, packing=False,
+                   gradient_checkpointing=settings.gradient_checkpointing, lora_dropout=lora.dropout,
+                   use_dora=lora.use_dora, modules_to_save=lora.modules_to_save, trainable_biases=lora.bias,
+                   preference=kl, reference_adapter=kl, quantization=settings.quantization,
+                   double_quant=settings.double_quant, optimizer=settings.optimizer,
+                   releases_checkpoint=settings.releases_checkpoint,
+                   generation_sequences=answers * settings.grad_accum)
 
 @dataclass(frozen=True)
 class DeviceProfile:

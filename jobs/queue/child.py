@@ -38,7 +38,8 @@ from jobs.training.registry import (
     publish_export,
     publish_merged,
 )
-from storage import catalog, jobs_repo
+from storage import catalog, jobs_repo, users_repo
+from storage.access import LOCAL_OWNER
 from storage.models import Dataset, JobKind
 
 # The child's contract with its supervisor: besides 0 (adapter registered) and 1 (failed, error.txt written),
@@ -170,7 +171,7 @@ def _memory_estimate(studio: Studio, spec: TrainSpec, base_path: str, run_dir: P
     except (OSError, KeyError, TypeError, ValueError):
         return None
     print(f"estimated peak memory {found.peak / 2**30:.2f} GiB (on {settings.device} in {settings.compute_dtype}"
-          + (f", pairs up to {longest} tokens" if longest else "") + ")", flush=True)
+          + (f", rows up to {longest} tokens" if longest else "") + ")", flush=True)
     return found.peak
 
 
@@ -412,6 +413,7 @@ def run_attempt(studio: Studio, job_id: int, attempt: int) -> int:
     with studio.db.read() as session:
         job = jobs_repo.get_job(session, job_id)
         kind, raw_spec, job_name, overrides, provenance = job.kind, job.spec, job.name, job.overrides, job.provenance
+        owner = job.owner
     run_dir = run_dir_for(studio, job_id)
     error_file = run_dir / "error.txt"
     error_file.unlink(missing_ok=True)
@@ -432,11 +434,25 @@ def run_attempt(studio: Studio, job_id: int, attempt: int) -> int:
         spec = load_stored_spec(raw_spec, changed).require()  # what a retry changed, on top of the spec
         if changed:
             print(f"this attempt changes the spec: {changed} ({'; '.join(overrides.get('why', []))})", flush=True)
+        if spec.method == "grpo" and spec.grpo_reward_code and not _owner_may_run_code(studio, owner):
+            raise PermissionError("this job's reward code may no longer run: the operator no longer allows code for "
+                                  f"'{owner}' (STUDIO_USER_CODE); nothing of it ran")
         return _train(studio, job_id, attempt, spec, job_name, run_dir, sink, provenance or {})
     except Exception as error:  # everything the user must read goes to error.txt
         error_file.write_text(explain_failure(error), encoding="utf-8")
         traceback.print_exc()
         return EXIT_OUT_OF_MEMORY if is_out_of_memory(error) else 1
+
+
+def _owner_may_run_code(studio: Studio, owner: str | None) -> bool:
+    """Checked again when the job starts, not only at submit: the operator may have turned user code off since (a
+    retry or recovery of an old job must not run it then). Without accounts the local person counts as an admin."""
+    with studio.db.read() as session:
+        user = users_repo.get_user(session, owner) if owner else None
+        account = (user.name, user.is_admin) if user is not None else None
+    if account is None:  # the local person (or the operator's CLI); anyone else was removed since
+        return owner in (None, LOCAL_OWNER) and studio.settings.allows_code(None, admin=True)
+    return studio.settings.allows_code(*account)
 
 
 def exit_now(code: int) -> None:

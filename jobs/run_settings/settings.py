@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from jobs.rewards import RewardSettings, parse_terms
 from jobs.run_settings.cpu_dtype import base_positions, cpu_compute_dtype, hidden_size
 from jobs.run_settings.lora import LoraSettings
 from jobs.run_settings.speed import ALL_KERNELS, COMPILE, attention_for, compile_for, liger_for, rope_parameters
@@ -70,7 +71,7 @@ class Base:
 class RunSettings:
     """What one run trains with. Plan-chosen fields are None only for a spec that was not planned yet."""
 
-    method: Literal["sft", "dpo", "orpo", "kto", "simpo"]
+    method: Literal["sft", "dpo", "orpo", "kto", "simpo", "grpo"]
     device: DeviceKind
     compute_dtype: Literal["float32", "bfloat16", "float16"]
     quantization: Literal["nf4", "fp4", "int8", "none"]
@@ -114,6 +115,13 @@ class RunSettings:
     liger_kernel: bool = False
     rope_parameters: tuple[tuple[str, object], ...] | None = None
     """The base's config rope_parameters as the run loads it (rope_scaling), as pairs; None: the base's own."""
+    num_generations: int = 4
+    """GRPO: answers sampled per prompt; batch_size counts prompts, so a step trains batch_size x this answers."""
+    max_completion_length: int = 128
+    grpo_beta: float = 0.0
+    """GRPO's KL weight; above 0 TRL keeps a frozen copy of the starting adapter as the reference."""
+    rewards: RewardSettings | None = None
+    """GRPO: what answers are rewarded for (jobs.rewards); None for the other methods."""
     notes: tuple[str, ...] = field(default=(), compare=False)
     """Where the run differs from what the spec asked, in words for the run's log."""
 
@@ -188,8 +196,20 @@ class RunSettings:
             return {**shared, "beta": self.dpo_beta, "precompute_ref_log_probs": False}
         if self.method in PREFERENCE_METHODS:
             return {**shared, **dict(self.method_options)}
+        if self.method == "grpo":
+            return {**grpo_kwargs(shared, self.num_generations), "num_generations": self.num_generations,
+                    "max_completion_length": self.max_completion_length, "beta": self.grpo_beta,
+                    "reward_weights": self.rewards.weights, "log_completions": False}
         return {**shared, "packing": self.packing, "padding_free": self.packing,
                 "assistant_only_loss": self.assistant_only_loss}
+
+
+def grpo_kwargs(shared: dict, num_generations: int) -> dict:
+    """GRPOConfig counts its batch in answers and truncates nothing itself (no max_length): batch_size prompts are
+    batch_size x num_generations answers, so every generation batch holds whole groups, as TRL requires."""
+    answers = shared["per_device_train_batch_size"] * num_generations
+    kept = {key: value for key, value in shared.items() if key != "max_length"}
+    return {**kept, "per_device_train_batch_size": answers, "per_device_eval_batch_size": answers}
 
 
 def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings | None = None) -> RunSettings:
@@ -209,7 +229,7 @@ def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings
         lora=adapter if adapter is not None else LoraSettings.from_spec(spec),
         continues_adapter=bool(spec.init_adapter), loraplus_lr_ratio=spec.loraplus_lr_ratio,
         neftune_noise_alpha=spec.neftune_noise_alpha, batch_size=spec.batch_size, grad_accum=spec.grad_accum,
-        max_length=spec.max_length, packing=False if preference else spec.packing,
+        max_length=spec.max_length, packing=False if preference or spec.method == "grpo" else spec.packing,
         assistant_only_loss=spec.assistant_only_loss, dpo_beta=spec.dpo_beta,
         method_options=method_options(spec), learning_rate=spec.learning_rate,
         num_epochs=spec.num_epochs, max_steps=spec.max_steps, lr_scheduler=spec.lr_scheduler,
@@ -217,6 +237,8 @@ def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings
         logging_steps=spec.logging_steps, eval_steps=spec.eval_steps,
         report_to=spec.report_to, attn_implementation=attention, torch_compile=compiled, liger_kernel=liger,
         rope_parameters=tuple(rope.items()) if rope else None,
+        num_generations=spec.num_generations, max_completion_length=spec.max_completion_length,
+        grpo_beta=spec.grpo_beta, rewards=reward_settings(spec) if spec.method == "grpo" else None,
         notes=tuple(note for note in (dtype_note, optimizer_note, attention_note, compile_note, liger_note) if note))
 
 
@@ -232,6 +254,10 @@ def method_options(spec: TrainSpec) -> tuple[tuple[str, float | str | bool], ...
         return (("beta", spec.kto_beta), ("desirable_weight", spec.kto_desirable_weight),
                 ("undesirable_weight", spec.kto_undesirable_weight), ("precompute_ref_log_probs", False))
     return ()
+def reward_settings(spec: TrainSpec) -> RewardSettings:
+    return RewardSettings(terms=tuple(parse_terms(spec.grpo_rewards)), reference_match=spec.grpo_reference_match,
+                          json_schema=spec.grpo_json_schema, regex=spec.grpo_regex, min_chars=spec.grpo_min_chars,
+                          max_chars=spec.grpo_max_chars)
 
 
 def quantization_kwargs(quantization: str, double_quant: bool, compute_dtype: str) -> dict | None:

@@ -21,7 +21,9 @@ LOGGED_METRICS = ("loss", "learning_rate", "grad_norm", "eval_loss", "mean_token
                   # DPO: how far the chosen answer's reward is above the rejected one's, and how often it is
                   "rewards/margins", "rewards/accuracies", "eval_rewards/margins", "eval_rewards/accuracies",
                   # ORPO: its SFT term and its odds-ratio term; KTO: the KL estimate its rewards are measured against
-                  "nll_loss", "log_odds_ratio", "kl", "eval_nll_loss", "eval_log_odds_ratio", "eval_kl")
+                  "nll_loss", "log_odds_ratio", "kl", "eval_nll_loss", "eval_log_odds_ratio", "eval_kl",
+                  # GRPO: the weighted reward's mean and spread, the KL to the reference (kl), the answers' length
+                  "reward", "reward_std", "completions/mean_length")
 RENAMED = {"num_input_tokens_seen": "tokens_seen"}  # the Trainer's count: kept in checkpoints, so a resume goes on
 SAMPLE_NEW_TOKENS = 48
 
@@ -68,6 +70,8 @@ class MetricsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         values = {name: float(logs[name]) for name in LOGGED_METRICS if isinstance(logs.get(name), int | float)}
+        values.update({name: float(value) for name, value in logs.items()  # GRPO: each reward's own mean
+                       if name.startswith("rewards/") and name.endswith("/mean") and isinstance(value, int | float)})
         values.update({ours: float(logs[theirs]) for theirs, ours in RENAMED.items()
                        if isinstance(logs.get(theirs), int | float)})
         if "num_tokens" in logs:

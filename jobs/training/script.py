@@ -5,9 +5,12 @@ are the ones training uses, never a second copy of the rules. A test runs the sc
 
 from __future__ import annotations
 
+import inspect
 import json
+from dataclasses import asdict
 from pathlib import Path
 
+from jobs import rewards as rewards_module
 from jobs.models.templates import training_template
 from jobs.run_settings.cpu_dtype import NATIVE_BF16_FLAGS
 from jobs.run_settings.lora import read_adapter_lora
@@ -17,13 +20,16 @@ from jobs.spec import PLAIN_INITS, TrainSpec
 from jobs.step_plan import AUTO_FIELDS
 
 TRAINERS = {"sft": ("SFTConfig", "SFTTrainer"), "dpo": ("DPOConfig", "DPOTrainer"), "kto": ("KTOConfig", "KTOTrainer"),
-            "orpo": ("ORPOConfig", "ORPOTrainer"), "simpo": ("CPOConfig", "CPOTrainer")}
+            "orpo": ("ORPOConfig", "ORPOTrainer"), "simpo": ("CPOConfig", "CPOTrainer"),
+            "grpo": ("GRPOConfig", "GRPOTrainer")}
 """Each method's TRL config and trainer (SimPO is TRL's CPO with the SimPO loss: the settings say so)."""
 TRAINER_MODULES = {"orpo": "trl.experimental.orpo", "simpo": "trl.experimental.cpo"}
 """Where TRL 1.16 keeps the trainers outside its stable API."""
 ROW_SHAPES = {"sft": '{"messages": [{"role", "content"}, ...]} or {"text": ...}',
               "kto": '{"prompt": [messages], "completion": [messages], "label": true or false}'}
 ROW_SHAPES.update(dict.fromkeys(("dpo", "orpo", "simpo"), '{"prompt", "chosen", "rejected"} (message lists)'))
+ROW_SHAPES["grpo"] = '{"prompt": [messages], "reference": "..."}'
+
 
 
 def cli_text(spec: TrainSpec) -> str:
@@ -44,6 +50,8 @@ def script_values(settings: RunSettings) -> dict:
     values.update({f"trainer.{k}": v for k, v in settings.trainer_kwargs().items()})
     values["loraplus_lr_ratio"] = settings.loraplus_lr_ratio
     values["lora_start"] = "continued" if settings.continues_adapter else settings.lora.init
+    if settings.rewards is not None:
+        values.update({f"rewards.{k}": v for k, v in asdict(settings.rewards).items()})
     return values
 
 
@@ -104,7 +112,10 @@ def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str, chat_te
     probe = BF16_PROBE.replace("{flags}", flags) if "BF16" in settings_code.rsplit("\n", 1)[-1] else ""
     eval_file = eval_file if spec.eval_dataset else None
     config, trainer = TRAINERS[spec.method]
+    grpo = spec.method == "grpo"
     return f'''"""Train the adapter the studio's spec describes, with plain transformers + peft + bitsandbytes + TRL."""
+from __future__ import annotations
+
 import json
 import os
 
@@ -166,7 +177,7 @@ if part("quantization"):
 {_adapter_code(spec, start_adapter)}
 
 rows = load_dataset("json", data_files=DATA, split="train")
-{_row_selection(spec)}if EVAL_DATA:
+{_row_selection(spec)}{_grpo_code(spec) if grpo else ""}if EVAL_DATA:
     train_rows, eval_rows = rows, load_dataset("json", data_files=EVAL_DATA, split="train")
 elif {spec.eval_fraction} > 0:
     parts = rows.train_test_split(test_size=max(1, round(len(rows) * {spec.eval_fraction})), seed={spec.seed})
@@ -186,7 +197,7 @@ callbacks = ([EarlyStoppingCallback({spec.early_stopping_patience})]
              if {spec.early_stopping_patience} and eval_rows is not None else [])
 trainer = {trainer}(
     model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
-    callbacks=callbacks){LORAPLUS_CODE if spec.loraplus_lr_ratio else ""}
+    callbacks=callbacks{", reward_funcs=reward_funcs" if grpo else ""}){LORAPLUS_CODE if spec.loraplus_lr_ratio else ""}
 if RUN["keep_lora_fp32"]:  # TRL casts LoRA weights of quantized models to bf16; keep them in fp32
     for param in trainer.model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
@@ -242,7 +253,9 @@ DROP_CODE = """# Rows longer than max_length dropped rather than cut.
 def token_count(row):
     if row.get("text"):
         return len(tokenizer(row["text"])["input_ids"])
-    return len(tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"])
+    messages = row.get("messages") or row["prompt"] + (
+        row.get("chosen") or row.get("completion") or [{"role": "assistant", "content": row["reference"]}])
+    return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
 rows = rows.filter(lambda row: token_count(row) <= MAX_LENGTH)
 """
 
@@ -254,6 +267,29 @@ def _tracking_code(spec: TrainSpec) -> str:
         return ""
     lines = [f"os.environ[{key!r}] = {value!r}" for key, value in environment.items()]
     return f"# {spec.report_to}: local output under ./tracking\n" + "\n".join(lines) + "\n"
+
+
+GRPO_CODE = """# GRPO's rewards: the studio's own reward functions (jobs/rewards.py), copied whole.
+{rewards_source}
+# Prompts too long to leave room for a whole answer within max_length are dropped (GRPO cuts no prompt itself).
+ROOM = {room}
+rows = rows.filter(lambda row: len(tokenizer.apply_chat_template(
+    row["prompt"], tokenize=True, return_dict=True)["input_ids"]) <= ROOM)
+REWARD_CODE = {code!r}  # the person's reward function file, when the rewards name 'code'
+code_reward = None
+if REWARD_CODE:
+    namespace = {{}}
+    exec(compile(REWARD_CODE, "reward_code.py", "exec"), namespace)
+    code_reward = namespace["reward"]
+reward_funcs = reward_functions(RewardSettings(**part("rewards")), code_reward)
+"""
+
+
+def _grpo_code(spec: TrainSpec) -> str:
+    """The reward functions, exactly the studio's, and the prompts that fit."""
+    source = inspect.getsource(rewards_module).replace("from __future__ import annotations\n", "")
+    code = spec.grpo_reward_code if "code" in dict(rewards_module.parse_terms(spec.grpo_rewards)) else ""
+    return GRPO_CODE.format(rewards_source=source, room=spec.max_length - spec.max_completion_length, code=code)
 
 
 def _row_selection(spec: TrainSpec) -> str:

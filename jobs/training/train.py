@@ -82,6 +82,11 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
                 eval_path: Path | None = None, init_adapter: Path | None = None) -> PreparedRun:
     """Load → quantize → attach LoRA → data → trainer, as `spec` says; `eval_path`: a validation dataset;
     `init_adapter`: the adapter to continue from."""
+    if spec.method == "grpo":
+        from jobs.training.grpo import prepare_grpo_run
+
+        return prepare_grpo_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, on_samples,
+                                init_adapter)
     if spec.method in PREFERENCE_METHODS:
         from jobs.training.preference import prepare_preference_run
 
@@ -171,6 +176,9 @@ def _final_metrics(trainer, has_eval: bool) -> dict[str, float]:
     train_losses = [entry["loss"] for entry in history if "loss" in entry]
     if train_losses:
         final["train_loss_first"], final["train_loss_last"] = train_losses[0], train_losses[-1]
+    rewards = [entry["reward"] for entry in history if "reward" in entry]  # GRPO's mean reward per logged step
+    if rewards:
+        final["reward_first"], final["reward_last"] = rewards[0], rewards[-1]
     if has_eval:
         evals = [entry for entry in history if "eval_loss" in entry]
         at_end = evals and evals[-1].get("step") == trainer.state.global_step

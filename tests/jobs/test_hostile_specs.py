@@ -129,5 +129,14 @@ def _trainer_accepts(spec: TrainSpec) -> None:
     settings = resolve(planned, Base(), Machine("cpu", bf16=False))
     lora_config(settings)
     with tempfile.TemporaryDirectory() as out:
-        sft_config(settings, planned, Path(out), True)
+        if planned.method == "grpo":  # each method's own config: TRL's configs take different arguments
+            from jobs.training.grpo import grpo_config
+
+            grpo_config(settings, planned, Path(out))
+        elif planned.method != "sft":
+            from jobs.training.preference import preference_config
+
+            preference_config(settings, planned, Path(out), True)
+        else:
+            sft_config(settings, planned, Path(out), True)
     json.dumps(spec.model_dump(mode="json"))  # storable as it is

@@ -241,3 +241,65 @@ def test_a_tracker_not_installed_here_is_refused_at_submit(studio):
     if installed("mlflow"):
         pytest.skip("mlflow is installed here; requirements.txt leaves it out")
     assert "mlflow is not installed on this studio" in _problems(studio, {"report_to": "mlflow"})["report_to"]
+
+
+GRPO_JOB = {"method": "grpo", "dataset": "checks", "grpo_rewards": "json", "max_steps": 2}
+
+
+def _reference_rows(studio):
+    from jobs.data.formats import REFERENCE, ParsedDataset
+    from jobs.data.store import register_parsed
+
+    rows = [{"prompt": [{"role": "user", "content": "2+2?"}], "reference": "4"}]
+    register_parsed(studio, "checks", ParsedDataset(REFERENCE, rows))
+
+
+def test_grpo_refuses_the_wrong_data_shape_naming_method_and_dataset(studio):
+    _reference_rows(studio)
+    problems = _problems(studio, {**GRPO_JOB, "dataset": "example"})
+    assert "method grpo trains on a prompt/reference dataset (prompt, reference)" in problems["dataset"]
+    assert problems["method"] == problems["dataset"] and "votes" not in problems["method"]
+    assert "or method grpo" in _problems(studio, {"dataset": "checks"})["method"]
+
+
+def test_grpo_refuses_bad_rewards_all_at_once(studio):
+    _reference_rows(studio)
+    problems = _problems(studio, {**GRPO_JOB, "grpo_rewards": "json, regex, json_schema", "grpo_regex": "(a",
+                                  "grpo_json_schema": '{"type": "nope"}', "eval_fraction": 0.2,
+                                  "max_completion_length": 600})
+    assert "not a regular expression" in problems["grpo_regex"]
+    assert "not a valid JSON Schema" in problems["grpo_json_schema"]
+    assert "keeps no eval split" in problems["eval_fraction"]
+    assert "below max_length (512)" in problems["max_completion_length"]
+    assert "give it here" in _problems(studio, {**GRPO_JOB, "grpo_rewards": "regex"})["grpo_regex"]
+
+
+def test_reward_code_runs_only_where_the_operator_allows_it(studio):
+    from dataclasses import replace
+
+    from storage.access import Person, acting_as
+
+    _reference_rows(studio)
+    job = {**GRPO_JOB, "grpo_rewards": "code", "grpo_reward_code": "def reward(completions, **kw):\n    return []\n"}
+    assert "STUDIO_USER_CODE" in _problems(studio, job)["grpo_reward_code"]
+    named = replace(studio, settings=replace(studio.settings, user_code=("admins", "bob")))
+    with acting_as(Person("eve")):
+        assert "does not run reward code for you" in _problems(named, {**job, "dataset": "example"})[
+            "grpo_reward_code"]
+    assert submit_job(named, job)  # the operator's CLI, like an admin
+
+
+def test_reward_code_is_checked_again_when_the_job_starts(studio):
+    """The operator may turn code off after a job was queued: its training process refuses to run the code then."""
+    from dataclasses import replace
+
+    from jobs.queue.child import _owner_may_run_code
+    from storage import users_repo
+
+    allowed = replace(studio, settings=replace(studio.settings, user_code=("admins", "bob")))
+    assert _owner_may_run_code(allowed, "local") and not _owner_may_run_code(studio, "local")
+    with studio.db.write() as session:
+        users_repo.add_user(session, "bob", "x")
+        users_repo.add_user(session, "eve", "x")
+    assert _owner_may_run_code(allowed, "bob") and not _owner_may_run_code(allowed, "eve")
+    assert not _owner_may_run_code(allowed, "mallory")  # removed since, or never an account

@@ -91,3 +91,15 @@ def test_a_sweep_over_the_preference_methods_of_one_pairs_dataset(studio):
                           name="methods")
     with studio.db.read() as s:
         assert [jobs_repo.get_job(s, job_id).spec["method"] for job_id in ids] == ["dpo", "orpo", "simpo"]
+
+
+def test_a_sweep_over_grpo_rewards_and_answers_per_prompt(studio):
+    from storage import jobs_repo
+    from tests.jobs.test_submit import GRPO_JOB, _reference_rows
+
+    _reference_rows(studio)
+    _, job_ids = submit_sweep(studio, GRPO_JOB, {"num_generations": [2, 4], "grpo_rewards": ["json", "json, length"]})
+    with studio.db.read() as session:
+        specs = [jobs_repo.get_job(session, job_id).spec for job_id in job_ids]
+    assert sorted((s["num_generations"], s["grpo_rewards"]) for s in specs) == [
+        (2, "json"), (2, "json, length"), (4, "json"), (4, "json, length")]

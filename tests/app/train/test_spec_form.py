@@ -50,12 +50,15 @@ TODAYS_LAYOUT = {
     "Training": [["max_steps", "num_epochs", "learning_rate", "batch_size"], ["grad_accum", "max_length", "seed"],
                  ["method", "init_adapter", "dpo_beta"],
                  ["orpo_lambda", "simpo_beta", "simpo_gamma_ratio", "kto_beta", "kto_desirable_weight",
-                  "kto_undesirable_weight"], ["rope_scaling", "rope_factor"]],
+                  "kto_undesirable_weight"], ["rope_scaling", "rope_factor"],
+                 ["grpo_rewards", "num_generations", "max_completion_length", "grpo_beta"]],
     "Optimizer": [["optimizer", "lr_scheduler", "weight_decay", "max_grad_norm"], ["neftune_noise_alpha"]],
     "More": [["eval_fraction", "eval_dataset", "eval_steps", "logging_steps", "save_steps", "sample_prompts"],
              ["warmup_ratio", "packing", "gradient_checkpointing", "assistant_only_loss"],
              ["overlong", "dedup", "early_stopping_patience", "keep_best"], ["pool"],
-             ["report_to", "attn_implementation", "torch_compile", "liger_kernel"]],
+             ["report_to", "attn_implementation", "torch_compile", "liger_kernel"],
+             ["grpo_reference_match", "grpo_min_chars", "grpo_max_chars"], ["grpo_regex", "grpo_json_schema"],
+             ["grpo_reward_code"]],
 }
 """The Train tab's groups and rows as they were laid out by hand before the layout moved onto the fields."""
 

@@ -74,13 +74,14 @@ def test_stored_copy_is_content_addressed(tmp_path):
 
 
 def test_formats_are_detected_in_their_documented_order():
-    """docs/api.md names the order: preference and unpaired before completion, so prompt/completion/label is KTO's
-    unpaired data and never plain prompt/completion."""
+    """docs/api.md names the order: preference, unpaired and reference before completion, so prompt/completion/label
+    is KTO's unpaired data and prompt/reference GRPO's, never plain prompt/completion."""
     from jobs.data.formats import FORMATS, propose_mapping
 
-    assert FORMATS == ("messages", "sharegpt", "alpaca", "preference", "unpaired", "completion", "text")
+    assert FORMATS == ("messages", "sharegpt", "alpaca", "preference", "unpaired", "reference", "completion", "text")
     columns = {"preference": {"prompt": "q", "chosen": "a", "rejected": "b", "completion": "c", "label": True},
-               "unpaired": {"prompt": "q", "completion": "a", "label": False, "text": "t"},
+               "unpaired": {"prompt": "q", "completion": "a", "label": False, "text": "t", "reference": "r"},
+               "reference": {"prompt": "q", "reference": "r", "completion": "a", "text": "t"},
                "completion": {"prompt": "q", "completion": "a", "text": "t"}}
     assert {fmt: propose_mapping([record]).format for fmt, record in columns.items()} == {
         fmt: fmt for fmt in columns}
@@ -98,3 +99,20 @@ def test_an_unpaired_file_reads_labels_and_previews_as_desirable_or_not(tmp_path
     _write(tmp_path / "bad.jsonl", json.dumps({"prompt": "q", "completion": "a", "label": "maybe"}))
     with pytest.raises(DatasetError, match="row 1: 'label' must be true"):
         parse_file(tmp_path / "bad.jsonl")
+
+
+def test_prompt_and_reference_rows_are_the_reference_format_for_grpo():
+    from jobs.data.formats import REFERENCE, parse_records
+    from jobs.data.preview import render_row
+
+    parsed = parse_records([{"question": "2+2?", "reference": "4"},
+                            {"question": [{"role": "system", "content": "Be brief."},
+                                          {"role": "user", "content": "3+3?"}], "reference": "6"}])
+    assert parsed.format == REFERENCE and parsed.rows[0] == {"prompt": [{"role": "user", "content": "2+2?"}],
+                                                             "reference": "4"}
+    assert render_row(None, parsed.rows[1]) == "[system] Be brief.\n[user] 3+3?\nreference:\n6"
+    # Detection order: chosen/rejected make a preference file, a completion without a reference stays completion.
+    assert parse_records([{"prompt": "a", "reference": "b", "chosen": "c", "rejected": "d"}]).format == "preference"
+    assert parse_records([{"prompt": "a", "completion": "b"}]).format == "completion"
+    with pytest.raises(DatasetError, match="row 1: 'reference' must be non-empty text"):
+        parse_records([{"prompt": "a", "reference": " "}])

@@ -75,5 +75,7 @@ def test_dataset_rows_become_prompts_and_references():
                                "chosen": [{"role": "assistant", "content": "good"}],
                                "rejected": [{"role": "assistant", "content": "bad"}]})
     assert pair.reference == "good"
+    checked, _ = row_from_record({"prompt": [{"role": "user", "content": "2+2?"}], "reference": "4"})  # GRPO's rows
+    assert checked.reference == "4" and checked.prompt == [{"role": "user", "content": "2+2?"}]
     rows, problems = rows_from_records([{"text": "x"}], "'raw'")
     assert rows == [] and "raw text" in problems[0]

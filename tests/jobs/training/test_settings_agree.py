@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+from dataclasses import asdict
 
 import pytest
 from peft import LoraConfig
@@ -50,9 +51,11 @@ def wide_base(tmp_path_factory):
 
 
 def _specs(quantization: str, method: str):
+    # GRPO adds its own arguments on top of the shared ones the other methods vary: one optimizer and variant will do.
+    optimizers = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
     for dtype, checkpointing, optimizer, variant in itertools.product(
             ("auto", "float32", "bfloat16", "float16"), ("auto", "on", "off"),
-            ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"), VARIANTS):
+            optimizers[:1] if method == "grpo" else optimizers, ["lora"] if method == "grpo" else VARIANTS):
         yield parse_spec({**CHOSEN, "quantization": quantization, "double_quant": quantization in ("nf4", "fp4"),
                           "compute_dtype": dtype, "gradient_checkpointing": checkpointing, "optimizer": optimizer,
                           "method": method, **VARIANTS[variant]})
@@ -60,7 +63,8 @@ def _specs(quantization: str, method: str):
 
 @pytest.mark.parametrize(("quantization", "method"), [
     *itertools.product(["nf4", "fp4", "int8", "none"], ["sft", "dpo"]),
-    ("nf4", "orpo"), ("nf4", "simpo"), ("nf4", "kto")])  # the other methods differ only in their own arguments
+    ("nf4", "orpo"), ("nf4", "simpo"), ("nf4", "kto"),  # the other methods differ only in their own arguments
+    ("nf4", "grpo")])
 def test_training_the_script_and_the_estimate_agree(quantization, method, wide_base, tmp_path, monkeypatch):
     shape = ModelShape.from_dir(wide_base)
     for spec in _specs(quantization, method):
@@ -80,6 +84,8 @@ def test_training_the_script_and_the_estimate_agree(quantization, method, wide_b
             assert script["compute_dtype"] == used.compute_dtype and script["keep_lora_fp32"] == used.keep_lora_fp32
             assert script["release_checkpoint"] == used.releases_checkpoint, where
             assert (script["loraplus_lr_ratio"], script["lora_start"]) == (used.loraplus_lr_ratio, used.lora.init)
+            if method == "grpo":  # the script rewards as training does
+                assert _part(script, "rewards") == asdict(used.rewards), where
             # The estimate sizes the same run: its training shape and profile follow the same settings.
             train_shape, profile = job_estimate_inputs(spec, shape, machine)
             assert (train_shape.optimizer, train_shape.gradient_checkpointing) == (
@@ -88,7 +94,10 @@ def test_training_the_script_and_the_estimate_agree(quantization, method, wide_b
             assert (train_shape.lora_r, train_shape.use_dora, train_shape.packing) == (
                 used.lora.r, used.lora.use_dora, bool(used.packing)), where
             assert train_shape.preference == (method in ("dpo", "kto"))  # a reference pass; ORPO, SimPO have none
-            assert train_shape.batch_size == spec.batch_size * (2 if method in ("dpo", "orpo", "simpo") else 1)
+            if method == "grpo":  # each prompt is num_generations answers
+                assert train_shape.batch_size == used.batch_size * used.num_generations, where
+            else:
+                assert train_shape.batch_size == spec.batch_size * (2 if method in ("dpo", "orpo", "simpo") else 1)
             assert train_shape.releases_checkpoint == used.releases_checkpoint, where
             assert train_shape.lora_init == used.lora.init, where
             assert profile.compute_bytes == DTYPE_BYTES[used.compute_dtype], where

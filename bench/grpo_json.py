@@ -1,0 +1,172 @@
+"""Does GRPO with the JSON-valid reward raise the share of greedy answers that parse as JSON, starting from an SFT
+adapter? On a small extraction set built here: "pull the name, age and city out of this sentence as JSON".
+
+    python bench/grpo_json.py [--model smollm2|demo] [--sft-steps 12] [--grpo-steps 30] [--generations 4]
+                              [--held-out 24] [--smoke] [--out PATH]
+
+1. Rows: sentences made from fixed lists (seeded), each with its JSON as the reference; the last --held-out rows are
+   the measuring prompts, never trained on.
+2. SFT: `jobs.training.train.train` on the training rows as chats (prompt -> the reference JSON), deliberately short
+   (--sft-steps) so the adapter it leaves is imperfect: the starting point.
+3. GRPO: `train` again with method grpo, init_adapter the SFT adapter, grpo_rewards 'json' (only: whether the answer
+   parses), --generations answers per prompt.
+4. Each of base, SFT and GRPO answers every held-out prompt greedily (the same 4-bit base, batched, 64 new tokens);
+   reported: the share that parses as JSON (after stripping whitespace), the share whose JSON equals the reference,
+   and the GRPO run's first and last logged mean reward. Printed and saved as JSON to bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import write_report  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+NAMES = ["Maria Lopez", "Jon Berg", "Aiko Tanaka", "Samuel Okoro", "Lena Fischer", "Ravi Patel", "Chloe Martin",
+         "Omar Haddad", "Ingrid Larsen", "Tomas Novak", "Grace Kim", "Pedro Alves", "Nora Quinn", "Ivan Petrov"]
+CITIES = ["Lyon", "Oslo", "Kyoto", "Lagos", "Bremen", "Pune", "Quebec", "Beirut", "Bergen", "Brno", "Busan", "Porto"]
+SHAPES = ["{name} is {age} years old and lives in {city}.", "Born {age} years ago, {name} now calls {city} home.",
+          "{name}, aged {age}, moved to {city} last spring.", "In {city} you will find {name}, who is {age}.",
+          "Our new colleague {name} ({age}) works from {city}."]
+INSTRUCTION = ("Extract the person's name, age and city from the sentence below. Answer with JSON only, with the keys "
+               "\"name\", \"age\" (a number) and \"city\".\n\nSentence: ")
+SMOKE = {"sft_steps": 2, "grpo_steps": 2, "generations": 2, "held_out": 4, "rows": 12, "completion": 8}
+
+
+def extraction_rows(count: int, seed: int = 7) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        person = {"name": rng.choice(NAMES), "age": rng.randint(19, 79), "city": rng.choice(CITIES)}
+        sentence = rng.choice(SHAPES).format(**person)
+        rows.append({"prompt": INSTRUCTION + sentence, "reference": json.dumps(person)})
+    return rows
+
+
+def base_dir(model: str, work: Path) -> Path:
+    if model == "demo":
+        from jobs.models.demo import ensure_demo_model
+
+        return ensure_demo_model(work / "models")
+    from jobs.models.smollm2 import ensure_smollm2
+
+    cache = Path(os.environ.get("STUDIO_TEST_CACHE", Path.home() / ".cache" / "qlora-studio-tests"))
+    return ensure_smollm2(cache / "models")
+
+
+def greedy_answers(base: Path, adapter: Path | None, prompts: list[str], new_tokens: int) -> list[str]:
+    """Greedy answers of the 4-bit base (with `adapter`), batched, left-padded, fp32 compute."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from jobs.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(str(base))
+    tokenizer.padding_side = "left"
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                      bnb_4bit_compute_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(base), quantization_config=quantization, dtype=torch.float32,
+                                                 device_map={"": "cpu"})
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                           add_generation_prompt=True) for p in prompts]
+    answers = []
+    for start in range(0, len(texts), 8):
+        batch = tokenizer(texts[start:start + 8], return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        answers += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    return answers
+
+
+def scores(answers: list[str], references: list[str]) -> dict:
+    parsed = []
+    for answer in answers:
+        try:
+            parsed.append(json.loads(answer.strip()))
+        except ValueError:
+            parsed.append(None)
+    exact = sum(value == json.loads(ref) for value, ref in zip(parsed, references, strict=True))
+    return {"parse_rate": sum(value is not None for value in parsed) / len(answers),
+            "exact_rate": exact / len(answers), "examples": answers[:3]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=("smollm2", "demo"), default="smollm2")
+    parser.add_argument("--rows", type=int, default=120)
+    parser.add_argument("--held-out", type=int, default=24)
+    parser.add_argument("--sft-steps", type=int, default=12)
+    parser.add_argument("--grpo-steps", type=int, default=30)
+    parser.add_argument("--generations", type=int, default=4)
+    parser.add_argument("--completion", type=int, default=48, help="max_completion_length (tokens)")
+    parser.add_argument("--smoke", action="store_true", help="the demo model, a few steps: the script runs")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.smoke:
+        args.model = "demo"
+        for key, value in SMOKE.items():
+            setattr(args, key, value)
+    from jobs.data.formats import REFERENCE, parse_records
+    from jobs.data.store import store_parsed
+    from jobs.spec import parse_spec
+    from jobs.training.train import quiet_libraries, train
+
+    quiet_libraries()
+    work = Path(tempfile.mkdtemp(prefix="grpo-json-"))
+    base = base_dir(args.model, work)
+    rows = extraction_rows(args.rows)
+    train_rows, held = rows[:-args.held_out], rows[-args.held_out:]
+    chats, _ = store_parsed(parse_records([{"prompt": r["prompt"], "completion": r["reference"]}
+                                           for r in train_rows]), work / "data")
+    checks, _ = store_parsed(parse_records(train_rows), work / "data")
+    assert parse_records(train_rows).format == REFERENCE
+    common = {"max_length": 256, "eval_fraction": 0, "save_steps": 1000, "logging_steps": 1, "sample_prompts": 0,
+              "lora_r": 16, "target_modules": "all-linear", "batch_size": 4}
+
+    started = time.monotonic()
+    sft = train(parse_spec({**common, "max_steps": args.sft_steps, "learning_rate": 1e-3}), work / "sft", str(base),
+                chats, lambda *a: None, lambda: False)
+    sft_s = time.monotonic() - started
+    rewards: list[tuple[int, float]] = []
+    grpo_spec = parse_spec({**common, "method": "grpo", "init_adapter": "sft", "max_steps": args.grpo_steps,
+                            "batch_size": 2, "num_generations": args.generations,
+                            "max_completion_length": args.completion, "grpo_rewards": "json",
+                            "learning_rate": 2e-4, "warmup_ratio": 0})
+    started = time.monotonic()
+    grpo = train(grpo_spec, work / "grpo", str(base), checks,
+                 lambda step, values, total: rewards.append((step, values["reward"])) if "reward" in values else None,
+                 lambda: False, init_adapter=sft.adapter_dir)
+    grpo_s = time.monotonic() - started
+
+    prompts, references = [r["prompt"] for r in held], [r["reference"] for r in held]
+    new_tokens = 8 if args.smoke else 64
+    report = {"model": args.model, "rows_trained": len(train_rows), "held_out": len(held),
+              "sft_steps": args.sft_steps, "grpo_steps": args.grpo_steps, "generations": args.generations,
+              "max_completion_length": args.completion, "sft_s": round(sft_s, 1), "grpo_s": round(grpo_s, 1),
+              "grpo_reward_first": rewards[0][1] if rewards else None,
+              "grpo_reward_last": rewards[-1][1] if rewards else None, "grpo_rewards": rewards}
+    for label, adapter in (("base", None), ("sft", sft.adapter_dir), ("grpo", grpo.adapter_dir)):
+        report[label] = scores(greedy_answers(base, adapter, prompts, new_tokens), references)
+        print(f"{label}: parse rate {report[label]['parse_rate']:.2f}, exact {report[label]['exact_rate']:.2f}",
+              flush=True)
+    out = args.out or RESULTS / f"grpo_json_{args.model}.json"
+    write_report(out, report)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
