@@ -184,6 +184,8 @@ def _method_words(settings: RunSettings) -> str:
     if settings.method == "sft":
         return ""
     options = {"beta": settings.dpo_beta} if settings.method == "dpo" else dict(settings.method_options)
+    if settings.method == "grpo":
+        options = {"beta": settings.grpo_beta, "answers per prompt": settings.num_generations}
     shown = ", ".join(f"{name} {value}" for name, value in options.items() if name != "precompute_ref_log_probs")
     return f" ({settings.method.upper()}, {shown})"
 
