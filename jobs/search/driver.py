@@ -92,24 +92,27 @@ def trial_spec(request: SearchRequest, params: dict, number: int) -> dict:
 # ---- starting --------------------------------------------------------------------------------------------------
 
 def _run_problems(studio: Studio, request: SearchRequest) -> list[Problem]:
-    """What the request names and what its trials need, checked before anything is queued."""
+    """What the request names and what its trials need, checked before anything is queued (all at once)."""
     first = {name: (rule["choices"][0] if "choices" in rule else rule["low"]) for name, rule in request.space.items()}
     probe = {**request.base, **first, **(request.first[0] if request.first else {}), "name": f"{request.name}-1"}
-    try:
-        spec = validate_submission(studio, probe)
-    except SpecError as error:
-        return [Problem(field=f"base.{p.field}" if p.field in request.base or p.field not in request.space
-                        else f"space.{p.field}", message=p.message) for p in error.problems]
     problems = []
-    if not spec.eval_dataset and spec.eval_fraction == 0:
+    try:
+        validate_submission(studio, probe)
+    except SpecError as error:
+        problems += [Problem(field=_field_of(p.field, request), message=p.message) for p in error.problems]
+    try:
+        spec = parse_spec(probe)
+    except SpecError:
+        spec = None  # its own problems are reported above
+    if spec is not None and not spec.eval_dataset and spec.eval_fraction == 0:
         problems.append(Problem(field="base.eval_fraction", message=(
             "a search ranks trials by held-out loss: hold out rows (eval_fraction above 0) or name an eval_dataset")))
-    if spec.max_steps > 0 and spec.max_steps < 2 * spec.eval_steps:
+    if spec is not None and 0 < spec.max_steps < 2 * spec.eval_steps:
         problems.append(Problem(field="base.eval_steps", message=(
             f"trials train {spec.max_steps} steps and evaluate every {spec.eval_steps}: a trial is pruned between "
             f"evaluations, so it needs at least two (eval_steps at most {spec.max_steps // 2})")))
     if request.budget_minutes is not None:
-        minimum_s, why = _one_job_s(studio, spec.base_model)
+        minimum_s, why = _one_job_s(studio, spec.base_model if spec else request.base.get("base_model", ""))
         if request.budget_minutes * 60 < minimum_s:
             problems.append(Problem(field="budget_minutes", message=(
                 f"{request.budget_minutes:g} minutes is below one trial's minimum: {why} "
@@ -121,6 +124,12 @@ def _run_problems(studio: Studio, request: SearchRequest) -> list[Problem]:
     if taken or request.name in _study_names(open_storage(studio)):
         problems.append(Problem(field="name", message=f"a sweep or search named '{request.name}' exists already"))
     return problems
+
+
+def _field_of(field: str, request: SearchRequest) -> str:
+    if field == "name":
+        return "name"  # the trials are named after the search
+    return f"space.{field}" if field in request.space and field not in request.base else f"base.{field}"
 
 
 def _one_job_s(studio: Studio, base_model: str) -> tuple[float, str]:
@@ -256,8 +265,10 @@ def _start_trials(studio: Studio, study: optuna.Study, request: SearchRequest, j
     asked = [t for t in trials if t.state != TrialState.WAITING]
     in_flight = sum(t.state == TrialState.RUNNING for t in trials)
     out_of_budget = len(asked) >= request.budget_trials or _out_of_time(study, request)
+    stopping = any(job.status in (JobStatus.QUEUED, JobStatus.RUNNING) for job in jobs.values())
     if out_of_budget and in_flight == 0:
-        study.set_user_attr("state", DONE)
+        if not stopping:  # done once the last pruned trial's run has stopped too
+            study.set_user_attr("state", DONE)
         return
     owner = study.user_attrs["owner"]
     with _acting_for(studio, owner) as person_ok:

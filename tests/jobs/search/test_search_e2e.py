@@ -14,7 +14,7 @@ from tests.conftest import FAST_JOB, REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-BASE = {**FAST_JOB, "max_steps": 8, "eval_steps": 2, "save_steps": 100, "warmup_ratio": 0, "sample_prompts": 0}
+BASE = {**FAST_JOB, "max_steps": 6, "eval_steps": 2, "save_steps": 100, "warmup_ratio": 0, "sample_prompts": 0}
 
 
 def test_a_search_prunes_a_bad_trial_and_survives_a_restart(live):
