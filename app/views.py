@@ -102,9 +102,9 @@ def best_of_groups(jobs: list[Job], latest_by_job: dict[int, dict[str, float]]) 
     best: dict[str, tuple[float, int]] = {}
     for job in jobs:
         loss = latest_by_job.get(job.id, {}).get("eval_loss")
-        if job.group_name and job.status == "succeeded" and loss is not None:
-            if job.group_name not in best or loss < best[job.group_name][0]:
-                best[job.group_name] = (loss, job.id)
+        counts = job.group_name and job.status == "succeeded" and loss is not None
+        if counts and (job.group_name not in best or loss < best[job.group_name][0]):
+            best[job.group_name] = (loss, job.id)
     return {group: job_id for group, (_, job_id) in best.items()}
 
 

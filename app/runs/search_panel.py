@@ -95,7 +95,7 @@ def summary_text(found: dict) -> str:
                                                      if request.get("budget_minutes") else "")
     best = found.get("best")
     lines = [f"**{found['name']}**: {found['state']}; budget {budget}; {compute['trials']} trials so far, "
-             f"{compute['steps']} steps, {compute['seconds']:.0f} s of training.",
+             f"{compute['steps']} steps, {compute['seconds']:.0f} s of worker time.",
              f"Best: trial {best['number']} (job {best['job_id']}), held-out loss {best['value']:.4f}."
              if best else "No trial has finished yet."]
     if found["importance_note"]:

@@ -64,3 +64,19 @@ def test_what_a_search_runs_is_checked_before_anything_is_queued(studio):
     with studio.db.read() as s:
         assert [job.name for job in jobs_repo.list_jobs(s)] == ["taken-1"]  # the sweep's job only
     assert list_searches(studio) == []
+
+
+def test_parameter_importance_from_three_finished_trials():
+    """PED-ANOVA: no scikit-learn, any sampler; the learning rate that decides the loss comes out on top."""
+    import optuna
+
+    from jobs.search.driver import _importance
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: (t.suggest_float("learning_rate", 1e-4, 1e-2, log=True) - 3e-3) ** 2 * 1e4
+                   + t.suggest_int("lora_r", 4, 32) * 1e-4, n_trials=2)
+    assert _importance(study) == ({}, "parameter importance needs 3 finished trials (2 so far)")
+    study.optimize(lambda t: (t.suggest_float("learning_rate", 1e-4, 1e-2, log=True) - 3e-3) ** 2 * 1e4
+                   + t.suggest_int("lora_r", 4, 32) * 1e-4, n_trials=6)
+    importance, note = _importance(study)
+    assert note == "" and max(importance, key=importance.get) == "learning_rate", importance
