@@ -17,9 +17,12 @@ _exit_code = [0]
 
 
 def _drive_searches(studio) -> None:
-    from jobs.search.driver import drive_searches  # Optuna loads when the first pass runs, not at start
+    from storage.search_store import may_have_searches
 
-    drive_searches(studio)
+    if may_have_searches(studio.settings):
+        from jobs.search.driver import drive_searches  # Optuna loads once there is a search, not at start
+
+        drive_searches(studio)
 
 
 def request_stop(code: int) -> None:

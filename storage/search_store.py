@@ -13,14 +13,23 @@ from storage.settings import Settings
 SEARCH_SCHEMA = "studio_search"
 
 
+def search_file(settings: Settings):
+    return settings.data_dir / "search" / "optuna.sqlite"
+
+
+def may_have_searches(settings: Settings) -> bool:
+    """False only when no search was ever started here (a SQLite studio without its search file): the app's
+    reaper then never loads Optuna."""
+    return make_url(settings.database_url).get_backend_name() != "sqlite" or search_file(settings).exists()
+
+
 def search_storage(settings: Settings) -> tuple[str, dict]:
     """(URL, engine keyword arguments) for Optuna's RDBStorage."""
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
-        folder = settings.data_dir / "search"
-        folder.mkdir(parents=True, exist_ok=True)
+        search_file(settings).parent.mkdir(parents=True, exist_ok=True)
         # A busy timeout: the app's driver and a person's page read the file at once.
-        return f"sqlite:///{folder / 'optuna.sqlite'}", {"connect_args": {"timeout": 30}}
+        return f"sqlite:///{search_file(settings)}", {"connect_args": {"timeout": 30}}
     engine = create_engine(url)
     try:
         with engine.begin() as connection:

@@ -36,9 +36,15 @@ METRIC = "eval_loss"
 _JSON = "json:"  # Optuna's categorical choices are plain scalars: a module list travels as JSON text
 
 
+_STORAGES: dict[str, optuna.storages.RDBStorage] = {}
+
+
 def open_storage(studio: Studio) -> optuna.storages.RDBStorage:
+    """Optuna's storage of this studio's searches, opened once per process (each opening checks its schema)."""
     url, engine_kwargs = search_storage(studio.settings)
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    if url not in _STORAGES:
+        _STORAGES[url] = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    return _STORAGES[url]
 
 
 def _encode(choice: object) -> object:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import time
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -107,7 +108,9 @@ def parse_request(raw: object) -> SearchRequest:
         raise SpecError.from_text("search", "a JSON object with name, base, space and budget_trials")
     problems = [Problem(field=key, message=f"unknown key; a search takes {', '.join(KEYS)}")
                 for key in raw if key not in KEYS]
-    name = (raw.get("name") or "").strip() if isinstance(raw.get("name"), str | None) else ""
+    name = raw.get("name") if isinstance(raw.get("name"), str | None) else "?"
+    # Named by the time when left empty, as a sweep is.
+    name = (name or "").strip() or time.strftime("search-%Y%m%d-%H%M%S")
     if problem := name_problem(name):
         problems.append(Problem(field="name", message=problem))
     base = raw.get("base") or {}

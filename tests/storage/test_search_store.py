@@ -5,7 +5,7 @@ import optuna
 
 from storage.db import Database
 from storage.schema import upgrade_database
-from storage.search_store import SEARCH_SCHEMA, search_storage
+from storage.search_store import SEARCH_SCHEMA, may_have_searches, search_storage
 from storage.settings import load_settings
 
 
@@ -32,5 +32,8 @@ def test_on_postgresql_searches_live_in_their_own_schema(postgres_server, tmp_pa
 
 def test_on_sqlite_searches_have_their_own_file(tmp_path):
     settings = load_settings({"STUDIO_DATA_DIR": str(tmp_path)})
-    url, _ = search_storage(settings)
+    assert not may_have_searches(settings)  # the app's reaper does not load Optuna for nothing
+    url, engine_kwargs = search_storage(settings)
     assert url == f"sqlite:///{tmp_path / 'search' / 'optuna.sqlite'}" and url != settings.database_url
+    optuna.create_study(study_name="s", storage=optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs))
+    assert may_have_searches(settings)
