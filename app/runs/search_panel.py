@@ -114,7 +114,7 @@ def build_start(studio: Studio, names_: list[str], controls: list, spec_from_for
             minutes = gr.Number(value=0, label="Budget: minutes (0: none)", minimum=0, elem_id="search-minutes")
             parallel = gr.Number(value=1, precision=0, label="Trials at once", minimum=1, elem_id="search-parallel")
             pruner = gr.Radio(["hyperband", "successive_halving"], value="hyperband", label="Pruner")
-            search_name = gr.Textbox(label="Search name", elem_id="search-name")
+            search_name = gr.Textbox(label="Search name", placeholder="optional", elem_id="search-name")
         start_button = gr.Button("Start search", elem_id="search-start")
 
     def on_start(space_text, trials_value, minutes_value, parallel_value, pruner_value, name_value, *values):
