@@ -67,8 +67,12 @@ def compute_of(studio, job_ids: list[int]) -> dict:
         finals = jobs_repo.latest_metrics(session, job_ids, ("eval_loss",))
     seconds = sum((job.finished_at - job.started_at).total_seconds() for job in jobs if job.started_at)
     done = [finals[job.id]["eval_loss"] for job in jobs if job.status == "succeeded" and job.id in finals]
+    runs = [{"name": job.name, "status": job.status, "steps": job.step,
+             "eval_loss": finals.get(job.id, {}).get("eval_loss"),
+             **{name: job.spec.get(name) for name in ("lora_r", "learning_rate", "target_modules")}} for job in jobs]
     return {"jobs": len(jobs), "steps": sum(job.step for job in jobs), "seconds": round(seconds, 1),
-            "statuses": sorted(job.status for job in jobs), "best_eval_loss": min(done) if done else None}
+            "statuses": sorted(job.status for job in jobs), "best_eval_loss": min(done) if done else None,
+            "runs": runs}
 
 
 def run_grid(studio, base: dict, grid: dict) -> dict:
