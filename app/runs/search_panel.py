@@ -137,7 +137,7 @@ def build(studio: Studio) -> None:
             picked = gr.Dropdown([], label="Search", allow_custom_value=True, scale=3, elem_id="search-picked")
             show = gr.Button("Show", scale=1, elem_id="search-show")
             train_button = gr.Button("Train this (the best spec)", scale=1, elem_id="search-train-best")
-            cancel_button = gr.Button("Cancel search", variant="stop", scale=1, elem_id="search-cancel")
+            cancel_button = gr.Button("Cancel search", scale=1, elem_id="search-cancel")
         summary = SafeMarkdown(elem_id="search-summary")
         table = gr.Dataframe(interactive=False, label="Trials", elem_id="search-trials-table")
         with gr.Row():
