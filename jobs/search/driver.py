@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -217,16 +218,16 @@ def drive_search(studio: Studio, name: str) -> str:
         return study.user_attrs["state"]
 
 
-def _trial_jobs(studio: Studio, name: str) -> dict[str, object]:
+@dataclass(frozen=True)
+class _TrialJob:
+    id: int
+    status: str
+
+
+def _trial_jobs(studio: Studio, name: str) -> dict[str, _TrialJob]:
+    """The search's trial jobs by name (NAME-N), read once per pass."""
     with studio.db.read() as session:
-        return {job.name: _JobView(job.id, job.status, job.started_at, job.finished_at, job.step)
-                for job in jobs_repo.group_jobs(session, name)}
-
-
-class _JobView:
-    def __init__(self, job_id, status, started_at, finished_at, step) -> None:
-        self.id, self.status, self.started_at, self.finished_at, self.step = (job_id, status, started_at,
-                                                                               finished_at, step)
+        return {job.name: _TrialJob(job.id, job.status) for job in jobs_repo.group_jobs(session, name)}
 
 
 def _follow(studio: Studio, study: optuna.Study, frozen: optuna.trial.FrozenTrial, jobs: dict) -> None:
