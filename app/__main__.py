@@ -16,6 +16,15 @@ STOP_REQUESTED = threading.Event()
 _exit_code = [0]
 
 
+def _drive_searches(studio) -> None:
+    from storage.search_store import may_have_searches
+
+    if may_have_searches(studio.settings):
+        from jobs.search.driver import drive_searches  # Optuna loads once there is a search, not at start
+
+        drive_searches(studio)
+
+
 def request_stop(code: int) -> None:
     """A signal handler: end the studio (atexit then stops the worker gracefully). It raises SystemExit where the
     signal lands, to interrupt a slow import or build step, and also records the request, because Python swallows
@@ -145,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
         log.info("starting the worker (one job at a time on this machine's device)")
         start_embedded_worker()
 
-    start_reaper(studio, reap_interval_s(studio.settings))  # stale jobs are requeued even with no worker alive
+    # Stale jobs are requeued even with no worker alive; searches ask for, follow and prune their trials here.
+    start_reaper(studio, reap_interval_s(studio.settings), also=lambda: _drive_searches(studio))
     if studio.settings.webhook_url:
         log.info("job events go to the webhook %s", studio.settings.webhook_url)
         start_notifier(studio, studio.settings.webhook_url)

@@ -86,7 +86,26 @@ def job_row(job: Job, latest: dict[str, float], pace: Pace | None = None) -> lis
 def jobs_table(jobs: list[Job], latest_by_job: dict[int, dict[str, float]],
                paces: dict[int, Pace] | None = None) -> pd.DataFrame:
     rows = [job_row(job, latest_by_job.get(job.id, {}), (paces or {}).get(job.id)) for job in jobs]
+    best = best_of_groups(jobs, latest_by_job)
+    for row, job in zip(rows, jobs, strict=True):
+        if best.get(job.group_name) == job.id:
+            row[JOB_COLUMNS.index("sweep")] += BEST_MARK
     return pd.DataFrame(rows, columns=JOB_COLUMNS)
+
+
+BEST_MARK = " ★ best"
+
+
+def best_of_groups(jobs: list[Job], latest_by_job: dict[int, dict[str, float]]) -> dict[str, int]:
+    """Each sweep's or search's best run: the succeeded job with the lowest final held-out loss (a pruned search
+    trial never is: it stopped before the end)."""
+    best: dict[str, tuple[float, int]] = {}
+    for job in jobs:
+        loss = latest_by_job.get(job.id, {}).get("eval_loss")
+        counts = job.group_name and job.status == "succeeded" and loss is not None
+        if counts and (job.group_name not in best or loss < best[job.group_name][0]):
+            best[job.group_name] = (loss, job.id)
+    return {group: job_id for group, (_, job_id) in best.items()}
 
 
 def loss_curve(metrics: list[Metric]) -> pd.DataFrame:

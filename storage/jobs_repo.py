@@ -331,7 +331,61 @@ def fail_job(session: Session, job_id: int, attempt: int, error: str) -> bool:
 
 
 def cancel_running_job(session: Session, job_id: int, attempt: int) -> bool:
+    """Record a stopped run: pruned when its search asked (`request_prune`), else cancelled by its person."""
+    job = session.get(Job, job_id)
+    if job is not None and (job.error or "").startswith(PRUNE_NOTE):
+        return _finish(session, job_id, attempt, JobStatus.PRUNED, job.error)
     return _finish(session, job_id, attempt, JobStatus.CANCELLED, "Cancelled by the user.")
+
+
+PRUNE_NOTE = "Pruned by its search"
+"""How a running job's error column marks a prune request until the run stops. A running job's error is empty (a
+claim clears it), so the mark needs no column of its own, and the stop itself takes the cancel path."""
+
+
+def request_prune(session: Session, job_id: int, reason: str) -> str | None:
+    """Stop a running search trial through the cancel path, to end as pruned rather than cancelled. A job already
+    finished or cancelled is left as it is. Returns its status (None: no such job)."""
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None:
+        return None
+    if job.status == JobStatus.RUNNING and not job.cancel_requested:
+        job.cancel_requested, job.error = True, f"{PRUNE_NOTE}: {reason}"
+    elif job.status == JobStatus.QUEUED:
+        job.status, job.finished_at, job.error = JobStatus.PRUNED, utcnow(), f"{PRUNE_NOTE}: {reason}"
+        _event(session, job_id, JobStatus.PRUNED, job.error)
+    return job.status
+
+
+def group_jobs(session: Session, group: str) -> list[Job]:
+    """The jobs of a group (a sweep, a search's trials) the asker may see, oldest first."""
+    return list(session.scalars(select(Job).where(Job.group_name == group, visible(Job.owner)).order_by(Job.id)))
+
+
+def group_taken(session: Session, group: str) -> bool:
+    """Whether any job, of anyone, already belongs to a group of this name."""
+    return session.scalars(select(Job.id).where(Job.group_name == group).limit(1)).first() is not None
+
+
+def eval_curves(session: Session, job_ids: list[int], name: str = "eval_loss") -> dict[int, list[tuple[int, float]]]:
+    """(step, value) of one metric for each visible job, in step order: a search's trials overlaid."""
+    ids = _visible_ids(session, list(job_ids))
+    curves: dict[int, list[tuple[int, float]]] = {job_id: [] for job_id in ids}
+    if not ids:
+        return curves
+    query = (select(Metric.job_id, Metric.step, Metric.value).where(Metric.job_id.in_(ids), Metric.name == name)
+             .order_by(Metric.job_id, Metric.step))
+    for job_id, step, value in session.execute(query):
+        curves[job_id].append((step, value))
+    return curves
+
+
+def recent_run_seconds(session: Session, limit: int = 20) -> list[tuple[dict, float]]:
+    """(spec, seconds from start to finish) of the newest succeeded training jobs: what one job takes here."""
+    query = (select(Job.spec, Job.started_at, Job.finished_at)
+             .where(Job.status == JobStatus.SUCCEEDED, Job.kind == JobKind.TRAIN, Job.started_at.is_not(None),
+                    Job.finished_at.is_not(None)).order_by(Job.finished_at.desc()).limit(limit))
+    return [(spec, (finished - started).total_seconds()) for spec, started, finished in session.execute(query)]
 
 
 def _finish(session: Session, job_id: int, attempt: int, status: str, error: str | None) -> bool:

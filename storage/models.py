@@ -34,8 +34,11 @@ class JobStatus:
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    FINISHED = (SUCCEEDED, FAILED, CANCELLED)
-    ALL = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+    PRUNED = "pruned"
+    """A search trial its search stopped early (held-out loss behind the others'): neither a failure nor a person's
+    cancel. The column is a plain string, so this needs no migration."""
+    FINISHED = (SUCCEEDED, FAILED, CANCELLED, PRUNED)
+    ALL = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, PRUNED)
 
 
 class JobKind:

@@ -49,6 +49,7 @@ FORBIDDEN = {
     "jobs.step_plan": [*HEAVY, "app"],  # the plan panel asks it on every change of the form
     "jobs.planning": [*HEAVY, "app"],
     "jobs.sweeps": [*HEAVY, "app"],
+    "jobs.search.driver": [*HEAVY, "app"],  # the web process starts and reads searches
     "jobs.presets": [*HEAVY, "app"],
     "jobs.training.train": ["gradio", "app"],
     "jobs.training.prepare": ["gradio", "app"],
@@ -93,6 +94,8 @@ ROOMS = {
     "jobs.submit": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data", "jobs.queue", "jobs.run_settings",
                     "jobs.step_plan", "jobs.planning", "jobs.combine_rules", "jobs.rewards"},
     "jobs.sweeps": {"jobs.spec", "jobs.spec_versions", "jobs.studio", "jobs.submit"},  # submitted as one group
+    # a search's trials are sweep points chosen one by one (the sweep's cap and axes text), queued like any job
+    "jobs.search": {"jobs.spec", "jobs.spec_versions", "jobs.studio", "jobs.submit", "jobs.sweeps"},
     # an eval job answers on the chat engine, rebuilds a training job's held-out split, and is queued like training
     "jobs.evaluate": {"jobs.spec", "jobs.spec_words", "jobs.spec_store", "jobs.studio", "jobs.data", "jobs.chat",
                       "jobs.models", "jobs.training", "jobs.queue", "jobs.submit"},

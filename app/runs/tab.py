@@ -8,7 +8,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app import views
-from app.runs import compare_panel, run_view
+from app.runs import compare_panel, run_view, search_panel
 from app.train.spec_form import SpecForm, form_values
 from app.web.errors import user_error
 from app.web.safe_text import SafeMarkdown, notify
@@ -195,6 +195,7 @@ def build(studio: Studio, app: gr.Blocks, form: SpecForm, tabs: gr.Tabs) -> None
                      elem_id="log-tail")
     log_download = gr.DownloadButton("Download the whole log", value=None, elem_id="log-download", size="sm")
     compare_panel.build(studio, app)
+    search_panel.build(studio)
     timer = gr.Timer(REFRESH_S)
 
     def table_now(*filter_values):

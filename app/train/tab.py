@@ -12,6 +12,7 @@ from pathlib import Path
 import gradio as gr
 
 from app.choices import base_models
+from app.runs import search_panel
 from app.train import memory_panel, plan_panel, presets_panel
 from app.train.spec_form import (
     SpecForm,
@@ -172,6 +173,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
                                     "list: the first values together, then the second…")
                     sweep_name = gr.Textbox(label="Sweep name", placeholder="optional", elem_id="sweep-name")
                 submit_sweep_button = gr.Button("Submit sweep", elem_id="submit-sweep")
+            search_panel.build_start(studio, names, controls, spec_from_form, summary, status)
         with gr.Column(scale=2):
             memory_slot = gr.Column()
             with gr.Accordion("Upload a dataset", open=False):

@@ -15,6 +15,7 @@ from app.chat.tab import ChatService
 from app.choices import base_models
 from app.datasets import tab as datasets_tab
 from app.evaluate import tab as evaluate_tab
+from app.runs import search_panel
 from app.runs import tab as runs_tab
 from app.train import presets_panel
 from app.train import tab as train_tab
@@ -26,6 +27,7 @@ from jobs.chat.request import GenerationSettings, conversation
 from jobs.data.formats import DatasetError
 from jobs.data.readers import parse_json_text
 from jobs.models.resolve import allowed_model_roots, base_model_problem, base_module_kinds
+from jobs.search import driver
 from jobs.spec import DEMO_BASE_MODEL, SpecError, field_default
 from jobs.studio import Studio
 
@@ -56,6 +58,38 @@ def register(studio: Studio, chat: ChatService) -> None:
     def cancel_sweep(name: str) -> dict:
         """Cancel every queued or running job of a sweep. Returns each job's status."""
         return {str(job_id): status for job_id, status in runs_tab.cancel_group(studio, name).items()}
+
+    def start_search(spec: str, space: str, budget_trials: int, budget_minutes: float = 0, parallel: int = 1,
+                     pruner: str = "hyperband", name: str = "") -> dict:
+        """Start a budgeted search: `spec` (JSON) is the base, `space` (YAML or JSON) maps spec fields to ranges
+        ({low, high, log}) or {choices}; at most `budget_trials` trials (and `budget_minutes`, 0: no time limit),
+        `parallel` at once, losers pruned ('hyperband' or 'successive_halving'). Every problem is refused before
+        anything is queued. Returns the search's name (its trials' group)."""
+        try:
+            base = parse_json_text(spec) if (spec or "").strip() else {}
+            started = search_panel.start(studio, base, space, budget_trials, budget_minutes or None, parallel,
+                                         pruner, name)
+        except ValueError as error:
+            message = error.as_text() if isinstance(error, SpecError) else f"spec: not valid JSON: {error}"
+            raise user_error(message) from None
+        return {"name": started}
+
+    def list_searches() -> list[dict]:
+        """Your searches (an admin: everyone's), newest first: name, state, owner, budget."""
+        return driver.list_searches(studio)
+
+    def search_result(name: str) -> dict:
+        """A search's trials (values, status, held-out loss, steps, seconds), every trial's eval curve, the best
+        trial and its spec, the parameters' importance and the compute used."""
+        return search_panel.result(studio, name)
+
+    def train_search_best(name: str) -> int:
+        """Queue the best trial's spec as a job of its own ("Train this"). Returns the job id."""
+        return search_panel.train_best(studio, name)
+
+    def cancel_search(name: str) -> str:
+        """Stop a search: no more trials; its queued and running trials are cancelled."""
+        return search_panel.cancel(studio, name)
 
     def get_job(job_id: int) -> dict:
         """One job: status, progress, ETA, latest metrics, error, adapter name, log tail."""
@@ -346,7 +380,8 @@ def register(studio: Studio, chat: ChatService) -> None:
         """The newest audit events: sign-ins, failed sign-ins, account changes, pushes, deletions (admins only)."""
         return account_tab.audit_log(studio, limit)
 
-    endpoints = (submit_job, submit_sweep, cancel_sweep, get_job, list_jobs, cancel_job, move_job, set_priority,
+    endpoints = (submit_job, submit_sweep, cancel_sweep, start_search, list_searches, search_result,
+                 train_search_best, cancel_search, get_job, list_jobs, cancel_job, move_job, set_priority,
                  list_workers, list_adapters, download_adapter, rename_adapter, delete_adapter, merge_adapter,
                  combine_adapters, download_merged, export_gguf, download_gguf, push_to_hub, set_hub_token,
                  clear_hub_token, hub_token_status, compare,
@@ -380,7 +415,10 @@ UI_ACTIONS: dict[str, tuple[str, ...]] = {
     "Runs › move-back": ("move_job",), "Runs › Set priority": ("set_priority",),
     "Runs › jobs-table": ("list_jobs", "get_job", "job_metrics"),
     "Runs › run-timeline": ("job_metrics", "sample_answers"), "Runs › Cancel job": ("cancel_job",),
-    "Runs › Cancel its whole sweep": ("cancel_sweep",), "Runs › clone-run": ("get_job",),
+    "Runs › Cancel its whole sweep": ("cancel_sweep",),
+    "Train › search-start": ("start_search",), "Runs › search-show": ("search_result",),
+    "Runs › search-summary": ("search_result",), "Runs › search-train-best": ("train_search_best",),
+    "Runs › search-cancel": ("cancel_search",), "Runs › clone-run": ("get_job",),
     "Adapters › adapter-merge": ("merge_adapter",), "Adapters › Push to the hub": ("push_to_hub",),
     "Adapters › adapter-combine": ("combine_adapters",),
     "Adapters › adapter-export-gguf": ("export_gguf",), "Adapters › gguf-download": ("download_gguf",),

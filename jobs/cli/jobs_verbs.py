@@ -22,7 +22,7 @@ from storage.models import JobStatus
 WAIT_POLL_S = 0.5  # a DB read: cheap, and the CLI returns within half a second of the job ending
 REMOTE_POLL_S = 1.0
 NO_WORKER_HINT_S = 20.0
-FINISHED = ("succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled", "pruned")
 
 
 def _dataset_file(raw: dict, spec_dir: Path) -> Path | None:

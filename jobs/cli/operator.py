@@ -76,6 +76,46 @@ def cancel_sweep(studio: Studio, name: str) -> dict:
     return {str(job_id): status for job_id, status in cancel_group(studio, name).items()}
 
 
+def start_search(studio: Studio, spec: str, space: str, budget_trials: int, budget_minutes: float = 0.0,
+                 parallel: int = 1, pruner: str = "hyperband", name: str = "") -> dict:
+    import json
+
+    from jobs.search.driver import start_search as start
+    from jobs.sweeps import axes_from_text
+
+    raw = {"name": name, "base": json.loads(spec), "space": axes_from_text(space), "budget_trials": budget_trials,
+           "parallel": parallel, "pruner": pruner}
+    if budget_minutes:
+        raw["budget_minutes"] = budget_minutes
+    return {"name": start(studio, raw)}
+
+
+def list_searches(studio: Studio) -> list[dict]:
+    from jobs.search.driver import list_searches as searches
+
+    return searches(studio)
+
+
+def search_result(studio: Studio, name: str) -> dict:
+    from jobs.search.driver import search_result as found
+
+    return found(studio, name)
+
+
+def train_search_best(studio: Studio, name: str) -> int:
+    from jobs.search.driver import train_best
+
+    return train_best(studio, name)
+
+
+def cancel_search(studio: Studio, name: str) -> str:
+    from jobs.search.driver import CANCELLED
+    from jobs.search.driver import cancel_search as cancel
+
+    cancel(studio, name)
+    return CANCELLED
+
+
 def metrics(studio: Studio, job_id: int, names: list[str]) -> dict:
     job(studio, job_id)  # a refusal for an unknown job
     with studio.db.read() as session:

@@ -80,3 +80,35 @@ def test_a_combined_adapter_says_what_it_was_made_of():
             "parents": [{"adapter": "a", "adapter_id": 1, "weight": 0.7}, {"adapter": "b", "adapter_id": 2,
                                                                           "weight": -0.3}]}
     assert views.combination_text(spec) == "combined (ties, density 0.5, majority sign method total): a ×0.7 + b ×-0.3"
+
+
+def test_the_runs_table_marks_each_groups_best_finished_run():
+    from storage.models import Job
+
+    def job(job_id, status, group):
+        return Job(id=job_id, name=f"t-{job_id}", status=status, group_name=group, attempt=1, step=4, total_steps=4,
+                   spec={}, created_at=utcnow())
+
+    jobs = [job(1, "succeeded", "s"), job(2, "pruned", "s"), job(3, "succeeded", "s"), job(4, "succeeded", None)]
+    latest = {1: {"eval_loss": 2.0}, 2: {"eval_loss": 1.0}, 3: {"eval_loss": 1.5}, 4: {"eval_loss": 0.1}}
+    table = views.jobs_table(jobs, latest)
+    assert list(table["sweep"]) == ["s", "s", "s ★ best", ""]  # pruned trial 2 stopped early: never the best
+
+
+def test_a_search_result_as_tables_and_charts():
+    from app.runs import search_panel
+
+    found = {"name": "s", "state": "done", "request": {"budget_trials": 2, "budget_minutes": None},
+             "compute": {"trials": 2, "steps": 6, "seconds": 30.0}, "importance": {"lora_r": 0.2, "learning_rate": 0.8},
+             "importance_note": "", "best": {"number": 1, "job_id": 7, "value": 1.25},
+             "trials": [{"number": 1, "job_id": 7, "job_status": "succeeded", "state": "complete", "value": 1.25,
+                         "steps": 4, "seconds": 20.0, "params": {"lora_r": 8}},
+                        {"number": 2, "job_id": 8, "job_status": "pruned", "state": "pruned", "value": 3.0,
+                         "steps": 2, "seconds": 10.0, "params": {"lora_r": 4}}],
+             "curves": {"7": [(2, 2.0), (4, 1.25)], "8": [(2, 3.0)]}}
+    assert list(search_panel.trials_table(found)["best"]) == ["★ best", ""]
+    assert list(search_panel.trials_table(found)["status"]) == ["succeeded", "pruned"]
+    curves = search_panel.curves_frame(found)
+    assert list(curves["trial"]) == ["trial 1", "trial 1", "trial 2"] and list(curves["step"]) == [2.0, 4.0, 2.0]
+    assert list(search_panel.importance_frame(found)["parameter"]) == ["learning_rate", "lora_r"]
+    assert "held-out loss 1.2500" in search_panel.summary_text(found)

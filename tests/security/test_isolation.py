@@ -33,6 +33,11 @@ def _alice_makes_things(team, bob) -> dict:
     finished = team.wait("alice", job_id)
     assert finished["status"] == "succeeded", finished["error"]
     adapter = finished["adapter"]
+    # A search of hers, stopped at once: what Bob must not see is its record, not its training.
+    searched = json.dumps({**spec, "eval_fraction": 0.2})
+    assert alice.predict(searched, "learning_rate: {low: 0.0001, high: 0.01}", 1, 0, 1, "hyperband", "alice-search",
+                         api_name="/start_search") == {"name": "alice-search"}
+    assert alice.predict("alice-search", api_name="/cancel_search") == "cancelled"
     alice.predict(BASE, "hello", [{"adapter": adapter, "reply": "hi"}, {"adapter": "base", "reply": "yo"}],
                   "best", 0, api_name="/record_vote")
     alice.predict("alice-suite", "say hi => hi", api_name="/save_suite")
@@ -82,6 +87,14 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
         "/submit_sweep": lambda: _refused(lambda: p(json.dumps({**FAST_JOB, "init_adapter": adapter}),
                                                     "lora_r: [8]", api_name="/submit_sweep"), adapter),
         "/cancel_sweep": lambda: _refused(lambda: p("alice-sweep", api_name="/cancel_sweep"), "no sweep", "alice"),
+        "/start_search": lambda: _refused(lambda: p(json.dumps({**FAST_JOB, "dataset": "alice-data"}),
+                                                    "lora_r: {low: 4, high: 8}", 2, api_name="/start_search"),
+                                          "no dataset named 'alice-data'"),
+        "/list_searches": lambda: _assert("alice-search" not in {s["name"] for s in p(api_name="/list_searches")}),
+        "/search_result": lambda: _refused(lambda: p("alice-search", api_name="/search_result"), "no search named"),
+        "/train_search_best": lambda: _refused(lambda: p("alice-search", api_name="/train_search_best"),
+                                               "no search named"),
+        "/cancel_search": lambda: _refused(lambda: p("alice-search", api_name="/cancel_search"), "no search named"),
         "/get_job": lambda: _refused(lambda: p(job, api_name="/get_job"), *not_found),
         "/list_jobs": lambda: _assert(job not in {j["id"] for j in p(api_name="/list_jobs")}),
         "/cancel_job": lambda: _refused(lambda: p(job, api_name="/cancel_job"), *not_found),
@@ -209,6 +222,8 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
     # An admin sees everyone's work.
     assert admin.predict(job, api_name="/get_job")["adapter"] == adapter
     assert {adapter} <= {a["name"] for a in admin.predict("", api_name="/list_adapters")}
+    assert admin.predict("alice-search", api_name="/search_result")["owner"] == "alice"
+    assert alice.predict("alice-search", api_name="/search_result")["state"] == "cancelled"
 
 
 def _v1(team, key: str | None, method: str, path: str, body: dict | None = None, owner: str | None = None):

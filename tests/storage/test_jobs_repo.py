@@ -293,3 +293,24 @@ def test_a_sweeps_jobs_are_read_as_the_asker_sees_them(db):
         assert jobs_repo.group_statuses(s, "sweep-2") == []
     with db.read() as s:  # unscoped (the CLI): everyone's
         assert len(jobs_repo.group_statuses(s, "sweep-1")) == 3
+
+
+def test_a_pruned_run_ends_pruned_through_the_cancel_path(db):
+    """A search's prune request is the cancel flag plus a mark; the run's own stop then records "pruned", while a
+    person's cancel of another run still records "cancelled"."""
+    pruned, cancelled = _new_job(db), _new_job(db)
+    with db.write() as s:
+        attempts = {job_id: jobs_repo.claim_job(s, job_id, "w1") for job_id in (pruned, cancelled)}
+    with db.write() as s:
+        assert jobs_repo.request_prune(s, pruned, "held-out loss 7.2 at step 2") == JobStatus.RUNNING
+        assert jobs_repo.request_cancel(s, cancelled) == JobStatus.RUNNING
+        assert jobs_repo.heartbeat(s, pruned, attempts[pruned]).cancel_requested  # the worker stops it as a cancel
+    with db.write() as s:
+        for job_id, attempt in attempts.items():
+            assert jobs_repo.cancel_running_job(s, job_id, attempt)
+    with db.read() as s:
+        assert jobs_repo.get_job(s, pruned).status == JobStatus.PRUNED
+        assert jobs_repo.get_job(s, pruned).error.startswith(jobs_repo.PRUNE_NOTE)
+        assert jobs_repo.get_job(s, cancelled).status == JobStatus.CANCELLED
+    with db.write() as s:  # a finished run is left as it ended
+        assert jobs_repo.request_prune(s, cancelled, "late") == JobStatus.CANCELLED
