@@ -181,7 +181,9 @@ def spec_changes(spec: dict, chosen: dict | None = None) -> tuple[list[str], lis
         # A field whose default is made per spec (a list) has no `field.default`: read as such it showed as
         # "PydanticUndefined", and compared unequal to every value.
         value, default = spec[name], field.get_default(call_default_factory=True)
-        line = f"{field_label(name)} (`{name}`): {_show(value)}"
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        shown = f"empty: {extra['empty']}" if value is None and "empty" in extra else _show(value)
+        line = f"{field_label(name)} (`{name}`): {shown}"
         if name in (chosen or {}):
             changed.append(f"{line} (chosen for this job's data)")
         elif value == default:

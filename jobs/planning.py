@@ -11,6 +11,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from jobs.data.mixing import mixed, mixes
 from jobs.data.preview import row_lengths
 from jobs.data.stats import tokenize_row
 from jobs.data.store import find_dataset, load_rows
@@ -54,11 +55,17 @@ def _base_folder(base_model: str, revision: str | None) -> Path | None:
 
 
 def data_size(studio: Studio, spec: TrainSpec, revision: str | None = None) -> DataSize:
-    """The spec's dataset in tokens of its base (empty when there is no such dataset)."""
-    dataset = find_dataset(studio, spec.dataset)
-    if dataset is None:
+    """The rows the spec trains on in tokens of its base: its dataset's, or its mix's as the run takes them
+    (jobs.data.mixing, the same seeded sample); empty when a dataset is missing."""
+    parts = spec.mix_parts()
+    datasets = {name: find_dataset(studio, name) for name, _ in parts}
+    if any(dataset is None for dataset in datasets.values()):
         return DataSize(lengths=[], counted=False)
-    return dataset_size(studio, dataset, spec.base_model, revision)
+    sizes = {name: dataset_size(studio, dataset, spec.base_model, revision) for name, dataset in datasets.items()}
+    if not mixes(parts, spec.max_rows):
+        return sizes[spec.dataset]
+    lengths, taken = mixed(parts, spec.max_rows, spec.seed, {name: size.lengths for name, size in sizes.items()})
+    return DataSize(lengths=lengths, counted=all(size.counted for size in sizes.values()), taken=tuple(taken))
 
 
 def dataset_size(studio: Studio, dataset: Dataset, base_model: str, revision: str | None = None) -> DataSize:
@@ -77,6 +84,8 @@ def longest_sequence(studio: Studio, spec: TrainSpec, dataset: Dataset | None = 
     answer: the chosen side is counted, the rejected one scaled from it by characters."""
     if spec.method == "sft" and spec.packing:
         return 0
+    if mixes(spec.mix_parts(), spec.max_rows):  # a mix's longest row is among the rows it takes
+        return max(data_size(studio, spec, revision).lengths, default=0)
     dataset = dataset or find_dataset(studio, spec.dataset)
     if dataset is None:
         return 0

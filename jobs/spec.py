@@ -51,6 +51,13 @@ BUNDLED_DATASETS = (EXAMPLE_DATASET, PIRATE_DATASET)
 
 
 MAX_NAME_LENGTH = 100
+MAX_MIX_DATASETS = 16
+MAX_ROWS = 10_000_000
+MAX_SYSTEM_PROMPT_CHARS = 4_000
+MAX_TEMPLATE_CHARS = 32_000
+"""A pasted chat template's bound: the longest TRL ships is under 16,000 characters."""
+MIX_TOLERANCE = 0.01
+"""How far a mix's ratios may add up from 1 (0.33 + 0.33 + 0.33 is a third each)."""
 MAX_STEPS = 10_000_000
 HEAD = "head"
 """The form's first row (name, base, dataset), laid out by the Train tab before the groups."""
@@ -333,6 +340,35 @@ class TrainSpec(BaseModel):
         "Recompute activations to save memory. 'auto': on for GPUs, off on CPU (measured 30% faster off)."))
     assistant_only_loss: bool = Field(True, title="Assistant-only loss", json_schema_extra=_at("More", 1), description=(
         "Train only on assistant turns (needs a chat template with generation markers)."))
+    # Data: mixing, template, system prompt, turns
+    dataset_mix: list[str] = Field(default_factory=list, title="Dataset mix", max_length=MAX_MIX_DATASETS,
+                                   json_schema_extra=_at("More", 8), description=(
+        "Several datasets mixed by ratio, as 'name:ratio' entries (comma-separated in the form), e.g. ['example:0.7', "
+        "'pirate:0.3']: the ratios add up to 1, the datasets are of one kind (chat, raw text or preference) and "
+        "include the dataset field's. Rows are sampled with the seed (same spec, same rows); a ratio asking for more "
+        "rows than its dataset has takes the dataset whole, never repeating a row, and the run log and the plan say "
+        "how many rows came from each. Empty: the dataset alone."))
+    max_rows: int | None = Field(None, title="Row budget", ge=1, le=MAX_ROWS,
+                                 json_schema_extra={**_at("More", 8), "empty": "every row (a mix: all it can take)"},
+                                 description=(
+        "Total rows to train on (and hold out from), sampled with the seed: shared out by the mix's ratios, or taken "
+        "from the one dataset. Empty (null; 0 in the form): with a mix, as many as the ratios allow using each row "
+        "at most once; without one, every row."))
+    loss_turns: Literal["all", "last"] = Field("all", title="Loss on turns", validate_default=True,
+                                               json_schema_extra=_at("More", 8), description=(
+        "Which assistant turns of a chat carry loss: all of them, or only the last (the earlier turns are context, "
+        "as at inference). sft only."))
+    system_prompt: str = Field("", title="Default system prompt", max_length=MAX_SYSTEM_PROMPT_CHARS,
+                               json_schema_extra={**_at("More", 9), "lines": 2}, description=(
+        "A system message added first to every chat (and preference prompt) that has none of its own; empty: none "
+        "added."))
+    chat_template: str = Field("", title="Chat template", max_length=MAX_TEMPLATE_CHARS,
+                               json_schema_extra={**_at("More", 9), "lines": 2}, description=(
+        "The chat template the rows are rendered with, saved with the adapter's tokenizer so chat, evaluation and "
+        "export render the same way: empty for the base's own, a known one by name ('chatml', 'smollm2', or one of "
+        "TRL's: 'llama3', 'qwen2_5', 'qwen3', 'gemma', 'phi3', ...), or a pasted Jinja template (rendered sandboxed). "
+        "With assistant_only_loss it needs {% generation %} ... {% endgeneration %} around the assistant's answer "
+        "(a known template gets them from its training twin)."))
     seed: int = Field(42, title="Seed", ge=0, le=2**32 - 1,
                       json_schema_extra=_at("Training", 1),
                       description="Seed for LoRA init, data order and dropout; same seed, same run.")
@@ -411,6 +447,72 @@ class TrainSpec(BaseModel):
         if "\x00" in value or not value.isprintable() or not encodable(value):
             raise ValueError("holds a control character or an invalid (unpaired surrogate) character")
         return value
+
+    @field_validator("dataset_mix", mode="before")
+    @classmethod
+    def _mix_text(cls, value: object) -> object:
+        # The form and the CLI type 'a:0.7, b:0.3'; an empty box is no mix.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("dataset_mix")
+    @classmethod
+    def _mix(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if not value:
+            return value
+        problems, entries = [], []
+        for entry in value:
+            name, colon, ratio_text = entry.rpartition(":")
+            name = name.strip()
+            try:
+                ratio = float(ratio_text)
+            except ValueError:
+                ratio = None
+            if not colon or ratio is None:
+                problems.append(f"'{entry[:60]}' is not 'dataset:ratio' (e.g. 'example:0.7')")
+            elif name_problem(name):
+                problems.append(f"'{name[:60]}': the dataset name {name_problem(name)}")
+            elif not 0 < ratio <= 1:
+                problems.append(f"'{entry}': the ratio must be above 0 and at most 1")
+            else:
+                entries.append((name, ratio))
+        if problems:
+            raise ValueError("; ".join(problems))
+        names = [name for name, _ in entries]
+        if twice := sorted({name for name in names if names.count(name) > 1}):
+            raise ValueError(f"{', '.join(twice)} listed more than once")
+        total = sum(ratio for _, ratio in entries)
+        if abs(total - 1) > MIX_TOLERANCE:
+            raise ValueError(f"the ratios add up to {total:g}, not 1: make them shares of the whole (e.g. 0.7 and 0.3)")
+        dataset = info.data.get("dataset")
+        if dataset and dataset not in names:
+            raise ValueError(f"must include the dataset field's '{dataset}' with its ratio (e.g. '{dataset}:0.5'), or "
+                             f"set the dataset field to one of the mix's datasets")
+        return [f"{name}:{ratio:g}" for name, ratio in entries]
+
+    @field_validator("loss_turns")
+    @classmethod
+    def _turns_need_sft(cls, value: str, info: ValidationInfo) -> str:
+        if value != "all" and info.data.get("method", "sft") != "sft":
+            raise ValueError("applies only to method sft (preference methods score whole answers); leave it 'all'")
+        return value
+
+    @field_validator("system_prompt")
+    @classmethod
+    def _system_text(cls, value: str) -> str:
+        if "\x00" in value or not encodable(value):
+            raise ValueError("holds a NUL or an invalid (unpaired surrogate) character")
+        return value
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_text(cls, value: str) -> str:
+        # What the template is (a known name, parseable Jinja with the markers it needs) is checked at submit
+        # (jobs.submit, with jobs.models.templates): the spec only bounds the text.
+        if "\x00" in value or not encodable(value):
+            raise ValueError("holds a NUL or an invalid (unpaired surrogate) character")
+        return value.strip() if "{" not in value else value  # a name typed with spaces; a template byte for byte
 
     @field_validator("name")
     @classmethod
@@ -568,6 +670,12 @@ class TrainSpec(BaseModel):
     def _migrate(cls, raw: object) -> object:
         # A spec written under older rules is brought up to date before it is checked (jobs.spec_versions).
         return migrate(raw) if isinstance(raw, dict) else raw
+
+    def mix_parts(self) -> list[tuple[str, float]]:
+        """(dataset, ratio) of every dataset the rows come from: the mix, or the one dataset whole."""
+        if not self.dataset_mix:
+            return [(self.dataset, 1.0)]
+        return [(name, float(ratio)) for name, _, ratio in (entry.rpartition(":") for entry in self.dataset_mix)]
 
     def target_module_names(self) -> list[str] | str:
         """The list peft gets: preset expanded, 'all-linear' passed through."""

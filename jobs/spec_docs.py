@@ -36,7 +36,10 @@ def spec_table() -> str:
 
 def _default_text(field) -> str:
     default = field.default if field.default_factory is None else field.default_factory()
-    return "null: chosen per job" if default is None else f"`{json.dumps(default)}`"
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    if default is None:
+        return f"null: {extra.get('empty', 'chosen per job')}"  # `empty`: what null means where no rule chooses
+    return f"`{json.dumps(default)}`"
 
 
 def fields_help() -> str:

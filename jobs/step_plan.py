@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from jobs.data.mixing import Taken, taken_words
 from jobs.data.stats import packed_sequence_count
 from jobs.data.store import split_sizes
 from jobs.spec import TrainSpec
@@ -54,6 +55,8 @@ class DataSize:
 
     lengths: list[int]
     counted: bool
+    taken: tuple[Taken, ...] = ()
+    """What a mix (or a row budget) took from each dataset (jobs.data.mixing); empty: the dataset's every row."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class StepPlan:
     train_rows: int = 0
     eval_rows: int = 0
     """Rows held out of the dataset for eval (0 with a validation dataset, or with no eval split)."""
+    taken: tuple[Taken, ...] = ()
+    """What the mix or row budget took from each dataset (empty: every row of the dataset)."""
 
     def sentence(self) -> str:
         spec = self.spec
@@ -82,7 +87,12 @@ class StepPlan:
                   "set a field to override." if self.chosen else "")
         return (f"This job will make {self.steps:,} optimizer steps over {self.tokens:,} tokens{counted}: {run} of "
                 f"{self.sequences_per_epoch:,} {unit}, {spec.batch_size} × {spec.grad_accum} per step, learning "
-                f"rate {spec.learning_rate:g}. {self.eval_sentence()}{chosen}")
+                f"rate {spec.learning_rate:g}. {self.rows_sentence()}{self.eval_sentence()}{chosen}")
+
+    def rows_sentence(self) -> str:
+        if not self.taken:
+            return ""
+        return f"Rows taken: {taken_words(list(self.taken))}. "
 
     def eval_sentence(self) -> str:
         spec = self.spec
@@ -195,4 +205,5 @@ def plan(spec: TrainSpec, data: DataSize, base_params: int | None) -> StepPlan:
     tokens = round(epoch_tokens * steps / steps_per_epoch)
     shown = tuple(name for name in chosen if name != "num_epochs" or spec.max_steps <= 0)
     return StepPlan(spec=resolved, steps=steps, tokens=tokens, sequences_per_epoch=sequences, chosen=shown,
-                    counted=data.counted, train_rows=len(lengths), eval_rows=len(kept) - len(lengths))
+                    counted=data.counted, train_rows=len(lengths), eval_rows=len(kept) - len(lengths),
+                    taken=data.taken)

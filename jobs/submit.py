@@ -6,6 +6,7 @@ A submission is checked in two passes that report together: the spec's own shape
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -23,7 +24,7 @@ from jobs.models.resolve import (
     looks_local,
     pin_hub_base,
 )
-from jobs.models.templates import NO_TRAINING_TEMPLATE, training_template
+from jobs.models.templates import NO_TRAINING_TEMPLATE, template_problem, training_template
 from jobs.planning import job_plan
 from jobs.queue import routing
 from jobs.queue.devices import describe_device
@@ -65,7 +66,7 @@ def _dataset_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
         problems.append(Problem(field="assistant_only_loss", message=(
             f"dataset '{spec.dataset}' is raw text: it has no assistant turns and trains on every token; turn "
             f"assistant_only_loss off")))
-    return problems + _method_problems(spec, dataset) + _batch_problems(spec)
+    return problems + _method_problems(spec, dataset) + _batch_problems(spec) + _mix_problems(studio, spec, dataset)
 
 
 METHOD_SHAPES = {PREFERENCE: ("a preference dataset (prompt, chosen, rejected)", PAIRED_METHODS),
@@ -73,6 +74,28 @@ METHOD_SHAPES = {PREFERENCE: ("a preference dataset (prompt, chosen, rejected)",
                  REFERENCE: ("a prompt/reference dataset (prompt, reference), whose prompts it answers and rewards",
                              ("grpo",))}
 """The data shape each preference method trains on, in words, with the methods that read it."""
+
+
+def _mix_problems(studio: Studio, spec: TrainSpec, dataset: Dataset) -> list[Problem]:
+    """The mix's datasets exist for the person asking (another person's is "no dataset named"), are of the dataset's
+    kind, and the system prompt and last-turn loss have chats to work on."""
+    problems = []
+    for name, _ in spec.mix_parts() if spec.dataset_mix else []:
+        other = dataset if name == spec.dataset else find_dataset(studio, name)
+        if other is None:
+            problems.append(Problem(field="dataset_mix", message=f"no dataset named '{name}'; upload it first"))
+        elif data_kind(other.format) != data_kind(dataset.format):
+            problems.append(Problem(field="dataset_mix", message=(
+                f"'{name}' is {data_kind(other.format)} but '{spec.dataset}' is {data_kind(dataset.format)}; mix "
+                f"datasets of one kind")))
+    if dataset.format == "text":
+        if spec.system_prompt:
+            problems.append(Problem(field="system_prompt", message=(
+                f"dataset '{spec.dataset}' is raw text: it has no chats to add a system message to; leave it empty")))
+        if spec.loss_turns != "all":
+            problems.append(Problem(field="loss_turns", message=(
+                f"dataset '{spec.dataset}' is raw text: it has no assistant turns; leave it 'all'")))
+    return problems
 
 
 def _method_problems(spec: TrainSpec, dataset: Dataset) -> list[Problem]:
@@ -192,7 +215,8 @@ def _base_model_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
     if spec.base_model in STUDIO_BASE_MODELS or not looks_local(spec.base_model):
         return problems  # studio bases have a known training template; a hub id's is checked by the worker
     model_dir = Path(spec.base_model).expanduser()
-    template_problem = spec.assistant_only_loss and _chat_template_problem(model_dir)
+    # A chosen chat_template replaces the base's own (the spec checked it).
+    template_problem = spec.assistant_only_loss and not spec.chat_template and _chat_template_problem(model_dir)
     if template_problem:
         problems.append(Problem(field="assistant_only_loss", message=template_problem))
     return problems
@@ -225,6 +249,8 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
     problems += init_adapter_problems(studio, spec) + _lora_problems(spec) + _start_problems(studio, spec)
     problems += _long_input_problems(studio, spec)
     problems += grpo_problems(studio, spec)
+    if spec.chat_template and (template := template_problem(spec.chat_template, spec.assistant_only_loss)):
+        problems.append(Problem(field="chat_template", message=template))
     if problems:
         raise SpecError(problems)
     return spec
@@ -375,7 +401,8 @@ def _create(session, studio: Studio, step_plan: StepPlan, priority: int, group_n
                                priority=priority, pool=spec.pool or None)
     job.provenance = {"pinned": _pins(studio, spec, hub_pins), "plan": {
         "chosen": {name: getattr(spec, name) for name in step_plan.chosen}, "steps": step_plan.steps,
-        "tokens": step_plan.tokens, "tokens_counted": step_plan.counted}}
+        "tokens": step_plan.tokens, "tokens_counted": step_plan.counted,
+        **({"rows_taken": [asdict(taken) for taken in step_plan.taken]} if step_plan.taken else {})}}
     job.group_name = group_name
     if not spec.name:
         job.name = f"{Path(spec.base_model).name}-job{job.id}"
@@ -396,6 +423,8 @@ def _pins(studio: Studio, spec: TrainSpec, hub_pins: dict[str, dict]) -> dict:
     pins = {"dataset": _pin(dataset), "base_model": base}
     if spec.eval_dataset:
         pins["eval_dataset"] = _pin(find_dataset(studio, spec.eval_dataset))
+    if spec.dataset_mix:
+        pins["dataset_mix"] = [_pin(find_dataset(studio, name)) for name, _ in spec.mix_parts()]
     if spec.init_adapter:
         with studio.db.read() as session:
             adapter = catalog.get_adapter_by_name(session, spec.init_adapter)

@@ -85,7 +85,8 @@ def as_code(studio: Studio, raw: dict) -> tuple[str, str]:
     if spec.init_adapter and start is None:  # a script without it would train another job than the form's
         raise user_error(f"init_adapter: no adapter named '{spec.init_adapter}'")
     planned = job_plan(studio, spec).spec  # the script has no rule: it gets the values chosen for this data
-    return cli_text(spec), plain_trl_script(planned, base_path, f"{spec.dataset}.jsonl", chat_template=template,
+    files = {name: f"{name}.jsonl" for name, _ in spec.mix_parts()} if spec.dataset_mix else f"{spec.dataset}.jsonl"
+    return cli_text(spec), plain_trl_script(planned, base_path, files, chat_template=template,
                                             eval_file=f"{spec.eval_dataset}.jsonl",
                                             start_adapter=str(studio.absolute(start.path)) if start else None)
 

@@ -95,7 +95,10 @@ def component(name: str, spec_type: type[BaseModel] = TrainSpec, **overrides):
         return gr.Number(value=field.default, precision=0, **common)
     if field.annotation in (float, float | None):
         return gr.Number(value=field.default, **common)
-    return gr.Textbox(value=field.default, **common)
+    if field.annotation == list[str]:  # typed as comma-separated entries (the spec splits them)
+        return gr.Textbox(value=", ".join(field.default_factory()), **common)
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return gr.Textbox(value=field.default, lines=extra.get("lines", 1), **common)
 
 
 def switch_word(value: bool | None) -> str:
@@ -179,6 +182,11 @@ def eval_fraction_value(value: object) -> object:
         return value
 
 
+TEXT_LISTS = {name for name, field in TrainSpec.model_fields.items()
+              if field.annotation == list[str] and name != "modules_to_save"}
+"""List fields the form shows as one comma-separated text box (modules_to_save has chips of its own)."""
+
+
 def form_values(spec: dict, names: list[str]) -> list:
     """Control values showing `spec` (missing fields at their defaults): for presets and clone-and-edit."""
     defaults = TrainSpec().model_dump(mode="json")
@@ -191,6 +199,8 @@ def form_values(spec: dict, names: list[str]) -> list:
             value = switch_word(value)
         elif name == "eval_fraction":
             value = AUTO if value is None else f"{value:g}" if isinstance(value, int | float) else value
+        elif name in TEXT_LISTS and isinstance(value, list):
+            value = ", ".join(map(str, value))
         values.append(value)
     return values
 

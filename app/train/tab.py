@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 
@@ -29,6 +30,7 @@ from app.train.spec_form import (
 from app.web.safe_text import SafeMarkdown
 from jobs.data.errors import DatasetError
 from jobs.data.formats import Mapping
+from jobs.data.mixing import taken_words
 from jobs.data.readers import SUFFIXES, parse_json_text
 from jobs.data.store import Imported, dataset_names, import_dataset
 from jobs.models.resolve import base_module_kinds
@@ -41,6 +43,7 @@ from jobs.spec import (
     SpecError,
     field_default,
     field_problem,
+    parse_spec,
 )
 from jobs.studio import Studio
 from jobs.submit import submit_job
@@ -71,22 +74,41 @@ def import_upload(studio: Studio, upload_path: str | None, name: str, mapping: M
     return import_dataset(studio, Path(upload_path), name or "", mapping)
 
 
+PREVIEW_DATA_FIELDS = ("dataset_mix", "max_rows", "seed", "system_prompt", "chat_template", "assistant_only_loss")
+"""The form's fields that decide which rows a run takes and how they render: the preview follows them."""
+
+
 def render_preview(studio: Studio, base_model: str, dataset: str, eval_fraction, max_length=None, eval_dataset="",
-                   overlong="truncate", dedup=False) -> str:
+                   overlong="truncate", dedup=False, *data_values) -> str:
     """How many rows, how they split, what max_length and dedup do to them, and the first rows as the model will
-    see them."""
-    from jobs.data.preview import preview_rows
+    see them: the rows the run takes (a mix's seeded sample, the default system prompt) through its chat template.
+    `data_values`: the form's PREVIEW_DATA_FIELDS, in that order."""
+    from jobs.data.preview import run_preview
     from jobs.data.store import find_dataset
 
     found = find_dataset(studio, dataset) if dataset else None
     if found is None:
         return f"No dataset named '{dataset}'."
-    lines = [_split_text(studio, found, eval_fraction, eval_dataset)]
+    raw = spec_from_form(studio, ["dataset", *PREVIEW_DATA_FIELDS[:len(data_values)]], [dataset, *data_values])
+    try:
+        spec = parse_spec({**raw, "base_model": base_model or field_default("base_model")})
+    except SpecError as error:
+        return "The rows cannot be shown yet: " + "; ".join(f"{p.field}: {p.message}" for p in error.problems)
+    try:
+        shown = run_preview(studio, spec, PREVIEW_ROWS)
+    except Exception as error:  # a chosen template that cannot render these rows (an unsupported role, say)
+        return f"The rows cannot be rendered with chat_template '{spec.chat_template[:40]}': {error}"
+    if shown is None:
+        return "A dataset of the mix is not stored (dataset_mix names one that is not)."
+    lines = [_split_text(studio, found, eval_fraction, eval_dataset, shown.rows if shown.taken else None)]
+    if shown.taken:
+        lines.insert(0, f"Mixed with seed {spec.seed}: {taken_words(shown.taken)}.")
     if cuts := _cut_text(studio, base_model, dataset, int(max_length or field_default("max_length")), overlong, dedup):
-        lines.append(cuts)
-    texts = preview_rows(studio, base_model, dataset, PREVIEW_ROWS) or []
-    lines.append(f"The first {len(texts)}, as the model sees them:")
-    rows = [f"**Row {index}**\n{fenced(text)}" for index, text in enumerate(texts, start=1)]
+        lines.append(cuts + (" (counted on the dataset field's rows)" if shown.taken else ""))
+    if shown.template_note:
+        lines.append(shown.template_note + ".")
+    lines.append(f"The first {len(shown.texts)}, as the model sees them:")
+    rows = [f"**Row {index}**\n{fenced(text)}" for index, text in enumerate(shown.texts, start=1)]
     return "\n\n".join([" ".join(lines), *rows])
 
 
@@ -98,10 +120,13 @@ def fenced(text: str) -> str:
     return f"{fence}text\n{text}\n{fence}"
 
 
-def _split_text(studio: Studio, found, eval_fraction, eval_dataset: str) -> str:
+def _split_text(studio: Studio, found, eval_fraction, eval_dataset: str, mixed_rows: int | None = None) -> str:
+    """`mixed_rows`: the rows a mix or row budget takes (None: the dataset's own)."""
     from jobs.data.store import find_dataset, split_sizes
     from jobs.step_plan import eval_fraction_for
 
+    if mixed_rows is not None:
+        found = SimpleNamespace(rows=mixed_rows, format=found.format)
     held_out = find_dataset(studio, eval_dataset) if eval_dataset else None
     if held_out is not None:
         return (f"**{found.rows} rows** ({found.format}), all of them train; eval on '{held_out.name}' "
@@ -252,7 +277,8 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
                               api_visibility="private")
     import_button.click(on_import, [upload, upload_name], [import_status, dataset], api_visibility="private")
     preview_inputs = [base_model, dataset, eval_fraction, *map(form.control, ("max_length", "eval_dataset",
-                                                                              "overlong", "dedup"))]
+                                                                              "overlong", "dedup",
+                                                                              *PREVIEW_DATA_FIELDS))]
     show_preview.click(on_show_preview, preview_inputs, [preview_on, preview], api_visibility="private")
     for preview_input in preview_inputs:
         preview_input.change(on_preview_input, [preview_on, *preview_inputs], preview, api_visibility="private")

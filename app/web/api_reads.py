@@ -82,7 +82,8 @@ def preview(studio: Studio, spec: str) -> str:
     """The Train tab's preview (Markdown): the split, what max_length and dedup do, the first rows as the model
     sees them. Reads only the spec's data fields; the rest need not be valid yet."""
     raw = spec_fields(spec)
-    values = [raw.get(name, TrainSpec.model_fields[name].get_default()) for name in PREVIEW_FIELDS]
+    names = (*PREVIEW_FIELDS, *train_tab.PREVIEW_DATA_FIELDS)  # the rows a mix takes, as the form's preview
+    values = [raw.get(name, TrainSpec.model_fields[name].get_default(call_default_factory=True)) for name in names]
     return train_tab.render_preview(studio, *values)
 
 

@@ -34,17 +34,18 @@ from peft import PeftModel
 from jobs.chat.generation import Batch, Generation, Group, LoadedBase, encode
 from jobs.chat.request import (
     BaseVariant,
+    ChatFormat,
     ChatRequestError,
     GenerationSettings,
     MemoryWait,
     Pane,
     as_pane,
+    chat_format,
     prompt_token_limit,
     prompt_tokens_problem,
 )
 from jobs.models.loading import compute_dtype, load_base_model, load_tokenizer, pick_device
 from jobs.models.resolve import resolve_base_model
-from jobs.models.templates import render_chat
 
 PEFT_BASE = "__base__"  # what peft calls the plain base in adapter_names
 GiB = 2**30
@@ -278,6 +279,11 @@ class ChatEngine:
         loaded.adapters[identity] = key
         if getattr(loaded.model.peft_config[key], "use_dora", False):
             loaded.solo.add(key)
+        if (written := chat_format(adapter_dir)) != ChatFormat():
+            # Its own template or system prompt: its prompts are its own, so it serves a pass of its own (a
+            # reference score's one context per pass stays one text).
+            loaded.formats[key] = written
+            loaded.solo.add(key)
         _share_saved_modules(loaded.model, list(loaded.adapters.values()))
         return key
 
@@ -340,7 +346,7 @@ class ChatEngine:
     def _logliks(group: Group, prompt: list[dict], reference: str, max_prompt_tokens: int) -> list[tuple[float, int]]:
         loaded = group.loaded
         tokenizer = loaded.tokenizer
-        context = render_chat(tokenizer, prompt, add_generation_prompt=True, tokenize=False)
+        context = loaded.render(group.keys[0], prompt, add_generation_prompt=True, tokenize=False)
         context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
         # Tokenized apart, so the answer's tokens never merge with the context's across the boundary.
         answer_ids = tokenizer(reference + (tokenizer.eos_token or ""), add_special_tokens=False)["input_ids"]

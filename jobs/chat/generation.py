@@ -19,7 +19,7 @@ from peft import PeftModel
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from jobs.chat.request import GenerationSettings, Replies, prompt_token_limit, prompt_tokens_problem
+from jobs.chat.request import ChatFormat, GenerationSettings, Replies, prompt_token_limit, prompt_tokens_problem
 from jobs.models.templates import render_chat
 
 
@@ -37,6 +37,14 @@ class LoadedBase:
     names can be renamed or reused by a new adapter, and must never bring back another adapter's weights."""
     solo: set[str] = field(default_factory=set)
     """Keys of adapters peft cannot mix into a batch by `adapter_names` (DoRA): each runs with itself active."""
+    formats: dict[str, ChatFormat] = field(default_factory=dict)
+    """Adapter key -> how its conversations are written (its chosen template, its default system prompt); an adapter
+    not here (and the base) writes them with the base's template as they are."""
+
+    def render(self, key: str, messages: list[dict], **options):
+        """`messages` rendered as the adapter `key` trained on them (jobs.chat.request.ChatFormat)."""
+        chat = self.formats.get(key, ChatFormat())
+        return render_chat(self.tokenizer, chat.conversation(messages), chat_template=chat.template, **options)
 
 
 @dataclass
@@ -113,8 +121,8 @@ def encode(group: Group, conversations: list[list[dict]], settings: GenerationSe
     # A conversation is chat messages (templated) or, for a plain completion (the OpenAI endpoint), the prompt text
     # itself, sent as it is.
     prompts = [conversations[row] if isinstance(conversations[row], str)
-               else render_chat(tokenizer, conversations[row], add_generation_prompt=True, tokenize=False)
-               for row in group.rows]
+               else group.loaded.render(key, conversations[row], add_generation_prompt=True, tokenize=False)
+               for row, key in zip(group.rows, group.keys, strict=True)]
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     limit, why = prompt_token_limit(group.loaded.context_tokens, settings.max_new_tokens, max_prompt_tokens)
     return batch, prompt_tokens_problem(int(batch["attention_mask"].sum(dim=1).max()), limit, why)

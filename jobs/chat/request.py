@@ -96,6 +96,33 @@ def variant_of(adapter_dir: Path, name: str) -> BaseVariant:
     return variant
 
 
+@dataclass(frozen=True)
+class ChatFormat:
+    """How an adapter's conversations are written: the chat template it trained with when its spec chose one (None:
+    the base's), and the default system prompt it trained with ("" for none)."""
+
+    template: str | None = None
+    system_prompt: str = ""
+
+    def conversation(self, messages: list[dict]) -> list[dict]:
+        """`messages` with the default system prompt first where they have no system message, as the rows trained."""
+        if not self.system_prompt or any(m.get("role") == "system" for m in messages):
+            return messages
+        return [{"role": "system", "content": self.system_prompt}, *messages]
+
+
+def chat_format(adapter_dir: Path) -> ChatFormat:
+    """The adapter's ChatFormat, from its folder: the spec it trained with (training_spec.json) and, where that chose
+    a chat_template, the template its saved tokenizer holds (with the generation markers training needed; they
+    render the same text)."""
+    from jobs.models.contents import chat_template_text
+
+    path = adapter_dir / "training_spec.json"
+    spec = read_spec_file(path).fields if path.is_file() else {}
+    template = chat_template_text(adapter_dir) if spec.get("chat_template") else None
+    return ChatFormat(template=template or None, system_prompt=spec.get("system_prompt") or "")
+
+
 class Pane(tuple):
     """One compare pane. It unpacks as the (name, adapter folder) pair every caller reads (the folder None for the
     base; a checkpoint's for adapter@step-N) and carries `variant`, how its base loads: a checkpoint follows its

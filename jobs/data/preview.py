@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from functools import cache
 
+from jobs.data.mixing import Taken, mixed, mixes, with_system_prompt
 from jobs.data.stats import DatasetStats, TokenizedRow, dataset_stats, tokenize_row
 from jobs.data.store import dataset_path, find_dataset, load_rows
 from jobs.models.known_bases import known_tokenizer
 from jobs.models.resolve import allowed_model_roots, base_model_problem, looks_local, prepared_path
-from jobs.models.templates import render_chat
+from jobs.models.templates import known_templates, render_chat, template_problem, template_text
 from jobs.models.tokenizer_only import load_tokenizer_only
-from jobs.spec import STUDIO_BASE_MODELS
+from jobs.spec import STUDIO_BASE_MODELS, TrainSpec
 from jobs.studio import Studio
 from storage.models import Dataset
 
@@ -55,23 +57,24 @@ def preview_tokenizer(studio: Studio, base_model: str):
         return None
 
 
-def render_row(tokenizer, row: dict) -> str:
-    """A stored row as the model reads it: a chat through the base's template, raw text as it is, a preference
-    pair as its prompt with the chosen answer, then the rejected one; an unpaired answer as its prompt with the answer,
-    marked desirable or undesirable; a prompt/reference row as its prompt, then the reference."""
+def render_row(tokenizer, row: dict, chat_template: str | None = None) -> str:
+    """A stored row as the model reads it: a chat through the base's template (or `chat_template`), raw text as it
+    is, a preference pair as its prompt with the chosen answer, then the rejected one; an unpaired answer as its
+    prompt with the answer, marked desirable or undesirable; a prompt/reference row as its prompt, then the
+    reference."""
     if "text" in row:
         return row["text"]
     if "label" in row:
         verdict = "desirable" if row["label"] else "undesirable"
-        return f"{verdict}:\n{render_row(tokenizer, {'messages': row['prompt'] + row['completion']})}"
+        return f"{verdict}:\n{render_row(tokenizer, {'messages': row['prompt'] + row['completion']}, chat_template)}"
     if "chosen" in row:
-        return "\n".join(f"{label}:\n{render_row(tokenizer, {'messages': row['prompt'] + row[label]})}"
+        return "\n".join(f"{label}:\n{render_row(tokenizer, {'messages': row['prompt'] + row[label]}, chat_template)}"
                          for label in ("chosen", "rejected"))
     if "reference" in row:  # GRPO: the prompt the model answers, then what its answer is checked against
         prompt = render_row(tokenizer, {"messages": row["prompt"]})
         return f"{prompt}\nreference:\n{row['reference']}"
     if tokenizer is not None:
-        return render_chat(tokenizer, row["messages"], tokenize=False)
+        return render_chat(tokenizer, row["messages"], tokenize=False, chat_template=chat_template)
     return "\n".join(f"[{m['role']}] {m['content']}" for m in row["messages"])
 
 
@@ -82,6 +85,40 @@ def preview_rows(studio: Studio, base_model: str, dataset: str, count: int) -> l
         return None
     tokenizer = preview_tokenizer(studio, base_model)
     return [render_row(tokenizer, row) for row in load_rows(path)[:count]]
+
+
+@dataclass(frozen=True)
+class RunPreview:
+    """The first rows a run trains on as the model sees them, and what its mix took from each dataset."""
+
+    texts: list[str]
+    rows: int
+    """Rows the run takes in all (before dedup, drop and the eval split)."""
+    taken: list[Taken]
+    """Per dataset of a mix or row budget; empty: every row of the one dataset."""
+    template_note: str = ""
+
+
+def run_preview(studio: Studio, spec: TrainSpec, count: int) -> RunPreview | None:
+    """The rows `spec` trains on, as training takes them (jobs.data.mixing: the same seeded mix, the default system
+    prompt added), the first `count` rendered through its chat template; None when a dataset is missing. A pasted
+    template is not rendered here, in the web process (a template may loop without end; training renders it in the
+    job's own process): the rows then show through the base's template, and the note says so."""
+    parts = spec.mix_parts()
+    datasets = {name: find_dataset(studio, name) for name, _ in parts}
+    if any(dataset is None for dataset in datasets.values()):
+        return None
+    loaded = {name: load_rows(studio.absolute(dataset.path)) for name, dataset in datasets.items()}
+    rows, taken = (mixed(parts, spec.max_rows, spec.seed, loaded) if mixes(parts, spec.max_rows)
+                   else (loaded[parts[0][0]], []))
+    shown = [with_system_prompt(row, spec.system_prompt) for row in rows[:count]]
+    template, note = template_text(spec.chat_template), ""
+    if spec.chat_template and (problem := template_problem(spec.chat_template, spec.assistant_only_loss)):
+        template, note = None, f"chat_template {problem}; shown here through the base's template"
+    elif spec.chat_template and spec.chat_template not in known_templates():
+        template, note = None, "a pasted chat template renders when the run starts; shown here through the base's"
+    tokenizer = preview_tokenizer(studio, spec.base_model)
+    return RunPreview([render_row(tokenizer, row, template) for row in shown], len(rows), taken, note)
 
 
 class NoTokenizer(Exception):

@@ -38,12 +38,15 @@ def quantization_config(spec: TrainSpec, dtype: torch.dtype) -> BitsAndBytesConf
     return BitsAndBytesConfig(**kwargs) if kwargs is not None else None
 
 
-def load_tokenizer(base_model: str, for_assistant_only_loss: bool = False):
-    """The base's tokenizer; for assistant-only loss, with a chat template that marks the assistant's turns (the
-    same text as the base's own template; the adapter's saved tokenizer records it)."""
+def load_tokenizer(base_model: str, for_assistant_only_loss: bool = False, chat_template: str | None = None):
+    """The base's tokenizer, with `chat_template` (the run's chosen one; None: the base's own); for assistant-only
+    loss, with a template that marks the assistant's turns (the same text as the chosen one; the adapter's saved
+    tokenizer records it, so chat, evaluation and export render as training did)."""
     tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if chat_template:
+        tokenizer.chat_template = chat_template
     if for_assistant_only_loss:
         template = training_template(tokenizer.chat_template)
         if template is None:

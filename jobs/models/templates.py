@@ -13,6 +13,10 @@ import threading
 from functools import cache
 from pathlib import Path
 
+import jinja2
+from jinja2.ext import Extension
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
 # trl.chat_template_utils.has_generation_markers: `{% generation %}` with any whitespace-trim variant.
 GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
@@ -88,3 +92,75 @@ def training_template(template: str | None) -> str | None:
     if has_generation_markers(template):
         return template
     return STUDIO_TRAINING_TWINS.get(template) or _trl_training_twins().get(template)
+
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}{% generation %}"
+    "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+"""ChatML with the assistant's answer and its <|im_end|> marked for assistant-only loss (no default system line)."""
+STUDIO_TEMPLATES = {"chatml": CHATML_TEMPLATE, "smollm2": SMOLLM2_TEMPLATE}
+
+
+@cache
+def known_templates() -> dict[str, str]:
+    """The templates a spec's chat_template may name: the studio's, then each of TRL's shipped templates that has a
+    training twin (so assistant-only loss works with it), by its file's stem."""
+    spec = importlib.util.find_spec("trl")
+    folder = Path(spec.submodule_search_locations[0]) / "chat_templates" if spec and spec.submodule_search_locations \
+        else None
+    trl = {}
+    for training in sorted(folder.glob("*_training.jinja")) if folder else []:
+        original = training.with_name(training.name.replace("_training.jinja", ".jinja"))
+        if original.is_file():
+            trl[original.stem] = original.read_text(encoding="utf-8")
+    return {**STUDIO_TEMPLATES, **trl}
+
+
+class _GenerationTag(Extension):
+    """Parses `{% generation %}...{% endgeneration %}` as transformers' AssistantTracker does, for the syntax check
+    only: the template is rendered by transformers, in its own ImmutableSandboxedEnvironment."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.Scope(body).set_lineno(lineno)
+
+
+def template_text(choice: str) -> str | None:
+    """The template a spec's chat_template means: a known one's text, the pasted text itself; None for empty (the
+    base's own)."""
+    if not choice:
+        return None
+    return known_templates().get(choice, choice)
+
+
+def looks_like_jinja(text: str) -> bool:
+    return "{{" in text or "{%" in text
+
+
+def template_problem(choice: str, assistant_only_loss: bool) -> str | None:
+    """Why `choice` cannot be a run's chat template, in words naming the fix, or None. A pasted one must parse as
+    Jinja in a sandbox (nothing is rendered here); with assistant-only loss it needs generation markers or a known
+    training twin."""
+    if not choice or choice in known_templates():
+        text = template_text(choice)
+    elif not looks_like_jinja(choice):
+        return (f"'{choice[:40]}' is neither a known template ({', '.join(known_templates())}) nor a Jinja template "
+                "(pasted text with {{ ... }} or {% ... %})")
+    else:
+        text = choice
+        try:
+            ImmutableSandboxedEnvironment(extensions=[_GenerationTag]).parse(text)
+        except jinja2.TemplateSyntaxError as error:
+            return f"is not a valid Jinja template: {error.message} (line {error.lineno})"
+    if text and assistant_only_loss and training_template(text) is None:
+        return ("has no {% generation %} ... {% endgeneration %} markers around the assistant's answer, which "
+                "assistant-only loss needs to tell the assistant's tokens apart: add them, or turn assistant_only_loss "
+                "off")
+    return None

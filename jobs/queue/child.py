@@ -131,7 +131,8 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
     with studio.db.write() as session:
         jobs_repo.record_provenance(session, job_id, attempt, record)
     held_out = pinned_dataset(studio, spec, pinned, "eval_dataset")
-    result = train(spec, run_dir, base_path, studio.absolute(dataset.path), sink.on_metrics, sink.should_stop,
+    files = mix_files(studio, spec, pinned) if spec.dataset_mix else studio.absolute(dataset.path)
+    result = train(spec, run_dir, base_path, files, sink.on_metrics, sink.should_stop,
                    sink.on_samples, eval_path=studio.absolute(held_out.path) if held_out else None,
                    init_adapter=start)
     if result.stopped:
@@ -212,6 +213,19 @@ def pinned_dataset(studio: Studio, spec: TrainSpec, pinned: dict, role: str = "d
         raise LookupError(f"the dataset '{pin['name']}' this job was submitted with (sha256 {pin['sha256'][:12]}…) "
                           f"is gone; it was deleted or replaced after the job was queued")
     return dataset
+
+
+def mix_files(studio: Studio, spec: TrainSpec, pinned: dict) -> dict[str, Path]:
+    """Each dataset of the spec's mix as submit pinned it (by id, its content checked): a resumed or recovered run
+    mixes the same contents, so with the seed it takes the same rows."""
+    pins = {pin["name"]: pin for pin in pinned.get("dataset_mix", [])}
+    files = {}
+    for name, _ in spec.mix_parts():
+        dataset = pinned_dataset(studio, spec, {"dataset": pins[name]}) if name in pins else find_dataset(studio, name)
+        if dataset is None:
+            raise LookupError(f"the mix's dataset '{name}' is gone; it was deleted after the job was queued")
+        files[name] = studio.absolute(dataset.path)
+    return files
 
 
 def _provenance(studio: Studio, dataset: Dataset, spec: TrainSpec, base_path: str, device: str) -> dict:

@@ -15,6 +15,7 @@ from typing import Literal
 
 from jobs.rewards import RewardSettings, parse_terms
 from jobs.run_settings.cpu_dtype import base_positions, cpu_compute_dtype, hidden_size
+from jobs.run_settings.data import DataSettings
 from jobs.run_settings.lora import LoraSettings
 from jobs.run_settings.speed import ALL_KERNELS, COMPILE, attention_for, compile_for, liger_for, rope_parameters
 from jobs.spec import PAIRED_METHODS, PREFERENCE_METHODS, REFERENCE_METHODS, TrainSpec
@@ -122,6 +123,8 @@ class RunSettings:
     """GRPO's KL weight; above 0 TRL keeps a frozen copy of the starting adapter as the reference."""
     rewards: RewardSettings | None = None
     """GRPO: what answers are rewarded for (jobs.rewards); None for the other methods."""
+    data: DataSettings | None = None
+    """The rows' datasets, mix and budget, chat template, system prompt and trained turns (jobs.run_settings.data)."""
     notes: tuple[str, ...] = field(default=(), compare=False)
     """Where the run differs from what the spec asked, in words for the run's log."""
 
@@ -200,8 +203,11 @@ class RunSettings:
             return {**grpo_kwargs(shared, self.num_generations), "num_generations": self.num_generations,
                     "max_completion_length": self.max_completion_length, "beta": self.grpo_beta,
                     "reward_weights": self.rewards.weights, "log_completions": False}
+        # Last turn only: the rows are conversational prompt/completion pairs (jobs.data.mixing.last_turn_only),
+        # and TRL masks the prompt.
+        last_turn = self.data is not None and self.data.last_turn_only
         return {**shared, "packing": self.packing, "padding_free": self.packing,
-                "assistant_only_loss": self.assistant_only_loss}
+                "assistant_only_loss": self.assistant_only_loss, "completion_only_loss": True if last_turn else None}
 
 
 def grpo_kwargs(shared: dict, num_generations: int) -> dict:
@@ -234,7 +240,7 @@ def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings
         method_options=method_options(spec), learning_rate=spec.learning_rate,
         num_epochs=spec.num_epochs, max_steps=spec.max_steps, lr_scheduler=spec.lr_scheduler,
         warmup=spec.warmup_ratio, weight_decay=spec.weight_decay, max_grad_norm=spec.max_grad_norm, seed=spec.seed,
-        logging_steps=spec.logging_steps, eval_steps=spec.eval_steps,
+        logging_steps=spec.logging_steps, eval_steps=spec.eval_steps, data=DataSettings.from_spec(spec),
         report_to=spec.report_to, attn_implementation=attention, torch_compile=compiled, liger_kernel=liger,
         rope_parameters=tuple(rope.items()) if rope else None,
         num_generations=spec.num_generations, max_completion_length=spec.max_completion_length,

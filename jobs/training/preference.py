@@ -16,19 +16,21 @@ from pathlib import Path
 
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
-from jobs.data.store import load_rows
 from jobs.models.loading import load_tokenizer
+from jobs.models.templates import template_text
 from jobs.run_settings.settings import RunSettings
 from jobs.spec import TrainSpec
 from jobs.training.callbacks import MetricsSink, StopCallback
 from jobs.training.lora_init import loraplus_optimizer
 from jobs.training.phases import phase
 from jobs.training.prepare import (
+    DatasetFiles,
     PreparedRun,
     keep_lora_in_fp32,
     model_and_rows,
     planned,
     run_callbacks,
+    run_rows,
     trainer_args,
 )
 
@@ -57,11 +59,12 @@ def preference_config(settings: RunSettings, spec: TrainSpec, out_dir: Path, has
     return config(**trainer_args(settings, spec, out_dir, has_eval))
 
 
-def prepare_preference_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path,
+def prepare_preference_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: DatasetFiles,
                            on_metrics: MetricsSink, should_stop: Callable[[], bool], eval_path: Path | None = None,
                            init_adapter: Path | None = None) -> PreparedRun:
     with phase("data"):
-        tokenizer, rows = load_tokenizer(base_model), load_rows(dataset_path)
+        tokenizer = load_tokenizer(base_model, chat_template=template_text(spec.chat_template))
+        rows = run_rows(spec, dataset_path)
         spec = planned(spec, base_model, rows, tokenizer)
     settings, model, train_rows, eval_rows = model_and_rows(spec, out_dir, base_model, rows, tokenizer, eval_path,
                                                             init_adapter)

@@ -16,10 +16,12 @@ from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+from jobs.data.mixing import mixed, taken_words, with_system_prompt
 from jobs.data.stats import tokenize_row
 from jobs.data.store import load_rows, split_sizes
 from jobs.models.loading import keep_4bit_layout_trainable, machine, release_loading_memory
 from jobs.models.memory_inputs import ModelShape
+from jobs.run_settings.data import DataSettings
 from jobs.run_settings.lora import read_adapter_lora
 from jobs.run_settings.settings import Base, RunSettings, resolve
 from jobs.run_settings.tracking import tracking_environment
@@ -132,6 +134,27 @@ def planned(spec: TrainSpec, base_model: str, rows: list[dict], tokenizer) -> Tr
     return rows_plan(spec, base_model, rows, tokenizer).spec
 
 
+DatasetFiles = Path | dict[str, Path]
+"""The stored file a run trains on, or, for a mix, each dataset's file by its name."""
+
+
+def run_rows(spec: TrainSpec, files: DatasetFiles) -> list[dict]:
+    """The rows the run trains on (before dedup, drop and the eval split): the datasets mixed by ratio within the row
+    budget, seeded (jobs.data.mixing; the log says what came from each), with the default system prompt added."""
+    data = DataSettings.from_spec(spec)
+    if not isinstance(files, dict):
+        files = {data.mix[0][0]: files} if len(data.mix) == 1 else {}
+    if missing := [name for name, _ in data.mix if name not in files]:
+        raise ValueError(f"no file given for the mix's dataset(s) {', '.join(missing)}")
+    rows = load_rows(files[data.mix[0][0]]) if not data.mixes else None
+    if rows is None:
+        rows, taken = mixed(data.mix, data.max_rows, data.seed, {name: load_rows(files[name]) for name, _ in data.mix})
+        print(f"mixed {len(rows):,} rows: {taken_words(taken)}", flush=True)
+    if data.system_prompt:
+        rows = [with_system_prompt(row, data.system_prompt) for row in rows]
+    return rows
+
+
 def select_rows(rows: list[dict], spec: TrainSpec, tokenizer) -> list[dict]:
     """The rows the run trains on: exact duplicates removed and over-long rows dropped, when the spec says so."""
     if spec.dedup:
@@ -219,7 +242,8 @@ def model_and_rows(spec: TrainSpec, out_dir: Path, base_model: str, rows: list[d
         keep_4bit_layout_trainable(base)  # evals and samples during training must not cut the gradient's path
         model = attach_lora(base, settings, init_adapter, out_dir, base_model)
     with phase("data"):
-        held_out = load_rows(eval_path) if eval_path else None
+        system_prompt = DataSettings.from_spec(spec).system_prompt  # the validation rows read as the training rows
+        held_out = [with_system_prompt(row, system_prompt) for row in load_rows(eval_path)] if eval_path else None
         train_rows, eval_rows = split_dataset(rows, spec.eval_fraction, spec.seed, held_out)
     announce(settings, spec, len(train_rows), len(eval_rows) if eval_rows is not None else 0)
     return settings, model, train_rows, eval_rows

@@ -11,8 +11,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from jobs import rewards as rewards_module
-from jobs.models.templates import training_template
+from jobs.data import mixing
+from jobs.models.templates import template_text, training_template
 from jobs.run_settings.cpu_dtype import NATIVE_BF16_FLAGS
+from jobs.run_settings.data import DataSettings
 from jobs.run_settings.lora import read_adapter_lora
 from jobs.run_settings.settings import MACHINES_BY_KIND, Base, Machine, RunSettings, resolve
 from jobs.run_settings.tracking import tracking_environment_values
@@ -95,16 +97,22 @@ BF16 = torch.cuda.is_bf16_supported() if CUDA else os.path.exists("/proc/cpuinfo
 """
 
 
-def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str, chat_template: str | None = None,
-                     out_dir: str = "adapter", eval_file: str | None = None, start_adapter: str | None = None) -> str:
-    """A standalone script training what `spec` trains. `chat_template`: the base's template, patched here with
-    generation markers when assistant-only loss needs them (the studio does the same). `eval_file`: the
-    validation dataset's file, when the spec names one; `start_adapter`: the folder of its init_adapter. The spec's
-    defaults must be chosen already (jobs.step_plan): the script trains fixed values."""
+def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str | dict[str, str],
+                     chat_template: str | None = None, out_dir: str = "adapter", eval_file: str | None = None,
+                     start_adapter: str | None = None) -> str:
+    """A standalone script training what `spec` trains. `dataset_file`: the dataset's file, or for a mix each
+    dataset's by name. `chat_template`: the base's template; the spec's chat_template replaces it, and either is
+    patched here with generation markers when assistant-only loss needs them (the studio does the same). `eval_file`:
+    the validation dataset's file, when the spec names one; `start_adapter`: the folder of its init_adapter. The
+    spec's defaults must be chosen already (jobs.step_plan): the script trains fixed values."""
     if unplanned := [name for name in AUTO_FIELDS if getattr(spec, name) is None]:
         raise ValueError(f"choose {', '.join(unplanned)} first (jobs.planning.job_plan)")
-    template = training_template(chat_template) if spec.assistant_only_loss else None
-    template_line = (f"tokenizer.chat_template = {template!r}  # the base's template, with generation markers"
+    data = DataSettings.from_spec(spec)
+    chosen = template_text(spec.chat_template) or chat_template
+    template = training_template(chosen) if spec.assistant_only_loss else chosen
+    what = "the chosen template" if data.chat_template else "the base's template"
+    template_line = (f"tokenizer.chat_template = {template!r}  # {what}"
+                     + (", with generation markers" if spec.assistant_only_loss else "")
                      if template and template != chat_template else "")
     settings = {m: script_values(s) for m, s in machine_settings(spec, base_path, start_adapter).items()}
     settings_code = _settings_code(settings)
@@ -113,6 +121,9 @@ def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str, chat_te
     eval_file = eval_file if spec.eval_dataset else None
     config, trainer = TRAINERS[spec.method]
     grpo = spec.method == "grpo"
+    mix_constants = _mix_constants(data)
+    eval_system_prompt = ("\n    eval_rows = eval_rows.map(lambda row: with_system_prompt(row, SYSTEM_PROMPT))"
+                          if data.system_prompt else "")
     return f'''"""Train the adapter the studio's spec describes, with plain transformers + peft + bitsandbytes + TRL."""
 from __future__ import annotations
 
@@ -120,13 +131,13 @@ import json
 import os
 
 import torch
-from datasets import load_dataset
+from datasets import Dataset, load_dataset
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, EarlyStoppingCallback, set_seed
 from {TRAINER_MODULES.get(spec.method, "trl")} import {config}, {trainer}
 
 BASE = {base_path!r}
-DATA = {dataset_file!r}  # JSONL rows: {ROW_SHAPES.get(spec.method, ROW_SHAPES["sft"])}
+DATA = {dataset_file!r}  # JSONL rows: {ROW_SHAPES.get(spec.method, ROW_SHAPES["sft"])}{mix_constants}
 EVAL_DATA = {eval_file!r}  # a validation file; None: hold out a fraction of DATA
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -176,16 +187,16 @@ if part("quantization"):
         model, use_gradient_checkpointing=RUN["trainer.gradient_checkpointing"])
 {_adapter_code(spec, start_adapter)}
 
-rows = load_dataset("json", data_files=DATA, split="train")
+{_rows_code(data)}
 {_row_selection(spec)}{_grpo_code(spec) if grpo else ""}if EVAL_DATA:
-    train_rows, eval_rows = rows, load_dataset("json", data_files=EVAL_DATA, split="train")
+    train_rows, eval_rows = rows, load_dataset("json", data_files=EVAL_DATA, split="train"){eval_system_prompt}
 elif {spec.eval_fraction} > 0:
     parts = rows.train_test_split(test_size=max(1, round(len(rows) * {spec.eval_fraction})), seed={spec.seed})
     train_rows, eval_rows = parts["train"], parts["test"]
 else:
     train_rows, eval_rows = rows, None
 print(f"{{len(train_rows)}} train rows, {{len(eval_rows) if eval_rows is not None else 0}} eval rows")
-
+{_last_turn_code(data)}
 args = {config}(
     **part("trainer"), output_dir="checkpoints", eval_strategy="steps" if eval_rows is not None else "no",
     save_steps={_save_steps(spec)},
@@ -243,6 +254,53 @@ if RUN["loraplus_lr_ratio"]:
     trainer.optimizer_cls_and_kwargs = (LoraPlus, {
         **optimizer_kwargs, "optimizer_cls": optimizer_cls, "loraplus_lr_ratio": RUN["loraplus_lr_ratio"],
         "loraplus_weight_decay": args.weight_decay, "loraplus_lr_embedding": optimizer_kwargs["lr"]})"""
+
+
+def _mix_constants(data: DataSettings) -> str:
+    if not data.mixes and not data.system_prompt:
+        return ""
+    return f"\nMIX = {list(data.mix)!r}  # (dataset, ratio)\nMAX_ROWS = {data.max_rows!r}\nSYSTEM_PROMPT = " \
+           f"{data.system_prompt!r}"
+
+
+def _rows_code(data: DataSettings) -> str:
+    """Loading the rows: the dataset's file, or the mix sampled by the studio's own functions (their source, so the
+    script takes the same rows as the run), then the default system prompt added."""
+    if not data.mixes:
+        code = 'rows = load_dataset("json", data_files=DATA, split="train")\n'
+    else:
+        functions = "\n\n".join(inspect.getsource(f) for f in (mixing.mix_counts, mixing.mix_indices))
+        code = f"""# The mix, sampled with the seed as the studio samples it (jobs.data.mixing).
+{functions}
+
+files = DATA if isinstance(DATA, dict) else {{MIX[0][0]: DATA}}
+loaded = {{name: [json.loads(line) for line in open(files[name], encoding="utf-8") if line.strip()] for name, _ in MIX}}
+picked = mix_indices([len(loaded[name]) for name, _ in MIX], [ratio for _, ratio in MIX], MAX_ROWS, {data.seed})
+rows = Dataset.from_list([loaded[MIX[position][0]][index] for position, index in picked])
+print("mixed", len(rows), "rows:", {{name: sum(MIX[p][0] == name for p, _ in picked) for name, _ in MIX}})
+"""
+    if data.system_prompt:
+        code += f"""
+# A system message first where a row has none (jobs.data.mixing).
+{inspect.getsource(mixing.with_system_prompt)}
+
+rows = rows.map(lambda row: with_system_prompt(row, SYSTEM_PROMPT))
+"""
+    return code
+
+
+def _last_turn_code(data: DataSettings) -> str:
+    if not data.last_turn_only:
+        return ""
+    return f"""# Loss on the last assistant turn only: each chat becomes a prompt/completion pair; TRL masks the prompt.
+{inspect.getsource(mixing.last_turn_only)}
+
+train_rows = train_rows.map(last_turn_only, remove_columns=["messages"])
+if eval_rows is not None:
+    eval_rows = eval_rows.map(last_turn_only, remove_columns=["messages"])
+"""
+
+
 DEDUP_CODE = """# Exact duplicates out, the first of each kept.
 first_seen = {}
 for index, row in enumerate(rows):

@@ -13,8 +13,9 @@ import transformers
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from jobs.data.store import load_rows
+from jobs.data.mixing import last_turn_only
 from jobs.models.loading import load_tokenizer
+from jobs.models.templates import template_text
 from jobs.run_settings.settings import RunSettings
 from jobs.spec import PREFERENCE_METHODS, TrainSpec
 from jobs.training.adapter import save_adapter
@@ -24,11 +25,13 @@ from jobs.training.checkpoints import newest_complete_checkpoint
 from jobs.training.lora_init import loraplus_optimizer
 from jobs.training.phases import phase
 from jobs.training.prepare import (
+    DatasetFiles,
     PreparedRun,
     keep_lora_in_fp32,
     model_and_rows,
     planned,
     run_callbacks,
+    run_rows,
     trainer_args,
 )
 
@@ -77,7 +80,7 @@ def sample_prompts(rows: Dataset | None, count: int) -> list[list[dict]]:
     return prompts
 
 
-def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
+def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: DatasetFiles, on_metrics: MetricsSink,
                 should_stop: Callable[[], bool], on_samples: SampleSink | None = None,
                 eval_path: Path | None = None, init_adapter: Path | None = None) -> PreparedRun:
     """Load → quantize → attach LoRA → data → trainer, as `spec` says; `eval_path`: a validation dataset;
@@ -93,9 +96,10 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
         return prepare_preference_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, eval_path,
                                init_adapter)
     with phase("data"):
-        rows = load_rows(dataset_path)
+        rows = run_rows(spec, dataset_path)
         text_rows = bool(rows) and "text" in rows[0]  # raw text: language modeling, loss on every token
-        tokenizer = load_tokenizer(base_model, for_assistant_only_loss=spec.assistant_only_loss and not text_rows)
+        tokenizer = load_tokenizer(base_model, for_assistant_only_loss=spec.assistant_only_loss and not text_rows,
+                                   chat_template=template_text(spec.chat_template))
         spec = planned(spec, base_model, rows, tokenizer)
     settings, model, train_rows, eval_rows = model_and_rows(spec, out_dir, base_model, rows, tokenizer, eval_path,
                                                             init_adapter)
@@ -108,6 +112,9 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
         callbacks.append(SampleCallback(prompts, tokenizer, on_samples,
                                         every_steps=spec.eval_steps if eval_rows is None else None, stop=stop))
     args = sft_config(settings, spec, out_dir, eval_rows is not None, text_rows)
+    if settings.data.last_turn_only and not text_rows:  # after the samples took their prompts from the chats
+        train_rows, eval_rows = (None if part is None else Dataset.from_list([last_turn_only(row) for row in part])
+                                 for part in (train_rows, eval_rows))
     with phase("trainer_build"):  # TRL tokenizes and packs the rows here
         trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
                              processing_class=tokenizer, callbacks=callbacks,
@@ -117,7 +124,7 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: P
                        settings=settings)
 
 
-def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
+def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: DatasetFiles, on_metrics: MetricsSink,
           should_stop: Callable[[], bool | str], on_samples: SampleSink | None = None,
           eval_path: Path | None = None, init_adapter: Path | None = None) -> TrainResult:
     """Train one LoRA adapter as `spec` says. Resumes from the newest complete checkpoint in `out_dir`.

@@ -303,3 +303,37 @@ def test_reward_code_is_checked_again_when_the_job_starts(studio):
         users_repo.add_user(session, "eve", "x")
     assert _owner_may_run_code(allowed, "bob") and not _owner_may_run_code(allowed, "eve")
     assert not _owner_may_run_code(allowed, "mallory")  # removed since, or never an account
+
+
+def test_a_mix_is_refused_for_what_it_names_and_pinned_with_its_row_counts(studio, tmp_path):
+    """A mix naming another person's dataset, or data of another kind, is refused naming dataset_mix; an accepted one
+    pins every dataset (a resumed run mixes the same contents) and its plan says what it takes from each."""
+    from storage import users_repo
+    from storage.access import Person, acting_as
+
+    chats, notes = tmp_path / "chats.jsonl", tmp_path / "notes.jsonl"
+    chats.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                      {"role": "assistant", "content": f"a{i}"}]}) + "\n"
+                             for i in range(3)))
+    notes.write_text("".join(json.dumps({"text": f"note {i}"}) + "\n" for i in range(3)))
+    with studio.db.write() as session:
+        for name in ("alice", "bob"):
+            users_repo.add_user(session, name, "unused-hash")
+    with acting_as(Person("alice")):
+        import_dataset(studio, chats, "alice-chats")
+    with acting_as(Person("bob")):
+        import_dataset(studio, notes, "bob-notes")
+        assert "no dataset named 'alice-chats'" in _problems(studio, {"dataset_mix": "example:0.5, alice-chats:0.5"})[
+            "dataset_mix"]
+        problems = _problems(studio, {"dataset_mix": "example:0.5, bob-notes:0.5", "system_prompt": "Hi",
+                                      "dataset": "bob-notes", "assistant_only_loss": False,
+                                      "chat_template": "{% for m in messages %}{{ m.content }}"})
+        assert "'example' is chat but 'bob-notes' is raw text" in problems["dataset_mix"]
+        assert "raw text" in problems["system_prompt"] and "not a valid Jinja" in problems["chat_template"]
+    with acting_as(Person("alice")):
+        job_id = submit_job(studio, {"dataset_mix": "example:0.5, alice-chats:0.5", "max_rows": 4, "max_steps": 1})
+        with studio.db.read() as session:
+            provenance = jobs_repo.get_job(session, job_id).provenance
+    assert [pin["name"] for pin in provenance["pinned"]["dataset_mix"]] == ["example", "alice-chats"]
+    assert provenance["plan"]["rows_taken"] == [{"dataset": "example", "rows": 2, "available": 600},
+                                                {"dataset": "alice-chats", "rows": 2, "available": 3}]

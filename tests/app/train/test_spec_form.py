@@ -58,7 +58,8 @@ TODAYS_LAYOUT = {
              ["overlong", "dedup", "early_stopping_patience", "keep_best"], ["pool"],
              ["report_to", "attn_implementation", "torch_compile", "liger_kernel"],
              ["grpo_reference_match", "grpo_min_chars", "grpo_max_chars"], ["grpo_regex", "grpo_json_schema"],
-             ["grpo_reward_code"]],
+             ["grpo_reward_code"],
+             ["dataset_mix", "max_rows", "loss_turns"], ["system_prompt", "chat_template"]],  # issue 31's Data
 }
 """The Train tab's groups and rows as they were laid out by hand before the layout moved onto the fields."""
 

@@ -1,14 +1,17 @@
 """Each training option the spec offers trains a few real NF4 steps on CPU, and the adapter records it."""
 
 import json
+import re
 
 import pytest
+from transformers import AutoTokenizer
 
 from jobs.data.formats import parse_file
 from jobs.data.store import store_parsed
 from jobs.run_settings.settings import optimizer_for
 from jobs.spec import parse_spec
 from jobs.studio import EXAMPLE_DATASET_FILE
+from jobs.training.adapter import save_adapter
 from jobs.training.train import train
 
 pytestmark = pytest.mark.slow
@@ -69,3 +72,45 @@ def test_tracking_attention_and_rope_change_the_run(dataset, demo_model_dir, tmp
     events.Reload()
     losses = [event.value for event in events.Scalars("train/loss")]
     assert len(losses) == 2 and all(loss > 0 for loss in losses)
+
+
+def test_a_mixed_run_takes_rows_by_ratio_and_trains_only_the_last_turn(dataset, demo_model_dir, tmp_path, capsys):
+    """The Data options together, on one real run: two datasets mixed 50/50 within 12 rows, a pasted template with
+    its own framing, a default system prompt, loss on the last assistant turn only; the adapter keeps the template."""
+    from jobs.chat.generation import LoadedBase
+    from jobs.chat.request import ChatFormat, chat_format
+    from jobs.data.formats import ParsedDataset
+    from jobs.models.loading import load_tokenizer
+    from jobs.training.train import prepare_run
+    from tests.jobs.models.test_templates import CUSTOM_TEMPLATE, TWO_TURNS, masked_pieces
+
+    chats = [{"messages": [{**m, "content": f"{m['content']} {i}"} for m in TWO_TURNS]} for i in range(5)]
+    multi, _ = store_parsed(ParsedDataset("messages", chats), tmp_path / "data")
+    spec = parse_spec({**FEW_STEPS, "target_modules": "attention", "packing": False, "max_steps": 1,
+                       "dataset_mix": "example:0.5, multi:0.5", "max_rows": 12, "chat_template": CUSTOM_TEMPLATE,
+                       "system_prompt": "Be brief.", "loss_turns": "last", "sample_prompts": 0})
+    files = {"example": dataset, "multi": multi}
+    run = prepare_run(spec, tmp_path / "run", str(demo_model_dir), files, lambda *a: None, lambda: False)
+    # 6 + 5: the small dataset is taken whole (capped, never repeated), and the log says so.
+    log = capsys.readouterr().out
+    assert "mixed 11 rows: 6 of 600 rows from 'example'; 5 of 5 rows from 'multi' (all of it" in log
+    tokenizer, rows = run.tokenizer, run.trainer.train_dataset
+    texts = [tokenizer.decode(row["input_ids"]).replace(" ", "") for row in rows]
+    # Rows without a system message get the default one (some example rows have their own and keep it).
+    assert len(rows) == 11 and all(text.startswith("SYSTEM:") for text in texts)
+    multi_rows = [(row, re.search(r"and4(\d)<", text)[1]) for row, text in zip(rows, texts, strict=True)
+                  if "and4" in text]
+    assert len(multi_rows) == 5 and all(text.startswith("SYSTEM:Bebrief.<|end|>USER:add") for text in texts
+                                        if "and4" in text)
+    for row, number in multi_rows:  # only the last answer and its end carry loss: the first answer is context
+        keep = [int(label != -100) for label in row["labels"]]
+        assert masked_pieces(tokenizer, row["input_ids"], keep) == [f"9{number}<|end|>"]
+    run.trainer.train()
+    adapter = save_adapter(run.trainer.model, tokenizer, run.spec, {}, tmp_path / "run")
+    assert AutoTokenizer.from_pretrained(adapter).chat_template == CUSTOM_TEMPLATE  # merge and export render alike
+    # Chat writes a pane's prompt as its adapter trained: its template, its default system prompt.
+    written = chat_format(adapter)
+    assert written == ChatFormat(CUSTOM_TEMPLATE, "Be brief.")
+    base = LoadedBase(tokenizer=load_tokenizer(str(demo_model_dir)), model=None, formats={"a": written})
+    prompt = base.render("a", [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
+    assert prompt == "SYSTEM: Be brief.<|end|>USER: hi<|end|>ASSISTANT<|assistant|>"

@@ -3,14 +3,15 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
 
 from jobs.data.formats import ParsedDataset, parse_file
-from jobs.data.stats import tokenize_row
 from jobs.data.store import store_parsed
 from jobs.models.loading import load_tokenizer
-from jobs.models.templates import SMOLLM2_TEMPLATE, SMOLLM2_TRAINING_TEMPLATE
+from jobs.models.templates import CHATML_TEMPLATE, SMOLLM2_TEMPLATE, SMOLLM2_TRAINING_TEMPLATE
 from jobs.spec import parse_spec
 from jobs.studio import EXAMPLE_DATASET_FILE
 from jobs.training.script import cli_text, plain_trl_script
@@ -35,23 +36,33 @@ def test_a_template_without_markers_is_patched_in_the_script():
 
 @pytest.mark.slow
 def test_the_plain_trl_script_trains_the_adapter(demo_model_dir, tmp_path):
+    """With the Data options set too: two datasets mixed by ratio, a default system prompt, a chosen template and
+    loss on the last turn only. The script mixes and drops the rows the studio's run takes, by the same functions."""
+    from jobs.training.prepare import run_rows, select_rows
+
     rows = parse_file(EXAMPLE_DATASET_FILE).rows
     data, _ = store_parsed(ParsedDataset("messages", rows[:40] + rows[:5]), tmp_path / "data")
+    extra, _ = store_parsed(ParsedDataset("messages", rows[50:66]), tmp_path / "data")
     held, _ = store_parsed(ParsedDataset("messages", rows[40:44]), tmp_path / "data")
-    spec = parse_spec({**CHOSEN, "max_steps": 2, "batch_size": 2, "max_length": 48, "lora_r": 4,
+    spec = parse_spec({**CHOSEN, "max_steps": 2, "batch_size": 2, "max_length": 96, "lora_r": 4,
                        "target_modules": "attention", "eval_dataset": "held", "eval_steps": 2,
                        "optimizer": "paged_adamw_8bit", "use_rslora": True, "dedup": True, "overlong": "drop",
                        "loraplus_lr_ratio": 16, "neftune_noise_alpha": 5,
                        "report_to": "tensorboard", "attn_implementation": "eager", "rope_scaling": "linear",
-                       "rope_factor": 2, "torch_compile": True})
+                       "rope_factor": 2, "torch_compile": True, "dataset": "data",
+                       "dataset_mix": "data:0.8, extra:0.2", "system_prompt": "Be brief.", "chat_template": "chatml",
+                       "loss_turns": "last"})
+    files = {"data": str(data), "extra": str(extra)}
     script = tmp_path / "train.py"
-    script.write_text(plain_trl_script(spec, str(demo_model_dir), str(data), eval_file=str(held)))
+    script.write_text(plain_trl_script(spec, str(demo_model_dir), files, eval_file=str(held)))
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    # Duplicates out and rows over 48 tokens dropped, as the studio's own run does; the held-out file evaluates.
-    tokenizer = load_tokenizer(str(demo_model_dir), for_assistant_only_loss=True)
-    kept = sum(len(tokenize_row(tokenizer, row, False).ids) <= 48 for row in rows[:40])
-    assert 0 < kept < 40 and f"{kept} train rows, 4 eval rows" in done.stdout, done.stdout
+    # The mix (45 of 'data', 11 of 'extra'), then duplicates out and rows over 96 tokens dropped (ChatML's framing
+    # is long in the demo's tokens), as the studio's own run takes them; the held-out file evaluates.
+    tokenizer = load_tokenizer(str(demo_model_dir), for_assistant_only_loss=True, chat_template=CHATML_TEMPLATE)
+    kept = len(select_rows(run_rows(spec, {name: Path(path) for name, path in files.items()}), spec, tokenizer))
+    assert "mixed 56 rows: {'data': 45, 'extra': 11}" in done.stdout, done.stdout
+    assert 0 < kept < 56 and f"{kept} train rows, 4 eval rows" in done.stdout, done.stdout
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["r"] == 4 and config["use_rslora"] and set(config["target_modules"]) == {
         "q_proj", "k_proj", "v_proj", "o_proj"}
@@ -59,6 +70,7 @@ def test_the_plain_trl_script_trains_the_adapter(demo_model_dir, tmp_path):
     assert list((tmp_path / "tracking" / "tensorboard").glob("events.out.tfevents.*"))
     assert "'model.attn_implementation': 'eager'" in script.read_text()
     assert "'rope_type': 'linear', 'factor': 2.0" in script.read_text()
+    assert AutoTokenizer.from_pretrained(tmp_path / "adapter").chat_template == CHATML_TEMPLATE
 
 
 @pytest.mark.slow
