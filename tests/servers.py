@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -25,10 +26,27 @@ def require(found: str | None, what: str) -> str:
     pytest.skip(reason)
 
 
+PORTS_PER_TEST_WORKER = 4000
+FIRST_TEST_PORT = 20000  # below Linux's ephemeral range (32768-60999), which the kernel hands to outgoing sockets
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A loopback port free now. Under pytest-xdist each test process draws from its own range: two processes asking
+    the kernel for "any free port" may both be told the same one between the probe and the server's bind."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+    start = FIRST_TEST_PORT + int(worker[2:]) * PORTS_PER_TEST_WORKER
+    for port in random.sample(range(start, start + PORTS_PER_TEST_WORKER), PORTS_PER_TEST_WORKER):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {start}-{start + PORTS_PER_TEST_WORKER}")
 
 
 def _wait_until(ready, what: str, process: subprocess.Popen | None = None, timeout_s: float = 30) -> None:
