@@ -254,10 +254,11 @@ def _follow(studio: Studio, study: optuna.Study, frozen: optuna.trial.FrozenTria
             continue
         trial.report(value, step)
         if job.status == JobStatus.RUNNING and trial.should_prune():
+            # Optuna hears "pruned" only once the job has ended pruned (the branch above, a later pass): a run may
+            # finish its last step before it sees the request, and then it is a complete trial, not a pruned one.
             with studio.db.write() as session:
                 jobs_repo.request_prune(session, job.id, f"held-out loss {value:.4f} at step {step} is behind the "
                                                          f"trials that reached that step first")
-            study.tell(frozen.number, state=TrialState.PRUNED)
             return
 
 
