@@ -74,8 +74,8 @@ def code_problem(source: str) -> str | None:
     """Why `source` cannot be a reward code file, found without running it (compiling runs nothing)."""
     if len(source) > MAX_CODE_CHARS:
         return f"must be at most {MAX_CODE_CHARS:,} characters (got {len(source):,})"
-    if "\x00" in source or not encodable(source):
-        return "holds a NUL or an invalid (unpaired surrogate) character"
+    if problem := unstorable_problem(source):
+        return problem
     try:
         tree = ast.parse(source, "reward_code.py")
     except SyntaxError as error:
@@ -109,6 +109,13 @@ def encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def unstorable_problem(text: str) -> str | None:
+    """Why free text (a system prompt, a template, reward code) cannot be stored as UTF-8 and sent on, or None."""
+    if "\x00" in text or not encodable(text):
+        return "holds a NUL or an invalid (unpaired surrogate) character"
+    return None
 
 
 def name_problem(name: str) -> str | None:
@@ -501,8 +508,8 @@ class TrainSpec(BaseModel):
     @field_validator("system_prompt")
     @classmethod
     def _system_text(cls, value: str) -> str:
-        if "\x00" in value or not encodable(value):
-            raise ValueError("holds a NUL or an invalid (unpaired surrogate) character")
+        if problem := unstorable_problem(value):
+            raise ValueError(problem)
         return value
 
     @field_validator("chat_template")
@@ -510,8 +517,8 @@ class TrainSpec(BaseModel):
     def _template_text(cls, value: str) -> str:
         # What the template is (a known name, parseable Jinja with the markers it needs) is checked at submit
         # (jobs.submit, with jobs.models.templates): the spec only bounds the text.
-        if "\x00" in value or not encodable(value):
-            raise ValueError("holds a NUL or an invalid (unpaired surrogate) character")
+        if problem := unstorable_problem(value):
+            raise ValueError(problem)
         return value.strip() if "{" not in value else value  # a name typed with spaces; a template byte for byte
 
     @field_validator("name")
