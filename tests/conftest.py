@@ -14,6 +14,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # every process that imports it (each job's training process, each bench run), for kernels a CPU never compiles (no
 # Inductor cache is ever written here). Switched off for the tests and everything they start; nothing runs otherwise.
 os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+# Each test process (pytest-xdist worker) and the studios it starts keep uploads in a folder of their own: tests that
+# look for what an upload left behind must not see the other process's uploads.
+_TEST_PROCESS = os.environ.get("PYTEST_XDIST_WORKER", "main")
+os.environ.setdefault("GRADIO_TEMP_DIR", str(Path(tempfile.gettempdir()) / f"gradio-{_TEST_PROCESS}"))
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

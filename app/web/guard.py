@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote
 
 from starlette.concurrency import run_in_threadpool
+from starlette.formparsers import MultiPartException
 
 from app.web.gate import COOKIE, Gate, Identity
 from jobs.studio import REPO_ROOT
@@ -163,7 +164,9 @@ class Guard:
             seen += len(message.get("body", b""))
             if seen > limit:
                 stopped = True
-                return {"type": "http.disconnect"}  # the upload route sees a client that left and keeps nothing
+                # Gradio's form parser deletes the files it has begun only on a form error, not when the client
+                # leaves: raised here, inside its read loop, this removes what it wrote before the limit was passed.
+                raise MultiPartException(refusal)
             return message
 
         async def quiet(message: dict) -> None:
