@@ -106,3 +106,23 @@ def test_a_pinned_local_base_is_renamed_local_path_both_ways(tmp_path):
     with database.read() as session:
         assert session.query(Job).filter_by(name="local").one().provenance["pinned"]["base_model"]["path"] == "/m/base"
     database.dispose()
+
+
+
+@pytest.mark.slow
+def test_hosts_migrating_a_fresh_postgres_database_at_once_all_succeed(postgres_server):
+    # Every host of a team migrates at start-up; started together on a fresh database, their `create table`s race.
+    # Processes, as hosts are (Alembic's context is one per process).
+    import subprocess
+    import sys
+
+    url = postgres_server.new_database()
+    migrate = ("import sys; from storage.db import Database; from storage.schema import upgrade_database; "
+               "upgrade_database(Database(sys.argv[1]))")
+    hosts = [subprocess.Popen([sys.executable, "-c", migrate, url], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    failures = [host.stderr.read() for host in hosts if host.wait(timeout=120) != 0]
+    assert not failures, failures[0]
+    database = Database(url)
+    assert current_revision(database) == head_revision()
+    database.dispose()
