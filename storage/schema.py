@@ -8,12 +8,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
 
 from storage.db import Database
+from storage.locks import MIGRATION, hold_for_transaction
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-MIGRATION_LOCK = 0x716C6F7261_01  # a constant no other program takes ("qlora" in ASCII, then 1)
 
 
 def _alembic_config() -> Config:
@@ -29,7 +28,7 @@ def upgrade_database(db: Database, revision: str = "head") -> None:
         if connection.dialect.name == "postgresql":
             # Hosts of a team started together would migrate at once and race in the catalog; one at a time, each
             # after the last has committed (the lock ends with the transaction, so a host that dies frees it).
-            connection.execute(text("select pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            hold_for_transaction(connection, MIGRATION)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import create_engine, make_url, text
 
+from storage.locks import SEARCH_SCHEMA_CREATION, hold_for_transaction
 from storage.settings import Settings
 
 SEARCH_SCHEMA = "studio_search"
@@ -33,6 +34,7 @@ def search_storage(settings: Settings) -> tuple[str, dict]:
     engine = create_engine(url)
     try:
         with engine.begin() as connection:
+            hold_for_transaction(connection, SEARCH_SCHEMA_CREATION)  # two hosts at once race in the catalog
             connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{SEARCH_SCHEMA}"'))
     finally:
         engine.dispose()

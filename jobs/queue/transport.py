@@ -11,9 +11,9 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
-import psycopg
 from huey import Huey, PostgresHuey, PriorityRedisHuey, SqliteHuey
 
+from storage.locks import create_queue_tables
 from storage.settings import Settings
 
 RUN_JOB = "run_job"
@@ -39,23 +39,9 @@ def make_huey(queue_url: str, pool: str | None = None) -> Huey:
     if queue_url.startswith(("postgresql://", "postgres://")):
         # Waits on LISTEN/NOTIFY rather than polling; its tables (huey_task, ...) sit beside nothing of ours.
         huey = PostgresHuey(name=name, dsn=queue_url, results=False, create_tables=False)
-        _create_postgres_tables(huey.storage)
+        create_queue_tables(queue_url, huey.storage.ddl)  # one host at a time: storage.locks says why
         return huey
     raise ValueError(f"STUDIO_QUEUE_URL must start with sqlite:///, redis:// or postgresql://, got {queue_url!r}")
-
-
-# Any constant the studio alone takes: it names the lock, for pg_locks readers too ("qlora" in ASCII).
-_QUEUE_TABLES_LOCK = 0x716C6F7261
-
-
-def _create_postgres_tables(storage) -> None:
-    """Huey's own `create table if not exists` statements, one host at a time: two run at once race in PostgreSQL's
-    catalog (UniqueViolation on pg_type) and the slower host's worker dies at start-up. The advisory lock lasts as
-    long as the transaction, so a host that dies holding it frees it."""
-    with psycopg.connect(storage.dsn) as connection:  # one transaction, committed when the block ends
-        connection.execute("select pg_advisory_xact_lock(%s)", (_QUEUE_TABLES_LOCK,))
-        for statement in storage.ddl:
-            connection.execute(statement)
 
 
 def run_job(job_id: int) -> None:

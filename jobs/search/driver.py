@@ -26,6 +26,7 @@ from jobs.studio import Studio
 from jobs.submit import quota_problem, submit_jobs, validate_submission
 from storage import jobs_repo, users_repo
 from storage.access import LOCAL_OWNER, Person, acting_as, everyone, new_owner, scope_owner
+from storage.locks import try_hold
 from storage.models import JobStatus
 from storage.search_store import search_storage
 
@@ -174,7 +175,8 @@ def start_search(studio: Studio, raw: object) -> str:
 
 @contextlib.contextmanager
 def _alone(studio: Studio, name: str) -> Iterator[bool]:
-    """One pass per search at a time on this host (the app's reaper thread and a person's start may meet)."""
+    """One pass per search at a time: on this host (the app's reaper thread and a person's start may meet) by a file
+    lock, and across the hosts of a PostgreSQL studio (each app's reaper drives every search) by the database's."""
     folder = studio.settings.data_dir / "search" / "locks"
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{name}.lock", "w") as handle:
@@ -184,7 +186,8 @@ def _alone(studio: Studio, name: str) -> Iterator[bool]:
             yield False
             return
         try:
-            yield True
+            with try_hold(studio.db.engine, f"search:{name}") as taken:
+                yield taken
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
