@@ -9,6 +9,7 @@ import json
 import gradio as gr
 import pandas as pd
 
+from app.runs.charts import overlay
 from app.web.errors import user_error
 from app.web.safe_text import SafeMarkdown, notify
 from jobs.search import driver
@@ -75,13 +76,12 @@ def trials_table(found: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
 
-def curves_frame(found: dict) -> pd.DataFrame:
-    """Every trial's held-out loss by step, one series per trial (long format for gr.LinePlot)."""
+def trial_curves(found: dict) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """Every trial's held-out loss by step, as `charts.overlay` draws them (a trial pruned at its first evaluation
+    has one point: drawn as a marker, which a line chart would leave out)."""
     trial_of = {str(t["job_id"]): t["number"] for t in found["trials"] if t["job_id"] is not None}
-    rows = [(step, value, f"trial {trial_of[job_id]}") for job_id, curve in found["curves"].items()
-            if job_id in trial_of for step, value in curve]
-    return pd.DataFrame(rows, columns=["step", "held-out loss", "trial"]).astype(
-        {"step": "float64", "held-out loss": "float64"})
+    return {f"trial {trial_of[job_id]}": {"held-out loss": [(float(x), float(y)) for x, y in curve]}
+            for job_id, curve in found["curves"].items() if job_id in trial_of and curve}
 
 
 def importance_frame(found: dict) -> pd.DataFrame:
@@ -141,8 +141,7 @@ def build(studio: Studio) -> None:
         summary = SafeMarkdown(elem_id="search-summary")
         table = gr.Dataframe(interactive=False, label="Trials", elem_id="search-trials-table")
         with gr.Row():
-            curves = gr.LinePlot(x="step", y="held-out loss", color="trial", title="Held-out loss by trial",
-                                 height=300, elem_id="search-curves", scale=3)
+            curves = gr.Plot(label="Held-out loss by trial", elem_id="search-curves", scale=3)
             importance = gr.BarPlot(x="parameter", y="importance", title="Parameter importance (PED-ANOVA)",
                                     height=300, elem_id="search-importance", scale=2)
         best_spec = gr.Code(language="json", label="Best spec", interactive=False, elem_id="search-best-spec")
@@ -150,7 +149,8 @@ def build(studio: Studio) -> None:
     def on_show(name):
         found = result(studio, name)
         spec = json.dumps(found["best_spec"], indent=2) if found["best_spec"] else ""
-        return (summary_text(found), trials_table(found), curves_frame(found), importance_frame(found), spec)
+        chart = overlay(trial_curves(found), "step", "Held-out loss by trial") if found["curves"] else None
+        return (summary_text(found), trials_table(found), chart, importance_frame(found), spec)
 
     def on_train(name):
         job_id = train_best(studio, name)

@@ -97,6 +97,7 @@ def test_the_runs_table_marks_each_groups_best_finished_run():
 
 def test_a_search_result_as_tables_and_charts():
     from app.runs import search_panel
+    from app.runs.charts import overlay
 
     found = {"name": "s", "state": "done", "request": {"budget_trials": 2, "budget_minutes": None},
              "compute": {"trials": 2, "steps": 6, "seconds": 30.0}, "importance": {"lora_r": 0.2, "learning_rate": 0.8},
@@ -108,7 +109,10 @@ def test_a_search_result_as_tables_and_charts():
              "curves": {"7": [(2, 2.0), (4, 1.25)], "8": [(2, 3.0)]}}
     assert list(search_panel.trials_table(found)["best"]) == ["★ best", ""]
     assert list(search_panel.trials_table(found)["status"]) == ["succeeded", "pruned"]
-    curves = search_panel.curves_frame(found)
-    assert list(curves["trial"]) == ["trial 1", "trial 1", "trial 2"] and list(curves["step"]) == [2.0, 4.0, 2.0]
+    curves = search_panel.trial_curves(found)
+    assert curves == {"trial 1": {"held-out loss": [(2.0, 2.0), (4.0, 1.25)]},
+                      "trial 2": {"held-out loss": [(2.0, 3.0)]}}
+    drawn = overlay(curves, "step", "Held-out loss by trial").axes[0].lines
+    assert [line.get_marker() for line in drawn][1] == "o"  # the trial pruned at its first evaluation is seen
     assert list(search_panel.importance_frame(found)["parameter"]) == ["learning_rate", "lora_r"]
     assert "held-out loss 1.2500" in search_panel.summary_text(found)
