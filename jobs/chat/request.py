@@ -4,6 +4,7 @@ and what it answers while it streams (`Replies`). No torch here: the web process
 
 from __future__ import annotations
 
+import json
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,15 +77,17 @@ class BaseVariant:
 
 
 def variant_of(adapter_dir: Path, name: str) -> BaseVariant:
-    """The base variant an adapter trained on, from its folder's training_spec.json (the defaults without one).
-    Raises ChatRequestError naming the pane when the file says something chat cannot load."""
+    """The base variant an adapter trained on, from its folder's training_spec.json, or for a combined adapter its
+    combination.json (the variant its parents trained on); the defaults without either. Raises ChatRequestError
+    naming the pane when the file says something chat cannot load."""
     path = adapter_dir / "training_spec.json"
-    if not path.is_file():
-        return BaseVariant()
-    stored = read_spec_file(path)  # migrated to today's version; one today's rules refuse still names its base
-    spec = stored.fields
-    if not spec:
-        raise ChatRequestError([f"adapters: '{name}': {stored.problems[0].message}"])
+    if path.is_file():
+        stored = read_spec_file(path)  # migrated to today's version; one today's rules refuse still names its base
+        spec = stored.fields
+        if not spec:
+            raise ChatRequestError([f"adapters: '{name}': {stored.problems[0].message}"])
+    else:
+        spec = _combined_base(adapter_dir / "combination.json")
     variant = BaseVariant(quantization=spec.get("quantization", "nf4"),
                           double_quant=bool(spec.get("double_quant", True)),
                           compute_dtype=spec.get("compute_dtype", "auto"),
@@ -94,6 +97,28 @@ def variant_of(adapter_dir: Path, name: str) -> BaseVariant:
             f"adapters: '{name}' was trained on a base loaded as {variant.quantization!r} with "
             f"{variant.compute_dtype!r} compute, which chat cannot load (quantization: {', '.join(QUANTIZATIONS)})"])
     return variant
+
+
+def _combined_base(path: Path) -> dict:
+    """A combined adapter's recorded base variant (jobs.training.combine.chat_base); {} for none or an unreadable one
+    (an adapter folder is a person's upload too: what it says is checked like a spec's values above)."""
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("chat_base", {}).get("variant", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(recorded, dict):
+        return {}
+    rope_factor = recorded.get("rope_factor")
+    known = {"quantization": str, "double_quant": bool, "compute_dtype": str, "rope_scaling": str}
+    chosen = {key: recorded[key] for key, kind in known.items() if isinstance(recorded.get(key), kind)}
+    if isinstance(rope_factor, int | float) and not isinstance(rope_factor, bool):
+        chosen["rope_factor"] = float(rope_factor)
+    try:  # the RoPE pair as the spec's own rules accept it, or none
+        TrainSpec(rope_scaling=chosen.get("rope_scaling", "none"), rope_factor=chosen.get("rope_factor"))
+    except ValueError:
+        chosen.pop("rope_scaling", None)
+        chosen.pop("rope_factor", None)
+    return chosen
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ def combine_adapters(base_path: str, parents: list[ParentFolder], spec: CombineS
         shutil.rmtree(partial / "peft")
         AutoTokenizer.from_pretrained(parents[0].folder).save_pretrained(partial)
         config = json.loads((partial / "adapter_config.json").read_text())
-        record = combination_record(spec, parents, config)
+        record = combination_record(spec, parents, config, chat_base(parents))
         (partial / RECORD_FILE).write_text(json.dumps(record, indent=2))
         (partial / CARD_FILE).write_text(combined_card(spec.name, record), encoding="utf-8")
         fsync_tree(partial)
@@ -99,8 +99,26 @@ def peft_arguments(spec: CombineSpec) -> dict:
     return arguments
 
 
-def combination_record(spec: CombineSpec, parents: list[ParentFolder], config: dict) -> dict:
-    """What the adapter was made of, kept beside it (combination.json) and in its provenance."""
+def chat_base(parents: list[ParentFolder]) -> dict:
+    """How chat loads the combined adapter's base: as its parents trained (their quantization, compute dtype, RoPE
+    scaling), since their deltas were learned against those weights; the first parent's where they differ, and the
+    record says so."""
+    from dataclasses import asdict
+
+    from jobs.chat.request import variant_of
+
+    variants = [variant_of(parent.folder, parent.name) for parent in parents]
+    chosen = {"variant": asdict(variants[0]), "label": variants[0].label}
+    if any(variant != variants[0] for variant in variants[1:]):
+        chosen["note"] = (f"the parents trained on different bases ({', '.join(v.label for v in variants)}); chat "
+                          f"loads the first parent's, '{parents[0].name}'")
+    return chosen
+
+
+def combination_record(spec: CombineSpec, parents: list[ParentFolder], config: dict,
+                       base: dict | None = None) -> dict:
+    """What the adapter was made of, kept beside it (combination.json) and in its provenance; `base`: how chat loads
+    its base (chat_base)."""
     import peft
     import torch
 
@@ -111,6 +129,7 @@ def combination_record(spec: CombineSpec, parents: list[ParentFolder], config: d
                        "seed": spec.seed},
             "base_model": spec.base_model, "base_model_reference": config.get("base_model_name_or_path"),
             "rank": config.get("r"), "target_modules": _targets(config.get("target_modules")),
+            "chat_base": base or {},
             "libraries": {"peft": peft.__version__, "torch": torch.__version__}}
 
 

@@ -39,3 +39,23 @@ def test_an_adapter_trained_with_rope_scaling_gets_its_base_loaded_with_it(tmp_p
     model = load_base_model(variant.spec(str(demo_model_dir)), str(demo_model_dir), "cpu", torch.float32)
     assert model.config.rope_parameters["factor"] == 2.0
     assert model.model.rotary_emb.inv_freq[0].item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("recorded", "variant"), [
+    ({"quantization": "none", "double_quant": False, "compute_dtype": "float32"},
+     BaseVariant("none", False, "float32")),
+    ({"rope_scaling": "linear", "rope_factor": 2}, BaseVariant(rope_scaling="linear", rope_factor=2.0)),
+    # An adapter folder is a person's upload too: what chat cannot use falls back to the defaults, field by field.
+    ({"quantization": ["nf4"], "double_quant": "yes", "rope_scaling": "linear"}, BaseVariant()),
+    ({"rope_scaling": "linear", "rope_factor": -3}, BaseVariant()),
+    ("nf4", BaseVariant()),
+])
+def test_a_combined_adapter_loads_the_base_its_parents_trained_on(tmp_path, recorded, variant):
+    (tmp_path / "combination.json").write_text(json.dumps({"chat_base": {"variant": recorded}}))
+    assert variant_of(tmp_path, "mixed") == variant
+
+
+def test_a_combined_adapter_recording_an_unloadable_base_is_refused_naming_the_pane(tmp_path):
+    (tmp_path / "combination.json").write_text(json.dumps({"chat_base": {"variant": {"quantization": "int3"}}}))
+    with pytest.raises(ChatRequestError, match="adapters: 'mixed' was trained on a base loaded as 'int3'"):
+        variant_of(tmp_path, "mixed")

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from jobs.chat.engine import ChatEngine
-from jobs.chat.request import GenerationSettings, resolve_panes
+from jobs.chat.request import BaseVariant, GenerationSettings, resolve_panes, variant_of
 from jobs.chat.scheduler import GenerationScheduler
 from jobs.submit import submit_combine
 from jobs.training.registry import rename_adapter
@@ -139,12 +139,17 @@ def test_cat_of_rslora_parents_is_their_weighted_sum(demo_model_dir, tmp_path):
         folders.append(tmp_path / f"p{index}")
         get_peft_model(base, config).save_pretrained(folders[-1])
         AutoTokenizer.from_pretrained(demo_model_dir).save_pretrained(folders[-1])
+        (folders[-1] / "training_spec.json").write_text(json.dumps(
+            {"quantization": "none" if index == 0 else "nf4", "double_quant": False, "compute_dtype": "float32"}))
     spec = CombineSpec(name="cat", base_model=BASE, combination_type="cat",
                        parents=[CombinedParent(adapter=f"p{i}", adapter_id=i, weight=w) for i, w in enumerate(weights)])
     parents = [ParentFolder(f"p{i}", folder, weight)
                for i, (folder, weight) in enumerate(zip(folders, weights, strict=True))]
     out = combine_adapters(str(demo_model_dir), parents, spec, tmp_path / "out")
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 12
+    # Chat loads its base as the first parent trained (they differ, and the record says so).
+    assert variant_of(out, "cat") == BaseVariant("none", False, "float32")
+    assert "different bases" in json.loads((out / "combination.json").read_text())["chat_base"]["note"]
 
     base = AutoModelForCausalLM.from_pretrained(demo_model_dir, dtype=torch.float32)
     model = PeftModel.from_pretrained(base, str(out), adapter_name="combined")
