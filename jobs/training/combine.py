@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.spec import CombineSpec
+from jobs.spec import CombineSpec, TrainSpec
+from jobs.spec_store import read_spec_file
 from jobs.training.checkpoints import fsync_tree
 
 COMBINED = "combined"
@@ -99,20 +100,29 @@ def peft_arguments(spec: CombineSpec) -> dict:
     return arguments
 
 
+BASE_FIELDS = ("quantization", "double_quant", "compute_dtype", "rope_scaling", "rope_factor")
+"""The training spec's fields that say how the base was loaded (what jobs.chat.request.variant_of reads)."""
+
+
 def chat_base(parents: list[ParentFolder]) -> dict:
     """How chat loads the combined adapter's base: as its parents trained (their quantization, compute dtype, RoPE
     scaling), since their deltas were learned against those weights; the first parent's where they differ, and the
-    record says so."""
-    from dataclasses import asdict
-
-    from jobs.chat.request import variant_of
-
-    variants = [variant_of(parent.folder, parent.name) for parent in parents]
-    chosen = {"variant": asdict(variants[0]), "label": variants[0].label}
+    record says so. A parent without a readable training spec counts as the spec's defaults."""
+    defaults = TrainSpec().model_dump(mode="json")
+    variants = []
+    for parent in parents:
+        path = parent.folder / "training_spec.json"
+        fields = read_spec_file(path).fields if path.is_file() else {}
+        variants.append({name: (fields or {}).get(name, defaults[name]) for name in BASE_FIELDS})
+    chosen: dict = {"variant": variants[0]}
     if any(variant != variants[0] for variant in variants[1:]):
-        chosen["note"] = (f"the parents trained on different bases ({', '.join(v.label for v in variants)}); chat "
+        chosen["note"] = (f"the parents trained on different bases ({'; '.join(map(_described, variants))}); chat "
                           f"loads the first parent's, '{parents[0].name}'")
     return chosen
+
+
+def _described(variant: dict) -> str:
+    return ", ".join(f"{name} {value}" for name, value in variant.items() if value is not None)
 
 
 def combination_record(spec: CombineSpec, parents: list[ParentFolder], config: dict,
