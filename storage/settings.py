@@ -108,6 +108,9 @@ class Settings:
     """Who may submit code that runs in a training process, a GRPO reward function (STUDIO_USER_CODE, comma-separated):
     account names, 'admins' (every admin, the person without accounts, and the operator's CLI), or empty (the
     default): nobody. The code runs as the worker's user with its access to the data dir (docs/security.md)."""
+    lm_eval_tasks: Path | None = None
+    """The folder of lm-evaluation-harness task YAML (and their local data) the eval job's `benchmark` source picks
+    tasks from (STUDIO_LM_EVAL_TASKS). The operator's: task YAML may run Python from it. Unset: no benchmarks."""
     pool: str | None = None
     """The pool this host's workers serve (STUDIO_POOL, e.g. `a100-80g`): they run only jobs that ask for it. A worker
     without a pool runs only jobs that ask for none."""
@@ -234,6 +237,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         login_threads=max(1, int(env.get("STUDIO_LOGIN_THREADS", 1))),
         login_backlog=max(1, int(env.get("STUDIO_LOGIN_BACKLOG", 32))),
         user_code=tuple(part.strip() for part in env.get("STUDIO_USER_CODE", "").split(",") if part.strip()),
+        lm_eval_tasks=Path(env["STUDIO_LM_EVAL_TASKS"]).expanduser().resolve() if env.get("STUDIO_LM_EVAL_TASKS")
+        else None,
         trusted_proxies=tuple(part.strip() for part in env.get("STUDIO_TRUSTED_PROXIES", "").split(",")
                               if part.strip()),
     )

@@ -15,6 +15,7 @@ from app.web.errors import user_error
 from app.web.safe_text import SafeMarkdown, escaped
 from jobs.data.store import dataset_names
 from jobs.evaluate import results as eval_results
+from jobs.evaluate.harness import task_names
 from jobs.evaluate.metrics import HIGHER_IS_BETTER
 from jobs.evaluate.spec import SOURCES, EvalSpec
 from jobs.evaluate.submit import submit_eval
@@ -69,7 +70,7 @@ def training_jobs(studio: Studio) -> list[tuple[str, int]]:
 
 
 def form_spec(adapters, include_base, source, train_job, dataset, suite, max_rows, max_new_tokens, temperature,
-              seed) -> dict:
+              seed, tasks=(), num_fewshot=None) -> dict:
     """The form's fields as an eval spec (what the API's submit_eval takes as JSON)."""
     spec = {"adapters": list(adapters or []), "include_base": bool(include_base), "source": source,
             "max_rows": int(max_rows or 0), "max_new_tokens": int(max_new_tokens or 0),
@@ -80,12 +81,22 @@ def form_spec(adapters, include_base, source, train_job, dataset, suite, max_row
         spec["dataset"] = dataset or ""
     if source == "suite":
         spec["suite"] = suite or ""
+    if source == "benchmark":
+        spec["tasks"] = list(tasks or [])
+        if num_fewshot not in (None, ""):
+            spec["num_fewshot"] = int(num_fewshot)
     return spec
 
 
 def summary_text(found: dict) -> str:
-    best = eval_results.best_text({"best": found["best"]})
+    best = eval_results.best_text({"best": found["best"], "directions": found.get("directions", {})})
     settings = found["settings"]
+    if found.get("source") == "benchmark":
+        shots = "each task's own few-shot count" if settings["num_fewshot"] is None else \
+            f"{settings['num_fewshot']}-shot"
+        return (f"**lm-evaluation-harness: {escaped(found['set'])}** on `{escaped(found['base_model'])}`: at most "
+                f"{settings['limit']} rows a task, {shots}, seed {settings['seed']}.\n\n"
+                f"**Best** ({BEST_MARK} in the table): {escaped(best) or 'all panes scored alike'}.")
     sampling = ("greedy" if not settings["temperature"] else
                 f"sampled at temperature {settings['temperature']}, seed {settings['seed']}")
     return (f"**{escaped(found['set'])}** on `{escaped(found['base_model'])}`: {found['rows']} of "
@@ -116,6 +127,12 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
         train_job = gr.Dropdown([], label="Training job (held_out)", elem_id="eval-train-job")
         dataset = gr.Dropdown([], label="Dataset", elem_id="eval-dataset", allow_custom_value=True)
         suite = gr.Dropdown([], label="Prompt suite", elem_id="eval-suite", allow_custom_value=True)
+    with gr.Row():
+        tasks = gr.Dropdown(task_names(studio.settings.lm_eval_tasks), multiselect=True, scale=3,
+                            label="Benchmark tasks (lm-evaluation-harness, from the studio's task folder)",
+                            elem_id="eval-tasks")
+        num_fewshot = gr.Number(None, precision=0, label="Few-shot examples (empty: the task's)", minimum=0,
+                                elem_id="eval-num-fewshot", scale=1)
     defaults = EvalSpec()
     with gr.Row():
         max_rows = gr.Number(defaults.max_rows, precision=0, label="Rows at most", elem_id="eval-max-rows")
@@ -143,7 +160,8 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
         fmt = gr.Radio(list(eval_results.FORMATS), value="csv", label="As", elem_id="eval-export-format")
         download = gr.DownloadButton("Download", value=None, interactive=False, elem_id="eval-download")
 
-    form = [adapters, include_base, source, train_job, dataset, suite, max_rows, max_new_tokens, temperature, seed]
+    form = [adapters, include_base, source, train_job, dataset, suite, max_rows, max_new_tokens, temperature, seed,
+            tasks, num_fewshot]
 
     def choices():
         with studio.db.read() as session:
@@ -160,16 +178,19 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
 
     def on_pick(job_id, chart_metric):
         if job_id is None:
-            return "", None, None, None, gr.update(value=None, interactive=False)
+            return "", None, None, None, gr.update(value=None, interactive=False), gr.update()
         try:  # a queued or running evaluation (just submitted, say) says where it is, not an error
             found = eval_results.summary(studio, int(job_id), SHOWN_ROWS)
         except eval_results.NoResults as error:
-            return escaped(str(error).removeprefix("job_id: ")), None, None, None, gr.update(value=None,
-                                                                                             interactive=False)
-        marked = pd.DataFrame(eval_results.table(eval_results.eval_results(studio, int(job_id)), mark=BEST_MARK))
+            return (escaped(str(error).removeprefix("job_id: ")), None, None, None,
+                    gr.update(value=None, interactive=False), gr.update())
+        stored = eval_results.eval_results(studio, int(job_id))
+        marked = pd.DataFrame(eval_results.table(stored, mark=BEST_MARK))
         file = eval_results.export_file(studio, int(job_id))
+        metrics = eval_results.metric_names(stored)
+        chart_metric = chart_metric if chart_metric in metrics or not metrics else metrics[0]
         return (summary_text(found), marked, chart_frame(found, chart_metric), pd.DataFrame(found["per_row"]),
-                gr.update(value=str(file), interactive=True))
+                gr.update(value=str(file), interactive=True), gr.update(choices=metrics, value=chart_metric))
 
     def on_metric(job_id, chart_metric):
         return chart_frame(summary(studio, int(job_id), 0), chart_metric) if job_id is not None else None
@@ -188,7 +209,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
         trigger(choices, None, [adapters, train_job, dataset, suite, picked], **private)
     refresh.click(lambda: gr.update(choices=eval_jobs(studio)), None, picked, **private)
     submit_button.click(on_submit, form, [status, picked], **private)
-    picked.change(on_pick, [picked, metric], [summary_view, table, chart, rows, download], **private)
+    picked.change(on_pick, [picked, metric], [summary_view, table, chart, rows, download, metric], **private)
     metric.change(on_metric, [picked, metric], chart, **private)
     for control in (what, fmt):
         control.change(on_export, [picked, what, fmt], download, **private)

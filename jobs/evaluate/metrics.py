@@ -160,11 +160,12 @@ def summary(answers: Sequence[Answer]) -> dict[str, float | None]:
     return found
 
 
-def best_panes(table: dict[str, dict[str, float | None]]) -> dict[str, list[str]]:
-    """For each metric with a better direction, the pane(s) with the best value (ties all marked); none where every
-    pane scored the same (nothing to choose between)."""
+def best_panes(table: dict[str, dict[str, float | None]],
+               directions: dict[str, bool | None] = HIGHER_IS_BETTER) -> dict[str, list[str]]:
+    """For each metric with a better direction (`directions`: higher is better?), the pane(s) with the best value
+    (ties all marked); none where every pane scored the same (nothing to choose between)."""
     best: dict[str, list[str]] = {}
-    for name, higher in HIGHER_IS_BETTER.items():
+    for name, higher in directions.items():
         values = {pane: row[name] for pane, row in table.items() if row.get(name) is not None}
         if higher is None or len(values) < 2 or len(set(values.values())) == 1:
             continue

@@ -58,8 +58,10 @@ def predictions_file(studio: Studio, job_id: int) -> Path:
 
 
 def metric_names(results: dict) -> list[str]:
-    """The metrics any pane has a value for, in METRICS' order."""
-    return [name for name, _, _ in METRICS if any(row.get(name) is not None for row in results["metrics"].values())]
+    """The metrics any pane has a value for, in METRICS' order; a benchmark's (lm_eval's "<task> <metric>") after."""
+    known = [name for name, _, _ in METRICS]
+    found = {name for row in results["metrics"].values() for name, value in row.items() if value is not None}
+    return [name for name in known if name in found] + sorted(found - set(known))
 
 
 def table(results: dict, mark: str = "") -> list[dict]:
@@ -72,7 +74,7 @@ def table(results: dict, mark: str = "") -> list[dict]:
             value = results["metrics"][pane].get(name)
             if mark:
                 text = "" if value is None else f"{value:.4g}"
-                row[LABELS[name]] = f"{text} {mark}" if pane in best.get(name, []) else text
+                row[LABELS.get(name, name)] = f"{text} {mark}" if pane in best.get(name, []) else text
             else:
                 row[name] = value
         rows.append(row)
@@ -82,9 +84,10 @@ def table(results: dict, mark: str = "") -> list[dict]:
 def best_text(results: dict) -> str:
     """Which pane is best on each metric, in words (lower is better for loss, perplexity and time)."""
     parts = []
+    directions = {**results.get("directions", {}), **HIGHER_IS_BETTER}
     for name, panes in results.get("best", {}).items():
-        direction = "higher" if HIGHER_IS_BETTER[name] else "lower"
-        parts.append(f"{LABELS[name]} ({direction} is better): {', '.join(panes)}")
+        direction = "higher" if directions.get(name) else "lower"
+        parts.append(f"{LABELS.get(name, name)} ({direction} is better): {', '.join(panes)}")
     return "; ".join(parts)
 
 
@@ -159,4 +162,5 @@ def summary(studio: Studio, job_id: int, rows: int = 50) -> dict:
     return {"job_id": int(job_id), "base_model": results["base_model"], "set": results["set"],
             "source": results["source"], "rows": results["rows"], "rows_in_set": results["rows_in_set"],
             "settings": results["settings"], "panes": results["panes"], "table": table(results),
-            "best": results["best"], "per_row": row_view(results, limit=max(0, min(int(rows), 2000)))}
+            "best": results["best"], "directions": results.get("directions", {}),
+            "per_row": row_view(results, limit=max(0, min(int(rows), 2000)))}

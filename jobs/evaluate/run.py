@@ -175,6 +175,8 @@ def evaluate(studio: Studio, job_id: int, attempt: int, spec: EvalSpec, pins: di
     transformers.utils.logging.disable_progress_bar()  # one log line per base load, not a bar per shard
     shutil.rmtree(run_dir / f"{RESULTS_DIR}.partial", ignore_errors=True)
     panes = _panes(studio, pins["adapters"])
+    if spec.source == "benchmark":
+        return _benchmark(studio, job_id, attempt, spec, pins, run_dir, sink, base_path, panes)
     all_rows = eval_rows(studio, spec, pins, base_path)
     rows = all_rows[: spec.max_rows]
     total = len(rows) * len(panes)
@@ -196,11 +198,43 @@ def evaluate(studio: Studio, job_id: int, attempt: int, spec: EvalSpec, pins: di
         return "cancelled" if stopped.cancel else "interrupted"
     results, predictions = build_results(spec, pins["base_model"], [p.name for p in panes], rows, answers,
                                          len(all_rows))
-    target = write_results(run_dir, results, predictions)
+    _record(studio, job_id, attempt, write_results(run_dir, results, predictions), f"{len(predictions)} answers")
+    return "done"
+
+
+def _record(studio: Studio, job_id: int, attempt: int, target: Path, what: str) -> None:
     with studio.db.write() as session:
         recorded = jobs_repo.complete_job(session, job_id, attempt)
     if not recorded:
         shutil.rmtree(target, ignore_errors=True)  # another attempt owns the job now
-    print(f"evaluation {'recorded' if recorded else 'discarded (stale attempt)'}: {len(predictions)} answers",
-          flush=True)
+    print(f"evaluation {'recorded' if recorded else 'discarded (stale attempt)'}: {what}", flush=True)
+
+
+def _benchmark(studio: Studio, job_id: int, attempt: int, spec: EvalSpec, pins: dict, run_dir: Path, sink,
+               base_path: str, panes: list[Pane]) -> str:
+    """lm-evaluation-harness tasks on every pane (jobs.evaluate.harness); results.json has the same table of panes x
+    metrics as the other sets (no per-row answers: lm_eval scores its own requests), so the tab shows it alike."""
+    from jobs.evaluate.harness import benchmark
+
+    tasks = pins["benchmark"]["tasks"]
+    total = len(tasks) * len(panes)
+    sink.on_metrics(0, {"eval_answers": 0.0}, total)
+    print(f"benchmarking {', '.join(p.name for p in panes)} on {', '.join(tasks)} (at most {spec.max_rows} rows "
+          f"a task) of {pins['base_model']}", flush=True)
+    stop = sink.should_stop
+    found = benchmark(panes, pins["base_model"], base_path, tasks, studio.settings.lm_eval_tasks, spec.max_rows,
+                      spec.num_fewshot, spec.seed, stop,
+                      lambda done: sink.on_metrics(done * len(tasks), {"eval_answers": float(done * len(tasks))},
+                                                   total))
+    if found is None:
+        wanted = stop()
+        return "cancelled" if wanted and wanted is not True else "interrupted"
+    table, directions = found
+    results = {"base_model": pins["base_model"], "panes": [p.name for p in panes], "source": spec.source,
+               "set": ", ".join(tasks), "rows": spec.max_rows, "rows_in_set": None,
+               "settings": {"num_fewshot": spec.num_fewshot, "limit": spec.max_rows, "seed": spec.seed},
+               "metrics": table, "best": metrics.best_panes(table, directions), "directions": directions,
+               "per_row": []}
+    _record(studio, job_id, attempt, write_results(run_dir, results, []), f"{len(tasks)} task(s) x {len(panes)}")
     return "done"
+

@@ -3,11 +3,14 @@ submit, the adapters' and the dataset's ids, goes in the job's provenance, as fo
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-SOURCES = ("held_out", "dataset", "suite")
+TaskName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+TASK_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+SOURCES = ("held_out", "dataset", "suite", "benchmark")
 
 
 class EvalSpec(BaseModel):
@@ -18,18 +21,31 @@ class EvalSpec(BaseModel):
     include_base: bool = Field(True, description="Also evaluate the base model alone, as the baseline.")
     base_model: str = Field("", max_length=500, description=(
         "The base the adapters were trained on; empty: theirs. Needed only to evaluate the base alone."))
-    source: Literal["held_out", "dataset", "suite"] = Field("held_out", description=(
+    source: Literal["held_out", "dataset", "suite", "benchmark"] = Field("held_out", description=(
         "The eval set: the rows a training job held out (held_out, with train_job), a stored dataset (dataset), "
-        "or a saved prompt suite (suite)."))
+        "a saved prompt suite (suite), or lm-evaluation-harness tasks from the studio's task folder (benchmark)."))
     train_job: int | None = Field(None, ge=1, description="For held_out: the training job whose eval rows to use.")
     dataset: str = Field("", max_length=200, description="For dataset: its name (import it first, any format).")
     suite: str = Field("", max_length=200, description="For suite: the prompt suite's name.")
-    max_rows: int = Field(200, ge=1, le=2000, description="Evaluate at most this many rows (the first ones).")
+    tasks: list[TaskName] = Field(default_factory=list, max_length=16, description=(
+        "For benchmark: lm-evaluation-harness tasks (or groups) by name, from the task folder the operator set "
+        "(STUDIO_LM_EVAL_TASKS)."))
+    num_fewshot: int | None = Field(None, ge=0, le=25, description=(
+        "For benchmark: examples shown before each question; empty: each task's own setting."))
+    max_rows: int = Field(200, ge=1, le=2000, description=(
+        "Evaluate at most this many rows (the first ones); for benchmark, this many per task."))
     max_new_tokens: int = Field(64, ge=1, le=1024, description="Longest answer, in tokens.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: greedy (the default); above 0: seeded sampling.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling's cut (with temperature above 0).")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="The sampling seed: the same seed gives the same answers.")
     name: str = Field("", max_length=200, description="The job's name; empty: eval-<set>.")
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_names(cls, value: list[str]) -> list[str]:
+        if bad := [name for name in value if not TASK_NAME.fullmatch(name)]:
+            raise ValueError(f"a task is named by letters, digits, '_', '-' and '.', not a path (got {bad[0]!r})")
+        return value
 
     def panes(self) -> list[str]:
         """The panes in the order results show them: the adapters, then the base."""

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from jobs.chat.request import BASE_PANE, ChatRequestError, base_problem, resolve_panes
 from jobs.data.store import find_dataset, load_rows, split_sizes
+from jobs.evaluate.harness import task_names
 from jobs.evaluate.sets import rows_from_records
 from jobs.evaluate.spec import EvalSpec
 from jobs.queue import routing
@@ -83,6 +84,8 @@ def _set_problems(studio: Studio, spec: EvalSpec) -> tuple[dict, int, list[Probl
         if suite is None:
             return {}, 0, [Problem(field="suite", message=f"no prompt suite named '{spec.suite}'")]
         return {"suite": {"id": suite.id, "name": suite.name, "prompts": suite.prompts}}, len(suite.prompts), []
+    if spec.source == "benchmark":
+        return _benchmark_problems(studio, spec)
     if spec.source == "dataset":
         if not spec.dataset.strip():
             return {}, 0, [Problem(field="dataset", message="name the dataset to evaluate on (import it first)")]
@@ -93,6 +96,23 @@ def _set_problems(studio: Studio, spec: EvalSpec) -> tuple[dict, int, list[Probl
         pin = {"dataset": {"id": dataset.id, "name": dataset.name, "sha256": dataset.sha256}}
         return pin, len(rows), [Problem(field="dataset", message=p) for p in problems]
     return _held_out_problems(studio, spec)
+
+
+def _benchmark_problems(studio: Studio, spec: EvalSpec) -> tuple[dict, int, list[Problem]]:
+    """The tasks must be in the operator's task folder; the job's progress counts tasks x panes."""
+    folder = studio.settings.lm_eval_tasks
+    if folder is None or not folder.is_dir():
+        return {}, 0, [Problem(field="source", message=(
+            "no benchmark task folder on this studio: its operator sets STUDIO_LM_EVAL_TASKS to a folder of "
+            "lm-evaluation-harness task files (docs/api.md, 'Benchmarks')"))]
+    if not spec.tasks:
+        return {}, 0, [Problem(field="tasks", message="name at least one task of the studio's task folder")]
+    known = set(task_names(folder))
+    if unknown := [task for task in spec.tasks if task not in known]:
+        listing = ", ".join(sorted(known)[:20]) + (", ..." if len(known) > 20 else "") or "none"
+        return {}, 0, [Problem(field="tasks", message=(
+            f"no task named {', '.join(repr(t) for t in unknown)} in the studio's task folder (it has: {listing})"))]
+    return {"benchmark": {"tasks": list(dict.fromkeys(spec.tasks))}}, len(set(spec.tasks)), []
 
 
 def _held_out_problems(studio: Studio, spec: EvalSpec) -> tuple[dict, int, list[Problem]]:
@@ -138,7 +158,8 @@ def validate_eval(studio: Studio, raw: object) -> tuple[EvalSpec, str, list, dic
     base_model, panes, found = _base_and_panes(studio, spec)
     problems += found
     pins, rows, set_problems = _set_problems(studio, spec)
-    problems += set_problems
+    refused = {p.field.split(".")[0] for p in problems}  # a refused field was read as its default: say it once
+    problems += [p for p in set_problems if p.field.split(".")[0] not in refused]
     if not set_problems and rows == 0:
         problems.append(Problem(field=spec.source, message="the eval set is empty: it has no rows to evaluate"))
     if problems:
@@ -160,7 +181,8 @@ def submit_eval(studio: Studio, raw: object, priority: int = 0) -> int:
     if problems:
         raise SpecError(problems)
     pins.update(base_model=base_model, adapters=_adapter_pins(studio, panes))
-    label = spec.suite or spec.dataset or f"job{spec.train_job}"
+    label = spec.suite or spec.dataset or ("+".join(spec.tasks[:3]) if spec.source == "benchmark" else
+                                           f"job{spec.train_job}")
     with studio.db.write() as session:
         job = jobs_repo.create_job(session, name=spec.name or f"eval-{label}", spec=spec.model_dump(mode="json"),
                                    priority=priority, kind=JobKind.EVAL)

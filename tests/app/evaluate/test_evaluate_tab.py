@@ -21,3 +21,8 @@ def test_summary_escapes_names_and_chart_skips_missing_values():
     text = summary_text(found)
     assert "<script>" not in text and "seed 4" in text and "loss (reference tokens) (lower is better): a" in text
     assert chart_frame(found, "loss").to_dict(orient="records") == [{"adapter": "a", "value": 1.5}]
+    bench = {"source": "benchmark", "set": "<img src=x onerror=alert(1)>", "base_model": "demo",
+             "settings": {"num_fewshot": 1, "limit": 4, "seed": 0}, "best": {"t acc": ["a"]},
+             "directions": {"t acc": True}}
+    text = summary_text(bench)
+    assert "<img" not in text and "1-shot" in text and "t acc (higher is better): a" in text

@@ -127,3 +127,21 @@ def test_eval_job_scores_two_adapters_and_the_base_on_held_out_rows(live, monkey
     cancel_job(studio, running)
     assert live.wait_for(running).status == "cancelled", live.worker_log()
     assert not any(run_dir_for(studio, running).glob("eval*"))
+
+
+def test_a_benchmark_job_runs_lm_eval_tasks_on_an_adapter_and_the_base(live):
+    studio = live.studio
+    _, (first, _) = _two_adapters(live)
+    job_id = submit_eval(studio, {"adapters": [first], "source": "benchmark", "tasks": ["arithmetic_words"],
+                                  "max_rows": 4, "num_fewshot": 1})
+    job = live.wait_for(job_id)
+    assert job.status == "succeeded", (job.error, live.worker_log())
+    assert job.step == job.total_steps == 2  # one task x two panes
+    found = eval_results.eval_results(studio, job_id)
+    assert found["panes"] == [first, "base"] and found["set"] == "arithmetic_words"
+    for pane in found["panes"]:  # two-choice accuracy over 4 questions: a quarter step between 0 and 1
+        assert found["metrics"][pane]["arithmetic_words acc"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    values = {found["metrics"][pane]["arithmetic_words acc"] for pane in found["panes"]}
+    assert found["best"].get("arithmetic_words acc", []) == ([] if len(values) == 1 else
+                                                              [max(found["panes"], key=lambda p: found["metrics"][p]
+                                                                   ["arithmetic_words acc"])])

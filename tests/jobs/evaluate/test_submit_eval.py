@@ -79,3 +79,30 @@ def test_dataset_rows_become_prompts_and_references():
     assert checked.reference == "4" and checked.prompt == [{"role": "user", "content": "2+2?"}]
     rows, problems = rows_from_records([{"text": "x"}], "'raw'")
     assert rows == [] and "raw text" in problems[0]
+
+
+def test_benchmark_tasks_come_from_the_operators_folder_by_name_only(studio, tmp_path):
+    import dataclasses
+
+    from jobs.evaluate.harness import task_names
+    from jobs.studio import REPO_ROOT
+
+    _adapters(studio, a="demo-tiny-llama")
+    with pytest.raises(SpecError, match="no benchmark task folder on this studio: its operator sets "):
+        submit_eval(studio, {"adapters": ["a"], "source": "benchmark", "tasks": ["arithmetic_words"]})
+    tasks = REPO_ROOT / "examples" / "lm_eval_tasks"
+    # A YAML tag that would run code when lm_eval reads the task is text when the studio lists names.
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "coded.yaml").write_text("task: coded\nprocess_docs: !function utils.process\n")
+    (tmp_path / "tasks" / "torn.yaml").write_text("task: [unclosed\n")
+    assert task_names(tmp_path / "tasks") == ["coded"] and task_names(tasks) == ["arithmetic_words"]
+    studio.settings = dataclasses.replace(studio.settings, lm_eval_tasks=tasks)
+    with pytest.raises(SpecError) as refused:
+        submit_eval(studio, {"adapters": ["a"], "source": "benchmark", "tasks": ["mmlu", "../../etc/passwd"],
+                             "num_fewshot": 99})
+    fields = {p.field: p.message for p in refused.value.problems}
+    assert fields["tasks"].endswith("not a path (got '../../etc/passwd')")
+    assert "num_fewshot" in fields and len(refused.value.problems) == 2
+    with pytest.raises(SpecError, match=r"no task named 'mmlu' in the studio's task folder \(it has: arithmetic_words"):
+        submit_eval(studio, {"adapters": ["a"], "source": "benchmark", "tasks": ["mmlu"]})
+    assert _job_count(studio) == 0
