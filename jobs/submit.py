@@ -24,7 +24,8 @@ from jobs.models.resolve import (
     looks_local,
     pin_hub_base,
 )
-from jobs.models.templates import NO_TRAINING_TEMPLATE, template_problem, training_template
+from jobs.models.template_render import pasted_template_problem
+from jobs.models.templates import NO_TRAINING_TEMPLATE, known_templates, template_problem, training_template
 from jobs.planning import job_plan
 from jobs.queue import routing
 from jobs.queue.devices import describe_device
@@ -250,6 +251,11 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
     problems += _long_input_problems(studio, spec)
     problems += grpo_problems(studio, spec)
     if spec.chat_template and (template := template_problem(spec.chat_template, spec.assistant_only_loss)):
+        problems.append(Problem(field="chat_template", message=template))
+    elif spec.chat_template and spec.chat_template not in known_templates() \
+            and (template := pasted_template_problem(spec.chat_template)):
+        # A pasted template is tried on a sample conversation in a bounded process (jobs.models.template_render):
+        # one that loops without end or writes without end is refused here, not found in chat later.
         problems.append(Problem(field="chat_template", message=template))
     if problems:
         raise SpecError(problems)
