@@ -50,6 +50,7 @@ from jobs.spec import (
 )
 from jobs.step_plan import StepPlan, min_batch_size
 from jobs.studio import Studio
+from jobs.tracker_keys import wandb_key_problem
 from storage import catalog, jobs_repo, users_repo, workers_repo
 from storage.access import current_person, everyone
 from storage.models import Dataset, Job, JobKind
@@ -266,7 +267,9 @@ def _long_input_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
     """What the tracker and the base's context refuse of the spec: an uninstalled tracker; RoPE scaling where
     max_length fits the base's context, a factor that falls short of max_length, a max_length beyond it without."""
     problems = []
-    if problem := tracking_problem(spec.report_to):
+    # A wandb run needs the person's own key (never another's, nor the operator's): jobs.tracker_keys.
+    problem = tracking_problem(spec.report_to) or (spec.report_to == "wandb" and wandb_key_problem(studio))
+    if problem:
         problems.append(Problem(field="report_to", message=problem))
     context, rope_type = base_context(spec.base_model, studio.settings.models_dir, studio.settings.model_dirs)
     problems += [Problem(field=name, message=message) for name, message in

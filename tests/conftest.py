@@ -210,7 +210,9 @@ def live(tmp_path_factory, demo_model_dir):
     """One shared studio + worker for the tests that run jobs through the queue (they run one at a time)."""
     root = tmp_path_factory.mktemp("live")
     # Its operator allows the local person's reward code (off by default): a GRPO job's failing reward is tested on it.
-    studio = LiveStudio(root / "data", demo_model_dir, root / "worker.log", STUDIO_USER_CODE="admins")
+    # No network here: its W&B runs are offline (an operator without internet sets the same).
+    studio = LiveStudio(root / "data", demo_model_dir, root / "worker.log", STUDIO_USER_CODE="admins",
+                        WANDB_MODE="offline")
     studio.start_worker()
     yield studio
     studio.stop_worker()

@@ -29,6 +29,7 @@ from jobs.queue.spare import SPARE_FLAG, parse_handoff
 from jobs.spec import CombineSpec, ExportSpec, MergeSpec, TrainSpec
 from jobs.spec_store import load_stored_spec
 from jobs.studio import Studio, open_studio
+from jobs.tracker_keys import owners_wandb_key
 from jobs.training import phases
 from jobs.training.phases import phase
 from jobs.training.registry import (
@@ -451,6 +452,8 @@ def run_attempt(studio: Studio, job_id: int, attempt: int) -> int:
         if spec.method == "grpo" and spec.grpo_reward_code and not _owner_may_run_code(studio, owner):
             raise PermissionError("this job's reward code may no longer run: the operator no longer allows code for "
                                   f"'{owner}' (STUDIO_USER_CODE); nothing of it ran")
+        if spec.report_to == "wandb":  # the owner's own key, in this training process's environment only
+            os.environ["WANDB_API_KEY"] = owners_wandb_key(studio, owner)
         return _train(studio, job_id, attempt, spec, job_name, run_dir, sink, provenance or {})
     except Exception as error:  # everything the user must read goes to error.txt
         error_file.write_text(explain_failure(error), encoding="utf-8")
