@@ -60,6 +60,18 @@ def tracking_environment_values(report_to: str, run_dir: Path) -> dict[str, str]
     }[report_to]
 
 
+def finish_tracking(report_to: str) -> None:
+    """End the run's W&B run, so it writes its history out: transformers' callback leaves that to W&B's atexit hook,
+    which a training child never reaches (it leaves by os._exit, jobs.queue.child.exit_now), and a run ended
+    that way had no loss in its run file. The other trackers end their runs at train end."""
+    if report_to != "wandb":
+        return
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
+
+
 def tracking_problem(report_to: str) -> str | None:
     """Why this studio cannot track with `report_to`, or None."""
     package = PACKAGES.get(report_to)
