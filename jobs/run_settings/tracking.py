@@ -22,7 +22,7 @@ VIEWERS = {
     "tensorboard": "tensorboard --logdir {path}",
     "mlflow": "mlflow ui --backend-store-uri sqlite:///{path}/mlflow.db",
     "trackio": "TRACKIO_DIR={path} trackio show",
-    "wandb": "wandb sync {path}/wandb/offline-run-*  (an offline run; an online one is on wandb.ai, project studio)",
+    "wandb": "wandb sync {path}/wandb/offline-run-*",  # an offline run; an online one is on wandb.ai, project studio
 }
 
 
