@@ -412,11 +412,13 @@ class TrainSpec(BaseModel):
         "that pool's devices. Empty: any worker."))
 
     # Tracking, speed, long inputs
-    report_to: Literal["none", "tensorboard", "mlflow", "trackio"] = Field(
+    report_to: Literal["none", "tensorboard", "mlflow", "trackio", "wandb"] = Field(
         "none", title="Experiment tracking", json_schema_extra=_at("More", 4), description=(
             "Also log the run's metrics to an experiment tracker, locally and offline, in the run's folder "
             "(runs/job-N/tracking/...; the Runs tab shows where): tensorboard (event files), mlflow (a SQLite store; "
-            "needs mlflow installed), trackio (its local database). none: the studio's own curves only."))
+            "needs mlflow installed), trackio (its local database), wandb (Weights & Biases, project 'studio', with "
+            "your own W&B API key from the Account tab; online unless the workers set WANDB_MODE=offline). none: "
+            "the studio's own curves only."))
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
         "auto", title="Attention implementation", json_schema_extra=_at("More", 4), description=(
             "How attention is computed: auto (the library's pick, sdpa), eager (plain matmuls; keeps heads x T x T "

@@ -88,6 +88,9 @@ def range_words(field: FieldInfo) -> str | None:
 def _message(item: dict, fields: dict[str, FieldInfo], name: str) -> str:
     if item["type"] in RANGE_ERRORS and name in fields and (words := range_words(fields[name])):
         return f"must be {words} (got {item['input']})"
+    if item["type"] == "string_too_long":  # pydantic's "String should have at most 32000 characters"
+        limit, got = item["ctx"]["max_length"], len(item["input"])
+        return f"must be at most {number_text(limit)} characters (got {number_text(got)})"
     if item["type"] == "extra_forbidden":
         return "is not a spec field (check the spelling; see docs/api.md)"
     return item["msg"].removeprefix("Value error, ")

@@ -24,7 +24,8 @@ from jobs.models.resolve import (
     looks_local,
     pin_hub_base,
 )
-from jobs.models.templates import NO_TRAINING_TEMPLATE, template_problem, training_template
+from jobs.models.template_render import pasted_template_problem
+from jobs.models.templates import NO_TRAINING_TEMPLATE, known_templates, template_problem, training_template
 from jobs.planning import job_plan
 from jobs.queue import routing
 from jobs.queue.devices import describe_device
@@ -49,6 +50,7 @@ from jobs.spec import (
 )
 from jobs.step_plan import StepPlan, min_batch_size
 from jobs.studio import Studio
+from jobs.tracker_keys import wandb_key_problem
 from storage import catalog, jobs_repo, users_repo, workers_repo
 from storage.access import current_person, everyone
 from storage.models import Dataset, Job, JobKind
@@ -251,6 +253,11 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
     problems += grpo_problems(studio, spec)
     if spec.chat_template and (template := template_problem(spec.chat_template, spec.assistant_only_loss)):
         problems.append(Problem(field="chat_template", message=template))
+    elif spec.chat_template and spec.chat_template not in known_templates() \
+            and (template := pasted_template_problem(spec.chat_template)):
+        # A pasted template is tried on a sample conversation in a bounded process (jobs.models.template_render):
+        # one that loops without end or writes without end is refused here, not found in chat later.
+        problems.append(Problem(field="chat_template", message=template))
     if problems:
         raise SpecError(problems)
     return spec
@@ -260,7 +267,9 @@ def _long_input_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
     """What the tracker and the base's context refuse of the spec: an uninstalled tracker; RoPE scaling where
     max_length fits the base's context, a factor that falls short of max_length, a max_length beyond it without."""
     problems = []
-    if problem := tracking_problem(spec.report_to):
+    # A wandb run needs the person's own key (never another's, nor the operator's): jobs.tracker_keys.
+    problem = tracking_problem(spec.report_to) or (spec.report_to == "wandb" and wandb_key_problem(studio))
+    if problem:
         problems.append(Problem(field="report_to", message=problem))
     context, rope_type = base_context(spec.base_model, studio.settings.models_dir, studio.settings.model_dirs)
     problems += [Problem(field=name, message=message) for name, message in

@@ -210,9 +210,10 @@ def live(tmp_path_factory, demo_model_dir):
     """One shared studio + worker for the tests that run jobs through the queue (they run one at a time)."""
     root = tmp_path_factory.mktemp("live")
     # Its operator allows the local person's reward code (off by default): a GRPO job's failing reward is tested on it.
-    # and its benchmark tasks are the example folder's (lm-evaluation-harness).
+    # Its benchmark tasks are the example folder's (lm-evaluation-harness); no network here: its W&B runs are offline
+    # (an operator without internet sets the same).
     studio = LiveStudio(root / "data", demo_model_dir, root / "worker.log", STUDIO_USER_CODE="admins",
-                        STUDIO_LM_EVAL_TASKS=str(REPO_ROOT / "examples" / "lm_eval_tasks"))
+                        STUDIO_LM_EVAL_TASKS=str(REPO_ROOT / "examples" / "lm_eval_tasks"), WANDB_MODE="offline")
     studio.start_worker()
     yield studio
     studio.stop_worker()

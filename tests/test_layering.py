@@ -76,6 +76,7 @@ ROOMS = {
     "jobs.secrets": {"jobs.studio"},
     "jobs.presets": {"jobs.spec", "jobs.spec_store", "jobs.spec_versions", "jobs.studio"},
     "jobs.hub_access": {"jobs.studio", "jobs.secrets"},  # whose hub token a request uses
+    "jobs.tracker_keys": {"jobs.studio", "jobs.secrets"},  # each person's W&B key, for their own runs only
     # A spec, a base and a machine into run settings: read by training, the script and the estimate alike.
     "jobs.run_settings": {"jobs.spec", "jobs.rewards"},
     "jobs.models": {"jobs.spec", "jobs.studio", "jobs.run_settings"},
@@ -89,10 +90,12 @@ ROOMS = {
                       "jobs.rewards"},  # GRPO's rewards
     "jobs.queue": {"jobs.spec", "jobs.spec_store", "jobs.studio", "jobs.failures", "jobs.models", "jobs.data",
                    "jobs.training", "jobs.run_settings", "jobs.planning",  # the child sizes its memory estimate
+                   "jobs.tracker_keys",  # the child puts its owner's W&B key in its own environment
                    "jobs.evaluate"},  # and runs eval jobs
     "jobs.combine_rules": {"jobs.spec"},  # what PEFT's weighted combination accepts, from adapter configs alone
     "jobs.submit": {"jobs.spec", "jobs.studio", "jobs.models", "jobs.data", "jobs.queue", "jobs.run_settings",
-                    "jobs.step_plan", "jobs.planning", "jobs.combine_rules", "jobs.rewards"},
+                    "jobs.step_plan", "jobs.planning", "jobs.combine_rules", "jobs.rewards",
+                    "jobs.tracker_keys"},  # report_to wandb needs the person's own key
     "jobs.sweeps": {"jobs.spec", "jobs.spec_versions", "jobs.studio", "jobs.submit"},  # submitted as one group
     # a search's trials are sweep points chosen one by one (the sweep's cap and axes text), queued like any job
     "jobs.search": {"jobs.spec", "jobs.spec_versions", "jobs.studio", "jobs.submit", "jobs.sweeps"},

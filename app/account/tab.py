@@ -15,7 +15,7 @@ from app.web.errors import user_error
 from app.web.gate import COOKIE as SESSION_COOKIE
 from app.web.gate import PASSWORDS, Gate
 from app.web.safe_text import SafeMarkdown
-from jobs import hub_access
+from jobs import hub_access, tracker_keys
 from jobs import secrets as secret_store
 from jobs.data.quota import allowance
 from jobs.studio import Studio
@@ -39,7 +39,27 @@ def my_account(studio: Studio) -> dict:
             "storage_used_bytes": left.max_storage_bytes - left.storage_left_bytes,
             "max_storage_bytes": left.max_storage_bytes, "max_upload_bytes": left.max_file_bytes,
             "sessions": signed_in, "hub_token": hub_access.hub_token_status(studio),
-            "api_key": api_key_status(studio)}
+            "api_key": api_key_status(studio), "wandb_key": tracker_keys.wandb_key_status(studio)}
+
+
+def set_wandb_key(studio: Studio, key: str) -> dict:
+    """Keep my own W&B API key (encrypted; never shown back) for runs with report_to wandb."""
+    try:
+        return tracker_keys.set_wandb_key(studio, key)
+    except tracker_keys.TrackerKeyError as error:
+        raise user_error(str(error)) from None
+
+
+def clear_wandb_key(studio: Studio) -> dict:
+    try:
+        return tracker_keys.clear_wandb_key(studio)
+    except tracker_keys.TrackerKeyError as error:
+        raise user_error(str(error)) from None
+
+
+def wandb_key_status(studio: Studio) -> dict:
+    """Whether I keep a W&B API key (`hint`: at most its last 4 characters)."""
+    return tracker_keys.wandb_key_status(studio)
 
 
 def api_key_status(studio: Studio) -> dict:
@@ -123,7 +143,9 @@ def account_text(studio: Studio) -> str:
             f"uploads up to {human_size(account['max_upload_bytes'])}. "
             f"{account['sessions']} signed-in session(s). {hub[0].upper()}{hub[1:]}. "
             + (f"An API key ending {account['api_key']['hint']} is active." if account["api_key"]["stored"]
-               else "No API key."))
+               else "No API key.")
+            + (f" A W&B key ending {account['wandb_key']['hint']} is stored." if account["wandb_key"]["stored"]
+               else " No W&B key."))
 
 
 def audit_frame(studio: Studio) -> pd.DataFrame:
@@ -150,6 +172,11 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
                            info="kept encrypted; never shown back, only its last characters")
         save_token = gr.Button("Save token", scale=1)
         forget_token = gr.Button("Forget token", scale=1)
+    with gr.Accordion("Your Weights & Biases key (for runs with Experiment tracking: wandb)", open=False), gr.Row():
+        wandb_key = gr.Textbox(label="W&B API key", type="password", scale=3,
+                               info="kept encrypted; never shown back; only your own runs' training reads it")
+        save_wandb = gr.Button("Save W&B key", scale=1)
+        forget_wandb = gr.Button("Forget W&B key", scale=1)
     with gr.Accordion("Your API key (the OpenAI-compatible endpoint at /v1, docs/api.md)", open=False):
         with gr.Row():
             create_key = gr.Button("Create API key", elem_id="create-api-key", scale=1)
@@ -175,6 +202,14 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
         adapters_tab.clear_hub_token(studio)
         return "Hub token forgotten.", account_text(studio)
 
+    def on_save_wandb(value):
+        set_wandb_key(studio, value)
+        return "W&B key saved.", "", account_text(studio)
+
+    def on_forget_wandb():
+        clear_wandb_key(studio)
+        return "W&B key forgotten.", account_text(studio)
+
     def on_create_key():
         made = create_api_key(studio)
         return ("API key created; any older one no longer works.", gr.update(value=made["key"], visible=True),
@@ -190,5 +225,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
     change.click(on_change, [current, new, again], [status, current, new, again], **private)
     save_token.click(on_save_token, token, [status, token, summary], **private)
     forget_token.click(on_forget_token, None, [status, summary], **private)
+    save_wandb.click(on_save_wandb, wandb_key, [status, wandb_key, summary], **private)
+    forget_wandb.click(on_forget_wandb, None, [status, summary], **private)
     create_key.click(on_create_key, None, [status, new_key, summary], **private)
     revoke_key.click(on_revoke_key, None, [status, new_key, summary], **private)

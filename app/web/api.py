@@ -181,6 +181,19 @@ def register(studio: Studio, chat: ChatService) -> None:
         calls use (`uses`: yours, the operator's, none)."""
         return adapters_tab.hub_token_status(studio)
 
+    def set_wandb_key(key: str) -> dict:
+        """Keep your own Weights & Biases API key (encrypted, never shown back) for runs with report_to wandb; only
+        your own jobs' training processes read it. Returns its status."""
+        return account_tab.set_wandb_key(studio, key)
+
+    def clear_wandb_key() -> dict:
+        """Forget your W&B API key. Returns its status."""
+        return account_tab.clear_wandb_key(studio)
+
+    def wandb_key_status() -> dict:
+        """Whether you keep a W&B API key (`stored`, `hint`: at most its last 4 characters)."""
+        return account_tab.wandb_key_status(studio)
+
     def create_api_key() -> dict:
         """A new API key for the OpenAI-compatible endpoint (/v1), replacing your old one: `key` is shown this once
         (only its hash is kept), `hint` its last characters."""
@@ -384,7 +397,7 @@ def register(studio: Studio, chat: ChatService) -> None:
                  train_search_best, cancel_search, get_job, list_jobs, cancel_job, move_job, set_priority,
                  list_workers, list_adapters, download_adapter, rename_adapter, delete_adapter, merge_adapter,
                  combine_adapters, download_merged, export_gguf, download_gguf, push_to_hub, set_hub_token,
-                 clear_hub_token, hub_token_status, compare,
+                 clear_hub_token, hub_token_status, set_wandb_key, clear_wandb_key, wandb_key_status, compare,
                  import_dataset, import_hub_dataset, list_datasets, dataset_stats, rename_dataset, delete_dataset,
                  record_vote, leaderboard, export_votes, save_suite, run_suite, suite_results, list_suites, suite_diff,
                  submit_eval, eval_results, export_eval, plan_job, base_model_info, estimate_memory,
@@ -435,5 +448,6 @@ UI_ACTIONS: dict[str, tuple[str, ...]] = {
     "Evaluate › eval-download": ("export_eval",),
     "Account › change-password": ("change_password",), "Account › Save token": ("set_hub_token",),
     "Account › Forget token": ("clear_hub_token",), "Account › create-api-key": ("create_api_key",),
+    "Account › Save W&B key": ("set_wandb_key",), "Account › Forget W&B key": ("clear_wandb_key",),
     "Account › revoke-api-key": ("revoke_api_key",),
 }

@@ -9,9 +9,12 @@ further tokens ignored), so every step draws the same random numbers."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +22,16 @@ from peft import PeftModel
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from jobs.chat.request import ChatFormat, GenerationSettings, Replies, prompt_token_limit, prompt_tokens_problem
+from jobs.chat.request import (
+    ChatFormat,
+    ChatRequestError,
+    GenerationSettings,
+    MemoryWait,
+    Replies,
+    prompt_token_limit,
+    prompt_tokens_problem,
+)
+from jobs.models.template_render import PROCESSES, TemplateRenderError, render_pasted, renders_may_wait
 from jobs.models.templates import render_chat
 
 
@@ -44,7 +56,49 @@ class LoadedBase:
     def render(self, key: str, messages: list[dict], **options):
         """`messages` rendered as the adapter `key` trained on them (jobs.chat.request.ChatFormat)."""
         chat = self.formats.get(key, ChatFormat())
+        if chat.pasted:  # a person's template: bounded in time and size, in a process of its own
+            options.pop("tokenize", None)  # callers ask for text: the render process renders text only
+            return _pasted_render(chat.template, chat.conversation(messages), self.tokenizer.special_tokens_map,
+                                  options)
         return render_chat(self.tokenizer, chat.conversation(messages), chat_template=chat.template, **options)
+
+
+RENDER_WAIT_S = 0.2
+"""How long the scheduler's thread waits for a pasted template's render before it sets the request aside (a warm
+render process answers in milliseconds): a template that loops holds a render process, never the people's turns."""
+_renders = ThreadPoolExecutor(max_workers=PROCESSES, thread_name_prefix="pasted-template")
+_pending: dict[str, Future] = {}
+_pending_lock = threading.Lock()
+
+
+def _pasted_render(template: str, messages: list[dict], special: dict, options: dict) -> str:
+    """The text of a pasted template's render (jobs.models.template_render), started on a thread of its own; while
+    it runs the request waits as for memory (MemoryWait: the scheduler serves the others and tries it again), and
+    its next try takes the finished render. A render past its budget is the request's ChatRequestError."""
+    if not renders_may_wait.get():
+        try:
+            return render_pasted(template, messages, special, **options)
+        except TemplateRenderError as error:
+            raise ChatRequestError([f"{error} (the template an adapter of this chat trained with)"]) from None
+    key = json.dumps([template, messages, special, options], sort_keys=True, default=str)
+    with _pending_lock:
+        future = _pending.get(key)
+        if future is None:
+            if len(_pending) > 64:  # finished renders whose reader left before taking them
+                for done in [k for k, f in _pending.items() if f.done()]:
+                    del _pending[done]
+            future = _pending[key] = _renders.submit(render_pasted, template, messages, special, **options)
+    try:
+        text = future.result(timeout=RENDER_WAIT_S)
+    except FutureTimeout:
+        raise MemoryWait("while the adapter's pasted chat template renders") from None
+    except TemplateRenderError as error:
+        raise ChatRequestError([f"{error} (the template an adapter of this chat trained with)"]) from None
+    finally:
+        if future.done():
+            with _pending_lock:
+                _pending.pop(key, None)
+    return text
 
 
 @dataclass

@@ -128,6 +128,9 @@ class ChatFormat:
 
     template: str | None = None
     system_prompt: str = ""
+    pasted: bool = False
+    """The template is one a person pasted (not a known one): it renders in a bounded process of its own
+    (jobs.models.template_render), never under the in-process render lock other people's chats wait on."""
 
     def conversation(self, messages: list[dict]) -> list[dict]:
         """`messages` with the default system prompt first where they have no system message, as the rows trained."""
@@ -144,8 +147,12 @@ def chat_format(adapter_dir: Path) -> ChatFormat:
 
     path = adapter_dir / "training_spec.json"
     spec = read_spec_file(path).fields if path.is_file() else {}
-    template = chat_template_text(adapter_dir) if spec.get("chat_template") else None
-    return ChatFormat(template=template or None, system_prompt=spec.get("system_prompt") or "")
+    from jobs.models.templates import known_templates
+
+    chosen = spec.get("chat_template") or ""
+    template = chat_template_text(adapter_dir) if chosen else None
+    return ChatFormat(template=template or None, system_prompt=spec.get("system_prompt") or "",
+                      pasted=bool(template) and chosen not in known_templates())
 
 
 class Pane(tuple):

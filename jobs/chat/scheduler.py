@@ -53,6 +53,7 @@ from jobs.chat.request import (
     conversation_text,
     prompt_chars_problem,
 )
+from jobs.models.template_render import renders_may_wait
 from storage.access import current_person
 
 if TYPE_CHECKING:
@@ -301,6 +302,7 @@ class GenerationScheduler:
         return None, False, None if soonest is None else max(soonest - now, 0.0)
 
     def _serve(self) -> None:
+        renders_may_wait.set(True)  # a pasted template's slow render sets its request aside, not everyone's turns
         while True:
             with self._lock:
                 idle = False

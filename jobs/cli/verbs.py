@@ -101,6 +101,10 @@ VERBS = (
          (Arg("token", "your hub token", read="secret", env="STUDIO_HUB_TOKEN"),)),
     Verb("clear-hub-token", "clear_hub_token", "forget your hub token"),
     Verb("hub-token", "hub_token_status", "whether you keep a hub token, and whose your hub calls use"),
+    Verb("set-wandb-key", "set_wandb_key", "keep your W&B API key for report_to wandb (encrypted; never shown back)",
+         (Arg("key", "your W&B API key", read="secret", env="STUDIO_WANDB_KEY"),)),
+    Verb("clear-wandb-key", "clear_wandb_key", "forget your W&B API key"),
+    Verb("wandb-key", "wandb_key_status", "whether you keep a W&B API key"),
     # chat, votes, suites
     Verb("compare", "compare", "one prompt to several adapters (and 'base') in one batched generate",
          (Arg("prompt", "the prompt"), Arg("adapters", "adapter names, 'base' for the base", many=True), BASE,

@@ -14,6 +14,7 @@ from jobs.data.stats import DatasetStats, TokenizedRow, dataset_stats, tokenize_
 from jobs.data.store import dataset_path, find_dataset, load_rows
 from jobs.models.known_bases import known_tokenizer
 from jobs.models.resolve import allowed_model_roots, base_model_problem, looks_local, prepared_path
+from jobs.models.template_render import TemplateRenderError, render_pasted
 from jobs.models.templates import known_templates, render_chat, template_problem, template_text
 from jobs.models.tokenizer_only import load_tokenizer_only
 from jobs.spec import STUDIO_BASE_MODELS, TrainSpec
@@ -57,6 +58,10 @@ def preview_tokenizer(studio: Studio, base_model: str):
         return None
 
 
+class Pasted(str):
+    """A person's pasted template: render_row renders it in a bounded process (jobs.models.template_render)."""
+
+
 def render_row(tokenizer, row: dict, chat_template: str | None = None) -> str:
     """A stored row as the model reads it: a chat through the base's template (or `chat_template`), raw text as it
     is, a preference pair as its prompt with the chosen answer, then the rejected one; an unpaired answer as its
@@ -73,6 +78,8 @@ def render_row(tokenizer, row: dict, chat_template: str | None = None) -> str:
     if "reference" in row:  # GRPO: the prompt the model answers, then what its answer is checked against
         prompt = render_row(tokenizer, {"messages": row["prompt"]})
         return f"{prompt}\nreference:\n{row['reference']}"
+    if isinstance(chat_template, Pasted):  # bounded, in a process of its own; raises TemplateRenderError
+        return render_pasted(chat_template, row["messages"], tokenizer.special_tokens_map if tokenizer else None)
     if tokenizer is not None:
         return render_chat(tokenizer, row["messages"], tokenize=False, chat_template=chat_template)
     return "\n".join(f"[{m['role']}] {m['content']}" for m in row["messages"])
@@ -102,8 +109,8 @@ class RunPreview:
 def run_preview(studio: Studio, spec: TrainSpec, count: int) -> RunPreview | None:
     """The rows `spec` trains on, as training takes them (jobs.data.mixing: the same seeded mix, the default system
     prompt added), the first `count` rendered through its chat template; None when a dataset is missing. A pasted
-    template is not rendered here, in the web process (a template may loop without end; training renders it in the
-    job's own process): the rows then show through the base's template, and the note says so."""
+    template renders in a bounded process of its own (a template may loop without end); past its budget the rows
+    show through the base's template, and the note says why."""
     parts = spec.mix_parts()
     datasets = {name: find_dataset(studio, name) for name, _ in parts}
     if any(dataset is None for dataset in datasets.values()):
@@ -116,9 +123,13 @@ def run_preview(studio: Studio, spec: TrainSpec, count: int) -> RunPreview | Non
     if spec.chat_template and (problem := template_problem(spec.chat_template, spec.assistant_only_loss)):
         template, note = None, f"chat_template {problem}; shown here through the base's template"
     elif spec.chat_template and spec.chat_template not in known_templates():
-        template, note = None, "a pasted chat template renders when the run starts; shown here through the base's"
+        template = Pasted(spec.chat_template)
     tokenizer = preview_tokenizer(studio, spec.base_model)
-    return RunPreview([render_row(tokenizer, row, template) for row in shown], len(rows), taken, note)
+    try:
+        texts = [render_row(tokenizer, row, template) for row in shown]
+    except TemplateRenderError as error:  # a pasted template past its budget: said, and the base's shown instead
+        texts, note = [render_row(tokenizer, row) for row in shown], f"{error}; shown here through the base's template"
+    return RunPreview(texts, len(rows), taken, note)
 
 
 class NoTokenizer(Exception):

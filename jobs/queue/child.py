@@ -26,9 +26,11 @@ from jobs.queue.lifecycle import signal_when_parent_dies
 from jobs.queue.retries import override_fields
 from jobs.queue.run_files import run_dir_for, train_log_path
 from jobs.queue.spare import SPARE_FLAG, parse_handoff
+from jobs.run_settings.tracking import finish_tracking
 from jobs.spec import CombineSpec, ExportSpec, MergeSpec, TrainSpec
 from jobs.spec_store import load_stored_spec
 from jobs.studio import Studio, open_studio
+from jobs.tracker_keys import owners_wandb_key
 from jobs.training import phases
 from jobs.training.phases import phase
 from jobs.training.registry import (
@@ -132,9 +134,12 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
         jobs_repo.record_provenance(session, job_id, attempt, record)
     held_out = pinned_dataset(studio, spec, pinned, "eval_dataset")
     files = mix_files(studio, spec, pinned) if spec.dataset_mix else studio.absolute(dataset.path)
-    result = train(spec, run_dir, base_path, files, sink.on_metrics, sink.should_stop,
-                   sink.on_samples, eval_path=studio.absolute(held_out.path) if held_out else None,
-                   init_adapter=start)
+    try:
+        result = train(spec, run_dir, base_path, files, sink.on_metrics, sink.should_stop,
+                       sink.on_samples, eval_path=studio.absolute(held_out.path) if held_out else None,
+                       init_adapter=start)
+    finally:
+        finish_tracking(spec.report_to)  # before exit_now's os._exit, which skips the tracker's own atexit
     if result.stopped:
         if not sink.cancel_requested:
             sink.refresh()
@@ -451,6 +456,8 @@ def run_attempt(studio: Studio, job_id: int, attempt: int) -> int:
         if spec.method == "grpo" and spec.grpo_reward_code and not _owner_may_run_code(studio, owner):
             raise PermissionError("this job's reward code may no longer run: the operator no longer allows code for "
                                   f"'{owner}' (STUDIO_USER_CODE); nothing of it ran")
+        if spec.report_to == "wandb":  # the owner's own key, in this training process's environment only
+            os.environ["WANDB_API_KEY"] = owners_wandb_key(studio, owner)
         return _train(studio, job_id, attempt, spec, job_name, run_dir, sink, provenance or {})
     except Exception as error:  # everything the user must read goes to error.txt
         error_file.write_text(explain_failure(error), encoding="utf-8")

@@ -12,15 +12,17 @@ from pathlib import Path
 from jobs.run_settings.speed import installed
 
 TRACKING_DIR = "tracking"
-PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "trackio": "trackio"}
+PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "trackio": "trackio", "wandb": "wandb"}
 """The module each tracker needs in the training process."""
-PINS = {"tensorboard": "tensorboard==2.21.0", "mlflow": "mlflow-skinny", "trackio": "trackio==0.43.0"}
-"""What to install for each (requirements.txt pins tensorboard and trackio; mlflow is left to the operator: its
-full install pulls a server stack the studio does not need)."""
+PINS = {"tensorboard": "tensorboard==2.21.0", "mlflow": "mlflow-skinny", "trackio": "trackio==0.43.0",
+        "wandb": "wandb==0.31.0"}
+"""What to install for each (requirements.txt pins tensorboard, trackio and wandb; mlflow is left to the operator:
+its full install pulls a server stack the studio does not need)."""
 VIEWERS = {
     "tensorboard": "tensorboard --logdir {path}",
     "mlflow": "mlflow ui --backend-store-uri sqlite:///{path}/mlflow.db",
     "trackio": "TRACKIO_DIR={path} trackio show",
+    "wandb": "wandb sync {path}/wandb/offline-run-*",  # an offline run; an online one is on wandb.ai, project studio
 }
 
 
@@ -52,7 +54,22 @@ def tracking_environment_values(report_to: str, run_dir: Path) -> dict[str, str]
         "tensorboard": {"TENSORBOARD_LOGGING_DIR": str(path)},
         "mlflow": {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "studio"},
         "trackio": {"TRACKIO_DIR": str(path)},
+        # W&B: its run folder here, project "studio"; never the key (the training process has it in WANDB_API_KEY,
+        # jobs.tracker_keys) and never WANDB_MODE: online unless the operator sets WANDB_MODE=offline for workers.
+        "wandb": {"WANDB_DIR": str(path), "WANDB_PROJECT": "studio"},
     }[report_to]
+
+
+def finish_tracking(report_to: str) -> None:
+    """End the run's W&B run, so it writes its history out: transformers' callback leaves that to W&B's atexit hook,
+    which a training child never reaches (it leaves by os._exit, jobs.queue.child.exit_now), and a run ended
+    that way had no loss in its run file. The other trackers end their runs at train end."""
+    if report_to != "wandb":
+        return
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
 
 
 def tracking_problem(report_to: str) -> str | None:

@@ -324,6 +324,8 @@ def _tracking_code(spec: TrainSpec) -> str:
     if not environment:
         return ""
     lines = [f"os.environ[{key!r}] = {value!r}" for key, value in environment.items()]
+    if spec.report_to == "wandb":  # the key is never written here: W&B reads it from the environment
+        lines.append("# W&B reads your API key from WANDB_API_KEY: set it before running (or WANDB_MODE=offline)")
     return f"# {spec.report_to}: local output under ./tracking\n" + "\n".join(lines) + "\n"
 
 

@@ -102,3 +102,11 @@ def test_one_field_can_be_checked_alone_and_its_default_read():
     assert field_problem("max_length", 8) == "must be a whole number from 16 to 131072 (got 8)"
     assert field_problem("max_length", 1024) is None
     assert field_default("max_length") == TrainSpec().max_length
+
+
+def test_a_text_over_its_length_is_refused_in_the_studios_words():
+    with pytest.raises(SpecError) as caught:
+        parse_spec({"chat_template": "{{ x }}" * 5000, "name": "a" * 101})
+    problems = {p.field: p.message for p in caught.value.problems}
+    assert problems == {"chat_template": "must be at most 32,000 characters (got 35,000)",
+                        "name": "must be at most 100 characters (got 101)"}

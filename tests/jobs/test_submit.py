@@ -6,7 +6,7 @@ import pytest
 from jobs.data.formats import DatasetError
 from jobs.data.store import import_dataset
 from jobs.queue.transport import pending_job_ids
-from jobs.spec import SpecError
+from jobs.spec import SpecError, parse_spec
 from jobs.submit import submit_job
 from storage import jobs_repo
 from tests.hub_cache import cache_model
@@ -337,3 +337,16 @@ def test_a_mix_is_refused_for_what_it_names_and_pinned_with_its_row_counts(studi
     assert [pin["name"] for pin in provenance["pinned"]["dataset_mix"]] == ["example", "alice-chats"]
     assert provenance["plan"]["rows_taken"] == [{"dataset": "example", "rows": 2, "available": 600},
                                                 {"dataset": "alice-chats", "rows": 2, "available": 3}]
+
+
+def test_a_pasted_template_that_never_ends_is_refused_at_submit_and_previewed_through_the_base(studio):
+    """Tried on a sample conversation in a bounded process (jobs.models.template_render): refused naming
+    chat_template. The Train tab's preview renders it the same way and says why it shows the base's template."""
+    from jobs.data.preview import run_preview
+    from tests.jobs.models.test_template_render import NESTED_LOOP
+
+    raw = {"chat_template": NESTED_LOOP, "assistant_only_loss": False, "max_steps": 1}
+    assert "rendering took longer than 2 s" in _problems(studio, raw)["chat_template"]
+    preview = run_preview(studio, parse_spec(raw), 2)
+    assert preview.template_note.startswith("chat_template: rendering took longer than 2 s")
+    assert len(preview.texts) == 2

@@ -14,6 +14,7 @@ from tests.security.conftest import BASE
 
 pytestmark = pytest.mark.slow
 NO_TOKEN = {"stored": False, "hint": None, "uses": "none"}
+NO_KEY = {"stored": False, "hint": None}
 
 
 def _alice_makes_things(team, bob) -> dict:
@@ -43,6 +44,7 @@ def _alice_makes_things(team, bob) -> dict:
     alice.predict("alice-suite", "say hi => hi", api_name="/save_suite")
     alice.predict("alice-preset", json.dumps({"lora_r": 4}), api_name="/save_preset")
     assert alice.predict("hf_alice_secret_7f3e9d", api_name="/set_hub_token")["hint"] == "…3e9d"
+    assert alice.predict("wandb_alice_secret_91ab", api_name="/set_wandb_key")["hint"] == "…91ab"
     alice_key = alice.predict(api_name="/create_api_key")["key"]
     return {"job": job_id, "data": data, "adapter": adapter, "alice_key": alice_key}
 
@@ -117,6 +119,9 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
         "/hub_token_status": lambda: _assert(p(api_name="/hub_token_status") == NO_TOKEN),  # hers is not his
         "/set_hub_token": lambda: _assert(p("hf_bob_own_4c21", api_name="/set_hub_token")["hint"] == "…c21"),
         "/clear_hub_token": lambda: _assert(p(api_name="/clear_hub_token") == NO_TOKEN),
+        "/wandb_key_status": lambda: _assert(p(api_name="/wandb_key_status") == NO_KEY),  # hers is not his
+        "/set_wandb_key": lambda: _assert(p("wandb_bob_own_77d2", api_name="/set_wandb_key")["hint"] == "…77d2"),
+        "/clear_wandb_key": lambda: _assert(p(api_name="/clear_wandb_key") == NO_KEY),
         "/compare": lambda: _refused(lambda: p("hi", [adapter, "base"], BASE, 4, api_name="/compare"),
                                      adapter),
         "/import_dataset": lambda: _bob_imports(p, made["data"], root),
@@ -217,6 +222,7 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
     assert [row["adapter"] for row in alice.predict(BASE, api_name="/leaderboard")] != []
     assert alice.predict("alice-suite", BASE, api_name="/suite_results")["prompts"][0]["prompt"] == "say hi"
     assert alice.predict(api_name="/hub_token_status") == {"stored": True, "hint": "…3e9d", "uses": "yours"}
+    assert alice.predict(api_name="/wandb_key_status") == {"stored": True, "hint": "…91ab"}
     assert "alice-preset" in alice.predict(api_name="/list_presets")
     assert alice.predict("alice-preset", api_name="/load_preset") == {"lora_r": 4}  # Bob's same name is his own
     # An admin sees everyone's work.

@@ -218,3 +218,39 @@ def test_a_stop_frees_the_model_for_the_next_request_within_a_second(scheduler_o
     waited = time.monotonic() - stopped
     assert waited < 1.0, f"the next request began generating {waited:.2f} s after the stop"
     follow.close()
+
+
+@pytest.mark.slow
+def test_an_adapters_looping_pasted_template_is_refused_while_another_persons_chat_completes(
+        scheduler_on_demo, two_adapters, tmp_path):
+    """An adapter trained with a pasted template that never ends (written in by hand: submit refuses it now): its
+    chat is refused naming chat_template, and bob's chat meanwhile completes (the render runs in a process of its
+    own and the scheduler serves others while it waits)."""
+    import json
+    import shutil
+
+    from tests.jobs.models.test_template_render import NESTED_LOOP
+
+    adapter = tmp_path / "looping"
+    shutil.copytree(two_adapters[0], adapter)
+    for name in ("training_spec.json", "tokenizer_config.json"):
+        stored = json.loads((adapter / name).read_text())
+        stored.get("fields", stored)["chat_template"] = NESTED_LOOP
+        (adapter / name).write_text(json.dumps(stored))
+    (adapter / "chat_template.jinja").unlink(missing_ok=True)
+    scheduler = scheduler_on_demo()
+    ended: list[str] = []
+
+    def ann() -> None:
+        with acting_as(Person("ann")), pytest.raises(ChatRequestError) as caught:
+            scheduler.compare(DEMO, [("looping", adapter)], [HELLO], GenerationSettings(max_new_tokens=4))
+        ended.append(str(caught.value))
+
+    refused = threading.Thread(target=ann)
+    refused.start()
+    with acting_as(Person("bob")):
+        bob = scheduler.compare(DEMO, [("base", None)], [HELLO], GenerationSettings(max_new_tokens=4))
+    ended.append("bob")
+    refused.join()
+    assert bob.token_counts == [4]
+    assert ended[0] == "bob" and ended[1].startswith("chat_template: rendering took longer than 2 s")

@@ -110,7 +110,7 @@ def test_a_mixed_run_takes_rows_by_ratio_and_trains_only_the_last_turn(dataset, 
     assert AutoTokenizer.from_pretrained(adapter).chat_template == CUSTOM_TEMPLATE  # merge and export render alike
     # Chat writes a pane's prompt as its adapter trained: its template, its default system prompt.
     written = chat_format(adapter)
-    assert written == ChatFormat(CUSTOM_TEMPLATE, "Be brief.")
+    assert written == ChatFormat(CUSTOM_TEMPLATE, "Be brief.", pasted=True)  # renders in a bounded process
     base = LoadedBase(tokenizer=load_tokenizer(str(demo_model_dir)), model=None, formats={"a": written})
     prompt = base.render("a", [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
     assert prompt == "SYSTEM: Be brief.<|end|>USER: hi<|end|>ASSISTANT<|assistant|>"
