@@ -124,7 +124,10 @@ def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str | dict[s
     mix_constants = _mix_constants(data)
     eval_system_prompt = ("\n    eval_rows = eval_rows.map(lambda row: with_system_prompt(row, SYSTEM_PROMPT))"
                           if data.system_prompt else "")
-    return f'''"""Train the adapter the studio's spec describes, with plain transformers + peft + bitsandbytes + TRL."""
+    launch = (f"\n\nRun it as {spec.devices} data-parallel ranks on one host (DDP; gloo on a CPU, nccl on CUDA):\n"
+              f"    torchrun --nproc-per-node={spec.devices} train.py" if spec.devices > 1 else "")
+    title = "Train the adapter the studio's spec describes, with plain transformers + peft + bitsandbytes + TRL."
+    return f'''"""{title}{launch}"""
 from __future__ import annotations
 
 import json
@@ -141,6 +144,7 @@ DATA = {dataset_file!r}  # JSONL rows: {ROW_SHAPES.get(spec.method, ROW_SHAPES["
 EVAL_DATA = {eval_file!r}  # a validation file; None: hold out a fraction of DATA
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
+LOCAL_DEVICE = f"cuda:{{os.environ.get('LOCAL_RANK', '0')}}" if CUDA else "cpu"  # torchrun: one GPU per rank
 {probe}
 # The run settings the studio resolves for this spec and base (jobs.run_settings), for each kind of machine.
 {settings_code}
@@ -152,15 +156,15 @@ def part(prefix):
 
 
 {_tracking_code(spec)}DTYPE = getattr(torch, RUN["compute_dtype"])
-if not CUDA:
-    torch.set_num_threads(os.cpu_count() or 1)
+if not CUDA:  # ranks on one CPU (torchrun) share its cores
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("WORLD_SIZE", "1"))))
 
 set_seed({spec.seed})
 tokenizer = AutoTokenizer.from_pretrained(BASE)
 if tokenizer.pad_token is None:
     tokenizer.pad_token = tokenizer.eos_token
 {template_line}
-model = AutoModelForCausalLM.from_pretrained(BASE, dtype=DTYPE, use_safetensors=True, device_map={{"": DEVICE}},
+model = AutoModelForCausalLM.from_pretrained(BASE, dtype=DTYPE, use_safetensors=True, device_map={{"": LOCAL_DEVICE}},
                                              quantization_config=BitsAndBytesConfig(**part("quantization"))
                                              if part("quantization") else None, **part("model"))
 # bitsandbytes 0.50 repacks 4-bit weights for CPU inference at the first eval on an AVX512-BF16 CPU and never packs
@@ -216,9 +220,10 @@ if RUN["keep_lora_fp32"]:  # TRL casts LoRA weights of quantized models to bf16;
 trainer.train()
 converted = ({{"path_initial_model_for_weight_conversion": os.path.abspath("lora_start")}}
              if RUN["lora_start"].startswith(("pissa", "olora")) else {{}})
-trainer.model.save_pretrained({out_dir!r}, selected_adapters=["default"], **converted)  # no "ref" copy
-tokenizer.save_pretrained({out_dir!r})
-print("adapter saved to", {out_dir!r})
+if trainer.is_world_process_zero():  # under torchrun, rank 0 saves
+    trainer.model.save_pretrained({out_dir!r}, selected_adapters=["default"], **converted)  # no "ref" copy
+    tokenizer.save_pretrained({out_dir!r})
+    print("adapter saved to", {out_dir!r})
 '''
 
 

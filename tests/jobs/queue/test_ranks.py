@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from jobs.queue.devices import describe_device, device_count
 from jobs.queue.ranks import EXIT_RANK_LOST, device_problem, outcome
+from jobs.spec import SpecError
 from jobs.submit import submit_job
 from storage import catalog, jobs_repo
 from tests.conftest import FAST_JOB, LiveStudio, process_ids
@@ -69,3 +71,19 @@ def test_the_attempts_outcome_follows_the_ranks_exit_codes():
 def test_a_gpu_job_needs_as_many_visible_gpus_as_devices():
     assert "devices: the job asks for 4 devices but this worker sees 2 GPU(s)" in device_problem(4, "cuda", 2)
     assert device_problem(2, "cuda", 2) is None and device_problem(8, "cpu", 0) is None
+
+
+def test_a_worker_offers_its_gpus_or_its_cores():
+    assert device_count("cuda-0_1_2_3", "NVIDIA H100 80GB HBM3") == 4 and device_count("default", "NVIDIA A10") == 1
+    assert device_count("default", "CPU (16 cores, native bf16)") == 16
+
+
+def test_more_devices_than_any_host_has_is_refused_at_submit_naming_devices(studio):
+    cores = device_count("default", describe_device()[0])  # no worker registered: this machine decides
+    with pytest.raises(SpecError) as refused:
+        submit_job(studio, {"devices": cores + 1})
+    assert [p.field for p in refused.value.problems] == ["devices"]
+    assert f"asks for {cores + 1} devices, but the most one worker's host in this studio has is {cores}" in str(
+        refused.value)
+    with studio.db.read() as session:
+        assert jobs_repo.list_jobs(session) == []  # nothing queued
