@@ -35,13 +35,12 @@ def device_problem(devices: int, device: str, visible: int) -> str | None:
     return None
 
 
-def launch_ranks(job_id: int, attempt: int, devices: int) -> int:
-    """Run the attempt as `devices` ranks on this host; the child's exit code (jobs.queue.child) for the supervisor."""
+def launch_ranks(job_id: int, attempt: int, devices: int, interrupted: int) -> int:
+    """Run the attempt as `devices` ranks on this host; the child's exit code (jobs.queue.child) for the supervisor,
+    `interrupted` when a signal stopped the ranks (the worker stops: requeue and resume)."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    from jobs.queue.child import EXIT_INTERRUPTED
 
     signal.signal(signal.SIGUSR1, lambda *_: None)  # a cancel: rank 0 reads it in the ledger; this process lives on
     port = free_port()
@@ -53,7 +52,7 @@ def launch_ranks(job_id: int, attempt: int, devices: int) -> int:
         elastic_launch(config, sys.executable)("-u", "-m", "jobs.queue.child", RANK_FLAG, str(job_id), str(attempt))
     except SignalException as stopped:
         print(f"the ranks were stopped ({stopped.sigval.name})", flush=True)
-        return EXIT_INTERRUPTED
+        return interrupted
     except ChildFailedError as failed:
         return outcome({rank: failure.exitcode for rank, failure in failed.failures.items()})
     return 0

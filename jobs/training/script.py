@@ -155,6 +155,14 @@ def part(prefix):
     return {{key.split(".", 1)[1]: value for key, value in RUN.items() if key.startswith(prefix + ".")}}
 
 
+def trainer_args():
+    """The Trainer's arguments; started without torchrun, one process trains alone (no DDP backend to set up)."""
+    args = part("trainer")
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        args.pop("ddp_backend", None)
+    return args
+
+
 {_tracking_code(spec)}DTYPE = getattr(torch, RUN["compute_dtype"])
 if not CUDA:  # ranks on one CPU (torchrun) share its cores
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("WORLD_SIZE", "1"))))
@@ -202,7 +210,7 @@ else:
 print(f"{{len(train_rows)}} train rows, {{len(eval_rows) if eval_rows is not None else 0}} eval rows")
 {_last_turn_code(data)}
 args = {config}(
-    **part("trainer"), output_dir="checkpoints", eval_strategy="steps" if eval_rows is not None else "no",
+    **trainer_args(), output_dir="checkpoints", eval_strategy="steps" if eval_rows is not None else "no",
     save_steps={_save_steps(spec)},
     # Early stopping and the best adapter, the library's way (the studio keeps its own copy, so its save and eval
     # steps need not line up; here save_steps follows eval_steps when there is an eval split).
