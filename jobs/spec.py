@@ -442,7 +442,7 @@ class TrainSpec(BaseModel):
         "How far rope_scaling stretches the context: the base's context x this must reach max_length. Needed with "
         "rope_scaling; empty without it."))
     # One job on several devices (issue 32, DDP slice): data parallel ranks launched by torchrun
-    devices: int = Field(1, title="Devices", ge=1, le=MAX_DEVICES, json_schema_extra=_at("Training", 6), description=(
+    devices: int = Field(1, title="Devices", ge=1, le=MAX_DEVICES, json_schema_extra=_at("Training", 1), description=(
         "Devices this one job trains on at once, data parallel (DDP: each device holds the 4-bit base, only the "
         "LoRA gradients are averaged, tokens are averaged across devices). Above 1 it needs a host with that many "
         "devices: GPUs (nccl), or on a CPU host that many gloo processes sharing its cores. batch_size is per "
