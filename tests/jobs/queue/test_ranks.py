@@ -38,7 +38,9 @@ def _log(live: LiveStudio, job_id: int) -> str:
 
 @pytest.mark.slow
 def test_a_killed_rank_ends_the_group_and_the_job_resumes_from_its_checkpoint(tmp_path, demo_model_dir):
-    live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
+    # No spare process: the child only launches the ranks, and a spare importing the training libraries on these two
+    # cores would only slow the ranks' own imports.
+    live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log", STUDIO_SPARE_CHILD="0")
     job_id = submit_job(live.studio, {**FAST_JOB, "devices": 2, "max_steps": STEPS, "save_steps": 2,
                                       "eval_fraction": 0, "sample_prompts": 0})
     live.start_worker()
