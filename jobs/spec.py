@@ -59,6 +59,8 @@ MAX_TEMPLATE_CHARS = 32_000
 MIX_TOLERANCE = 0.01
 """How far a mix's ratios may add up from 1 (0.33 + 0.33 + 0.33 is a third each)."""
 MAX_STEPS = 10_000_000
+MAX_DEVICES = 64
+"""The most devices one job may ask for: a node's GPUs (8 today, 64 leaves room)."""
 HEAD = "head"
 """The form's first row (name, base, dataset), laid out by the Train tab before the groups."""
 FORM_GROUPS: dict[str, str] = {"LoRA": "basic", "Quantization": "basic", "Training": "basic",
@@ -441,6 +443,12 @@ class TrainSpec(BaseModel):
                                       json_schema_extra=_at("Training", 4), description=(
         "How far rope_scaling stretches the context: the base's context x this must reach max_length. Needed with "
         "rope_scaling; empty without it."))
+    # One job on several devices (issue 32, DDP slice): data parallel ranks launched by torchrun
+    devices: int = Field(1, title="Devices", ge=1, le=MAX_DEVICES, json_schema_extra=_at("Training", 1), description=(
+        "Devices this one job trains on at once, data parallel (DDP: each device holds the 4-bit base, only the "
+        "LoRA gradients are averaged, tokens are averaged across devices). Above 1 it needs a host with that many "
+        "devices: GPUs (nccl), or on a CPU host that many gloo processes sharing its cores. batch_size is per "
+        "device, so the effective batch is batch_size x grad_accum x devices. docs/scale-out.md."))
 
     @field_validator("pool")
     @classmethod

@@ -28,7 +28,8 @@ from jobs.models.template_render import pasted_template_problem
 from jobs.models.templates import NO_TRAINING_TEMPLATE, known_templates, template_problem, training_template
 from jobs.planning import job_plan
 from jobs.queue import routing
-from jobs.queue.devices import describe_device
+from jobs.queue.devices import describe_device, device_count
+from jobs.queue.lifecycle import device_label
 from jobs.run_settings.lora import LOFTQ_NEEDS_CUDA, LoraSettings, lora_target_problem, read_adapter_lora
 from jobs.run_settings.speed import rope_problems
 from jobs.run_settings.tracking import tracking_problem
@@ -249,7 +250,7 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
         problems += _name_problems(studio, spec)
     problems += _dataset_problems(studio, spec) + _base_model_problems(studio, spec)
     problems += init_adapter_problems(studio, spec) + _lora_problems(spec) + _start_problems(studio, spec)
-    problems += _long_input_problems(studio, spec)
+    problems += _long_input_problems(studio, spec) + _device_count_problems(studio, spec)
     problems += grpo_problems(studio, spec)
     if spec.chat_template and (template := template_problem(spec.chat_template, spec.assistant_only_loss)):
         problems.append(Problem(field="chat_template", message=template))
@@ -324,6 +325,24 @@ def _start_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
         names = [describe_device()[0]]
     if names and all(name.startswith("CPU") for name in names):
         return [Problem(field="init_lora_weights", message=LOFTQ_NEEDS_CUDA)]
+    return []
+
+
+def _device_count_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
+    """A job on several devices runs on one worker's host (jobs.queue.ranks): refused when no live worker that may
+    take it (its pool's, or any) has that many, or this machine before any worker registers."""
+    if spec.devices <= 1:
+        return []
+    with studio.db.read() as session:
+        workers = workers_repo.live_workers(session, studio.settings.lease_s)
+    serving = [(w.device, w.device_name) for w in workers if not spec.pool or w.pool == spec.pool]
+    if not workers:
+        serving = [(device_label(), describe_device()[0])]
+    most = max((device_count(label, name) for label, name in serving), default=0)
+    if serving and spec.devices > most:
+        where = f"pool '{spec.pool}'" if spec.pool else "this studio"
+        return [Problem(field="devices", message=f"asks for {spec.devices} devices, but the most one worker's host in "
+                        f"{where} has is {most}; a job's devices must all be on one host")]
     return []
 
 

@@ -17,7 +17,7 @@ from storage import catalog, workers_repo
 
 MEMORY_FIELDS = ("base_model", "dataset", "method", "init_adapter", "lora_r", "lora_dropout", "target_modules",
                  "lora_bias", "use_dora", "modules_to_save", "quantization", "double_quant", "compute_dtype",
-                 "batch_size", "max_length", "packing", "gradient_checkpointing", "optimizer", "pool")
+                 "batch_size", "max_length", "packing", "gradient_checkpointing", "optimizer", "pool", "devices")
 PART_NAMES = {"framework": "runtime (Python, torch, libraries)", "training_runtime": "training runtime",
               "load_retained": "left over from loading", "quantized_weights": "4-bit weights (with their scales)",
               "unquantized_weights": "unquantized parts (embeddings, norms, head)",
@@ -71,7 +71,11 @@ def verdict_text(studio: Studio, raw: dict) -> str:
              "| device | memory | peak | share | verdict |", "|---|---|---|---|---|"]
     for verdict in found:
         lines.append(f"| {verdict.device.label}: {verdict.device.name} | {gib(verdict.device.memory_bytes)} | "
-                     f"{gib(verdict.estimate.peak)} | {verdict.share:.0%} | **{verdict.word}** |")
+                     f"{gib(verdict.peak)} | {verdict.share:.0%} | **{verdict.word}** |")
+    if spec.devices > 1:
+        lines += ["", f"*{spec.devices} devices: each GPU holds one rank's peak (the whole 4-bit base and its own "
+                  f"batch); on a CPU the {spec.devices} ranks share its memory, so its peak is {spec.devices} times "
+                  f"one rank's.*"]
     first = found[0].estimate
     lines += ["", f"<details><summary>What the {gib(first.peak)} on {found[0].device.name} is made of</summary>", "",
               "| part | size |", "|---|---|"]

@@ -73,7 +73,7 @@ def memory(studio: Studio, spec: str) -> list[dict]:
     found = verdicts(planned, shape, devices, longest_sequence(studio, planned),
                      memory_panel.start_adapter(studio, planned))  # as memory_panel.verdict_text sizes it
     return [{"device": v.device.label, "device_name": v.device.name, "memory_bytes": v.device.memory_bytes,
-             "peak_bytes": v.estimate.peak, "share": v.share if math.isfinite(v.share) else None,
+             "peak_bytes": v.peak, "share": v.share if math.isfinite(v.share) else None,
              "verdict": v.word, "measured_profile": v.device.name.startswith("CPU"),
              "parts_bytes": {name: size for name, size in v.estimate.breakdown().items() if size}} for v in found]
 

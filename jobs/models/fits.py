@@ -52,10 +52,17 @@ class Device:
 class Verdict:
     device: Device
     estimate: Estimate
+    """One rank's: each device of a several-device job holds the whole 4-bit base and its own batch."""
+    ranks: int = 1
+    """How many of the job's ranks share this device's memory: a CPU's gloo ranks all do; a GPU holds one."""
+
+    @property
+    def peak(self) -> int:
+        return self.estimate.peak * self.ranks
 
     @property
     def share(self) -> float:
-        return self.estimate.peak / self.device.memory_bytes if self.device.memory_bytes else float("inf")
+        return self.peak / self.device.memory_bytes if self.device.memory_bytes else float("inf")
 
     @property
     def word(self) -> str:
@@ -121,5 +128,5 @@ def settings_estimate(settings: RunSettings, shape: ModelShape, longest_sequence
 
 def verdicts(spec: TrainSpec, shape: ModelShape, devices: list[Device], longest_sequence: int = 0,
              adapter: LoraSettings | None = None) -> list[Verdict]:
-    return [Verdict(device, job_estimate(spec, shape, device.machine, longest_sequence, adapter))
-            for device in devices]
+    return [Verdict(device, job_estimate(spec, shape, device.machine, longest_sequence, adapter),
+                    ranks=spec.devices if device.machine.device == "cpu" else 1) for device in devices]

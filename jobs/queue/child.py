@@ -23,6 +23,7 @@ from jobs.data.store import find_dataset
 from jobs.failures import explain_failure, is_out_of_memory
 from jobs.models.resolve import fetch_hub_base, resolve_base_model
 from jobs.queue.lifecycle import signal_when_parent_dies
+from jobs.queue.ranks import RANK_FLAG
 from jobs.queue.retries import override_fields
 from jobs.queue.run_files import run_dir_for, train_log_path
 from jobs.queue.spare import SPARE_FLAG, parse_handoff
@@ -32,6 +33,7 @@ from jobs.spec_store import load_stored_spec
 from jobs.studio import Studio, open_studio
 from jobs.tracker_keys import owners_wandb_key
 from jobs.training import phases
+from jobs.training.distributed import is_main, world_size
 from jobs.training.phases import phase
 from jobs.training.registry import (
     free_adapter_name,
@@ -130,16 +132,23 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
     estimate = _memory_estimate(studio, spec, base_path, run_dir, dataset, start,
                                 pinned.get("base_model", {}).get("revision"))
     record = {**_provenance(studio, dataset, spec, base_path, device), **kept, "memory_estimate_bytes": estimate}
-    with studio.db.write() as session:
-        jobs_repo.record_provenance(session, job_id, attempt, record)
+    if spec.devices > 1:
+        record["devices"] = spec.devices
+    if is_main():  # rank 0 of several records the run; the others only train
+        with studio.db.write() as session:
+            jobs_repo.record_provenance(session, job_id, attempt, record)
     held_out = pinned_dataset(studio, spec, pinned, "eval_dataset")
     files = mix_files(studio, spec, pinned) if spec.dataset_mix else studio.absolute(dataset.path)
+    # Another rank stops only when its agent passes on a SIGTERM; rank 0 reads the ledger, and the ranks agree.
+    should_stop = sink.should_stop if is_main() else sink.signalled.is_set
     try:
-        result = train(spec, run_dir, base_path, files, sink.on_metrics, sink.should_stop,
+        result = train(spec, run_dir, base_path, files, sink.on_metrics, should_stop,
                        sink.on_samples, eval_path=studio.absolute(held_out.path) if held_out else None,
                        init_adapter=start)
     finally:
         finish_tracking(spec.report_to)  # before exit_now's os._exit, which skips the tracker's own atexit
+    if not is_main():
+        return 0  # rank 0's exit code tells the supervisor what happened
     if result.stopped:
         if not sink.cancel_requested:
             sink.refresh()
@@ -376,11 +385,22 @@ def _export(studio: Studio, job_id: int, attempt: int, spec: ExportSpec, run_dir
 def main(argv: list[str]) -> int:
     if argv[:1] == [SPARE_FLAG]:
         return spare_main()
+    if argv[:1] == [RANK_FLAG]:
+        return rank_main(int(argv[1]), int(argv[2]))
     job_id, attempt = int(argv[0]), int(argv[1])
     if spawned := os.environ.get(SPAWNED_AT_ENV):
         phases.add("child_start", max(0.0, time.time() - float(spawned)))  # interpreter and this module's imports
     lead_own_process_group()
     if not signal_when_parent_dies():  # an unsupervised child would train on with nobody to record it
+        return EXIT_INTERRUPTED
+    return run_attempt(open_studio(migrate=False), job_id, attempt)
+
+
+def rank_main(job_id: int, attempt: int) -> int:
+    """One rank of a job on several devices (jobs.queue.ranks), started by the job's child through torchrun's agent.
+    It stays in the session the agent gave it and dies with the agent: a rank whose launcher was killed must not
+    train on."""
+    if not signal_when_parent_dies(signal.SIGKILL):
         return EXIT_INTERRUPTED
     return run_attempt(open_studio(migrate=False), job_id, attempt)
 
@@ -458,11 +478,28 @@ def run_attempt(studio: Studio, job_id: int, attempt: int) -> int:
                                   f"'{owner}' (STUDIO_USER_CODE); nothing of it ran")
         if spec.report_to == "wandb":  # the owner's own key, in this training process's environment only
             os.environ["WANDB_API_KEY"] = owners_wandb_key(studio, owner)
+        if spec.devices > 1 and world_size() == 1:  # the job's child: it launches the ranks, rank 0 does the rest
+            return _launch(studio, job_id, attempt, spec, (provenance or {}).get("pinned", {}))
         return _train(studio, job_id, attempt, spec, job_name, run_dir, sink, provenance or {})
     except Exception as error:  # everything the user must read goes to error.txt
         error_file.write_text(explain_failure(error), encoding="utf-8")
         traceback.print_exc()
         return EXIT_OUT_OF_MEMORY if is_out_of_memory(error) else 1
+
+
+def _launch(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, pinned: dict) -> int:
+    """Check this host has the devices, prepare the base once (not once per rank), then run the ranks."""
+    import torch
+
+    from jobs.models.loading import pick_device
+    from jobs.queue.ranks import device_problem, launch_ranks
+
+    device = pick_device()
+    if problem := device_problem(spec.devices, device, torch.cuda.device_count() if device != "cpu" else 0):
+        raise ValueError(problem)
+    with phase("base_prepare"):
+        pinned_base(studio, spec.base_model, pinned.get("base_model", {}))
+    return launch_ranks(job_id, attempt, spec.devices, EXIT_INTERRUPTED)
 
 
 def _owner_may_run_code(studio: Studio, owner: str | None) -> bool:

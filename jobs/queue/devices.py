@@ -4,6 +4,7 @@ process never imports it): `nvidia-smi` for a GPU, the memory limit for a CPU.""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -35,3 +36,13 @@ def describe_device() -> tuple[str, int]:
         return gpu
     native = f", {NATIVE_BF16_LABEL}" if native_bf16() else ""  # the verdict's dtype for 'auto' depends on it
     return f"CPU ({os.cpu_count()} cores{native})", memory_limit_bytes()
+
+
+def device_count(label: str, name: str) -> int:
+    """How many devices one job on this worker may use at once (jobs.queue.ranks): the GPUs it was given
+    (CUDA_VISIBLE_DEVICES=0,1 is labelled cuda-0_1), or on a CPU worker its cores, each a gloo rank."""
+    if cores := re.match(r"CPU \((\d+) cores", name):
+        return int(cores.group(1))
+    if label.startswith("cuda-") and label != "cuda-none":
+        return len(label.removeprefix("cuda-").split("_"))
+    return 1

@@ -21,6 +21,7 @@ from jobs.failures import explain_exit
 from jobs.queue import routing
 from jobs.queue.child import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, SPAWNED_AT_ENV
 from jobs.queue.lifecycle import worker_name
+from jobs.queue.ranks import EXIT_RANK_LOST
 from jobs.queue.reaper import resync
 from jobs.queue.retries import killed_for_memory, memory_limit_bytes, override_fields, smaller_footprint
 from jobs.queue.run_files import log_tail, run_dir_for
@@ -217,13 +218,14 @@ def _record_outcome(studio: Studio, job_id: int, attempt: int, returncode: int |
 
 def _lost(returncode: int | None) -> bool:
     """Killed by a signal (not ours: a planned stop exits with EXIT_INTERRUPTED), or out of memory."""
-    return returncode == EXIT_OUT_OF_MEMORY or (returncode is not None and returncode < 0)
+    return returncode in (EXIT_OUT_OF_MEMORY, EXIT_RANK_LOST) or (returncode is not None and returncode < 0)
 
 
 def _requeue_lost_attempt(session, studio: Studio, job, attempt: int, returncode: int, run_dir: Path) -> None:
     """Requeue (counted against STUDIO_MAX_ATTEMPTS), resuming from the newest checkpoint; after running out of
     memory, with a smaller footprint."""
-    how = "ran out of memory" if returncode == EXIT_OUT_OF_MEMORY else f"was killed by signal {-returncode}"
+    how = ("ran out of memory" if returncode == EXIT_OUT_OF_MEMORY else "lost one of its ranks (devices)"
+           if returncode == EXIT_RANK_LOST else f"was killed by signal {-returncode}")
     overrides = job.overrides
     peak = jobs_repo.latest_metric(session, job.id, "peak_memory_bytes")
     out_of_memory = returncode == EXIT_OUT_OF_MEMORY or (

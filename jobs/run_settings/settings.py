@@ -125,6 +125,8 @@ class RunSettings:
     """GRPO: what answers are rewarded for (jobs.rewards); None for the other methods."""
     data: DataSettings | None = None
     """The rows' datasets, mix and budget, chat template, system prompt and trained turns (jobs.run_settings.data)."""
+    devices: int = 1
+    """Data-parallel ranks (torchrun); above 1 the Trainer runs DDP: gloo on a CPU, nccl on CUDA."""
     notes: tuple[str, ...] = field(default=(), compare=False)
     """Where the run differs from what the spec asked, in words for the run's log."""
 
@@ -179,6 +181,15 @@ class RunSettings:
             kwargs["rope_parameters"] = dict(self.rope_parameters)
         return kwargs
 
+    def ddp_kwargs(self) -> dict:
+        """Several devices: the Trainer's own DDP. Only LoRA weights train and all of them are used every step, so
+        DDP need not search for unused parameters (it would cost a graph walk per step); tokens are averaged across
+        the ranks, so an assistant-only mask weighs a token the same whichever rank holds its row."""
+        if self.devices <= 1:
+            return {}
+        return {"ddp_backend": "gloo" if self.device == "cpu" else "nccl", "ddp_find_unused_parameters": False,
+                "average_tokens_across_devices": True}
+
     def trainer_kwargs(self) -> dict:
         """The SFTConfig / DPOConfig keyword arguments every run shares (where it writes, when it evaluates and saves
         are the caller's). Raises ValueError for a spec whose plan has not chosen its empty fields."""
@@ -194,7 +205,7 @@ class RunSettings:
             bf16=self.bf16, fp16=self.fp16, gradient_checkpointing=self.gradient_checkpointing,
             max_length=self.max_length, use_cpu=self.device == "cpu", report_to=self.report_to,
             dataloader_num_workers=0, neftune_noise_alpha=self.neftune_noise_alpha, torch_compile=self.torch_compile,
-            use_liger_kernel=self.liger_kernel)
+            use_liger_kernel=self.liger_kernel, **self.ddp_kwargs())
         if self.method == "dpo":
             return {**shared, "beta": self.dpo_beta, "precompute_ref_log_probs": False}
         if self.method in PREFERENCE_METHODS:
@@ -245,6 +256,7 @@ def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings
         rope_parameters=tuple(rope.items()) if rope else None,
         num_generations=spec.num_generations, max_completion_length=spec.max_completion_length,
         grpo_beta=spec.grpo_beta, rewards=reward_settings(spec) if spec.method == "grpo" else None,
+        devices=spec.devices,
         notes=tuple(note for note in (dtype_note, optimizer_note, attention_note, compile_note, liger_note) if note))
 
 

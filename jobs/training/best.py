@@ -15,6 +15,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from jobs.training.distributed import is_main
 from storage.file_modes import open_to_allowed_readers
 
 BEST_DIR = "best"
@@ -64,7 +65,7 @@ class BestAdapterCallback(TrainerCallback):
         if loss is None or state.global_step == self.record.step:
             return control
         if loss < self.record.eval_loss:
-            if self.keep_best and model is not None:
+            if self.keep_best and model is not None and is_main():
                 self._save(model)
             self.record = BestRecord(step=state.global_step, eval_loss=float(loss))
         else:
@@ -76,12 +77,13 @@ class BestAdapterCallback(TrainerCallback):
                 print(f"stopping early at step {state.global_step}: eval loss has not improved for "
                       f"{self.record.evals_since} evals (best {self.record.eval_loss:.4f} at step "
                       f"{self.record.step})", flush=True)
-        self.record.write(self.run_dir)
+        if is_main():  # the ranks see the same (gathered) eval loss and decide alike; one of them writes
+            self.record.write(self.run_dir)
         return control
 
     def on_save(self, args, state, control, **kwargs):
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if checkpoint.is_dir():  # before the completion marker is written (this callback comes first)
+        if is_main() and checkpoint.is_dir():  # before the completion marker is written (this callback comes first)
             self.record.write_file(checkpoint / CHECKPOINT_RECORD)
         return control
 

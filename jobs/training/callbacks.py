@@ -12,6 +12,7 @@ from pathlib import Path
 from transformers import StoppingCriteria, TrainerCallback
 
 from jobs.training.checkpoints import mark_complete
+from jobs.training.distributed import agreed_stop, barrier, is_main
 
 MetricsSink = Callable[[int, dict[str, float], int | None], None]
 """(step, {metric name: value}, total steps) -> None."""
@@ -112,6 +113,9 @@ class StopCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.poll()
+        # Several ranks stop together or not at all (a lone rank would wait for the others' gradients for ever).
+        if request := agreed_stop(CANCEL if self.discarded else self.stopped):
+            self.stopped, self.discarded = True, request == CANCEL
         if self.stopped:
             control.should_training_stop = True
             control.should_save = not self.discarded
@@ -129,8 +133,9 @@ class CompleteMarkerCallback(TrainerCallback):
     """Marks a checkpoint complete once the Trainer has finished writing it; a kill mid-save leaves none."""
 
     def on_save(self, args, state, control, **kwargs):
+        barrier()  # every rank wrote its RNG state into it: complete only once all have
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if checkpoint.is_dir():
+        if is_main() and checkpoint.is_dir():
             mark_complete(checkpoint, state.global_step)
         return control
 

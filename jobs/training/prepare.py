@@ -6,7 +6,6 @@ these."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from jobs.spec import PLAIN_INITS, TrainSpec
 from jobs.step_plan import AUTO_FIELDS, DataSize, StepPlan, plan
 from jobs.training.best import BestAdapterCallback
 from jobs.training.callbacks import CompleteMarkerCallback, MetricsCallback, MetricsSink, StopCallback
+from jobs.training.distributed import is_main, local_device, threads_per_rank
 from jobs.training.lm_head import score_only_labelled_positions
 from jobs.training.lora_init import start_adapter
 from jobs.training.phases import phase
@@ -62,8 +62,8 @@ def load_base(settings: RunSettings, base_model: str):
     quantization = settings.quantization_kwargs()
     model = AutoModelForCausalLM.from_pretrained(
         base_model, quantization_config=BitsAndBytesConfig(**quantization) if quantization else None,
-        dtype=getattr(torch, settings.compute_dtype), device_map={"": settings.device}, use_safetensors=True,
-        trust_remote_code=False, **settings.model_kwargs())
+        dtype=getattr(torch, settings.compute_dtype), device_map={"": local_device(settings.device)},
+        use_safetensors=True, trust_remote_code=False, **settings.model_kwargs())
     if settings.releases_checkpoint:
         release_loading_memory(model)
     return model
@@ -194,9 +194,11 @@ def setup_device(spec: TrainSpec, out_dir: Path, base_model: str, init_adapter: 
     folder; the process set up for them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = settings_here(spec, out_dir, base_model, init_adapter)
-    record(out_dir, settings.device, settings.compute_dtype)
+    if is_main():  # the ranks of one run share its folder: one writer
+        record(out_dir, settings.device, settings.compute_dtype)
     if settings.device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)  # accelerate's launcher may have left it at one
+        # accelerate's launcher may have left it at one; ranks on one CPU share its cores
+        torch.set_num_threads(threads_per_rank())
         score_only_labelled_positions()
     transformers.set_seed(spec.seed)
     return settings

@@ -124,7 +124,10 @@ def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str | dict[s
     mix_constants = _mix_constants(data)
     eval_system_prompt = ("\n    eval_rows = eval_rows.map(lambda row: with_system_prompt(row, SYSTEM_PROMPT))"
                           if data.system_prompt else "")
-    return f'''"""Train the adapter the studio's spec describes, with plain transformers + peft + bitsandbytes + TRL."""
+    launch = (f"\n\nRun it as {spec.devices} data-parallel ranks on one host (DDP; gloo on a CPU, nccl on CUDA):\n"
+              f"    torchrun --nproc-per-node={spec.devices} train.py" if spec.devices > 1 else "")
+    title = "Train the adapter the studio's spec describes, with plain transformers + peft + bitsandbytes + TRL."
+    return f'''"""{title}{launch}"""
 from __future__ import annotations
 
 import json
@@ -141,6 +144,7 @@ DATA = {dataset_file!r}  # JSONL rows: {ROW_SHAPES.get(spec.method, ROW_SHAPES["
 EVAL_DATA = {eval_file!r}  # a validation file; None: hold out a fraction of DATA
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
+LOCAL_DEVICE = f"cuda:{{os.environ.get('LOCAL_RANK', '0')}}" if CUDA else "cpu"  # torchrun: one GPU per rank
 {probe}
 # The run settings the studio resolves for this spec and base (jobs.run_settings), for each kind of machine.
 {settings_code}
@@ -151,16 +155,24 @@ def part(prefix):
     return {{key.split(".", 1)[1]: value for key, value in RUN.items() if key.startswith(prefix + ".")}}
 
 
+def trainer_args():
+    """The Trainer's arguments; started without torchrun, one process trains alone (no DDP backend to set up)."""
+    args = part("trainer")
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        args.pop("ddp_backend", None)
+    return args
+
+
 {_tracking_code(spec)}DTYPE = getattr(torch, RUN["compute_dtype"])
-if not CUDA:
-    torch.set_num_threads(os.cpu_count() or 1)
+if not CUDA:  # ranks on one CPU (torchrun) share its cores
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("WORLD_SIZE", "1"))))
 
 set_seed({spec.seed})
 tokenizer = AutoTokenizer.from_pretrained(BASE)
 if tokenizer.pad_token is None:
     tokenizer.pad_token = tokenizer.eos_token
 {template_line}
-model = AutoModelForCausalLM.from_pretrained(BASE, dtype=DTYPE, use_safetensors=True, device_map={{"": DEVICE}},
+model = AutoModelForCausalLM.from_pretrained(BASE, dtype=DTYPE, use_safetensors=True, device_map={{"": LOCAL_DEVICE}},
                                              quantization_config=BitsAndBytesConfig(**part("quantization"))
                                              if part("quantization") else None, **part("model"))
 # bitsandbytes 0.50 repacks 4-bit weights for CPU inference at the first eval on an AVX512-BF16 CPU and never packs
@@ -198,7 +210,7 @@ else:
 print(f"{{len(train_rows)}} train rows, {{len(eval_rows) if eval_rows is not None else 0}} eval rows")
 {_last_turn_code(data)}
 args = {config}(
-    **part("trainer"), output_dir="checkpoints", eval_strategy="steps" if eval_rows is not None else "no",
+    **trainer_args(), output_dir="checkpoints", eval_strategy="steps" if eval_rows is not None else "no",
     save_steps={_save_steps(spec)},
     # Early stopping and the best adapter, the library's way (the studio keeps its own copy, so its save and eval
     # steps need not line up; here save_steps follows eval_steps when there is an eval split).
@@ -216,9 +228,10 @@ if RUN["keep_lora_fp32"]:  # TRL casts LoRA weights of quantized models to bf16;
 trainer.train()
 converted = ({{"path_initial_model_for_weight_conversion": os.path.abspath("lora_start")}}
              if RUN["lora_start"].startswith(("pissa", "olora")) else {{}})
-trainer.model.save_pretrained({out_dir!r}, selected_adapters=["default"], **converted)  # no "ref" copy
-tokenizer.save_pretrained({out_dir!r})
-print("adapter saved to", {out_dir!r})
+if trainer.is_world_process_zero():  # under torchrun, rank 0 saves
+    trainer.model.save_pretrained({out_dir!r}, selected_adapters=["default"], **converted)  # no "ref" copy
+    tokenizer.save_pretrained({out_dir!r})
+    print("adapter saved to", {out_dir!r})
 '''
 
 

@@ -22,6 +22,7 @@ from jobs.training.adapter import save_adapter
 from jobs.training.best import BestAdapterCallback, BestRecord, restore_best
 from jobs.training.callbacks import MetricsSink, SampleCallback, SampleSink, StopCallback, StopRequested
 from jobs.training.checkpoints import newest_complete_checkpoint
+from jobs.training.distributed import is_main
 from jobs.training.lora_init import loraplus_optimizer
 from jobs.training.phases import phase
 from jobs.training.prepare import (
@@ -130,6 +131,8 @@ def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Dataset
     """Train one LoRA adapter as `spec` says. Resumes from the newest complete checkpoint in `out_dir`.
     `should_stop` ends the run early: true at a step's end with a checkpoint, CANCEL (jobs.training.callbacks) at once
     with nothing kept."""
+    if not is_main():  # another rank of a several-device run: rank 0 reports and keeps what the run makes
+        on_metrics, on_samples = _ignore_metrics, None
     run = prepare_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, on_samples, eval_path,
                       init_adapter)
     trainer, spec = run.trainer, run.spec
@@ -153,10 +156,16 @@ def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Dataset
     final = _final_metrics(trainer, run.has_eval)  # the last step's, which the curve ends with
     on_metrics(trainer.state.global_step, {k: v for k, v in final.items() if k == "eval_loss"},
                trainer.state.max_steps)
+    if not is_main():
+        return TrainResult(stopped=False, adapter_dir=None, final_metrics=final)
     with phase("adapter_save"):
         final.update(_best_metrics(trainer, spec, out_dir, run.has_eval))
         adapter_dir = save_adapter(trainer.model, run.tokenizer, spec, final, out_dir)
     return TrainResult(stopped=False, adapter_dir=adapter_dir, final_metrics=final)
+
+
+def _ignore_metrics(step: int, values: dict[str, float], total_steps: int | None) -> None:
+    """What a rank other than 0 does with its metrics: nothing (rank 0 logs the values gathered across ranks)."""
 
 
 def _best_metrics(trainer, spec: TrainSpec, out_dir: Path, has_eval: bool) -> dict[str, float]:

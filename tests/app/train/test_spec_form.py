@@ -47,7 +47,8 @@ TODAYS_LAYOUT = {
              ["lora_bias", "use_rslora", "use_dora", "modules_to_save"],
              ["init_lora_weights", "pissa_niter", "loraplus_lr_ratio"]],
     "Quantization": [["quantization", "double_quant", "compute_dtype"]],
-    "Training": [["max_steps", "num_epochs", "learning_rate", "batch_size"], ["grad_accum", "max_length", "seed"],
+    "Training": [["max_steps", "num_epochs", "learning_rate", "batch_size"],
+                 ["grad_accum", "max_length", "seed", "devices"],
                  ["method", "init_adapter", "dpo_beta"],
                  ["orpo_lambda", "simpo_beta", "simpo_gamma_ratio", "kto_beta", "kto_desirable_weight",
                   "kto_undesirable_weight"], ["rope_scaling", "rope_factor"],
@@ -82,7 +83,8 @@ def test_a_new_option_appears_in_the_form_from_its_metadata_alone():
     with gr.Blocks():
         head = [component(name, WithNewOption) for row in form_layout(WithNewOption)[HEAD] for name in row]
         form = build_groups(head, WithNewOption)
-    assert form_layout(WithNewOption)["Training"][1] == ["grad_accum", "max_length", "seed", "label_smoothing"]
+    assert form_layout(WithNewOption)["Training"][1] == ["grad_accum", "max_length", "seed", "devices",
+                                                          "label_smoothing"]
     control = form.control("label_smoothing")
     assert isinstance(control, gr.Number) and control.label == "Label smoothing" and control.value == 0.0
     assert control.info == "Soften the targets. Allowed: from 0 to 1. Spec field: label_smoothing."

@@ -51,7 +51,7 @@ def test_the_plain_trl_script_trains_the_adapter(demo_model_dir, tmp_path):
                        "report_to": "tensorboard", "attn_implementation": "eager", "rope_scaling": "linear",
                        "rope_factor": 2, "torch_compile": True, "dataset": "data",
                        "dataset_mix": "data:0.8, extra:0.2", "system_prompt": "Be brief.", "chat_template": "chatml",
-                       "loss_turns": "last"})
+                       "loss_turns": "last", "devices": 2})
     files = {"data": str(data), "extra": str(extra)}
     script = tmp_path / "train.py"
     script.write_text(plain_trl_script(spec, str(demo_model_dir), files, eval_file=str(held)))
@@ -70,6 +70,9 @@ def test_the_plain_trl_script_trains_the_adapter(demo_model_dir, tmp_path):
     assert list((tmp_path / "tracking" / "tensorboard").glob("events.out.tfevents.*"))
     assert "'model.attn_implementation': 'eager'" in script.read_text()
     assert "'rope_type': 'linear', 'factor': 2.0" in script.read_text()
+    # Two devices: the script says how torchrun starts its ranks (run as one process here, it trains alone).
+    assert "torchrun --nproc-per-node=2 train.py" in script.read_text()
+    assert "'trainer.ddp_backend'" in script.read_text()
     assert AutoTokenizer.from_pretrained(tmp_path / "adapter").chat_template == CHATML_TEMPLATE
 
 

@@ -1,0 +1,69 @@
+"""A job on several devices: the job's child process becomes the launcher of its ranks.
+
+The child starts the ranks with torchrun's own engine (torch.distributed.launcher's `elastic_launch`: the elastic
+agent, a c10d rendezvous on this host at a free port, RANK / LOCAL_RANK / WORLD_SIZE in each rank's environment), each
+rank being `python -m jobs.queue.child --rank JOB ATTEMPT`. Rank 0 is the job's child as a one-device job has it
+(ledger sink, provenance, the adapter's registration); the others train their share and keep nothing.
+
+Outcomes: with max_restarts 0 a rank that dies ends the group (the agent stops the others), and the attempt counts as
+lost, so the supervisor requeues it to resume from the last complete checkpoint, which rank 0 wrote. A worker's
+SIGTERM reaches the agent, which passes it to every rank: they agree to stop at the step's end, checkpoint, and the
+attempt is requeued. A cancel reaches rank 0 through the ledger (it polls the cancel flag) and every rank stops at
+the step's end; the supervisor's kill after the cancel grace reaches the agent (in the child's process group) and the
+ranks (their parent-death signal)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from jobs.training.distributed import free_port
+
+RANK_FLAG = "--rank"
+EXIT_RANK_LOST = 77
+"""A rank was killed (a signal, the OOM killer): the supervisor requeues the attempt like a lost child."""
+AGENT_SHUTDOWN_S = 30
+"""How long the agent gives the ranks to checkpoint after a SIGTERM before it kills them."""
+
+
+def device_problem(devices: int, device: str, visible: int) -> str | None:
+    """Why this host cannot run `devices` ranks on `device`: a GPU run needs that many GPUs visible to the worker
+    (a CPU runs any count of gloo processes, sharing its cores)."""
+    if devices > 1 and device != "cpu" and visible < devices:
+        return (f"devices: the job asks for {devices} devices but this worker sees {visible} GPU(s); run a worker with "
+                f"{devices} GPUs visible (CUDA_VISIBLE_DEVICES) for it")
+    return None
+
+
+def launch_ranks(job_id: int, attempt: int, devices: int, interrupted: int) -> int:
+    """Run the attempt as `devices` ranks on this host; the child's exit code (jobs.queue.child) for the supervisor,
+    `interrupted` when a signal stopped the ranks (the worker stops: requeue and resume)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    signal.signal(signal.SIGUSR1, lambda *_: None)  # a cancel: rank 0 reads it in the ledger; this process lives on
+    port = free_port()
+    print(f"launching {devices} ranks (torchrun's elastic agent, rendezvous 127.0.0.1:{port})", flush=True)
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=devices, run_id=f"job-{job_id}-{attempt}",
+                          rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{port}", max_restarts=0,
+                          monitor_interval=0.5, start_method="spawn", shutdown_timeout=AGENT_SHUTDOWN_S)
+    try:
+        elastic_launch(config, sys.executable)("-u", "-m", "jobs.queue.child", RANK_FLAG, str(job_id), str(attempt))
+    except SignalException as stopped:
+        print(f"the ranks were stopped ({stopped.sigval.name})", flush=True)
+        return interrupted
+    except ChildFailedError as failed:
+        return outcome({rank: failure.exitcode for rank, failure in failed.failures.items()})
+    return 0
+
+
+def outcome(exit_codes: dict[int, int]) -> int:
+    """The attempt's exit code from the ranks that did not exit 0: a rank killed by a signal loses the attempt (the
+    others only failed because it was gone); otherwise rank 0's code says what happened (interrupted, cancelled,
+    out of memory, failed), and a failure of another rank alone is a failure."""
+    if any(code < 0 for code in exit_codes.values()):
+        killed = ", ".join(f"rank {rank} (signal {-code})" for rank, code in sorted(exit_codes.items()) if code < 0)
+        print(f"lost {killed}: the group ended; the attempt resumes from its last complete checkpoint", flush=True)
+        return EXIT_RANK_LOST
+    return exit_codes.get(0, 1) or 1
