@@ -249,11 +249,23 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
     problems += init_adapter_problems(studio, spec) + _lora_problems(spec) + _start_problems(studio, spec)
     problems += _long_input_problems(studio, spec)
     problems += grpo_problems(studio, spec)
+    problems += _memory_budget_problems(studio, spec, problems)
     if spec.chat_template and (template := template_problem(spec.chat_template, spec.assistant_only_loss)):
         problems.append(Problem(field="chat_template", message=template))
     if problems:
         raise SpecError(problems)
     return spec
+
+
+def _memory_budget_problems(studio: Studio, spec: TrainSpec, found: list[Problem]) -> list[Problem]:
+    """A memory budget no choice of the plan's levers fits under, with the smallest budget that would work (checked
+    when the base and data it is estimated for are sound: otherwise there is nothing to estimate yet)."""
+    if spec.memory_budget_gib is None or any(p.field in ("base_model", "dataset", "memory_budget_gib") for p in found):
+        return []
+    fit = job_plan(studio, spec).memory
+    if fit is None or (problem := fit.problem()) is None:
+        return []
+    return [Problem(field="memory_budget_gib", message=problem)]
 
 
 def _long_input_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:

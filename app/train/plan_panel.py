@@ -12,7 +12,8 @@ from jobs.spec import SpecError, parse_spec
 from jobs.studio import Studio
 
 PLAN_FIELDS = ("base_model", "dataset", "max_steps", "num_epochs", "learning_rate", "batch_size", "grad_accum",
-               "max_length", "packing", "eval_fraction", "eval_dataset", "overlong", "method")
+               "max_length", "packing", "eval_fraction", "eval_dataset", "overlong", "method", "memory_budget_gib",
+               "gradient_checkpointing")
 
 
 def plan_text(studio: Studio, raw: dict) -> str:
