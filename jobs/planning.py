@@ -15,7 +15,6 @@ from jobs.data.mixing import mixed, mixes
 from jobs.data.preview import row_lengths
 from jobs.data.stats import tokenize_row
 from jobs.data.store import find_dataset, load_rows
-from jobs.models.budget import budget_plan
 from jobs.models.known_bases import known_config, known_tokenizer
 from jobs.models.memory_inputs import ModelShape
 from jobs.models.resolve import hub_cache_snapshot, is_hub_id, looks_local
@@ -144,7 +143,4 @@ def _hub_tokenizer(base_model: str, revision: str | None):
 def job_plan(studio: Studio, spec: TrainSpec, revision: str | None = None) -> StepPlan:
     """The steps, tokens and chosen defaults of `spec` on this studio's data; `revision`: the commit submit pinned a
     hub base to (None: the one the local cache's main ref names)."""
-    planned = plan(spec, data_size(studio, spec, revision), base_params(studio, spec.base_model, revision))
-    if spec.memory_budget_gib is None:
-        return planned
-    return budget_plan(studio, spec, planned, longest_sequence(studio, planned.spec))
+    return plan(spec, data_size(studio, spec, revision), base_params(studio, spec.base_model, revision))

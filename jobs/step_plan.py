@@ -26,15 +26,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from jobs.data.mixing import Taken, taken_words
 from jobs.data.stats import packed_sequence_count
 from jobs.data.store import split_sizes
 from jobs.spec import TrainSpec
 
-if TYPE_CHECKING:
-    from jobs.models.budget import MemoryFit
+
+class MemoryNote(Protocol):
+    """What a memory budget's choice says in the plan (jobs.models.budget.MemoryFit)."""
+
+    def sentence(self) -> str: ...
 
 MIN_STEPS_PER_EPOCH = 32
 MIN_TOTAL_STEPS = 100
@@ -80,7 +83,7 @@ class StepPlan:
     """Rows held out of the dataset for eval (0 with a validation dataset, or with no eval split)."""
     taken: tuple[Taken, ...] = ()
     """What the mix or row budget took from each dataset (empty: every row of the dataset)."""
-    memory: MemoryFit | None = None
+    memory: MemoryNote | None = None
     """With a memory budget: the levers chosen for it and the peak and speed expected (jobs.models.budget)."""
 
     def sentence(self) -> str:

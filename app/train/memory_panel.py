@@ -7,11 +7,13 @@ from __future__ import annotations
 import gradio as gr
 
 from app.train.spec_form import SpecForm, live_panel
-from jobs.models.budget import job_devices, start_adapter
+from jobs.models.budget import start_adapter
 from jobs.models.fits import model_shape, verdicts
-from jobs.planning import job_plan, longest_sequence
+from jobs.planning import longest_sequence
+from jobs.queue.devices import job_devices
 from jobs.spec import SpecError, parse_spec
 from jobs.studio import Studio
+from jobs.submit import planned_job
 
 MEMORY_FIELDS = ("base_model", "dataset", "method", "init_adapter", "lora_r", "lora_dropout", "target_modules",
                  "lora_bias", "use_dora", "modules_to_save", "quantization", "double_quant", "compute_dtype",
@@ -41,7 +43,7 @@ def gib(value: float) -> str:
 
 def verdict_text(studio: Studio, raw: dict) -> str:
     try:
-        spec = job_plan(studio, parse_spec(raw)).spec  # an empty batch size is chosen for the data first
+        spec = planned_job(studio, parse_spec(raw)).spec  # an empty batch size is chosen for the data first
     except SpecError:
         return "*Memory: fix the form's problems to see the estimate.*"
     shape = model_shape(spec.base_model, studio.settings.models_dir, studio.settings.model_dirs)

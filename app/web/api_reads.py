@@ -14,12 +14,13 @@ from app.web.errors import user_error
 from jobs.chat.suites import diff_html
 from jobs.data.readers import parse_json_text
 from jobs.data.store import find_dataset
-from jobs.models.budget import MemoryFit, job_devices, start_adapter
+from jobs.models.budget import MemoryFit, start_adapter
 from jobs.models.fits import model_shape, verdicts
-from jobs.planning import job_plan, longest_sequence
+from jobs.planning import longest_sequence
+from jobs.queue.devices import job_devices
 from jobs.spec import SpecError, TrainSpec, parse_spec
 from jobs.studio import Studio
-from jobs.submit import init_adapter_problems
+from jobs.submit import init_adapter_problems, planned_job
 from storage import jobs_repo
 
 PREVIEW_FIELDS = ("base_model", "dataset", "eval_fraction", "max_length", "eval_dataset", "overlong", "dedup")
@@ -47,7 +48,7 @@ def _planned(studio: Studio, spec: str):
             raise user_error(f"{field}: no dataset named '{name}'")
     if problems := init_adapter_problems(studio, parsed):
         raise user_error("\n".join(str(problem) for problem in problems))
-    return job_plan(studio, parsed)
+    return planned_job(studio, parsed)
 
 
 def plan(studio: Studio, spec: str) -> dict:

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from jobs.models.fits import Device, job_estimate, model_shape
+from jobs.models.fits import Device, job_estimate
 from jobs.models.memory_inputs import ModelShape
-from jobs.queue.devices import describe_device
 from jobs.run_settings.lora import LoraSettings, read_adapter_lora
 from jobs.spec import TrainSpec
-from jobs.step_plan import StepPlan, min_batch_size
 from jobs.studio import Studio
-from storage import catalog, workers_repo
+from storage import catalog
 
 GiB = 2**30
 HEADROOM = 0.9
@@ -98,7 +96,7 @@ def relative_speed(levers: Levers, device: str) -> float:
 def candidates(original: TrainSpec, planned: TrainSpec, devices: Sequence[Device]) -> list[Levers]:
     """Every combination of the free levers, fastest first (then the largest micro-batch)."""
     batch, accum = planned.batch_size or 1, planned.grad_accum
-    smallest = min(batch, min_batch_size(original.method))
+    smallest = min(batch, 2 if original.method == "kto" else 1)  # jobs.step_plan.min_batch_size: KTO pairs rows
     batches = ([b for b in range(batch, smallest - 1, -1) if batch % b == 0] if original.batch_size is None
                else [batch])
     if original.gradient_checkpointing == "auto":
@@ -120,12 +118,11 @@ def peak_of(spec: TrainSpec, shape: ModelShape, devices: Sequence[Device], longe
     return max(job_estimate(spec, shape, device.machine, longest, adapter).peak for device in devices)
 
 
-def fit(original: TrainSpec, step_plan: StepPlan, shape: ModelShape, devices: Sequence[Device], longest: int = 0,
-        adapter: LoraSettings | None = None) -> StepPlan:
-    """The plan with the free levers chosen for `original.memory_budget_gib`, and its MemoryFit. When nothing fits,
-    the most frugal choice, with the fit saying why (submit refuses it)."""
+def fit(original: TrainSpec, planned: TrainSpec, shape: ModelShape, devices: Sequence[Device], longest: int = 0,
+        adapter: LoraSettings | None = None) -> tuple[TrainSpec, MemoryFit, tuple[str, ...]]:
+    """(the planned spec with the free levers chosen for `original.memory_budget_gib`, what it expects, the fields it
+    chose). When nothing fits, the most frugal choice, with the fit saying why (submit refuses it)."""
     budget = int(original.memory_budget_gib * GiB)
-    planned = step_plan.spec
     tried = [(levers, peak_of(with_levers(planned, levers), shape, devices, longest, adapter))
              for levers in candidates(original, planned, devices)]
     fitting = [(levers, peak) for levers, peak in tried if peak <= budget * HEADROOM]
@@ -140,24 +137,10 @@ def fit(original: TrainSpec, step_plan: StepPlan, shape: ModelShape, devices: Se
     memory = MemoryFit(budget_bytes=budget, peak_bytes=peak, levers=levers,
                        relative_speed=relative_speed(levers, device), smallest_bytes=min(p for _, p in tried),
                        floor_bytes=floor, fixed=fixed)
-    chosen = list(step_plan.chosen)
-    chosen += [name for name in ("grad_accum", "gradient_checkpointing") if name not in chosen and
-               (name != "grad_accum" or levers.grad_accum != planned.grad_accum) and
-               (name != "gradient_checkpointing" or original.gradient_checkpointing == "auto")]
-    return replace(step_plan, spec=with_levers(planned, levers), chosen=tuple(chosen), memory=memory)
-
-
-def job_devices(studio: Studio, pool: str = "") -> list[Device]:
-    """The devices a job may run on: live workers of its pool (any worker when it names none). Empty when it names a
-    pool no live worker serves; with no worker at all (the app before its worker registers), this machine."""
-    with studio.db.read() as session:
-        workers = workers_repo.live_workers(session, studio.settings.lease_s)
-    if pool:
-        workers = [w for w in workers if w.pool == pool]
-    if workers or pool:
-        return [Device(f"{w.host} {w.device}", w.device_name, w.memory_bytes) for w in workers]
-    name, memory = describe_device()
-    return [Device("this machine (no worker has registered)", name, memory)]
+    chosen = (("batch_size",) if original.batch_size is None else ()) + (
+        ("grad_accum",) if levers.grad_accum != planned.grad_accum else ()) + (
+        ("gradient_checkpointing",) if original.gradient_checkpointing == "auto" else ())
+    return with_levers(planned, levers), memory, chosen
 
 
 def start_adapter(studio: Studio, spec: TrainSpec) -> LoraSettings | None:
@@ -171,13 +154,3 @@ def start_adapter(studio: Studio, spec: TrainSpec) -> LoraSettings | None:
         return read_adapter_lora(studio.absolute(adapter.path)) if adapter else None
     except (OSError, ValueError):
         return None
-
-
-def budget_plan(studio: Studio, original: TrainSpec, step_plan: StepPlan, longest: int) -> StepPlan:
-    """`fit` for this studio's devices and the base's shape; the plan unchanged when the base's shape is not known
-    here (no estimate to fit) or no device serves the job's pool yet."""
-    shape = model_shape(original.base_model, studio.settings.models_dir, studio.settings.model_dirs)
-    devices = job_devices(studio, original.pool)
-    if shape is None or not devices:
-        return step_plan
-    return fit(original, step_plan, shape, devices, longest, start_adapter(studio, original))

@@ -7,8 +7,11 @@ import os
 import shutil
 import subprocess
 
+from jobs.models.fits import Device
 from jobs.queue.retries import memory_limit_bytes
 from jobs.run_settings.cpu_dtype import NATIVE_BF16_LABEL, native_bf16
+from jobs.studio import Studio
+from storage import workers_repo
 
 MIB = 1 << 20
 
@@ -35,3 +38,17 @@ def describe_device() -> tuple[str, int]:
         return gpu
     native = f", {NATIVE_BF16_LABEL}" if native_bf16() else ""  # the verdict's dtype for 'auto' depends on it
     return f"CPU ({os.cpu_count()} cores{native})", memory_limit_bytes()
+
+
+def job_devices(studio: Studio, pool: str = "") -> list[Device]:
+    """The devices a job may run on: live workers of its pool (any worker when it names none). Empty when it names a
+    pool no live worker serves; with no worker at all (the app before its worker registers), this machine."""
+    with studio.db.read() as session:
+        workers = workers_repo.live_workers(session, studio.settings.lease_s)
+    if pool:
+        workers = [w for w in workers if w.pool == pool]
+    if workers or pool:
+        return [Device(f"{w.host} {w.device}", w.device_name, w.memory_bytes) for w in workers]
+    name, memory = describe_device()
+    return [Device("this machine (no worker has registered)", name, memory)]
+

@@ -11,10 +11,8 @@ from jobs.data.formats import ParsedDataset
 from jobs.data.store import register_parsed
 from jobs.models.budget import CHECKPOINTING_SPEED, HEADROOM, GiB, fit
 from jobs.models.fits import KNOWN_SHAPES, Device
-from jobs.planning import job_plan
 from jobs.spec import SMOLLM2_BASE_MODEL, SpecError, parse_spec
-from jobs.step_plan import StepPlan
-from jobs.submit import validate_submission
+from jobs.submit import planned_job, validate_submission
 
 CPU = Device("this machine", "CPU (2 cores)", 64 * GiB)
 WORDS = ["the", "model", "learns", "to", "answer", "short", "questions", "about", "numbers", "colours", "and",
@@ -30,47 +28,46 @@ def long_rows(count: int) -> list[dict]:
 
 
 def smollm2_plan(**fields) -> tuple:
+    """(the person's spec, as the rule plans it: a batch of 8 packed sequences of 1,024 tokens)."""
     original = parse_spec({"base_model": SMOLLM2_BASE_MODEL, "max_length": 1024, **fields})
-    planned = original.model_copy(update={"batch_size": original.batch_size or 8, "packing": True,
-                                          "learning_rate": 3e-3, "num_epochs": 1.0})
-    return original, StepPlan(spec=planned, steps=10, tokens=10 * 8 * 1024, sequences_per_epoch=80,
-                              chosen=("batch_size",), counted=True)
+    return original, original.model_copy(update={"batch_size": original.batch_size or 8, "packing": True,
+                                                  "learning_rate": 3e-3, "num_epochs": 1.0})
 
 
 def test_the_levers_are_chosen_fastest_first_and_the_effective_batch_is_kept():
-    original, step_plan = smollm2_plan()
+    original, planned = smollm2_plan()
     seen = {}
     for budget in (64, 24, 12, 6, 4.5):
-        planned = fit(original.model_copy(update={"memory_budget_gib": budget}), step_plan, KNOWN_SHAPES[
-            SMOLLM2_BASE_MODEL], [CPU])
-        levers = planned.memory.levers
-        assert levers.batch_size * levers.grad_accum == 8 and planned.steps == 10  # same effective batch and steps
-        assert planned.spec.batch_size == levers.batch_size and planned.spec.grad_accum == levers.grad_accum
-        if planned.memory.fits:
-            assert planned.memory.peak_bytes <= budget * GiB * HEADROOM
-        seen[budget] = (levers.gradient_checkpointing, levers.batch_size, planned.memory.relative_speed)
+        spec, memory, chosen = fit(original.model_copy(update={"memory_budget_gib": budget}), planned,
+                                   KNOWN_SHAPES[SMOLLM2_BASE_MODEL], [CPU])
+        levers = memory.levers
+        assert levers.batch_size * levers.grad_accum == 8  # the same effective batch: the same steps and tokens
+        assert (spec.batch_size, spec.grad_accum) == (levers.batch_size, levers.grad_accum)
+        if memory.fits:
+            assert memory.peak_bytes <= budget * GiB * HEADROOM
+        seen[budget] = (levers.gradient_checkpointing, levers.batch_size, memory.relative_speed)
     assert seen[64] == (False, 8, 1.0)  # room for the fastest: the whole batch in one step, no recompute
     # Smaller micro-batches first (as fast here), checkpointing only once batch 1 alone does not fit.
     assert [seen[budget][:2] for budget in (24, 12, 6, 4.5)] == [(False, 4), (False, 2), (False, 1), (True, 1)]
     assert seen[4.5][2] == CHECKPOINTING_SPEED["cpu"]
-    assert "gradient_checkpointing" in planned.chosen
+    assert chosen == ("batch_size", "grad_accum", "gradient_checkpointing")
 
 
 def test_the_persons_fields_are_kept_and_named_when_they_make_the_budget_impossible():
-    original, step_plan = smollm2_plan(batch_size=8, gradient_checkpointing="off", memory_budget_gib=6)
-    planned = fit(original, step_plan, KNOWN_SHAPES[SMOLLM2_BASE_MODEL], [CPU])
-    assert (planned.spec.batch_size, planned.spec.gradient_checkpointing) == (8, "off")
-    problem = planned.memory.problem()
+    original, planned = smollm2_plan(batch_size=8, gradient_checkpointing="off", memory_budget_gib=6)
+    spec, memory, chosen = fit(original, planned, KNOWN_SHAPES[SMOLLM2_BASE_MODEL], [CPU])
+    assert (spec.batch_size, spec.gradient_checkpointing, chosen) == (8, "off", ())
+    problem = memory.problem()
     assert "batch_size and gradient_checkpointing as set" in problem and "at least" in problem
 
 
 def test_a_budget_is_planned_shown_and_checked_at_submit(studio):
     register_parsed(studio, "long", ParsedDataset("messages", long_rows(270)))
     base = {"dataset": "long", "max_length": 256, "grad_accum": 2}
-    plain = job_plan(studio, parse_spec(base))
+    plain = planned_job(studio, parse_spec(base))
     assert (plain.spec.batch_size, plain.memory) == (8, None)
     tight = {**base, "memory_budget_gib": 0.75}
-    planned = job_plan(studio, parse_spec(tight))
+    planned = planned_job(studio, parse_spec(tight))
     assert planned.spec.batch_size < 8 and planned.spec.batch_size * planned.spec.grad_accum == 16
     assert planned.memory.fits and planned.steps == plain.steps
     # The plan panel, the memory verdict and the script all read the same resolution.
