@@ -43,7 +43,8 @@ def gib(value: float) -> str:
 
 def verdict_text(studio: Studio, raw: dict) -> str:
     try:
-        spec = planned_job(studio, parse_spec(raw)).spec  # an empty batch size is chosen for the data first
+        planned = planned_job(studio, parse_spec(raw))  # an empty batch size is chosen for the data first
+        spec = planned.spec
     except SpecError:
         return "*Memory: fix the form's problems to see the estimate.*"
     shape = model_shape(spec.base_model, studio.settings.models_dir, studio.settings.model_dirs)
@@ -55,7 +56,8 @@ def verdict_text(studio: Studio, raw: dict) -> str:
         return (f"*Memory: no live worker serves pool `{spec.pool}`, so there is no device to check. The job waits in "
                 f"the queue until one starts (`STUDIO_POOL={spec.pool} python -m jobs worker` on a GPU host).*")
     found = verdicts(spec, shape, candidates, longest_sequence(studio, spec), start_adapter(studio, spec))
-    lines = ["**Memory verdict** (estimated peak of the training process)", "",
+    budget = [planned.memory.sentence(), ""] if planned.memory else []  # the same levers the peaks below are for
+    lines = ["**Memory verdict** (estimated peak of the training process)", "", *budget,
              "| device | memory | peak | share | verdict |", "|---|---|---|---|---|"]
     for verdict in found:
         lines.append(f"| {verdict.device.label}: {verdict.device.name} | {gib(verdict.device.memory_bytes)} | "
