@@ -299,7 +299,8 @@ class TrainSpec(BaseModel):
         "native bf16 it is emulated and slow). docs/benchmarks.md."))
     # Memory target (issue 34): the plan fits the job's estimated peak under this budget (jobs.models.budget).
     memory_budget_gib: float | None = Field(None, title="Memory budget (GiB)", gt=0, le=MAX_MEMORY_BUDGET_GIB,
-                                            json_schema_extra=_at("Quantization", 1), description=(
+                                            json_schema_extra={**_at("Quantization", 1), "empty": "no target"},
+                                            description=(
         "The most memory the training process may peak at, in GiB (on a CPU its peak resident set, Python and torch "
         "included; on a GPU its peak reserved memory). The plan picks the levers you left empty or 'auto', fastest "
         "first: a smaller batch size with more gradient accumulation (the same effective batch), then gradient "
