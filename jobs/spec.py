@@ -61,6 +61,8 @@ MIX_TOLERANCE = 0.01
 MAX_STEPS = 10_000_000
 MAX_DEVICES = 64
 """The most devices one job may ask for: a node's GPUs (8 today, 64 leaves room)."""
+MAX_MEMORY_BUDGET_GIB = 16_384
+"""A memory budget's bound: more than any one device holds."""
 HEAD = "head"
 """The form's first row (name, base, dataset), laid out by the Train tab before the groups."""
 FORM_GROUPS: dict[str, str] = {"LoRA": "basic", "Quantization": "basic", "Training": "basic",
@@ -297,6 +299,16 @@ class TrainSpec(BaseModel):
         "on a CPU, bfloat16 where it multiplies bf16 natively (AVX512-BF16 or AMX) and the model is at least 512 "
         "wide (SmolLM2 trained 1.5x faster at the same loss; the tiny demo 5% slower), else float32 (without "
         "native bf16 it is emulated and slow). docs/benchmarks.md."))
+    # Memory target (issue 34): the plan fits the job's estimated peak under this budget (jobs.models.budget).
+    memory_budget_gib: float | None = Field(None, title="Memory budget (GiB)", gt=0, le=MAX_MEMORY_BUDGET_GIB,
+                                            json_schema_extra={**_at("Quantization", 1), "empty": "no target"},
+                                            description=(
+        "The most memory the training process may peak at, in GiB (on a CPU its peak resident set, Python and torch "
+        "included; on a GPU its peak reserved memory). The plan picks the levers you left empty or 'auto', fastest "
+        "first: a smaller batch size with more gradient accumulation (the same effective batch), then gradient "
+        "checkpointing, so the estimated peak fits; the plan shows the choice, its peak and its relative speed. "
+        "A budget below the smallest this job can peak at is refused with that smallest budget. Empty (null; 0 in "
+        "the form): no target."))
 
     max_steps: int = Field(-1, title="Max steps", ge=1, le=MAX_STEPS, json_schema_extra={
         **_at("Training", 0), "special": {"value": -1, "means": "use num_epochs"}}, description=(

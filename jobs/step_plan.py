@@ -26,11 +26,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 from jobs.data.mixing import Taken, taken_words
 from jobs.data.stats import packed_sequence_count
 from jobs.data.store import split_sizes
 from jobs.spec import TrainSpec
+
+
+class MemoryNote(Protocol):
+    """What a memory budget's choice says in the plan (jobs.models.budget.MemoryFit)."""
+
+    def sentence(self) -> str: ...
 
 MIN_STEPS_PER_EPOCH = 32
 MIN_TOTAL_STEPS = 100
@@ -76,6 +83,8 @@ class StepPlan:
     """Rows held out of the dataset for eval (0 with a validation dataset, or with no eval split)."""
     taken: tuple[Taken, ...] = ()
     """What the mix or row budget took from each dataset (empty: every row of the dataset)."""
+    memory: MemoryNote | None = None
+    """With a memory budget: the levers chosen for it and the peak and speed expected (jobs.models.budget)."""
 
     def sentence(self) -> str:
         spec = self.spec
@@ -83,11 +92,12 @@ class StepPlan:
         epochs = f"{spec.num_epochs:g} epoch{'s' if spec.num_epochs != 1 else ''}"
         run = f"{epochs} (max_steps {spec.max_steps})" if spec.max_steps > 0 else epochs
         counted = "" if self.counted else " (estimated from characters: the base's tokenizer is not here yet)"
+        memory = f" {self.memory.sentence()}" if self.memory else ""
         chosen = (f" Chosen for this job: {', '.join(_shown(name, getattr(spec, name)) for name in self.chosen)}; "
                   "set a field to override." if self.chosen else "")
         return (f"This job will make {self.steps:,} optimizer steps over {self.tokens:,} tokens{counted}: {run} of "
                 f"{self.sequences_per_epoch:,} {unit}, {spec.batch_size} × {spec.grad_accum} per step, learning "
-                f"rate {spec.learning_rate:g}. {self.rows_sentence()}{self.eval_sentence()}{chosen}")
+                f"rate {spec.learning_rate:g}. {self.rows_sentence()}{self.eval_sentence()}{chosen}{memory}")
 
     def rows_sentence(self) -> str:
         if not self.taken:
@@ -114,7 +124,9 @@ def epochs_in(steps: int, steps_per_epoch: int) -> float:
 
 
 def _shown(name: str, value: object) -> str:
-    return f"{name} {'on' if value else 'off'}" if isinstance(value, bool) else f"{name} {value:g}"
+    if isinstance(value, bool):
+        return f"{name} {'on' if value else 'off'}"
+    return f"{name} {value}" if isinstance(value, str) else f"{name} {value:g}"
 
 
 def estimated_lengths(rows: list[dict]) -> list[int]:

@@ -6,7 +6,7 @@ A submission is checked in two passes that report together: the spec's own shape
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -14,8 +14,9 @@ from pydantic import ValidationError
 from jobs import combine_rules
 from jobs.data.formats import PREFERENCE, REFERENCE, UNPAIRED
 from jobs.data.store import find_dataset
+from jobs.models.budget import fit, start_adapter
 from jobs.models.contents import OTHER, chat_template_text, lora_targets
-from jobs.models.fits import base_context
+from jobs.models.fits import base_context, model_shape
 from jobs.models.resolve import (
     allowed_model_roots,
     base_model_problem,
@@ -26,9 +27,9 @@ from jobs.models.resolve import (
 )
 from jobs.models.template_render import pasted_template_problem
 from jobs.models.templates import NO_TRAINING_TEMPLATE, known_templates, template_problem, training_template
-from jobs.planning import job_plan
+from jobs.planning import job_plan, longest_sequence
 from jobs.queue import routing
-from jobs.queue.devices import describe_device, device_count
+from jobs.queue.devices import describe_device, device_count, job_devices
 from jobs.queue.lifecycle import device_label
 from jobs.run_settings.lora import LOFTQ_NEEDS_CUDA, LoraSettings, lora_target_problem, read_adapter_lora
 from jobs.run_settings.speed import rope_problems
@@ -252,6 +253,7 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
     problems += init_adapter_problems(studio, spec) + _lora_problems(spec) + _start_problems(studio, spec)
     problems += _long_input_problems(studio, spec) + _device_count_problems(studio, spec)
     problems += grpo_problems(studio, spec)
+    problems += _memory_budget_problems(studio, spec, problems)
     if spec.chat_template and (template := template_problem(spec.chat_template, spec.assistant_only_loss)):
         problems.append(Problem(field="chat_template", message=template))
     elif spec.chat_template and spec.chat_template not in known_templates() \
@@ -262,6 +264,34 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
     if problems:
         raise SpecError(problems)
     return spec
+
+
+def planned_job(studio: Studio, spec: TrainSpec, revision: str | None = None) -> StepPlan:
+    """The job's plan (jobs.planning.job_plan), with a memory budget's levers chosen for the devices that may run it
+    (jobs.models.budget): what submit stores and the plan, the memory verdict and the script show. Without an estimate
+    (the base's config is not here) or a device serving its pool, the plan is left as the rule made it."""
+    planned = job_plan(studio, spec, revision)
+    if spec.memory_budget_gib is None:
+        return planned
+    shape = model_shape(spec.base_model, studio.settings.models_dir, studio.settings.model_dirs)
+    devices = job_devices(studio, spec.pool)
+    if shape is None or not devices:
+        return planned
+    chosen_spec, memory, chosen = fit(spec, planned.spec, shape, devices, longest_sequence(studio, planned.spec),
+                                      start_adapter(studio, spec))
+    return replace(planned, spec=chosen_spec, memory=memory,
+                   chosen=tuple(dict.fromkeys((*planned.chosen, *chosen))))
+
+
+def _memory_budget_problems(studio: Studio, spec: TrainSpec, found: list[Problem]) -> list[Problem]:
+    """A memory budget no choice of the plan's levers fits under, with the smallest budget that would work (checked
+    when the base and data it is estimated for are sound: otherwise there is nothing to estimate yet)."""
+    if spec.memory_budget_gib is None or any(p.field in ("base_model", "dataset", "memory_budget_gib") for p in found):
+        return []
+    memory = planned_job(studio, spec).memory
+    if memory is None or (problem := memory.problem()) is None:
+        return []
+    return [Problem(field="memory_budget_gib", message=problem)]
 
 
 def _long_input_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
@@ -398,7 +428,7 @@ def submit_jobs(studio: Studio, raws: list[dict], priority: int = 0, group_name:
     if problems:
         raise SpecError(problems)
     # The defaults left empty, chosen for each job's data and its base at the pinned revision.
-    plans = [job_plan(studio, spec, hub_pins.get(spec.base_model, {}).get("revision")) for spec in specs]
+    plans = [planned_job(studio, spec, hub_pins.get(spec.base_model, {}).get("revision")) for spec in specs]
     with studio.db.write() as session:
         # Again where the rows are written: submits racing past the check above must not all get in.
         if quota := quota_problem_in(session, studio, len(plans), lock=True):

@@ -7,17 +7,18 @@ from __future__ import annotations
 import gradio as gr
 
 from app.train.spec_form import SpecForm, live_panel
-from jobs.models.fits import Device, model_shape, verdicts
-from jobs.planning import job_plan, longest_sequence
-from jobs.queue.devices import describe_device
-from jobs.run_settings.lora import LoraSettings, read_adapter_lora
-from jobs.spec import SpecError, TrainSpec, parse_spec
+from jobs.models.budget import start_adapter
+from jobs.models.fits import model_shape, verdicts
+from jobs.planning import longest_sequence
+from jobs.queue.devices import job_devices
+from jobs.spec import SpecError, parse_spec
 from jobs.studio import Studio
-from storage import catalog, workers_repo
+from jobs.submit import planned_job
 
 MEMORY_FIELDS = ("base_model", "dataset", "method", "init_adapter", "lora_r", "lora_dropout", "target_modules",
                  "lora_bias", "use_dora", "modules_to_save", "quantization", "double_quant", "compute_dtype",
-                 "batch_size", "max_length", "packing", "gradient_checkpointing", "optimizer", "pool", "devices")
+                 "batch_size", "grad_accum", "max_length", "packing", "gradient_checkpointing", "optimizer", "pool",
+                 "devices", "memory_budget_gib")
 PART_NAMES = {"framework": "runtime (Python, torch, libraries)", "training_runtime": "training runtime",
               "load_retained": "left over from loading", "quantized_weights": "4-bit weights (with their scales)",
               "unquantized_weights": "unquantized parts (embeddings, norms, head)",
@@ -36,38 +37,27 @@ GPU_NOT_MEASURED = ("The GPU figures are estimated, not measured: the GPU profil
                     "known behaviour and have not been checked against a GPU run yet (docs/benchmarks.md).")
 
 
-def devices(studio: Studio, pool: str = "") -> list[Device]:
-    """The devices a job may run on: live workers of its pool (any worker when it names none). Empty when it names a
-    pool no live worker serves; with no worker at all (the app before its worker registers), this machine."""
-    with studio.db.read() as session:
-        workers = workers_repo.live_workers(session, studio.settings.lease_s)
-    if pool:
-        workers = [w for w in workers if w.pool == pool]
-    if workers or pool:
-        return [Device(f"{w.host} {w.device}", w.device_name, w.memory_bytes) for w in workers]
-    name, memory = describe_device()
-    return [Device("this machine (no worker has registered)", name, memory)]
-
-
 def gib(value: float) -> str:
     return f"{value / 2**30:.2f} GiB"
 
 
 def verdict_text(studio: Studio, raw: dict) -> str:
     try:
-        spec = job_plan(studio, parse_spec(raw)).spec  # an empty batch size is chosen for the data first
+        planned = planned_job(studio, parse_spec(raw))  # an empty batch size is chosen for the data first
+        spec = planned.spec
     except SpecError:
         return "*Memory: fix the form's problems to see the estimate.*"
     shape = model_shape(spec.base_model, studio.settings.models_dir, studio.settings.model_dirs)
     if shape is None:
         return (f"*Memory: no estimate for `{spec.base_model}` yet: its config is not on this machine (a hub model "
                 f"is estimated once downloaded), or it is not a decoder's config.*")
-    candidates = devices(studio, spec.pool)
+    candidates = job_devices(studio, spec.pool)
     if not candidates:
         return (f"*Memory: no live worker serves pool `{spec.pool}`, so there is no device to check. The job waits in "
                 f"the queue until one starts (`STUDIO_POOL={spec.pool} python -m jobs worker` on a GPU host).*")
     found = verdicts(spec, shape, candidates, longest_sequence(studio, spec), start_adapter(studio, spec))
-    lines = ["**Memory verdict** (estimated peak of the training process)", "",
+    budget = [planned.memory.sentence(), ""] if planned.memory else []  # the same levers the peaks below are for
+    lines = ["**Memory verdict** (estimated peak of the training process)", "", *budget,
              "| device | memory | peak | share | verdict |", "|---|---|---|---|---|"]
     for verdict in found:
         lines.append(f"| {verdict.device.label}: {verdict.device.name} | {gib(verdict.device.memory_bytes)} | "
@@ -86,19 +76,6 @@ def verdict_text(studio: Studio, raw: dict) -> str:
     if any(not verdict.device.name.startswith("CPU") for verdict in found):
         lines += ["", f"*{GPU_NOT_MEASURED}*"]
     return "\n".join(lines)
-
-
-def start_adapter(studio: Studio, spec: TrainSpec) -> LoraSettings | None:
-    """The LoRA of the adapter the job continues, which trains instead of the form's LoRA fields (None: a new one,
-    or an adapter this person cannot see, which submit refuses)."""
-    if not spec.init_adapter:
-        return None
-    with studio.db.read() as session:
-        adapter = catalog.get_adapter_by_name(session, spec.init_adapter)
-    try:
-        return read_adapter_lora(studio.absolute(adapter.path)) if adapter else None
-    except (OSError, ValueError):
-        return None
 
 
 def build(studio: Studio, form: SpecForm, app: gr.Blocks) -> None:

@@ -7,17 +7,18 @@ from __future__ import annotations
 import gradio as gr
 
 from app.train.spec_form import SpecForm, live_panel
-from jobs.planning import job_plan
 from jobs.spec import SpecError, parse_spec
 from jobs.studio import Studio
+from jobs.submit import planned_job
 
 PLAN_FIELDS = ("base_model", "dataset", "max_steps", "num_epochs", "learning_rate", "batch_size", "grad_accum",
-               "max_length", "packing", "eval_fraction", "eval_dataset", "overlong", "method")
+               "max_length", "packing", "eval_fraction", "eval_dataset", "overlong", "method", "memory_budget_gib",
+               "gradient_checkpointing")
 
 
 def plan_text(studio: Studio, raw: dict) -> str:
     try:
-        step_plan = job_plan(studio, parse_spec(raw))
+        step_plan = planned_job(studio, parse_spec(raw))
     except SpecError:
         return "*Plan: fix the form's problems to see how long the job trains.*"
     if not step_plan.sequences_per_epoch:

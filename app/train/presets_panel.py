@@ -13,7 +13,6 @@ from app.web.errors import user_error
 from app.web.safe_text import SafeMarkdown
 from jobs.models.contents import chat_template_text
 from jobs.models.resolve import prepared_path
-from jobs.planning import job_plan
 from jobs.presets import (
     MAX_PRESET_FILE_BYTES,
     SUFFIXES,
@@ -28,6 +27,7 @@ from jobs.presets import (
 )
 from jobs.spec import SpecError, parse_spec
 from jobs.studio import Studio
+from jobs.submit import planned_job
 from jobs.training.script import cli_text, plain_trl_script
 from storage import catalog
 
@@ -84,7 +84,7 @@ def as_code(studio: Studio, raw: dict) -> tuple[str, str]:
         start = catalog.get_adapter_by_name(session, spec.init_adapter) if spec.init_adapter else None
     if spec.init_adapter and start is None:  # a script without it would train another job than the form's
         raise user_error(f"init_adapter: no adapter named '{spec.init_adapter}'")
-    planned = job_plan(studio, spec).spec  # the script has no rule: it gets the values chosen for this data
+    planned = planned_job(studio, spec).spec  # the script has no rule: it gets the values chosen for this data
     files = {name: f"{name}.jsonl" for name, _ in spec.mix_parts()} if spec.dataset_mix else f"{spec.dataset}.jsonl"
     return cli_text(spec), plain_trl_script(planned, base_path, files, chat_template=template,
                                             eval_file=f"{spec.eval_dataset}.jsonl",

@@ -8,17 +8,19 @@ import math
 
 from app.chat import suites_panel
 from app.runs import compare_panel, run_view
-from app.train import memory_panel, presets_panel
+from app.train import presets_panel
 from app.train import tab as train_tab
 from app.web.errors import user_error
 from jobs.chat.suites import diff_html
 from jobs.data.readers import parse_json_text
 from jobs.data.store import find_dataset
+from jobs.models.budget import MemoryFit, start_adapter
 from jobs.models.fits import model_shape, verdicts
-from jobs.planning import job_plan, longest_sequence
+from jobs.planning import longest_sequence
+from jobs.queue.devices import job_devices
 from jobs.spec import SpecError, TrainSpec, parse_spec
 from jobs.studio import Studio
-from jobs.submit import init_adapter_problems
+from jobs.submit import init_adapter_problems, planned_job
 from storage import jobs_repo
 
 PREVIEW_FIELDS = ("base_model", "dataset", "eval_fraction", "max_length", "eval_dataset", "overlong", "dedup")
@@ -46,7 +48,7 @@ def _planned(studio: Studio, spec: str):
             raise user_error(f"{field}: no dataset named '{name}'")
     if problems := init_adapter_problems(studio, parsed):
         raise user_error("\n".join(str(problem) for problem in problems))
-    return job_plan(studio, parsed)
+    return planned_job(studio, parsed)
 
 
 def plan(studio: Studio, spec: str) -> dict:
@@ -57,7 +59,17 @@ def plan(studio: Studio, spec: str) -> dict:
     return {"steps": planned.steps, "tokens": planned.tokens, "sequences_per_epoch": planned.sequences_per_epoch,
             "train_rows": planned.train_rows, "eval_rows": planned.eval_rows, "counted": planned.counted,
             "chosen": {name: getattr(planned.spec, name) for name in planned.chosen},
-            "sentence": planned.sentence()}
+            "memory": memory_fit(planned.memory), "sentence": planned.sentence()}
+
+
+def memory_fit(fit: MemoryFit | None) -> dict | None:
+    """What the plan chose for the spec's memory budget (None: no budget, or no estimate for its base here)."""
+    if fit is None:
+        return None
+    return {"budget_bytes": fit.budget_bytes, "peak_bytes": fit.peak_bytes, "fits": fit.fits,
+            "relative_speed": fit.relative_speed, "smallest_budget_bytes": fit.smallest_bytes,
+            "levers": {"batch_size": fit.levers.batch_size, "grad_accum": fit.levers.grad_accum,
+                       "gradient_checkpointing": fit.levers.gradient_checkpointing}, "problem": fit.problem()}
 
 
 def memory(studio: Studio, spec: str) -> list[dict]:
@@ -67,11 +79,11 @@ def memory(studio: Studio, spec: str) -> list[dict]:
     if shape is None:
         raise user_error(f"base_model: no estimate for '{planned.base_model}' yet: its config is not on this "
                          "machine, or it is not a decoder's config")
-    devices = memory_panel.devices(studio, planned.pool)
+    devices = job_devices(studio, planned.pool)
     if not devices:
         raise user_error(f"pool: no live worker serves pool '{planned.pool}'")
     found = verdicts(planned, shape, devices, longest_sequence(studio, planned),
-                     memory_panel.start_adapter(studio, planned))  # as memory_panel.verdict_text sizes it
+                     start_adapter(studio, planned))  # as memory_panel.verdict_text sizes it
     return [{"device": v.device.label, "device_name": v.device.name, "memory_bytes": v.device.memory_bytes,
              "peak_bytes": v.peak, "share": v.share if math.isfinite(v.share) else None,
              "verdict": v.word, "measured_profile": v.device.name.startswith("CPU"),

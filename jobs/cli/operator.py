@@ -130,10 +130,10 @@ def metrics(studio: Studio, job_id: int, names: list[str]) -> dict:
 def plan(studio: Studio, spec: str) -> dict:
     import json
 
-    from jobs.planning import job_plan
     from jobs.spec import parse_spec
+    from jobs.submit import planned_job
 
-    planned = job_plan(studio, parse_spec(json.loads(spec)))
+    planned = planned_job(studio, parse_spec(json.loads(spec)))
     return {"steps": planned.steps, "tokens": planned.tokens, "sequences_per_epoch": planned.sequences_per_epoch,
             "train_rows": planned.train_rows, "eval_rows": planned.eval_rows, "counted": planned.counted,
             "chosen": {name: getattr(planned.spec, name) for name in planned.chosen},

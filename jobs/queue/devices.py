@@ -8,8 +8,11 @@ import re
 import shutil
 import subprocess
 
+from jobs.models.fits import Device
 from jobs.queue.retries import memory_limit_bytes
 from jobs.run_settings.cpu_dtype import NATIVE_BF16_LABEL, native_bf16
+from jobs.studio import Studio
+from storage import workers_repo
 
 MIB = 1 << 20
 
@@ -46,3 +49,17 @@ def device_count(label: str, name: str) -> int:
     if label.startswith("cuda-") and label != "cuda-none":
         return len(label.removeprefix("cuda-").split("_"))
     return 1
+
+
+def job_devices(studio: Studio, pool: str = "") -> list[Device]:
+    """The devices a job may run on: live workers of its pool (any worker when it names none). Empty when it names a
+    pool no live worker serves; with no worker at all (the app before its worker registers), this machine."""
+    with studio.db.read() as session:
+        workers = workers_repo.live_workers(session, studio.settings.lease_s)
+    if pool:
+        workers = [w for w in workers if w.pool == pool]
+    if workers or pool:
+        return [Device(f"{w.host} {w.device}", w.device_name, w.memory_bytes) for w in workers]
+    name, memory = describe_device()
+    return [Device("this machine (no worker has registered)", name, memory)]
+

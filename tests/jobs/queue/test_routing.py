@@ -7,8 +7,9 @@ import os
 import pytest
 
 from app import views
-from app.train.memory_panel import devices, verdict_text
+from app.train.memory_panel import verdict_text
 from jobs.queue import routing
+from jobs.queue.devices import job_devices as devices
 from jobs.queue.transport import get_queue, pending_job_ids
 from jobs.spec import SpecError
 from jobs.submit import submit_job

@@ -1,0 +1,156 @@
+"""A memory target the plan honours (issue 34): with `memory_budget_gib`, the step plan picks the memory levers the
+person left to the studio so the job's ESTIMATED peak (jobs.models.memory, the same estimate the memory verdict shows)
+fits under the budget, fastest first.
+
+The levers, each only where the person left it to the studio (a field they set is kept):
+- the micro-batch: `batch_size` left empty is lowered to a divisor of the planned batch and `grad_accum` multiplied
+  by the same factor, so the effective batch, the steps and the tokens per step stay the same (a packed row is
+  batch x max_length tokens, so activations, masks and the LM head's tiles shrink with it);
+- gradient checkpointing left 'auto': off where the budget allows it (faster), on where it is needed.
+
+Fastest first: candidates are tried in the order of their expected speed relative to the plan without a budget
+(`relative_speed`), and among equals the largest micro-batch. The estimate is the whole training process's peak (on
+a CPU its resident set, the Python/torch runtime included: the CPU profile's `framework_bytes`), so the budget is
+in the same terms as the `peak_memory_bytes` metric a job records."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from jobs.models.fits import Device, job_estimate
+from jobs.models.memory_inputs import ModelShape
+from jobs.run_settings.lora import LoraSettings, read_adapter_lora
+from jobs.spec import TrainSpec
+from jobs.studio import Studio
+from storage import catalog
+
+GiB = 2**30
+HEADROOM = 0.9
+"""The plan fits the estimate under this share of the budget: the estimate has been 0.94 to 1.19 times the measured
+peak (docs/benchmarks.md), so an estimate at 90% of the budget keeps a run at 0.94 within it."""
+CHECKPOINTING_SPEED = {"cpu": 0.69, "cuda": 0.75}
+"""Training speed with gradient checkpointing relative to without. CPU: measured, 541 vs 781 non-pad tokens/s on the
+demo job (docs/benchmarks.md); CUDA: the recomputed forward, about a third of a step's work (not measured here)."""
+
+
+@dataclass(frozen=True)
+class Levers:
+    batch_size: int
+    grad_accum: int
+    gradient_checkpointing: bool
+
+
+@dataclass(frozen=True)
+class MemoryFit:
+    """What the plan chose for a budget, and what it expects."""
+
+    budget_bytes: int
+    peak_bytes: int
+    """The estimated peak of the chosen levers (the largest over the devices the job may run on)."""
+    levers: Levers
+    relative_speed: float
+    """Expected speed relative to the same job without a budget's levers (1.0: as fast)."""
+    smallest_bytes: int
+    """The smallest peak the person's fixed fields allow (every free lever at its most frugal)."""
+    floor_bytes: int
+    """The smallest peak with every lever free: the base's weights, runtime and a step of one sequence."""
+    fixed: tuple[str, ...]
+    """The levers the person set (kept), named in a refusal."""
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_bytes <= self.budget_bytes * HEADROOM
+
+    def sentence(self) -> str:
+        gc = "on" if self.levers.gradient_checkpointing else "off"
+        head = (f"Memory budget {self.budget_bytes / GiB:g} GiB: batch size {self.levers.batch_size} × "
+                f"{self.levers.grad_accum} accumulation, gradient checkpointing {gc}; expected peak "
+                f"{self.peak_bytes / GiB:.2f} GiB, expected speed {self.relative_speed:.0%} of the job without a "
+                "budget.")
+        return head if self.fits else f"{head} **It does not fit:** {self.problem()}"
+
+    def problem(self) -> str | None:
+        """Why no choice fits, in words naming what to change; None when the budget is met."""
+        if self.fits:
+            return None
+        need = _gib_up(self.smallest_bytes / HEADROOM)
+        if self.floor_bytes < self.smallest_bytes and self.floor_bytes <= self.budget_bytes * HEADROOM:
+            return (f"{self.budget_bytes / GiB:g} GiB cannot hold this job with {' and '.join(self.fixed)} as set "
+                    f"(it needs {need:g} GiB); leave {' / '.join(self.fixed)} to the studio (empty or "
+                    f"'auto') or set a budget of at least {need:g} GiB")
+        return (f"{self.budget_bytes / GiB:g} GiB is below the smallest peak this job can have: the base's weights "
+                f"and runtime with a step of the fewest tokens, with the plan's 10% headroom, need {need:g} GiB; "
+                f"set at least {need:g} GiB")
+
+
+def _gib_up(size: int) -> float:
+    return math.ceil(size / GiB * 100) / 100
+
+
+def relative_speed(levers: Levers, device: str) -> float:
+    return CHECKPOINTING_SPEED.get(device, CHECKPOINTING_SPEED["cuda"]) if levers.gradient_checkpointing else 1.0
+
+
+def candidates(original: TrainSpec, planned: TrainSpec, devices: Sequence[Device]) -> list[Levers]:
+    """Every combination of the free levers, fastest first (then the largest micro-batch)."""
+    batch, accum = planned.batch_size or 1, planned.grad_accum
+    smallest = min(batch, 2 if original.method == "kto" else 1)  # jobs.step_plan.min_batch_size: KTO pairs rows
+    batches = ([b for b in range(batch, smallest - 1, -1) if batch % b == 0] if original.batch_size is None
+               else [batch])
+    if original.gradient_checkpointing == "auto":
+        checkpointing = [False, True]
+    else:
+        checkpointing = [original.gradient_checkpointing == "on"]
+    device = devices[0].machine.device if devices else "cpu"
+    found = [Levers(b, accum * (batch // b), gc) for gc in checkpointing for b in batches]
+    return sorted(found, key=lambda levers: (-relative_speed(levers, device), -levers.batch_size))
+
+
+def with_levers(spec: TrainSpec, levers: Levers) -> TrainSpec:
+    return spec.model_copy(update={"batch_size": levers.batch_size, "grad_accum": levers.grad_accum,
+                                   "gradient_checkpointing": "on" if levers.gradient_checkpointing else "off"})
+
+
+def peak_of(spec: TrainSpec, shape: ModelShape, devices: Sequence[Device], longest: int,
+            adapter: LoraSettings | None) -> int:
+    return max(job_estimate(spec, shape, device.machine, longest, adapter).peak for device in devices)
+
+
+def fit(original: TrainSpec, planned: TrainSpec, shape: ModelShape, devices: Sequence[Device], longest: int = 0,
+        adapter: LoraSettings | None = None) -> tuple[TrainSpec, MemoryFit, tuple[str, ...]]:
+    """(the planned spec with the free levers chosen for `original.memory_budget_gib`, what it expects, the fields it
+    chose). When nothing fits, the most frugal choice, with the fit saying why (submit refuses it)."""
+    budget = int(original.memory_budget_gib * GiB)
+    tried = [(levers, peak_of(with_levers(planned, levers), shape, devices, longest, adapter))
+             for levers in candidates(original, planned, devices)]
+    fitting = [(levers, peak) for levers, peak in tried if peak <= budget * HEADROOM]
+    levers, peak = fitting[0] if fitting else min(tried, key=lambda pair: pair[1])
+    free = original.model_copy(update={"batch_size": None, "gradient_checkpointing": "auto"})
+    floor = min(peak_of(with_levers(planned, lv), shape, devices, longest, adapter)
+                for lv in candidates(free, planned, devices))
+    fixed = tuple(name for name, value in (("batch_size", original.batch_size),
+                                           ("gradient_checkpointing", original.gradient_checkpointing))
+                  if value not in (None, "auto"))
+    device = devices[0].machine.device if devices else "cpu"
+    memory = MemoryFit(budget_bytes=budget, peak_bytes=peak, levers=levers,
+                       relative_speed=relative_speed(levers, device), smallest_bytes=min(p for _, p in tried),
+                       floor_bytes=floor, fixed=fixed)
+    chosen = (("batch_size",) if original.batch_size is None else ()) + (
+        ("grad_accum",) if levers.grad_accum != planned.grad_accum else ()) + (
+        ("gradient_checkpointing",) if original.gradient_checkpointing == "auto" else ())
+    return with_levers(planned, levers), memory, chosen
+
+
+def start_adapter(studio: Studio, spec: TrainSpec) -> LoraSettings | None:
+    """The LoRA of the adapter the job continues, which trains instead of the form's LoRA fields (None: a new one,
+    or an adapter this person cannot see, which submit refuses)."""
+    if not spec.init_adapter:
+        return None
+    with studio.db.read() as session:
+        adapter = catalog.get_adapter_by_name(session, spec.init_adapter)
+    try:
+        return read_adapter_lora(studio.absolute(adapter.path)) if adapter else None
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,83 @@
+"""A memory target the plan honours (jobs.models.budget): the levers left to the studio are chosen fastest first so
+the estimated peak fits under the budget, the person's own fields are kept, and a budget nothing fits is refused at
+submit with the smallest that works. The measured peaks of real jobs: tests/jobs/queue/test_memory_target.py."""
+
+import pytest
+
+from app.train.memory_panel import verdict_text
+from app.train.plan_panel import plan_text
+from app.train.presets_panel import as_code
+from jobs.data.formats import ParsedDataset
+from jobs.data.store import register_parsed
+from jobs.models.budget import CHECKPOINTING_SPEED, HEADROOM, GiB, fit
+from jobs.models.fits import KNOWN_SHAPES, Device
+from jobs.spec import SMOLLM2_BASE_MODEL, SpecError, parse_spec
+from jobs.submit import planned_job, validate_submission
+
+CPU = Device("this machine", "CPU (2 cores)", 64 * GiB)
+WORDS = ["the", "model", "learns", "to", "answer", "short", "questions", "about", "numbers", "colours", "and",
+         "animals", "in", "plain", "words"]
+
+
+def long_rows(count: int) -> list[dict]:
+    """Rows of about 150 demo tokens: each fills its own packed sequence of 256, so 270 of them plan a batch of 8."""
+    return [{"messages": [
+        {"role": "user", "content": f"Question {i}: " + " ".join(WORDS[(i + k) % len(WORDS)] for k in range(30))},
+        {"role": "assistant", "content": " ".join(WORDS[(3 * i + k) % len(WORDS)] for k in range(60))}]}
+        for i in range(count)]
+
+
+def smollm2_plan(**fields) -> tuple:
+    """(the person's spec, as the rule plans it: a batch of 8 packed sequences of 1,024 tokens)."""
+    original = parse_spec({"base_model": SMOLLM2_BASE_MODEL, "max_length": 1024, **fields})
+    return original, original.model_copy(update={"batch_size": original.batch_size or 8, "packing": True,
+                                                  "learning_rate": 3e-3, "num_epochs": 1.0})
+
+
+def test_the_levers_are_chosen_fastest_first_and_the_effective_batch_is_kept():
+    original, planned = smollm2_plan()
+    seen = {}
+    for budget in (64, 24, 12, 6, 4.5):
+        spec, memory, chosen = fit(original.model_copy(update={"memory_budget_gib": budget}), planned,
+                                   KNOWN_SHAPES[SMOLLM2_BASE_MODEL], [CPU])
+        levers = memory.levers
+        assert levers.batch_size * levers.grad_accum == 8  # the same effective batch: the same steps and tokens
+        assert (spec.batch_size, spec.grad_accum) == (levers.batch_size, levers.grad_accum)
+        if memory.fits:
+            assert memory.peak_bytes <= budget * GiB * HEADROOM
+        seen[budget] = (levers.gradient_checkpointing, levers.batch_size, memory.relative_speed)
+    assert seen[64] == (False, 8, 1.0)  # room for the fastest: the whole batch in one step, no recompute
+    # Smaller micro-batches first (as fast here), checkpointing only once batch 1 alone does not fit.
+    assert [seen[budget][:2] for budget in (24, 12, 6, 4.5)] == [(False, 4), (False, 2), (False, 1), (True, 1)]
+    assert seen[4.5][2] == CHECKPOINTING_SPEED["cpu"]
+    assert chosen == ("batch_size", "grad_accum", "gradient_checkpointing")
+
+
+def test_the_persons_fields_are_kept_and_named_when_they_make_the_budget_impossible():
+    original, planned = smollm2_plan(batch_size=8, gradient_checkpointing="off", memory_budget_gib=6)
+    spec, memory, chosen = fit(original, planned, KNOWN_SHAPES[SMOLLM2_BASE_MODEL], [CPU])
+    assert (spec.batch_size, spec.gradient_checkpointing, chosen) == (8, "off", ())
+    problem = memory.problem()
+    assert "batch_size and gradient_checkpointing as set" in problem and "at least" in problem
+
+
+def test_a_budget_is_planned_shown_and_checked_at_submit(studio):
+    register_parsed(studio, "long", ParsedDataset("messages", long_rows(270)))
+    base = {"dataset": "long", "max_length": 256, "grad_accum": 2}
+    plain = planned_job(studio, parse_spec(base))
+    assert (plain.spec.batch_size, plain.memory) == (8, None)
+    tight = {**base, "memory_budget_gib": 0.75}
+    planned = planned_job(studio, parse_spec(tight))
+    assert planned.spec.batch_size < 8 and planned.spec.batch_size * planned.spec.grad_accum == 16
+    assert planned.memory.fits and planned.steps == plain.steps
+    # The plan panel, the memory verdict and the script all read the same resolution.
+    assert f"expected peak {planned.memory.peak_bytes / GiB:.2f} GiB" in plan_text(studio, tight)
+    assert f"{planned.memory.peak_bytes / GiB:.2f} GiB" in verdict_text(studio, tight)
+    assert f"'trainer.gradient_accumulation_steps': {planned.spec.grad_accum}," in as_code(studio, tight)[1]
+    # Below what the base and one short step need: refused at submit with the smallest budget, with other problems.
+    with pytest.raises(SpecError) as refused:
+        validate_submission(studio, {**base, "memory_budget_gib": 0.3, "eval_dataset": "missing"})
+    fields = {problem.field: problem.message for problem in refused.value.problems}
+    assert set(fields) == {"memory_budget_gib", "eval_dataset"}
+    smallest = float(fields["memory_budget_gib"].rsplit("at least ", 1)[1].split(" GiB")[0])
+    validate_submission(studio, {**base, "memory_budget_gib": smallest})  # the smallest it names is enough
