@@ -46,7 +46,7 @@ TODAYS_LAYOUT = {
     "LoRA": [["lora_r", "lora_alpha", "lora_dropout"], ["target_modules"],
              ["lora_bias", "use_rslora", "use_dora", "modules_to_save"],
              ["init_lora_weights", "pissa_niter", "loraplus_lr_ratio"]],
-    "Quantization": [["quantization", "double_quant", "compute_dtype"]],
+    "Quantization": [["quantization", "double_quant", "compute_dtype"], ["memory_budget_gib"]],
     "Training": [["max_steps", "num_epochs", "learning_rate", "batch_size"],
                  ["grad_accum", "max_length", "seed", "devices"],
                  ["method", "init_adapter", "dpo_beta"],
