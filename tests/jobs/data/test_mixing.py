@@ -51,7 +51,7 @@ def test_last_turn_rows_train_only_the_last_answer():
     ({"dataset_mix": ["pirate:1"]}, "dataset_mix", "must include the dataset field's 'example'"),
     ({"dataset_mix": "example:0.5, example:0.5"}, "dataset_mix", "more than once"),
     ({"dataset_mix": "example, pirate:1"}, "dataset_mix", "not 'dataset:ratio'"),
-    ({"chat_template": "{{ x }}" * 10_000}, "chat_template", "at most 32000 characters"),
+    ({"chat_template": "{{ x }}" * 10_000}, "chat_template", "at most 32,000 characters"),
     ({"system_prompt": "x" * 4001}, "system_prompt", "at most 4000 characters"),
     ({"method": "dpo", "loss_turns": "last"}, "loss_turns", "method sft"),
     ({"max_rows": 0}, "max_rows", "from 1"),
