@@ -145,3 +145,40 @@ def test_a_benchmark_job_runs_lm_eval_tasks_on_an_adapter_and_the_base(live):
     assert found["best"].get("arithmetic_words acc", []) == ([] if len(values) == 1 else
                                                               [max(found["panes"], key=lambda p: found["metrics"][p]
                                                                    ["arithmetic_words acc"])])
+
+
+def test_pairwise_judging_judges_both_orders_and_counts_what_it_cannot_read(live, monkeypatch, capsys):
+    """A judged evaluation on the demo base, its first adapter judging: its replies are noise, so the mechanics are
+    what is checked: every row's pair judged in both orders, the totals adding up, an unreadable reply counted as
+    unparsed (never guessed), the reasons kept, progress counting the judgments; the same through the CLI."""
+    from jobs.evaluate.judging import DEFAULT_JUDGE_PROMPT, UNPARSED
+
+    studio = live.studio
+    train_job, (first, second) = _two_adapters(live)
+    job_id = submit_eval(studio, {"adapters": [first, second], "include_base": False, "source": "held_out",
+                                  "train_job": train_job, "max_rows": 2, "max_new_tokens": 8, "judge": first})
+    job = live.wait_for(job_id)
+    assert job.status == "succeeded", (job.error, live.worker_log())
+    assert job.step == job.total_steps == 2 * 2 + 2 * 2  # two answers and two judgments a row
+
+    found = eval_results.eval_results(studio, job_id)
+    assert found["judging"]["judge"] == first and found["judging"]["prompt"] == DEFAULT_JUDGE_PROMPT
+    (pair,) = found["judging"]["pairs"]
+    assert (pair["a"], pair["b"], pair["judgments"]) == (first, second, 4)
+    assert pair["a_wins"] + pair["b_wins"] + pair["ties"] + pair["unparsed"] == 4
+    judgments = [j for row in found["per_row"] for j in row["judgments"]]
+    assert sorted((j["row"], j["a"], j["b"]) for j in judgments) == sorted(
+        (row, a, b) for row in range(2) for a, b in ((first, second), (second, first)))
+    assert pair["unparsed"] == sum(j["verdict"] == UNPARSED for j in judgments)
+    assert all(j["verdict"] in (first, second, "tie", UNPARSED) and isinstance(j["reason"], str) for j in judgments)
+    assert any(j["reason"] for j in judgments)
+
+    from jobs.cli.main import main
+
+    for key, value in live.env.items():
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    assert main(["eval-results", str(job_id)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["judging"]["pairs"] == [pair] and len(shown["judging"]["judgments"]) == 4
+    assert any(key.startswith("judge ") for key in shown["per_row"][0])
