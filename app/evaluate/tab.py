@@ -71,14 +71,16 @@ def training_jobs(studio: Studio) -> list[tuple[str, int]]:
 
 
 def form_spec(adapters, include_base, source, train_job, dataset, suite, max_rows, max_new_tokens, temperature,
-              seed, tasks=(), num_fewshot=None, judge=None, judge_prompt=None) -> dict:
+              seed, tasks=(), num_fewshot=None, judge=None, judge_prompt=None,
+              judge_max_tokens=None) -> dict:
     """The form's fields as an eval spec (what the API's submit_eval takes as JSON); the judging prompt only with a
     judge picked."""
     spec = {"adapters": list(adapters or []), "include_base": bool(include_base), "source": source,
             "max_rows": int(max_rows or 0), "max_new_tokens": int(max_new_tokens or 0),
             "temperature": float(temperature or 0), "seed": int(seed or 0)}
     if judge:
-        spec.update(judge=judge, judge_prompt=judge_prompt or "")
+        spec.update(judge=judge, judge_prompt=judge_prompt or "",
+                    judge_max_tokens=int(judge_max_tokens or EvalSpec().judge_max_tokens))
     if source == "held_out" and train_job:
         spec["train_job"] = int(train_job)
     if source == "dataset":
@@ -151,6 +153,8 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
         judge = gr.Dropdown([], label="Judge (empty: no judging)", elem_id="eval-judge", allow_custom_value=True,
                             info="'base' or one of your adapters (of any base): it judges every pair of answers, "
                                  "in both orders")
+        judge_max_tokens = gr.Number(defaults.judge_max_tokens, precision=0, label="Judge's reply tokens at most",
+                                     elem_id="eval-judge-max-tokens")
         judge_prompt = gr.Textbox(defaults.judge_prompt, lines=12, max_length=MAX_PROMPT_CHARS,
                                   label="Judging prompt (edit freely; keep {question}, {answer_a}, {answer_b})",
                                   elem_id="eval-judge-prompt")
@@ -179,7 +183,8 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
         download = gr.DownloadButton("Download", value=None, interactive=False, elem_id="eval-download")
 
     form = [adapters, include_base, source, train_job, dataset, suite, max_rows, max_new_tokens, temperature, seed,
-            tasks, num_fewshot, judge, judge_prompt]
+            tasks, num_fewshot, judge, judge_prompt,
+            judge_max_tokens]
 
     def choices():
         with studio.db.read() as session:

@@ -39,7 +39,7 @@ PLACEHOLDERS = ("{question}", "{reference}", "{answer_a}", "{answer_b}")
 REQUIRED = ("{question}", "{answer_a}", "{answer_b}")
 MAX_PROMPT_CHARS = 4000
 JUDGE_MAX_TOKENS = 128
-"""The judge's reply, reasons and verdict, in tokens at most (greedy)."""
+"""The judge's reply, reasons and verdict, in tokens at most (greedy), unless the spec says otherwise."""
 MAX_REASON_CHARS = 2000
 BATCH_JUDGMENTS = 16
 VERDICT = re.compile(r"verdict\s*[:=]\s*[*\"'\[(]*\s*(a|b|tie)\b", re.IGNORECASE)
@@ -88,13 +88,13 @@ def orders(panes: list[str]) -> list[tuple[int, int]]:
 
 def judge_rows(engine, base_model: str, judge: Pane, questions: list[str], references: list[str | None],
                answers: list[list[str]], panes: list[str], template: str, max_prompt_tokens: int, should_stop,
-               on_progress, advance_s: float = 2.0) -> list[Judgment]:
+               on_progress, advance_s: float = 2.0, max_tokens: int = JUDGE_MAX_TOKENS) -> list[Judgment]:
     """Every row's every pair in both orders, judged by `judge` in batches; a judging prompt over the prompt limit is
     an unparsed judgment saying so. `should_stop()` as in jobs.evaluate.run.answer_rows (raises its Stopped)."""
     from jobs.evaluate.run import Stopped
 
     work = [(row, i, j) for row in range(len(questions)) for i, j in orders(panes)]
-    settings = GenerationSettings(max_new_tokens=JUDGE_MAX_TOKENS, temperature=0.0)
+    settings = GenerationSettings(max_new_tokens=max_tokens, temperature=0.0)
     judged: list[Judgment] = []
     for start in range(0, len(work), BATCH_JUDGMENTS):
         chunk = work[start:start + BATCH_JUDGMENTS]

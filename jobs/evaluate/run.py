@@ -185,7 +185,7 @@ def _judge(studio: Studio, engine, spec: EvalSpec, pins: dict, panes: list[Pane]
     return judging.judge_rows(engine, pin["base_model"], judge, [row.prompt_text() for row in rows],
                               [row.reference for row in rows], [[a.answer for a in row] for row in answers],
                               [p.name for p in panes], spec.judge_prompt, studio.settings.max_prompt_tokens,
-                              should_stop, on_progress, ADVANCE_S)
+                              should_stop, on_progress, ADVANCE_S, spec.judge_max_tokens)
 
 
 def evaluate(studio: Studio, job_id: int, attempt: int, spec: EvalSpec, pins: dict, run_dir: Path, sink,

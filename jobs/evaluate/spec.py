@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from jobs.evaluate.judging import DEFAULT_JUDGE_PROMPT, MAX_PROMPT_CHARS, prompt_problems
+from jobs.evaluate.judging import DEFAULT_JUDGE_PROMPT, JUDGE_MAX_TOKENS, MAX_PROMPT_CHARS, prompt_problems
 from jobs.spec import unstorable_problem
 
 TaskName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
@@ -45,6 +45,8 @@ class EvalSpec(BaseModel):
     judge: str = Field("", max_length=300, description=(
         "Pairwise judging (optional): the model that judges every pair of adapters on every row, in both orders: "
         "'base' (this evaluation's base), or one of your adapters (of any base). Empty: no judging."))
+    judge_max_tokens: int = Field(JUDGE_MAX_TOKENS, ge=1, le=512, description=(
+        "The judge's reply (its reasons, then its verdict line), in tokens at most; greedy."))
     judge_prompt: str = Field(DEFAULT_JUDGE_PROMPT, min_length=1, max_length=MAX_PROMPT_CHARS, description=(
         "What the judge reads: {question}, {answer_a} and {answer_b} (and {reference}) are filled in; its reply "
         "must end with 'Verdict: A', 'Verdict: B' or 'Verdict: tie', else it counts as unparsed."))
