@@ -87,12 +87,11 @@ def orders(panes: list[str]) -> list[tuple[int, int]]:
 
 
 def judge_rows(engine, base_model: str, judge: Pane, questions: list[str], references: list[str | None],
-               answers: list[list[str]], panes: list[str], template: str, max_prompt_tokens: int, should_stop,
+               answers: list[list[str]], panes: list[str], template: str, max_prompt_tokens: int, check_stop,
                on_progress, advance_s: float = 2.0, max_tokens: int = JUDGE_MAX_TOKENS) -> list[Judgment]:
     """Every row's every pair in both orders, judged by `judge` in batches; a judging prompt over the prompt limit is
-    an unparsed judgment saying so. `should_stop()` as in jobs.evaluate.run.answer_rows (raises its Stopped)."""
-    from jobs.evaluate.run import Stopped
-
+    an unparsed judgment saying so. `check_stop()` is called between slices and raises to stop (the eval job's
+    Stopped)."""
     work = [(row, i, j) for row in range(len(questions)) for i, j in orders(panes)]
     settings = GenerationSettings(max_new_tokens=max_tokens, temperature=0.0)
     judged: list[Judgment] = []
@@ -102,7 +101,7 @@ def judge_rows(engine, base_model: str, judge: Pane, questions: list[str], refer
                                                            answers[row][i], answers[row][j])}]
                    for row, i, j in chunk]
         for (row, i, j), reply in zip(chunk, _replies(engine, base_model, judge, prompts, settings,
-                                                      max_prompt_tokens, should_stop, advance_s), strict=True):
+                                                      max_prompt_tokens, check_stop, advance_s), strict=True):
             if isinstance(reply, Judgment):  # refused before it ran: its reason says why
                 judged.append(Judgment(row, panes[i], panes[j], UNPARSED, reply.reason))
                 continue
@@ -110,18 +109,15 @@ def judge_rows(engine, base_model: str, judge: Pane, questions: list[str], refer
             winner = {"A": panes[i], "B": panes[j]}.get(verdict, verdict)
             judged.append(Judgment(row, panes[i], panes[j], winner, reply[:MAX_REASON_CHARS]))
         on_progress(len(judged))
-        if stop := should_stop():
-            raise Stopped(cancel=stop == "cancel")
+        check_stop()
     return judged
 
 
 def _replies(engine, base_model: str, judge: Pane, prompts: list, settings: GenerationSettings,
-             max_prompt_tokens: int, should_stop, advance_s: float) -> list:
+             max_prompt_tokens: int, check_stop, advance_s: float) -> list:
     """The judge's reply to each prompt (one batched generate); where the batch is refused for a prompt's length,
     each prompt alone, a refused one as a Judgment carrying the refusal."""
     import threading
-
-    from jobs.evaluate.run import Stopped
 
     try:
         generation = engine.begin(base_model, [judge] * len(prompts), prompts, settings, max_prompt_tokens)
@@ -129,11 +125,10 @@ def _replies(engine, base_model: str, judge: Pane, prompts: list, settings: Gene
         if len(prompts) == 1:
             return [Judgment(0, "", "", UNPARSED, f"not judged: {error}")]
         return [reply for prompt in prompts for reply in _replies(engine, base_model, judge, [prompt], settings,
-                                                                  max_prompt_tokens, should_stop, advance_s)]
+                                                                  max_prompt_tokens, check_stop, advance_s)]
     stopped = threading.Event()
     while not generation.advance(time.monotonic() + advance_s, stopped, lambda replies: None):
-        if stop := should_stop():
-            raise Stopped(cancel=stop == "cancel")
+        check_stop()
     return list(generation.replies())
 
 

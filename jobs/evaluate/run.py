@@ -10,6 +10,7 @@ how much the panes disagree)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -185,7 +186,13 @@ def _judge(studio: Studio, engine, spec: EvalSpec, pins: dict, panes: list[Pane]
     return judging.judge_rows(engine, pin["base_model"], judge, [row.prompt_text() for row in rows],
                               [row.reference for row in rows], [[a.answer for a in row] for row in answers],
                               [p.name for p in panes], spec.judge_prompt, studio.settings.max_prompt_tokens,
-                              should_stop, on_progress, ADVANCE_S, spec.judge_max_tokens)
+                              functools.partial(_check_stop, should_stop), on_progress, ADVANCE_S,
+                              spec.judge_max_tokens)
+
+
+def _check_stop(should_stop) -> None:
+    if stop := should_stop():
+        raise Stopped(cancel=stop == "cancel")
 
 
 def evaluate(studio: Studio, job_id: int, attempt: int, spec: EvalSpec, pins: dict, run_dir: Path, sink,
