@@ -16,6 +16,7 @@ from app.web.safe_text import SafeMarkdown, escaped
 from jobs.data.store import dataset_names
 from jobs.evaluate import results as eval_results
 from jobs.evaluate.harness import task_names
+from jobs.evaluate.judging import MAX_PROMPT_CHARS
 from jobs.evaluate.metrics import HIGHER_IS_BETTER
 from jobs.evaluate.spec import SOURCES, EvalSpec
 from jobs.evaluate.submit import submit_eval
@@ -70,11 +71,16 @@ def training_jobs(studio: Studio) -> list[tuple[str, int]]:
 
 
 def form_spec(adapters, include_base, source, train_job, dataset, suite, max_rows, max_new_tokens, temperature,
-              seed, tasks=(), num_fewshot=None) -> dict:
-    """The form's fields as an eval spec (what the API's submit_eval takes as JSON)."""
+              seed, tasks=(), num_fewshot=None, judge=None, judge_prompt=None,
+              judge_max_tokens=None) -> dict:
+    """The form's fields as an eval spec (what the API's submit_eval takes as JSON); the judging prompt only with a
+    judge picked."""
     spec = {"adapters": list(adapters or []), "include_base": bool(include_base), "source": source,
             "max_rows": int(max_rows or 0), "max_new_tokens": int(max_new_tokens or 0),
             "temperature": float(temperature or 0), "seed": int(seed or 0)}
+    if judge:
+        spec.update(judge=judge, judge_prompt=judge_prompt or "",
+                    judge_max_tokens=int(judge_max_tokens or EvalSpec().judge_max_tokens))
     if source == "held_out" and train_job:
         spec["train_job"] = int(train_job)
     if source == "dataset":
@@ -103,7 +109,10 @@ def summary_text(found: dict) -> str:
             f"{found['rows_in_set']} rows, answers up to {settings['max_new_tokens']} tokens, {sampling}.\n\n"
             f"**Best** ({BEST_MARK} in the table): {escaped(best) or 'no metric with references'}.\n\n"
             "Rows below are sorted by how much the adapters disagree (the spread of their chrF against the "
-            "reference; without one, how unlike their answers are).")
+            "reference; without one, how unlike their answers are)."
+            + (f"\n\n**Judged** by `{escaped(found['judging']['judge'])}`, every pair in both orders (A/B, then "
+               "B/A): the totals and each verdict with the judge's reasons are below; a reply without one verdict "
+               "line counts as unparsed." if found.get("judging") else ""))
 
 
 def chart_frame(found: dict, metric: str) -> pd.DataFrame:
@@ -140,6 +149,15 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
                                    elem_id="eval-max-new-tokens")
         temperature = gr.Number(defaults.temperature, label="Temperature (0: greedy)", elem_id="eval-temperature")
         seed = gr.Number(defaults.seed, precision=0, label="Seed", elem_id="eval-seed")
+    with gr.Accordion("Pairwise judging (optional)", open=False):
+        judge = gr.Dropdown([], label="Judge (empty: no judging)", elem_id="eval-judge", allow_custom_value=True,
+                            info="'base' or one of your adapters (of any base): it judges every pair of answers, "
+                                 "in both orders")
+        judge_max_tokens = gr.Number(defaults.judge_max_tokens, precision=0, label="Judge's reply tokens at most",
+                                     elem_id="eval-judge-max-tokens")
+        judge_prompt = gr.Textbox(defaults.judge_prompt, lines=12, max_length=MAX_PROMPT_CHARS,
+                                  label="Judging prompt (edit freely; keep {question}, {answer_a}, {answer_b})",
+                                  elem_id="eval-judge-prompt")
     submit_button = gr.Button("Evaluate (queue a job)", variant="primary", elem_id="eval-submit")
     status = SafeMarkdown(elem_id="eval-status")
 
@@ -155,13 +173,18 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
         chart = gr.BarPlot(x="adapter", y="value", label="By adapter", elem_id="eval-chart", scale=3)
     rows = gr.Dataframe(interactive=False, wrap=True, label="Rows, most disagreement first", elem_id="eval-rows",
                         elem_classes=["long-text"])
+    judged = gr.Dataframe(interactive=False, label="Pairwise judging: per pair (two judgments a row)",
+                          elem_id="eval-judging")
+    verdicts = gr.Dataframe(interactive=False, wrap=True, label="Each judgment, with the judge's reasons",
+                            elem_id="eval-judgments", elem_classes=["long-text"])
     with gr.Row():
         what = gr.Radio(list(eval_results.EXPORTS), value="table", label="Download", elem_id="eval-export-what")
         fmt = gr.Radio(list(eval_results.FORMATS), value="csv", label="As", elem_id="eval-export-format")
         download = gr.DownloadButton("Download", value=None, interactive=False, elem_id="eval-download")
 
     form = [adapters, include_base, source, train_job, dataset, suite, max_rows, max_new_tokens, temperature, seed,
-            tasks, num_fewshot]
+            tasks, num_fewshot, judge, judge_prompt,
+            judge_max_tokens]
 
     def choices():
         with studio.db.read() as session:
@@ -169,7 +192,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
             suites = [s.name for s in suites_repo.list_suites(session)]
         return (gr.update(choices=names), gr.update(choices=training_jobs(studio)),
                 gr.update(choices=dataset_names(studio)), gr.update(choices=suites),
-                gr.update(choices=eval_jobs(studio)))
+                gr.update(choices=eval_jobs(studio)), gr.update(choices=["", "base", *names]))
 
     def on_submit(*values):
         job_id = submit(studio, json.dumps(form_spec(*values)))
@@ -178,19 +201,22 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
 
     def on_pick(job_id, chart_metric):
         if job_id is None:
-            return "", None, None, None, gr.update(value=None, interactive=False), gr.update()
+            return "", None, None, None, gr.update(value=None, interactive=False), gr.update(), None, None
         try:  # a queued or running evaluation (just submitted, say) says where it is, not an error
             found = eval_results.summary(studio, int(job_id), SHOWN_ROWS)
         except eval_results.NoResults as error:
             return (escaped(str(error).removeprefix("job_id: ")), None, None, None,
-                    gr.update(value=None, interactive=False), gr.update())
+                    gr.update(value=None, interactive=False), gr.update(), None, None)
         stored = eval_results.eval_results(studio, int(job_id))
         marked = pd.DataFrame(eval_results.table(stored, mark=BEST_MARK))
         file = eval_results.export_file(studio, int(job_id))
         metrics = eval_results.metric_names(stored)
         chart_metric = chart_metric if chart_metric in metrics or not metrics else metrics[0]
+        judging = found.get("judging") or {}
+        # The judge's replies are model output: Dataframe cells show them as text, like the answers above.
         return (summary_text(found), marked, chart_frame(found, chart_metric), pd.DataFrame(found["per_row"]),
-                gr.update(value=str(file), interactive=True), gr.update(choices=metrics, value=chart_metric))
+                gr.update(value=str(file), interactive=True), gr.update(choices=metrics, value=chart_metric),
+                pd.DataFrame(judging.get("pairs", [])), pd.DataFrame(judging.get("judgments", [])))
 
     def on_metric(job_id, chart_metric):
         return chart_frame(summary(studio, int(job_id), 0), chart_metric) if job_id is not None else None
@@ -206,10 +232,11 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
 
     private = dict(api_visibility="private")
     for trigger in (tab.select, app.load):
-        trigger(choices, None, [adapters, train_job, dataset, suite, picked], **private)
+        trigger(choices, None, [adapters, train_job, dataset, suite, picked, judge], **private)
     refresh.click(lambda: gr.update(choices=eval_jobs(studio)), None, picked, **private)
     submit_button.click(on_submit, form, [status, picked], **private)
-    picked.change(on_pick, [picked, metric], [summary_view, table, chart, rows, download, metric], **private)
+    picked.change(on_pick, [picked, metric], [summary_view, table, chart, rows, download, metric, judged, verdicts],
+                  **private)
     metric.change(on_metric, [picked, metric], chart, **private)
     for control in (what, fmt):
         control.change(on_export, [picked, what, fmt], download, **private)

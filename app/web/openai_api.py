@@ -12,7 +12,10 @@ before any cookie is read: this API signs in by key alone.
 - **Errors** in OpenAI's format (`{"error": {"message", "type", "param", "code"}}`): a bad body 400 naming every
   field at once, a prompt too long 400 (`context_length_exceeded`), an unknown model 404 (`model_not_found`), a bad
   key 401 (`invalid_api_key`), over a limit 429 (`rate_limit_exceeded`). A parameter the engine cannot honour
-  (`logprobs`, penalties, tools, ...) is a 400 naming it, never silently ignored."""
+  (OpenAI's penalties, tools, ...) is a 400 naming it, never silently ignored.
+- **Log-probabilities and usage.** `logprobs`/`top_logprobs` (at most 20) report each token's log-probability under
+  the model's raw logits (jobs.chat.generation.RawLogprobs says why), in OpenAI's shapes; `usage` is on every whole
+  answer and, with `stream_options.include_usage`, on a last chunk of its own."""
 
 from __future__ import annotations
 
@@ -26,12 +29,19 @@ from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.choices import base_models
-from jobs.chat.request import BASE_PANE, ChatRequestError, GenerationSettings, Pane, resolve_panes
+from jobs.chat.request import (
+    BASE_PANE,
+    MAX_TOP_LOGPROBS,
+    ChatRequestError,
+    GenerationSettings,
+    Pane,
+    resolve_panes,
+)
 from jobs.chat.serve import ServeBatcher, ServeRequest, ServeTicket
 from jobs.secrets import api_key_owner
 from jobs.studio import Studio
@@ -47,8 +57,6 @@ FIRST_EVENT_WAIT_S = 900.0
 """How long a request waits for its first token or refusal (a turn, a base loading, device memory) before giving up."""
 KEEP_ALIVE_S = 5.0
 UNSUPPORTED = {  # parameter: (why, its values that ask for nothing)
-    "logprobs": ("token log-probabilities are not returned by this studio's engine", (False,)),
-    "top_logprobs": ("token log-probabilities are not returned by this studio's engine", (0,)),
     "echo": ("the prompt is not echoed back", (False,)),
     "best_of": ("best_of is not offered: ask for n choices", (1,)),
     "suffix": ("insertion (suffix) is not offered", ("",)),
@@ -72,8 +80,8 @@ def _asks(field: str, value) -> bool:
                                          for off in UNSUPPORTED[field][1])
 
 
-IGNORED = {"user", "store", "metadata", "service_tier", "parallel_tool_calls", "stream_options"}
-"""Accepted and without effect here (bookkeeping fields; `stream_options`: no usage is reported, see docs/api.md)."""
+IGNORED = {"user", "store", "metadata", "service_tier", "parallel_tool_calls"}
+"""Accepted and without effect here (bookkeeping fields)."""
 
 
 class OpenAIError(Exception):
@@ -104,6 +112,12 @@ class Message(BaseModel):
         return content
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+    """The last streamed chunk carries `usage` (its `choices` empty), as OpenAI sends it."""
+
+
 class Sampling(BaseModel):
     """What both endpoints share."""
 
@@ -119,6 +133,11 @@ class Sampling(BaseModel):
     n: int = Field(default=1, ge=1, le=128)
     stop: str | list[str] | None = None
     stream: bool = False
+    stream_options: StreamOptions | None = None
+
+    def asked_logprobs(self) -> int | None:
+        """None: no log-probabilities; k: each token's and its k likeliest alternatives'."""
+        return None
 
     @field_validator("stop")
     @classmethod
@@ -139,10 +158,26 @@ DEFAULT_MAX_TOKENS = GenerationSettings().max_new_tokens
 
 class ChatCompletionRequest(Sampling):
     messages: list[Message] = Field(min_length=1, max_length=1000)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    @model_validator(mode="after")
+    def top_needs_logprobs(self):
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs: needs logprobs set to true")
+        return self
+
+    def asked_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class CompletionRequest(Sampling):
     prompt: str | list[str]
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    """The legacy endpoint's one number: each token's log-probability and this many likeliest alternatives'."""
+
+    def asked_logprobs(self) -> int | None:
+        return self.logprobs
 
     @field_validator("prompt")
     @classmethod
@@ -303,7 +338,8 @@ def refusal(error: ChatRequestError) -> OpenAIError:
 
 async def _complete(studio: Studio, batcher: ServeBatcher, person: Person, body: Sampling, prompt, chat: bool):
     base, pane = await run_in_threadpool(resolve_model, studio, person, body.model)
-    request = ServeRequest(base, pane, prompt, body.settings(), n=body.n, stop=tuple(body.stop or ()))
+    request = ServeRequest(base, pane, prompt, body.settings(), n=body.n, stop=tuple(body.stop or ()),
+                           logprobs=body.asked_logprobs())
     loop, events = asyncio.get_running_loop(), asyncio.Queue()
 
     def submit() -> ServeTicket:  # the batch's thread hands each event to this loop: no reader holds a thread
@@ -326,7 +362,8 @@ async def _complete(studio: Studio, batcher: ServeBatcher, person: Person, body:
         raise
     if first[0] == "error":
         raise _as_openai(first[2])
-    answer = Answer(body.model, chat, body.n)
+    answer = Answer(body.model, chat, body.n, ticket, logprobs=request.logprobs is not None,
+                    usage=bool(body.stream_options and body.stream_options.include_usage))
     if body.stream:
         return StreamingResponse(answer.stream(ticket, events, first), media_type="text/event-stream",
                                  headers={"cache-control": "no-store", "x-accel-buffering": "no"})
@@ -346,10 +383,13 @@ def _as_openai(error: BaseException) -> OpenAIError:
 
 
 class Answer:
-    """What one request answers, whole or as server-sent events in OpenAI's chunk format."""
+    """What one request answers, whole or as server-sent events in OpenAI's chunk format. `logprobs`: the request
+    asked for them; `usage`: a streamed answer ends with a usage chunk (a whole one always has it)."""
 
-    def __init__(self, model: str, chat: bool, n: int) -> None:
-        self.model, self.chat, self.n = model, chat, n
+    def __init__(self, model: str, chat: bool, n: int, ticket: ServeTicket, logprobs: bool = False,
+                 usage: bool = False) -> None:
+        self.model, self.chat, self.n, self.ticket = model, chat, n, ticket
+        self.logprobs, self.usage = logprobs, usage
         self.id = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
         self.created = int(time.time())
 
@@ -366,38 +406,63 @@ class Answer:
             except TimeoutError:
                 event = None
 
+    def _logprobs(self, entries: list[dict] | None) -> dict | None:
+        """Entries (jobs.chat.generation) in OpenAI's shape: chat's `content` list, or the legacy completion's
+        parallel lists (`top_logprobs` as token -> logprob maps, `text_offset` from the reply's start)."""
+        if not self.logprobs or entries is None:
+            return None
+        if self.chat:
+            return {"content": [{key: value for key, value in entry.items() if key != "text_offset"}
+                                for entry in entries], "refusal": None}
+        return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+                "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
+                "text_offset": [e["text_offset"] for e in entries]}
+
     async def whole(self, events: asyncio.Queue, first: tuple) -> dict:
         texts, reasons = [""] * self.n, [None] * self.n
+        entries: list[list[dict]] = [[] for _ in range(self.n)]
         async for event in self._events(events, first):
             if event is None:
                 continue
             kind, index, value = event
             if kind == "delta":
                 texts[index] += value
+            elif kind == "logprobs":
+                entries[index] += value
             elif kind == "finish":
                 reasons[index] = value
             elif kind == "error":
                 raise _as_openai(value)
         if self.chat:
             choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reason,
-                        "logprobs": None} for i, (text, reason) in enumerate(zip(texts, reasons, strict=True))]
+                        "logprobs": self._logprobs(entries[i])}
+                       for i, (text, reason) in enumerate(zip(texts, reasons, strict=True))]
         else:
-            choices = [{"index": i, "text": text, "finish_reason": reason, "logprobs": None}
+            choices = [{"index": i, "text": text, "finish_reason": reason, "logprobs": self._logprobs(entries[i])}
                        for i, (text, reason) in enumerate(zip(texts, reasons, strict=True))]
         return {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
-                "created": self.created, "model": self.model, "choices": choices}
+                "created": self.created, "model": self.model, "choices": choices, "usage": self.ticket.usage}
 
-    def _chunk(self, index: int, text: str | None = None, reason: str | None = None, role: bool = False) -> str:
+    def _chunk(self, index: int, text: str | None = None, reason: str | None = None, role: bool = False,
+               entries: list[dict] | None = None) -> str:
+        logprobs = self._logprobs(entries) if entries else None
         if self.chat:
             delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text is not None else {})
-            choice = {"index": index, "delta": delta, "finish_reason": reason, "logprobs": None}
+            choice = {"index": index, "delta": delta, "finish_reason": reason, "logprobs": logprobs}
         else:
-            choice = {"index": index, "text": text or "", "finish_reason": reason, "logprobs": None}
+            choice = {"index": index, "text": text or "", "finish_reason": reason, "logprobs": logprobs}
+        return self._send({"choices": [choice]})
+
+    def _send(self, fields: dict) -> str:
         chunk = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
-                 "created": self.created, "model": self.model, "choices": [choice]}
+                 "created": self.created, "model": self.model, **fields}
+        if self.usage:
+            chunk.setdefault("usage", None)  # OpenAI: null on every chunk but the last
         return f"data: {json.dumps(chunk)}\n\n"
 
     async def stream(self, ticket: ServeTicket, events: asyncio.Queue, first: tuple) -> AsyncIterator[str]:
+        pending: dict[int, list[dict]] = {}
+        """Log-probabilities not sent yet: they ride on their choice's next delta."""
         try:
             if self.chat:
                 for index in range(self.n):
@@ -407,15 +472,21 @@ class Answer:
                     yield ": waiting\n\n"  # a comment line: clients skip it, and a reader who left is noticed
                     continue
                 kind, index, value = event
-                if kind == "delta":
-                    yield self._chunk(index, text=value)
+                if kind == "logprobs":
+                    pending.setdefault(index, []).extend(value)
+                elif kind == "delta":
+                    yield self._chunk(index, text=value, entries=pending.pop(index, None))
                 elif kind == "finish":
+                    if index in pending:  # tokens whose text was all held back or cut
+                        yield self._chunk(index, text="", entries=pending.pop(index))
                     yield self._chunk(index, reason=value)
                 elif kind == "error":
                     error = _as_openai(value)
                     yield "data: " + json.dumps({"error": {"message": error.message, "type": error.kind,
                                                            "param": error.param, "code": error.code}}) + "\n\n"
                     return
+            if self.usage:
+                yield self._send({"choices": [], "usage": ticket.usage})
             yield "data: [DONE]\n\n"
         finally:
             ticket.cancel()  # a reader who left stops holding its rows of the batch

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 from peft import PeftModel
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
 from transformers.generation.streamers import BaseStreamer
 
 from jobs.chat.request import (
@@ -154,6 +155,33 @@ class RowStreamer(BaseStreamer):
         pass
 
 
+class RawLogprobs(LogitsProcessor):
+    """Keeps each step's log-softmax of the model's raw logits, read by the streamer in the same step (it runs after
+    the token is picked). Given to `generate` as its first custom processor, with the repetition penalty made ours
+    and put after it, so what it sees is the model's own distribution: no penalty, temperature, top-k or top-p. That
+    is what OpenAI reports (its logprobs do not move with temperature) and what vLLM returns by default
+    (`logprobs_mode="raw_logprobs"`). It changes nothing in the scores."""
+
+    def __init__(self) -> None:
+        self.latest: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.latest = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+
+def _piece(decode: Callable, before: list[int], token: int) -> str:
+    """The text `token` adds after the tokens `before` (a few are enough: a tokenizer's spacing and merged bytes
+    depend only on the neighbours), so the pieces of a reply add up to its decoded text."""
+    start = decode(before, skip_special_tokens=True)
+    text = decode([*before, token], skip_special_tokens=True)
+    return text[len(start):] if text.startswith(start) else text
+
+
+CONTEXT_TOKENS = 4
+"""How many tokens before one `_piece` decodes with it."""
+
+
 def _rng_devices(device: torch.device) -> list[int]:
     return [device.index or 0] if device.type == "cuda" else []
 
@@ -197,8 +225,15 @@ class Batch:
             self._rng = _rng_state(self.ids.device)
         tokenizer = group.loaded.tokenizer
         self.eos = tokenizer.eos_token_id
+        self.logprobs = RawLogprobs() if settings.logprobs is not None else None
         self._kwargs = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                             repetition_penalty=settings.repetition_penalty, return_dict_in_generate=True)
+        if self.logprobs is not None:
+            # The penalty becomes ours, after the reader (generate puts custom processors after its own).
+            processors = [self.logprobs]
+            if settings.repetition_penalty != 1.0:
+                processors.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
+            self._kwargs.update(repetition_penalty=1.0, logits_processor=LogitsProcessorList(processors))
         if settings.temperature > 0:
             self._kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
                                 top_k=settings.top_k or None)
@@ -239,9 +274,15 @@ class Generation:
         self.ended = [False] * panes
         """Each pane's reply reached its end-of-sequence token (others in its batch may go on)."""
         self._decode = [None] * panes
+        self.prompt_tokens = [0] * panes
         for batch in batches:
-            for row in batch.group.rows:
+            for index, row in enumerate(batch.group.rows):
                 self._decode[row] = batch.group.loaded.tokenizer.decode
+                self.prompt_tokens[row] = int(batch.mask[index].sum())
+        self.logprobs: list[list[dict]] | None = (
+            [[] for _ in range(panes)] if any(batch.logprobs is not None for batch in batches) else None)
+        """Each pane's tokens' log-probabilities (Replies.logprobs), where the settings ask for them."""
+        self._text_ends = [0] * panes
 
     @property
     def done(self) -> bool:
@@ -251,7 +292,7 @@ class Generation:
         return Replies([decode(t, skip_special_tokens=True) for decode, t in zip(self._decode, self.tokens,
                                                                                   strict=True)],
                        [len(t) for t in self.tokens], [t - self.started for t in self.last_token_at],
-                       ended=list(self.ended))
+                       ended=list(self.ended), logprobs=self.logprobs, prompt_tokens=self.prompt_tokens)
 
     def advance(self, deadline: float, stopped: threading.Event, on_step: Callable[[Replies], None],
                 max_tokens: int | None = None) -> bool:
@@ -269,6 +310,13 @@ class Generation:
 
     def _take(self, batch: Batch, step: torch.Tensor) -> Replies:
         now = time.monotonic()
+        chosen = top = None
+        if batch.logprobs is not None and batch.logprobs.latest is not None:
+            logprobs = batch.logprobs.latest
+            chosen = logprobs.gather(1, step.reshape(-1, 1).to(logprobs.device)).squeeze(1).tolist()
+            if batch.settings.logprobs:
+                values, ids = logprobs.topk(batch.settings.logprobs, dim=-1)
+                top = list(zip(ids.tolist(), values.tolist(), strict=True))
         for index, token in enumerate(step.tolist()):
             if batch.finished[index]:
                 continue  # a row that ended is carried in the batch; what it makes after is ignored
@@ -277,6 +325,23 @@ class Generation:
                 batch.finished[index] = True
                 self.ended[row] = True
             else:
+                if chosen is not None:
+                    self._note_logprobs(row, token, chosen[index], top[index] if top else ([], []))
                 self.tokens[row].append(token)
                 self.last_token_at[row] = now
         return self.replies()
+
+    def _note_logprobs(self, row: int, token: int, logprob: float, top: tuple[list[int], list[float]]) -> None:
+        """Record `token`'s entry in OpenAI's shape (before it joins the row's tokens)."""
+        decode, before = self._decode[row], self.tokens[row][-CONTEXT_TOKENS:]
+
+        def shaped(token_id: int, value: float) -> dict:
+            piece = _piece(decode, before, token_id)
+            # OpenAI's floor for a token that cannot come (JSON has no -Infinity).
+            return {"token": piece, "logprob": max(value, -9999.0), "bytes": list(piece.encode("utf-8", "replace"))}
+
+        entry = shaped(token, logprob)
+        entry["top_logprobs"] = [shaped(i, v) for i, v in zip(*top, strict=True)]
+        entry["text_offset"] = self._text_ends[row]
+        self._text_ends[row] += len(entry["token"])
+        self.logprobs[row].append(entry)

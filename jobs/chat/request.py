@@ -182,6 +182,10 @@ def as_pane(pane: tuple[str, Path | None]) -> Pane:
     return pane if isinstance(pane, Pane) else Pane(*pane)
 
 
+MAX_TOP_LOGPROBS = 20
+"""The most alternatives a token's log-probabilities list (OpenAI's own bound on `top_logprobs`)."""
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     max_new_tokens: int = 64
@@ -193,6 +197,10 @@ class GenerationSettings:
     """0: no top-k cut."""
     repetition_penalty: float = 1.0
     """1: none; above 1 makes a token already in the text less likely."""
+    logprobs: int | None = None
+    """None: no log-probabilities; k (0 to MAX_TOP_LOGPROBS): each new token's log-probability under the model
+    (its raw logits, before penalties, temperature, top-k and top-p) and the k likeliest tokens' (OpenAI's
+    `logprobs`/`top_logprobs`; jobs.chat.generation)."""
 
     def problems(self) -> list[str]:
         found = []
@@ -206,6 +214,8 @@ class GenerationSettings:
             found.append(f"temperature: must be from 0 to 5 (got {self.temperature})")
         if not 0 < self.top_p <= 1:
             found.append(f"top_p: must be above 0 and at most 1 (got {self.top_p})")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            found.append(f"top_logprobs: must be from 0 to {MAX_TOP_LOGPROBS} (got {self.logprobs})")
         return found
 
     @classmethod
@@ -225,8 +235,14 @@ class Replies(list):
     which panes' replies reached their end-of-sequence token (the others in their batch may go on)."""
 
     def __init__(self, texts: list[str], token_counts: list[int], seconds: list[float], waiting_for: int = 0,
-                 note: str = "", ended: list[bool] | None = None) -> None:
+                 note: str = "", ended: list[bool] | None = None, logprobs: list[list[dict]] | None = None,
+                 prompt_tokens: list[int] | None = None) -> None:
         super().__init__(texts)
+        self.logprobs = logprobs
+        """Where the settings asked for them: each pane's tokens so far, one entry a token (OpenAI's chat shape,
+        `token`, `logprob`, `bytes`, `top_logprobs`, plus `text_offset`: where its text starts in the reply)."""
+        self.prompt_tokens = prompt_tokens if prompt_tokens is not None else [0] * len(texts)
+        """Each pane's prompt in tokens (its padding left out)."""
         self.token_counts = token_counts
         self.seconds = seconds
         self.waiting_for = waiting_for

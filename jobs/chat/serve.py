@@ -23,6 +23,7 @@ No torch here: the scheduler's engine brings it."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import queue
@@ -56,6 +57,9 @@ class ServeRequest:
     settings: GenerationSettings
     n: int = 1
     stop: tuple[str, ...] = ()
+    logprobs: int | None = None
+    """None: none; k: each token's log-probability and its k likeliest alternatives. Requests that differ only here
+    share a batch: it reads them for the largest k asked, and each request gets what it asked."""
 
     def batch_key(self, person: str | None) -> tuple:
         """Requests with equal keys may share a batch: one person, one base, one max_tokens, one way of sampling."""
@@ -71,6 +75,8 @@ class Choice:
     tokens: int = 0
     finish_reason: str | None = None
     """None while it goes on; 'stop' (its end-of-sequence token or a stop string) or 'length' (max_tokens)."""
+    logprobs_sent: int = 0
+    """How many of its tokens' log-probabilities its reader has been sent."""
 
 
 def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
@@ -92,7 +98,9 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
 
 class ServeTicket:
     """One request in the batcher: its choices, and what its reader reads (`events`: ("delta", choice, text),
-    ("finish", choice, reason), then ("done", None, None) or ("error", None, the exception))."""
+    ("finish", choice, reason), then ("done", None, None) or ("error", None, the exception); where the request asks
+    for log-probabilities, ("logprobs", choice, entries) before the delta whose text they cover). `usage` is set
+    before "done"."""
 
     def __init__(self, request: ServeRequest, person: Person | None,
                  listener: Callable[[tuple], None] | None = None) -> None:
@@ -105,6 +113,9 @@ class ServeTicket:
         self.cancelled = threading.Event()
         self.done = threading.Event()
         self.error: BaseException | None = None
+        self.prompt_tokens = 0
+        self.usage: dict | None = None
+        """OpenAI's usage (prompt_tokens once, completion_tokens of every choice), set when it is done."""
 
     @property
     def over(self) -> bool:
@@ -132,15 +143,33 @@ class ServeTicket:
             else:
                 reason = None
                 text = text[:len(text) - _held_back(text, request.stop)]
-            if len(text) > len(choice.text) and text.startswith(choice.text):
+            grows = len(text) > len(choice.text) and text.startswith(choice.text)
+            if request.logprobs is not None and replies.logprobs is not None:
+                self._send_logprobs(index, choice, replies.logprobs[row], len(text) if grows else len(choice.text),
+                                    whole=reason is not None and cut is None)
+            if grows:
                 self._emit(("delta", index, text[len(choice.text):]))
                 choice.text = text
             choice.tokens = count
             if reason is not None:
                 choice.finish_reason = reason
                 self._emit(("finish", index, reason))
+        self.prompt_tokens = replies.prompt_tokens[first_row]
         if all(choice.finish_reason is not None for choice in self.choices):
             self._end(None)
+
+    def _send_logprobs(self, index: int, choice: Choice, entries: list[dict], text_end: int, whole: bool) -> None:
+        """Send the entries of the tokens whose text starts within what the reader will have (`text_end`), or of
+        every token (`whole`: the choice ended on its own, not cut at a stop string), each with only the
+        alternatives this request asked for."""
+        ready = len(entries) if whole else next(
+            (i for i in range(choice.logprobs_sent, len(entries)) if entries[i]["text_offset"] >= text_end),
+            len(entries))
+        if ready > choice.logprobs_sent:
+            k = self.request.logprobs
+            self._emit(("logprobs", index, [dict(entry, top_logprobs=entry["top_logprobs"][:k])
+                                            for entry in entries[choice.logprobs_sent:ready]]))
+            choice.logprobs_sent = ready
 
     def _emit(self, event: tuple) -> None:
         if self.listener is not None:
@@ -154,6 +183,9 @@ class ServeTicket:
     def _end(self, error: BaseException | None) -> None:
         if self.done.is_set():
             return
+        completion = sum(choice.tokens for choice in self.choices)
+        self.usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion,
+                      "total_tokens": self.prompt_tokens + completion}
         self.error = error
         self._emit(("error", None, error) if error is not None else ("done", None, None))
         self.done.set()
@@ -271,13 +303,15 @@ class ServeBatcher:
 
     def _generate(self, batch: list[ServeTicket]) -> None:
         first = batch[0].request
+        asked = [ticket.request.logprobs for ticket in batch if ticket.request.logprobs is not None]
+        settings = dataclasses.replace(first.settings, logprobs=max(asked) if asked else None)
         panes, prompts, starts = [], [], []
         for ticket in batch:
             starts.append(len(panes))
             panes += [ticket.request.pane] * ticket.request.n
             prompts += [ticket.request.prompt] * ticket.request.n
         try:
-            updates, stream = self._admitted(first.base_model, panes, prompts, first.settings)
+            updates, stream = self._admitted(first.base_model, panes, prompts, settings)
             replies = None
             try:
                 for replies in updates:

@@ -102,8 +102,23 @@ def row_view(results: dict, limit: int = 200) -> list[dict]:
             for name in ("chrf", "rouge_l", "exact_match", "loss"):
                 if name in row["scores"][pane]:
                     item[f"{pane} {name}"] = round(row["scores"][pane][name], 4)
+        for judgment in row.get("judgments", []):  # each order's verdict; its reasons are in `judgments_view`
+            item[f"judge {judgment['a']} vs {judgment['b']}"] = judgment["verdict"]
         out.append(item)
     return out
+
+
+def judging_table(results: dict) -> list[dict]:
+    """Per pair of panes: judgments (two a row: both orders), each side's wins, ties, unparsed, rows where both
+    orders agree; empty when the evaluation had no judge."""
+    return list(results.get("judging", {}).get("pairs", []))
+
+
+def judgments_view(results: dict, limit: int = 200) -> list[dict]:
+    """Every judgment of the first `limit` rows (most disagreement first): row, answer A's and B's pane, the verdict
+    (a pane's name, tie, unparsed) and the judge's reply, its reasons."""
+    return [{"row": row["row"] + 1, **{k: v for k, v in judgment.items() if k != "row"}}
+            for row in results["per_row"][:limit] for judgment in row.get("judgments", [])]
 
 
 def as_csv(records: list[dict], drop: tuple[str, ...] = ()) -> str:
@@ -157,10 +172,15 @@ def export_file(studio: Studio, job_id: int, what: str = "table", fmt: str = "cs
 
 def summary(studio: Studio, job_id: int, rows: int = 50) -> dict:
     """What the API and the CLI show: the set, the settings, the table (`table`: one dict per pane, None where a
-    metric does not apply), the best pane(s) per metric, and the first `rows` of the per-row view."""
+    metric does not apply), the best pane(s) per metric, the first `rows` of the per-row view, and `judging` (None
+    without a judge): the judge, its prompt, the totals per pair, the first `rows` rows' judgments with reasons."""
     results = eval_results(studio, job_id)
     return {"job_id": int(job_id), "base_model": results["base_model"], "set": results["set"],
             "source": results["source"], "rows": results["rows"], "rows_in_set": results["rows_in_set"],
             "settings": results["settings"], "panes": results["panes"], "table": table(results),
             "best": results["best"], "directions": results.get("directions", {}),
-            "per_row": row_view(results, limit=max(0, min(int(rows), 2000)))}
+            "per_row": row_view(results, limit=max(0, min(int(rows), 2000))),
+            "judging": ({"judge": results["judging"]["judge"], "prompt": results["judging"]["prompt"],
+                         "pairs": judging_table(results),
+                         "judgments": judgments_view(results, limit=max(0, min(int(rows), 2000)))}
+                        if "judging" in results else None)}

@@ -10,6 +10,7 @@ how much the panes disagree)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 from jobs.chat.request import GenerationSettings, Pane
-from jobs.evaluate import metrics
+from jobs.evaluate import judging, metrics
 from jobs.evaluate.sets import EvalRow, held_out_records, rows_from_records, suite_rows
 from jobs.evaluate.spec import EvalSpec
 from jobs.spec_store import load_stored_spec
@@ -125,8 +126,13 @@ def answer_rows(engine, base_model: str, panes: list[Pane], rows: list[EvalRow],
 
 
 def build_results(spec: EvalSpec, base_model: str, panes: list[str], rows: list[EvalRow],
-                  answers: list[list[metrics.Answer]], rows_in_set: int) -> tuple[dict, list[dict]]:
-    """(results.json's content, predictions.jsonl's lines)."""
+                  answers: list[list[metrics.Answer]], rows_in_set: int,
+                  judgments: list[judging.Judgment] | None = None) -> tuple[dict, list[dict]]:
+    """(results.json's content, predictions.jsonl's lines); with `judgments`, the judging's totals and prompt, and
+    each row's judgments with their reasons."""
+    by_row: dict[int, list[dict]] = {}
+    for judgment in judgments or []:
+        by_row.setdefault(judgment.row, []).append(judgment.as_dict())
     table = {pane: metrics.summary([row[i] for row in answers]) for i, pane in enumerate(panes)}
     per_row, predictions = [], []
     for index, (row, row_answers) in enumerate(zip(rows, answers, strict=True)):
@@ -140,7 +146,8 @@ def build_results(spec: EvalSpec, base_model: str, panes: list[str], rows: list[
         per_row.append({"row": index, "prompt": row.prompt_text(), "reference": row.reference,
                         "answers": {pane: a.answer for pane, a in zip(panes, row_answers, strict=True)},
                         "scores": dict(zip(panes, scores, strict=True)),
-                        "disagreement": metrics.disagreement([a.answer for a in row_answers], scores)})
+                        "disagreement": metrics.disagreement([a.answer for a in row_answers], scores),
+                        **({"judgments": by_row.get(index, [])} if judgments is not None else {})})
     per_row.sort(key=lambda r: (-r["disagreement"], r["row"]))
     results = {"base_model": base_model, "panes": panes, "source": spec.source,
                "set": spec.suite or spec.dataset or (f"job {spec.train_job} held-out rows" if spec.train_job else ""),
@@ -148,6 +155,9 @@ def build_results(spec: EvalSpec, base_model: str, panes: list[str], rows: list[
                "settings": {"max_new_tokens": spec.max_new_tokens, "temperature": spec.temperature,
                             "top_p": spec.top_p, "seed": spec.seed},
                "metrics": table, "best": metrics.best_panes(table), "per_row": per_row}
+    if judgments is not None:
+        results["judging"] = {"judge": spec.judge.strip(), "prompt": spec.judge_prompt,
+                              "pairs": judging.totals(judgments, panes)}
     return results, predictions
 
 
@@ -165,6 +175,26 @@ def write_results(run_dir: Path, results: dict, predictions: list[dict]) -> Path
     return target
 
 
+def _judge(studio: Studio, engine, spec: EvalSpec, pins: dict, panes: list[Pane], rows: list[EvalRow],
+           answers: list[list[metrics.Answer]], should_stop, on_progress) -> list[judging.Judgment]:
+    """The pinned judge judges every pair of panes on every row (jobs.evaluate.judging), on its own base (the
+    engine keeps the answers' base loaded beside it, or reuses it when it is the same)."""
+    pin = pins["judge"]
+    judge = _panes(studio, [pin])[0]
+    print(f"judging {len(judging.orders([p.name for p in panes])) * len(rows)} pairs of answers with "
+          f"'{pin['name']}'", flush=True)
+    return judging.judge_rows(engine, pin["base_model"], judge, [row.prompt_text() for row in rows],
+                              [row.reference for row in rows], [[a.answer for a in row] for row in answers],
+                              [p.name for p in panes], spec.judge_prompt, studio.settings.max_prompt_tokens,
+                              functools.partial(_check_stop, should_stop), on_progress, ADVANCE_S,
+                              spec.judge_max_tokens)
+
+
+def _check_stop(should_stop) -> None:
+    if stop := should_stop():
+        raise Stopped(cancel=stop == "cancel")
+
+
 def evaluate(studio: Studio, job_id: int, attempt: int, spec: EvalSpec, pins: dict, run_dir: Path, sink,
              base_path: str) -> str:
     """Run the evaluation; returns "done", "cancelled" or "interrupted"."""
@@ -179,7 +209,7 @@ def evaluate(studio: Studio, job_id: int, attempt: int, spec: EvalSpec, pins: di
         return _benchmark(studio, job_id, attempt, spec, pins, run_dir, sink, base_path, panes)
     all_rows = eval_rows(studio, spec, pins, base_path)
     rows = all_rows[: spec.max_rows]
-    total = len(rows) * len(panes)
+    total = spec.work(len(rows), len(panes))
     print(f"evaluating {', '.join(p.name for p in panes)} on {len(rows)} rows ({spec.source}) of "
           f"{pins['base_model']}", flush=True)
     settings = GenerationSettings(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, top_p=spec.top_p,
@@ -194,10 +224,14 @@ def evaluate(studio: Studio, job_id: int, attempt: int, spec: EvalSpec, pins: di
     try:
         answers = answer_rows(engine, pins["base_model"], panes, rows, settings, studio.settings.max_prompt_tokens,
                               should_stop, lambda done: sink.on_metrics(done, {"eval_answers": float(done)}, total))
+        judgments = _judge(studio, engine, spec, pins, panes, rows, answers, should_stop,
+                           lambda done: sink.on_metrics(len(rows) * len(panes) + done,
+                                                        {"eval_answers": float(len(rows) * len(panes) + done)},
+                                                        total)) if pins.get("judge") else None
     except Stopped as stopped:
         return "cancelled" if stopped.cancel else "interrupted"
     results, predictions = build_results(spec, pins["base_model"], [p.name for p in panes], rows, answers,
-                                         len(all_rows))
+                                         len(all_rows), judgments)
     _record(studio, job_id, attempt, write_results(run_dir, results, predictions), f"{len(predictions)} answers")
     return "done"
 

@@ -8,6 +8,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from jobs.evaluate.judging import DEFAULT_JUDGE_PROMPT, JUDGE_MAX_TOKENS, MAX_PROMPT_CHARS, prompt_problems
+from jobs.spec import unstorable_problem
+
 TaskName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 TASK_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 SOURCES = ("held_out", "dataset", "suite", "benchmark")
@@ -39,6 +42,22 @@ class EvalSpec(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling's cut (with temperature above 0).")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="The sampling seed: the same seed gives the same answers.")
     name: str = Field("", max_length=200, description="The job's name; empty: eval-<set>.")
+    judge: str = Field("", max_length=300, description=(
+        "Pairwise judging (optional): the model that judges every pair of adapters on every row, in both orders: "
+        "'base' (this evaluation's base), or one of your adapters (of any base). Empty: no judging."))
+    judge_max_tokens: int = Field(JUDGE_MAX_TOKENS, ge=1, le=512, description=(
+        "The judge's reply (its reasons, then its verdict line), in tokens at most; greedy."))
+    judge_prompt: str = Field(DEFAULT_JUDGE_PROMPT, min_length=1, max_length=MAX_PROMPT_CHARS, description=(
+        "What the judge reads: {question}, {answer_a} and {answer_b} (and {reference}) are filled in; its reply "
+        "must end with 'Verdict: A', 'Verdict: B' or 'Verdict: tie', else it counts as unparsed."))
+
+    @field_validator("judge_prompt")
+    @classmethod
+    def usable_prompt(cls, value: str) -> str:
+        problems = prompt_problems(value) + ([why] if (why := unstorable_problem(value)) else [])
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
     @field_validator("tasks")
     @classmethod
@@ -53,3 +72,7 @@ class EvalSpec(BaseModel):
         if self.include_base and "base" not in names:
             names.append("base")
         return names
+
+    def work(self, rows: int, panes: int) -> int:
+        """The job's steps: an answer per row and pane, and with a judge two judgments per row per pair of panes."""
+        return rows * panes + (rows * panes * (panes - 1) if self.judge.strip() else 0)

@@ -150,6 +150,34 @@ def _held_out_problems(studio: Studio, spec: EvalSpec) -> tuple[dict, int, list[
                                                      if k in ("dataset", "eval_dataset")}}}, count, []
 
 
+def _judge_pin(studio: Studio, spec: EvalSpec, base_model: str, panes: list) -> tuple[dict | None, list[Problem]]:
+    """(the judge as the job pins it, problems): a model the person may use (the base, or one of their own adapters
+    on any base, looked up as the person: another person's is 'no adapter named'), and two panes at least."""
+    judge = spec.judge.strip()
+    if not judge:
+        return None, []
+    problems = []
+    if len(spec.panes()) < 2:
+        problems.append(Problem(field="judge", message="judging compares pairs: evaluate two adapters at least (the "
+                                                       "base counts)"))
+    if judge == BASE_PANE:
+        return {"name": judge, "id": None, "base_model": base_model}, problems
+    with studio.db.read() as session:
+        adapter = catalog.get_adapter_by_name(session, judge.partition("@")[0])
+        judge_base = adapter.base_model if adapter is not None else None
+    if judge_base is None:
+        return None, [*problems, Problem(field="judge", message=(
+            f"no adapter named '{judge.partition('@')[0]}' (the judge is 'base' or one of your adapters)"))]
+    try:
+        pane = resolve_panes(studio, judge_base, [judge])[0]
+    except ChatRequestError as error:
+        return None, [*problems, *(Problem(field="judge", message=p.removeprefix("adapters: "))
+                                   for p in error.problems)]
+    pin = {"name": judge, "id": adapter.id, "folder": studio.relative(Path(pane.adapter_dir)),
+           "base_model": judge_base}
+    return pin, problems
+
+
 def validate_eval(studio: Studio, raw: object) -> tuple[EvalSpec, str, list, dict, int]:
     """(spec, base, panes, pins, rows) or SpecError with every problem."""
     spec, problems = _parsed(raw)
@@ -157,6 +185,8 @@ def validate_eval(studio: Studio, raw: object) -> tuple[EvalSpec, str, list, dic
         raise SpecError(problems)
     base_model, panes, found = _base_and_panes(studio, spec)
     problems += found
+    judge, judge_problems = _judge_pin(studio, spec, base_model, panes)
+    problems += judge_problems
     pins, rows, set_problems = _set_problems(studio, spec)
     refused = {p.field.split(".")[0] for p in problems}  # a refused field was read as its default: say it once
     problems += [p for p in set_problems if p.field.split(".")[0] not in refused]
@@ -164,6 +194,8 @@ def validate_eval(studio: Studio, raw: object) -> tuple[EvalSpec, str, list, dic
         problems.append(Problem(field=spec.source, message="the eval set is empty: it has no rows to evaluate"))
     if problems:
         raise SpecError(problems)
+    if judge is not None:
+        pins["judge"] = judge
     return spec, base_model, panes, pins, rows
 
 
@@ -186,7 +218,7 @@ def submit_eval(studio: Studio, raw: object, priority: int = 0) -> int:
     with studio.db.write() as session:
         job = jobs_repo.create_job(session, name=spec.name or f"eval-{label}", spec=spec.model_dump(mode="json"),
                                    priority=priority, kind=JobKind.EVAL)
-        job.total_steps = min(rows, spec.max_rows) * len(panes)
+        job.total_steps = spec.work(min(rows, spec.max_rows), len(panes))
         job.provenance = {"pinned": pins}
         job_id = job.id
     routing.send(studio, job_id, priority, None)

@@ -99,5 +99,69 @@ def test_any_openai_client_lists_and_uses_its_own_adapters(team):
         carol.chat.completions.create(model="carol-one", messages=long_prompt, max_tokens=8, stream=True)
     assert too_long.value.body["code"] == "context_length_exceeded" and "tokens" in too_long.value.message
     with pytest.raises(BadRequestError) as unsupported:
-        carol.chat.completions.create(model="carol-one", messages=HOT, logprobs=True, presence_penalty=0.5)
-    assert "logprobs" in unsupported.value.message and "presence_penalty" in unsupported.value.message
+        carol.chat.completions.create(model="carol-one", messages=HOT, top_logprobs=21, presence_penalty=0.5)
+    assert "top_logprobs" in unsupported.value.message and "presence_penalty" in unsupported.value.message
+
+
+def _consistent(entries, text: str, k: int) -> None:
+    """Greedy: each chosen token is the top-1 of its alternatives; log-probabilities are <= 0, alternatives sorted;
+    the tokens spell the reply."""
+    assert entries and "".join(e.token for e in entries) == text
+    for entry in entries:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == k and entry.bytes == list(entry.token.encode())
+        assert entry.top_logprobs[0].token == entry.token
+        assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob, abs=1e-4)
+        values = [t.logprob for t in entry.top_logprobs]
+        assert values == sorted(values, reverse=True)
+
+
+def test_logprobs_and_usage_through_the_openai_client(team):
+    """Requests with and without logprobs in one batch, plain and streamed: each gets what it asked, the texts agree,
+    and usage counts the tokenizer's tokens."""
+    from transformers import AutoTokenizer
+
+    team.add_person("erin")
+    _adapter(team, "erin", "erin-one", 3)
+    erin = _client(team, _key(team, "erin"))
+
+    def plain(logprobs: bool):
+        return erin.chat.completions.create(model="erin-one", messages=HOT, max_tokens=8, temperature=0,
+                                            logprobs=logprobs, top_logprobs=3 if logprobs else None)
+
+    def streamed(_):
+        text, entries, usage = "", [], None
+        for chunk in erin.chat.completions.create(model="erin-one", messages=HOT, max_tokens=8, temperature=0,
+                                                  logprobs=True, top_logprobs=3, stream=True,
+                                                  stream_options={"include_usage": True}):
+            usage = chunk.usage or usage
+            for choice in chunk.choices:
+                text += choice.delta.content or ""
+                entries += choice.logprobs.content if choice.logprobs and choice.logprobs.content else []
+        return text, entries, usage
+
+    calls = [(plain, True), (plain, False), (streamed, None)]
+    with concurrent.futures.ThreadPoolExecutor(len(calls)) as pool:  # at once: one batch, with and without logprobs
+        asked, not_asked, (text, entries, usage) = pool.map(lambda call: call[0](call[1]), calls)
+    answer = asked.choices[0]
+    assert not_asked.choices[0].logprobs is None and not_asked.choices[0].message.content == answer.message.content
+    _consistent(answer.logprobs.content, answer.message.content, 3)
+    _consistent(entries, text, 3)
+    assert text == answer.message.content and [e.logprob for e in entries] == pytest.approx(
+        [e.logprob for e in answer.logprobs.content], abs=1e-4)
+
+    tokenizer = AutoTokenizer.from_pretrained(team.live.studio.settings.models_dir / BASE)
+    prompt_tokens = len(tokenizer.apply_chat_template(HOT, add_generation_prompt=True, tokenize=True,
+                                                      return_dict=True)["input_ids"])
+    completion_tokens = len(tokenizer(answer.message.content, add_special_tokens=False)["input_ids"])
+    for counted in (asked.usage, not_asked.usage, usage):
+        assert (counted.prompt_tokens, counted.completion_tokens, counted.total_tokens) == (
+            prompt_tokens, len(answer.logprobs.content), prompt_tokens + len(answer.logprobs.content))
+    assert abs(completion_tokens - asked.usage.completion_tokens) <= 1  # re-tokenizing a reply may merge a pair
+
+    completion = erin.completions.create(model=BASE, prompt="Once upon a time", max_tokens=6, temperature=0,
+                                         logprobs=2)
+    legacy = completion.choices[0].logprobs
+    assert "".join(legacy.tokens) == completion.choices[0].text and len(legacy.top_logprobs[0]) == 2
+    assert legacy.text_offset == [sum(len(t) for t in legacy.tokens[:i]) for i in range(len(legacy.tokens))]
+    assert all(value <= 0 for value in legacy.token_logprobs)
+    assert completion.usage.prompt_tokens == len(tokenizer("Once upon a time", add_special_tokens=False)["input_ids"])

@@ -26,3 +26,17 @@ def test_summary_escapes_names_and_chart_skips_missing_values():
              "directions": {"t acc": True}}
     text = summary_text(bench)
     assert "<img" not in text and "1-shot" in text and "t acc (higher is better): a" in text
+
+
+def test_a_picked_judge_sends_its_prompt_and_the_summary_names_it_escaped():
+    from jobs.evaluate.judging import DEFAULT_JUDGE_PROMPT
+
+    spec = form_spec(["a", "b"], False, "suite", None, "", "s", 1, 1, 0.0, 0, judge="a",
+                     judge_prompt=DEFAULT_JUDGE_PROMPT, judge_max_tokens=16)
+    assert EvalSpec.model_validate(spec).judge == "a" and spec["judge_prompt"] == DEFAULT_JUDGE_PROMPT
+    assert spec["judge_max_tokens"] == 16
+    assert "judge" not in form_spec(["a"], True, "suite", None, "", "s", 1, 1, 0.0, 0, judge="",
+                                         judge_prompt="edited")
+    found = {"set": "s", "base_model": "demo", "rows": 1, "rows_in_set": 1, "best": {},
+             "settings": {"temperature": 0, "seed": 0, "max_new_tokens": 8}, "judging": {"judge": "<b>j</b>"}}
+    assert "Judged" in summary_text(found) and "<b>" not in summary_text(found)

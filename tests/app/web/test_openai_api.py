@@ -52,12 +52,12 @@ def test_with_accounts_a_key_names_its_person_until_revoked_or_disabled(studio):
 
 
 def test_a_body_is_refused_with_every_problem_named():
-    body = {"model": "m", "messages": [], "temperature": 3, "logprobs": True, "presence_penalty": 0.5, "tools": [],
+    body = {"model": "m", "messages": [], "temperature": 3, "top_logprobs": 21, "presence_penalty": 0.5, "tools": [],
             "frobnicate": 1, "user": "me", "frequency_penalty": 0}
     with pytest.raises(OpenAIError) as refused:
         parsed(ChatCompletionRequest, json.dumps(body).encode())
     message = refused.value.message
-    for field in ("messages", "temperature", "logprobs", "presence_penalty", "frobnicate"):
+    for field in ("messages", "temperature", "top_logprobs", "presence_penalty", "frobnicate"):
         assert field in message, message
     for accepted in ("tools", "user", "frequency_penalty"):  # off values and bookkeeping fields pass
         assert f"{accepted}:" not in message, message

@@ -1,6 +1,8 @@
 """Batched compare: one generate with adapter_names gives each row what that adapter gives alone (through the
 generation scheduler, as every caller does)."""
 
+import threading
+
 import pytest
 import torch
 
@@ -171,3 +173,32 @@ def test_the_lru_never_holds_more_than_its_budget(tmp_path, demo_model_dir):
     with pytest.raises(ChatRequestError, match="more than the chat memory budget"):
         small.compare(bases[0], [("base", None)], hello, GenerationSettings(max_new_tokens=1))
     assert not small.engine._bases
+
+
+def test_logprobs_are_the_raw_models_and_asking_changes_no_token(tmp_path, demo_model_dir, two_adapters):
+    """With a repetition penalty (ours, after the reader): the replies are those without logprobs, and each token's
+    log-probability is the log-softmax of the model's own logits, checked by a teacher-forced pass."""
+    engine = _engine(tmp_path, demo_model_dir)
+    panes = [("a1", two_adapters[0]), ("base", None)]
+    conversations = [[{"role": "user", "content": "Reverse the words: apple owl key"}]] * 2
+    plain = GenerationSettings(max_new_tokens=10, temperature=0, repetition_penalty=1.3)
+    asked = GenerationSettings(max_new_tokens=10, temperature=0, repetition_penalty=1.3, logprobs=2)
+    without = engine.compare("demo-tiny-llama", panes, conversations, plain)
+    generation = engine.engine.begin("demo-tiny-llama", panes, conversations, asked, 4096)  # the scheduler is idle
+    while not generation.advance(float("inf"), threading.Event(), lambda replies: None):
+        pass
+    replies = generation.replies()
+    assert without.logprobs is None and list(replies) == list(without)
+    entries, tokens = replies.logprobs[1], generation.tokens[1]
+    assert len(entries) == len(tokens) == replies.token_counts[1] and "".join(e["token"] for e in entries) == replies[1]
+    assert all(len(e["top_logprobs"]) == 2 for e in entries)
+
+    loaded = generation.batches[0].group.loaded
+    prompt = loaded.render("__base__", conversations[1], add_generation_prompt=True, tokenize=False)
+    context = loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert replies.prompt_tokens[1] == len(context)
+    ids = torch.tensor([context + tokens])
+    with torch.inference_mode(), loaded.model.disable_adapter():
+        direct = torch.log_softmax(loaded.model(input_ids=ids).logits.float()[0], dim=-1)
+    expected = [direct[len(context) + i - 1, token].item() for i, token in enumerate(tokens)]
+    assert [e["logprob"] for e in entries] == pytest.approx(expected, abs=1e-3)

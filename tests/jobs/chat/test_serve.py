@@ -89,8 +89,9 @@ def test_each_choice_ends_on_its_own_eos_or_max_tokens():
     ticket.take(Replies(["a", "b"], [1, 1], [0.0, 0.0], ended=[True, False]), 0)
     assert _sent(ticket) == [("delta", 0, "a"), ("finish", 0, "stop"), ("delta", 1, "b")]
     assert not ticket.done.is_set()
-    ticket.take(Replies(["a", "bcd"], [1, 3], [0.0, 0.0], ended=[True, False]), 0)
+    ticket.take(Replies(["a", "bcd"], [1, 3], [0.0, 0.0], ended=[True, False], prompt_tokens=[5, 5]), 0)
     assert _sent(ticket) == [("delta", 1, "cd"), ("finish", 1, "length"), ("done", None, None)]
+    assert ticket.usage == {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}  # the prompt once
 
 
 def test_a_character_still_being_decoded_is_held_back():
@@ -114,3 +115,25 @@ def test_a_persons_rows_and_a_requests_choices_are_bounded(scheduler):
         held.append(batcher.submit(request))
     for ticket in held:
         ticket.cancel()
+
+
+def _entries(pieces: list[str]) -> list[dict]:
+    offsets = [sum(len(p) for p in pieces[:i]) for i in range(len(pieces))]
+    return [{"token": p, "logprob": -1.0, "bytes": list(p.encode()), "text_offset": o,
+             "top_logprobs": [{"token": p, "logprob": -1.0, "bytes": []}] * 3}
+            for p, o in zip(pieces, offsets, strict=True)]
+
+
+def test_logprobs_cover_the_text_sent_and_usage_counts_every_choice():
+    settings = GenerationSettings(max_new_tokens=8)
+    ticket = ServeTicket(ServeRequest(DEMO, Pane("base", None), "p", settings, n=1, stop=("END",), logprobs=1),
+                         None)
+    pieces = ["he", "llo", " ", "E"]
+    ticket.take(Replies(["hello E"], [4], [0.0], logprobs=[_entries(pieces)], prompt_tokens=[7]), 0)
+    (kind, _, sent), delta = _sent(ticket)  # "E" may begin the stop string: its token waits with its text
+    assert kind == "logprobs" and [e["token"] for e in sent] == ["he", "llo", " "] and delta == ("delta", 0, "hello ")
+    assert all(len(e["top_logprobs"]) == 1 for e in sent)  # the batch read 3 alternatives; this request asked 1
+    pieces += ["ND", "ING"]  # the stop string: no token of it, nor after it, is sent
+    ticket.take(Replies(["hello ENDING"], [6], [0.0], logprobs=[_entries(pieces)], prompt_tokens=[7]), 0)
+    assert _sent(ticket) == [("finish", 0, "stop"), ("done", None, None)]
+    assert ticket.usage == {"prompt_tokens": 7, "completion_tokens": 6, "total_tokens": 13}

@@ -1,6 +1,7 @@
 """The eval job end to end on the session's live studio and worker (real queue, real 4-bit demo base, real
-adapters): two adapters and the base answer a training job's held-out rows; the table, the predictions JSONL and
-the per-row view sorted by disagreement are checked, and bad submissions are refused whole, naming every problem."""
+adapters): two adapters and the base answer a training job's held-out rows, judged pairwise by the first adapter;
+the table, the predictions JSONL, the per-row view sorted by disagreement and the judging are checked, and bad
+submissions are refused whole, naming every problem."""
 
 import json
 
@@ -40,6 +41,27 @@ def _two_adapters(live) -> tuple[int, list[str]]:
     return held_out[0], [first.name, second]
 
 
+def _check_judging(found: dict, judge: str, rows: int) -> None:
+    """Pairwise judging's mechanics: every row's every pair judged in both orders, the totals adding up, an
+    unreadable reply counted as unparsed (never guessed), the reasons kept."""
+    from jobs.evaluate.judging import DEFAULT_JUDGE_PROMPT, UNPARSED
+
+    panes = found["panes"]
+    assert found["judging"]["judge"] == judge and found["judging"]["prompt"] == DEFAULT_JUDGE_PROMPT
+    pairs = found["judging"]["pairs"]
+    assert [(p["a"], p["b"]) for p in pairs] == [(panes[0], panes[1]), (panes[0], panes[2]), (panes[1], panes[2])]
+    judgments = [j for row in found["per_row"] for j in row["judgments"]]
+    for pair in pairs:
+        assert pair["judgments"] == 2 * rows
+        assert pair["a_wins"] + pair["b_wins"] + pair["ties"] + pair["unparsed"] == pair["judgments"]
+        mine = [j for j in judgments if {j["a"], j["b"]} == {pair["a"], pair["b"]}]
+        assert sorted((j["row"], j["a"]) for j in mine) == sorted(
+            (row, side) for row in range(rows) for side in (pair["a"], pair["b"]))  # both orders, every row
+        assert pair["unparsed"] == sum(j["verdict"] == UNPARSED for j in mine)
+    assert all(j["verdict"] in (*panes, "tie", UNPARSED) and isinstance(j["reason"], str) for j in judgments)
+    assert any(j["reason"] for j in judgments)
+
+
 def test_eval_job_scores_two_adapters_and_the_base_on_held_out_rows(live, monkeypatch, capsys):
     studio = live.studio
     train_job, (first, second) = _two_adapters(live)
@@ -63,11 +85,14 @@ def test_eval_job_scores_two_adapters_and_the_base_on_held_out_rows(live, monkey
     with studio.db.read() as session:
         assert len(jobs_repo.list_jobs(session)) == jobs_before
 
+    # Judged too, by its first adapter: the demo's replies are noise, so the judging's mechanics are checked.
     job_id = submit_eval(studio, {"adapters": [first, second], "source": "held_out", "train_job": train_job,
-                                  "max_rows": 4, "max_new_tokens": 8})
+                                  "max_rows": 4, "max_new_tokens": 8, "judge": first,
+                                  "judge_max_tokens": 8})  # short replies: the 4-bit base is slow on a CPU
     job = live.wait_for(job_id)
     assert job.status == "succeeded", (job.error, live.worker_log())
-    assert job.step == job.total_steps == 4 * 3  # progress counted in answers, as the Runs tab shows it
+    # Progress counted in answers, as the Runs tab shows it, then judgments: 3 pairs x 2 orders a row.
+    assert job.step == job.total_steps == 4 * 3 + 4 * 3 * 2
 
     found = eval_results.eval_results(studio, job_id)
     assert found["panes"] == [first, second, "base"] and found["rows"] == 4
@@ -92,6 +117,8 @@ def test_eval_job_scores_two_adapters_and_the_base_on_held_out_rows(live, monkey
     ours = [line["messages"][-1]["content"] for line in lines if line["adapter"] == first]
     assert sampled and ours[:len(sampled)] == sampled[:len(ours)]
 
+    _check_judging(found, first, rows=4)
+
     spread = [row["disagreement"] for row in found["per_row"]]
     assert spread == sorted(spread, reverse=True)
     view = eval_results.row_view(found)
@@ -107,6 +134,8 @@ def test_eval_job_scores_two_adapters_and_the_base_on_held_out_rows(live, monkey
     assert main(["eval-results", str(job_id), "--rows", "2"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert [row["adapter"] for row in shown["table"]] == found["panes"] and len(shown["per_row"]) == 2
+    assert shown["judging"]["pairs"] == found["judging"]["pairs"] and len(shown["judging"]["judgments"]) == 2 * 6
+    assert any(key.startswith("judge ") for key in shown["per_row"][0])
     assert main(["export-eval", str(job_id), "--what", "predictions", "--format", "json"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 4 * 3
     assert main(["eval-results", str(train_job)]) == 1
@@ -145,3 +174,4 @@ def test_a_benchmark_job_runs_lm_eval_tasks_on_an_adapter_and_the_base(live):
     assert found["best"].get("arithmetic_words acc", []) == ([] if len(values) == 1 else
                                                               [max(found["panes"], key=lambda p: found["metrics"][p]
                                                                    ["arithmetic_words acc"])])
+

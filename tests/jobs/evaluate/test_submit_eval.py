@@ -106,3 +106,21 @@ def test_benchmark_tasks_come_from_the_operators_folder_by_name_only(studio, tmp
     with pytest.raises(SpecError, match=r"no task named 'mmlu' in the studio's task folder \(it has: arithmetic_words"):
         submit_eval(studio, {"adapters": ["a"], "source": "benchmark", "tasks": ["mmlu"]})
     assert _job_count(studio) == 0
+
+
+def test_a_judge_must_be_a_model_the_person_may_use(studio):
+    """Another person's adapter as judge is 'no adapter named' (as if it did not exist), a judge needs two panes, and
+    a judging prompt without its answers' places is named; nothing is queued."""
+    from storage.access import Person, acting_as
+
+    with studio.db.write() as session:
+        session.add(Adapter(name="hers", base_model="demo-tiny-llama", path="adapters/hers", size_bytes=1,
+                            owner="mallory"))
+    with acting_as(Person("alice")), pytest.raises(SpecError) as refused:
+        submit_eval(studio, {"base_model": "demo-tiny-llama", "source": "suite", "suite": "s", "judge": "hers",
+                             "judge_prompt": "Which is better? {question}"})
+    said = [(p.field, p.message) for p in refused.value.problems]
+    assert any(f == "judge" and "no adapter named 'hers'" in m for f, m in said), said
+    assert any(f == "judge" and "two adapters at least" in m for f, m in said), said
+    assert any(f == "judge_prompt" and "{answer_a}, {answer_b}" in m for f, m in said), said
+    assert _job_count(studio) == 0
