@@ -5,6 +5,7 @@ here (docs/architecture.md, "How to add a spec option")."""
 
 from __future__ import annotations
 
+import html
 import typing
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from jobs.spec import (
     field_help,
     field_label,
     form_place,
+    short_help,
 )
 from jobs.studio import Studio
 
@@ -37,7 +39,10 @@ eval split), because the browser sends an empty box as 0."""
 MULTILINE = ("grpo_json_schema", "grpo_reward_code")
 """Text fields a person pastes a file into (a schema, a reward function)."""
 OPEN_TIER = "basic"
-"""A group of this tier starts open; the others start folded."""
+"""A group of this tier shows its knobs under the head row; the others are folded under ADVANCED."""
+ADVANCED = "Advanced settings"
+AUTO_NUMBERS = ("num_epochs", "learning_rate", "batch_size")
+"""Number fields whose empty value means "chosen per job": their box shows the word auto, never a 0."""
 FIELD_CLASS = "spec-field"
 ERROR_CLASS = "field-error"
 
@@ -48,6 +53,8 @@ class SpecForm:
 
     names: list[str]
     controls: list
+    tips: gr.HTML | None = None
+    """Every field's whole help, for the (i) tooltips (help_tips)."""
 
     def control(self, name: str):
         return self.controls[self.names.index(name)]
@@ -70,12 +77,12 @@ def form_layout(spec_type: type[BaseModel] = TrainSpec) -> dict[str, list[list[s
 def component(name: str, spec_type: type[BaseModel] = TrainSpec, **overrides):
     """A form control for a spec field, chosen from its type; label and help come from the spec."""
     field = spec_type.model_fields[name]
-    common = dict(label=field_label(name, spec_type), info=field_help(name, spec_type), elem_classes=[FIELD_CLASS],
-                  **overrides)
+    # One line of help under the field; the whole help is its tooltip (help_tips), so the spec says it once.
+    common = dict(label=field_label(name, spec_type), info=short_help(name, spec_type), elem_classes=[FIELD_CLASS],
+                  elem_id=field_id(name), **overrides)
     if name == "target_modules":
         return gr.Dropdown(choices=list(TARGET_PRESETS), value=[field.default], multiselect=True,
-                           allow_custom_value=True, **{**common, "info": common["info"] + " Pick presets and modules "
-                           "(a mix becomes the list of module names), or type a name and press Enter."})
+                           allow_custom_value=True, **common)
     if name == "eval_fraction":
         return gr.Dropdown(choices=EVAL_FRACTIONS, value=AUTO, allow_custom_value=True, **common)
     if name == "eval_dataset":
@@ -91,14 +98,27 @@ def component(name: str, spec_type: type[BaseModel] = TrainSpec, **overrides):
         return gr.Checkbox(value=field.default, **common)
     if field.annotation == bool | None:
         return gr.Dropdown(choices=list(SWITCH), value=switch_word(field.default), **common)
+    auto = dict(placeholder=AUTO) if name in AUTO_NUMBERS else {}
     if field.annotation in (int, int | None):
-        return gr.Number(value=field.default, precision=0, **common)
+        return gr.Number(value=field.default, precision=0, **auto, **common)
     if field.annotation in (float, float | None):
-        return gr.Number(value=field.default, **common)
+        return gr.Number(value=field.default, **auto, **common)
     if field.annotation == list[str]:  # typed as comma-separated entries (the spec splits them)
         return gr.Textbox(value=", ".join(field.default_factory()), **common)
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     return gr.Textbox(value=field.default, lines=extra.get("lines", 1), **common)
+
+
+def field_id(name: str) -> str:
+    return f"field-{name}"
+
+
+def help_tips(names: list[str], spec_type: type[BaseModel] = TrainSpec) -> gr.HTML:
+    """Every field's whole help (range and spec field name included), hidden: static/studio.js gives each field a
+    small (i) button, reachable by keyboard, whose tooltip is this text. The text is the spec's own, escaped."""
+    items = "".join(f'<span data-field="{html.escape(name)}">{html.escape(field_help(name, spec_type))}</span>'
+                    for name in names)
+    return gr.HTML(f'<div id="field-help-text" hidden>{items}</div>', elem_id="field-help", padding=False)
 
 
 def switch_word(value: bool | None) -> str:
@@ -110,18 +130,32 @@ def eval_choices(names: list[str]) -> list[tuple[str, str]]:
     return [("none: hold out eval fraction", ""), *((name, name) for name in names)]
 
 
-def build_groups(first_row: list, spec_type: type[BaseModel] = TrainSpec) -> SpecForm:
+def build_groups(first_row: list, spec_type: type[BaseModel] = TrainSpec, *, between=None) -> SpecForm:
     """Lay out the grouped fields after `first_row` (the head row's controls, already built by the tab, which gives
-    them their choices)."""
+    them their choices): the basic groups' rows open, then the advanced groups, each its own accordion, folded under
+    one ADVANCED accordion. `between`: called after the basic rows (the tab puts its Submit button there, so Start
+    is on screen without scrolling)."""
     layout = form_layout(spec_type)
     form = SpecForm(names=[name for row in layout.pop(HEAD) for name in row], controls=list(first_row))
+
+    def place(rows: list[list[str]]) -> None:
+        for row in rows:
+            with gr.Row(equal_height=True):
+                for field in row:
+                    form.names.append(field)
+                    form.controls.append(component(field, spec_type))
+
     for title, rows in layout.items():
-        with gr.Accordion(title, open=FORM_GROUPS[title] == OPEN_TIER):
-            for row in rows:
-                with gr.Row(equal_height=True):
-                    for field in row:
-                        form.names.append(field)
-                        form.controls.append(component(field, spec_type))
+        if FORM_GROUPS[title] == OPEN_TIER:
+            place(rows)
+    if between is not None:
+        between()
+    with gr.Accordion(ADVANCED, open=False, elem_id="advanced-settings"):
+        for title, rows in layout.items():
+            if FORM_GROUPS[title] != OPEN_TIER:
+                with gr.Accordion(title, open=True):
+                    place(rows)
+    form.tips = help_tips(form.names, spec_type)
     return form
 
 
@@ -214,9 +248,9 @@ def field_updates(names: list[str], problems: list[Problem]) -> list:
     for name in names:
         if name in messages:
             updates.append(gr.update(elem_classes=[FIELD_CLASS, ERROR_CLASS],
-                                     info="⚠ " + "; ".join(messages[name]) + f" — {field_help(name)}"))
+                                     info="⚠ " + "; ".join(messages[name]) + f" — {short_help(name)}"))
         else:
-            updates.append(gr.update(elem_classes=[FIELD_CLASS], info=field_help(name)))
+            updates.append(gr.update(elem_classes=[FIELD_CLASS], info=short_help(name)))
     return updates
 
 
