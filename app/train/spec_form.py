@@ -42,7 +42,8 @@ OPEN_TIER = "basic"
 """A group of this tier shows its knobs under the head row; the others are folded under ADVANCED."""
 ADVANCED = "Advanced settings"
 AUTO_NUMBERS = ("num_epochs", "learning_rate", "batch_size")
-"""Number fields whose empty value means "chosen per job": their box shows the word auto, never a 0."""
+"""Number fields whose empty value means "chosen per job": a text box whose placeholder is the word auto (Gradio's
+number box shows an empty value as 0, which read as zero epochs)."""
 FIELD_CLASS = "spec-field"
 ERROR_CLASS = "field-error"
 
@@ -83,6 +84,8 @@ def component(name: str, spec_type: type[BaseModel] = TrainSpec, **overrides):
     if name == "target_modules":
         return gr.Dropdown(choices=list(TARGET_PRESETS), value=[field.default], multiselect=True,
                            allow_custom_value=True, **common)
+    if name in AUTO_NUMBERS:
+        return gr.Textbox(value="" if field.default is None else f"{field.default:g}", placeholder=AUTO, **common)
     if name == "eval_fraction":
         return gr.Dropdown(choices=EVAL_FRACTIONS, value=AUTO, allow_custom_value=True, **common)
     if name == "eval_dataset":
@@ -98,11 +101,10 @@ def component(name: str, spec_type: type[BaseModel] = TrainSpec, **overrides):
         return gr.Checkbox(value=field.default, **common)
     if field.annotation == bool | None:
         return gr.Dropdown(choices=list(SWITCH), value=switch_word(field.default), **common)
-    auto = dict(placeholder=AUTO) if name in AUTO_NUMBERS else {}
     if field.annotation in (int, int | None):
-        return gr.Number(value=field.default, precision=0, **auto, **common)
+        return gr.Number(value=field.default, precision=0, **common)
     if field.annotation in (float, float | None):
-        return gr.Number(value=field.default, **auto, **common)
+        return gr.Number(value=field.default, **common)
     if field.annotation == list[str]:  # typed as comma-separated entries (the spec splits them)
         return gr.Textbox(value=", ".join(field.default_factory()), **common)
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
@@ -195,8 +197,10 @@ def spec_from_form(studio: Studio, names: list[str], values: list) -> dict:
             value = int(value)
         if annotation == bool | None and value in SWITCH:
             value = SWITCH[value]
-        if name == "eval_fraction":
+        if name == "eval_fraction" or name in AUTO_NUMBERS:
             value = eval_fraction_value(value)
+            if isinstance(value, float) and value.is_integer() and annotation in INTEGERS:
+                value = int(value)
         elif annotation in (int | None, float | None) and not value:
             value = None  # the browser sends an empty number box as 0; empty means "chosen per job"
         raw[name] = value
@@ -206,8 +210,9 @@ def spec_from_form(studio: Studio, names: list[str], values: list) -> dict:
 
 
 def eval_fraction_value(value: object) -> object:
-    """The eval fraction control's value as a spec value: 'auto' or empty is None (chosen per job), a number
-    typed as text is that number; anything else stays as it is, for validation to name."""
+    """An "auto" control's value (eval fraction, epochs, learning rate, batch size) as a spec value: 'auto' or empty
+    is None (chosen per job), a number typed as text is that number; anything else stays as it is, for validation to
+    name."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", AUTO)):
         return None
     try:
@@ -231,6 +236,8 @@ def form_values(spec: dict, names: list[str]) -> list:
             value = [value]
         elif TrainSpec.model_fields[name].annotation == bool | None and (value is None or isinstance(value, bool)):
             value = switch_word(value)
+        elif name in AUTO_NUMBERS:
+            value = "" if value is None else f"{value:g}" if isinstance(value, int | float) else value
         elif name == "eval_fraction":
             value = AUTO if value is None else f"{value:g}" if isinstance(value, int | float) else value
         elif name in TEXT_LISTS and isinstance(value, list):

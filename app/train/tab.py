@@ -189,9 +189,9 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
 
             def start_row():  # right under the common knobs: on screen at 1400 x 900 without scrolling
                 with gr.Row(equal_height=True, elem_id="start-row"):
-                    start["priority"] = gr.Number(value=0, precision=0, label="Priority", min_width=120,
+                    start["priority"] = gr.Number(value=0, precision=0, label="Priority", min_width=120, scale=1,
                                                   info="Higher runs first among queued jobs.")
-                    start["submit"] = gr.Button("Submit job", variant="primary", elem_id="submit-job")
+                    start["submit"] = gr.Button("Submit job", variant="primary", elem_id="submit-job", scale=3)
                 start["status"] = SafeMarkdown(elem_id="submit-status")
 
             form = build_groups(first_row, between=start_row)
