@@ -59,7 +59,9 @@ def auto_info(name: str, step_plan: StepPlan | None) -> str:
     return f"auto: {number_words(value)}{for_what}. {short_help(name)}"
 
 
-def build(studio: Studio, form: SpecForm, app: gr.Blocks) -> None:
+def build(studio: Studio, form: SpecForm, app: gr.Blocks):
+    """The plan panel; returns `follow(event)`, which refreshes the plan and the auto fields' lines after `event` (a
+    submit rewrites every field's line: a refused field's message, the others' help)."""
     panel = SafeMarkdown(elem_id="step-plan")
     autos = [form.control(name) for name in AUTO_FIELDS]
 
@@ -67,7 +69,15 @@ def build(studio: Studio, form: SpecForm, app: gr.Blocks) -> None:
         text, step_plan = plan_parts(studio, spec_from_form(studio, form.names, list(values)))
         return text, *(gr.update(info=auto_info(name, step_plan)) for name in AUTO_FIELDS)
 
+    def after_submit(*values):
+        # Only the fields left on auto: a field with a value keeps what the submit wrote (its refusal, or its help).
+        raw = spec_from_form(studio, form.names, list(values))
+        text, step_plan = plan_parts(studio, raw)
+        return text, *(gr.update(info=auto_info(name, step_plan)) if raw[name] is None else gr.update()
+                       for name in AUTO_FIELDS)
+
     quiet = dict(api_visibility="private", show_progress="hidden")
     for name in PLAN_FIELDS:
         form.control(name).change(refresh, form.controls, [panel, *autos], **quiet)
     app.load(refresh, form.controls, [panel, *autos], **quiet)
+    return lambda event: event.then(after_submit, form.controls, [panel, *autos], **quiet)

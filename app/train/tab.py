@@ -219,7 +219,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
             preview = SafeMarkdown(label="Preview", elem_id="dataset-preview")
             presets_panel.build(studio, form, app)
     with memory_slot:
-        plan_panel.build(studio, form, app)
+        follow_plan = plan_panel.build(studio, form, app)
         memory_panel.build(studio, form, app)
     base_model, dataset = form.control("base_model"), form.control("dataset")
     eval_fraction = form.control("eval_fraction")
@@ -279,9 +279,10 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
         return (base_status_text(studio, base), gr.update(choices=target_choices(studio, base)),
                 gr.update(choices=sorted(kinds)))
 
-    submit.click(on_submit, [priority, *controls], [summary, status, *controls], api_visibility="private")
-    submit_sweep_button.click(on_sweep, [axes, mode, sweep_name, priority, *controls], [summary, status, *controls],
-                              api_visibility="private")
+    follow_plan(submit.click(on_submit, [priority, *controls], [summary, status, *controls],
+                             api_visibility="private"))
+    follow_plan(submit_sweep_button.click(on_sweep, [axes, mode, sweep_name, priority, *controls],
+                                          [summary, status, *controls], api_visibility="private"))
     import_button.click(on_import, [upload, upload_name], [import_status, dataset], api_visibility="private")
     preview_inputs = [base_model, dataset, eval_fraction, *map(form.control, ("max_length", "eval_dataset",
                                                                               "overlong", "dedup",
