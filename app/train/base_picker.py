@@ -5,8 +5,8 @@ tab select), never per keystroke: config reads and arithmetic only, no weights."
 from __future__ import annotations
 
 from app.choices import base_models
-from app.train.memory_panel import devices
 from jobs.models.fits import model_shape, verdicts
+from jobs.queue.devices import job_devices
 from jobs.spec import TrainSpec
 from jobs.studio import Studio
 
@@ -27,7 +27,7 @@ def base_label(studio: Studio, base_model: str) -> str:
     if shape is None:
         return base_model
     spec = TrainSpec(base_model=base_model, batch_size=1)  # the smallest default job; the form's verdict sizes its own
-    found = verdicts(spec, shape, devices(studio), spec.max_length)
+    found = verdicts(spec, shape, job_devices(studio), spec.max_length)
     words = sorted((verdict.word for verdict in found), key=VERDICT_ORDER.index)
     fit = f" · {words[0]} here" if words else ""
     return f"{base_model} · {size_words(shape.total_params)}{fit}"
