@@ -536,10 +536,11 @@ def test_the_train_tab_reads_in_one_glance_and_by_keyboard(app_server, page, sho
                 break
         else:
             pytest.fail("Tab never reached the Submit button")
-        _field(page, "lora_r").fill("0")  # a refusal outlines its field; the auto fields still say their values
+        _field(page, "lora_r").fill("0")  # a refusal outlines its field only; with no plan, auto fields show help
         _submit(page)
         expect(page.locator("#field-lora_r.field-error")).to_contain_text("must be a whole number from 1 to 1024")
-        expect(learning_rate).to_contain_text("auto: 5e-3 for demo-tiny-llama")
+        expect(page.locator(".spec-field.field-error")).to_have_count(1)
+        expect(learning_rate).to_contain_text("Peak learning rate")
         page.get_by_role("button", name=re.compile(r"^Advanced settings")).click()
         expect(_field(page, "optimizer")).to_be_visible()
         for group in ("LoRA", "Optimisation", "Data", "Method options", "Precision and speed",
