@@ -10,6 +10,7 @@ each naming its field (docs/architecture.md, "How to add a spec option").
 from __future__ import annotations
 
 import ast
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -65,9 +66,13 @@ MAX_MEMORY_BUDGET_GIB = 16_384
 """A memory budget's bound: more than any one device holds."""
 HEAD = "head"
 """The form's first row (name, base, dataset), laid out by the Train tab before the groups."""
-FORM_GROUPS: dict[str, str] = {"LoRA": "basic", "Quantization": "basic", "Training": "basic",
-                               "Optimizer": "advanced", "More": "advanced"}
-"""The form's groups in order, each with its tier: a basic group's accordion starts open, an advanced one closed."""
+COMMON, LORA, OPTIMISATION, DATA, METHOD, SPEED, TRACKING = (
+    "Common", "LoRA", "Optimisation", "Data", "Method options", "Precision and speed", "Checkpoints and tracking")
+FORM_GROUPS: dict[str, str] = {COMMON: "basic", LORA: "advanced", OPTIMISATION: "advanced", DATA: "advanced",
+                               METHOD: "advanced", SPEED: "advanced", TRACKING: "advanced"}
+"""The form's groups in order, each with its tier: the Train tab shows a basic group's knobs under the head row, and
+folds the advanced groups away under "Advanced settings" (what every job needs, then the common knobs, then the rest:
+a newcomer reads the tab in one glance)."""
 
 
 REWARD_OF_FIELD = {"grpo_regex": "regex", "grpo_json_schema": "json_schema", "grpo_reward_code": "code"}
@@ -155,7 +160,7 @@ class TrainSpec(BaseModel):
         f"Name of an uploaded dataset, or a bundled one: '{EXAMPLE_DATASET}' (keyword tasks the demo base can "
         f"learn) or '{PIRATE_DATASET}' (a pirate voice for {SMOLLM2_BASE_MODEL})."))
     method: Literal["sft", "dpo", "orpo", "kto", "simpo", "grpo"] = Field(
-        "sft", title="Method", json_schema_extra=_at("Training", 2), description=(
+        "sft", title="Method", json_schema_extra=_at(HEAD, 0), description=(
             "sft: supervised fine-tuning on chats or text. On a preference dataset (prompt, chosen, rejected), such "
             "as the Chat tab's blind votes exported: dpo (direct preference optimization, against a reference), orpo "
             "(odds-ratio preference optimization: SFT on the chosen answer plus a preference term, no reference) or "
@@ -164,106 +169,106 @@ class TrainSpec(BaseModel):
             "marked desirable or not, against a reference). On a prompt/reference dataset: grpo (reinforcement "
             "learning with verifiable rewards, TRL's GRPO: the adapter writes num_generations answers per prompt and "
             "learns from the rewards they get)."))
-    init_adapter: str = Field("", title="Start from adapter", json_schema_extra=_at("Training", 2), description=(
+    init_adapter: str = Field("", title="Start from adapter", json_schema_extra=_at(METHOD, 0), description=(
         "An adapter of this base model to continue training (its rank, alpha, dropout and targets are kept and the "
         "LoRA fields are not used; for dpo and kto, a frozen copy of it is the reference); empty: a new adapter."))
-    dpo_beta: float = Field(0.1, title="DPO beta", ge=1e-4, le=100, json_schema_extra=_at("Training", 2), description=(
+    dpo_beta: float = Field(0.1, title="DPO beta", ge=1e-4, le=100, json_schema_extra=_at(METHOD, 0), description=(
         "How strongly DPO keeps the adapter near its reference: higher stays closer (0.1 is usual). dpo only."))
     # --- preference methods beyond DPO (issue 31, prefs slice): each read by its own method only
-    orpo_lambda: float = Field(0.1, title="ORPO lambda", ge=1e-4, le=100, json_schema_extra=_at("Training", 3),
+    orpo_lambda: float = Field(0.1, title="ORPO lambda", ge=1e-4, le=100, json_schema_extra=_at(METHOD, 1),
                                description=(
         "Weight of ORPO's odds-ratio (preference) term next to its SFT loss on the chosen answer (the paper's lambda, "
         "TRL's beta; 0.1 is usual). orpo only."))
-    simpo_beta: float = Field(2.0, title="SimPO beta", ge=1e-4, le=100, json_schema_extra=_at("Training", 3),
+    simpo_beta: float = Field(2.0, title="SimPO beta", ge=1e-4, le=100, json_schema_extra=_at(METHOD, 1),
                               description=(
         "Scale of SimPO's reward, the answer's mean log-probability per token (2.0-2.5 in the paper). simpo only."))
     simpo_gamma_ratio: float = Field(0.5, title="SimPO gamma / beta", ge=0, le=10,
-                                     json_schema_extra=_at("Training", 3), description=(
+                                     json_schema_extra=_at(METHOD, 1), description=(
         "SimPO's target reward margin between chosen and rejected, as a share of simpo_beta (the margin is "
         "gamma = this x beta; 0.5 is usual). simpo only."))
-    kto_beta: float = Field(0.1, title="KTO beta", ge=1e-4, le=100, json_schema_extra=_at("Training", 3),
+    kto_beta: float = Field(0.1, title="KTO beta", ge=1e-4, le=100, json_schema_extra=_at(METHOD, 1),
                             description=(
         "How strongly KTO keeps the adapter near its reference: higher stays closer (0.1 is usual). kto only."))
     kto_desirable_weight: float = Field(1.0, title="KTO desirable weight", ge=0.01, le=100,
-                                        json_schema_extra=_at("Training", 3), description=(
+                                        json_schema_extra=_at(METHOD, 1), description=(
         "Weight of the desirable answers' loss; raise it when they are fewer than the undesirable ones (keep "
         "desirable x weight about equal to undesirable x its weight, up to 4:3). kto only."))
     kto_undesirable_weight: float = Field(1.0, title="KTO undesirable weight", ge=0.01, le=100,
-                                          json_schema_extra=_at("Training", 3), description=(
+                                          json_schema_extra=_at(METHOD, 1), description=(
         "Weight of the undesirable answers' loss; raise it when they are fewer than the desirable ones. kto only."))
     # GRPO (reinforcement learning with verifiable rewards): the rewards, and how many answers of what length.
-    grpo_rewards: str = Field("reference", title="GRPO rewards", max_length=400, json_schema_extra=_at("Training", 5),
+    grpo_rewards: str = Field("reference", title="GRPO rewards", max_length=400, json_schema_extra=_at(METHOD, 2),
                               description=(
         "What a GRPO answer is rewarded for, comma-separated, each optionally with ':weight' (default 1), e.g. "
         "'json, length:0.5'. reference: it matches the row's reference (grpo_reference_match); json: it is valid "
         "JSON; json_schema: it is JSON that grpo_json_schema accepts; regex: grpo_regex matches it; length: it is "
         "grpo_min_chars to grpo_max_chars characters long; code: the reward function in grpo_reward_code (only "
         "where the operator allows code, STUDIO_USER_CODE). grpo only."))
-    num_generations: int = Field(4, title="Answers per prompt", ge=2, le=64, json_schema_extra=_at("Training", 5),
+    num_generations: int = Field(4, title="Answers per prompt", ge=2, le=64, json_schema_extra=_at(METHOD, 2),
                                  description=(
         "GRPO samples this many answers per prompt and compares their rewards with each other (a group). More "
         "compares better and costs memory and time in proportion. grpo only."))
     max_completion_length: int = Field(128, title="Max answer length (tokens)", ge=1, le=32768,
-                                       json_schema_extra=_at("Training", 5), description=(
+                                       json_schema_extra=_at(METHOD, 2), description=(
         "Longest GRPO answer in tokens; a longer one is cut here. A prompt and its answer fit in max_length: rows "
         "whose prompt is longer than max_length minus this are dropped (the log counts them). grpo only."))
-    grpo_beta: float = Field(0.0, title="GRPO KL beta", ge=0, le=100, json_schema_extra=_at("Training", 5),
+    grpo_beta: float = Field(0.0, title="GRPO KL beta", ge=0, le=100, json_schema_extra=_at(METHOD, 2),
                              description=(
         "How strongly GRPO keeps the adapter near where it started (KL penalty). 0: no reference pass (less memory, "
         "faster; TRL's default); above 0, a frozen copy of the starting adapter is the reference. grpo only."))
     grpo_reference_match: Literal["exact", "contains"] = Field("exact", title="Reference match",
-                                                               json_schema_extra=_at("More", 5), description=(
+                                                               json_schema_extra=_at(METHOD, 3), description=(
         "For the reference reward: the answer must equal the reference (exact) or hold it (contains), both after "
         "collapsing whitespace and ignoring case."))
     grpo_min_chars: int = Field(0, title="Length reward: min characters", ge=0, le=1_000_000,
-                                json_schema_extra=_at("More", 5), description=(
+                                json_schema_extra=_at(METHOD, 3), description=(
         "For the length reward: the shortest answer that earns it, in characters."))
     grpo_max_chars: int = Field(2000, title="Length reward: max characters", ge=1, le=1_000_000, validate_default=True,
-                                json_schema_extra=_at("More", 5), description=(
+                                json_schema_extra=_at(METHOD, 3), description=(
         "For the length reward: the longest answer that earns it, in characters."))
     grpo_regex: str = Field("", title="Regex reward pattern", validate_default=True,
-                            json_schema_extra=_at("More", 6), description=(
+                            json_schema_extra=_at(METHOD, 4), description=(
         "For the regex reward: a regular expression an answer must match somewhere (anchor it with ^ and $ for the "
         "whole answer), at most 500 characters; an answer it cannot decide within 0.5 s scores 0."))
     grpo_json_schema: str = Field("", title="JSON schema reward", validate_default=True,
-                                  json_schema_extra=_at("More", 6), description=(
+                                  json_schema_extra=_at(METHOD, 4), description=(
         "For the json_schema reward: a JSON Schema, pasted as JSON (at most 20,000 characters; without 'pattern' "
         "keywords, which the regex reward checks with a time limit)."))
     grpo_reward_code: str = Field("", title="Reward function (Python)", validate_default=True,
-                                  json_schema_extra=_at("More", 7), description=(
+                                  json_schema_extra=_at(METHOD, 5), description=(
         "For the code reward: the text of a Python file defining reward(completions, **kwargs) that returns one "
         "number per completion (kwargs hold prompts and the row's columns, such as reference). It runs in the "
         "training process, so it is refused unless the operator allows code for you (STUDIO_USER_CODE). A reward "
         "that raises or returns anything else fails the job with its traceback in the log."))
 
-    lora_r: int = Field(8, title="LoRA rank (r)", ge=1, le=1024, json_schema_extra=_at("LoRA", 0),
+    lora_r: int = Field(8, title="LoRA rank (r)", ge=1, le=1024, json_schema_extra=_at(COMMON, 1),
         description="LoRA rank: size of the low-rank update. 8-64 is typical.")
-    lora_alpha: float = Field(16, title="LoRA alpha", gt=0, le=1e6, json_schema_extra=_at("LoRA", 0),
+    lora_alpha: float = Field(16, title="LoRA alpha", gt=0, le=1e6, json_schema_extra=_at(LORA, 0),
                                description="LoRA alpha: the update is scaled by alpha / rank.")
-    lora_dropout: float = Field(0.0, title="LoRA dropout", ge=0, lt=1, json_schema_extra=_at("LoRA", 0), description=(
+    lora_dropout: float = Field(0.0, title="LoRA dropout", ge=0, lt=1, json_schema_extra=_at(LORA, 0), description=(
         "Dropout on the LoRA input during training, in [0, 1). 0 by default: a mask per adapted layer cost a fifth "
         "of a CPU training step (docs/benchmarks.md); 0.05-0.1 may help a small dataset over many epochs."))
     target_modules: str | list[str] = Field("all-linear", title="Target modules",
-                                            json_schema_extra=_at("LoRA", 1), description=(
+                                            json_schema_extra=_at(LORA, 1), description=(
         "Which layers get LoRA: a preset ('attention': q,k,v,o; 'mlp': gate,up,down; 'all-linear': every Linear "
         "but the output head; 'embeddings': the token embeddings, with modules_to_save ['lm_head'] to train the head "
         "fully too, e.g. for new tokens) or a list of the base's Linear or embedding module names such as "
         "['q_proj', 'v_proj']."))
     lora_bias: Literal["none", "all", "lora_only"] = Field("none", title="LoRA bias",
-                                                           json_schema_extra=_at("LoRA", 2), description=(
+                                                           json_schema_extra=_at(LORA, 2), description=(
         "Which biases train too: none, all of the model's, or only those of the LoRA-adapted layers."))
-    use_rslora: bool = Field(False, title="rsLoRA", json_schema_extra=_at("LoRA", 2), description=(
+    use_rslora: bool = Field(False, title="rsLoRA", json_schema_extra=_at(LORA, 2), description=(
         "Rank-stabilized LoRA: scale the update by alpha / sqrt(rank) instead of alpha / rank, so higher ranks "
         "keep learning."))
-    use_dora: bool = Field(False, title="DoRA", json_schema_extra=_at("LoRA", 2), description=(
+    use_dora: bool = Field(False, title="DoRA", json_schema_extra=_at(LORA, 2), description=(
         "Weight-decomposed LoRA: learn a magnitude per output as well as the direction update. Often better at low "
         "rank, about twice as slow on a 4-bit base (the weight is dequantized each step)."))
     modules_to_save: list[str] = Field(default_factory=list, title="Modules to train fully",
-                                       json_schema_extra=_at("LoRA", 2), description=(
+                                       json_schema_extra=_at(LORA, 2), description=(
         "Modules trained in full and saved with the adapter, e.g. ['lm_head'] (large: a full copy each)."))
     # LoRA variants and inits (issue 31): PEFT's own options, read in jobs.run_settings; NEFTune through the Trainer.
     init_lora_weights: Literal["default", "gaussian", "pissa", "olora", "loftq"] = Field(
-        "default", title="LoRA init", json_schema_extra=_at("LoRA", 3), description=(
+        "default", title="LoRA init", json_schema_extra=_at(LORA, 3), description=(
             "How the new adapter starts. default: PEFT's own (A Kaiming-uniform, B zero: the adapter starts as a "
             "no-op); gaussian: the same with A drawn from a normal of std 1 / rank. pissa / olora: "
             "A and B start from the base's principal singular vectors (PiSSA) or its QR factors (OLoRA), taken out of "
@@ -272,28 +277,28 @@ class TrainSpec(BaseModel):
             "loftq: A and B start as the low-rank part of the base's 4-bit quantization error (nf4 or fp4; needs "
             "a CUDA worker)."))
     pissa_niter: int = Field(0, title="PiSSA fast-SVD iterations", ge=0, le=64, validate_default=True,
-                             json_schema_extra=_at("LoRA", 3), description=(
+                             json_schema_extra=_at(LORA, 3), description=(
         "For pissa: 0 takes the exact SVD; N > 0 a randomized low-rank SVD with N subspace iterations (PEFT's "
         "pissa_niter_N: seconds instead of minutes on a large base, about the same start)."))
     loraplus_lr_ratio: float | None = Field(None, title="LoRA+ ratio", ge=1, le=1024,
-                                            json_schema_extra=_at("LoRA", 3), description=(
+                                            json_schema_extra=_at(LORA, 3), description=(
         "LoRA+: train each B matrix at this many times the learning rate of A (PEFT's create_loraplus_optimizer; the "
         "paper suggests 16, with a learning rate about half the usual). Empty (null; 0 in the form): one learning "
         "rate for both."))
     neftune_noise_alpha: float | None = Field(None, title="NEFTune noise alpha", gt=0, le=100,
-                                              json_schema_extra=_at("Optimizer", 1), description=(
+                                              json_schema_extra=_at(OPTIMISATION, 1), description=(
         "NEFTune: add uniform noise of scale alpha / sqrt(tokens × width) to the input embeddings while training "
         "(never at eval or in chat); the paper used 5 to 15. With packing a row is all the batch's tokens, so the "
         "noise per token is smaller. Empty (null; 0 in the form): no noise."))
 
     quantization: Literal["nf4", "fp4", "int8", "none"] = Field("nf4", title="Base quantization", validate_default=True,
-                                                                json_schema_extra=_at("Quantization", 0), description=(
+                                                                json_schema_extra=_at(COMMON, 1), description=(
         "How the frozen base is stored: 4-bit NormalFloat (QLoRA), 4-bit float, 8-bit, or unquantized."))
     double_quant: bool = Field(True, title="Double quantization", validate_default=True,
-                               json_schema_extra=_at("Quantization", 0), description=(
+                               json_schema_extra=_at(SPEED, 0), description=(
         "Quantize the 4-bit scales too (about 0.37 bits per parameter saved). 4-bit only."))
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", title="Compute dtype",
-                                                                             json_schema_extra=_at("Quantization", 0),
+                                                                             json_schema_extra=_at(SPEED, 0),
                                                                              description=(
         "Dtype for matmuls on the dequantized weights. 'auto': bfloat16 on GPUs that support it (else float16); "
         "on a CPU, bfloat16 where it multiplies bf16 natively (AVX512-BF16 or AMX) and the model is at least 512 "
@@ -301,7 +306,7 @@ class TrainSpec(BaseModel):
         "native bf16 it is emulated and slow). docs/benchmarks.md."))
     # Memory target (issue 34): the plan fits the job's estimated peak under this budget (jobs.models.budget).
     memory_budget_gib: float | None = Field(None, title="Memory budget (GiB)", gt=0, le=MAX_MEMORY_BUDGET_GIB,
-                                            json_schema_extra={**_at("Quantization", 1), "empty": "no target"},
+                                            json_schema_extra={**_at(SPEED, 3), "empty": "no target"},
                                             description=(
         "The most memory the training process may peak at, in GiB (on a CPU its peak resident set, Python and torch "
         "included; on a GPU its peak reserved memory). The plan picks the levers you left empty or 'auto', fastest "
@@ -311,152 +316,155 @@ class TrainSpec(BaseModel):
         "the form): no target."))
 
     max_steps: int = Field(-1, title="Max steps", ge=1, le=MAX_STEPS, json_schema_extra={
-        **_at("Training", 0), "special": {"value": -1, "means": "use num_epochs"}}, description=(
+        **_at(COMMON, 1), "special": {"value": -1, "means": "use num_epochs"}}, description=(
         "Optimizer steps to train; -1: train for num_epochs instead."))
     num_epochs: float | None = Field(None, title="Epochs", gt=0, le=1000,
-                                     json_schema_extra=_at("Training", 0), description=(
-        "Passes over the training data, used when max_steps is -1. Empty (null; 0 in the form): enough for at "
+                                     json_schema_extra=_at(COMMON, 0), description=(
+        "Passes over the training data, used when max_steps is -1. Empty (null; 'auto' in the form): enough for at "
         "least 100 steps, from 1 to 10 epochs (the Train tab shows the plan)."))
     learning_rate: float | None = Field(None, title="Learning rate", gt=0, le=1,
-                                       json_schema_extra=_at("Training", 0), description=(
-        "Peak learning rate (cosine decay after a short warmup). Empty (null; 0 in the form): chosen from the "
+                                       json_schema_extra=_at(COMMON, 0), description=(
+        "Peak learning rate (cosine decay after a short warmup). Empty (null; 'auto' in the form): chosen from the "
         "base's size, 2e-4 at 7B parameters scaled by (7B / size)^0.7 within 1e-4 to 5e-3 (3.2e-3 for a 135M "
         "model, 5e-3 for the demo)."))
     optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"] = Field(
-        "adamw_torch", title="Optimizer", json_schema_extra=_at("Optimizer", 0), description=(
+        "adamw_torch", title="Optimizer", json_schema_extra=_at(OPTIMISATION, 0), description=(
             "AdamW in 32 bits (torch), or bitsandbytes' 8-bit AdamW (its two states in 8 bits: a quarter of the "
             "memory), optionally paged to CPU memory under GPU memory pressure. Paging needs CUDA: on a CPU worker a "
             "paged choice runs the same optimizer unpaged, and the run's log says so."))
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
-        "cosine", title="LR schedule", json_schema_extra=_at("Optimizer", 0),
+        "cosine", title="LR schedule", json_schema_extra=_at(OPTIMISATION, 0),
         description="How the learning rate moves after warmup.")
     weight_decay: float = Field(0.0, title="Weight decay", ge=0, le=1,
-                                json_schema_extra=_at("Optimizer", 0), description=(
+                                json_schema_extra=_at(OPTIMISATION, 0), description=(
         "AdamW's decoupled weight decay on the trained weights, in [0, 1]."))
     max_grad_norm: float = Field(1.0, title="Max grad norm", ge=0, le=1e6,
-                                 json_schema_extra=_at("Optimizer", 0), description=(
+                                 json_schema_extra=_at(OPTIMISATION, 0), description=(
         "Clip the gradient norm to this before each step; 0 turns clipping off."))
     batch_size: int | None = Field(None, title="Batch size", ge=1, le=4096,
-                                   json_schema_extra=_at("Training", 0), description=(
+                                   json_schema_extra=_at(COMMON, 0), description=(
         "Sequences per device step. With packing, each sequence is up to max_length tokens of whole rows. Empty "
-        "(null; 0 in the form): chosen so an epoch makes at least 32 steps (the data's sequences / 32, from 1 to 8)."))
-    grad_accum: int = Field(1, title="Gradient accumulation", ge=1, le=1024, json_schema_extra=_at("Training", 1),
+        "(null; 'auto' in the form): chosen so an epoch makes at least 32 steps (the data's sequences / 32, from 1 "
+        "to 8)."))
+    grad_accum: int = Field(1, title="Gradient accumulation", ge=1, le=1024, json_schema_extra=_at(OPTIMISATION, 1),
         description="Steps to accumulate gradients over; effective batch = batch × this.")
-    max_length: int = Field(512, title="Max length (tokens)", ge=16, le=131072, json_schema_extra=_at("Training", 1),
+    max_length: int = Field(512, title="Max length (tokens)", ge=16, le=131072, json_schema_extra=_at(COMMON, 1),
         description="Longest sequence in tokens; longer rows are truncated.")
     overlong: Literal["truncate", "drop"] = Field("truncate", title="Rows longer than max length",
-                                                 json_schema_extra=_at("More", 2), description=(
+                                                 json_schema_extra=_at(DATA, 0), description=(
         "Cut a row longer than max_length at it (its end is lost), or drop the row. The Datasets tab and the preview "
         "count them for the chosen base."))
-    dedup: bool = Field(False, title="Drop exact duplicates", json_schema_extra=_at("More", 2), description=(
+    dedup: bool = Field(False, title="Drop exact duplicates", json_schema_extra=_at(DATA, 0), description=(
         "Train on each distinct row once (exact repeats removed; the log and the preview count them)."))
-    warmup_ratio: float = Field(0.05, title="Warmup ratio", ge=0, le=0.5, json_schema_extra=_at("More", 1),
+    warmup_ratio: float = Field(0.05, title="Warmup ratio", ge=0, le=0.5, json_schema_extra=_at(OPTIMISATION, 1),
         description="Share of steps spent warming up the learning rate.")
-    packing: bool | None = Field(None, title="Packing", json_schema_extra=_at("More", 1), description=(
+    packing: bool | None = Field(None, title="Packing", json_schema_extra=_at(DATA, 2), description=(
         "Pack whole rows into sequences of up to max_length tokens, padding-free (position ids, no padding; "
         "padding was 62% of a padded batch on the example data). Empty (auto): on, unless the data packs into "
         "fewer than 10 sequences; then each row is its own sequence, so a small dataset still gets enough steps."))
     gradient_checkpointing: Literal["auto", "on", "off"] = Field("auto", title="Gradient checkpointing",
-                                                                  json_schema_extra=_at("More", 1), description=(
+                                                                  json_schema_extra=_at(SPEED, 0), description=(
         "Recompute activations to save memory. 'auto': on for GPUs, off on CPU (measured 30% faster off)."))
-    assistant_only_loss: bool = Field(True, title="Assistant-only loss", json_schema_extra=_at("More", 1), description=(
+    assistant_only_loss: bool = Field(True, title="Assistant-only loss", json_schema_extra=_at(DATA, 2), description=(
         "Train only on assistant turns (needs a chat template with generation markers)."))
     # Data: mixing, template, system prompt, turns
     dataset_mix: list[str] = Field(default_factory=list, title="Dataset mix", max_length=MAX_MIX_DATASETS,
-                                   json_schema_extra=_at("More", 8), description=(
+                                   json_schema_extra=_at(DATA, 1), description=(
         "Several datasets mixed by ratio, as 'name:ratio' entries (comma-separated in the form), e.g. ['example:0.7', "
         "'pirate:0.3']: the ratios add up to 1, the datasets are of one kind (chat, raw text or preference) and "
         "include the dataset field's. Rows are sampled with the seed (same spec, same rows); a ratio asking for more "
         "rows than its dataset has takes the dataset whole, never repeating a row, and the run log and the plan say "
         "how many rows came from each. Empty: the dataset alone."))
     max_rows: int | None = Field(None, title="Row budget", ge=1, le=MAX_ROWS,
-                                 json_schema_extra={**_at("More", 8), "empty": "every row (a mix: all it can take)"},
+                                 json_schema_extra={**_at(DATA, 1), "empty": "every row (a mix: all it can take)"},
                                  description=(
         "Total rows to train on (and hold out from), sampled with the seed: shared out by the mix's ratios, or taken "
         "from the one dataset. Empty (null; 0 in the form): with a mix, as many as the ratios allow using each row "
         "at most once; without one, every row."))
     loss_turns: Literal["all", "last"] = Field("all", title="Loss on turns", validate_default=True,
-                                               json_schema_extra=_at("More", 8), description=(
+                                               json_schema_extra=_at(DATA, 1), description=(
         "Which assistant turns of a chat carry loss: all of them, or only the last (the earlier turns are context, "
         "as at inference). sft only."))
     system_prompt: str = Field("", title="Default system prompt", max_length=MAX_SYSTEM_PROMPT_CHARS,
-                               json_schema_extra={**_at("More", 9), "lines": 2}, description=(
+                               json_schema_extra={**_at(DATA, 3), "lines": 2}, description=(
         "A system message added first to every chat (and preference prompt) that has none of its own; empty: none "
         "added."))
     chat_template: str = Field("", title="Chat template", max_length=MAX_TEMPLATE_CHARS,
-                               json_schema_extra={**_at("More", 9), "lines": 2}, description=(
+                               json_schema_extra={**_at(DATA, 3), "lines": 2}, description=(
         "The chat template the rows are rendered with, saved with the adapter's tokenizer so chat, evaluation and "
         "export render the same way: empty for the base's own, a known one by name ('chatml', 'smollm2', or one of "
         "TRL's: 'llama3', 'qwen2_5', 'qwen3', 'gemma', 'phi3', ...), or a pasted Jinja template (rendered sandboxed). "
         "With assistant_only_loss it needs {% generation %} ... {% endgeneration %} around the assistant's answer "
         "(a known template gets them from its training twin)."))
     seed: int = Field(42, title="Seed", ge=0, le=2**32 - 1,
-                      json_schema_extra=_at("Training", 1),
+                      json_schema_extra=_at(OPTIMISATION, 1),
                       description="Seed for LoRA init, data order and dropout; same seed, same run.")
     eval_fraction: float | None = Field(None, title="Eval fraction", ge=0, lt=0.5,
-                                        json_schema_extra=_at("More", 0), description=(
+                                        json_schema_extra=_at(COMMON, 0), description=(
         "Share of rows held out for eval loss, early stopping, the best adapter and sample answers, in [0, 0.5); 0: "
         "none (unused with a validation dataset). Empty (null; 'auto' in the form): none below 500 rows, where "
         "every row is worth more in training (holding out a tenth of 320 rows cost 2-4% in held-out loss, "
         "bench/eval_split.py); from 500 rows a tenth, at most 200 rows."))
-    eval_dataset: str = Field("", title="Validation dataset", json_schema_extra=_at("More", 0), description=(
+    eval_dataset: str = Field("", title="Validation dataset", json_schema_extra=_at(DATA, 0), description=(
         "A stored dataset to evaluate on instead of a random eval_fraction of the training rows (all training rows "
         "then train); empty: hold out eval_fraction."))
     eval_steps: int = Field(25, title="Eval every (steps)", ge=1, le=MAX_STEPS,
-                            json_schema_extra=_at("More", 0), description=(
+                            json_schema_extra=_at(TRACKING, 0), description=(
         "Evaluate every this many steps (when there is an eval split; without one, the sample answers come this "
         "often)."))
-    logging_steps: int = Field(5, title="Log every (steps)", ge=1, le=MAX_STEPS, json_schema_extra=_at("More", 0),
+    logging_steps: int = Field(5, title="Log every (steps)", ge=1, le=MAX_STEPS, json_schema_extra=_at(TRACKING, 0),
         description="Log loss, learning rate and throughput every this many steps.")
-    save_steps: int = Field(50, title="Checkpoint every (steps)", ge=1, le=MAX_STEPS, json_schema_extra=_at("More", 0),
+    save_steps: int = Field(50, title="Checkpoint every (steps)", ge=1, le=MAX_STEPS,
+                            json_schema_extra=_at(TRACKING, 0),
         description="Save a resumable checkpoint every this many steps.")
-    sample_prompts: int = Field(3, title="Sample answers", ge=0, le=20, json_schema_extra=_at("More", 0), description=(
+    sample_prompts: int = Field(3, title="Sample answers", ge=0, le=20, json_schema_extra=_at(TRACKING, 0),
+                                description=(
         "Prompts the run answers (greedy) at each eval and at the end, and the base model before training, shown "
         "side by side in the Runs tab so learning is visible: held-out rows' prompts, or in a run without an eval "
         "split the first training rows' (answered every eval_steps); 0: none."))
     early_stopping_patience: int = Field(3, title="Early stopping patience", ge=0, le=1000,
-                                         json_schema_extra=_at("More", 2), description=(
+                                         json_schema_extra=_at(TRACKING, 1), description=(
         "Stop when eval loss has not improved for this many evals in a row; 0: never stop early. Needs an eval "
         "split."))
-    keep_best: bool = Field(True, title="Keep the best adapter", json_schema_extra=_at("More", 2), description=(
+    keep_best: bool = Field(True, title="Keep the best adapter", json_schema_extra=_at(TRACKING, 1), description=(
         "Register the adapter as it was at its lowest eval loss rather than at the last step (the run records "
         "which step that was). Needs an eval split."))
-    pool: str = Field("", title="Worker pool", max_length=63, json_schema_extra=_at("More", 3), description=(
+    pool: str = Field("", title="Worker pool", max_length=63, json_schema_extra=_at(TRACKING, 1), description=(
         "Run only on workers of this pool (a worker's STUDIO_POOL, e.g. a100-80g); the memory verdict then checks "
         "that pool's devices. Empty: any worker."))
 
     # Tracking, speed, long inputs
     report_to: Literal["none", "tensorboard", "mlflow", "trackio", "wandb"] = Field(
-        "none", title="Experiment tracking", json_schema_extra=_at("More", 4), description=(
+        "none", title="Experiment tracking", json_schema_extra=_at(TRACKING, 1), description=(
             "Also log the run's metrics to an experiment tracker, locally and offline, in the run's folder "
             "(runs/job-N/tracking/...; the Runs tab shows where): tensorboard (event files), mlflow (a SQLite store; "
             "needs mlflow installed), trackio (its local database), wandb (Weights & Biases, project 'studio', with "
             "your own W&B API key from the Account tab; online unless the workers set WANDB_MODE=offline). none: "
             "the studio's own curves only."))
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
-        "auto", title="Attention implementation", json_schema_extra=_at("More", 4), description=(
+        "auto", title="Attention implementation", json_schema_extra=_at(SPEED, 1), description=(
             "How attention is computed: auto (the library's pick, sdpa), eager (plain matmuls; keeps heads x T x T "
             "probabilities per layer), sdpa (PyTorch's fused attention), flash_attention_2 (CUDA with flash-attn "
             "installed; elsewhere the run uses sdpa and its log says so)."))
-    torch_compile: bool = Field(False, title="torch.compile", json_schema_extra=_at("More", 4), description=(
+    torch_compile: bool = Field(False, title="torch.compile", json_schema_extra=_at(SPEED, 1), description=(
         "Compile the model with torch.compile: slower first steps, then possibly faster ones (docs/benchmarks.md). "
         "A worker that cannot compile (no compiler, or TORCHDYNAMO_DISABLE set) runs uncompiled and its log says "
         "so."))
-    liger_kernel: bool = Field(False, title="Liger kernels", json_schema_extra=_at("More", 4), description=(
+    liger_kernel: bool = Field(False, title="Liger kernels", json_schema_extra=_at(SPEED, 1), description=(
         "Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy). CUDA with liger-kernel "
         "installed only; elsewhere the run goes without and its log says so."))
     rope_scaling: Literal["none", "linear", "dynamic", "yarn"] = Field(
-        "none", title="RoPE scaling", json_schema_extra=_at("Training", 4), description=(
+        "none", title="RoPE scaling", json_schema_extra=_at(SPEED, 2), description=(
             "Stretch the base's rotary positions to train on max_length beyond its context "
             "(max_position_embeddings): linear (positions divided by the factor), dynamic (NTK-aware, grows with "
             "the length), yarn. Only when max_length exceeds the base's context; chat loads the adapter's base "
             "with the same scaling."))
     rope_factor: float | None = Field(None, title="RoPE factor", gt=1, le=32, validate_default=True,
-                                      json_schema_extra=_at("Training", 4), description=(
+                                      json_schema_extra=_at(SPEED, 2), description=(
         "How far rope_scaling stretches the context: the base's context x this must reach max_length. Needed with "
         "rope_scaling; empty without it."))
     # One job on several devices (issue 32, DDP slice): data parallel ranks launched by torchrun
-    devices: int = Field(1, title="Devices", ge=1, le=MAX_DEVICES, json_schema_extra=_at("Training", 1), description=(
+    devices: int = Field(1, title="Devices", ge=1, le=MAX_DEVICES, json_schema_extra=_at(SPEED, 3), description=(
         "Devices this one job trains on at once, data parallel (DDP: each device holds the 4-bit base, only the "
         "LoRA gradients are averaged, tokens are averaged across devices). Above 1 it needs a host with that many "
         "devices: GPUs (nccl), or on a CPU host that many gloo processes sharing its cores. batch_size is per "
@@ -828,8 +836,29 @@ def field_label(name: str, spec_type: type[BaseModel] = TrainSpec) -> str:
 
 def field_help(name: str, spec_type: type[BaseModel] = TrainSpec) -> str:
     """The field's help text, then its allowed numbers, ending with the spec field name (what the CLI, API and
-    presets use)."""
+    presets use): the form's info tooltip shows it whole."""
     field = spec_type.model_fields[name]
     allowed = range_words(field)
     allowed_text = f" Allowed: {allowed}." if allowed else ""
     return f"{field.description or ''}{allowed_text} Spec field: {name}."
+
+
+_SENTENCE_END = re.compile(r"(?<!e\.g)(?<!i\.e)(?<!etc)[.!?](?=\s|$)")
+_CLAUSE_END = re.compile(r"; |: | \(|, | e\.g\. ")
+SHORT_HELP_CHARS = 90
+"""The most the form's one help line shows (one line at a third of a 1400 px page); the tooltip has the rest."""
+
+
+def short_help(name: str, spec_type: type[BaseModel] = TrainSpec) -> str:
+    """The help's first sentence, or where it runs long its longest opening clause that fits SHORT_HELP_CHARS (then
+    '…'): the one line the form shows under a field; its tooltip shows the whole help, so the spec states each
+    field's help once."""
+    text = spec_type.model_fields[name].description or ""
+    end = _SENTENCE_END.search(text)
+    first = text[:end.end()] if end else text
+    if len(first) <= SHORT_HELP_CHARS:
+        return first
+    cuts = [m.start() for m in _CLAUSE_END.finditer(first) if m.start() <= SHORT_HELP_CHARS]
+    if not cuts:
+        cuts = [first.rfind(" ", 0, SHORT_HELP_CHARS)]
+    return first[:cuts[-1]].rstrip(" ,;:") + " …"

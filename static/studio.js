@@ -40,3 +40,24 @@ setInterval(() => {
   if (picked) url.searchParams.set("job", picked); else url.searchParams.delete("job");
   history.replaceState(null, "", url);
 }, 400);
+
+// Each Train form field gets a small (i) button after its control: a keyboard stop whose tooltip (hover or focus) is
+// the field's whole help, which the spec states once (#field-help-text, escaped by app/train/spec_form.help_tips);
+// the form shows only its first line. Re-added when Gradio re-renders a field.
+setInterval(() => {
+  const texts = document.querySelector("#field-help-text");
+  if (!texts) return;
+  for (const field of document.querySelectorAll(".spec-field[id^='field-']")) {
+    if (field.querySelector(":scope > .field-tip")) continue;
+    const help = texts.querySelector(`[data-field="${CSS.escape(field.id.slice("field-".length))}"]`);
+    if (!help) continue;
+    const tip = document.createElement("button");
+    tip.type = "button";
+    tip.className = "field-tip";
+    tip.textContent = "i";
+    tip.title = help.textContent;
+    tip.dataset.tip = help.textContent;
+    tip.setAttribute("aria-label", "About this field: " + help.textContent);
+    field.appendChild(tip);
+  }
+}, 500);

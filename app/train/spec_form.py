@@ -5,6 +5,7 @@ here (docs/architecture.md, "How to add a spec option")."""
 
 from __future__ import annotations
 
+import html
 import typing
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from jobs.spec import (
     field_help,
     field_label,
     form_place,
+    short_help,
 )
 from jobs.studio import Studio
 
@@ -37,7 +39,11 @@ eval split), because the browser sends an empty box as 0."""
 MULTILINE = ("grpo_json_schema", "grpo_reward_code")
 """Text fields a person pastes a file into (a schema, a reward function)."""
 OPEN_TIER = "basic"
-"""A group of this tier starts open; the others start folded."""
+"""A group of this tier shows its knobs under the head row; the others are folded under ADVANCED."""
+ADVANCED = "Advanced settings"
+AUTO_NUMBERS = ("num_epochs", "learning_rate", "batch_size")
+"""Number fields whose empty value means "chosen per job": a text box whose placeholder is the word auto (Gradio's
+number box shows an empty value as 0, which read as zero epochs)."""
 FIELD_CLASS = "spec-field"
 ERROR_CLASS = "field-error"
 
@@ -48,6 +54,8 @@ class SpecForm:
 
     names: list[str]
     controls: list
+    tips: gr.HTML | None = None
+    """Every field's whole help, for the (i) tooltips (help_tips)."""
 
     def control(self, name: str):
         return self.controls[self.names.index(name)]
@@ -70,12 +78,14 @@ def form_layout(spec_type: type[BaseModel] = TrainSpec) -> dict[str, list[list[s
 def component(name: str, spec_type: type[BaseModel] = TrainSpec, **overrides):
     """A form control for a spec field, chosen from its type; label and help come from the spec."""
     field = spec_type.model_fields[name]
-    common = dict(label=field_label(name, spec_type), info=field_help(name, spec_type), elem_classes=[FIELD_CLASS],
-                  **overrides)
+    # One line of help under the field; the whole help is its tooltip (help_tips), so the spec says it once.
+    common = dict(label=field_label(name, spec_type), info=short_help(name, spec_type), elem_classes=[FIELD_CLASS],
+                  elem_id=field_id(name), **overrides)
     if name == "target_modules":
         return gr.Dropdown(choices=list(TARGET_PRESETS), value=[field.default], multiselect=True,
-                           allow_custom_value=True, **{**common, "info": common["info"] + " Pick presets and modules "
-                           "(a mix becomes the list of module names), or type a name and press Enter."})
+                           allow_custom_value=True, **common)
+    if name in AUTO_NUMBERS:
+        return gr.Textbox(value="" if field.default is None else f"{field.default:g}", placeholder=AUTO, **common)
     if name == "eval_fraction":
         return gr.Dropdown(choices=EVAL_FRACTIONS, value=AUTO, allow_custom_value=True, **common)
     if name == "eval_dataset":
@@ -101,6 +111,18 @@ def component(name: str, spec_type: type[BaseModel] = TrainSpec, **overrides):
     return gr.Textbox(value=field.default, lines=extra.get("lines", 1), **common)
 
 
+def field_id(name: str) -> str:
+    return f"field-{name}"
+
+
+def help_tips(names: list[str], spec_type: type[BaseModel] = TrainSpec) -> gr.HTML:
+    """Every field's whole help (range and spec field name included), hidden: static/studio.js gives each field a
+    small (i) button, reachable by keyboard, whose tooltip is this text. The text is the spec's own, escaped."""
+    items = "".join(f'<span data-field="{html.escape(name)}">{html.escape(field_help(name, spec_type))}</span>'
+                    for name in names)
+    return gr.HTML(f'<div id="field-help-text" hidden>{items}</div>', elem_id="field-help", padding=False)
+
+
 def switch_word(value: bool | None) -> str:
     return next(word for word, meaning in SWITCH.items() if meaning is value)
 
@@ -110,18 +132,32 @@ def eval_choices(names: list[str]) -> list[tuple[str, str]]:
     return [("none: hold out eval fraction", ""), *((name, name) for name in names)]
 
 
-def build_groups(first_row: list, spec_type: type[BaseModel] = TrainSpec) -> SpecForm:
+def build_groups(first_row: list, spec_type: type[BaseModel] = TrainSpec, *, between=None) -> SpecForm:
     """Lay out the grouped fields after `first_row` (the head row's controls, already built by the tab, which gives
-    them their choices)."""
+    them their choices): the basic groups' rows open, then the advanced groups, each its own accordion, folded under
+    one ADVANCED accordion. `between`: called after the basic rows (the tab puts its Submit button there, so Start
+    is on screen without scrolling)."""
     layout = form_layout(spec_type)
     form = SpecForm(names=[name for row in layout.pop(HEAD) for name in row], controls=list(first_row))
+
+    def place(rows: list[list[str]]) -> None:
+        for row in rows:
+            with gr.Row(equal_height=True):
+                for field in row:
+                    form.names.append(field)
+                    form.controls.append(component(field, spec_type))
+
     for title, rows in layout.items():
-        with gr.Accordion(title, open=FORM_GROUPS[title] == OPEN_TIER):
-            for row in rows:
-                with gr.Row(equal_height=True):
-                    for field in row:
-                        form.names.append(field)
-                        form.controls.append(component(field, spec_type))
+        if FORM_GROUPS[title] == OPEN_TIER:
+            place(rows)
+    if between is not None:
+        between()
+    with gr.Accordion(ADVANCED, open=False, elem_id="advanced-settings"):
+        for title, rows in layout.items():
+            if FORM_GROUPS[title] != OPEN_TIER:
+                with gr.Accordion(title, open=True):
+                    place(rows)
+    form.tips = help_tips(form.names, spec_type)
     return form
 
 
@@ -161,8 +197,10 @@ def spec_from_form(studio: Studio, names: list[str], values: list) -> dict:
             value = int(value)
         if annotation == bool | None and value in SWITCH:
             value = SWITCH[value]
-        if name == "eval_fraction":
+        if name == "eval_fraction" or name in AUTO_NUMBERS:
             value = eval_fraction_value(value)
+            if isinstance(value, float) and value.is_integer() and annotation in INTEGERS:
+                value = int(value)
         elif annotation in (int | None, float | None) and not value:
             value = None  # the browser sends an empty number box as 0; empty means "chosen per job"
         raw[name] = value
@@ -172,8 +210,9 @@ def spec_from_form(studio: Studio, names: list[str], values: list) -> dict:
 
 
 def eval_fraction_value(value: object) -> object:
-    """The eval fraction control's value as a spec value: 'auto' or empty is None (chosen per job), a number
-    typed as text is that number; anything else stays as it is, for validation to name."""
+    """An "auto" control's value (eval fraction, epochs, learning rate, batch size) as a spec value: 'auto' or empty
+    is None (chosen per job), a number typed as text is that number; anything else stays as it is, for validation to
+    name."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", AUTO)):
         return None
     try:
@@ -197,6 +236,8 @@ def form_values(spec: dict, names: list[str]) -> list:
             value = [value]
         elif TrainSpec.model_fields[name].annotation == bool | None and (value is None or isinstance(value, bool)):
             value = switch_word(value)
+        elif name in AUTO_NUMBERS:
+            value = "" if value is None else f"{value:g}" if isinstance(value, int | float) else value
         elif name == "eval_fraction":
             value = AUTO if value is None else f"{value:g}" if isinstance(value, int | float) else value
         elif name in TEXT_LISTS and isinstance(value, list):
@@ -214,9 +255,9 @@ def field_updates(names: list[str], problems: list[Problem]) -> list:
     for name in names:
         if name in messages:
             updates.append(gr.update(elem_classes=[FIELD_CLASS, ERROR_CLASS],
-                                     info="⚠ " + "; ".join(messages[name]) + f" — {field_help(name)}"))
+                                     info="⚠ " + "; ".join(messages[name]) + f" — {short_help(name)}"))
         else:
-            updates.append(gr.update(elem_classes=[FIELD_CLASS], info=field_help(name)))
+            updates.append(gr.update(elem_classes=[FIELD_CLASS], info=short_help(name)))
     return updates
 
 

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from app.choices import base_models
 from app.runs import search_panel
 from app.train import memory_panel, plan_panel, presets_panel
+from app.train.base_picker import base_choices
 from app.train.spec_form import (
     SpecForm,
     build_groups,
@@ -181,15 +181,22 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
             summary = SafeMarkdown(elem_id="submit-summary")
             base_status = SafeMarkdown(elem_id="base-status")
             # The head row's fields come from the spec too; these two get the studio's current choices.
-            choices = {"base_model": dict(choices=base_models(studio), value=DEMO_BASE_MODEL, allow_custom_value=True),
+            choices = {"base_model": dict(choices=base_choices(studio), value=DEMO_BASE_MODEL, allow_custom_value=True),
                        "dataset": dict(choices=dataset_names(studio), value=EXAMPLE_DATASET, allow_custom_value=True)}
             with gr.Row(equal_height=True):
                 first_row = [component(name, **choices.get(name, {})) for row in form_layout()[HEAD] for name in row]
-            form = build_groups(first_row)
+            start = {}
+
+            def start_row():  # right under the common knobs: on screen at 1400 x 900 without scrolling
+                with gr.Row(equal_height=True, elem_id="start-row"):
+                    start["priority"] = gr.Number(value=0, precision=0, label="Priority", min_width=120, scale=1,
+                                                  info="Higher runs first among queued jobs.")
+                    start["submit"] = gr.Button("Submit job", variant="primary", elem_id="submit-job", scale=3)
+                start["status"] = SafeMarkdown(elem_id="submit-status")
+
+            form = build_groups(first_row, between=start_row)
             names, controls = form.names, form.controls
-            priority = gr.Number(value=0, precision=0, label="Priority", info="Higher runs first among queued jobs.")
-            submit = gr.Button("Submit job", variant="primary")
-            status = SafeMarkdown(elem_id="submit-status")
+            priority, submit, status = start["priority"], start["submit"], start["status"]
             with gr.Accordion("Sweep: one job per point of a grid over any fields", open=False):
                 axes = gr.Code(value=SWEEP_EXAMPLE, language="yaml", label="Values to sweep (YAML or JSON)",
                                elem_id="sweep-axes")
@@ -212,7 +219,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
             preview = SafeMarkdown(label="Preview", elem_id="dataset-preview")
             presets_panel.build(studio, form, app)
     with memory_slot:
-        plan_panel.build(studio, form, app)
+        follow_plan = plan_panel.build(studio, form, app)
         memory_panel.build(studio, form, app)
     base_model, dataset = form.control("base_model"), form.control("dataset")
     eval_fraction = form.control("eval_fraction")
@@ -260,7 +267,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
         # The choices come from the database on every page load, so an import survives a reload.
         choices = dataset_names(studio)
         value = current_dataset if current_dataset in choices else EXAMPLE_DATASET
-        return (gr.update(choices=choices, value=value), gr.update(choices=base_models(studio)),
+        return (gr.update(choices=choices, value=value), gr.update(choices=base_choices(studio)),
                 gr.update(choices=eval_choices(choices), value=current_eval if current_eval in choices else ""))
 
     def show_base_status(base):
@@ -272,9 +279,10 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
         return (base_status_text(studio, base), gr.update(choices=target_choices(studio, base)),
                 gr.update(choices=sorted(kinds)))
 
-    submit.click(on_submit, [priority, *controls], [summary, status, *controls], api_visibility="private")
-    submit_sweep_button.click(on_sweep, [axes, mode, sweep_name, priority, *controls], [summary, status, *controls],
-                              api_visibility="private")
+    follow_plan(submit.click(on_submit, [priority, *controls], [summary, status, *controls],
+                             api_visibility="private"))
+    follow_plan(submit_sweep_button.click(on_sweep, [axes, mode, sweep_name, priority, *controls],
+                                          [summary, status, *controls], api_visibility="private"))
     import_button.click(on_import, [upload, upload_name], [import_status, dataset], api_visibility="private")
     preview_inputs = [base_model, dataset, eval_fraction, *map(form.control, ("max_length", "eval_dataset",
                                                                               "overlong", "dedup",

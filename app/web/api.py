@@ -412,7 +412,7 @@ UI_ACTIONS: dict[str, tuple[str, ...]] = {
     # What each control of the page does, as endpoints ("tab › control": the button's elem_id or text, the field's
     # label; for a view that follows the form, the view it refreshes). tests/app/web/test_parity.py derives the page's
     # controls from the Blocks and fails on one missing here (or from its short list of page-only controls).
-    "Train › Submit job": ("submit_job",), "Train › submit-sweep": ("submit_sweep",),
+    "Train › submit-job": ("submit_job",), "Train › submit-sweep": ("submit_sweep",),
     "Train › step-plan": ("plan_job",), "Train › memory-verdict": ("estimate_memory",),
     "Train › show-preview": ("preview_dataset",), "Train › dataset-preview": ("preview_dataset",),
     "Train › Import dataset": ("import_dataset",), "Train › Show as CLI / Python": ("job_script",),

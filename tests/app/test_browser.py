@@ -211,10 +211,11 @@ def _shot(page, shots: Path, name: str) -> None:
 
 def _field(page, name: str):
     """A Train form control, found by the human label the spec gives the field."""
+    from app.train.spec_form import AUTO_NUMBERS
     from jobs.spec import field_label
 
     label = field_label(name)
-    if name == "name":  # a textbox's accessible name runs on into its help text
+    if name in ("name", *AUTO_NUMBERS):  # a textbox's accessible name runs on into its help text
         return page.get_by_role("textbox", name=re.compile(rf"^{re.escape(label)}\b"))
     return page.get_by_label(label, exact=True)
 
@@ -296,6 +297,7 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, shots
 
         # --- Train: an invalid form outlines each wrong field, sums up at the top, and queues nothing ----------
         _fill_job(page, "broken", lora_r=0)
+        page.get_by_role("button", name=re.compile(r"^Advanced settings")).click()  # target modules, eval steps...
         targets = _field(page, "target_modules")
         targets.fill("nonexistent_proj")
         targets.press("Enter")  # a typed name becomes a chip beside the preset 'all-linear'
@@ -314,7 +316,6 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, shots
 
         # --- Train: two small jobs; the outlines go once the form is right --------------------------------------
         page.get_by_title("Remove nonexistent_proj").click()
-        page.get_by_role("button", name=re.compile(r"^More")).click()  # eval/logging/save steps live there
         job_ids = {}
         for name in ("first", "second"):
             _fill_job(page, name, lora_r=8, **FAST)
@@ -492,6 +493,61 @@ def test_a_link_to_a_run_opens_it_and_no_visit_starts_with_an_error(app_server, 
         _shot(page, shots, "deep-link")
 
 
+def test_the_train_tab_reads_in_one_glance_and_by_keyboard(app_server, page, shots):
+    """Issue 33's Train tab at 1400 x 900 with base and data chosen: Start on screen without scrolling; what every job
+    needs, then the common knobs, the rest folded under Advanced; one help line per field, no "Spec field: x", the
+    whole help in an (i) a keyboard reaches; empty "auto" fields read as the value the plan chose; the base picker
+    shows each base's size and fit; the keyboard reaches Start through the form (labels tied to their inputs)."""
+    app = app_server
+    with _report_on_failure(app, page, shots):
+        page.set_viewport_size({"width": 1400, "height": 900})
+        _open_studio(page, app.url)
+        base = _field(page, "base_model")
+        base.click()
+        fitting = page.get_by_role("option", name=re.compile(r"^demo-tiny-llama · \d+M · fits here$"))
+        expect(fitting).to_be_visible()
+        fitting.click()
+        expect(_field(page, "dataset")).to_have_value("example")
+        learning_rate = page.locator("#field-learning_rate")
+        expect(learning_rate).to_contain_text("auto: 5e-3 for demo-tiny-llama", timeout=30_000)
+        expect(page.locator("#field-eval_fraction")).to_contain_text("auto: 0.1 (60 of 600 rows held out)")
+        for name in ("num_epochs", "learning_rate", "batch_size"):  # empty reads as the word, never as a 0
+            expect(_field(page, name)).to_have_value("")
+            expect(_field(page, name)).to_have_attribute("placeholder", "auto")
+        start = page.get_by_role("button", name="Submit job")
+        box = start.bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + box["height"] <= 900 and box["x"] + box["width"] <= 1400, box
+        assert page.evaluate("window.scrollY") == 0
+        expect(page.locator(".spec-field .info-text", has_text="Spec field")).to_have_count(0)
+        expect(_field(page, "optimizer")).to_be_hidden()  # folded under Advanced until asked for
+        _shot(page, shots, "train-layers")
+
+        # The (i) beside a field: its whole help, reached by keyboard.
+        tip = learning_rate.locator(".field-tip")
+        _field(page, "learning_rate").focus()
+        page.keyboard.press("Tab")
+        expect(tip).to_be_focused()
+        expect(tip).to_have_attribute("aria-label", re.compile(r"Peak learning rate.*Spec field: learning_rate\."))
+        # Tab from the adapter name on: the keyboard reaches Start without the mouse.
+        _field(page, "name").focus()
+        for _ in range(80):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement && document.activeElement.id") == "submit-job":
+                break
+        else:
+            pytest.fail("Tab never reached the Submit button")
+        _field(page, "lora_r").fill("0")  # a refusal outlines its field only; with no plan, auto fields show help
+        _submit(page)
+        expect(page.locator("#field-lora_r.field-error")).to_contain_text("must be a whole number from 1 to 1024")
+        expect(page.locator(".spec-field.field-error")).to_have_count(1)
+        expect(learning_rate).to_contain_text("Peak learning rate")
+        page.get_by_role("button", name=re.compile(r"^Advanced settings")).click()
+        expect(_field(page, "optimizer")).to_be_visible()
+        for group in ("LoRA", "Optimisation", "Data", "Method options", "Precision and speed",
+                      "Checkpoints and tracking"):
+            expect(page.get_by_role("button", name=re.compile(rf"^{group}"))).to_be_visible()
+
+
 SHAREGPT_ROWS = [{"conversations": [{"from": "system", "value": "Answer briefly."},
                                     {"from": "human", "value": f"What is {i} plus {i}?"},
                                     {"from": "gpt", "value": f"{2 * i}."}]} for i in range(8)]
@@ -583,7 +639,7 @@ def test_datasets_are_mapped_inspected_and_trained_on(app_server, page, shots, t
         _open_tab(page, "Train")
         _field(page, "dataset").click()
         page.get_by_role("option", name="numbers", exact=True).click()
-        page.get_by_role("button", name=re.compile(r"^More")).click()
+        page.get_by_role("button", name=re.compile(r"^Advanced settings")).click()  # eval/logging/save steps
         _fill_job(page, "on-numbers", **FAST)
         text = _submit(page)
         assert "Queued job" in text, text

@@ -2,6 +2,8 @@
 a UI edit), and the eval fraction: 'auto' (the rule chooses) and 0 (no eval split) stay apart on the way to a spec and
 back, which a number box cannot do (the browser sends an empty box as 0)."""
 
+import html
+
 import gradio as gr
 import pytest
 from pydantic import Field
@@ -15,7 +17,7 @@ from app.train.spec_form import (
     form_values,
     spec_from_form,
 )
-from jobs.spec import HEAD, SpecError, TrainSpec, parse_spec
+from jobs.spec import HEAD, SHORT_HELP_CHARS, SpecError, TrainSpec, field_help, parse_spec, short_help
 
 
 @pytest.mark.parametrize(("shown", "value"), [(AUTO, None), ("", None), (None, None), (" Auto ", None),
@@ -41,32 +43,35 @@ def test_a_preset_or_cloned_run_shows_its_eval_fraction(spec, shown):
     assert form_values(spec, ["eval_fraction"]) == [shown]
 
 
-TODAYS_LAYOUT = {
-    HEAD: [["name", "base_model", "dataset"]],
-    "LoRA": [["lora_r", "lora_alpha", "lora_dropout"], ["target_modules"],
+THREE_LAYERS = {
+    HEAD: [["name", "base_model", "dataset", "method"]],  # what every job needs
+    "Common": [["num_epochs", "learning_rate", "batch_size", "eval_fraction"],  # the knobs most people turn
+               ["lora_r", "quantization", "max_steps", "max_length"]],
+    # everything else, folded under "Advanced settings"
+    "LoRA": [["lora_alpha", "lora_dropout"], ["target_modules"],
              ["lora_bias", "use_rslora", "use_dora", "modules_to_save"],
              ["init_lora_weights", "pissa_niter", "loraplus_lr_ratio"]],
-    "Quantization": [["quantization", "double_quant", "compute_dtype"], ["memory_budget_gib"]],
-    "Training": [["max_steps", "num_epochs", "learning_rate", "batch_size"],
-                 ["grad_accum", "max_length", "seed", "devices"],
-                 ["method", "init_adapter", "dpo_beta"],
-                 ["orpo_lambda", "simpo_beta", "simpo_gamma_ratio", "kto_beta", "kto_desirable_weight",
-                  "kto_undesirable_weight"], ["rope_scaling", "rope_factor"],
-                 ["grpo_rewards", "num_generations", "max_completion_length", "grpo_beta"]],
-    "Optimizer": [["optimizer", "lr_scheduler", "weight_decay", "max_grad_norm"], ["neftune_noise_alpha"]],
-    "More": [["eval_fraction", "eval_dataset", "eval_steps", "logging_steps", "save_steps", "sample_prompts"],
-             ["warmup_ratio", "packing", "gradient_checkpointing", "assistant_only_loss"],
-             ["overlong", "dedup", "early_stopping_patience", "keep_best"], ["pool"],
-             ["report_to", "attn_implementation", "torch_compile", "liger_kernel"],
-             ["grpo_reference_match", "grpo_min_chars", "grpo_max_chars"], ["grpo_regex", "grpo_json_schema"],
-             ["grpo_reward_code"],
-             ["dataset_mix", "max_rows", "loss_turns"], ["system_prompt", "chat_template"]],  # issue 31's Data
+    "Optimisation": [["optimizer", "lr_scheduler", "weight_decay", "max_grad_norm"],
+                     ["neftune_noise_alpha", "grad_accum", "warmup_ratio", "seed"]],
+    "Data": [["overlong", "dedup", "eval_dataset"], ["dataset_mix", "max_rows", "loss_turns"],
+             ["packing", "assistant_only_loss"], ["system_prompt", "chat_template"]],
+    "Method options": [["init_adapter", "dpo_beta"],
+                       ["orpo_lambda", "simpo_beta", "simpo_gamma_ratio", "kto_beta", "kto_desirable_weight",
+                        "kto_undesirable_weight"], ["grpo_rewards", "num_generations", "max_completion_length",
+                                                    "grpo_beta"],
+                       ["grpo_reference_match", "grpo_min_chars", "grpo_max_chars"], ["grpo_regex", "grpo_json_schema"],
+                       ["grpo_reward_code"]],
+    "Precision and speed": [["double_quant", "compute_dtype", "gradient_checkpointing"],
+                            ["attn_implementation", "torch_compile", "liger_kernel"], ["rope_scaling", "rope_factor"],
+                            ["memory_budget_gib", "devices"]],
+    "Checkpoints and tracking": [["eval_steps", "logging_steps", "save_steps", "sample_prompts"],
+                                 ["early_stopping_patience", "keep_best", "pool", "report_to"]],
 }
-"""The Train tab's groups and rows as they were laid out by hand before the layout moved onto the fields."""
+"""The Train tab in three layers (issue 33): what every job needs, the common knobs, then the rest by theme."""
 
 
 def test_the_layout_read_from_the_fields_is_the_page_people_know():
-    assert form_layout() == TODAYS_LAYOUT
+    assert form_layout() == THREE_LAYERS
 
 
 def test_every_spec_field_but_the_version_has_a_place_in_the_form():
@@ -76,18 +81,20 @@ def test_every_spec_field_but_the_version_has_a_place_in_the_form():
 
 class WithNewOption(TrainSpec):
     label_smoothing: float = Field(0.0, title="Label smoothing", ge=0, le=1, description="Soften the targets.",
-                                   json_schema_extra={"group": "Training", "row": 1})
+                                   json_schema_extra={"group": "Optimisation", "row": 1})
 
 
 def test_a_new_option_appears_in_the_form_from_its_metadata_alone():
     with gr.Blocks():
         head = [component(name, WithNewOption) for row in form_layout(WithNewOption)[HEAD] for name in row]
         form = build_groups(head, WithNewOption)
-    assert form_layout(WithNewOption)["Training"][1] == ["grad_accum", "max_length", "seed", "devices",
-                                                          "label_smoothing"]
+    assert form_layout(WithNewOption)["Optimisation"][1] == ["neftune_noise_alpha", "grad_accum", "warmup_ratio",
+                                                             "seed", "label_smoothing"]
     control = form.control("label_smoothing")
     assert isinstance(control, gr.Number) and control.label == "Label smoothing" and control.value == 0.0
-    assert control.info == "Soften the targets. Allowed: from 0 to 1. Spec field: label_smoothing."
+    assert control.info == "Soften the targets."  # one line; the whole help is its tooltip:
+    assert "Soften the targets. Allowed: from 0 to 1. Spec field: label_smoothing." in html.unescape(
+        form.tips.value)
 
 
 def test_a_field_naming_an_unknown_group_is_refused_in_words():
@@ -96,3 +103,12 @@ def test_a_field_naming_an_unknown_group_is_refused_in_words():
 
     with pytest.raises(ValueError, match="'odd' names the form group 'Nowhere'"):
         form_layout(Misplaced)
+
+
+def test_each_field_shows_one_short_line_and_keeps_its_whole_help_for_the_tooltip():
+    for name in (name for rows in form_layout().values() for row in rows for name in row):
+        line, whole = short_help(name), field_help(name)
+        assert line and len(line) <= SHORT_HELP_CHARS + 2 and "Spec field" not in line, (name, line)
+        assert whole.startswith(line.removesuffix(" …")) and whole.endswith(f"Spec field: {name}."), name
+    assert short_help("learning_rate") == "Peak learning rate (cosine decay after a short warmup)."
+    assert short_help("target_modules").endswith(" …")  # cut at a clause where the first sentence runs long
