@@ -459,7 +459,8 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, shots
         # --- Adapters: one is deleted, files and entry together --------------------------------------------------
         _open_tab(page, "Adapters")
         adapters.get_by_role("gridcell", name="second", exact=True).click()
-        expect(page.locator("#adapter-name textarea, #adapter-name input").first).to_have_value("second")
+        expect(page.locator("#adapter-name textarea, #adapter-name input").first).to_have_value("second",
+                                                                                             timeout=30_000)
         page.get_by_role("button", name="Delete adapter").click()
         expect(page.locator("#adapter-status")).to_contain_text("Deleted second", timeout=30_000)
         expect(adapters.get_by_role("row", name=re.compile(r"^second\b"))).to_have_count(0)
@@ -515,6 +516,7 @@ def test_the_train_tab_reads_in_one_glance_and_by_keyboard(app_server, page, sho
             expect(_field(page, name)).to_have_value("")
             expect(_field(page, name)).to_have_attribute("placeholder", "auto")
         start = page.get_by_role("button", name="Submit job")
+        page.evaluate("window.scrollTo(0, 0)")  # as the page opens: picking from the base list may have scrolled it
         box = start.bounding_box()
         assert box and box["y"] >= 0 and box["y"] + box["height"] <= 900 and box["x"] + box["width"] <= 1400, box
         assert page.evaluate("window.scrollY") == 0

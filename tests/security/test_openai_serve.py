@@ -120,17 +120,17 @@ def test_logprobs_and_usage_through_the_openai_client(team):
     and usage counts the tokenizer's tokens."""
     from transformers import AutoTokenizer
 
-    team.add_person("erin")
-    _adapter(team, "erin", "erin-one", 3)
-    erin = _client(team, _key(team, "erin"))
+    team.add_person("lena")  # the team is the session's: a name no other test adds
+    _adapter(team, "lena", "lena-one", 3)
+    lena = _client(team, _key(team, "lena"))
 
     def plain(logprobs: bool):
-        return erin.chat.completions.create(model="erin-one", messages=HOT, max_tokens=8, temperature=0,
+        return lena.chat.completions.create(model="lena-one", messages=HOT, max_tokens=8, temperature=0,
                                             logprobs=logprobs, top_logprobs=3 if logprobs else None)
 
     def streamed(_):
         text, entries, usage = "", [], None
-        for chunk in erin.chat.completions.create(model="erin-one", messages=HOT, max_tokens=8, temperature=0,
+        for chunk in lena.chat.completions.create(model="lena-one", messages=HOT, max_tokens=8, temperature=0,
                                                   logprobs=True, top_logprobs=3, stream=True,
                                                   stream_options={"include_usage": True}):
             usage = chunk.usage or usage
@@ -158,7 +158,7 @@ def test_logprobs_and_usage_through_the_openai_client(team):
             prompt_tokens, len(answer.logprobs.content), prompt_tokens + len(answer.logprobs.content))
     assert abs(completion_tokens - asked.usage.completion_tokens) <= 1  # re-tokenizing a reply may merge a pair
 
-    completion = erin.completions.create(model=BASE, prompt="Once upon a time", max_tokens=6, temperature=0,
+    completion = lena.completions.create(model=BASE, prompt="Once upon a time", max_tokens=6, temperature=0,
                                          logprobs=2)
     legacy = completion.choices[0].logprobs
     assert "".join(legacy.tokens) == completion.choices[0].text and len(legacy.top_logprobs[0]) == 2

@@ -34,7 +34,8 @@ PUBLIC_ENDPOINTS = {"/submit_job", "/submit_sweep", "/cancel_sweep", "/get_job",
                     "/delete_preset", "/share_preset", "/my_account", "/change_password", "/audit_log",
                     "/list_suites", "/suite_diff", "/plan_job", "/base_model_info", "/estimate_memory",
                     "/preview_dataset", "/job_script", "/compare_runs", "/job_metrics", "/sample_answers",
-                    "/create_api_key", "/revoke_api_key", "/combine_adapters", "/submit_eval", "/eval_results",
+                    "/create_api_key", "/revoke_api_key", "/set_wandb_key", "/clear_wandb_key", "/wandb_key_status",
+                    "/combine_adapters", "/submit_eval", "/eval_results",
                     "/export_eval", "/start_search", "/list_searches", "/search_result", "/train_search_best",
                     "/cancel_search"}
 

@@ -34,7 +34,8 @@ def test_escaped_text_reads_as_written_unless_it_could_be_markup():
 
 # Gradio components that render what they are given as HTML or Markdown. Each use in app/ must be one of these
 # (a fixed text, or markup the studio made and cleaned): anything else goes through app/web/safe_text.py.
-REVIEWED = {("web/server.py", "Markdown"), ("datasets/tab.py", "HTML"), ("chat/suites_panel.py", "HTML")}
+REVIEWED = {("web/server.py", "Markdown"), ("datasets/tab.py", "HTML"), ("chat/suites_panel.py", "HTML"),
+            ("train/spec_form.py", "HTML")}  # the spec's own help text (no person's), each piece html.escape'd
 RENDERS_HTML = {"Markdown", "HTML", "Info", "Warning"}
 
 
