@@ -62,28 +62,29 @@ def _kill_training_then_recover(live: LiveStudio, job_id: int, past_step: int):
         return jobs_repo.get_job(s, job_id)
 
 
-def test_a_killed_training_process_is_a_lost_attempt_that_resumes(tmp_path, demo_model_dir):
-    live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
-    job_id = submit_job(live.studio, LONG_JOB)
-    job = _kill_training_then_recover(live, job_id, past_step=7)
-    assert job.lost_count == 1 and not job.overrides  # far from the memory limit: not taken for an OOM kill
-    log = (live.data_dir / "runs" / f"job-{job_id}" / "train.log").read_text()
-    assert "=== attempt 2" in log and "killed by signal 9" in live.worker_log()
-
-
-def test_a_kill_near_the_memory_limit_retries_with_half_the_micro_batch(tmp_path, demo_model_dir):
+def test_a_killed_training_process_near_the_memory_limit_is_a_lost_attempt_retried_with_half_the_micro_batch(
+        tmp_path, demo_model_dir):
+    """A kill -9 of the training process is a lost attempt that resumes; near the memory limit it is taken for the
+    OOM killer and the retry halves the micro-batch. (Far from the limit a kill changes nothing:
+    test_retries.py::test_a_kill_counts_as_memory_only_near_the_limit; one job here covers both paths' recovery.)"""
     live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
     live.env["STUDIO_MEMORY_LIMIT_BYTES"] = str(1 << 20)  # every process is "near" 1 MiB: a -9 reads as the OOM killer
     job_id = submit_job(live.studio, {**LONG_JOB, "batch_size": 2})
     job = _kill_training_then_recover(live, job_id, past_step=4)
+    assert job.lost_count == 1
+    assert "killed by signal 9" in live.worker_log()
     assert job.overrides["fields"] == {"batch_size": 1, "grad_accum": 2}
     why = job.overrides["why"][0]
     assert "out-of-memory killer" in why and "halved the micro-batch to 1" in why
     log = (live.data_dir / "runs" / f"job-{job_id}" / "train.log").read_text()
+    assert "=== attempt 2" in log
     assert "this attempt changes the spec: {'batch_size': 1, 'grad_accum': 2}" in log
 
 
 def test_a_killed_worker_with_a_damaged_checkpoint_resumes_from_the_one_before(tmp_path, demo_model_dir):
+    """kill -9 of the worker: Huey's message is gone and only the ledger knows; the next worker on the host sees the
+    dead PID holding the job, requeues it at once, and it resumes from the newest complete checkpoint (here the
+    newest is damaged on disk, so the one before)."""
     live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
     job_id = submit_job(live.studio, LONG_JOB)
     live.start_worker()
