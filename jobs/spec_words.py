@@ -4,6 +4,8 @@ for the refusals, the form's help, the API docs and the CLI."""
 
 from __future__ import annotations
 
+import typing
+
 import annotated_types
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
@@ -61,7 +63,7 @@ def special(field: FieldInfo) -> dict | None:
 
 
 def _is_whole(field: FieldInfo) -> bool:
-    return field.annotation in (int, int | None)
+    return int in (field.annotation, *typing.get_args(field.annotation))
 
 
 def _interval_words(limits: dict[str, float]) -> str:
@@ -81,7 +83,9 @@ def range_words(field: FieldInfo) -> str | None:
         return None
     words = _interval_words(limits)
     if extra := special(field):
-        return f"{number_text(extra['value'])} ({extra['means']}) or {words}"
+        value = extra["value"]  # a number (max_steps' -1) or a word (devices' 'all')
+        shown = f"'{value}'" if isinstance(value, str) else number_text(value)
+        return f"{shown} ({extra['means']}) or {words}"
     return f"a whole number {words}" if _is_whole(field) else words
 
 

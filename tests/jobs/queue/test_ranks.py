@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from jobs.queue.devices import describe_device, device_count
+from jobs.queue.devices import describe_device, device_count, most_devices
 from jobs.queue.lifecycle import pid_alive
 from jobs.queue.ranks import EXIT_RANK_LOST, device_problem, outcome
-from jobs.spec import SpecError
-from jobs.submit import cancel_job, submit_job
+from jobs.spec import SpecError, parse_spec
+from jobs.submit import cancel_job, planned_job, submit_job
 from storage import catalog, jobs_repo, workers_repo
 from tests.conftest import FAST_JOB, LiveStudio, process_ids
 
@@ -125,3 +125,14 @@ def test_more_devices_than_any_host_has_is_refused_at_submit_naming_devices(stud
         refused.value)
     with studio.db.read() as session:
         assert jobs_repo.list_jobs(session) == []  # nothing queued
+
+
+def test_all_devices_is_counted_at_submit_and_the_plan_says_how_many(studio):
+    cores = device_count("default", describe_device()[0])  # no worker registered: this machine decides
+    assert most_devices(studio) == cores and most_devices(studio, "big") == cores  # no worker: this machine, any pool
+    plan = planned_job(studio, parse_spec({"devices": "all"}))
+    assert plan.spec.devices == cores and "devices" in plan.chosen and f"devices {cores}" in plan.sentence()
+    job_id = submit_job(studio, {"devices": "all", "max_steps": 2})
+    with studio.db.read() as session:
+        job = jobs_repo.get_job(session, job_id)
+    assert job.spec["devices"] == cores and job.provenance["plan"]["chosen"]["devices"] == cores
