@@ -4,8 +4,6 @@ for the refusals, the form's help, the API docs and the CLI."""
 
 from __future__ import annotations
 
-import typing
-
 import annotated_types
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
@@ -63,7 +61,7 @@ def special(field: FieldInfo) -> dict | None:
 
 
 def _is_whole(field: FieldInfo) -> bool:
-    return int in (field.annotation, *typing.get_args(field.annotation))
+    return field.annotation in (int, int | None)
 
 
 def _interval_words(limits: dict[str, float]) -> str:

@@ -65,7 +65,6 @@ def job_devices(studio: Studio, pool: str = "") -> list[Device]:
     return [Device("this machine (no worker has registered)", name, memory)]
 
 
-
 def most_devices(studio: Studio, pool: str = "") -> int:
     """The most devices one host may give a job of `pool` (any pool when empty): the best of the live workers that
     may take it (device_count), or this machine before any worker registers; 0 when a named pool has no live worker.
