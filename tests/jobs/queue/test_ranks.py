@@ -1,8 +1,10 @@
-"""A job on several devices through the queue: the child launches two gloo ranks with torchrun's agent; killing one
-rank by PID ends the group, and the job is requeued and resumes from rank 0's last complete checkpoint; a cancel then
-ends every rank and the agent, and the worker is free again."""
+"""A job on several devices through the queue: the child launches two gloo ranks with torchrun's agent. A worker's
+SIGTERM stops every rank at a checkpoint and requeues the attempt; killing one rank by PID ends the group, and the
+job is requeued and resumes from rank 0's last complete checkpoint; a cancel ends every rank and the agent, and the
+worker is free again."""
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -22,15 +24,26 @@ CANCEL_BOUND_S = 20.0
 """Generous over the cancel grace (6 s), as tests/jobs/queue/test_queue_e2e.py's bound is: a bound, not a timing."""
 
 
-def _rank_pid(job_id: int, rank: int, timeout_s: float = 120) -> int:
+def _environ(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def _job_processes(live: LiveStudio, job_id: int, attempt: int) -> list[int]:
+    """This studio's processes of the attempt: its child (the agent), `jobs.queue.child JOB ATTEMPT`, and its ranks,
+    `... --rank JOB ATTEMPT` (by the data dir in their environment: other tests on this machine run job 1 too)."""
+    mine = f"STUDIO_DATA_DIR={live.data_dir}".encode()
+    return [pid for pid in process_ids("jobs.queue.child", f" {job_id} {attempt}") if mine in _environ(pid)]
+
+
+def _rank_pid(live: LiveStudio, job_id: int, rank: int, timeout_s: float = 120) -> int:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for pid in process_ids("jobs.queue.child", "--rank", f" {job_id} "):
-            try:
-                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if f"RANK={rank}".encode() in environ:
+            environ = _environ(pid)
+            if f"RANK={rank}".encode() in environ and f"STUDIO_DATA_DIR={live.data_dir}".encode() in environ:
                 return pid
         time.sleep(0.2)
     raise AssertionError(f"no rank {rank} for job {job_id}")
@@ -38,11 +51,6 @@ def _rank_pid(job_id: int, rank: int, timeout_s: float = 120) -> int:
 
 def _log(live: LiveStudio, job_id: int) -> str:
     return (live.data_dir / "runs" / f"job-{job_id}" / "train.log").read_text()
-
-
-def _job_processes(job_id: int, attempt: int) -> list[int]:
-    """The attempt's child (the agent) and its ranks: `jobs.queue.child JOB ATTEMPT` and `... --rank JOB ATTEMPT`."""
-    return process_ids("jobs.queue.child", f" {job_id} {attempt}")
 
 
 def _worker_free(live: LiveStudio) -> bool:
@@ -53,23 +61,37 @@ def _worker_free(live: LiveStudio) -> bool:
 
 
 @pytest.mark.slow
-def test_a_killed_rank_ends_the_group_the_job_resumes_and_a_cancel_ends_every_rank(tmp_path, demo_model_dir):
+def test_a_worker_stop_a_killed_rank_and_a_cancel_each_end_every_rank_of_a_job(tmp_path, demo_model_dir):
+    """One 2-rank job through three attempts: its worker stops (SIGTERM: the ranks checkpoint, the attempt is
+    requeued uncounted), rank 1 is killed (the group ends, the attempt is requeued as lost), then it is cancelled."""
     # No spare process: the child only launches the ranks, and a spare importing the training libraries on these two
     # cores would only slow the ranks' own imports.
     live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log", STUDIO_SPARE_CHILD="0")
-    job_id = submit_job(live.studio, {**FAST_JOB, "devices": 2, "max_steps": STEPS, "save_steps": 2,
+    job_id = submit_job(live.studio, {**FAST_JOB, "devices": 2, "max_steps": STEPS, "save_steps": 100,
                                       "eval_fraction": 0, "sample_prompts": 0})
+
+    def running(attempt: int, step: int):
+        job = live.wait_for(job_id, statuses=("running", "succeeded", "failed"), timeout_s=400,
+                            condition=lambda job: job.status != "running" or (job.attempt == attempt
+                                                                               and job.step >= step))
+        assert job.status == "running", f"{job.error}\n{_log(live, job_id)[-3000:]}"
+        return job
+
     live.start_worker()
     try:
-        started = live.wait_for(job_id, statuses=("running", "succeeded", "failed"), timeout_s=300,
-                                condition=lambda job: job.status != "running" or job.step >= 3)
-        assert started.status == "running", f"{started.error}\n{_log(live, job_id)}"
-        os.kill(_rank_pid(job_id, 1), signal.SIGKILL)
-        resumed = live.wait_for(job_id, statuses=("running", "succeeded", "failed"), timeout_s=400,
-                                condition=lambda job: job.status != "running" or (job.attempt == 2 and job.step >= 5))
-        assert resumed.status == "running", f"{resumed.error}\n{_log(live, job_id)[-3000:]}"
-        processes = _job_processes(job_id, 2)
-        ranks = [_rank_pid(job_id, 0), _rank_pid(job_id, 1)]
+        running(1, 2)
+        first = _job_processes(live, job_id, 1)
+        live.stop_worker()  # SIGTERM, as systemctl stop sends it
+        with live.studio.db.read() as s:
+            stopped = jobs_repo.get_job(s, job_id)
+        assert (stopped.status, stopped.attempt, stopped.lost_count) == ("queued", 1, 0), stopped.error
+        assert len(first) == 3 and not [pid for pid in first if pid_alive(pid)]  # the agent and both ranks
+        live.start_worker()
+        interrupted_at = running(2, stopped.step + 1).step
+        os.kill(_rank_pid(live, job_id, 1), signal.SIGKILL)
+        running(3, interrupted_at + 2)
+        processes = _job_processes(live, job_id, 3)
+        ranks = [_rank_pid(live, job_id, 0), _rank_pid(live, job_id, 1)]
         assert set(ranks) < set(processes) and len(processes) == 3  # the agent and its two ranks
         asked = time.monotonic()
         assert cancel_job(live.studio, job_id) == "running"
@@ -84,16 +106,19 @@ def test_a_killed_rank_ends_the_group_the_job_resumes_and_a_cancel_ends_every_ra
         live.stop_worker()
     log = _log(live, job_id)
     assert not left, f"still running {CANCEL_BOUND_S} s after the cancel: {left}\n{log[-3000:]}"
-    assert job.status == "cancelled" and job.attempt == 2 and job.lost_count == 1, f"{job.error}\n{log[-3000:]}"
+    assert job.status == "cancelled" and job.attempt == 3 and job.lost_count == 1, f"{job.error}\n{log[-3000:]}"
     assert free, live.worker_log()
+    assert "the ranks were stopped (SIGTERM)" in log
     assert "lost rank 1 (signal 9)" in log and "lost one of its ranks" in live.worker_log()
     with live.studio.db.read() as s:
         logged = [m.step for m in jobs_repo.metrics_for(s, job_id) if m.name == "loss"]
         assert catalog.adapter_for_job(s, job_id) is None  # a cancel keeps nothing
-    assert logged == list(range(1, max(logged) + 1)) and max(logged) >= 5  # rank 0 alone logged, each step once
+    assert logged == list(range(1, max(logged) + 1)) and max(logged) > interrupted_at  # rank 0 alone, each step once
 
-    # Each rank's lines reach the log once, prefixed with its rank; nothing a rank wrote is there bare.
-    assert log.count("[rank0]: resuming from checkpoint-") == log.count("[rank1]: resuming from checkpoint-") == 1
+    # Attempts 2 and 3 resume from the checkpoint the stop wrote (save_steps is past the run), and each rank's lines
+    # reach the log once, prefixed with its rank; nothing a rank wrote is there bare.
+    resumed = {rank: re.findall(rf"^\[rank{rank}\]: resuming from (checkpoint-\d+)", log, re.M) for rank in (0, 1)}
+    assert resumed[0] == resumed[1] == [resumed[0][0]] * 2, log[-3000:]
     for attempt in log.split("=== attempt ")[1:]:
         assert attempt.count("[rank0]: estimated peak memory") == attempt.count("[rank1]: estimated peak memory") == 1
     bare = [line for line in log.splitlines() if line.startswith(("estimated peak", "training on", "resuming from"))]
