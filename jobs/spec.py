@@ -62,6 +62,8 @@ MIX_TOLERANCE = 0.01
 MAX_STEPS = 10_000_000
 MAX_DEVICES = 64
 """The most devices one job may ask for: a node's GPUs (8 today, 64 leaves room)."""
+ALL_DEVICES = "all"
+"""devices' word for every device of the host: submit turns it into that number (jobs.submit.planned_job)."""
 MAX_MEMORY_BUDGET_GIB = 16_384
 """A memory budget's bound: more than any one device holds."""
 HEAD = "head"
@@ -464,11 +466,15 @@ class TrainSpec(BaseModel):
         "How far rope_scaling stretches the context: the base's context x this must reach max_length. Needed with "
         "rope_scaling; empty without it."))
     # One job on several devices (issue 32, DDP slice): data parallel ranks launched by torchrun
-    devices: int = Field(1, title="Devices", ge=1, le=MAX_DEVICES, json_schema_extra=_at(SPEED, 3), description=(
+    devices: int | Literal["all"] = Field(1, title="Devices", ge=1, le=MAX_DEVICES, json_schema_extra={
+        **_at(SPEED, 3), "special": {"value": ALL_DEVICES, "means": "every device of one host that may take it"}},
+        description=(
         "Devices this one job trains on at once, data parallel (DDP: each device holds the 4-bit base, only the "
         "LoRA gradients are averaged, tokens are averaged across devices). Above 1 it needs a host with that many "
-        "devices: GPUs (nccl), or on a CPU host that many gloo processes sharing its cores. batch_size is per "
-        "device, so the effective batch is batch_size x grad_accum x devices. docs/scale-out.md."))
+        "devices: GPUs (nccl), or on a CPU host that many gloo processes sharing its cores. 'all': as many as the "
+        "most one live worker of its pool (or any) has, counted when it is queued (the plan says how many). "
+        "batch_size is per device, so the effective batch is batch_size x grad_accum x devices. "
+        "docs/scale-out.md."))
 
     @field_validator("pool")
     @classmethod
@@ -585,13 +591,20 @@ class TrainSpec(BaseModel):
             raise ValueError(f"not a module name: {', '.join(map(repr, bad))}")
         return names
 
-    @field_validator("max_steps", mode="wrap")
+    @field_validator("max_steps", "devices", mode="wrap")
     @classmethod
     def _special_value(cls, value: object, handler, info: ValidationInfo) -> object:
-        # A field's `special` value (max_steps' -1) lies outside its range, which the constraints alone refuse.
+        # A field's `special` value (max_steps' -1, devices' 'all') lies outside its range, which the constraints
+        # alone refuse.
         allowed = special(cls.model_fields[info.field_name])
-        if allowed and isinstance(value, int | float) and not isinstance(value, bool) and value == allowed["value"]:
+        plain = isinstance(value, int | float | str) and not isinstance(value, bool)
+        if allowed and plain and value == allowed["value"]:
             return allowed["value"]
+        if allowed and isinstance(allowed["value"], str):  # a count or a word: one message, not pydantic's two
+            try:
+                return handler(value)
+            except ValidationError:
+                raise ValueError(f"must be {range_words(cls.model_fields[info.field_name])} (got {value!r})") from None
         return handler(value)
 
     @field_validator("init_lora_weights")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import types
 import typing
 from pathlib import Path
 
@@ -23,6 +24,8 @@ def _type_text(annotation) -> str:
         return "string or list"
     if type(None) in typing.get_args(annotation):  # an empty field the rule fills per job (jobs.step_plan)
         return f"{_type_text(next(a for a in typing.get_args(annotation) if a is not type(None)))} or null"
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # devices: a count or the word 'all'
+        return " or ".join(_type_text(member) for member in typing.get_args(annotation))
     return getattr(annotation, "__name__", str(annotation)).replace("list[str]", "list")
 
 

@@ -81,7 +81,9 @@ def range_words(field: FieldInfo) -> str | None:
         return None
     words = _interval_words(limits)
     if extra := special(field):
-        return f"{number_text(extra['value'])} ({extra['means']}) or {words}"
+        value = extra["value"]  # a number (max_steps' -1) or a word (devices' 'all')
+        shown = f"'{value}'" if isinstance(value, str) else number_text(value)
+        return f"{shown} ({extra['means']}) or {words}"
     return f"a whole number {words}" if _is_whole(field) else words
 
 

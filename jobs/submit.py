@@ -29,12 +29,12 @@ from jobs.models.template_render import pasted_template_problem
 from jobs.models.templates import NO_TRAINING_TEMPLATE, known_templates, template_problem, training_template
 from jobs.planning import job_plan, longest_sequence
 from jobs.queue import routing
-from jobs.queue.devices import describe_device, device_count, job_devices
-from jobs.queue.lifecycle import device_label
+from jobs.queue.devices import describe_device, job_devices, most_devices
 from jobs.run_settings.lora import LOFTQ_NEEDS_CUDA, LoraSettings, lora_target_problem, read_adapter_lora
 from jobs.run_settings.speed import rope_problems
 from jobs.run_settings.tracking import tracking_problem
 from jobs.spec import (
+    ALL_DEVICES,
     PAIRED_METHODS,
     STUDIO_BASE_MODELS,
     UNPAIRED_METHODS,
@@ -270,7 +270,12 @@ def planned_job(studio: Studio, spec: TrainSpec, revision: str | None = None) ->
     """The job's plan (jobs.planning.job_plan), with a memory budget's levers chosen for the devices that may run it
     (jobs.models.budget): what submit stores and the plan, the memory verdict and the script show. Without an estimate
     (the base's config is not here) or a device serving its pool, the plan is left as the rule made it."""
-    planned = job_plan(studio, spec, revision)
+    if spec.devices == ALL_DEVICES:  # counted now, so the plan, the verdict and the stored spec say how many
+        spec = spec.model_copy(update={"devices": max(1, most_devices(studio, spec.pool))})
+        planned = job_plan(studio, spec, revision)
+        planned = replace(planned, chosen=(*planned.chosen, "devices"))
+    else:
+        planned = job_plan(studio, spec, revision)
     if spec.memory_budget_gib is None:
         return planned
     shape = model_shape(spec.base_model, studio.settings.models_dir, studio.settings.model_dirs)
@@ -360,16 +365,11 @@ def _start_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
 
 def _device_count_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
     """A job on several devices runs on one worker's host (jobs.queue.ranks): refused when no live worker that may
-    take it (its pool's, or any) has that many, or this machine before any worker registers."""
-    if spec.devices <= 1:
+    take it (its pool's, or any) has that many, or this machine before any worker registers. 'all' is that many."""
+    if spec.devices == ALL_DEVICES or spec.devices <= 1:
         return []
-    with studio.db.read() as session:
-        workers = workers_repo.live_workers(session, studio.settings.lease_s)
-    serving = [(w.device, w.device_name) for w in workers if not spec.pool or w.pool == spec.pool]
-    if not workers:
-        serving = [(device_label(), describe_device()[0])]
-    most = max((device_count(label, name) for label, name in serving), default=0)
-    if serving and spec.devices > most:
+    most = most_devices(studio, spec.pool)
+    if most and spec.devices > most:
         where = f"pool '{spec.pool}'" if spec.pool else "this studio"
         return [Problem(field="devices", message=f"asks for {spec.devices} devices, but the most one worker's host in "
                         f"{where} has is {most}; a job's devices must all be on one host")]

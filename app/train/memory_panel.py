@@ -11,7 +11,7 @@ from jobs.models.budget import start_adapter
 from jobs.models.fits import model_shape, verdicts
 from jobs.planning import longest_sequence
 from jobs.queue.devices import job_devices
-from jobs.spec import SpecError, parse_spec
+from jobs.spec import ALL_DEVICES, SpecError, parse_spec
 from jobs.studio import Studio
 from jobs.submit import planned_job
 
@@ -63,9 +63,10 @@ def verdict_text(studio: Studio, raw: dict) -> str:
         lines.append(f"| {verdict.device.label}: {verdict.device.name} | {gib(verdict.device.memory_bytes)} | "
                      f"{gib(verdict.peak)} | {verdict.share:.0%} | **{verdict.word}** |")
     if spec.devices > 1:
-        lines += ["", f"*{spec.devices} devices: each GPU holds one rank's peak (the whole 4-bit base and its own "
-                  f"batch); on a CPU the {spec.devices} ranks share its memory, so its peak is {spec.devices} times "
-                  f"one rank's.*"]
+        every = " ('all': the most one host that may take the job has)" if raw.get("devices") == ALL_DEVICES else ""
+        lines += ["", f"*{spec.devices} devices{every}: each GPU holds one rank's peak (the whole 4-bit base and its "
+                  f"own batch); on a CPU the {spec.devices} ranks share its memory, so its peak is {spec.devices} "
+                  f"times one rank's.*"]
     first = found[0].estimate
     lines += ["", f"<details><summary>What the {gib(first.peak)} on {found[0].device.name} is made of</summary>", "",
               "| part | size |", "|---|---|"]

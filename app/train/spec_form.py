@@ -16,6 +16,7 @@ from app.web.safe_text import SafeMarkdown
 from jobs.models.contents import LINEAR, lora_targets
 from jobs.models.resolve import base_module_kinds
 from jobs.spec import (
+    ALL_DEVICES,
     DEMO_BASE_MODEL,
     FORM_GROUPS,
     HEAD,
@@ -36,6 +37,8 @@ AUTO = "auto"
 EVAL_FRACTIONS = [AUTO, "0", "0.05", "0.1", "0.2"]
 """eval_fraction's choices (any other number may be typed): a number box cannot tell 'auto' (empty) from 0 (no
 eval split), because the browser sends an empty box as 0."""
+DEVICE_CHOICES = ["1", "2", "4", "8", ALL_DEVICES]
+"""devices' choices (any other count may be typed): a number box cannot hold 'all'."""
 MULTILINE = ("grpo_json_schema", "grpo_reward_code")
 """Text fields a person pastes a file into (a schema, a reward function)."""
 OPEN_TIER = "basic"
@@ -88,6 +91,8 @@ def component(name: str, spec_type: type[BaseModel] = TrainSpec, **overrides):
         return gr.Textbox(value="" if field.default is None else f"{field.default:g}", placeholder=AUTO, **common)
     if name == "eval_fraction":
         return gr.Dropdown(choices=EVAL_FRACTIONS, value=AUTO, allow_custom_value=True, **common)
+    if name == "devices":
+        return gr.Dropdown(choices=DEVICE_CHOICES, value=str(field.default), allow_custom_value=True, **common)
     if name == "eval_dataset":
         return gr.Dropdown(choices=eval_choices([]), value="", **common)
     if name == "modules_to_save":
@@ -197,6 +202,8 @@ def spec_from_form(studio: Studio, names: list[str], values: list) -> dict:
             value = int(value)
         if annotation == bool | None and value in SWITCH:
             value = SWITCH[value]
+        if name == "devices" and isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
         if name == "eval_fraction" or name in AUTO_NUMBERS:
             value = eval_fraction_value(value)
             if isinstance(value, float) and value.is_integer() and annotation in INTEGERS:
@@ -238,6 +245,8 @@ def form_values(spec: dict, names: list[str]) -> list:
             value = switch_word(value)
         elif name in AUTO_NUMBERS:
             value = "" if value is None else f"{value:g}" if isinstance(value, int | float) else value
+        elif name == "devices":
+            value = str(value)
         elif name == "eval_fraction":
             value = AUTO if value is None else f"{value:g}" if isinstance(value, int | float) else value
         elif name in TEXT_LISTS and isinstance(value, list):

@@ -499,7 +499,7 @@ def _launch(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, pinned: 
         raise ValueError(problem)
     with phase("base_prepare"):
         pinned_base(studio, spec.base_model, pinned.get("base_model", {}))
-    return launch_ranks(job_id, attempt, spec.devices, EXIT_INTERRUPTED)
+    return launch_ranks(job_id, attempt, spec.devices, EXIT_INTERRUPTED, run_dir_for(studio, job_id))
 
 
 def _owner_may_run_code(studio: Studio, owner: str | None) -> bool:

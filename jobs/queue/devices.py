@@ -9,6 +9,7 @@ import shutil
 import subprocess
 
 from jobs.models.fits import Device
+from jobs.queue.lifecycle import device_label
 from jobs.queue.retries import memory_limit_bytes
 from jobs.run_settings.cpu_dtype import NATIVE_BF16_LABEL, native_bf16
 from jobs.studio import Studio
@@ -63,3 +64,14 @@ def job_devices(studio: Studio, pool: str = "") -> list[Device]:
     name, memory = describe_device()
     return [Device("this machine (no worker has registered)", name, memory)]
 
+
+def most_devices(studio: Studio, pool: str = "") -> int:
+    """The most devices one host may give a job of `pool` (any pool when empty): the best of the live workers that
+    may take it (device_count), or this machine before any worker registers; 0 when a named pool has no live worker.
+    A job's ranks all run on one host (jobs.queue.ranks), so this is also what devices 'all' means."""
+    with studio.db.read() as session:
+        workers = workers_repo.live_workers(session, studio.settings.lease_s)
+    serving = [(w.device, w.device_name) for w in workers if not pool or w.pool == pool]
+    if not workers:
+        serving = [(device_label(), describe_device()[0])]
+    return max((device_count(label, name) for label, name in serving), default=0)

@@ -14,8 +14,10 @@ ranks (their parent-death signal)."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sys
+from pathlib import Path
 
 from jobs.training.distributed import free_port
 
@@ -24,6 +26,10 @@ EXIT_RANK_LOST = 77
 """A rank was killed (a signal, the OOM killer): the supervisor requeues the attempt like a lost child."""
 AGENT_SHUTDOWN_S = 30
 """How long the agent gives the ranks to checkpoint after a SIGTERM before it kills them."""
+LINE_PREFIX = "[rank${rank}]: "
+"""What torchrun's agent puts before each line a rank writes to the job's log (${rank}: the global rank)."""
+RANK_LOGS = "rank-logs"
+"""The agent's per-rank output files in the run dir, read into the job's log as they grow and removed after."""
 
 
 def device_problem(devices: int, device: str, visible: int) -> str | None:
@@ -35,19 +41,29 @@ def device_problem(devices: int, device: str, visible: int) -> str | None:
     return None
 
 
-def launch_ranks(job_id: int, attempt: int, devices: int, interrupted: int) -> int:
+def launch_ranks(job_id: int, attempt: int, devices: int, interrupted: int, run_dir: Path) -> int:
     """Run the attempt as `devices` ranks on this host; the child's exit code (jobs.queue.child) for the supervisor,
-    `interrupted` when a signal stopped the ranks (the worker stops: requeue and resume)."""
-    from torch.distributed.elastic.multiprocessing.api import SignalException
+    `interrupted` when a signal stopped the ranks (the worker stops: requeue and resume).
+
+    Each rank's output reaches the job's log once, each line prefixed with its rank: the agent's tee (a rank writes
+    to its own file in the run dir, which the agent copies line by line into this process's output, the log).
+    Letting the ranks write to the log directly gave every line the ranks share (the memory estimate, the resume)
+    twice with nothing saying whose it was."""
+    from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs, SignalException, Std
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     signal.signal(signal.SIGUSR1, lambda *_: None)  # a cancel: rank 0 reads it in the ledger; this process lives on
+    sys.stdout.reconfigure(line_buffering=True)  # the agent copies the ranks' lines here without flushing
     port = free_port()
     print(f"launching {devices} ranks (torchrun's elastic agent, rendezvous 127.0.0.1:{port})", flush=True)
+    logs_dir = run_dir / RANK_LOGS
+    shutil.rmtree(logs_dir, ignore_errors=True)  # a killed attempt's
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=devices, run_id=f"job-{job_id}-{attempt}",
                           rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{port}", max_restarts=0,
-                          monitor_interval=0.5, start_method="spawn", shutdown_timeout=AGENT_SHUTDOWN_S)
+                          monitor_interval=0.5, start_method="spawn", shutdown_timeout=AGENT_SHUTDOWN_S,
+                          logs_specs=DefaultLogsSpecs(log_dir=str(logs_dir), tee=Std.ALL),
+                          log_line_prefix_template=LINE_PREFIX)
     try:
         elastic_launch(config, sys.executable)("-u", "-m", "jobs.queue.child", RANK_FLAG, str(job_id), str(attempt))
     except SignalException as stopped:
@@ -55,6 +71,8 @@ def launch_ranks(job_id: int, attempt: int, devices: int, interrupted: int) -> i
         return interrupted
     except ChildFailedError as failed:
         return outcome({rank: failure.exitcode for rank, failure in failed.failures.items()})
+    finally:
+        shutil.rmtree(logs_dir, ignore_errors=True)  # every line is in the job's log
     return 0
 
 

@@ -844,6 +844,58 @@ def _seed_a_finished_run_and_a_suite(app: AppServer) -> None:
     db.dispose()
 
 
+HOSTILE = "<img src=x onerror=alert(1)>"
+"""A search name and a trial's parameter value someone typed: the page must show it as text."""
+
+
+def _seed_a_finished_search(app: AppServer) -> None:
+    """A finished search of three complete trials, named HOSTILE, whose best trial's system_prompt is HOSTILE too:
+    written to the app's database and its Optuna storage as the search driver and the trials' children write them
+    (a real search trains a job per trial; the panel under test only reads what they leave)."""
+    from datetime import timedelta
+
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from jobs.search.request import SearchRequest
+    from jobs.spec import TrainSpec
+    from storage import jobs_repo
+    from storage.access import LOCAL_OWNER
+    from storage.db import Database
+    from storage.models import JobStatus, utcnow
+    from storage.search_store import search_storage
+    from storage.settings import load_settings
+
+    settings = load_settings({"STUDIO_DATA_DIR": str(app.data_dir)})
+    space = {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+             "system_prompt": {"choices": ["Be brief.", HOSTILE]}}
+    url, engine_kwargs = search_storage(settings)
+    study = optuna.create_study(study_name=HOSTILE, direction="minimize",
+                                storage=optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs))
+    request = SearchRequest(name=HOSTILE, base={"dataset": "example"}, space=space, budget_trials=3)
+    for key, value in {"request": request.as_dict(), "owner": LOCAL_OWNER, "started_at": time.time(),
+                       "state": "done"}.items():
+        study.set_user_attr(key, value)
+    distributions = {"learning_rate": FloatDistribution(1e-4, 1e-2, log=True),
+                     "system_prompt": CategoricalDistribution(["Be brief.", HOSTILE])}
+    trials = [(3e-3, HOSTILE, [2.1, 1.6, 1.2]), (1e-4, "Be brief.", [2.2, 2.0, 1.9]),
+              (8e-3, "Be brief.", [2.0, 1.7, 1.5])]
+    db = Database(settings.database_url)
+    with db.write() as session:
+        for number, (rate, prompt, losses) in enumerate(trials, start=1):
+            params = {"learning_rate": rate, "system_prompt": prompt}
+            curve = {2 * index: loss for index, loss in enumerate(losses, start=1)}
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=losses[-1],
+                                                      intermediate_values=curve))
+            name = f"{HOSTILE}-{number}"
+            job = jobs_repo.create_job(session, name, TrainSpec(name=f"trial-{number}").model_dump(mode="json"))
+            job.group_name, job.status, job.step, job.total_steps = HOSTILE, JobStatus.SUCCEEDED, 6, 6
+            job.started_at, job.finished_at = utcnow() - timedelta(minutes=1), utcnow()
+            for step, loss in curve.items():
+                jobs_repo.record_metrics(session, job.id, step, {"eval_loss": loss})
+    db.dispose()
+
+
 def _expect_within_the_page(page, selector: str) -> None:
     reach = page.evaluate(REACH, selector)
     assert reach["page"] <= reach["viewport"], f"the page scrolls sideways: {reach}"
@@ -855,10 +907,14 @@ def test_a_newcomer_s_rough_edges_are_gone(app_server, page, shots):
     """What a newcomer met at 1400 px (issue 33): the bundled pirate data missing from the Datasets tab; Inspect with
     a base not prepared yet refused as "no dataset named 'example'" with the table replaced by the error; the
     length histogram's axis from -50; long unbroken sample answers and suite answers running off the right edge;
-    headers broken inside a word; "PydanticUndefined" in the spec list; red cancel buttons on a finished job."""
+    headers broken inside a word; "PydanticUndefined" in the spec list; red cancel buttons on a finished job. And
+    the Runs tab's Searches panel, shown a finished search whose name and a trial's value are HTML."""
     app = app_server
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     with _report_on_failure(app, page, shots):
         _seed_a_finished_run_and_a_suite(app)
+        _seed_a_finished_search(app)
         _open_studio(page, app.url)
         _open_tab(page, "Datasets")
         table = page.locator("#datasets-table")
@@ -891,6 +947,22 @@ def test_a_newcomer_s_rough_edges_are_gone(app_server, page, shots):
         _expect_within_the_page(page, "#run-samples")
         assert page.evaluate(BROKEN_HEADERS) == []
         _shot(page, shots, "rough-runs")
+
+        # A finished search's panel: its trials, the best marked, their curves, the importance chart and "Train
+        # this"; its name and a trial's value, planted as HTML, reach the page as text (no dialog, no such img).
+        page.get_by_role("button", name=re.compile(r"^Searches")).click()
+        _choose(page, "search-picked", HOSTILE)
+        expect(page.locator("#search-summary")).to_contain_text(f"{HOSTILE}: done", timeout=20_000)
+        expect(page.locator("#search-summary")).to_contain_text("Best: trial 1")
+        trials = page.locator("#search-trials-table")
+        expect(trials.get_by_role("row")).to_have_count(4)  # the header and three trials
+        expect(trials.get_by_role("row", name=re.compile("★ best"))).to_contain_text(HOSTILE)
+        expect(page.locator("#search-curves img, #search-curves svg").first).to_be_visible(timeout=20_000)
+        expect(page.locator("#search-importance canvas, #search-importance svg").first).to_be_visible()
+        expect(page.locator("#search-best-spec")).to_contain_text(HOSTILE)
+        expect(page.locator("#search-train-best")).to_be_enabled()
+        assert page.locator("img[src='x'], [onerror]").count() == 0 and dialogs == []
+        _shot(page, shots, "rough-search")
 
         _open_tab(page, "Chat")
         page.get_by_role("button", name=re.compile(r"^Prompt suites")).click()

@@ -6,6 +6,7 @@ from bench.tiny_models import build_tiny
 from jobs.data.formats import PREFERENCE, ParsedDataset
 from jobs.data.store import register_parsed
 from jobs.planning import data_size
+from jobs.queue.devices import most_devices
 from jobs.spec import parse_spec
 
 
@@ -22,6 +23,9 @@ def test_a_dpo_verdict_is_sized_from_the_longer_answer_of_its_pairs(studio):
     longest, chosen = longest_sequence(studio, spec), max(data_size(studio, spec).lengths)
     assert 2 * chosen < longest < 200  # the rejected answers are the long ones; both far below max_length
     assert "Memory verdict" in verdict_text(studio, spec.model_dump())
+    cores = most_devices(studio)  # no worker registered: this machine's
+    every = verdict_text(studio, {**spec.model_dump(), "devices": "all"})
+    assert (f"*{cores} devices ('all': the most one host that may take the job has)" in every) == (cores > 1)
     assert longest_sequence(studio, parse_spec({"dataset": "pairs", "packing": True})) == 0  # packed: full rows
 
 

@@ -37,6 +37,13 @@ def test_a_word_is_refused_with_the_field_named(studio):
     assert "below 0.5" in str(refused.value.problems[0])
 
 
+def test_devices_take_a_count_or_all_and_show_them_back(studio):
+    raw = spec_from_form(studio, ["devices"], ["all"])  # the dropdown's text: a count or the word
+    assert spec_from_form(studio, ["devices"], ["2"]) == {"devices": 2} and raw == {"devices": "all"}
+    assert parse_spec(raw).devices == "all" and form_values({"devices": 4}, ["devices"]) == ["4"]
+    assert form_values({"devices": "all"}, ["devices"]) == ["all"]
+
+
 @pytest.mark.parametrize(("spec", "shown"), [({}, AUTO), ({"eval_fraction": None}, AUTO),
                                              ({"eval_fraction": 0}, "0"), ({"eval_fraction": 0.1}, "0.1")])
 def test_a_preset_or_cloned_run_shows_its_eval_fraction(spec, shown):

@@ -70,11 +70,13 @@ def test_several_devices_run_the_trainers_ddp_with_the_devices_backend():
     assert "ddp_backend" not in one.trainer_kwargs()
 
 
-@pytest.mark.parametrize("devices", [0, -1, 65, "all"])
+@pytest.mark.parametrize("devices", [0, -1, 65, "most", 2.5])
 def test_a_device_count_out_of_range_is_refused_naming_devices(devices):
     with pytest.raises(SpecError) as refused:
         parse_spec({"base_model": "demo", "dataset": "example", "devices": devices})
-    assert "devices" in str(refused.value)
+    assert [p.field for p in refused.value.problems] == ["devices"]
+    assert "'all' (every device of one host that may take it) or from 1 to 64" in str(refused.value)
+    assert parse_spec({"devices": "all"}).devices == "all" and parse_spec({"devices": "3"}).devices == 3
 
 
 def test_one_process_is_rank_zero_and_takes_every_core(monkeypatch):
