@@ -41,6 +41,9 @@ PLAIN_INITS = ("default", "gaussian")
 CONVERTED_INITS = ("pissa", "olora")
 """LoRA inits that take their start out of the base's weights: the saved adapter is converted to apply to the original
 base (jobs.training.lora_init)."""
+LORA_ONLY_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "lora_bias", "use_rslora", "use_dora",
+                    "modules_to_save", "init_lora_weights", "pissa_niter", "loraplus_lr_ratio")
+"""Fields that shape the LoRA adapter only: a full or freeze run (finetuning) refuses them away from their defaults."""
 DEMO_BASE_MODEL = "demo-tiny-llama"
 SMOLLM2_BASE_MODEL = "smollm2-135m-instruct"
 STUDIO_BASE_MODELS = (DEMO_BASE_MODEL, SMOLLM2_BASE_MODEL)
@@ -176,6 +179,23 @@ class TrainSpec(BaseModel):
         "LoRA fields are not used; for dpo and kto, a frozen copy of it is the reference); empty: a new adapter."))
     dpo_beta: float = Field(0.1, title="DPO beta", ge=1e-4, le=100, json_schema_extra=_at(METHOD, 0), description=(
         "How strongly DPO keeps the adapter near its reference: higher stays closer (0.1 is usual). dpo only."))
+    # --- full and freeze fine-tuning (issue 31, full slice): the base's own weights train, the result is a model
+    finetuning: Literal["lora", "freeze", "full"] = Field("lora", title="Fine-tuning",
+                                                         json_schema_extra=_at(METHOD, 0), description=(
+        "What trains: lora (a small adapter on the frozen, quantized base: the usual), freeze (the base's last "
+        "freeze_trainable_layers decoder blocks themselves, the rest frozen) or full (every weight of the base). "
+        "freeze and full produce a whole model, not an adapter: the base loads unquantized (quantization and "
+        "double_quant are not used), the LoRA fields must stay at their defaults, and only method sft trains this "
+        "way (DPO and KTO would need a second full copy as their reference). For models small enough: weights, "
+        "gradients and AdamW's two states take about 16 bytes per trained parameter."))
+    freeze_trainable_layers: int = Field(2, title="Trainable blocks (freeze)", ge=1, le=1024,
+                                         json_schema_extra=_at(METHOD, 0), description=(
+        "For freeze: how many of the last decoder blocks train (the rest of the base stays frozen). A number above "
+        "the base's block count trains them all. freeze only."))
+    freeze_train_head: bool = Field(False, title="Train the output head (freeze)", validate_default=True,
+                                    json_schema_extra=_at(METHOD, 0), description=(
+        "For freeze: also train the final norm and the output head (lm_head; with tied embeddings that is the input "
+        "embeddings too). freeze only."))
     # --- preference methods beyond DPO (issue 31, prefs slice): each read by its own method only
     orpo_lambda: float = Field(0.1, title="ORPO lambda", ge=1e-4, le=100, json_schema_extra=_at(METHOD, 1),
                                description=(
@@ -606,6 +626,44 @@ class TrainSpec(BaseModel):
             except ValidationError:
                 raise ValueError(f"must be {range_words(cls.model_fields[info.field_name])} (got {value!r})") from None
         return handler(value)
+
+    @field_validator("finetuning")
+    @classmethod
+    def _whole_model_method(cls, value: str, info: ValidationInfo) -> str:
+        # A whole-model run has no adapter to switch off for a reference (DPO, KTO) and no LoRA to continue; the
+        # other methods are refused until they are tested this way.
+        if value == "lora":
+            return value
+        problems = []
+        if info.data.get("method", "sft") != "sft":
+            problems.append(f"'{value}' trains with method sft only (got {info.data['method']!r}): set method to sft "
+                            "or finetuning to lora")
+        if info.data.get("init_adapter"):
+            problems.append(f"'{value}' trains the base's own weights and cannot continue the adapter "
+                            f"'{info.data['init_adapter']}': leave init_adapter empty or use lora")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @field_validator("freeze_trainable_layers", "freeze_train_head")
+    @classmethod
+    def _freeze_only(cls, value: object, info: ValidationInfo) -> object:
+        if info.data.get("finetuning", "lora") != "freeze" and value != cls.model_fields[info.field_name].default:
+            raise ValueError("applies only to finetuning 'freeze'; leave it at its default "
+                             f"({cls.model_fields[info.field_name].default!r})")
+        return value
+
+    @field_validator(*LORA_ONLY_FIELDS)
+    @classmethod
+    def _lora_only(cls, value: object, info: ValidationInfo) -> object:
+        # A LoRA option set under full or freeze would silently do nothing: refused, naming the field.
+        finetuning = info.data.get("finetuning", "lora")
+        field = cls.model_fields[info.field_name]
+        default = field.default if field.default_factory is None else field.default_factory()
+        if finetuning != "lora" and value != default:
+            raise ValueError(f"is a LoRA option and finetuning is '{finetuning}' (no adapter trains): leave it at "
+                             f"its default ({default!r}) or set finetuning to lora")
+        return value
 
     @field_validator("init_lora_weights")
     @classmethod

@@ -127,6 +127,12 @@ class RunSettings:
     """The rows' datasets, mix and budget, chat template, system prompt and trained turns (jobs.run_settings.data)."""
     devices: int = 1
     """Data-parallel ranks (torchrun); above 1 the Trainer runs DDP: gloo on a CPU, nccl on CUDA."""
+    finetuning: Literal["lora", "freeze", "full"] = "lora"
+    """What trains: a LoRA adapter, or the base's own weights (the last `trainable_layers` blocks, or all)."""
+    trainable_layers: int | None = None
+    """freeze: how many of the last decoder blocks train; None for lora and full."""
+    train_head: bool = False
+    """freeze: the final norm and the output head train too."""
     notes: tuple[str, ...] = field(default=(), compare=False)
     """Where the run differs from what the spec asked, in words for the run's log."""
 
@@ -140,6 +146,18 @@ class RunSettings:
     def paired(self) -> bool:
         """Each row is two sequences, chosen and rejected, in every step (DPO, ORPO, SimPO)."""
         return self.method in PAIRED_METHODS
+
+    @property
+    def whole_model(self) -> bool:
+        """The base's own weights train (full or freeze) and the run saves a model, not an adapter."""
+        return self.finetuning != "lora"
+
+    @property
+    def weights_dtype(self) -> str:
+        """The dtype the base loads in: a whole-model run keeps fp32 master weights (AdamW on bf16 weights loses
+        small updates), and a GPU autocasts to the compute dtype; a LoRA run's frozen base loads in the compute
+        dtype."""
+        return "float32" if self.whole_model else self.compute_dtype
 
     @property
     def quantized(self) -> bool:
@@ -239,9 +257,16 @@ def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings
     compiled, compile_note = compile_for(spec.torch_compile, machine.device, machine.kernels)
     liger, liger_note = liger_for(spec.liger_kernel, machine.device, machine.kernels)
     rope = rope_parameters(spec.rope_scaling, spec.rope_factor, dict(base.rope or ()), base.context)
+    # Full and freeze train the base's own weights, which bitsandbytes' quantized weights cannot: it loads unquantized.
+    whole = spec.finetuning != "lora"
+    quantization = "none" if whole else spec.quantization
+    whole_note = None
+    if whole and spec.quantization != "none":
+        whole_note = (f"{spec.finetuning} fine-tuning: the base loads unquantized in float32 (quantization "
+                      f"{spec.quantization} is for a LoRA run's frozen base)")
     return RunSettings(
-        method=spec.method, device=machine.device, compute_dtype=dtype, quantization=spec.quantization,
-        double_quant=spec.double_quant and spec.quantization in ("nf4", "fp4"),
+        method=spec.method, device=machine.device, compute_dtype=dtype, quantization=quantization,
+        double_quant=spec.double_quant and quantization in ("nf4", "fp4"),
         gradient_checkpointing=gradient_checkpointing(spec, machine.device), optimizer=optimizer,
         lora=adapter if adapter is not None else LoraSettings.from_spec(spec),
         continues_adapter=bool(spec.init_adapter), loraplus_lr_ratio=spec.loraplus_lr_ratio,
@@ -256,8 +281,11 @@ def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings
         rope_parameters=tuple(rope.items()) if rope else None,
         num_generations=spec.num_generations, max_completion_length=spec.max_completion_length,
         grpo_beta=spec.grpo_beta, rewards=reward_settings(spec) if spec.method == "grpo" else None,
-        devices=spec.devices,
-        notes=tuple(note for note in (dtype_note, optimizer_note, attention_note, compile_note, liger_note) if note))
+        devices=spec.devices, finetuning=spec.finetuning,
+        trainable_layers=spec.freeze_trainable_layers if spec.finetuning == "freeze" else None,
+        train_head=spec.finetuning == "freeze" and spec.freeze_train_head,
+        notes=tuple(note for note in (dtype_note, optimizer_note, attention_note, compile_note, liger_note, whole_note)
+                    if note))
 
 
 def method_options(spec: TrainSpec) -> tuple[tuple[str, float | str | bool], ...]:

@@ -33,6 +33,7 @@ from jobs.training.lm_head import score_only_labelled_positions
 from jobs.training.lora_init import start_adapter
 from jobs.training.phases import phase
 from jobs.training.run_dtype import began_in, record
+from jobs.training.whole_model import make_trainable
 
 
 def attach_lora(model, settings: RunSettings, init_adapter: Path | None = None, out_dir: Path | None = None,
@@ -40,6 +41,10 @@ def attach_lora(model, settings: RunSettings, init_adapter: Path | None = None, 
     """The LoRA the settings say, trainable: a new one, or the adapter in `init_adapter` (its own rank and
     targets, which the settings read from it). A start that reads the base (PiSSA, OLoRA, LoftQ: jobs.training.
     lora_init) needs the run folder `out_dir` and the base's folder `base_model`."""
+    if settings.whole_model:  # full or freeze: the base's own weights train, no adapter
+        trained = make_trainable(model, settings)
+        print(f"{settings.finetuning} fine-tuning: {len(trained)} weight tensors train", flush=True)
+        return model
     if settings.quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
     if init_adapter is not None:
@@ -62,7 +67,7 @@ def load_base(settings: RunSettings, base_model: str):
     quantization = settings.quantization_kwargs()
     model = AutoModelForCausalLM.from_pretrained(
         base_model, quantization_config=BitsAndBytesConfig(**quantization) if quantization else None,
-        dtype=getattr(torch, settings.compute_dtype), device_map={"": local_device(settings.device)},
+        dtype=getattr(torch, settings.weights_dtype), device_map={"": local_device(settings.device)},
         use_safetensors=True, trust_remote_code=False, **settings.model_kwargs())
     if settings.releases_checkpoint:
         release_loading_memory(model)
@@ -175,8 +180,9 @@ def run_callbacks(spec: TrainSpec, out_dir: Path, on_metrics: MetricsSink, stop:
     """What every run reports and obeys: metrics, stop requests, checkpoint markers; with an eval split, the best
     adapter and early stopping."""
     callbacks = [MetricsCallback(on_metrics), stop]
-    if has_eval and (spec.keep_best or spec.early_stopping_patience):
-        callbacks.append(BestAdapterCallback(out_dir, spec.early_stopping_patience, spec.keep_best))
+    keep_best = spec.keep_best and spec.finetuning == "lora"  # a whole model is not copied at every better eval
+    if has_eval and (keep_best or spec.early_stopping_patience):
+        callbacks.append(BestAdapterCallback(out_dir, spec.early_stopping_patience, keep_best))
     return [*callbacks, CompleteMarkerCallback()]  # last: a checkpoint is complete once all wrote into it
 
 
@@ -219,6 +225,8 @@ def announce(settings: RunSettings, spec: TrainSpec, train_rows: int, eval_rows:
     for note in settings.notes:
         print(note, flush=True)
     quantization = settings.quantization + (" + double quant" if settings.double_quant else "")
+    if settings.whole_model:
+        quantization += f", {settings.finetuning} fine-tuning"
     print(f"training on {settings.device} (torch.{settings.compute_dtype}, {quantization}, gradient checkpointing "
           f"{'on' if settings.gradient_checkpointing else 'off'}): {train_rows} train rows, {eval_rows} eval rows, "
           f"{spec.max_steps} steps" + _method_words(settings),

@@ -35,6 +35,7 @@ from jobs.training.prepare import (
     run_rows,
     trainer_args,
 )
+from jobs.training.whole_model import save_whole_model
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,10 @@ def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Dataset
         return TrainResult(stopped=False, adapter_dir=None, final_metrics=final)
     with phase("adapter_save"):
         final.update(_best_metrics(trainer, spec, out_dir, run.has_eval))
-        adapter_dir = save_adapter(trainer.model, run.tokenizer, spec, final, out_dir)
+        if run.settings.whole_model:
+            adapter_dir = save_whole_model(trainer.model, run.tokenizer, spec, final, out_dir)
+        else:
+            adapter_dir = save_adapter(trainer.model, run.tokenizer, spec, final, out_dir)
     return TrainResult(stopped=False, adapter_dir=adapter_dir, final_metrics=final)
 
 
@@ -176,7 +180,8 @@ def _best_metrics(trainer, spec: TrainSpec, out_dir: Path, has_eval: bool) -> di
     record, metrics = BestRecord.read(out_dir), {}
     if record.stopped_early:
         metrics["stopped_early_at_step"] = float(trainer.state.global_step)
-    if spec.keep_best and record.step != trainer.state.global_step and restore_best(trainer.model, out_dir, record):
+    kept = spec.keep_best and spec.finetuning == "lora"  # a whole-model run keeps no best copy (jobs.training.prepare)
+    if kept and record.step != trainer.state.global_step and restore_best(trainer.model, out_dir, record):
         print(f"the adapter is the one from step {record.step}, where eval loss was lowest "
               f"({record.eval_loss:.4f})", flush=True)
         last = [entry["eval_loss"] for entry in trainer.state.log_history if "eval_loss" in entry]

@@ -1,0 +1,83 @@
+"""Full and freeze fine-tuning on the demo model: which of the base's own weights move, and the whole model saved
+(no adapter) loads with plain transformers and answers."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from jobs.data.formats import parse_file
+from jobs.data.store import store_parsed
+from jobs.spec import LORA_ONLY_FIELDS, parse_spec
+from jobs.spec_words import SpecError
+from jobs.studio import EXAMPLE_DATASET_FILE
+from jobs.training.train import train
+from jobs.training.whole_model import is_whole_model
+
+pytestmark = pytest.mark.slow
+FEW_STEPS = {"max_steps": 2, "batch_size": 2, "max_length": 64, "eval_fraction": 0, "logging_steps": 1,
+             "save_steps": 100, "learning_rate": 1e-2, "sample_prompts": 0}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path, _ = store_parsed(parse_file(EXAMPLE_DATASET_FILE), tmp_path_factory.mktemp("data"))
+    return path
+
+
+def _changed(before: dict, after: dict) -> set[str]:
+    return {name for name, tensor in before.items() if not torch.equal(tensor, after[name])}
+
+
+@pytest.mark.parametrize("options", [{"finetuning": "freeze", "freeze_trainable_layers": 1}, {"finetuning": "full"}],
+                         ids=["freeze", "full"])
+def test_a_whole_model_run_moves_the_weights_it_trains_and_saves_a_model(options, dataset, demo_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    before = load_file(demo_model_dir / "model.safetensors")
+    spec = parse_spec({**FEW_STEPS, **options})
+    result = train(spec, tmp_path, str(demo_model_dir), dataset, lambda *_: None, lambda: False)
+    folder = result.adapter_dir
+    assert is_whole_model(folder) and not (folder / "adapter_config.json").exists()
+    after = load_file(folder / "model.safetensors")
+    assert set(after) == set(before)  # the same model, nothing added (no LoRA matrices, no quantization state)
+    changed = _changed(before, after)
+    if spec.finetuning == "freeze":  # the demo base has two blocks: only the last one moves
+        assert changed and all(name.startswith("model.layers.1.") for name in changed)
+        assert {name for name in before if name.startswith("model.layers.1.")} == changed
+    else:  # every weight that the loss reaches moves (the demo's are all reached)
+        assert changed == set(before)
+    assert json.loads((folder / "training_spec.json").read_text())["finetuning"] == spec.finetuning
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hello"}], add_generation_prompt=True,
+                                           return_tensors="pt", return_dict=True)
+    out = model.generate(**prompt, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert out.shape[1] == prompt["input_ids"].shape[1] + 4
+
+
+def test_whole_model_runs_refuse_lora_options_and_other_methods():
+    with pytest.raises(SpecError) as error:
+        parse_spec({"finetuning": "full", "use_dora": True, "loraplus_lr_ratio": 16, "target_modules": "attention"})
+    fields = {problem.field for problem in error.value.problems}
+    assert fields == {"use_dora", "loraplus_lr_ratio", "target_modules"}
+    assert all("finetuning is 'full'" in problem.message for problem in error.value.problems)
+    with pytest.raises(SpecError, match="method sft only"):
+        parse_spec({"finetuning": "freeze", "method": "dpo"})
+    with pytest.raises(SpecError, match="freeze_trainable_layers"):
+        parse_spec({"freeze_trainable_layers": 3})
+    assert parse_spec({"finetuning": "full", "quantization": "nf4"}).finetuning == "full"
+    assert "lora_r" in LORA_ONLY_FIELDS
+
+
+def test_whole_model_settings_load_unquantized_in_fp32():
+    from jobs.run_settings.settings import MACHINES_BY_KIND, Base, resolve
+
+    spec = parse_spec({"finetuning": "freeze", "batch_size": 2, "learning_rate": 1e-4, "num_epochs": 1,
+                       "packing": False})
+    for machine in MACHINES_BY_KIND:
+        settings = resolve(spec, Base(hidden=128), machine)
+        assert not settings.quantized and settings.weights_dtype == "float32" and settings.trainable_layers == 2
+        assert settings.quantization_kwargs() is None
