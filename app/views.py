@@ -14,8 +14,8 @@ from jobs.training.phases import PHASES
 from storage.models import Adapter, Job, JobKind, JobStatus, Metric, Worker, utcnow
 
 JOB_COLUMNS = ["id", "name", "status", "progress", "ETA", "loss", "eval loss", "attempt", "sweep", "created"]
-ADAPTER_COLUMNS = ["name", "base model", "rank", "targets", "dataset", "steps", "eval loss", "size", "merged", "gguf",
-                   "job", "created"]
+ADAPTER_COLUMNS = ["name", "base model", "kind", "rank", "targets", "dataset", "steps", "eval loss", "size", "merged",
+                   "gguf", "job", "created"]
 PLOTTED = {"loss": "train loss", "eval_loss": "eval loss"}
 
 
@@ -127,7 +127,9 @@ def adapters_table(rows: list[tuple[Adapter, Job | None]], eval_loss: dict[int, 
         spec = job.spec if job is not None else {}
         targets = spec.get("target_modules", "")
         source = combination_text(spec) if job is not None and job.kind == JobKind.COMBINE else spec.get("dataset", "")
-        table.append([adapter.name, adapter.base_model, spec.get("lora_r", ""),
+        whole = spec.get("finetuning", "lora") != "lora"  # full or freeze fine-tuning: a model, no LoRA shape
+        targets = "" if whole else targets
+        table.append([adapter.name, adapter.base_model, kind_text(spec), "" if whole else spec.get("lora_r", ""),
                       ", ".join(targets) if isinstance(targets, list) else targets, source,
                       job.step if job is not None else "", _fmt(eval_loss.get(adapter.job_id, {}).get("eval_loss")),
                       human_size(adapter.size_bytes),
@@ -135,6 +137,16 @@ def adapters_table(rows: list[tuple[Adapter, Job | None]], eval_loss: dict[int, 
                       ", ".join((gguf or {}).get(adapter.id, [])), adapter.job_id,
                       adapter.created_at.strftime("%Y-%m-%d %H:%M")])
     return pd.DataFrame(table, columns=ADAPTER_COLUMNS)
+
+
+def kind_text(spec: dict) -> str:
+    """What an adapters-list entry is: a LoRA adapter, or a whole model from full or freeze fine-tuning."""
+    finetuning = spec.get("finetuning", "lora")
+    if finetuning == "full":
+        return "model (full)"
+    if finetuning == "freeze":
+        return f"model (freeze, last {spec.get('freeze_trainable_layers', 2)} blocks)"
+    return "adapter"
 
 
 def combination_text(spec: dict) -> str:

@@ -15,7 +15,7 @@ from jobs import combine_rules
 from jobs.data.formats import PREFERENCE, REFERENCE, UNPAIRED
 from jobs.data.store import find_dataset
 from jobs.models.budget import fit, start_adapter
-from jobs.models.contents import OTHER, chat_template_text, lora_targets
+from jobs.models.contents import OTHER, chat_template_text, is_whole_model, lora_targets
 from jobs.models.fits import base_context, model_shape
 from jobs.models.resolve import (
     allowed_model_roots,
@@ -500,6 +500,9 @@ def submit_merge(studio: Studio, adapter_name: str, dtype: str = "bfloat16", pri
         adapter = catalog.get_adapter_by_name(session, (adapter_name or "").strip())
     if adapter is None:
         raise SpecError.from_text("adapter", f"no adapter named '{adapter_name}'")
+    if is_whole_model(studio.absolute(adapter.path)):
+        raise SpecError.from_text("adapter", f"'{adapter.name}' is a whole model (full or freeze fine-tuning), not an "
+                                             "adapter: there is nothing to merge; download it as it is")
     try:
         spec = MergeSpec(adapter=adapter.name, adapter_id=adapter.id, dtype=dtype)
     except ValidationError as error:
@@ -528,6 +531,10 @@ def submit_combine(studio: Studio, name: str, adapters: list[str], weights: list
             adapter = catalog.get_adapter_by_name(session, adapter_name)
         if adapter is None:
             problems.append(Problem(field="adapters", message=f"no adapter named '{adapter_name}'"))
+            continue
+        if is_whole_model(studio.absolute(adapter.path)):
+            problems.append(Problem(field="adapters", message=f"'{adapter_name}' is a whole model (full or freeze "
+                                                              "fine-tuning), not an adapter: it cannot be combined"))
             continue
         try:
             config = json.loads((studio.absolute(adapter.path) / "adapter_config.json").read_text())

@@ -11,6 +11,7 @@ from app.web.errors import audit, user_error
 from app.web.safe_text import SafeMarkdown
 from jobs import hub_access
 from jobs.combine_rules import MAX_RANK, TYPES
+from jobs.models.contents import folder_kind
 from jobs.spec import SpecError
 from jobs.studio import Studio
 from jobs.submit import submit_combine, submit_export, submit_merge
@@ -22,8 +23,9 @@ from storage import catalog, jobs_repo
 def adapter_list(studio: Studio, base_model: str = "") -> list[dict]:
     with studio.db.read() as session:
         rows = catalog.list_adapters(session, base_model or None)
-    return [{"name": a.name, "base_model": a.base_model, "size_bytes": a.size_bytes, "job_id": a.job_id,
-             "created_at": a.created_at.isoformat(), "gguf": gguf_exports(studio, a.id)} for a in rows]
+    return [{"name": a.name, "base_model": a.base_model, "kind": folder_kind(studio.absolute(a.path)),
+             "size_bytes": a.size_bytes, "job_id": a.job_id, "created_at": a.created_at.isoformat(),
+             "gguf": gguf_exports(studio, a.id)} for a in rows]
 
 
 def adapters_frame(studio: Studio):

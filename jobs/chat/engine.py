@@ -190,8 +190,8 @@ class ChatEngine:
         if problems:
             raise ChatRequestError(problems)
         keys = {variant: (base_model, variant.quantization, variant.spec(base_model).double_quant,
-                          str(load_dtype(variant, base_model, device)), variant.rope_scaling, variant.rope_factor)
-                for variant in by_variant}
+                          str(load_dtype(variant, base_model, device)), variant.rope_scaling, variant.rope_factor,
+                          variant.model_dir) for variant in by_variant}
         for key in keys.values():
             if key in self._bases:
                 self._bases.move_to_end(key)
@@ -202,8 +202,11 @@ class ChatEngine:
 
     def _load_missing(self, base_model: str, device: str, missing: dict[BaseVariant, tuple], needed: set[tuple],
                       by_variant: dict[BaseVariant, list[Pane]]) -> None:
-        path = resolve_base_model(base_model, self.models_dir, report=_log_preparation)
-        needs = {variant: resident_estimate(path, base_model, device, variant) for variant in missing}
+        # A whole model (full or freeze fine-tuning) is a base of its own: its folder, its own room in the budget.
+        shared = None if all(variant.model_dir for variant in missing) else resolve_base_model(
+            base_model, self.models_dir, report=_log_preparation)
+        paths = {variant: variant.model_dir or shared for variant in missing}
+        needs = {variant: resident_estimate(paths[variant], base_model, device, variant) for variant in missing}
         kept = sum(self._sizes[key] for key in needed if key in self._sizes)
         if self.budget_bytes is not None and kept + sum(needs.values()) > self.budget_bytes:
             parts = " and ".join(f"about {need / GiB:.2f} GiB as {variant.label}" for variant, need in needs.items())
@@ -220,6 +223,7 @@ class ChatEngine:
         self._collect(evicted)
         for variant, key in missing.items():
             label = base_model if variant == BaseVariant() else f"{base_model} ({variant.label})"
+            path = paths[variant]
             self._make_room(needs[variant], device, needed, label)
             try:
                 model = load_base_model(variant.spec(base_model), path, device,
@@ -296,7 +300,8 @@ class ChatEngine:
         mixed: dict[BaseVariant, Group] = {}
         for index, pane in enumerate(panes):
             loaded = bases[pane.variant]
-            key = PEFT_BASE if pane.adapter_dir is None else self._ensure_adapter(loaded, pane)
+            own_base = pane.adapter_dir is None or pane.variant.model_dir is not None  # a whole model is its base
+            key = PEFT_BASE if own_base else self._ensure_adapter(loaded, pane)
             if key in loaded.solo:
                 groups.append(Group(loaded, [index], [key], solo=key))
                 continue

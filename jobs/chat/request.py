@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from jobs.spec import STUDIO_BASE_MODELS, TrainSpec
@@ -56,6 +56,9 @@ class BaseVariant:
     rope_scaling: str = "none"
     """The RoPE scaling the adapter trained with (rope_scaling, rope_factor): its positions were learned so."""
     rope_factor: float | None = None
+    model_dir: str | None = None
+    """A whole model (full or freeze fine-tuning): the pane loads this folder as a base of its own, unquantized as
+    it trained, and applies no adapter; None: the request's base."""
 
     def spec(self, base_model: str) -> TrainSpec:
         """The spec fields that load the base this way (the loaders take a spec)."""
@@ -73,6 +76,8 @@ class BaseVariant:
         else:
             label = self.quantization + (" + double quant" if self.double_quant else "")
         label = label if self.compute_dtype == "auto" else f"{label}, {self.compute_dtype} compute"
+        if self.model_dir is not None:
+            label = f"its own whole model, {label}"
         return label if self.rope_scaling == "none" else f"{label}, RoPE {self.rope_scaling} x{self.rope_factor:g}"
 
 
@@ -92,6 +97,8 @@ def variant_of(adapter_dir: Path, name: str) -> BaseVariant:
                           double_quant=bool(spec.get("double_quant", True)),
                           compute_dtype=spec.get("compute_dtype", "auto"),
                           rope_scaling=spec.get("rope_scaling", "none"), rope_factor=spec.get("rope_factor"))
+    if spec.get("finetuning", "lora") != "lora":  # a whole model: its own base, loaded as it trained
+        variant = replace(variant, quantization="none", double_quant=False, model_dir=str(adapter_dir))
     if variant.quantization not in QUANTIZATIONS or variant.compute_dtype not in COMPUTE_DTYPES:
         raise ChatRequestError([
             f"adapters: '{name}' was trained on a base loaded as {variant.quantization!r} with "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from jobs.models.contents import folder_kind
 from jobs.spec_store import load_stored_spec
 from jobs.studio import Studio
 from storage import catalog, jobs_repo, workers_repo
@@ -142,8 +143,9 @@ def plan(studio: Studio, spec: str) -> dict:
 
 def adapters(studio: Studio, base_model: str = "") -> list[dict]:
     with studio.db.read() as session:
-        return [{"name": a.name, "base_model": a.base_model, "job_id": a.job_id, "size_bytes": a.size_bytes,
-                 "created_at": str(a.created_at)} for a in catalog.list_adapters(session, base_model or None)]
+        return [{"name": a.name, "base_model": a.base_model, "kind": folder_kind(studio.absolute(a.path)),
+                 "job_id": a.job_id, "size_bytes": a.size_bytes, "created_at": str(a.created_at)}
+                for a in catalog.list_adapters(session, base_model or None)]
 
 
 def _adapter(studio: Studio, name: str):

@@ -100,11 +100,12 @@ def benchmark(panes: list, base_model: str, base_path: str, tasks: list[str], fo
     for done, pane in enumerate(panes):
         if should_stop():
             return None
-        model = load_base_model(pane.variant.spec(base_model), base_path, device,
+        path = pane.variant.model_dir or base_path  # a whole model (full or freeze) is its own base
+        model = load_base_model(pane.variant.spec(base_model), path, device,
                                 load_dtype(pane.variant, base_model, device))
-        if pane.adapter_dir is not None:
+        if pane.adapter_dir is not None and pane.variant.model_dir is None:
             model = PeftModel.from_pretrained(model, str(pane.adapter_dir), is_trainable=False)
-        tokenizer = load_tokenizer(base_path)
+        tokenizer = load_tokenizer(path)
         print(f"benchmark: {pane.name} on {', '.join(tasks)}", flush=True)
         with torch.inference_mode():
             table[pane.name], declared = run_pane(model.eval(), tokenizer, device, tasks, folder, limit, num_fewshot,

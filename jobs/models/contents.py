@@ -14,6 +14,18 @@ LLAMA_TARGETS = {**dict.fromkeys(("q_proj", "k_proj", "v_proj", "o_proj", "gate_
 """LoRA-able leaf modules of a Llama: both studio bases are Llamas, so a submit naming one is checked without
 building or downloading it."""
 EMBEDDING_NAMES = ("embed", "wte", "wpe")
+ADAPTER_KIND, MODEL_KIND = "adapter", "model"
+
+
+def is_whole_model(folder: Path) -> bool:
+    """The registered folder holds a whole model that a full or freeze run saved (a transformers model folder), not a
+    LoRA adapter: it has a model's config.json and no adapter_config.json."""
+    return not (folder / "adapter_config.json").is_file() and (folder / "config.json").is_file()
+
+
+def folder_kind(folder: Path) -> str:
+    """What the adapters list shows as an entry's kind: 'model' (full or freeze fine-tuning) or 'adapter'."""
+    return MODEL_KIND if is_whole_model(folder) else ADAPTER_KIND
 
 
 def tensor_names(path: Path) -> list[str]:

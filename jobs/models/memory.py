@@ -353,10 +353,43 @@ class Estimate:
         return "\n".join(rows)
 
 
+def whole_model_trained_params(model: ModelShape, train: TrainShape) -> int:
+    """Parameters a full or freeze run trains: all of them; or the last N blocks' Linears and norms, with the final
+    norm and output head (tied: the embeddings) when the head trains."""
+    if train.finetuning == "full":
+        return model.total_params
+    blocks = min(train.trainable_layers, model.layers)
+    per_block = (model.linear_params_per_layer
+                 + sum(linear.d_out for linear in model.decoder_linears if linear.bias)
+                 + model.layer_norms * model.hidden)
+    head = (model.lm_head_params or model.embedding_params) + model.hidden if train.train_head else 0
+    return blocks * per_block + head
+
+
+def whole_model_estimate(model: ModelShape, train: TrainShape, device: DeviceProfile) -> Estimate:
+    """Full or freeze fine-tuning: every weight in fp32 (the master copy the optimizer updates; a GPU autocasts),
+    a fp32 gradient and AdamW's two states (8-bit: about 2 bytes) per trained parameter, and the activations as a
+    LoRA run on every Linear saves them (each Linear keeps its input for the weight's gradient either way)."""
+    trained = whole_model_trained_params(model, train)
+    opt_device, opt_host = optimizer_bytes(trained, train, replace(device, lora_bytes=4))
+    static = {"framework": device.framework_bytes, "training_runtime": device.training_runtime_bytes,
+              "model_weights": model.total_params * 4, "trained_grads": trained * 4, "optimizer_states": opt_device}
+    activations = replace(train, finetuning="lora", target_modules=ALL_LINEAR, lora_dropout=0.0, use_dora=False)
+    transient_name, transient = transient_peak_bytes(model, activations, device)
+    dynamic = {**activation_bytes(model, activations, device), transient_name: transient}
+    factor = device.allocator_factor_checkpointing if train.gradient_checkpointing else device.allocator_factor
+    source = model.checkpoint_bytes or model.total_params * model.checkpoint_dtype_bytes
+    load_peak = int(device.framework_bytes + (source if device.maps_checkpoint else 0) + model.total_params * 4)
+    return Estimate(static=static, dynamic=dynamic, allocator_factor=factor, load_peak=load_peak,
+                    host_only={"optimizer_states": opt_host})
+
+
 def estimate(model: ModelShape, train: TrainShape, device: DeviceProfile = CPU) -> Estimate:
     """Peak memory of one training process for `train` on `model` on `device`."""
     if train.attention == "eager":  # asked for: counted as a family that can only run eager attention
         model, train = replace(model, eager_attention=True), replace(train, attention="sdpa")
+    if train.finetuning != "lora":
+        return whole_model_estimate(model, train, device)
     n_lora = lora_params(model, train)
     n_saved = saved_module_params(model, train)
     n_trained = n_lora + n_saved + trained_bias_params(model, train)

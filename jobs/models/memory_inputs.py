@@ -84,6 +84,13 @@ class TrainShape:
     experimental ORPO and CPO, so SimPO)."""
     lora_init: str = "default"
     """The LoRA's init as PEFT names it: PiSSA, OLoRA and LoftQ decompose each adapted weight once, after loading."""
+    finetuning: str = "lora"
+    """'lora', or 'freeze' / 'full': the base's own weights train (fp32 master weights, a gradient and AdamW's two
+    states for each trained one), no LoRA."""
+    trainable_layers: int = 0
+    """freeze: how many of the last decoder blocks train."""
+    train_head: bool = False
+    """freeze: the final norm and the output head train too."""
     releases_checkpoint: bool = False
     """After loading, the unquantized weights are copied out of the mmapped checkpoint (the file is unmapped) and the
     quantizer's freed temporaries go back to the system (RunSettings.releases_checkpoint): neither stays resident
@@ -129,7 +136,9 @@ class TrainShape:
                    fused_lm_head=settings.method not in UNFUSED_LM_HEAD,
                    quantization=settings.quantization, double_quant=settings.double_quant,
                    optimizer=settings.optimizer, releases_checkpoint=settings.releases_checkpoint,
-                   lora_init=lora.init, attention=settings.attn_implementation or "sdpa")
+                   lora_init=lora.init, attention=settings.attn_implementation or "sdpa",
+                   finetuning=settings.finetuning, trainable_layers=settings.trainable_layers or 0,
+                   train_head=settings.train_head)
 
 
     @classmethod

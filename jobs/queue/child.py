@@ -338,6 +338,7 @@ def _export(studio: Studio, job_id: int, attempt: int, spec: ExportSpec, run_dir
     """Merge (in float32, unless the adapter already has a merged model), convert to GGUF, write the Modelfile."""
     import shutil
 
+    from jobs.models.contents import is_whole_model
     from jobs.training.gguf import ExportError
     from jobs.training.gguf_export import build_export, export_problems
     from jobs.training.merge import merge_adapter
@@ -352,6 +353,8 @@ def _export(studio: Studio, job_id: int, attempt: int, spec: ExportSpec, run_dir
     if problems := export_problems(base_path):
         raise ExportError("; ".join(problems))  # before a merge that would be thrown away
     merged = studio.absolute(adapter.merged_path) if adapter.merged_path else None
+    if is_whole_model(studio.absolute(adapter.path)):
+        merged = studio.absolute(adapter.path)  # full or freeze fine-tuning: already a plain model, nothing to merge
     scratch = run_dir / "export-merged"
     try:
         if merged is None or not merged.is_dir():

@@ -1,4 +1,5 @@
-"""The download: one zip per adapter that loads anywhere PEFT loads."""
+"""The download: one zip per adapter that loads anywhere PEFT loads, or per whole model (full or freeze fine-tuning)
+that loads anywhere transformers loads."""
 
 from __future__ import annotations
 
@@ -6,16 +7,22 @@ import os
 import zipfile
 from pathlib import Path
 
+from jobs.models.contents import is_whole_model
 from jobs.studio import Studio
 from storage.files import private_partial
 from storage.models import Adapter
 
 REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
+MODEL_REQUIRED_FILES = ("config.json",)
+"""A whole model's weights are model.safetensors, or shards with model.safetensors.index.json."""
 
 
 def build_adapter_zip(adapter_dir: Path, exports_dir: Path, name: str) -> Path:
     """Zip the adapter folder (weights, config, tokenizer, spec, final metrics, provenance, model card)."""
-    missing = [f for f in REQUIRED_FILES if not (adapter_dir / f).is_file()]
+    required = MODEL_REQUIRED_FILES if is_whole_model(adapter_dir) else REQUIRED_FILES
+    missing = [f for f in required if not (adapter_dir / f).is_file()]
+    if is_whole_model(adapter_dir) and not any(adapter_dir.glob("model*.safetensors")):
+        missing.append("model.safetensors")
     if missing:
         raise FileNotFoundError(f"adapter '{name}' is missing {', '.join(missing)} on disk")
     return zip_folder(adapter_dir, exports_dir / f"{name}.zip", name, zipfile.ZIP_DEFLATED)

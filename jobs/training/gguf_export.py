@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from jobs.models.contents import is_whole_model
 from jobs.training.checkpoints import fsync_tree
 from jobs.training.gguf import ExportError, conversion_problems, write_gguf, write_lora_gguf
 from jobs.training.modelfile import TemplateError, measure, modelfile, sampling_defaults, stop_tokens
@@ -41,11 +42,14 @@ def build_export(merged_dir: Path, adapter_dir: Path, out_dir: Path, quantizatio
             (partial / "Modelfile").write_text(ollama, encoding="utf-8")
             record["files"].append("Modelfile")
         config = json.loads((merged_dir / "config.json").read_text())
-        try:
-            write_lora_gguf(adapter_dir, config, partial / "lora-f16.gguf", name)
-            record["files"].append("lora-f16.gguf")
-        except ExportError as error:
-            record["lora"] = str(error)
+        if is_whole_model(adapter_dir):
+            record["lora"] = "a whole model (full or freeze fine-tuning) has no LoRA adapter: the model file is all"
+        else:
+            try:
+                write_lora_gguf(adapter_dir, config, partial / "lora-f16.gguf", name)
+                record["files"].append("lora-f16.gguf")
+            except ExportError as error:
+                record["lora"] = str(error)
         (partial / "README.md").write_text(readme(name, record), encoding="utf-8")
         (partial / "export.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
         fsync_tree(partial)

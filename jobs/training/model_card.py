@@ -147,7 +147,54 @@ print(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_to
 """
 
 
+def render_whole_model_card(name: str, spec: TrainSpec, final_metrics: dict[str, float], base_path: str,
+                            folder: Path) -> str:
+    """The card of a full or freeze run's model: a plain transformers model, loaded without peft or its base."""
+    metrics = "\n".join(f"| {metric} | {value:.4g} |" for metric, value in sorted(final_metrics.items()))
+    trained = ("every weight of the base" if spec.finetuning == "full" else
+               f"the last {spec.freeze_trainable_layers} decoder block(s)"
+               + (", the final norm and the output head" if spec.freeze_train_head else "") + ", the rest frozen")
+    return f"""---
+library_name: transformers
+tags: [{spec.finetuning}-fine-tuning]
+---
+# {name}
+
+A whole model ({spec.finetuning} fine-tuning: {trained}) trained by the fine-tuning studio. It is not an adapter:
+there is nothing to merge, and it loads on its own.
+
+- Started from: {describe_base(spec.base_model, base_path)}
+- Method: {_method(spec)}
+- Dataset: `{spec.dataset}`
+- Length: {_length(spec)}, learning rate {spec.learning_rate:g}, batch {spec.batch_size} x {spec.grad_accum},
+  max length {spec.max_length}, seed {spec.seed}
+
+## Final metrics
+
+| metric | value |
+|---|---|
+{metrics}
+
+## Load it
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+MODEL = "{folder}"  # this unzipped folder
+model = AutoModelForCausalLM.from_pretrained(MODEL, use_safetensors=True)
+tokenizer = AutoTokenizer.from_pretrained(MODEL)
+messages = [{{"role": "user", "content": "Hello"}}]
+inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+output = model.generate(**inputs, max_new_tokens=64)
+print(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+```
+
+`training_spec.json` holds the full training spec; `final_metrics.json` the final metrics.
+"""
+
+
 def write_model_card(adapter_dir: Path, adapter_name: str, spec: TrainSpec, final_metrics: dict[str, float],
                      base_path: str) -> None:
-    card = render_model_card(adapter_name, spec, final_metrics, base_path, adapter_dir)
+    render = render_whole_model_card if spec.finetuning != "lora" else render_model_card
+    card = render(adapter_name, spec, final_metrics, base_path, adapter_dir)
     (adapter_dir / "README.md").write_text(card, encoding="utf-8")

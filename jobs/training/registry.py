@@ -48,7 +48,8 @@ def publish_adapter(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, 
     """Move a finished adapter into place and, in one transaction, register it and mark the job succeeded.
     False when a newer attempt owns the job (the files are then removed)."""
     def finish(target: Path, base_pin: dict) -> None:
-        name_base(target / "adapter_config.json", spec.base_model, base_pin)
+        if spec.finetuning == "lora":  # a full or freeze run's model names no base: it is one
+            name_base(target / "adapter_config.json", spec.base_model, base_pin)
         _write_card(studio, target, name)
 
     return _register(studio, job_id, attempt, spec.base_model, name, adapter_dir, finish)

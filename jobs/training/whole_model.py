@@ -1,6 +1,6 @@
 """Full and freeze fine-tuning: the base's own weights train (all of them, or the last N decoder blocks), and the run
 saves a whole model (safetensors, config, tokenizer) instead of a LoRA adapter. The registry lists it beside the
-adapters as a model of its own (jobs.training.registry.folder_kind)."""
+adapters as a model of its own (jobs.models.contents.folder_kind)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,6 @@ from pathlib import Path
 from jobs.run_settings.settings import RunSettings
 from jobs.spec import TrainSpec
 from jobs.training.checkpoints import fsync_tree
-
-MODEL_FILES = ("config.json", "model.safetensors")
-"""What a saved whole model holds at least (a large one is sharded: model.safetensors.index.json instead)."""
 
 
 def decoder_blocks(model) -> list:
@@ -65,8 +62,3 @@ def save_whole_model(model, tokenizer, spec: TrainSpec, final_metrics: dict[str,
     fsync_tree(partial)
     os.replace(partial, final_dir)
     return final_dir
-
-
-def is_whole_model(folder: Path) -> bool:
-    """The folder holds a whole model a full or freeze run saved (no adapter_config.json, a model's config)."""
-    return not (folder / "adapter_config.json").is_file() and (folder / "config.json").is_file()

@@ -9,11 +9,11 @@ from safetensors.torch import load_file
 
 from jobs.data.formats import parse_file
 from jobs.data.store import store_parsed
+from jobs.models.contents import is_whole_model
 from jobs.spec import LORA_ONLY_FIELDS, parse_spec
 from jobs.spec_words import SpecError
 from jobs.studio import EXAMPLE_DATASET_FILE
 from jobs.training.train import train
-from jobs.training.whole_model import is_whole_model
 
 pytestmark = pytest.mark.slow
 FEW_STEPS = {"max_steps": 2, "batch_size": 2, "max_length": 64, "eval_fraction": 0, "logging_steps": 1,
