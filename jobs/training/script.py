@@ -44,14 +44,20 @@ def script_values(settings: RunSettings) -> dict:
     """The settings as the script states them: one flat dict of plain values, each library's arguments under its
     prefix ('quantization.', 'lora.', 'trainer.'). A continued adapter brings its own LoRA config."""
     values: dict = {"compute_dtype": settings.compute_dtype, "keep_lora_fp32": settings.keep_lora_fp32,
-                    "release_checkpoint": settings.releases_checkpoint}
+                    "release_checkpoint": settings.releases_checkpoint, "weights_dtype": settings.weights_dtype}
+    if settings.whole_model:  # full or freeze: the base's own weights train, no LoRA to configure
+        values.update(finetuning=settings.finetuning, trainable_layers=settings.trainable_layers,
+                      train_head=settings.train_head)
     values.update({f"quantization.{k}": v for k, v in (settings.quantization_kwargs() or {}).items()})
     values.update({f"model.{k}": v for k, v in settings.model_kwargs().items()})
-    if not settings.continues_adapter:
+    if not settings.continues_adapter and not settings.whole_model:
         values.update({f"lora.{k}": v for k, v in settings.lora.peft_kwargs().items()})
     values.update({f"trainer.{k}": v for k, v in settings.trainer_kwargs().items()})
     values["loraplus_lr_ratio"] = settings.loraplus_lr_ratio
     values["lora_start"] = "continued" if settings.continues_adapter else settings.lora.init
+    if settings.whole_model:
+        values.pop("loraplus_lr_ratio")
+        values.pop("lora_start")
     if settings.rewards is not None:
         values.update({f"rewards.{k}": v for k, v in asdict(settings.rewards).items()})
     return values
@@ -127,6 +133,10 @@ def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str | dict[s
     launch = (f"\n\nRun it as {spec.devices} data-parallel ranks on one host (DDP; gloo on a CPU, nccl on CUDA):\n"
               f"    torchrun --nproc-per-node={spec.devices} train.py" if spec.devices > 1 else "")
     title = "Train the adapter the studio's spec describes, with plain transformers + peft + bitsandbytes + TRL."
+    whole = spec.finetuning != "lora"
+    if whole:
+        title = (f"Train the whole model ({spec.finetuning} fine-tuning) the studio's spec describes, with "
+                 "transformers + TRL.")
     return f'''"""{title}{launch}"""
 from __future__ import annotations
 
@@ -172,7 +182,8 @@ tokenizer = AutoTokenizer.from_pretrained(BASE)
 if tokenizer.pad_token is None:
     tokenizer.pad_token = tokenizer.eos_token
 {template_line}
-model = AutoModelForCausalLM.from_pretrained(BASE, dtype=DTYPE, use_safetensors=True, device_map={{"": LOCAL_DEVICE}},
+model = AutoModelForCausalLM.from_pretrained(BASE, dtype=getattr(torch, RUN["weights_dtype"]), use_safetensors=True,
+                                             device_map={{"": LOCAL_DEVICE}},
                                              quantization_config=BitsAndBytesConfig(**part("quantization"))
                                              if part("quantization") else None, **part("model"))
 # bitsandbytes 0.50 repacks 4-bit weights for CPU inference at the first eval on an AVX512-BF16 CPU and never packs
@@ -226,13 +237,33 @@ if RUN["keep_lora_fp32"]:  # TRL casts LoRA weights of quantized models to bf16;
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
 trainer.train()
-converted = ({{"path_initial_model_for_weight_conversion": os.path.abspath("lora_start")}}
+{WHOLE_SAVE_CODE.format(out_dir=repr(out_dir)) if whole else ADAPTER_SAVE_CODE.format(out_dir=repr(out_dir))}'''
+
+
+ADAPTER_SAVE_CODE = """converted = ({{"path_initial_model_for_weight_conversion": os.path.abspath("lora_start")}}
              if RUN["lora_start"].startswith(("pissa", "olora")) else {{}})
 if trainer.is_world_process_zero():  # under torchrun, rank 0 saves
-    trainer.model.save_pretrained({out_dir!r}, selected_adapters=["default"], **converted)  # no "ref" copy
-    tokenizer.save_pretrained({out_dir!r})
-    print("adapter saved to", {out_dir!r})
-'''
+    trainer.model.save_pretrained({out_dir}, selected_adapters=["default"], **converted)  # no "ref" copy
+    tokenizer.save_pretrained({out_dir})
+    print("adapter saved to", {out_dir})
+"""
+WHOLE_SAVE_CODE = """if trainer.is_world_process_zero():  # under torchrun, rank 0 saves
+    trainer.model.save_pretrained({out_dir})  # a whole model: AutoModelForCausalLM loads it, no peft
+    tokenizer.save_pretrained({out_dir})
+    print("model saved to", {out_dir})
+"""
+WHOLE_MODEL_CODE = """# Full or freeze fine-tuning: the base's own weights train (fp32 master weights), no LoRA.
+if RUN["finetuning"] == "freeze":
+    for param in model.parameters():
+        param.requires_grad_(False)
+    trained = list(model.get_decoder().layers)[-RUN["trainable_layers"]:]  # the last N decoder blocks
+    if RUN["train_head"]:
+        trained += [model.get_output_embeddings(), model.get_decoder().norm]
+    for module in trained:
+        for param in module.parameters():
+            param.requires_grad_(True)
+    if RUN["trainer.gradient_checkpointing"]:  # frozen embeddings: the checkpointed blocks need a grad input
+        model.enable_input_require_grads()"""
 
 
 START_CODE = """if RUN["lora_start"].startswith(("pissa", "olora")):
@@ -374,6 +405,8 @@ def _row_selection(spec: TrainSpec) -> str:
 
 
 def _adapter_code(spec: TrainSpec, start_adapter: str | None) -> str:
+    if spec.finetuning != "lora":
+        return WHOLE_MODEL_CODE
     if spec.init_adapter:
         return (f"START = {start_adapter or spec.init_adapter!r}  # the adapter '{spec.init_adapter}' continues\n"
                 "model = PeftModel.from_pretrained(model, START, is_trainable=True)")

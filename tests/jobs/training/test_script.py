@@ -185,3 +185,27 @@ def test_the_plain_script_of_a_grpo_job_rewards_as_the_studio_does(demo_model_di
     out = capsys.readouterr().out
     assert all(f"rewards/{name}/mean" in out for name in ("json", "regex", "code")), out[-2000:]
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_the_plain_script_of_a_freeze_job_trains_the_last_block_and_saves_a_model(demo_model_dir, tmp_path,
+                                                                                   monkeypatch):
+    """In this process (runpy), as the PiSSA script's test: freeze fine-tuning in plain transformers + TRL moves only
+    the last block of the demo base, and the saved folder is a model AutoModelForCausalLM loads (no adapter)."""
+    import runpy
+
+    import torch
+    from safetensors.torch import load_file
+
+    rows = parse_file(EXAMPLE_DATASET_FILE).rows
+    data, _ = store_parsed(ParsedDataset("messages", rows[:8]), tmp_path / "data")
+    spec = parse_spec({**CHOSEN, "eval_fraction": 0, "max_steps": 1, "batch_size": 2, "max_length": 48,
+                       "learning_rate": 1e-2, "warmup_ratio": 0, "finetuning": "freeze", "freeze_trainable_layers": 1})
+    script = tmp_path / "train.py"
+    script.write_text(plain_trl_script(spec, str(demo_model_dir), str(data)))
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(script), run_name="__main__")
+    before = load_file(demo_model_dir / "model.safetensors")
+    after = load_file(tmp_path / "adapter" / "model.safetensors")
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed == {name for name in before if name.startswith("model.layers.1.")}
+    assert not (tmp_path / "adapter" / "adapter_config.json").exists()

@@ -16,7 +16,7 @@ from jobs.studio import EXAMPLE_DATASET_FILE
 from jobs.training.train import train
 
 pytestmark = pytest.mark.slow
-FEW_STEPS = {"max_steps": 2, "batch_size": 2, "max_length": 64, "eval_fraction": 0, "logging_steps": 1,
+FEW_STEPS = {"max_steps": 1, "warmup_ratio": 0, "batch_size": 2, "max_length": 64, "eval_fraction": 0, "logging_steps": 1,
              "save_steps": 100, "learning_rate": 1e-2, "sample_prompts": 0}
 
 
@@ -81,3 +81,32 @@ def test_whole_model_settings_load_unquantized_in_fp32():
         settings = resolve(spec, Base(hidden=128), machine)
         assert not settings.quantized and settings.weights_dtype == "float32" and settings.trainable_layers == 2
         assert settings.quantization_kwargs() is None
+
+
+def test_the_memory_verdict_counts_whole_model_training_and_refuses_what_cannot_fit():
+    """fp32 weights for every parameter, a fp32 gradient and AdamW's two fp32 states for each trained one: a full run
+    of SmolLM2 (134.5 M parameters) needs about 1.5 GiB more than its LoRA run, and a budget the LoRA run meets is
+    refused for it, in words."""
+    from jobs.models.budget import fit
+    from jobs.models.fits import Device, job_estimate
+    from jobs.models.known_bases import known_config
+    from jobs.models.memory import whole_model_trained_params
+    from jobs.models.memory_inputs import TrainShape
+    from jobs.models.shape import ModelShape
+
+    shape = ModelShape.from_config(known_config("smollm2-135m-instruct"))
+    gpu = Device(label="cuda:0", name="NVIDIA test GPU", memory_bytes=80 * 2**30)
+    planned = {"batch_size": 1, "learning_rate": 1e-4, "num_epochs": 1, "packing": False}
+    peaks = {mode: job_estimate(parse_spec({**planned, **extra}), shape, gpu.machine).peak
+             for mode, extra in (("lora", {}), ("freeze", {"finetuning": "freeze"}), ("full", {"finetuning": "full"}))}
+    assert peaks["lora"] < peaks["freeze"] < peaks["full"]
+    assert peaks["full"] - peaks["lora"] > 12 * shape.total_params  # weights fp32, grads and states per param
+    assert whole_model_trained_params(shape, TrainShape(finetuning="full")) == shape.total_params
+    assert whole_model_trained_params(shape, TrainShape(finetuning="freeze", trainable_layers=99)) < shape.total_params
+
+    budget = {"memory_budget_gib": (peaks["lora"] + 0.2 * 2**30) / 2**30}
+    for extra, fits in (({}, True), ({"finetuning": "full"}, False)):
+        spec = parse_spec({**planned, **budget, **extra})
+        _, memory, _ = fit(spec, spec, shape, [gpu])
+        assert memory.fits is fits
+    assert "set at least" in memory.problem()
