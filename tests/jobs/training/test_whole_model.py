@@ -16,8 +16,8 @@ from jobs.studio import EXAMPLE_DATASET_FILE
 from jobs.training.train import train
 
 pytestmark = pytest.mark.slow
-FEW_STEPS = {"max_steps": 1, "warmup_ratio": 0, "batch_size": 2, "max_length": 64, "eval_fraction": 0, "logging_steps": 1,
-             "save_steps": 100, "learning_rate": 1e-2, "sample_prompts": 0}
+FEW_STEPS = {"max_steps": 1, "warmup_ratio": 0, "batch_size": 2, "max_length": 64, "eval_fraction": 0,
+             "logging_steps": 1, "save_steps": 100, "learning_rate": 1e-2, "sample_prompts": 0}
 
 
 @pytest.fixture(scope="module")
