@@ -50,12 +50,40 @@ def test_a_whole_model_run_moves_the_weights_it_trains_and_saves_a_model(options
         assert changed == set(before)
     assert json.loads((folder / "training_spec.json").read_text())["finetuning"] == spec.finetuning
 
+    if spec.finetuning == "freeze":  # chat serves it as a pane on a base of its own, beside the shared base
+        _chat_beside_the_base(folder, demo_model_dir, tmp_path)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hello"}], add_generation_prompt=True,
                                            return_tensors="pt", return_dict=True)
     out = model.generate(**prompt, max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert out.shape[1] == prompt["input_ids"].shape[1] + 4
+
+
+def _chat_beside_the_base(folder, demo_model_dir, tmp_path):
+    from jobs.chat.engine import ChatEngine, resident_estimate
+    from jobs.chat.request import GenerationSettings
+    from jobs.chat.scheduler import GenerationScheduler
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / demo_model_dir.name).symlink_to(demo_model_dir)
+    engine = GenerationScheduler(ChatEngine(models))
+    replies = engine.compare("demo-tiny-llama", [("tuned", folder), ("base", None)],
+                             [[{"role": "user", "content": "hi"}]] * 2, GenerationSettings(max_new_tokens=3))
+    assert len(replies) == 2
+    labels = sorted(loaded.label for loaded in engine.engine._bases.values())
+    assert labels == ["demo-tiny-llama", "demo-tiny-llama (its own whole model, unquantized)"]
+    assert not any("Linear4bit" in type(m).__name__ for m in next(
+        b for b in engine.engine._bases.values() if "whole" in b.label).model.modules())
+    own = resident_estimate(str(folder), "demo-tiny-llama", "cpu", _variant(folder))
+    assert engine.resident_bytes() == own + resident_estimate(str(demo_model_dir), "demo-tiny-llama", "cpu")
+
+
+def _variant(folder):
+    from jobs.chat.request import variant_of
+
+    return variant_of(folder, "tuned")
 
 
 def test_whole_model_runs_refuse_lora_options_and_other_methods():
