@@ -13,6 +13,7 @@ from jobs.models.contents import is_whole_model
 from jobs.spec import LORA_ONLY_FIELDS, parse_spec
 from jobs.spec_words import SpecError
 from jobs.studio import EXAMPLE_DATASET_FILE
+from jobs.submit import submit_job
 from jobs.training.train import train
 
 pytestmark = pytest.mark.slow
@@ -30,34 +31,64 @@ def _changed(before: dict, after: dict) -> set[str]:
     return {name for name, tensor in before.items() if not torch.equal(tensor, after[name])}
 
 
-@pytest.mark.parametrize("options", [{"finetuning": "freeze", "freeze_trainable_layers": 1}, {"finetuning": "full"}],
-                         ids=["freeze", "full"])
-def test_a_whole_model_run_moves_the_weights_it_trains_and_saves_a_model(options, dataset, demo_model_dir, tmp_path):
+def test_a_full_run_moves_every_weight_resumes_from_its_checkpoint_and_saves_a_model(dataset, demo_model_dir,
+                                                                                      tmp_path, capsys):
+    """Stopped after its first step (a whole-model checkpoint: weights and optimizer), it resumes there; the model it
+    saves has every weight moved and loads and answers with plain transformers."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     before = load_file(demo_model_dir / "model.safetensors")
-    spec = parse_spec({**FEW_STEPS, **options})
+    first = train(parse_spec({**FEW_STEPS, "finetuning": "full", "save_steps": 1}), tmp_path, str(demo_model_dir),
+                  dataset, lambda *_: None, lambda: True)  # a stop at the step's end: a checkpoint, no model
+    assert first.stopped and (tmp_path / "checkpoints" / "checkpoint-1" / "model.safetensors").is_file()
+    spec = parse_spec({**FEW_STEPS, "finetuning": "full", "save_steps": 1, "max_steps": 2})
     result = train(spec, tmp_path, str(demo_model_dir), dataset, lambda *_: None, lambda: False)
+    assert "resuming from checkpoint-1" in capsys.readouterr().out and result.final_metrics["steps"] == 2
     folder = result.adapter_dir
     assert is_whole_model(folder) and not (folder / "adapter_config.json").exists()
     after = load_file(folder / "model.safetensors")
     assert set(after) == set(before)  # the same model, nothing added (no LoRA matrices, no quantization state)
-    changed = _changed(before, after)
-    if spec.finetuning == "freeze":  # the demo base has two blocks: only the last one moves
-        assert changed and all(name.startswith("model.layers.1.") for name in changed)
-        assert {name for name in before if name.startswith("model.layers.1.")} == changed
-    else:  # every weight that the loss reaches moves (the demo's are all reached)
-        assert changed == set(before)
-    assert json.loads((folder / "training_spec.json").read_text())["finetuning"] == spec.finetuning
+    assert _changed(before, after) == set(before)  # the loss reaches every weight of the demo base
+    assert json.loads((folder / "training_spec.json").read_text())["finetuning"] == "full"
 
-    if spec.finetuning == "freeze":  # chat serves it as a pane on a base of its own, beside the shared base
-        _chat_beside_the_base(folder, demo_model_dir, tmp_path)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hello"}], add_generation_prompt=True,
                                            return_tensors="pt", return_dict=True)
     out = model.generate(**prompt, max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert out.shape[1] == prompt["input_ids"].shape[1] + 4
+
+
+def test_a_freeze_job_is_published_as_a_model_of_its_own(studio, demo_model_dir, tmp_path):
+    """Through the queue's child as a worker runs it: only the last block moves; the registry lists a model (kind
+    shown), downloads it as a zip with a card that loads it with transformers, refuses to merge or combine it, and
+    chat serves it as a pane on a base of its own beside the shared base."""
+    import zipfile
+
+    from jobs.cli.operator import adapters
+    from jobs.submit import submit_combine, submit_merge
+    from jobs.training.export import adapter_export
+    from storage import catalog
+    from tests.jobs.training.test_registry import _run_the_child
+
+    job_id = submit_job(studio, {**FEW_STEPS, "name": "frozen", "finetuning": "freeze", "freeze_trainable_layers": 1})
+    assert _run_the_child(studio, job_id) == 0, (studio.settings.runs_dir / f"job-{job_id}" / "train.log")
+    with studio.db.read() as session:
+        adapter = catalog.adapter_for_job(session, job_id)
+    folder = studio.absolute(adapter.path)
+    before, after = load_file(demo_model_dir / "model.safetensors"), load_file(folder / "model.safetensors")
+    assert _changed(before, after) == {name for name in before if name.startswith("model.layers.1.")}
+    assert [(row["name"], row["kind"]) for row in adapters(studio)] == [("frozen", "model")]
+    with zipfile.ZipFile(adapter_export(studio, adapter)) as archive:
+        names = set(archive.namelist())
+        card = archive.read("frozen/README.md").decode()
+    assert {"frozen/model.safetensors", "frozen/config.json", "frozen/tokenizer.json"} <= names
+    assert "AutoModelForCausalLM.from_pretrained(MODEL" in card and "PeftModel" not in card
+    with pytest.raises(SpecError, match="nothing to merge"):
+        submit_merge(studio, "frozen")
+    with pytest.raises(SpecError, match="whole model"):
+        submit_combine(studio, "both", ["frozen", "frozen-too"])
+    _chat_beside_the_base(folder, demo_model_dir, tmp_path)
 
 
 def _chat_beside_the_base(folder, demo_model_dir, tmp_path):
