@@ -181,7 +181,7 @@ class TrainSpec(BaseModel):
         "How strongly DPO keeps the adapter near its reference: higher stays closer (0.1 is usual). dpo only."))
     # --- full and freeze fine-tuning (issue 31, full slice): the base's own weights train, the result is a model
     finetuning: Literal["lora", "freeze", "full"] = Field("lora", title="Fine-tuning",
-                                                         json_schema_extra=_at(METHOD, 0), description=(
+                                                         json_schema_extra=_at(METHOD, 6), description=(
         "What trains: lora (a small adapter on the frozen, quantized base: the usual), freeze (the base's last "
         "freeze_trainable_layers decoder blocks themselves, the rest frozen) or full (every weight of the base). "
         "freeze and full produce a whole model, not an adapter: the base loads unquantized (quantization and "
@@ -189,11 +189,11 @@ class TrainSpec(BaseModel):
         "way (DPO and KTO would need a second full copy as their reference). For models small enough: weights, "
         "gradients and AdamW's two states take about 16 bytes per trained parameter."))
     freeze_trainable_layers: int = Field(2, title="Trainable blocks (freeze)", ge=1, le=1024,
-                                         json_schema_extra=_at(METHOD, 0), description=(
+                                         json_schema_extra=_at(METHOD, 6), description=(
         "For freeze: how many of the last decoder blocks train (the rest of the base stays frozen). A number above "
         "the base's block count trains them all. freeze only."))
     freeze_train_head: bool = Field(False, title="Train the output head (freeze)", validate_default=True,
-                                    json_schema_extra=_at(METHOD, 0), description=(
+                                    json_schema_extra=_at(METHOD, 6), description=(
         "For freeze: also train the final norm and the output head (lm_head; with tied embeddings that is the input "
         "embeddings too). freeze only."))
     # --- preference methods beyond DPO (issue 31, prefs slice): each read by its own method only

@@ -67,7 +67,7 @@ THREE_LAYERS = {
                         "kto_undesirable_weight"], ["grpo_rewards", "num_generations", "max_completion_length",
                                                     "grpo_beta"],
                        ["grpo_reference_match", "grpo_min_chars", "grpo_max_chars"], ["grpo_regex", "grpo_json_schema"],
-                       ["grpo_reward_code"]],
+                       ["grpo_reward_code"], ["finetuning", "freeze_trainable_layers", "freeze_train_head"]],
     "Precision and speed": [["double_quant", "compute_dtype", "gradient_checkpointing"],
                             ["attn_implementation", "torch_compile", "liger_kernel"], ["rope_scaling", "rope_factor"],
                             ["memory_budget_gib", "devices"]],
