@@ -88,10 +88,17 @@ def test_a_freeze_job_is_published_as_a_model_of_its_own(studio, demo_model_dir,
         submit_merge(studio, "frozen")
     with pytest.raises(SpecError, match="whole model"):
         submit_combine(studio, "both", ["frozen", "frozen-too"])
-    _chat_beside_the_base(folder, demo_model_dir, tmp_path)
+    from jobs.chat.request import resolve_panes
+    from jobs.training.gguf_export import build_export
+
+    _chat_beside_the_base(resolve_panes(studio, "demo-tiny-llama", ["frozen", "base"]), folder, demo_model_dir,
+                          tmp_path)
+    record = build_export(folder, folder, tmp_path / "gguf", "f16", "frozen")  # a plain model: converted as it is
+    assert record["files"][0] == "model-f16.gguf" and "no LoRA adapter" in record["lora"]
+    assert (tmp_path / "gguf" / "model-f16.gguf").stat().st_size > 0
 
 
-def _chat_beside_the_base(folder, demo_model_dir, tmp_path):
+def _chat_beside_the_base(panes, folder, demo_model_dir, tmp_path):
     from jobs.chat.engine import ChatEngine, resident_estimate
     from jobs.chat.request import GenerationSettings
     from jobs.chat.scheduler import GenerationScheduler
@@ -100,7 +107,7 @@ def _chat_beside_the_base(folder, demo_model_dir, tmp_path):
     models.mkdir()
     (models / demo_model_dir.name).symlink_to(demo_model_dir)
     engine = GenerationScheduler(ChatEngine(models))
-    replies = engine.compare("demo-tiny-llama", [("tuned", folder), ("base", None)],
+    replies = engine.compare("demo-tiny-llama", panes,
                              [[{"role": "user", "content": "hi"}]] * 2, GenerationSettings(max_new_tokens=3))
     assert len(replies) == 2
     labels = sorted(loaded.label for loaded in engine.engine._bases.values())
