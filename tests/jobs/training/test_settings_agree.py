@@ -101,3 +101,23 @@ def test_training_the_script_and_the_estimate_agree(quantization, method, wide_b
             assert train_shape.releases_checkpoint == used.releases_checkpoint, where
             assert train_shape.lora_init == used.lora.init, where
             assert profile.compute_bytes == DTYPE_BYTES[used.compute_dtype], where
+
+
+@pytest.mark.parametrize("finetuning", ["freeze", "full"])
+def test_a_whole_model_run_the_script_and_the_estimate_agree(finetuning, wide_base, tmp_path, monkeypatch):
+    """Full and freeze: no quantization and fp32 weights wherever the run goes, no LoRA in the script, and the estimate
+    sizes the same whole-model run."""
+    shape = ModelShape.from_dir(wide_base)
+    spec = parse_spec({**CHOSEN, "finetuning": finetuning, "compute_dtype": "auto"})
+    stated = stated_settings(plain_trl_script(spec, str(wide_base), "data.jsonl"))
+    for machine in MACHINES_BY_KIND:
+        monkeypatch.setattr(prepare, "machine", lambda m=machine: Machine(m.device, m.bf16))
+        used = prepare.settings_here(spec, tmp_path / "run", str(wide_base))
+        script = stated[machine.device, machine.bf16]
+        args = prepare.trainer_args(used, spec, tmp_path, has_eval=True)
+        assert {k: args[k] for k in _part(script, "trainer")} == _part(script, "trainer"), machine
+        assert not _part(script, "lora") and not _part(script, "quantization") and not used.quantized
+        assert (script["weights_dtype"], script["finetuning"], script["trainable_layers"]) == (
+            "float32", finetuning, used.trainable_layers)
+        train_shape, _ = job_estimate_inputs(spec, shape, machine)
+        assert (train_shape.finetuning, train_shape.quantization) == (finetuning, "none")
