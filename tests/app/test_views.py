@@ -116,3 +116,11 @@ def test_a_search_result_as_tables_and_charts():
     assert [line.get_marker() for line in drawn][1] == "o"  # the trial pruned at its first evaluation is seen
     assert list(search_panel.importance_frame(found)["parameter"]) == ["learning_rate", "lora_r"]
     assert "held-out loss 1.2500" in search_panel.summary_text(found)
+
+
+def test_the_adapters_table_says_what_kind_each_entry_is():
+    """Full and freeze fine-tuning make whole models, listed with the adapters: the kind column says which."""
+    assert views.kind_text({}) == "adapter"
+    assert views.kind_text({"finetuning": "full"}) == "model (full)"
+    assert views.kind_text({"finetuning": "freeze", "freeze_trainable_layers": 1}) == "model (freeze, last 1 blocks)"
+    assert views.ADAPTER_COLUMNS.index("kind") == views.ADAPTER_COLUMNS.index("base model") + 1
