@@ -21,8 +21,11 @@ from jobs.spec_versions import RETIRED_TARGET_PRESET, SPEC_VERSION, migrate
 from jobs.spec_words import Problem, SpecError, problems_from, range_words, special
 from storage.settings import check_pool_name
 
-PAIRED_METHODS = ("dpo", "orpo", "simpo")
+PAIRED_METHODS = ("dpo", "orpo", "simpo", "reward")
 """Methods that train on preference pairs (prompt, chosen, rejected)."""
+REWARD_METHOD = "reward"
+"""Reward-model training (TRL's RewardTrainer): the adapter scores a conversation with one number and generates
+nothing, so chat, /v1, merge and GGUF refuse it (jobs.reward_model)."""
 UNPAIRED_METHODS = ("kto",)
 """Methods that train on unpaired answers (prompt, completion, label)."""
 PREFERENCE_METHODS = PAIRED_METHODS + UNPAIRED_METHODS
@@ -164,7 +167,7 @@ class TrainSpec(BaseModel):
     dataset: str = Field(EXAMPLE_DATASET, title="Dataset", min_length=1, json_schema_extra=_at(HEAD, 0), description=(
         f"Name of an uploaded dataset, or a bundled one: '{EXAMPLE_DATASET}' (keyword tasks the demo base can "
         f"learn) or '{PIRATE_DATASET}' (a pirate voice for {SMOLLM2_BASE_MODEL})."))
-    method: Literal["sft", "dpo", "orpo", "kto", "simpo", "grpo"] = Field(
+    method: Literal["sft", "dpo", "orpo", "kto", "simpo", "grpo", "reward"] = Field(
         "sft", title="Method", json_schema_extra=_at(HEAD, 0), description=(
             "sft: supervised fine-tuning on chats or text. On a preference dataset (prompt, chosen, rejected), such "
             "as the Chat tab's blind votes exported: dpo (direct preference optimization, against a reference), orpo "
@@ -173,7 +176,9 @@ class TrainSpec(BaseModel):
             "On an unpaired dataset (prompt, completion, label): kto (Kahneman-Tversky optimization: each answer "
             "marked desirable or not, against a reference). On a prompt/reference dataset: grpo (reinforcement "
             "learning with verifiable rewards, TRL's GRPO: the adapter writes num_generations answers per prompt and "
-            "learns from the rewards they get)."))
+            "learns from the rewards they get). On a preference dataset too: reward (a reward model, TRL's "
+            "RewardTrainer: the base as a sequence classifier with one output, scoring the chosen answer above the "
+            "rejected one; it scores conversations and does not chat)."))
     init_adapter: str = Field("", title="Start from adapter", json_schema_extra=_at(METHOD, 0), description=(
         "An adapter of this base model to continue training (its rank, alpha, dropout and targets are kept and the "
         "LoRA fields are not used; for dpo and kto, a frozen copy of it is the reference); empty: a new adapter."))
@@ -587,10 +592,13 @@ class TrainSpec(BaseModel):
 
     @field_validator("modules_to_save")
     @classmethod
-    def _saved_modules(cls, value: list[str]) -> list[str]:
+    def _saved_modules(cls, value: list[str], info: ValidationInfo) -> list[str]:
         bad = [name for name in value if not name.replace("_", "").replace(".", "").isalnum()]
         if bad:
             raise ValueError(f"not a module name: {', '.join(map(repr, bad))}")
+        if "lm_head" in value and info.data.get("method") == REWARD_METHOD:
+            raise ValueError("method reward has no lm_head (its output is the score head, which trains already): "
+                             "leave lm_head out")
         return list(dict.fromkeys(value))
 
     @field_validator("target_modules")

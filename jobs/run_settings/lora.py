@@ -41,6 +41,8 @@ class LoraSettings:
     init: str = "default"
     """The spec's init_lora_weights ('default', 'gaussian', 'pissa', 'olora', 'loftq'); 'pissa_niter_N' for PiSSA's
     fast SVD. A continued or converted adapter's config says 'default' (PEFT writes True once converted)."""
+    task_type: str = "CAUSAL_LM"
+    """peft's task type: SEQ_CLS for a reward model (peft then trains and saves its score head, modules_to_save)."""
 
     @classmethod
     def from_spec(cls, spec: TrainSpec) -> LoraSettings:
@@ -60,7 +62,8 @@ class LoraSettings:
                    bias=config.get("bias", "none"), use_rslora=bool(config.get("use_rslora", False)),
                    use_dora=bool(config.get("use_dora", False)),
                    modules_to_save=tuple(config.get("modules_to_save") or ()),
-                   init=_config_init(config.get("init_lora_weights", True)))
+                   init=_config_init(config.get("init_lora_weights", True)),
+                   task_type=str(config.get("task_type") or "CAUSAL_LM"))
 
     @property
     def converted(self) -> bool:
@@ -79,7 +82,7 @@ class LoraSettings:
                 "target_modules": (self.target_modules if isinstance(self.target_modules, str)
                                    else list(self.target_modules)),
                 "bias": self.bias, "use_rslora": self.use_rslora, "use_dora": self.use_dora,
-                "modules_to_save": list(self.modules_to_save) or None, "task_type": "CAUSAL_LM",
+                "modules_to_save": list(self.modules_to_save) or None, "task_type": self.task_type,
                 # LoftQ's start comes after the LoRA is built (replace_lora_weights_loftq); PEFT's default until then.
                 "init_lora_weights": True if self.init in ("default", "loftq") else self.init}
 

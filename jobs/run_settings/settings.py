@@ -9,7 +9,7 @@ them restates a rule."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +18,7 @@ from jobs.run_settings.cpu_dtype import base_positions, cpu_compute_dtype, hidde
 from jobs.run_settings.data import DataSettings
 from jobs.run_settings.lora import LoraSettings
 from jobs.run_settings.speed import ALL_KERNELS, COMPILE, attention_for, compile_for, liger_for, rope_parameters
-from jobs.spec import PAIRED_METHODS, PREFERENCE_METHODS, REFERENCE_METHODS, TrainSpec
+from jobs.spec import PAIRED_METHODS, PREFERENCE_METHODS, REFERENCE_METHODS, REWARD_METHOD, TrainSpec
 
 DeviceKind = Literal["cpu", "cuda"]
 
@@ -72,7 +72,7 @@ class Base:
 class RunSettings:
     """What one run trains with. Plan-chosen fields are None only for a spec that was not planned yet."""
 
-    method: Literal["sft", "dpo", "orpo", "kto", "simpo", "grpo"]
+    method: Literal["sft", "dpo", "orpo", "kto", "simpo", "grpo", "reward"]
     device: DeviceKind
     compute_dtype: Literal["float32", "bfloat16", "float16"]
     quantization: Literal["nf4", "fp4", "int8", "none"]
@@ -268,7 +268,7 @@ def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings
         method=spec.method, device=machine.device, compute_dtype=dtype, quantization=quantization,
         double_quant=spec.double_quant and quantization in ("nf4", "fp4"),
         gradient_checkpointing=gradient_checkpointing(spec, machine.device), optimizer=optimizer,
-        lora=adapter if adapter is not None else LoraSettings.from_spec(spec),
+        lora=adapter if adapter is not None else lora_for(spec),
         continues_adapter=bool(spec.init_adapter), loraplus_lr_ratio=spec.loraplus_lr_ratio,
         neftune_noise_alpha=spec.neftune_noise_alpha, batch_size=spec.batch_size, grad_accum=spec.grad_accum,
         max_length=spec.max_length, packing=False if preference or spec.method == "grpo" else spec.packing,
@@ -286,6 +286,12 @@ def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings
         train_head=spec.finetuning == "freeze" and spec.freeze_train_head,
         notes=tuple(note for note in (dtype_note, optimizer_note, attention_note, compile_note, liger_note, whole_note)
                     if note))
+
+
+def lora_for(spec: TrainSpec) -> LoraSettings:
+    """The new LoRA the spec asks for; a reward model's is a sequence classifier's (peft adds its score head)."""
+    lora = LoraSettings.from_spec(spec)
+    return replace(lora, task_type="SEQ_CLS") if spec.method == REWARD_METHOD else lora
 
 
 def method_options(spec: TrainSpec) -> tuple[tuple[str, float | str | bool], ...]:

@@ -13,7 +13,7 @@ import torch
 import transformers
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, BitsAndBytesConfig
 
 from jobs.data.mixing import mixed, taken_words, with_system_prompt
 from jobs.data.stats import tokenize_row
@@ -24,7 +24,7 @@ from jobs.run_settings.data import DataSettings
 from jobs.run_settings.lora import read_adapter_lora
 from jobs.run_settings.settings import Base, RunSettings, resolve
 from jobs.run_settings.tracking import tracking_environment
-from jobs.spec import PLAIN_INITS, TrainSpec
+from jobs.spec import PLAIN_INITS, REWARD_METHOD, TrainSpec
 from jobs.step_plan import AUTO_FIELDS, DataSize, StepPlan, plan
 from jobs.training.best import BestAdapterCallback
 from jobs.training.callbacks import CompleteMarkerCallback, MetricsCallback, MetricsSink, StopCallback
@@ -65,10 +65,13 @@ def lora_config(settings: RunSettings) -> LoraConfig:
 def load_base(settings: RunSettings, base_model: str):
     """The frozen base, loaded and quantized as the settings say."""
     quantization = settings.quantization_kwargs()
-    model = AutoModelForCausalLM.from_pretrained(
+    # A reward model is the base as a sequence classifier with one output (a new score head on the last token).
+    auto, head = ((AutoModelForSequenceClassification, {"num_labels": 1}) if settings.method == REWARD_METHOD
+                  else (AutoModelForCausalLM, {}))
+    model = auto.from_pretrained(
         base_model, quantization_config=BitsAndBytesConfig(**quantization) if quantization else None,
         dtype=getattr(torch, settings.weights_dtype), device_map={"": local_device(settings.device)},
-        use_safetensors=True, trust_remote_code=False, **settings.model_kwargs())
+        use_safetensors=True, trust_remote_code=False, **head, **settings.model_kwargs())
     if settings.releases_checkpoint:
         release_loading_memory(model)
     return model

@@ -17,7 +17,7 @@ from jobs.data.mixing import last_turn_only
 from jobs.models.loading import load_tokenizer
 from jobs.models.templates import template_text
 from jobs.run_settings.settings import RunSettings
-from jobs.spec import PREFERENCE_METHODS, TrainSpec
+from jobs.spec import PREFERENCE_METHODS, REWARD_METHOD, TrainSpec
 from jobs.training.adapter import save_adapter
 from jobs.training.best import BestAdapterCallback, BestRecord, restore_best
 from jobs.training.callbacks import MetricsSink, SampleCallback, SampleSink, StopCallback, StopRequested
@@ -92,6 +92,11 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: D
 
         return prepare_grpo_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, on_samples,
                                 init_adapter)
+    if spec.method == REWARD_METHOD:
+        from jobs.training.reward import prepare_reward_run
+
+        return prepare_reward_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, eval_path,
+                                  init_adapter)
     if spec.method in PREFERENCE_METHODS:
         from jobs.training.preference import prepare_preference_run
 
@@ -203,5 +208,9 @@ def _final_metrics(trainer, has_eval: bool) -> dict[str, float]:
     if has_eval:
         evals = [entry for entry in history if "eval_loss" in entry]
         at_end = evals and evals[-1].get("step") == trainer.state.global_step
-        final["eval_loss"] = float(evals[-1]["eval_loss"] if at_end else trainer.evaluate()["eval_loss"])
+        last = evals[-1] if at_end else trainer.evaluate()
+        final["eval_loss"] = float(last["eval_loss"])
+        for name in ("eval_accuracy", "eval_margin"):  # a reward model's held-out pairs (TRL's RewardTrainer)
+            if name in last:
+                final[name] = float(last[name])
     return final
