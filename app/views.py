@@ -127,6 +127,8 @@ def adapters_table(rows: list[tuple[Adapter, Job | None]], eval_loss: dict[int, 
         spec = job.spec if job is not None else {}
         targets = spec.get("target_modules", "")
         source = combination_text(spec) if job is not None and job.kind == JobKind.COMBINE else spec.get("dataset", "")
+        if spec.get("method") == "reward" and job is not None and job.kind == JobKind.TRAIN:
+            source = f"reward model on {source}"  # it scores answers; chat, merge and GGUF refuse it
         whole = spec.get("finetuning", "lora") != "lora"  # full or freeze fine-tuning: a model, no LoRA shape
         targets = "" if whole else targets
         table.append([adapter.name, adapter.base_model, kind_text(spec), "" if whole else spec.get("lora_r", ""),

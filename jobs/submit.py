@@ -30,12 +30,14 @@ from jobs.models.templates import NO_TRAINING_TEMPLATE, known_templates, templat
 from jobs.planning import job_plan, longest_sequence
 from jobs.queue import routing
 from jobs.queue.devices import describe_device, job_devices, most_devices
+from jobs.reward_model import is_reward_adapter, reward_refusal
 from jobs.run_settings.lora import LOFTQ_NEEDS_CUDA, LoraSettings, lora_target_problem, read_adapter_lora
 from jobs.run_settings.speed import rope_problems
 from jobs.run_settings.tracking import tracking_problem
 from jobs.spec import (
     ALL_DEVICES,
     PAIRED_METHODS,
+    REWARD_METHOD,
     STUDIO_BASE_MODELS,
     UNPAIRED_METHODS,
     CombinedParent,
@@ -137,6 +139,12 @@ def init_adapter_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
     if adapter.base_model != spec.base_model:
         return [Problem(field="init_adapter", message=(
             f"'{spec.init_adapter}' was trained on '{adapter.base_model}', not on '{spec.base_model}'"))]
+    # A reward adapter (a score head) and a generating one (the LM head) cannot continue each other.
+    reward = is_reward_adapter(studio.absolute(adapter.path))
+    if reward != (spec.method == REWARD_METHOD):
+        why = (f"'{spec.init_adapter}' is a reward model: only method reward continues it" if reward else
+               f"'{spec.init_adapter}' generates text: method reward starts a new adapter or continues a reward one")
+        return [Problem(field="init_adapter", message=why)]
     try:
         problem = lora_target_problem(read_adapter_lora(studio.absolute(adapter.path)))
     except (OSError, ValueError):
@@ -503,6 +511,8 @@ def submit_merge(studio: Studio, adapter_name: str, dtype: str = "bfloat16", pri
     if is_whole_model(studio.absolute(adapter.path)):
         raise SpecError.from_text("adapter", f"'{adapter.name}' is a whole model (full or freeze fine-tuning), not an "
                                              "adapter: there is nothing to merge; download it as it is")
+    if is_reward_adapter(studio.absolute(adapter.path)):
+        raise SpecError.from_text("adapter", reward_refusal(adapter.name, "merge it into a model that generates"))
     try:
         spec = MergeSpec(adapter=adapter.name, adapter_id=adapter.id, dtype=dtype)
     except ValidationError as error:
@@ -581,6 +591,8 @@ def submit_export(studio: Studio, adapter_name: str, quantization: str = "q8_0",
     with studio.db.read() as session:
         adapter = catalog.get_adapter_by_name(session, (adapter_name or "").strip())
     problems = [] if adapter is not None else [Problem(field="adapter", message=f"no adapter named '{adapter_name}'")]
+    if adapter is not None and is_reward_adapter(studio.absolute(adapter.path)):
+        problems.append(Problem(field="adapter", message=reward_refusal(adapter.name, "export it to GGUF")))
     try:
         spec = ExportSpec(adapter=adapter.name if adapter else "-", adapter_id=adapter.id if adapter else 0,
                           quantization=quantization)

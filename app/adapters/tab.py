@@ -12,6 +12,7 @@ from app.web.safe_text import SafeMarkdown
 from jobs import hub_access
 from jobs.combine_rules import MAX_RANK, TYPES
 from jobs.models.contents import folder_kind
+from jobs.reward_model import is_reward_adapter
 from jobs.spec import SpecError
 from jobs.studio import Studio
 from jobs.submit import submit_combine, submit_export, submit_merge
@@ -25,7 +26,9 @@ def adapter_list(studio: Studio, base_model: str = "") -> list[dict]:
         rows = catalog.list_adapters(session, base_model or None)
     return [{"name": a.name, "base_model": a.base_model, "kind": folder_kind(studio.absolute(a.path)),
              "size_bytes": a.size_bytes, "job_id": a.job_id, "created_at": a.created_at.isoformat(),
-             "gguf": gguf_exports(studio, a.id)} for a in rows]
+             "gguf": gguf_exports(studio, a.id),
+             # A reward model scores, it does not generate: chat, /v1, merge and GGUF refuse it (reward_adapters).
+             "reward_model": is_reward_adapter(studio.absolute(a.path))} for a in rows]
 
 
 def adapters_frame(studio: Studio):

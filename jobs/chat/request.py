@@ -9,6 +9,7 @@ import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from jobs.reward_model import is_reward_adapter, reward_refusal
 from jobs.spec import STUDIO_BASE_MODELS, TrainSpec
 from jobs.spec_store import read_spec_file
 from jobs.studio import Studio
@@ -331,6 +332,8 @@ def _pane(studio: Studio, session, base_model: str, name: str) -> tuple[Pane | N
         return None, f"adapters: no adapter named '{adapter_name}'"
     if adapter.base_model != base_model:
         return None, f"adapters: '{adapter_name}' was trained on '{adapter.base_model}', not '{base_model}'"
+    if is_reward_adapter(studio.absolute(adapter.path)):
+        return None, f"adapters: {reward_refusal(adapter_name, 'answer prompts')}"
     try:  # a checkpoint holds no spec: it trained on the base its adapter did
         variant = variant_of(studio.absolute(adapter.path), name)
     except ChatRequestError as error:
