@@ -97,6 +97,11 @@ def form_spec(adapters, include_base, source, train_job, dataset, suite, max_row
 def summary_text(found: dict) -> str:
     best = eval_results.best_text({"best": found["best"], "directions": found.get("directions", {})})
     settings = found["settings"]
+    if found.get("kind") == "reward":  # reward models scored pairs (jobs.evaluate.reward_pairs)
+        return (f"**Reward models on {escaped(found['set'])}** (`{escaped(found['base_model'])}`): {found['rows']} of "
+                f"{found['rows_in_set']} preference pairs scored; pairwise accuracy is the share where chosen scores "
+                f"above rejected, mean margin is chosen minus rejected.\n\n"
+                f"**Best** ({BEST_MARK} in the table): {escaped(best) or 'all scored alike'}.")
     if found.get("source") == "benchmark":
         shots = "each task's own few-shot count" if settings["num_fewshot"] is None else \
             f"{settings['num_fewshot']}-shot"

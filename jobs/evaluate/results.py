@@ -99,7 +99,7 @@ def row_view(results: dict, limit: int = 200) -> list[dict]:
                 "reference": row["reference"] or ""}
         for pane in results["panes"]:
             item[pane] = row["answers"][pane]
-            for name in ("chrf", "rouge_l", "exact_match", "loss"):
+            for name in ("chrf", "rouge_l", "exact_match", "loss", "margin"):  # margin: a reward model's pair
                 if name in row["scores"][pane]:
                     item[f"{pane} {name}"] = round(row["scores"][pane][name], 4)
         for judgment in row.get("judgments", []):  # each order's verdict; its reasons are in `judgments_view`

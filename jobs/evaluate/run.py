@@ -67,6 +67,13 @@ def _pinned_records(studio: Studio, pin: dict) -> list[dict]:
 
 
 def _held_out(studio: Studio, pin: dict, base_path: str) -> list[EvalRow]:
+    found, problems = rows_from_records(_held_out_records(studio, pin, base_path), f"job {pin['id']}'s held-out rows")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return found
+
+
+def _held_out_records(studio: Studio, pin: dict, base_path: str) -> list[dict]:
     from jobs.models.loading import load_tokenizer
 
     with studio.db.read() as session:
@@ -78,11 +85,7 @@ def _held_out(studio: Studio, pin: dict, base_path: str) -> list[EvalRow]:
     rows = _pinned_records(studio, pin["dataset"])
     held = _pinned_records(studio, pin["eval_dataset"]) if pin.get("eval_dataset") else None
     tokenizer = load_tokenizer(base_path) if train_spec.overlong == "drop" and not held else None
-    found, problems = rows_from_records(held_out_records(rows, train_spec, tokenizer, held),
-                                        f"job {pin['id']}'s held-out rows")
-    if problems:
-        raise ValueError("; ".join(problems))
-    return found
+    return held_out_records(rows, train_spec, tokenizer, held)
 
 
 def _panes(studio: Studio, pins: list[dict]) -> list[Pane]:
@@ -205,6 +208,8 @@ def evaluate(studio: Studio, job_id: int, attempt: int, spec: EvalSpec, pins: di
     transformers.utils.logging.disable_progress_bar()  # one log line per base load, not a bar per shard
     shutil.rmtree(run_dir / f"{RESULTS_DIR}.partial", ignore_errors=True)
     panes = _panes(studio, pins["adapters"])
+    if pins.get("reward"):
+        return _reward_pairs(studio, job_id, attempt, spec, pins, run_dir, sink, base_path, panes)
     if spec.source == "benchmark":
         return _benchmark(studio, job_id, attempt, spec, pins, run_dir, sink, base_path, panes)
     all_rows = eval_rows(studio, spec, pins, base_path)
@@ -272,3 +277,33 @@ def _benchmark(studio: Studio, job_id: int, attempt: int, spec: EvalSpec, pins: 
     _record(studio, job_id, attempt, write_results(run_dir, results, []), f"{len(tasks)} task(s) x {len(panes)}")
     return "done"
 
+
+
+def _reward_pairs(studio: Studio, job_id: int, attempt: int, spec: EvalSpec, pins: dict, run_dir: Path, sink,
+                  base_path: str, panes: list[Pane]) -> str:
+    """Reward models score the set's preference pairs (jobs.evaluate.reward_pairs): one base load per adapter, the
+    pairs in order; the table is pairwise accuracy and mean margin."""
+    from jobs.evaluate import reward_pairs
+
+    all_records = (_pinned_records(studio, pins["dataset"]) if spec.source == "dataset"
+                   else _held_out_records(studio, pins["train_job"], base_path))
+    records = [r for r in all_records if "chosen" in r and "rejected" in r][: spec.max_rows]
+    if not records:
+        raise ValueError("the eval set has no preference pairs to score")
+    total = len(records) * len(panes)
+    sink.on_metrics(0, {"eval_answers": 0.0}, total)
+    print(f"scoring {len(records)} preference pairs with the reward model(s) {', '.join(p.name for p in panes)} "
+          f"of {pins['base_model']} (the base has no score head: left out)", flush=True)
+    scores = {}
+    for done, pane in enumerate(panes, start=1):
+        found = reward_pairs.pair_scores(base_path, pane, records, studio.settings.max_prompt_tokens,
+                                         sink.should_stop)
+        if found is None:
+            wanted = sink.should_stop()
+            return "cancelled" if wanted and wanted is not True else "interrupted"
+        scores[pane.name] = found
+        sink.on_metrics(done * len(records), {"eval_answers": float(done * len(records))}, total)
+    results, predictions = reward_pairs.results(spec, pins["base_model"], [p.name for p in panes], records, scores,
+                                                len(all_records))
+    _record(studio, job_id, attempt, write_results(run_dir, results, predictions), f"{len(records)} pairs scored")
+    return "done"

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from jobs.chat.request import BASE_PANE, ChatRequestError, base_problem, resolve_panes
 from jobs.data.store import find_dataset, load_rows, split_sizes
 from jobs.evaluate.harness import task_names
+from jobs.evaluate.reward_pairs import reward_adapters, reward_eval_problems
 from jobs.evaluate.sets import rows_from_records
 from jobs.evaluate.spec import EvalSpec
 from jobs.queue import routing
@@ -183,6 +184,14 @@ def validate_eval(studio: Studio, raw: object) -> tuple[EvalSpec, str, list, dic
     spec, problems = _parsed(raw)
     if spec is None:
         raise SpecError(problems)
+    if rewards := reward_adapters(studio, spec):  # reward models score pairs (jobs.evaluate.reward_pairs)
+        base_model, panes, pins, rows, found = reward_eval_problems(studio, spec, rewards)
+        problems += found
+        if not problems and rows == 0:
+            problems.append(Problem(field=spec.source, message="the eval set is empty: it has no pairs to score"))
+        if problems:
+            raise SpecError(problems)
+        return spec, base_model, panes, pins, rows
     base_model, panes, found = _base_and_panes(studio, spec)
     problems += found
     judge, judge_problems = _judge_pin(studio, spec, base_model, panes)
