@@ -47,3 +47,48 @@ def test_reward_model_trains_separates_pairs_and_resumes(tmp_path, demo_model_di
     assert config["task_type"] == "SEQ_CLS" and "score" in config["modules_to_save"]
     assert any(".score." in key for key in load_file(result.adapter_dir / "adapter_model.safetensors"))
     assert is_reward_adapter(result.adapter_dir)
+
+
+def test_a_reward_job_through_the_queue_is_marked_refused_by_chat_and_scored_by_eval(live):
+    """One reward job on the live studio and worker: the registry marks its adapter, chat (and so /v1, which
+    resolves panes the same way), merge and GGUF refuse it naming why, the eval job scores its held-out pairs, and a
+    reward job on data without pairs is refused naming the field and the shape."""
+    from app.adapters.tab import adapter_list
+    from jobs.chat.request import ChatRequestError, resolve_panes
+    from jobs.data.store import find_dataset, register_parsed
+    from jobs.evaluate import results as eval_results
+    from jobs.evaluate.submit import submit_eval
+    from jobs.spec_words import SpecError
+    from jobs.submit import submit_export, submit_jobs, submit_merge
+    from storage import catalog
+
+    studio = live.studio
+    if find_dataset(studio, "reward-pairs") is None:
+        register_parsed(studio, "reward-pairs", ParsedDataset(PREFERENCE, separable_pairs()))
+    with pytest.raises(SpecError) as refused:  # the example chats have no pairs
+        submit_jobs(studio, [{**REWARD, "dataset": "example", "name": "reward-on-chats"}])
+    assert "method reward trains on a preference dataset (prompt, chosen, rejected)" in str(refused.value)
+    assert {p.field for p in refused.value.problems} >= {"method", "dataset"}
+
+    # Short: the resume path is the test above's; this one is the queue's, registry's, chat's and eval's.
+    [job_id] = submit_jobs(studio, [{**REWARD, "max_steps": 4, "eval_steps": 4, "save_steps": 100,
+                                     "dataset": "reward-pairs", "name": "rm-live"}])
+    assert live.wait_for(job_id).status == "succeeded", live.worker_log()
+    with studio.db.read() as session:
+        adapter = catalog.adapter_for_job(session, job_id)
+    assert next(a for a in adapter_list(studio) if a["name"] == adapter.name)["reward_model"] is True
+    with pytest.raises(ChatRequestError) as chat:
+        resolve_panes(studio, adapter.base_model, [adapter.name])
+    assert "is a reward model" in str(chat.value) and "does not generate" in str(chat.value)
+    for refuse in (lambda: submit_merge(studio, adapter.name), lambda: submit_export(studio, adapter.name)):
+        with pytest.raises(SpecError) as merge:
+            refuse()
+        assert merge.value.problems[0].field == "adapter" and "is a reward model" in str(merge.value)
+
+    eval_id = submit_eval(studio, {"adapters": [adapter.name], "source": "held_out", "train_job": job_id})
+    assert live.wait_for(eval_id).status == "succeeded", live.worker_log()
+    found = eval_results.eval_results(studio, eval_id)
+    assert found["kind"] == "reward" and found["panes"] == [adapter.name]  # the base has no score head
+    scores = found["metrics"][adapter.name]
+    assert scores["pairwise_accuracy"] == 1.0 and scores["mean_margin"] > 0
+    assert found["rows"] == 4 and eval_results.row_view(found)[0][f"{adapter.name} margin"] > 0
