@@ -42,6 +42,7 @@ bytes; sums run over the family's own Linears):
     attention_scores = n * H * T^2 * (4 [+ a with soft-capping]) eager attention's probabilities (Gemma 2)
     lm_head_tiles    = c_tile * min(T, 4096) * min(V, 32768) * 4  TRL's fused, chunked LM head (no T x V logits)
                      | 3 * T * V * 4                             ORPO, SimPO: TRL's experimental trainers' full logits
+                     | T * 4                                     reward: a score per token, read at the last one
     with checkpointing: activations = n * T * h * a + shared; one layer (T * A_token + M * T^2) is recomputed at a
     time during backward and competes with the LM-head tiles for the transient slot.
 
@@ -301,7 +302,10 @@ def lm_head_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile) -
     again in backward. The torch fallback (CPU) keeps ~8 tile-sized fp32 temporaries alive at once.
 
     Unfused (plain `logits = lm_head(h); cross_entropy`), it is T x V fp32 logits + the saved log-softmax + its
-    gradient: ~3 x T x V x 4 bytes, which is what dominates big-vocabulary models."""
+    gradient: ~3 x T x V x 4 bytes, which is what dominates big-vocabulary models. A reward model has none: its
+    score head gives each sequence one number (T x 1)."""
+    if not train.lm_head:
+        return train.tokens * 4
     if not train.fused_lm_head:
         return 3 * train.tokens * model.vocab * 4
     tile = min(train.tokens, LM_HEAD_TOKEN_TILE) * min(model.vocab, LM_HEAD_VOCAB_TILE) * 4

@@ -82,6 +82,9 @@ class TrainShape:
     fused_lm_head: bool = True
     """TRL >= 1.x's chunked LM head (SFT, DPO, KTO); False for trainers that build the full [T, V] logits (TRL's
     experimental ORPO and CPO, so SimPO)."""
+    lm_head: bool = True
+    """False for a reward model: its head is a score with one output read at the last token, so the loss has no
+    vocabulary projection (the untied LM head's weights, not loaded then, are still counted: a small over-estimate)."""
     lora_init: str = "default"
     """The LoRA's init as PEFT names it: PiSSA, OLoRA and LoftQ decompose each adapted weight once, after loading."""
     finetuning: str = "lora"
@@ -133,7 +136,7 @@ class TrainShape:
                    use_dora=lora.use_dora, modules_to_save=lora.modules_to_save, trainable_biases=lora.bias,
                    preference=settings.has_reference,
                    reference_adapter=settings.has_reference and settings.continues_adapter,
-                   fused_lm_head=settings.method not in UNFUSED_LM_HEAD,
+                   fused_lm_head=settings.method not in UNFUSED_LM_HEAD, lm_head=settings.method != "reward",
                    quantization=settings.quantization, double_quant=settings.double_quant,
                    optimizer=settings.optimizer, releases_checkpoint=settings.releases_checkpoint,
                    lora_init=lora.init, attention=settings.attn_implementation or "sdpa",

@@ -137,3 +137,14 @@ def test_orpo_and_simpo_hold_no_reference_and_kto_one_like_dpo(tiny_models):
         assert found[method].static["reference_adapter"] == lora > 0
     assert found["kto"].dynamic["activations"] < found["dpo"].dynamic["activations"]  # 4 answers against 4 pairs
     assert found["orpo"].dynamic["activations"] == found["dpo"].dynamic["activations"]
+
+
+def test_a_reward_model_is_sft_on_pairs_without_the_lm_head(tiny_models):
+    """A reward model: each pair is two sequences, as DPO's, with no reference; its loss reads one score per
+    sequence, so the LM head's tiles are gone and its peak is below SFT's on the same tokens."""
+    shape = ModelShape.from_dir(tiny_models["llama"])
+    reward, dpo = (_estimate(shape, longest=150, method=method) for method in ("reward", "dpo"))
+    assert reward.dynamic["activations"] == dpo.dynamic["activations"]  # pairs: 2 x batch sequences
+    assert "reference_pass" not in reward.dynamic and reward.static["reference_adapter"] == 0
+    assert reward.dynamic.get("lm_head_tiles", 0) < dpo.dynamic.get("lm_head_tiles", 1)
+    assert reward.peak < dpo.peak
