@@ -23,13 +23,13 @@ from jobs.step_plan import AUTO_FIELDS
 
 TRAINERS = {"sft": ("SFTConfig", "SFTTrainer"), "dpo": ("DPOConfig", "DPOTrainer"), "kto": ("KTOConfig", "KTOTrainer"),
             "orpo": ("ORPOConfig", "ORPOTrainer"), "simpo": ("CPOConfig", "CPOTrainer"),
-            "grpo": ("GRPOConfig", "GRPOTrainer")}
+            "grpo": ("GRPOConfig", "GRPOTrainer"), "reward": ("RewardConfig", "RewardTrainer")}
 """Each method's TRL config and trainer (SimPO is TRL's CPO with the SimPO loss: the settings say so)."""
 TRAINER_MODULES = {"orpo": "trl.experimental.orpo", "simpo": "trl.experimental.cpo"}
 """Where TRL 1.16 keeps the trainers outside its stable API."""
 ROW_SHAPES = {"sft": '{"messages": [{"role", "content"}, ...]} or {"text": ...}',
               "kto": '{"prompt": [messages], "completion": [messages], "label": true or false}'}
-ROW_SHAPES.update(dict.fromkeys(("dpo", "orpo", "simpo"), '{"prompt", "chosen", "rejected"} (message lists)'))
+ROW_SHAPES.update(dict.fromkeys(("dpo", "orpo", "simpo", "reward"), '{"prompt", "chosen", "rejected"} (message lists)'))
 ROW_SHAPES["grpo"] = '{"prompt": [messages], "reference": "..."}'
 
 
@@ -127,6 +127,9 @@ def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str | dict[s
     eval_file = eval_file if spec.eval_dataset else None
     config, trainer = TRAINERS[spec.method]
     grpo = spec.method == "grpo"
+    # A reward model: the base as a sequence classifier with one output (its LoRA's task_type is SEQ_CLS in RUN).
+    auto, head = (("AutoModelForSequenceClassification", ", num_labels=1") if spec.method == "reward"
+                  else ("AutoModelForCausalLM", ""))
     mix_constants = _mix_constants(data)
     eval_system_prompt = ("\n    eval_rows = eval_rows.map(lambda row: with_system_prompt(row, SYSTEM_PROMPT))"
                           if data.system_prompt else "")
@@ -146,7 +149,7 @@ import os
 import torch
 from datasets import Dataset, load_dataset
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, EarlyStoppingCallback, set_seed
+from transformers import {auto}, AutoTokenizer, BitsAndBytesConfig, EarlyStoppingCallback, set_seed
 from {TRAINER_MODULES.get(spec.method, "trl")} import {config}, {trainer}
 
 BASE = {base_path!r}
@@ -182,10 +185,11 @@ tokenizer = AutoTokenizer.from_pretrained(BASE)
 if tokenizer.pad_token is None:
     tokenizer.pad_token = tokenizer.eos_token
 {template_line}
-model = AutoModelForCausalLM.from_pretrained(BASE, dtype=getattr(torch, RUN["weights_dtype"]), use_safetensors=True,
-                                             device_map={{"": LOCAL_DEVICE}},
-                                             quantization_config=BitsAndBytesConfig(**part("quantization"))
-                                             if part("quantization") else None, **part("model"))
+model = {auto}.from_pretrained(BASE, dtype=getattr(torch, RUN["weights_dtype"]), use_safetensors=True,
+    device_map={{"": LOCAL_DEVICE}},
+    quantization_config=BitsAndBytesConfig(**part("quantization")) if part("quantization") else None,
+    **part("model"){head})
+model.config.pad_token_id = tokenizer.pad_token_id  # a sequence classifier reads each row's last non-pad token
 # bitsandbytes 0.50 repacks 4-bit weights for CPU inference at the first eval on an AVX512-BF16 CPU and never packs
 # them back, and later training steps lose the gradient through the frozen base: keep the trainable layout.
 for module in model.modules():

@@ -140,6 +140,28 @@ def test_the_plain_script_of_a_kto_job_trains_on_labelled_answers(demo_model_dir
 
 
 @pytest.mark.slow
+def test_the_plain_script_of_a_reward_job_trains_a_score_head(demo_model_dir, tmp_path, monkeypatch, capsys):
+    """In this process (runpy), as the KTO script's test: the base as a sequence classifier, a SEQ_CLS LoRA whose
+    score head is saved, TRL's RewardTrainer logging the pairs' accuracy."""
+    import runpy
+
+    from jobs.data.formats import PREFERENCE
+    from tests.jobs.training.test_reward import separable_pairs
+
+    data, _ = store_parsed(ParsedDataset(PREFERENCE, separable_pairs(8)), tmp_path / "data")
+    spec = parse_spec({**CHOSEN, "method": "reward", "max_steps": 2, "batch_size": 2, "max_length": 64,
+                       "eval_fraction": 0, "lora_r": 4, "target_modules": "attention", "learning_rate": 1e-3})
+    script = tmp_path / "reward.py"
+    script.write_text(plain_trl_script(spec, str(demo_model_dir), str(data)))
+    assert "import RewardConfig, RewardTrainer" in script.read_text()
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(script), run_name="__main__")
+    assert "'accuracy'" in capsys.readouterr().out
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["task_type"] == "SEQ_CLS" and "score" in config["modules_to_save"]
+
+
+@pytest.mark.slow
 def test_the_plain_script_of_a_pissa_job_saves_it_converted(demo_model_dir, tmp_path, monkeypatch):
     """In this process (runpy), as the KTO script's test: the imports are paid for already."""
     import runpy
