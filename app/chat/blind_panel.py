@@ -61,7 +61,7 @@ def leader(studio: Studio, base_model: str) -> str | None:
 
 def export_and_train(studio: Studio, base_model: str, dataset_name: str, start_from: str, steps: int,
                      train: bool, method: str = "dpo") -> str:
-    """Store the votes as the data `method` trains on (pairs for dpo, orpo and simpo; labelled answers for kto);
+    """Store the votes as the data `method` trains on (pairs for dpo, orpo, simpo, reward; labelled answers for kto);
     with `train`, queue a job of that method on it from `start_from`."""
     base_model = base_model or DEMO_BASE_MODEL
     method = method or "dpo"
@@ -128,7 +128,8 @@ def build(studio: Studio, base_model: gr.Dropdown, mode: gr.Checkbox, panes: lis
             dataset_name = gr.Textbox("votes", label="Preference dataset name", scale=2, elem_id="votes-name")
             method = gr.Dropdown(list(PREFERENCE_METHODS), value="dpo", label="Train with", scale=1,
                                  elem_id="votes-method", info=(
-                                     "dpo, orpo, simpo: the votes as pairs (winner over each other answer); kto: "
+                                     "dpo, orpo, simpo, reward (a reward model, from a new adapter): the votes as "
+                                     "pairs (winner over each other answer); kto: "
                                      "winners desirable, every answer of an all-bad vote undesirable"))
             start_from = gr.Dropdown([BASE_PANE], value=BASE_PANE, label="Start from", scale=2,
                                      elem_id="dpo-start")

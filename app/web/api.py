@@ -266,7 +266,7 @@ def register(studio: Studio, chat: ChatService) -> None:
 
     def export_votes(base_model: str = DEMO_BASE_MODEL, name: str = "votes", train_dpo: bool = False,
                      start_from: str = "", steps: int = blind_panel.DPO_STEPS, method: str = "dpo") -> str:
-        """Store your blind votes on the base model as the data `method` trains on: for dpo, orpo and simpo a
+        """Store your blind votes on the base model as the data `method` trains on: for dpo, orpo, simpo and reward a
         preference dataset (prompt, chosen, rejected); for kto an unpaired one (prompt, completion, label: winners
         true, every answer of an all-bad vote false). With `train_dpo` (named when DPO was the only method), queue a
         job of `method` on it starting from the adapter `start_from` (empty: a new adapter)."""

@@ -117,13 +117,13 @@ VERBS = (
           Arg("best", "the winner's index (outcome best)", type=int, default=-1)), op.vote),
     Verb("leaderboard", "leaderboard", "blind-vote standings of a base's adapters", (BASE,), op.leaderboard),
     Verb("export-votes", "export_votes", "store your blind votes as the data a preference method trains on "
-         "(pairs for dpo, orpo, simpo; labelled answers for kto); optionally train it",
+         "(pairs for dpo, orpo, simpo, reward; labelled answers for kto); optionally train it",
          (BASE, Arg("name", "the dataset's name", default="votes"),
           Arg("train_dpo", "queue a job of --method on it", type=bool, default=False),
           Arg("start_from", "the adapter the job starts from (default: a new one)", default=""),
           Arg("steps", "training steps", type=int, default=50),
-          Arg("method", "dpo, orpo, simpo (pairs) or kto (labelled answers)", default="dpo",
-              choices=("dpo", "orpo", "simpo", "kto")))),
+          Arg("method", "dpo, orpo, simpo, reward (pairs) or kto (labelled answers)", default="dpo",
+              choices=("dpo", "orpo", "simpo", "reward", "kto")))),
     Verb("suites", "list_suites", "your prompt suites", (), op.suites),
     Verb("save-suite", "save_suite", "create or replace a prompt suite from a file (one prompt a line, "
          "'prompt => reference' where there is one)", (SUITE, Arg("prompts", "the suite's file", read="file")),

@@ -63,7 +63,7 @@ def _specs(quantization: str, method: str):
 
 @pytest.mark.parametrize(("quantization", "method"), [
     *itertools.product(["nf4", "fp4", "int8", "none"], ["sft", "dpo"]),
-    ("nf4", "orpo"), ("nf4", "simpo"), ("nf4", "kto"),  # the other methods differ only in their own arguments
+    ("nf4", "orpo"), ("nf4", "simpo"), ("nf4", "kto"), ("nf4", "reward"),  # these differ only in their own arguments
     ("nf4", "grpo")])
 def test_training_the_script_and_the_estimate_agree(quantization, method, wide_base, tmp_path, monkeypatch):
     shape = ModelShape.from_dir(wide_base)
@@ -97,9 +97,11 @@ def test_training_the_script_and_the_estimate_agree(quantization, method, wide_b
             if method == "grpo":  # each prompt is num_generations answers
                 assert train_shape.batch_size == used.batch_size * used.num_generations, where
             else:
-                assert train_shape.batch_size == spec.batch_size * (2 if method in ("dpo", "orpo", "simpo") else 1)
+                paired = method in ("dpo", "orpo", "simpo", "reward")
+                assert train_shape.batch_size == spec.batch_size * (2 if paired else 1)
             assert train_shape.releases_checkpoint == used.releases_checkpoint, where
             assert train_shape.lora_init == used.lora.init, where
+            assert train_shape.lm_head == (method != "reward"), where  # a reward model's head is one score
             assert profile.compute_bytes == DTYPE_BYTES[used.compute_dtype], where
 
 
