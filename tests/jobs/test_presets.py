@@ -28,6 +28,8 @@ def test_save_list_load(studio):
     assert load_preset(studio, "small-r") == {"lora_r": 4, "target_modules": ["q_proj", "v_proj"], "use_dora": True}
     save_preset(studio, "small-r", {"lora_r": 8})  # saving again replaces it
     assert load_preset(studio, "small-r") == {"lora_r": 8}
+    save_preset(studio, "reward-model", {"method": "reward", "lora_r": 4})  # a method like any field
+    assert load_preset(studio, "reward-model") == {"method": "reward", "lora_r": 4}
 
 
 def test_yaml_and_json_read_the_same():
@@ -41,6 +43,7 @@ def test_yaml_and_json_read_the_same():
     ('{"lora_rank": 8}', ".json", ["lora_rank: is not a spec field"]),
     ("[1, 2]", ".yaml", ["file: a preset is a mapping"]),
     ("lora_r: [", ".yaml", ["file: not valid YAML"]),
+    ("method: reward\nmodules_to_save: [lm_head]\n", ".yaml", ["modules_to_save: method reward has no lm_head"]),
 ])
 def test_every_problem_is_named(text, suffix, words):
     with pytest.raises(PresetError) as caught:

@@ -87,10 +87,10 @@ def test_a_sweep_over_the_preference_methods_of_one_pairs_dataset(studio):
     with pytest.raises(SpecError) as caught:  # KTO reads labelled answers, not pairs: the whole sweep is refused
         submit_sweep(studio, {"dataset": "pairs", "max_steps": 2}, {"method": ["orpo", "kto"]}, name="bad")
     assert any(p.message.startswith("point 2: method kto trains on an unpaired dataset") for p in caught.value.problems)
-    _, ids = submit_sweep(studio, {"dataset": "pairs", "max_steps": 2}, {"method": ["dpo", "orpo", "simpo"]},
-                          name="methods")
+    _, ids = submit_sweep(studio, {"dataset": "pairs", "max_steps": 2},
+                          {"method": ["dpo", "orpo", "simpo", "reward"]}, name="methods")
     with studio.db.read() as s:
-        assert [jobs_repo.get_job(s, job_id).spec["method"] for job_id in ids] == ["dpo", "orpo", "simpo"]
+        assert [jobs_repo.get_job(s, job_id).spec["method"] for job_id in ids] == ["dpo", "orpo", "simpo", "reward"]
 
 
 def test_a_sweep_over_grpo_rewards_and_answers_per_prompt(studio):
