@@ -43,6 +43,7 @@ from jobs.chat.request import (
     resolve_panes,
 )
 from jobs.chat.serve import ServeBatcher, ServeRequest, ServeTicket
+from jobs.reward_model import is_reward_adapter
 from jobs.secrets import api_key_owner
 from jobs.studio import Studio
 from storage import catalog, users_repo
@@ -298,7 +299,9 @@ def _models(studio: Studio, person: Person) -> dict:
     with acting_as(person):
         bases = base_models(studio)
         with studio.db.read() as session:
-            adapters = [(a.name, a.base_model, a.owner, a.created_at) for a in catalog.list_adapters(session)]
+            # A reward model generates nothing: it is not a model /v1 serves (a request naming it is refused why).
+            adapters = [(a.name, a.base_model, a.owner, a.created_at) for a in catalog.list_adapters(session)
+                        if not is_reward_adapter(studio.absolute(a.path))]
     rows = [{"id": base, "object": "model", "created": 0, "owned_by": "studio", "kind": "base"} for base in bases]
     rows += [{"id": name, "object": "model", "created": int(created.timestamp()) if created else 0,
               "owned_by": owner or LOCAL_OWNER, "kind": "adapter", "parent": base}
