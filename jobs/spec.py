@@ -25,7 +25,7 @@ PAIRED_METHODS = ("dpo", "orpo", "simpo", "reward")
 """Methods that train on preference pairs (prompt, chosen, rejected)."""
 REWARD_METHOD = "reward"
 """Reward-model training (TRL's RewardTrainer): the adapter scores a conversation with one number and generates
-nothing, so chat, /v1, merge and GGUF refuse it (jobs.reward_model)."""
+nothing, so chat, /v1, merge and GGUF refuse it (jobs.models.reward_adapters)."""
 UNPAIRED_METHODS = ("kto",)
 """Methods that train on unpaired answers (prompt, completion, label)."""
 PREFERENCE_METHODS = PAIRED_METHODS + UNPAIRED_METHODS

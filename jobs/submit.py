@@ -25,12 +25,12 @@ from jobs.models.resolve import (
     looks_local,
     pin_hub_base,
 )
+from jobs.models.reward_adapters import is_reward_adapter, reward_refusal
 from jobs.models.template_render import pasted_template_problem
 from jobs.models.templates import NO_TRAINING_TEMPLATE, known_templates, template_problem, training_template
 from jobs.planning import job_plan, longest_sequence
 from jobs.queue import routing
 from jobs.queue.devices import describe_device, job_devices, most_devices
-from jobs.reward_model import is_reward_adapter, reward_refusal
 from jobs.run_settings.lora import LOFTQ_NEEDS_CUDA, LoraSettings, lora_target_problem, read_adapter_lora
 from jobs.run_settings.speed import rope_problems
 from jobs.run_settings.tracking import tracking_problem

@@ -12,7 +12,7 @@ from app.web.safe_text import SafeMarkdown
 from jobs import hub_access
 from jobs.combine_rules import MAX_RANK, TYPES
 from jobs.models.contents import folder_kind
-from jobs.reward_model import is_reward_adapter
+from jobs.models.reward_adapters import is_reward_adapter
 from jobs.spec import SpecError
 from jobs.studio import Studio
 from jobs.submit import submit_combine, submit_export, submit_merge

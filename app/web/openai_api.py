@@ -43,7 +43,7 @@ from jobs.chat.request import (
     resolve_panes,
 )
 from jobs.chat.serve import ServeBatcher, ServeRequest, ServeTicket
-from jobs.reward_model import is_reward_adapter
+from jobs.models.reward_adapters import is_reward_adapter
 from jobs.secrets import api_key_owner
 from jobs.studio import Studio
 from storage import catalog, users_repo

@@ -9,7 +9,7 @@ import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from jobs.reward_model import is_reward_adapter, reward_refusal
+from jobs.models.reward_adapters import is_reward_adapter, reward_refusal
 from jobs.spec import STUDIO_BASE_MODELS, TrainSpec
 from jobs.spec_store import read_spec_file
 from jobs.studio import Studio

@@ -12,7 +12,7 @@ from jobs.chat.request import BASE_PANE, Pane
 from jobs.data.formats import PREFERENCE
 from jobs.data.store import find_dataset, split_sizes
 from jobs.evaluate.spec import EvalSpec
-from jobs.reward_model import is_reward_adapter
+from jobs.models.reward_adapters import is_reward_adapter
 from jobs.spec import PAIRED_METHODS
 from jobs.spec_store import load_stored_spec
 from jobs.spec_words import Problem
@@ -104,18 +104,10 @@ def pair_scores(base_path: str, pane: Pane, records: list[dict], max_tokens: int
     (4-bit as its spec says). Conversations longer than `max_tokens` keep their last `max_tokens` tokens (the score
     is read at the last token). None when `should_stop()` asked to stop between pairs."""
     import torch
-    from peft import PeftModel
-    from transformers import AutoTokenizer
 
-    from jobs.models.loading import machine
-    from jobs.run_settings.settings import Base, resolve
-    from jobs.training.prepare import load_base
+    from jobs.training.reward import load_reward_model
 
-    variant = pane.variant.spec(base_path).model_copy(update={"method": "reward"})
-    settings = resolve(variant, Base.from_dir(base_path), machine())
-    tokenizer = AutoTokenizer.from_pretrained(str(pane.adapter_dir))
-    model = PeftModel.from_pretrained(load_base(settings, base_path), str(pane.adapter_dir)).eval()
-    model.config.pad_token_id = tokenizer.pad_token_id
+    model, tokenizer = load_reward_model(base_path, pane.adapter_dir, pane.variant.spec(base_path))
     scores = []
     for record in records:
         if should_stop():

@@ -7,7 +7,7 @@ last non-pad token) and takes a LoRA of peft's SEQ_CLS task, which trains and sa
 the prompt to each answer); rows of whole conversations without a prompt (implicit prompt) are read as they are. The
 loss is -log sigmoid(r(chosen) - r(rejected)); TRL logs the pairs' accuracy (chosen scored above rejected) and mean
 margin, on the held-out rows as eval_accuracy and eval_margin. The saved adapter scores; it does not generate
-(jobs.reward_model says who refuses it)."""
+(jobs.models.reward_adapters says who refuses it)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from trl import RewardConfig, RewardTrainer
 
 from jobs.models.loading import load_tokenizer
 from jobs.models.templates import template_text
-from jobs.spec import TrainSpec
+from jobs.spec import REWARD_METHOD, TrainSpec
 from jobs.training.callbacks import MetricsSink, StopCallback
 from jobs.training.lora_init import loraplus_optimizer
 from jobs.training.phases import phase
@@ -62,3 +62,20 @@ def prepare_reward_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_
     keep_lora_in_fp32(trainer.model, settings)  # RewardTrainer casts a quantized model's trainable weights to bf16
     return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=eval_rows is not None, spec=spec,
                        settings=settings)
+
+
+def load_reward_model(base_path: str, adapter_dir: Path, variant: TrainSpec):
+    """(the reward adapter on its base, in eval mode; its tokenizer): the base loaded as it trained (`variant`: the
+    spec fields that say how, jobs.chat.request.BaseVariant), as a sequence classifier, for scoring."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from jobs.models.loading import machine
+    from jobs.run_settings.settings import Base, resolve
+    from jobs.training.prepare import load_base
+
+    settings = resolve(variant.model_copy(update={"method": REWARD_METHOD}), Base.from_dir(base_path), machine())
+    tokenizer = with_pad_token(AutoTokenizer.from_pretrained(str(adapter_dir)))
+    model = PeftModel.from_pretrained(load_base(settings, base_path), str(adapter_dir)).eval()
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer

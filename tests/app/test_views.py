@@ -124,3 +124,12 @@ def test_the_adapters_table_says_what_kind_each_entry_is():
     assert views.kind_text({"finetuning": "full"}) == "model (full)"
     assert views.kind_text({"finetuning": "freeze", "freeze_trainable_layers": 1}) == "model (freeze, last 1 blocks)"
     assert views.ADAPTER_COLUMNS.index("kind") == views.ADAPTER_COLUMNS.index("base model") + 1
+
+
+def test_a_reward_adapter_says_it_is_a_reward_model_in_the_adapters_table():
+    from storage.models import Adapter, Job, JobKind
+
+    job = Job(id=7, kind=JobKind.TRAIN, spec={"method": "reward", "dataset": "pairs", "lora_r": 4}, step=6)
+    adapter = Adapter(id=1, name="rm", base_model="demo", size_bytes=1, job_id=7, created_at=utcnow())
+    table = views.adapters_table([(adapter, job)], {}, {})
+    assert "reward model on pairs" in table.iloc[0].tolist()

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from jobs.data.formats import PREFERENCE, ParsedDataset
 from jobs.data.store import store_parsed
-from jobs.reward_model import is_reward_adapter
+from jobs.models.reward_adapters import is_reward_adapter
 from jobs.spec import parse_spec
 from jobs.training.train import train
 

@@ -11,6 +11,7 @@ from jobs.evaluate.submit import submit_eval
 from jobs.spec_words import SpecError
 from jobs.submit import submit_export, submit_job, submit_merge
 from storage import jobs_repo
+from storage.access import LOCAL_OWNER, Person
 from storage.models import Adapter
 
 DEMO = "demo-tiny-llama"
@@ -43,8 +44,12 @@ def test_reward_models_are_refused_where_they_cannot_work(studio):
         lambda: submit_job(studio, {"method": "reward", "init_adapter": "chat"}))["init_adapter"]
     for call in (lambda: submit_merge(studio, "rm"), lambda: submit_export(studio, "rm")):
         assert "is a reward model" in _fields(call)["adapter"]
-    with pytest.raises(ChatRequestError, match="'rm' is a reward model"):
+    with pytest.raises(ChatRequestError, match="'rm' is a reward model"):  # chat panes, and /v1's model
         resolve_panes(studio, DEMO, ["rm"])
+    from app.web.openai_api import _models  # /v1/models lists what generates
+
+    listed = [m["id"] for m in _models(studio, Person(LOCAL_OWNER))["data"]]
+    assert "chat" in listed and "rm" not in listed
     mixed = _fields(lambda: submit_eval(studio, {"adapters": ["rm", "chat"], "source": "suite", "suite": "s",
                                                  "judge": "base"}))
     assert "evaluate reward models apart" in mixed["adapters"] and "scored on pairs" in mixed["judge"]
