@@ -276,13 +276,16 @@ TIMELINES = {"loss curves": ("loss", "eval_loss"), "tokens/s": ("tokens_per_s",)
              "reward margin (DPO, ORPO, SimPO, KTO)": ("rewards/margins", "eval_rewards/margins"),
              "KTO's KL estimate": ("kl", "eval_kl"),
              "ORPO's terms": ("nll_loss", "log_odds_ratio", "eval_nll_loss", "eval_log_odds_ratio"),
-             "GRPO reward": ("reward",)}
+             "GRPO reward": ("reward",),
+             "reward model's pairs": ("accuracy", "eval_accuracy", "margin", "eval_margin")}
 SERIES = {"loss": "train loss", "eval_loss": "eval loss", "tokens_per_s": "tokens/s", "memory_bytes": "memory",
           "learning_rate": "learning rate", "grad_norm": "grad norm", "rewards/margins": "reward margin (train)",
           "eval_rewards/margins": "reward margin (eval)", "kl": "KL (train)", "eval_kl": "KL (eval)",
           "nll_loss": "SFT term (train)", "log_odds_ratio": "log odds ratio (train)",
           "eval_nll_loss": "SFT term (eval)", "eval_log_odds_ratio": "log odds ratio (eval)",
-          "reward": "mean reward (weighted)"}
+          "reward": "mean reward (weighted)", "accuracy": "pairwise accuracy (train)",
+          "eval_accuracy": "pairwise accuracy (eval)", "margin": "score margin (train)",
+          "eval_margin": "score margin (eval)"}
 SCALES = {"memory_bytes": 1 / 2**30}
 
 

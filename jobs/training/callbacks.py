@@ -24,7 +24,9 @@ LOGGED_METRICS = ("loss", "learning_rate", "grad_norm", "eval_loss", "mean_token
                   # ORPO: its SFT term and its odds-ratio term; KTO: the KL estimate its rewards are measured against
                   "nll_loss", "log_odds_ratio", "kl", "eval_nll_loss", "eval_log_odds_ratio", "eval_kl",
                   # GRPO: the weighted reward's mean and spread, the KL to the reference (kl), the answers' length
-                  "reward", "reward_std", "completions/mean_length")
+                  "reward", "reward_std", "completions/mean_length",
+                  # A reward model: how often chosen scores above rejected, and by how much (TRL's RewardTrainer)
+                  "accuracy", "margin", "eval_accuracy", "eval_margin")
 RENAMED = {"num_input_tokens_seen": "tokens_seen"}  # the Trainer's count: kept in checkpoints, so a resume goes on
 SAMPLE_NEW_TOKENS = 48
 

@@ -12,6 +12,7 @@ from jobs.data.store import store_parsed
 from jobs.models.reward_adapters import is_reward_adapter
 from jobs.spec import parse_spec
 from jobs.training.train import train
+from storage.models import Metric
 
 pytestmark = pytest.mark.slow
 REWARD = {"method": "reward", "max_steps": 6, "batch_size": 4, "max_length": 64, "eval_fraction": 0.25,
@@ -42,6 +43,12 @@ def test_reward_model_trains_separates_pairs_and_resumes(tmp_path, demo_model_di
     losses = [values["loss"] for _, values in sorted(logged.items()) if "loss" in values]
     assert losses[-1] < losses[0], losses
     assert {"eval_accuracy", "eval_margin"} <= result.final_metrics.keys()
+    assert any("margin" in values for values in logged.values())  # the run page's curve of the pairs
+    from app import views
+
+    curves = views.run_curves([Metric(name=name, step=step, value=value) for step, values in logged.items()
+                               for name, value in values.items()], views.TIMELINES["reward model's pairs"])
+    assert curves["score margin (train)"] and curves["pairwise accuracy (eval)"]
     assert result.final_metrics["eval_accuracy"] == 1.0 and result.final_metrics["eval_margin"] > 0
     config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
     assert config["task_type"] == "SEQ_CLS" and "score" in config["modules_to_save"]
