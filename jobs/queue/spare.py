@@ -53,6 +53,11 @@ class SpareChild:
         self.process = subprocess.Popen(child_command(SPARE_FLAG), stdin=subprocess.PIPE, cwd=REPO_ROOT,
                                         env={**os.environ, **CHILD_ENV})
 
+    @property
+    def pid(self) -> int | None:
+        """The waiting spare's process id (None: none waits): what it holds becomes the next job's."""
+        return self.process.pid if self.process is not None and self.process.poll() is None else None
+
     def take(self, job_id: int, attempt: int) -> subprocess.Popen | None:
         """The spare, handed this attempt; None when there is none alive (the caller starts a fresh child)."""
         process, self.process = self.process, None
