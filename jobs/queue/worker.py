@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     register(studio, device)
     stop = start_reaper(studio, args.reap_interval or reap_interval_s(studio.settings), also=lambda: beat(studio))
     consumer = StudioConsumer(serve_jobs(studio.settings, supervise_job), embedded=args.exit_with_parent)
-    SPARE.enabled = studio.settings.spare_child
+    SPARE.enabled, SPARE.jemalloc = studio.settings.spare_child, studio.settings.jemalloc
     SPARE.start()  # from the main thread, which lives as long as the worker (the spare's parent-death signal)
     log.info("worker ready: queue %s, database %s%s", studio.settings.queue_url, studio.db.engine.url,
              "; a spare training process waits for the next job" if SPARE.enabled else "")
