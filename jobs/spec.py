@@ -340,7 +340,7 @@ class TrainSpec(BaseModel):
         "first: a smaller batch size with more gradient accumulation (the same effective batch), then gradient "
         "checkpointing, so the estimated peak fits; the plan shows the choice, its peak and its relative speed. "
         "A budget below the smallest this job can peak at is refused with that smallest budget. Empty (null; 0 in "
-        "the form): no target."))
+        "the form): the device's free memory is the ceiling: the levers move only if the plan does not fit in it."))
 
     max_steps: int = Field(-1, title="Max steps", ge=1, le=MAX_STEPS, json_schema_extra={
         **_at(COMMON, 1), "special": {"value": -1, "means": "use num_epochs"}}, description=(

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from jobs import combine_rules
 from jobs.data.formats import PREFERENCE, REFERENCE, UNPAIRED
 from jobs.data.store import find_dataset
-from jobs.models.budget import fit, start_adapter
+from jobs.models.budget import fit, free_memory_fit, start_adapter
 from jobs.models.contents import OTHER, chat_template_text, is_whole_model, lora_targets
 from jobs.models.fits import base_context, model_shape
 from jobs.models.resolve import (
@@ -276,22 +276,23 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
 
 def planned_job(studio: Studio, spec: TrainSpec, revision: str | None = None) -> StepPlan:
     """The job's plan (jobs.planning.job_plan), with a memory budget's levers chosen for the devices that may run it
-    (jobs.models.budget): what submit stores and the plan, the memory verdict and the script show. Without an estimate
-    (the base's config is not here) or a device serving its pool, the plan is left as the rule made it."""
+    (jobs.models.budget): what submit stores and the plan, the memory verdict and the script show. Without a budget,
+    the budget is the devices' free memory (what their workers report), which moves the levers only where the rule's
+    plan does not fit under it. Without an estimate (the base's config is not here) or a device serving its pool, the
+    plan is left as the rule made it."""
     if spec.devices == ALL_DEVICES:  # counted now, so the plan, the verdict and the stored spec say how many
         spec = spec.model_copy(update={"devices": max(1, most_devices(studio, spec.pool))})
         planned = job_plan(studio, spec, revision)
         planned = replace(planned, chosen=(*planned.chosen, "devices"))
     else:
         planned = job_plan(studio, spec, revision)
-    if spec.memory_budget_gib is None:
-        return planned
     shape = model_shape(spec.base_model, studio.settings.models_dir, studio.settings.model_dirs)
     devices = job_devices(studio, spec.pool)
     if shape is None or not devices:
         return planned
-    chosen_spec, memory, chosen = fit(spec, planned.spec, shape, devices, longest_sequence(studio, planned.spec),
-                                      start_adapter(studio, spec))
+    fitted = fit if spec.memory_budget_gib is not None else free_memory_fit
+    chosen_spec, memory, chosen = fitted(spec, planned.spec, shape, devices, longest_sequence(studio, planned.spec),
+                                         start_adapter(studio, spec))
     return replace(planned, spec=chosen_spec, memory=memory,
                    chosen=tuple(dict.fromkeys((*planned.chosen, *chosen))))
 

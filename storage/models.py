@@ -152,7 +152,8 @@ class Worker(Base):
     device_name: Mapped[str] = mapped_column(String(200))
     """What it is: a GPU model, or "CPU (N cores)"."""
     memory_bytes: Mapped[int] = mapped_column(BigInteger)
-    """The memory a job may use there: the GPU's, or the host's RAM (its cgroup limit) on a CPU worker."""
+    """The memory a job may use there now: the GPU's free memory, or on a CPU worker the host's available memory
+    within its limit (jobs.queue.devices); refreshed by the heartbeat while the worker holds no job."""
     pool: Mapped[str | None] = mapped_column(String(100))
     current_job_id: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)

@@ -81,6 +81,9 @@ class Settings:
     spare_child: bool = True
     """Whether a worker keeps the next job's process started, its training libraries imported (STUDIO_SPARE_CHILD=0:
     each job starts its own interpreter when it begins)."""
+    jemalloc: bool = True
+    """Whether a worker's training processes run with jemalloc preloaded where libjemalloc is installed (STUDIO_JEMALLOC
+    =0: glibc's malloc, which keeps each step's freed activations: jobs.queue.spare)."""
     session_idle_s: float = 8 * 3600.0
     """With accounts: a sign-in unused this long has ended (STUDIO_SESSION_IDLE_S)."""
     session_max_s: float = 7 * 86400.0
@@ -227,6 +230,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         scratch_dir=Path(env.get("STUDIO_SCRATCH_DIR") or data_dir / "hosts" / host).expanduser().resolve(),
         pool=_pool(env),
         spare_child=_switch(env, "STUDIO_SPARE_CHILD", True),
+        jemalloc=_switch(env, "STUDIO_JEMALLOC", True),
         shared_group=_switch(env, "STUDIO_SHARED_GROUP", False),
         session_idle_s=float(env.get("STUDIO_SESSION_IDLE_S", 8 * 3600)),
         session_max_s=float(env.get("STUDIO_SESSION_MAX_S", 7 * 86400)),

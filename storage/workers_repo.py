@@ -20,11 +20,16 @@ def register_worker(session: Session, name: str, host: str, pid: int, device: st
     return worker
 
 
-def worker_heartbeat(session: Session, name: str, current_job_id: int | None = None, busy: bool | None = None) -> None:
+def worker_heartbeat(session: Session, name: str, current_job_id: int | None = None, busy: bool | None = None,
+                     idle_memory_bytes: int | None = None) -> None:
+    """`idle_memory_bytes`: the memory a job may use on the worker's device now, kept only while it holds no job
+    (during one, the job's own use is not free memory for the next)."""
     worker = session.scalars(select(Worker).where(Worker.name == name)).first()
     if worker is None:
         return
     worker.heartbeat_at = utcnow()
+    if idle_memory_bytes is not None and worker.current_job_id is None:
+        worker.memory_bytes = idle_memory_bytes
     if busy is not None:
         worker.current_job_id = current_job_id if busy else None
 

@@ -63,11 +63,12 @@ def plan(studio: Studio, spec: str) -> dict:
 
 
 def memory_fit(fit: MemoryFit | None) -> dict | None:
-    """What the plan chose for the spec's memory budget (None: no budget, or no estimate for its base here)."""
+    """What the plan chose for the spec's memory budget, or without one for the devices' free memory (`free_on`:
+    the device; None without an estimate for its base here or a device to run it)."""
     if fit is None:
         return None
-    return {"budget_bytes": fit.budget_bytes, "peak_bytes": fit.peak_bytes, "fits": fit.fits,
-            "relative_speed": fit.relative_speed, "smallest_budget_bytes": fit.smallest_bytes,
+    return {"budget_bytes": fit.budget_bytes, "free_on": fit.free_on or None, "peak_bytes": fit.peak_bytes,
+            "fits": fit.fits, "relative_speed": fit.relative_speed, "smallest_budget_bytes": fit.smallest_bytes,
             "levers": {"batch_size": fit.levers.batch_size, "grad_accum": fit.levers.grad_accum,
                        "gradient_checkpointing": fit.levers.gradient_checkpointing}, "problem": fit.problem()}
 

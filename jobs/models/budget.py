@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from jobs.models.fits import Device, job_estimate
 from jobs.models.memory_inputs import ModelShape
 from jobs.run_settings.lora import LoraSettings, read_adapter_lora
+from jobs.run_settings.settings import gradient_checkpointing
 from jobs.spec import TrainSpec
 from jobs.studio import Studio
 from storage import catalog
@@ -58,6 +59,9 @@ class MemoryFit:
     """The smallest peak with every lever free: the base's weights, runtime and a step of one sequence."""
     fixed: tuple[str, ...]
     """The levers the person set (kept), named in a refusal."""
+    free_on: str = ""
+    """Where the budget came from when the person gave none: the device whose free memory it is (`free_memory_fit`);
+    empty for the person's memory_budget_gib."""
 
     @property
     def fits(self) -> bool:
@@ -65,15 +69,21 @@ class MemoryFit:
 
     def sentence(self) -> str:
         gc = "on" if self.levers.gradient_checkpointing else "off"
-        head = (f"Memory budget {self.budget_bytes / GiB:g} GiB: batch size {self.levers.batch_size} × "
-                f"{self.levers.grad_accum} accumulation, gradient checkpointing {gc}; expected peak "
-                f"{self.peak_bytes / GiB:.2f} GiB, expected speed {self.relative_speed:.0%} of the job without a "
-                "budget.")
+        levers = (f"batch size {self.levers.batch_size} × {self.levers.grad_accum} accumulation, gradient "
+                  f"checkpointing {gc}; expected peak {self.peak_bytes / GiB:.2f} GiB")
+        if self.free_on:
+            head = (f"Memory: no budget set, so the plan fits under the {self.budget_bytes / GiB:.2f} GiB free on "
+                    f"{self.free_on}: {levers}, expected speed {self.relative_speed:.0%} of the plan without it.")
+            return head if self.fits else (f"{head} **It does not fit** even with the smallest micro-batch and "
+                                           "checkpointing; the job may still run once memory is freed there.")
+        head = (f"Memory budget {self.budget_bytes / GiB:g} GiB: {levers}, expected speed {self.relative_speed:.0%} "
+                "of the job without a budget.")
         return head if self.fits else f"{head} **It does not fit:** {self.problem()}"
 
     def problem(self) -> str | None:
-        """Why no choice fits, in words naming what to change; None when the budget is met."""
-        if self.fits:
+        """Why no choice fits, in words naming what to change; None when the budget is met (or the budget is the
+        device's free memory, which changes while the job waits: never refused)."""
+        if self.fits or self.free_on:
             return None
         need = _gib_up(self.smallest_bytes / HEADROOM)
         if self.floor_bytes < self.smallest_bytes and self.floor_bytes <= self.budget_bytes * HEADROOM:
@@ -119,10 +129,12 @@ def peak_of(spec: TrainSpec, shape: ModelShape, devices: Sequence[Device], longe
 
 
 def fit(original: TrainSpec, planned: TrainSpec, shape: ModelShape, devices: Sequence[Device], longest: int = 0,
-        adapter: LoraSettings | None = None) -> tuple[TrainSpec, MemoryFit, tuple[str, ...]]:
-    """(the planned spec with the free levers chosen for `original.memory_budget_gib`, what it expects, the fields it
-    chose). When nothing fits, the most frugal choice, with the fit saying why (submit refuses it)."""
-    budget = int(original.memory_budget_gib * GiB)
+        adapter: LoraSettings | None = None, budget_bytes: int | None = None
+        ) -> tuple[TrainSpec, MemoryFit, tuple[str, ...]]:
+    """(the planned spec with the free levers chosen for `original.memory_budget_gib` (or `budget_bytes`), what it
+    expects, the fields it chose). When nothing fits, the most frugal choice, with the fit saying why (submit refuses
+    it)."""
+    budget = budget_bytes if budget_bytes is not None else int(original.memory_budget_gib * GiB)
     tried = [(levers, peak_of(with_levers(planned, levers), shape, devices, longest, adapter))
              for levers in candidates(original, planned, devices)]
     fitting = [(levers, peak) for levers, peak in tried if peak <= budget * HEADROOM]
@@ -141,6 +153,43 @@ def fit(original: TrainSpec, planned: TrainSpec, shape: ModelShape, devices: Seq
         ("grad_accum",) if levers.grad_accum != planned.grad_accum else ()) + (
         ("gradient_checkpointing",) if original.gradient_checkpointing == "auto" else ())
     return with_levers(planned, levers), memory, chosen
+
+
+def free_budget(spec: TrainSpec, devices: Sequence[Device]) -> tuple[int, Device] | None:
+    """(the budget one training process gets from the devices' free memory, the device it is for): the smallest of
+    the devices the job may run on, so it fits on any; a CPU's is shared by the job's ranks. None without devices."""
+    if not devices:
+        return None
+    shares = [(device.memory_bytes // (spec.devices if device.machine.device == "cpu" else 1), device)
+              for device in devices]
+    return min(shares, key=lambda pair: pair[0])
+
+
+def free_memory_fit(original: TrainSpec, planned: TrainSpec, shape: ModelShape, devices: Sequence[Device],
+                    longest: int = 0, adapter: LoraSettings | None = None
+                    ) -> tuple[TrainSpec, MemoryFit | None, tuple[str, ...]]:
+    """A job without a memory budget fitted under the devices' free memory (what the workers report: jobs.queue.
+    devices). Free memory is a ceiling, not a target: the plan as the rule made it is kept while it fits (it is the
+    fastest), the levers move only when it does not, fastest first, and only to a choice that fits; when none does,
+    the plan is kept too, with the fit saying so (free memory changes while a job waits, so it is never refused)."""
+    found = free_budget(original, devices)
+    if found is None:
+        return planned, None, ()
+    budget, device = found
+    label = f"{device.label} ({device.name})"
+    peak = peak_of(planned, shape, devices, longest, adapter)
+    if peak <= budget * HEADROOM:
+        machine = device.machine
+        levers = Levers(planned.batch_size or 1, planned.grad_accum, gradient_checkpointing(planned, machine.device))
+        return planned, MemoryFit(budget_bytes=budget, peak_bytes=peak, levers=levers, relative_speed=1.0,
+                                  smallest_bytes=peak, floor_bytes=peak, fixed=(), free_on=label), ()
+    chosen_spec, memory, chosen = fit(original, planned, shape, devices, longest, adapter, budget_bytes=budget)
+    memory = replace(memory, free_on=label)
+    if not memory.fits:
+        levers = Levers(planned.batch_size or 1, planned.grad_accum,
+                        gradient_checkpointing(planned, device.machine.device))
+        return planned, replace(memory, peak_bytes=peak, levers=levers, relative_speed=1.0), ()
+    return chosen_spec, memory, chosen
 
 
 def start_adapter(studio: Studio, spec: TrainSpec) -> LoraSettings | None:

@@ -26,7 +26,7 @@ from jobs.queue.lifecycle import signal_when_parent_dies
 from jobs.queue.ranks import RANK_FLAG
 from jobs.queue.retries import override_fields
 from jobs.queue.run_files import run_dir_for, train_log_path
-from jobs.queue.spare import SPARE_FLAG, parse_handoff
+from jobs.queue.spare import SPARE_FLAG, allocator_in_use, parse_handoff
 from jobs.run_settings.tracking import finish_tracking
 from jobs.spec import CombineSpec, ExportSpec, MergeSpec, TrainSpec
 from jobs.spec_store import load_stored_spec
@@ -122,6 +122,7 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
         from jobs.training.train import quiet_libraries, train
 
     quiet_libraries()
+    print(f"memory allocator: {allocator_in_use()}", flush=True)  # jemalloc where installed (jobs.queue.spare)
     pinned = submitted.get("pinned", {})
     with phase("base_prepare"):
         base_path = pinned_base(studio, spec.base_model, pinned.get("base_model", {}))

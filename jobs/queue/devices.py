@@ -1,5 +1,7 @@
-"""What device a worker trains on and how much memory a job may use there, found without torch (the worker
-process never imports it): `nvidia-smi` for a GPU, the memory limit for a CPU."""
+"""What device a worker trains on and how much memory a job may use there now, found without torch (the worker
+process never imports it): a GPU's free memory by `nvidia-smi`, a CPU's available memory within its limit. The
+worker writes it into its row at registration and at each heartbeat while it holds no job; the plan fits a job
+without a memory budget under it (jobs.models.budget.free_memory_fit)."""
 
 from __future__ import annotations
 
@@ -7,21 +9,25 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 from jobs.models.fits import Device
 from jobs.queue.lifecycle import device_label
-from jobs.queue.retries import memory_limit_bytes
+from jobs.queue.retries import CGROUP_LIMIT_FILES, memory_limit_bytes
 from jobs.run_settings.cpu_dtype import NATIVE_BF16_LABEL, native_bf16
 from jobs.studio import Studio
 from storage import workers_repo
 
 MIB = 1 << 20
+CGROUP_USAGE_FILES = (Path("/sys/fs/cgroup/memory.current"), Path("/sys/fs/cgroup/memory/memory.usage_in_bytes"))
 
 
 def _gpu(index: str) -> tuple[str, int] | None:
+    """(name, free bytes) of GPU `index`: the driver's free count, which torch.cuda.mem_get_info reads too (before
+    the job's own CUDA context, which the GPU profile's runtime counts)."""
     if shutil.which("nvidia-smi") is None:
         return None
-    command = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits", "-i", index]
+    command = ["nvidia-smi", "--query-gpu=name,memory.free", "--format=csv,noheader,nounits", "-i", index]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
@@ -31,15 +37,54 @@ def _gpu(index: str) -> tuple[str, int] | None:
     return (name.strip(), int(mib.strip()) * MIB) if mib.strip().isdigit() else None
 
 
-def describe_device() -> tuple[str, int]:
-    """(device name, memory bytes) of what this worker trains on: its first visible GPU, else the CPU."""
+def _number(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def available_cpu_bytes(inherited_bytes: int = 0) -> int:
+    """The memory a training process may use on this CPU now: the kernel's MemAvailable, within what the cgroup's
+    limit leaves, plus `inherited_bytes` (what the worker's spare holds: it becomes the job's process, whose runtime
+    the estimate counts), never above the limit (STUDIO_MEMORY_LIMIT_BYTES, the cgroup's, or RAM)."""
+    limit = memory_limit_bytes()
+    try:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        available = int(meminfo["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return limit
+    for limit_file, usage_file in zip(CGROUP_LIMIT_FILES, CGROUP_USAGE_FILES, strict=True):
+        cgroup_limit, usage = _number(limit_file), _number(usage_file)
+        if cgroup_limit is not None and usage is not None and cgroup_limit < available + usage:
+            available = min(available, cgroup_limit - usage)
+    return max(0, min(limit, available + inherited_bytes))
+
+
+def resident_anon_bytes(pid: int | None) -> int:
+    """What process `pid` holds in memory of its own (RssAnon: not the libraries' file pages); 0 when gone."""
+    if pid is None:
+        return 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def describe_device(inherited_bytes: int = 0) -> tuple[str, int]:
+    """(device name, the memory a job may use there now) of what this worker trains on: its first visible GPU's free
+    memory, else the CPU's available memory (`available_cpu_bytes`)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     first = (visible.split(",")[0].strip() if visible is not None else "0") or None
     gpu = _gpu(first) if first is not None else None
     if gpu is not None:
         return gpu
     native = f", {NATIVE_BF16_LABEL}" if native_bf16() else ""  # the verdict's dtype for 'auto' depends on it
-    return f"CPU ({os.cpu_count()} cores{native})", memory_limit_bytes()
+    return f"CPU ({os.cpu_count()} cores{native})", available_cpu_bytes(inherited_bytes)
 
 
 def device_count(label: str, name: str) -> int:

@@ -6,21 +6,56 @@ the 2-core Xeon measured first, 12-13 s on the 2-core EPYC after it (bench/job_o
 as a freshly started child would (its own process, its own engines, the same exit codes), and the worker starts
 the next spare only once that job has ended: never during one, where it would take CPU and memory from training.
 
-STUDIO_SPARE_CHILD=0 turns it off (every job then starts its own interpreter, as before)."""
+STUDIO_SPARE_CHILD=0 turns it off (every job then starts its own interpreter, as before).
+
+Every training process (a spare or a fresh child) runs with jemalloc preloaded where Debian's libjemalloc2 (or the
+same library elsewhere) is installed: glibc's malloc keeps the freed activations of each step, so its resident set
+grows from step to step; jemalloc gives them back (docs/benchmarks.md, "Where a job's memory goes").
+STUDIO_JEMALLOC=0 keeps glibc's."""
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from jobs.studio import REPO_ROOT
 
 log = logging.getLogger(__name__)
 SPARE_FLAG = "--spare"
 CHILD_ENV = {"PYTHONUNBUFFERED": "1"}
+JEMALLOC_GLOBS = ("/usr/lib/*-linux-gnu/libjemalloc.so.2", "/usr/lib64/libjemalloc.so.2", "/usr/lib/libjemalloc.so.2")
+
+
+def jemalloc_library() -> Path | None:
+    """The installed jemalloc shared library (Debian: libjemalloc2), None when there is none."""
+    for pattern in JEMALLOC_GLOBS:
+        if found := sorted(glob.glob(pattern)):
+            return Path(found[0])
+    return None
+
+
+def child_env(jemalloc: bool) -> dict[str, str]:
+    """What a training process's environment adds to the worker's: unbuffered output, and jemalloc preloaded where
+    it is installed and not turned off (after any LD_PRELOAD the operator set)."""
+    env = dict(CHILD_ENV)
+    library = jemalloc_library() if jemalloc else None
+    if library is not None:
+        env["LD_PRELOAD"] = " ".join(part for part in (os.environ.get("LD_PRELOAD", ""), str(library)) if part)
+    return env
+
+
+def allocator_in_use() -> str:
+    """Which malloc this process runs with, from its own mappings (for the job's log)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "unknown"
+    return "jemalloc" if "libjemalloc" in maps else "glibc malloc"
 
 
 def child_command(*args: str) -> list[str]:
@@ -42,8 +77,9 @@ class SpareChild:
     """At most one waiting spare. `start` from a thread that lives as long as the worker: Linux sends the child's
     parent-death signal when the thread that started it ends."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, jemalloc: bool = True) -> None:
         self.enabled = enabled
+        self.jemalloc = jemalloc
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -51,7 +87,12 @@ class SpareChild:
             return
         # Its output until a job comes (import warnings) goes to the worker's own log; then to the job's.
         self.process = subprocess.Popen(child_command(SPARE_FLAG), stdin=subprocess.PIPE, cwd=REPO_ROOT,
-                                        env={**os.environ, **CHILD_ENV})
+                                        env={**os.environ, **child_env(self.jemalloc)})
+
+    @property
+    def pid(self) -> int | None:
+        """The waiting spare's process id (None: none waits): what it holds becomes the next job's."""
+        return self.process.pid if self.process is not None and self.process.poll() is None else None
 
     def take(self, job_id: int, attempt: int) -> subprocess.Popen | None:
         """The spare, handed this attempt; None when there is none alive (the caller starts a fresh child)."""

@@ -25,7 +25,7 @@ from jobs.queue.ranks import EXIT_RANK_LOST
 from jobs.queue.reaper import resync
 from jobs.queue.retries import killed_for_memory, memory_limit_bytes, override_fields, smaller_footprint
 from jobs.queue.run_files import log_tail, run_dir_for
-from jobs.queue.spare import CHILD_ENV, SpareChild, child_command
+from jobs.queue.spare import SpareChild, child_command, child_env
 from jobs.spec_store import load_stored_spec
 from jobs.studio import REPO_ROOT, Studio, open_studio
 from storage import jobs_repo, workers_repo
@@ -93,7 +93,7 @@ def _run_child(studio: Studio, job_id: int, attempt: int, run_dir: Path) -> int 
             child = subprocess.Popen(
                 child_command(str(job_id), str(attempt)),
                 stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
-                env={**os.environ, **CHILD_ENV, SPAWNED_AT_ENV: repr(time.time())},  # the child times its start
+                env={**os.environ, **child_env(studio.settings.jemalloc), SPAWNED_AT_ENV: repr(time.time())},  # timed
             )
     return _watch(studio, job_id, attempt, child)
 

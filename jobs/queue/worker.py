@@ -21,7 +21,7 @@ if __name__ == "__main__" and EMBEDDED_FLAG in sys.argv:
 
 from huey.consumer import Consumer  # noqa: E402
 
-from jobs.queue.devices import describe_device  # noqa: E402
+from jobs.queue.devices import describe_device, resident_anon_bytes  # noqa: E402
 from jobs.queue.lifecycle import device_label, hold_device_lock, signal_when_parent_dies, worker_name  # noqa: E402
 from jobs.queue.reaper import reap_interval_s, reap_once, start_reaper  # noqa: E402
 from jobs.queue.supervisor import SHUTTING_DOWN, SPARE, supervise_job, worker_studio  # noqa: E402
@@ -54,7 +54,7 @@ class StudioConsumer(Consumer):
 
 def register(studio, device: str) -> None:
     """This worker's row in the ledger: the workers panel and the memory verdict read it."""
-    device_name, memory_bytes = describe_device()
+    device_name, memory_bytes = describe_device(resident_anon_bytes(SPARE.pid))
     with studio.db.write() as session:
         workers_repo.register_worker(session, worker_name(), studio.settings.host_name, os.getpid(), device,
                                      device_name, memory_bytes, pool=studio.settings.pool)
@@ -64,8 +64,10 @@ def register(studio, device: str) -> None:
 
 
 def beat(studio) -> None:
+    """The heartbeat, with the memory a job may use here now (kept only while no job runs: workers_repo)."""
+    _, memory_bytes = describe_device(resident_anon_bytes(SPARE.pid))
     with studio.db.write() as session:
-        workers_repo.worker_heartbeat(session, worker_name())
+        workers_repo.worker_heartbeat(session, worker_name(), idle_memory_bytes=memory_bytes)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     register(studio, device)
     stop = start_reaper(studio, args.reap_interval or reap_interval_s(studio.settings), also=lambda: beat(studio))
     consumer = StudioConsumer(serve_jobs(studio.settings, supervise_job), embedded=args.exit_with_parent)
-    SPARE.enabled = studio.settings.spare_child
+    SPARE.enabled, SPARE.jemalloc = studio.settings.spare_child, studio.settings.jemalloc
     SPARE.start()  # from the main thread, which lives as long as the worker (the spare's parent-death signal)
     log.info("worker ready: queue %s, database %s%s", studio.settings.queue_url, studio.db.engine.url,
              "; a spare training process waits for the next job" if SPARE.enabled else "")

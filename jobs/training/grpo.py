@@ -71,7 +71,7 @@ def prepare_grpo_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_pa
     with phase("data"):
         tokenizer = load_tokenizer(base_model)
         rows = load_rows(dataset_path)
-        spec = planned(spec, base_model, rows, tokenizer)
+        spec = planned(spec, base_model, rows, tokenizer, init_adapter)
         rows = prompts_that_fit(rows, tokenizer, spec)
     settings, model, train_rows, _ = model_and_rows(spec, out_dir, base_model, rows, tokenizer, None, init_adapter)
     code = load_reward_code(spec.grpo_reward_code, out_dir) if settings.rewards.uses_code else None

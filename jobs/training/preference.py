@@ -65,7 +65,7 @@ def prepare_preference_run(spec: TrainSpec, out_dir: Path, base_model: str, data
     with phase("data"):
         tokenizer = load_tokenizer(base_model, chat_template=template_text(spec.chat_template))
         rows = run_rows(spec, dataset_path)
-        spec = planned(spec, base_model, rows, tokenizer)
+        spec = planned(spec, base_model, rows, tokenizer, init_adapter)
     settings, model, train_rows, eval_rows = model_and_rows(spec, out_dir, base_model, rows, tokenizer, eval_path,
                                                             init_adapter)
     if init_adapter is not None:

@@ -6,6 +6,7 @@ these."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,8 +19,11 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from jobs.data.mixing import mixed, taken_words, with_system_prompt
 from jobs.data.stats import tokenize_row
 from jobs.data.store import load_rows, split_sizes
-from jobs.models.loading import keep_4bit_layout_trainable, machine, release_loading_memory
+from jobs.models.budget import fit
+from jobs.models.fits import Device
+from jobs.models.loading import keep_4bit_layout_trainable, machine, pick_device, release_loading_memory
 from jobs.models.memory_inputs import ModelShape
+from jobs.run_settings.cpu_dtype import NATIVE_BF16_LABEL, native_bf16
 from jobs.run_settings.data import DataSettings
 from jobs.run_settings.lora import read_adapter_lora
 from jobs.run_settings.settings import Base, RunSettings, resolve
@@ -134,12 +138,37 @@ def rows_plan(spec: TrainSpec, base_model: str, rows: list[dict], tokenizer) -> 
     return plan(spec, DataSize(lengths=lengths, counted=True), params)
 
 
-def planned(spec: TrainSpec, base_model: str, rows: list[dict], tokenizer) -> TrainSpec:
-    """A spec through `jobs.submit` arrives with its defaults chosen at submit; a direct caller's (tests, bench)
-    empty fields are chosen here by the same rule, from the rows it trains on."""
-    if all(getattr(spec, name) is not None for name in AUTO_FIELDS):
+def planned(spec: TrainSpec, base_model: str, rows: list[dict], tokenizer,
+            init_adapter: Path | None = None) -> TrainSpec:
+    """A spec through `jobs.submit` arrives with its defaults chosen at submit; a direct caller's (tests, bench, a
+    script) empty fields are chosen here by the same rule, from the rows it trains on, and with memory_budget_gib the
+    levers it left to the studio by the same fit as submit's (jobs.models.budget) for this machine. A budget nothing
+    fits is refused here as submit refuses it."""
+    budgeted = spec.memory_budget_gib is not None and (spec.batch_size is None or
+                                                       spec.gradient_checkpointing == "auto")
+    if all(getattr(spec, name) is not None for name in AUTO_FIELDS) and not budgeted:
         return spec
-    return rows_plan(spec, base_model, rows, tokenizer).spec
+    chosen = rows_plan(spec, base_model, rows, tokenizer).spec
+    if not budgeted or not (Path(base_model) / "config.json").is_file():
+        return chosen
+    lengths = [] if spec.method == "sft" and chosen.packing else [
+        len(tokenize_row(tokenizer, row, False).ids) for row in rows]  # a padded batch is as long as its longest
+    adapter = read_adapter_lora(init_adapter) if init_adapter is not None else None
+    chosen, memory, _ = fit(spec, chosen, ModelShape.from_dir(base_model), [this_device()], max(lengths, default=0),
+                            adapter)
+    if (problem := memory.problem()) is not None:
+        raise ValueError(f"memory_budget_gib: {problem}")
+    print(memory.sentence(), flush=True)
+    return chosen
+
+
+def this_device() -> Device:
+    """This machine as the memory fit sees a worker's device (jobs.queue.devices names it the same way): a CPU by
+    its cores and whether it multiplies bf16 natively, else the GPU training will use."""
+    if pick_device() == "cpu":
+        native = f", {NATIVE_BF16_LABEL}" if native_bf16() else ""
+        return Device("this machine", f"CPU ({os.cpu_count()} cores{native})", 0)
+    return Device("this machine", torch.cuda.get_device_name(), torch.cuda.mem_get_info()[0])
 
 
 DatasetFiles = Path | dict[str, Path]

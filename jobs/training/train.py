@@ -107,7 +107,7 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: D
         text_rows = bool(rows) and "text" in rows[0]  # raw text: language modeling, loss on every token
         tokenizer = load_tokenizer(base_model, for_assistant_only_loss=spec.assistant_only_loss and not text_rows,
                                    chat_template=template_text(spec.chat_template))
-        spec = planned(spec, base_model, rows, tokenizer)
+        spec = planned(spec, base_model, rows, tokenizer, init_adapter)
     settings, model, train_rows, eval_rows = model_and_rows(spec, out_dir, base_model, rows, tokenizer, eval_path,
                                                             init_adapter)
 

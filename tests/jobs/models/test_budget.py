@@ -13,6 +13,7 @@ from jobs.models.budget import CHECKPOINTING_SPEED, HEADROOM, GiB, fit
 from jobs.models.fits import KNOWN_SHAPES, Device
 from jobs.spec import SMOLLM2_BASE_MODEL, SpecError, parse_spec
 from jobs.submit import planned_job, validate_submission
+from storage import workers_repo
 
 CPU = Device("this machine", "CPU (2 cores)", 64 * GiB)
 WORDS = ["the", "model", "learns", "to", "answer", "short", "questions", "about", "numbers", "colours", "and",
@@ -65,7 +66,9 @@ def test_a_budget_is_planned_shown_and_checked_at_submit(studio):
     register_parsed(studio, "long", ParsedDataset("messages", long_rows(270)))
     base = {"dataset": "long", "max_length": 256, "grad_accum": 2}
     plain = planned_job(studio, parse_spec(base))
-    assert (plain.spec.batch_size, plain.memory) == (8, None)
+    # No budget: the plan is fitted under this machine's free memory, which the rule's plan fits: kept as it is.
+    assert plain.spec.batch_size == 8 and plain.memory.free_on and plain.memory.fits
+    assert plain.memory.relative_speed == 1.0 and plain.spec.gradient_checkpointing == "auto"
     tight = {**base, "memory_budget_gib": 0.75}
     planned = planned_job(studio, parse_spec(tight))
     assert planned.spec.batch_size < 8 and planned.spec.batch_size * planned.spec.grad_accum == 16
@@ -81,3 +84,53 @@ def test_a_budget_is_planned_shown_and_checked_at_submit(studio):
     assert set(fields) == {"memory_budget_gib", "eval_dataset"}
     smallest = float(fields["memory_budget_gib"].rsplit("at least ", 1)[1].split(" GiB")[0])
     validate_submission(studio, {**base, "memory_budget_gib": smallest})  # the smallest it names is enough
+
+
+def test_without_a_budget_the_devices_free_memory_is_the_budget_and_one_resolution_shows_it(studio):
+    """The memory verdict's budget from the workers' rows (what each reports as free now): the rule's plan where it
+    fits, the fastest levers that fit where it does not, the plan kept (never refused) where nothing fits."""
+    register_parsed(studio, "long", ParsedDataset("messages", long_rows(270)))
+    raw = {"dataset": "long", "max_length": 256, "grad_accum": 2}
+    with studio.db.write() as session:  # a worker whose device has little free memory (the heartbeat's figure)
+        workers_repo.register_worker(session, "w:1", "host", 1, "default", "CPU (2 cores)", 2 * GiB)
+        workers_repo.worker_heartbeat(session, "w:1", idle_memory_bytes=int(0.8 * GiB))
+    planned = planned_job(studio, parse_spec(raw))
+    memory = planned.memory
+    assert memory.budget_bytes == int(0.8 * GiB) and memory.free_on.startswith("host default")
+    assert memory.fits and planned.spec.batch_size < 8 and planned.spec.batch_size * planned.spec.grad_accum == 16
+    sentence = memory.sentence()
+    assert "no budget set" in sentence and f"expected peak {memory.peak_bytes / GiB:.2f} GiB" in sentence
+    # The plan, the verdict (its device's memory is the free memory) and the API read the one resolution.
+    assert sentence in plan_text(studio, raw)
+    verdict = verdict_text(studio, raw)
+    assert sentence in verdict and "| 0.80 GiB |" in verdict
+    with studio.db.write() as session:  # a job running: its own use is not free memory for the next, kept as was
+        workers_repo.worker_heartbeat(session, "w:1", 7, busy=True)
+        workers_repo.worker_heartbeat(session, "w:1", idle_memory_bytes=GiB // 10)
+    assert planned_job(studio, parse_spec(raw)).memory.budget_bytes == int(0.8 * GiB)
+    with studio.db.write() as session:  # idle again with almost nothing free: nothing fits, the plan is kept
+        workers_repo.worker_heartbeat(session, "w:1", 7, busy=False)
+        workers_repo.worker_heartbeat(session, "w:1", idle_memory_bytes=GiB // 10)
+    kept = planned_job(studio, parse_spec(raw))
+    assert kept.spec.batch_size == 8 and not kept.memory.fits and kept.memory.problem() is None
+    assert "does not fit" in kept.memory.sentence()
+    validate_submission(studio, raw)  # free memory changes while a job waits: never refused for it
+
+
+def test_train_outside_submit_plans_the_budget_as_submit_does(studio, demo_model_dir):
+    """A script calling train() with memory_budget_gib (no submit, no worker) gets the levers submit stores; a
+    budget nothing fits is refused there too."""
+    from jobs.models.loading import load_tokenizer
+    from jobs.training.prepare import planned
+
+    register_parsed(studio, "long", ParsedDataset("messages", long_rows(270)))
+    rows, tokenizer = long_rows(270), load_tokenizer(str(demo_model_dir))
+    for budget in (1.2, 0.75):
+        spec = parse_spec({"dataset": "long", "max_length": 256, "memory_budget_gib": budget})
+        submitted = planned_job(studio, spec).spec  # no worker: both fit this machine
+        direct = planned(spec, str(demo_model_dir), rows, tokenizer)
+        levers = ("batch_size", "grad_accum", "gradient_checkpointing")
+        assert [getattr(direct, n) for n in levers] == [getattr(submitted, n) for n in levers], budget
+    with pytest.raises(ValueError, match="memory_budget_gib: .* set at least"):
+        planned(parse_spec({"dataset": "long", "max_length": 256, "memory_budget_gib": 0.3}), str(demo_model_dir),
+                rows, tokenizer)

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from jobs.queue import spare
 from jobs.submit import submit_job
 from storage.settings import load_settings
 from tests.conftest import FAST_JOB, LiveStudio, parent_of, process_ids
@@ -85,6 +86,7 @@ def test_a_killed_worker_takes_its_waiting_spare_with_it(tmp_path, demo_model_di
 def test_without_a_spare_each_job_starts_its_own_process(tmp_path, demo_model_dir):
     live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
     live.env["STUDIO_SPARE_CHILD"] = "0"
+    live.env["STUDIO_JEMALLOC"] = "0"  # the fresh child without jemalloc; test_queue_e2e runs a spare with it
     worker = live.start_worker()
     try:
         job_id = submit_job(live.studio, FAST_JOB)
@@ -96,6 +98,20 @@ def test_without_a_spare_each_job_starts_its_own_process(tmp_path, demo_model_di
     assert job.status == "succeeded", job.error
     assert SPARE_LINE not in _log(live, job_id)
     assert live.phases_of(job_id)["imports"] > 1.0  # the job paid for its own imports
+    assert "memory allocator: glibc malloc" in _log(live, job_id)
+
+
+def test_jemalloc_is_preloaded_where_installed_after_the_operators_own_preload(monkeypatch, tmp_path):
+    library = tmp_path / "usr" / "lib" / "x86_64-linux-gnu" / "libjemalloc.so.2"
+    library.parent.mkdir(parents=True)
+    library.touch()
+    monkeypatch.setattr(spare, "JEMALLOC_GLOBS", (str(tmp_path / "usr/lib/*-linux-gnu/libjemalloc.so.2"),))
+    monkeypatch.setenv("LD_PRELOAD", "/opt/operator.so")
+    assert spare.child_env(True)["LD_PRELOAD"] == f"/opt/operator.so {library}"
+    assert "LD_PRELOAD" not in spare.child_env(False)  # STUDIO_JEMALLOC=0: the worker's own environment stands
+    monkeypatch.setattr(spare, "JEMALLOC_GLOBS", (str(tmp_path / "nowhere/libjemalloc.so.2"),))
+    assert "LD_PRELOAD" not in spare.child_env(True)  # not installed: glibc's malloc, nothing to preload
+    assert load_settings({"STUDIO_JEMALLOC": "0"}).jemalloc is False and load_settings({}).jemalloc is True
 
 
 def test_the_switch_takes_on_and_off_words_and_names_itself_when_wrong():
