@@ -125,7 +125,7 @@ class StepPlan:
         return (f"Small data: each of the {self.train_rows:,} rows is trained on {self.epochs:.3g} times at learning "
                 f"rate {self.spec.learning_rate:g}, enough to memorise them, and with no rows held out nothing in "
                 f"the run would show it. The safer choice: hold out a tenth (eval fraction 0.1) for an eval loss, "
-                f"early stopping and the best adapter kept; it cost the adapter 1-4% in held-out loss at 80-320 rows "
+                f"early stopping and the best adapter kept; at 80 rows it cost the adapter 1-4% in held-out loss "
                 f"(docs/benchmarks.md, \"What an eval split costs\").")
 
     def rows_sentence(self) -> str:
