@@ -3,7 +3,7 @@ on nine tenths of them (a tenth held out for its eval loss, early stopping and t
 dataset sizes, every adapter scored by ONE evaluator on the same separate rows.
 
     python bench/eval_split.py [--model smollm2|demo] [--rows 320,900] [--held-out 100] [--fraction 0.1]
-                               [--seeds 42] [--data pirate|unit-facts] [--smoke] [--out PATH]
+                               [--seeds 42] [--data pirate|unit-facts] [--arms all,split] [--smoke] [--out PATH]
 
 Rows: the first N of the example file the studio ships for the base (N from --rows), or of a second dataset unlike
 it (`--data unit-facts`: bench/unit_facts.py's terse unit conversions); the file's last --held-out rows are the
@@ -79,11 +79,11 @@ def run_once(base: Path, train_file: Path, out: Path, fraction: float, seed: int
 def summarize(runs: list[dict], sizes: list[int], fraction: float) -> dict:
     table = {}
     for size in sizes:
-        losses = {split: statistics.median(run["held_out_loss"] for run in runs
-                                           if run["rows"] == size and run["eval_fraction"] == split)
-                  for split in (0.0, fraction)}
-        table[str(size)] = {"all_rows_train": losses[0.0], "split": losses[fraction],
-                            "split_over_all_rows": losses[fraction] / losses[0.0]}
+        losses = {split: statistics.median(found) for split in (0.0, fraction)
+                  if (found := [run["held_out_loss"] for run in runs
+                                if run["rows"] == size and run["eval_fraction"] == split])}
+        table[str(size)] = {"all_rows_train": losses.get(0.0), "split": losses.get(fraction),
+                            "split_over_all_rows": losses[fraction] / losses[0.0] if len(losses) == 2 else None}
     return table
 
 
@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="42")
     parser.add_argument("--data", choices=["pirate", "unit-facts"], default="pirate",
                         help="the base's bundled example file, or bench/unit_facts.py's rows")
+    parser.add_argument("--arms", default="all,split", help="all (every row trains), split (a --fraction held "
+                        "out), or both")
     parser.add_argument("--smoke", action="store_true", help="the demo model, 16 and 24 rows, 4 steps: CI's check")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -104,7 +106,8 @@ def main() -> None:
     sizes, seeds = [int(n) for n in args.rows.split(",")], [int(s) for s in args.seeds.split(",")]
     max_steps = SMOKE["steps"] if args.smoke else -1
     data_tag = "" if args.data == "pirate" else f"_{args.data.replace('-', '_')}"
-    out = args.out or RESULTS / f"eval_split_{args.model}{data_tag}{'_smoke' if args.smoke else ''}.json"
+    arm_tag = "" if set(args.arms.split(",")) == {"all", "split"} else f"_{args.arms}"
+    out = args.out or RESULTS / f"eval_split_{args.model}{data_tag}{arm_tag}{'_smoke' if args.smoke else ''}.json"
     from jobs.training.train import quiet_libraries
 
     quiet_libraries()
@@ -114,7 +117,7 @@ def main() -> None:
         base, trains, eval_file = prepare(work, args.model, sizes, args.held_out, args.data)
         for size in sizes:
             for seed in seeds:
-                for fraction in (0.0, args.fraction):
+                for fraction in [f for arm, f in (("all", 0.0), ("split", args.fraction)) if arm in args.arms]:
                     run = run_once(base, trains[size], work / f"run-{size}-{fraction}-{seed}", fraction, seed,
                                    max_steps)
                     runs.append({"rows": size, "eval_fraction": fraction, "seed": seed, **run})
@@ -126,7 +129,8 @@ def main() -> None:
                        "seeds": seeds, "summary": table, "runs": runs})
     print(f"{'rows':>6}{'all rows train':>16}{f'a {args.fraction:g} split':>14}{'split ÷ all':>13}")
     for size, row in table.items():
-        print(f"{size:>6}{row['all_rows_train']:>16.4f}{row['split']:>14.4f}{row['split_over_all_rows']:>13.3f}")
+        print(f"{size:>6}" + "".join(f"{'-' if row[key] is None else format(row[key], '.4f'):>{width}}" for key, width
+                                     in (("all_rows_train", 16), ("split", 14), ("split_over_all_rows", 13))))
     print(f"saved {out}")
 
 

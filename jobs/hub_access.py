@@ -11,7 +11,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from jobs.secrets import SecretError, drop_secret, put_secret, secret_for_use, secret_hint
+from jobs.credentials import Credential
+from jobs.secrets import secret_for_use
 from jobs.studio import Studio
 from storage.access import current_person
 
@@ -24,6 +25,10 @@ MAX_PART_CHARS = 96
 
 class HubTokenError(ValueError):
     """Why a hub token was not stored, in words."""
+
+
+HUB_CREDENTIAL = Credential(HUB_TOKEN, "token", "hub token",
+                            "huggingface.co/settings/tokens; a write token to push", HubTokenError, MAX_TOKEN_CHARS)
 
 
 @dataclass(frozen=True)
@@ -66,35 +71,19 @@ def token_for_use(studio: Studio) -> TokenChoice:
 
 def set_hub_token(studio: Studio, token: str) -> dict:
     """Keep `token` as the acting person's hub token (replacing theirs); returns `hub_token_status`."""
-    token = token or ""
-    if not token:
-        raise HubTokenError("token: paste a hub token (huggingface.co/settings/tokens; a write token to push)")
-    if len(token) > MAX_TOKEN_CHARS:
-        raise HubTokenError(f"token: {len(token)} characters; a hub token has at most {MAX_TOKEN_CHARS}")
-    if any(char.isspace() or not char.isprintable() for char in token):
-        raise HubTokenError("token: a hub token has no spaces, line breaks or control characters")
-    try:
-        put_secret(studio, HUB_TOKEN, token)
-    except SecretError as error:
-        raise HubTokenError(str(error)) from None
+    HUB_CREDENTIAL.set(studio, token)
     return hub_token_status(studio)
 
 
 def clear_hub_token(studio: Studio) -> dict:
     """Forget the acting person's hub token; returns `hub_token_status`."""
-    try:
-        drop_secret(studio, HUB_TOKEN)
-    except SecretError as error:
-        raise HubTokenError(str(error)) from None
+    HUB_CREDENTIAL.clear(studio)
     return hub_token_status(studio)
 
 
 def hub_token_status(studio: Studio) -> dict:
     """Whether the acting person keeps a hub token (and its hint), and whose token their hub calls would use."""
-    try:
-        hint = secret_hint(studio, HUB_TOKEN)
-    except SecretError:
-        hint = None
+    hint = HUB_CREDENTIAL.hint(studio)
     if hint is not None:
         uses = "yours"
     elif may_use_operator_token() and operator_token() is not None:

@@ -51,6 +51,9 @@ LEARNING_RATE_EXPONENT = 0.7
 LEARNING_RATE_RANGE = (1e-4, 5e-3)
 UNKNOWN_BASE_LEARNING_RATE = 2e-4
 MIN_ROWS_FOR_EVAL_SPLIT = 500
+MEMORISING_EPOCHS = 2
+"""With no rows held out, a dataset below MIN_ROWS_FOR_EVAL_SPLIT trained on for this many epochs or more gets the
+plan's memorising warning and its one-click hold-out (the small-data default, docs/benchmarks.md)."""
 AUTO_EVAL_FRACTION = 0.1
 MAX_AUTO_EVAL_ROWS = 200
 AUTO_FIELDS = ("eval_fraction", "packing", "batch_size", "num_epochs", "learning_rate")
@@ -86,7 +89,8 @@ class StepPlan:
     memory: MemoryNote | None = None
     """With a memory budget: the levers chosen for it and the peak and speed expected (jobs.models.budget)."""
 
-    def sentence(self) -> str:
+    def sentence(self, warn: bool = True) -> str:
+        """The plan in words; `warn`: with the memorising warning at its end (the Train tab shows it apart)."""
         spec = self.spec
         unit = "packed sequences" if spec.packing and spec.method == "sft" else "rows"
         epochs = f"{spec.num_epochs:g} epoch{'s' if spec.num_epochs != 1 else ''}"
@@ -97,7 +101,32 @@ class StepPlan:
                   "set a field to override." if self.chosen else "")
         return (f"This job will make {self.steps:,} optimizer steps over {self.tokens:,} tokens{counted}: {run} of "
                 f"{self.sequences_per_epoch:,} {unit}, {spec.batch_size} × {spec.grad_accum} per step, learning "
-                f"rate {spec.learning_rate:g}. {self.rows_sentence()}{self.eval_sentence()}{chosen}{memory}")
+                f"rate {spec.learning_rate:g}. {self.rows_sentence()}{self.eval_sentence()}{chosen}{memory}"
+                f"{' ' + self.memorising_warning() if warn and self.may_memorise else ''}")
+
+    @property
+    def may_memorise(self) -> bool:
+        """Small data seen several times with nothing held out: the run could memorise its rows and nothing in it
+        would say so (no eval loss, sample answers to training prompts). GRPO keeps no split (its reward shows)."""
+        spec = self.spec
+        return (not self.eval_rows and not spec.eval_dataset and spec.method != "grpo"
+                and self.train_rows < MIN_ROWS_FOR_EVAL_SPLIT and self.epochs >= MEMORISING_EPOCHS)
+
+    @property
+    def epochs(self) -> float:
+        """The epochs the run makes: its steps over the steps an epoch takes."""
+        per_step = (self.spec.batch_size or 1) * self.spec.grad_accum
+        return self.steps / max(1, math.ceil(self.sequences_per_epoch / per_step))
+
+    def memorising_warning(self) -> str:
+        """What the plan says when `may_memorise` (else nothing): the risk, and the safer choice in one click."""
+        if not self.may_memorise:
+            return ""
+        return (f"Small data: each of the {self.train_rows:,} rows is trained on {self.epochs:.3g} times at learning "
+                f"rate {self.spec.learning_rate:g}, enough to memorise them, and with no rows held out nothing in "
+                f"the run would show it. The safer choice: hold out a tenth (eval fraction 0.1) for an eval loss, "
+                f"early stopping and the best adapter kept; at 80 rows it cost the adapter 1-4% in held-out loss "
+                f"(docs/benchmarks.md, \"What an eval split costs\").")
 
     def rows_sentence(self) -> str:
         if not self.taken:
@@ -109,7 +138,8 @@ class StepPlan:
         if spec.eval_dataset:
             return f"Eval on the validation dataset '{spec.eval_dataset}' every {spec.eval_steps} steps."
         if self.eval_rows:
-            return (f"{self.eval_rows:,} rows held out for eval every {spec.eval_steps} steps, "
+            return (f"{self.eval_rows:,} row{'s' if self.eval_rows != 1 else ''} held out for eval every "
+                    f"{spec.eval_steps} steps, "
                     f"{self.train_rows:,} train.")
         why = (f" (fewer than {MIN_ROWS_FOR_EVAL_SPLIT:,} rows: each is worth more in training)"
                if "eval_fraction" in self.chosen else "")

@@ -5,7 +5,8 @@ jobs.queue.child), where transformers' W&B integration finds it."""
 
 from __future__ import annotations
 
-from jobs.secrets import SecretError, drop_secret, put_secret, secret_for_use, secret_hint
+from jobs.credentials import Credential
+from jobs.secrets import SecretError, secret_for_use
 from jobs.studio import Studio
 from storage.access import LOCAL_OWNER, Person, acting_as
 
@@ -19,37 +20,24 @@ class TrackerKeyError(ValueError):
     """Why a key was not stored, in words naming the field."""
 
 
+WANDB_CREDENTIAL = Credential(WANDB_KEY, "key", "W&B API key", "wandb.ai/authorize", TrackerKeyError, MAX_KEY_CHARS)
+
+
 def set_wandb_key(studio: Studio, key: str) -> dict:
     """Keep `key` as the acting person's W&B API key (replacing theirs); returns `wandb_key_status`."""
-    key = (key or "").strip()
-    if not key:
-        raise TrackerKeyError("key: paste your W&B API key (wandb.ai/authorize)")
-    if len(key) > MAX_KEY_CHARS:
-        raise TrackerKeyError(f"key: {len(key)} characters; a W&B API key has at most {MAX_KEY_CHARS}")
-    if any(char.isspace() or not char.isprintable() for char in key):
-        raise TrackerKeyError("key: a W&B API key has no spaces, line breaks or control characters")
-    try:
-        put_secret(studio, WANDB_KEY, key)
-    except SecretError as error:
-        raise TrackerKeyError(str(error)) from None
+    WANDB_CREDENTIAL.set(studio, key)
     return wandb_key_status(studio)
 
 
 def clear_wandb_key(studio: Studio) -> dict:
     """Forget the acting person's W&B API key; returns `wandb_key_status`."""
-    try:
-        drop_secret(studio, WANDB_KEY)
-    except SecretError as error:
-        raise TrackerKeyError(str(error)) from None
+    WANDB_CREDENTIAL.clear(studio)
     return wandb_key_status(studio)
 
 
 def wandb_key_status(studio: Studio) -> dict:
     """Whether the acting person keeps a W&B API key, and its hint (at most its last 4 characters)."""
-    try:
-        hint = secret_hint(studio, WANDB_KEY)
-    except SecretError:
-        hint = None
+    hint = WANDB_CREDENTIAL.hint(studio)
     return {"stored": hint is not None, "hint": hint}
 
 

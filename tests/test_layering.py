@@ -28,6 +28,7 @@ FORBIDDEN = {
     "jobs.data.hub": HEAVY,  # huggingface_hub loads only when an import asks the hub
     "jobs.secrets": [*HEAVY, "app"],
     "jobs.hub_access": [*HEAVY, "app"],
+    "jobs.credentials": [*HEAVY, "app"],
     "jobs.training.hub": [*HEAVY, "app"],
     "storage.secrets_repo": ["torch", "gradio", "jobs", "app"],
     "jobs.data.preview": HEAVY,  # the tokenizer loads only when a preview is asked for
@@ -75,8 +76,10 @@ ROOMS = {
     "jobs.studio": set(),
     "jobs.secrets": {"jobs.studio"},
     "jobs.presets": {"jobs.spec", "jobs.spec_store", "jobs.spec_versions", "jobs.studio"},
-    "jobs.hub_access": {"jobs.studio", "jobs.secrets"},  # whose hub token a request uses
-    "jobs.tracker_keys": {"jobs.studio", "jobs.secrets"},  # each person's W&B key, for their own runs only
+    "jobs.credentials": {"jobs.studio", "jobs.secrets"},  # set, clear and status of a per-person credential
+    "jobs.hub_access": {"jobs.studio", "jobs.secrets", "jobs.credentials"},  # whose hub token a request uses
+    # each person's W&B key, for their own runs only
+    "jobs.tracker_keys": {"jobs.studio", "jobs.secrets", "jobs.credentials"},
     # A spec, a base and a machine into run settings: read by training, the script and the estimate alike.
     "jobs.run_settings": {"jobs.spec", "jobs.rewards"},
     "jobs.models": {"jobs.spec", "jobs.studio", "jobs.run_settings"},

@@ -8,6 +8,8 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
+from app.account import credential_panel
+from app.account.credential_panel import CredentialPanel
 from app.account.users_cli import password_problem
 from app.adapters import tab as adapters_tab
 from app.views import human_size
@@ -157,6 +159,17 @@ def audit_frame(studio: Studio) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=AUDIT_COLUMNS)
 
 
+CREDENTIAL_PANELS = (
+    CredentialPanel("Your hub token (for pushing to the Hugging Face hub)", "Hub token",
+                    "kept encrypted; never shown back, only its last characters", "token", "Hub token",
+                    adapters_tab.set_hub_token, adapters_tab.clear_hub_token),
+    CredentialPanel("Your Weights & Biases key (for runs with Experiment tracking: wandb)", "W&B API key",
+                    "kept encrypted; never shown back; only your own runs' training reads it", "W&B key", "W&B key",
+                    set_wandb_key, clear_wandb_key),
+)
+"""The per-person credentials, one panel each, in the tab's order (app/account/credential_panel.py)."""
+
+
 # --- layout -------------------------------------------------------------------------------------------------
 def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
     gate = Gate(studio)
@@ -167,16 +180,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
             new = gr.Textbox(label="New password", type="password", info="at least 10 characters")
             again = gr.Textbox(label="New password again", type="password")
         change = gr.Button("Change password", elem_id="change-password")
-    with gr.Accordion("Your hub token (for pushing to the Hugging Face hub)", open=False), gr.Row():
-        token = gr.Textbox(label="Hub token", type="password", scale=3,
-                           info="kept encrypted; never shown back, only its last characters")
-        save_token = gr.Button("Save token", scale=1)
-        forget_token = gr.Button("Forget token", scale=1)
-    with gr.Accordion("Your Weights & Biases key (for runs with Experiment tracking: wandb)", open=False), gr.Row():
-        wandb_key = gr.Textbox(label="W&B API key", type="password", scale=3,
-                               info="kept encrypted; never shown back; only your own runs' training reads it")
-        save_wandb = gr.Button("Save W&B key", scale=1)
-        forget_wandb = gr.Button("Forget W&B key", scale=1)
+    connect_panels = [credential_panel.build(studio, panel, account_text) for panel in CREDENTIAL_PANELS]
     with gr.Accordion("Your API key (the OpenAI-compatible endpoint at /v1, docs/api.md)", open=False):
         with gr.Row():
             create_key = gr.Button("Create API key", elem_id="create-api-key", scale=1)
@@ -194,22 +198,6 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
     def on_change(old, wanted, repeated, request: gr.Request):
         return change_password(studio, gate, old, wanted, repeated, request), "", "", ""
 
-    def on_save_token(value):
-        adapters_tab.set_hub_token(studio, value)
-        return "Hub token saved.", "", account_text(studio)
-
-    def on_forget_token():
-        adapters_tab.clear_hub_token(studio)
-        return "Hub token forgotten.", account_text(studio)
-
-    def on_save_wandb(value):
-        set_wandb_key(studio, value)
-        return "W&B key saved.", "", account_text(studio)
-
-    def on_forget_wandb():
-        clear_wandb_key(studio)
-        return "W&B key forgotten.", account_text(studio)
-
     def on_create_key():
         made = create_api_key(studio)
         return ("API key created; any older one no longer works.", gr.update(value=made["key"], visible=True),
@@ -223,9 +211,7 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> None:
     for trigger in (app.load, tab.select):
         trigger(refresh, None, [summary, audit], **private)
     change.click(on_change, [current, new, again], [status, current, new, again], **private)
-    save_token.click(on_save_token, token, [status, token, summary], **private)
-    forget_token.click(on_forget_token, None, [status, summary], **private)
-    save_wandb.click(on_save_wandb, wandb_key, [status, wandb_key, summary], **private)
-    forget_wandb.click(on_forget_wandb, None, [status, summary], **private)
+    for connect in connect_panels:
+        connect(status, summary)
     create_key.click(on_create_key, None, [status, new_key, summary], **private)
     revoke_key.click(on_revoke_key, None, [status, new_key, summary], **private)

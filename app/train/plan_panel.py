@@ -20,6 +20,8 @@ PLAN_FIELDS = ("base_model", "dataset", "max_steps", "num_epochs", "learning_rat
                "max_length", "packing", "eval_fraction", "eval_dataset", "overlong", "method", "memory_budget_gib",
                "gradient_checkpointing")
 AUTO_FIELDS = ("num_epochs", "learning_rate", "batch_size", "eval_fraction")
+SAFER_EVAL_FRACTION = "0.1"
+"""The memorising warning's one-click choice (one of the eval fraction field's choices)."""
 """The fields where empty means "chosen per job": their help line names the value chosen."""
 
 
@@ -34,7 +36,9 @@ def plan_parts(studio: Studio, raw: dict) -> tuple[str, StepPlan | None]:
         return "*Plan: fix the form's problems to see how long the job trains.*", None
     if not step_plan.sequences_per_epoch:
         return f"*Plan: no dataset named `{raw.get('dataset', '')}` yet.*", None
-    return f"**Plan.** {step_plan.sentence()}", step_plan
+    warning = step_plan.memorising_warning()
+    return (f"**Plan.** {step_plan.sentence(warn=False)}"
+            + (f"\n\n**Could memorise.** {warning}" if warning else "")), step_plan
 
 
 def number_words(value: float) -> str:
@@ -63,21 +67,29 @@ def build(studio: Studio, form: SpecForm, app: gr.Blocks):
     """The plan panel; returns `follow(event)`, which refreshes the plan and the auto fields' lines after `event` (a
     submit rewrites every field's line: a refused field's message, the others' help)."""
     panel = SafeMarkdown(elem_id="step-plan")
+    # The plan's safer choice for small data, in one click: a held-out tenth (the eval fraction field's own choice).
+    hold_out = gr.Button(f"Hold out a tenth for eval (eval fraction {SAFER_EVAL_FRACTION})", visible=False,
+                         size="sm", elem_id="plan-hold-out")
     autos = [form.control(name) for name in AUTO_FIELDS]
+    outputs = [panel, hold_out, *autos]
 
     def refresh(*values):
         text, step_plan = plan_parts(studio, spec_from_form(studio, form.names, list(values)))
-        return text, *(gr.update(info=auto_info(name, step_plan)) for name in AUTO_FIELDS)
+        return (text, gr.update(visible=bool(step_plan and step_plan.may_memorise)),
+                *(gr.update(info=auto_info(name, step_plan)) for name in AUTO_FIELDS))
 
     def after_submit(*values):
         # Only the fields left on auto: a field with a value keeps what the submit wrote (its refusal, or its help).
         raw = spec_from_form(studio, form.names, list(values))
         text, step_plan = plan_parts(studio, raw)
-        return text, *(gr.update(info=auto_info(name, step_plan)) if raw[name] is None else gr.update()
-                       for name in AUTO_FIELDS)
+        return (text, gr.update(visible=bool(step_plan and step_plan.may_memorise)),
+                *(gr.update(info=auto_info(name, step_plan)) if raw[name] is None else gr.update()
+                  for name in AUTO_FIELDS))
 
     quiet = dict(api_visibility="private", show_progress="hidden")
     for name in PLAN_FIELDS:
-        form.control(name).change(refresh, form.controls, [panel, *autos], **quiet)
-    app.load(refresh, form.controls, [panel, *autos], **quiet)
-    return lambda event: event.then(after_submit, form.controls, [panel, *autos], **quiet)
+        form.control(name).change(refresh, form.controls, outputs, **quiet)
+    app.load(refresh, form.controls, outputs, **quiet)
+    # Setting the field fires its change, which refreshes the plan (and hides this button).
+    hold_out.click(lambda: SAFER_EVAL_FRACTION, None, form.control("eval_fraction"), **quiet)
+    return lambda event: event.then(after_submit, form.controls, outputs, **quiet)

@@ -181,8 +181,14 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
             summary = SafeMarkdown(elem_id="submit-summary")
             base_status = SafeMarkdown(elem_id="base-status")
             # The head row's fields come from the spec too; these two get the studio's current choices.
-            choices = {"base_model": dict(choices=base_choices(studio), value=DEMO_BASE_MODEL, allow_custom_value=True),
-                       "dataset": dict(choices=dataset_names(studio), value=EXAMPLE_DATASET, allow_custom_value=True)}
+            # The base gets most of the row: its label carries the size and fit ("smollm2-135m-instruct · 135M · fits
+            # here"), which a quarter of the row cut off under the dropdown's arrow. The name starts empty, datasets
+            # and methods are short words: they give the base their width.
+            choices = {"base_model": dict(choices=base_choices(studio), value=DEMO_BASE_MODEL, allow_custom_value=True,
+                                          scale=3),
+                       "dataset": dict(choices=dataset_names(studio), value=EXAMPLE_DATASET, allow_custom_value=True,
+                                       min_width=120),
+                       "name": dict(min_width=120), "method": dict(min_width=100)}
             with gr.Row(equal_height=True):
                 first_row = [component(name, **choices.get(name, {})) for row in form_layout()[HEAD] for name in row]
             start = {}

@@ -27,7 +27,8 @@ def studio(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(("token", "words"), [
-    ("", "paste a hub token"), ("hf_a b", "no spaces"), ("hf_ab\n", "no spaces"), ("\thf_ab", "no spaces"),
+    ("", "paste your hub token"), (" \n", "paste your hub token"), ("hf_a b", "no spaces"), ("hf_a\nb", "no spaces"),
+    ("hf_\tab", "no spaces"),
     ("hf_\x00ab", "control characters"), ("h" * 201, "201 characters; a hub token has at most 200"),
 ])
 def test_a_token_that_cannot_be_one_is_refused(studio, token, words):
@@ -43,6 +44,8 @@ def test_set_status_and_clear_show_only_the_hint(studio):
         status = set_hub_token(studio, token)
         assert status == {"stored": True, "hint": "…WXYZ", "uses": "yours"} == hub_token_status(studio)
         assert token_for_use(studio).token == token
+        assert set_hub_token(studio, f"  {token}\n")["hint"] == "…WXYZ"  # a paste's spaces and line break dropped,
+        assert token_for_use(studio).token == token  # as for a W&B key (jobs/credentials.py)
     with acting_as(Person("alice")):
         assert hub_token_status(studio)["stored"] is False
     with acting_as(Person("bob")):

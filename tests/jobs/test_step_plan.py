@@ -13,6 +13,7 @@ from jobs.step_plan import (
     AUTO_FIELDS,
     MAX_AUTO_BATCH,
     MAX_AUTO_EVAL_ROWS,
+    MEMORISING_EPOCHS,
     MIN_ROWS_FOR_EVAL_SPLIT,
     MIN_STEPS_PER_EPOCH,
     MIN_TOTAL_STEPS,
@@ -77,6 +78,26 @@ def test_a_validation_dataset_or_a_given_fraction_decides_the_eval_split():
         assert mine.eval_rows == round(320 * given)
     assert "No eval split: all 320 rows train" in plan(parse_spec({"eval_fraction": 0}),
                                                         DataSize(lengths=[100] * 320, counted=True), None).sentence()
+
+
+def test_small_data_seen_several_times_with_nothing_held_out_warns_with_the_safer_choice():
+    """Issue 33: the defaults trained 320 rows for several epochs with no eval split and said nothing of memorising.
+    The plan says so, with the one-click choice (a held-out tenth); a split, a validation set, big data, or a single
+    pass over the rows does not warn."""
+    small = DataSize(lengths=[100] * 320, counted=True)
+    default = plan(parse_spec({}), small, 4_000_000)
+    assert default.may_memorise and default.epochs >= MEMORISING_EPOCHS
+    assert default.eval_rows == 0 and default.train_rows == 320
+    warning = default.memorising_warning()
+    assert f"each of the 320 rows is trained on {default.epochs:.3g} times at learning rate 0.005" in warning
+    assert "hold out a tenth (eval fraction 0.1)" in warning and warning in default.sentence()
+    assert warning not in default.sentence(warn=False)
+    for quiet in (plan(parse_spec({"eval_fraction": 0.1}), small, None),  # the safer choice taken
+                  plan(parse_spec({"eval_dataset": "held-out"}), small, None),
+                  plan(parse_spec({"num_epochs": 1}), small, None),
+                  plan(parse_spec({}), DataSize(lengths=[100] * 5000, counted=True), None)):
+        assert not quiet.may_memorise and quiet.memorising_warning() == ""
+        assert "memorise" not in quiet.sentence()
 
 
 def test_explicit_values_override_the_rule(studio):

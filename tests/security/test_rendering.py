@@ -52,8 +52,9 @@ def planted(team):
     alice.predict("alice-xss-suite", ["alice-parrot", "base"], BASE, 24, api_name="/run_suite")
     replies = alice.predict("question 1", ["alice-parrot"], BASE, 24, api_name="/compare")
     assert "onerror" in replies[0]["reply"], replies  # the adapter does answer with markup
+    # Judged by her parrot too: every reason it gives is its markup (issue 30's hostile judge reply).
     evaluation = {"name": "alice-xss-eval", "adapters": ["alice-parrot"], "source": "dataset", "dataset": "alice-xss",
-                  "max_rows": len(PAYLOADS), "max_new_tokens": 24}
+                  "max_rows": len(PAYLOADS), "max_new_tokens": 24, "judge": "alice-parrot", "judge_max_tokens": 24}
     eval_id = alice.predict(json.dumps(evaluation), 0, api_name="/submit_eval")
     assert team.wait("alice", eval_id)["status"] == "succeeded", team.live.worker_log()
     return {"job": job_id, "eval": eval_id}
@@ -172,4 +173,37 @@ def test_what_alice_planted_shows_as_text_for_the_admin(team, planted, admin_pag
     expect(rows).to_contain_text("<svg onload=alert('svg')>", timeout=30_000)
     expect(rows).to_contain_text("""<iframe srcdoc="<script>alert('srcdoc')</script>"></iframe>""")
     expect(page.locator("#eval-table")).to_contain_text("alice-parrot")
+    expect(page.locator("#eval-judgments")).to_contain_text("onerror=alert('model')")  # the judge's reasons
     _nothing_runs(page, "evaluation results")
+
+    # Account (issue 30): an API key is shown once, works with the openai client, and stops working once revoked;
+    # a W&B key is stored and forgotten. The summary names each by its last characters only.
+    from openai import AuthenticationError, OpenAI
+
+    _tab(page, "Account")
+    summary = page.locator("#account-summary")
+    page.get_by_role("button", name=re.compile(r"^Your API key")).click()
+    page.locator("#create-api-key").click()
+    expect(page.locator("#account-status")).to_contain_text("API key created", timeout=30_000)
+    key = page.locator("#new-api-key textarea, #new-api-key input").first.input_value()
+    assert len(key) >= 20, key
+    expect(summary).to_contain_text(f"An API key ending …{key[-4:]} is active.")
+    expect(summary).not_to_contain_text(key)
+    client = OpenAI(base_url=team.url.rstrip("/") + "/v1", api_key=key, max_retries=0, timeout=60)
+    assert "alice-parrot" in {model.id for model in client.models.list()}  # the admin sees every adapter
+    page.locator("#revoke-api-key").click()
+    expect(page.locator("#account-status")).to_contain_text("API key revoked.")
+    expect(page.locator("#new-api-key")).to_be_hidden()
+    expect(summary).to_contain_text("No API key.")
+    with pytest.raises(AuthenticationError):
+        client.models.list()
+    page.get_by_role("button", name=re.compile(r"^Your Weights & Biases key")).click()
+    page.get_by_label("W&B API key").fill("wandb-key-0123456789abcdef-</b>")
+    page.get_by_role("button", name="Save W&B key").click()
+    expect(page.locator("#account-status")).to_contain_text("W&B key saved.")
+    expect(summary).to_contain_text("A W&B key ending …</b> is stored.")  # its markup as text
+    expect(page.get_by_label("W&B API key")).to_have_value("")  # never shown back
+    page.get_by_role("button", name="Forget W&B key").click()
+    expect(page.locator("#account-status")).to_contain_text("W&B key forgotten.")
+    expect(summary).to_contain_text("No W&B key.")
+    _nothing_runs(page, "Account")
