@@ -253,7 +253,7 @@ def median_or_none(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-WORKER_COLUMNS = ["worker", "device", "memory", "pool", "running job", "last heartbeat", "queued jobs"]
+WORKER_COLUMNS = ["worker", "device", "free for a job", "pool", "running job", "last heartbeat", "queued jobs"]
 
 
 def worker_summary(worker: Worker) -> dict:

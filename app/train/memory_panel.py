@@ -58,7 +58,7 @@ def verdict_text(studio: Studio, raw: dict) -> str:
     found = verdicts(spec, shape, candidates, longest_sequence(studio, spec), start_adapter(studio, spec))
     budget = [planned.memory.sentence(), ""] if planned.memory else []  # the same levers the peaks below are for
     lines = ["**Memory verdict** (estimated peak of the training process)", "", *budget,
-             "| device | memory | peak | share | verdict |", "|---|---|---|---|---|"]
+             "| device | free for a job | peak | share | verdict |", "|---|---|---|---|---|"]
     for verdict in found:
         lines.append(f"| {verdict.device.label}: {verdict.device.name} | {gib(verdict.device.memory_bytes)} | "
                      f"{gib(verdict.peak)} | {verdict.share:.0%} | **{verdict.word}** |")
