@@ -57,7 +57,23 @@ def planted(team):
                   "max_rows": len(PAYLOADS), "max_new_tokens": 24, "judge": "alice-parrot", "judge_max_tokens": 24}
     eval_id = alice.predict(json.dumps(evaluation), 0, api_name="/submit_eval")
     assert team.wait("alice", eval_id)["status"] == "succeeded", team.live.worker_log()
+    _a_judge_replies_with_markup(team.live.studio, eval_id)
     return {"job": job_id, "eval": eval_id}
+
+
+def _a_judge_replies_with_markup(studio, eval_id: int) -> None:
+    """The parrot, asked the judging prompt (far from its 16 training rows), garbles its markup (one CI run's reason:
+    "=r=alererer...'l>"), so its first reason is set to the markup a hostile judge writes, as the job would have
+    stored it: what this test checks is the page, not the judge."""
+    from jobs.evaluate.results import results_dir
+    from jobs.evaluate.run import RESULTS_FILE
+
+    path = results_dir(studio, eval_id) / RESULTS_FILE
+    results = json.loads(path.read_text(encoding="utf-8"))
+    judged = [row for row in results["per_row"] if row.get("judgments")]
+    assert judged, "the judge gave no judgment"
+    judged[0]["judgments"][0]["reason"] = MODEL_PAYLOAD
+    path.write_text(json.dumps(results), encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
