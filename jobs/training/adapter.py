@@ -15,24 +15,36 @@ from jobs.training.checkpoints import fsync_tree
 from jobs.training.lora_init import conversion_kwargs
 
 
-def save_adapter(model, tokenizer, spec: TrainSpec, final_metrics: dict[str, float], out_dir: Path) -> Path:
-    """Write `out_dir/adapter` and return it."""
+def cleared_folders(out_dir: Path) -> tuple[Path, Path]:
+    """(partial, final) folders of `out_dir/adapter`, with what an earlier attempt left in either removed."""
     partial, final_dir = out_dir / "adapter.partial", out_dir / "adapter"
     for stale in (partial, final_dir):
         if stale.exists():
             shutil.rmtree(stale)
-    # Only the trained adapter: a DPO run also holds TRL's frozen "ref" copy of its starting adapter.
-    # PiSSA/OLoRA trained against the residual base: saved converted, so the adapter applies to the original base.
-    converted = spec.init_lora_weights in CONVERTED_INITS and not spec.init_adapter
-    model.save_pretrained(partial, safe_serialization=True, selected_adapters=[model.active_adapter],
-                          **conversion_kwargs(out_dir, converted))
-    _portable_config(partial / "adapter_config.json", portable_base_reference(spec.base_model))
+    return partial, final_dir
+
+
+def finish_folder(partial: Path, final_dir: Path, tokenizer, spec: TrainSpec, final_metrics: dict[str, float]) -> Path:
+    """Beside the saved weights: the tokenizer, the spec and the final metrics; then fsynced and renamed into place
+    (an adapter and a whole model are published the same way)."""
     tokenizer.save_pretrained(partial)
     (partial / "training_spec.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
     (partial / "final_metrics.json").write_text(json.dumps(final_metrics, indent=2))
     fsync_tree(partial)
     os.replace(partial, final_dir)
     return final_dir
+
+
+def save_adapter(model, tokenizer, spec: TrainSpec, final_metrics: dict[str, float], out_dir: Path) -> Path:
+    """Write `out_dir/adapter` and return it."""
+    partial, final_dir = cleared_folders(out_dir)
+    # Only the trained adapter: a DPO run also holds TRL's frozen "ref" copy of its starting adapter.
+    # PiSSA/OLoRA trained against the residual base: saved converted, so the adapter applies to the original base.
+    converted = spec.init_lora_weights in CONVERTED_INITS and not spec.init_adapter
+    model.save_pretrained(partial, safe_serialization=True, selected_adapters=[model.active_adapter],
+                          **conversion_kwargs(out_dir, converted))
+    _portable_config(partial / "adapter_config.json", portable_base_reference(spec.base_model))
+    return finish_folder(partial, final_dir, tokenizer, spec, final_metrics)
 
 
 def _portable_config(config_file: Path, base_reference: str) -> None:

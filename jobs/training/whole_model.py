@@ -4,14 +4,11 @@ adapters as a model of its own (jobs.models.contents.folder_kind)."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from pathlib import Path
 
 from jobs.run_settings.settings import RunSettings
 from jobs.spec import TrainSpec
-from jobs.training.checkpoints import fsync_tree
+from jobs.training.adapter import cleared_folders, finish_folder
 
 
 def decoder_blocks(model) -> list:
@@ -49,16 +46,8 @@ def make_trainable(model, settings: RunSettings) -> list[str]:
 def save_whole_model(model, tokenizer, spec: TrainSpec, final_metrics: dict[str, float], out_dir: Path) -> Path:
     """Write `out_dir/adapter` as a plain transformers model folder (what AutoModelForCausalLM.from_pretrained
     loads), with the spec and final metrics as an adapter's folder has them; written beside, fsynced, renamed."""
-    partial, final_dir = out_dir / "adapter.partial", out_dir / "adapter"
-    for stale in (partial, final_dir):
-        if stale.exists():
-            shutil.rmtree(stale)
+    partial, final_dir = cleared_folders(out_dir)
     for param in model.parameters():
         param.requires_grad_(False)
     model.save_pretrained(partial, safe_serialization=True)
-    tokenizer.save_pretrained(partial)
-    (partial / "training_spec.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
-    (partial / "final_metrics.json").write_text(json.dumps(final_metrics, indent=2))
-    fsync_tree(partial)
-    os.replace(partial, final_dir)
-    return final_dir
+    return finish_folder(partial, final_dir, tokenizer, spec, final_metrics)
