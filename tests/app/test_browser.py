@@ -325,35 +325,32 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, shots
         _shot(page, shots, "1-train-invalid")
         assert _api(app).predict(api_name="/list_jobs") == []
 
-        # --- Train: two small jobs; the outlines go once the form is right --------------------------------------
+        # --- Train: a small job; the outlines go once the form is right ------------------------------------------
         page.get_by_title("Remove nonexistent_proj").click()
-        job_ids = {}
-        for name in ("first", "second"):
-            _fill_job(page, name, lora_r=8, **FAST)
-            _choose_field(page, "eval_fraction", "0.1")  # a held-out tenth: the eval curve below
-            expect(page.locator("#step-plan")).to_contain_text(re.compile(
-                r"This job will make 6 optimizer steps.*60 rows held out for eval every 3 steps, 540 train"))
-            text = _submit(page)
-            match = re.search(r"Queued job (\d+)", text)
-            assert match, text
-            job_ids[name] = int(match.group(1))
+        _fill_job(page, "first", lora_r=8, **FAST)
+        _choose_field(page, "eval_fraction", "0.1")  # a held-out tenth: the eval curve below
+        expect(page.locator("#step-plan")).to_contain_text(re.compile(
+            r"This job will make 6 optimizer steps.*60 rows held out for eval every 3 steps, 540 train"))
+        text = _submit(page)
+        match = re.search(r"Queued job (\d+)", text)
+        assert match, text
+        first_id = int(match.group(1))
         expect(flagged).to_have_count(0)
-        assert job_ids["first"] != job_ids["second"]
         _shot(page, shots, "2-train")
         listed = {job["name"]: job for job in _api(app).predict(api_name="/list_jobs")}
-        assert set(listed) == {"first", "second"}
+        assert set(listed) == {"first"}
         assert listed["first"]["spec"]["max_steps"] == 6 and listed["first"]["spec"]["lora_r"] == 8
         assert listed["first"]["spec"]["eval_fraction"] == 0.1
 
-        # --- Runs: opened while the jobs are queued, followed live until both succeed ------------------------
+        # --- Runs: opened while the job is queued or running, followed live until it succeeds -----------------
         _open_tab(page, "Runs")
-        expect(_job_row(page, "second")).to_be_visible(timeout=20_000)
-        _wait_until_succeeded(page, app, ["first", "second"])
+        expect(_job_row(page, "first")).to_be_visible(timeout=20_000)
+        _wait_until_succeeded(page, app, ["first"])
         page.locator("#jobs-table").get_by_role("gridcell", name="first", exact=True).click()
         expect(page.locator("#selected-job textarea, #selected-job input").first).to_have_value(
-            str(job_ids["first"]), timeout=20_000)
+            str(first_id), timeout=20_000)
         summary = page.locator("#job-summary")
-        expect(summary).to_contain_text(f"Job {job_ids['first']}: first", timeout=20_000)
+        expect(summary).to_contain_text(f"Job {first_id}: first", timeout=20_000)
         expect(summary).to_contain_text(re.compile(r"Status: succeeded · took \d+"))
         expect(summary).to_contain_text("Adapter: first")
         expect(summary).to_contain_text("Max steps (max_steps): 6 (default -1)")
@@ -368,8 +365,7 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, shots
         # A browser refresh shows the same truth: it comes from the database, not from the page.
         page.reload()
         _open_tab(page, "Runs")
-        for name in ("first", "second"):
-            expect(_job_row(page, name)).to_contain_text("succeeded", timeout=20_000)
+        expect(_job_row(page, "first")).to_contain_text("succeeded", timeout=20_000)
         expect(summary).to_contain_text("Status: succeeded", timeout=20_000)  # the empty box follows the newest
 
         # --- Clone a run into the form, sweep two ranks from it, compare the sweep --------------------------------
@@ -388,6 +384,10 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, shots
         expect(page.locator("#submit-status")).to_contain_text("Queued sweep ranks: jobs", timeout=30_000)
         sweep_jobs = [j for j in _api(app).predict(api_name="/list_jobs") if j["group_name"] == "ranks"]
         assert sorted(j["spec"]["lora_r"] for j in sweep_jobs) == [4, 8]
+        # The rank-8 point chats beside 'first' and combines with it (a linear combination needs one rank); the
+        # rank-4 point is the one deleted at the end.
+        twin = next(j["name"] for j in sweep_jobs if j["spec"]["lora_r"] == 8)
+        other = next(j for j in sweep_jobs if j["spec"]["lora_r"] == 4)
         _open_tab(page, "Runs")
         _wait_until_succeeded(page, app, [j["name"] for j in sweep_jobs])
         page.get_by_role("button", name="Compare runs").click()
@@ -402,13 +402,13 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, shots
         expect(specs).not_to_contain_text("Max steps")  # differences only
         _shot(page, shots, "3b-compare")
 
-        # --- Adapters: both listed with their rank; one downloads in one click ---------------------------------
+        # --- Adapters: all three listed with their base and modules; one downloads in one click -------------------
         _open_tab(page, "Adapters")
         adapters = page.locator("#adapters-table")
-        # Opening the tab refreshes the table the page loaded with (first, second) to add the sweep's adapters; a
-        # click before that refresh lands would pick whatever row takes the clicked row's place.
+        # Opening the tab refreshes the table the page loaded with (first) to add the sweep's adapters; a click
+        # before that refresh lands would pick whatever row takes the clicked row's place.
         expect(adapters.get_by_role("gridcell", name="ranks-2", exact=True)).to_be_visible(timeout=30_000)
-        for name in ("first", "second"):
+        for name in ("first", "ranks-1", "ranks-2"):
             row = adapters.get_by_role("row", name=re.compile(rf"^{name}\b"))
             expect(row).to_contain_text("demo-tiny-llama")
             expect(row).to_contain_text("all-linear")
@@ -439,12 +439,12 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, shots
         expect(page.locator("#chat-demo-note")).to_contain_text("noise by design")
         # No "Refresh adapters" click: opening the tab must offer the adapters that finished since the page loaded.
         picker = page.get_by_role("combobox", name=re.compile(r"^Compare"))
-        for name in ("first", "second"):
+        for name in ("first", twin):
             picker.click()
             page.get_by_role("option", name=name, exact=True).click()
         page.keyboard.press("Escape")
         panes = {}
-        for index, name in enumerate(("base", "first", "second")):  # the picker's order: base was there first
+        for index, name in enumerate(("base", "first", twin)):  # the picker's order: base was there first
             pane = page.locator(f"#pane-{index}")
             expect(pane).to_be_visible(timeout=20_000)
             expect(pane.get_by_test_id("block-label")).to_have_text(name, timeout=20_000)
@@ -472,7 +472,7 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, shots
         page.get_by_role("button", name=re.compile(r"^Combine adapters")).click()
         page.locator("#combine-name input, #combine-name textarea").first.fill("both")
         parents = page.locator("#combine-adapters input")
-        for name in ("first", "second"):
+        for name in ("first", twin):
             parents.click()  # this dropdown's own option: the Chat tab's picker lists the same names
             page.locator(f"li[role=option][id^='{parents.get_attribute('aria-controls')}-option-']"
                          f"[aria-label='{name}']").click()
@@ -491,15 +491,14 @@ def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, shots
                                                                                           timeout=30_000)
 
         # --- Adapters: one is deleted, files and entry together --------------------------------------------------
-        adapters.get_by_role("gridcell", name="second", exact=True).click()
-        expect(page.locator("#adapter-name textarea, #adapter-name input").first).to_have_value("second",
+        adapters.get_by_role("gridcell", name=other["name"], exact=True).click()
+        expect(page.locator("#adapter-name textarea, #adapter-name input").first).to_have_value(other["name"],
                                                                                              timeout=30_000)
         page.get_by_role("button", name="Delete adapter").click()
-        expect(page.locator("#adapter-status")).to_contain_text("Deleted second", timeout=30_000)
-        expect(adapters.get_by_role("row", name=re.compile(r"^second\b"))).to_have_count(0)
-        assert {a["name"] for a in _api(app).predict("", api_name="/list_adapters")} == {"first", "ranks-1", "ranks-2",
-                                                                                     "both"}
-        assert not (app.data_dir / "adapters" / f"job-{job_ids['second']}").exists()
+        expect(page.locator("#adapter-status")).to_contain_text(f"Deleted {other['name']}", timeout=30_000)
+        expect(adapters.get_by_role("row", name=re.compile(rf"^{other['name']}\b"))).to_have_count(0)
+        assert {a["name"] for a in _api(app).predict("", api_name="/list_adapters")} == {"first", twin, "both"}
+        assert not (app.data_dir / "adapters" / f"job-{other['id']}").exists()
         print(f"journey took {time.monotonic() - started:.0f} s")
 
 
