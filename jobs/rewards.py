@@ -13,6 +13,10 @@ It imports nothing of the studio (stdlib, `regex`, `jsonschema`, each lazily).
 | regex | matches the regular expression (`regex.search`, with a time limit per answer) |
 | length | is from min to max characters long |
 | code | the operator-enabled Python function's own value (jobs.training.grpo loads it) |
+| reward_model | (not 1.0 but a score) what the reward adapter grpo_reward_adapter gives the prompt with this answer |
+
+The reward_model term is no function here: the run loads the reward adapter (grpo_reward_adapter) as a sequence
+classifier and TRL scores with it (`reward_functions` puts it in its place, `processing_classes` its tokenizer).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-REWARDS = ("reference", "json", "json_schema", "regex", "length", "code")
+REWARDS = ("reference", "json", "json_schema", "regex", "length", "code", "reward_model")
 MAX_REWARD_TERMS = 8
 MAX_PATTERN_CHARS = 500
 MAX_SCHEMA_CHARS = 20_000
@@ -234,10 +238,16 @@ class RewardSettings:
     def uses_reference(self) -> bool:
         return any(name == "reference" for name, _ in self.terms)
 
+    @property
+    def uses_reward_model(self) -> bool:
+        return any(name == "reward_model" for name, _ in self.terms)
 
-def reward_functions(settings: RewardSettings, code: Callable | None = None) -> list[RewardFunc]:
+
+def reward_functions(settings: RewardSettings, code: Callable | None = None,
+                     reward_model: object | None = None) -> list[RewardFunc]:
     """The functions TRL calls, in the order of `settings.terms` (their weights: `settings.weights`). `code`: the
-    person's loaded function, when the rewards name it."""
+    person's loaded function, when the rewards name it; `reward_model`: the loaded reward adapter (a sequence
+    classifier TRL runs itself), when they name reward_model."""
     made = {"reference": lambda: reference_reward(settings.reference_match), "json": json_reward,
             "json_schema": lambda: json_schema_reward(settings.json_schema),
             "regex": lambda: regex_reward(settings.regex),
@@ -248,6 +258,18 @@ def reward_functions(settings: RewardSettings, code: Callable | None = None) -> 
             if code is None:
                 raise ValueError("the rewards name 'code' but no reward function was loaded")
             functions.append(checked(code))
+        elif name == "reward_model":
+            if reward_model is None:
+                raise ValueError("the rewards name 'reward_model' but no reward model was loaded")
+            functions.append(reward_model)
         else:
             functions.append(made[name]())
     return functions
+
+
+def processing_classes(settings: RewardSettings, tokenizer: object | None) -> list | None:
+    """TRL's reward_processing_classes: the reward model's tokenizer in its place, None for the functions; None
+    when no term is a model."""
+    if not settings.uses_reward_model:
+        return None
+    return [tokenizer if name == "reward_model" else None for name, _ in settings.terms]

@@ -267,6 +267,13 @@ class TrainSpec(BaseModel):
         "number per completion (kwargs hold prompts and the row's columns, such as reference). It runs in the "
         "training process, so it is refused unless the operator allows code for you (STUDIO_USER_CODE). A reward "
         "that raises or returns anything else fails the job with its traceback in the log."))
+    # --- GRPO reward model (issue 31, grpo_rm slice): a reward adapter scores the answers as one reward term
+    grpo_reward_adapter: str = Field("", title="Reward model (adapter)", max_length=MAX_NAME_LENGTH,
+                                     validate_default=True, json_schema_extra=_at(METHOD, 3), description=(
+        "For the reward_model reward: one of your reward adapters (method reward) of this base model; each answer "
+        "is rewarded with the score it gives the prompt and the answer. It loads as a second copy of the base "
+        "beside the one that trains (the memory estimate counts it). Needed when grpo_rewards names reward_model, "
+        "refused otherwise."))
 
     lora_r: int = Field(8, title="LoRA rank (r)", ge=1, le=1024, json_schema_extra=_at(COMMON, 1),
         description="LoRA rank: size of the low-rank update. 8-64 is typical.")
@@ -780,6 +787,22 @@ class TrainSpec(BaseModel):
                    "grpo_reward_code": code_problem}[info.field_name](value)
         if problem:
             raise ValueError(problem)
+        return value
+
+    @field_validator("grpo_reward_adapter")
+    @classmethod
+    def _reward_adapter(cls, value: str, info: ValidationInfo) -> str:
+        # Which adapter it names is checked at submit (jobs.submit: yours, a reward model, of this base).
+        try:
+            chosen = info.data.get("method") == "grpo" and "reward_model" in dict(
+                parse_terms(info.data.get("grpo_rewards", "")))
+        except ValueError:
+            return value  # grpo_rewards is refused on its own
+        if chosen and not value.strip():
+            raise ValueError("the reward_model reward is chosen in grpo_rewards: name your reward adapter here")
+        if value and not chosen:
+            raise ValueError("applies only when method is grpo and grpo_rewards names reward_model: add "
+                             "'reward_model' there, or leave this empty")
         return value
 
     @model_validator(mode="before")

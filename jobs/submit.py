@@ -152,6 +152,27 @@ def init_adapter_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
     return [Problem(field="init_adapter", message=f"'{spec.init_adapter}': {problem}")] if problem else []
 
 
+def reward_adapter_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
+    """Why the reward adapter a GRPO spec scores with cannot be used by the person asking: not theirs (not found, as
+    another person's adapter is not), not a reward model, or of another base."""
+    if not spec.grpo_reward_adapter:
+        return []
+    name = spec.grpo_reward_adapter
+    with studio.db.read() as session:
+        adapter = catalog.get_adapter_by_name(session, name)
+    if adapter is None:
+        return [Problem(field="grpo_reward_adapter", message=(
+            f"no adapter named '{name}'; train one with method reward first"))]
+    if not is_reward_adapter(studio.absolute(adapter.path)):
+        return [Problem(field="grpo_reward_adapter", message=(
+            f"'{name}' is not a reward model (it generates text): name an adapter trained with method reward"))]
+    if adapter.base_model != spec.base_model:  # its LoRA and score head fit that base's layers only
+        return [Problem(field="grpo_reward_adapter", message=(
+            f"'{name}' was trained on '{adapter.base_model}', not on '{spec.base_model}': a reward model scores on "
+            f"the base it was trained on"))]
+    return []
+
+
 def _eval_dataset_problems(studio: Studio, spec: TrainSpec, dataset: Dataset) -> list[Problem]:
     if not spec.eval_dataset:
         return []
@@ -258,7 +279,8 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
     else:
         problems += _name_problems(studio, spec)
     problems += _dataset_problems(studio, spec) + _base_model_problems(studio, spec)
-    problems += init_adapter_problems(studio, spec) + _lora_problems(spec) + _start_problems(studio, spec)
+    problems += init_adapter_problems(studio, spec) + reward_adapter_problems(studio, spec)
+    problems += _lora_problems(spec) + _start_problems(studio, spec)
     problems += _long_input_problems(studio, spec) + _device_count_problems(studio, spec)
     problems += grpo_problems(studio, spec)
     problems += _memory_budget_problems(studio, spec, problems)
@@ -496,6 +518,10 @@ def _pins(studio: Studio, spec: TrainSpec, hub_pins: dict[str, dict]) -> dict:
         with studio.db.read() as session:
             adapter = catalog.get_adapter_by_name(session, spec.init_adapter)
             pins["init_adapter"] = {"id": adapter.id, "name": adapter.name}
+    if spec.grpo_reward_adapter:  # by id: a rename or a later adapter of the same name changes nothing
+        with studio.db.read() as session:
+            adapter = catalog.get_adapter_by_name(session, spec.grpo_reward_adapter)
+            pins["grpo_reward_adapter"] = {"id": adapter.id, "name": adapter.name}
     return pins
 
 

@@ -18,7 +18,7 @@ from jobs.submit import planned_job
 MEMORY_FIELDS = ("base_model", "dataset", "method", "init_adapter", "lora_r", "lora_dropout", "target_modules",
                  "lora_bias", "use_dora", "modules_to_save", "quantization", "double_quant", "compute_dtype",
                  "batch_size", "grad_accum", "max_length", "packing", "gradient_checkpointing", "optimizer", "pool",
-                 "devices", "memory_budget_gib")
+                 "devices", "memory_budget_gib", "grpo_rewards")
 PART_NAMES = {"framework": "runtime (Python, torch, libraries)", "training_runtime": "training runtime",
               "load_retained": "left over from loading", "quantized_weights": "4-bit weights (with their scales)",
               "unquantized_weights": "unquantized parts (embeddings, norms, head)",
@@ -32,7 +32,9 @@ PART_NAMES = {"framework": "runtime (Python, torch, libraries)", "training_runti
               "lm_head_tiles": "LM head and loss", "layer_backward": "a layer's backward",
               "recomputed_layer": "a recomputed layer (checkpointing)",
               "reference_pass": "the reference pass (DPO, KTO; adapter disabled)",
-              "dora_weight_norm": "DoRA's weight norm (one layer)"}
+              "dora_weight_norm": "DoRA's weight norm (one layer)",
+              "reward_model": "the reward model: a second copy of the base with the reward adapter (GRPO)",
+              "reward_pass": "the reward model scoring the answers (GRPO)"}
 GPU_NOT_MEASURED = ("The GPU figures are estimated, not measured: the GPU profile's constants come from the kernels' "
                     "known behaviour and have not been checked against a GPU run yet (docs/benchmarks.md).")
 

@@ -82,13 +82,19 @@ def as_code(studio: Studio, raw: dict) -> tuple[str, str]:
     template = chat_template_text(Path(base_path)) if Path(base_path).is_dir() else None
     with studio.db.read() as session:
         start = catalog.get_adapter_by_name(session, spec.init_adapter) if spec.init_adapter else None
-    if spec.init_adapter and start is None:  # a script without it would train another job than the form's
-        raise user_error(f"init_adapter: no adapter named '{spec.init_adapter}'")
+        # GRPO's reward model: the script loads it from its folder, as the job does.
+        scorer = (catalog.get_adapter_by_name(session, spec.grpo_reward_adapter) if spec.grpo_reward_adapter
+                  else None)
+    for field, named, found in (("init_adapter", spec.init_adapter, start),
+                                ("grpo_reward_adapter", spec.grpo_reward_adapter, scorer)):
+        if named and found is None:  # a script without it would train another job than the form's
+            raise user_error(f"{field}: no adapter named '{named}'")
     planned = planned_job(studio, spec).spec  # the script has no rule: it gets the values chosen for this data
     files = {name: f"{name}.jsonl" for name, _ in spec.mix_parts()} if spec.dataset_mix else f"{spec.dataset}.jsonl"
     return cli_text(spec), plain_trl_script(planned, base_path, files, chat_template=template,
                                             eval_file=f"{spec.eval_dataset}.jsonl",
-                                            start_adapter=str(studio.absolute(start.path)) if start else None)
+                                            start_adapter=str(studio.absolute(start.path)) if start else None,
+                                            reward_adapter=str(studio.absolute(scorer.path)) if scorer else None)
 
 
 def build(studio: Studio, form: SpecForm, app: gr.Blocks) -> None:

@@ -23,6 +23,7 @@ bytes; sums run over the family's own Linears):
     static     = framework + runtime + load_retained + checkpoint_mmap + W_4bit + W_unquantized
                  + P_lora * lora_bytes + P_trained * (lora_bytes + optimizer bytes per param)
                  + modules_to_save copies * lora_bytes + DPO's or KTO's frozen copy of a starting adapter
+                 + GRPO's reward model: a second W_4bit + W_unquantized with the reward adapter
                  (load_retained and checkpoint_mmap are 0 where the run releases them after loading, as a CPU
                  run of a quantized base does, RunSettings.releases_checkpoint; W_unquantized is then a copy)
     W_4bit     = sum over Linears (d_in * d_out) * 4.127 / 8      (4.5 / 8 without double quant; blocksize 64)
@@ -30,7 +31,7 @@ bytes; sums run over the family's own Linears):
     P_trained  = P_lora + modules_to_save copies + trained biases
     dynamic    = activations + attention_masks [+ attention_scores] [+ DoRA's saved weights]
                  + max(lm_head_tiles, layer_backward | recomputed layer, DPO's or KTO's reference
-                       pass, DoRA's weight norm, GRPO's generation KV cache)
+                       pass, DoRA's weight norm, GRPO's generation KV cache, its reward model's scoring pass)
     activations (no checkpointing) = n * T * A_token + shared(T)
     A_token    = norms * (4h + 4)                                  norm inputs (fp32) + rsqrt (2 or 4 per layer)
                + sum over LoRA targets ((m + a) * d_in + a * r)  dropout mask + dropped input + lora_A output
@@ -275,6 +276,9 @@ def transient_peak_bytes(model: ModelShape, train: TrainShape, device: DevicePro
         candidates["dora_weight_norm"] = dora_norm_bytes(model, train, device)
     if train.generation_sequences:
         candidates["generation_kv_cache"] = generation_bytes(model, train, device)
+    if train.reward_model:  # the reward copy scores prompt + answer of the whole generation batch, one layer at a time
+        candidates["reward_pass"] = int(layer_activation_bytes_per_token(model, train, device)
+                                        * train.generation_sequences * train.sequence_length)
     name = max(candidates, key=candidates.get)
     return name, candidates[name]
 
@@ -410,6 +414,7 @@ def estimate(model: ModelShape, train: TrainShape, device: DeviceProfile = CPU) 
         "saved_modules": 2 * n_saved * device.lora_bytes,  # the trainable copy and its gradient
         "reference_adapter": n_lora * device.lora_bytes if train.reference_adapter else 0,
         "optimizer_states": opt_device,
+        **({"reward_model": reward_model_bytes(model, train, device)} if train.reward_model else {}),
     }
     transient_name, transient = transient_peak_bytes(model, train, device)
     dynamic = {**activation_bytes(model, train, device), transient_name: transient}
@@ -425,7 +430,19 @@ def load_peak_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile)
     source = model.checkpoint_bytes or model.total_params * model.checkpoint_dtype_bytes
     retained = device.load_retained_fraction * model.quantized_params * model.checkpoint_dtype_bytes
     return int(device.framework_bytes + (source if device.maps_checkpoint else 0) + weights["quantized_weights"]
-               + weights["unquantized_weights"] + retained + init_transient_bytes(model, train))
+               + weights["unquantized_weights"] + retained + init_transient_bytes(model, train)
+               + reward_model_bytes(model, train, device))
+
+
+def reward_model_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile) -> int:
+    """GRPO's reward_model reward: a second copy of the frozen base, quantized as the run's (its unquantized weights
+    too, unless they stay views of the mmapped checkpoint, whose pages both copies share), and the reward adapter,
+    counted at the trained LoRA's size (its rank is its own: a small error either way). Its sequence classifier has no
+    LM head, which is still counted for an untied base: a small over-estimate."""
+    if not train.reward_model:
+        return 0
+    weights = weight_bytes(model, train, device)
+    return weights["quantized_weights"] + weights["unquantized_weights"] + lora_params(model, train) * device.lora_bytes
 
 
 INIT_TEMPORARIES = {"pissa": 4, "olora": 4, "loftq": 5}

@@ -70,6 +70,9 @@ class TrainShape:
     generation_sequences: int = 0
     """GRPO: answers sampled at once (the generation batch: batch x num_generations x grad_accum), each a prompt and
     up to max_completion_length tokens with its KV cache; 0: the run samples nothing."""
+    reward_model: bool = False
+    """GRPO's reward_model reward: a second copy of the base (loaded as the run's, with the reward adapter) stays
+    resident, and scores the generation batch without gradients, one layer at a time."""
     quantization: str = "nf4"
     """'nf4' | 'fp4' | 'int8' | 'none'."""
     double_quant: bool = True
@@ -148,7 +151,8 @@ class TrainShape:
     def _grpo(cls, settings: RunSettings, longest_row: int) -> TrainShape:
         """GRPO: each prompt is num_generations padded sequences of the prompt and its answer (the longest row stands
         for the longest prompt; the answer is up to max_completion_length, and both fit in max_length); with beta > 0
-        TRL keeps a frozen copy of the starting adapter and runs a no-grad reference pass, as DPO does."""
+        TRL keeps a frozen copy of the starting adapter and runs a no-grad reference pass, as DPO does. A reward_model
+        reward keeps a second copy of the base with the reward adapter."""
         lora, answers = settings.lora, settings.batch_size * settings.num_generations
         length = min(settings.max_length, (longest_row or settings.max_length) + settings.max_completion_length)
         kl = settings.grpo_beta > 0
@@ -159,7 +163,8 @@ class TrainShape:
                    preference=kl, reference_adapter=kl, quantization=settings.quantization,
                    double_quant=settings.double_quant, optimizer=settings.optimizer,
                    releases_checkpoint=settings.releases_checkpoint,
-                   generation_sequences=answers * settings.grad_accum)
+                   generation_sequences=answers * settings.grad_accum,
+                   reward_model=settings.rewards is not None and settings.rewards.uses_reward_model)
 
 @dataclass(frozen=True)
 class DeviceProfile:

@@ -130,6 +130,7 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
     device = pick_device()
     kept = {key: submitted[key] for key in SUBMITTED_KEYS if key in submitted}  # a retry re-records the rest
     start = pinned_adapter(studio, pinned)
+    scorer = pinned_adapter(studio, pinned, "grpo_reward_adapter")
     estimate = _memory_estimate(studio, spec, base_path, run_dir, dataset, start,
                                 pinned.get("base_model", {}).get("revision"))
     record = {**_provenance(studio, dataset, spec, base_path, device), **kept, "memory_estimate_bytes": estimate}
@@ -145,7 +146,7 @@ def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name:
     try:
         result = train(spec, run_dir, base_path, files, sink.on_metrics, should_stop,
                        sink.on_samples, eval_path=studio.absolute(held_out.path) if held_out else None,
-                       init_adapter=start)
+                       init_adapter=start, reward_adapter=scorer)
     finally:
         finish_tracking(spec.report_to)  # before exit_now's os._exit, which skips the tracker's own atexit
     if not is_main():
@@ -203,15 +204,17 @@ def pinned_base(studio: Studio, base_model: str, pin: dict) -> str:
     return resolve_base_model(base_model, studio.settings.models_dir, report=_print_preparation)
 
 
-def pinned_adapter(studio: Studio, pinned: dict) -> Path | None:
-    """The folder of the adapter the job continues from (by id: a rename since submit does not matter)."""
-    pin = pinned.get("init_adapter")
+def pinned_adapter(studio: Studio, pinned: dict, role: str = "init_adapter") -> Path | None:
+    """The folder of the adapter the job continues from (`role` "init_adapter"), or scores its answers with
+    ("grpo_reward_adapter"), by id: a rename since submit does not matter."""
+    pin = pinned.get(role)
     if pin is None:
         return None
     with studio.db.read() as session:
         adapter = catalog.get_adapter(session, pin["id"])
     if adapter is None:
-        raise LookupError(f"the adapter to start from, {pin['name']!r}, was deleted after the job was submitted")
+        what = "the adapter to start from" if role == "init_adapter" else "the reward model"
+        raise LookupError(f"{what}, {pin['name']!r}, was deleted after the job was submitted")
     return studio.absolute(adapter.path)
 
 

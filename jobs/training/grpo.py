@@ -6,7 +6,12 @@ num_generations answers from the adapter, scores them with the rewards the spec 
 column reaches them by name), and pushes the adapter towards the answers that scored above their group's mean. With
 grpo_beta > 0 TRL keeps a frozen copy of the starting adapter ("ref") as the KL reference; only the trained adapter is
 saved. A person's reward code (allowed per person by the operator, checked at submit) is written into the run folder
-and imported from there, so a traceback through it shows its own lines in the job's log."""
+and imported from there, so a traceback through it shows its own lines in the job's log.
+
+The reward_model reward is a reward adapter of the same base (grpo_reward_adapter, pinned by id at submit): a second
+copy of the base, loaded as this run's is (quantization, compute dtype) but as a sequence classifier with the
+adapter, frozen and in eval mode. TRL runs it under inference_mode on each prompt with its answer, formatted by the
+reward adapter's own tokenizer and chat template, and logs its mean as rewards/reward_model/mean."""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from trl import GRPOConfig, GRPOTrainer
 from jobs.data.stats import tokenize_row
 from jobs.data.store import load_rows
 from jobs.models.loading import load_tokenizer
-from jobs.rewards import CODE_FUNCTION, reward_functions
+from jobs.rewards import CODE_FUNCTION, processing_classes, reward_functions
 from jobs.run_settings.settings import RunSettings
 from jobs.spec import TrainSpec
 from jobs.training.callbacks import MetricsSink, SampleCallback, SampleSink, StopCallback
@@ -34,6 +39,9 @@ from jobs.training.prepare import (
 )
 
 REWARD_CODE_FILE = "reward_code.py"
+REWARD_MODEL_NAME = "reward_model"
+"""TRL names a model reward by its config's _name_or_path (the base's folder): the reward copy is named for its term,
+so its metrics read rewards/reward_model/... as the functions' read rewards/<term>/..."""
 
 
 def grpo_config(settings: RunSettings, spec: TrainSpec, out_dir: Path) -> GRPOConfig:
@@ -53,6 +61,16 @@ def load_reward_code(source: str, out_dir: Path) -> Callable:
     return func
 
 
+def reward_model(settings: RunSettings, base_model: str, adapter_dir: Path):
+    """(the reward adapter on a second copy of the base, frozen; its tokenizer), named for its reward term."""
+    from jobs.training.reward import scoring_model
+
+    model, tokenizer = scoring_model(settings, base_model, adapter_dir)
+    model.config._name_or_path = REWARD_MODEL_NAME  # this copy's own config: the policy's keeps its name
+    print(f"reward model: the reward adapter in {adapter_dir.name} on a second copy of the base", flush=True)
+    return model, tokenizer
+
+
 def prompts_that_fit(rows: list[dict], tokenizer, spec: TrainSpec) -> list[dict]:
     """Rows whose prompt leaves room for a whole answer within max_length (GRPO cuts no prompt itself)."""
     room = spec.max_length - spec.max_completion_length
@@ -67,7 +85,7 @@ def prompts_that_fit(rows: list[dict], tokenizer, spec: TrainSpec) -> list[dict]
 
 def prepare_grpo_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: Path, on_metrics: MetricsSink,
                      should_stop: Callable[[], bool], on_samples: SampleSink | None = None,
-                     init_adapter: Path | None = None) -> PreparedRun:
+                     init_adapter: Path | None = None, reward_adapter: Path | None = None) -> PreparedRun:
     with phase("data"):
         tokenizer = load_tokenizer(base_model)
         rows = load_rows(dataset_path)
@@ -75,7 +93,13 @@ def prepare_grpo_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_pa
         rows = prompts_that_fit(rows, tokenizer, spec)
     settings, model, train_rows, _ = model_and_rows(spec, out_dir, base_model, rows, tokenizer, None, init_adapter)
     code = load_reward_code(spec.grpo_reward_code, out_dir) if settings.rewards.uses_code else None
-    rewards = reward_functions(settings.rewards, code)
+    scorer = scorer_tokenizer = None
+    if settings.rewards.uses_reward_model:
+        if reward_adapter is None:
+            raise ValueError("the rewards name reward_model but the job pinned no reward adapter (grpo_reward_adapter)")
+        with phase("base_load"):  # the reward copy is a second base load
+            scorer, scorer_tokenizer = reward_model(settings, base_model, reward_adapter)
+    rewards = reward_functions(settings.rewards, code, scorer)
     print(f"GRPO: {settings.num_generations} answers per prompt of up to {settings.max_completion_length} tokens, "
           f"rewards {spec.grpo_rewards}, beta {settings.grpo_beta}", flush=True)
     stop = StopCallback(should_stop)
@@ -85,7 +109,8 @@ def prepare_grpo_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_pa
         callbacks.append(SampleCallback(prompts, tokenizer, on_samples, every_steps=spec.eval_steps, stop=stop))
     with phase("trainer_build"):
         trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=grpo_config(settings, spec, out_dir),
-                              train_dataset=train_rows, processing_class=tokenizer, callbacks=callbacks)
+                              train_dataset=train_rows, processing_class=tokenizer, callbacks=callbacks,
+                              reward_processing_classes=processing_classes(settings.rewards, scorer_tokenizer))
     keep_lora_in_fp32(trainer.model, settings)
     return PreparedRun(trainer=trainer, tokenizer=tokenizer, stop=stop, has_eval=False, spec=spec,
                        settings=settings)

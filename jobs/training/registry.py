@@ -199,9 +199,10 @@ def rename_adapter(studio: Studio, name: str, new_name: str) -> Adapter:
 
 
 def adapter_ids_in_use(session) -> set[int]:
-    """Adapters a queued or running job continues from or combines (pinned by id at submit)."""
+    """Adapters a queued or running job continues from, scores with (a GRPO reward model) or combines (pinned by id
+    at submit)."""
     active = jobs_repo.active_jobs(session)  # anyone's
-    pins = [jobs_repo.pinned(job).get("init_adapter") for job in active]
+    pins = [jobs_repo.pinned(job).get(role) for job in active for role in ("init_adapter", "grpo_reward_adapter")]
     combined = [parent["adapter_id"] for job in active if job.kind == JobKind.COMBINE
                 for parent in (job.spec or {}).get("parents", [])]
     return {pin["id"] for pin in pins if pin} | set(combined)
@@ -214,8 +215,8 @@ def delete_adapter(studio: Studio, name: str) -> None:
     if adapter is None:
         raise AdapterError(f"name: no adapter named '{name}'")
     if in_use:
-        raise AdapterError(f"name: a queued or running job continues from '{name}' or combines it; delete it when "
-                           f"that job is done")
+        raise AdapterError(f"name: a queued or running job continues from '{name}', scores with it or combines "
+                           f"it; delete it when that job is done")
     folder = studio.absolute(adapter.path)
     aside = folder.with_name(f"{DELETING_PREFIX}{adapter.id}")
     if folder.exists():

@@ -67,15 +67,26 @@ def prepare_reward_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_
 def load_reward_model(base_path: str, adapter_dir: Path, variant: TrainSpec):
     """(the reward adapter on its base, in eval mode; its tokenizer): the base loaded as it trained (`variant`: the
     spec fields that say how, jobs.chat.request.BaseVariant), as a sequence classifier, for scoring."""
+    from jobs.models.loading import machine
+    from jobs.run_settings.settings import Base, resolve
+
+    settings = resolve(variant.model_copy(update={"method": REWARD_METHOD}), Base.from_dir(base_path), machine())
+    return scoring_model(settings, base_path, adapter_dir)
+
+
+def scoring_model(settings, base_path: str, adapter_dir: Path):
+    """(the reward adapter in `adapter_dir` on the base loaded as `settings` (jobs.run_settings) say, as a sequence
+    classifier with one output; its tokenizer): frozen, in eval mode (no dropout), for scoring only."""
+    from dataclasses import replace
+
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from jobs.models.loading import machine
-    from jobs.run_settings.settings import Base, resolve
     from jobs.training.prepare import load_base
 
-    settings = resolve(variant.model_copy(update={"method": REWARD_METHOD}), Base.from_dir(base_path), machine())
     tokenizer = with_pad_token(AutoTokenizer.from_pretrained(str(adapter_dir)))
-    model = PeftModel.from_pretrained(load_base(settings, base_path), str(adapter_dir)).eval()
+    base = load_base(replace(settings, method=REWARD_METHOD), base_path)
+    model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    model.requires_grad_(False)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

@@ -105,12 +105,13 @@ BF16 = torch.cuda.is_bf16_supported() if CUDA else os.path.exists("/proc/cpuinfo
 
 def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str | dict[str, str],
                      chat_template: str | None = None, out_dir: str = "adapter", eval_file: str | None = None,
-                     start_adapter: str | None = None) -> str:
+                     start_adapter: str | None = None, reward_adapter: str | None = None) -> str:
     """A standalone script training what `spec` trains. `dataset_file`: the dataset's file, or for a mix each
     dataset's by name. `chat_template`: the base's template; the spec's chat_template replaces it, and either is
     patched here with generation markers when assistant-only loss needs them (the studio does the same). `eval_file`:
     the validation dataset's file, when the spec names one; `start_adapter`: the folder of its init_adapter. The
-    spec's defaults must be chosen already (jobs.step_plan): the script trains fixed values."""
+    spec's defaults must be chosen already (jobs.step_plan): the script trains fixed values. `reward_adapter`: the
+    folder of its grpo_reward_adapter."""
     if unplanned := [name for name in AUTO_FIELDS if getattr(spec, name) is None]:
         raise ValueError(f"choose {', '.join(unplanned)} first (jobs.planning.job_plan)")
     data = DataSettings.from_spec(spec)
@@ -130,6 +131,8 @@ def plain_trl_script(spec: TrainSpec, base_path: str, dataset_file: str | dict[s
     # A reward model: the base as a sequence classifier with one output (its LoRA's task_type is SEQ_CLS in RUN).
     auto, head = (("AutoModelForSequenceClassification", ", num_labels=1") if spec.method == "reward"
                   else ("AutoModelForCausalLM", ""))
+    # GRPO's reward model is a sequence classifier beside the trained LM.
+    imports = auto + (", AutoModelForSequenceClassification" if grpo and spec.grpo_reward_adapter else "")
     mix_constants = _mix_constants(data)
     eval_system_prompt = ("\n    eval_rows = eval_rows.map(lambda row: with_system_prompt(row, SYSTEM_PROMPT))"
                           if data.system_prompt else "")
@@ -149,7 +152,7 @@ import os
 import torch
 from datasets import Dataset, load_dataset
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-from transformers import {auto}, AutoTokenizer, BitsAndBytesConfig, EarlyStoppingCallback, set_seed
+from transformers import {imports}, AutoTokenizer, BitsAndBytesConfig, EarlyStoppingCallback, set_seed
 from {TRAINER_MODULES.get(spec.method, "trl")} import {config}, {trainer}
 
 BASE = {base_path!r}
@@ -215,7 +218,7 @@ if part("quantization"):
 {_adapter_code(spec, start_adapter)}
 
 {_rows_code(data)}
-{_row_selection(spec)}{_grpo_code(spec) if grpo else ""}if EVAL_DATA:
+{_row_selection(spec)}{_grpo_code(spec, reward_adapter) if grpo else ""}if EVAL_DATA:
     train_rows, eval_rows = rows, load_dataset("json", data_files=EVAL_DATA, split="train"){eval_system_prompt}
 elif {spec.eval_fraction} > 0:
     parts = rows.train_test_split(test_size=max(1, round(len(rows) * {spec.eval_fraction})), seed={spec.seed})
@@ -235,7 +238,7 @@ callbacks = ([EarlyStoppingCallback({spec.early_stopping_patience})]
              if {spec.early_stopping_patience} and eval_rows is not None else [])
 trainer = {trainer}(
     model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer,
-    callbacks=callbacks{", reward_funcs=reward_funcs" if grpo else ""}){LORAPLUS_CODE if spec.loraplus_lr_ratio else ""}
+    callbacks=callbacks{GRPO_TRAINER_ARGS if grpo else ""}){LORAPLUS_CODE if spec.loraplus_lr_ratio else ""}
 if RUN["keep_lora_fp32"]:  # TRL casts LoRA weights of quantized models to bf16; keep them in fp32
     for param in trainer.model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
@@ -377,6 +380,7 @@ def _tracking_code(spec: TrainSpec) -> str:
     return f"# {spec.report_to}: local output under ./tracking\n" + "\n".join(lines) + "\n"
 
 
+GRPO_TRAINER_ARGS = (",\n    reward_funcs=reward_funcs, reward_processing_classes=reward_processing_classes")
 GRPO_CODE = """# GRPO's rewards: the studio's own reward functions (jobs/rewards.py), copied whole.
 {rewards_source}
 # Prompts too long to leave room for a whole answer within max_length are dropped (GRPO cuts no prompt itself).
@@ -389,15 +393,37 @@ if REWARD_CODE:
     namespace = {{}}
     exec(compile(REWARD_CODE, "reward_code.py", "exec"), namespace)
     code_reward = namespace["reward"]
-reward_funcs = reward_functions(RewardSettings(**part("rewards")), code_reward)
+{reward_model}reward_funcs = reward_functions(RewardSettings(**part("rewards")), code_reward, reward_model)
+reward_processing_classes = processing_classes(RewardSettings(**part("rewards")), reward_tokenizer)
+"""
+REWARD_MODEL_CODE = """REWARD_ADAPTER = {adapter!r}  # the reward adapter '{name}' (grpo_reward_adapter)
+# The reward_model reward: a second copy of the base, loaded as the one that trains but as a sequence classifier
+# with one output, with the reward adapter (its score head) on it; frozen, in eval mode. TRL scores each prompt and
+# answer with it, formatted by the reward adapter's own tokenizer.
+reward_tokenizer = AutoTokenizer.from_pretrained(REWARD_ADAPTER)
+if reward_tokenizer.pad_token is None:
+    reward_tokenizer.pad_token = reward_tokenizer.eos_token
+reward_model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(
+    BASE, dtype=getattr(torch, RUN["weights_dtype"]), use_safetensors=True, device_map={{"": LOCAL_DEVICE}},
+    quantization_config=BitsAndBytesConfig(**part("quantization")) if part("quantization") else None,
+    num_labels=1, **part("model")), REWARD_ADAPTER).eval()
+reward_model.requires_grad_(False)
+reward_model.config.pad_token_id = reward_tokenizer.pad_token_id
+reward_model.config._name_or_path = "reward_model"  # TRL names a model reward by it: rewards/reward_model/...
 """
 
 
-def _grpo_code(spec: TrainSpec) -> str:
-    """The reward functions, exactly the studio's, and the prompts that fit."""
+def _grpo_code(spec: TrainSpec, reward_adapter: str | None = None) -> str:
+    """The reward functions, exactly the studio's, the reward model when the rewards name it (`reward_adapter`: its
+    folder), and the prompts that fit."""
     source = inspect.getsource(rewards_module).replace("from __future__ import annotations\n", "")
-    code = spec.grpo_reward_code if "code" in dict(rewards_module.parse_terms(spec.grpo_rewards)) else ""
-    return GRPO_CODE.format(rewards_source=source, room=spec.max_length - spec.max_completion_length, code=code)
+    terms = dict(rewards_module.parse_terms(spec.grpo_rewards))
+    code = spec.grpo_reward_code if "code" in terms else ""
+    scorer = (REWARD_MODEL_CODE.format(adapter=reward_adapter or spec.grpo_reward_adapter,
+                                       name=spec.grpo_reward_adapter) if "reward_model" in terms
+              else "reward_model = reward_tokenizer = None\n")
+    return GRPO_CODE.format(rewards_source=source, room=spec.max_length - spec.max_completion_length, code=code,
+                            reward_model=scorer)
 
 
 def _row_selection(spec: TrainSpec) -> str:

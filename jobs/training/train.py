@@ -84,14 +84,15 @@ def sample_prompts(rows: Dataset | None, count: int) -> list[list[dict]]:
 
 def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: DatasetFiles, on_metrics: MetricsSink,
                 should_stop: Callable[[], bool], on_samples: SampleSink | None = None,
-                eval_path: Path | None = None, init_adapter: Path | None = None) -> PreparedRun:
+                eval_path: Path | None = None, init_adapter: Path | None = None,
+                reward_adapter: Path | None = None) -> PreparedRun:
     """Load → quantize → attach LoRA → data → trainer, as `spec` says; `eval_path`: a validation dataset;
-    `init_adapter`: the adapter to continue from."""
+    `init_adapter`: the adapter to continue from; `reward_adapter`: GRPO's reward model (grpo_reward_adapter)."""
     if spec.method == "grpo":
         from jobs.training.grpo import prepare_grpo_run
 
         return prepare_grpo_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, on_samples,
-                                init_adapter)
+                                init_adapter, reward_adapter)
     if spec.method == REWARD_METHOD:
         from jobs.training.reward import prepare_reward_run
 
@@ -133,14 +134,15 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: D
 
 def train(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: DatasetFiles, on_metrics: MetricsSink,
           should_stop: Callable[[], bool | str], on_samples: SampleSink | None = None,
-          eval_path: Path | None = None, init_adapter: Path | None = None) -> TrainResult:
+          eval_path: Path | None = None, init_adapter: Path | None = None,
+          reward_adapter: Path | None = None) -> TrainResult:
     """Train one LoRA adapter as `spec` says. Resumes from the newest complete checkpoint in `out_dir`.
     `should_stop` ends the run early: true at a step's end with a checkpoint, CANCEL (jobs.training.callbacks) at once
     with nothing kept."""
     if not is_main():  # another rank of a several-device run: rank 0 reports and keeps what the run makes
         on_metrics, on_samples = _ignore_metrics, None
     run = prepare_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, on_samples, eval_path,
-                      init_adapter)
+                      init_adapter, reward_adapter)
     trainer, spec = run.trainer, run.spec
     resume_from = newest_complete_checkpoint(out_dir / "checkpoints")
     if resume_from:

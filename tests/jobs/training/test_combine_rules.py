@@ -113,5 +113,5 @@ def test_a_good_combination_is_queued_with_its_parents_pinned(studio):
     assert job.spec["svd_rank"] is None
     with pytest.raises(SpecError, match="name: an adapter or active job is already named 'mix'"):
         submit_combine(studio, "mix", ["a", "b"])  # the queued job will publish that name
-    with pytest.raises(AdapterError, match="continues from 'b' or combines it"):
+    with pytest.raises(AdapterError, match="continues from 'b', scores with it or combines it"):
         delete_adapter(studio, "b")  # the queued job will read it
