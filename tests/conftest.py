@@ -45,6 +45,22 @@ def trained_adapter(tmp_path_factory, demo_model_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def reward_adapter(tmp_path_factory, demo_model_dir) -> Path:
+    """A reward adapter of the demo base (method reward, 2 steps on pairs where "yes" is chosen over "no"), trained
+    once per session: the GRPO reward model the GRPO run and its plain script score with."""
+    from jobs.data.formats import PREFERENCE, ParsedDataset
+    from jobs.data.store import store_parsed
+    from jobs.spec import parse_spec
+    from jobs.training.train import train
+    from tests.jobs.training.test_reward import REWARD, separable_pairs
+
+    data, _ = store_parsed(ParsedDataset(PREFERENCE, separable_pairs(4)), tmp_path_factory.mktemp("pairs"))
+    spec = parse_spec({**REWARD, "max_steps": 2, "batch_size": 2, "eval_fraction": 0, "save_steps": 100})
+    out = tmp_path_factory.mktemp("reward-run")
+    return train(spec, out, str(demo_model_dir), data, lambda *a: None, lambda: False).adapter_dir
+
+
+@pytest.fixture(scope="session")
 def postgres_server():
     """A real PostgreSQL server for this test session (started on first use); `new_database()` per test."""
     from tests.servers import start_postgres

@@ -1,5 +1,6 @@
-"""GRPO on the demo base, on CPU, for real: one short job rewarded for valid JSON and for its length logs each
-reward's mean and moves the adapter; a person's reward that returns the wrong type fails the run with its traceback."""
+"""GRPO on the demo base, on CPU, for real: one short job rewarded for valid JSON, for its length and by a reward
+model (a reward adapter of the same base) logs each reward's mean, moves the adapter and resumes; a person's reward
+that returns the wrong type fails the run with its traceback."""
 
 import pytest
 from safetensors.torch import load_file
@@ -28,19 +29,28 @@ def _rows(tmp_path):
     return path
 
 
-def test_a_grpo_run_logs_its_rewards_moves_the_adapter_and_resumes(tmp_path, demo_model_dir, capsys):
+def test_a_grpo_run_logs_its_rewards_moves_the_adapter_and_resumes(tmp_path, demo_model_dir, reward_adapter,
+                                                                   capsys):
     # With a KL beta: TRL keeps a frozen "ref" copy of the adapter, logs the KL, and only the trained one is saved.
-    spec, rows = parse_spec({**GRPO, "save_steps": 100, "grpo_beta": 0.04}), _rows(tmp_path)
+    # The reward model (grpo_reward_adapter) is a second copy of the base with the reward adapter; a resumed run
+    # loads it again.
+    spec = parse_spec({**GRPO, "save_steps": 100, "grpo_beta": 0.04, "grpo_rewards": "json, length:0.5, reward_model",
+                       "grpo_reward_adapter": "rm"})
+    rows, scorer = _rows(tmp_path), {"reward_adapter": reward_adapter}
     # Stopped at its first step's end (a checkpoint is saved), then run again: it resumes there, as a recovery does.
-    first = train(spec, tmp_path / "run", str(demo_model_dir), rows, lambda *a: None, lambda: True)
+    first = train(spec, tmp_path / "run", str(demo_model_dir), rows, lambda *a: None, lambda: True, **scorer)
     assert first.stopped
     metrics = []
     result = train(spec, tmp_path / "run", str(demo_model_dir), rows,
-                   lambda step, values, total: metrics.append((step, values)), lambda: False)
+                   lambda step, values, total: metrics.append((step, values)), lambda: False, **scorer)
     assert "resuming from checkpoint-1" in capsys.readouterr().out
     assert not result.stopped and (result.adapter_dir / "adapter_model.safetensors").is_file()
     logged = {name for step, values in metrics for name in values}
-    assert {"reward", "rewards/json/mean", "rewards/length/mean", "kl"} <= logged, logged
+    assert {"reward", "rewards/json/mean", "rewards/length/mean", "rewards/reward_model/mean", "kl"} <= logged, logged
+    # The score is the reward model's own number, not a 0-or-1 check, and the reward sums the weighted terms.
+    [scored] = [values for step, values in metrics if "reward" in values]
+    assert scored["reward"] == pytest.approx(scored["rewards/json/mean"] + 0.5 * scored["rewards/length/mean"]
+                                             + scored["rewards/reward_model/mean"], abs=1e-4)
     assert {step for step, values in metrics if "reward" in values} == {2}  # step 1 was the first attempt's
     assert result.final_metrics["steps"] == 2 and "reward_last" in result.final_metrics
     # LoRA starts with B = 0: a B that is not all zeros after the steps was moved by the rewards' advantages.

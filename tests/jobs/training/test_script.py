@@ -184,8 +184,10 @@ def test_the_plain_script_of_a_pissa_job_saves_it_converted(demo_model_dir, tmp_
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(demo_model_dir)), str(tmp_path / "adapter"))
 
 
-def test_the_plain_script_of_a_grpo_job_rewards_as_the_studio_does(demo_model_dir, tmp_path, monkeypatch, capsys):
-    """Run in this process (runpy), as the KTO script is: the same file a person runs, the imports already paid."""
+def test_the_plain_script_of_a_grpo_job_rewards_as_the_studio_does(demo_model_dir, reward_adapter, tmp_path,
+                                                                   monkeypatch, capsys):
+    """Run in this process (runpy), as the KTO script is: the same file a person runs, the imports already paid. Its
+    reward model (grpo_reward_adapter) loads from the reward adapter's folder, as the job's does."""
     import inspect
     import runpy
 
@@ -196,8 +198,9 @@ def test_the_plain_script_of_a_grpo_job_rewards_as_the_studio_does(demo_model_di
     rows, _ = store_parsed(ParsedDataset(REFERENCE, reference_rows()), tmp_path / "data")
     code = "def reward(completions, reference, **kwargs):\n    return [float(len(c) > 0) for c in completions]\n"
     spec = parse_spec({**CHOSEN, **GRPO, "eval_fraction": 0, "max_steps": 1, "packing": False,
-                       "grpo_rewards": "json, regex:0.5, code:0.2", "grpo_regex": r"\d", "grpo_reward_code": code})
-    text = plain_trl_script(spec, str(demo_model_dir), str(rows))
+                       "grpo_rewards": "json, regex:0.5, code:0.2, reward_model:0.3", "grpo_regex": r"\d",
+                       "grpo_reward_code": code, "grpo_reward_adapter": "rm"})
+    text = plain_trl_script(spec, str(demo_model_dir), str(rows), reward_adapter=str(reward_adapter))
     # The studio's reward functions, copied whole (the future import is the script's own first line).
     assert inspect.getsource(rewards).replace("from __future__ import annotations\n", "") in text
     script = tmp_path / "grpo.py"
@@ -205,7 +208,7 @@ def test_the_plain_script_of_a_grpo_job_rewards_as_the_studio_does(demo_model_di
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(script), run_name="__main__")
     out = capsys.readouterr().out
-    assert all(f"rewards/{name}/mean" in out for name in ("json", "regex", "code")), out[-2000:]
+    assert all(f"rewards/{name}/mean" in out for name in ("json", "regex", "code", "reward_model")), out[-2000:]
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
 
 
