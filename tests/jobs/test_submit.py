@@ -8,7 +8,7 @@ from jobs.data.store import import_dataset
 from jobs.queue.transport import pending_job_ids
 from jobs.spec import SpecError, parse_spec
 from jobs.submit import submit_job
-from storage import jobs_repo
+from storage import catalog, jobs_repo
 from tests.hub_cache import cache_model
 
 
@@ -272,6 +272,37 @@ def test_grpo_refuses_bad_rewards_all_at_once(studio):
     assert "keeps no eval split" in problems["eval_fraction"]
     assert "below max_length (512)" in problems["max_completion_length"]
     assert "give it here" in _problems(studio, {**GRPO_JOB, "grpo_rewards": "regex"})["grpo_regex"]
+
+
+def test_a_grpo_reward_model_must_be_your_reward_adapter_of_this_base(studio):
+    """grpo_reward_adapter: needed when the rewards name reward_model and refused otherwise; at submit, an adapter the
+    person may see (another's is not found, as if it did not exist), a reward model (its adapter_config's task_type),
+    of this base. The one that passes is pinned by id."""
+    from storage.access import Person, acting_as
+    from storage.models import Adapter
+
+    _reference_rows(studio)
+    adapters = {"rm": ("SEQ_CLS", "demo-tiny-llama", "local"), "chatty": ("CAUSAL_LM", "demo-tiny-llama", "local"),
+                "rm-smol": ("SEQ_CLS", "smollm2-135m-instruct", "local"), "hers": ("SEQ_CLS", "demo-tiny-llama", "eve")}
+    with studio.db.write() as session:
+        for name, (task, base, owner) in adapters.items():
+            folder = studio.settings.data_dir / "adapters" / name
+            folder.mkdir(parents=True)
+            (folder / "adapter_config.json").write_text(json.dumps({"task_type": task}))
+            session.add(Adapter(name=name, base_model=base, path=studio.relative(folder), size_bytes=1, owner=owner))
+    job = {**GRPO_JOB, "grpo_rewards": "json, reward_model:0.5"}
+    assert "name your reward adapter here" in _problems(studio, job)["grpo_reward_adapter"]
+    assert "applies only when" in _problems(studio, {**GRPO_JOB, "grpo_reward_adapter": "rm"})["grpo_reward_adapter"]
+    for name, words in (("ghost", "no adapter named 'ghost'"), ("chatty", "'chatty' is not a reward model"),
+                        ("rm-smol", "'rm-smol' was trained on 'smollm2-135m-instruct', not on 'demo-tiny-llama'")):
+        assert words in _problems(studio, {**job, "grpo_reward_adapter": name})["grpo_reward_adapter"]
+    with acting_as(Person("bob")):
+        said = _problems(studio, {**job, "grpo_reward_adapter": "hers"})["grpo_reward_adapter"]
+    assert said == "no adapter named 'hers'; train one with method reward first"  # nothing about what it is
+    job_id = submit_job(studio, {**job, "grpo_reward_adapter": "rm"})
+    with studio.db.read() as session:
+        pinned = jobs_repo.pinned(jobs_repo.get_job(session, job_id))["grpo_reward_adapter"]
+        assert pinned == {"id": catalog.get_adapter_by_name(session, "rm").id, "name": "rm"}
 
 
 def test_reward_code_runs_only_where_the_operator_allows_it(studio):

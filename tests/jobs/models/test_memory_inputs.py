@@ -1,5 +1,5 @@
 """What a GRPO run holds in memory, from its settings: answers per prompt times their length, and a reference only
-with a KL beta (pure arithmetic, no model)."""
+with a KL beta, a second copy of the base for a reward model (pure arithmetic, no model)."""
 
 import pytest
 
@@ -32,3 +32,17 @@ def test_a_reference_only_with_a_kl_beta():
     without, with_kl = estimate(SMOLLM2, _shape(grpo_beta=0)), estimate(SMOLLM2, _shape(grpo_beta=0.04))
     assert without.static["reference_adapter"] == 0 < with_kl.static["reference_adapter"]
     assert _shape(grpo_beta=0.04).preference and not _shape(grpo_beta=0).preference
+
+
+def test_a_reward_model_counts_a_second_copy_of_the_base():
+    """GRPO's reward_model reward: the reward adapter on a second copy of the base, quantized as the run's, resident
+    through the run (and at the end of loading), and its no-grad scoring pass among the transients."""
+    plain = _shape(grpo_rewards="json")
+    scored = _shape(grpo_rewards="json, reward_model", grpo_reward_adapter="rm")
+    assert scored.reward_model and not plain.reward_model
+    without, with_rm = estimate(SMOLLM2, plain), estimate(SMOLLM2, scored)
+    copy = with_rm.static["reward_model"]
+    assert "reward_model" not in without.static
+    assert copy >= without.static["quantized_weights"] + without.static["unquantized_weights"]
+    assert with_rm.train_peak - without.train_peak >= copy
+    assert with_rm.load_peak == without.load_peak + copy
