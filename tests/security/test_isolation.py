@@ -84,8 +84,13 @@ def test_bob_reaches_none_of_alices_work_through_any_endpoint(team):
 
     # Every endpoint the API lists has a case below (a new endpoint without one fails here).
     cases = {
-        "/submit_job": lambda: _refused(lambda: p(json.dumps({**FAST_JOB, "dataset": "alice-data"}), 0,
-                                                  api_name="/submit_job"), "no dataset named 'alice-data'"),
+        "/submit_job": lambda: [
+            _refused(lambda: p(json.dumps({**FAST_JOB, "dataset": "alice-data"}), 0, api_name="/submit_job"),
+                     "no dataset named 'alice-data'"),
+            # her adapter as his GRPO reward model: not found, as if it did not exist (not "not a reward model")
+            _refused(lambda: p(json.dumps({**FAST_JOB, "method": "grpo", "grpo_rewards": "reward_model",
+                                           "grpo_reward_adapter": adapter}), 0, api_name="/submit_job"),
+                     f"grpo_reward_adapter: no adapter named '{adapter}'")],
         "/submit_sweep": lambda: _refused(lambda: p(json.dumps({**FAST_JOB, "init_adapter": adapter}),
                                                     "lora_r: [8]", api_name="/submit_sweep"), adapter),
         "/cancel_sweep": lambda: _refused(lambda: p("alice-sweep", api_name="/cancel_sweep"), "no sweep", "alice"),

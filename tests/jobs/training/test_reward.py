@@ -58,8 +58,8 @@ def test_reward_model_trains_separates_pairs_and_resumes(tmp_path, demo_model_di
 
 def test_a_reward_job_through_the_queue_is_marked_refused_by_chat_and_scored_by_eval(live):
     """One reward job on the live studio and worker: the registry marks its adapter, chat (and so /v1, which
-    resolves panes the same way), merge and GGUF refuse it naming why, the eval job scores its held-out pairs, and a
-    reward job on data without pairs is refused naming the field and the shape."""
+    resolves panes the same way), merge and GGUF refuse it naming why, the eval job scores its held-out pairs, a GRPO
+    job scores with it, and a reward job on data without pairs is refused naming the field and the shape."""
     from app.adapters.tab import adapter_list
     from jobs.chat.request import ChatRequestError, resolve_panes
     from jobs.data.store import find_dataset, register_parsed
@@ -99,3 +99,18 @@ def test_a_reward_job_through_the_queue_is_marked_refused_by_chat_and_scored_by_
     scores = found["metrics"][adapter.name]
     assert scores["pairwise_accuracy"] == 1.0 and scores["mean_margin"] > 0
     assert found["rows"] == 4 and eval_results.row_view(found)[0][f"{adapter.name} margin"] > 0
+
+    # A GRPO job scores its answers with it (grpo_reward_adapter, pinned by id): through the queue, the child loads it
+    # on a second copy of the base and its reward term's mean reaches the job's metrics.
+    from jobs.data.formats import REFERENCE
+    from storage import jobs_repo
+    from tests.jobs.training.test_grpo import GRPO, reference_rows
+
+    if find_dataset(studio, "rm-prompts") is None:
+        register_parsed(studio, "rm-prompts", ParsedDataset(REFERENCE, reference_rows(2)))
+    [grpo_id] = submit_jobs(studio, [{**GRPO, "max_steps": 1, "dataset": "rm-prompts", "name": "grpo-rm-live",
+                                      "grpo_rewards": "reward_model, length:0.5", "grpo_reward_adapter": adapter.name}])
+    assert live.wait_for(grpo_id).status == "succeeded", live.worker_log()
+    with studio.db.read() as session:
+        assert jobs_repo.pinned(jobs_repo.get_job(session, grpo_id))["grpo_reward_adapter"]["id"] == adapter.id
+        assert jobs_repo.metric_values(session, grpo_id, "rewards/reward_model/mean")
