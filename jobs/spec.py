@@ -230,7 +230,8 @@ class TrainSpec(BaseModel):
         "'json, length:0.5'. reference: it matches the row's reference (grpo_reference_match); json: it is valid "
         "JSON; json_schema: it is JSON that grpo_json_schema accepts; regex: grpo_regex matches it; length: it is "
         "grpo_min_chars to grpo_max_chars characters long; code: the reward function in grpo_reward_code (only "
-        "where the operator allows code, STUDIO_USER_CODE). grpo only."))
+        "where the operator allows code, STUDIO_USER_CODE); reward_model: the score your reward adapter "
+        "grpo_reward_adapter gives it. grpo only."))
     num_generations: int = Field(4, title="Answers per prompt", ge=2, le=64, json_schema_extra=_at(METHOD, 2),
                                  description=(
         "GRPO samples this many answers per prompt and compares their rewards with each other (a group). More "

@@ -278,6 +278,7 @@ def test_a_grpo_reward_model_must_be_your_reward_adapter_of_this_base(studio):
     """grpo_reward_adapter: needed when the rewards name reward_model and refused otherwise; at submit, an adapter the
     person may see (another's is not found, as if it did not exist), a reward model (its adapter_config's task_type),
     of this base. The one that passes is pinned by id."""
+    from jobs.training.registry import AdapterError, delete_adapter
     from storage.access import Person, acting_as
     from storage.models import Adapter
 
@@ -303,6 +304,8 @@ def test_a_grpo_reward_model_must_be_your_reward_adapter_of_this_base(studio):
     with studio.db.read() as session:
         pinned = jobs_repo.pinned(jobs_repo.get_job(session, job_id))["grpo_reward_adapter"]
         assert pinned == {"id": catalog.get_adapter_by_name(session, "rm").id, "name": "rm"}
+    with pytest.raises(AdapterError, match="scores with it"):  # not deleted from under the queued job
+        delete_adapter(studio, "rm")
 
 
 def test_reward_code_runs_only_where_the_operator_allows_it(studio):
