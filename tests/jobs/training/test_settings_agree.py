@@ -50,6 +50,10 @@ def wide_base(tmp_path_factory):
     return folder
 
 
+REWARD_MODEL = {"grpo_rewards": "reference, reward_model:0.5", "grpo_reward_adapter": "rm"}
+"""GRPO scores with a reward model too: its second copy of the base is in the estimate."""
+
+
 def _specs(quantization: str, method: str):
     # GRPO adds its own arguments on top of the shared ones the other methods vary: one optimizer and variant will do.
     optimizers = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
@@ -58,7 +62,7 @@ def _specs(quantization: str, method: str):
             optimizers[:1] if method == "grpo" else optimizers, ["lora"] if method == "grpo" else VARIANTS):
         yield parse_spec({**CHOSEN, "quantization": quantization, "double_quant": quantization in ("nf4", "fp4"),
                           "compute_dtype": dtype, "gradient_checkpointing": checkpointing, "optimizer": optimizer,
-                          "method": method, **VARIANTS[variant]})
+                          "method": method, **VARIANTS[variant], **(REWARD_MODEL if method == "grpo" else {})})
 
 
 @pytest.mark.parametrize(("quantization", "method"), [
@@ -96,6 +100,7 @@ def test_training_the_script_and_the_estimate_agree(quantization, method, wide_b
             assert train_shape.preference == (method in ("dpo", "kto"))  # a reference pass; ORPO, SimPO have none
             if method == "grpo":  # each prompt is num_generations answers
                 assert train_shape.batch_size == used.batch_size * used.num_generations, where
+                assert train_shape.reward_model and used.rewards.uses_reward_model, where
             else:
                 paired = method in ("dpo", "orpo", "simpo", "reward")
                 assert train_shape.batch_size == spec.batch_size * (2 if paired else 1)
