@@ -35,8 +35,10 @@ def _method(spec: TrainSpec) -> str:
               "simpo": f"SimPO (beta {spec.simpo_beta:g}, gamma/beta {spec.simpo_gamma_ratio:g}) on preference pairs",
               "kto": (f"KTO (beta {spec.kto_beta:g}, weights {spec.kto_desirable_weight:g} desirable / "
                       f"{spec.kto_undesirable_weight:g} undesirable) on labelled answers"),
-              "grpo": (f"GRPO (rewards: {spec.grpo_rewards}; {spec.num_generations} answers per prompt, beta "
-                       f"{spec.grpo_beta:g}) on prompts with references"),
+              "grpo": (f"GRPO (rewards: {spec.grpo_rewards}"
+                       + (f", the reward model `{spec.grpo_reward_adapter}`" if spec.grpo_reward_adapter else "")
+                       + f"; {spec.num_generations} answers per prompt, beta {spec.grpo_beta:g}) on prompts with "
+                       "references"),
               }.get(spec.method, "supervised fine-tuning (SFT)")
     return method + (f", continuing the adapter `{spec.init_adapter}`" if spec.init_adapter else "")
 

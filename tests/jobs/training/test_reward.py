@@ -114,3 +114,5 @@ def test_a_reward_job_through_the_queue_is_marked_refused_by_chat_and_scored_by_
     with studio.db.read() as session:
         assert jobs_repo.pinned(jobs_repo.get_job(session, grpo_id))["grpo_reward_adapter"]["id"] == adapter.id
         assert jobs_repo.metric_values(session, grpo_id, "rewards/reward_model/mean")
+        scored = catalog.adapter_for_job(session, grpo_id)
+    assert f"the reward model `{adapter.name}`" in (studio.absolute(scored.path) / "README.md").read_text()
