@@ -43,6 +43,9 @@ def progress_text(job: Job) -> str:
     if job.status == JobStatus.SUCCEEDED:
         return "100%"
     if job.status == JobStatus.QUEUED and job.pool:
+        devices = (job.spec or {}).get("devices", 1)
+        if isinstance(devices, int) and devices > 1:  # a gang's hosts, or one host with that many (jobs.queue.gang)
+            return f"waits for {devices} devices in pool {job.pool}"
         return f"waits for pool {job.pool}"
     if not job.total_steps:
         return ""

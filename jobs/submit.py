@@ -29,7 +29,7 @@ from jobs.models.reward_adapters import is_reward_adapter, reward_refusal
 from jobs.models.template_render import pasted_template_problem
 from jobs.models.templates import NO_TRAINING_TEMPLATE, known_templates, template_problem, training_template
 from jobs.planning import job_plan, longest_sequence
-from jobs.queue import routing
+from jobs.queue import gang, routing
 from jobs.queue.devices import describe_device, job_devices, most_devices
 from jobs.run_settings.lora import LOFTQ_NEEDS_CUDA, LoraSettings, lora_target_problem, read_adapter_lora
 from jobs.run_settings.speed import rope_problems
@@ -400,11 +400,21 @@ def _device_count_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
     if spec.devices == ALL_DEVICES or spec.devices <= 1:
         return []
     most = most_devices(studio, spec.pool)
-    if most and spec.devices > most:
-        where = f"pool '{spec.pool}'" if spec.pool else "this studio"
-        return [Problem(field="devices", message=f"asks for {spec.devices} devices, but the most one worker's host in "
-                        f"{where} has is {most}; a job's devices must all be on one host")]
-    return []
+    if not most or spec.devices <= most:
+        return []
+    where = f"pool '{spec.pool}'" if spec.pool else "this studio"
+    refused = f"asks for {spec.devices} devices, but the most one worker's host in {where} has is {most}"
+    if not spec.pool:
+        return [Problem(field="devices", message=f"{refused}; a job's devices must all be on one host, unless it "
+                        "names a pool whose hosts it may span")]
+    with studio.db.read() as session:
+        offers = gang.pool_offers(session, spec.pool, studio.settings.lease_s)
+    if gang.feasible(spec.devices, offers):
+        return []  # a gang across the pool's hosts (jobs.queue.gang)
+    hosts = ", ".join(f"{host} {count}" for host, count in sorted(offers.items()))
+    return [Problem(field="devices", message=f"{refused}, and its hosts that may join a job across hosts (a worker "
+                    f"with STUDIO_RDZV_ADDRESS) offer {hosts or 'none'}: no even split of {spec.devices} over them "
+                    "(every host runs the same number of ranks)")]
 
 
 def _order_problem(priority: int) -> str | None:

@@ -119,17 +119,39 @@ def claim_next(session: Session, worker: str, pool: str | None = None) -> tuple[
     """Take the first job in the queue's order that `worker` (serving `pool`) may run: (job id, attempt), or None
     when none is queued. A queue message only wakes a worker up; the ledger decides which job runs, so reordering
     holds. A worker runs jobs that ask for no pool, and, if it serves one, jobs that ask for its pool."""
+    job = next_claimable(session, pool)
+    if job is None:
+        return None
+    attempt = claim_job(session, job.id, worker)
+    return None if attempt is None else (job.id, attempt)
+
+
+def next_claimable(session: Session, pool: str | None = None, skip: tuple[int, ...] = ()) -> Job | None:
+    """The first queued job in the queue's order that a worker serving `pool` may run, but for `skip` (jobs it
+    cannot start now: a gang it could not reserve), locked for the caller's claim."""
     dialect = session.get_bind().dialect.name
     allowed = Job.pool.is_(None) if pool is None else or_(Job.pool.is_(None), Job.pool == pool)
-    first = (select(Job.id).where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False), allowed)
-             .order_by(*QUEUE_ORDER).limit(1))
+    first = (select(Job).where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False), allowed,
+                               Job.id.not_in(skip)).order_by(*QUEUE_ORDER).limit(1))
     if dialect == "postgresql":
         first = first.with_for_update(skip_locked=True)  # concurrent workers never wait on, or take, the same row
-    job_id = session.execute(first).scalar_one_or_none()  # SQLite: BEGIN IMMEDIATE already serializes claimers
-    if job_id is None:
-        return None
-    attempt = claim_job(session, job_id, worker)
-    return None if attempt is None else (job_id, attempt)
+    return session.scalars(first).first()  # SQLite: BEGIN IMMEDIATE already serializes claimers
+
+
+def record_gang(session: Session, job_id: int, attempt: int, gang: dict) -> bool:
+    """Write a claimed attempt's gang (its nodes and rendezvous, jobs.queue.gang) into its provenance, where every
+    node's worker reads it."""
+    job = session.get(Job, job_id)
+    if job is None or job.attempt != attempt or job.status != JobStatus.RUNNING:
+        return False
+    job.provenance = {**(job.provenance or {}), "gang": gang}
+    return True
+
+
+def running_gangs(session: Session) -> list[dict]:
+    """The gang record of each running job that has one (the rendezvous ports in use)."""
+    query = select(Job.provenance).where(Job.status == JobStatus.RUNNING)
+    return [provenance["gang"] for provenance in session.scalars(query) if provenance and "gang" in provenance]
 
 
 MOVES = ("front", "up", "down", "back")

@@ -156,8 +156,16 @@ class Worker(Base):
     within its limit (jobs.queue.devices); refreshed by the heartbeat while the worker holds no job."""
     pool: Mapped[str | None] = mapped_column(String(100))
     current_job_id: Mapped[int | None] = mapped_column(Integer)
+    """The job it runs, or the job of another host's worker that reserved it as a node of a gang (jobs.queue.gang)."""
     started_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    address: Mapped[str | None] = mapped_column(String(255))
+    """The private address the pool's other hosts reach this host at (STUDIO_RDZV_ADDRESS); None: it neither leads
+    nor joins a job across hosts."""
+    rdzv_ports: Mapped[str | None] = mapped_column(String(32))
+    """The port range its firewall opens for a gang's rendezvous and collectives (STUDIO_RDZV_PORTS, `29500-29599`)."""
+    device_count: Mapped[int | None] = mapped_column(Integer)
+    """How many devices (ranks) it offers one job: STUDIO_WORKER_DEVICES, else its visible GPUs or its cores."""
 
 
 class Event(Base):

@@ -117,6 +117,15 @@ class Settings:
     pool: str | None = None
     """The pool this host's workers serve (STUDIO_POOL, e.g. `a100-80g`): they run only jobs that ask for it. A worker
     without a pool runs only jobs that ask for none."""
+    rdzv_address: str | None = None
+    """The private address the pool's other hosts reach this host at (STUDIO_RDZV_ADDRESS), for one job across hosts
+    (docs/scale-out.md); unset: this host's workers neither lead nor join such a job."""
+    rdzv_ports: tuple[int, int] = (29500, 29599)
+    """The ports (STUDIO_RDZV_PORTS, `first-last`) a job led from this host may listen on for its rendezvous: open them
+    to the pool's other hosts."""
+    worker_devices: int | None = None
+    """How many devices (ranks) one of this host's workers offers a job (STUDIO_WORKER_DEVICES); unset: its visible
+    GPUs, or on a CPU its cores."""
 
     def allows_code(self, name: str | None, admin: bool) -> bool:
         """Whether this person may have code of theirs run in a training process (user_code). `name` None: the
@@ -184,6 +193,24 @@ def _pool(env) -> str | None:
     return pool
 
 
+def _ports(env) -> tuple[int, int]:
+    text = env.get("STUDIO_RDZV_PORTS", "").strip() or "29500-29599"
+    first, _, last = text.partition("-")
+    if not (first.isdigit() and (last or first).isdigit()) or not 1024 <= int(first) <= int(last or first) <= 65535:
+        raise ValueError(f"STUDIO_RDZV_PORTS: '{text}' is not a port range: write FIRST-LAST, e.g. 29500-29599, "
+                         "within 1024-65535")
+    return int(first), int(last or first)
+
+
+def _positive(env, name: str) -> int | None:
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{name}: '{text}' is not a whole number of at least 1")
+    return int(text)
+
+
 def _switch(env, name: str, default: bool) -> bool:
     value = env.get(name, "").strip().lower()
     if not value:
@@ -229,6 +256,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         host_name=host,
         scratch_dir=Path(env.get("STUDIO_SCRATCH_DIR") or data_dir / "hosts" / host).expanduser().resolve(),
         pool=_pool(env),
+        rdzv_address=env.get("STUDIO_RDZV_ADDRESS", "").strip() or None,
+        rdzv_ports=_ports(env),
+        worker_devices=_positive(env, "STUDIO_WORKER_DEVICES"),
         spare_child=_switch(env, "STUDIO_SPARE_CHILD", True),
         jemalloc=_switch(env, "STUDIO_JEMALLOC", True),
         shared_group=_switch(env, "STUDIO_SHARED_GROUP", False),

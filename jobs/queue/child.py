@@ -22,6 +22,7 @@ from setproctitle import setproctitle
 from jobs.data.store import find_dataset
 from jobs.failures import explain_failure, is_out_of_memory
 from jobs.models.resolve import fetch_hub_base, resolve_base_model
+from jobs.queue.gang import Gang, parent_worker
 from jobs.queue.lifecycle import signal_when_parent_dies
 from jobs.queue.ranks import RANK_FLAG
 from jobs.queue.retries import override_fields
@@ -111,7 +112,7 @@ def _print_preparation(phase: str, percent: float) -> None:
     print(f"preparing the base model: {phase} ({percent:.0f}%)", flush=True)
 
 
-SUBMITTED_KEYS = ("pinned", "plan")
+SUBMITTED_KEYS = ("pinned", "plan", "gang")  # the gang: what the claim recorded for this attempt's nodes
 
 
 def _train(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, job_name: str, run_dir: Path,
@@ -461,6 +462,9 @@ def run_attempt(studio: Studio, job_id: int, attempt: int) -> int:
         kind, raw_spec, job_name, overrides, provenance = job.kind, job.spec, job.name, job.overrides, job.provenance
         owner = job.owner
     run_dir = run_dir_for(studio, job_id)
+    gang = Gang.of(provenance, attempt) if world_size() == 1 else None  # the ranks' own processes have WORLD_SIZE
+    if gang is not None and gang.node_of(parent_worker()):
+        return _join(studio, job_id, attempt, raw_spec, overrides, provenance, gang)
     error_file = run_dir / "error.txt"
     error_file.unlink(missing_ok=True)
     sink = LedgerSink(studio, job_id, attempt)
@@ -486,7 +490,7 @@ def run_attempt(studio: Studio, job_id: int, attempt: int) -> int:
         if spec.report_to == "wandb":  # the owner's own key, in this training process's environment only
             os.environ["WANDB_API_KEY"] = owners_wandb_key(studio, owner)
         if spec.devices > 1 and world_size() == 1:  # the job's child: it launches the ranks, rank 0 does the rest
-            return _launch(studio, job_id, attempt, spec, (provenance or {}).get("pinned", {}))
+            return _launch(studio, job_id, attempt, spec, (provenance or {}).get("pinned", {}), gang)
         return _train(studio, job_id, attempt, spec, job_name, run_dir, sink, provenance or {})
     except Exception as error:  # everything the user must read goes to error.txt
         error_file.write_text(explain_failure(error), encoding="utf-8")
@@ -494,19 +498,36 @@ def run_attempt(studio: Studio, job_id: int, attempt: int) -> int:
         return EXIT_OUT_OF_MEMORY if is_out_of_memory(error) else 1
 
 
-def _launch(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, pinned: dict) -> int:
-    """Check this host has the devices, prepare the base once (not once per rank), then run the ranks."""
+def _launch(studio: Studio, job_id: int, attempt: int, spec: TrainSpec, pinned: dict, gang: Gang | None = None,
+            node: int = 0) -> int:
+    """Check this host has the devices, prepare the base once (not once per rank), then run the ranks: all of them,
+    or with a gang this host's node's share (jobs.queue.gang)."""
     import torch
 
     from jobs.models.loading import pick_device
     from jobs.queue.ranks import device_problem, launch_ranks
 
     device = pick_device()
-    if problem := device_problem(spec.devices, device, torch.cuda.device_count() if device != "cpu" else 0):
+    here = gang.per_host if gang is not None else spec.devices
+    if problem := device_problem(here, device, torch.cuda.device_count() if device != "cpu" else 0):
         raise ValueError(problem)
     with phase("base_prepare"):
         pinned_base(studio, spec.base_model, pinned.get("base_model", {}))
-    return launch_ranks(job_id, attempt, spec.devices, EXIT_INTERRUPTED, run_dir_for(studio, job_id))
+    return launch_ranks(job_id, attempt, here, EXIT_INTERRUPTED, run_dir_for(studio, job_id), gang, node)
+
+
+def _join(studio: Studio, job_id: int, attempt: int, raw_spec: dict, overrides: dict | None, provenance: dict,
+          gang: Gang) -> int:
+    """A follower node's child: launch this host's ranks into the leader's rendezvous. It records nothing (the
+    leader's child does, error.txt included); a problem here shows in this node's log and ends the group."""
+    node = gang.node_of(parent_worker())
+    print(f"node {node} of job {job_id}'s gang (attempt {attempt}), leader {gang.members[0]['worker']}", flush=True)
+    try:
+        spec = load_stored_spec(raw_spec, override_fields(overrides)).require()
+        return _launch(studio, job_id, attempt, spec, provenance.get("pinned", {}), gang, node)
+    except Exception:  # the leader's agent then loses this node and the attempt is requeued as lost
+        traceback.print_exc()
+        return 1
 
 
 def _owner_may_run_code(studio: Studio, owner: str | None) -> bool:

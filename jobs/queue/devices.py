@@ -113,10 +113,11 @@ def job_devices(studio: Studio, pool: str = "") -> list[Device]:
 def most_devices(studio: Studio, pool: str = "") -> int:
     """The most devices one host may give a job of `pool` (any pool when empty): the best of the live workers that
     may take it (device_count), or this machine before any worker registers; 0 when a named pool has no live worker.
-    A job's ranks all run on one host (jobs.queue.ranks), so this is also what devices 'all' means."""
+    A worker's STUDIO_WORKER_DEVICES, when set, is its count. This is also what devices 'all' means (one host's);
+    more runs only across a pool's hosts (jobs.queue.gang)."""
     with studio.db.read() as session:
         workers = workers_repo.live_workers(session, studio.settings.lease_s)
-    serving = [(w.device, w.device_name) for w in workers if not pool or w.pool == pool]
+    serving = [w.device_count or device_count(w.device, w.device_name) for w in workers if not pool or w.pool == pool]
     if not workers:
-        serving = [(device_label(), describe_device()[0])]
-    return max((device_count(label, name) for label, name in serving), default=0)
+        serving = [device_count(device_label(), describe_device()[0])]
+    return max(serving, default=0)

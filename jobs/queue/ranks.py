@@ -19,6 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
+from jobs.queue.gang import RDZV_TIMEOUT_S, Gang
 from jobs.training.distributed import free_port
 
 RANK_FLAG = "--rank"
@@ -41,7 +42,8 @@ def device_problem(devices: int, device: str, visible: int) -> str | None:
     return None
 
 
-def launch_ranks(job_id: int, attempt: int, devices: int, interrupted: int, run_dir: Path) -> int:
+def launch_ranks(job_id: int, attempt: int, devices: int, interrupted: int, run_dir: Path,
+                 gang: Gang | None = None, node: int = 0) -> int:
     """Run the attempt as `devices` ranks on this host; the child's exit code (jobs.queue.child) for the supervisor,
     `interrupted` when a signal stopped the ranks (the worker stops: requeue and resume).
 
@@ -55,15 +57,22 @@ def launch_ranks(job_id: int, attempt: int, devices: int, interrupted: int, run_
 
     signal.signal(signal.SIGUSR1, lambda *_: None)  # a cancel: rank 0 reads it in the ledger; this process lives on
     sys.stdout.reconfigure(line_buffering=True)  # the agent copies the ranks' lines here without flushing
-    port = free_port()
-    print(f"launching {devices} ranks (torchrun's elastic agent, rendezvous 127.0.0.1:{port})", flush=True)
-    logs_dir = run_dir / RANK_LOGS
+    logs_dir = run_dir / (RANK_LOGS if node == 0 else f"{RANK_LOGS}-node-{node}")  # the nodes share the run dir
     shutil.rmtree(logs_dir, ignore_errors=True)  # a killed attempt's
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=devices, run_id=f"job-{job_id}-{attempt}",
-                          rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{port}", max_restarts=0,
-                          monitor_interval=0.5, start_method="spawn", shutdown_timeout=AGENT_SHUTDOWN_S,
-                          logs_specs=DefaultLogsSpecs(log_dir=str(logs_dir), tee=Std.ALL),
-                          log_line_prefix_template=LINE_PREFIX)
+    shared = dict(run_id=f"job-{job_id}-{attempt}", max_restarts=0, monitor_interval=0.5, start_method="spawn",
+                  shutdown_timeout=AGENT_SHUTDOWN_S, logs_specs=DefaultLogsSpecs(log_dir=str(logs_dir), tee=Std.ALL),
+                  log_line_prefix_template=LINE_PREFIX)
+    if gang is None:
+        port = free_port()
+        print(f"launching {devices} ranks (torchrun's elastic agent, rendezvous 127.0.0.1:{port})", flush=True)
+        config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=devices, rdzv_backend="c10d",
+                              rdzv_endpoint=f"127.0.0.1:{port}", **shared)
+    else:  # a static rendezvous: the node ranks are the gang's (node 0, the leader, holds global rank 0 and the store)
+        print(f"launching node {node} of {gang.nodes}: {gang.per_host} rank(s) here, {gang.nodes * gang.per_host} in "
+              f"all (torchrun's elastic agent, rendezvous {gang.rendezvous})", flush=True)
+        config = LaunchConfig(min_nodes=gang.nodes, max_nodes=gang.nodes, nproc_per_node=gang.per_host,
+                              rdzv_backend="static", rdzv_endpoint=gang.rendezvous,
+                              rdzv_configs={"rank": node, "timeout": RDZV_TIMEOUT_S}, **shared)
     try:
         elastic_launch(config, sys.executable)("-u", "-m", "jobs.queue.child", RANK_FLAG, str(job_id), str(attempt))
     except SignalException as stopped:
@@ -71,6 +80,12 @@ def launch_ranks(job_id: int, attempt: int, devices: int, interrupted: int, run_
         return interrupted
     except ChildFailedError as failed:
         return outcome({rank: failure.exitcode for rank, failure in failed.failures.items()})
+    except Exception as error:  # noqa: BLE001 - a node that never joined, or a peer's agent gone: the store fails
+        if gang is None:
+            raise
+        print(f"the gang's rendezvous or store failed ({type(error).__name__}: {error}); the attempt is lost",
+              flush=True)
+        return EXIT_RANK_LOST
     finally:
         shutil.rmtree(logs_dir, ignore_errors=True)  # every line is in the job's log
     return 0

@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 
 from jobs.failures import explain_exit
-from jobs.queue import routing
+from jobs.queue import gang, routing
 from jobs.queue.child import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, SPAWNED_AT_ENV
 from jobs.queue.lifecycle import worker_name
 from jobs.queue.ranks import EXIT_RANK_LOST
@@ -41,6 +41,12 @@ SHUTTING_DOWN = threading.Event()
 """Set when the worker is asked to stop: running children checkpoint, and their jobs go back to the queue."""
 SPARE = SpareChild(enabled=False)
 """The worker's spare child (jobs.queue.spare); a worker process enables it, nothing else does."""
+SUPERVISING = threading.Lock()
+"""Held while this worker claims or runs a job, its own or a gang's it joins: one at a time, and a row that holds a
+job while the lock is free is a reservation by another host's leader (jobs.queue.gang)."""
+OFFER: int | None = None
+"""How many devices this worker offers one job (set at registration); a job asking more needs a gang. None: no gang
+is led from here (a process that is not a registered worker)."""
 
 
 @cache
@@ -52,25 +58,29 @@ def supervise_job(woken_for: int) -> None:
     """Run the first job in the queue's order. The message names the job it was sent for, but only wakes the
     worker: reordering the queue in the ledger decides what runs next."""
     studio = worker_studio()
-    with studio.db.write() as session:
-        claimed = jobs_repo.claim_next(session, worker_name(), studio.settings.pool)
-    if claimed is None:
-        log.info("woken for job %s, but no job is queued (taken, cancelled or finished)", woken_for)
-        return
-    job_id, attempt = claimed
-    try:
-        _supervise(studio, job_id, attempt)
-    finally:
-        if not SHUTTING_DOWN.is_set():
-            SPARE.start()  # the next job's process, now that this one's has ended
-        resync(studio)  # a message consumed for another job leaves that one without: re-send it now, not later
+    with SUPERVISING:
+        if SHUTTING_DOWN.is_set():
+            return
+        with studio.db.write() as session:
+            claimed = gang.claim(session, studio.settings, worker_name(), OFFER)
+        if claimed is None:
+            log.info("woken for job %s, but no job is queued that this worker may start now (taken, cancelled, "
+                     "finished, waiting for a gang's hosts, or this worker is reserved for one)", woken_for)
+            return
+        job_id, attempt = claimed
+        try:
+            _supervise(studio, job_id, attempt)
+        finally:
+            if not SHUTTING_DOWN.is_set():
+                SPARE.start()  # the next job's process, now that this one's has ended
+            resync(studio)  # a message consumed for another job leaves that one without: re-send it now, not later
 
 
 def _supervise(studio: Studio, job_id: int, attempt: int) -> None:
+    """Run an attempt the claim marked this worker busy with (gang.claim); free the worker however it ends."""
     run_dir = run_dir_for(studio, job_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("job %s: attempt %s starting", job_id, attempt)
-    _mark_busy(studio, job_id, True)
     try:
         returncode = _run_child(studio, job_id, attempt, run_dir)
         _record_outcome(studio, job_id, attempt, returncode, run_dir)
@@ -96,6 +106,67 @@ def _run_child(studio: Studio, job_id: int, attempt: int, run_dir: Path) -> int 
                 env={**os.environ, **child_env(studio.settings.jemalloc), SPAWNED_AT_ENV: repr(time.time())},  # timed
             )
     return _watch(studio, job_id, attempt, child)
+
+
+def follow_reservation(studio: Studio) -> None:
+    """If another host's leader reserved this idle worker for its gang, run this host's node of that attempt now;
+    free a reservation whose attempt has moved on. Called every GANG_POLL_S by the worker (jobs.queue.worker)."""
+    if not SUPERVISING.acquire(blocking=False):
+        return  # running a job of its own or a gang's: its row's job is not a reservation
+    try:
+        with studio.db.read() as session:
+            reserved = gang.reservation(session, worker_name())
+        if reserved is None:
+            return
+        job_id, join = reserved
+        if join is None or SHUTTING_DOWN.is_set():
+            with studio.db.write() as session:
+                workers_repo.release_worker(session, worker_name(), job_id)
+            return
+        try:
+            _follow(studio, job_id, *join)
+        finally:
+            with studio.db.write() as session:
+                workers_repo.release_worker(session, worker_name(), job_id)
+    finally:
+        SUPERVISING.release()
+
+
+def _follow(studio: Studio, job_id: int, attempt: int, node: int) -> None:
+    """This host's node of a gang: its own child (which finds its node rank by this worker's name) joins the leader's
+    rendezvous. It writes its own log (node-N.log in the run dir: two hosts appending to one file on a network
+    filesystem may interleave), records no outcome (the leader does), and is stopped when the job is cancelled (after
+    the cancel grace), when its attempt is over, or when this worker stops."""
+    run_dir = run_dir_for(studio, job_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log.info("job %s: attempt %s, joining as node %s of its gang", job_id, attempt, node)
+    with (run_dir / f"node-{node}.log").open("ab") as log_file:
+        log_file.write(f"\n=== attempt {attempt} node {node} on {worker_name()} ===\n".encode())
+        log_file.flush()
+        child = subprocess.Popen(
+            child_command(str(job_id), str(attempt)),
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
+            env={**os.environ, **child_env(studio.settings.jemalloc), SPAWNED_AT_ENV: repr(time.time())},
+        )
+    stop = _Stop(child, studio.settings.cancel_grace_s, f"job {job_id}: attempt {attempt} node {node}")
+    try:
+        while True:
+            try:
+                returncode = child.wait(timeout=RELAY_POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if SHUTTING_DOWN.is_set():
+                stop.interrupt()
+            with studio.db.read() as session:
+                job = jobs_repo.get_job(session, job_id)
+            if job is None or job.attempt != attempt or job.status != JobStatus.RUNNING:
+                stop.kill_after(EXIT_GRACE_S)  # the leader recorded the outcome; its ranks are gone or going
+            elif job.cancel_requested:
+                stop.cancel()
+    finally:
+        stop.disarm()
+    log.info("job %s: attempt %s node %s ended (exit %s)", job_id, attempt, node, returncode)
 
 
 def _watch(studio: Studio, job_id: int, attempt: int, child: subprocess.Popen) -> int | None:

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 EMBEDDED_FLAG = "--exit-with-parent"
 if __name__ == "__main__" and EMBEDDED_FLAG in sys.argv:
@@ -21,10 +22,18 @@ if __name__ == "__main__" and EMBEDDED_FLAG in sys.argv:
 
 from huey.consumer import Consumer  # noqa: E402
 
-from jobs.queue.devices import describe_device, resident_anon_bytes  # noqa: E402
+from jobs.queue import supervisor  # noqa: E402
+from jobs.queue.devices import describe_device, device_count, resident_anon_bytes  # noqa: E402
+from jobs.queue.gang import GANG_POLL_S  # noqa: E402
 from jobs.queue.lifecycle import device_label, hold_device_lock, signal_when_parent_dies, worker_name  # noqa: E402
 from jobs.queue.reaper import reap_interval_s, reap_once, start_reaper  # noqa: E402
-from jobs.queue.supervisor import SHUTTING_DOWN, SPARE, supervise_job, worker_studio  # noqa: E402
+from jobs.queue.supervisor import (  # noqa: E402
+    SHUTTING_DOWN,
+    SPARE,
+    follow_reservation,
+    supervise_job,
+    worker_studio,
+)
 from jobs.queue.transport import serve_jobs  # noqa: E402
 from jobs.studio import sqlite_notice  # noqa: E402
 from storage import workers_repo  # noqa: E402
@@ -54,13 +63,30 @@ class StudioConsumer(Consumer):
 
 def register(studio, device: str) -> None:
     """This worker's row in the ledger: the workers panel and the memory verdict read it."""
+    settings = studio.settings
     device_name, memory_bytes = describe_device(resident_anon_bytes(SPARE.pid))
+    offer = settings.worker_devices or device_count(device, device_name)
+    first, last = settings.rdzv_ports
     with studio.db.write() as session:
-        workers_repo.register_worker(session, worker_name(), studio.settings.host_name, os.getpid(), device,
-                                     device_name, memory_bytes, pool=studio.settings.pool)
-    serves = f"pool '{studio.settings.pool}'" if studio.settings.pool else "no pool"
-    log.info("worker %s: %s with %.1f GiB for a job; serves %s", worker_name(), device_name, memory_bytes / 2**30,
-             serves)
+        workers_repo.register_worker(session, worker_name(), settings.host_name, os.getpid(), device,
+                                     device_name, memory_bytes, pool=settings.pool, address=settings.rdzv_address,
+                                     rdzv_ports=f"{first}-{last}", device_count=offer)
+    supervisor.OFFER = offer
+    serves = f"pool '{settings.pool}'" if settings.pool else "no pool"
+    gangs = (f"; leads or joins jobs across hosts at {settings.rdzv_address} (ports {first}-{last})"
+             if settings.rdzv_address else "")
+    log.info("worker %s: %s with %.1f GiB for a job, %d device(s); serves %s%s", worker_name(), device_name,
+             memory_bytes / 2**30, offer, serves, gangs)
+
+
+def watch_reservations(studio, stop: threading.Event) -> None:
+    """Join a gang that another host's leader reserved this worker for (jobs.queue.gang), checked every GANG_POLL_S
+    on a thread of its own: the Huey thread sleeps on the queue, and a reservation sends no message."""
+    while not stop.wait(GANG_POLL_S):
+        try:
+            follow_reservation(studio)
+        except Exception:  # a database blip must not end the watch; the reservation is looked at again
+            log.exception("looking for a gang reservation failed; retrying")
 
 
 def beat(studio) -> None:
@@ -93,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     reap_once(studio)
     register(studio, device)
     stop = start_reaper(studio, args.reap_interval or reap_interval_s(studio.settings), also=lambda: beat(studio))
+    if studio.settings.rdzv_address:
+        threading.Thread(target=watch_reservations, args=(studio, stop), daemon=True, name="gang-watch").start()
     consumer = StudioConsumer(serve_jobs(studio.settings, supervise_job), embedded=args.exit_with_parent)
     SPARE.enabled, SPARE.jemalloc = studio.settings.spare_child, studio.settings.jemalloc
     SPARE.start()  # from the main thread, which lives as long as the worker (the spare's parent-death signal)

@@ -65,8 +65,10 @@ def agreed_stop(local: bool | str) -> bool | str:
 
 
 def threads_per_rank(cores: int | None = None) -> int:
-    """A CPU rank's share of the cores: N gloo processes on one CPU split it rather than each taking all of it."""
-    return max(1, (cores or os.cpu_count() or 1) // world_size())
+    """A CPU rank's share of the cores: N gloo processes on one CPU split it rather than each taking all of it (the
+    ranks on this host: LOCAL_WORLD_SIZE, which is WORLD_SIZE but for a job across hosts)."""
+    here = int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))
+    return max(1, (cores or os.cpu_count() or 1) // here)
 
 
 def launch_command(devices: int, module: str, args: Sequence[str], port: int, address: str = "127.0.0.1"

@@ -62,7 +62,7 @@ def test_upgrade_from_the_first_schema_keeps_jobs(tmp_path):
     assert (job.name, job.attempt, job.lost_count, job.kind, job.provenance) == ("old", 2, 0, "train", None)
     assert job.owner == "local" and job.pool is None  # what predates accounts is the local user's
     assert owners == {"example": None, "mine": "local"}  # a bundled dataset is everyone's
-    assert current_revision(database) == head_revision() == "0014"
+    assert current_revision(database) == head_revision() == "0015"
     database.dispose()
 
 

@@ -1,0 +1,82 @@
+"""The gang claim (jobs.queue.gang) on a real ledger: a leader claims a job that needs more devices than it offers
+only with peers reserved on other hosts of the pool, in the claim's transaction; when it cannot, the job stays queued
+(the queue says what it waits for) and the worker takes the next job it may run. Submit refuses a count the pool's
+hosts cannot split evenly. The two-host run itself: tests/jobs/queue/test_scale_out.py."""
+
+from dataclasses import replace
+
+import pytest
+
+from app import views
+from jobs.queue import gang
+from jobs.spec import SpecError
+from jobs.submit import submit_job
+from storage import jobs_repo, workers_repo
+from tests.conftest import FAST_JOB
+
+
+def _worker(studio, host: str, devices: int = 1, address: str | None = "127.0.0.1") -> str:
+    with studio.db.write() as s:
+        workers_repo.register_worker(s, f"{host}:1", host, 1, "default", "CPU (2 cores)", 1 << 30, "gang",
+                                     address=address, rdzv_ports="29500-29599", device_count=devices)
+    return f"{host}:1"
+
+
+def _claim(studio, worker: str, offer: int = 1):
+    settings = replace(studio.settings, pool="gang", host_name=worker.partition(":")[0], rdzv_address="127.0.0.1",
+                       rdzv_ports=(29500, 29599))
+    with studio.db.write() as s:
+        return gang.claim(s, settings, worker, offer)
+
+
+def _job(studio, job_id: int):
+    with studio.db.read() as s:
+        return jobs_repo.get_job(s, job_id)
+
+
+def test_a_gang_job_claims_its_hosts_or_waits_and_lets_a_smaller_job_pass(studio):
+    a, b = _worker(studio, "a"), _worker(studio, "b")
+    wide = submit_job(studio, {**FAST_JOB, "name": "wide", "devices": 2, "pool": "gang"})  # 2 hosts x 1 device
+    narrow = submit_job(studio, {**FAST_JOB, "name": "narrow", "pool": "gang"})
+    assert views.progress_text(_job(studio, wide)) == "waits for 2 devices in pool gang"
+
+    with studio.db.write() as s:  # b is busy: a cannot reserve it, so the wide job waits and a takes the next one
+        workers_repo.worker_heartbeat(s, b, 99, busy=True)
+    assert _claim(studio, a) == (narrow, 1)
+    assert _job(studio, wide).status == "queued"
+    with studio.db.write() as s:
+        workers_repo.release_worker(s, a, narrow)
+        workers_repo.release_worker(s, b, 99)
+
+    assert _claim(studio, a) == (wide, 1)
+    job = _job(studio, wide)
+    record = job.provenance["gang"]
+    assert (record["attempt"], record["nodes"], record["per_host"]) == (1, 2, 1)
+    assert [(m["worker"], m["node_rank"]) for m in record["members"]] == [(a, 0), (b, 1)]
+    assert 29500 <= int(record["rendezvous"].rpartition(":")[2]) <= 29599
+    with studio.db.read() as s:
+        assert gang.reservation(s, b) == (wide, (1, 1))  # b joins attempt 1 as node 1
+        assert gang.reservation(s, a) == (wide, None)  # the leader's own job is no reservation
+    assert _claim(studio, b) is None  # a reserved worker claims nothing of its own
+
+    with studio.db.write() as s:  # the attempt is lost and requeued: b's reservation is stale, to be freed
+        jobs_repo.requeue_lost_worker(s, wide, 1, "lost", 3)
+    with studio.db.read() as s:
+        assert gang.reservation(s, b) == (wide, None)
+
+
+def test_submit_spans_a_pools_hosts_only_where_they_split_the_devices_evenly(studio):
+    _worker(studio, "a"), _worker(studio, "b"), _worker(studio, "c", address=None)  # c cannot join a gang
+    submit_job(studio, {**FAST_JOB, "devices": 2, "pool": "gang"})
+    with pytest.raises(SpecError) as refused:
+        submit_job(studio, {**FAST_JOB, "devices": 3, "pool": "gang"})
+    assert [p.field for p in refused.value.problems] == ["devices"]
+    assert "offer a 1, b 1: no even split of 3" in str(refused.value)
+    with pytest.raises(SpecError, match="unless it names a pool"):
+        submit_job(studio, {**FAST_JOB, "devices": 2})
+
+
+def test_shapes_put_the_most_ranks_on_each_host():
+    assert gang.shapes(8, 4) == [(2, 4), (4, 2), (8, 1)] and gang.shapes(6, 4) == [(2, 3), (3, 2), (6, 1)]
+    assert gang.feasible(4, {"a": 2, "b": 2}) == (2, 2) and gang.feasible(4, {"a": 4, "b": 1}) is None
+    assert gang.feasible(2, {"a": 1}) is None
