@@ -505,7 +505,8 @@ class TrainSpec(BaseModel):
         description=(
         "Devices this one job trains on at once, data parallel (DDP: each device holds the 4-bit base, only the "
         "LoRA gradients are averaged, tokens are averaged across devices). Above 1 it needs a host with that many "
-        "devices: GPUs (nccl), or on a CPU host that many gloo processes sharing its cores. 'all': as many as the "
+        "devices: GPUs (nccl), or on a CPU host that many gloo processes sharing its cores; a job that names a pool "
+        "may span several of its hosts, the same number of devices on each. 'all': as many as the "
         "most one live worker of its pool (or any) has, counted when it is queued (the plan says how many). "
         "batch_size is per device, so the effective batch is batch_size x grad_accum x devices. "
         "docs/scale-out.md."))

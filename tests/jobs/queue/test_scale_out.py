@@ -19,6 +19,7 @@ from app.adapters.tab import adapter_zip
 from jobs.queue.routing import live_pools
 from jobs.studio import open_studio
 from jobs.submit import submit_job
+from jobs.training.distributed import free_port
 from storage import catalog, jobs_repo, workers_repo
 from storage.settings import load_settings
 from tests.conftest import FAST_JOB, REPO_ROOT, seed_model, studio_environ
@@ -40,12 +41,12 @@ class Team:
         self.studio = open_studio(load_settings(self.env))
         self.workers: dict[str, subprocess.Popen] = {}
 
-    def start_workers(self, pools: dict[str, str]) -> None:
-        """One worker per host (host name -> the pool it serves, "" for none), all started before any is waited
-        for: their start-ups overlap, as hosts' would."""
+    def start_workers(self, pools: dict[str, str], **env_of_host: dict[str, str]) -> None:
+        """One worker per host (host name -> the pool it serves, "" for none; `env_of_host`: a host's own settings),
+        all started before any is waited for: their start-ups overlap, as hosts' would."""
         for host, pool in pools.items():
             env = {**self.env, "STUDIO_HOST_NAME": host, "STUDIO_SCRATCH_DIR": str(self.tmp_path / f"scratch-{host}"),
-                   "STUDIO_POOL": pool}
+                   "STUDIO_POOL": pool, **env_of_host.get(host.replace("-", "_"), {})}
             log = (self.tmp_path / f"{host}.log").open("ab")
             self.workers[host] = subprocess.Popen([sys.executable, "-m", "jobs.queue.worker", "--reap-interval", "1"],
                                                   env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -172,3 +173,49 @@ def test_a_host_killed_mid_job_and_the_other_host_finishes_it(team):
         logged = [m.step for m in jobs_repo.metrics_for(session, job_id) if m.name == "loss"]
         assert catalog.adapter_for_job(session, job_id) is not None
     assert logged == list(range(1, steps + 1))  # every step logged once across the two hosts
+
+
+@pytest.mark.parametrize("team", ["postgresql"], indirect=True)
+def test_one_job_across_two_hosts_trains_a_rank_on_each_and_lands_once(team):
+    """Two hosts of pool `gang` offering one device each (STUDIO_WORKER_DEVICES=1, both reachable at 127.0.0.1 on
+    their own rendezvous port) run one `devices: 2` job as 2 nodes x 1 gloo rank: the claiming host leads (global
+    rank 0, which alone writes), the other is reserved in the claim's transaction and joins; both ranks train every
+    step, and one adapter is registered. The claim's waiting and refusal cases: tests/jobs/queue/test_gang.py."""
+    hosts = ("host-a", "host-b")
+    env = {host.replace("-", "_"): {"STUDIO_RDZV_ADDRESS": "127.0.0.1", "STUDIO_RDZV_PORTS": f"{port}-{port}",
+                                    "STUDIO_WORKER_DEVICES": "1", "STUDIO_SPARE_CHILD": "0"}
+           for host, port in zip(hosts, (free_port(), free_port()), strict=True)}
+    team.start_workers(dict.fromkeys(hosts, "gang"), **env)
+    steps = 3
+    job_id = submit_job(team.studio, {**FAST_JOB, "name": "gang", "devices": 2, "pool": "gang", "max_steps": steps,
+                                      "eval_fraction": 0, "sample_prompts": 0})
+    [job] = team.wait_finished([job_id], timeout_s=400)
+    run_dir = team.data_dir / "runs" / f"job-{job_id}"
+    leader_log = (run_dir / "train.log").read_text(errors="replace")
+    follower_log = (run_dir / "node-1.log").read_text(errors="replace") if (run_dir / "node-1.log").exists() else ""
+    assert job.status == "succeeded", f"{job.error}\n{leader_log[-3000:]}\n--- node 1\n{follower_log[-3000:]}"
+    gang = job.provenance["gang"]
+    leader, follower = (member["host"] for member in gang["members"])
+    assert {leader, follower} == set(hosts) and job.worker.startswith(f"{leader}:")
+    assert (gang["nodes"], gang["per_host"], job.attempt) == (2, 1, 1)
+    port = env[leader.replace("-", "_")]["STUDIO_RDZV_PORTS"].partition("-")[0]
+    assert gang["rendezvous"] == f"127.0.0.1:{port}"  # the leader's own range
+    # Each host's log carries its own rank's lines, and a rank trained on each: the ranks' shared lines once each.
+    assert "[rank0]: estimated peak memory" in leader_log and "[rank1]:" not in leader_log
+    assert "[rank1]: estimated peak memory" in follower_log and "[rank0]:" not in follower_log
+    assert "node 1 of 2: 1 rank(s) here, 2 in all" in follower_log
+    assert "joining as node 1 of its gang" in team.log(follower)
+    with team.studio.db.read() as session:
+        logged = [m.step for m in jobs_repo.metrics_for(session, job_id) if m.name == "loss"]
+        adapter = catalog.adapter_for_job(session, job_id)
+        adapters = [a for a in catalog.list_adapters(session) if a.job_id == job_id]
+    assert logged == list(range(1, steps + 1))  # rank 0 alone streams, each step once
+    assert adapter is not None and len(adapters) == 1  # registered once
+    # Both workers are free again: the follower freed its reservation when its child ended.
+    team._wait(lambda: _busy(team) == {}, "both workers free", 30)
+
+
+def _busy(team: Team) -> dict[str, int]:
+    with team.studio.db.read() as session:
+        return {w.host: w.current_job_id for w in workers_repo.live_workers(session, team.studio.settings.lease_s)
+                if w.current_job_id is not None}
