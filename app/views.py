@@ -262,12 +262,20 @@ WORKER_COLUMNS = ["worker", "device", "free for a job", "pool", "running job", "
 def worker_summary(worker: Worker) -> dict:
     return {"name": worker.name, "host": worker.host, "device": worker.device, "device_name": worker.device_name,
             "memory_bytes": worker.memory_bytes, "pool": worker.pool, "current_job_id": worker.current_job_id,
-            "heartbeat_at": worker.heartbeat_at.isoformat(), "started_at": worker.started_at.isoformat()}
+            "heartbeat_at": worker.heartbeat_at.isoformat(), "started_at": worker.started_at.isoformat(),
+            # What it offers one job, and whether it may lead or join one across hosts (its address stays unshown).
+            "device_count": worker.device_count, "spans_hosts": worker.address is not None}
+
+
+def _device_text(worker: dict) -> str:
+    offers = f", {worker['device_count']} for one job" if worker.get("device_count") else ""
+    across = ", joins jobs across hosts" if worker.get("spans_hosts") else ""
+    return f"{worker['device_name']} ({worker['device']}{offers}{across})"
 
 
 def workers_table(workers: list[dict], queued: int) -> pd.DataFrame:
     now = utcnow()
-    rows = [[w["name"], f"{w['device_name']} ({w['device']})", human_size(w["memory_bytes"]), w["pool"] or "",
+    rows = [[w["name"], _device_text(w), human_size(w["memory_bytes"]), w["pool"] or "",
              w["current_job_id"] or ("another person's job" if w.get("busy") else "idle"),
              human_duration((now - datetime.fromisoformat(w["heartbeat_at"])).total_seconds()) + " ago", queued]
             for w in workers]

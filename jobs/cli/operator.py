@@ -58,7 +58,8 @@ def workers(studio: Studio) -> list[dict]:
     with studio.db.read() as session:
         live = workers_repo.live_workers(session, studio.settings.lease_s)
         return [{"host": w.host, "device": w.device, "device_name": w.device_name, "memory_bytes": w.memory_bytes,
-                 "pool": w.pool, "current_job_id": w.current_job_id} for w in live]
+                 "pool": w.pool, "current_job_id": w.current_job_id, "device_count": w.device_count,
+                 "spans_hosts": w.address is not None} for w in live]
 
 
 def submit_sweep(studio: Studio, spec: str, sweep: str, mode: str = "grid", name: str = "", priority: int = 0) -> dict:

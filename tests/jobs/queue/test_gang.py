@@ -80,3 +80,24 @@ def test_shapes_put_the_most_ranks_on_each_host():
     assert gang.shapes(8, 4) == [(2, 4), (4, 2), (8, 1)] and gang.shapes(6, 4) == [(2, 3), (3, 2), (6, 1)]
     assert gang.feasible(4, {"a": 2, "b": 2}) == (2, 2) and gang.feasible(4, {"a": 4, "b": 1}) is None
     assert gang.feasible(2, {"a": 1}) is None
+
+
+def test_a_reservation_whose_attempt_moved_on_is_freed_without_starting_anything(studio):
+    from jobs.queue.lifecycle import worker_name
+    from jobs.queue.run_files import run_dir_for
+    from jobs.queue.supervisor import follow_reservation
+
+    me, host = worker_name(), worker_name().rpartition(":")[0]
+    with studio.db.write() as s:  # this process poses as the follower (the watch reads its own row by its name)
+        workers_repo.register_worker(s, me, host, 1, "default", "CPU (2 cores)", 1 << 30, "gang",
+                                     address="127.0.0.1", device_count=1)
+    leader = _worker(studio, "leader")
+    wide = submit_job(studio, {**FAST_JOB, "name": "wide", "devices": 2, "pool": "gang"})
+    assert _claim(studio, leader) == (wide, 1)
+    with studio.db.write() as s:
+        assert workers_repo.reservation(s, me) == wide
+        jobs_repo.requeue_lost_worker(s, wide, 1, "the leader was lost", 3)  # before the follower looked
+    follow_reservation(studio)
+    with studio.db.read() as s:
+        assert workers_repo.reservation(s, me) is None  # free for the next gang or a job of its own
+    assert not (run_dir_for(studio, wide) / "node-1.log").exists()  # no node was started for a finished attempt
