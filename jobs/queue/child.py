@@ -24,7 +24,7 @@ from jobs.failures import explain_failure, is_out_of_memory
 from jobs.models.resolve import fetch_hub_base, resolve_base_model
 from jobs.queue.gang import Gang, parent_worker
 from jobs.queue.lifecycle import signal_when_parent_dies
-from jobs.queue.ranks import RANK_FLAG
+from jobs.queue.ranks import EXIT_RANK_LOST, RANK_FLAG, peer_lost
 from jobs.queue.retries import override_fields
 from jobs.queue.run_files import run_dir_for, train_log_path
 from jobs.queue.spare import SPARE_FLAG, allocator_in_use, parse_handoff
@@ -495,6 +495,9 @@ def run_attempt(studio: Studio, job_id: int, attempt: int) -> int:
     except Exception as error:  # everything the user must read goes to error.txt
         error_file.write_text(explain_failure(error), encoding="utf-8")
         traceback.print_exc()
+        if world_size() > 1 and peer_lost(error):
+            print("another rank of this job is gone (its collective failed): the attempt is lost", flush=True)
+            return EXIT_RANK_LOST
         return EXIT_OUT_OF_MEMORY if is_out_of_memory(error) else 1
 
 

@@ -91,6 +91,26 @@ def launch_ranks(job_id: int, attempt: int, devices: int, interrupted: int, run_
     return 0
 
 
+PEER_LOST_WORDS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+"""What gloo (a plain RuntimeError) says when the rank at the other end of a collective is gone."""
+
+
+def peer_lost(error: BaseException) -> bool:
+    """Whether a rank's error says another rank is gone (killed, or its host's agent ended), not that this rank's own
+    training failed: the attempt is then lost, not failed. Another host's rank dies where no exit code of this host's
+    agent shows it; only the error of the collective it left behind does."""
+    import torch.distributed as dist
+
+    seen = error
+    while seen is not None:
+        if isinstance(seen, dist.DistError) and not isinstance(seen, dist.DistStoreError):
+            return True
+        if any(words in str(seen) for words in PEER_LOST_WORDS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def outcome(exit_codes: dict[int, int]) -> int:
     """The attempt's exit code from the ranks that did not exit 0: a rank killed by a signal loses the attempt (the
     others only failed because it was gone); otherwise rank 0's code says what happened (interrupted, cancelled,
@@ -98,5 +118,7 @@ def outcome(exit_codes: dict[int, int]) -> int:
     if any(code < 0 for code in exit_codes.values()):
         killed = ", ".join(f"rank {rank} (signal {-code})" for rank, code in sorted(exit_codes.items()) if code < 0)
         print(f"lost {killed}: the group ended; the attempt resumes from its last complete checkpoint", flush=True)
+        return EXIT_RANK_LOST
+    if EXIT_RANK_LOST in exit_codes.values():  # a rank saw its peer go (peer_lost): on another host, out of sight
         return EXIT_RANK_LOST
     return exit_codes.get(0, 1) or 1

@@ -13,7 +13,7 @@ import pytest
 
 from jobs.queue.devices import describe_device, device_count, most_devices
 from jobs.queue.lifecycle import pid_alive
-from jobs.queue.ranks import EXIT_RANK_LOST, device_problem, outcome
+from jobs.queue.ranks import EXIT_RANK_LOST, device_problem, outcome, peer_lost
 from jobs.spec import SpecError, parse_spec
 from jobs.submit import cancel_job, planned_job, submit_job
 from storage import catalog, jobs_repo, workers_repo
@@ -127,6 +127,12 @@ def test_a_worker_stop_a_killed_rank_and_a_cancel_each_end_every_rank_of_a_job(t
 
 def test_the_attempts_outcome_follows_the_ranks_exit_codes():
     assert outcome({1: -9, 0: 1}) == EXIT_RANK_LOST  # rank 0 failed only because its peer was gone
+    assert outcome({0: EXIT_RANK_LOST}) == EXIT_RANK_LOST  # ... on another host: rank 0 said so (peer_lost)
+    gone = RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:44242.")
+    try:
+        raise ValueError("Training failed.") from gone
+    except ValueError as wrapped:
+        assert peer_lost(wrapped) and not peer_lost(ValueError("dataset row 3 has no messages"))
     assert outcome({0: 75}) == 75 and outcome({0: 3, 1: 1}) == 3  # interrupted; cancelled
     assert outcome({1: 1}) == 1
 

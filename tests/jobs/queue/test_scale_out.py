@@ -5,7 +5,9 @@ hosts sharing an NFS mount would. Nothing is mocked: real Huey, real Redis, real
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +24,7 @@ from jobs.submit import submit_job
 from jobs.training.distributed import free_port
 from storage import catalog, jobs_repo, workers_repo
 from storage.settings import load_settings
-from tests.conftest import FAST_JOB, REPO_ROOT, seed_model, studio_environ
+from tests.conftest import FAST_JOB, REPO_ROOT, process_ids, seed_model, studio_environ
 
 pytestmark = pytest.mark.slow
 # Each end-to-end test runs on one queue transport (CI time: each run is a minute of two hosts training); between them
@@ -181,11 +183,7 @@ def test_one_job_across_two_hosts_trains_a_rank_on_each_and_lands_once(team):
     their own rendezvous port) run one `devices: 2` job as 2 nodes x 1 gloo rank: the claiming host leads (global
     rank 0, which alone writes), the other is reserved in the claim's transaction and joins; both ranks train every
     step, and one adapter is registered. The claim's waiting and refusal cases: tests/jobs/queue/test_gang.py."""
-    hosts = ("host-a", "host-b")
-    env = {host.replace("-", "_"): {"STUDIO_RDZV_ADDRESS": "127.0.0.1", "STUDIO_RDZV_PORTS": f"{port}-{port}",
-                                    "STUDIO_WORKER_DEVICES": "1", "STUDIO_SPARE_CHILD": "0"}
-           for host, port in zip(hosts, (free_port(), free_port()), strict=True)}
-    team.start_workers(dict.fromkeys(hosts, "gang"), **env)
+    hosts, env = _start_gang_hosts(team)
     steps = 3
     job_id = submit_job(team.studio, {**FAST_JOB, "name": "gang", "devices": 2, "pool": "gang", "max_steps": steps,
                                       "eval_fraction": 0, "sample_prompts": 0})
@@ -213,6 +211,44 @@ def test_one_job_across_two_hosts_trains_a_rank_on_each_and_lands_once(team):
     assert adapter is not None and len(adapters) == 1  # registered once
     # Both workers are free again: the follower freed its reservation when its child ended.
     team._wait(lambda: _busy(team) == {}, "both workers free", 30)
+
+
+def _start_gang_hosts(team: Team) -> tuple[tuple[str, str], dict[str, dict[str, str]]]:
+    """Two workers of pool `gang` posing as hosts that offer one device each, both reachable at 127.0.0.1 on a
+    rendezvous port of their own. No spare process: on two cores it would only slow the ranks' imports."""
+    hosts = ("host-a", "host-b")
+    env = {host.replace("-", "_"): {"STUDIO_RDZV_ADDRESS": "127.0.0.1", "STUDIO_RDZV_PORTS": f"{port}-{port}",
+                                    "STUDIO_WORKER_DEVICES": "1", "STUDIO_SPARE_CHILD": "0"}
+           for host, port in zip(hosts, (free_port(), free_port()), strict=True)}
+    team.start_workers(dict.fromkeys(hosts, "gang"), **env)
+    return hosts, env
+
+
+@pytest.mark.skipif(not os.environ.get("STUDIO_TEST_GANG_LOSS"), reason="two attempts of a two-host job: about two "
+                    "minutes more of CI; run with STUDIO_TEST_GANG_LOSS=1")
+@pytest.mark.parametrize("team", ["postgresql"], indirect=True)
+def test_a_rank_killed_on_the_other_host_loses_the_attempt_and_the_gang_resumes(team):
+    """kill -9 of the follower host's rank: the leader's rank sees its collective fail (no exit code of its own
+    host's agent shows the loss), the attempt is requeued as lost, a new gang resumes from rank 0's checkpoint."""
+    _start_gang_hosts(team)
+    steps = 16
+    job_id = submit_job(team.studio, {**FAST_JOB, "name": "gang", "devices": 2, "pool": "gang", "max_steps": steps,
+                                      "save_steps": 2, "eval_fraction": 0, "sample_prompts": 0})
+    team._wait(lambda: team.jobs([job_id])[0].status == "running" and team.jobs([job_id])[0].step >= 4,
+               "the job past step 4", 400)
+    mine = f"STUDIO_DATA_DIR={team.data_dir}".encode()
+    [rank1] = [pid for pid in process_ids("jobs.queue.child", "--rank", f" {job_id} ")
+               if {mine, b"RANK=1"} <= set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))]
+    os.kill(rank1, signal.SIGKILL)
+    [job] = team.wait_finished([job_id], timeout_s=500)
+    log = (team.data_dir / "runs" / f"job-{job_id}" / "train.log").read_text(errors="replace")
+    assert job.status == "succeeded", f"{job.error}\n{log[-3000:]}"
+    assert (job.attempt, job.lost_count) == (2, 1) and "resuming from checkpoint-" in log
+    assert any("lost one of its ranks" in team.log(host) for host in ("host-a", "host-b"))
+    with team.studio.db.read() as session:
+        logged = [m.step for m in jobs_repo.metrics_for(session, job_id) if m.name == "loss"]
+        assert catalog.adapter_for_job(session, job_id) is not None
+    assert logged == list(range(1, steps + 1))  # every step once across the two attempts
 
 
 def _busy(team: Team) -> dict[str, int]:
