@@ -224,8 +224,8 @@ def _start_gang_hosts(team: Team) -> tuple[tuple[str, str], dict[str, dict[str, 
     return hosts, env
 
 
-@pytest.mark.skipif(not os.environ.get("STUDIO_TEST_GANG_LOSS"), reason="two attempts of a two-host job: about two "
-                    "minutes more of CI; run with STUDIO_TEST_GANG_LOSS=1")
+@pytest.mark.skipif(not os.environ.get("RUN_GANG_LOSS_TEST"), reason="two attempts of a two-host job: about two "
+                    "minutes more of CI; run with RUN_GANG_LOSS_TEST=1")
 @pytest.mark.parametrize("team", ["postgresql"], indirect=True)
 def test_a_rank_killed_on_the_other_host_loses_the_attempt_and_the_gang_resumes(team):
     """kill -9 of the follower host's rank: the leader's rank sees its collective fail (no exit code of its own
