@@ -106,51 +106,6 @@ def _attempt_lines(team: Team, job_id: int) -> list[str]:
     return re.findall(r"=== attempt (\d+) on (\S+) ===", log)
 
 
-@pytest.mark.parametrize("team", ["postgresql"], indirect=True)
-def test_jobs_on_two_hosts_each_run_once_and_land_downloadable(team):
-    team.start_workers({"host-a": "", "host-b": "big"})
-    with team.studio.db.read() as session:
-        hosts = {(w.host, w.pool) for w in workers_repo.live_workers(session, team.studio.settings.lease_s)}
-    assert hosts == {("host-a", None), ("host-b", "big")}
-    assert live_pools(team.studio) == {"big"}
-
-    # Both hosts are idle when the jobs come, and each runs one job at a time: the first two unpooled jobs go one to
-    # each host; a third keeps both busy while "big" waits for host-b. Two steps each: what is checked is where and
-    # how often each job ran, not its training.
-    short = {**FAST_JOB, "max_steps": 2, "eval_fraction": 0}
-    specs = [{**short, "name": f"team-{i}"} for i in range(3)]
-    specs.append({**short, "name": "team-big", "pool": "big"})
-    ids = [submit_job(team.studio, spec) for spec in specs]
-    jobs = team.wait_finished(ids)
-
-    assert [job.status for job in jobs] == ["succeeded"] * len(specs), [job.error for job in jobs]
-    assert [job.attempt for job in jobs] == [1] * len(specs)  # claimed once each: no job ran twice, none was lost
-    ran_on = {}
-    for job in jobs:
-        attempts = _attempt_lines(team, job.id)
-        assert len(attempts) == 1, attempts  # one process trained it, once
-        ran_on[job.name] = attempts[0][1].rpartition(":")[0]
-    assert ran_on["team-big"] == "host-b"  # only host-b serves pool "big"
-    assert set(ran_on.values()) == {"host-a", "host-b"}, ran_on  # both hosts took unpooled jobs
-
-    with team.studio.db.read() as session:
-        adapters = {job.id: catalog.adapter_for_job(session, job.id) for job in jobs}
-    assert all(adapters.values())
-    for job in jobs:  # the download the Adapters tab serves, built from the shared dir by any host
-        with zipfile.ZipFile(adapter_zip(team.studio, adapters[job.id].name)) as archive:
-            names = archive.namelist()
-            assert any(name.endswith("adapter_model.safetensors") for name in names), names
-            weights = next(name for name in names if name.endswith("adapter_model.safetensors"))
-            extracted = archive.extract(weights, team.tmp_path / f"unzipped-{job.id}")
-        with safe_open(extracted, "pt") as tensors:
-            assert any("lora_A" in key for key in tensors.keys())  # noqa: SIM118 (safe_open is no dict)
-
-    # Each host locked its device in its own scratch dir; nothing was locked in the shared dir.
-    for host in ("host-a", "host-b"):
-        assert (team.tmp_path / f"scratch-{host}" / "locks" / "worker-default.lock").is_file()
-    assert not (team.data_dir / "locks").exists()
-
-
 @pytest.mark.parametrize("team", ["redis"], indirect=True)
 def test_a_host_killed_mid_job_and_the_other_host_finishes_it(team):
     team.start_workers({"host-a": "", "host-b": ""})
@@ -178,12 +133,20 @@ def test_a_host_killed_mid_job_and_the_other_host_finishes_it(team):
 
 
 @pytest.mark.parametrize("team", ["postgresql"], indirect=True)
-def test_one_job_across_two_hosts_trains_a_rank_on_each_and_lands_once(team):
+def test_jobs_on_two_hosts_run_once_each_and_one_job_spans_both(team):
     """Two hosts of pool `gang` offering one device each (STUDIO_WORKER_DEVICES=1, both reachable at 127.0.0.1 on
-    their own rendezvous port) run one `devices: 2` job as 2 nodes x 1 gloo rank: the claiming host leads (global
-    rank 0, which alone writes), the other is reserved in the claim's transaction and joins; both ranks train every
-    step, and one adapter is registered. The claim's waiting and refusal cases: tests/jobs/queue/test_gang.py."""
+    their own rendezvous port). Two unpooled jobs go one to each host, run once and download from the shared dir;
+    then one `devices: 2` job runs as 2 nodes x 1 gloo rank: the claiming host leads (global rank 0, which alone
+    writes), the other is reserved in the claim's transaction and joins; both ranks train every step, and one adapter
+    is registered. Pool routing by claim: tests/jobs/queue/test_routing.py; the gang's waiting and refusal cases:
+    tests/jobs/queue/test_gang.py."""
     hosts, env = _start_gang_hosts(team)
+    with team.studio.db.read() as session:
+        live = {(w.host, w.pool) for w in workers_repo.live_workers(session, team.studio.settings.lease_s)}
+    assert live == {("host-a", "gang"), ("host-b", "gang")}
+    assert live_pools(team.studio) == {"gang"}
+    _two_jobs_one_on_each_host(team)
+
     steps = 3
     job_id = submit_job(team.studio, {**FAST_JOB, "name": "gang", "devices": 2, "pool": "gang", "max_steps": steps,
                                       "eval_fraction": 0, "sample_prompts": 0})
@@ -211,6 +174,36 @@ def test_one_job_across_two_hosts_trains_a_rank_on_each_and_lands_once(team):
     assert adapter is not None and len(adapters) == 1  # registered once
     # Both workers are free again: the follower freed its reservation when its child ended.
     team._wait(lambda: _busy(team) == {}, "both workers free", 30)
+
+
+def _two_jobs_one_on_each_host(team: Team) -> None:
+    """Both hosts are idle when two unpooled jobs come, and each runs one job at a time: one goes to each host. Two
+    steps each: what is checked is where and how often each job ran, and that any host builds the download."""
+    short = {**FAST_JOB, "max_steps": 2, "eval_fraction": 0, "sample_prompts": 0}
+    ids = [submit_job(team.studio, {**short, "name": f"team-{i}"}) for i in range(2)]
+    jobs = team.wait_finished(ids)
+    assert [job.status for job in jobs] == ["succeeded"] * 2, [job.error for job in jobs]
+    assert [job.attempt for job in jobs] == [1, 1]  # claimed once each: no job ran twice, none was lost
+    ran_on = set()
+    for job in jobs:
+        attempts = _attempt_lines(team, job.id)
+        assert len(attempts) == 1, attempts  # one process trained it, once
+        ran_on.add(attempts[0][1].rpartition(":")[0])
+    assert ran_on == {"host-a", "host-b"}
+    with team.studio.db.read() as session:
+        adapters = {job.id: catalog.adapter_for_job(session, job.id) for job in jobs}
+    assert all(adapters.values())
+    for job in jobs:  # the download the Adapters tab serves, built from the shared dir by any host
+        with zipfile.ZipFile(adapter_zip(team.studio, adapters[job.id].name)) as archive:
+            names = archive.namelist()
+            weights = next(name for name in names if name.endswith("adapter_model.safetensors"))
+            extracted = archive.extract(weights, team.tmp_path / f"unzipped-{job.id}")
+        with safe_open(extracted, "pt") as tensors:
+            assert any("lora_A" in key for key in tensors.keys())  # noqa: SIM118 (safe_open is no dict)
+    # Each host locked its device in its own scratch dir; nothing was locked in the shared dir.
+    for host in ("host-a", "host-b"):
+        assert (team.tmp_path / f"scratch-{host}" / "locks" / "worker-default.lock").is_file()
+    assert not (team.data_dir / "locks").exists()
 
 
 def _start_gang_hosts(team: Team) -> tuple[tuple[str, str], dict[str, dict[str, str]]]:
