@@ -93,16 +93,11 @@ def prepare_run(spec: TrainSpec, out_dir: Path, base_model: str, dataset_path: D
 
         return prepare_grpo_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, on_samples,
                                 init_adapter, reward_adapter)
-    if spec.method == REWARD_METHOD:
-        from jobs.training.reward import prepare_reward_run
-
-        return prepare_reward_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, eval_path,
-                                  init_adapter)
-    if spec.method in PREFERENCE_METHODS:
+    if spec.method in PREFERENCE_METHODS or spec.method == REWARD_METHOD:  # a reward model trains on the same pairs
         from jobs.training.preference import prepare_preference_run
 
         return prepare_preference_run(spec, out_dir, base_model, dataset_path, on_metrics, should_stop, eval_path,
-                               init_adapter)
+                                      init_adapter)
     with phase("data"):
         rows = run_rows(spec, dataset_path)
         text_rows = bool(rows) and "text" in rows[0]  # raw text: language modeling, loss on every token
