@@ -86,31 +86,31 @@ def flatten(results: dict) -> dict[str, float]:
 def benchmark(panes: list, base_model: str, base_path: str, tasks: list[str], folder: Path, limit: int,
               num_fewshot: int | None, seed: int, should_stop: Callable[[], bool | str],
               on_pane: Callable[[int], None]) -> tuple[dict[str, dict[str, float]], dict[str, bool | None]] | None:
-    """({pane: metrics} for every pane, each loaded alone as chat loads it, {metric: higher is better?}); None when
-    `should_stop()` asked to stop between panes (a benchmark pane is not interrupted midway)."""
+    """({pane: metrics} for every pane, each on its base loaded as chat loads it, one resident base per variant with
+    the pane's adapter active (jobs.evaluate.resident), {metric: higher is better?}); None when `should_stop()`
+    asked to stop between panes (a benchmark pane is not interrupted midway)."""
     import torch
-    from peft import PeftModel
 
     from jobs.chat.engine import load_dtype
-    from jobs.models.loading import load_base_model, load_tokenizer, pick_device
+    from jobs.evaluate.resident import ResidentBases
+    from jobs.models import loading
 
-    device = pick_device()
+    device = loading.pick_device()
+
+    def load(pane):
+        return loading.load_base_model(pane.variant.spec(base_model), pane.variant.model_dir or base_path, device,
+                                       load_dtype(pane.variant, base_model, device))
+
+    bases = ResidentBases(load)
     table: dict[str, dict[str, float]] = {}
     directions: dict[str, bool | None] = {}
     for done, pane in enumerate(panes):
         if should_stop():
             return None
-        path = pane.variant.model_dir or base_path  # a whole model (full or freeze) is its own base
-        model = load_base_model(pane.variant.spec(base_model), path, device,
-                                load_dtype(pane.variant, base_model, device))
-        if pane.adapter_dir is not None and pane.variant.model_dir is None:
-            model = PeftModel.from_pretrained(model, str(pane.adapter_dir), is_trainable=False)
-        tokenizer = load_tokenizer(path)
+        tokenizer = loading.load_tokenizer(pane.variant.model_dir or base_path)  # a whole model is its own base
         print(f"benchmark: {pane.name} on {', '.join(tasks)}", flush=True)
-        with torch.inference_mode():
-            table[pane.name], declared = run_pane(model.eval(), tokenizer, device, tasks, folder, limit, num_fewshot,
-                                                  seed)
+        with bases.active(pane) as model, torch.inference_mode():
+            table[pane.name], declared = run_pane(model, tokenizer, device, tasks, folder, limit, num_fewshot, seed)
         directions.update(declared)
-        del model
         on_pane(done + 1)
     return table, directions

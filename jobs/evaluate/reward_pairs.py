@@ -99,26 +99,38 @@ def _pairs_set(studio: Studio, spec: EvalSpec) -> tuple[dict, int, list[Problem]
                                                      if k in ("dataset", "eval_dataset")}}}, count, []
 
 
-def pair_scores(base_path: str, pane: Pane, records: list[dict], max_tokens: int, should_stop) -> list[tuple]:
-    """(chosen score, rejected score) for each pair, by the reward adapter in `pane` on the base loaded as it trained
-    (4-bit as its spec says). Conversations longer than `max_tokens` keep their last `max_tokens` tokens (the score
-    is read at the last token). None when `should_stop()` asked to stop between pairs."""
+def reward_bases(base_path: str):
+    """The reward adapters' resident bases (jobs.evaluate.resident): each variant loaded once as a sequence
+    classifier, 4-bit as the adapters' spec says, every reward adapter attached to it by name."""
+    from jobs.evaluate.resident import ResidentBases
+    from jobs.training.reward import load_reward_base
+
+    return ResidentBases(lambda pane: load_reward_base(base_path, pane.variant.spec(base_path)))
+
+
+def pair_scores(bases, pane: Pane, records: list[dict], max_tokens: int, should_stop) -> list[tuple]:
+    """(chosen score, rejected score) for each pair, by the reward adapter in `pane` active on its resident base
+    (`bases`, from reward_bases). Conversations longer than `max_tokens` keep their last `max_tokens` tokens (the
+    score is read at the last token). None when `should_stop()` asked to stop between pairs."""
     import torch
+    from transformers import AutoTokenizer
 
-    from jobs.training.reward import load_reward_model
+    from jobs.training.reward import scores_last_token, with_pad_token
 
-    model, tokenizer = load_reward_model(base_path, pane.adapter_dir, pane.variant.spec(base_path))
+    tokenizer = with_pad_token(AutoTokenizer.from_pretrained(str(pane.adapter_dir)))
     scores = []
-    for record in records:
-        if should_stop():
-            return None
-        pair = []
-        for answer in ("chosen", "rejected"):
-            ids = tokenizer.apply_chat_template([*record.get("prompt", []), *record[answer]], tokenize=True,
-                                                return_dict=True)["input_ids"][-max_tokens:]
-            with torch.no_grad():
-                pair.append(float(model(input_ids=torch.tensor([ids], device=model.device)).logits[0, 0]))
-        scores.append(tuple(pair))
+    with bases.active(pane) as model:
+        scores_last_token(model, tokenizer)
+        for record in records:
+            if should_stop():
+                return None
+            pair = []
+            for answer in ("chosen", "rejected"):
+                ids = tokenizer.apply_chat_template([*record.get("prompt", []), *record[answer]], tokenize=True,
+                                                    return_dict=True)["input_ids"][-max_tokens:]
+                with torch.no_grad():
+                    pair.append(float(model(input_ids=torch.tensor([ids], device=model.device)).logits[0, 0]))
+            scores.append(tuple(pair))
     return scores
 
 

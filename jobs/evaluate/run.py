@@ -281,8 +281,8 @@ def _benchmark(studio: Studio, job_id: int, attempt: int, spec: EvalSpec, pins: 
 
 def _reward_pairs(studio: Studio, job_id: int, attempt: int, spec: EvalSpec, pins: dict, run_dir: Path, sink,
                   base_path: str, panes: list[Pane]) -> str:
-    """Reward models score the set's preference pairs (jobs.evaluate.reward_pairs): one base load per adapter, the
-    pairs in order; the table is pairwise accuracy and mean margin."""
+    """Reward models score the set's preference pairs (jobs.evaluate.reward_pairs): one resident base for every
+    adapter (per variant), the pairs in order; the table is pairwise accuracy and mean margin."""
     from jobs.evaluate import reward_pairs
 
     all_records = (_pinned_records(studio, pins["dataset"]) if spec.source == "dataset"
@@ -294,9 +294,9 @@ def _reward_pairs(studio: Studio, job_id: int, attempt: int, spec: EvalSpec, pin
     sink.on_metrics(0, {"eval_answers": 0.0}, total)
     print(f"scoring {len(records)} preference pairs with the reward model(s) {', '.join(p.name for p in panes)} "
           f"of {pins['base_model']} (the base has no score head: left out)", flush=True)
-    scores = {}
+    scores, bases = {}, reward_pairs.reward_bases(base_path)
     for done, pane in enumerate(panes, start=1):
-        found = reward_pairs.pair_scores(base_path, pane, records, studio.settings.max_prompt_tokens,
+        found = reward_pairs.pair_scores(bases, pane, records, studio.settings.max_prompt_tokens,
                                          sink.should_stop)
         if found is None:
             wanted = sink.should_stop()
