@@ -89,19 +89,20 @@ class StepPlan:
     memory: MemoryNote | None = None
     """With a memory budget: the levers chosen for it and the peak and speed expected (jobs.models.budget)."""
 
-    def sentence(self, warn: bool = True) -> str:
-        """The plan in words; `warn`: with the memorising warning at its end (the Train tab shows it apart)."""
+    def sentence(self, warn: bool = True, memory: bool = True) -> str:
+        """The plan in words; `warn`: with the memorising warning at its end, `memory`: with the memory levers'
+        sentence (the Train tab shows each apart: the warning under the plan, the memory in the verdict)."""
         spec = self.spec
         unit = "packed sequences" if spec.packing and spec.method == "sft" else "rows"
         epochs = f"{spec.num_epochs:g} epoch{'s' if spec.num_epochs != 1 else ''}"
         run = f"{epochs} (max_steps {spec.max_steps})" if spec.max_steps > 0 else epochs
         counted = "" if self.counted else " (estimated from characters: the base's tokenizer is not here yet)"
-        memory = f" {self.memory.sentence()}" if self.memory else ""
+        levers = f" {self.memory.sentence()}" if memory and self.memory else ""
         chosen = (f" Chosen for this job: {', '.join(_shown(name, getattr(spec, name)) for name in self.chosen)}; "
                   "set a field to override." if self.chosen else "")
         return (f"This job will make {self.steps:,} optimizer steps over {self.tokens:,} tokens{counted}: {run} of "
                 f"{self.sequences_per_epoch:,} {unit}, {spec.batch_size} × {spec.grad_accum} per step, learning "
-                f"rate {spec.learning_rate:g}. {self.rows_sentence()}{self.eval_sentence()}{chosen}{memory}"
+                f"rate {spec.learning_rate:g}. {self.rows_sentence()}{self.eval_sentence()}{chosen}{levers}"
                 f"{' ' + self.memorising_warning() if warn and self.may_memorise else ''}")
 
     @property

@@ -37,7 +37,8 @@ def plan_parts(studio: Studio, raw: dict) -> tuple[str, StepPlan | None]:
     if not step_plan.sequences_per_epoch:
         return f"*Plan: no dataset named `{raw.get('dataset', '')}` yet.*", None
     warning = step_plan.memorising_warning()
-    return (f"**Plan.** {step_plan.sentence(warn=False)}"
+    # The memory levers' sentence is the verdict's first line beside it (app.train.memory_panel): said once, there.
+    return (f"**Plan.** {step_plan.sentence(warn=False, memory=False)}"
             + (f"\n\n**Could memorise.** {warning}" if warning else "")), step_plan
 
 
