@@ -11,6 +11,7 @@ from pathlib import Path
 from jobs.models.memory import Estimate, estimate
 from jobs.models.memory_inputs import DeviceProfile, ModelShape, TrainShape, profile_for
 from jobs.models.resolve import folder_readable, hub_cache_snapshot, looks_local, prepared_path
+from jobs.run_settings.allocator import JEMALLOC_LABEL
 from jobs.run_settings.cpu_dtype import NATIVE_BF16_LABEL, base_positions
 from jobs.run_settings.lora import LoraSettings
 from jobs.run_settings.settings import Base, Machine, RunSettings, resolve
@@ -37,10 +38,11 @@ class Device:
     @property
     def machine(self) -> Machine:
         """The machine a run resolves its settings for here. A CPU worker's name says whether it multiplies bf16
-        natively (jobs.queue.devices); a GPU's does not say whether it supports bf16, and the GPU profile counts
-        bf16 and fp16 alike."""
+        natively and whether its training processes run with jemalloc (jobs.queue.devices); a GPU's does not say
+        whether it supports bf16, and the GPU profile counts bf16 and fp16 alike."""
         if self.name.startswith("CPU"):
-            return Machine(device="cpu", bf16=NATIVE_BF16_LABEL in self.name, kernels=frozenset({COMPILE}))
+            return Machine(device="cpu", bf16=NATIVE_BF16_LABEL in self.name, kernels=frozenset({COMPILE}),
+                           jemalloc=JEMALLOC_LABEL in self.name)
         return Machine(device="cuda", bf16=True, kernels=ALL_KERNELS)  # its packages are not known here
 
     def profile_for(self, spec: TrainSpec, shape: ModelShape) -> DeviceProfile:

@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from jobs.models.templates import NO_TRAINING_TEMPLATE, training_template
+from jobs.run_settings.allocator import allocator_in_use
 from jobs.run_settings.cpu_dtype import base_positions, native_bf16
 from jobs.run_settings.settings import Base, DeviceKind, Machine, quantization_kwargs
 from jobs.run_settings.settings import compute_dtype as resolved_dtype
@@ -21,10 +22,11 @@ def pick_device() -> str:
 
 def machine(device: DeviceKind | None = None, began_in: str | None = None) -> Machine:
     """This machine as the run settings see it (jobs.run_settings): its device, whether it computes bf16 natively,
-    and the dtype a resumed run began in here."""
+    the dtype a resumed run began in here, and whether this process runs with jemalloc (the worker preloads it)."""
     device = device or pick_device()
     bf16 = native_bf16() if device == "cpu" else torch.cuda.is_bf16_supported()
-    return Machine(device=device, bf16=bf16, began_in=began_in, kernels=kernels_here(device))
+    return Machine(device=device, bf16=bf16, began_in=began_in, kernels=kernels_here(device),
+                   jemalloc=device == "cpu" and allocator_in_use() == "jemalloc")
 
 
 def compute_dtype(spec: TrainSpec, device: DeviceKind, hidden: int | None = None) -> torch.dtype:

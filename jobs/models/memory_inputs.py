@@ -238,9 +238,26 @@ CUDA_BF16 = DeviceProfile(name="cuda", framework_bytes=512 * MiB, training_runti
                           maps_checkpoint=False)
 
 
-def cpu_profile(dtype: str) -> DeviceProfile:
-    """The CPU profile for a job computing in `dtype` ('float32', 'bfloat16' or 'float16')."""
-    return CPU if dtype == "float32" else CPU_BF16
+# The same CPU with jemalloc preloaded, as the worker runs every training process where libjemalloc is installed
+# (jobs.run_settings.allocator). jemalloc hands freed activations back to the kernel (its decay), so the resident set
+# follows the live tensors: factor 1.0, with and without checkpointing, where glibc's kept 1.44x and 2.8x. It costs a
+# fixed 48 MiB more runtime (its arenas and the dirty pages it keeps until they decay; 42-43 MiB measured), which the
+# demo model shows, its tensors being small. Fitted on tests/jobs/models/test_memory.py's three runs, 4 steps each
+# under both allocators (bench/allocator_fit.py, docs/benchmarks.md "The allocator factor under jemalloc"): the
+# estimate is 0.6-0.8% above the demo's measured peaks and 4.7% above SmolLM2's. The bf16 variant takes the same
+# constants (not measured: no native-bf16 CPU here).
+JEMALLOC = {"training_runtime_bytes": CPU.training_runtime_bytes + 48 * MiB, "allocator_factor": 1.0,
+            "allocator_factor_checkpointing": 1.0}
+CPU_JEMALLOC = replace(CPU, name="cpu-jemalloc", **JEMALLOC)
+CPU_BF16_JEMALLOC = replace(CPU_BF16, name="cpu-bf16-jemalloc", **JEMALLOC)
+
+
+def cpu_profile(dtype: str, jemalloc: bool = False) -> DeviceProfile:
+    """The CPU profile for a job computing in `dtype` ('float32', 'bfloat16' or 'float16'), its process running
+    with jemalloc or glibc's malloc."""
+    if dtype == "float32":
+        return CPU_JEMALLOC if jemalloc else CPU
+    return CPU_BF16_JEMALLOC if jemalloc else CPU_BF16
 
 
 # A GPU computing in fp32 (the spec sets it): activations, masks, LoRA weights and AdamW states take 4 bytes. Not
@@ -252,7 +269,7 @@ def profile_for(settings: RunSettings) -> DeviceProfile:
     """The profile a run with these settings trains under, for the device and the dtype it computes in."""
     if settings.device == "cuda":
         return CUDA_FP32 if settings.compute_dtype == "float32" else CUDA_BF16
-    return cpu_profile(settings.compute_dtype)
+    return cpu_profile(settings.compute_dtype, settings.jemalloc)
 
 
 def with_tokens(train: TrainShape, tokens: int) -> TrainShape:

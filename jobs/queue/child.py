@@ -27,7 +27,8 @@ from jobs.queue.lifecycle import signal_when_parent_dies
 from jobs.queue.ranks import EXIT_RANK_LOST, RANK_FLAG, peer_lost
 from jobs.queue.retries import override_fields
 from jobs.queue.run_files import run_dir_for, train_log_path
-from jobs.queue.spare import SPARE_FLAG, allocator_in_use, parse_handoff
+from jobs.queue.spare import SPARE_FLAG, parse_handoff
+from jobs.run_settings.allocator import allocator_in_use
 from jobs.run_settings.tracking import finish_tracking
 from jobs.spec import CombineSpec, ExportSpec, MergeSpec, TrainSpec
 from jobs.spec_store import load_stored_spec

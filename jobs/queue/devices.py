@@ -1,7 +1,14 @@
 """What device a worker trains on and how much memory a job may use there now, found without torch (the worker
 process never imports it): a GPU's free memory by `nvidia-smi`, a CPU's available memory within its limit. The
 worker writes it into its row at registration and at each heartbeat while it holds no job; the plan fits a job
-without a memory budget under it (jobs.models.budget.free_memory_fit)."""
+without a memory budget under it (jobs.models.budget.free_memory_fit).
+
+The free memory is reported in steps of 1% of the device's total (`reported_free`): read anew at every heartbeat
+it moves by some MB, and the plan that quotes it would read differently a second later. A step that scales with the
+device keeps the figure still under the ordinary churn of a busy host (tens to hundreds of MB here; a process
+starting and ending) at a cost of at most 1-2% of the device, inside the estimate's own margin. It never counts
+memory that is not there: it is rounded down, and a figure kept from the last report is kept only while the memory
+free now is at least that much."""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from pathlib import Path
 from jobs.models.fits import Device
 from jobs.queue.lifecycle import device_label
 from jobs.queue.retries import CGROUP_LIMIT_FILES, memory_limit_bytes
+from jobs.run_settings.allocator import JEMALLOC_LABEL, jemalloc_for_training
 from jobs.run_settings.cpu_dtype import NATIVE_BF16_LABEL, native_bf16
 from jobs.studio import Studio
 from storage import workers_repo
@@ -22,19 +30,38 @@ MIB = 1 << 20
 CGROUP_USAGE_FILES = (Path("/sys/fs/cgroup/memory.current"), Path("/sys/fs/cgroup/memory/memory.usage_in_bytes"))
 
 
+_LAST_REPORTED: dict[str, int] = {}
+"""The free memory this process last reported, per device: the next report keeps it unless it moved by a step."""
+
+
+def reported_free(free_bytes: int, total_bytes: int, device: str = "") -> int:
+    """`free_bytes` as a worker reports it for `device`: rounded down to a step of 1% of `total_bytes` (at least
+    1 MiB); the last report's figure while the memory free now is at least that and less than two steps above it
+    (a drop is reported at once, a rise once it is a step clear of the edge)."""
+    step = max(MIB, total_bytes // 100)
+    last = _LAST_REPORTED.get(device)
+    if last is None or not last <= free_bytes < last + 2 * step:
+        last = _LAST_REPORTED[device] = free_bytes // step * step
+    return last
+
+
 def _gpu(index: str) -> tuple[str, int] | None:
     """(name, free bytes) of GPU `index`: the driver's free count, which torch.cuda.mem_get_info reads too (before
-    the job's own CUDA context, which the GPU profile's runtime counts)."""
+    the job's own CUDA context, which the GPU profile's runtime counts), reported in steps (`reported_free`)."""
     if shutil.which("nvidia-smi") is None:
         return None
-    command = ["nvidia-smi", "--query-gpu=name,memory.free", "--format=csv,noheader,nounits", "-i", index]
+    command = ["nvidia-smi", "--query-gpu=name,memory.total,memory.free", "--format=csv,noheader,nounits", "-i",
+               index]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     line = done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else ""
-    name, _, mib = line.rpartition(",")
-    return (name.strip(), int(mib.strip()) * MIB) if mib.strip().isdigit() else None
+    parts = [part.strip() for part in line.rsplit(",", 2)]  # a GPU's name may hold commas; the numbers do not
+    if len(parts) != 3 or not (parts[1].isdigit() and parts[2].isdigit()):
+        return None
+    name, total, free = parts
+    return name, reported_free(int(free) * MIB, int(total) * MIB, f"cuda-{index}")
 
 
 def _number(path: Path) -> int | None:
@@ -75,16 +102,20 @@ def resident_anon_bytes(pid: int | None) -> int:
     return 0
 
 
-def describe_device(inherited_bytes: int = 0) -> tuple[str, int]:
+def describe_device(inherited_bytes: int = 0, jemalloc: bool = False) -> tuple[str, int]:
     """(device name, the memory a job may use there now) of what this worker trains on: its first visible GPU's free
-    memory, else the CPU's available memory (`available_cpu_bytes`)."""
+    memory, else the CPU's available memory (`available_cpu_bytes`), in steps (`reported_free`). A CPU's name says
+    whether it multiplies bf16 natively and whether its training processes run with jemalloc (`jemalloc`: the
+    STUDIO_JEMALLOC setting, and installed), which the memory verdict reads (jobs.models.fits.Device.machine)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     first = (visible.split(",")[0].strip() if visible is not None else "0") or None
     gpu = _gpu(first) if first is not None else None
     if gpu is not None:
         return gpu
     native = f", {NATIVE_BF16_LABEL}" if native_bf16() else ""  # the verdict's dtype for 'auto' depends on it
-    return f"CPU ({os.cpu_count()} cores{native})", available_cpu_bytes(inherited_bytes)
+    malloc = f", {JEMALLOC_LABEL}" if jemalloc_for_training(jemalloc) else ""  # and its allocator factor on this
+    return (f"CPU ({os.cpu_count()} cores{native}{malloc})",
+            reported_free(available_cpu_bytes(inherited_bytes), memory_limit_bytes(), "cpu"))
 
 
 def device_count(label: str, name: str) -> int:
@@ -106,7 +137,7 @@ def job_devices(studio: Studio, pool: str = "") -> list[Device]:
         workers = [w for w in workers if w.pool == pool]
     if workers or pool:
         return [Device(f"{w.host} {w.device}", w.device_name, w.memory_bytes) for w in workers]
-    name, memory = describe_device()
+    name, memory = describe_device(jemalloc=studio.settings.jemalloc)
     return [Device("this machine (no worker has registered)", name, memory)]
 
 

@@ -15,47 +15,28 @@ STUDIO_JEMALLOC=0 keeps glibc's."""
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+from jobs.run_settings.allocator import jemalloc_for_training, jemalloc_library
 from jobs.studio import REPO_ROOT
 
 log = logging.getLogger(__name__)
 SPARE_FLAG = "--spare"
 CHILD_ENV = {"PYTHONUNBUFFERED": "1"}
-JEMALLOC_GLOBS = ("/usr/lib/*-linux-gnu/libjemalloc.so.2", "/usr/lib64/libjemalloc.so.2", "/usr/lib/libjemalloc.so.2")
-
-
-def jemalloc_library() -> Path | None:
-    """The installed jemalloc shared library (Debian: libjemalloc2), None when there is none."""
-    for pattern in JEMALLOC_GLOBS:
-        if found := sorted(glob.glob(pattern)):
-            return Path(found[0])
-    return None
 
 
 def child_env(jemalloc: bool) -> dict[str, str]:
     """What a training process's environment adds to the worker's: unbuffered output, and jemalloc preloaded where
     it is installed and not turned off (after any LD_PRELOAD the operator set)."""
     env = dict(CHILD_ENV)
-    library = jemalloc_library() if jemalloc else None
-    if library is not None:
-        env["LD_PRELOAD"] = " ".join(part for part in (os.environ.get("LD_PRELOAD", ""), str(library)) if part)
+    if jemalloc_for_training(jemalloc):  # the memory estimate asks the same (jobs.run_settings.allocator)
+        library = str(jemalloc_library())
+        env["LD_PRELOAD"] = " ".join(part for part in (os.environ.get("LD_PRELOAD", ""), library) if part)
     return env
-
-
-def allocator_in_use() -> str:
-    """Which malloc this process runs with, from its own mappings (for the job's log)."""
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return "unknown"
-    return "jemalloc" if "libjemalloc" in maps else "glibc malloc"
 
 
 def child_command(*args: str) -> list[str]:

@@ -64,7 +64,7 @@ class StudioConsumer(Consumer):
 def register(studio, device: str) -> None:
     """This worker's row in the ledger: the workers panel and the memory verdict read it."""
     settings = studio.settings
-    device_name, memory_bytes = describe_device(resident_anon_bytes(SPARE.pid))
+    device_name, memory_bytes = describe_device(resident_anon_bytes(SPARE.pid), settings.jemalloc)
     offer = settings.worker_devices or device_count(device, device_name)
     first, last = settings.rdzv_ports
     with studio.db.write() as session:
@@ -91,7 +91,7 @@ def watch_reservations(studio, stop: threading.Event) -> None:
 
 def beat(studio) -> None:
     """The heartbeat, with the memory a job may use here now (kept only while no job runs: workers_repo)."""
-    _, memory_bytes = describe_device(resident_anon_bytes(SPARE.pid))
+    _, memory_bytes = describe_device(resident_anon_bytes(SPARE.pid), studio.settings.jemalloc)
     with studio.db.write() as session:
         workers_repo.worker_heartbeat(session, worker_name(), idle_memory_bytes=memory_bytes)
 

@@ -43,6 +43,9 @@ class Machine:
     """The dtype an earlier attempt of this run computed in on this kind of device (jobs.training.run_dtype)."""
     kernels: frozenset[str] = frozenset()
     """What it can run beyond the defaults: FlashAttention, Liger, torch.compile (jobs.run_settings.speed)."""
+    jemalloc: bool = False
+    """CPU: its training processes run with jemalloc preloaded (jobs.run_settings.allocator), whose resident memory
+    follows the live tensors more closely than glibc's malloc: the memory estimate's allocator factor differs."""
 
 
 MACHINES_BY_KIND = (Machine("cpu", bf16=False, kernels=frozenset({COMPILE})),
@@ -133,6 +136,8 @@ class RunSettings:
     """freeze: how many of the last decoder blocks train; None for lora and full."""
     train_head: bool = False
     """freeze: the final norm and the output head train too."""
+    jemalloc: bool = False
+    """CPU: the run's process has jemalloc preloaded (Machine.jemalloc): the memory estimate's allocator factor."""
     notes: tuple[str, ...] = field(default=(), compare=False)
     """Where the run differs from what the spec asked, in words for the run's log."""
 
@@ -284,6 +289,7 @@ def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings
         devices=spec.devices, finetuning=spec.finetuning,
         trainable_layers=spec.freeze_trainable_layers if spec.finetuning == "freeze" else None,
         train_head=spec.finetuning == "freeze" and spec.freeze_train_head,
+        jemalloc=machine.jemalloc and machine.device == "cpu",
         notes=tuple(note for note in (dtype_note, optimizer_note, attention_note, compile_note, liger_note, whole_note)
                     if note))
 

@@ -23,6 +23,7 @@ from jobs.models.budget import fit
 from jobs.models.fits import Device
 from jobs.models.loading import keep_4bit_layout_trainable, machine, pick_device, release_loading_memory
 from jobs.models.memory_inputs import ModelShape
+from jobs.run_settings.allocator import JEMALLOC_LABEL, allocator_in_use
 from jobs.run_settings.cpu_dtype import NATIVE_BF16_LABEL, native_bf16
 from jobs.run_settings.data import DataSettings
 from jobs.run_settings.lora import read_adapter_lora
@@ -164,10 +165,12 @@ def planned(spec: TrainSpec, base_model: str, rows: list[dict], tokenizer,
 
 def this_device() -> Device:
     """This machine as the memory fit sees a worker's device (jobs.queue.devices names it the same way): a CPU by
-    its cores and whether it multiplies bf16 natively, else the GPU training will use."""
+    its cores, whether it multiplies bf16 natively and whether this process runs with jemalloc, else the GPU
+    training will use."""
     if pick_device() == "cpu":
         native = f", {NATIVE_BF16_LABEL}" if native_bf16() else ""
-        return Device("this machine", f"CPU ({os.cpu_count()} cores{native})", 0)
+        malloc = f", {JEMALLOC_LABEL}" if allocator_in_use() == "jemalloc" else ""
+        return Device("this machine", f"CPU ({os.cpu_count()} cores{native}{malloc})", 0)
     return Device("this machine", torch.cuda.get_device_name(), torch.cuda.mem_get_info()[0])
 
 

@@ -1,9 +1,12 @@
 """The memory estimate against the real peak of a real training process (fresh interpreter, real NF4 training on
 CPU), for three configurations, under the profile of the dtype the run computes in: within 25% (docs/benchmarks.md
 records the full table). SmolLM2 runs in the dtype 'auto' picks here (bf16 on a CPU with native bf16), and on such a
-CPU once more in float32, so that both CPU profiles meet a real run."""
+CPU once more in float32, so that both CPU profiles meet a real run. Each process runs with the allocator a worker
+gives its training processes (jemalloc where installed: jobs.queue.spare.child_env), and the estimate is for that
+allocator, as the verdict's is (jobs.run_settings.allocator)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,6 +14,8 @@ import pytest
 
 from jobs.models.fits import settings_estimate
 from jobs.models.memory_inputs import ModelShape, profile_for
+from jobs.queue.spare import child_env
+from jobs.run_settings.allocator import jemalloc_for_training
 from jobs.run_settings.cpu_dtype import native_bf16
 from jobs.run_settings.settings import Base, Machine, resolve
 from jobs.spec import parse_spec
@@ -18,14 +23,17 @@ from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 TOLERANCE = 0.25
+JEMALLOC = jemalloc_for_training(True)  # a worker's default (STUDIO_JEMALLOC unset) on this machine
 RUN = """
 import json, sys
 from pathlib import Path
 from jobs.spec import parse_spec
+from jobs.run_settings.allocator import allocator_in_use
 from jobs.training.callbacks import peak_rss
 from jobs.training.train import train
 spec = parse_spec(json.loads(sys.argv[1]))
 train(spec, Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]), lambda *a: None, lambda: False)
+print("ALLOCATOR", allocator_in_use())
 print("PEAK", int(peak_rss()))
 """
 STEPS = {"max_steps": 3, "eval_fraction": 0, "save_steps": 100, "logging_steps": 1}
@@ -49,7 +57,8 @@ def _measured_peak(spec: dict, base_dir, tmp_path) -> tuple[int, str]:
     _rows(raw)
     data, _ = store_parsed(parse_file(raw), tmp_path / "data")
     done = subprocess.run([sys.executable, "-c", RUN, json.dumps(spec), str(tmp_path / "run"), str(base_dir),
-                           str(data)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+                           str(data)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **child_env(JEMALLOC)})
     assert done.returncode == 0, done.stderr[-3000:]
     return int(done.stdout.split("PEAK")[-1]), done.stdout
 
@@ -66,7 +75,11 @@ SMOLLM2 = {"base_model": "smollm2-135m-instruct", "lora_r": 8, "batch_size": 1, 
 
 
 def test_estimate_within_a_quarter_of_the_smollm2_peak(smollm2_dir, tmp_path):
-    _check(SMOLLM2, smollm2_dir, tmp_path)
+    """Under jemalloc in float32, where its profile was fitted (docs/benchmarks.md, "The allocator factor under
+    jemalloc"), the verdict is on the safe side and close: at or above the measured peak, at most 10% above."""
+    predicted, measured, dtype = _check(SMOLLM2, smollm2_dir, tmp_path)
+    if JEMALLOC and dtype == "float32":
+        assert measured <= predicted <= 1.10 * measured, (predicted / 2**20, measured / 2**20)
 
 
 @pytest.mark.skipif(not native_bf16(), reason="bf16 is emulated without AVX512-BF16/AMX; 'auto' never picks it")
@@ -74,13 +87,17 @@ def test_estimate_within_a_quarter_of_the_smollm2_peak_in_the_other_dtype(smollm
     _check({**SMOLLM2, "compute_dtype": "float32"}, smollm2_dir, tmp_path)  # 'auto' ran bf16 above
 
 
-def _check(spec: dict, base_dir, tmp_path) -> None:
+def _check(spec: dict, base_dir, tmp_path) -> tuple[int, int, str]:
+    """(estimated peak, measured peak, the dtype it computed in), the estimate within TOLERANCE of the peak."""
     full = {**STEPS, **spec}
     measured, printed = _measured_peak(full, base_dir, tmp_path)
     shape = ModelShape.from_dir(base_dir)
-    settings = resolve(parse_spec(full), Base(hidden=shape.hidden), Machine("cpu", bf16=native_bf16()))
+    settings = resolve(parse_spec(full), Base(hidden=shape.hidden), Machine("cpu", bf16=native_bf16(),
+                                                                          jemalloc=JEMALLOC))
     dtype = settings.compute_dtype
     assert f"training on cpu (torch.{dtype}," in printed  # the dtype the profile below assumes is the one it ran
+    assert f"ALLOCATOR {'jemalloc' if JEMALLOC else 'glibc malloc'}" in printed  # and the allocator
     assert profile_for(settings).compute_bytes == (4 if dtype == "float32" else 2)
     predicted = settings_estimate(settings, shape).peak
     assert abs(predicted - measured) <= TOLERANCE * measured, (dtype, predicted / 2**20, measured / 2**20)
+    return predicted, measured, dtype

@@ -16,8 +16,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from app import views
 from jobs.queue.lifecycle import pid_alive
-from jobs.queue.spare import jemalloc_library
 from jobs.queue.worker import EXIT_DEVICE_TAKEN
+from jobs.run_settings.allocator import jemalloc_library
 from jobs.submit import cancel_job, submit_job
 from jobs.training.phases import PHASES
 from storage import catalog, jobs_repo

@@ -102,15 +102,25 @@ def test_without_a_spare_each_job_starts_its_own_process(tmp_path, demo_model_di
 
 
 def test_jemalloc_is_preloaded_where_installed_after_the_operators_own_preload(monkeypatch, tmp_path):
+    """The worker preloads jemalloc by the same check the memory estimate reads (jobs.run_settings.allocator): the
+    worker's CPU device names it, and the machine the estimate resolves for that device runs it."""
+    from jobs.models.fits import Device
+    from jobs.queue.devices import describe_device
+    from jobs.run_settings import allocator
+
     library = tmp_path / "usr" / "lib" / "x86_64-linux-gnu" / "libjemalloc.so.2"
     library.parent.mkdir(parents=True)
     library.touch()
-    monkeypatch.setattr(spare, "JEMALLOC_GLOBS", (str(tmp_path / "usr/lib/*-linux-gnu/libjemalloc.so.2"),))
+    monkeypatch.setattr(allocator, "JEMALLOC_GLOBS", (str(tmp_path / "usr/lib/*-linux-gnu/libjemalloc.so.2"),))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # the CPU, even on a machine with a GPU
     monkeypatch.setenv("LD_PRELOAD", "/opt/operator.so")
     assert spare.child_env(True)["LD_PRELOAD"] == f"/opt/operator.so {library}"
     assert "LD_PRELOAD" not in spare.child_env(False)  # STUDIO_JEMALLOC=0: the worker's own environment stands
-    monkeypatch.setattr(spare, "JEMALLOC_GLOBS", (str(tmp_path / "nowhere/libjemalloc.so.2"),))
+    machines = {wanted: Device("w", describe_device(jemalloc=wanted)[0], 1).machine for wanted in (True, False)}
+    assert machines[True].jemalloc and not machines[False].jemalloc
+    monkeypatch.setattr(allocator, "JEMALLOC_GLOBS", (str(tmp_path / "nowhere/libjemalloc.so.2"),))
     assert "LD_PRELOAD" not in spare.child_env(True)  # not installed: glibc's malloc, nothing to preload
+    assert not Device("w", describe_device(jemalloc=True)[0], 1).machine.jemalloc
     assert load_settings({"STUDIO_JEMALLOC": "0"}).jemalloc is False and load_settings({}).jemalloc is True
 
 
