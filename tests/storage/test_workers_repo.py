@@ -65,9 +65,8 @@ def test_a_leader_reserves_one_idle_worker_per_other_host_of_its_pool(db):
         assert workers_repo.reservation(s, "e:1") is None and workers_repo.hold_for_claim(s, "nobody:1")
 
 
-def test_two_leaders_at_once_never_reserve_one_worker_and_a_claiming_worker_is_passed_over(db):
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite serializes writers (BEGIN IMMEDIATE): no two reservations are ever in flight")
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)  # SQLite serializes writers (BEGIN IMMEDIATE): no
+def test_two_leaders_at_once_never_reserve_one_worker_and_a_claiming_worker_is_passed_over(db):  # two in flight
     with db.write() as s:
         for host in ("a", "b", "c", "d"):
             _worker(s, host)
