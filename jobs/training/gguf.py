@@ -10,7 +10,8 @@ Why not llama.cpp's converter itself: PyPI ships it only inside llama-cpp-python
 `conversion/` package (22k lines) that needs the gguf-py of the same tree, which differs from the PyPI `gguf` of
 the same version number (it has `LazyChunkedTensor`, PyPI 0.19.0 does not): vendoring it means vendoring a second
 gguf package. Q4_K_M has no Python quantizer: it comes from llama.cpp's own (`llama_model_quantize` through
-llama-cpp-python, or a `llama-quantize` program) where one is installed, and is refused otherwise."""
+llama-cpp-python, or through ctypes on the libllama of npm's @node-llama-cpp/linux-x64 (jobs.training.llama_cpp_lib,
+what .ci/run installs), or a `llama-quantize` program) where one is installed, and is refused otherwise."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+
+from jobs.training import llama_cpp_lib
 
 QUANTIZATIONS = ("f16", "q8_0", "q4_k_m")
 ARCHITECTURES = {"LlamaForCausalLM": "LLAMA"}
@@ -66,8 +69,10 @@ def quantizer_problem() -> str | None:
     """Why Q4_K_M cannot be made here, or None when llama.cpp's quantizer is installed."""
     if _llama_cpp_quantize() is not None or shutil.which("llama-quantize"):
         return None
-    return ("q4_k_m needs llama.cpp's quantizer and this machine has neither the llama-cpp-python package nor a "
-            "llama-quantize program; f16 and q8_0 need neither")
+    if (npm_problem := llama_cpp_lib.library_problem()) is None:
+        return None
+    return ("q4_k_m needs llama.cpp's quantizer and this machine has none (the llama-cpp-python package, a "
+            f"llama-quantize program, or npm's @node-llama-cpp/linux-x64: {npm_problem}); f16 and q8_0 need none")
 
 
 def unavailable(quantization: str) -> str | None:
@@ -252,7 +257,8 @@ def _llama_cpp_quantize():
 
 
 def _quantize_q4_k_m(source: Path, target: Path) -> None:
-    """llama.cpp's own quantizer: in-process through llama-cpp-python, else its `llama-quantize` program."""
+    """llama.cpp's own quantizer: in-process through llama-cpp-python or the npm package's libllama, else its
+    `llama-quantize` program."""
     quantize = _llama_cpp_quantize()
     if quantize is not None:
         import ctypes
@@ -263,6 +269,12 @@ def _quantize_q4_k_m(source: Path, target: Path) -> None:
         params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
         if quantize(str(source).encode(), str(target).encode(), ctypes.byref(params)) != 0:
             raise ExportError("quantization: llama.cpp's quantizer failed on the f16 file")
+        return
+    if llama_cpp_lib.library_problem() is None:
+        try:
+            llama_cpp_lib.quantize(source, target, llama_cpp_lib.LLAMA_FTYPE_MOSTLY_Q4_K_M)
+        except RuntimeError as error:
+            raise ExportError(f"quantization: {error}") from error
         return
     done = subprocess.run(["llama-quantize", str(source), str(target), "Q4_K_M"], capture_output=True, text=True)
     if done.returncode != 0:
