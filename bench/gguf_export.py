@@ -1,13 +1,15 @@
 """GGUF export, run in llama.cpp: SmolLM2 with a trained adapter, merged and converted, answers in llama.cpp as in
-transformers, greedy, token for token at f16 and close at q8_0; the LoRA-only GGUF on the f16 base does the same.
+transformers, greedy, token for token at f16 and close at q8_0 and q4_k_m; the LoRA-only GGUF on the f16 base does
+the same at f16.
 
-    python bench/gguf_export.py [--steps 12] [--new-tokens 32] [--quantizations f16,q8_0]
+    npm ci --prefix native/llama-cpp --omit=optional --ignore-scripts
+    python bench/gguf_export.py [--steps 12] [--new-tokens 32] [--quantizations f16,q8_0,q4_k_m]
 
-Needs llama-cpp-python (PyPI has only its sdist: it compiles llama.cpp, see docs/benchmarks.md for how long), not in
-requirements.txt for that reason. Trains a short QLoRA adapter on SmolLM2 (the studio's own train(), example chats),
-merges it in float32, exports it with the studio's export (jobs/training/gguf_export.py), then for each prompt
-compares the new tokens of transformers' greedy generate on the merged model with llama.cpp's greedy decoding of the
-same prompt tokens. Writes bench/results/gguf_export.json."""
+llama.cpp is npm's prebuilt node-llama-cpp (native/llama-cpp; jobs/training/llama_cpp_lib.py): its libllama makes
+q4_k_m and its own API runs every file. Trains a short QLoRA adapter on SmolLM2 (the studio's own train(), example
+chats), merges it in float32, exports it with the studio's export (jobs/training/gguf_export.py), then for each
+prompt compares the new tokens of transformers' greedy generate on the merged model with llama.cpp's greedy decoding
+of the same prompt tokens. Writes bench/results/gguf_export.json."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from jobs.models.resolve import resolve_base_model  # noqa: E402
 from jobs.spec import SMOLLM2_BASE_MODEL, parse_spec  # noqa: E402
 from jobs.studio import EXAMPLE_DATASET_FILE  # noqa: E402
 from jobs.training.gguf_export import build_export  # noqa: E402
+from jobs.training.llama_cpp_lib import PACKAGE_VERSION, greedy_answers, library_problem  # noqa: E402
 from jobs.training.merge import merge_adapter  # noqa: E402
 from jobs.training.train import train  # noqa: E402
 from storage.settings import load_settings  # noqa: E402
@@ -50,22 +53,11 @@ def transformers_answers(model_dir: Path, prompts: list[list[int]], new_tokens: 
     return answers, time.perf_counter() - started
 
 
-def llama_cpp_answers(model_file: Path, prompts: list[list[int]], new_tokens: int, eos: int,
+def llama_cpp_answers(model_file: Path, prompts: list[list[int]], new_tokens: int,
                       lora_file: Path | None = None) -> tuple[list, float]:
-    from llama_cpp import Llama
-
-    options = {"lora_path": str(lora_file)} if lora_file else {}
-    llm = Llama(model_path=str(model_file), n_ctx=1024, n_threads=2, verbose=False, seed=0, **options)
-    answers, started = [], time.perf_counter()
-    for ids in prompts:
-        llm.reset()
-        tokens = []
-        for token in llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, repeat_penalty=1.0):
-            tokens.append(token)
-            if token == eos or len(tokens) >= new_tokens:
-                break
-        answers.append(tokens)
-    return answers, time.perf_counter() - started
+    started = time.perf_counter()
+    [answers] = greedy_answers([(model_file, lora_file)], prompts, new_tokens)
+    return answers, time.perf_counter() - started  # node's start and the model's load included
 
 
 def compare(reference: list, got: list) -> dict:
@@ -81,13 +73,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--quantizations", default="f16,q8_0")
+    parser.add_argument("--quantizations", default="f16,q8_0,q4_k_m")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "gguf_export.json"))
     args = parser.parse_args()
-    try:
-        import llama_cpp
-    except ImportError as error:
-        sys.exit(f"llama-cpp-python is not installed ({error}): pip install llama-cpp-python (it compiles llama.cpp)")
+    if problem := library_problem():
+        sys.exit(f"llama.cpp is not installed here: {problem}")
     torch.set_num_threads(2)
     base = Path(resolve_base_model(SMOLLM2_BASE_MODEL, load_settings({}).models_dir))
     tokenizer = transformers.AutoTokenizer.from_pretrained(base)
@@ -95,7 +85,7 @@ def main() -> None:
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
                                              tokenize=True, return_dict=True)["input_ids"] for p in PROMPTS]
     result = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-              "transformers": transformers.__version__, "llama_cpp_python": llama_cpp.__version__,
+              "transformers": transformers.__version__, "llama_cpp": f"@node-llama-cpp/linux-x64 {PACKAGE_VERSION}",
               "base": SMOLLM2_BASE_MODEL, "steps": args.steps, "new_tokens": args.new_tokens, "prompts": len(PROMPTS)}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
@@ -116,13 +106,13 @@ def main() -> None:
             record = build_export(merged, adapter, work / quantization, quantization, "bench")
             row = {"export_s": round(time.perf_counter() - started, 1),
                    "gguf_bytes": (work / quantization / record["files"][0]).stat().st_size}
-            got, seconds = llama_cpp_answers(work / quantization / record["files"][0], prompts, args.new_tokens, eos)
+            got, seconds = llama_cpp_answers(work / quantization / record["files"][0], prompts, args.new_tokens)
             row.update(compare(reference, got), llama_cpp_s=round(seconds, 2))
             result["answers"][quantization] = [tokenizer.decode(a) for a in got]
             if quantization == "f16" and "lora-f16.gguf" in record["files"]:
                 base_export = build_export(base, adapter, work / "base-f16", "f16", "base")
                 got, _ = llama_cpp_answers(work / "base-f16" / base_export["files"][0], prompts, args.new_tokens,
-                                           eos, lora_file=work / "f16" / "lora-f16.gguf")
+                                           lora_file=work / "f16" / "lora-f16.gguf")
                 result["lora_on_base_f16"] = compare(reference, got)
             result[quantization] = row
             print(quantization, json.dumps(row), flush=True)

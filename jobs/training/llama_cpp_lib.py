@@ -18,6 +18,7 @@ import ctypes
 import functools
 import json
 import platform
+import subprocess
 from pathlib import Path
 
 PACKAGE_VERSION = "3.21.1"
@@ -81,3 +82,21 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     lib.llama_model_quantize.restype = ctypes.c_uint32
     lib.llama_model_quantize.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(QuantizeParams)]
     return lib, None
+
+
+GREEDY_SCRIPT = Path(__file__).resolve().parents[2] / "native" / "llama-cpp" / "greedy.mjs"
+
+
+def greedy_answers(runs: list[tuple[Path, Path | None]], prompts: list[list[int]], new_tokens: int,
+                   timeout_s: float = 600) -> list[list[list[int]]]:
+    """Greedy answers from llama.cpp itself, for the tests and the bench to compare with transformers': per (GGUF
+    model, GGUF LoRA or None), per prompt (token ids), the new tokens, ending at an end-of-generation token (kept, as
+    transformers' generate keeps it) or after `new_tokens`. Runs node-llama-cpp, the npm package's own API over the
+    same libllama (native/llama-cpp/greedy.mjs); needs Node.js and that package's development install."""
+    request = {"runs": [{"model": str(model), "lora": lora and str(lora)} for model, lora in runs],
+               "prompts": prompts, "new_tokens": new_tokens}
+    done = subprocess.run(["node", str(GREEDY_SCRIPT)], input=json.dumps(request), capture_output=True, text=True,
+                          timeout=timeout_s)
+    if done.returncode != 0:
+        raise RuntimeError(f"llama.cpp's greedy run failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

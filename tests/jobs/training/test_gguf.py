@@ -6,8 +6,6 @@ name with nothing left on disk."""
 import json
 import os
 import shutil
-import subprocess
-from pathlib import Path
 
 import gguf
 import numpy as np
@@ -18,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from jobs.training.gguf import ExportError, llama_permute, lora_problems, quantizer_problem, write_gguf
 from jobs.training.gguf_export import build_export
+from jobs.training.llama_cpp_lib import greedy_answers
 from jobs.training.merge import merge_adapter
 
 pytestmark = pytest.mark.slow
@@ -106,18 +105,6 @@ def test_an_unknown_architecture_is_refused_by_name_and_nothing_is_left(demo_mod
     assert sorted(tmp_path.rglob("*")) == before
 
 
-def _llama_cpp_greedy(runs: list[tuple[Path, Path | None]], prompt: list[int], new_tokens: int) -> list[list[int]]:
-    """Greedy answers from llama.cpp itself, one per (model, LoRA or None): node-llama-cpp (native/llama-cpp, on the
-    same libllama that quantizes) from the same prompt tokens; an answer keeps its end token, as transformers' does."""
-    script = Path(__file__).resolve().parents[3] / "native" / "llama-cpp" / "greedy.mjs"
-    request = {"runs": [{"model": str(model), "lora": lora and str(lora)} for model, lora in runs],
-               "prompt": prompt, "new_tokens": new_tokens}
-    done = subprocess.run(["node", str(script)], input=json.dumps(request), capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def test_q4_k_m_comes_from_llama_cpps_quantizer_and_the_exports_run_in_llama_cpp(merged, trained_adapter,
                                                                                  demo_model_dir, tmp_path):
     """q4_k_m through llama.cpp's own llama_model_quantize (npm's @node-llama-cpp/linux-x64, which .ci/run installs;
@@ -147,7 +134,7 @@ def test_q4_k_m_comes_from_llama_cpps_quantizer_and_the_exports_run_in_llama_cpp
         q4_greedy = loaded.generate(**inputs, max_new_tokens=12, do_sample=False)[0, len(prompt):].tolist()
     merged_f16 = write_gguf(merged, tmp_path / "merged-f16.gguf", "f16", "demo-export")
     base_f16 = write_gguf(demo_model_dir, tmp_path / "base-f16.gguf", "f16", "demo")
-    f16, with_lora, q4 = _llama_cpp_greedy(
-        [(merged_f16, None), (base_f16, tmp_path / "q4" / "lora-f16.gguf"), (q4_file, None)], prompt, 12)
+    [f16], [with_lora], [q4] = greedy_answers(
+        [(merged_f16, None), (base_f16, tmp_path / "q4" / "lora-f16.gguf"), (q4_file, None)], [prompt], 12)
     assert f16 == greedy and with_lora == greedy, (f16, with_lora, greedy)
     assert q4[:4] == q4_greedy[:4], (q4, q4_greedy)
