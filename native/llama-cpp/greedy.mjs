@@ -18,7 +18,7 @@ for (const run of runs) {
     for (const prompt of prompts) {
         await sequence.clearHistory();
         const answer = [];
-        for await (const token of sequence.evaluate(prompt, {temperature: 0})) {
+        for await (const token of sequence.evaluate(prompt, {temperature: 0, yieldEogToken: true})) {
             answer.push(token);
             if (answer.length >= newTokens || model.isEogToken(token)) break;
         }
