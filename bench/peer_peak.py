@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -82,6 +83,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=-1, help="run.sh's MAX_STEPS (-1: its 3 epochs)")
     parser.add_argument("--seed", type=int, default=FIRST_SEED)
     parser.add_argument("--lf", default=str(ROOT / "bench/peers/llamafactory/run.sh"))
+    parser.add_argument("--timeout", type=float, help="stop the run after this many seconds and report the steps "
+                        "it made (a loaded machine)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     out = args.out or RESULTS / f"peer_peak_{args.model}{'' if args.max_steps < 0 else f'_{args.max_steps}steps'}.json"
@@ -94,22 +97,29 @@ def main() -> None:
         stop = threading.Event()
         began = time.perf_counter()
         with log.open("wb") as output:
-            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=dict(os.environ))
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=dict(os.environ),
+                                       start_new_session=True)
             watcher = threading.Thread(target=watch, args=(process.pid, log, began, timeline, stop), daemon=True)
             watcher.start()
-            process.wait()
+            try:
+                process.wait(timeout=args.timeout)
+            except subprocess.TimeoutExpired:  # a loaded machine: keep the steps it made, say it was stopped
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait()
         stop.set()
         watcher.join()
         wall = time.perf_counter() - began
-        if process.returncode:
+        failed = process.returncode and not (args.timeout and wall >= args.timeout)
+        if failed:
             raise SystemExit(f"run.sh failed (exit {process.returncode}):\n{log.read_text(errors='replace')[-4000:]}")
     steps = per_step(timeline)
     peak = max((s.get("vmhwm_mb", 0.0) for s in timeline), default=0.0)
     reached = next((s for s in timeline if s.get("vmhwm_mb", 0.0) >= peak), {})
     result = {"model": args.model, "rows": args.rows, "max_steps": args.max_steps, "seed": args.seed,
               "learning_rate": work.learning_rate, "lf_bf16": os.environ.get("LF_BF16", "false"),
-              "wall_s": wall, "peak_mb": peak, "peak_reached_at_step": reached.get("step"),
-              "peak_reached_at_s": reached.get("t"), "hwm_by_step": steps, "timeline": timeline}
+              "wall_s": wall, "stopped": bool(process.returncode), "peak_mb": peak,
+              "peak_reached_at_step": reached.get("step"), "peak_reached_at_s": reached.get("t"),
+              "hwm_by_step": steps, "timeline": timeline}
     write_report(out, result)
     print(f"LLaMA-Factory peak {peak:.0f} MB, first reached at step {reached.get('step')} "
           f"({reached.get('t')} s of {wall:.0f} s); saved {out}")
