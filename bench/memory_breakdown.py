@@ -19,14 +19,17 @@ where the phase began and ended, and how much of it is file pages (RssFile: mapp
 the checkpoint) rather than memory the process allocated (RssAnon).
 
 Levers (each arm moves one, against `default`):
-- tokens per step: `max_length` 256 or 128 at batch 1 (packed rows half or a quarter as long); rows unpacked, one a
-  forward pass, 8 accumulated a step (what LLaMA-Factory does by default)
+- tokens per step: `max_length` 256 or 128 at batch 1 (packed rows half or a quarter as long), or the same with 2 or
+  4 accumulated (the same tokens an optimizer step, in shorter forward passes); rows unpacked, one a forward pass, 8
+  accumulated a step (what LLaMA-Factory does by default)
 - gradient_checkpointing on; LoRA dropout 0.05 (its masks are saved for backward)
 - the LM head: TRL's fused head on every position (the studio scores labelled positions only)
 - LoRA weights left in bf16 as TRL casts them (the studio puts them back in fp32 under fp32 compute); AdamW 8-bit
   (bitsandbytes, its two states in 8 bits)
 - no sample answers
-- the allocator: jemalloc (Debian's libjemalloc2, preloaded) instead of glibc's malloc
+- the allocator: every arm runs as a worker runs its training process, with jemalloc preloaded where it is installed
+  (jobs.queue.spare.child_env, the default since 2026-12-05); `glibc malloc` without it; jemalloc with one arena
+  (`narenas:1`) or giving freed pages back at once (`dirty_decay_ms:0,muzzy_decay_ms:0`)
 - the checkpoint's pages: the unquantized weights (embeddings, norms) copied out of the mmapped safetensors file after
   loading, so the file is unmapped (`release_checkpoint`), and glibc's free heap returned after loading
   (`malloc_trim`)
@@ -57,8 +60,6 @@ from bench.machine import write_report  # noqa: E402
 
 ROWS = 320
 EXAMPLES = {"demo": "chat.jsonl", "smollm2": "pirate_chat.jsonl"}
-JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
-"""Debian's libjemalloc2: another allocator for the training process, preloaded (glibc's keeps freed activations)."""
 ARMS: dict[str, dict] = {
     "default": {},
     "checkpoint kept mapped": {"probe": ["keep_checkpoint"]},
@@ -71,7 +72,11 @@ ARMS: dict[str, dict] = {
     "lora in bf16": {"probe": ["lora_bf16"]},
     "adamw 8-bit": {"fields": {"optimizer": "adamw_8bit"}},
     "no sample answers": {"fields": {"sample_prompts": 0}},
-    "jemalloc": {"env": {"LD_PRELOAD": JEMALLOC}},
+    "glibc malloc": {"glibc": True},
+    "jemalloc narenas:1": {"env": {"MALLOC_CONF": "narenas:1"}},
+    "jemalloc without decay": {"env": {"MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0"}},
+    "max_length 256 × 2 accumulated": {"fields": {"max_length": 256, "batch_size": 1, "grad_accum": 2}},
+    "max_length 128 × 4 accumulated": {"fields": {"max_length": 128, "batch_size": 1, "grad_accum": 4}},
     "release_checkpoint": {"probe": ["release_checkpoint"]},
     "malloc_trim": {"probe": ["malloc_trim"]},
     "release_checkpoint + malloc_trim": {"probe": ["release_checkpoint", "malloc_trim"]},
@@ -267,12 +272,21 @@ def run_arm(name: str, model: str, base: str, data: str, steps: int | None, work
             "final": result.final_metrics, "phases": phases, "intervals": probe.intervals}
 
 
+def arm_env(name: str) -> dict[str, str]:
+    """The arm's environment: a worker's training process's (jemalloc preloaded where installed, the studio's default
+    since 2026-12-05), glibc's malloc for the `glibc malloc` arm, and the arm's own variables."""
+    from jobs.queue.spare import child_env
+
+    arm = ARMS[name]
+    return {**os.environ, **child_env(jemalloc=not arm.get("glibc")), **arm.get("env", {})}
+
+
 def in_subprocess(name: str, model: str, base: str, data: str, steps: int | None, no_samples: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as work:
         command = [sys.executable, __file__, "--arm", name, "--model", model, "--base", base, "--data", data,
                    "--work", work, "--steps", str(steps or 0)] + (["--no-samples"] if no_samples else [])  # 0: whole
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
-                              env={**os.environ, **ARMS[name].get("env", {})})
+                              env=arm_env(name))
     if done.returncode:
         raise RuntimeError(f"arm {name} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -19,3 +19,14 @@ def test_later_steps_are_one_phase_with_their_highest_peak_and_the_first_step_it
     later = rows["later steps: forward + backward"]
     assert (later["peak_mb"], later["times"], later["s"], later["rss_start_mb"]) == (2100, 2, 3.0, 1000)
     assert rows["first step: forward + backward"]["peak_mb"] == 2000
+
+
+def test_arms_train_as_a_worker_does_with_jemalloc_and_the_glibc_arm_without(monkeypatch):
+    import jobs.queue.spare as spare
+    from bench.memory_breakdown import arm_env
+
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.setattr(spare, "jemalloc_library", lambda: "/lib/libjemalloc.so.2")
+    assert arm_env("default")["LD_PRELOAD"] == "/lib/libjemalloc.so.2"
+    assert arm_env("jemalloc narenas:1")["MALLOC_CONF"] == "narenas:1"
+    assert "LD_PRELOAD" not in arm_env("glibc malloc")
