@@ -105,10 +105,34 @@ def code_problem(source: str) -> str | None:
     return None
 
 
-def _at(group: str, row: int) -> dict:
+LORA_RUNS = ("lora",)
+"""finetuning values that train an adapter: the LoRA fields (and the quantized base, init_adapter) apply to these."""
+GRPO = ("grpo",)
+
+
+def _at(group: str, row: int, *, methods: tuple[str, ...] = (), finetuning: tuple[str, ...] = ()) -> dict:
     """Where a field sits in the Train tab's form: its group (an accordion) and its row there; fields of one row keep
-    their order in the class."""
-    return {"group": group, "row": row}
+    their order in the class. `methods` / `finetuning`: the only runs that read the field (empty: every run); the
+    form shows it for those alone (`applies`), and the spec validates it whatever they are."""
+    place: dict = {"group": group, "row": row}
+    if methods:
+        place["methods"] = list(methods)
+    if finetuning:
+        place["finetuning"] = list(finetuning)
+    return place
+
+
+def applies(field: FieldInfo, method: str, finetuning: str) -> bool:
+    """Whether a run of `method` and `finetuning` reads this field (what `_at` said of it): the Train tab hides a
+    field that does not apply, keeping its value."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return method in extra.get("methods", [method]) and finetuning in extra.get("finetuning", [finetuning])
+
+
+def conditional(field: FieldInfo) -> bool:
+    """Whether only some runs read the field (`_at` named their methods or finetuning)."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return "methods" in extra or "finetuning" in extra
 
 
 def form_place(field: FieldInfo) -> tuple[str, int] | None:
@@ -179,10 +203,12 @@ class TrainSpec(BaseModel):
             "learns from the rewards they get). On a preference dataset too: reward (a reward model, TRL's "
             "RewardTrainer: the base as a sequence classifier with one output, scoring the chosen answer above the "
             "rejected one; it scores conversations and does not chat)."))
-    init_adapter: str = Field("", title="Start from adapter", json_schema_extra=_at(METHOD, 0), description=(
+    init_adapter: str = Field("", title="Start from adapter",
+                              json_schema_extra=_at(METHOD, 0, finetuning=LORA_RUNS), description=(
         "An adapter of this base model to continue training (its rank, alpha, dropout and targets are kept and the "
         "LoRA fields are not used; for dpo and kto, a frozen copy of it is the reference); empty: a new adapter."))
-    dpo_beta: float = Field(0.1, title="DPO beta", ge=1e-4, le=100, json_schema_extra=_at(METHOD, 0), description=(
+    dpo_beta: float = Field(0.1, title="DPO beta", ge=1e-4, le=100,
+                            json_schema_extra=_at(METHOD, 0, methods=("dpo",)), description=(
         "How strongly DPO keeps the adapter near its reference: higher stays closer (0.1 is usual). dpo only."))
     # --- full and freeze fine-tuning (issue 31, full slice): the base's own weights train, the result is a model
     finetuning: Literal["lora", "freeze", "full"] = Field("lora", title="Fine-tuning",
@@ -194,37 +220,40 @@ class TrainSpec(BaseModel):
         "way (DPO and KTO would need a second full copy as their reference). For models small enough: weights, "
         "gradients and AdamW's two states take about 16 bytes per trained parameter."))
     freeze_trainable_layers: int = Field(2, title="Trainable blocks (freeze)", ge=1, le=1024,
-                                         json_schema_extra=_at(METHOD, 6), description=(
+                                         json_schema_extra=_at(METHOD, 6, finetuning=("freeze",)), description=(
         "For freeze: how many of the last decoder blocks train (the rest of the base stays frozen). A number above "
         "the base's block count trains them all. freeze only."))
     freeze_train_head: bool = Field(False, title="Train the output head (freeze)", validate_default=True,
-                                    json_schema_extra=_at(METHOD, 6), description=(
+                                    json_schema_extra=_at(METHOD, 6, finetuning=("freeze",)), description=(
         "For freeze: also train the final norm and the output head (lm_head; with tied embeddings that is the input "
         "embeddings too). freeze only."))
     # --- preference methods beyond DPO (issue 31, prefs slice): each read by its own method only
-    orpo_lambda: float = Field(0.1, title="ORPO lambda", ge=1e-4, le=100, json_schema_extra=_at(METHOD, 1),
+    orpo_lambda: float = Field(0.1, title="ORPO lambda", ge=1e-4, le=100,
+                               json_schema_extra=_at(METHOD, 1, methods=("orpo",)),
                                description=(
         "Weight of ORPO's odds-ratio (preference) term next to its SFT loss on the chosen answer (the paper's lambda, "
         "TRL's beta; 0.1 is usual). orpo only."))
-    simpo_beta: float = Field(2.0, title="SimPO beta", ge=1e-4, le=100, json_schema_extra=_at(METHOD, 1),
+    simpo_beta: float = Field(2.0, title="SimPO beta", ge=1e-4, le=100,
+                              json_schema_extra=_at(METHOD, 1, methods=("simpo",)),
                               description=(
         "Scale of SimPO's reward, the answer's mean log-probability per token (2.0-2.5 in the paper). simpo only."))
     simpo_gamma_ratio: float = Field(0.5, title="SimPO gamma / beta", ge=0, le=10,
-                                     json_schema_extra=_at(METHOD, 1), description=(
+                                     json_schema_extra=_at(METHOD, 1, methods=("simpo",)), description=(
         "SimPO's target reward margin between chosen and rejected, as a share of simpo_beta (the margin is "
         "gamma = this x beta; 0.5 is usual). simpo only."))
-    kto_beta: float = Field(0.1, title="KTO beta", ge=1e-4, le=100, json_schema_extra=_at(METHOD, 1),
+    kto_beta: float = Field(0.1, title="KTO beta", ge=1e-4, le=100, json_schema_extra=_at(METHOD, 1, methods=("kto",)),
                             description=(
         "How strongly KTO keeps the adapter near its reference: higher stays closer (0.1 is usual). kto only."))
     kto_desirable_weight: float = Field(1.0, title="KTO desirable weight", ge=0.01, le=100,
-                                        json_schema_extra=_at(METHOD, 1), description=(
+                                        json_schema_extra=_at(METHOD, 1, methods=("kto",)), description=(
         "Weight of the desirable answers' loss; raise it when they are fewer than the undesirable ones (keep "
         "desirable x weight about equal to undesirable x its weight, up to 4:3). kto only."))
     kto_undesirable_weight: float = Field(1.0, title="KTO undesirable weight", ge=0.01, le=100,
-                                          json_schema_extra=_at(METHOD, 1), description=(
+                                          json_schema_extra=_at(METHOD, 1, methods=("kto",)), description=(
         "Weight of the undesirable answers' loss; raise it when they are fewer than the desirable ones. kto only."))
     # GRPO (reinforcement learning with verifiable rewards): the rewards, and how many answers of what length.
-    grpo_rewards: str = Field("reference", title="GRPO rewards", max_length=400, json_schema_extra=_at(METHOD, 2),
+    grpo_rewards: str = Field("reference", title="GRPO rewards", max_length=400,
+                              json_schema_extra=_at(METHOD, 2, methods=GRPO),
                               description=(
         "What a GRPO answer is rewarded for, comma-separated, each optionally with ':weight' (default 1), e.g. "
         "'json, length:0.5'. reference: it matches the row's reference (grpo_reference_match); json: it is valid "
@@ -232,78 +261,84 @@ class TrainSpec(BaseModel):
         "grpo_min_chars to grpo_max_chars characters long; code: the reward function in grpo_reward_code (only "
         "where the operator allows code, STUDIO_USER_CODE); reward_model: the score your reward adapter "
         "grpo_reward_adapter gives it. grpo only."))
-    num_generations: int = Field(4, title="Answers per prompt", ge=2, le=64, json_schema_extra=_at(METHOD, 2),
+    num_generations: int = Field(4, title="Answers per prompt", ge=2, le=64,
+                                 json_schema_extra=_at(METHOD, 2, methods=GRPO),
                                  description=(
         "GRPO samples this many answers per prompt and compares their rewards with each other (a group). More "
         "compares better and costs memory and time in proportion. grpo only."))
     max_completion_length: int = Field(128, title="Max answer length (tokens)", ge=1, le=32768,
-                                       json_schema_extra=_at(METHOD, 2), description=(
+                                       json_schema_extra=_at(METHOD, 2, methods=GRPO), description=(
         "Longest GRPO answer in tokens; a longer one is cut here. A prompt and its answer fit in max_length: rows "
         "whose prompt is longer than max_length minus this are dropped (the log counts them). grpo only."))
-    grpo_beta: float = Field(0.0, title="GRPO KL beta", ge=0, le=100, json_schema_extra=_at(METHOD, 2),
+    grpo_beta: float = Field(0.0, title="GRPO KL beta", ge=0, le=100, json_schema_extra=_at(METHOD, 2, methods=GRPO),
                              description=(
         "How strongly GRPO keeps the adapter near where it started (KL penalty). 0: no reference pass (less memory, "
         "faster; TRL's default); above 0, a frozen copy of the starting adapter is the reference. grpo only."))
     grpo_reference_match: Literal["exact", "contains"] = Field("exact", title="Reference match",
-                                                               json_schema_extra=_at(METHOD, 3), description=(
+                                                               json_schema_extra=_at(METHOD, 3, methods=GRPO),
+                                                               description=(
         "For the reference reward: the answer must equal the reference (exact) or hold it (contains), both after "
         "collapsing whitespace and ignoring case."))
     grpo_min_chars: int = Field(0, title="Length reward: min characters", ge=0, le=1_000_000,
-                                json_schema_extra=_at(METHOD, 3), description=(
+                                json_schema_extra=_at(METHOD, 3, methods=GRPO), description=(
         "For the length reward: the shortest answer that earns it, in characters."))
     grpo_max_chars: int = Field(2000, title="Length reward: max characters", ge=1, le=1_000_000, validate_default=True,
-                                json_schema_extra=_at(METHOD, 3), description=(
+                                json_schema_extra=_at(METHOD, 3, methods=GRPO), description=(
         "For the length reward: the longest answer that earns it, in characters."))
     grpo_regex: str = Field("", title="Regex reward pattern", validate_default=True,
-                            json_schema_extra=_at(METHOD, 4), description=(
+                            json_schema_extra=_at(METHOD, 4, methods=GRPO), description=(
         "For the regex reward: a regular expression an answer must match somewhere (anchor it with ^ and $ for the "
         "whole answer), at most 500 characters; an answer it cannot decide within 0.5 s scores 0."))
     grpo_json_schema: str = Field("", title="JSON schema reward", validate_default=True,
-                                  json_schema_extra=_at(METHOD, 4), description=(
+                                  json_schema_extra=_at(METHOD, 4, methods=GRPO), description=(
         "For the json_schema reward: a JSON Schema, pasted as JSON (at most 20,000 characters; without 'pattern' "
         "keywords, which the regex reward checks with a time limit)."))
     grpo_reward_code: str = Field("", title="Reward function (Python)", validate_default=True,
-                                  json_schema_extra=_at(METHOD, 5), description=(
+                                  json_schema_extra=_at(METHOD, 5, methods=GRPO), description=(
         "For the code reward: the text of a Python file defining reward(completions, **kwargs) that returns one "
         "number per completion (kwargs hold prompts and the row's columns, such as reference). It runs in the "
         "training process, so it is refused unless the operator allows code for you (STUDIO_USER_CODE). A reward "
         "that raises or returns anything else fails the job with its traceback in the log."))
     # --- GRPO reward model (issue 31, grpo_rm slice): a reward adapter scores the answers as one reward term
     grpo_reward_adapter: str = Field("", title="Reward model (adapter)", max_length=MAX_NAME_LENGTH,
-                                     validate_default=True, json_schema_extra=_at(METHOD, 3), description=(
+                                     validate_default=True, json_schema_extra=_at(METHOD, 3, methods=GRPO),
+                                     description=(
         "For the reward_model reward: one of your reward adapters (method reward) of this base model; each answer "
         "is rewarded with the score it gives the prompt and the answer. It loads as a second copy of the base "
         "beside the one that trains (the memory estimate counts it). Needed when grpo_rewards names reward_model, "
         "refused otherwise."))
 
-    lora_r: int = Field(8, title="LoRA rank (r)", ge=1, le=1024, json_schema_extra=_at(COMMON, 1),
+    lora_r: int = Field(8, title="LoRA rank (r)", ge=1, le=1024, json_schema_extra=_at(COMMON, 1, finetuning=LORA_RUNS),
         description="LoRA rank: size of the low-rank update. 8-64 is typical.")
-    lora_alpha: float = Field(16, title="LoRA alpha", gt=0, le=1e6, json_schema_extra=_at(LORA, 0),
+    lora_alpha: float = Field(16, title="LoRA alpha", gt=0, le=1e6,
+                              json_schema_extra=_at(LORA, 0, finetuning=LORA_RUNS),
                                description="LoRA alpha: the update is scaled by alpha / rank.")
-    lora_dropout: float = Field(0.0, title="LoRA dropout", ge=0, lt=1, json_schema_extra=_at(LORA, 0), description=(
+    lora_dropout: float = Field(0.0, title="LoRA dropout", ge=0, lt=1,
+                                json_schema_extra=_at(LORA, 0, finetuning=LORA_RUNS), description=(
         "Dropout on the LoRA input during training, in [0, 1). 0 by default: a mask per adapted layer cost a fifth "
         "of a CPU training step (docs/benchmarks.md); 0.05-0.1 may help a small dataset over many epochs."))
     target_modules: str | list[str] = Field("all-linear", title="Target modules",
-                                            json_schema_extra=_at(LORA, 1), description=(
+                                            json_schema_extra=_at(LORA, 1, finetuning=LORA_RUNS), description=(
         "Which layers get LoRA: a preset ('attention': q,k,v,o; 'mlp': gate,up,down; 'all-linear': every Linear "
         "but the output head; 'embeddings': the token embeddings, with modules_to_save ['lm_head'] to train the head "
         "fully too, e.g. for new tokens) or a list of the base's Linear or embedding module names such as "
         "['q_proj', 'v_proj']."))
     lora_bias: Literal["none", "all", "lora_only"] = Field("none", title="LoRA bias",
-                                                           json_schema_extra=_at(LORA, 2), description=(
+                                                           json_schema_extra=_at(LORA, 2, finetuning=LORA_RUNS),
+                                                           description=(
         "Which biases train too: none, all of the model's, or only those of the LoRA-adapted layers."))
-    use_rslora: bool = Field(False, title="rsLoRA", json_schema_extra=_at(LORA, 2), description=(
+    use_rslora: bool = Field(False, title="rsLoRA", json_schema_extra=_at(LORA, 2, finetuning=LORA_RUNS), description=(
         "Rank-stabilized LoRA: scale the update by alpha / sqrt(rank) instead of alpha / rank, so higher ranks "
         "keep learning."))
-    use_dora: bool = Field(False, title="DoRA", json_schema_extra=_at(LORA, 2), description=(
+    use_dora: bool = Field(False, title="DoRA", json_schema_extra=_at(LORA, 2, finetuning=LORA_RUNS), description=(
         "Weight-decomposed LoRA: learn a magnitude per output as well as the direction update. Often better at low "
         "rank, about twice as slow on a 4-bit base (the weight is dequantized each step)."))
     modules_to_save: list[str] = Field(default_factory=list, title="Modules to train fully",
-                                       json_schema_extra=_at(LORA, 2), description=(
+                                       json_schema_extra=_at(LORA, 2, finetuning=LORA_RUNS), description=(
         "Modules trained in full and saved with the adapter, e.g. ['lm_head'] (large: a full copy each)."))
     # LoRA variants and inits (issue 31): PEFT's own options, read in jobs.run_settings; NEFTune through the Trainer.
     init_lora_weights: Literal["default", "gaussian", "pissa", "olora", "loftq"] = Field(
-        "default", title="LoRA init", json_schema_extra=_at(LORA, 3), description=(
+        "default", title="LoRA init", json_schema_extra=_at(LORA, 3, finetuning=LORA_RUNS), description=(
             "How the new adapter starts. default: PEFT's own (A Kaiming-uniform, B zero: the adapter starts as a "
             "no-op); gaussian: the same with A drawn from a normal of std 1 / rank. pissa / olora: "
             "A and B start from the base's principal singular vectors (PiSSA) or its QR factors (OLoRA), taken out of "
@@ -312,11 +347,11 @@ class TrainSpec(BaseModel):
             "loftq: A and B start as the low-rank part of the base's 4-bit quantization error (nf4 or fp4; needs "
             "a CUDA worker)."))
     pissa_niter: int = Field(0, title="PiSSA fast-SVD iterations", ge=0, le=64, validate_default=True,
-                             json_schema_extra=_at(LORA, 3), description=(
+                             json_schema_extra=_at(LORA, 3, finetuning=LORA_RUNS), description=(
         "For pissa: 0 takes the exact SVD; N > 0 a randomized low-rank SVD with N subspace iterations (PEFT's "
         "pissa_niter_N: seconds instead of minutes on a large base, about the same start)."))
     loraplus_lr_ratio: float | None = Field(None, title="LoRA+ ratio", ge=1, le=1024,
-                                            json_schema_extra=_at(LORA, 3), description=(
+                                            json_schema_extra=_at(LORA, 3, finetuning=LORA_RUNS), description=(
         "LoRA+: train each B matrix at this many times the learning rate of A (PEFT's create_loraplus_optimizer; the "
         "paper suggests 16, with a learning rate about half the usual). Empty (null; 0 in the form): one learning "
         "rate for both."))
@@ -327,10 +362,11 @@ class TrainSpec(BaseModel):
         "noise per token is smaller. Empty (null; 0 in the form): no noise."))
 
     quantization: Literal["nf4", "fp4", "int8", "none"] = Field("nf4", title="Base quantization", validate_default=True,
-                                                                json_schema_extra=_at(COMMON, 1), description=(
+                                                                json_schema_extra=_at(COMMON, 1, finetuning=LORA_RUNS),
+                                                                description=(
         "How the frozen base is stored: 4-bit NormalFloat (QLoRA), 4-bit float, 8-bit, or unquantized."))
     double_quant: bool = Field(True, title="Double quantization", validate_default=True,
-                               json_schema_extra=_at(SPEED, 0), description=(
+                               json_schema_extra=_at(SPEED, 0, finetuning=LORA_RUNS), description=(
         "Quantize the 4-bit scales too (about 0.37 bits per parameter saved). 4-bit only."))
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", title="Compute dtype",
                                                                              json_schema_extra=_at(SPEED, 0),
@@ -393,7 +429,7 @@ class TrainSpec(BaseModel):
         "Train on each distinct row once (exact repeats removed; the log and the preview count them)."))
     warmup_ratio: float = Field(0.05, title="Warmup ratio", ge=0, le=0.5, json_schema_extra=_at(OPTIMISATION, 1),
         description="Share of steps spent warming up the learning rate.")
-    packing: bool | None = Field(None, title="Packing", json_schema_extra=_at(DATA, 2), description=(
+    packing: bool | None = Field(None, title="Packing", json_schema_extra=_at(DATA, 2, methods=("sft",)), description=(
         "Pack whole rows into sequences of up to max_length tokens, padding-free (position ids, no padding; "
         "padding was 62% of a padded batch on the example data). Empty (auto): on, unless the data packs into "
         "fewer than 10 sequences; then each row is its own sequence, so a small dataset still gets enough steps."))
@@ -417,7 +453,7 @@ class TrainSpec(BaseModel):
         "from the one dataset. Empty (null; 0 in the form): with a mix, as many as the ratios allow using each row "
         "at most once; without one, every row."))
     loss_turns: Literal["all", "last"] = Field("all", title="Loss on turns", validate_default=True,
-                                               json_schema_extra=_at(DATA, 1), description=(
+                                               json_schema_extra=_at(DATA, 1, methods=("sft",)), description=(
         "Which assistant turns of a chat carry loss: all of them, or only the last (the earlier turns are context, "
         "as at inference). sft only."))
     system_prompt: str = Field("", title="Default system prompt", max_length=MAX_SYSTEM_PROMPT_CHARS,

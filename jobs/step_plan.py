@@ -56,6 +56,9 @@ MEMORISING_EPOCHS = 2
 plan's memorising warning and its one-click hold-out (the small-data default, docs/benchmarks.md)."""
 AUTO_EVAL_FRACTION = 0.1
 MAX_AUTO_EVAL_ROWS = 200
+METHOD_ROWS = {"dpo": "preference pairs", "orpo": "preference pairs", "simpo": "preference pairs",
+               "reward": "preference pairs", "kto": "labelled answers", "grpo": "prompts"}
+"""What one row is to each method other than sft, as the plan counts them."""
 AUTO_FIELDS = ("eval_fraction", "packing", "batch_size", "num_epochs", "learning_rate")
 
 
@@ -93,7 +96,7 @@ class StepPlan:
         """The plan in words; `warn`: with the memorising warning at its end, `memory`: with the memory levers'
         sentence (the Train tab shows each apart: the warning under the plan, the memory in the verdict)."""
         spec = self.spec
-        unit = "packed sequences" if spec.packing and spec.method == "sft" else "rows"
+        unit = "packed sequences" if spec.packing and spec.method == "sft" else METHOD_ROWS.get(spec.method, "rows")
         epochs = f"{spec.num_epochs:g} epoch{'s' if spec.num_epochs != 1 else ''}"
         run = f"{epochs} (max_steps {spec.max_steps})" if spec.max_steps > 0 else epochs
         counted = "" if self.counted else " (estimated from characters: the base's tokenizer is not here yet)"
@@ -102,7 +105,8 @@ class StepPlan:
                   "set a field to override." if self.chosen else "")
         return (f"This job will make {self.steps:,} optimizer steps over {self.tokens:,} tokens{counted}: {run} of "
                 f"{self.sequences_per_epoch:,} {unit}, {spec.batch_size} × {spec.grad_accum} per step, learning "
-                f"rate {spec.learning_rate:g}. {self.rows_sentence()}{self.eval_sentence()}{chosen}{levers}"
+                f"rate {spec.learning_rate:g}. {self.method_sentence()}{self.rows_sentence()}{self.eval_sentence()}"
+                f"{chosen}{levers}"
                 f"{' ' + self.memorising_warning() if warn and self.may_memorise else ''}")
 
     @property
@@ -128,6 +132,18 @@ class StepPlan:
                 f"the run would show it. The safer choice: hold out a tenth (eval fraction 0.1) for an eval loss, "
                 f"early stopping and the best adapter kept; at 80 rows it cost the adapter 1-4% in held-out loss "
                 f"(docs/benchmarks.md, \"What an eval split costs\").")
+
+    def method_sentence(self) -> str:
+        """What trains and how, where it is not the usual adapter by supervised fine-tuning (which says nothing)."""
+        spec = self.spec
+        if spec.method == "sft" and spec.finetuning == "lora":
+            return ""
+        what = {"lora": "an adapter trains",
+                "freeze": f"the base's last {spec.freeze_trainable_layers} decoder blocks"
+                          f"{' and its output head' if spec.freeze_train_head else ''} train and the run saves a "
+                          f"whole model (freeze fine-tuning)",
+                "full": "every weight of the base trains and the run saves a whole model (full fine-tuning)"}
+        return f"Method {spec.method}: {what[spec.finetuning]}. "
 
     def rows_sentence(self) -> str:
         if not self.taken:
@@ -246,7 +262,9 @@ def plan(spec: TrainSpec, data: DataSize, base_params: int | None) -> StepPlan:
     steps = spec.max_steps if spec.max_steps > 0 else math.ceil(steps_per_epoch * resolved.num_epochs)
     epoch_tokens = sum(min(n, spec.max_length) for n in lengths)
     tokens = round(epoch_tokens * steps / steps_per_epoch)
-    shown = tuple(name for name in chosen if name != "num_epochs" or spec.max_steps <= 0)
+    # Packing is chosen for every method (the stored spec has it), but only sft reads it: the others never pack.
+    shown = tuple(name for name in chosen if (name != "num_epochs" or spec.max_steps <= 0)
+                  and (name != "packing" or spec.method == "sft"))
     return StepPlan(spec=resolved, steps=steps, tokens=tokens, sequences_per_epoch=sequences, chosen=shown,
                     counted=data.counted, train_rows=len(lengths), eval_rows=len(kept) - len(lengths),
                     taken=data.taken)

@@ -120,6 +120,13 @@ def _method_problems(spec: TrainSpec, dataset: Dataset) -> list[Problem]:
     return [Problem(field="method", message=message), Problem(field="dataset", message=message)]
 
 
+def data_shape_problem(studio: Studio, spec: TrainSpec) -> str | None:
+    """Why the method cannot train on the dataset's shape (the plan says it before submit does), or None."""
+    dataset = find_dataset(studio, spec.dataset)
+    problems = _method_problems(spec, dataset) if dataset is not None else []
+    return problems[0].message if problems else None
+
+
 def _batch_problems(spec: TrainSpec) -> list[Problem]:
     if spec.batch_size is not None and spec.batch_size < min_batch_size(spec.method):
         return [Problem(field="batch_size", message=(

@@ -14,7 +14,7 @@ from app.web.safe_text import SafeMarkdown
 from jobs.spec import SpecError, parse_spec, short_help
 from jobs.step_plan import StepPlan
 from jobs.studio import Studio
-from jobs.submit import planned_job
+from jobs.submit import data_shape_problem, planned_job
 
 PLAN_FIELDS = ("base_model", "dataset", "max_steps", "num_epochs", "learning_rate", "batch_size", "grad_accum",
                "max_length", "packing", "eval_fraction", "eval_dataset", "overlong", "method", "memory_budget_gib",
@@ -31,9 +31,12 @@ def plan_text(studio: Studio, raw: dict) -> str:
 
 def plan_parts(studio: Studio, raw: dict) -> tuple[str, StepPlan | None]:
     try:
-        step_plan = planned_job(studio, parse_spec(raw))
+        spec = parse_spec(raw)
     except SpecError:
         return "*Plan: fix the form's problems to see how long the job trains.*", None
+    if problem := data_shape_problem(studio, spec):
+        return f"*Plan: {problem}.*", None
+    step_plan = planned_job(studio, spec)
     if not step_plan.sequences_per_epoch:
         return f"*Plan: no dataset named `{raw.get('dataset', '')}` yet.*", None
     warning = step_plan.memorising_warning()

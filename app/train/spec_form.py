@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import typing
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import gradio as gr
 from pydantic import BaseModel
@@ -23,6 +24,9 @@ from jobs.spec import (
     TARGET_PRESETS,
     Problem,
     TrainSpec,
+    applies,
+    conditional,
+    field_default,
     field_help,
     field_label,
     form_place,
@@ -48,6 +52,8 @@ AUTO_NUMBERS = ("num_epochs", "learning_rate", "batch_size")
 """Number fields whose empty value means "chosen per job": a text box whose placeholder is the word auto (Gradio's
 number box shows an empty value as 0, which read as zero epochs)."""
 FIELD_CLASS = "spec-field"
+DEFAULT_RUN = (field_default("method"), field_default("finetuning"))
+"""The run a fresh form shows the fields of."""
 ERROR_CLASS = "field-error"
 
 
@@ -59,6 +65,8 @@ class SpecForm:
     controls: list
     tips: gr.HTML | None = None
     """Every field's whole help, for the (i) tooltips (help_tips)."""
+    containers: list[tuple[object, list[str]]] = dataclass_field(default_factory=list)
+    """The rows and group accordions, each with the fields it holds: one whose fields all do not apply hides too."""
 
     def control(self, name: str):
         return self.controls[self.names.index(name)]
@@ -81,9 +89,10 @@ def form_layout(spec_type: type[BaseModel] = TrainSpec) -> dict[str, list[list[s
 def component(name: str, spec_type: type[BaseModel] = TrainSpec, **overrides):
     """A form control for a spec field, chosen from its type; label and help come from the spec."""
     field = spec_type.model_fields[name]
-    # One line of help under the field; the whole help is its tooltip (help_tips), so the spec says it once.
+    # One line of help under the field; the whole help is its tooltip (help_tips), so the spec says it once. A field
+    # the default run does not read starts hidden (follow_method shows it for the runs that read it).
     common = dict(label=field_label(name, spec_type), info=short_help(name, spec_type), elem_classes=[FIELD_CLASS],
-                  elem_id=field_id(name), **overrides)
+                  elem_id=field_id(name), visible=applies(field, *DEFAULT_RUN), **overrides)
     if name == "target_modules":
         return gr.Dropdown(choices=list(TARGET_PRESETS), value=[field.default], multiselect=True,
                            allow_custom_value=True, **common)
@@ -147,10 +156,11 @@ def build_groups(first_row: list, spec_type: type[BaseModel] = TrainSpec, *, bet
 
     def place(rows: list[list[str]]) -> None:
         for row in rows:
-            with gr.Row(equal_height=True):
-                for field in row:
-                    form.names.append(field)
-                    form.controls.append(component(field, spec_type))
+            with gr.Row(equal_height=True, visible=_any_applies(row, spec_type)) as block:
+                for name in row:
+                    form.names.append(name)
+                    form.controls.append(component(name, spec_type))
+            form.containers.append((block, row))
 
     for title, rows in layout.items():
         if FORM_GROUPS[title] == OPEN_TIER:
@@ -160,10 +170,37 @@ def build_groups(first_row: list, spec_type: type[BaseModel] = TrainSpec, *, bet
     with gr.Accordion(ADVANCED, open=False, elem_id="advanced-settings"):
         for title, rows in layout.items():
             if FORM_GROUPS[title] != OPEN_TIER:
-                with gr.Accordion(title, open=True):
+                names = [name for row in rows for name in row]
+                with gr.Accordion(title, open=True, visible=_any_applies(names, spec_type)) as block:
                     place(rows)
+                form.containers.append((block, names))
     form.tips = help_tips(form.names, spec_type)
+    if {"method", "finetuning"} <= set(form.names):
+        follow_method(form, spec_type)
     return form
+
+
+def _any_applies(names: list[str], spec_type: type[BaseModel] = TrainSpec, run: tuple[str, str] = ()) -> bool:
+    fields = spec_type.model_fields
+    return any(applies(fields[name], *(run or DEFAULT_RUN)) for name in names)
+
+
+def follow_method(form: SpecForm, spec_type: type[BaseModel] = TrainSpec) -> None:
+    """Show only the fields the chosen method and fine-tuning read (the spec's `methods` / `finetuning` on each
+    field), with the rows and groups that hold them; the hidden ones keep their values, which are still sent and
+    validated. Clone-and-edit and presets set the method like a person does, so they show its fields too."""
+    fields = spec_type.model_fields
+    always = {name for name in form.names if not conditional(fields[name])}
+    shown = [(form.control(name), [name]) for name in form.names if name not in always]
+    shown += [(block, names) for block, names in form.containers if not always & set(names)]
+
+    def visibility(method: str, finetuning: str) -> list:
+        return [gr.update(visible=_any_applies(names, spec_type, (method, finetuning))) for _, names in shown]
+
+    run = [form.control("method"), form.control("finetuning")]
+    for control in run:
+        control.change(visibility, run, [block for block, _ in shown], api_visibility="private",
+                       show_progress="hidden")
 
 
 def target_choices(studio: Studio, base_model: str) -> list[str]:

@@ -8,7 +8,7 @@ from jobs.data.store import find_dataset, import_dataset
 from jobs.models.memory_inputs import ModelShape
 from jobs.models.resolve import prepared_path
 from jobs.planning import job_plan
-from jobs.spec import DEMO_BASE_MODEL, SMOLLM2_BASE_MODEL, parse_spec
+from jobs.spec import DEMO_BASE_MODEL, SMOLLM2_BASE_MODEL, TrainSpec, parse_spec
 from jobs.step_plan import (
     AUTO_FIELDS,
     MAX_AUTO_BATCH,
@@ -184,3 +184,11 @@ def test_one_spec_gets_one_plan_before_and_after_its_base_is_prepared(tmp_path, 
         {name: jobs[0].spec[name] for name in AUTO_FIELDS}] * 2
     params = ModelShape.from_dir(prepared).total_params  # the size the prepared weights have
     assert plans[0]["chosen"]["learning_rate"] == learning_rate_for(params) != learning_rate_for(None)
+
+
+def test_a_preference_plan_counts_pairs_names_its_method_and_chooses_no_packing_aloud():
+    sentence = plan(TrainSpec(method="dpo"), DataSize(lengths=[100] * 50, counted=True), None).sentence()
+    assert "of 50 preference pairs" in sentence and "Method dpo: an adapter trains." in sentence
+    assert "packing" not in sentence  # the spec stores a choice, but a preference method never packs
+    sentence = plan(TrainSpec(method="grpo"), DataSize(lengths=[100] * 50, counted=True), None).sentence()
+    assert "of 50 prompts" in sentence and "Method grpo" in sentence

@@ -30,3 +30,12 @@ def test_the_base_picker_shows_size_and_fit_and_keeps_the_name_as_value(studio):
     assert labels[DEMO_BASE_MODEL].startswith(f"{DEMO_BASE_MODEL} · ")
     assert labels[DEMO_BASE_MODEL].endswith(" · fits here")  # a tiny model on this machine
     assert " · " in labels["smollm2-135m-instruct"]  # its config is known before it is prepared
+
+
+def test_the_plan_names_the_method_and_what_trains(studio):
+    # A method given data of another shape: the plan says so before submit refuses it.
+    text, plan = plan_parts(studio, {"base_model": DEMO_BASE_MODEL, "method": "grpo"})
+    assert plan is None and text.startswith("*Plan: method grpo trains on a prompt/reference dataset")
+    text, plan = plan_parts(studio, {"base_model": DEMO_BASE_MODEL, "finetuning": "freeze",
+                                     "freeze_trainable_layers": 3})
+    assert "Method sft: the base's last 3 decoder blocks train and the run saves a whole model" in text

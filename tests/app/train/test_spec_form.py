@@ -3,6 +3,7 @@ a UI edit), and the eval fraction: 'auto' (the rule chooses) and 0 (no eval spli
 back, which a number box cannot do (the browser sends an empty box as 0)."""
 
 import html
+import re
 
 import gradio as gr
 import pytest
@@ -17,7 +18,17 @@ from app.train.spec_form import (
     form_values,
     spec_from_form,
 )
-from jobs.spec import HEAD, SHORT_HELP_CHARS, SpecError, TrainSpec, field_help, parse_spec, short_help
+from jobs.spec import (
+    HEAD,
+    LORA_ONLY_FIELDS,
+    SHORT_HELP_CHARS,
+    SpecError,
+    TrainSpec,
+    applies,
+    field_help,
+    parse_spec,
+    short_help,
+)
 
 
 @pytest.mark.parametrize(("shown", "value"), [(AUTO, None), ("", None), (None, None), (" Auto ", None),
@@ -120,3 +131,60 @@ def test_each_field_shows_one_short_line_and_keeps_its_whole_help_for_the_toolti
         assert whole.startswith(line.removesuffix(" …")) and whole.endswith(f"Spec field: {name}."), name
     assert short_help("learning_rate") == "Peak learning rate (cosine decay after a short warmup)."
     assert short_help("target_modules").endswith(" …")  # cut at a clause where the first sentence runs long
+
+
+def _shown(method: str, finetuning: str) -> set[str]:
+    return {name for name, field in TrainSpec.model_fields.items() if applies(field, method, finetuning)}
+
+
+LORA_FIELDS = {*LORA_ONLY_FIELDS, "quantization", "double_quant", "init_adapter"}
+"""What a full or freeze run does not read: the adapter's shape, the quantized base, an adapter to continue."""
+GRPO_FIELDS = {"grpo_rewards", "num_generations", "max_completion_length", "grpo_beta", "grpo_reference_match",
+               "grpo_min_chars", "grpo_max_chars", "grpo_regex", "grpo_json_schema", "grpo_reward_code"}
+METHOD_FIELDS = {"dpo": {"dpo_beta"}, "orpo": {"orpo_lambda"}, "simpo": {"simpo_beta", "simpo_gamma_ratio"},
+                 "kto": {"kto_beta", "kto_desirable_weight", "kto_undesirable_weight"}, "grpo": GRPO_FIELDS,
+                 "sft": {"packing", "loss_turns"}, "reward": set()}
+
+
+@pytest.mark.parametrize("method", list(METHOD_FIELDS))
+def test_a_method_shows_its_own_options_and_no_other_method_s(method):
+    others = set().union(*METHOD_FIELDS.values()) - METHOD_FIELDS[method]
+    shown = _shown(method, "lora")
+    assert METHOD_FIELDS[method] <= shown and not others & shown
+    assert shown >= LORA_FIELDS and not {"freeze_trainable_layers", "freeze_train_head"} & shown
+
+
+def test_full_and_freeze_hide_what_only_an_adapter_run_reads():
+    for finetuning in ("full", "freeze"):
+        shown = _shown("sft", finetuning)
+        assert not LORA_FIELDS & shown and {"finetuning", "learning_rate", "packing", "max_length"} <= shown
+    assert {"freeze_trainable_layers", "freeze_train_head"} <= _shown("sft", "freeze")
+    assert not {"freeze_trainable_layers", "freeze_train_head"} & _shown("sft", "full")
+
+
+def test_a_help_saying_x_only_says_it_as_data_too():
+    # The help's "dpo only." and the field's `methods` / `finetuning` cannot drift apart.
+    said = {name: re.search(r"\b(\w+) only\.$", field.description or "") for name, field in
+            TrainSpec.model_fields.items()}
+    said = {name: found.group(1) for name, found in said.items() if found and found.group(1) in
+            (*METHOD_FIELDS, "freeze")}
+    assert len(said) >= 14, said
+    for name, word in said.items():
+        field = TrainSpec.model_fields[name]
+        if word == "freeze":
+            assert applies(field, "sft", "freeze") and not applies(field, "sft", "lora"), name
+        else:
+            other = "dpo" if word == "sft" else "sft"
+            assert applies(field, word, "lora") and not applies(field, other, "lora"), name
+
+
+def test_the_fresh_form_hides_what_the_default_run_does_not_read():
+    with gr.Blocks():
+        head = [component(name) for row in form_layout()[HEAD] for name in row]
+        form = build_groups(head)
+    hidden = {name for name, control in zip(form.names, form.controls, strict=True) if not control.visible}
+    assert hidden == set(TrainSpec.model_fields) - _shown("sft", "lora") - {"spec_version"}
+    # A row of one method's options hides with them; a row that mixes in a field every run reads never does.
+    rows = {tuple(names): block.visible for block, names in form.containers}
+    assert rows[("grpo_reward_code",)] is False and rows[("finetuning", "freeze_trainable_layers",
+                                                           "freeze_train_head")] is True
