@@ -10,13 +10,14 @@ reported, each naming its row or column.
 | alpaca | instruction, input (optional), output, system (optional) | (system +) user + assistant |
 | completion | prompt, completion | user + assistant |
 | text | text | text (loss on every token) |
-| preference | prompt, chosen, rejected (text or message lists) | the three as messages (DPO, ORPO, SimPO) |
+| preference | prompt (optional), chosen, rejected (text or message lists) | the three as messages (DPO, ORPO, SimPO) |
 | unpaired | prompt, completion (text or message lists), label (true/false) | both as messages, label (KTO) |
 | reference | prompt (text or message list), reference (text) | prompt as messages, reference as text (GRPO) |
 
 A file's format is proposed by trying the formats in FORMATS' order (the table's, but preference, unpaired and
 reference come before completion): the first whose columns are all there wins, so a prompt/completion/label file is
-unpaired and a prompt/reference file is reference, never plain completion.
+unpaired and a prompt/reference file is reference, never plain completion. A preference file without a prompt column
+holds whole conversations in chosen and rejected (TRL's implicit prompt): the turns both open with become the prompt.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from jobs.spec import encodable
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "model": "assistant", "bot": "assistant"}
-# Each format's roles, in order, with the columns that name each role when the file's own names differ; a role in
-# OPTIONAL may be missing.
+# Each format's roles, in order, with the columns that name each role when the file's own names differ; a
+# (format, role) in OPTIONAL may be missing.
 FORMAT_ROLES: dict[str, dict[str, tuple[str, ...]]] = {
     "messages": {"messages": ("messages",)},
     "sharegpt": {"conversations": ("conversations", "conversation", "dialogue")},
@@ -50,7 +51,9 @@ FORMAT_ROLES: dict[str, dict[str, tuple[str, ...]]] = {
     "completion": {"prompt": ("prompt",), "completion": ("completion",)},
     "text": {"text": ("text", "content", "document")},
 }
-OPTIONAL = {"input", "system"}
+OPTIONAL = {("alpaca", "input"), ("alpaca", "system"), ("preference", "prompt")}
+"""A preference file without a prompt column holds whole conversations in chosen and rejected (TRL's implicit prompt):
+the turns they share are the prompt."""
 FORMATS = tuple(FORMAT_ROLES)
 Converter = Callable[[dict, dict[str, str]], tuple[dict | None, str | None]]
 
@@ -183,11 +186,17 @@ def _turns(value: object, role: str) -> tuple[list[dict] | None, str | None]:
 
 def _from_preference(record: dict, columns: dict[str, str]) -> tuple[dict | None, str | None]:
     row = {}
-    for part, role in (("prompt", "user"), ("chosen", "assistant"), ("rejected", "assistant")):
+    parts = (("prompt", "user"), ("chosen", "assistant"), ("rejected", "assistant"))
+    implicit = "prompt" not in columns
+    for part, role in parts[1:] if implicit else parts:
         turns, problem = _turns(record.get(columns[part]), role)
         if problem:
             return None, f"'{columns[part]}' {problem}"
         row[part] = turns
+    if implicit:
+        row, problem = _implicit_prompt(row, columns)
+        if problem:
+            return None, problem
     for part in ("chosen", "rejected"):
         if row[part][-1]["role"] != "assistant" or not row[part][-1]["content"].strip():
             return None, f"'{columns[part]}' must end with a non-empty assistant message"
@@ -196,6 +205,22 @@ def _from_preference(record: dict, columns: dict[str, str]) -> tuple[dict | None
     if row["chosen"] == row["rejected"]:
         return None, "chosen and rejected are the same answer"
     return row, None
+
+
+def _implicit_prompt(row: dict, columns: dict[str, str]) -> tuple[dict, str | None]:
+    """Whole chosen and rejected conversations split into their shared opening turns (the prompt) and the two
+    answers, by TRL's own extract_prompt (what its trainers do to such rows), checked here so that a pair sharing no
+    prompt is refused at import, naming its row, rather than trained on with an empty one."""
+    from trl.data_utils import extract_prompt  # only for a file that needs it: trl brings torch
+
+    split = extract_prompt({"chosen": row["chosen"], "rejected": row["rejected"]})
+    if not split["prompt"] or split["prompt"][-1]["role"] != "user":
+        shared = len(split["prompt"])
+        how = f"{shared} opening turn(s) not ending with a user message" if shared else "no opening turns"
+        return row, (f"'{columns['chosen']}' and '{columns['rejected']}' are whole conversations (no prompt column) "
+                     f"but share {how}: start both with the same turns up to the last user message, or give a "
+                     "'prompt' column")
+    return {"prompt": split["prompt"], "chosen": split["chosen"], "rejected": split["rejected"]}, None
 
 
 LABEL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -268,7 +293,7 @@ def propose_mapping(records: list[dict]) -> Mapping | None:
             match = next((name for name in candidates if name in columns), None)
             if match:
                 found[role] = match
-        if all(role in found for role in roles if role not in OPTIONAL):
+        if all(role in found for role in roles if (format_name, role) not in OPTIONAL):
             return Mapping(format_name, found)
     return None
 
@@ -282,7 +307,7 @@ def mapping_problems(mapping: Mapping, columns: set[str]) -> list[str]:
                 if role not in roles]
     for role in roles:
         column = mapping.columns.get(role)
-        if column is None and role not in OPTIONAL:
+        if column is None and (mapping.format, role) not in OPTIONAL:
             problems.append(f"columns: the {mapping.format} format needs a column for '{role}'")
         elif column is not None and column not in columns:
             problems.append(f"columns: no column '{column}' in the file (it has: {', '.join(sorted(columns))})")
@@ -295,7 +320,7 @@ def parse_records(records: list[dict], mapping: Mapping | None = None) -> Parsed
     if mapping is None:
         mapping = propose_mapping(records)
         if mapping is None:
-            wanted = "; ".join(f"{name}: {'+'.join(r for r in roles if r not in OPTIONAL)}"
+            wanted = "; ".join(f"{name}: {'+'.join(r for r in roles if (name, r) not in OPTIONAL)}"
                                for name, roles in FORMAT_ROLES.items())
             raise DatasetError([f"missing columns: expected one of ({wanted}); found columns: "
                                 f"{', '.join(sorted(columns)) or 'none'}. Choose a format and map the columns"])

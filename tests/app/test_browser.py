@@ -601,6 +601,74 @@ def test_the_train_tab_reads_in_one_glance_and_by_keyboard(app_server, page, sho
                       "Checkpoints and tracking"):
             expect(page.get_by_role("button", name=re.compile(rf"^{group}"))).to_be_visible()
 
+        # Only what the chosen method and fine-tuning read shows (each spec field says which runs read it); a hidden
+        # field keeps its value; the plan follows the method.
+        _field(page, "lora_r").fill("8")
+        plan = page.locator("#step-plan")
+        for name in ("dpo_beta", "grpo_rewards", "freeze_trainable_layers"):
+            expect(_block(page, name)).to_be_hidden()
+        _choose_field(page, "method", "dpo")
+        expect(_block(page, "dpo_beta")).to_be_visible()
+        for name in ("grpo_rewards", "num_generations", "orpo_lambda", "packing", "loss_turns"):
+            expect(_block(page, name)).to_be_hidden()
+        expect(plan).to_contain_text("method dpo trains on a preference dataset")  # the example data is chats
+        _field(page, "dpo_beta").fill("0.25")
+        _choose_field(page, "method", "grpo")
+        for name in ("grpo_rewards", "num_generations", "grpo_reward_code"):
+            expect(_block(page, name)).to_be_visible()
+        expect(_block(page, "dpo_beta")).to_be_hidden()
+        expect(plan).to_contain_text("method grpo trains on a prompt/reference dataset")
+        _choose_field(page, "method", "dpo")
+        expect(_field(page, "dpo_beta")).to_have_value("0.25")
+        _choose_field(page, "method", "sft")
+        _choose_field(page, "finetuning", "freeze")
+        for name in ("freeze_trainable_layers", "freeze_train_head", "learning_rate", "packing"):
+            expect(_block(page, name)).to_be_visible()
+        for name in ("lora_r", "lora_alpha", "target_modules", "quantization", "double_quant", "init_adapter",
+                     "dpo_beta"):
+            expect(_block(page, name)).to_be_hidden()
+        expect(page.get_by_role("button", name=re.compile(r"^LoRA"))).to_be_hidden()  # the group, all its fields
+        expect(plan).to_contain_text("Method sft: the base's last 2 decoder blocks train")
+        _shot(page, shots, "train-freeze")
+
+        # Clone-and-edit of a run of another method shows that method's fields.
+        from jobs.spec import TrainSpec
+
+        run_id = _seed_a_run(app, TrainSpec(name="a-grpo-run", method="grpo", grpo_beta=0.04))
+        _open_tab(page, "Runs")
+        page.locator("#selected-job textarea, #selected-job input").first.fill(str(run_id))
+        page.get_by_role("button", name="Clone into the Train form").click()
+        expect(page.get_by_role("tab", name="Train", exact=True)).to_have_attribute("aria-selected", "true",
+                                                                                     timeout=30_000)
+        expect(_field(page, "method")).to_have_value("grpo")
+        expect(_block(page, "grpo_beta")).to_be_visible()
+        expect(_field(page, "grpo_beta")).to_have_value("0.04")
+        for name in ("lora_r", "lora_alpha"):
+            expect(_block(page, name)).to_be_visible()
+        for name in ("freeze_trainable_layers", "dpo_beta"):
+            expect(_block(page, name)).to_be_hidden()
+
+
+def _block(page, name: str):
+    """A Train form field's whole block (label, help and control), found by its id."""
+    return page.locator(f"#field-{name}")
+
+
+def _seed_a_run(app: AppServer, spec) -> int:
+    """A cancelled run of `spec` in the app's database (nothing trains: clone-and-edit reads its spec alone)."""
+    from storage import jobs_repo
+    from storage.db import Database
+    from storage.models import JobStatus, utcnow
+    from storage.settings import load_settings
+
+    db = Database(load_settings({"STUDIO_DATA_DIR": str(app.data_dir)}).database_url)
+    with db.write() as session:
+        job = jobs_repo.create_job(session, spec.name, spec.model_dump(mode="json"))
+        job.status, job.finished_at = JobStatus.CANCELLED, utcnow()
+        job_id = job.id
+    db.dispose()
+    return job_id
+
 
 SHAREGPT_ROWS = [{"conversations": [{"from": "system", "value": "Answer briefly."},
                                     {"from": "human", "value": f"What is {i} plus {i}?"},

@@ -116,3 +116,35 @@ def test_prompt_and_reference_rows_are_the_reference_format_for_grpo():
     assert parse_records([{"prompt": "a", "completion": "b"}]).format == "completion"
     with pytest.raises(DatasetError, match="row 1: 'reference' must be non-empty text"):
         parse_records([{"prompt": "a", "reference": " "}])
+
+
+def _conversation(*turns: tuple[str, str]) -> list[dict]:
+    return [{"role": role, "content": content} for role, content in turns]
+
+
+def test_whole_conversations_without_a_prompt_share_their_opening_turns_as_the_prompt(tmp_path):
+    """TRL's implicit prompt: chosen and rejected are two whole conversations; the turns both open with are the
+    prompt (TRL's extract_prompt), so the rows read as explicit ones do."""
+    opening = (("system", "Be brief."), ("user", "Hi."), ("assistant", "Hello."), ("user", "2+2?"))
+    rows = [{"chosen": _conversation(*opening, ("assistant", "4.")),
+             "rejected": _conversation(*opening, ("assistant", "Five, or so."))}]
+    _write(tmp_path / "pairs.jsonl", "\n".join(map(json.dumps, rows)))
+    parsed = parse_file(tmp_path / "pairs.jsonl")
+    assert parsed.format == "preference" and parsed.mapping.columns == {"chosen": "chosen", "rejected": "rejected"}
+    assert parsed.rows == [{"prompt": _conversation(*opening), "chosen": _conversation(("assistant", "4.")),
+                            "rejected": _conversation(("assistant", "Five, or so."))}]
+
+
+def test_conversations_that_share_no_prompt_are_refused_naming_the_row(tmp_path):
+    good = {"chosen": _conversation(("user", "Hi."), ("assistant", "Hello.")),
+            "rejected": _conversation(("user", "Hi."), ("assistant", "Go away."))}
+    apart = {"chosen": _conversation(("user", "Hi."), ("assistant", "Hello.")),
+             "rejected": _conversation(("user", "Bye."), ("assistant", "Go away."))}
+    parted_at_a_user_turn = {"chosen": _conversation(("system", "S."), ("user", "A?"), ("assistant", "a")),
+                             "rejected": _conversation(("system", "S."), ("user", "B?"), ("assistant", "b"))}
+    _write(tmp_path / "pairs.jsonl", "\n".join(map(json.dumps, [good, apart, parted_at_a_user_turn])))
+    with pytest.raises(DatasetError) as refused:
+        parse_file(tmp_path / "pairs.jsonl")
+    assert [problem.split(":")[0] for problem in refused.value.problems] == ["row 2", "row 3"]
+    assert "share no opening turns" in refused.value.problems[0]
+    assert "share 1 opening turn(s) not ending with a user message" in refused.value.problems[1]

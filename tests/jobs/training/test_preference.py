@@ -34,8 +34,15 @@ def _no_metrics(*args) -> None:
 
 
 def test_dpo_from_a_new_lora_trains_and_saves_an_adapter(tmp_path, demo_model_dir):
+    # The pairs come as whole conversations without a prompt (TRL's implicit prompt): they read as the explicit rows.
+    whole = [{"chosen": row["prompt"] + row["chosen"], "rejected": row["prompt"] + row["rejected"]}
+             for row in preference_rows()]
+    (tmp_path / "implicit.jsonl").write_text("\n".join(map(json.dumps, whole)))
+    parsed = parse_file(tmp_path / "implicit.jsonl")
+    assert parsed.format == PREFERENCE and parsed.rows == preference_rows()
+    pairs, _ = store_parsed(parsed, tmp_path / "data")
     metrics = []
-    result = train(parse_spec(DPO), tmp_path / "run", str(demo_model_dir), _pairs(tmp_path),
+    result = train(parse_spec(DPO), tmp_path / "run", str(demo_model_dir), pairs,
                    lambda step, values, total: metrics.append(values), lambda: False)
     assert not result.stopped and (result.adapter_dir / "adapter_model.safetensors").is_file()
     assert any("loss" in values for values in metrics)
