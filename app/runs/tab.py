@@ -269,4 +269,4 @@ def build(studio: Studio, app: gr.Blocks, form: SpecForm, tabs: gr.Tabs) -> None
         trigger(extras, [selected, show], [timeline, answers], **quiet)
     cancel_button.click(on_cancel, selected, None, **private)
     cancel_sweep_button.click(on_cancel_sweep, selected, None, **private)
-    clone_button.click(on_clone, selected, [tabs, *form.controls], **private)
+    form.show_fields(clone_button.click(on_clone, selected, [tabs, *form.controls], **private))

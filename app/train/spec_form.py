@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
@@ -67,6 +68,9 @@ class SpecForm:
     """Every field's whole help, for the (i) tooltips (help_tips)."""
     containers: list[tuple[object, list[str]]] = dataclass_field(default_factory=list)
     """The rows and group accordions, each with the fields it holds: one whose fields all do not apply hides too."""
+    show_fields: Callable | None = None
+    """`show_fields(event)`: after `event`, show the fields the form's method and fine-tuning read (follow_method).
+    For an event of another tab that fills the form (clone): a control there fires no change until its tab shows."""
 
     def control(self, name: str):
         return self.controls[self.names.index(name)]
@@ -171,13 +175,18 @@ def build_groups(first_row: list, spec_type: type[BaseModel] = TrainSpec, *, bet
         for title, rows in layout.items():
             if FORM_GROUPS[title] != OPEN_TIER:
                 names = [name for row in rows for name in row]
-                with gr.Accordion(title, open=True, visible=_any_applies(names, spec_type)) as block:
+                with gr.Accordion(title, open=True, visible=_any_applies(names, spec_type),
+                                  elem_id=group_id(title)) as block:
                     place(rows)
                 form.containers.append((block, names))
     form.tips = help_tips(form.names, spec_type)
     if {"method", "finetuning"} <= set(form.names):
         follow_method(form, spec_type)
     return form
+
+
+def group_id(title: str) -> str:
+    return "group-" + "-".join(title.lower().split())
 
 
 def _any_applies(names: list[str], spec_type: type[BaseModel] = TrainSpec, run: tuple[str, str] = ()) -> bool:
@@ -191,16 +200,19 @@ def follow_method(form: SpecForm, spec_type: type[BaseModel] = TrainSpec) -> Non
     validated. Clone-and-edit and presets set the method like a person does, so they show its fields too."""
     fields = spec_type.model_fields
     always = {name for name in form.names if not conditional(fields[name])}
-    shown = [(form.control(name), [name]) for name in form.names if name not in always]
-    shown += [(block, names) for block, names in form.containers if not always & set(names)]
+    # The groups first: a whole group (LoRA under full or freeze) is what a person sees go.
+    groups = [(block, names) for block, names in form.containers if not always & set(names)]
+    shown = sorted(groups, key=lambda found: not isinstance(found[0], gr.Accordion))
+    shown += [(form.control(name), [name]) for name in form.names if name not in always]
 
     def visibility(method: str, finetuning: str) -> list:
         return [gr.update(visible=_any_applies(names, spec_type, (method, finetuning))) for _, names in shown]
 
-    run = [form.control("method"), form.control("finetuning")]
+    run, blocks = [form.control("method"), form.control("finetuning")], [block for block, _ in shown]
+    quiet = dict(api_visibility="private", show_progress="hidden")
     for control in run:
-        control.change(visibility, run, [block for block, _ in shown], api_visibility="private",
-                       show_progress="hidden")
+        control.change(visibility, run, blocks, **quiet)
+    form.show_fields = lambda event: event.then(visibility, run, blocks, **quiet)
 
 
 def target_choices(studio: Studio, base_model: str) -> list[str]:

@@ -641,7 +641,7 @@ def test_the_train_tab_reads_in_one_glance_and_by_keyboard(app_server, page, sho
         expect(page.get_by_role("tab", name="Train", exact=True)).to_have_attribute("aria-selected", "true",
                                                                                      timeout=30_000)
         expect(_field(page, "method")).to_have_value("grpo")
-        expect(_block(page, "grpo_beta")).to_be_visible()
+        expect(_block(page, "grpo_beta")).to_be_visible(timeout=30_000)  # one more round trip after the values
         expect(_field(page, "grpo_beta")).to_have_value("0.04")
         for name in ("lora_r", "lora_alpha"):
             expect(_block(page, name)).to_be_visible()

@@ -30,6 +30,8 @@ PAGE_ONLY = {
     "Chat › pane-0": "lays the panes out for the adapters picked (the page's layout)",
     "Chat › chat-stop": "stops the page's stream; a client stops its own call (gradio_client's Job.cancel)",
     "Chat › chat-clear": "clears the panes (nothing is stored)",
+    "Train › group-lora": "shows only the fields the chosen method and fine-tuning read, the LoRA group among "
+                          "them (the page's layout); a client sends the fields it means and the spec checks them all",
     "Train › plan-hold-out": "sets the form's eval fraction to 0.1 (the plan's safer choice for small data); a "
                              "client sends eval_fraction itself (plan_job's sentence says the same)",
 }
