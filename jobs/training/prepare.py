@@ -5,6 +5,7 @@ these."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, replace
@@ -189,7 +190,9 @@ def run_rows(spec: TrainSpec, files: DatasetFiles) -> list[dict]:
     rows = load_rows(files[data.mix[0][0]]) if not data.mixes else None
     if rows is None:
         rows, taken = mixed(data.mix, data.max_rows, data.seed, {name: load_rows(files[name]) for name, _ in data.mix})
-        print(f"mixed {len(rows):,} rows: {taken_words(taken)}", flush=True)
+        # The rows' fingerprint: a resumed attempt (or a rerun) can be seen to train on the very same rows.
+        digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+        print(f"mixed {len(rows):,} rows: {taken_words(taken)} (rows sha256 {digest})", flush=True)
     if data.system_prompt:
         rows = [with_system_prompt(row, data.system_prompt) for row in rows]
     return rows

@@ -3,6 +3,7 @@ damaged on disk, memory running out. Each test checks the ledger and the files: 
 missing or duplicated metric step, one adapter registered."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -69,7 +70,9 @@ def test_a_killed_training_process_near_the_memory_limit_is_a_lost_attempt_retri
     test_retries.py::test_a_kill_counts_as_memory_only_near_the_limit; one job here covers both paths' recovery.)"""
     live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
     live.env["STUDIO_MEMORY_LIMIT_BYTES"] = str(1 << 20)  # every process is "near" 1 MiB: a -9 reads as the OOM killer
-    job_id = submit_job(live.studio, {**LONG_JOB, "batch_size": 2})
+    # A mixed dataset (seeded sample within a row budget): the resumed attempt must train on the very same rows.
+    job_id = submit_job(live.studio, {**LONG_JOB, "batch_size": 2, "dataset_mix": "example:0.5, pirate:0.5",
+                                      "max_rows": 80})
     job = _kill_training_then_recover(live, job_id, past_step=4)
     assert job.lost_count == 1
     assert "killed by signal 9" in live.worker_log()
@@ -79,6 +82,9 @@ def test_a_killed_training_process_near_the_memory_limit_is_a_lost_attempt_retri
     log = (live.data_dir / "runs" / f"job-{job_id}" / "train.log").read_text()
     assert "=== attempt 2" in log
     assert "this attempt changes the spec: {'batch_size': 1, 'grad_accum': 2}" in log
+    mixes = re.findall(r"^mixed .*$", log, flags=re.M)
+    assert len(mixes) == 2 and mixes[0] == mixes[1], mixes  # one line an attempt, the same rows by their sha256
+    assert mixes[0].startswith("mixed 80 rows: 40 of 600 rows from 'example'; 40 of 1,000 rows from 'pirate'"), mixes
 
 
 def test_a_killed_worker_with_a_damaged_checkpoint_resumes_from_the_one_before(tmp_path, demo_model_dir):
