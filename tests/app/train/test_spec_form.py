@@ -140,7 +140,8 @@ def _shown(method: str, finetuning: str) -> set[str]:
 LORA_FIELDS = {*LORA_ONLY_FIELDS, "quantization", "double_quant", "init_adapter"}
 """What a full or freeze run does not read: the adapter's shape, the quantized base, an adapter to continue."""
 GRPO_FIELDS = {"grpo_rewards", "num_generations", "max_completion_length", "grpo_beta", "grpo_reference_match",
-               "grpo_min_chars", "grpo_max_chars", "grpo_regex", "grpo_json_schema", "grpo_reward_code"}
+               "grpo_min_chars", "grpo_max_chars", "grpo_regex", "grpo_json_schema", "grpo_reward_code",
+               "grpo_reward_adapter"}
 METHOD_FIELDS = {"dpo": {"dpo_beta"}, "orpo": {"orpo_lambda"}, "simpo": {"simpo_beta", "simpo_gamma_ratio"},
                  "kto": {"kto_beta", "kto_desirable_weight", "kto_undesirable_weight"}, "grpo": GRPO_FIELDS,
                  "sft": {"packing", "loss_turns"}, "reward": set()}
