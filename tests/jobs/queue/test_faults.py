@@ -71,8 +71,10 @@ def test_a_killed_training_process_near_the_memory_limit_is_a_lost_attempt_retri
     live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
     live.env["STUDIO_MEMORY_LIMIT_BYTES"] = str(1 << 20)  # every process is "near" 1 MiB: a -9 reads as the OOM killer
     # A mixed dataset (seeded sample within a row budget): the resumed attempt must train on the very same rows.
+    # Enough rows to pack, as the example alone does: the same 30 packed steps cost what they did unmixed (80 rows
+    # left packing off and took twice as long).
     job_id = submit_job(live.studio, {**LONG_JOB, "batch_size": 2, "dataset_mix": "example:0.5, pirate:0.5",
-                                      "max_rows": 80})
+                                      "max_rows": 400})
     job = _kill_training_then_recover(live, job_id, past_step=4)
     assert job.lost_count == 1
     assert "killed by signal 9" in live.worker_log()
@@ -84,7 +86,7 @@ def test_a_killed_training_process_near_the_memory_limit_is_a_lost_attempt_retri
     assert "this attempt changes the spec: {'batch_size': 1, 'grad_accum': 2}" in log
     mixes = re.findall(r"^mixed .*$", log, flags=re.M)
     assert len(mixes) == 2 and mixes[0] == mixes[1], mixes  # one line an attempt, the same rows by their sha256
-    assert mixes[0].startswith("mixed 80 rows: 40 of 600 rows from 'example'; 40 of 1,000 rows from 'pirate'"), mixes
+    assert mixes[0].startswith("mixed 400 rows: 200 of 600 rows from 'example'; 200 of 1,000 rows from 'pirate'"), mixes
 
 
 def test_a_killed_worker_with_a_damaged_checkpoint_resumes_from_the_one_before(tmp_path, demo_model_dir):
