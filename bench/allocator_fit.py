@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import write_report  # noqa: E402
 
 MiB = 2**20
-RUN = """
+RUN = """  # one train() in a fresh process, printing its allocator and peak (test_memory.py runs it too)
 import json, sys
 from pathlib import Path
 from jobs.spec import parse_spec
@@ -45,7 +45,8 @@ ROWS = {  # tests/jobs/models/test_memory.py's runs
 }
 
 
-def _rows(path: Path, count: int = 60) -> None:
+def story_rows(path: Path, count: int = 60) -> None:
+    """`count` chat rows of growing length (the rows tests/jobs/models/test_memory.py trains on too)."""
     words = ("the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "rain", "runs", "to", "sea")
     with path.open("w") as handle:
         for i in range(count):
@@ -105,7 +106,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        _rows(work / "rows.jsonl")
+        story_rows(work / "rows.jsonl")
         data, _ = store_parsed(parse_file(work / "rows.jsonl"), work / "data")
         for name in args.rows.split(","):
             base_name, fields = ROWS[name]

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from bench.allocator_fit import RUN, story_rows
 from jobs.models.fits import settings_estimate
 from jobs.models.memory_inputs import ModelShape, profile_for
 from jobs.queue.spare import child_env
@@ -24,28 +25,7 @@ from tests.conftest import REPO_ROOT
 pytestmark = pytest.mark.slow
 TOLERANCE = 0.25
 JEMALLOC = jemalloc_for_training(True)  # a worker's default (STUDIO_JEMALLOC unset) on this machine
-RUN = """
-import json, sys
-from pathlib import Path
-from jobs.spec import parse_spec
-from jobs.run_settings.allocator import allocator_in_use
-from jobs.training.callbacks import peak_rss
-from jobs.training.train import train
-spec = parse_spec(json.loads(sys.argv[1]))
-train(spec, Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]), lambda *a: None, lambda: False)
-print("ALLOCATOR", allocator_in_use())
-print("PEAK", int(peak_rss()))
-"""
 STEPS = {"max_steps": 3, "eval_fraction": 0, "save_steps": 100, "logging_steps": 1}
-
-
-def _rows(path, count: int = 60) -> None:
-    words = ("the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "rain", "runs", "to", "sea")
-    with path.open("w") as handle:
-        for i in range(count):
-            answer = " ".join(words[(i + j) % len(words)] for j in range(40 + 5 * (i % 40)))
-            handle.write(json.dumps({"messages": [{"role": "user", "content": f"Tell me story {i}."},
-                                                  {"role": "assistant", "content": answer}]}) + "\n")
 
 
 def _measured_peak(spec: dict, base_dir, tmp_path) -> tuple[int, str]:
@@ -54,7 +34,7 @@ def _measured_peak(spec: dict, base_dir, tmp_path) -> tuple[int, str]:
     from jobs.data.store import store_parsed
 
     raw = tmp_path / "rows.jsonl"
-    _rows(raw)
+    story_rows(raw)
     data, _ = store_parsed(parse_file(raw), tmp_path / "data")
     done = subprocess.run([sys.executable, "-c", RUN, json.dumps(spec), str(tmp_path / "run"), str(base_dir),
                            str(data)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
