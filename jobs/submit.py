@@ -531,14 +531,11 @@ def _pins(studio: Studio, spec: TrainSpec, hub_pins: dict[str, dict]) -> dict:
         pins["eval_dataset"] = _pin(find_dataset(studio, spec.eval_dataset))
     if spec.dataset_mix:
         pins["dataset_mix"] = [_pin(find_dataset(studio, name)) for name, _ in spec.mix_parts()]
-    if spec.init_adapter:
-        with studio.db.read() as session:
-            adapter = catalog.get_adapter_by_name(session, spec.init_adapter)
-            pins["init_adapter"] = {"id": adapter.id, "name": adapter.name}
-    if spec.grpo_reward_adapter:  # by id: a rename or a later adapter of the same name changes nothing
-        with studio.db.read() as session:
-            adapter = catalog.get_adapter_by_name(session, spec.grpo_reward_adapter)
-            pins["grpo_reward_adapter"] = {"id": adapter.id, "name": adapter.name}
+    for field in ("init_adapter", "grpo_reward_adapter"):  # by id: a rename or a later namesake changes nothing
+        if name := getattr(spec, field):
+            with studio.db.read() as session:
+                adapter = catalog.get_adapter_by_name(session, name)
+                pins[field] = {"id": adapter.id, "name": adapter.name}
     return pins
 
 
