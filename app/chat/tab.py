@@ -136,6 +136,10 @@ def speed_text(labels: list[str], replies) -> str:
                       zip(labels, replies.token_counts, rates(), strict=True))
 
 
+NO_ANSWER = "*(no answer: the model ended its reply at once)*"
+"""What a pane shows for an empty reply, which is an answer all the same (a blind round may judge it)."""
+
+
 def pane_choices(studio: Studio, base_model: str) -> list[str]:
     """The base, each adapter of it, and each adapter's kept checkpoints (adapter@step-N)."""
     with studio.db.read() as session:
@@ -233,7 +237,9 @@ def build(studio: Studio, chat: ChatService, tab: gr.Tab, app: gr.Blocks) -> Non
                    "", speed_text(labels, replies), said_now]
         blind_round = {"base": base or DEMO_BASE_MODEL, "prompt": conversations[0], "order": names,
                        "replies": list(replies), "settings": asdict(settings), "voted": False} if blind_mode else None
-        yield ["", *[gr.update() for _ in range(MAX_PANES)], blind_round,
+        ended_at_once = [gr.update(value=[*shown, {"role": "assistant", "content": markdown_html(NO_ANSWER)}])
+                         if not reply.strip() else gr.update() for shown, reply in zip(earlier, replies, strict=True)]
+        yield ["", *ended_at_once, *[gr.update() for _ in range(MAX_PANES - len(kept))], blind_round,
                *vote_controls(len(names) if blind_mode else 0),
                "Which answer is best? The names show after your vote." if blind_mode else "", gr.update(), said_now]
 

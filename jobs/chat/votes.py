@@ -55,9 +55,7 @@ def _verdict_problems(answers: list[dict], verdict: Verdict) -> list[str]:
         problems.append(f"outcome: must be one of {', '.join(OUTCOMES)} (got {verdict.outcome!r})")
     elif verdict.outcome == "best" and not (verdict.best is not None and 0 <= verdict.best < len(answers)):
         problems.append(f"best: name the winning pane, from A to {pane_letter(max(len(answers), 1) - 1)}")
-    if any(not str(a.get("reply", "")).strip() for a in answers):
-        problems.append("answers: every pane needs an answer before a vote (wait for the replies)")
-    return problems
+    return problems  # an empty reply is an answer: the model ended at once, and the person may judge that
 
 
 def record_vote(studio: Studio, base_model: str, prompt: list[dict], answers: list[dict], verdict: Verdict,
@@ -150,14 +148,15 @@ def base_leaderboard(studio: Studio, base_model: str) -> tuple[list[Standing], i
 # --- votes as training data ------------------------------------------------------------------------------------
 def preference_rows(votes: list[Vote]) -> list[dict]:
     """A conversational preference row per (winner, loser) pair of every decided vote: the prompt, the winning
-    answer as chosen, the other as rejected. Ties and all-bad votes carry no preference; equal answers neither."""
+    answer as chosen, the other as rejected. Ties and all-bad votes carry no preference; equal answers neither, nor
+    an empty answer on either side (there is no turn to train toward or away from)."""
     rows = []
     for vote in votes:
-        if vote.outcome != "best":
+        winner = next((a for a in vote.answers if a["adapter"] == vote.chosen), None)
+        if vote.outcome != "best" or not winner["reply"].strip():
             continue
-        winner = next(a for a in vote.answers if a["adapter"] == vote.chosen)
         for answer in vote.answers:
-            if answer is winner or answer["reply"].strip() == winner["reply"].strip():
+            if answer is winner or answer["reply"].strip() in ("", winner["reply"].strip()):
                 continue
             rows.append({"prompt": vote.prompt, "chosen": [{"role": "assistant", "content": winner["reply"]}],
                          "rejected": [{"role": "assistant", "content": answer["reply"]}]})
@@ -167,7 +166,7 @@ def preference_rows(votes: list[Vote]) -> list[dict]:
 def unpaired_rows(votes: list[Vote]) -> list[dict]:
     """KTO's rows, one per judged answer: a vote's winner labelled desirable (with any answer equal to it), and every
     answer of an "all bad" vote undesirable. The other answers of a decided vote were only worse than the winner, not
-    judged bad, and a tie judges nothing: neither gives a row."""
+    judged bad, and a tie judges nothing: neither gives a row, nor does an empty answer."""
     rows = []
     for vote in votes:
         if vote.outcome == "best":
@@ -178,7 +177,7 @@ def unpaired_rows(votes: list[Vote]) -> list[dict]:
         else:
             continue
         rows += [{"prompt": vote.prompt, "completion": [{"role": "assistant", "content": answer["reply"]}],
-                  "label": label} for answer, label in judged]
+                  "label": label} for answer, label in judged if answer["reply"].strip()]
     return rows
 
 
@@ -186,8 +185,10 @@ class NoPreferences(ValueError):
     pass
 
 
-VOTE_SHAPES = {PREFERENCE: (preference_rows, "ties and all-bad votes say nothing about which answer is better"),
-               UNPAIRED: (unpaired_rows, "ties judge no answer; a best or an all-bad vote does")}
+VOTE_SHAPES = {PREFERENCE: (preference_rows, "ties and all-bad votes say nothing about which answer is better, and "
+                                             "a pair with an empty answer has nothing to train toward or away from"),
+               UNPAIRED: (unpaired_rows, "ties judge no answer, a best or an all-bad vote does; an empty answer "
+                                         "gives no row")}
 """Each shape the votes export as: the rows it makes of them, and why a base with votes may still have none."""
 
 

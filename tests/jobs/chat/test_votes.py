@@ -47,10 +47,39 @@ def test_bad_votes_are_refused_with_every_problem(studio):
     _adapters(studio, "first")
     with pytest.raises(ChatRequestError) as caught:
         record_vote(studio, BASE, PROMPT, [{"adapter": "first", "reply": ""}], Verdict("best", 4), SETTINGS)
-    assert len(caught.value.problems) == 3
+    assert len(caught.value.problems) == 2  # one pane, no pane 4; an empty reply is an answer (next test)
     with pytest.raises(ChatRequestError, match="no adapter of 'demo-tiny-llama' named 'ghost'"):
         record_vote(studio, BASE, PROMPT, [{"adapter": "ghost", "reply": "a"}, {"adapter": "base", "reply": "b"}],
                     Verdict("tie"), SETTINGS)
+
+
+def test_an_empty_reply_is_an_answer_to_vote_on_and_export_leaves_out_the_rows_it_cannot_train(studio):
+    """A model can end its reply at once (the tiny demo model does at a high temperature): the round is answered and
+    the person may judge it, but the preference and KTO sets leave out the rows whose answer would be empty (the
+    importer refuses an empty assistant turn)."""
+    _adapters(studio, "first")
+    empty_wins = [{"adapter": "first", "reply": ""}, {"adapter": "base", "reply": "four"}]
+    record_vote(studio, BASE, PROMPT, empty_wins, Verdict("best", 0), SETTINGS)
+    with pytest.raises(ValueError, match="no decided blind vote"):
+        export_votes(studio, BASE, "only-empty")
+    record_vote(studio, BASE, PROMPT, empty_wins, Verdict("best", 1), SETTINGS)  # "four" over nothing
+    with pytest.raises(ValueError, match="an empty answer"):
+        export_votes(studio, BASE, "only-empty")
+    record_vote(studio, BASE, PROMPT, [{"adapter": "first", "reply": "five"}, {"adapter": "base", "reply": "  "}],
+                Verdict("all_bad"), SETTINGS)
+    record_vote(studio, BASE, PROMPT, [{"adapter": "first", "reply": "4"}, {"adapter": "base", "reply": "four"}],
+                Verdict("best", 0), SETTINGS)
+    standings, count = base_leaderboard(studio, BASE)
+    assert count == 4 and {s.name: s.wins for s in standings} == {"first": 2, "base": 1}
+    loaded = load_dataset("json", data_files=str(studio.absolute(export_votes(studio, BASE, "pairs").dataset.path)),
+                          split="train")  # the empty answer is never chosen or rejected
+    assert [(row["chosen"][0]["content"], row["rejected"][0]["content"]) for row in loaded] == [("4", "four")]
+    from jobs.data.formats import UNPAIRED
+
+    loaded = load_dataset("json", data_files=str(studio.absolute(export_votes(studio, BASE, "kto", UNPAIRED)
+                                                                .dataset.path)), split="train")
+    labelled = [(row["completion"][0]["content"], row["label"]) for row in loaded]
+    assert labelled == [("four", True), ("five", False), ("4", True)]
 
 
 def test_the_leaderboard_follows_the_votes(studio):
