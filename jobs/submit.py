@@ -135,49 +135,57 @@ def _batch_problems(spec: TrainSpec) -> list[Problem]:
     return []
 
 
-def init_adapter_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
-    """Why the adapter a spec continues cannot be continued by the person asking (none: it can, or there is none)."""
-    if not spec.init_adapter:
-        return []
+ADAPTER_FIELDS = ("init_adapter", "grpo_reward_adapter")
+"""The spec fields that name an adapter: the one a run continues, the reward model a GRPO run scores with."""
+
+
+def wants_reward_model(field: str, method: str) -> bool:
+    """Whether `field` of a `method` run names a reward model (a score head) rather than a generating adapter: a
+    reward model and a generating one cannot continue each other, and GRPO scores with a reward model only."""
+    return field == "grpo_reward_adapter" or method == REWARD_METHOD
+
+
+def adapter_choices(studio: Studio, base_model: str, method: str, field: str) -> list[str]:
+    """The adapters `field` may name in a `method` run on `base_model`, newest first: those the person may see, of
+    that base, of the kind the field takes. The form offers these; adapter_problems checks a typed name the same way."""
+    reward = wants_reward_model(field, method)
     with studio.db.read() as session:
-        adapter = catalog.get_adapter_by_name(session, spec.init_adapter)
+        adapters = catalog.list_adapters(session, base_model)
+    return [a.name for a in adapters if is_reward_adapter(studio.absolute(a.path)) == reward]
+
+
+def adapter_problems(studio: Studio, spec: TrainSpec, field: str) -> list[Problem]:
+    """Why the adapter `field` names cannot be used by the person asking (none: it can, or the field is empty): not
+    theirs (not found, as another person's adapter is not), of another base, of the wrong kind, or (continued) with
+    LoRA targets this studio refuses."""
+    name = getattr(spec, field)
+    if not name:
+        return []
+    reward = wants_reward_model(field, spec.method)
+    with studio.db.read() as session:
+        adapter = catalog.get_adapter_by_name(session, name)
     if adapter is None:
-        return [Problem(field="init_adapter", message=f"no adapter named '{spec.init_adapter}'")]
-    if adapter.base_model != spec.base_model:
-        return [Problem(field="init_adapter", message=(
-            f"'{spec.init_adapter}' was trained on '{adapter.base_model}', not on '{spec.base_model}'"))]
-    # A reward adapter (a score head) and a generating one (the LM head) cannot continue each other.
-    reward = is_reward_adapter(studio.absolute(adapter.path))
-    if reward != (spec.method == REWARD_METHOD):
-        why = (f"'{spec.init_adapter}' is a reward model: only method reward continues it" if reward else
-               f"'{spec.init_adapter}' generates text: method reward starts a new adapter or continues a reward one")
-        return [Problem(field="init_adapter", message=why)]
+        hint = "; train one with method reward first" if field == "grpo_reward_adapter" else ""
+        return [Problem(field=field, message=f"no adapter named '{name}'{hint}")]
+    if adapter.base_model != spec.base_model:  # its LoRA (and score head) fit that base's layers only
+        return [Problem(field=field, message=f"'{name}' was trained on '{adapter.base_model}', not on "
+                                             f"'{spec.base_model}'")]
+    if is_reward_adapter(studio.absolute(adapter.path)) != reward:
+        return [Problem(field=field, message=_kind_mismatch(name, field, reward))]
+    if field != "init_adapter":
+        return []
     try:
         problem = lora_target_problem(read_adapter_lora(studio.absolute(adapter.path)))
     except (OSError, ValueError):
         problem = None  # a folder without its config fails to load in the child, saying so
-    return [Problem(field="init_adapter", message=f"'{spec.init_adapter}': {problem}")] if problem else []
+    return [Problem(field=field, message=f"'{name}': {problem}")] if problem else []
 
 
-def reward_adapter_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
-    """Why the reward adapter a GRPO spec scores with cannot be used by the person asking: not theirs (not found, as
-    another person's adapter is not), not a reward model, or of another base."""
-    if not spec.grpo_reward_adapter:
-        return []
-    name = spec.grpo_reward_adapter
-    with studio.db.read() as session:
-        adapter = catalog.get_adapter_by_name(session, name)
-    if adapter is None:
-        return [Problem(field="grpo_reward_adapter", message=(
-            f"no adapter named '{name}'; train one with method reward first"))]
-    if not is_reward_adapter(studio.absolute(adapter.path)):
-        return [Problem(field="grpo_reward_adapter", message=(
-            f"'{name}' is not a reward model (it generates text): name an adapter trained with method reward"))]
-    if adapter.base_model != spec.base_model:  # its LoRA and score head fit that base's layers only
-        return [Problem(field="grpo_reward_adapter", message=(
-            f"'{name}' was trained on '{adapter.base_model}', not on '{spec.base_model}': a reward model scores on "
-            f"the base it was trained on"))]
-    return []
+def _kind_mismatch(name: str, field: str, wanted_reward: bool) -> str:
+    if field == "grpo_reward_adapter":
+        return f"'{name}' is not a reward model (it generates text): name an adapter trained with method reward"
+    return (f"'{name}' generates text: method reward starts a new adapter or continues a reward one" if wanted_reward
+            else f"'{name}' is a reward model: only method reward continues it")
 
 
 def _eval_dataset_problems(studio: Studio, spec: TrainSpec, dataset: Dataset) -> list[Problem]:
@@ -286,7 +294,7 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
     else:
         problems += _name_problems(studio, spec)
     problems += _dataset_problems(studio, spec) + _base_model_problems(studio, spec)
-    problems += init_adapter_problems(studio, spec) + reward_adapter_problems(studio, spec)
+    problems += [problem for field in ADAPTER_FIELDS for problem in adapter_problems(studio, spec, field)]
     problems += _lora_problems(spec) + _start_problems(studio, spec)
     problems += _long_input_problems(studio, spec) + _device_count_problems(studio, spec)
     problems += grpo_problems(studio, spec)

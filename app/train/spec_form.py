@@ -34,6 +34,7 @@ from jobs.spec import (
     short_help,
 )
 from jobs.studio import Studio
+from jobs.submit import ADAPTER_FIELDS
 
 INTEGERS = (int, int | None)
 SWITCH = {"auto": None, "on": True, "off": False}
@@ -44,6 +45,8 @@ EVAL_FRACTIONS = [AUTO, "0", "0.05", "0.1", "0.2"]
 eval split), because the browser sends an empty box as 0."""
 DEVICE_CHOICES = ["1", "2", "4", "8", ALL_DEVICES]
 """devices' choices (any other count may be typed): a number box cannot hold 'all'."""
+NO_ADAPTER = ("none", "")
+"""An adapter picker's first choice: the field left empty (a new adapter; no reward model)."""
 MULTILINE = ("grpo_json_schema", "grpo_reward_code")
 """Text fields a person pastes a file into (a schema, a reward function)."""
 OPEN_TIER = "basic"
@@ -108,6 +111,8 @@ def component(name: str, spec_type: type[BaseModel] = TrainSpec, **overrides):
         return gr.Dropdown(choices=DEVICE_CHOICES, value=str(field.default), allow_custom_value=True, **common)
     if name == "eval_dataset":
         return gr.Dropdown(choices=eval_choices([]), value="", **common)
+    if name in ADAPTER_FIELDS:  # the choices follow the base and method (tab.fresh_adapter_choices); a typed name
+        return gr.Dropdown(choices=[NO_ADAPTER], value="", allow_custom_value=True, **common)  # is checked at submit
     if name == "modules_to_save":
         return gr.Dropdown(choices=[], value=[], multiselect=True, allow_custom_value=True, **common)
     if name in MULTILINE:

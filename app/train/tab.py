@@ -16,6 +16,7 @@ from app.runs import search_panel
 from app.train import memory_panel, plan_panel, presets_panel
 from app.train.base_picker import base_choices
 from app.train.spec_form import (
+    NO_ADAPTER,
     SpecForm,
     build_groups,
     component,
@@ -46,7 +47,7 @@ from jobs.spec import (
     parse_spec,
 )
 from jobs.studio import Studio
-from jobs.submit import submit_job
+from jobs.submit import ADAPTER_FIELDS, adapter_choices, submit_job
 from jobs.sweeps import axes_from_text, submit_sweep
 
 PREVIEW_ROWS = 3
@@ -300,6 +301,17 @@ def build(studio: Studio, tab: gr.Tab, app: gr.Blocks) -> SpecForm:
     for trigger in (app.load, tab.select):  # a dataset imported in the Datasets tab is offered on return
         trigger(fresh_choices, [dataset, eval_dataset], [dataset, base_model, eval_dataset], api_visibility="private")
     quiet = dict(api_visibility="private", show_progress="hidden")
+    method, adapter_controls = form.control("method"), [form.control(name) for name in ADAPTER_FIELDS]
+
+    def fresh_adapter_choices(base, method_value, *current):
+        # What each adapter field may name for this base and method (a reward model or a generating adapter), the
+        # person's own; a value already there stays (a clone's, or one typed), submit checking it.
+        return [gr.update(choices=[NO_ADAPTER, *adapter_choices(studio, base or DEMO_BASE_MODEL, method_value or "sft",
+                                                               name)], value=value or "")
+                for name, value in zip(ADAPTER_FIELDS, current, strict=True)]
+
+    for trigger in (app.load, tab.select, base_model.change, method.change):
+        trigger(fresh_adapter_choices, [base_model, method, *adapter_controls], adapter_controls, **quiet)
     module_controls = [form.control("target_modules"), form.control("modules_to_save")]
     base_model.change(on_base_change, base_model, [base_status, *module_controls], **quiet)
     app.load(on_base_change, base_model, [base_status, *module_controls], **quiet)

@@ -413,6 +413,7 @@ UI_ACTIONS: dict[str, tuple[str, ...]] = {
     # label; for a view that follows the form, the view it refreshes). tests/app/web/test_parity.py derives the page's
     # controls from the Blocks and fails on one missing here (or from its short list of page-only controls).
     "Train › submit-job": ("submit_job",), "Train › submit-sweep": ("submit_sweep",),
+    "Train › field-init_adapter": ("list_adapters",),  # the picker's choices: adapters of the base, reward_model told
     "Train › step-plan": ("plan_job",), "Train › memory-verdict": ("estimate_memory",),
     "Train › show-preview": ("preview_dataset",), "Train › dataset-preview": ("preview_dataset",),
     "Train › Import dataset": ("import_dataset",), "Train › Show as CLI / Python": ("job_script",),

@@ -613,9 +613,20 @@ def test_the_train_tab_reads_in_one_glance_and_by_keyboard(app_server, page, sho
             expect(_block(page, name)).to_be_hidden()
         expect(plan).to_contain_text("method dpo trains on a preference dataset")  # the example data is chats
         _field(page, "dpo_beta").fill("0.25")
-        _choose_field(page, "method", "grpo")
-        for name in ("grpo_rewards", "num_generations", "grpo_reward_code"):
-            expect(_block(page, name)).to_be_visible()
+        seeded = _seed_adapters(app, {"a-scorer": "SEQ_CLS", "a-talker": "CAUSAL_LM"})
+        try:  # the reward model picker offers the reward models of the base, not the adapters that generate
+            _choose_field(page, "method", "grpo")
+            for name in ("grpo_rewards", "num_generations", "grpo_reward_code", "grpo_reward_adapter"):
+                expect(_block(page, name)).to_be_visible()
+            picker = _field(page, "grpo_reward_adapter")
+            picker.click()
+            options = page.locator(f"li[role=option][id^='{picker.get_attribute('aria-controls')}-option-']")
+            expect(options.filter(has_text="a-scorer")).to_have_count(1)
+            expect(options.filter(has_text="a-talker")).to_have_count(0)
+            page.keyboard.press("Escape")
+        finally:
+            for name in seeded:
+                _api(app).predict(name, api_name="/delete_adapter")
         expect(_block(page, "dpo_beta")).to_be_hidden()
         expect(plan).to_contain_text("method grpo trains on a prompt/reference dataset")
         _choose_field(page, "method", "dpo")
@@ -652,6 +663,25 @@ def test_the_train_tab_reads_in_one_glance_and_by_keyboard(app_server, page, sho
 def _block(page, name: str):
     """A Train form field's whole block (label, help and control), found by its id."""
     return page.locator(f"#field-{name}")
+
+
+def _seed_adapters(app: AppServer, kinds: dict[str, str]) -> list[str]:
+    """Adapter entries of the demo base whose folders hold only a config of the peft task type given (enough for
+    what the pickers read; nothing loads them). The caller deletes them: other tests of the app chat with adapters."""
+    from storage.db import Database
+    from storage.models import Adapter
+    from storage.settings import load_settings
+
+    settings = load_settings({"STUDIO_DATA_DIR": str(app.data_dir)})
+    db = Database(settings.database_url)
+    with db.write() as session:
+        for name, task_type in kinds.items():
+            folder = settings.data_dir / "adapters" / name
+            folder.mkdir(parents=True)
+            (folder / "adapter_config.json").write_text(json.dumps({"task_type": task_type}))
+            session.add(Adapter(name=name, base_model="demo-tiny-llama", path=f"adapters/{name}", size_bytes=1))
+    db.dispose()
+    return list(kinds)
 
 
 def _seed_a_run(app: AppServer, spec) -> int:

@@ -7,7 +7,7 @@ from jobs.data.formats import DatasetError
 from jobs.data.store import import_dataset
 from jobs.queue.transport import pending_job_ids
 from jobs.spec import SpecError, parse_spec
-from jobs.submit import submit_job
+from jobs.submit import adapter_choices, submit_job
 from storage import catalog, jobs_repo
 from tests.hub_cache import cache_model
 
@@ -300,6 +300,16 @@ def test_a_grpo_reward_model_must_be_your_reward_adapter_of_this_base(studio):
     with acting_as(Person("bob")):
         said = _problems(studio, {**job, "grpo_reward_adapter": "hers"})["grpo_reward_adapter"]
     assert said == "no adapter named 'hers'; train one with method reward first"  # nothing about what it is
+    # The form's pickers offer what submit takes: what the person may see (without accounts, all), of this base, of
+    # the kind the field names, newest first.
+    assert adapter_choices(studio, "demo-tiny-llama", "grpo", "grpo_reward_adapter") == ["hers", "rm"]
+    assert adapter_choices(studio, "demo-tiny-llama", "sft", "init_adapter") == ["chatty"]
+    assert adapter_choices(studio, "demo-tiny-llama", "reward", "init_adapter") == ["hers", "rm"]
+    assert adapter_choices(studio, "smollm2-135m-instruct", "grpo", "grpo_reward_adapter") == ["rm-smol"]
+    with acting_as(Person("bob")):
+        assert adapter_choices(studio, "demo-tiny-llama", "grpo", "grpo_reward_adapter") == []
+    with acting_as(Person("eve")):
+        assert adapter_choices(studio, "demo-tiny-llama", "grpo", "grpo_reward_adapter") == ["hers"]
     job_id = submit_job(studio, {**job, "grpo_reward_adapter": "rm"})
     with studio.db.read() as session:
         pinned = jobs_repo.pinned(jobs_repo.get_job(session, job_id))["grpo_reward_adapter"]
