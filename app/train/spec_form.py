@@ -267,7 +267,14 @@ def spec_from_form(studio: Studio, names: list[str], values: list) -> dict:
         raw[name] = value
     if "target_modules" in raw:
         raw["target_modules"] = form_targets(raw["target_modules"], studio, raw.get("base_model", ""))
-    return raw
+    return _shown_only(raw)
+
+
+def _shown_only(raw: dict) -> dict:
+    """The fields the chosen run reads: a field the form hides for this method and fine-tuning keeps its value on the
+    page (for a switch back) but is not sent, so submit never refuses a field the person cannot see."""
+    run = (raw.get("method") or field_default("method"), raw.get("finetuning") or field_default("finetuning"))
+    return {name: value for name, value in raw.items() if applies(TrainSpec.model_fields[name], *run)}
 
 
 def eval_fraction_value(value: object) -> object:

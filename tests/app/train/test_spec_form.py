@@ -189,3 +189,14 @@ def test_the_fresh_form_hides_what_the_default_run_does_not_read():
     rows = {tuple(names): block.visible for block, names in form.containers}
     assert rows[("grpo_reward_code",)] is False and rows[("finetuning", "freeze_trainable_layers",
                                                            "freeze_train_head")] is True
+
+
+def test_a_field_the_chosen_run_hides_is_not_sent(studio):
+    """A reward adapter picked for a GRPO run, then the method switched to dpo: the field is hidden (keeping its value
+    for a switch back) and the spec leaves it out, where submit would refuse it ('applies only when method is grpo')
+    on a field the person cannot see; dpo's beta goes, as do the fields every run reads."""
+    names = ["method", "finetuning", "grpo_reward_adapter", "dpo_beta", "freeze_trainable_layers", "lora_r"]
+    raw = spec_from_form(studio, names, ["dpo", "lora", "a-scorer", 0.25, 3, 8])
+    assert raw == {"method": "dpo", "finetuning": "lora", "dpo_beta": 0.25, "lora_r": 8}
+    raw = spec_from_form(studio, names, ["sft", "freeze", "a-scorer", 0.25, 3, 8])
+    assert raw == {"method": "sft", "finetuning": "freeze", "freeze_trainable_layers": 3}
