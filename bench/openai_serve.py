@@ -29,8 +29,10 @@ PROMPTS = ["What is the opposite of hot?", "hi", "Name a fruit.", "What is 2 + 2
            "What colour is the sky?", "Count to three.", "Tell me a word."]
 
 
-def make_adapters(studio, count: int) -> list[str]:
-    """`count` LoRA adapters of the demo base, registered in the studio."""
+def make_adapters(studio, count: int, base: str = BASE, scale_b: float = 20.0, prefix: str = "") -> list[str]:
+    """`count` LoRA adapters of `base` (a folder in the studio's models), registered in the studio under `prefix`-N:
+    PEFT's random init (init_lora_weights=False: lora_B is not zero) with lora_B scaled by `scale_b`, so each answers
+    differently."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -40,16 +42,16 @@ def make_adapters(studio, count: int) -> list[str]:
     names = []
     for index in range(count):
         torch.manual_seed(index)
-        base = AutoModelForCausalLM.from_pretrained(studio.settings.models_dir / BASE, dtype=torch.float32)
-        model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
-                                                init_lora_weights=False, task_type="CAUSAL_LM"))
+        model = AutoModelForCausalLM.from_pretrained(studio.settings.models_dir / base, dtype=torch.float32)
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                                 init_lora_weights=False, task_type="CAUSAL_LM"))
         for name, param in model.named_parameters():
             if "lora_B" in name:
-                param.data.mul_(20)
-        name = f"bench-adapter-{index}"
+                param.data.mul_(scale_b)
+        name = f"{prefix or ('bench-adapter' if base == BASE else f'bench-{base}')}-{index}"
         model.save_pretrained(studio.absolute(f"adapters/{name}"))
         with studio.db.write() as session:
-            session.add(Adapter(name=name, base_model=BASE, path=f"adapters/{name}", size_bytes=1))
+            session.add(Adapter(name=name, base_model=base, path=f"adapters/{name}", size_bytes=1))
         names.append(name)
     return names
 

@@ -10,6 +10,7 @@ from tests.servers import require_servers
 @pytest.mark.parametrize(("script", "holds"), [
     ("train_throughput.py", ("plain_trl", "plain_trl_packed", "studio", "ratio_studio_over_plain")),
     ("compare_batched.py", ("rows",)),
+    ("compare_outside.py", ("rows", "load_average_1min")),  # /compare through gradio_client, batched and one by one
     ("chat_fairness.py", ("b_first_token_s", "a_alone_s", "a_with_b_s", "runs")),  # two people, one scheduler
     ("lm_head.py", ("results",)),
     ("login_storm.py", ("arms", "storm_p95_ratio_before_over_now")),  # the front door against Gradio's own login
