@@ -299,7 +299,11 @@ def _kill(child: subprocess.Popen) -> None:
 
 def _record_outcome(studio: Studio, job_id: int, attempt: int, returncode: int | None, run_dir: Path,
                     absence: gang.Absence | None = None) -> None:
-    """`absence`: a node of the attempt's gang that was gone (the leader's look); the attempt is lost for it."""
+    """`absence`: a node of the attempt's gang that was gone (the leader's look). The attempt is lost naming its host
+    when that node went silent, or when this node had to be killed after it left; a node that left while this one
+    ended by itself (a lost rank, a failure) leaves the child's own words."""
+    if absence is not None and not (absence.silent or returncode is None or returncode < 0):
+        absence = None
     with studio.db.write() as session:
         job = jobs_repo.get_job(session, job_id)
         if job is None or job.status != JobStatus.RUNNING or job.attempt != attempt:
