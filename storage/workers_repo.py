@@ -103,3 +103,9 @@ def release_worker(session: Session, name: str, job_id: int) -> None:
     """Free this worker of `job_id` (its own job or a gang's reservation); a later job's reservation is kept."""
     session.execute(update(Worker).where(Worker.name == name, Worker.current_job_id == job_id)
                     .values(current_job_id=None))
+
+
+def member_states(session: Session, names: list[str], lease_s: float) -> dict[str, tuple[bool, int | None]]:
+    """name -> (live: a heartbeat within the lease, the job its row holds) for those of `names` that have a row."""
+    query = select(Worker.name, _live(lease_s), Worker.current_job_id).where(Worker.name.in_(names))
+    return {name: (bool(live), job_id) for name, live, job_id in session.execute(query)}

@@ -6,7 +6,9 @@ on other hosts (workers_repo.reserve_gang, SKIP LOCKED) and writes the gang into
 worker sees its reservation within GANG_POLL_S, starts its own child for that attempt, and that child's agent joins
 the leader's static rendezvous with its node rank (jobs.queue.ranks). When too few are free nothing is reserved and
 the job stays queued ("waits for N devices in pool P" in the queue); the worker moves on to the next job it may run.
-Every worker frees its own row when its child ends, however it ends."""
+Every worker frees its own row when its child ends, however it ends. The leader's supervisor looks at the other
+nodes' rows at each heartbeat (absent_member): a node that never joins, or whose host dies or hangs, ends the attempt
+within about a lease, not only at the rendezvous timeout."""
 
 from __future__ import annotations
 
@@ -55,6 +57,37 @@ class Gang:
         return next((member["node_rank"] for member in self.members if member["worker"] == worker), None)
 
 
+@dataclass(frozen=True)
+class Absence:
+    """A follower node of a running attempt that is gone. `silent`: its worker has sent no heartbeat for a lease (it
+    died or hangs, before it joined or while it trained), so the leader stops its own node now; else its worker no
+    longer holds the job (it stopped in order, or its node ended), and the leader's node is given time to end by
+    itself (a worker stop's agreed stop checkpoints on every node first)."""
+
+    member: dict
+    silent: bool
+    lease_s: float
+
+    def words(self) -> str:
+        where = f"node {self.member['node_rank']} of its gang, host {self.member['host']} " \
+                f"(worker {self.member['worker']}),"
+        if self.silent:
+            return (f"lost {where} which sent no heartbeat for {self.lease_s:.0f} s: that host did not join or left "
+                    f"(its worker died or hangs), so this host's node was stopped")
+        return f"lost {where} whose worker left the gang (it stopped, or its node ended)"
+
+
+def absent_member(session: Session, gang: Gang, job_id: int, lease_s: float) -> Absence | None:
+    """The first follower of `gang` whose worker is silent for a lease (first) or no longer holds `job_id`, or None."""
+    followers = gang.members[1:]
+    states = workers_repo.member_states(session, [member["worker"] for member in followers], lease_s)
+    silent = [m for m in followers if m["worker"] in states and not states[m["worker"]][0]]
+    left = [m for m in followers if m["worker"] not in states or states[m["worker"]][1] != job_id]  # no row: stopped
+    if silent or left:
+        return Absence((silent or left)[0], bool(silent), lease_s)
+    return None
+
+
 def job_devices(job: Job) -> int:
     """The devices a queued training job asks for (submit stores a number; 'all' was counted then)."""
     devices = (job.spec or {}).get("devices", 1) if job.kind == JobKind.TRAIN else 1
@@ -92,6 +125,9 @@ def pick_port(settings: Settings, used: set[int]) -> int | None:
         if port in used:
             continue
         with socket.socket() as probe:
+            # As the rendezvous store binds it: a port the last attempt's store closed is still in TIME_WAIT for a
+            # minute, which a plain bind refuses (the claim failed with "no free port" after a lost attempt).
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("", port))
             except OSError:

@@ -81,9 +81,12 @@ def _supervise(studio: Studio, job_id: int, attempt: int) -> None:
     run_dir = run_dir_for(studio, job_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("job %s: attempt %s starting", job_id, attempt)
+    with studio.db.read() as session:
+        nodes = gang.Gang.of(jobs_repo.get_job(session, job_id).provenance, attempt)  # led from here, or None
+    watch = _GangWatch(studio, job_id, nodes)
     try:
-        returncode = _run_child(studio, job_id, attempt, run_dir)
-        _record_outcome(studio, job_id, attempt, returncode, run_dir)
+        returncode = _run_child(studio, job_id, attempt, run_dir, watch)
+        _record_outcome(studio, job_id, attempt, returncode, run_dir, watch.absence)
     finally:
         _mark_busy(studio, job_id, False)
 
@@ -93,7 +96,7 @@ def _mark_busy(studio: Studio, job_id: int, busy: bool) -> None:
         workers_repo.worker_heartbeat(session, worker_name(), job_id, busy=busy)
 
 
-def _run_child(studio: Studio, job_id: int, attempt: int, run_dir: Path) -> int | None:
+def _run_child(studio: Studio, job_id: int, attempt: int, run_dir: Path, watch: _GangWatch) -> int | None:
     log_path = run_dir / "train.log"
     with log_path.open("ab") as log_file:
         log_file.write(f"\n=== attempt {attempt} on {worker_name()} ===\n".encode())
@@ -105,7 +108,30 @@ def _run_child(studio: Studio, job_id: int, attempt: int, run_dir: Path) -> int 
                 stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
                 env={**os.environ, **child_env(studio.settings.jemalloc), SPAWNED_AT_ENV: repr(time.time())},  # timed
             )
-    return _watch(studio, job_id, attempt, child)
+    return _watch(studio, job_id, attempt, child, watch)
+
+
+class _GangWatch:
+    """The leader's look at its gang's other nodes at each heartbeat (gang.absent_member). A node whose worker went
+    silent for a lease never joined the rendezvous or has gone with its host: this node is stopped now, not at the
+    rendezvous timeout (RDZV_TIMEOUT_S) or a collective's, and the attempt is lost, naming that host. A node whose
+    worker left in order ends with the agreed stop: this node gets EXIT_GRACE_S to end by itself."""
+
+    def __init__(self, studio: Studio, job_id: int, nodes: gang.Gang | None) -> None:
+        self.studio, self.job_id, self.nodes = studio, job_id, nodes
+        self.absence: gang.Absence | None = None
+
+    def look(self, session, stop: _Stop) -> None:
+        if self.nodes is None or self.absence is not None:
+            return
+        self.absence = gang.absent_member(session, self.nodes, self.job_id, self.studio.settings.lease_s)
+        if self.absence is None:
+            return
+        log.warning("job %s: %s", self.job_id, self.absence.words())
+        if self.absence.silent:
+            _kill(stop.child)
+        else:
+            stop.kill_after(EXIT_GRACE_S)
 
 
 def follow_reservation(studio: Studio) -> None:
@@ -169,9 +195,10 @@ def _follow(studio: Studio, job_id: int, attempt: int, node: int) -> None:
     log.info("job %s: attempt %s node %s ended (exit %s)", job_id, attempt, node, returncode)
 
 
-def _watch(studio: Studio, job_id: int, attempt: int, child: subprocess.Popen) -> int | None:
+def _watch(studio: Studio, job_id: int, attempt: int, child: subprocess.Popen, nodes: _GangWatch) -> int | None:
     """Wait for the child, stamping the heartbeat every `heartbeat_s` and looking at the cancel flag every
-    RELAY_POLL_S: a cancel seen only at the heartbeat waited up to 5 s before the child heard of it."""
+    RELAY_POLL_S: a cancel seen only at the heartbeat waited up to 5 s before the child heard of it. A gang's leader
+    looks at its other nodes at each heartbeat."""
     heartbeat_s, next_beat = studio.settings.heartbeat_s, 0.0
     stop = _Stop(child, studio.settings.cancel_grace_s, f"job {job_id}: attempt {attempt}")
     try:
@@ -192,6 +219,8 @@ def _watch(studio: Studio, job_id: int, attempt: int, child: subprocess.Popen) -
                 beat = jobs_repo.heartbeat(session, job_id, attempt)
                 job = jobs_repo.get_job(session, job_id)
                 finished_by_child = job.attempt == attempt and job.status in JobStatus.FINISHED
+                if beat.still_owner and not finished_by_child:
+                    nodes.look(session, stop)
             if finished_by_child:
                 stop.kill_after(EXIT_GRACE_S)  # the child recorded its outcome; let it exit
             elif not beat.still_owner:
@@ -268,7 +297,13 @@ def _kill(child: subprocess.Popen) -> None:
     child.kill()
 
 
-def _record_outcome(studio: Studio, job_id: int, attempt: int, returncode: int | None, run_dir: Path) -> None:
+def _record_outcome(studio: Studio, job_id: int, attempt: int, returncode: int | None, run_dir: Path,
+                    absence: gang.Absence | None = None) -> None:
+    """`absence`: a node of the attempt's gang that was gone (the leader's look). The attempt is lost naming its host
+    when that node went silent, or when this node had to be killed after it left; a node that left while this one
+    ended by itself (a lost rank, a failure) leaves the child's own words."""
+    if absence is not None and not (absence.silent or returncode is None or returncode < 0):
+        absence = None
     with studio.db.write() as session:
         job = jobs_repo.get_job(session, job_id)
         if job is None or job.status != JobStatus.RUNNING or job.attempt != attempt:
@@ -278,8 +313,8 @@ def _record_outcome(studio: Studio, job_id: int, attempt: int, returncode: int |
         elif returncode == EXIT_INTERRUPTED or SHUTTING_DOWN.is_set():
             jobs_repo.requeue_planned(session, job_id, attempt, "Interrupted by a worker shutdown; resumes from "
                                       "its last checkpoint.")
-        elif _lost(returncode):
-            _requeue_lost_attempt(session, studio, job, attempt, returncode, run_dir)
+        elif _lost(returncode) or absence is not None:
+            _requeue_lost_attempt(session, studio, job, attempt, returncode, run_dir, absence)
         else:
             jobs_repo.fail_job(session, job_id, attempt, _failure_text(run_dir, returncode))
         status, priority, pool = job.status, job.priority, job.pool
@@ -292,15 +327,17 @@ def _lost(returncode: int | None) -> bool:
     return returncode in (EXIT_OUT_OF_MEMORY, EXIT_RANK_LOST) or (returncode is not None and returncode < 0)
 
 
-def _requeue_lost_attempt(session, studio: Studio, job, attempt: int, returncode: int, run_dir: Path) -> None:
+def _requeue_lost_attempt(session, studio: Studio, job, attempt: int, returncode: int | None, run_dir: Path,
+                          absence: gang.Absence | None = None) -> None:
     """Requeue (counted against STUDIO_MAX_ATTEMPTS), resuming from the newest checkpoint; after running out of
-    memory, with a smaller footprint."""
-    how = ("ran out of memory" if returncode == EXIT_OUT_OF_MEMORY else "lost one of its ranks (devices)"
-           if returncode == EXIT_RANK_LOST else f"was killed by signal {-returncode}")
+    memory, with a smaller footprint. A gang's missing node is named: its host is what the person must look at."""
+    how = (absence.words() if absence is not None else "ran out of memory" if returncode == EXIT_OUT_OF_MEMORY
+           else "lost one of its ranks (devices)" if returncode == EXIT_RANK_LOST
+           else f"was killed by signal {-returncode}")
     overrides = job.overrides
     peak = jobs_repo.latest_metric(session, job.id, "peak_memory_bytes")
-    out_of_memory = returncode == EXIT_OUT_OF_MEMORY or (
-        returncode == -signal.SIGKILL and killed_for_memory(peak, memory_limit_bytes()))
+    out_of_memory = absence is None and (returncode == EXIT_OUT_OF_MEMORY or (
+        returncode == -signal.SIGKILL and killed_for_memory(peak, memory_limit_bytes())))
     change = ""
     if out_of_memory and job.kind == JobKind.TRAIN:
         if returncode != EXIT_OUT_OF_MEMORY:

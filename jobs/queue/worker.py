@@ -28,6 +28,7 @@ from jobs.queue.gang import GANG_POLL_S  # noqa: E402
 from jobs.queue.lifecycle import device_label, hold_device_lock, signal_when_parent_dies, worker_name  # noqa: E402
 from jobs.queue.reaper import reap_interval_s, reap_once, start_reaper  # noqa: E402
 from jobs.queue.supervisor import (  # noqa: E402
+    SHUTDOWN_GRACE_S,
     SHUTTING_DOWN,
     SPARE,
     follow_reservation,
@@ -119,8 +120,11 @@ def main(argv: list[str] | None = None) -> None:
     reap_once(studio)
     register(studio, device)
     stop = start_reaper(studio, args.reap_interval or reap_interval_s(studio.settings), also=lambda: beat(studio))
+    gang_stop, gang_watch = threading.Event(), None
     if studio.settings.rdzv_address:
-        threading.Thread(target=watch_reservations, args=(studio, stop), daemon=True, name="gang-watch").start()
+        gang_watch = threading.Thread(target=watch_reservations, args=(studio, gang_stop), daemon=True,
+                                      name="gang-watch")
+        gang_watch.start()
     consumer = StudioConsumer(serve_jobs(studio.settings, supervise_job), embedded=args.exit_with_parent)
     SPARE.enabled, SPARE.jemalloc = studio.settings.spare_child, studio.settings.jemalloc
     SPARE.start()  # from the main thread, which lives as long as the worker (the spare's parent-death signal)
@@ -130,7 +134,10 @@ def main(argv: list[str] | None = None) -> None:
         consumer.run()
     finally:
         SPARE.stop()
-        stop.set()
+        if gang_watch is not None:  # a gang's node this worker runs stops as its own job would: its ranks first
+            gang_stop.set()
+            gang_watch.join(SHUTDOWN_GRACE_S + 10)
+        stop.set()  # the heartbeat ran until here: the leader must not take this node for a silent one
         with studio.db.write() as session:
             workers_repo.unregister_worker(session, worker_name())
 

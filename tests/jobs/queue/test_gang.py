@@ -3,7 +3,9 @@ only with peers reserved on other hosts of the pool, in the claim's transaction;
 (the queue says what it waits for) and the worker takes the next job it may run. Submit refuses a count the pool's
 hosts cannot split evenly. The two-host run itself: tests/jobs/queue/test_scale_out.py."""
 
+import socket
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
@@ -12,6 +14,7 @@ from jobs.queue import gang
 from jobs.spec import SpecError
 from jobs.submit import submit_job
 from storage import jobs_repo, workers_repo
+from storage.models import Worker, utcnow
 from tests.conftest import FAST_JOB
 
 
@@ -101,3 +104,49 @@ def test_a_reservation_whose_attempt_moved_on_is_freed_without_starting_anything
     with studio.db.read() as s:
         assert workers_repo.reservation(s, me) is None  # free for the next gang or a job of its own
     assert not (run_dir_for(studio, wide) / "node-1.log").exists()  # no node was started for a finished attempt
+
+
+def test_the_leader_finds_a_silent_or_departed_node_of_its_gang(studio):
+    """gang.absent_member, which the leader's supervisor asks at each heartbeat: a follower whose heartbeat is older
+    than the lease is silent (the leader stops its own node now), one whose row no longer holds the job or is gone
+    has left (the leader's node is given time to end by itself); a follower that holds the job is present."""
+    a, b = _worker(studio, "a"), _worker(studio, "b")
+    wide = submit_job(studio, {**FAST_JOB, "name": "wide", "devices": 2, "pool": "gang"})
+    assert _claim(studio, a) == (wide, 1)
+    members = _job(studio, wide).provenance["gang"]
+    nodes = gang.Gang.of(_job(studio, wide).provenance, 1)
+    lease_s = studio.settings.lease_s
+    with studio.db.read() as s:
+        assert gang.absent_member(s, nodes, wide, lease_s) is None
+    with studio.db.write() as s:
+        s.query(Worker).filter_by(name=b).update({"heartbeat_at": utcnow() - timedelta(seconds=lease_s + 1)})
+    with studio.db.read() as s:
+        silent = gang.absent_member(s, nodes, wide, lease_s)
+    assert silent.silent and silent.member == members["members"][1]
+    assert "node 1 of its gang, host b (worker b:1)" in silent.words() and "did not join or left" in silent.words()
+    with studio.db.write() as s:
+        workers_repo.worker_heartbeat(s, b, busy=False)  # live again, and its row no longer holds the job
+    with studio.db.read() as s:
+        left = gang.absent_member(s, nodes, wide, lease_s)
+    assert not left.silent and "left the gang" in left.words()
+    with studio.db.write() as s:
+        workers_repo.unregister_worker(s, b)  # stopped in order: its row is gone
+    with studio.db.read() as s:
+        assert not gang.absent_member(s, nodes, wide, lease_s).silent
+
+
+def test_a_rendezvous_port_in_time_wait_is_picked_and_a_listening_one_is_not(studio):
+    """A lost attempt's store leaves its port in TIME_WAIT for a minute; the store binds it again (SO_REUSEADDR), so
+    the next claim may pick it. Before, the probe's plain bind refused it and a one-port range claimed nothing."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as torch's TCPStore sets it
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        settings = replace(studio.settings, rdzv_ports=(port, port))
+        assert gang.pick_port(settings, set()) is None  # in use
+        with socket.create_connection(("127.0.0.1", port)):
+            accepted, _ = listener.accept()
+            accepted.close()  # the server's side closes first: its port waits in TIME_WAIT
+    assert gang.pick_port(settings, set()) == port
+    assert gang.pick_port(settings, {port}) is None  # a running gang's port is never picked

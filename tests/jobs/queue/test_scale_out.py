@@ -16,13 +16,16 @@ from pathlib import Path
 
 import pytest
 from safetensors import safe_open
+from sqlalchemy import select
 
 from app.adapters.tab import adapter_zip
+from jobs.queue.lifecycle import pid_alive
 from jobs.queue.routing import live_pools
 from jobs.studio import open_studio
-from jobs.submit import submit_job
+from jobs.submit import cancel_job, submit_job
 from jobs.training.distributed import free_port
 from storage import catalog, jobs_repo, workers_repo
+from storage.models import Worker
 from storage.settings import load_settings
 from tests.conftest import FAST_JOB, REPO_ROOT, process_ids, seed_model, studio_environ
 
@@ -42,18 +45,27 @@ class Team:
                                   STUDIO_LEASE_S="8", STUDIO_HOST_NAME="web-host")
         self.studio = open_studio(load_settings(self.env))
         self.workers: dict[str, subprocess.Popen] = {}
+        self.host_env: dict[str, dict[str, str]] = {}
 
     def start_workers(self, pools: dict[str, str], **env_of_host: dict[str, str]) -> None:
         """One worker per host (host name -> the pool it serves, "" for none; `env_of_host`: a host's own settings),
         all started before any is waited for: their start-ups overlap, as hosts' would."""
         for host, pool in pools.items():
-            env = {**self.env, "STUDIO_HOST_NAME": host, "STUDIO_SCRATCH_DIR": str(self.tmp_path / f"scratch-{host}"),
-                   "STUDIO_POOL": pool, **env_of_host.get(host.replace("-", "_"), {})}
+            self.host_env[host] = {**self.env, "STUDIO_HOST_NAME": host, "STUDIO_POOL": pool,
+                                   "STUDIO_SCRATCH_DIR": str(self.tmp_path / f"scratch-{host}"),
+                                   **env_of_host.get(host.replace("-", "_"), {})}
+        self.restart(*pools)
+
+    def restart(self, *hosts: str) -> None:
+        """Start these hosts' workers (again: a stopped host's), with the settings they were first started with."""
+        ready = {host: self.log(host).count("worker ready") for host in hosts}
+        for host in hosts:
             log = (self.tmp_path / f"{host}.log").open("ab")
             self.workers[host] = subprocess.Popen([sys.executable, "-m", "jobs.queue.worker", "--reap-interval", "1"],
-                                                  env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-        for host in pools:
-            self._wait(lambda host=host: "worker ready" in self.log(host), f"{host} ready", 120)
+                                                  env=self.host_env[host], cwd=REPO_ROOT, stdout=log,
+                                                  stderr=subprocess.STDOUT)
+        for host in hosts:
+            self._wait(lambda host=host: self.log(host).count("worker ready") > ready[host], f"{host} ready", 120)
 
     def log(self, host: str) -> str:
         path = self.tmp_path / f"{host}.log"
@@ -89,14 +101,30 @@ class Team:
         self.studio.db.dispose()
 
 
+def _postgresql_queue(database_url: str) -> str:
+    """Huey's PostgreSQL storage, in the ledger's database (its tables are named huey_*)."""
+    return database_url.replace("postgresql+psycopg://", "postgresql://")
+
+
 @pytest.fixture
 def team(request, tmp_path, demo_model_dir, postgres_server):
     database_url = postgres_server.new_database()
     if request.param == "redis":
         queue_url = request.getfixturevalue("redis_server").url(db=postgres_server.databases % 64)
-    else:  # Huey's PostgreSQL storage, in the ledger's database (its tables are named huey_*)
-        queue_url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    else:
+        queue_url = _postgresql_queue(database_url)
     team = Team(tmp_path, demo_model_dir, database_url, queue_url)
+    yield team
+    team.stop()
+
+
+@pytest.fixture(scope="module")
+def gang_team(tmp_path_factory, demo_model_dir, postgres_server):
+    """Two hosts of pool `gang` on a PostgreSQL queue (_start_gang_hosts), started once for this file's two-host
+    tests, which run in order on one pytest process (--dist loadfile): each leaves both hosts idle for the next."""
+    database_url = postgres_server.new_database()
+    team = Team(tmp_path_factory.mktemp("gang"), demo_model_dir, database_url, _postgresql_queue(database_url))
+    team.gang_env = _start_gang_hosts(team)[1]
     yield team
     team.stop()
 
@@ -132,15 +160,14 @@ def test_a_host_killed_mid_job_and_the_other_host_finishes_it(team):
     assert logged == list(range(1, steps + 1))  # every step logged once across the two hosts
 
 
-@pytest.mark.parametrize("team", ["postgresql"], indirect=True)
-def test_jobs_on_two_hosts_run_once_each_and_one_job_spans_both(team):
+def test_jobs_on_two_hosts_run_once_each_and_one_job_spans_both(gang_team):
     """Two hosts of pool `gang` offering one device each (STUDIO_WORKER_DEVICES=1, both reachable at 127.0.0.1 on
     their own rendezvous port). Two unpooled jobs go one to each host, run once and download from the shared dir;
     then one `devices: 2` job runs as 2 nodes x 1 gloo rank: the claiming host leads (global rank 0, which alone
     writes), the other is reserved in the claim's transaction and joins; both ranks train every step, and one adapter
     is registered. Pool routing by claim: tests/jobs/queue/test_routing.py; the gang's waiting and refusal cases:
     tests/jobs/queue/test_gang.py."""
-    hosts, env = _start_gang_hosts(team)
+    team, hosts, env = gang_team, ("host-a", "host-b"), gang_team.gang_env
     with team.studio.db.read() as session:
         live = {(w.host, w.pool) for w in workers_repo.live_workers(session, team.studio.settings.lease_s)}
     assert live == {("host-a", "gang"), ("host-b", "gang")}
@@ -174,6 +201,147 @@ def test_jobs_on_two_hosts_run_once_each_and_one_job_spans_both(team):
     assert adapter is not None and len(adapters) == 1  # registered once
     # Both workers are free again: the follower freed its reservation when its child ended.
     team._wait(lambda: _busy(team) == {}, "both workers free", 30)
+
+
+CANCEL_BOUND_S = 10.0
+"""The studio's cancel bound (tests/jobs/queue/test_queue_e2e.py's): here the job is cancelled, every process of it on
+both hosts is gone and both workers are free within it."""
+
+
+def test_a_two_host_job_outlives_a_host_that_never_joins_and_a_stopped_follower_and_a_cancel_ends_both(gang_team):
+    """One `devices: 2` job of pool `gang` through three attempts on the two hosts.
+    (b) host-b's worker hangs (SIGSTOP) just before the job comes: host-a claims it and reserves host-b, which never
+    starts its node. Its heartbeat goes silent for a lease, and the leader stops its own node (which waits at the
+    rendezvous) and requeues the attempt as lost, naming host-b; host-a holds no job. host-b resumes (SIGCONT), frees
+    its stale reservation, and attempt 2 runs on both hosts.
+    (c) attempt 2's follower worker is stopped (SIGTERM) at step 2: it exits only after its node's processes, the
+    leader's rank stops with it, and the attempt is requeued uncounted. The follower's host starts a new worker and
+    attempt 3 resumes from the checkpoint the stop wrote (each host's rank says so).
+    (a) attempt 3 is cancelled: within the cancel bound the job is cancelled, the agent and the rank on each host are
+    gone and both workers hold no job. Every step's loss is logged once across the attempts."""
+    team = gang_team
+    job_id, took = _host_b_never_joins(team)
+    print(f"a reserved host that never joined: the attempt requeued {took:.1f} s after submit")
+
+    job = _running(team, job_id, attempt=2, step=2)
+    leader, follower = (member["host"] for member in job.provenance["gang"]["members"])
+    processes = {host: _processes(team, job_id, 2, host) for host in (leader, follower)}
+    assert [len(found) for found in processes.values()] == [2, 2], processes  # each host: its agent and its rank
+    asked = time.monotonic()
+    team.workers[follower].terminate()  # SIGTERM, as systemctl stop sends it
+    team.workers[follower].wait(120)
+    left = [pid for pid in processes[follower] if pid_alive(pid)]
+    assert not left, f"the stopped worker left its node's processes running: {left}"
+    team._wait(lambda: team.jobs([job_id])[0].status == "queued" and _held(team, leader) is None,
+               "the attempt requeued and the leader free", 60)
+    print(f"a follower's worker stopped: the attempt requeued {time.monotonic() - asked:.1f} s after the SIGTERM")
+    job = team.jobs([job_id])[0]
+    assert (job.attempt, job.lost_count) == (2, 1), job.error  # a planned stop: not counted against the attempts
+    assert not [pid for pid in processes[leader] if pid_alive(pid)]
+    node_log = (team.data_dir / "runs" / f"job-{job_id}" / "node-1.log").read_text(errors="replace")
+    assert "the ranks were stopped (SIGTERM)" in node_log
+    team.restart(follower)
+
+    job = _running(team, job_id, attempt=3, step=job.step + 1)
+    hosts = [member["host"] for member in job.provenance["gang"]["members"]]
+    processes = {host: _processes(team, job_id, 3, host) for host in hosts}
+    assert [len(found) for found in processes.values()] == [2, 2], processes
+    asked = time.monotonic()
+    assert cancel_job(team.studio, job_id) == "running"
+
+    def over() -> bool:
+        return (team.jobs([job_id])[0].status == "cancelled" and not any(_held(team, host) for host in hosts)
+                and not [pid for found in processes.values() for pid in found if pid_alive(pid)])
+
+    while not over() and time.monotonic() - asked < CANCEL_BOUND_S:
+        time.sleep(0.1)
+    took = time.monotonic() - asked
+    print(f"cancel of a two-host job: cancelled, every process gone and both workers free {took:.1f} s after it")
+    left = {host: [pid for pid in found if pid_alive(pid)] for host, found in processes.items()}
+    job = team.jobs([job_id])[0]
+    assert over(), f"{took:.1f} s after the cancel: {job.status}, still running {left}, " \
+                   f"held {[_held(team, host) for host in hosts]}"
+    assert job.attempt == 3 and job.lost_count == 1
+    run_dir = team.data_dir / "runs" / f"job-{job_id}"
+    leader_log = (run_dir / "train.log").read_text(errors="replace").split("=== attempt 3 on ")[-1]
+    node_log = (run_dir / "node-1.log").read_text(errors="replace").split("=== attempt 3 node 1 ")[-1]
+    resumed = [re.findall(rf"^\[rank{rank}\]: resuming from (checkpoint-\d+)", text, re.M)
+               for rank, text in ((0, leader_log), (1, node_log))]
+    assert resumed[0] == resumed[1] and len(resumed[0]) == 1, f"{leader_log[-2000:]}\n--- node 1\n{node_log[-2000:]}"
+    with team.studio.db.read() as session:
+        logged = [m.step for m in jobs_repo.metrics_for(session, job_id) if m.name == "loss"]
+        assert catalog.adapter_for_job(session, job_id) is None  # a cancel keeps nothing
+    assert logged == list(range(1, max(logged) + 1)), logged  # rank 0 alone, each step once across the attempts
+
+
+def _host_b_never_joins(team: Team) -> tuple[int, float]:
+    """(b) above: the job's id, and the seconds from its submit to its lost attempt's requeue."""
+    _hang_right_after_a_heartbeat(team, "host-b")
+    try:
+        asked = time.monotonic()
+        job_id = submit_job(team.studio, {**FAST_JOB, "name": "gang-3", "devices": 2, "pool": "gang",
+                                          "max_steps": 200, "save_steps": 100, "eval_fraction": 0,
+                                          "sample_prompts": 0})
+        team._wait(lambda: team.jobs([job_id])[0].lost_count == 1 and _held(team, "host-a") is None,
+                   "the attempt lost and host-a free", 90)
+        took = time.monotonic() - asked
+        job = team.jobs([job_id])[0]
+        assert (job.status, job.attempt) == ("queued", 1), job.error
+        assert [member["host"] for member in job.provenance["gang"]["members"]] == ["host-a", "host-b"]
+        assert "node 1 of its gang, host host-b" in job.error and "did not join" in job.error, job.error
+        assert not _processes(team, job_id, 1, "host-a")  # its node, which waited at the rendezvous, is gone
+        assert _held(team, "host-b") == job_id  # the hung worker's row: it frees it itself when it answers again
+    finally:
+        os.kill(team.workers["host-b"].pid, signal.SIGCONT)
+    return job_id, took
+
+
+def _hang_right_after_a_heartbeat(team: Team, host: str) -> None:
+    """SIGSTOP a host's worker just after its heartbeat committed: between its writes, so it holds no lock on its row
+    (which a leader's reservation would pass over, SKIP LOCKED), and its row stays live for a lease."""
+    name = f"{host}:{team.workers[host].pid}"
+
+    def beat():
+        with team.studio.db.read() as session:
+            return session.scalars(select(Worker.heartbeat_at).where(Worker.name == name)).one()
+
+    first, deadline = beat(), time.monotonic() + 10
+    while beat() == first:
+        assert time.monotonic() < deadline, f"{host} sent no heartbeat"
+        time.sleep(0.02)
+    os.kill(team.workers[host].pid, signal.SIGSTOP)
+
+
+def _held(team: Team, host: str) -> int | None:
+    """The job the row of the host's current worker holds: its own, or a gang's that reserved it."""
+    with team.studio.db.read() as session:
+        return workers_repo.reservation(session, f"{host}:{team.workers[host].pid}")
+
+
+def _running(team: Team, job_id: int, attempt: int, step: int):
+    """The job once `attempt` runs past `step`; fails, saying why, when the job is past that attempt or ended."""
+    def there(job) -> bool:
+        return job.attempt > attempt or job.status in ("succeeded", "failed", "cancelled") or (
+            job.status == "running" and job.attempt == attempt and job.step >= step)
+
+    team._wait(lambda: there(team.jobs([job_id])[0]), f"attempt {attempt} of job {job_id} past step {step}", 400)
+    job = team.jobs([job_id])[0]
+    assert (job.status, job.attempt) == ("running", attempt), job.error
+    return job
+
+
+def _processes(team: Team, job_id: int, attempt: int, host: str) -> list[int]:
+    """One host's processes of the attempt: its child (torchrun's agent), `jobs.queue.child JOB ATTEMPT`, and its
+    ranks, `... --rank JOB ATTEMPT`, by the data dir and host name in their environment."""
+    mine = {f"STUDIO_DATA_DIR={team.data_dir}".encode(), f"STUDIO_HOST_NAME={host}".encode()}
+    return [pid for pid in process_ids("jobs.queue.child", f" {job_id} {attempt}") if mine <= set(_environ(pid))]
+
+
+def _environ(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return []
 
 
 def _two_jobs_one_on_each_host(team: Team) -> None:
