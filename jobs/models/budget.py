@@ -39,11 +39,14 @@ CHECKPOINTING_SPEED = {"cpu": 0.69, "cuda": 0.75}
 demo job (docs/benchmarks.md); CUDA: the recomputed forward, about a third of a step's work (not measured here)."""
 
 
-PACK_SPLIT_SPEED = {"cpu": 0.9, "cuda": 0.75}
-"""Training speed with each packed sequence in two forward passes of half the tokens, relative to one pass: the
-cost of a pass paid twice for the same tokens (docs/benchmarks.md, "Tokens per forward pass")."""
+PACK_SPLIT_SPEED = {"cpu": 0.85, "cuda": 0.75}
+"""Training speed (tokens/s) with each packed sequence in two forward passes of half the tokens, relative to one
+pass. CPU: measured on SmolLM2 in bf16, 230 vs 270 tokens/s by median steps (bench/pack_passes.py, docs/benchmarks.md
+"Tokens per forward pass"); CUDA: assumed as checkpointing's (not measured; a GPU's passes are launch-bound at these
+sizes, so half the tokens a pass likely costs more there)."""
 PACK_SPLITS = (2,)
-"""Forward passes a packed sequence may be split into by the fit: only what was measured."""
+"""Forward passes a packed sequence may be split into by the fit: four passes of 128 measured 0.61x on the CPU, below
+checkpointing's 0.69x, so never the faster choice."""
 
 
 @dataclass(frozen=True)
