@@ -86,3 +86,19 @@ def test_the_script_states_the_pack_length():
     assert "'trainer.max_length': 256," in script and "'trainer.gradient_accumulation_steps': 6," in script
     assert "# pack_length 256: TRL packs to and cuts at trainer max_length" in script
     assert "pack_length" not in plain_trl_script(parse_spec(PLANNED), "base", "data.jsonl")
+
+
+def test_submit_refuses_a_pack_length_that_would_cut_a_row_and_plans_one_that_cuts_none(studio):
+    from jobs.data.formats import ParsedDataset
+    from jobs.data.store import register_parsed
+    from jobs.submit import planned_job, validate_submission
+    from tests.jobs.models.test_budget import long_rows
+
+    register_parsed(studio, "long", ParsedDataset("messages", long_rows(40)))  # up to 281 tokens of the demo base
+    with pytest.raises(SpecError) as refused:
+        validate_submission(studio, {"dataset": "long", "max_length": 256, "pack_length": 128})
+    assert [(p.field, "shorter than the longest row" in p.message) for p in refused.value.problems] == [
+        ("pack_length", True)]
+    raw = {"dataset": "long", "max_length": 1024, "pack_length": 512}
+    validate_submission(studio, raw)
+    assert "in 2 forward passes of 512 tokens" in planned_job(studio, parse_spec(raw)).sentence()
