@@ -2,7 +2,7 @@
 four) shorter passes, alternated step by step in ONE process, so a shared machine's load falls on every arm alike.
 
     python bench/pack_passes.py [--model smollm2|demo] [--rounds 8] [--pack-lengths 256,128]
-                                [--out bench/results/pack_passes_smollm2.json] [--smoke]
+                                [--cycle N] [--out bench/results/pack_passes_smollm2.json] [--smoke]
 
 Each arm is the studio's own training path for the default job's work (the first 320 rows of the example file the
 studio ships for the base; batch 1 of packed sequences of max_length 512, the compute dtype `auto` picks here), built
@@ -10,7 +10,9 @@ by `prepare_run` with `pack_length` set (none: one pass). One optimizer step's f
 per arm and round, in an order that alternates each round (A B, B A, ...); the optimizer's update is left out (it is
 the same work in every arm). Printed and saved: per arm the median seconds an optimizer step's passes take, the
 tokens they train, seconds per 1,000 tokens, and each arm's ratio to one pass. Peak memory: bench/memory_breakdown.py
-(the `pack_length 256` arm)."""
+(the `pack_length 256` arm). The arms run in this process, with its allocator (the report says which): a
+worker's training process preloads jemalloc, `LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2` does the same
+here."""
 
 from __future__ import annotations
 
@@ -60,6 +62,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="timed steps per arm (after one untimed)")
     parser.add_argument("--max-length", type=int, default=512, help="the packed sequences' tokens (one pass)")
     parser.add_argument("--pack-lengths", default="256", help="the split arms' pack lengths, beside one pass")
+    parser.add_argument("--cycle", type=int, default=0, help="take the rounds' steps from the first N only, so their "
+                        "shapes repeat (0: a new step every round)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--smoke", action="store_true", help="the demo model, 1 round, 1,024 tokens in one pass and "
                         "in two (its rows run to 309 tokens): CI's check")
@@ -82,7 +86,7 @@ def main() -> None:
             order = names if round_ % 2 == 0 else names[::-1]
             for name in order:
                 trainer, steps = arms[name]
-                found = timed_step(trainer, steps[round_ % len(steps)])
+                found = timed_step(trainer, steps[round_ % (args.cycle or len(steps))])
                 if round_:  # the first round warms each arm up
                     times[name].append(found)
             print(f"round {round_}: " + ", ".join(f"{n} {times[n][-1][0]:.2f} s" for n in names if times[n]),
@@ -99,7 +103,10 @@ def main() -> None:
         print(name, results[name], flush=True)
     name = f"pack_passes_{args.model}{'_smoke' if args.smoke else ''}.json"
     out = args.out or Path(__file__).parent / "results" / name
-    write_report(out, {"model": args.model, "rounds": args.rounds, "max_length": args.max_length, "arms": results})
+    from jobs.run_settings.allocator import allocator_in_use
+
+    write_report(out, {"model": args.model, "rounds": args.rounds, "cycle": args.cycle, "max_length": args.max_length,
+                       "allocator": allocator_in_use(), "arms": results})
     print(f"saved {out}")
 
 
