@@ -79,11 +79,10 @@ def dataset_size(studio: Studio, dataset: Dataset, base_model: str, revision: st
 def longest_sequence(studio: Studio, spec: TrainSpec, dataset: Dataset | None = None,
                      revision: str | None = None) -> int:
     """The data's longest sequence in the base's tokens, which bounds a padded batch (DPO's pairs, or rows without
-    packing) in the memory estimate; 0 with packing (every sequence is filled to max_length) or without the dataset.
-    `dataset`: the row the job pinned (default: the spec's dataset by name). A pair counts its prompt with the longer
-    answer: the chosen side is counted, the rejected one scaled from it by characters."""
-    if spec.method == "sft" and spec.packing:
-        return 0
+    packing) in the memory estimate (packing fills every sequence to max_length: the estimate does not read it), and
+    the shortest pack_length that cuts no row (jobs.models.budget); 0 without the dataset. `dataset`: the row the job
+    pinned (default: the spec's dataset by name). A pair counts its prompt with the longer answer: the chosen side is
+    counted, the rejected one scaled from it by characters."""
     if mixes(spec.mix_parts(), spec.max_rows):  # a mix's longest row is among the rows it takes
         return max(data_size(studio, spec, revision).lengths, default=0)
     dataset = dataset or find_dataset(studio, spec.dataset)

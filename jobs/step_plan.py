@@ -91,6 +91,8 @@ class StepPlan:
     """What the mix or row budget took from each dataset (empty: every row of the dataset)."""
     memory: MemoryNote | None = None
     """With a memory budget: the levers chosen for it and the peak and speed expected (jobs.models.budget)."""
+    longest_row: int = 0
+    """The longest row the run keeps, in tokens, cut at max_length: the shortest pack_length that cuts none."""
 
     def sentence(self, warn: bool = True, memory: bool = True) -> str:
         """The plan in words; `warn`: with the memorising warning at its end, `memory`: with the memory levers'
@@ -104,10 +106,16 @@ class StepPlan:
         chosen = (f" Chosen for this job: {', '.join(_shown(name, getattr(spec, name)) for name in self.chosen)}; "
                   "set a field to override." if self.chosen else "")
         return (f"This job will make {self.steps:,} optimizer steps over {self.tokens:,} tokens{counted}: {run} of "
-                f"{self.sequences_per_epoch:,} {unit}, {spec.batch_size} × {spec.grad_accum} per step, learning "
-                f"rate {spec.learning_rate:g}. {self.method_sentence()}{self.rows_sentence()}{self.eval_sentence()}"
+                f"{self.sequences_per_epoch:,} {unit}, {spec.batch_size} × {spec.grad_accum} per step"
+                f"{self.passes_words()}, learning rate {spec.learning_rate:g}. "
+                f"{self.method_sentence()}{self.rows_sentence()}{self.eval_sentence()}"
                 f"{chosen}{levers}"
                 f"{' ' + self.memorising_warning() if warn and self.may_memorise else ''}")
+
+    def passes_words(self) -> str:
+        passes = self.spec.forward_passes()
+        return (f" (each packed sequence in {passes} forward passes of {self.spec.pack_length} tokens)"
+                if passes > 1 else "")
 
     @property
     def may_memorise(self) -> bool:
@@ -220,6 +228,26 @@ def sequences_per_epoch(spec: TrainSpec, train_lengths: list[int]) -> int:
     return len(train_lengths)
 
 
+def pack_length_problem(spec: TrainSpec, longest_row: int) -> str | None:
+    """Why the person's pack_length would cut rows (TRL cuts a row at the length it packs to), or None."""
+    if spec.method != "sft" or spec.packing is False or spec.pack_length is None or not longest_row:
+        return None
+    longest = min(longest_row, spec.max_length)
+    if spec.pack_length >= longest:
+        return None
+    return (f"shorter than the longest row ({longest} tokens after the cut at max_length {spec.max_length}), which "
+            f"it would cut; set at least {longest} (a divisor of max_length) or leave it empty")
+
+
+def _steps_per_epoch(spec: TrainSpec, lengths: list[int], sequences: int) -> int:
+    """Optimizer steps an epoch makes: a packed sequence in several forward passes is that many sequences of the pack
+    length to TRL, and as many micro-batches a step."""
+    passes = spec.forward_passes()
+    if passes > 1:
+        sequences = packed_sequences(lengths, spec.pack_length)
+    return max(1, math.ceil(sequences / ((spec.batch_size or 1) * spec.grad_accum * passes)))
+
+
 def _kept_lengths(spec: TrainSpec, data: DataSize) -> list[int]:
     return [n for n in data.lengths if spec.overlong == "truncate" or n <= spec.max_length]
 
@@ -251,8 +279,7 @@ def plan(spec: TrainSpec, data: DataSize, base_params: int | None) -> StepPlan:
     sequences = sequences_per_epoch(spec.model_copy(update=chosen), lengths)
     if spec.batch_size is None:
         chosen["batch_size"] = min(MAX_AUTO_BATCH, max(min_batch_size(spec.method), sequences // MIN_STEPS_PER_EPOCH))
-    batch = (chosen.get("batch_size") or spec.batch_size) * spec.grad_accum
-    steps_per_epoch = max(1, math.ceil(sequences / batch))
+    steps_per_epoch = _steps_per_epoch(spec.model_copy(update=chosen), lengths, sequences)
     if spec.num_epochs is None:  # with max_steps, the epochs those steps make (the trainer goes by the steps)
         chosen["num_epochs"] = epochs_in(spec.max_steps, steps_per_epoch) if spec.max_steps > 0 else float(
             min(MAX_AUTO_EPOCHS, max(1, math.ceil(MIN_TOTAL_STEPS / steps_per_epoch))))
@@ -267,4 +294,4 @@ def plan(spec: TrainSpec, data: DataSize, base_params: int | None) -> StepPlan:
                   and (name != "packing" or spec.method == "sft"))
     return StepPlan(spec=resolved, steps=steps, tokens=tokens, sequences_per_epoch=sequences, chosen=shown,
                     counted=data.counted, train_rows=len(lengths), eval_rows=len(kept) - len(lengths),
-                    taken=data.taken)
+                    taken=data.taken, longest_row=min(max(kept, default=0), spec.max_length))

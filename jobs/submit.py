@@ -52,7 +52,7 @@ from jobs.spec import (
     priority_problem,
     salvage_spec,
 )
-from jobs.step_plan import StepPlan, min_batch_size
+from jobs.step_plan import StepPlan, min_batch_size, pack_length_problem
 from jobs.studio import Studio
 from jobs.tracker_keys import wandb_key_problem
 from storage import catalog, jobs_repo, users_repo, workers_repo
@@ -298,6 +298,7 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
     problems += _lora_problems(spec) + _start_problems(studio, spec)
     problems += _long_input_problems(studio, spec) + _device_count_problems(studio, spec)
     problems += grpo_problems(studio, spec)
+    problems += _pack_length_problems(studio, spec, problems)
     problems += _memory_budget_problems(studio, spec, problems)
     if spec.chat_template and (template := template_problem(spec.chat_template, spec.assistant_only_loss)):
         problems.append(Problem(field="chat_template", message=template))
@@ -332,6 +333,14 @@ def planned_job(studio: Studio, spec: TrainSpec, revision: str | None = None) ->
                                          start_adapter(studio, spec))
     return replace(planned, spec=chosen_spec, memory=memory,
                    chosen=tuple(dict.fromkeys((*planned.chosen, *chosen))))
+
+
+def _pack_length_problems(studio: Studio, spec: TrainSpec, found: list[Problem]) -> list[Problem]:
+    """A pack_length shorter than the data's longest row, which TRL would cut there (checked on sound data)."""
+    if spec.pack_length is None or any(p.field in ("base_model", "dataset", "pack_length") for p in found):
+        return []
+    problem = pack_length_problem(spec, longest_sequence(studio, spec))
+    return [Problem(field="pack_length", message=problem)] if problem else []
 
 
 def _memory_budget_problems(studio: Studio, spec: TrainSpec, found: list[Problem]) -> list[Problem]:

@@ -70,7 +70,8 @@ def memory_fit(fit: MemoryFit | None) -> dict | None:
     return {"budget_bytes": fit.budget_bytes, "free_on": fit.free_on or None, "peak_bytes": fit.peak_bytes,
             "fits": fit.fits, "relative_speed": fit.relative_speed, "smallest_budget_bytes": fit.smallest_bytes,
             "levers": {"batch_size": fit.levers.batch_size, "grad_accum": fit.levers.grad_accum,
-                       "gradient_checkpointing": fit.levers.gradient_checkpointing}, "problem": fit.problem()}
+                       "gradient_checkpointing": fit.levers.gradient_checkpointing,
+                       "pack_length": fit.levers.pack_length}, "problem": fit.problem()}
 
 
 def memory(studio: Studio, spec: str) -> list[dict]:

@@ -6,7 +6,10 @@ The levers, each only where the person left it to the studio (a field they set i
 - the micro-batch: `batch_size` left empty is lowered to a divisor of the planned batch and `grad_accum` multiplied
   by the same factor, so the effective batch, the steps and the tokens per step stay the same (a packed row is
   batch x max_length tokens, so activations, masks and the LM head's tiles shrink with it);
-- gradient checkpointing left 'auto': off where the budget allows it (faster), on where it is needed.
+- gradient checkpointing left 'auto': off where the budget allows it (faster), on where it is needed;
+- the tokens per forward pass: a packed SFT run whose `pack_length` is left empty trains each packed sequence in
+  two forward passes of half of max_length (grad_accum multiplied by the passes, so a step trains the same tokens),
+  where half of max_length still holds the data's longest row (no row is cut shorter than max_length).
 
 Fastest first: candidates are tried in the order of their expected speed relative to the plan without a budget
 (`relative_speed`), and among equals the largest micro-batch. The estimate is the whole training process's peak (on
@@ -22,7 +25,7 @@ from dataclasses import dataclass, replace
 from jobs.models.fits import Device, job_estimate
 from jobs.models.memory_inputs import ModelShape
 from jobs.run_settings.lora import LoraSettings, read_adapter_lora
-from jobs.run_settings.settings import gradient_checkpointing
+from jobs.run_settings.settings import gradient_checkpointing, pack_lengths
 from jobs.spec import TrainSpec
 from jobs.studio import Studio
 from storage import catalog
@@ -36,11 +39,23 @@ CHECKPOINTING_SPEED = {"cpu": 0.69, "cuda": 0.75}
 demo job (docs/benchmarks.md); CUDA: the recomputed forward, about a third of a step's work (not measured here)."""
 
 
+PACK_SPLIT_SPEED = {"cpu": 0.85, "cuda": 0.75}
+"""Training speed (tokens/s) with each packed sequence in two forward passes of half the tokens, relative to one
+pass. CPU: measured on SmolLM2 in bf16, 230 vs 270 tokens/s by median steps (bench/pack_passes.py, docs/benchmarks.md
+"Tokens per forward pass"); CUDA: assumed as checkpointing's (not measured; a GPU's passes are launch-bound at these
+sizes, so half the tokens a pass likely costs more there)."""
+PACK_SPLITS = (2,)
+"""Forward passes a packed sequence may be split into by the fit: four passes of 128 measured 0.61x on the CPU, below
+checkpointing's 0.69x, so never the faster choice."""
+
+
 @dataclass(frozen=True)
 class Levers:
     batch_size: int
     grad_accum: int
     gradient_checkpointing: bool
+    pack_length: int | None = None
+    """Tokens per forward pass of a packed sequence (None: max_length, one pass)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +84,8 @@ class MemoryFit:
 
     def sentence(self) -> str:
         gc = "on" if self.levers.gradient_checkpointing else "off"
-        levers = (f"batch size {self.levers.batch_size} × {self.levers.grad_accum} accumulation, gradient "
+        passes = (f", forward passes of {self.levers.pack_length} tokens" if self.levers.pack_length else "")
+        levers = (f"batch size {self.levers.batch_size} × {self.levers.grad_accum} accumulation{passes}, gradient "
                   f"checkpointing {gc}; expected peak {self.peak_bytes / GiB:.2f} GiB")
         if self.free_on:
             head = (f"Memory: no budget set, so the plan fits under the {self.budget_bytes / GiB:.2f} GiB free on "
@@ -99,12 +115,28 @@ def _gib_up(size: int) -> float:
     return math.ceil(size / GiB * 100) / 100
 
 
-def relative_speed(levers: Levers, device: str) -> float:
-    return CHECKPOINTING_SPEED.get(device, CHECKPOINTING_SPEED["cuda"]) if levers.gradient_checkpointing else 1.0
+def relative_speed(levers: Levers, device: str, passes: int = 1) -> float:
+    """Expected speed of `levers` relative to one pass a packed sequence without checkpointing; `passes`: the forward
+    passes a packed sequence trains in with them."""
+    speed = CHECKPOINTING_SPEED.get(device, CHECKPOINTING_SPEED["cuda"]) if levers.gradient_checkpointing else 1.0
+    return speed * (PACK_SPLIT_SPEED.get(device, PACK_SPLIT_SPEED["cuda"]) if passes > 1 else 1.0)
 
 
-def candidates(original: TrainSpec, planned: TrainSpec, devices: Sequence[Device]) -> list[Levers]:
-    """Every combination of the free levers, fastest first (then the largest micro-batch)."""
+def _passes(planned: TrainSpec, levers: Levers) -> int:
+    return with_levers(planned, levers).forward_passes()
+
+
+def pack_choices(original: TrainSpec, planned: TrainSpec, longest_row: int) -> list[int | None]:
+    """The tokens per forward pass the fit may pick: the person's, or one pass (None) and each split that cuts no
+    row (`longest_row`: the data's longest row in tokens; 0, unknown: one pass only)."""
+    if original.pack_length is not None or planned.method != "sft" or not planned.packing:
+        return [planned.pack_length]
+    return [None, *pack_lengths(planned.max_length, longest_row, PACK_SPLITS)]
+
+
+def candidates(original: TrainSpec, planned: TrainSpec, devices: Sequence[Device], longest_row: int = 0
+               ) -> list[Levers]:
+    """Every combination of the free levers, fastest first (then the largest micro-batch, then one pass)."""
     batch, accum = planned.batch_size or 1, planned.grad_accum
     smallest = min(batch, 2 if original.method == "kto" else 1)  # jobs.step_plan.min_batch_size: KTO pairs rows
     batches = ([b for b in range(batch, smallest - 1, -1) if batch % b == 0] if original.batch_size is None
@@ -114,13 +146,16 @@ def candidates(original: TrainSpec, planned: TrainSpec, devices: Sequence[Device
     else:
         checkpointing = [original.gradient_checkpointing == "on"]
     device = devices[0].machine.device if devices else "cpu"
-    found = [Levers(b, accum * (batch // b), gc) for gc in checkpointing for b in batches]
-    return sorted(found, key=lambda levers: (-relative_speed(levers, device), -levers.batch_size))
+    found = [Levers(b, accum * (batch // b), gc, pack) for gc in checkpointing for b in batches
+             for pack in pack_choices(original, planned, longest_row)]
+    return sorted(found, key=lambda levers: (-relative_speed(levers, device, _passes(planned, levers)),
+                                             -levers.batch_size, -(levers.pack_length or planned.max_length)))
 
 
 def with_levers(spec: TrainSpec, levers: Levers) -> TrainSpec:
     return spec.model_copy(update={"batch_size": levers.batch_size, "grad_accum": levers.grad_accum,
-                                   "gradient_checkpointing": "on" if levers.gradient_checkpointing else "off"})
+                                   "gradient_checkpointing": "on" if levers.gradient_checkpointing else "off",
+                                   "pack_length": levers.pack_length})
 
 
 def peak_of(spec: TrainSpec, shape: ModelShape, devices: Sequence[Device], longest: int,
@@ -136,22 +171,24 @@ def fit(original: TrainSpec, planned: TrainSpec, shape: ModelShape, devices: Seq
     it)."""
     budget = budget_bytes if budget_bytes is not None else int(original.memory_budget_gib * GiB)
     tried = [(levers, peak_of(with_levers(planned, levers), shape, devices, longest, adapter))
-             for levers in candidates(original, planned, devices)]
+             for levers in candidates(original, planned, devices, longest)]
     fitting = [(levers, peak) for levers, peak in tried if peak <= budget * HEADROOM]
     levers, peak = fitting[0] if fitting else min(tried, key=lambda pair: pair[1])
-    free = original.model_copy(update={"batch_size": None, "gradient_checkpointing": "auto"})
+    free = original.model_copy(update={"batch_size": None, "gradient_checkpointing": "auto", "pack_length": None})
     floor = min(peak_of(with_levers(planned, lv), shape, devices, longest, adapter)
-                for lv in candidates(free, planned, devices))
+                for lv in candidates(free, planned, devices, longest))
     fixed = tuple(name for name, value in (("batch_size", original.batch_size),
-                                           ("gradient_checkpointing", original.gradient_checkpointing))
+                                           ("gradient_checkpointing", original.gradient_checkpointing),
+                                           ("pack_length", original.pack_length))
                   if value not in (None, "auto"))
     device = devices[0].machine.device if devices else "cpu"
     memory = MemoryFit(budget_bytes=budget, peak_bytes=peak, levers=levers,
-                       relative_speed=relative_speed(levers, device), smallest_bytes=min(p for _, p in tried),
-                       floor_bytes=floor, fixed=fixed)
+                       relative_speed=relative_speed(levers, device, _passes(planned, levers)),
+                       smallest_bytes=min(p for _, p in tried), floor_bytes=floor, fixed=fixed)
     chosen = (("batch_size",) if original.batch_size is None else ()) + (
         ("grad_accum",) if levers.grad_accum != planned.grad_accum else ()) + (
-        ("gradient_checkpointing",) if original.gradient_checkpointing == "auto" else ())
+        ("gradient_checkpointing",) if original.gradient_checkpointing == "auto" else ()) + (
+        ("pack_length",) if levers.pack_length != planned.pack_length else ())
     return with_levers(planned, levers), memory, chosen
 
 
@@ -180,14 +217,15 @@ def free_memory_fit(original: TrainSpec, planned: TrainSpec, shape: ModelShape, 
     peak = peak_of(planned, shape, devices, longest, adapter)
     if peak <= budget * HEADROOM:
         machine = device.machine
-        levers = Levers(planned.batch_size or 1, planned.grad_accum, gradient_checkpointing(planned, machine.device))
+        levers = Levers(planned.batch_size or 1, planned.grad_accum, gradient_checkpointing(planned, machine.device),
+                        planned.pack_length)
         return planned, MemoryFit(budget_bytes=budget, peak_bytes=peak, levers=levers, relative_speed=1.0,
                                   smallest_bytes=peak, floor_bytes=peak, fixed=(), free_on=label), ()
     chosen_spec, memory, chosen = fit(original, planned, shape, devices, longest, adapter, budget_bytes=budget)
     memory = replace(memory, free_on=label)
     if not memory.fits:
         levers = Levers(planned.batch_size or 1, planned.grad_accum,
-                        gradient_checkpointing(planned, device.machine.device))
+                        gradient_checkpointing(planned, device.machine.device), planned.pack_length)
         return planned, replace(memory, peak_bytes=peak, levers=levers, relative_speed=1.0), ()
     return chosen_spec, memory, chosen
 

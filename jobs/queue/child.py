@@ -185,7 +185,8 @@ def _memory_estimate(studio: Studio, spec: TrainSpec, base_path: str, run_dir: P
     try:
         shape = ModelShape.from_dir(base_path)
         settings = settings_here(spec, run_dir, base_path, init_adapter)
-        longest = longest_sequence(studio, spec, dataset, revision)
+        # A packed sequence is filled to its length: the data's longest row sizes only a padded batch.
+        longest = 0 if settings.packing else longest_sequence(studio, spec, dataset, revision)
         found = settings_estimate(settings, shape, longest)
     except (OSError, KeyError, TypeError, ValueError):
         return None

@@ -93,7 +93,9 @@ class RunSettings:
     """NEFTune's noise on the input embeddings while training (the Trainer's own hook); None: off."""
     batch_size: int | None
     grad_accum: int
+    """Micro-batches a step, forward passes of a packed sequence included (the spec's grad_accum x forward_passes)."""
     max_length: int
+    """What TRL packs to and cuts at: the spec's max_length, or with forward_passes above 1 the pack length."""
     packing: bool | None
     """Padding-free packing; False for the preference methods, whose trainers pad their rows."""
     assistant_only_loss: bool
@@ -138,6 +140,11 @@ class RunSettings:
     """freeze: the final norm and the output head train too."""
     jemalloc: bool = False
     """CPU: the run's process has jemalloc preloaded (Machine.jemalloc): the memory estimate's allocator factor."""
+    forward_passes: int = 1
+    """Packed SFT with a pack_length below max_length: each packed sequence of the spec's max_length tokens trains
+    in this many forward passes of max_length / this tokens (TrainSpec.forward_passes, `pack_lengths`)."""
+    row_length: int = 0
+    """The spec's max_length, where rows are cut (0: as max_length); above max_length only with forward_passes."""
     notes: tuple[str, ...] = field(default=(), compare=False)
     """Where the run differs from what the spec asked, in words for the run's log."""
 
@@ -258,6 +265,7 @@ def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings
     dtype, dtype_note = compute_dtype(spec, base, machine)
     optimizer, optimizer_note = optimizer_for(spec, machine.device)
     preference = spec.method in PREFERENCE_METHODS
+    passes = spec.forward_passes()  # packed SFT in several forward passes: TRL gets the pack length (pack_lengths)
     attention, attention_note = attention_for(spec.attn_implementation, machine.device, machine.kernels)
     compiled, compile_note = compile_for(spec.torch_compile, machine.device, machine.kernels)
     liger, liger_note = liger_for(spec.liger_kernel, machine.device, machine.kernels)
@@ -275,8 +283,9 @@ def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings
         gradient_checkpointing=gradient_checkpointing(spec, machine.device), optimizer=optimizer,
         lora=adapter if adapter is not None else lora_for(spec),
         continues_adapter=bool(spec.init_adapter), loraplus_lr_ratio=spec.loraplus_lr_ratio,
-        neftune_noise_alpha=spec.neftune_noise_alpha, batch_size=spec.batch_size, grad_accum=spec.grad_accum,
-        max_length=spec.max_length, packing=False if preference or spec.method == "grpo" else spec.packing,
+        neftune_noise_alpha=spec.neftune_noise_alpha, batch_size=spec.batch_size,
+        grad_accum=spec.grad_accum * passes, max_length=spec.max_length // passes,
+        packing=False if preference or spec.method == "grpo" else spec.packing,
         assistant_only_loss=spec.assistant_only_loss, dpo_beta=spec.dpo_beta,
         method_options=method_options(spec), learning_rate=spec.learning_rate,
         num_epochs=spec.num_epochs, max_steps=spec.max_steps, lr_scheduler=spec.lr_scheduler,
@@ -289,9 +298,23 @@ def resolve(spec: TrainSpec, base: Base, machine: Machine, adapter: LoraSettings
         devices=spec.devices, finetuning=spec.finetuning,
         trainable_layers=spec.freeze_trainable_layers if spec.finetuning == "freeze" else None,
         train_head=spec.finetuning == "freeze" and spec.freeze_train_head,
-        jemalloc=machine.jemalloc and machine.device == "cpu",
+        jemalloc=machine.jemalloc and machine.device == "cpu", forward_passes=passes, row_length=spec.max_length,
         notes=tuple(note for note in (dtype_note, optimizer_note, attention_note, compile_note, liger_note, whole_note)
                     if note))
+
+
+def pack_lengths(max_length: int, longest_row: int, passes: tuple[int, ...]) -> list[int]:
+    """The pack lengths that train a packed sequence of max_length tokens in each of `passes` forward passes and cut
+    no row (each holds the longest row, itself cut at max_length; 0: unknown, so none).
+
+    TRL packs to and cuts at one max_length, so a run with a pack_length gives TRL the pack length and multiplies
+    grad_accum by the passes (`resolve`): a step trains the same tokens in shorter passes. No row is cut shorter than
+    the spec's max_length: the memory fit picks only these (jobs.models.budget), submit refuses a shorter pack_length
+    (jobs.step_plan.pack_length_problem), and training refuses a longer row (prepare.check_pack_length)."""
+    if not longest_row:
+        return []
+    longest = min(longest_row, max_length)
+    return [max_length // n for n in passes if max_length % n == 0 and max_length // n >= max(longest, 16)]
 
 
 def lora_for(spec: TrainSpec) -> LoraSettings:

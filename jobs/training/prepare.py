@@ -146,15 +146,15 @@ def planned(spec: TrainSpec, base_model: str, rows: list[dict], tokenizer,
     script) empty fields are chosen here by the same rule, from the rows it trains on, and with memory_budget_gib the
     levers it left to the studio by the same fit as submit's (jobs.models.budget) for this machine. A budget nothing
     fits is refused here as submit refuses it."""
-    budgeted = spec.memory_budget_gib is not None and (spec.batch_size is None or
+    budgeted = spec.memory_budget_gib is not None and (spec.batch_size is None or spec.pack_length is None or
                                                        spec.gradient_checkpointing == "auto")
     if all(getattr(spec, name) is not None for name in AUTO_FIELDS) and not budgeted:
         return spec
     chosen = rows_plan(spec, base_model, rows, tokenizer).spec
     if not budgeted or not (Path(base_model) / "config.json").is_file():
         return chosen
-    lengths = [] if spec.method == "sft" and chosen.packing else [
-        len(tokenize_row(tokenizer, row, False).ids) for row in rows]  # a padded batch is as long as its longest
+    # A padded batch is as long as its longest row; a packed one may train in passes no shorter than it.
+    lengths = [len(tokenize_row(tokenizer, row, False).ids) for row in rows]
     adapter = read_adapter_lora(init_adapter) if init_adapter is not None else None
     chosen, memory, _ = fit(spec, chosen, ModelShape.from_dir(base_model), [this_device()], max(lengths, default=0),
                             adapter)
@@ -211,6 +211,19 @@ def select_rows(rows: list[dict], spec: TrainSpec, tokenizer) -> list[dict]:
     if not rows:
         raise ValueError("no rows left to train on after dropping duplicates and over-long rows")
     return rows
+
+
+def check_pack_length(settings: RunSettings, rows: list[dict], tokenizer) -> None:
+    """Refuse a row that packing in shorter forward passes would cut: TRL cuts a row at the length it packs to, which
+    with pack_length is shorter than max_length (TrainSpec.forward_passes). The plan and submit
+    never choose or accept such a pack length; a direct caller may."""
+    if settings.forward_passes == 1:
+        return
+    longest = max((min(len(tokenize_row(tokenizer, row, False).ids), settings.row_length) for row in rows), default=0)
+    if longest > settings.max_length:
+        raise ValueError(f"pack_length {settings.max_length} is shorter than the longest row ({longest} tokens, cut "
+                         f"at max_length {settings.row_length}): TRL would cut it there; set pack_length to at least "
+                         f"{longest} (a divisor of max_length) or leave it empty")
 
 
 def run_callbacks(spec: TrainSpec, out_dir: Path, on_metrics: MetricsSink, stop: StopCallback,
@@ -270,6 +283,10 @@ def announce(settings: RunSettings, spec: TrainSpec, train_rows: int, eval_rows:
           f"{spec.max_steps} steps" + _method_words(settings),
           flush=True)
     print(f"optimizer {settings.optimizer}", flush=True)
+    if settings.forward_passes > 1:
+        print(f"each packed sequence of {settings.row_length} tokens trains in {settings.forward_passes} forward "
+              f"passes of {settings.max_length} tokens (pack_length; gradient accumulation {settings.grad_accum})",
+              flush=True)
     speed = [f"attention {settings.attn_implementation}" if settings.attn_implementation else "",
              "torch.compile" if settings.torch_compile else "", "Liger kernels" if settings.liger_kernel else "",
              f"RoPE {dict(settings.rope_parameters)}" if settings.rope_parameters else ""]
@@ -285,6 +302,7 @@ def model_and_rows(spec: TrainSpec, out_dir: Path, base_model: str, rows: list[d
     settings = setup_device(spec, out_dir, base_model, init_adapter)
     with phase("data"):
         rows = select_rows(rows, spec, tokenizer)
+        check_pack_length(settings, rows, tokenizer)
     with phase("base_load"):
         base = load_base(settings, base_model)
         keep_4bit_layout_trainable(base)  # evals and samples during training must not cut the gradient's path

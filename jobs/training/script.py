@@ -97,6 +97,17 @@ def _settings_code(by_machine: dict[Machine, dict]) -> str:
     return "\n".join(lines)
 
 
+def _pack_comment(spec: TrainSpec) -> str:
+    """What a pack_length below max_length does to the settings above, in words (empty without one)."""
+    passes = spec.forward_passes()
+    if passes == 1:
+        return ""
+    return (f"# pack_length {spec.pack_length}: TRL packs to and cuts at trainer max_length, so each packed sequence "
+            f"of {spec.max_length}\n# tokens trains in {passes} forward passes of {spec.pack_length}, gradient "
+            f"accumulation multiplied by {passes}\n# (the same tokens a step, less memory); the studio checked that no "
+            f"row is longer, so none is cut.\n")
+
+
 BF16_PROBE = """# bf16 support: the GPU says; a CPU computes it natively with these flags (else it is emulated and slow)
 BF16 = torch.cuda.is_bf16_supported() if CUDA else os.path.exists("/proc/cpuinfo") and any(
     line.startswith("flags") and {flags} & set(line.split()) for line in open("/proc/cpuinfo"))
@@ -164,7 +175,7 @@ LOCAL_DEVICE = f"cuda:{{os.environ.get('LOCAL_RANK', '0')}}" if CUDA else "cpu" 
 {probe}
 # The run settings the studio resolves for this spec and base (jobs.run_settings), for each kind of machine.
 {settings_code}
-
+{_pack_comment(spec)}
 
 def part(prefix):
     """One library's arguments out of RUN."""

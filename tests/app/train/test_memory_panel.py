@@ -26,7 +26,8 @@ def test_a_dpo_verdict_is_sized_from_the_longer_answer_of_its_pairs(studio):
     cores = most_devices(studio)  # no worker registered: this machine's
     every = verdict_text(studio, {**spec.model_dump(), "devices": "all"})
     assert (f"*{cores} devices ('all': the most one host that may take the job has)" in every) == (cores > 1)
-    assert longest_sequence(studio, parse_spec({"dataset": "pairs", "packing": True})) == 0  # packed: full rows
+    # Packed: the estimate fills every sequence to max_length; the longest row bounds only a shorter pack_length.
+    assert longest_sequence(studio, parse_spec({"dataset": "pairs", "packing": True})) == chosen
 
 
 def test_a_phi3_base_gets_a_verdict(studio, tmp_path):

@@ -80,7 +80,7 @@ THREE_LAYERS = {
                        ["grpo_reference_match", "grpo_min_chars", "grpo_max_chars", "grpo_reward_adapter"],
                        ["grpo_regex", "grpo_json_schema"],
                        ["grpo_reward_code"], ["finetuning", "freeze_trainable_layers", "freeze_train_head"]],
-    "Precision and speed": [["double_quant", "compute_dtype", "gradient_checkpointing"],
+    "Precision and speed": [["double_quant", "compute_dtype", "gradient_checkpointing", "pack_length"],
                             ["attn_implementation", "torch_compile", "liger_kernel"], ["rope_scaling", "rope_factor"],
                             ["memory_budget_gib", "devices"]],
     "Checkpoints and tracking": [["eval_steps", "logging_steps", "save_steps", "sample_prompts"],

@@ -114,3 +114,33 @@ def test_a_mixed_run_takes_rows_by_ratio_and_trains_only_the_last_turn(dataset, 
     base = LoadedBase(tokenizer=load_tokenizer(str(demo_model_dir)), model=None, formats={"a": written})
     prompt = base.render("a", [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
     assert prompt == "SYSTEM: Be brief.<|end|>USER: hi<|end|>ASSISTANT<|assistant|>"
+
+
+def test_a_pack_length_trains_packed_sequences_in_shorter_passes_and_cuts_no_row(dataset, demo_model_dir, tmp_path,
+                                                                                capsys):
+    """pack_length 64 of max_length 128: TRL packs to 64 tokens with grad accumulation doubled, every row's tokens
+    arrive whole; a row longer than 64 is refused before loading anything rather than cut."""
+    from jobs.data.formats import ParsedDataset
+    from jobs.data.stats import tokenize_row
+    from jobs.models.loading import load_tokenizer
+    from jobs.training.train import prepare_run
+
+    tokenizer = load_tokenizer(str(demo_model_dir))
+    rows = parse_file(EXAMPLE_DATASET_FILE).rows
+    lengths = {i: len(tokenize_row(tokenizer, row, False).ids) for i, row in enumerate(rows)}
+    short = [rows[i] for i, n in lengths.items() if n <= 64][:40]
+    path, _ = store_parsed(ParsedDataset("messages", short), tmp_path / "short")
+    spec = parse_spec({**FEW_STEPS, "target_modules": "attention", "packing": True, "max_steps": 1, "batch_size": 1,
+                       "pack_length": 64, "sample_prompts": 0})
+    run = prepare_run(spec, tmp_path / "run", str(demo_model_dir), path, lambda *a: None, lambda: False)
+    assert (run.trainer.args.max_length, run.trainer.args.gradient_accumulation_steps) == (64, 2)
+    packed = run.trainer.train_dataset
+    assert max(len(row["input_ids"]) for row in packed) <= 64
+    assert sum(len(row["input_ids"]) for row in packed) == sum(len(tokenize_row(tokenizer, row, False).ids)
+                                                               for row in short)
+    assert "trains in 2 forward passes of 64 tokens" in capsys.readouterr().out
+    run.trainer.train()
+    longer = next(rows[i] for i, n in lengths.items() if 64 < n <= 128)
+    path, _ = store_parsed(ParsedDataset("messages", [*short, longer]), tmp_path / "longer")
+    with pytest.raises(ValueError, match="TRL would cut it"):
+        prepare_run(spec, tmp_path / "run2", str(demo_model_dir), path, lambda *a: None, lambda: False)
