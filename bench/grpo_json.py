@@ -104,6 +104,26 @@ def scores(answers: list[str], references: list[str]) -> dict:
             "exact_rate": exact / len(answers), "examples": answers[:3]}
 
 
+def progress(label: str, rewards: list[tuple[int, float]]):
+    """A metrics sink that prints each logged step (with seconds since the run began) and keeps GRPO's mean reward."""
+    began = time.monotonic()
+
+    def sink(step: int, values: dict, total: int) -> None:
+        if "reward" in values:
+            rewards.append((step, values["reward"]))
+        shown = {key: round(value, 4) for key, value in values.items() if key in ("loss", "reward")}
+        print(f"{label} step {step}/{total} at {time.monotonic() - began:.0f} s: {shown}", flush=True)
+    return sink
+
+
+def _dtype_ran(run_dir: Path) -> str | None:
+    """What the training computed in ('auto' resolved on this machine), as the run folder records it."""
+    try:
+        return json.loads((run_dir / "compute_dtype.json").read_text())["dtype"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=("smollm2", "demo"), default="smollm2")
@@ -113,6 +133,8 @@ def main() -> None:
     parser.add_argument("--grpo-steps", type=int, default=30)
     parser.add_argument("--generations", type=int, default=4)
     parser.add_argument("--completion", type=int, default=48, help="max_completion_length (tokens)")
+    parser.add_argument("--sft-lr", type=float, default=1e-3)
+    parser.add_argument("--grpo-lr", type=float, default=2e-4)
     parser.add_argument("--smoke", action="store_true", help="the demo model, a few steps: the script runs")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -138,25 +160,25 @@ def main() -> None:
               "lora_r": 16, "target_modules": "all-linear", "batch_size": 4}
 
     started = time.monotonic()
-    sft = train(parse_spec({**common, "max_steps": args.sft_steps, "learning_rate": 1e-3}), work / "sft", str(base),
-                chats, lambda *a: None, lambda: False)
+    sft = train(parse_spec({**common, "max_steps": args.sft_steps, "learning_rate": args.sft_lr}), work / "sft",
+                str(base), chats, progress("sft", []), lambda: False)
     sft_s = time.monotonic() - started
     rewards: list[tuple[int, float]] = []
     grpo_spec = parse_spec({**common, "method": "grpo", "init_adapter": "sft", "max_steps": args.grpo_steps,
                             "batch_size": 2, "num_generations": args.generations,
                             "max_completion_length": args.completion, "grpo_rewards": "json",
-                            "learning_rate": 2e-4, "warmup_ratio": 0})
+                            "learning_rate": args.grpo_lr, "warmup_ratio": 0})
     started = time.monotonic()
     grpo = train(grpo_spec, work / "grpo", str(base), checks,
-                 lambda step, values, total: rewards.append((step, values["reward"])) if "reward" in values else None,
-                 lambda: False, init_adapter=sft.adapter_dir)
+                 progress("grpo", rewards), lambda: False, init_adapter=sft.adapter_dir)
     grpo_s = time.monotonic() - started
 
     prompts, references = [r["prompt"] for r in held], [r["reference"] for r in held]
     new_tokens = 8 if args.smoke else 64
     report = {"model": args.model, "rows_trained": len(train_rows), "held_out": len(held),
               "sft_steps": args.sft_steps, "grpo_steps": args.grpo_steps, "generations": args.generations,
-              "max_completion_length": args.completion, "sft_s": round(sft_s, 1), "grpo_s": round(grpo_s, 1),
+              "max_completion_length": args.completion, "sft_lr": args.sft_lr, "grpo_lr": args.grpo_lr,
+              "compute_dtype": _dtype_ran(work / "grpo"), "sft_s": round(sft_s, 1), "grpo_s": round(grpo_s, 1),
               "grpo_reward_first": rewards[0][1] if rewards else None,
               "grpo_reward_last": rewards[-1][1] if rewards else None, "grpo_rewards": rewards}
     for label, adapter in (("base", None), ("sft", sft.adapter_dir), ("grpo", grpo.adapter_dir)):
