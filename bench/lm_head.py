@@ -78,15 +78,14 @@ def packed_batch(base: str, model: str) -> dict:
 def trainable_model(base: str, lora_dropout: float):
     import torch
 
-    from jobs.models.loading import keep_4bit_layout_trainable, load_base_model
+    from jobs.models.loading import load_base_model
     from jobs.run_settings.settings import Base, Machine, resolve
     from jobs.spec import parse_spec
     from jobs.training.prepare import attach_lora, keep_lora_in_fp32
 
     spec = parse_spec({"learning_rate": 1e-3, "batch_size": 1, "packing": True, "num_epochs": 1,
                        "lora_dropout": lora_dropout})
-    model = load_base_model(spec, base, "cpu", torch.float32)
-    keep_4bit_layout_trainable(model)
+    model = load_base_model(spec, base, "cpu", torch.float32)  # its 4-bit layout kept for training (loading)
     settings = resolve(spec, Base(), Machine("cpu", bf16=False))  # fp32 compute, no checkpointing
     model = attach_lora(model, settings)
     keep_lora_in_fp32(model, settings)

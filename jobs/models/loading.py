@@ -62,21 +62,26 @@ def load_base_model(spec: TrainSpec, base_model: str, device: str, dtype: torch.
     learned its positions against that scaling: chat loads the base as training did)."""
     context, base_rope = base_positions(base_model)
     rope = rope_parameters(spec.rope_scaling, spec.rope_factor, base_rope, context)
-    return AutoModelForCausalLM.from_pretrained(
+    model = AutoModelForCausalLM.from_pretrained(
         base_model, quantization_config=quantization_config(spec, dtype), dtype=dtype,
         device_map={"": device}, use_safetensors=True, trust_remote_code=False,
         **({"rope_parameters": rope} if rope else {}))
+    keep_4bit_layout(model)
+    return model
 
 
-def keep_4bit_layout_trainable(model) -> int:
-    """Stop bitsandbytes from repacking 4-bit weights for CPU inference in a model that trains; returns how many
-    layers it concerned.
+def keep_4bit_layout(model) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference; returns how many layers it concerned. Every
+    4-bit base the studio loads goes through here.
 
     bitsandbytes 0.50 repacks a Linear4bit's weight into a CPU-only layout the first time the layer runs in eval mode
-    without grad on a CPU with AVX512-BF16 (an eval, or a sample answer, during training) and never packs it back:
-    every later training step then goes through a kernel with no autograd, and the gradient through the frozen base
-    to earlier layers is silently dropped (tests/jobs/training/test_train.py measures it). Chat keeps the fast
-    layout: it never trains."""
+    without grad on a CPU with AVX512-BF16. In a model that trains, it never packs it back: every later step goes
+    through a kernel with no autograd, and the gradient through the frozen base is silently dropped
+    (tests/jobs/training/test_train.py). In a resident base for chat or evaluation, reading the model's state dict
+    (peft does, attaching another adapter) packs it back lossily (the double-quantized scales are quantized again),
+    so every later pane, the base's included, computed on changed weights (tests/jobs/evaluate/test_resident.py,
+    which failed on such a CPU); and the packed kernel computes in bfloat16, where chat computes in float32 on a CPU
+    so that a batched row equals its unbatched answer."""
     import bitsandbytes as bnb
 
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]

@@ -22,7 +22,7 @@ from jobs.data.stats import tokenize_row
 from jobs.data.store import load_rows, split_sizes
 from jobs.models.budget import fit
 from jobs.models.fits import Device
-from jobs.models.loading import keep_4bit_layout_trainable, machine, pick_device, release_loading_memory
+from jobs.models.loading import keep_4bit_layout, machine, pick_device, release_loading_memory
 from jobs.models.memory_inputs import ModelShape
 from jobs.run_settings.allocator import JEMALLOC_LABEL, allocator_in_use
 from jobs.run_settings.cpu_dtype import NATIVE_BF16_LABEL, native_bf16
@@ -80,6 +80,7 @@ def load_base(settings: RunSettings, base_model: str):
         use_safetensors=True, trust_remote_code=False, **head, **settings.model_kwargs())
     if settings.releases_checkpoint:
         release_loading_memory(model)
+    keep_4bit_layout(model)  # evals and samples during training must not cut the gradient's path
     return model
 
 
@@ -305,7 +306,6 @@ def model_and_rows(spec: TrainSpec, out_dir: Path, base_model: str, rows: list[d
         check_pack_length(settings, rows, tokenizer)
     with phase("base_load"):
         base = load_base(settings, base_model)
-        keep_4bit_layout_trainable(base)  # evals and samples during training must not cut the gradient's path
         model = attach_lora(base, settings, init_adapter, out_dir, base_model)
     with phase("data"):
         system_prompt = DataSettings.from_spec(spec).system_prompt  # the validation rows read as the training rows

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -68,6 +69,13 @@ def client(served):
     return Client(url, auth=(PERSON, PASSWORD), verbose=False)
 
 
+def _free_memory_left_out(plan: dict) -> dict:
+    """A plan with the free memory it was planned under (a number that moves with the machine's load) taken out."""
+    memory = {key: value for key, value in plan["memory"].items() if key != "budget_bytes"}
+    sentence = re.sub(r"under the [0-9.]+ GiB free", "under the … GiB free", plan["sentence"])
+    return {**plan, "memory": memory, "sentence": sentence}
+
+
 def test_a_wrong_password_is_refused_and_nothing_is_done(served):
     done = cli(served, "list", password="not the password at all")
     assert done.returncode == 2 and "signing in" in done.stderr and PERSON in done.stderr
@@ -112,8 +120,10 @@ def test_what_the_page_shows_beside_its_forms_answers_on_both(served, client, tr
     spec = root / "walk-lora.json"
     plan = _json(cli(served, "plan", str(spec)))
     assert plan["steps"] == 2 and plan["sentence"].startswith("This job will make 2")
-    # Whole, free memory included: the worker reports it in steps that hold still (jobs.queue.devices.reported_free).
-    assert client.predict(spec.read_text(), api_name="/plan_job") == plan
+    # Whole but for the device's free memory: the worker reports it in 1% steps that hold still while it holds still
+    # (jobs.queue.devices.reported_free), but the other tests' jobs on this machine move it by more than that (17.42
+    # against 17.89 GiB free between the two calls in one full run).
+    assert _free_memory_left_out(client.predict(spec.read_text(), api_name="/plan_job")) == _free_memory_left_out(plan)
     verdicts = _json(cli(served, "estimate", str(spec)))
     assert verdicts and verdicts[0]["peak_bytes"] > 0 and verdicts[0]["verdict"] in ("fits", "tight", "does not fit")
     assert "SFTTrainer" in _json(cli(served, "script", str(spec)))["script"]
