@@ -235,8 +235,8 @@ def pack_length_problem(spec: TrainSpec, longest_row: int) -> str | None:
     longest = min(longest_row, spec.max_length)
     if spec.pack_length >= longest:
         return None
-    return (f"shorter than the longest row ({longest} tokens after the cut at max_length {spec.max_length}), which "
-            f"it would cut; set at least {longest} (a divisor of max_length) or leave it empty")
+    return (f"shorter than the longest row ({longest} tokens after the cut at max_length {spec.max_length}): TRL "
+            f"would cut it there; set at least {longest} (a divisor of max_length) or leave it empty")
 
 
 def _steps_per_epoch(spec: TrainSpec, lengths: list[int], sequences: int) -> int:

@@ -31,7 +31,7 @@ from jobs.run_settings.lora import read_adapter_lora
 from jobs.run_settings.settings import Base, RunSettings, resolve
 from jobs.run_settings.tracking import tracking_environment
 from jobs.spec import PLAIN_INITS, REWARD_METHOD, TrainSpec
-from jobs.step_plan import AUTO_FIELDS, DataSize, StepPlan, plan
+from jobs.step_plan import AUTO_FIELDS, DataSize, StepPlan, pack_length_problem, plan
 from jobs.training.best import BestAdapterCallback
 from jobs.training.callbacks import CompleteMarkerCallback, MetricsCallback, MetricsSink, StopCallback
 from jobs.training.distributed import is_main, local_device, threads_per_rank
@@ -214,17 +214,12 @@ def select_rows(rows: list[dict], spec: TrainSpec, tokenizer) -> list[dict]:
     return rows
 
 
-def check_pack_length(settings: RunSettings, rows: list[dict], tokenizer) -> None:
-    """Refuse a row that packing in shorter forward passes would cut: TRL cuts a row at the length it packs to, which
-    with pack_length is shorter than max_length (TrainSpec.forward_passes). The plan and submit
-    never choose or accept such a pack length; a direct caller may."""
-    if settings.forward_passes == 1:
-        return
-    longest = max((min(len(tokenize_row(tokenizer, row, False).ids), settings.row_length) for row in rows), default=0)
-    if longest > settings.max_length:
-        raise ValueError(f"pack_length {settings.max_length} is shorter than the longest row ({longest} tokens, cut "
-                         f"at max_length {settings.row_length}): TRL would cut it there; set pack_length to at least "
-                         f"{longest} (a divisor of max_length) or leave it empty")
+def check_pack_length(spec: TrainSpec, rows: list[dict], tokenizer) -> None:
+    """Refuse a row that packing in shorter forward passes would cut, by the rule submit applies to the pinned data
+    (jobs.step_plan.pack_length_problem), here on the rows the run trains on: a direct caller may skip submit."""
+    longest = max((len(tokenize_row(tokenizer, row, False).ids) for row in rows), default=0)
+    if problem := pack_length_problem(spec, longest):
+        raise ValueError(f"pack_length {spec.pack_length}: {problem}")
 
 
 def run_callbacks(spec: TrainSpec, out_dir: Path, on_metrics: MetricsSink, stop: StopCallback,
@@ -303,7 +298,7 @@ def model_and_rows(spec: TrainSpec, out_dir: Path, base_model: str, rows: list[d
     settings = setup_device(spec, out_dir, base_model, init_adapter)
     with phase("data"):
         rows = select_rows(rows, spec, tokenizer)
-        check_pack_length(settings, rows, tokenizer)
+        check_pack_length(spec, rows, tokenizer)
     with phase("base_load"):
         base = load_base(settings, base_model)
         model = attach_lora(base, settings, init_adapter, out_dir, base_model)
