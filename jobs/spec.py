@@ -29,6 +29,8 @@ nothing, so chat, /v1, merge and GGUF refuse it (jobs.models.reward_adapters).""
 UNPAIRED_METHODS = ("kto",)
 """Methods that train on unpaired answers (prompt, completion, label)."""
 PREFERENCE_METHODS = PAIRED_METHODS + UNPAIRED_METHODS
+ADAPTER_FIELDS = ("init_adapter", "grpo_reward_adapter")
+"""The spec fields that name an adapter: the one a run continues, the reward model a GRPO run scores with."""
 REFERENCE_METHODS = ("dpo", "kto")
 """Preference methods that compare against a reference model (the others have none to hold)."""
 TARGET_PRESETS: dict[str, list[str] | str] = {

@@ -35,6 +35,7 @@ from jobs.run_settings.lora import LOFTQ_NEEDS_CUDA, LoraSettings, lora_target_p
 from jobs.run_settings.speed import rope_problems
 from jobs.run_settings.tracking import tracking_problem
 from jobs.spec import (
+    ADAPTER_FIELDS,
     ALL_DEVICES,
     PAIRED_METHODS,
     REWARD_METHOD,
@@ -135,10 +136,6 @@ def _batch_problems(spec: TrainSpec) -> list[Problem]:
     return []
 
 
-ADAPTER_FIELDS = ("init_adapter", "grpo_reward_adapter")
-"""The spec fields that name an adapter: the one a run continues, the reward model a GRPO run scores with."""
-
-
 def wants_reward_model(field: str, method: str) -> bool:
     """Whether `field` of a `method` run names a reward model (a score head) rather than a generating adapter: a
     reward model and a generating one cannot continue each other, and GRPO scores with a reward model only."""
@@ -154,7 +151,12 @@ def adapter_choices(studio: Studio, base_model: str, method: str, field: str) ->
     return [a.name for a in adapters if is_reward_adapter(studio.absolute(a.path)) == reward]
 
 
-def adapter_problems(studio: Studio, spec: TrainSpec, field: str) -> list[Problem]:
+def adapter_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
+    """Why the adapters the spec names (ADAPTER_FIELDS) cannot be used by the person asking (none: they can)."""
+    return [problem for field in ADAPTER_FIELDS for problem in _field_adapter_problems(studio, spec, field)]
+
+
+def _field_adapter_problems(studio: Studio, spec: TrainSpec, field: str) -> list[Problem]:
     """Why the adapter `field` names cannot be used by the person asking (none: it can, or the field is empty): not
     theirs (not found, as another person's adapter is not), of another base, of the wrong kind, or (continued) with
     LoRA targets this studio refuses."""
@@ -294,7 +296,7 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
     else:
         problems += _name_problems(studio, spec)
     problems += _dataset_problems(studio, spec) + _base_model_problems(studio, spec)
-    problems += [problem for field in ADAPTER_FIELDS for problem in adapter_problems(studio, spec, field)]
+    problems += adapter_problems(studio, spec)
     problems += _lora_problems(spec) + _start_problems(studio, spec)
     problems += _long_input_problems(studio, spec) + _device_count_problems(studio, spec)
     problems += grpo_problems(studio, spec)
@@ -548,7 +550,7 @@ def _pins(studio: Studio, spec: TrainSpec, hub_pins: dict[str, dict]) -> dict:
         pins["eval_dataset"] = _pin(find_dataset(studio, spec.eval_dataset))
     if spec.dataset_mix:
         pins["dataset_mix"] = [_pin(find_dataset(studio, name)) for name, _ in spec.mix_parts()]
-    for field in ("init_adapter", "grpo_reward_adapter"):  # by id: a rename or a later namesake changes nothing
+    for field in ADAPTER_FIELDS:  # by id: a rename or a later namesake changes nothing
         if name := getattr(spec, field):
             with studio.db.read() as session:
                 adapter = catalog.get_adapter_by_name(session, name)

@@ -18,6 +18,7 @@ from app.web.safe_text import SafeMarkdown
 from jobs.models.contents import LINEAR, lora_targets
 from jobs.models.resolve import base_module_kinds
 from jobs.spec import (
+    ADAPTER_FIELDS,
     ALL_DEVICES,
     DEMO_BASE_MODEL,
     FORM_GROUPS,
@@ -34,7 +35,6 @@ from jobs.spec import (
     short_help,
 )
 from jobs.studio import Studio
-from jobs.submit import ADAPTER_FIELDS
 
 INTEGERS = (int, int | None)
 SWITCH = {"auto": None, "on": True, "off": False}

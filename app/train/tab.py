@@ -36,6 +36,7 @@ from jobs.data.readers import SUFFIXES, parse_json_text
 from jobs.data.store import Imported, dataset_names, import_dataset
 from jobs.models.resolve import base_module_kinds
 from jobs.spec import (
+    ADAPTER_FIELDS,
     DEMO_BASE_MODEL,
     EMPTY_SPEC,
     EXAMPLE_DATASET,
@@ -47,7 +48,7 @@ from jobs.spec import (
     parse_spec,
 )
 from jobs.studio import Studio
-from jobs.submit import ADAPTER_FIELDS, adapter_choices, submit_job
+from jobs.submit import adapter_choices, submit_job
 from jobs.sweeps import axes_from_text, submit_sweep
 
 PREVIEW_ROWS = 3

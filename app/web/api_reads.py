@@ -20,7 +20,7 @@ from jobs.planning import longest_sequence
 from jobs.queue.devices import job_devices
 from jobs.spec import SpecError, TrainSpec, parse_spec
 from jobs.studio import Studio
-from jobs.submit import ADAPTER_FIELDS, adapter_problems, planned_job
+from jobs.submit import adapter_problems, planned_job
 from storage import jobs_repo
 
 PREVIEW_FIELDS = ("base_model", "dataset", "eval_fraction", "max_length", "eval_dataset", "overlong", "dedup")
@@ -46,7 +46,7 @@ def _planned(studio: Studio, spec: str):
         name = getattr(parsed, field)
         if name and find_dataset(studio, name) is None:
             raise user_error(f"{field}: no dataset named '{name}'")
-    if problems := [problem for field in ADAPTER_FIELDS for problem in adapter_problems(studio, parsed, field)]:
+    if problems := adapter_problems(studio, parsed):
         raise user_error("\n".join(str(problem) for problem in problems))
     return planned_job(studio, parsed)
 

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from jobs.models.resolve import portable_base_reference, resolve_base_model
-from jobs.spec import TrainSpec, name_problem
+from jobs.spec import ADAPTER_FIELDS, TrainSpec, name_problem
 from jobs.spec_store import read_spec_file
 from jobs.studio import Studio
 from jobs.training.combine import rewrite_card
@@ -202,7 +202,7 @@ def adapter_ids_in_use(session) -> set[int]:
     """Adapters a queued or running job continues from, scores with (a GRPO reward model) or combines (pinned by id
     at submit)."""
     active = jobs_repo.active_jobs(session)  # anyone's
-    pins = [jobs_repo.pinned(job).get(role) for job in active for role in ("init_adapter", "grpo_reward_adapter")]
+    pins = [jobs_repo.pinned(job).get(role) for job in active for role in ADAPTER_FIELDS]
     combined = [parent["adapter_id"] for job in active if job.kind == JobKind.COMBINE
                 for parent in (job.spec or {}).get("parents", [])]
     return {pin["id"] for pin in pins if pin} | set(combined)
