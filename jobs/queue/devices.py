@@ -22,6 +22,7 @@ from jobs.models.fits import Device
 from jobs.queue.lifecycle import device_label
 from jobs.queue.retries import CGROUP_LIMIT_FILES, memory_limit_bytes
 from jobs.run_settings.allocator import JEMALLOC_LABEL, jemalloc_for_training
+from jobs.run_settings.cores import usable_cores
 from jobs.run_settings.cpu_dtype import NATIVE_BF16_LABEL, native_bf16
 from jobs.studio import Studio
 from storage import workers_repo
@@ -114,7 +115,7 @@ def describe_device(inherited_bytes: int = 0, jemalloc: bool = False) -> tuple[s
         return gpu
     native = f", {NATIVE_BF16_LABEL}" if native_bf16() else ""  # the verdict's dtype for 'auto' depends on it
     malloc = f", {JEMALLOC_LABEL}" if jemalloc_for_training(jemalloc) else ""  # and its allocator factor on this
-    return (f"CPU ({os.cpu_count()} cores{native}{malloc})",
+    return (f"CPU ({usable_cores()} cores{native}{malloc})",
             reported_free(available_cpu_bytes(inherited_bytes), memory_limit_bytes(), "cpu"))
 
 

@@ -15,6 +15,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from jobs.run_settings.cores import usable_cores
+
 STOP_CODES = {False: 0, True: 1, "cancel": 2}
 """A stop request as a number the ranks can reduce with MAX: a cancel outranks a stop that keeps a checkpoint."""
 
@@ -68,7 +70,7 @@ def threads_per_rank(cores: int | None = None) -> int:
     """A CPU rank's share of the cores: N gloo processes on one CPU split it rather than each taking all of it (the
     ranks on this host: LOCAL_WORLD_SIZE, which is WORLD_SIZE but for a job across hosts)."""
     here = int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))
-    return max(1, (cores or os.cpu_count() or 1) // here)
+    return max(1, (cores or usable_cores()) // here)
 
 
 def launch_command(devices: int, module: str, args: Sequence[str], port: int, address: str = "127.0.0.1"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from jobs.models.fits import Device
 from jobs.models.loading import keep_4bit_layout, machine, pick_device, release_loading_memory
 from jobs.models.memory_inputs import ModelShape
 from jobs.run_settings.allocator import JEMALLOC_LABEL, allocator_in_use
+from jobs.run_settings.cores import usable_cores
 from jobs.run_settings.cpu_dtype import NATIVE_BF16_LABEL, native_bf16
 from jobs.run_settings.data import DataSettings
 from jobs.run_settings.lora import read_adapter_lora
@@ -172,7 +172,7 @@ def this_device() -> Device:
     if pick_device() == "cpu":
         native = f", {NATIVE_BF16_LABEL}" if native_bf16() else ""
         malloc = f", {JEMALLOC_LABEL}" if allocator_in_use() == "jemalloc" else ""
-        return Device("this machine", f"CPU ({os.cpu_count()} cores{native}{malloc})", 0)
+        return Device("this machine", f"CPU ({usable_cores()} cores{native}{malloc})", 0)
     return Device("this machine", torch.cuda.get_device_name(), torch.cuda.mem_get_info()[0])
 
 

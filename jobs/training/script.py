@@ -191,8 +191,8 @@ def trainer_args():
 
 
 {_tracking_code(spec)}DTYPE = getattr(torch, RUN["compute_dtype"])
-if not CUDA:  # ranks on one CPU (torchrun) share its cores
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("WORLD_SIZE", "1"))))
+if not CUDA:  # ranks on one CPU (torchrun) share the cores this process may use (taskset, a cpuset)
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("WORLD_SIZE", "1"))))
 
 set_seed({spec.seed})
 tokenizer = AutoTokenizer.from_pretrained(BASE)
