@@ -9,7 +9,13 @@ attempt's where the estimate can be taken. The levers: a smaller micro-batch wit
 the same factor, each packed SFT sequence in two forward passes of half of max_length (where that cuts no row), and
 gradient checkpointing on; each keeps the tokens an optimizer step trains. A lever the person set is never changed.
 The changes are kept as the job's `overrides` beside its spec: {"fields": {spec field: value}, "why": [one line per
-change]}, so the Runs tab shows what changed and why, and a later retry counts them as already made."""
+change]}, so the Runs tab shows what changed and why, and a later retry counts them as already made.
+
+The resumed attempt keeps the checkpoint's step count: its grad_accum x forward passes x micro-batch trains the tokens
+a step did, so the steps an epoch makes stay as they were. A split pass is the one lever that changes what TRL packs
+(sequences of half the length, packed anew), so the rest of the interrupted epoch is drawn from those: its rows are
+not the exact remainder the uninterrupted run would have trained, as they are after a smaller micro-batch or
+checkpointing."""
 
 from __future__ import annotations
 
