@@ -527,6 +527,8 @@ def _create(session, studio: Studio, step_plan: StepPlan, priority: int, group_n
     job.provenance = {"pinned": _pins(studio, spec, hub_pins), "plan": {
         "chosen": {name: getattr(spec, name) for name in step_plan.chosen}, "steps": step_plan.steps,
         "tokens": step_plan.tokens, "tokens_counted": step_plan.counted,
+        # What an out-of-memory retry's pack split must hold (jobs.queue.retries), so it never tokenizes the data again.
+        "longest_row": step_plan.longest_row,
         **({"rows_taken": [asdict(taken) for taken in step_plan.taken]} if step_plan.taken else {})}}
     job.group_name = group_name
     if not spec.name:

@@ -14,7 +14,10 @@ The levers, each only where the person left it to the studio (a field they set i
 Fastest first: candidates are tried in the order of their expected speed relative to the plan without a budget
 (`relative_speed`), and among equals the largest micro-batch. The estimate is the whole training process's peak (on
 a CPU its resident set, the Python/torch runtime included: the CPU profile's `framework_bytes`), so the budget is
-in the same terms as the `peak_memory_bytes` metric a job records."""
+in the same terms as the `peak_memory_bytes` metric a job records.
+
+After running out of memory (jobs.queue.retries), a retry takes the same levers in the same order: the fastest
+candidate that needs no more of any lever than the attempt that failed and less of one (`smaller_levers`)."""
 
 from __future__ import annotations
 
@@ -152,6 +155,49 @@ def candidates(original: TrainSpec, planned: TrainSpec, devices: Sequence[Device
                                              -levers.batch_size, -(levers.pack_length or planned.max_length)))
 
 
+def levers_of(spec: TrainSpec, device: str) -> Levers:
+    """The levers a planned spec trains with on `device` ('auto' checkpointing as the run resolves it there)."""
+    return Levers(spec.batch_size or 1, spec.grad_accum, gradient_checkpointing(spec, device), spec.pack_length)
+
+
+def fixed_levers(original: TrainSpec) -> tuple[str, ...]:
+    """The levers the person set (a value, not empty or 'auto'): the fit and a retry keep them."""
+    return tuple(name for name, value in (("batch_size", original.batch_size),
+                                          ("gradient_checkpointing", original.gradient_checkpointing),
+                                          ("pack_length", original.pack_length))
+                 if value not in (None, "auto"))
+
+
+def _pass_tokens(spec: TrainSpec) -> int:
+    return spec.max_length // spec.forward_passes()
+
+
+def frugal_steps(original: TrainSpec, planned: TrainSpec, devices: Sequence[Device], longest: int = 0
+                 ) -> list[Levers]:
+    """The candidates (fastest first) that need no more than `planned` of any lever and less of one: a micro-batch no
+    larger, checkpointing no less, forward passes no longer. One that undid an earlier step (checkpointing off again,
+    a longer pass) is never among them, so a run of retries only ever shrinks and ends."""
+    def needs(levers: Levers) -> tuple[int, bool, int]:
+        return levers.batch_size, not levers.gradient_checkpointing, _pass_tokens(with_levers(planned, levers))
+
+    now = needs(levers_of(planned, devices[0].machine.device if devices else "cpu"))
+    return [levers for levers in candidates(original, planned, devices, longest)
+            if (need := needs(levers)) != now and all(less <= more for less, more in zip(need, now, strict=True))]
+
+
+def smaller_levers(original: TrainSpec, planned: TrainSpec, devices: Sequence[Device], longest: int = 0,
+                   shape: ModelShape | None = None, adapter: LoraSettings | None = None) -> Levers | None:
+    """After `planned` ran out of memory: the fastest of `frugal_steps` whose estimated peak is below `planned`'s, by
+    the estimate the fit uses (taken where the base's `shape` and a device are known; without them the fastest of
+    `frugal_steps`). None when nothing is left: every free lever at its most frugal."""
+    steps = frugal_steps(original, planned, devices, longest)
+    if shape is not None and devices:
+        peak = peak_of(planned, shape, devices, longest, adapter)
+        steps = [levers for levers in steps
+                 if peak_of(with_levers(planned, levers), shape, devices, longest, adapter) < peak]
+    return steps[0] if steps else None
+
+
 def with_levers(spec: TrainSpec, levers: Levers) -> TrainSpec:
     return spec.model_copy(update={"batch_size": levers.batch_size, "grad_accum": levers.grad_accum,
                                    "gradient_checkpointing": "on" if levers.gradient_checkpointing else "off",
@@ -177,10 +223,7 @@ def fit(original: TrainSpec, planned: TrainSpec, shape: ModelShape, devices: Seq
     free = original.model_copy(update={"batch_size": None, "gradient_checkpointing": "auto", "pack_length": None})
     floor = min(peak_of(with_levers(planned, lv), shape, devices, longest, adapter)
                 for lv in candidates(free, planned, devices, longest))
-    fixed = tuple(name for name, value in (("batch_size", original.batch_size),
-                                           ("gradient_checkpointing", original.gradient_checkpointing),
-                                           ("pack_length", original.pack_length))
-                  if value not in (None, "auto"))
+    fixed = fixed_levers(original)
     device = devices[0].machine.device if devices else "cpu"
     memory = MemoryFit(budget_bytes=budget, peak_bytes=peak, levers=levers,
                        relative_speed=relative_speed(levers, device, _passes(planned, levers)),
@@ -216,16 +259,13 @@ def free_memory_fit(original: TrainSpec, planned: TrainSpec, shape: ModelShape, 
     label = f"{device.label} ({device.name})"
     peak = peak_of(planned, shape, devices, longest, adapter)
     if peak <= budget * HEADROOM:
-        machine = device.machine
-        levers = Levers(planned.batch_size or 1, planned.grad_accum, gradient_checkpointing(planned, machine.device),
-                        planned.pack_length)
+        levers = levers_of(planned, device.machine.device)
         return planned, MemoryFit(budget_bytes=budget, peak_bytes=peak, levers=levers, relative_speed=1.0,
                                   smallest_bytes=peak, floor_bytes=peak, fixed=(), free_on=label), ()
     chosen_spec, memory, chosen = fit(original, planned, shape, devices, longest, adapter, budget_bytes=budget)
     memory = replace(memory, free_on=label)
     if not memory.fits:
-        levers = Levers(planned.batch_size or 1, planned.grad_accum,
-                        gradient_checkpointing(planned, device.machine.device), planned.pack_length)
+        levers = levers_of(planned, device.machine.device)
         return planned, replace(memory, peak_bytes=peak, levers=levers, relative_speed=1.0), ()
     return chosen_spec, memory, chosen
 

@@ -20,15 +20,31 @@ from pathlib import Path
 
 from jobs.models.fits import Device
 from jobs.queue.lifecycle import device_label
-from jobs.queue.retries import CGROUP_LIMIT_FILES, memory_limit_bytes
 from jobs.run_settings.allocator import JEMALLOC_LABEL, jemalloc_for_training
 from jobs.run_settings.cores import usable_cores
 from jobs.run_settings.cpu_dtype import NATIVE_BF16_LABEL, native_bf16
 from jobs.studio import Studio
 from storage import workers_repo
+from storage.models import Worker
 
 MIB = 1 << 20
+CGROUP_LIMIT_FILES = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
 CGROUP_USAGE_FILES = (Path("/sys/fs/cgroup/memory.current"), Path("/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
+def memory_limit_bytes() -> int:
+    """The memory a training process may use here: STUDIO_MEMORY_LIMIT_BYTES, else the cgroup's limit, else RAM."""
+    if setting := os.environ.get("STUDIO_MEMORY_LIMIT_BYTES"):
+        return int(setting)
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in CGROUP_LIMIT_FILES:
+        try:
+            text = limit_file.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            return min(int(text), total)
+    return total
 
 
 _LAST_REPORTED: dict[str, int] = {}
@@ -134,6 +150,11 @@ def job_devices(studio: Studio, pool: str = "") -> list[Device]:
     pool no live worker serves; with no worker at all (the app before its worker registers), this machine."""
     with studio.db.read() as session:
         workers = workers_repo.live_workers(session, studio.settings.lease_s)
+    return pool_devices(studio, workers, pool)
+
+
+def pool_devices(studio: Studio, workers: list[Worker], pool: str = "") -> list[Device]:
+    """`job_devices` from the live workers the caller read (in its own transaction)."""
     if pool:
         workers = [w for w in workers if w.pool == pool]
     if workers or pool:

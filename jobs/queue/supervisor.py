@@ -20,10 +20,11 @@ from pathlib import Path
 from jobs.failures import explain_exit
 from jobs.queue import gang, routing
 from jobs.queue.child import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, SPAWNED_AT_ENV
+from jobs.queue.devices import memory_limit_bytes
 from jobs.queue.lifecycle import worker_name
 from jobs.queue.ranks import EXIT_RANK_LOST
 from jobs.queue.reaper import resync
-from jobs.queue.retries import killed_for_memory, memory_limit_bytes, override_fields, smaller_footprint
+from jobs.queue.retries import fit_inputs, killed_for_memory, nothing_left_words, override_fields, smaller_footprint
 from jobs.queue.run_files import log_tail, run_dir_for
 from jobs.queue.spare import SpareChild, child_command, child_env
 from jobs.spec_store import load_stored_spec
@@ -330,7 +331,8 @@ def _lost(returncode: int | None) -> bool:
 def _requeue_lost_attempt(session, studio: Studio, job, attempt: int, returncode: int | None, run_dir: Path,
                           absence: gang.Absence | None = None) -> None:
     """Requeue (counted against STUDIO_MAX_ATTEMPTS), resuming from the newest checkpoint; after running out of
-    memory, with a smaller footprint. A gang's missing node is named: its host is what the person must look at."""
+    memory, with a smaller footprint by the plan's levers (jobs.queue.retries). A gang's missing node is named: its
+    host is what the person must look at."""
     how = (absence.words() if absence is not None else "ran out of memory" if returncode == EXIT_OUT_OF_MEMORY
            else "lost one of its ranks (devices)" if returncode == EXIT_RANK_LOST
            else f"was killed by signal {-returncode}")
@@ -347,10 +349,11 @@ def _requeue_lost_attempt(session, studio: Studio, job, attempt: int, returncode
             jobs_repo.fail_job(session, job.id, attempt, f"The training process {how}. {stored.problems_text()} "
                                "Clone the run to fix the spec and submit it again.")
             return
-        smaller = smaller_footprint(stored.spec, override_fields(job.overrides))
+        fields, inputs = override_fields(job.overrides), fit_inputs(session, studio, job, stored.spec)
+        smaller = smaller_footprint(stored.spec, fields, inputs)
         if smaller is None:
-            jobs_repo.fail_job(session, job.id, attempt, f"The training process {how}, already at micro-batch 1 "
-                               f"with gradient checkpointing on: use a smaller max_length, rank or base model.\n\n"
+            jobs_repo.fail_job(session, job.id, attempt, f"The training process {how}, "
+                               f"{nothing_left_words(stored.spec, fields, inputs)}.\n\n"
                                f"{_failure_text(run_dir, returncode)}")
             return
         change = f" The next attempt {smaller[1]}."

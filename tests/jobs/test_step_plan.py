@@ -132,7 +132,8 @@ def test_submit_stores_the_chosen_values_and_says_which(studio):
     assert job.provenance["plan"] == {"chosen": {"eval_fraction": 0.0, "packing": False, "num_epochs": 4.0,
                                                  "learning_rate": 5e-3},
                                       "steps": 100, "tokens": job.provenance["plan"]["tokens"],
-                                      "tokens_counted": True}
+                                      "tokens_counted": True, "longest_row": job.provenance["plan"]["longest_row"]}
+    assert 0 < job.provenance["plan"]["longest_row"] <= job.spec["max_length"]  # what an out-of-memory retry reads
 
 
 def test_the_learning_rate_follows_the_base_size():

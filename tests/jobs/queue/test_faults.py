@@ -63,27 +63,33 @@ def _kill_training_then_recover(live: LiveStudio, job_id: int, past_step: int):
         return jobs_repo.get_job(s, job_id)
 
 
-def test_a_killed_training_process_near_the_memory_limit_is_a_lost_attempt_retried_with_half_the_micro_batch(
+def test_a_killed_training_process_near_the_memory_limit_is_a_lost_attempt_retried_in_shorter_forward_passes(
         tmp_path, demo_model_dir):
     """A kill -9 of the training process is a lost attempt that resumes; near the memory limit it is taken for the
-    OOM killer and the retry halves the micro-batch. (Far from the limit a kill changes nothing:
-    test_retries.py::test_a_kill_counts_as_memory_only_near_the_limit; one job here covers both paths' recovery.)"""
+    OOM killer and the retry takes the plan's fastest smaller footprint: the person's micro-batch of 1 kept, each packed
+    sequence of 512 tokens in two forward passes of 256 (every row holds in 256; 0.85x against checkpointing's 0.69x),
+    which the resumed attempt trains with from its checkpoint, every step logged once. (Far from the limit a kill
+    changes nothing: test_retries.py::test_a_kill_counts_as_memory_only_near_the_limit; one job here covers both
+    paths' recovery.)"""
     live = LiveStudio(tmp_path / "data", demo_model_dir, tmp_path / "worker.log")
     live.env["STUDIO_MEMORY_LIMIT_BYTES"] = str(1 << 20)  # every process is "near" 1 MiB: a -9 reads as the OOM killer
     # A mixed dataset (seeded sample within a row budget): the resumed attempt must train on the very same rows.
     # Enough rows to pack, as the example alone does: the same 30 packed steps cost what they did unmixed (80 rows
-    # left packing off and took twice as long).
-    job_id = submit_job(live.studio, {**LONG_JOB, "batch_size": 2, "dataset_mix": "example:0.5, pirate:0.5",
-                                      "max_rows": 400})
+    # left packing off and took twice as long). One sequence of 512 a step: the tokens of two of 256.
+    job_id = submit_job(live.studio, {**LONG_JOB, "batch_size": 1, "max_length": 512,
+                                      "dataset_mix": "example:0.5, pirate:0.5", "max_rows": 400})
     job = _kill_training_then_recover(live, job_id, past_step=4)
-    assert job.lost_count == 1
+    assert job.lost_count == 1 and job.provenance["plan"]["longest_row"] <= 256
     assert "killed by signal 9" in live.worker_log()
-    assert job.overrides["fields"] == {"batch_size": 1, "grad_accum": 2}
+    assert job.overrides["fields"] == {"pack_length": 256}
     why = job.overrides["why"][0]
-    assert "out-of-memory killer" in why and "halved the micro-batch to 1" in why
+    assert "out-of-memory killer" in why and "split each packed sequence into two forward passes of 256 tokens" in why
     log = (live.data_dir / "runs" / f"job-{job_id}" / "train.log").read_text()
-    assert "=== attempt 2" in log
-    assert "this attempt changes the spec: {'batch_size': 1, 'grad_accum': 2}" in log
+    attempt_2 = log.split("=== attempt 2", 1)[1]
+    assert "this attempt changes the spec: {'pack_length': 256}" in attempt_2
+    # The split reaches the resumed run's settings: TRL packs to 256, and a step accumulates the two passes.
+    assert ("each packed sequence of 512 tokens trains in 2 forward passes of 256 tokens (pack_length; gradient "
+            "accumulation 2)") in attempt_2 and "resuming from checkpoint-" in attempt_2
     mixes = re.findall(r"^mixed .*$", log, flags=re.M)
     assert len(mixes) == 2 and mixes[0] == mixes[1], mixes  # one line an attempt, the same rows by their sha256
     assert mixes[0].startswith("mixed 400 rows: 200 of 600 rows from 'example'; 200 of 1,000 rows from 'pirate'"), mixes
