@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from storage import jobs_repo, workers_repo
-from storage.models import Job, JobKind, JobStatus
+from storage.models import Job, JobKind, JobStatus, Worker
 from storage.settings import Settings, current_host
 
 GANG_POLL_S = 1.0
@@ -103,9 +103,14 @@ def shapes(devices: int, most_per_host: int) -> list[tuple[int, int]]:
 
 def pool_offers(session: Session, pool: str | None, lease_s: float) -> dict[str, int]:
     """The most devices each host of `pool` offers a gang (its live workers that have a rendezvous address)."""
+    return host_offers([w for w in workers_repo.live_workers(session, lease_s) if w.pool == pool])
+
+
+def host_offers(workers: list[Worker]) -> dict[str, int]:
+    """The most devices each host of these workers offers a gang (those with a rendezvous address)."""
     offers: dict[str, int] = {}
-    for worker in workers_repo.live_workers(session, lease_s):
-        if worker.pool == pool and worker.address and worker.device_count:
+    for worker in workers:
+        if worker.address and worker.device_count:
             offers[worker.host] = max(offers.get(worker.host, 0), worker.device_count)
     return offers
 

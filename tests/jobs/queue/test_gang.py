@@ -10,7 +10,10 @@ from datetime import timedelta
 import pytest
 
 from app import views
+from app.train.memory_panel import verdict_text
+from app.train.plan_panel import plan_text
 from jobs.queue import gang
+from jobs.queue.devices import job_devices
 from jobs.spec import SpecError
 from jobs.submit import submit_job
 from storage import jobs_repo, workers_repo
@@ -18,9 +21,9 @@ from storage.models import Worker, utcnow
 from tests.conftest import FAST_JOB
 
 
-def _worker(studio, host: str, devices: int = 1, address: str | None = "127.0.0.1") -> str:
+def _worker(studio, host: str, devices: int = 1, address: str | None = "127.0.0.1", memory: int = 64 << 30) -> str:
     with studio.db.write() as s:
-        workers_repo.register_worker(s, f"{host}:1", host, 1, "default", "CPU (2 cores)", 1 << 30, "gang",
+        workers_repo.register_worker(s, f"{host}:1", host, 1, "default", "CPU (2 cores)", memory, "gang",
                                      address=address, rdzv_ports="29500-29599", device_count=devices)
     return f"{host}:1"
 
@@ -150,3 +153,40 @@ def test_a_rendezvous_port_in_time_wait_is_picked_and_a_listening_one_is_not(stu
             accepted.close()  # the server's side closes first: its port waits in TIME_WAIT
     assert gang.pick_port(settings, set()) == port
     assert gang.pick_port(settings, {port}) is None  # a running gang's port is never picked
+
+
+def test_a_gang_jobs_verdict_and_plan_name_its_nodes_and_submit_refuses_one_too_few_hosts_hold(studio):
+    """The memory verdict of a job only a gang can run checks each worker that may be one of its nodes (a CPU's memory
+    shared by that node's ranks, not the job's), the plan names the nodes, and submit refuses, naming `devices` and
+    each host's numbers, a job whose node's peak fits on fewer hosts than it needs nodes."""
+    a, b = _worker(studio, "a", devices=2), _worker(studio, "b", devices=2)
+    _worker(studio, "c", devices=2, address=None)  # cannot join a gang
+    _worker(studio, "d", devices=1)  # offers fewer than a node's 2 ranks
+    assert [(d.host, d.ranks, d.nodes) for d in job_devices(studio, "gang", 4)] == [("a", 2, 2), ("b", 2, 2)]
+    wide = {**FAST_JOB, "name": "wide", "devices": 4, "pool": "gang"}
+    text = verdict_text(studio, wide)
+    assert "| a default: CPU (2 cores) | 2 |" in text and "| b default: CPU (2 cores) | 2 |" in text
+    assert "c default" not in text and "d default" not in text
+    assert "gang of 2 nodes × 2 ranks" in text and "2 of these 2 hosts can hold a node; the job needs 2." in text
+    assert "It runs on 4 devices as a gang of 2 nodes × 2 ranks, one node per host of pool gang (any 2 of a, b)" \
+        in plan_text(studio, wide)
+
+    with studio.db.write() as s:  # b's memory now holds no node: only one host of the two the gang needs does
+        s.query(Worker).filter_by(name=b).update({"memory_bytes": 1 << 20})
+    assert "**It cannot run:** runs as a gang of 2 nodes × 2 ranks" in verdict_text(studio, wide)
+    with pytest.raises(SpecError) as refused:
+        submit_job(studio, wide)
+    assert [p.field for p in refused.value.problems] == ["devices"]
+    message = str(refused.value)
+    assert "only 1 of the 2 host(s) that may be its nodes can hold a node's peak" in message
+    assert "b default (CPU (2 cores)): its 2 ranks share" in message and "0.00 GiB free, does not fit" in message
+    assert "a default (CPU (2 cores)): its 2 ranks share" in message and "64.00 GiB free, fits" in message
+    pair = {**FAST_JOB, "name": "one-host", "devices": 2, "pool": "gang"}  # a, b, c run it alone; d may lead a gang
+    assert "It runs on 2 devices of one host (a, b, c), or as a gang of 2 nodes × 1 rank, one node per host of pool " \
+        "gang, led by d; batch_size is per device." in plan_text(studio, pair)
+    one_host = submit_job(studio, pair)  # not refused: a and c hold it
+    with studio.db.write() as s:
+        s.query(Worker).filter_by(name=b).update({"memory_bytes": 64 << 30})
+    accepted = submit_job(studio, wide)
+    assert _claim(studio, a, offer=2) == (one_host, 1)  # one host runs the 2-device job alone
+    assert _job(studio, accepted).status == "queued"
