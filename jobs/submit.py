@@ -58,7 +58,7 @@ from jobs.studio import Studio
 from jobs.tracker_keys import wandb_key_problem
 from storage import catalog, jobs_repo, users_repo, workers_repo
 from storage.access import current_person, everyone
-from storage.models import Dataset, Job, JobKind
+from storage.models import Dataset, Job, JobKind, JobStatus
 
 
 def _dataset_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
@@ -360,8 +360,8 @@ def _memory_budget_problems(studio: Studio, spec: TrainSpec, found: list[Problem
 def _gang_memory_problems(studio: Studio, spec: TrainSpec, found: list[Problem]) -> list[Problem]:
     """A job only a gang across its pool's hosts can run whose node's peak (with the levers the plan chose) fits in
     fewer of the hosts that may be its nodes than it needs (jobs.models.fits.gang_problem): refused, where a one-host
-    job is not (free memory changes while it waits), because a gang holds several hosts each attempt
-    (docs/scale-out.md)."""
+    job is not (free memory changes while it waits), because a gang holds several hosts each attempt, and past
+    STUDIO_GANG_RESERVE_AFTER_S its pool's free hosts wait for it (docs/scale-out.md)."""
     if spec.devices == ALL_DEVICES or spec.devices <= 1 or not spec.pool or any(
             p.field in ("base_model", "dataset", "devices", "memory_budget_gib") for p in found):
         return []
@@ -691,8 +691,12 @@ def submit_export(studio: Studio, adapter_name: str, quantization: str = "q8_0",
 
 def cancel_job(studio: Studio, job_id: int) -> str:
     with studio.db.write() as session:
+        job = jobs_repo.get_job(session, job_id)
+        waiting_gang = job is not None and job.status == JobStatus.QUEUED and gang.job_devices(job) > 1
         status = jobs_repo.request_cancel(session, job_id)
     if status is None:
         raise LookupError(f"no job with id {job_id}")
+    if waiting_gang:  # the workers that held for it consumed the messages of the jobs behind it: wake them now
+        routing.resync(studio)
     return status
 
