@@ -93,6 +93,9 @@ class StepPlan:
     """With a memory budget: the levers chosen for it and the peak and speed expected (jobs.models.budget)."""
     longest_row: int = 0
     """The longest row the run keeps, in tokens, cut at max_length: the shortest pack_length that cuts none."""
+    placement: str = ""
+    """Where a several-device job's ranks run: one host's devices, or a gang's nodes across its pool's hosts
+    (jobs.queue.devices.placement_words); empty for one device."""
 
     def sentence(self, warn: bool = True, memory: bool = True) -> str:
         """The plan in words; `warn`: with the memorising warning at its end, `memory`: with the memory levers'
@@ -108,6 +111,7 @@ class StepPlan:
         return (f"This job will make {self.steps:,} optimizer steps over {self.tokens:,} tokens{counted}: {run} of "
                 f"{self.sequences_per_epoch:,} {unit}, {spec.batch_size} × {spec.grad_accum} per step"
                 f"{self.passes_words()}, learning rate {spec.learning_rate:g}. "
+                f"{self.placement + ' ' if self.placement else ''}"
                 f"{self.method_sentence()}{self.rows_sentence()}{self.eval_sentence()}"
                 f"{chosen}{levers}"
                 f"{' ' + self.memorising_warning() if warn and self.may_memorise else ''}")

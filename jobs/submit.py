@@ -16,7 +16,7 @@ from jobs.data.formats import PREFERENCE, REFERENCE, UNPAIRED
 from jobs.data.store import find_dataset
 from jobs.models.budget import fit, free_memory_fit, start_adapter
 from jobs.models.contents import OTHER, chat_template_text, is_whole_model, lora_targets
-from jobs.models.fits import base_context, model_shape
+from jobs.models.fits import base_context, gang_problem, model_shape, verdicts
 from jobs.models.resolve import (
     allowed_model_roots,
     base_model_problem,
@@ -30,7 +30,7 @@ from jobs.models.template_render import pasted_template_problem
 from jobs.models.templates import NO_TRAINING_TEMPLATE, known_templates, template_problem, training_template
 from jobs.planning import job_plan, longest_sequence
 from jobs.queue import gang, routing
-from jobs.queue.devices import describe_device, job_devices, most_devices
+from jobs.queue.devices import describe_device, job_devices, most_devices, placement_words
 from jobs.run_settings.lora import LOFTQ_NEEDS_CUDA, LoraSettings, lora_target_problem, read_adapter_lora
 from jobs.run_settings.speed import rope_problems
 from jobs.run_settings.tracking import tracking_problem
@@ -58,7 +58,7 @@ from jobs.studio import Studio
 from jobs.tracker_keys import wandb_key_problem
 from storage import catalog, jobs_repo, users_repo, workers_repo
 from storage.access import current_person, everyone
-from storage.models import Dataset, Job, JobKind
+from storage.models import Dataset, Job, JobKind, JobStatus
 
 
 def _dataset_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
@@ -301,7 +301,7 @@ def validate_submission(studio: Studio, raw: dict) -> TrainSpec:
     problems += _long_input_problems(studio, spec) + _device_count_problems(studio, spec)
     problems += grpo_problems(studio, spec)
     problems += _pack_length_problems(studio, spec, problems)
-    problems += _memory_budget_problems(studio, spec, problems)
+    problems += _memory_budget_problems(studio, spec, problems) + _gang_memory_problems(studio, spec, problems)
     if spec.chat_template and (template := template_problem(spec.chat_template, spec.assistant_only_loss)):
         problems.append(Problem(field="chat_template", message=template))
     elif spec.chat_template and spec.chat_template not in known_templates() \
@@ -327,7 +327,8 @@ def planned_job(studio: Studio, spec: TrainSpec, revision: str | None = None) ->
     else:
         planned = job_plan(studio, spec, revision)
     shape = model_shape(spec.base_model, studio.settings.models_dir, studio.settings.model_dirs)
-    devices = job_devices(studio, spec.pool)
+    devices = job_devices(studio, spec.pool, spec.devices)
+    planned = replace(planned, placement=placement_words(spec.devices, spec.pool, devices))
     if shape is None or not devices:
         return planned
     fitted = fit if spec.memory_budget_gib is not None else free_memory_fit
@@ -354,6 +355,24 @@ def _memory_budget_problems(studio: Studio, spec: TrainSpec, found: list[Problem
     if memory is None or (problem := memory.problem()) is None:
         return []
     return [Problem(field="memory_budget_gib", message=problem)]
+
+
+def _gang_memory_problems(studio: Studio, spec: TrainSpec, found: list[Problem]) -> list[Problem]:
+    """A job only a gang across its pool's hosts can run whose node's peak (with the levers the plan chose) fits in
+    fewer of the hosts that may be its nodes than it needs (jobs.models.fits.gang_problem): refused, where a one-host
+    job is not (free memory changes while it waits), because a gang holds several hosts each attempt, and past
+    STUDIO_GANG_RESERVE_AFTER_S its pool's free hosts wait for it (docs/scale-out.md)."""
+    if spec.devices == ALL_DEVICES or spec.devices <= 1 or not spec.pool or any(
+            p.field in ("base_model", "dataset", "devices", "memory_budget_gib") for p in found):
+        return []
+    planned = planned_job(studio, spec).spec
+    shape = model_shape(planned.base_model, studio.settings.models_dir, studio.settings.model_dirs)
+    if shape is None:
+        return []
+    found_verdicts = verdicts(planned, shape, job_devices(studio, planned.pool, planned.devices),
+                              longest_sequence(studio, planned), start_adapter(studio, planned))
+    problem = gang_problem(found_verdicts)
+    return [Problem(field="devices", message=problem)] if problem else []
 
 
 def _long_input_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
@@ -674,8 +693,12 @@ def submit_export(studio: Studio, adapter_name: str, quantization: str = "q8_0",
 
 def cancel_job(studio: Studio, job_id: int) -> str:
     with studio.db.write() as session:
+        job = jobs_repo.get_job(session, job_id)
+        waiting_gang = job is not None and job.status == JobStatus.QUEUED and gang.job_devices(job) > 1
         status = jobs_repo.request_cancel(session, job_id)
     if status is None:
         raise LookupError(f"no job with id {job_id}")
+    if waiting_gang:  # the workers that held for it consumed the messages of the jobs behind it: wake them now
+        routing.resync(studio)
     return status
 

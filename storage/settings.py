@@ -123,6 +123,10 @@ class Settings:
     rdzv_ports: tuple[int, int] = (29500, 29599)
     """The ports (STUDIO_RDZV_PORTS, `first-last`) a job led from this host may listen on for its rendezvous: open them
     to the pool's other hosts."""
+    gang_reserve_after_s: float = 300.0
+    """How long a job that needs a gang across its pool's hosts may wait while smaller jobs pass it
+    (STUDIO_GANG_RESERVE_AFTER_S); then the pool's workers that may be its nodes claim nothing behind it until it has
+    its hosts (jobs.queue.gang, docs/scale-out.md). 0: nothing passes a gang job."""
     worker_devices: int | None = None
     """How many devices (ranks) one of this host's workers offers a job (STUDIO_WORKER_DEVICES); unset: its visible
     GPUs, or on a CPU its cores."""
@@ -258,6 +262,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         pool=_pool(env),
         rdzv_address=env.get("STUDIO_RDZV_ADDRESS", "").strip() or None,
         rdzv_ports=_ports(env),
+        gang_reserve_after_s=float(env.get("STUDIO_GANG_RESERVE_AFTER_S", 300)),
         worker_devices=_positive(env, "STUDIO_WORKER_DEVICES"),
         spare_child=_switch(env, "STUDIO_SPARE_CHILD", True),
         jemalloc=_switch(env, "STUDIO_JEMALLOC", True),

@@ -8,7 +8,7 @@ import gradio as gr
 
 from app.train.spec_form import SpecForm, live_panel
 from jobs.models.budget import start_adapter
-from jobs.models.fits import model_shape, verdicts
+from jobs.models.fits import Verdict, gang_problem, model_shape, verdicts
 from jobs.planning import longest_sequence
 from jobs.queue.devices import job_devices
 from jobs.spec import ALL_DEVICES, SpecError, parse_spec
@@ -53,22 +53,25 @@ def verdict_text(studio: Studio, raw: dict) -> str:
     if shape is None:
         return (f"*Memory: no estimate for `{spec.base_model}` yet: its config is not on this machine (a hub model "
                 f"is estimated once downloaded), or it is not a decoder's config.*")
-    candidates = job_devices(studio, spec.pool)
-    if not candidates:
+    candidates = job_devices(studio, spec.pool, spec.devices)
+    if not candidates and spec.pool and not job_devices(studio, spec.pool):
         return (f"*Memory: no live worker serves pool `{spec.pool}`, so there is no device to check. The job waits in "
                 f"the queue until one starts (`STUDIO_POOL={spec.pool} python -m jobs worker` on a GPU host).*")
+    if not candidates:
+        return (f"*Memory: no live worker {f'of pool `{spec.pool}` ' if spec.pool else ''}can run {spec.devices} "
+                f"devices, so there is no device to check (the `devices` field says why).*")
     found = verdicts(spec, shape, candidates, longest_sequence(studio, spec), start_adapter(studio, spec))
     budget = [planned.memory.sentence(), ""] if planned.memory else []  # the same levers the peaks below are for
+    ranks = spec.devices > 1
     lines = ["**Memory verdict** (estimated peak of the training process)", "", *budget,
-             "| device | free for a job | peak | share | verdict |", "|---|---|---|---|---|"]
+             f"| device |{' ranks here |' if ranks else ''} free for a job | peak | share | verdict |",
+             f"|---|{'---|' if ranks else ''}---|---|---|---|"]
     for verdict in found:
-        lines.append(f"| {verdict.device.label}: {verdict.device.name} | {gib(verdict.device.memory_bytes)} | "
+        here = f" {verdict.device.ranks or spec.devices} |" if ranks else ""
+        lines.append(f"| {verdict.device.label}: {verdict.device.name} |{here} {gib(verdict.device.memory_bytes)} | "
                      f"{gib(verdict.peak)} | {verdict.share:.0%} | **{verdict.word}** |")
-    if spec.devices > 1:
-        every = " ('all': the most one host that may take the job has)" if raw.get("devices") == ALL_DEVICES else ""
-        lines += ["", f"*{spec.devices} devices{every}: each GPU holds one rank's peak (the whole 4-bit base and its "
-                  f"own batch); on a CPU the {spec.devices} ranks share its memory, so its peak is {spec.devices} "
-                  f"times one rank's.*"]
+    if ranks:
+        lines += ["", _ranks_note(spec, raw, found)]
     first = found[0].estimate
     lines += ["", f"<details><summary>What the {gib(first.peak)} on {found[0].device.name} is made of</summary>", "",
               "| part | size |", "|---|---|"]
@@ -79,6 +82,32 @@ def verdict_text(studio: Studio, raw: dict) -> str:
     if any(not verdict.device.name.startswith("CPU") for verdict in found):
         lines += ["", f"*{GPU_NOT_MEASURED}*"]
     return "\n".join(lines)
+
+
+def _ranks_note(spec, raw: dict, found: list[Verdict]) -> str:
+    """What the rows mean for a several-device job: one host's ranks, a gang's nodes (and whether enough hold one), or
+    both where the pool has hosts of each kind."""
+    notes = []
+    if any(verdict.device.nodes == 1 for verdict in found):
+        every = " ('all': the most one host that may take the job has)" if raw.get("devices") == ALL_DEVICES else ""
+        notes.append(f"*{spec.devices} devices{every} on one host: each GPU holds one rank's peak (the whole 4-bit "
+                     f"base and its own batch); on a CPU the {spec.devices} ranks share its memory, so its peak is "
+                     f"{spec.devices} times one rank's.*")
+    gang = [verdict for verdict in found if verdict.device.nodes > 1]
+    if gang:
+        nodes = gang[0].device.nodes
+        per_host = spec.devices // nodes
+        fitting = len({verdict.device.host for verdict in gang if verdict.share <= 1})
+        count = (f" {fitting} of these {len({verdict.device.host for verdict in gang})} hosts can hold a node; the "
+                 f"job needs {nodes}." if len(gang) == len(found) else "")
+        notes.append(f"*{'Or ' if notes else ''}{spec.devices} devices as a gang of {nodes} nodes × {per_host} "
+                     f"rank{'s' if per_host > 1 else ''}, "
+                     f"one node per host of pool `{spec.pool}`: the rows with {per_host} ranks here are workers that "
+                     f"may be one of its nodes. Each GPU holds one rank's peak; on a CPU a node's {per_host} ranks "
+                     f"share its memory, so its peak is {per_host} times one rank's.{count}*")
+    if problem := gang_problem(found):
+        notes.append(f"**It cannot run:** {problem}.")
+    return "\n\n".join(notes)
 
 
 def build(studio: Studio, form: SpecForm, app: gr.Blocks) -> None:

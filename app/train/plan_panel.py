@@ -18,7 +18,8 @@ from jobs.submit import data_shape_problem, planned_job
 
 PLAN_FIELDS = ("base_model", "dataset", "max_steps", "num_epochs", "learning_rate", "batch_size", "grad_accum",
                "max_length", "packing", "eval_fraction", "eval_dataset", "overlong", "method", "memory_budget_gib",
-               "gradient_checkpointing", "finetuning", "freeze_trainable_layers", "freeze_train_head")
+               "gradient_checkpointing", "finetuning", "freeze_trainable_layers", "freeze_train_head", "devices",
+               "pool")
 AUTO_FIELDS = ("num_epochs", "learning_rate", "batch_size", "eval_fraction")
 SAFER_EVAL_FRACTION = "0.1"
 """The memorising warning's one-click choice (one of the eval fraction field's choices)."""

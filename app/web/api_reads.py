@@ -81,14 +81,17 @@ def memory(studio: Studio, spec: str) -> list[dict]:
     if shape is None:
         raise user_error(f"base_model: no estimate for '{planned.base_model}' yet: its config is not on this "
                          "machine, or it is not a decoder's config")
-    devices = job_devices(studio, planned.pool)
-    if not devices:
+    devices = job_devices(studio, planned.pool, planned.devices)
+    if not devices and planned.pool and not job_devices(studio, planned.pool):
         raise user_error(f"pool: no live worker serves pool '{planned.pool}'")
+    if not devices:
+        raise user_error(f"devices: no live worker can run {planned.devices} devices")
     found = verdicts(planned, shape, devices, longest_sequence(studio, planned),
                      start_adapter(studio, planned))  # as memory_panel.verdict_text sizes it
     return [{"device": v.device.label, "device_name": v.device.name, "memory_bytes": v.device.memory_bytes,
              "peak_bytes": v.peak, "share": v.share if math.isfinite(v.share) else None,
              "verdict": v.word, "measured_profile": v.device.name.startswith("CPU"),
+             "ranks_here": v.device.ranks or planned.devices, "nodes": v.device.nodes,
              "parts_bytes": {name: size for name, size in v.estimate.breakdown().items() if size}} for v in found]
 
 

@@ -237,11 +237,11 @@ def fit(original: TrainSpec, planned: TrainSpec, shape: ModelShape, devices: Seq
 
 def free_budget(spec: TrainSpec, devices: Sequence[Device]) -> tuple[int, Device] | None:
     """(the budget one training process gets from the devices' free memory, the device it is for): the smallest of
-    the devices the job may run on, so it fits on any; a CPU's is shared by the job's ranks. None without devices."""
+    the devices the job may run on, so it fits on any; a CPU's is shared by the job's ranks on its host (a gang's
+    node runs its share of them: Device.ranks). None without devices."""
     if not devices:
         return None
-    shares = [(device.memory_bytes // (spec.devices if device.machine.device == "cpu" else 1), device)
-              for device in devices]
+    shares = [(device.memory_bytes // device.ranks_sharing(spec), device) for device in devices]
     return min(shares, key=lambda pair: pair[0])
 
 

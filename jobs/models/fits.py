@@ -34,6 +34,18 @@ class Device:
     label: str
     name: str
     memory_bytes: int
+    ranks: int | None = None
+    """How many of the job's ranks its host runs (jobs.queue.devices.job_devices); None: all of them."""
+    nodes: int = 1
+    """The hosts the job spans when this host is one node of a gang across its pool's hosts (jobs.queue.gang); 1:
+    this host runs every rank."""
+    host: str = ""
+    """The worker's host (a gang takes one node per host); empty: this machine."""
+
+    def ranks_sharing(self, spec: TrainSpec) -> int:
+        """How many of the job's ranks share this device's memory: a CPU's ranks on its host all do; a GPU holds
+        one."""
+        return (self.ranks or spec.devices) if self.machine.device == "cpu" else 1
 
     @property
     def machine(self) -> Machine:
@@ -56,7 +68,7 @@ class Verdict:
     estimate: Estimate
     """One rank's: each device of a several-device job holds the whole 4-bit base and its own batch."""
     ranks: int = 1
-    """How many of the job's ranks share this device's memory: a CPU's gloo ranks all do; a GPU holds one."""
+    """How many of the job's ranks share this device's memory (Device.ranks_sharing)."""
 
     @property
     def peak(self) -> int:
@@ -131,4 +143,30 @@ def settings_estimate(settings: RunSettings, shape: ModelShape, longest_sequence
 def verdicts(spec: TrainSpec, shape: ModelShape, devices: list[Device], longest_sequence: int = 0,
              adapter: LoraSettings | None = None) -> list[Verdict]:
     return [Verdict(device, job_estimate(spec, shape, device.machine, longest_sequence, adapter),
-                    ranks=spec.devices if device.machine.device == "cpu" else 1) for device in devices]
+                    ranks=device.ranks_sharing(spec)) for device in devices]
+
+
+def gang_problem(found: Sequence[Verdict]) -> str | None:
+    """Why a job that only a gang across its pool's hosts can run (every verdict is a node's: Device.nodes > 1)
+    cannot fit there: fewer of the hosts that may be its nodes hold a node's ranks in their device's memory than it
+    needs nodes (a node is one host: two workers of one host count once). None when enough do, or for no gang."""
+    if not found or any(verdict.device.nodes <= 1 for verdict in found):
+        return None  # some worker runs every rank itself: no gang is needed
+    nodes = max(verdict.device.nodes for verdict in found)
+    fitting = {verdict.device.host for verdict in found if verdict.share <= 1}
+    if len(fitting) >= nodes:
+        return None
+    hosts = {verdict.device.host for verdict in found}
+    each = "; ".join(f"{v.device.label} ({v.device.name}): {_peak_words(v)} against {v.device.memory_bytes / 2**30:.2f}"
+                     f" GiB free, {v.word}" for v in found)
+    per_host = found[0].device.ranks or 1
+    return (f"runs as a gang of {nodes} nodes × {per_host} rank{'s' if per_host > 1 else ''}, one node per host, but "
+            f"only {len(fitting)} of the {len(hosts)} host(s) that may be its nodes can hold a node's peak: {each}. "
+            f"Lower max_length, lora_r or the batch (or leave batch_size and gradient_checkpointing to the studio), "
+            f"or serve the pool from hosts with more memory")
+
+
+def _peak_words(verdict: Verdict) -> str:
+    if verdict.ranks > 1:
+        return f"its {verdict.ranks} ranks share {verdict.peak / 2**30:.2f} GiB"
+    return f"one rank per device, {verdict.peak / 2**30:.2f} GiB each"

@@ -16,9 +16,11 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 from jobs.models.fits import Device
+from jobs.queue import gang
 from jobs.queue.lifecycle import device_label
 from jobs.run_settings.allocator import JEMALLOC_LABEL, jemalloc_for_training
 from jobs.run_settings.cores import usable_cores
@@ -145,9 +147,13 @@ def device_count(label: str, name: str) -> int:
     return 1
 
 
-def job_devices(studio: Studio, pool: str = "") -> list[Device]:
-    """The devices a job may run on: live workers of its pool (any worker when it names none). Empty when it names a
-    pool no live worker serves; with no worker at all (the app before its worker registers), this machine."""
+def job_devices(studio: Studio, pool: str = "", devices: int = 1) -> list[Device]:
+    """The devices a job of `devices` ranks may run on, each with how many of its ranks its host runs: the live
+    workers of its pool (any worker when it names none) that offer that many devices (one host runs every rank), and,
+    for a job that names a pool whose hosts can split it (jobs.queue.gang.feasible), each worker that may be one of
+    its gang's nodes (one with a rendezvous address offering the gang's ranks per host). Empty when no live worker may
+    run it (a pool no live worker serves, too few devices); with no worker at all (the app before its worker
+    registers), this machine."""
     with studio.db.read() as session:
         workers = workers_repo.live_workers(session, studio.settings.lease_s)
     return pool_devices(studio, workers, pool)
@@ -157,10 +163,37 @@ def pool_devices(studio: Studio, workers: list[Worker], pool: str = "") -> list[
     """`job_devices` from the live workers the caller read (in its own transaction)."""
     if pool:
         workers = [w for w in workers if w.pool == pool]
-    if workers or pool:
-        return [Device(f"{w.host} {w.device}", w.device_name, w.memory_bytes) for w in workers]
-    name, memory = describe_device(jemalloc=studio.settings.jemalloc)
-    return [Device("this machine (no worker has registered)", name, memory)]
+    if not workers and not pool:
+        name, memory = describe_device(jemalloc=studio.settings.jemalloc)
+        return [Device("this machine (no worker has registered)", name, memory, ranks=devices)]
+    shape = gang.feasible(devices, gang.host_offers(workers)) if pool and devices > 1 else None
+    found = []
+    for worker in workers:
+        offer = worker.device_count or device_count(worker.device, worker.device_name)
+        device = Device(f"{worker.host} {worker.device}", worker.device_name, worker.memory_bytes, ranks=devices,
+                        host=worker.host)
+        if offer >= devices:
+            found.append(device)
+        elif shape is not None and worker.address and offer >= shape[1]:
+            found.append(replace(device, ranks=shape[1], nodes=shape[0]))
+    return found
+
+
+def placement_words(devices: int, pool: str | None, found: list[Device]) -> str:
+    """Where a job of `devices` ranks runs, in words, from `job_devices`' answer: one host's devices, or a gang's nodes
+    across its pool's hosts, naming the hosts that may take it. Empty for one device."""
+    if devices <= 1 or not found:
+        return ""
+    alone = list(dict.fromkeys(device.host or device.label for device in found if device.nodes == 1))
+    nodes = [device for device in found if device.nodes > 1]
+    ways = [f"of one host ({', '.join(alone)})"] if alone else []
+    if nodes:
+        hosts = ", ".join(dict.fromkeys(device.host for device in nodes))
+        count, per_host = nodes[0].nodes, devices // nodes[0].nodes
+        # Where some host runs it alone, the others may take it only by leading a gang (its followers may be any).
+        ways.append(f"as a gang of {count} nodes × {per_host} rank{'s' if per_host > 1 else ''}, one node per host "
+                    f"of pool {pool}" + (f", led by {hosts}" if alone else f" (any {count} of {hosts})"))
+    return f"It runs on {devices} devices {', or '.join(ways)}; batch_size is per device."
 
 
 def most_devices(studio: Studio, pool: str = "") -> int:

@@ -5,23 +5,28 @@ The worker that claims it leads: in the claim's transaction it reserves nodes - 
 on other hosts (workers_repo.reserve_gang, SKIP LOCKED) and writes the gang into the job's provenance. Each reserved
 worker sees its reservation within GANG_POLL_S, starts its own child for that attempt, and that child's agent joins
 the leader's static rendezvous with its node rank (jobs.queue.ranks). When too few are free nothing is reserved and
-the job stays queued ("waits for N devices in pool P" in the queue); the worker moves on to the next job it may run.
+the job stays queued ("waits for N devices in pool P" in the queue); the worker moves on to the next job it may run,
+until the job has waited STUDIO_GANG_RESERVE_AFTER_S: then a worker that may be one of its nodes claims nothing behind
+it (reserving), so the pool's hosts come free for it as their jobs end (the backfill bound).
 Every worker frees its own row when its child ends, however it ends. The leader's supervisor looks at the other
 nodes' rows at each heartbeat (absent_member): a node that never joins, or whose host dies or hangs, ends the attempt
 within about a lease, not only at the rendezvous timeout."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
 from storage import jobs_repo, workers_repo
-from storage.models import Job, JobKind, JobStatus
+from storage.models import Job, JobKind, JobStatus, Worker, utcnow
 from storage.settings import Settings, current_host
 
+log = logging.getLogger(__name__)
 GANG_POLL_S = 1.0
 """How often an idle worker looks for a reservation of its row (a read of one row)."""
 RDZV_TIMEOUT_S = 120
@@ -103,9 +108,14 @@ def shapes(devices: int, most_per_host: int) -> list[tuple[int, int]]:
 
 def pool_offers(session: Session, pool: str | None, lease_s: float) -> dict[str, int]:
     """The most devices each host of `pool` offers a gang (its live workers that have a rendezvous address)."""
+    return host_offers([w for w in workers_repo.live_workers(session, lease_s) if w.pool == pool])
+
+
+def host_offers(workers: list[Worker]) -> dict[str, int]:
+    """The most devices each host of these workers offers a gang (those with a rendezvous address)."""
     offers: dict[str, int] = {}
-    for worker in workers_repo.live_workers(session, lease_s):
-        if worker.pool == pool and worker.address and worker.device_count:
+    for worker in workers:
+        if worker.address and worker.device_count:
             offers[worker.host] = max(offers.get(worker.host, 0), worker.device_count)
     return offers
 
@@ -143,6 +153,7 @@ def claim(session: Session, settings: Settings, worker: str, offer: int | None) 
     if not workers_repo.hold_for_claim(session, worker):
         return None  # reserved by another host's leader: it joins that job (follow_reservation)
     skipped: list[int] = []
+    reserved_ahead = False  # a gang job ahead reserves its pool's hosts: lead no gang behind it (it would take them)
     while len(skipped) <= MAX_SKIPPED:
         job = jobs_repo.next_claimable(session, settings.pool, tuple(skipped))
         if job is None:
@@ -150,7 +161,14 @@ def claim(session: Session, settings: Settings, worker: str, offer: int | None) 
         devices = job_devices(job)
         gang = None
         if offer is not None and devices > offer:
-            gang = _reserve(session, settings, worker, job, devices, offer)
+            gang = None if reserved_ahead else _reserve(session, settings, worker, job, devices, offer)
+            if gang is None and not reserved_ahead and (shape := reserving(session, settings, job, devices)):
+                if settings.rdzv_address is not None and offer >= shape[1]:  # this worker may be one of its nodes
+                    log.info("job %s needs %s devices across pool %s's hosts and has waited past "
+                             "STUDIO_GANG_RESERVE_AFTER_S: this worker claims nothing behind it", job.id, devices,
+                             job.pool)
+                    return None
+                reserved_ahead = True
             if gang is None:
                 skipped.append(job.id)
                 continue
@@ -162,6 +180,17 @@ def claim(session: Session, settings: Settings, worker: str, offer: int | None) 
         workers_repo.worker_heartbeat(session, worker, job.id, busy=True)
         return job.id, attempt
     return None
+
+
+def reserving(session: Session, settings: Settings, job: Job, devices: int) -> tuple[int, int] | None:
+    """The (nodes, per_host) a gang job that could not be gathered now reserves its pool's hosts for (the backfill
+    bound, docs/scale-out.md), or None while smaller jobs may still pass it: it has waited STUDIO_GANG_RESERVE_AFTER_S
+    since it was submitted and its pool's live hosts can run it. A worker that may be one of its nodes then claims
+    nothing behind it; one that may not still takes the one-host jobs behind it, but leads no gang there. A gang its
+    pool can no longer gather (hosts gone since submit) reserves nothing: the pool keeps working and the job waits."""
+    if utcnow() - job.created_at < timedelta(seconds=settings.gang_reserve_after_s):
+        return None
+    return feasible(devices, pool_offers(session, job.pool, settings.lease_s))
 
 
 def _reserve(session: Session, settings: Settings, worker: str, job: Job, devices: int,

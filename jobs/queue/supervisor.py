@@ -66,7 +66,8 @@ def supervise_job(woken_for: int) -> None:
             claimed = gang.claim(session, studio.settings, worker_name(), OFFER)
         if claimed is None:
             log.info("woken for job %s, but no job is queued that this worker may start now (taken, cancelled, "
-                     "finished, waiting for a gang's hosts, or this worker is reserved for one)", woken_for)
+                     "finished, waiting for a gang's hosts, behind a gang job this worker holds for, or this worker "
+                     "is reserved for one)", woken_for)
             return
         job_id, attempt = claimed
         try:
@@ -84,6 +85,8 @@ def _supervise(studio: Studio, job_id: int, attempt: int) -> None:
     log.info("job %s: attempt %s starting", job_id, attempt)
     with studio.db.read() as session:
         nodes = gang.Gang.of(jobs_repo.get_job(session, job_id).provenance, attempt)  # led from here, or None
+    if nodes is not None:  # workers that held for this gang consumed the messages of the jobs behind it: re-send now
+        resync(studio)
     watch = _GangWatch(studio, job_id, nodes)
     try:
         returncode = _run_child(studio, job_id, attempt, run_dir, watch)
