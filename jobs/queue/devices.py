@@ -156,10 +156,10 @@ def job_devices(studio: Studio, pool: str = "", devices: int = 1) -> list[Device
     registers), this machine."""
     with studio.db.read() as session:
         workers = workers_repo.live_workers(session, studio.settings.lease_s)
-    return pool_devices(studio, workers, pool)
+    return pool_devices(studio, workers, pool, devices)
 
 
-def pool_devices(studio: Studio, workers: list[Worker], pool: str = "") -> list[Device]:
+def pool_devices(studio: Studio, workers: list[Worker], pool: str = "", devices: int = 1) -> list[Device]:
     """`job_devices` from the live workers the caller read (in its own transaction)."""
     if pool:
         workers = [w for w in workers if w.pool == pool]

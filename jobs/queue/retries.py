@@ -82,7 +82,8 @@ def fit_inputs(session: Session, studio: Studio, job: Job, spec: TrainSpec) -> F
     # A count estimated from characters could be short of the real row, and a pass split on it cut that row, which
     # training refuses: only the base tokenizer's own count lets a retry split.
     longest = int(plan.get("longest_row") or 0) if plan.get("tokens_counted") else 0
-    devices = pool_devices(studio, workers_repo.live_workers(session, studio.settings.lease_s), spec.pool)
+    ranks = spec.devices if isinstance(spec.devices, int) else 1  # submit stored 'all' as its number
+    devices = pool_devices(studio, workers_repo.live_workers(session, studio.settings.lease_s), spec.pool, ranks)
     shape = model_shape(spec.base_model, studio.settings.models_dir, studio.settings.model_dirs)
     return FitInputs(frozenset(plan.get("chosen") or ()), longest, tuple(devices), shape,
                      _continued_lora(session, studio, submitted.get("pinned") or {}))
