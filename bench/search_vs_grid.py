@@ -2,6 +2,7 @@
 and at what compute (issue 32: the goal is the grid's best loss in at most half its compute).
 
     python bench/search_vs_grid.py [--model smollm2|demo] [--budget-minutes 30] [--steps 60] [--eval-steps 10]
+                                   [--ranks 8,16,32] [--rates 1e-4,3e-4,1e-3,3e-3]
                                    [--out bench/results/search_vs_grid_smollm2.json] [--smoke]
 
 A fresh data dir and one worker process (`python -m jobs.queue.worker`). The grid: every point of lora_r × learning
@@ -112,10 +113,16 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, default=30)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--eval-steps", type=int, default=10)
+    parser.add_argument("--ranks", help="lora_r values of the grid, comma-separated (default: 8,16,32)")
+    parser.add_argument("--rates", help="learning rates of the grid, comma-separated (default: 1e-4,3e-4,1e-3,3e-3)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--smoke", action="store_true", help="the demo model, a 4-point grid, 3 trials of 4 steps")
     args = parser.parse_args()
-    grid, trials = GRID, None
+    grid, trials = dict(GRID), None
+    if args.ranks:
+        grid["lora_r"] = [int(value) for value in args.ranks.split(",")]
+    if args.rates:
+        grid["learning_rate"] = [float(value) for value in args.rates.split(",")]
     if args.smoke:
         args.model, args.steps, args.eval_steps, args.budget_minutes, grid, trials = "demo", 4, 2, 0, SMOKE_GRID, 3
     from jobs.studio import open_studio
