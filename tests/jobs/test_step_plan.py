@@ -193,3 +193,16 @@ def test_a_preference_plan_counts_pairs_names_its_method_and_chooses_no_packing_
     assert "packing" not in sentence  # the spec stores a choice, but a preference method never packs
     sentence = plan(TrainSpec(method="grpo"), DataSize(lengths=[100] * 50, counted=True), None).sentence()
     assert "of 50 prompts" in sentence and "Method grpo" in sentence
+
+
+def test_several_devices_share_each_epoch_so_the_plan_counts_their_steps_once():
+    """Under DDP each rank trains its share of an epoch's sequences (the sampler splits them), so a step takes
+    batch × accumulation × devices sequences: the plan's steps, epochs and chosen batch follow the devices."""
+    data = DataSize(lengths=[60] * 400, counted=True)
+    fixed = {"eval_fraction": 0, "packing": False, "batch_size": 2, "grad_accum": 1, "num_epochs": 1}
+    one = plan(parse_spec({**fixed, "devices": 1}), data, None)
+    four = plan(parse_spec({**fixed, "devices": 4}), data, None)
+    assert (one.steps, four.steps) == (200, 50) and four.tokens == one.tokens
+    assert four.epochs == 1 and "2 × 1 per step on each of 4 devices" in four.sentence()
+    chosen = plan(parse_spec({"eval_fraction": 0, "packing": False, "devices": 4}), data, None)
+    assert chosen.steps / chosen.spec.num_epochs >= MIN_STEPS_PER_EPOCH  # the rule's batch counts the devices too
