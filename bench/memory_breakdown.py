@@ -33,8 +33,9 @@ Levers (each arm moves one, against `default`):
   (jobs.queue.spare.child_env, the default since 2026-12-05); `glibc malloc` without it; jemalloc with one arena
   (`narenas:1`) or giving freed pages back at once (`dirty_decay_ms:0,muzzy_decay_ms:0`)
 - the compute dtype: `float32 compute` and `bfloat16 compute` pin what `auto` picks (bf16 on a CPU that multiplies
-  it natively, jobs.run_settings.cpu_dtype), so one machine compares the two; `onednn caches 1024` runs with
-  oneDNN's and ideep's per-shape caches at the libraries' size, not the studio's 64 (jobs.run_settings.allocator)
+  it natively, jobs.run_settings.cpu_dtype), so one machine compares the two; `onednn caches 1024` sets
+  oneDNN's and ideep's per-shape caches to the libraries' size (ONEDNN_PRIMITIVE_CACHE_CAPACITY, LRU_CACHE_CAPACITY),
+  and `bfloat16 + onednn caches 1024` or `... 64` do so in bf16 (the demo model's `auto` is float32)
 - the checkpoint's pages: the unquantized weights (embeddings, norms) copied out of the mmapped safetensors file after
   loading, so the file is unmapped (`release_checkpoint`), and glibc's free heap returned after loading
   (`malloc_trim`)
@@ -89,6 +90,10 @@ ARMS: dict[str, dict] = {
     "float32 compute": {"fields": {"compute_dtype": "float32"}},
     "bfloat16 compute": {"fields": {"compute_dtype": "bfloat16"}},
     "onednn caches 1024": {"env": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024", "LRU_CACHE_CAPACITY": "1024"}},
+    "bfloat16 + onednn caches 1024": {"fields": {"compute_dtype": "bfloat16"},
+                                      "env": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024", "LRU_CACHE_CAPACITY": "1024"}},
+    "bfloat16 + onednn caches 64": {"fields": {"compute_dtype": "bfloat16"},
+                                    "env": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64", "LRU_CACHE_CAPACITY": "64"}},
     "lora in fp32": {"probe": ["lora_fp32"]},
 }
 SMOKE_ARMS = ("no sample answers",)

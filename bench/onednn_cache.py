@@ -8,7 +8,8 @@ primitive per shape and keeps it in two caches (oneDNN's own, ONEDNN_PRIMITIVE_C
 layer's, LRU_CACHE_CAPACITY; 1,024 entries each by default). Each arm is a fresh process with jemalloc preloaded (as a
 worker's training process runs) and the caches at one size: SmolLM2's four linear shapes (576→576, 576→192,
 576→1536, 1536→576) forward and backward at `--counts` token counts from 300 up, and the resident set's growth over
-them; then `--repeats` passes at one count (512), timed (the cost of a cache too small to hold a step's shapes).
+them; then `--repeats` passes at one count (512), timed. These four shapes are not a whole step's: a real step's
+speed under a cap is bench/memory_breakdown.py's `bfloat16 + onednn caches ...` arms.
 Float32 matmuls (MKL) are the control. A shared CPU makes the seconds noisy; the MB are not."""
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from bench.machine import write_report  # noqa: E402
 
 SHAPES = ((576, 576), (192, 576), (1536, 576), (576, 1536))
 """SmolLM2-135M's linear layers as (out, in)."""
-ARMS = {"bf16, the libraries' caches (1,024)": ("bfloat16", "1024"), "bf16, caches at 64 (the studio's)":
+ARMS = {"bf16, the libraries' caches (1,024)": ("bfloat16", "1024"), "bf16, caches at 64":
         ("bfloat16", "64"), "bf16, no caches": ("bfloat16", "0"), "float32, the libraries' caches": ("float32", "1024")}
 
 

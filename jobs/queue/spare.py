@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from jobs.run_settings.allocator import ONEDNN_CACHES, jemalloc_for_training, jemalloc_library
+from jobs.run_settings.allocator import jemalloc_for_training, jemalloc_library
 from jobs.studio import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -30,10 +30,9 @@ CHILD_ENV = {"PYTHONUNBUFFERED": "1"}
 
 
 def child_env(jemalloc: bool) -> dict[str, str]:
-    """What a training process's environment adds to the worker's: unbuffered output, oneDNN's per-shape caches
-    capped (jobs.run_settings.allocator.ONEDNN_CACHES, unless the operator set them), and jemalloc preloaded where
+    """What a training process's environment adds to the worker's: unbuffered output, and jemalloc preloaded where
     it is installed and not turned off (after any LD_PRELOAD the operator set)."""
-    env = {**{name: value for name, value in ONEDNN_CACHES.items() if name not in os.environ}, **CHILD_ENV}
+    env = dict(CHILD_ENV)
     if jemalloc_for_training(jemalloc):  # the memory estimate asks the same (jobs.run_settings.allocator)
         library = str(jemalloc_library())
         env["LD_PRELOAD"] = " ".join(part for part in (os.environ.get("LD_PRELOAD", ""), library) if part)

@@ -2,20 +2,16 @@
 before it, with the libraries imported already; a new spare waits after each job; a dead spare costs nothing but
 its head start; the spare never outlives its worker, however the worker ends; STUDIO_SPARE_CHILD=0 turns it off."""
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from jobs.queue import spare
-from jobs.run_settings.allocator import ONEDNN_CACHES
 from jobs.submit import submit_job
 from storage.settings import load_settings
-from tests.conftest import FAST_JOB, REPO_ROOT, LiveStudio, parent_of, process_ids
+from tests.conftest import FAST_JOB, LiveStudio, parent_of, process_ids
 
 pytestmark = pytest.mark.slow
 SPARE_LINE = "started before the job: its libraries were imported in"
@@ -134,23 +130,3 @@ def test_the_switch_takes_on_and_off_words_and_names_itself_when_wrong():
     assert load_settings({}).spare_child is True
     with pytest.raises(ValueError, match="STUDIO_SPARE_CHILD: 'maybe' is neither on"):
         load_settings({"STUDIO_SPARE_CHILD": "maybe"})
-
-
-def test_a_training_process_caps_onednn_caches_unless_the_operator_set_them(monkeypatch):
-    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
-    monkeypatch.delenv("LRU_CACHE_CAPACITY", raising=False)
-    assert {name: spare.child_env(False)[name] for name in ONEDNN_CACHES} == ONEDNN_CACHES
-    monkeypatch.setenv("LRU_CACHE_CAPACITY", "8")
-    assert "LRU_CACHE_CAPACITY" not in spare.child_env(False)  # the worker's environment, the operator's 8, stands
-
-
-def test_bf16_matmuls_over_many_token_counts_stay_small_in_a_training_process(monkeypatch):
-    """oneDNN keeps a primitive per matmul shape (bf16 on a CPU); packed rows change the token count nearly every
-    step. With the libraries' 1,024-entry caches 40 counts of SmolLM2's linear shapes grow the resident set by about
-    250 MB (bench/onednn_cache.py: 674 MB over 107); the training process's caps hold it under 100."""
-    for name in ONEDNN_CACHES:
-        monkeypatch.delenv(name, raising=False)
-    done = subprocess.run([sys.executable, "bench/onednn_cache.py", "--measure", "bfloat16", "--counts", "40",
-                           "--repeats", "1"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **spare.child_env(True)}, check=True)
-    assert json.loads(done.stdout.strip().splitlines()[-1])["rss_growth_mb"] < 100
