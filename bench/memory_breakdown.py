@@ -25,12 +25,17 @@ Levers (each arm moves one, against `default`):
   accumulated a step (what LLaMA-Factory does by default)
 - gradient_checkpointing on; LoRA dropout 0.05 (its masks are saved for backward)
 - the LM head: TRL's fused head on every position (the studio scores labelled positions only)
-- LoRA weights left in bf16 as TRL casts them (the studio puts them back in fp32 under fp32 compute); AdamW 8-bit
+- LoRA weights left in bf16 as TRL casts them (the studio puts them back in fp32 under fp32 compute), or put back in
+  fp32 under bf16 compute too (`lora in fp32`); AdamW 8-bit
   (bitsandbytes, its two states in 8 bits)
 - no sample answers
 - the allocator: every arm runs as a worker runs its training process, with jemalloc preloaded where it is installed
   (jobs.queue.spare.child_env, the default since 2026-12-05); `glibc malloc` without it; jemalloc with one arena
   (`narenas:1`) or giving freed pages back at once (`dirty_decay_ms:0,muzzy_decay_ms:0`)
+- the compute dtype: `float32 compute` and `bfloat16 compute` pin what `auto` picks (bf16 on a CPU that multiplies
+  it natively, jobs.run_settings.cpu_dtype), so one machine compares the two; `onednn caches 1024` sets
+  oneDNN's and ideep's per-shape caches to the libraries' size (ONEDNN_PRIMITIVE_CACHE_CAPACITY, LRU_CACHE_CAPACITY),
+  and `bfloat16 + onednn caches 1024` or `... 64` do so in bf16 (the demo model's `auto` is float32)
 - the checkpoint's pages: the unquantized weights (embeddings, norms) copied out of the mmapped safetensors file after
   loading, so the file is unmapped (`release_checkpoint`), and glibc's free heap returned after loading
   (`malloc_trim`)
@@ -82,6 +87,14 @@ ARMS: dict[str, dict] = {
     "release_checkpoint": {"probe": ["release_checkpoint"]},
     "malloc_trim": {"probe": ["malloc_trim"]},
     "release_checkpoint + malloc_trim": {"probe": ["release_checkpoint", "malloc_trim"]},
+    "float32 compute": {"fields": {"compute_dtype": "float32"}},
+    "bfloat16 compute": {"fields": {"compute_dtype": "bfloat16"}},
+    "onednn caches 1024": {"env": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024", "LRU_CACHE_CAPACITY": "1024"}},
+    "bfloat16 + onednn caches 1024": {"fields": {"compute_dtype": "bfloat16"},
+                                      "env": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024", "LRU_CACHE_CAPACITY": "1024"}},
+    "bfloat16 + onednn caches 64": {"fields": {"compute_dtype": "bfloat16"},
+                                    "env": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64", "LRU_CACHE_CAPACITY": "64"}},
+    "lora in fp32": {"probe": ["lora_fp32"]},
 }
 SMOKE_ARMS = ("no sample answers",)
 STATUS_FIELDS = ("VmHWM", "VmRSS", "RssAnon", "RssFile")
@@ -196,6 +209,12 @@ def install(probe: Probe, switches: list[str]) -> None:
         prepare.release_loading_memory = lambda model: 0
     if "lora_bf16" in switches:
         prepare.keep_lora_in_fp32 = train_module.keep_lora_in_fp32 = lambda model, settings: None
+    if "lora_fp32" in switches:  # fp32 LoRA whatever the compute dtype
+        from dataclasses import replace
+
+        original_keep = train_module.keep_lora_in_fp32
+        train_module.keep_lora_in_fp32 = lambda model, settings: original_keep(
+            model, replace(settings, compute_dtype="float32"))
     if "head_every_position" in switches:
         prepare.score_only_labelled_positions = lambda: None
 

@@ -23,6 +23,7 @@ from tests.servers import require_servers
     ("memory_breakdown.py", ("arms", "idle")),  # peak memory by phase: one demo step in one process
     ("speed_options.py", ("arms",)),  # sdpa, eager, and Liger skipped in words on a CPU
     ("pack_passes.py", ("arms", "rounds")),  # one packed sequence in one forward pass and in two, alternated
+    ("onednn_cache.py", ("arms", "load_average_1min")),  # bf16 matmuls over token counts, per oneDNN cache size
     ("preference_methods.py", ("runs", "vote_outcomes", "chat_answers")),  # ORPO and KTO, built data and chat votes
     ("scale_out.py", ("claims", "wake_up_s", "connections_per_worker")),  # needs redis-server and PostgreSQL
 ])
