@@ -112,7 +112,9 @@ def scores(answers: list[str], references: list[str]) -> dict:
     exact = sum(value == json.loads(ref) for value, ref in zip(parsed, references, strict=True))
     return {"parse_rate": sum(value is not None for value in parsed) / len(answers),
             "exact_rate": exact / len(answers), "examples": answers[:3],
-            "unparsed_examples": [answer for answer, value in zip(answers, parsed, strict=True) if value is None][:3]}
+            "unparsed_examples": [answer for answer, value in zip(answers, parsed, strict=True) if value is None][:3],
+            "parsed_but_wrong": [answer for answer, value, ref in zip(answers, parsed, references, strict=True)
+                                 if value is not None and value != json.loads(ref)]}
 
 
 def progress(label: str, rewards: list[tuple[int, float]]):
