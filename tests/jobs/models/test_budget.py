@@ -16,18 +16,14 @@ from jobs.models.fits import KNOWN_SHAPES, Device
 from jobs.spec import SMOLLM2_BASE_MODEL, SpecError, parse_spec
 from jobs.submit import planned_job, validate_submission
 from storage import workers_repo
+from tests.word_rows import word_rows
 
 CPU = Device("this machine", "CPU (2 cores)", 64 * GiB)
-WORDS = ["the", "model", "learns", "to", "answer", "short", "questions", "about", "numbers", "colours", "and",
-         "animals", "in", "plain", "words"]
 
 
 def long_rows(count: int) -> list[dict]:
     """Rows of about 150 demo tokens: each fills its own packed sequence of 256, so 270 of them plan a batch of 8."""
-    return [{"messages": [
-        {"role": "user", "content": f"Question {i}: " + " ".join(WORDS[(i + k) % len(WORDS)] for k in range(30))},
-        {"role": "assistant", "content": " ".join(WORDS[(3 * i + k) % len(WORDS)] for k in range(60))}]}
-        for i in range(count)]
+    return word_rows(count, 30, 60)
 
 
 def smollm2_plan(**fields) -> tuple:

@@ -16,6 +16,7 @@ from jobs.queue.retries import FitInputs, killed_for_memory, nothing_left_words,
 from jobs.run_settings.settings import Base, resolve
 from jobs.spec import SMOLLM2_BASE_MODEL, TrainSpec, parse_spec
 from storage import jobs_repo, workers_repo
+from tests.word_rows import word_rows
 
 SMOLLM2 = KNOWN_SHAPES[SMOLLM2_BASE_MODEL]
 CPU = Device("this machine", "CPU (2 cores)", 64 * GiB)
@@ -124,16 +125,9 @@ def test_a_kill_counts_as_memory_only_near_the_limit():
     assert killed_for_memory(None, 10) is False
 
 
-WORDS = ["the", "model", "learns", "to", "answer", "short", "questions", "about", "numbers", "colours", "and",
-         "animals", "in", "plain", "words"]
-
-
 def _rows(count: int) -> list[dict]:
     """Rows of under 128 demo tokens: two a packed sequence of 256, and half of 256 holds each."""
-    return [{"messages": [
-        {"role": "user", "content": f"Question {i}: " + " ".join(WORDS[(i + k) % len(WORDS)] for k in range(10))},
-        {"role": "assistant", "content": " ".join(WORDS[(3 * i + k) % len(WORDS)] for k in range(20))}]}
-        for i in range(count)]
+    return word_rows(count, 10, 20)
 
 
 def _submitted(studio, raw: dict) -> int:
