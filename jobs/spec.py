@@ -883,6 +883,12 @@ class TrainSpec(BaseModel):
             return 1
         return self.max_length // self.pack_length
 
+    def ranks(self) -> int:
+        """The data-parallel ranks that share each epoch: `devices` ('all' counts as one until submit stores the
+        host's count in its place). The plan (jobs.step_plan) and an out-of-memory retry (jobs.queue.retries) read
+        it."""
+        return self.devices if isinstance(self.devices, int) else 1
+
     def target_module_names(self) -> list[str] | str:
         """The list peft gets: preset expanded, 'all-linear' passed through."""
         if isinstance(self.target_modules, str):

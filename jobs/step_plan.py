@@ -110,7 +110,7 @@ class StepPlan:
                   "set a field to override." if self.chosen else "")
         return (f"This job will make {self.steps:,} optimizer steps over {self.tokens:,} tokens{counted}: {run} of "
                 f"{self.sequences_per_epoch:,} {unit}, {spec.batch_size} × {spec.grad_accum} per step"
-                f"{f' on each of {ranks(spec)} devices' if ranks(spec) > 1 else ''}"
+                f"{f' on each of {spec.ranks()} devices' if spec.ranks() > 1 else ''}"
                 f"{self.passes_words()}, learning rate {spec.learning_rate:g}. "
                 f"{self.placement + ' ' if self.placement else ''}"
                 f"{self.method_sentence()}{self.rows_sentence()}{self.eval_sentence()}"
@@ -133,7 +133,7 @@ class StepPlan:
     @property
     def epochs(self) -> float:
         """The epochs the run makes: its steps over the steps an epoch takes."""
-        per_step = (self.spec.batch_size or 1) * self.spec.grad_accum * ranks(self.spec)
+        per_step = (self.spec.batch_size or 1) * self.spec.grad_accum * self.spec.ranks()
         return self.steps / max(1, math.ceil(self.sequences_per_epoch / per_step))
 
     def memorising_warning(self) -> str:
@@ -244,11 +244,6 @@ def pack_length_problem(spec: TrainSpec, longest_row: int) -> str | None:
             f"would cut it there; set at least {longest} (a divisor of max_length) or leave it empty")
 
 
-def ranks(spec: TrainSpec) -> int:
-    """The data-parallel ranks that share each epoch ('all' counts as one until submit counts the host's devices)."""
-    return spec.devices if isinstance(spec.devices, int) else 1
-
-
 def _steps_per_epoch(spec: TrainSpec, lengths: list[int], sequences: int) -> int:
     """Optimizer steps an epoch makes: a packed sequence in several forward passes is that many sequences of the pack
     length to TRL, and as many micro-batches a step; under DDP each rank trains its share of the sequences (the
@@ -256,7 +251,7 @@ def _steps_per_epoch(spec: TrainSpec, lengths: list[int], sequences: int) -> int
     passes = spec.forward_passes()
     if passes > 1:
         sequences = packed_sequences(lengths, spec.pack_length)
-    return max(1, math.ceil(sequences / ((spec.batch_size or 1) * spec.grad_accum * passes * ranks(spec))))
+    return max(1, math.ceil(sequences / ((spec.batch_size or 1) * spec.grad_accum * passes * spec.ranks())))
 
 
 def _kept_lengths(spec: TrainSpec, data: DataSize) -> list[int]:
@@ -290,7 +285,7 @@ def plan(spec: TrainSpec, data: DataSize, base_params: int | None) -> StepPlan:
     sequences = sequences_per_epoch(spec.model_copy(update=chosen), lengths)
     if spec.batch_size is None:
         chosen["batch_size"] = min(MAX_AUTO_BATCH, max(min_batch_size(spec.method),
-                                                       sequences // (MIN_STEPS_PER_EPOCH * ranks(spec))))
+                                                       sequences // (MIN_STEPS_PER_EPOCH * spec.ranks())))
     steps_per_epoch = _steps_per_epoch(spec.model_copy(update=chosen), lengths, sequences)
     if spec.num_epochs is None:  # with max_steps, the epochs those steps make (the trainer goes by the steps)
         chosen["num_epochs"] = epochs_in(spec.max_steps, steps_per_epoch) if spec.max_steps > 0 else float(

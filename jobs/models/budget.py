@@ -118,6 +118,11 @@ def _gib_up(size: int) -> float:
     return math.ceil(size / GiB * 100) / 100
 
 
+def device_kind(devices: Sequence[Device]) -> str:
+    """The kind of device the levers are rated and 'auto' checkpointing resolved for: the first of the job's."""
+    return devices[0].machine.device if devices else "cpu"
+
+
 def relative_speed(levers: Levers, device: str, passes: int = 1) -> float:
     """Expected speed of `levers` relative to one pass a packed sequence without checkpointing; `passes`: the forward
     passes a packed sequence trains in with them."""
@@ -148,7 +153,7 @@ def candidates(original: TrainSpec, planned: TrainSpec, devices: Sequence[Device
         checkpointing = [False, True]
     else:
         checkpointing = [original.gradient_checkpointing == "on"]
-    device = devices[0].machine.device if devices else "cpu"
+    device = device_kind(devices)
     found = [Levers(b, accum * (batch // b), gc, pack) for gc in checkpointing for b in batches
              for pack in pack_choices(original, planned, longest_row)]
     return sorted(found, key=lambda levers: (-relative_speed(levers, device, _passes(planned, levers)),
@@ -180,7 +185,7 @@ def frugal_steps(original: TrainSpec, planned: TrainSpec, devices: Sequence[Devi
     def needs(levers: Levers) -> tuple[int, bool, int]:
         return levers.batch_size, not levers.gradient_checkpointing, _pass_tokens(with_levers(planned, levers))
 
-    now = needs(levers_of(planned, devices[0].machine.device if devices else "cpu"))
+    now = needs(levers_of(planned, device_kind(devices)))
     return [levers for levers in candidates(original, planned, devices, longest)
             if (need := needs(levers)) != now and all(less <= more for less, more in zip(need, now, strict=True))]
 
@@ -224,7 +229,7 @@ def fit(original: TrainSpec, planned: TrainSpec, shape: ModelShape, devices: Seq
     floor = min(peak_of(with_levers(planned, lv), shape, devices, longest, adapter)
                 for lv in candidates(free, planned, devices, longest))
     fixed = fixed_levers(original)
-    device = devices[0].machine.device if devices else "cpu"
+    device = device_kind(devices)
     memory = MemoryFit(budget_bytes=budget, peak_bytes=peak, levers=levers,
                        relative_speed=relative_speed(levers, device, _passes(planned, levers)),
                        smallest_bytes=min(p for _, p in tried), floor_bytes=floor, fixed=fixed)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from jobs.models.budget import PACK_SPLITS, fixed_levers, smaller_levers, with_levers
+from jobs.models.budget import PACK_SPLITS, device_kind, fixed_levers, smaller_levers, with_levers
 from jobs.models.fits import Device, model_shape
 from jobs.models.memory_inputs import ModelShape
 from jobs.queue.devices import pool_devices
@@ -68,7 +68,7 @@ class FitInputs:
     @property
     def device(self) -> str:
         """The device kind 'auto' checkpointing resolves for, as the fit takes it (the first device)."""
-        return self.devices[0].machine.device if self.devices else "cpu"
+        return device_kind(self.devices)
 
 
 def fit_inputs(session: Session, studio: Studio, job: Job, spec: TrainSpec) -> FitInputs:
@@ -82,8 +82,8 @@ def fit_inputs(session: Session, studio: Studio, job: Job, spec: TrainSpec) -> F
     # A count estimated from characters could be short of the real row, and a pass split on it cut that row, which
     # training refuses: only the base tokenizer's own count lets a retry split.
     longest = int(plan.get("longest_row") or 0) if plan.get("tokens_counted") else 0
-    ranks = spec.devices if isinstance(spec.devices, int) else 1  # submit stored 'all' as its number
-    devices = pool_devices(studio, workers_repo.live_workers(session, studio.settings.lease_s), spec.pool, ranks)
+    devices = pool_devices(studio, workers_repo.live_workers(session, studio.settings.lease_s), spec.pool,
+                           spec.ranks())
     shape = model_shape(spec.base_model, studio.settings.models_dir, studio.settings.model_dirs)
     return FitInputs(frozenset(plan.get("chosen") or ()), longest, tuple(devices), shape,
                      _continued_lora(session, studio, submitted.get("pinned") or {}))
