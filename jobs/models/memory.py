@@ -131,9 +131,10 @@ def quantized_bits_per_param(train: TrainShape) -> float:
 def weight_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile) -> dict[str, int]:
     """Frozen base: 4-bit Linears, and the parts bitsandbytes leaves alone (embeddings, norms, untied LM head).
 
-    peft's prepare_model_for_kbit_training casts every unquantized fp16/bf16 parameter to fp32, so on CUDA those
-    take 4 bytes each, not the load dtype's 2. On CPU (fp32 load of an fp32 checkpoint) they are zero-copy views of
-    the mmapped file, counted in `checkpoint_mmap` instead."""
+    peft's prepare_model_for_kbit_training casts every unquantized fp16/bf16 parameter to fp32, so those take 4
+    bytes each, not the load dtype's 2, unless the run casts them back (bf16: TrainShape.upcast_unquantized). On CPU
+    (fp32 load of an fp32 checkpoint) they are zero-copy views of the mmapped file, counted in `checkpoint_mmap`
+    instead, unless the run releases the checkpoint."""
     if train.quantization == "none":
         quantized = model.quantized_params * device.compute_bytes
     else:
@@ -142,8 +143,13 @@ def weight_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile) ->
     mapped = zero_copy and not train.releases_checkpoint  # released: copied out, the file unmapped
     mmap = model.checkpoint_bytes or model.total_params * model.checkpoint_dtype_bytes
     return {"quantized_weights": quantized,
-            "unquantized_weights": 0 if mapped else model.unquantized_params * 4,
+            "unquantized_weights": 0 if mapped else model.unquantized_params * unquantized_bytes(train, device),
             "checkpoint_mmap": mmap if mapped else 0}
+
+
+def unquantized_bytes(train: TrainShape, device: DeviceProfile) -> int:
+    """Bytes a parameter of the base's embeddings and norms (and the residual stream with them) takes in training."""
+    return 4 if train.upcast_unquantized else device.compute_bytes
 
 
 def optimizer_bytes(n_params: int, train: TrainShape, device: DeviceProfile) -> tuple[int, int]:
@@ -227,7 +233,8 @@ def activation_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile
     masks = train.mask_elements * (model.mask_kinds * act if model.eager_attention else 1) if uses_mask(train) else 0
     shared = masks + 2 * t * model.dim_per_head * act + 3 * t * model.hidden * act
     if train.gradient_checkpointing:
-        parts = {"activations": int(model.layers * t * model.hidden * device.residual_bytes + shared),
+        residual = device.residual_bytes if train.upcast_unquantized else device.compute_bytes
+        parts = {"activations": int(model.layers * t * model.hidden * residual + shared),
                  "attention_masks": 0}
     else:
         per_layer = layer_activation_bytes_per_token(model, train, device) * t

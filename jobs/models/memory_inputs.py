@@ -101,6 +101,11 @@ class TrainShape:
     """After loading, the unquantized weights are copied out of the mmapped checkpoint (the file is unmapped) and the
     quantizer's freed temporaries go back to the system (RunSettings.releases_checkpoint): neither stays resident
     through training."""
+    upcast_unquantized: bool = True
+    """A quantized base's embeddings and norms are fp32 in training (RunSettings.upcasts_unquantized), and with them
+    the residual stream; False (bf16): both stay in the compute dtype."""
+    pad_multiple: int = 0
+    """A packed batch is padded to a multiple of this many tokens (RunSettings.pad_to_multiple_of); 0: not padded."""
 
     @property
     def sequence_length(self) -> int:
@@ -112,7 +117,8 @@ class TrainShape:
 
     @property
     def tokens(self) -> int:
-        return self.tokens_per_step or self.batch_size * self.sequence_length
+        tokens = self.tokens_per_step or self.batch_size * self.sequence_length
+        return -(-tokens // self.pad_multiple) * self.pad_multiple if self.packing and self.pad_multiple else tokens
 
     @property
     def mask_elements(self) -> int:
@@ -142,6 +148,7 @@ class TrainShape:
                    fused_lm_head=settings.method not in UNFUSED_LM_HEAD, lm_head=settings.method != "reward",
                    quantization=settings.quantization, double_quant=settings.double_quant,
                    optimizer=settings.optimizer, releases_checkpoint=settings.releases_checkpoint,
+                   upcast_unquantized=settings.upcasts_unquantized, pad_multiple=settings.pad_to_multiple_of or 0,
                    lora_init=lora.init, attention=settings.attn_implementation or "sdpa",
                    finetuning=settings.finetuning, trainable_layers=settings.trainable_layers or 0,
                    train_head=settings.train_head)
@@ -163,7 +170,7 @@ class TrainShape:
                    preference=kl, reference_adapter=kl, quantization=settings.quantization,
                    double_quant=settings.double_quant, optimizer=settings.optimizer,
                    releases_checkpoint=settings.releases_checkpoint,
-                   generation_sequences=answers * settings.grad_accum,
+                   upcast_unquantized=settings.upcasts_unquantized, generation_sequences=answers * settings.grad_accum,
                    reward_model=settings.rewards is not None and settings.rewards.uses_reward_model)
 
 @dataclass(frozen=True)

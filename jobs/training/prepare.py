@@ -52,7 +52,10 @@ def attach_lora(model, settings: RunSettings, init_adapter: Path | None = None, 
         print(f"{settings.finetuning} fine-tuning: {len(trained)} weight tensors train", flush=True)
         return model
     if settings.quantized:
+        loaded = {name: param.dtype for name, param in model.named_parameters()}
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
+        if not settings.upcasts_unquantized:
+            undo_upcast(model, loaded)
     if init_adapter is not None:
         return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
     transformers.set_seed(settings.seed)  # LoRA init is random: same seed, same adapter start (and resume)
@@ -62,6 +65,14 @@ def attach_lora(model, settings: RunSettings, init_adapter: Path | None = None, 
             raise ValueError(f"a '{settings.lora.init}' start needs the run folder and the base's folder")
         start_adapter(model, settings, out_dir, base_model)
     return model
+
+
+def undo_upcast(model, loaded: dict[str, torch.dtype]) -> None:
+    """The weights prepare_model_for_kbit_training cast to fp32 back in the dtype they loaded in
+    (RunSettings.upcasts_unquantized says when)."""
+    for name, param in model.named_parameters():
+        if param.dtype != loaded[name]:
+            param.data = param.data.to(loaded[name])
 
 
 def lora_config(settings: RunSettings) -> LoraConfig:

@@ -44,7 +44,8 @@ def script_values(settings: RunSettings) -> dict:
     """The settings as the script states them: one flat dict of plain values, each library's arguments under its
     prefix ('quantization.', 'lora.', 'trainer.'). A continued adapter brings its own LoRA config."""
     values: dict = {"compute_dtype": settings.compute_dtype, "keep_lora_fp32": settings.keep_lora_fp32,
-                    "release_checkpoint": settings.releases_checkpoint, "weights_dtype": settings.weights_dtype}
+                    "release_checkpoint": settings.releases_checkpoint, "weights_dtype": settings.weights_dtype,
+                    "upcast_unquantized": settings.upcasts_unquantized}
     if settings.whole_model:  # full or freeze: the base's own weights train, no LoRA to configure
         values.update(finetuning=settings.finetuning, trainable_layers=settings.trainable_layers,
                       train_head=settings.train_head)
@@ -224,8 +225,13 @@ if RUN["release_checkpoint"]:
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)
 if part("quantization"):
+    loaded = {{name: param.dtype for name, param in model.named_parameters()}}
     model = prepare_model_for_kbit_training(
         model, use_gradient_checkpointing=RUN["trainer.gradient_checkpointing"])
+    if not RUN["upcast_unquantized"]:  # in bf16 the embeddings and norms stay bf16: activations half the size
+        for name, param in model.named_parameters():
+            if param.dtype != loaded[name]:
+                param.data = param.data.to(loaded[name])
 {_adapter_code(spec, start_adapter)}
 
 {_rows_code(data)}

@@ -87,6 +87,7 @@ def test_training_the_script_and_the_estimate_agree(quantization, method, wide_b
                 BitsAndBytesConfig(**quantization_args).to_dict() if quantization_args else None), where
             assert script["compute_dtype"] == used.compute_dtype and script["keep_lora_fp32"] == used.keep_lora_fp32
             assert script["release_checkpoint"] == used.releases_checkpoint, where
+            assert script["upcast_unquantized"] == used.upcasts_unquantized, where
             assert (script["loraplus_lr_ratio"], script["lora_start"]) == (used.loraplus_lr_ratio, used.lora.init)
             if method == "grpo":  # the script rewards as training does
                 assert _part(script, "rewards") == asdict(used.rewards), where
@@ -105,6 +106,8 @@ def test_training_the_script_and_the_estimate_agree(quantization, method, wide_b
                 paired = method in ("dpo", "orpo", "simpo", "reward")
                 assert train_shape.batch_size == spec.batch_size * (2 if paired else 1)
             assert train_shape.releases_checkpoint == used.releases_checkpoint, where
+            assert train_shape.upcast_unquantized == used.upcasts_unquantized, where
+            assert train_shape.pad_multiple == (args.get("pad_to_multiple_of") or 0), where
             assert train_shape.lora_init == used.lora.init, where
             assert train_shape.lm_head == (method != "reward"), where  # a reward model's head is one score
             assert profile.compute_bytes == DTYPE_BYTES[used.compute_dtype], where
