@@ -232,8 +232,10 @@ CPU_MMAP = replace(CPU, name="cpu-mmap", allocator_factor=1.02, allocator_factor
 # The same CPU computing in bf16 ('auto' on a native-bf16 CPU for a wide model, jobs/models/cpu_dtype.py, or set in
 # the spec): activations, dropout and attention masks take 2 bytes, LoRA weights and AdamW states too (TRL casts LoRA
 # to bf16; the studio keeps fp32 only for fp32 compute), and an fp32 checkpoint is copied into bf16 instead of mapped
-# (weight_bytes sees the dtypes differ). No constant refitted: SmolLM2 batch 1 x 512, 2,235 MiB estimated against
-# 2,296 MiB measured on the EPYC-512 (tests/jobs/models/test_memory.py checks it on a native-bf16 CPU). float16 takes
+# (weight_bytes sees the dtypes differ). Activations are bf16 in fact only since the run keeps the base's embeddings
+# and norms in bf16 (RunSettings.upcasts_unquantized; before, peft's fp32 upcast made them fp32 and this profile was
+# low on them). No constant refitted: SmolLM2 batch 1 x 512, 3 steps under jemalloc, 1,718 MiB estimated against
+# 1,563 MiB measured on the AMX Xeon (tests/jobs/models/test_memory.py checks it on a native-bf16 CPU). float16 takes
 # the same bytes; it was not measured on a CPU.
 CPU_BF16 = replace(CPU, name="cpu-bf16", compute_bytes=2, lora_bytes=2, dropout_mask_bytes=2, attention_mask_bytes=2)
 

@@ -24,6 +24,7 @@ from tests.servers import require_servers
     ("speed_options.py", ("arms",)),  # sdpa, eager, and Liger skipped in words on a CPU
     ("pack_passes.py", ("arms", "rounds")),  # one packed sequence in one forward pass and in two, alternated
     ("onednn_cache.py", ("arms", "load_average_1min")),  # bf16 matmuls over token counts, per oneDNN cache size
+    ("saved_tensors.py", ("saved_mb", "by_shape", "token_counts")),  # what a step keeps for backward, by shape
     ("preference_methods.py", ("runs", "vote_outcomes", "chat_answers")),  # ORPO and KTO, built data and chat votes
     ("grpo_json.py", ("base", "sft", "grpo", "grpo_groups")),  # SFT then GRPO with the json reward, greedy parse rates
     ("scale_out.py", ("claims", "wake_up_s", "connections_per_worker")),  # needs redis-server and PostgreSQL
