@@ -15,7 +15,9 @@ padding-free packing of `--max-length` tokens a row, `--batch` rows a step, `--s
   same fields in its spec.
 Reported per run: non-pad tokens/s (median over the steps after the first few), model FLOPs utilization (4·N FLOPs
 per trained token for a frozen base with LoRA, N = the parameters of every matmul, the LM head included; divided by
-the device's dense bf16 peak), and peak GPU memory (torch.cuda.max_memory_allocated).
+the device's dense bf16 peak), and peak GPU memory (torch.cuda.max_memory_allocated); the plain arm also by phase
+(`phase_peak_bytes`: the base's load and quantization, LoRA and the trainer's build with tokenization, the first
+step, the later steps; the counter reset between phases, so each is that phase's own peak).
 
 --smoke: a tiny Llama of the same family on the CPU (fp32, no checkpointing), a few steps, one optimizer: what CI
 runs so the script cannot rot on machines without a GPU (its plain arm in this process, not its own: CI's time). MFU
@@ -119,16 +121,27 @@ dtype = torch.bfloat16 if cuda else torch.float32
 if not cuda and optimizer.startswith("paged_"):
     optimizer = {"paged_adamw_8bit": "adamw_bnb_8bit", "paged_adamw_32bit": "adamw_torch"}[optimizer]
 
+phases = {}  # torch.cuda.max_memory_allocated by phase: each phase's own peak (the counter is reset between them)
+
+def phase_end(name):
+    if cuda:
+        phases[name] = torch.cuda.max_memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+
 class Clock(TrainerCallback):
     marks = []
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "num_tokens" in logs:
             self.marks.append((state.global_step, time.perf_counter(), float(logs["num_tokens"])))
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 1:
+            phase_end("first step")
 
 tokenizer = AutoTokenizer.from_pretrained(base)
 model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, quantization_config=BitsAndBytesConfig(
     load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype),
     device_map={"": "cuda" if cuda else "cpu"})
+phase_end("base load + 4-bit")
 config = SFTConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=2e-4,
                    packing=True, padding_free=True, max_length=max_length, gradient_checkpointing=cuda,
                    bf16=cuda, optim=optimizer, logging_steps=1, save_strategy="no", report_to="none",
@@ -138,12 +151,13 @@ trainer = SFTTrainer(model=model, args=config, processing_class=tokenizer, callb
                      train_dataset=load_dataset("json", data_files=data, split="train"),
                      peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
                                             task_type="CAUSAL_LM"))
-if cuda:
-    torch.cuda.reset_peak_memory_stats()
+phase_end("LoRA + trainer build + tokenization")
 trainer.train()
+phase_end("later steps")
 rates = [(b[2] - a[2]) / (b[1] - a[1]) for a, b in zip(clock.marks, clock.marks[1:]) if b[0] > warmup]
 print(json.dumps({"tokens_per_s": statistics.median(rates) if rates else None,
-                  "peak_memory_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+                  "peak_memory_bytes": max(phases["first step"], phases["later steps"]) if cuda else None,
+                  "phase_peak_bytes": phases,
                   "steps": trainer.state.global_step}))
 '''
 
