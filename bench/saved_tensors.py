@@ -80,7 +80,7 @@ def token_counts(run) -> dict:
     the run pads them and unpadded."""
     trainer = run.trainer
     collator = trainer.data_collator
-    plain = dataclasses.replace(collator, pad_to_multiple_of=None) if dataclasses.is_dataclass(collator) else collator
+    plain = dataclasses.replace(collator, pad_to_multiple_of=None)  # TRL's collator, as the run built it
     padded, unpadded = collections.Counter(), collections.Counter()
     for rows in _row_batches(trainer.train_dataset, trainer.args.per_device_train_batch_size):
         padded[collator(rows)["input_ids"].shape[1]] += 1

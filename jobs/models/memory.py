@@ -148,8 +148,9 @@ def weight_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile) ->
 
 
 def unquantized_bytes(train: TrainShape, device: DeviceProfile) -> int:
-    """Bytes a parameter of the base's embeddings and norms (and the residual stream with them) takes in training."""
-    return 4 if train.upcast_unquantized else device.compute_bytes
+    """Bytes a parameter of the base's embeddings and norms, and with them an element of the residual stream, takes
+    in training: fp32 where peft's upcast stays (the profile's residual_bytes), else the compute dtype's."""
+    return device.residual_bytes if train.upcast_unquantized else device.compute_bytes
 
 
 def optimizer_bytes(n_params: int, train: TrainShape, device: DeviceProfile) -> tuple[int, int]:
@@ -233,8 +234,7 @@ def activation_bytes(model: ModelShape, train: TrainShape, device: DeviceProfile
     masks = train.mask_elements * (model.mask_kinds * act if model.eager_attention else 1) if uses_mask(train) else 0
     shared = masks + 2 * t * model.dim_per_head * act + 3 * t * model.hidden * act
     if train.gradient_checkpointing:
-        residual = device.residual_bytes if train.upcast_unquantized else device.compute_bytes
-        parts = {"activations": int(model.layers * t * model.hidden * residual + shared),
+        parts = {"activations": int(model.layers * t * model.hidden * unquantized_bytes(train, device) + shared),
                  "attention_masks": 0}
     else:
         per_layer = layer_activation_bytes_per_token(model, train, device) * t
