@@ -3,14 +3,19 @@ and at what compute (issue 32: the goal is the grid's best loss in at most half 
 
     python bench/search_vs_grid.py [--model smollm2|demo] [--budget-minutes 30] [--steps 60] [--eval-steps 10]
                                    [--ranks 8,16,32] [--rates 1e-4,3e-4,1e-3,3e-3]
+                                   [--no-start-from-plan] [--grid-from bench/results/search_vs_grid_smollm2.json]
                                    [--out bench/results/search_vs_grid_smollm2.json] [--smoke]
 
 A fresh data dir and one worker process (`python -m jobs.queue.worker`). The grid: every point of lora_r × learning
 rate × target modules (GRID), each run to the end as a sweep. The search: the same span as ranges (lora_r and the
-learning rate on a log scale, the target modules as choices) with Hyperband pruning, the time budget in minutes and
-at most as many trials as the grid has points, driven in this process as the app drives it (one pass every 2 s).
-Compute is each trial's seconds from its start to its end (and its optimizer steps), summed: what the worker spent.
-The grid runs first; both read the same held-out rows (the spec's seed picks them). Run it on a quiet machine."""
+learning rate on a log scale, the target modules as choices) with Hyperband pruning and the studio's default start
+(its first trial the plan's own values, clamped into the span; --no-start-from-plan: the sampler's from the first),
+driven in this process as the app drives it (one pass every 2 s); its time budget caps it (and the sweep cap of 64
+trials), or without one as many trials as the grid has points. Compute is each trial's seconds from its start to its
+end (and its optimizer steps), summed: what the worker spent; "to the grid's best" is the compute of the trials up to
+the first whose loss is at or below the grid's best. The grid runs first; both read the same held-out rows (the
+spec's seed picks them). --grid-from takes the grid arm from an earlier report of the same model, grid, steps and
+CPU instead of running it again (the report names it). Run it on a quiet machine."""
 
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.job_overhead import start_waiting_worker  # noqa: E402
 from bench.machine import write_report  # noqa: E402
+from jobs.sweeps import MAX_POINTS  # noqa: E402
 
 GRID = {"lora_r": [8, 16, 32], "learning_rate": [1e-4, 3e-4, 1e-3, 3e-3], "target_modules": ["attention",
                                                                                               "all-linear"]}
@@ -69,6 +75,7 @@ def compute_of(studio, job_ids: list[int]) -> dict:
     seconds = sum((job.finished_at - job.started_at).total_seconds() for job in jobs if job.started_at)
     done = [finals[job.id]["eval_loss"] for job in jobs if job.status == "succeeded" and job.id in finals]
     runs = [{"name": job.name, "status": job.status, "steps": job.step,
+             "seconds": round((job.finished_at - job.started_at).total_seconds(), 1) if job.started_at else 0.0,
              "eval_loss": finals.get(job.id, {}).get("eval_loss"),
              **{name: job.spec.get(name) for name in ("lora_r", "learning_rate", "target_modules")}} for job in jobs]
     return {"jobs": len(jobs), "steps": sum(job.step for job in jobs), "seconds": round(seconds, 1),
@@ -90,11 +97,11 @@ def run_grid(studio, base: dict, grid: dict) -> dict:
     return compute_of(studio, ids)
 
 
-def run_search(studio, base: dict, grid: dict, budget_minutes: float | None, trials: int) -> dict:
+def run_search(studio, base: dict, grid: dict, budget_minutes: float | None, trials: int, from_plan: bool) -> dict:
     from jobs.search.driver import DONE, drive_search, search_result, start_search
 
     request = {"name": "search", "base": base, "space": space_of(grid), "budget_trials": trials,
-               "pruner": "hyperband"}
+               "pruner": "hyperband", "start_from_plan": from_plan}
     if budget_minutes:
         request["budget_minutes"] = budget_minutes
     start_search(studio, request)
@@ -103,8 +110,34 @@ def run_search(studio, base: dict, grid: dict, budget_minutes: float | None, tri
     found = search_result(studio, "search")
     compute = compute_of(studio, [t["job_id"] for t in found["trials"] if t["job_id"] is not None])
     return {**compute, "best_spec": found["best_spec"], "importance": found["importance"],
-            "trials": [{k: t[k] for k in ("number", "params", "job_status", "value", "steps", "seconds")}
+            "trials": [{k: t[k] for k in ("number", "params", "origin", "job_status", "value", "steps", "seconds")}
                        for t in found["trials"]]}
+
+
+def to_the_grids_best(search: dict, grid_best: float) -> dict | None:
+    """The search's compute up to (and with) its first trial whose final held-out loss is at or below the grid's
+    best, in the order the trials were asked; None where none reached it."""
+    steps = seconds = 0.0
+    for trial in search["trials"]:
+        steps, seconds = steps + trial["steps"], seconds + trial["seconds"]
+        if trial["value"] is not None and trial["job_status"] == "succeeded" and trial["value"] <= grid_best:
+            return {"trial": trial["number"], "value": trial["value"], "steps": steps, "seconds": round(seconds, 1)}
+    return None
+
+
+def earlier_grid(path: Path, model: str, grid: dict, steps: int, eval_steps: int) -> dict:
+    """The grid arm of an earlier report, refused unless it measured the same thing on this CPU."""
+    import json
+
+    from bench.machine import versions
+
+    report = json.loads(path.read_text())
+    same = {"model": model, "grid": grid, "steps": steps, "eval_steps": eval_steps}
+    if differs := [key for key, value in same.items() if report.get(key) != value]:
+        raise SystemExit(f"{path}: its {', '.join(differs)} differ from this run's")
+    if report["versions"].get("cpu") != versions().get("cpu"):
+        raise SystemExit(f"{path}: measured on {report['versions'].get('cpu')}, this is {versions().get('cpu')}")
+    return {**report["grid_result"], "from": str(path), "date": report.get("date")}
 
 
 def main() -> None:
@@ -115,6 +148,9 @@ def main() -> None:
     parser.add_argument("--eval-steps", type=int, default=10)
     parser.add_argument("--ranks", help="lora_r values of the grid, comma-separated (default: 8,16,32)")
     parser.add_argument("--rates", help="learning rates of the grid, comma-separated (default: 1e-4,3e-4,1e-3,3e-3)")
+    parser.add_argument("--no-start-from-plan", dest="from_plan", action="store_false",
+                        help="the search's first trial is the sampler's, not the plan's values")
+    parser.add_argument("--grid-from", type=Path, help="take the grid arm from this earlier report")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--smoke", action="store_true", help="the demo model, a 4-point grid, 3 trials of 4 steps")
     args = parser.parse_args()
@@ -138,8 +174,10 @@ def main() -> None:
         worker = start_waiting_worker(env, Path(tmp) / "worker.log")
         try:
             points = len(list(itertools.product(*grid.values())))
-            grid_result = run_grid(studio, base, grid)
-            search_result = run_search(studio, base, grid, args.budget_minutes or None, trials or points)
+            cap = trials or (MAX_POINTS if args.budget_minutes else points)
+            grid_result = (earlier_grid(args.grid_from, args.model, grid, args.steps, args.eval_steps)
+                           if args.grid_from else run_grid(studio, base, grid))
+            search_result = run_search(studio, base, grid, args.budget_minutes or None, cap, args.from_plan)
         finally:
             worker.terminate()
             worker.wait(120)
@@ -149,10 +187,16 @@ def main() -> None:
         print(f"{label:<7} best held-out loss {found['best_eval_loss']}  jobs {found['jobs']}  steps {found['steps']}"
               f"  compute {found['seconds']:.0f} s")
     print(f"search compute / grid compute: {ratio:.2f}" if ratio else "no grid compute measured")
+    reached = (to_the_grids_best(search_result, grid_result["best_eval_loss"])
+               if grid_result["best_eval_loss"] is not None else None)
+    if reached and grid_result["seconds"]:
+        print(f"the search reached the grid's best at trial {reached['trial']}: {reached['steps']:.0f} steps, "
+              f"{reached['seconds']:.0f} s ({reached['seconds'] / grid_result['seconds']:.2f} of the grid's compute)")
     out = args.out or ROOT / "bench" / "results" / f"search_vs_grid_{args.model}{'_smoke' if args.smoke else ''}.json"
     write_report(out, {"model": args.model, "grid": grid, "space": space_of(grid), "budget_minutes":
                        args.budget_minutes, "steps": args.steps, "eval_steps": args.eval_steps,
-                       "grid_result": grid_result, "search_result": search_result,
+                       "start_from_plan": args.from_plan, "grid_result": grid_result, "search_result": search_result,
+                       "search_to_the_grids_best": reached,
                        "compute_ratio_search_over_grid": ratio})
     print(f"saved {out}")
 

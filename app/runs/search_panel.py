@@ -23,17 +23,18 @@ learning_rate: {low: 0.0001, high: 0.01, log: true}
 lora_r: {low: 4, high: 64, log: true}
 target_modules: {choices: [attention, all-linear]}
 """
-TRIAL_COLUMNS = ["trial", "job", "status", "held-out loss", "steps", "seconds", "values", "best"]
+TRIAL_COLUMNS = ["trial", "job", "status", "held-out loss", "steps", "seconds", "values", "values from", "best"]
+ORIGIN_WORDS = {"plan": "the studio's plan", "first": "given to try first", None: "the sampler"}
 
 
 # --- handlers (the API calls these too) ---------------------------------------------------------------------
 def start(studio: Studio, base: dict, space: object, budget_trials: int, budget_minutes: float | None = None,
-          parallel: int = 1, pruner: str = "hyperband", name: str = "") -> str:
+          parallel: int = 1, pruner: str = "hyperband", name: str = "", start_from_plan: bool = True) -> str:
     """Start a search over `space` from `base`; returns its name. Raises SpecError naming every problem."""
     if isinstance(space, str):
         space = axes_from_text(space)
     raw = {"name": name, "base": base, "space": space, "budget_trials": budget_trials, "parallel": parallel,
-           "pruner": pruner}
+           "pruner": pruner, "start_from_plan": start_from_plan}
     if budget_minutes:
         raw["budget_minutes"] = budget_minutes
     return driver.start_search(studio, raw)
@@ -72,7 +73,8 @@ def trials_table(found: dict) -> pd.DataFrame:
     best = (found.get("best") or {}).get("number")
     rows = [[t["number"], t["job_id"], t["job_status"] or t["state"],
              None if t["value"] is None else round(t["value"], 4), t["steps"], t["seconds"],
-             json.dumps(t["params"]), "★ best" if t["number"] == best else ""] for t in found["trials"]]
+             json.dumps(t["params"]), ORIGIN_WORDS.get(t.get("origin"), ""), "★ best" if t["number"] == best else ""]
+            for t in found["trials"]]
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
 
@@ -115,18 +117,22 @@ def build_start(studio: Studio, names_: list[str], controls: list, spec_from_for
             parallel = gr.Number(value=1, precision=0, label="Trials at once", minimum=1, elem_id="search-parallel")
             pruner = gr.Radio(["hyperband", "successive_halving"], value="hyperband", label="Pruner")
             search_name = gr.Textbox(label="Search name", placeholder="optional", elem_id="search-name")
+        from_plan = gr.Checkbox(value=True, label="First trial: the form's own values (the plan's), clamped into "
+                                                  "the space", elem_id="search-from-plan")
         start_button = gr.Button("Start search", elem_id="search-start")
 
-    def on_start(space_text, trials_value, minutes_value, parallel_value, pruner_value, name_value, *values):
+    def on_start(space_text, trials_value, minutes_value, parallel_value, pruner_value, name_value, from_plan_value,
+                 *values):
         try:
             name = start(studio, spec_from_form(studio, names_, list(values)), space_text, int(trials_value or 0),
-                         float(minutes_value or 0) or None, int(parallel_value or 1), pruner_value, name_value)
+                         float(minutes_value or 0) or None, int(parallel_value or 1), pruner_value, name_value,
+                         bool(from_plan_value))
         except SpecError as error:
             problems = "\n".join(f"- {p.field}: {p.message}" for p in error.problems)
             return f"**Search not started: {len(error.problems)} problem(s) to fix.**\n\n{problems}", ""
         return "", f"Started search **{name}**: follow its trials in the Runs tab (Searches)."
 
-    start_button.click(on_start, [space, trials, minutes, parallel, pruner, search_name, *controls],
+    start_button.click(on_start, [space, trials, minutes, parallel, pruner, search_name, from_plan, *controls],
                        [summary, status], api_visibility="private")
 
 

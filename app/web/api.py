@@ -60,15 +60,16 @@ def register(studio: Studio, chat: ChatService) -> None:
         return {str(job_id): status for job_id, status in runs_tab.cancel_group(studio, name).items()}
 
     def start_search(spec: str, space: str, budget_trials: int, budget_minutes: float = 0, parallel: int = 1,
-                     pruner: str = "hyperband", name: str = "") -> dict:
+                     pruner: str = "hyperband", name: str = "", start_from_plan: bool = True) -> dict:
         """Start a budgeted search: `spec` (JSON) is the base, `space` (YAML or JSON) maps spec fields to ranges
         ({low, high, log}) or {choices}; at most `budget_trials` trials (and `budget_minutes`, 0: no time limit),
-        `parallel` at once, losers pruned ('hyperband' or 'successive_halving'). Every problem is refused before
+        `parallel` at once, losers pruned ('hyperband' or 'successive_halving'); `start_from_plan`: the first trial
+        takes the plan's own values of the varied fields, clamped into the space. Every problem is refused before
         anything is queued. Returns the search's name (its trials' group)."""
         try:
             base = parse_json_text(spec) if (spec or "").strip() else {}
             started = search_panel.start(studio, base, space, budget_trials, budget_minutes or None, parallel,
-                                         pruner, name)
+                                         pruner, name, start_from_plan)
         except ValueError as error:
             message = error.as_text() if isinstance(error, SpecError) else f"spec: not valid JSON: {error}"
             raise user_error(message) from None

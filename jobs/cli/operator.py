@@ -79,14 +79,14 @@ def cancel_sweep(studio: Studio, name: str) -> dict:
 
 
 def start_search(studio: Studio, spec: str, space: str, budget_trials: int, budget_minutes: float = 0.0,
-                 parallel: int = 1, pruner: str = "hyperband", name: str = "") -> dict:
+                 parallel: int = 1, pruner: str = "hyperband", name: str = "", start_from_plan: bool = True) -> dict:
     import json
 
     from jobs.search.driver import start_search as start
     from jobs.sweeps import axes_from_text
 
     raw = {"name": name, "base": json.loads(spec), "space": axes_from_text(space), "budget_trials": budget_trials,
-           "parallel": parallel, "pruner": pruner}
+           "parallel": parallel, "pruner": pruner, "start_from_plan": start_from_plan}
     if budget_minutes:
         raw["budget_minutes"] = budget_minutes
     return {"name": start(studio, raw)}

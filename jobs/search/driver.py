@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from jobs.search.request import MIN_BUDGET_MINUTES, SearchRequest, _is_int_field, parse_request
 from jobs.spec import Problem, SpecError, parse_spec
 from jobs.studio import Studio
-from jobs.submit import quota_problem, submit_jobs, validate_submission
+from jobs.submit import planned_job, quota_problem, submit_jobs, validate_submission
 from storage import jobs_repo, users_repo
 from storage.access import LOCAL_OWNER, Person, acting_as, everyone, new_owner, scope_owner
 from storage.locks import try_hold
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 RUNNING, DONE, CANCELLED = "running", "done", "cancelled"
+ORIGIN = "origin"
+"""A trial's user attribute: where its values came from ("plan", "first"), or absent where the sampler chose them."""
 METRIC = "eval_loss"
 _JSON = "json:"  # Optuna's categorical choices are plain scalars: a module list travels as JSON text
 
@@ -149,6 +151,23 @@ def _one_job_s(studio: Studio, base_model: str) -> tuple[float, str]:
     return MIN_BUDGET_MINUTES * 60, f"a search's time budget is at least {MIN_BUDGET_MINUTES:g} minute"
 
 
+def plan_point(studio: Studio, request: SearchRequest) -> dict:
+    """The varied fields' values the studio's plan gives the base (its rule's learning rate where the base leaves it
+    empty, the spec's defaults), each clamped into its range; a choice the space does not offer is left to the
+    sampler (Optuna fills a point's missing fields)."""
+    spec = planned_job(studio, parse_spec({**request.base, "name": f"{request.name}-1"})).spec
+    point = {}
+    for name, rule in request.space.items():
+        value = getattr(spec, name)
+        if "choices" in rule:
+            if value in rule["choices"]:
+                point[name] = value
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            clamped = min(max(value, rule["low"]), rule["high"])
+            point[name] = round(clamped) if _is_int_field(name) else float(clamped)
+    return point
+
+
 def _study_names(storage: optuna.storages.RDBStorage) -> set[str]:
     return {study.study_name for study in storage.get_all_studies()}
 
@@ -165,8 +184,11 @@ def start_search(studio: Studio, raw: object) -> str:
     study.set_user_attr("owner", new_owner())
     study.set_user_attr("started_at", time.time())
     study.set_user_attr("state", RUNNING)
+    plan = plan_point(studio, request) if request.start_from_plan else {}
+    if plan and plan not in request.first:
+        study.enqueue_trial({name: _encode(value) for name, value in plan.items()}, user_attrs={ORIGIN: "plan"})
     for point in request.first:
-        study.enqueue_trial({name: _encode(value) for name, value in point.items()})
+        study.enqueue_trial({name: _encode(value) for name, value in point.items()}, user_attrs={ORIGIN: "first"})
     drive_search(studio, request.name)
     return request.name
 
@@ -391,6 +413,7 @@ def search_result(studio: Studio, name: str) -> dict:
             job = jobs.get(f"{name}-{trial.number + 1}")
             seconds = ((job.finished_at or _now()) - job.started_at).total_seconds() if job and job.started_at else 0
             trials.append({"number": trial.number + 1, "state": trial.state.name.lower(),
+                           "origin": trial.user_attrs.get(ORIGIN),
                            "params": {k: _decode(v) for k, v in trial.params.items()}, "value": trial.value,
                            "job_id": job.id if job else None, "job_status": job.status if job else None,
                            "steps": job.step if job else 0, "seconds": round(seconds, 1)})

@@ -22,7 +22,8 @@ PRUNERS = ("hyperband", "successive_halving")
 MAX_FIELDS = 8
 MIN_BUDGET_MINUTES = 1.0
 """A floor for a time budget where the studio has no finished job of the base to measure one by."""
-KEYS = ("name", "base", "space", "budget_trials", "budget_minutes", "parallel", "pruner", "first", "seed")
+KEYS = ("name", "base", "space", "budget_trials", "budget_minutes", "parallel", "pruner", "first", "start_from_plan",
+        "seed")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class SearchRequest:
     pruner: str = "hyperband"
     first: list[dict] = field(default_factory=list)
     """Points tried before the sampler chooses (a known-good baseline, say): Optuna's enqueue_trial."""
+    start_from_plan: bool = True
+    """The first trial trains the varied fields at the values the studio's plan gives the base (the form's own
+    choice, clamped into the space), so a search never ends behind what the form alone would have trained, and a best
+    value at the span's edge, where a grid always looks and a sampler seldom does, is tried at once."""
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -153,8 +158,13 @@ def parse_request(raw: object) -> SearchRequest:
     if not isinstance(first, list) or not all(isinstance(p, dict) and set(p) <= set(space) for p in first):
         problems.append(Problem(field="first", message="a list of points, each giving values of the space's fields"))
         first = []
-    elif len(first) > trials:
-        problems.append(Problem(field="first", message=f"{len(first)} points to try first but a budget of "
+    start_from_plan = raw.get("start_from_plan", True)
+    if not isinstance(start_from_plan, bool):
+        problems.append(Problem(field="start_from_plan", message=f"true or false (got {start_from_plan!r})"))
+        start_from_plan = False
+    if first and len(first) + start_from_plan > trials:
+        plus = " and the plan's own (start_from_plan)" if start_from_plan else ""
+        problems.append(Problem(field="first", message=f"{len(first)} points to try first{plus} but a budget of "
                                                         f"{trials} trials"))
     seed, found = _int_problem(raw, "seed", 0, 2**31 - 1, default=0)
     problems += found
@@ -162,4 +172,4 @@ def parse_request(raw: object) -> SearchRequest:
         raise SpecError(problems)
     return SearchRequest(name=name, base=base, space=space, budget_trials=trials,
                          budget_minutes=float(minutes) if minutes is not None else None, parallel=parallel,
-                         pruner=pruner, first=first, seed=seed)
+                         pruner=pruner, first=first, start_from_plan=start_from_plan, seed=seed)

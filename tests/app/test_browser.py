@@ -1036,7 +1036,8 @@ def _seed_a_finished_search(app: AppServer) -> None:
             params = {"learning_rate": rate, "system_prompt": prompt}
             curve = {2 * index: loss for index, loss in enumerate(losses, start=1)}
             study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=losses[-1],
-                                                      intermediate_values=curve))
+                                                      intermediate_values=curve,
+                                                      user_attrs={"origin": "plan"} if number == 1 else {}))
             name = f"{HOSTILE}-{number}"
             job = jobs_repo.create_job(session, name, TrainSpec(name=f"trial-{number}").model_dump(mode="json"))
             job.group_name, job.status, job.step, job.total_steps = HOSTILE, JobStatus.SUCCEEDED, 6, 6
@@ -1107,6 +1108,7 @@ def test_a_newcomer_s_rough_edges_are_gone(app_server, page, shots):
         trials = page.locator("#search-trials-table")
         expect(trials.get_by_role("row")).to_have_count(4)  # the header and three trials
         expect(trials.get_by_role("row", name=re.compile("★ best"))).to_contain_text(HOSTILE)
+        expect(trials.get_by_role("row", name=re.compile("★ best"))).to_contain_text("the studio's plan")
         expect(page.locator("#search-curves img, #search-curves svg").first).to_be_visible(timeout=20_000)
         expect(page.locator("#search-importance canvas, #search-importance svg").first).to_be_visible()
         expect(page.locator("#search-best-spec")).to_contain_text(HOSTILE)

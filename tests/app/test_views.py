@@ -103,12 +103,13 @@ def test_a_search_result_as_tables_and_charts():
              "compute": {"trials": 2, "steps": 6, "seconds": 30.0}, "importance": {"lora_r": 0.2, "learning_rate": 0.8},
              "importance_note": "", "best": {"number": 1, "job_id": 7, "value": 1.25},
              "trials": [{"number": 1, "job_id": 7, "job_status": "succeeded", "state": "complete", "value": 1.25,
-                         "steps": 4, "seconds": 20.0, "params": {"lora_r": 8}},
+                         "steps": 4, "seconds": 20.0, "params": {"lora_r": 8}, "origin": "plan"},
                         {"number": 2, "job_id": 8, "job_status": "pruned", "state": "pruned", "value": 3.0,
                          "steps": 2, "seconds": 10.0, "params": {"lora_r": 4}}],
              "curves": {"7": [(2, 2.0), (4, 1.25)], "8": [(2, 3.0)]}}
     assert list(search_panel.trials_table(found)["best"]) == ["★ best", ""]
     assert list(search_panel.trials_table(found)["status"]) == ["succeeded", "pruned"]
+    assert list(search_panel.trials_table(found)["values from"]) == ["the studio's plan", "the sampler"]
     curves = search_panel.trial_curves(found)
     assert curves == {"trial 1": {"held-out loss": [(2.0, 2.0), (4.0, 1.25)]},
                       "trial 2": {"held-out loss": [(2.0, 3.0)]}}

@@ -40,6 +40,16 @@ def test_every_problem_of_a_request_at_once():
         "pruner": "one of hyperband, successive_halving (got 'median')"}
 
 
+def test_the_plans_point_counts_against_the_trials_and_is_a_yes_or_no():
+    first = [{"lora_r": 4}, {"lora_r": 16}]
+    assert _problems({"name": "s", "space": SPACE, "budget_trials": 2, "first": first}) == {
+        "first": "2 points to try first and the plan's own (start_from_plan) but a budget of 2 trials"}
+    assert parse_request({"name": "s", "space": SPACE, "budget_trials": 2, "first": first,
+                          "start_from_plan": False}).first == first
+    assert _problems({"name": "s", "space": SPACE, "budget_trials": 2, "start_from_plan": "yes"}) == {
+        "start_from_plan": "true or false (got 'yes')"}
+
+
 def test_a_good_request_parses():
     request = parse_request({"name": "ok", "space": SPACE, "budget_trials": 4, "parallel": 2})
     assert (request.budget_trials, request.parallel, request.pruner) == (4, 2, "hyperband")
