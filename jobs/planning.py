@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jobs.data.mixing import mixed, mixes
 from jobs.data.preview import row_lengths
-from jobs.data.stats import tokenize_row
+from jobs.data.stats import PLAIN, Counting
 from jobs.data.store import find_dataset, load_rows
 from jobs.models.known_bases import known_config, known_tokenizer
 from jobs.models.memory_inputs import ModelShape
@@ -61,19 +61,28 @@ def data_size(studio: Studio, spec: TrainSpec, revision: str | None = None) -> D
     datasets = {name: find_dataset(studio, name) for name, _ in parts}
     if any(dataset is None for dataset in datasets.values()):
         return DataSize(lengths=[], counted=False)
-    sizes = {name: dataset_size(studio, dataset, spec.base_model, revision) for name, dataset in datasets.items()}
+    counting = counting_of(spec)
+    sizes = {name: dataset_size(studio, dataset, spec.base_model, revision, counting)
+             for name, dataset in datasets.items()}
     if not mixes(parts, spec.max_rows):
         return sizes[spec.dataset]
     lengths, taken = mixed(parts, spec.max_rows, spec.seed, {name: size.lengths for name, size in sizes.items()})
     return DataSize(lengths=lengths, counted=all(size.counted for size in sizes.values()), taken=tuple(taken))
 
 
-def dataset_size(studio: Studio, dataset: Dataset, base_model: str, revision: str | None = None) -> DataSize:
-    """A stored dataset's rows in tokens of `base_model` (estimated from characters without its tokenizer)."""
-    counted = _counted(studio, dataset, base_model, revision)
+def counting_of(spec: TrainSpec) -> Counting:
+    """What the spec's run adds to each row before training on it (its system prompt, its chosen known template)."""
+    return Counting.of(spec.system_prompt, spec.chat_template)
+
+
+def dataset_size(studio: Studio, dataset: Dataset, base_model: str, revision: str | None = None,
+                 counting: Counting = PLAIN) -> DataSize:
+    """A stored dataset's rows in tokens of `base_model` with what `counting` adds (estimated from characters without
+    its tokenizer)."""
+    counted = _counted(studio, dataset, base_model, revision, counting)
     if counted is not None:
         return DataSize(lengths=counted, counted=True)
-    return DataSize(lengths=estimated_lengths(load_rows(studio.absolute(dataset.path))), counted=False)
+    return DataSize(lengths=estimated_lengths(counting.rows(load_rows(studio.absolute(dataset.path)))), counted=False)
 
 
 def longest_sequence(studio: Studio, spec: TrainSpec, dataset: Dataset | None = None,
@@ -88,13 +97,14 @@ def longest_sequence(studio: Studio, spec: TrainSpec, dataset: Dataset | None = 
     dataset = dataset or find_dataset(studio, spec.dataset)
     if dataset is None:
         return 0
-    key = (dataset.sha256, spec.base_model, revision, spec.method)
+    counting = counting_of(spec)
+    key = (dataset.sha256, spec.base_model, revision, spec.method, counting)
     with _LOCK:
         if key in _longest:
             return _longest[key]
-    lengths = dataset_size(studio, dataset, spec.base_model, revision).lengths
+    lengths = dataset_size(studio, dataset, spec.base_model, revision, counting).lengths
     if spec.method in PAIRED_METHODS and lengths:
-        rows = load_rows(studio.absolute(dataset.path))
+        rows = counting.rows(load_rows(studio.absolute(dataset.path)))
         chosen = estimated_lengths(rows)
         rejected = estimated_lengths([{"prompt": row.get("prompt", []), "chosen": row.get("rejected", [])}
                                       for row in rows])
@@ -106,17 +116,18 @@ def longest_sequence(studio: Studio, spec: TrainSpec, dataset: Dataset | None = 
         return _longest[key]
 
 
-def _counted(studio: Studio, dataset: Dataset, base_model: str, revision: str | None) -> list[int] | None:
-    if looks_local(base_model):
-        return row_lengths(studio, dataset, base_model)  # the folder's own tokenizer, where the studio may read it
-    key = (dataset.sha256, base_model, revision)
+def _counted(studio: Studio, dataset: Dataset, base_model: str, revision: str | None,
+             counting: Counting) -> list[int] | None:
+    if looks_local(base_model):  # the folder's own tokenizer, where the studio may read it
+        return row_lengths(studio, dataset, base_model, counting)
+    key = (dataset.sha256, base_model, revision, counting)
     with _LOCK:
         if key in _lengths:
             return _lengths[key]
     tokenizer = known_tokenizer(base_model) or _hub_tokenizer(base_model, revision)
     if tokenizer is None:
         return None
-    lengths = [len(tokenize_row(tokenizer, row, False).ids) for row in load_rows(studio.absolute(dataset.path))]
+    lengths = counting.lengths(tokenizer, load_rows(studio.absolute(dataset.path)))
     with _LOCK:
         _lengths[key] = lengths
         while len(_lengths) > LENGTH_CACHE:

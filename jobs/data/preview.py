@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from jobs.data.mixing import Taken, mixed, mixes, with_system_prompt
-from jobs.data.stats import DatasetStats, TokenizedRow, dataset_stats, tokenize_row
+from jobs.data.stats import PLAIN, Counting, DatasetStats, TokenizedRow, dataset_stats, tokenize_row
 from jobs.data.store import dataset_path, find_dataset, load_rows
 from jobs.models.known_bases import known_tokenizer
 from jobs.models.resolve import allowed_model_roots, base_model_problem, looks_local, prepared_path
@@ -160,7 +160,7 @@ def dataset_view(studio: Studio, name: str, base_model: str, max_length: int, as
         view = (dataset_stats(rows, tokenizer, max_length, assistant_only_loss), rows)
         with _CACHES:
             _views[key] = view
-            _lengths[(dataset.sha256, base_model)] = view[0].lengths
+            _lengths[(dataset.sha256, base_model, PLAIN)] = view[0].lengths
             while len(_views) > VIEW_CACHE:
                 _views.popitem(last=False)
     stats, rows = view
@@ -174,17 +174,17 @@ _lengths: OrderedDict = OrderedDict()
 LENGTH_CACHE = 32
 
 
-def row_lengths(studio: Studio, dataset: Dataset, base_model: str) -> list[int] | None:
-    """Each row's tokens through the base's chat template (loss mask aside), counted once per content and base;
-    None when the base's tokenizer is not on this machine."""
-    key = (dataset.sha256, base_model)
+def row_lengths(studio: Studio, dataset: Dataset, base_model: str, counting: Counting = PLAIN) -> list[int] | None:
+    """Each row's tokens through the base's chat template (loss mask aside), with what `counting` adds, counted once
+    per content, base and counting; None when the base's tokenizer is not on this machine."""
+    key = (dataset.sha256, base_model, counting)
     with _CACHES:
         lengths = _lengths.get(key)
     if lengths is None:
         tokenizer = preview_tokenizer(studio, base_model)
         if tokenizer is None:
             return None
-        lengths = [len(tokenize_row(tokenizer, row, False).ids) for row in load_rows(studio.absolute(dataset.path))]
+        lengths = counting.lengths(tokenizer, load_rows(studio.absolute(dataset.path)))
         with _CACHES:
             _lengths[key] = lengths
             while len(_lengths) > LENGTH_CACHE:
@@ -195,7 +195,7 @@ def row_lengths(studio: Studio, dataset: Dataset, base_model: str) -> list[int] 
 def dataset_tokens(studio: Studio, name: str, sha256: str, base_model: str) -> int | None:
     """A dataset's tokens for a base model, counted once per content and base; None while no tokenizer is in
     memory yet (counting never loads one: the table stays cheap until the person inspects a dataset)."""
-    if (sha256, base_model) not in _lengths and not tokenizer_loaded():
+    if (sha256, base_model, PLAIN) not in _lengths and not tokenizer_loaded():
         return None
     dataset = find_dataset(studio, name)
     lengths = row_lengths(studio, dataset, base_model) if dataset is not None else None

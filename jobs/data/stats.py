@@ -13,9 +13,36 @@ import json
 import statistics
 from dataclasses import dataclass
 
-from jobs.models.templates import encode_text, render_chat, training_template
+from jobs.data.mixing import with_system_prompt
+from jobs.models.templates import encode_text, known_templates, render_chat, training_template
 
 HISTOGRAM_BINS = 20
+
+
+@dataclass(frozen=True)
+class Counting:
+    """What a run puts around each row before it trains on it, so a count of its tokens is the run's: the spec's
+    system prompt (added where a row has none), and its chat template where it names one the studio knows. A pasted
+    template is counted with the base's own: rendering a person's template runs only in its bounded process
+    (jobs.models.template_render), and a count is not worth one."""
+
+    system_prompt: str = ""
+    chat_template: str | None = None
+    """A known template's text; None: the base's own."""
+
+    @classmethod
+    def of(cls, system_prompt: str, chat_template: str | None) -> Counting:
+        return cls(system_prompt or "", known_templates().get(chat_template or ""))
+
+    def rows(self, rows: list[dict]) -> list[dict]:
+        return [with_system_prompt(row, self.system_prompt) for row in rows] if self.system_prompt else rows
+
+    def lengths(self, tokenizer, rows: list[dict]) -> list[int]:
+        return [len(tokenize_row(tokenizer, row, False, self.chat_template).ids) for row in self.rows(rows)]
+
+
+PLAIN = Counting()
+"""The rows as stored, through the base's own template: what the Datasets tab counts."""
 
 
 @dataclass(frozen=True)
@@ -25,7 +52,7 @@ class TokenizedRow:
     """Per token: whether it carries loss."""
 
 
-def tokenize_row(tokenizer, row: dict, assistant_only_loss: bool) -> TokenizedRow:
+def tokenize_row(tokenizer, row: dict, assistant_only_loss: bool, chat_template: str | None = None) -> TokenizedRow:
     """A row's tokens and loss flags; a preference pair as its prompt with the chosen answer (what DPO raises), an
     unpaired answer as its prompt with the answer."""
     if "label" in row:
@@ -41,7 +68,8 @@ def tokenize_row(tokenizer, row: dict, assistant_only_loss: bool) -> TokenizedRo
         encoded = render_chat(tokenizer, row["messages"], chat_template=training_template(tokenizer.chat_template),
                               return_assistant_tokens_mask=True, return_dict=True)
         return TokenizedRow(list(encoded["input_ids"]), [bool(m) for m in encoded["assistant_masks"]])
-    ids = render_chat(tokenizer, row["messages"], tokenize=True, return_dict=True)["input_ids"]
+    ids = render_chat(tokenizer, row["messages"], chat_template=chat_template, tokenize=True,
+                      return_dict=True)["input_ids"]
     return TokenizedRow(list(ids), [True] * len(ids))
 
 

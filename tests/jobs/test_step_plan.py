@@ -187,6 +187,31 @@ def test_one_spec_gets_one_plan_before_and_after_its_base_is_prepared(tmp_path, 
     assert plans[0]["chosen"]["learning_rate"] == learning_rate_for(params) != learning_rate_for(None)
 
 
+def test_the_plan_counts_the_rows_as_the_run_trains_them_with_its_system_prompt_and_template(studio):
+    """Submit's plan (steps, tokens, the memory estimate's longest row) counts each row with the spec's system prompt
+    and chosen template, as the worker's run counts the rows it trains on (jobs.training.prepare.rows_plan)."""
+    from jobs.data.stats import tokenize_row
+    from jobs.models.loading import load_tokenizer
+    from jobs.models.templates import template_text
+    from jobs.planning import longest_sequence
+    from jobs.training.prepare import rows_plan, run_rows
+
+    name = _stored(studio, "rows80", 80)
+    base = str(prepared_path(DEMO_BASE_MODEL, studio.settings.models_dir))
+    plain = parse_spec({"dataset": name, "packing": True})
+    spec = plain.model_copy(update={"system_prompt": "Answer as a ship's cook would, at length. " * 12,
+                                    "chat_template": "chatml"})
+    submitted = job_plan(studio, spec)
+    tokenizer = load_tokenizer(base, chat_template=template_text(spec.chat_template))
+    rows = run_rows(spec, studio.absolute(find_dataset(studio, name).path))
+    run = rows_plan(spec, base, rows, tokenizer)
+    assert (submitted.tokens, submitted.steps, submitted.spec.batch_size) == (
+        run.tokens, run.steps, run.spec.batch_size)
+    assert submitted.tokens > job_plan(studio, plain).tokens  # so the prompt was counted at all
+    longest = max(len(tokenize_row(tokenizer, row, False).ids) for row in rows)  # as the run checks pack_length
+    assert longest_sequence(studio, spec) == longest > longest_sequence(studio, plain)
+
+
 def test_a_preference_plan_counts_pairs_names_its_method_and_chooses_no_packing_aloud():
     sentence = plan(TrainSpec(method="dpo"), DataSize(lengths=[100] * 50, counted=True), None).sentence()
     assert "of 50 preference pairs" in sentence and "Method dpo: an adapter trains." in sentence
