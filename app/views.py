@@ -273,10 +273,26 @@ def _device_text(worker: dict) -> str:
     return f"{worker['device_name']} ({worker['device']}{offers}{across})"
 
 
+def gang_node_text(job: Job, worker: str) -> str:
+    """What a worker holding another worker's job is to it: a node of the job's current attempt, or reserved for one
+    that has not gathered yet (jobs.queue.gang records the members when the leader claims)."""
+    record = (job.provenance or {}).get("gang") or {}
+    node = next((m["node_rank"] for m in record.get("members", []) if m.get("worker") == worker), None)
+    if node is None or job.status != JobStatus.RUNNING:
+        return f"reserved for it by {job.worker}"
+    return f"node {node} of {record.get('nodes', '?')}, led by {job.worker}"
+
+
+def _running_text(worker: dict) -> str:
+    if worker["current_job_id"] is None:
+        return "another person's job" if worker.get("busy") else "idle"
+    node = f" ({worker['node_of']})" if worker.get("node_of") else ""
+    return f"{worker['current_job_id']}{node}"
+
+
 def workers_table(workers: list[dict], queued: int) -> pd.DataFrame:
     now = utcnow()
-    rows = [[w["name"], _device_text(w), human_size(w["memory_bytes"]), w["pool"] or "",
-             w["current_job_id"] or ("another person's job" if w.get("busy") else "idle"),
+    rows = [[w["name"], _device_text(w), human_size(w["memory_bytes"]), w["pool"] or "", _running_text(w),
              human_duration((now - datetime.fromisoformat(w["heartbeat_at"])).total_seconds()) + " ago", queued]
             for w in workers]
     return pd.DataFrame(rows or [["no live worker", "", "", "", "", "", queued]], columns=WORKER_COLUMNS)

@@ -84,15 +84,19 @@ def reprioritize(studio: Studio, job_id: int, priority: int) -> list[int]:
 
 
 def worker_list(studio: Studio) -> list[dict]:
-    """Live workers: host, device, memory, what each runs, last heartbeat."""
+    """Live workers: host, device, memory, what each runs (a node of another worker's multi-host job says whose and
+    which node), last heartbeat."""
     with studio.db.read() as session:
         workers = workers_repo.live_workers(session, studio.settings.lease_s)
-        running = [w.current_job_id for w in workers if w.current_job_id is not None]
-        mine = {job_id for job_id in running if jobs_repo.get_job(session, job_id) is not None}
+        running = {w.current_job_id for w in workers if w.current_job_id is not None}
+        jobs = {job_id: job for job_id in running if (job := jobs_repo.get_job(session, job_id)) is not None}
     summaries = [views.worker_summary(worker) for worker in workers]
-    for summary in summaries:  # a worker busy with someone else's job says so, without naming it
-        if summary["current_job_id"] is not None and summary["current_job_id"] not in mine:
+    for summary in summaries:
+        job = jobs.get(summary["current_job_id"])
+        if summary["current_job_id"] is not None and job is None:  # someone else's job: said, not named
             summary["current_job_id"], summary["busy"] = None, True
+        elif job is not None and job.worker and job.worker != summary["name"]:
+            summary["node_of"] = views.gang_node_text(job, summary["name"])
     return summaries
 
 

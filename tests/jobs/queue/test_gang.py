@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 
 from app import views
+from app.runs.tab import worker_list
 from app.train.memory_panel import verdict_text
 from app.train.plan_panel import plan_text
 from jobs.queue import gang
@@ -71,6 +72,9 @@ def test_a_gang_job_claims_its_hosts_or_waits_and_lets_a_smaller_job_pass(studio
         assert gang.reservation(s, b) == (wide, (1, 1))  # b joins attempt 1 as node 1
         assert gang.reservation(s, a) == (wide, None)  # the leader's own job is no reservation
     assert _claim(studio, b) is None  # a reserved worker claims nothing of its own
+    table = views.workers_table(worker_list(studio), 0)  # the Runs tab: b runs the job as a's node, not its own
+    assert dict(zip(table["worker"], table["running job"], strict=True)) == {
+        a: f"{wide}", b: f"{wide} (node 1 of 2, led by {a})"}
 
     with studio.db.write() as s:  # the attempt is lost and requeued: b's reservation is stale, to be freed
         jobs_repo.requeue_lost_worker(s, wide, 1, "lost", 3)
