@@ -445,7 +445,12 @@ def _device_count_problems(studio: Studio, spec: TrainSpec) -> list[Problem]:
     if spec.devices == ALL_DEVICES or spec.devices <= 1:
         return []
     most = most_devices(studio, spec.pool)
-    if not most or spec.devices <= most:
+    if not most:  # a named pool none of whose workers answers: its hosts are what the job is planned and placed on
+        return [Problem(field="pool", message=(
+            f"no live worker serves pool '{spec.pool}' (none sent a heartbeat in the last "
+            f"{studio.settings.lease_s:g} s), so no host there can be counted for {spec.devices} devices: start its "
+            f"workers (STUDIO_POOL={spec.pool}) first, or name a pool that has them"))]
+    if spec.devices <= most:
         return []
     where = f"pool '{spec.pool}'" if spec.pool else "this studio"
     refused = f"asks for {spec.devices} devices, but the most one worker's host in {where} has is {most}"

@@ -208,7 +208,7 @@ def test_what_alice_planted_shows_as_text_for_the_admin(team, planted, admin_pag
     client = OpenAI(base_url=team.url.rstrip("/") + "/v1", api_key=key, max_retries=0, timeout=60)
     assert "alice-parrot" in {model.id for model in client.models.list()}  # the admin sees every adapter
     page.locator("#revoke-api-key").click()
-    expect(page.locator("#account-status")).to_contain_text("API key revoked.")
+    expect(page.locator("#account-status")).to_contain_text("API key revoked.", timeout=30_000)
     expect(page.locator("#new-api-key")).to_be_hidden()
     expect(summary).to_contain_text("No API key.")
     with pytest.raises(AuthenticationError):
@@ -216,10 +216,10 @@ def test_what_alice_planted_shows_as_text_for_the_admin(team, planted, admin_pag
     page.get_by_role("button", name=re.compile(r"^Your Weights & Biases key")).click()
     page.get_by_label("W&B API key").fill("wandb-key-0123456789abcdef-</b>")
     page.get_by_role("button", name="Save W&B key").click()
-    expect(page.locator("#account-status")).to_contain_text("W&B key saved.")
+    expect(page.locator("#account-status")).to_contain_text("W&B key saved.", timeout=30_000)
     expect(summary).to_contain_text("A W&B key ending …</b> is stored.")  # its markup as text
     expect(page.get_by_label("W&B API key")).to_have_value("")  # never shown back
     page.get_by_role("button", name="Forget W&B key").click()
-    expect(page.locator("#account-status")).to_contain_text("W&B key forgotten.")
+    expect(page.locator("#account-status")).to_contain_text("W&B key forgotten.", timeout=30_000)
     expect(summary).to_contain_text("No W&B key.")
     _nothing_runs(page, "Account")

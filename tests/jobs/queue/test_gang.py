@@ -93,6 +93,23 @@ def test_submit_spans_a_pools_hosts_only_where_they_split_the_devices_evenly(stu
         submit_job(studio, {**FAST_JOB, "devices": 2})
 
 
+def test_a_job_on_several_devices_of_a_pool_that_does_not_answer_is_refused_and_one_on_one_device_waits(studio):
+    _worker(studio, "a")  # pool gang answers; pool silent has no live worker (one whose heartbeat is past the lease)
+    lease = studio.settings.lease_s
+    with studio.db.write() as s:
+        quiet = workers_repo.register_worker(s, "quiet:1", "quiet", 1, "default", "CPU (2 cores)", 64 << 30, "silent",
+                                             address="127.0.0.1", rdzv_ports="29500-29599", device_count=4)
+        quiet.heartbeat_at = utcnow() - timedelta(seconds=lease + 1)
+    with pytest.raises(SpecError) as refused:
+        submit_job(studio, {**FAST_JOB, "devices": 2, "pool": "silent"})
+    assert [(p.field, p.message) for p in refused.value.problems] == [("pool", (
+        f"no live worker serves pool 'silent' (none sent a heartbeat in the last {lease:g} s), so no host there can "
+        "be counted for 2 devices: start its workers (STUDIO_POOL=silent) first, or name a pool that has them"))]
+    with studio.db.read() as s:
+        assert jobs_repo.list_jobs(s) == []  # nothing queued
+    assert _job(studio, submit_job(studio, {**FAST_JOB, "pool": "silent"})).status == "queued"  # it waits for one
+
+
 def test_shapes_put_the_most_ranks_on_each_host():
     assert gang.shapes(8, 4) == [(2, 4), (4, 2), (8, 1)] and gang.shapes(6, 4) == [(2, 3), (3, 2), (6, 1)]
     assert gang.feasible(4, {"a": 2, "b": 2}) == (2, 2) and gang.feasible(4, {"a": 4, "b": 1}) is None
