@@ -8,6 +8,7 @@ from datetime import datetime
 
 import pandas as pd
 
+from jobs.queue.gang import Gang
 from jobs.spec import TrainSpec, field_label
 from jobs.spec_store import load_stored_spec
 from jobs.training.phases import PHASES
@@ -274,13 +275,13 @@ def _device_text(worker: dict) -> str:
 
 
 def gang_node_text(job: Job, worker: str) -> str:
-    """What a worker holding another worker's job is to it: a node of the job's current attempt, or reserved for one
-    that has not gathered yet (jobs.queue.gang records the members when the leader claims)."""
-    record = (job.provenance or {}).get("gang") or {}
-    node = next((m["node_rank"] for m in record.get("members", []) if m.get("worker") == worker), None)
-    if node is None or job.status != JobStatus.RUNNING:
+    """What a worker holding another worker's job is to it: a node of the job's running attempt (the gang the leader
+    recorded for that attempt), or reserved for one that has not gathered yet."""
+    gang = Gang.of(job.provenance, job.attempt) if job.status == JobStatus.RUNNING else None
+    node = gang.node_of(worker) if gang is not None else None
+    if node is None:
         return f"reserved for it by {job.worker}"
-    return f"node {node} of {record.get('nodes', '?')}, led by {job.worker}"
+    return f"node {node} of {gang.nodes}, led by {job.worker}"
 
 
 def _running_text(worker: dict) -> str:
