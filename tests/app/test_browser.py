@@ -270,6 +270,7 @@ def _wait_until_succeeded(page, app: AppServer, names: list[str]) -> None:
 CSV_ROWS = "instruction,output\nSay hello.,Hello!\nSay goodbye.,Goodbye!\nCount to three.,\"1, 2, 3\"\n"
 
 
+@pytest.mark.timeout(1800)  # the suite's longest walk: 3.5 minutes idle, 8 on a busy host
 def test_newcomer_trains_inspects_downloads_and_compares(app_server, page, shots, tmp_path):
     app = app_server
     print(f"\nscreenshots: {shots}")

@@ -30,15 +30,16 @@ def test_a_pasted_template_renders_as_apply_chat_template_does(demo_model_dir):
                              add_generation_prompt=prompt) == expected
 
 
-@pytest.mark.parametrize(("template", "words"), [
-    (NESTED_LOOP, "rendering took longer than 0.5 s, the most a pasted template may take"),
-    ("{{ 'x' * 10**7 }}", "the rendered conversation has 10,000,000 characters, more than the 1,000,000"),
-    ("{{ 'x' * 10**10 }}", "needed more memory than a pasted template may use"),
-    ("{{ raise_exception('no system turns') }}", "TemplateError: no system turns"),
+@pytest.mark.parametrize(("template", "seconds", "words"), [
+    (NESTED_LOOP, 0.5, "rendering took longer than 0.5 s, the most a pasted template may take"),
+    # The others end on their own, so they get time to spare: a 10 MB string took over 0.5 s on a busy CI host.
+    ("{{ 'x' * 10**7 }}", 30, "the rendered conversation has 10,000,000 characters, more than the 1,000,000"),
+    ("{{ 'x' * 10**10 }}", 30, "needed more memory than a pasted template may use"),
+    ("{{ raise_exception('no system turns') }}", 30, "TemplateError: no system turns"),
 ])
-def test_a_hostile_or_broken_template_is_refused_naming_chat_template(template, words):
+def test_a_hostile_or_broken_template_is_refused_naming_chat_template(template, seconds, words):
     with pytest.raises(TemplateRenderError, match="^chat_template: ") as caught:
-        render_pasted(template, SAMPLE_CONVERSATION, seconds=0.5)
+        render_pasted(template, SAMPLE_CONVERSATION, seconds=seconds)
     assert words in str(caught.value)
     assert render_pasted("{{ messages[0].content }}", SAMPLE_CONVERSATION) == "You are a helpful assistant."  # again
 
