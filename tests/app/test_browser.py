@@ -52,6 +52,8 @@ try:
 except ImportError:
     _missing("Python playwright is not installed: `python -m pip install -r requirements.txt`")
 expect = sync_api.expect
+# An assertion's default wait (5 s) is too short on a busy host; one that holds returns at once.
+expect.set_options(timeout=20_000)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
