@@ -217,8 +217,45 @@ class LiveStudio:
                 return phases
             time.sleep(0.2)
 
+    def cancel_what_is_left(self, timeout_s: float = 120) -> None:
+        """Cancel every queued or running job and wait until each has ended."""
+        from jobs.submit import cancel_job
+        from storage import jobs_repo
+
+        with self.studio.db.read() as session:
+            left = [job.id for job in jobs_repo.active_jobs(session)]
+        for job_id in left:
+            cancel_job(self.studio, job_id)
+        for job_id in left:
+            try:
+                self.wait_for(job_id, timeout_s=timeout_s)
+            except AssertionError:
+                pass  # the worker's own log says why; the next test reports its own state
+
     def worker_log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
+
+
+FAILED = pytest.StashKey[bool]()
+"""Set on a test item whose setup, call or teardown failed."""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        item.stash[FAILED] = True
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _no_jobs_left_on_the_shared_worker_after_a_failure(request):
+    """A test on the shared `live` worker that fails with jobs still queued or running has them cancelled, so the
+    next test's jobs do not wait behind them: on a busy CI host one such failure became a run of timeouts."""
+    live = request.getfixturevalue("live") if "live" in request.fixturenames else None
+    yield
+    if live is not None and request.node.stash.get(FAILED, False):
+        live.cancel_what_is_left()
 
 
 @pytest.fixture(scope="session")
